@@ -213,7 +213,7 @@ pub fn message_length(header: &[u8; HEADER_LEN], limits: &Limits) -> Result<usiz
             limit: limits.max_message_size,
         });
     }
-    if body % 8 != 0 {
+    if !body.is_multiple_of(8) {
         return Err(TtlvError::BadLength {
             item_type: ItemType::Structure,
             offset: 0,
@@ -294,12 +294,21 @@ fn decode_item(
         | ItemType::Boolean
         | ItemType::DateTime
         | ItemType::DateTimeExtended => fixed(8, "8")?,
-        ItemType::BigInteger if len % 8 != 0 || len == 0 => {
+        ItemType::BigInteger if !len.is_multiple_of(8) || len == 0 => {
             return Err(TtlvError::BadLength {
                 item_type,
                 offset: start,
                 length,
                 expected: "a non-zero multiple of 8",
+            })
+        }
+        // Children are padded to 8 bytes, so a Structure's length is a multiple of 8.
+        ItemType::Structure if !len.is_multiple_of(8) => {
+            return Err(TtlvError::BadLength {
+                item_type,
+                offset: start,
+                length,
+                expected: "a multiple of 8",
             })
         }
         _ => {}
@@ -362,7 +371,7 @@ impl Ttlv {
                 | Value::Boolean(_)
                 | Value::DateTime(_)
                 | Value::DateTimeExtended(_) => 8,
-                Value::BigInteger(b) => padded(b.len()),
+                Value::BigInteger(b) => padded(b.len().max(1)),
                 Value::TextString(s) => padded(s.len()),
                 Value::ByteString(b) => padded(b.len()),
             }
@@ -432,7 +441,7 @@ fn put_var(out: &mut BytesMut, b: &[u8]) -> usize {
 
 /// Big Integers must be a multiple of 8 bytes on the wire: sign-extend on the left.
 fn sign_extend_to_8(b: &Bytes) -> Bytes {
-    if b.len() % 8 == 0 && !b.is_empty() {
+    if b.len().is_multiple_of(8) && !b.is_empty() {
         return b.clone();
     }
     let fill = if b.first().is_some_and(|x| x & 0x80 != 0) {

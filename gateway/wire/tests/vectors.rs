@@ -1,0 +1,61 @@
+//! The codec round trip (XML → TTLV → decode → XML) on every OASIS test vector file.
+
+use std::path::{Path, PathBuf};
+
+use kmip_wire::conformance::codec_roundtrip_file;
+
+fn vectors_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kmip-vectors");
+    assert!(
+        dir.is_dir(),
+        "the OASIS KMIP test vectors are missing: expected them in {} (shared/kmip-vectors beside \
+         the repository)",
+        dir.display()
+    );
+    dir
+}
+
+fn xml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            xml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "xml") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_vector_file_round_trips_through_the_codec() {
+    let mut files = Vec::new();
+    xml_files(&vectors_dir(), &mut files);
+    assert!(
+        files.len() >= 150,
+        "only {} vector files found",
+        files.len()
+    );
+    let mut messages = 0;
+    let mut failures = Vec::new();
+    for f in &files {
+        match codec_roundtrip_file(f) {
+            Ok(n) => {
+                assert!(n >= 2, "{}: no messages", f.display());
+                messages += n;
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} files failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+    assert!(messages > 2000, "only {messages} messages");
+}
