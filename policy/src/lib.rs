@@ -7,6 +7,7 @@
 //! whose operation is not granted as [`DenyReason::NotPermitted`] (Permission Denied).
 
 mod error;
+mod grants;
 mod operation;
 mod policy;
 mod raw;

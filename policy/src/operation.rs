@@ -174,6 +174,14 @@ impl OpSet {
         self.0 |= op.bit();
     }
 
+    pub(crate) fn union(&mut self, other: OpSet) {
+        self.0 |= other.0;
+    }
+
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
     pub(crate) fn contains(self, op: Operation) -> bool {
         self.0 & op.bit() != 0
     }
@@ -229,6 +237,11 @@ mod tests {
         assert!(set.contains(Operation::Get));
         assert!(set.contains(Operation::MacVerify));
         assert!(!set.contains(Operation::Create));
+        assert!(OpSet::default().is_empty() && !set.is_empty());
+        let mut other = OpSet::default();
+        other.insert(Operation::Create);
+        other.union(set);
+        assert!(other.contains(Operation::Create) && other.contains(Operation::Get));
         assert_eq!(
             set.iter().collect::<Vec<_>>(),
             vec![Operation::Get, Operation::MacVerify]

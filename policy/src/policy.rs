@@ -1,18 +1,22 @@
 //! The validated policy and its decisions.
 //!
 //! Every grant is additive (a rule can only allow), so a decision is an OR over rules and cannot
-//! depend on their order. Rules are still kept sorted by name so that `explain` names the same
-//! rule whatever order the file lists them in.
+//! depend on their order. Decisions read a per-caller index built once at load (`Grants`);
+//! `explain` walks the rules instead, kept sorted by name so that it names the same rule whatever
+//! order the file lists them in. The two paths are cross-checked by the property tests.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::error::PolicyError;
+use crate::grants::{Grants, ScopeRef};
 use crate::operation::{OpSet, Operation, OperationKind};
 use crate::raw::{PolicyConfig, RuleConfig};
 
 /// The authenticated caller: its user name (the certificate's Common Name) and the groups the
-/// policy puts it in. Made by `Policy::identity`; resolve it again after a policy reload.
+/// policy puts it in. Made by `Policy::identity`. Decisions go by the user name and the deciding
+/// policy's own membership, so an identity kept across a reload never carries stale groups into
+/// a decision; `groups` is for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     user: String,
@@ -69,6 +73,8 @@ impl Decision {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     users: HashMap<String, User>,
+    /// What a caller the policy does not list may do: `everyone` rules only.
+    unlisted: Grants,
     admin_groups: HashSet<String>,
     /// Rules without scope, granting global operations; sorted by name.
     global_rules: Vec<Rule>,
@@ -79,7 +85,9 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 struct User {
     groups: Vec<String>,
+    /// The user's own `admin` flag; `grants.admin` also counts its groups'.
     admin: bool,
+    grants: Grants,
 }
 
 #[derive(Debug, Clone)]
@@ -92,13 +100,14 @@ struct Rule {
     scope: Scope,
 }
 
+/// Value lists are sorted and deduplicated.
 #[derive(Debug, Clone, Default)]
 struct Scope {
     owned: bool,
-    owners: HashSet<String>,
-    object_groups: HashSet<String>,
+    owners: Vec<String>,
+    object_groups: Vec<String>,
     name_prefixes: Vec<String>,
-    uids: HashSet<String>,
+    uids: Vec<String>,
     all_objects: bool,
 }
 
@@ -121,16 +130,16 @@ impl Scope {
         if self.owned && !obj.owner.is_empty() && obj.owner == id.user {
             return Some(Hit::Owned);
         }
-        if self.owners.contains(&obj.owner) {
+        if has(&self.owners, &obj.owner) {
             return Some(Hit::Owner(&obj.owner));
         }
-        if self.uids.contains(&obj.uid) {
+        if has(&self.uids, &obj.uid) {
             return Some(Hit::Uid);
         }
         if let Some(g) = obj
             .object_groups
             .iter()
-            .find(|g| self.object_groups.contains(*g))
+            .find(|g| has(&self.object_groups, g))
         {
             return Some(Hit::ObjectGroup(g));
         }
@@ -151,18 +160,29 @@ impl Scope {
             parts.push("objects the caller owns".to_string());
         }
         if !self.owners.is_empty() {
-            parts.push(format!("owners {:?}", sorted(&self.owners)));
+            parts.push(format!("owners {:?}", self.owners));
         }
         if !self.uids.is_empty() {
-            parts.push(format!("uids {:?}", sorted(&self.uids)));
+            parts.push(format!("uids {:?}", self.uids));
         }
         if !self.object_groups.is_empty() {
-            parts.push(format!("object groups {:?}", sorted(&self.object_groups)));
+            parts.push(format!("object groups {:?}", self.object_groups));
         }
         if !self.name_prefixes.is_empty() {
             parts.push(format!("name prefixes {:?}", self.name_prefixes));
         }
         parts.join(", ")
+    }
+
+    fn as_ref(&self) -> Option<ScopeRef<'_>> {
+        (!self.is_empty()).then_some(ScopeRef {
+            all_objects: self.all_objects,
+            owned: self.owned,
+            owners: &self.owners,
+            uids: &self.uids,
+            object_groups: &self.object_groups,
+            name_prefixes: &self.name_prefixes,
+        })
     }
 }
 
@@ -262,6 +282,7 @@ impl Policy {
                 User {
                     groups,
                     admin: u.admin,
+                    grants: Grants::default(),
                 },
             );
         }
@@ -286,8 +307,36 @@ impl Policy {
         global_rules.sort_by(|a, b| a.name.cmp(&b.name));
         object_rules.sort_by(|a, b| a.name.cmp(&b.name));
 
+        let index = |id: &Identity, admin: bool| {
+            let mut grants = Grants::default();
+            grants.admin = admin;
+            for rule in global_rules.iter().chain(&object_rules) {
+                if rule.via(id).is_some() {
+                    grants.add(rule.ops, rule.scope.as_ref());
+                }
+            }
+            grants
+        };
+        for (name, user) in &mut users {
+            let id = Identity {
+                user: name.clone(),
+                groups: user.groups.clone(),
+            };
+            let admin = user.admin || user.groups.iter().any(|g| admin_groups.contains(g));
+            user.grants = index(&id, admin);
+        }
+        // Rules name only listed users, so an unlisted caller is reached by `everyone` alone.
+        let unlisted = index(
+            &Identity {
+                user: String::new(),
+                groups: Vec::new(),
+            },
+            false,
+        );
+
         Ok(Policy {
             users,
+            unlisted,
             admin_groups,
             global_rules,
             object_rules,
@@ -325,15 +374,52 @@ impl Policy {
     /// For a global operation (Locate, Create …) this answers "may `id` do `op` and see `obj`":
     /// an invisible object stays invisible, otherwise `decide_global` decides.
     pub fn decide(&self, id: &Identity, op: Operation, obj: &ObjectFacts) -> Decision {
-        if self.admin_via(id).is_some() {
+        let grants = self.grants(&id.user);
+        if grants.admin {
             return Decision::Allow;
         }
-        if op.kind() == OperationKind::Global {
-            return if self.may_see(id, obj) {
-                self.decide_global(id, op)
-            } else {
-                Decision::Deny(DenyReason::Invisible)
-            };
+        let on_object = grants.on(&id.user, obj);
+        if on_object.is_empty() {
+            return Decision::Deny(DenyReason::Invisible);
+        }
+        let granted = match op.kind() {
+            OperationKind::Global => grants.global,
+            OperationKind::Object => on_object,
+        };
+        if granted.contains(op) {
+            Decision::Allow
+        } else {
+            Decision::Deny(DenyReason::NotPermitted)
+        }
+    }
+
+    /// May `id` perform `op`, which creates objects or needs none (Create, Register, Query,
+    /// DiscoverVersions, Locate)? Object operations are never granted here: use `decide`.
+    pub fn decide_global(&self, id: &Identity, op: Operation) -> Decision {
+        let grants = self.grants(&id.user);
+        // `global` holds global operations only: rules are validated to keep them apart.
+        if grants.admin || grants.global.contains(op) {
+            Decision::Allow
+        } else {
+            Decision::Deny(DenyReason::NotPermitted)
+        }
+    }
+
+    /// May `id` know that `obj` exists (keep it in Locate results)? True when any operation on it
+    /// is granted.
+    pub fn may_see(&self, id: &Identity, obj: &ObjectFacts) -> bool {
+        let grants = self.grants(&id.user);
+        grants.admin || !grants.on(&id.user, obj).is_empty()
+    }
+
+    fn grants(&self, user: &str) -> &Grants {
+        self.users.get(user).map_or(&self.unlisted, |u| &u.grants)
+    }
+
+    /// `decide`, by walking the rules: the reference `explain` reports from.
+    fn decide_by_rules(&self, id: &Identity, op: Operation, obj: &ObjectFacts) -> Decision {
+        if self.admin_via(id).is_some() {
+            return Decision::Allow;
         }
         let mut visible = false;
         for (rule, _, _) in self.object_matches(id, obj) {
@@ -342,38 +428,32 @@ impl Policy {
             }
             visible = true;
         }
-        Decision::Deny(if visible {
-            DenyReason::NotPermitted
-        } else {
-            DenyReason::Invisible
-        })
+        if !visible {
+            return Decision::Deny(DenyReason::Invisible);
+        }
+        match op.kind() {
+            OperationKind::Global => self.decide_global_by_rules(id, op),
+            OperationKind::Object => Decision::Deny(DenyReason::NotPermitted),
+        }
     }
 
-    /// May `id` perform `op`, which creates objects or needs none (Create, Register, Query,
-    /// DiscoverVersions, Locate)? Object operations are never granted here: use `decide`.
-    pub fn decide_global(&self, id: &Identity, op: Operation) -> Decision {
-        if self.admin_via(id).is_some() {
-            return Decision::Allow;
-        }
-        if op.kind() == OperationKind::Global
-            && self
+    /// `decide_global`, by walking the rules.
+    fn decide_global_by_rules(&self, id: &Identity, op: Operation) -> Decision {
+        if self.admin_via(id).is_some()
+            || self
                 .global_matches(id)
                 .any(|(rule, _)| rule.ops.contains(op))
         {
-            return Decision::Allow;
+            Decision::Allow
+        } else {
+            Decision::Deny(DenyReason::NotPermitted)
         }
-        Decision::Deny(DenyReason::NotPermitted)
-    }
-
-    /// May `id` know that `obj` exists (keep it in Locate results)? True when any operation on it
-    /// is granted.
-    pub fn may_see(&self, id: &Identity, obj: &ObjectFacts) -> bool {
-        self.admin_via(id).is_some() || self.object_matches(id, obj).next().is_some()
     }
 
     /// One line saying what `decide` answers and which rule or missing grant made it so.
     pub fn explain(&self, id: &Identity, op: Operation, obj: &ObjectFacts) -> String {
-        let decision = self.decide(id, op, obj);
+        let id = &self.identity(&id.user);
+        let decision = self.decide_by_rules(id, op, obj);
         let target = describe_object(obj);
         let mut out = format!("{} {op} on {target}: ", verdict(decision));
         if let Some(admin) = self.admin_via(id) {
@@ -440,7 +520,8 @@ impl Policy {
 
     /// One line saying what `decide_global` answers and why.
     pub fn explain_global(&self, id: &Identity, op: Operation) -> String {
-        let decision = self.decide_global(id, op);
+        let id = &self.identity(&id.user);
+        let decision = self.decide_global_by_rules(id, op);
         let mut out = format!("{} {op}: ", verdict(decision));
         if let Some(admin) = self.admin_via(id) {
             out.push_str(&describe_admin(id, admin));
@@ -556,7 +637,6 @@ fn validate_rule(
         ops.insert(op);
     }
 
-    let mut owners = HashSet::new();
     for u in &r.owners {
         if !users.contains_key(u) {
             return Err(PolicyError::RuleUnknownUser {
@@ -565,21 +645,13 @@ fn validate_rule(
                 user: u.clone(),
             });
         }
-        owners.insert(u.clone());
     }
     let scope = Scope {
         owned: r.owned,
-        owners,
-        object_groups: non_empty_set(&r.name, "object_groups", &r.object_groups)?,
-        name_prefixes: {
-            let mut prefixes: Vec<String> =
-                non_empty_set(&r.name, "name_prefixes", &r.name_prefixes)?
-                    .into_iter()
-                    .collect();
-            prefixes.sort();
-            prefixes
-        },
-        uids: non_empty_set(&r.name, "uids", &r.uids)?,
+        owners: non_empty_list(&r.name, "owners", &r.owners)?,
+        object_groups: non_empty_list(&r.name, "object_groups", &r.object_groups)?,
+        name_prefixes: non_empty_list(&r.name, "name_prefixes", &r.name_prefixes)?,
+        uids: non_empty_list(&r.name, "uids", &r.uids)?,
         all_objects: r.all_objects,
     };
 
@@ -611,18 +683,26 @@ fn validate_rule(
     })
 }
 
-fn non_empty_set(
+/// The values sorted and deduplicated, or an error naming the key if one is empty.
+fn non_empty_list(
     rule: &str,
     key: &'static str,
     values: &[String],
-) -> Result<HashSet<String>, PolicyError> {
+) -> Result<Vec<String>, PolicyError> {
     if values.iter().any(String::is_empty) {
         return Err(PolicyError::EmptyValue {
             rule: rule.to_string(),
             key,
         });
     }
-    Ok(values.iter().cloned().collect())
+    let mut list = values.to_vec();
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
+fn has(sorted: &[String], value: &str) -> bool {
+    sorted.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), PolicyError> {
@@ -636,12 +716,6 @@ fn check_name(what: &'static str, name: &str) -> Result<(), PolicyError> {
         });
     }
     Ok(())
-}
-
-fn sorted(set: &HashSet<String>) -> Vec<&str> {
-    let mut v: Vec<&str> = set.iter().map(String::as_str).collect();
-    v.sort_unstable();
-    v
 }
 
 fn verdict(decision: Decision) -> &'static str {

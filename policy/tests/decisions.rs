@@ -479,3 +479,39 @@ name_prefixes = ["vm"]
     let text = p.explain(&alice, Operation::Get, &o);
     assert!(text.ends_with("(Name 'vm\\nALLOW')"), "{text}");
 }
+
+#[test]
+fn an_identity_kept_across_a_reload_follows_the_new_membership() {
+    let old = policy(
+        r#"
+[[rules]]
+name = "arrays-read"
+groups = ["arrays"]
+operations = ["Get"]
+all_objects = true
+"#,
+    );
+    let alice = old.identity("alice");
+    let o = obj("k1", "bob", &[], &[]);
+    assert_eq!(old.decide(&alice, Operation::Get, &o), ALLOW);
+    // The reload moves alice out of `arrays`.
+    let new = Policy::from_toml_str(
+        r#"
+[[groups]]
+name = "arrays"
+[[users]]
+name = "alice"
+[[rules]]
+name = "arrays-read"
+groups = ["arrays"]
+operations = ["Get"]
+all_objects = true
+"#,
+    )
+    .unwrap();
+    assert_eq!(alice.groups(), ["arrays"]);
+    assert_eq!(new.decide(&alice, Operation::Get, &o), HIDDEN);
+    assert!(new
+        .explain(&alice, Operation::Get, &o)
+        .starts_with("DENY (Item Not Found"));
+}
