@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 pub mod error;
+pub mod vault;
+pub mod pkcs11;
 pub use error::BackendError;
 
 /// The kinds of managed object a backend stores. The gateway maps KMIP Object Types onto these.
@@ -111,8 +113,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Replaces an object's metadata blob.
     async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError>;
 
-    /// Removes an object and its material for good.
-    async fn destroy(&self, uid: &str) -> Result<(), BackendError>;
+    /// Destroys an object's material for good (KMIP Destroy). With `tombstone` = `Some(meta)`,
+    /// the object stays as a metadata-only record holding that blob (KMIP keeps a destroyed
+    /// object's attributes; `read_material` then fails with `NotFound`); with `None` it is removed
+    /// entirely.
+    async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError>;
 
     /// Encrypts with the key `uid`, where it lives.
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError>;

@@ -1,0 +1,71 @@
+//! The admin listener (loopback by default): `/metrics` (Prometheus text), `/healthz` (the process
+//! answers) and `/readyz` (backend reachable, TLS configuration loaded). A deliberately tiny
+//! HTTP/1.1 responder: GET only, one request per connection.
+
+use kmip_backends::Backend;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+/// Largest admin request read: these are one-line GETs from a scraper or a probe.
+const MAX_ADMIN_REQUEST: usize = 4096;
+/// A probe that does not send its request line within this time is dropped.
+const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Admin {
+    pub metrics: PrometheusHandle,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl Admin {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; MAX_ADMIN_REQUEST];
+                let mut n = 0;
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout(ADMIN_READ_TIMEOUT, stream.read(&mut buf[n..])).await
+                    {
+                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
+                        Ok(Ok(k)) => n += k,
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf[..n]);
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                let (status, ctype, body) = this.route(path).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if let Err(e) = stream.write_all(resp.as_bytes()).await {
+                    warn!(error = %e, "admin response not written");
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    }
+
+    async fn route(&self, path: &str) -> (&'static str, &'static str, String) {
+        match path {
+            "/metrics" => ("200 OK", "text/plain; version=0.0.4", self.metrics.render()),
+            "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
+            "/readyz" => match self.backend.health().await {
+                Ok(()) => ("200 OK", "text/plain", "ready\n".into()),
+                Err(e) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("backend not ready: {e}\n"),
+                ),
+            },
+            _ => ("404 Not Found", "text/plain", "not found\n".into()),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Process wiring: configuration → backend → store → TLS → listeners, and signal handling.
+
+use crate::admin::Admin;
+use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
+use crate::dispatch::Dispatcher;
+use crate::server::Listener;
+use crate::store::Store;
+use crate::tls::{TlsSetupError, TlsState};
+use arc_swap::ArcSwap;
+use kmip_backends::{Backend, BackendError};
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("development PKI: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("backend: {0}")]
+    Backend(#[from] BackendError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("stored objects: {0}")]
+    Store(String),
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Opens the configured backend; any problem (bad module, token, PIN, corrupt vault) is fatal.
+pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, StartError> {
+    match &cfg.backend {
+        BackendConfig::Vault { dir, master_key } => {
+            use kmip_backends::vault::{MasterKeySource, Vault};
+            let source = match master_key {
+                MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
+                MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
+            };
+            let dir = dir.clone();
+            // Opening replays the vault's log from disk: blocking work, off the async workers.
+            let vault = tokio::task::spawn_blocking(move || Vault::open(&dir, source))
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("vault open task: {e}")))??;
+            Ok(Arc::new(vault))
+        }
+        BackendConfig::Pkcs11 {
+            module,
+            token_label,
+            pin,
+            pool_size,
+            acquire_timeout,
+        } => {
+            use kmip_backends::pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config};
+            let pin = match pin {
+                PinConfig::File(p) => PinSource::File(p.clone()),
+                PinConfig::Env(name) => PinSource::Env(name.clone()),
+            };
+            let config = Pkcs11Config {
+                module_path: module.clone(),
+                token_label: token_label.clone(),
+                pin: pin.resolve()?,
+                pool_size: *pool_size,
+                acquire_timeout: *acquire_timeout,
+            };
+            Ok(Arc::new(Pkcs11Backend::open(config).await?))
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
+    if cfg.embedded_default {
+        let pki = crate::pki::dev_pki(&cfg.data_dir.join("pki"))?;
+        if pki.created {
+            info!(dir = %pki.dir.display(), "created the development PKI (CA, server and client-purefa certificates)");
+        }
+    }
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| StartError::Metrics(e.to_string()))?;
+    let backend = open_backend(&cfg).await?;
+    let store = Arc::new(
+        Store::open(backend.clone())
+            .await
+            .map_err(|e| StartError::Store(e.to_string()))?,
+    );
+    info!(
+        backend = backend.name(),
+        objects = store.len(),
+        "backend opened"
+    );
+    let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
+    let dispatcher = Arc::new(Dispatcher::new(store, cfg.limits));
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: cfg.listen.to_string(),
+        source,
+    })?;
+    // Tests and scripts read this line to find a port-0 listener.
+    info!(addr = %local, "KMIP listener ready");
+    if let Some(admin_addr) = cfg.admin_listen {
+        let admin_listener =
+            TcpListener::bind(admin_addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: admin_addr.to_string(),
+                    source,
+                })?;
+        let admin_local = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: admin_addr.to_string(),
+                source,
+            })?;
+        info!(addr = %admin_local, "admin listener ready");
+        let admin = Arc::new(Admin {
+            metrics,
+            backend: backend.clone(),
+        });
+        tokio::spawn(admin.serve(admin_listener));
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits));
+    let serving = tokio::spawn(server.serve(listener, shutdown_rx));
+    wait_for_stop_signal().await?;
+    info!("stop signal received: no new connections, finishing in-flight requests");
+    let _ = shutdown_tx.send(true);
+    if let Err(e) = serving.await {
+        error!(error = %e, "listener task failed");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

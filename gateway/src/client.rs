@@ -1,0 +1,133 @@
+//! An async KMIP client over mutual TLS, used by `kmip-conformance`, the bench and the tests.
+//! It speaks TTLV; building requests is the caller's business (see `kmip_wire::model`).
+
+use crate::tls::{crypto_provider, load_certs, TlsSetupError};
+use bytes::{Bytes, BytesMut};
+use kmip_wire::ttlv::{decode, message_length, Limits, Ttlv, TtlvError, HEADER_LEN};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// How long the client waits for a response before giving up: a stuck server must not hang a
+/// test or a bench run forever.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Setup(#[from] TlsSetupError),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server sent malformed TTLV: {0}")]
+    Ttlv(#[from] TtlvError),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("invalid server name '{0}'")]
+    ServerName(String),
+}
+
+/// TLS settings of a client: trusted CA, client certificate and key.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<ClientConfig>,
+}
+
+impl ClientTls {
+    pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<ClientTls, ClientError> {
+        let mut roots = RootCertStore::empty();
+        for c in load_certs(ca)? {
+            roots.add(c)?;
+        }
+        let chain = load_certs(cert)?;
+        let key_pem =
+            zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| TlsSetupError::File {
+                path: key.display().to_string(),
+                problem: e.to_string(),
+            })?);
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsSetupError::File {
+            path: key.display().to_string(),
+            problem: "contains no usable PEM private key".into(),
+        })?;
+        let config = ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        Ok(ClientTls {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// One open KMIP connection.
+pub struct KmipClient {
+    stream: TlsStream<TcpStream>,
+    limits: Limits,
+    timeout: Duration,
+}
+
+impl KmipClient {
+    /// Connects to `addr`, verifying the server certificate for `server_name`.
+    pub async fn connect(
+        addr: &str,
+        server_name: &str,
+        tls: &ClientTls,
+    ) -> Result<KmipClient, ClientError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| ClientError::ServerName(server_name.to_string()))?;
+        let stream = TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await?;
+        Ok(KmipClient {
+            stream,
+            limits: Limits::default(),
+            timeout: DEFAULT_RESPONSE_TIMEOUT,
+        })
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends raw bytes (possibly malformed: hostile-input tests use this).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Reads one whole response message.
+    pub async fn read_message(&mut self) -> Result<Bytes, ClientError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, async {
+            let mut header = [0u8; HEADER_LEN];
+            self.stream.read_exact(&mut header).await?;
+            let total = message_length(&header, &self.limits)?;
+            let mut buf = BytesMut::with_capacity(total);
+            buf.extend_from_slice(&header);
+            buf.resize(total, 0);
+            self.stream.read_exact(&mut buf[HEADER_LEN..]).await?;
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    /// Sends one request message and returns the decoded response.
+    pub async fn call(&mut self, request: &Ttlv) -> Result<Ttlv, ClientError> {
+        self.send_raw(&request.to_bytes()?).await?;
+        let bytes = self.read_message().await?;
+        Ok(decode(&bytes, &self.limits)?)
+    }
+}

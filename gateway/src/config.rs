@@ -1,0 +1,561 @@
+//! Configuration: TOML (via the `config` crate) with `KMIP_GATEWAY__SECTION__KEY` environment
+//! overrides, read into a raw serde structure and then validated into [`GatewayConfig`], whose
+//! every field is known good. `deploy/config/gateway.example.toml` documents every key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Default KMIP port (IANA-registered for KMIP over TLS).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5696";
+/// Default admin listener (metrics, health): loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9696";
+/// Default data folder of the embedded configuration, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "kmip-gateway-data";
+/// Default cap on open client connections: bounds memory and file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time a client has to finish the TLS handshake: stops half-open connections from holding
+/// a permit.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to receive the rest of a message once its first byte arrived: defeats slowloris.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a connection may sit idle between requests before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time in-flight requests get to finish after SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default upper bound on batch items in one request: bounds the work one message can ask for.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1_000;
+/// Default time a request waits for a pooled HSM session before failing with Operation Failed.
+pub const DEFAULT_PKCS11_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default PKCS#11 session pool size: SoftHSM gains nothing past a few sessions.
+pub const DEFAULT_PKCS11_POOL_SIZE: u32 = 4;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    #[serde(default)]
+    limits: RawLimits,
+    backend: Option<RawBackend>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    cas: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_size: Option<usize>,
+    max_depth: Option<usize>,
+    max_connections: Option<usize>,
+    max_batch_items: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    kind: String,
+    master_key_file: Option<PathBuf>,
+    master_key_env: Option<String>,
+    module: Option<PathBuf>,
+    token_label: Option<String>,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+    pool_size: Option<u32>,
+    acquire_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsFiles,
+    pub users: Vec<UserConfig>,
+    pub limits: LimitsConfig,
+    pub backend: BackendConfig,
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether this is the embedded default (development PKI created on first start).
+    pub embedded_default: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    pub name: String,
+    pub cas: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    pub max_message_size: usize,
+    pub max_depth: usize,
+    pub max_connections: usize,
+    pub max_batch_items: usize,
+    pub handshake_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: kmip_wire::ttlv::DEFAULT_MAX_MESSAGE_SIZE,
+            max_depth: kmip_wire::ttlv::DEFAULT_MAX_DEPTH,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Where the master key of the file vault comes from.
+#[derive(Debug, Clone)]
+pub enum MasterKeyConfig {
+    /// A 0600 file, created with a random key on first start.
+    File(PathBuf),
+    /// An environment variable holding the key in hex.
+    Env(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum PinConfig {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Vault {
+        dir: PathBuf,
+        master_key: MasterKeyConfig,
+    },
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin: PinConfig,
+        pool_size: u32,
+        acquire_timeout: Duration,
+    },
+}
+
+impl GatewayConfig {
+    /// The embedded default: loopback listener, data and a development PKI under `data_dir`,
+    /// the user `purefa` trusted through that PKI's CA, the file vault.
+    pub fn embedded(data_dir: &Path) -> GatewayConfig {
+        let pki = data_dir.join("pki");
+        GatewayConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5696))),
+            data_dir: data_dir.to_path_buf(),
+            tls: TlsFiles {
+                cert: pki.join("server.pem"),
+                key: pki.join("server.key"),
+            },
+            users: vec![UserConfig {
+                name: "purefa".into(),
+                cas: vec![pki.join("ca.pem")],
+            }],
+            limits: LimitsConfig::default(),
+            backend: BackendConfig::Vault {
+                dir: data_dir.join("vault"),
+                master_key: MasterKeyConfig::File(data_dir.join("vault").join("master.key")),
+            },
+            admin_listen: DEFAULT_ADMIN_LISTEN.parse().ok(),
+            embedded_default: true,
+        }
+    }
+
+    /// Reads and validates a configuration file, with environment overrides
+    /// (`KMIP_GATEWAY__LIMITS__MAX_CONNECTIONS=100`). Relative paths are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("KMIP_GATEWAY")
+                    .prefix_separator("__")
+                    .separator("__"),
+            )
+            .build()?
+            .try_deserialize()?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate(raw, base)
+    }
+
+    /// Validates a TOML document given as a string (tests, `check-config` on stdin).
+    pub fn from_toml_str(toml: &str, base: &Path) -> Result<GatewayConfig, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        validate(raw, base)
+    }
+}
+
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(key, format!("'{s}' is not an address like 127.0.0.1:5696")))
+}
+
+fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(key, "must be greater than zero")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn millis(key: &str, v: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(key, "must be greater than zero")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Ok(default),
+    }
+}
+
+/// A CN a user may be named by: non-empty, no wildcard, printable.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.trim().is_empty() && !name.contains('*') && !name.chars().any(char::is_control)
+}
+
+fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
+    let listen = addr("listen", raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+    let data_dir = resolve(
+        base,
+        raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+    );
+    let tls = raw
+        .tls
+        .ok_or_else(|| invalid("tls", "missing: [tls] cert and key are required"))?;
+    let tls = TlsFiles {
+        cert: resolve(base, tls.cert),
+        key: resolve(base, tls.key),
+    };
+    if raw.users.is_empty() {
+        return Err(invalid("users", "no [[users]]: nobody could connect"));
+    }
+    let mut users = Vec::with_capacity(raw.users.len());
+    for (i, u) in raw.users.into_iter().enumerate() {
+        let key = format!("users[{i}]");
+        if !valid_user_name(&u.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("'{}' is empty, a wildcard or not printable", u.name),
+            ));
+        }
+        if users.iter().any(|x: &UserConfig| x.name == u.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("user '{}' is listed twice", u.name),
+            ));
+        }
+        if u.cas.is_empty() {
+            return Err(invalid(
+                format!("{key}.cas"),
+                "at least one trusted CA is required",
+            ));
+        }
+        users.push(UserConfig {
+            name: u.name,
+            cas: u.cas.into_iter().map(|p| resolve(base, p)).collect(),
+        });
+    }
+    let l = raw.limits;
+    let limits = LimitsConfig {
+        max_message_size: positive(
+            "limits.max_message_size",
+            l.max_message_size,
+            kmip_wire::ttlv::DEFAULT_MAX_MESSAGE_SIZE,
+        )?,
+        max_depth: positive(
+            "limits.max_depth",
+            l.max_depth,
+            kmip_wire::ttlv::DEFAULT_MAX_DEPTH,
+        )?,
+        max_connections: positive(
+            "limits.max_connections",
+            l.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+        )?,
+        max_batch_items: positive(
+            "limits.max_batch_items",
+            l.max_batch_items,
+            DEFAULT_MAX_BATCH_ITEMS,
+        )?,
+        handshake_timeout: millis(
+            "limits.handshake_timeout_ms",
+            l.handshake_timeout_ms,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+        )?,
+        read_timeout: millis(
+            "limits.read_timeout_ms",
+            l.read_timeout_ms,
+            DEFAULT_READ_TIMEOUT,
+        )?,
+        idle_timeout: millis(
+            "limits.idle_timeout_ms",
+            l.idle_timeout_ms,
+            DEFAULT_IDLE_TIMEOUT,
+        )?,
+        shutdown_grace: millis(
+            "limits.shutdown_grace_ms",
+            l.shutdown_grace_ms,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?,
+    };
+    if limits.max_message_size < 64 {
+        return Err(invalid(
+            "limits.max_message_size",
+            "must be at least 64 bytes",
+        ));
+    }
+    let backend = match raw.backend {
+        None => BackendConfig::Vault {
+            dir: data_dir.join("vault"),
+            master_key: MasterKeyConfig::File(data_dir.join("vault").join("master.key")),
+        },
+        Some(b) => backend_config(b, base, &data_dir)?,
+    };
+    let admin_listen = match raw.admin.and_then(|a| a.listen) {
+        Some(s) if s == "off" => None,
+        Some(s) => Some(addr("admin.listen", &s)?),
+        None => Some(addr("admin.listen", DEFAULT_ADMIN_LISTEN)?),
+    };
+    Ok(GatewayConfig {
+        listen,
+        data_dir,
+        tls,
+        users,
+        limits,
+        backend,
+        admin_listen,
+        embedded_default: false,
+    })
+}
+
+fn backend_config(
+    b: RawBackend,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<BackendConfig, ConfigError> {
+    match b.kind.as_str() {
+        "vault" => {
+            for (set, key) in [
+                (b.module.is_some(), "module"),
+                (b.token_label.is_some(), "token_label"),
+                (
+                    b.pin_file.is_some() || b.pin_env.is_some(),
+                    "pin_file/pin_env",
+                ),
+                (b.pool_size.is_some(), "pool_size"),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("backend.{key}"),
+                        "only applies to kind = \"pkcs11\"",
+                    ));
+                }
+            }
+            let dir = data_dir.join("vault");
+            let master_key = match (b.master_key_file, b.master_key_env) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "backend.master_key_file",
+                        "give master_key_file or master_key_env, not both",
+                    ))
+                }
+                (Some(f), None) => MasterKeyConfig::File(resolve(base, f)),
+                (None, Some(e)) => MasterKeyConfig::Env(e),
+                (None, None) => MasterKeyConfig::File(dir.join("master.key")),
+            };
+            Ok(BackendConfig::Vault { dir, master_key })
+        }
+        "pkcs11" => {
+            if b.master_key_file.is_some() || b.master_key_env.is_some() {
+                return Err(invalid(
+                    "backend.master_key_file",
+                    "only applies to kind = \"vault\"",
+                ));
+            }
+            let module = resolve(
+                base,
+                b.module.ok_or_else(|| {
+                    invalid("backend.module", "missing: path of the PKCS#11 library")
+                })?,
+            );
+            let token_label = b
+                .token_label
+                .filter(|l| !l.trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "backend.token_label",
+                        "missing: the token is found by its label",
+                    )
+                })?;
+            let pin = match (b.pin_file, b.pin_env) {
+                (Some(f), None) => PinConfig::File(resolve(base, f)),
+                (None, Some(e)) => PinConfig::Env(e),
+                _ => {
+                    return Err(invalid(
+                        "backend.pin_file",
+                        "give exactly one of pin_file or pin_env",
+                    ))
+                }
+            };
+            let pool_size = match b.pool_size {
+                Some(0) => return Err(invalid("backend.pool_size", "must be greater than zero")),
+                Some(n) => n,
+                None => DEFAULT_PKCS11_POOL_SIZE,
+            };
+            let acquire_timeout = millis(
+                "backend.acquire_timeout_ms",
+                b.acquire_timeout_ms,
+                DEFAULT_PKCS11_ACQUIRE_TIMEOUT,
+            )?;
+            Ok(BackendConfig::Pkcs11 {
+                module,
+                token_label,
+                pin,
+                pool_size,
+                acquire_timeout,
+            })
+        }
+        other => Err(invalid(
+            "backend.kind",
+            format!("'{other}' is not one of \"vault\", \"pkcs11\""),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:0"
+[tls]
+cert = "server.pem"
+key = "server.key"
+[[users]]
+name = "purefa"
+cas = ["ca.pem"]
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/etc/kg")).unwrap();
+        assert_eq!(c.tls.cert, Path::new("/etc/kg/server.pem"));
+        assert_eq!(c.users[0].cas[0], Path::new("/etc/kg/ca.pem"));
+        assert_eq!(c.limits.max_message_size, 1 << 20);
+        assert!(matches!(c.backend, BackendConfig::Vault { .. }));
+    }
+
+    fn error_of(toml: &str) -> String {
+        GatewayConfig::from_toml_str(toml, Path::new("/x"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(error_of(&MINIMAL.replace("purefa", "*.example.com")).starts_with("users[0].name"));
+        assert!(
+            error_of(&format!("{MINIMAL}[limits]\nmax_connections = 0\n"))
+                .starts_with("limits.max_connections")
+        );
+        assert!(
+            error_of(&format!("{MINIMAL}[backend]\nkind = \"hsm\"\n")).starts_with("backend.kind")
+        );
+        assert!(error_of(&format!(
+            "{MINIMAL}[backend]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\n"
+        ))
+        .starts_with("backend.token_label"));
+        assert!(error_of(&MINIMAL.replace("127.0.0.1:0", "nowhere")).starts_with("listen"));
+        assert!(error_of(&format!("{MINIMAL}bogus = 1\n")).contains("bogus"));
+        assert!(error_of(&format!(
+            "{MINIMAL}[[users]]\nname = \"purefa\"\ncas = [\"b.pem\"]\n"
+        ))
+        .contains("twice"));
+    }
+
+    #[test]
+    fn pkcs11_backend_is_validated() {
+        let c = GatewayConfig::from_toml_str(
+            &format!("{MINIMAL}[backend]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"kmip\"\npin_env = \"PIN\"\n"),
+            Path::new("/x"),
+        )
+        .unwrap();
+        match c.backend {
+            BackendConfig::Pkcs11 {
+                token_label,
+                pool_size,
+                ..
+            } => {
+                assert_eq!(token_label, "kmip");
+                assert_eq!(pool_size, DEFAULT_PKCS11_POOL_SIZE);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

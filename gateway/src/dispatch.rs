@@ -1,0 +1,189 @@
+//! Request dispatch: bytes → TTLV → typed request → operations, batch item by batch item →
+//! typed response → bytes. An operation error fails its own batch item; a message that cannot
+//! be used at all gets one failure response; only bytes that are not TTLV close the connection.
+
+use crate::config::LimitsConfig;
+use crate::ops::{OpContext, OpError, Ops};
+use crate::store::Store;
+use crate::tls::Identity;
+use bytes::Bytes;
+use kmip_wire::model::{
+    BatchErrorContinuationOption, ModelError, ProtocolVersion, RequestMessage, ResponseBatchItem,
+    ResponseHeader, ResponseMessage, ResultReason, ResultStatus,
+};
+use kmip_wire::ttlv::{decode, Limits};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::debug;
+
+/// Who is on the other end of a connection.
+pub struct ConnContext {
+    pub conn_id: u64,
+    pub peer: SocketAddr,
+    pub identity: Identity,
+}
+
+/// What the connection does with a handled message.
+pub enum Outcome {
+    Respond(Bytes),
+    /// The bytes were not a TTLV message: answer, then close (the stream can't be re-synced).
+    RespondAndClose(Bytes),
+}
+
+/// The version a message-level failure is answered in when the request's is unknown.
+const FALLBACK_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+
+pub struct Dispatcher {
+    ops: Ops,
+    limits: LimitsConfig,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn encode(msg: &ResponseMessage) -> Bytes {
+    // Encoding fails only for tags wider than 24 bits, which no response contains; an empty
+    // answer would then make the client fail loudly rather than hang.
+    msg.to_ttlv().to_bytes().unwrap_or_default()
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<Store>, limits: LimitsConfig) -> Dispatcher {
+        Dispatcher {
+            ops: Ops::new(store),
+            limits,
+        }
+    }
+
+    pub fn ops(&self) -> &Ops {
+        &self.ops
+    }
+
+    pub async fn handle(&self, conn: &ConnContext, bytes: Bytes) -> Outcome {
+        let limits = Limits {
+            max_message_size: self.limits.max_message_size,
+            max_depth: self.limits.max_depth,
+        };
+        let ttlv = match decode(&bytes, &limits) {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(conn = conn.conn_id, error = %e, "undecodable message");
+                metrics::counter!("kmip_invalid_messages_total", "kind" => "ttlv").increment(1);
+                let failure = ResponseMessage {
+                    header: ResponseHeader::new(FALLBACK_VERSION, now()),
+                    items: vec![ResponseBatchItem::failure(
+                        None,
+                        None,
+                        ResultReason::InvalidMessage,
+                        e.to_string(),
+                    )],
+                };
+                return Outcome::RespondAndClose(encode(&failure));
+            }
+        };
+        let request = match RequestMessage::from_ttlv(&ttlv) {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!("kmip_invalid_messages_total", "kind" => "message").increment(1);
+                let version = RequestMessage::peek_version(&ttlv).unwrap_or(FALLBACK_VERSION);
+                return Outcome::Respond(encode(&ResponseMessage::message_failure(
+                    version,
+                    now(),
+                    &e,
+                )));
+            }
+        };
+        let version = request.header.protocol_version;
+        if !version.is_known() {
+            let e = ModelError::Unsupported {
+                path: "RequestHeader.ProtocolVersion".into(),
+                what: "this protocol version",
+            };
+            return Outcome::Respond(encode(&ResponseMessage::message_failure(
+                FALLBACK_VERSION,
+                now(),
+                &e,
+            )));
+        }
+        if request.items.len() > self.limits.max_batch_items {
+            let e = ModelError::TooManyItems {
+                actual: request.items.len(),
+                limit: self.limits.max_batch_items,
+            };
+            return Outcome::Respond(encode(&ResponseMessage::message_failure(
+                version,
+                now(),
+                &e,
+            )));
+        }
+        let stop_on_error = matches!(
+            request.header.batch_error_continuation_option,
+            None | Some(BatchErrorContinuationOption::Stop)
+        ) && request.items.len() > 1;
+        let mut ctx = OpContext {
+            user: &conn.identity.user,
+            version,
+            id_placeholder: None,
+            now: now(),
+        };
+        let mut items = Vec::with_capacity(request.items.len());
+        for item in request.items {
+            let started = Instant::now();
+            let op_label = format!("{:?}", item.operation);
+            let response = match item.payload.clone() {
+                Err(e) => item.failure(e.result_reason(), e.to_string()),
+                Ok(payload) => match self.ops.execute(&mut ctx, payload).await {
+                    Ok(p) => item.success(p),
+                    Err(e) => failure_item(&item, &e, version),
+                },
+            };
+            let failed = response.result_status != ResultStatus::Success;
+            metrics::counter!("kmip_requests_total", "operation" => op_label.clone(), "result" => if failed { "failure" } else { "success" }).increment(1);
+            metrics::histogram!("kmip_request_seconds", "operation" => op_label)
+                .record(started.elapsed().as_secs_f64());
+            items.push(response);
+            if failed && stop_on_error {
+                break;
+            }
+        }
+        let response = ResponseMessage {
+            header: ResponseHeader::for_request(&request.header, now()),
+            items,
+        };
+        let encoded = encode(&response);
+        if let Some(max) = request.header.maximum_response_size {
+            if encoded.len() > usize::try_from(max).unwrap_or(0) {
+                let too_large = ResponseMessage {
+                    header: response.header.clone(),
+                    items: response
+                        .items
+                        .iter()
+                        .map(|i| {
+                            ResponseBatchItem::failure(
+                                i.operation,
+                                i.unique_batch_item_id.clone(),
+                                ResultReason::ResponseTooLarge,
+                                OpError::ResponseTooLarge.to_string(),
+                            )
+                        })
+                        .collect(),
+                };
+                return Outcome::Respond(encode(&too_large));
+            }
+        }
+        Outcome::Respond(encoded)
+    }
+}
+
+fn failure_item(
+    item: &kmip_wire::model::RequestBatchItem,
+    e: &OpError,
+    version: ProtocolVersion,
+) -> ResponseBatchItem {
+    item.failure(e.result_reason(version), e.to_string())
+}

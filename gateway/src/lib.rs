@@ -1,0 +1,12 @@
+//! kmip-gateway: a mutual-TLS KMIP server in front of key backends. See ARCHITECTURE.md.
+
+pub mod admin;
+pub mod app;
+pub mod client;
+pub mod config;
+pub mod dispatch;
+pub mod ops;
+pub mod pki;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,109 @@
+//! The operation layer's error, and the one exhaustive mapping of every error of every layer
+//! below the connection to a KMIP Result Reason.
+
+use kmip_backends::BackendError;
+use kmip_wire::model::{ModelError, ProtocolVersion, ResultReason};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum OpError {
+    /// No such object, or one the caller may not see (answered identically on purpose).
+    #[error("object not found")]
+    NotFound,
+    #[error("object has been destroyed")]
+    Destroyed,
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("operation not supported")]
+    OperationNotSupported,
+    #[error("{0}")]
+    FeatureNotSupported(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("missing {0}")]
+    MissingData(String),
+    #[error("object is {0}, which does not allow this operation")]
+    WrongState(&'static str),
+    #[error("attribute {0} is set by the server")]
+    ReadOnlyAttribute(String),
+    #[error("attribute {0} is single-valued and already present")]
+    SingleValued(String),
+    #[error("attribute instance not found")]
+    AttributeNotFound,
+    #[error("another object already has the name {0}")]
+    NonUniqueName(String),
+    #[error("key format type not supported")]
+    KeyFormatNotSupported,
+    #[error("the key may not be extracted")]
+    NotExtractable,
+    #[error("cryptographic parameters not supported: {0}")]
+    BadCryptoParameters(String),
+    #[error("response exceeds the client's Maximum Response Size")]
+    ResponseTooLarge,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl From<crate::store::StoreError> for OpError {
+    fn from(e: crate::store::StoreError) -> OpError {
+        match e {
+            crate::store::StoreError::Backend(b) => OpError::Backend(b),
+            crate::store::StoreError::BadMeta(uid, why) => {
+                OpError::Backend(BackendError::Corrupt(format!("{uid}: {why}")))
+            }
+        }
+    }
+}
+
+impl OpError {
+    /// The Result Reason a client of `version` gets for this error. The only place the mapping
+    /// is made; a new variant anywhere fails to compile until it is mapped here.
+    pub fn result_reason(&self, version: ProtocolVersion) -> ResultReason {
+        let v2 = version.is_v2();
+        match self {
+            OpError::NotFound => ResultReason::ItemNotFound,
+            OpError::Destroyed if v2 => ResultReason::ObjectDestroyed,
+            OpError::Destroyed => ResultReason::ItemNotFound,
+            OpError::PermissionDenied(_) => ResultReason::PermissionDenied,
+            OpError::OperationNotSupported => ResultReason::OperationNotSupported,
+            OpError::FeatureNotSupported(_) => ResultReason::FeatureNotSupported,
+            OpError::InvalidField(_) => ResultReason::InvalidField,
+            OpError::MissingData(_) => ResultReason::MissingData,
+            // KMIP 1.x has no lifecycle-state reason; its profiles answer Permission Denied.
+            OpError::WrongState(_) if v2 => ResultReason::WrongKeyLifecycleState,
+            OpError::WrongState(_) => ResultReason::PermissionDenied,
+            OpError::ReadOnlyAttribute(_) if v2 => ResultReason::AttributeReadOnly,
+            OpError::ReadOnlyAttribute(_) => ResultReason::PermissionDenied,
+            OpError::SingleValued(_) if v2 => ResultReason::AttributeSingleValued,
+            OpError::SingleValued(_) => ResultReason::IllegalOperation,
+            OpError::AttributeNotFound if v2 => ResultReason::AttributeNotFound,
+            OpError::AttributeNotFound => ResultReason::ItemNotFound,
+            OpError::NonUniqueName(_) if v2 => ResultReason::NonUniqueNameAttribute,
+            OpError::NonUniqueName(_) => ResultReason::IllegalOperation,
+            OpError::KeyFormatNotSupported => ResultReason::KeyFormatTypeNotSupported,
+            OpError::NotExtractable if v2 => ResultReason::NotExtractable,
+            OpError::NotExtractable => ResultReason::PermissionDenied,
+            OpError::BadCryptoParameters(_) => ResultReason::CryptographicFailure,
+            OpError::ResponseTooLarge => ResultReason::ResponseTooLarge,
+            OpError::Model(e) => e.result_reason(),
+            OpError::Backend(e) => match e {
+                BackendError::NotFound(_) => ResultReason::ItemNotFound,
+                BackendError::AlreadyExists(_) => ResultReason::IllegalOperation,
+                BackendError::NotExtractable(_) if v2 => ResultReason::NotExtractable,
+                BackendError::NotExtractable(_) => ResultReason::PermissionDenied,
+                BackendError::Unsupported(_) => ResultReason::FeatureNotSupported,
+                BackendError::InvalidInput(_) => ResultReason::InvalidField,
+                BackendError::Crypto(_) | BackendError::IntegrityCheckFailed => {
+                    ResultReason::CryptographicFailure
+                }
+                BackendError::Busy(_)
+                | BackendError::Unavailable(_)
+                | BackendError::Io(_)
+                | BackendError::Corrupt(_)
+                | BackendError::Pkcs11 { .. } => ResultReason::GeneralFailure,
+            },
+        }
+    }
+}

@@ -1,0 +1,1319 @@
+//! KMIP operation semantics over the [`Store`]: the object state machine, the attributes the
+//! server sets itself, Locate matching, and the mapping of Create/Register/Get to the backend.
+
+mod error;
+
+pub use error::OpError;
+
+use crate::store::{Store, StoredObject};
+use bytes::Bytes;
+use kmip_backends::{CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind};
+use kmip_wire::model::*;
+use kmip_wire::spec::tags;
+use kmip_wire::ttlv::{Tag, Value};
+use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Versions this server speaks, newest first (the Discover Versions answer).
+pub const SUPPORTED_VERSIONS: &[(i32, i32)] =
+    &[(2, 1), (2, 0), (1, 4), (1, 3), (1, 2), (1, 1), (1, 0)];
+
+/// Operations this server implements (the Query Operations answer).
+pub const SUPPORTED_OPERATIONS: &[Operation] = &[
+    Operation::DiscoverVersions,
+    Operation::Query,
+    Operation::Create,
+    Operation::Register,
+    Operation::Locate,
+    Operation::Get,
+    Operation::GetAttributes,
+    Operation::GetAttributeList,
+    Operation::AddAttribute,
+    Operation::ModifyAttribute,
+    Operation::DeleteAttribute,
+    Operation::SetAttribute,
+    Operation::Activate,
+    Operation::Revoke,
+    Operation::Destroy,
+    Operation::ReKey,
+    Operation::Check,
+    Operation::Encrypt,
+    Operation::Decrypt,
+    Operation::Mac,
+];
+
+/// Object types this server stores (the Query Objects answer).
+pub const SUPPORTED_OBJECT_TYPES: &[ObjectType] = &[
+    ObjectType::SymmetricKey,
+    ObjectType::SecretData,
+    ObjectType::OpaqueObject,
+    ObjectType::Certificate,
+    ObjectType::PublicKey,
+    ObjectType::PrivateKey,
+];
+
+pub const VENDOR_IDENTIFICATION: &str = "kmip-gateway";
+
+/// Attributes only the server sets: a client may not add, modify or delete them.
+const SERVER_ATTRIBUTES: &[Tag] = &[
+    tags::UNIQUE_IDENTIFIER,
+    tags::OBJECT_TYPE,
+    tags::STATE,
+    tags::INITIAL_DATE,
+    tags::LAST_CHANGE_DATE,
+    tags::DESTROY_DATE,
+    tags::COMPROMISE_DATE,
+    tags::DIGEST,
+    tags::FRESH,
+    tags::ORIGINAL_CREATION_DATE,
+    tags::ALWAYS_SENSITIVE,
+    tags::NEVER_EXTRACTABLE,
+    tags::KEY_VALUE_PRESENT,
+    tags::CRYPTOGRAPHIC_ALGORITHM,
+    tags::CRYPTOGRAPHIC_LENGTH,
+];
+
+/// Attributes a client sets at Create/Register but may not change later.
+const CREATE_ONLY: &[Tag] = &[tags::CRYPTOGRAPHIC_ALGORITHM, tags::CRYPTOGRAPHIC_LENGTH];
+
+/// Standard attributes that may have several instances.
+const MULTI_VALUED: &[Tag] = &[
+    tags::NAME,
+    tags::OBJECT_GROUP,
+    tags::LINK,
+    tags::ALTERNATIVE_NAME,
+    tags::APPLICATION_SPECIFIC_INFORMATION,
+    tags::CRYPTOGRAPHIC_PARAMETERS,
+    tags::CRYPTOGRAPHIC_DOMAIN_PARAMETERS,
+    tags::DIGEST,
+    tags::KEY_VALUE_LOCATION,
+];
+
+/// Who asks, in which version, with the batch's ID Placeholder.
+pub struct OpContext<'a> {
+    pub user: &'a str,
+    pub version: ProtocolVersion,
+    /// The Unique Identifier produced by an earlier item of the same batch, used when an item
+    /// omits its own.
+    pub id_placeholder: Option<String>,
+    pub now: i64,
+}
+
+impl OpContext<'_> {
+    fn uid(&self, given: Option<String>) -> Result<String, OpError> {
+        given
+            .or_else(|| self.id_placeholder.clone())
+            .ok_or_else(|| OpError::MissingData("Unique Identifier".into()))
+    }
+}
+
+fn state_of(obj: &StoredObject) -> State {
+    obj.enum_of(tags::STATE)
+        .map(State::from_u32)
+        .unwrap_or(State::PreActive)
+}
+
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::PreActive => "Pre-Active",
+        State::Active => "Active",
+        State::Deactivated => "Deactivated",
+        State::Compromised => "Compromised",
+        State::Destroyed => "Destroyed",
+        State::DestroyedCompromised => "Destroyed Compromised",
+        State::Other(_) => "in an unknown state",
+    }
+}
+
+fn is_destroyed(obj: &StoredObject) -> bool {
+    matches!(
+        state_of(obj),
+        State::Destroyed | State::DestroyedCompromised
+    )
+}
+
+fn kind_of(t: ObjectType) -> Result<ObjectKind, OpError> {
+    Ok(match t {
+        ObjectType::SymmetricKey => ObjectKind::SymmetricKey,
+        ObjectType::SecretData => ObjectKind::SecretData,
+        ObjectType::OpaqueObject => ObjectKind::OpaqueObject,
+        ObjectType::Certificate => ObjectKind::Certificate,
+        ObjectType::PublicKey => ObjectKind::PublicKey,
+        ObjectType::PrivateKey => ObjectKind::PrivateKey,
+        _ => {
+            return Err(OpError::FeatureNotSupported(
+                "this Object Type is not stored here".into(),
+            ))
+        }
+    })
+}
+
+fn object_type_of(k: ObjectKind) -> ObjectType {
+    match k {
+        ObjectKind::SymmetricKey => ObjectType::SymmetricKey,
+        ObjectKind::SecretData => ObjectType::SecretData,
+        ObjectKind::OpaqueObject => ObjectType::OpaqueObject,
+        ObjectKind::Certificate => ObjectType::Certificate,
+        ObjectKind::PublicKey => ObjectType::PublicKey,
+        ObjectKind::PrivateKey => ObjectType::PrivateKey,
+    }
+}
+
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn digest_attr(material: &[u8], format: KeyFormatType) -> Attribute {
+    let d = Digest {
+        hashing_algorithm: HashingAlgorithm::Sha256,
+        digest_value: Bytes::copy_from_slice(&Sha256::digest(material)),
+        key_format_type: Some(format),
+    };
+    Attribute::new(tags::DIGEST, d.to_value())
+}
+
+/// The operation layer.
+pub struct Ops {
+    pub store: Arc<Store>,
+}
+
+impl Ops {
+    pub fn new(store: Arc<Store>) -> Ops {
+        Ops { store }
+    }
+
+    /// Looks up an object the caller addresses; destroyed objects are found (their attributes
+    /// remain readable).
+    fn object(&self, uid: &str) -> Result<Arc<StoredObject>, OpError> {
+        self.store.get(uid).ok_or(OpError::NotFound)
+    }
+
+    fn live_object(&self, uid: &str) -> Result<Arc<StoredObject>, OpError> {
+        let obj = self.object(uid)?;
+        if is_destroyed(&obj) {
+            return Err(OpError::Destroyed);
+        }
+        Ok(obj)
+    }
+
+    pub async fn execute(
+        &self,
+        ctx: &mut OpContext<'_>,
+        payload: RequestPayload,
+    ) -> Result<ResponsePayload, OpError> {
+        let response = match payload {
+            RequestPayload::DiscoverVersions(r) => {
+                ResponsePayload::DiscoverVersions(discover_versions(&r))
+            }
+            RequestPayload::Query(r) => ResponsePayload::Query(query(&r)),
+            RequestPayload::Create(r) => ResponsePayload::Create(self.create(ctx, r).await?),
+            RequestPayload::Register(r) => ResponsePayload::Register(self.register(ctx, r).await?),
+            RequestPayload::Locate(r) => ResponsePayload::Locate(self.locate(ctx, &r)?),
+            RequestPayload::Get(r) => ResponsePayload::Get(self.get(ctx, r).await?),
+            RequestPayload::GetAttributes(r) => {
+                ResponsePayload::GetAttributes(self.get_attributes(ctx, r)?)
+            }
+            RequestPayload::GetAttributeList(r) => {
+                ResponsePayload::GetAttributeList(self.get_attribute_list(ctx, r)?)
+            }
+            RequestPayload::AddAttribute(r) => {
+                ResponsePayload::AddAttribute(self.add_attribute(ctx, r).await?)
+            }
+            RequestPayload::ModifyAttribute(r) => {
+                ResponsePayload::ModifyAttribute(self.modify_attribute(ctx, r).await?)
+            }
+            RequestPayload::DeleteAttribute(r) => {
+                ResponsePayload::DeleteAttribute(self.delete_attribute(ctx, r).await?)
+            }
+            RequestPayload::SetAttribute(r) => {
+                ResponsePayload::SetAttribute(self.set_attribute(ctx, r).await?)
+            }
+            RequestPayload::Activate(r) => ResponsePayload::Activate(self.activate(ctx, r).await?),
+            RequestPayload::Revoke(r) => ResponsePayload::Revoke(self.revoke(ctx, r).await?),
+            RequestPayload::Destroy(r) => ResponsePayload::Destroy(self.destroy(ctx, r).await?),
+            RequestPayload::ReKey(r) => ResponsePayload::ReKey(self.rekey(ctx, r).await?),
+            RequestPayload::Check(r) => ResponsePayload::Check(self.check(ctx, r)?),
+            RequestPayload::Encrypt(r) => ResponsePayload::Encrypt(self.encrypt(ctx, r).await?),
+            RequestPayload::Decrypt(r) => ResponsePayload::Decrypt(self.decrypt(ctx, r).await?),
+            RequestPayload::Mac(r) => ResponsePayload::Mac(self.mac(ctx, r).await?),
+            RequestPayload::Interop(_) | RequestPayload::Log(_) => ResponsePayload::Empty,
+            RequestPayload::CreateKeyPair(_) | RequestPayload::Unknown { .. } => {
+                return Err(OpError::OperationNotSupported)
+            }
+        };
+        Ok(response)
+    }
+
+    /// Attributes a client supplies at Create/Register, checked; server attributes are refused.
+    fn client_attributes(
+        &self,
+        attrs: Vec<Attribute>,
+        creating: bool,
+    ) -> Result<Vec<Attribute>, OpError> {
+        let mut out: Vec<Attribute> = Vec::with_capacity(attrs.len());
+        for a in attrs {
+            if let Some(tag) = a.tag() {
+                if tag == tags::OBJECT_TYPE || tag == tags::UNIQUE_IDENTIFIER {
+                    continue;
+                }
+                if SERVER_ATTRIBUTES.contains(&tag) && !(creating && CREATE_ONLY.contains(&tag)) {
+                    return Err(OpError::ReadOnlyAttribute(
+                        a.name.v1_name().unwrap_or_default(),
+                    ));
+                }
+                if !MULTI_VALUED.contains(&tag) {
+                    out.retain(|x| x.name != a.name);
+                }
+                if tag == tags::NAME {
+                    self.check_name_unique(&a, None)?;
+                }
+            }
+            out.push(Attribute { index: None, ..a });
+        }
+        Ok(out)
+    }
+
+    fn check_name_unique(&self, name: &Attribute, except: Option<&str>) -> Result<(), OpError> {
+        let Some(n) = name.as_name() else {
+            return Ok(());
+        };
+        let clash = self.store.snapshot().into_iter().any(|o| {
+            Some(o.uid.as_str()) != except
+                && !is_destroyed(&o)
+                && o.all(tags::NAME)
+                    .any(|x| x.as_name().is_some_and(|y| y.value == n.value))
+        });
+        if clash {
+            return Err(OpError::NonUniqueName(n.value));
+        }
+        Ok(())
+    }
+
+    fn new_object(
+        &self,
+        ctx: &OpContext<'_>,
+        object_type: ObjectType,
+        mut attrs: Vec<Attribute>,
+    ) -> Result<StoredObject, OpError> {
+        let uid = new_uid();
+        attrs.push(Attribute::text(tags::UNIQUE_IDENTIFIER, &uid));
+        attrs.push(Attribute::enumeration(tags::OBJECT_TYPE, object_type));
+        attrs.push(Attribute::enumeration(tags::STATE, State::PreActive));
+        attrs.push(Attribute::datetime(tags::INITIAL_DATE, ctx.now));
+        attrs.push(Attribute::datetime(tags::LAST_CHANGE_DATE, ctx.now));
+        attrs.push(Attribute::datetime(tags::ORIGINAL_CREATION_DATE, ctx.now));
+        attrs.push(Attribute::boolean(tags::FRESH, true));
+        // An activation date in the past activates the object at once.
+        let mut obj = StoredObject {
+            uid,
+            kind: kind_of(object_type)?,
+            owner: ctx.user.to_owned(),
+            attributes: attrs,
+        };
+        if let Some(d) = obj
+            .first(tags::ACTIVATION_DATE)
+            .and_then(Attribute::as_datetime)
+        {
+            if d <= ctx.now {
+                obj.set(tags::STATE, Value::Enumeration(State::Active.to_u32()));
+            }
+        }
+        Ok(obj)
+    }
+
+    async fn create(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: CreateRequest,
+    ) -> Result<CreateResponse, OpError> {
+        if r.object_type != ObjectType::SymmetricKey {
+            return Err(OpError::FeatureNotSupported(
+                "Create makes Symmetric Keys only".into(),
+            ));
+        }
+        let attrs = self.client_attributes(r.attributes, true)?;
+        let alg = attrs
+            .iter()
+            .find(|a| a.is(tags::CRYPTOGRAPHIC_ALGORITHM))
+            .and_then(|a| a.as_enum::<CryptographicAlgorithm>())
+            .ok_or_else(|| OpError::MissingData("Cryptographic Algorithm".into()))?;
+        let bits = attrs
+            .iter()
+            .find(|a| a.is(tags::CRYPTOGRAPHIC_LENGTH))
+            .and_then(Attribute::as_int)
+            .ok_or_else(|| OpError::MissingData("Cryptographic Length".into()))?;
+        let algorithm = match (alg, bits) {
+            (CryptographicAlgorithm::Aes, 128 | 192 | 256) => KeyAlgorithm::Aes,
+            (CryptographicAlgorithm::HmacSha256, 128..=512) if bits % 8 == 0 => KeyAlgorithm::HmacSha256,
+            _ => {
+                return Err(OpError::InvalidField(format!(
+                    "cannot create {alg:?} keys of {bits} bits (AES 128/192/256 and HMAC-SHA256 are supported)"
+                )))
+            }
+        };
+        let spec = key_spec(algorithm, bits, &attrs);
+        let mut obj = self.new_object(ctx, ObjectType::SymmetricKey, attrs)?;
+        flag_attrs(&mut obj, &spec);
+        let uid = obj.uid.clone();
+        self.store.create(obj, spec.clone()).await?;
+        if spec.extractable && !spec.sensitive {
+            self.add_digest(&uid).await?;
+        }
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(CreateResponse {
+            object_type: ObjectType::SymmetricKey,
+            unique_identifier: uid,
+        })
+    }
+
+    /// Records the Digest of a generated key, which only the backend has seen.
+    async fn add_digest(&self, uid: &str) -> Result<(), OpError> {
+        let material = self.store.read_material(uid).await?;
+        let digest = digest_attr(&material, KeyFormatType::Raw);
+        self.store
+            .update(uid, |o| {
+                o.attributes.push(digest);
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn register(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: RegisterRequest,
+    ) -> Result<UidResponse, OpError> {
+        let object_type = r.object.object_type();
+        let mut attrs = self.client_attributes(r.attributes, true)?;
+        let (material, format) = match &r.object {
+            ManagedObject::SymmetricKey(kb)
+            | ManagedObject::PublicKey(kb)
+            | ManagedObject::PrivateKey(kb)
+            | ManagedObject::SecretData { key_block: kb, .. } => {
+                if let Some(a) = kb.cryptographic_algorithm {
+                    attrs.retain(|x| !x.is(tags::CRYPTOGRAPHIC_ALGORITHM));
+                    attrs.push(Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, a));
+                }
+                if let Some(l) = kb.cryptographic_length {
+                    attrs.retain(|x| !x.is(tags::CRYPTOGRAPHIC_LENGTH));
+                    attrs.push(Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, l));
+                }
+                let bytes = kb.key_bytes().ok_or_else(|| {
+                    OpError::FeatureNotSupported(
+                        "only plain byte-string key values can be registered".into(),
+                    )
+                })?;
+                (
+                    Zeroizing::new(bytes.as_slice().to_vec()),
+                    kb.key_format_type,
+                )
+            }
+            ManagedObject::OpaqueObject { value, .. } => (
+                Zeroizing::new(value.as_slice().to_vec()),
+                KeyFormatType::Opaque,
+            ),
+            ManagedObject::Certificate { value, .. } => {
+                (Zeroizing::new(value.to_vec()), KeyFormatType::X509)
+            }
+        };
+        match &r.object {
+            ManagedObject::SecretData {
+                secret_data_type, ..
+            } => attrs.push(Attribute::enumeration(
+                tags::SECRET_DATA_TYPE,
+                *secret_data_type,
+            )),
+            ManagedObject::OpaqueObject {
+                opaque_data_type, ..
+            } => attrs.push(Attribute::new(
+                tags::OPAQUE_DATA_TYPE,
+                Value::Enumeration(*opaque_data_type),
+            )),
+            ManagedObject::Certificate {
+                certificate_type, ..
+            } => attrs.push(Attribute::enumeration(
+                tags::CERTIFICATE_TYPE,
+                *certificate_type,
+            )),
+            _ => {}
+        }
+        attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
+        attrs.push(digest_attr(&material, format));
+        let spec =
+            match (
+                &r.object,
+                attrs
+                    .iter()
+                    .find(|a| a.is(tags::CRYPTOGRAPHIC_ALGORITHM))
+                    .and_then(|a| a.as_enum()),
+            ) {
+                (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::Aes)) => Some(
+                    key_spec(KeyAlgorithm::Aes, (material.len() * 8) as i32, &attrs),
+                ),
+                (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::HmacSha256)) => {
+                    Some(key_spec(
+                        KeyAlgorithm::HmacSha256,
+                        (material.len() * 8) as i32,
+                        &attrs,
+                    ))
+                }
+                _ => None,
+            };
+        let mut obj = self.new_object(ctx, object_type, attrs)?;
+        if let Some(s) = &spec {
+            flag_attrs(&mut obj, s);
+        }
+        let uid = obj.uid.clone();
+        self.store.register(obj, material, spec).await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(UidResponse {
+            unique_identifier: uid,
+        })
+    }
+
+    /// Objects matching a Locate filter, for `user`'s visibility predicate.
+    pub fn locate_filtered(
+        &self,
+        ctx: &OpContext<'_>,
+        r: &LocateRequest,
+        visible: impl Fn(&StoredObject) -> bool,
+    ) -> Result<LocateResponse, OpError> {
+        let mut found: Vec<(i64, String)> = self
+            .store
+            .snapshot()
+            .into_iter()
+            .filter(|o| visible(o) && matches(o, &r.attributes))
+            .map(|o| {
+                (
+                    o.first(tags::INITIAL_DATE)
+                        .and_then(Attribute::as_datetime)
+                        .unwrap_or(0),
+                    o.uid.clone(),
+                )
+            })
+            .collect();
+        // Newest first, as KMIP asks; the identifier breaks ties so results are stable.
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let total = found.len();
+        let offset = r.offset_items.unwrap_or(0).max(0) as usize;
+        let max = r
+            .maximum_items
+            .filter(|m| *m > 0)
+            .map(|m| m as usize)
+            .unwrap_or(usize::MAX);
+        let ids: Vec<String> = found
+            .into_iter()
+            .skip(offset)
+            .take(max)
+            .map(|(_, u)| u)
+            .collect();
+        let _ = ctx;
+        Ok(LocateResponse {
+            located_items: Some(i32::try_from(total).unwrap_or(i32::MAX)),
+            unique_identifiers: ids,
+        })
+    }
+
+    fn locate(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: &LocateRequest,
+    ) -> Result<LocateResponse, OpError> {
+        let user = ctx.user.to_owned();
+        let resp = self.locate_filtered(ctx, r, |o| o.owner == user)?;
+        if let [only] = resp.unique_identifiers.as_slice() {
+            ctx.id_placeholder = Some(only.clone());
+        }
+        Ok(resp)
+    }
+
+    async fn get(&self, ctx: &mut OpContext<'_>, r: GetRequest) -> Result<GetResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.live_object(&uid)?;
+        if r.key_wrapping_specification.is_some() || r.key_wrap_type.is_some() {
+            return Err(OpError::FeatureNotSupported("key wrapping on Get".into()));
+        }
+        let stored_format = obj
+            .enum_of(tags::KEY_FORMAT_TYPE)
+            .map(KeyFormatType::from_u32)
+            .unwrap_or(KeyFormatType::Raw);
+        let algorithm = obj
+            .first(tags::CRYPTOGRAPHIC_ALGORITHM)
+            .and_then(|a| a.as_enum());
+        let length = obj
+            .first(tags::CRYPTOGRAPHIC_LENGTH)
+            .and_then(Attribute::as_int);
+        let material = self.store.read_material(&uid).await.map_err(|e| match e {
+            kmip_backends::BackendError::NotExtractable(_) => OpError::NotExtractable,
+            other => OpError::Backend(other),
+        })?;
+        let secret = SecretBytes::from_slice(&material);
+        let object = match obj.kind {
+            ObjectKind::SymmetricKey => {
+                let value = match r.key_format_type {
+                    None | Some(KeyFormatType::Raw) => KeyValue::Material(secret),
+                    Some(KeyFormatType::TransparentSymmetricKey) => {
+                        KeyValue::TransparentSymmetricKey(secret)
+                    }
+                    Some(_) => return Err(OpError::KeyFormatNotSupported),
+                };
+                let format = r.key_format_type.unwrap_or(KeyFormatType::Raw);
+                ManagedObject::SymmetricKey(KeyBlock {
+                    key_format_type: format,
+                    key_compression_type: None,
+                    key_value: value,
+                    cryptographic_algorithm: algorithm,
+                    cryptographic_length: length,
+                    key_wrapping_data: None,
+                })
+            }
+            kind => {
+                if r.key_format_type.is_some_and(|f| f != stored_format) {
+                    return Err(OpError::KeyFormatNotSupported);
+                }
+                let block = KeyBlock {
+                    key_format_type: stored_format,
+                    key_compression_type: None,
+                    key_value: KeyValue::Material(secret.clone()),
+                    cryptographic_algorithm: algorithm,
+                    cryptographic_length: length,
+                    key_wrapping_data: None,
+                };
+                match kind {
+                    ObjectKind::SecretData => ManagedObject::SecretData {
+                        secret_data_type: obj
+                            .enum_of(tags::SECRET_DATA_TYPE)
+                            .map(SecretDataType::from_u32)
+                            .unwrap_or(SecretDataType::Password),
+                        key_block: block,
+                    },
+                    ObjectKind::PublicKey => ManagedObject::PublicKey(block),
+                    ObjectKind::PrivateKey => ManagedObject::PrivateKey(block),
+                    ObjectKind::OpaqueObject => ManagedObject::OpaqueObject {
+                        opaque_data_type: obj
+                            .enum_of(tags::OPAQUE_DATA_TYPE)
+                            .unwrap_or(0x8000_0000),
+                        value: secret,
+                    },
+                    ObjectKind::Certificate => ManagedObject::Certificate {
+                        certificate_type: obj
+                            .enum_of(tags::CERTIFICATE_TYPE)
+                            .map(CertificateType::from_u32)
+                            .unwrap_or(CertificateType::X509),
+                        value: Bytes::copy_from_slice(&material),
+                    },
+                    ObjectKind::SymmetricKey => return Err(OpError::NotFound),
+                }
+            }
+        };
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(GetResponse {
+            unique_identifier: uid,
+            object,
+        })
+    }
+
+    fn get_attributes(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: GetAttributesRequest,
+    ) -> Result<GetAttributesResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.object(&uid)?;
+        let attributes = if r.names.is_empty() {
+            obj.attributes.clone()
+        } else {
+            // An attribute the object does not have is simply absent (vCenter asks for custom
+            // attributes before it sets them).
+            r.names
+                .iter()
+                .flat_map(|n| obj.find(n).cloned().collect::<Vec<_>>())
+                .collect()
+        };
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(GetAttributesResponse {
+            unique_identifier: uid,
+            attributes: with_indexes(attributes, ctx.version),
+        })
+    }
+
+    fn get_attribute_list(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: UidRequest,
+    ) -> Result<GetAttributeListResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.object(&uid)?;
+        let mut names: Vec<AttributeName> = Vec::new();
+        for a in &obj.attributes {
+            if !names.contains(&a.name) {
+                names.push(a.name.clone());
+            }
+        }
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(GetAttributeListResponse {
+            unique_identifier: uid,
+            names,
+        })
+    }
+
+    fn check_client_writable(&self, a: &Attribute) -> Result<(), OpError> {
+        if let Some(tag) = a.tag() {
+            if SERVER_ATTRIBUTES.contains(&tag) {
+                return Err(OpError::ReadOnlyAttribute(
+                    a.name.v1_name().unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_attribute(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: AttributeRequest,
+    ) -> Result<AttributeResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        self.live_object(&uid)?;
+        let a = r.attribute;
+        self.check_client_writable(&a)?;
+        if a.is(tags::NAME) {
+            self.check_name_unique(&a, Some(&uid))?;
+        }
+        let now = ctx.now;
+        let (_, echoed) = self
+            .store
+            .update(&uid, |o| {
+                let multi = a.tag().is_none_or(|t| MULTI_VALUED.contains(&t));
+                let existing = o.find(&a.name).count();
+                if existing > 0 && (!multi || a.tag().is_none()) {
+                    return Err(OpError::SingleValued(a.name.v1_name().unwrap_or_default()));
+                }
+                let added = Attribute {
+                    index: if existing > 0 {
+                        Some(existing as i32)
+                    } else {
+                        None
+                    },
+                    ..a
+                };
+                o.attributes.push(Attribute {
+                    index: None,
+                    ..added.clone()
+                });
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(added)
+            })
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(AttributeResponse {
+            unique_identifier: uid,
+            attribute: Some(echoed),
+        })
+    }
+
+    async fn modify_attribute(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: ModifyAttributeRequest,
+    ) -> Result<AttributeResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        self.live_object(&uid)?;
+        let new = r.attribute;
+        self.check_client_writable(&new)?;
+        if new.is(tags::NAME) {
+            self.check_name_unique(&new, Some(&uid))?;
+        }
+        let now = ctx.now;
+        let current = r.current;
+        let (_, echoed) = self
+            .store
+            .update(&uid, |o| {
+                let positions: Vec<usize> = o
+                    .attributes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.name == new.name)
+                    .map(|(i, _)| i)
+                    .collect();
+                let pick = match (&current, new.index) {
+                    (Some(cur), _) => positions
+                        .iter()
+                        .copied()
+                        .find(|&i| o.attributes[i].value == cur.value),
+                    (None, Some(idx)) => usize::try_from(idx)
+                        .ok()
+                        .and_then(|i| positions.get(i).copied()),
+                    (None, None) => positions.first().copied(),
+                };
+                let at = pick.ok_or(OpError::AttributeNotFound)?;
+                o.attributes[at].value = new.value.clone();
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(new.clone())
+            })
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(AttributeResponse {
+            unique_identifier: uid,
+            attribute: Some(echoed),
+        })
+    }
+
+    async fn delete_attribute(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: DeleteAttributeRequest,
+    ) -> Result<AttributeResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        self.live_object(&uid)?;
+        if let AttributeName::Tag(t) = &r.name {
+            if SERVER_ATTRIBUTES.contains(t) {
+                return Err(OpError::ReadOnlyAttribute(
+                    r.name.v1_name().unwrap_or_default(),
+                ));
+            }
+        }
+        let now = ctx.now;
+        let (_, removed) = self
+            .store
+            .update(&uid, |o| {
+                let positions: Vec<usize> = o
+                    .attributes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.name == r.name)
+                    .map(|(i, _)| i)
+                    .collect();
+                let pick = match (&r.current, r.index) {
+                    (Some(cur), _) => positions
+                        .iter()
+                        .copied()
+                        .find(|&i| o.attributes[i].value == cur.value),
+                    (None, Some(idx)) => usize::try_from(idx)
+                        .ok()
+                        .and_then(|i| positions.get(i).copied()),
+                    (None, None) => positions.first().copied(),
+                };
+                let at = pick.ok_or(OpError::AttributeNotFound)?;
+                let removed = o.attributes.remove(at);
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(removed)
+            })
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(AttributeResponse {
+            unique_identifier: uid,
+            attribute: Some(removed),
+        })
+    }
+
+    async fn set_attribute(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: AttributeRequest,
+    ) -> Result<UidResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        self.live_object(&uid)?;
+        let a = r.attribute;
+        self.check_client_writable(&a)?;
+        if a.tag().is_some_and(|t| MULTI_VALUED.contains(&t)) {
+            return Err(OpError::InvalidField(
+                "Set Attribute applies to single-valued attributes only".into(),
+            ));
+        }
+        let now = ctx.now;
+        self.store
+            .update(&uid, |o| {
+                o.attributes.retain(|x| x.name != a.name);
+                o.attributes.push(Attribute { index: None, ..a });
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(())
+            })
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(UidResponse {
+            unique_identifier: uid,
+        })
+    }
+
+    async fn activate(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: UidRequest,
+    ) -> Result<UidResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        self.live_object(&uid)?;
+        let now = ctx.now;
+        self.store
+            .update(&uid, |o| {
+                let s = state_of(o);
+                if s != State::PreActive {
+                    return Err(OpError::WrongState(state_name(s)));
+                }
+                o.set(tags::STATE, Value::Enumeration(State::Active.to_u32()));
+                o.set(tags::ACTIVATION_DATE, Value::DateTime(now));
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(())
+            })
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(UidResponse {
+            unique_identifier: uid,
+        })
+    }
+
+    async fn revoke(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: RevokeRequest,
+    ) -> Result<UidResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        self.live_object(&uid)?;
+        let now = ctx.now;
+        let compromise = matches!(
+            r.revocation_reason.code,
+            RevocationReasonCode::KeyCompromise | RevocationReasonCode::CaCompromise
+        );
+        self.store
+            .update(&uid, |o| {
+                if compromise {
+                    o.set(tags::STATE, Value::Enumeration(State::Compromised.to_u32()));
+                    o.set(tags::COMPROMISE_DATE, Value::DateTime(now));
+                    o.set(
+                        tags::COMPROMISE_OCCURRENCE_DATE,
+                        Value::DateTime(r.compromise_occurrence_date.unwrap_or(now)),
+                    );
+                } else {
+                    let s = state_of(o);
+                    if s != State::Active {
+                        return Err(OpError::WrongState(state_name(s)));
+                    }
+                    o.set(tags::STATE, Value::Enumeration(State::Deactivated.to_u32()));
+                    o.set(tags::DEACTIVATION_DATE, Value::DateTime(now));
+                }
+                o.set(tags::REVOCATION_REASON, r.revocation_reason.to_value());
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(())
+            })
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(UidResponse {
+            unique_identifier: uid,
+        })
+    }
+
+    async fn destroy(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: UidRequest,
+    ) -> Result<UidResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        self.live_object(&uid)?;
+        let now = ctx.now;
+        self.store
+            .destroy(&uid, |o| {
+                let next = match state_of(o) {
+                    State::PreActive | State::Deactivated => State::Destroyed,
+                    State::Compromised => State::DestroyedCompromised,
+                    s => return Err(OpError::WrongState(state_name(s))),
+                };
+                o.set(tags::STATE, Value::Enumeration(next.to_u32()));
+                o.set(tags::DESTROY_DATE, Value::DateTime(now));
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(())
+            })
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(UidResponse {
+            unique_identifier: uid,
+        })
+    }
+
+    async fn rekey(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: ReKeyRequest,
+    ) -> Result<UidResponse, OpError> {
+        let old_uid = ctx.uid(r.unique_identifier)?;
+        let old = self.live_object(&old_uid)?;
+        if old.kind != ObjectKind::SymmetricKey {
+            return Err(OpError::FeatureNotSupported(
+                "ReKey of Symmetric Keys only".into(),
+            ));
+        }
+        let carried: Vec<Attribute> = old
+            .attributes
+            .iter()
+            .filter(|a| match a.tag() {
+                Some(t) => {
+                    !SERVER_ATTRIBUTES.contains(&t)
+                        && ![
+                            tags::NAME,
+                            tags::LINK,
+                            tags::ACTIVATION_DATE,
+                            tags::DEACTIVATION_DATE,
+                            tags::REVOCATION_REASON,
+                            tags::COMPROMISE_OCCURRENCE_DATE,
+                        ]
+                        .contains(&t)
+                }
+                None => true,
+            })
+            .cloned()
+            .chain(old.first(tags::CRYPTOGRAPHIC_ALGORITHM).cloned())
+            .chain(old.first(tags::CRYPTOGRAPHIC_LENGTH).cloned())
+            .collect();
+        let mut req = CreateRequest {
+            object_type: ObjectType::SymmetricKey,
+            attributes: carried,
+        };
+        for a in r.attributes {
+            req.attributes.retain(|x| x.name != a.name);
+            req.attributes.push(a);
+        }
+        let created = self.create(ctx, req).await?;
+        let new_uid = created.unique_identifier;
+        let names: Vec<Attribute> = old.all(tags::NAME).cloned().collect();
+        let now = ctx.now;
+        let link_back = Link {
+            link_type: LinkType::ReplacedObjectLink,
+            linked_object_identifier: old_uid.clone(),
+        };
+        self.store
+            .update(&new_uid, |o| {
+                o.attributes.extend(names.iter().cloned());
+                o.attributes.push(Attribute::link(&link_back));
+                Ok(())
+            })
+            .await?;
+        let link_fwd = Link {
+            link_type: LinkType::ReplacementObjectLink,
+            linked_object_identifier: new_uid.clone(),
+        };
+        self.store
+            .update(&old_uid, |o| {
+                o.attributes.retain(|a| !a.is(tags::NAME));
+                o.attributes.push(Attribute::link(&link_fwd));
+                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+                Ok(())
+            })
+            .await?;
+        ctx.id_placeholder = Some(new_uid.clone());
+        Ok(UidResponse {
+            unique_identifier: new_uid,
+        })
+    }
+
+    fn check(&self, ctx: &mut OpContext<'_>, r: CheckRequest) -> Result<CheckResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.live_object(&uid)?;
+        if let Some(wanted) = r.cryptographic_usage_mask {
+            let have = obj
+                .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
+                .and_then(Attribute::as_int)
+                .unwrap_or(0);
+            if have & wanted != wanted {
+                return Err(OpError::PermissionDenied(
+                    "usage mask does not allow this use".into(),
+                ));
+            }
+        }
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(CheckResponse {
+            unique_identifier: Some(uid),
+            ..CheckResponse::default()
+        })
+    }
+
+    fn usable_key(&self, uid: &str, usage: i32) -> Result<Arc<StoredObject>, OpError> {
+        let obj = self.live_object(uid)?;
+        if state_of(&obj) != State::Active {
+            return Err(OpError::WrongState(state_name(state_of(&obj))));
+        }
+        if let Some(mask) = obj
+            .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
+            .and_then(Attribute::as_int)
+        {
+            if mask & usage == 0 {
+                return Err(OpError::PermissionDenied(
+                    "the key's usage mask does not allow this operation".into(),
+                ));
+            }
+        }
+        Ok(obj)
+    }
+
+    async fn encrypt(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: CryptoRequest,
+    ) -> Result<EncryptResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.usable_key(&uid, USAGE_ENCRYPT)?;
+        let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
+        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        let out = self
+            .store
+            .backend()
+            .encrypt(
+                &uid,
+                CipherRequest {
+                    mode,
+                    data: Zeroizing::new(data.as_slice().to_vec()),
+                    iv: r.iv_counter_nonce.map(|b| b.to_vec()),
+                    aad: r
+                        .authenticated_encryption_additional_data
+                        .map(|b| b.to_vec()),
+                    tag: None,
+                },
+            )
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(EncryptResponse {
+            unique_identifier: uid,
+            data: Some(Bytes::copy_from_slice(&out.data)),
+            iv_counter_nonce: out.generated_iv.map(Bytes::from),
+            correlation_value: None,
+            authenticated_encryption_tag: out.tag.map(Bytes::from),
+        })
+    }
+
+    async fn decrypt(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: CryptoRequest,
+    ) -> Result<DecryptResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.usable_key(&uid, USAGE_DECRYPT)?;
+        let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
+        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        let out = self
+            .store
+            .backend()
+            .decrypt(
+                &uid,
+                CipherRequest {
+                    mode,
+                    data: Zeroizing::new(data.as_slice().to_vec()),
+                    iv: r.iv_counter_nonce.map(|b| b.to_vec()),
+                    aad: r
+                        .authenticated_encryption_additional_data
+                        .map(|b| b.to_vec()),
+                    tag: r.authenticated_encryption_tag.map(|b| b.to_vec()),
+                },
+            )
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(DecryptResponse {
+            unique_identifier: uid,
+            data: Some(SecretBytes::from_slice(&out.data)),
+            correlation_value: None,
+        })
+    }
+
+    async fn mac(&self, ctx: &mut OpContext<'_>, r: MacRequest) -> Result<MacResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.usable_key(&uid, USAGE_MAC_GENERATE)?;
+        let alg = r
+            .cryptographic_parameters
+            .as_ref()
+            .and_then(|p| p.cryptographic_algorithm)
+            .or_else(|| {
+                obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
+                    .and_then(|a| a.as_enum())
+            });
+        if alg != Some(CryptographicAlgorithm::HmacSha256) {
+            return Err(OpError::BadCryptoParameters(
+                "MAC supports HMAC-SHA256 only".into(),
+            ));
+        }
+        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        let mac = self.store.backend().mac(&uid, data.as_slice()).await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(MacResponse {
+            unique_identifier: uid,
+            mac_data: Some(Bytes::from(mac)),
+            correlation_value: None,
+        })
+    }
+}
+
+const USAGE_ENCRYPT: i32 = 0x0000_0004;
+const USAGE_DECRYPT: i32 = 0x0000_0008;
+const USAGE_MAC_GENERATE: i32 = 0x0000_0080;
+
+fn cipher_mode(
+    p: Option<&CryptographicParameters>,
+    obj: &StoredObject,
+) -> Result<CipherMode, OpError> {
+    let alg = p.and_then(|p| p.cryptographic_algorithm).or_else(|| {
+        obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
+            .and_then(|a| a.as_enum())
+    });
+    if alg != Some(CryptographicAlgorithm::Aes) {
+        return Err(OpError::BadCryptoParameters(
+            "Encrypt/Decrypt support AES keys only".into(),
+        ));
+    }
+    let pad = match p.and_then(|p| p.padding_method) {
+        None | Some(PaddingMethod::None) => false,
+        Some(PaddingMethod::Pkcs5) => true,
+        Some(other) => return Err(OpError::BadCryptoParameters(format!("padding {other:?}"))),
+    };
+    Ok(match p.and_then(|p| p.block_cipher_mode) {
+        Some(BlockCipherMode::Gcm) => CipherMode::Gcm {
+            tag_len: p
+                .and_then(|p| p.tag_length)
+                .map(|t| t as usize)
+                .unwrap_or(16),
+        },
+        Some(BlockCipherMode::Cbc) => CipherMode::Cbc { pad },
+        Some(BlockCipherMode::Ecb) => CipherMode::Ecb { pad },
+        None => return Err(OpError::MissingData("Block Cipher Mode".into())),
+        Some(other) => return Err(OpError::BadCryptoParameters(format!("mode {other:?}"))),
+    })
+}
+
+fn key_spec(algorithm: KeyAlgorithm, bits: i32, attrs: &[Attribute]) -> KeySpec {
+    let flag = |tag: Tag| {
+        attrs
+            .iter()
+            .find(|a| a.is(tag))
+            .and_then(Attribute::as_bool)
+    };
+    KeySpec {
+        algorithm,
+        bits: bits.max(0) as u32,
+        extractable: flag(tags::EXTRACTABLE).unwrap_or(true),
+        sensitive: flag(tags::SENSITIVE).unwrap_or(false),
+        label: attrs
+            .iter()
+            .find(|a| a.is(tags::NAME))
+            .and_then(Attribute::as_name)
+            .map(|n| n.value),
+    }
+}
+
+fn flag_attrs(obj: &mut StoredObject, spec: &KeySpec) {
+    obj.set(tags::SENSITIVE, Value::Boolean(spec.sensitive));
+    obj.set(tags::EXTRACTABLE, Value::Boolean(spec.extractable));
+    obj.set(tags::ALWAYS_SENSITIVE, Value::Boolean(spec.sensitive));
+    obj.set(tags::NEVER_EXTRACTABLE, Value::Boolean(!spec.extractable));
+}
+
+/// KMIP 1.x numbers the instances of multi-valued attributes.
+fn with_indexes(attrs: Vec<Attribute>, version: ProtocolVersion) -> Vec<Attribute> {
+    if version.is_v2() {
+        return attrs
+            .into_iter()
+            .map(|a| Attribute { index: None, ..a })
+            .collect();
+    }
+    let mut seen: Vec<(AttributeName, i32)> = Vec::new();
+    attrs
+        .into_iter()
+        .map(|a| {
+            let n = match seen.iter_mut().find(|(name, _)| *name == a.name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    seen.push((a.name.clone(), 0));
+                    0
+                }
+            };
+            let multi = a.tag().is_some_and(|t| MULTI_VALUED.contains(&t));
+            Attribute {
+                index: if multi { Some(n) } else { None },
+                ..a
+            }
+        })
+        .collect()
+}
+
+/// Whether an object satisfies every Locate filter attribute.
+fn matches(obj: &StoredObject, filter: &[Attribute]) -> bool {
+    // Two instances of one date attribute in a filter bound a range; one is an exact match.
+    let mut date_ranges: Vec<(Tag, i64, i64)> = Vec::new();
+    for f in filter {
+        if let (Some(tag), Some(d)) = (f.tag(), f.as_datetime()) {
+            match date_ranges.iter_mut().find(|(t, _, _)| *t == tag) {
+                Some(r) => {
+                    r.1 = r.1.min(d);
+                    r.2 = r.2.max(d);
+                }
+                None => date_ranges.push((tag, d, d)),
+            }
+            continue;
+        }
+        let ok = match f.tag() {
+            Some(t) if t == tags::NAME => {
+                let want = f.as_name();
+                obj.all(tags::NAME).any(|x| {
+                    x.as_name()
+                        .zip(want.as_ref())
+                        .is_some_and(|(a, b)| a.value == b.value)
+                })
+            }
+            Some(t) if t == tags::OBJECT_TYPE => {
+                obj.enum_of(tags::OBJECT_TYPE) == f.as_enum::<ObjectType>().map(|o| o.to_u32())
+                    || Some(object_type_of(obj.kind).to_u32())
+                        == f.as_enum::<ObjectType>().map(|o| o.to_u32())
+            }
+            Some(t) if t == tags::CRYPTOGRAPHIC_USAGE_MASK => {
+                let want = f.as_int().unwrap_or(0);
+                obj.first(t)
+                    .and_then(Attribute::as_int)
+                    .is_some_and(|have| have & want == want)
+            }
+            _ => obj.find(&f.name).any(|x| x.value == f.value),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    date_ranges.iter().all(|(tag, lo, hi)| {
+        obj.first(*tag)
+            .and_then(Attribute::as_datetime)
+            .is_some_and(|d| d >= *lo && d <= *hi)
+    })
+}
+
+fn discover_versions(r: &DiscoverVersionsRequest) -> DiscoverVersionsResponse {
+    let ours = SUPPORTED_VERSIONS
+        .iter()
+        .map(|&(major, minor)| ProtocolVersion { major, minor });
+    let versions = if r.versions.is_empty() {
+        ours.collect()
+    } else {
+        // The client's order of preference, restricted to what we speak.
+        r.versions
+            .iter()
+            .copied()
+            .filter(|v| ours.clone().any(|o| o == *v))
+            .collect()
+    };
+    DiscoverVersionsResponse { versions }
+}
+
+fn query(r: &QueryRequest) -> QueryResponse {
+    let mut resp = QueryResponse::default();
+    for f in &r.functions {
+        match f {
+            QueryFunction::QueryOperations => resp.operations = SUPPORTED_OPERATIONS.to_vec(),
+            QueryFunction::QueryObjects => resp.object_types = SUPPORTED_OBJECT_TYPES.to_vec(),
+            QueryFunction::QueryServerInformation => {
+                resp.vendor_identification = Some(VENDOR_IDENTIFICATION.to_owned());
+                resp.server_information = Some(kmip_wire::ttlv::Ttlv::structure(
+                    tags::SERVER_INFORMATION,
+                    vec![],
+                ));
+            }
+            _ => {}
+        }
+    }
+    resp
+}

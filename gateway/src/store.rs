@@ -1,0 +1,290 @@
+//! The gateway's view of managed objects: every object's attributes in memory (Locate and
+//! GetAttributes never touch the backend), persisted through the backend as an opaque blob.
+//!
+//! Writes to one object are serialised by a per-object lock and applied copy-on-write: the new
+//! version is made durable by the backend first, and only then becomes visible to readers. A
+//! reader therefore never sees a change that was not acknowledged by the backend.
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use kmip_backends::{Backend, BackendError, KeySpec, ObjectKind, ObjectRecord};
+use kmip_wire::model::{Attribute, AttributeName};
+use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
+use std::sync::Arc;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Private extension tags of the metadata blob (KMIP reserves 0x54xxxx for extensions).
+const META_RECORD: Tag = Tag(0x54_FF00);
+const META_VERSION: Tag = Tag(0x54_FF01);
+const META_OWNER: Tag = Tag(0x54_FF02);
+const META_ATTRIBUTE: Tag = Tag(0x54_FF03);
+const META_NAME_KEY: Tag = Tag(0x54_FF04);
+const META_INDEX: Tag = Tag(0x54_FF05);
+const META_VALUE: Tag = Tag(0x54_FF06);
+/// Format version of the metadata blob; a blob of another version is refused, not guessed at.
+const META_FORMAT: i32 = 1;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("object {0} has unreadable metadata: {1}")]
+    BadMeta(String, String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// One managed object as the gateway knows it.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub uid: String,
+    pub kind: ObjectKind,
+    /// The user who created or registered it.
+    pub owner: String,
+    pub attributes: Vec<Attribute>,
+}
+
+impl StoredObject {
+    pub fn first(&self, tag: Tag) -> Option<&Attribute> {
+        self.attributes.iter().find(|a| a.is(tag))
+    }
+
+    pub fn all(&self, tag: Tag) -> impl Iterator<Item = &Attribute> {
+        self.attributes.iter().filter(move |a| a.is(tag))
+    }
+
+    pub fn find<'a>(&'a self, name: &'a AttributeName) -> impl Iterator<Item = &'a Attribute> {
+        self.attributes.iter().filter(move |a| &a.name == name)
+    }
+
+    pub fn enum_of(&self, tag: Tag) -> Option<u32> {
+        self.first(tag).and_then(|a| match a.value {
+            Value::Enumeration(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Replaces every instance of a single-valued attribute.
+    pub fn set(&mut self, tag: Tag, value: Value) {
+        self.attributes.retain(|a| !a.is(tag));
+        self.attributes.push(Attribute::new(tag, value));
+    }
+
+    pub fn remove(&mut self, tag: Tag) {
+        self.attributes.retain(|a| !a.is(tag));
+    }
+
+    fn name_key(name: &AttributeName) -> String {
+        match name {
+            AttributeName::Tag(t) => format!("t:{:06x}", t.0),
+            AttributeName::Vendor { vendor, name } => format!("v:{vendor}:{name}"),
+            AttributeName::Unknown(n) => format!("u:{n}"),
+        }
+    }
+
+    fn parse_name_key(key: &str) -> Option<AttributeName> {
+        let (kind, rest) = key.split_once(':')?;
+        match kind {
+            "t" => u32::from_str_radix(rest, 16)
+                .ok()
+                .map(|t| AttributeName::Tag(Tag(t))),
+            "v" => rest.split_once(':').map(|(v, n)| AttributeName::Vendor {
+                vendor: v.to_owned(),
+                name: n.to_owned(),
+            }),
+            "u" => Some(AttributeName::Unknown(rest.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The metadata blob handed to the backend.
+    pub fn to_meta(&self) -> Vec<u8> {
+        let mut items = vec![
+            Ttlv::new(META_VERSION, Value::Integer(META_FORMAT)),
+            Ttlv::new(META_OWNER, Value::TextString(self.owner.clone())),
+        ];
+        for a in &self.attributes {
+            let mut fields = vec![Ttlv::new(
+                META_NAME_KEY,
+                Value::TextString(Self::name_key(&a.name)),
+            )];
+            if let Some(i) = a.index {
+                fields.push(Ttlv::new(META_INDEX, Value::Integer(i)));
+            }
+            fields.push(Ttlv::new(META_VALUE, a.value.clone()));
+            items.push(Ttlv::structure(META_ATTRIBUTE, fields));
+        }
+        let record = Ttlv::structure(META_RECORD, items);
+        let mut out = BytesMut::with_capacity(record.encoded_len());
+        // Encoding only fails for tags over 24 bits, and every tag here is a constant below that.
+        let _ = record.encode(&mut out);
+        out.to_vec()
+    }
+
+    fn from_record(record: ObjectRecord) -> Result<StoredObject, StoreError> {
+        let bad = |why: &str| StoreError::BadMeta(record.uid.clone(), why.to_owned());
+        let limits = Limits {
+            max_message_size: usize::MAX,
+            ..Limits::default()
+        };
+        let root =
+            decode(&Bytes::from(record.meta.clone()), &limits).map_err(|e| bad(&e.to_string()))?;
+        if root.tag != META_RECORD
+            || root.child(META_VERSION).and_then(Ttlv::as_i32) != Some(META_FORMAT)
+        {
+            return Err(bad("not a kmip-gateway metadata record of a known format"));
+        }
+        let owner = root
+            .child(META_OWNER)
+            .and_then(Ttlv::as_text)
+            .ok_or_else(|| bad("no owner"))?
+            .to_owned();
+        let mut attributes = Vec::new();
+        for a in root.children(META_ATTRIBUTE) {
+            let name = a
+                .child(META_NAME_KEY)
+                .and_then(Ttlv::as_text)
+                .and_then(Self::parse_name_key)
+                .ok_or_else(|| bad("attribute without a valid name"))?;
+            let value = a
+                .child(META_VALUE)
+                .ok_or_else(|| bad("attribute without a value"))?
+                .value
+                .clone();
+            attributes.push(Attribute {
+                name,
+                index: a.child(META_INDEX).and_then(Ttlv::as_i32),
+                value,
+            });
+        }
+        Ok(StoredObject {
+            uid: record.uid,
+            kind: record.kind,
+            owner,
+            attributes,
+        })
+    }
+
+    fn record(&self) -> ObjectRecord {
+        ObjectRecord {
+            uid: self.uid.clone(),
+            kind: self.kind,
+            meta: self.to_meta(),
+        }
+    }
+}
+
+/// All objects, in memory, backed by a [`Backend`].
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    objects: DashMap<String, Arc<StoredObject>>,
+    write_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Store {
+    /// Loads every object from the backend.
+    pub async fn open(backend: Arc<dyn Backend>) -> Result<Store, StoreError> {
+        let objects = DashMap::new();
+        for record in backend.load_all().await? {
+            let obj = StoredObject::from_record(record)?;
+            objects.insert(obj.uid.clone(), Arc::new(obj));
+        }
+        Ok(Store {
+            backend,
+            objects,
+            write_locks: DashMap::new(),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    pub fn get(&self, uid: &str) -> Option<Arc<StoredObject>> {
+        self.objects.get(uid).map(|o| o.value().clone())
+    }
+
+    /// A consistent-enough snapshot of every object, for Locate.
+    pub fn snapshot(&self) -> Vec<Arc<StoredObject>> {
+        self.objects.iter().map(|e| e.value().clone()).collect()
+    }
+
+    fn lock_for(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.write_locks
+            .entry(uid.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone()
+    }
+
+    /// Stores a new object whose key the backend generates.
+    pub async fn create(
+        &self,
+        obj: StoredObject,
+        spec: KeySpec,
+    ) -> Result<Arc<StoredObject>, StoreError> {
+        self.backend.generate(obj.record(), spec).await?;
+        let obj = Arc::new(obj);
+        self.objects.insert(obj.uid.clone(), obj.clone());
+        Ok(obj)
+    }
+
+    /// Stores a new client-supplied object.
+    pub async fn register(
+        &self,
+        obj: StoredObject,
+        material: Zeroizing<Vec<u8>>,
+        spec: Option<KeySpec>,
+    ) -> Result<Arc<StoredObject>, StoreError> {
+        self.backend.import(obj.record(), material, spec).await?;
+        let obj = Arc::new(obj);
+        self.objects.insert(obj.uid.clone(), obj.clone());
+        Ok(obj)
+    }
+
+    /// Applies `change` to a copy of the object; if it succeeds, makes the new version durable
+    /// and visible. `change` sees the latest version: writes to one object are serialised.
+    pub async fn update<R>(
+        &self,
+        uid: &str,
+        change: impl FnOnce(&mut StoredObject) -> Result<R, crate::ops::OpError>,
+    ) -> Result<(Arc<StoredObject>, R), crate::ops::OpError> {
+        let lock = self.lock_for(uid);
+        let _guard = lock.lock().await;
+        let current = self.get(uid).ok_or(crate::ops::OpError::NotFound)?;
+        let mut next = (*current).clone();
+        let r = change(&mut next)?;
+        self.backend.update_meta(uid, next.to_meta()).await?;
+        let next = Arc::new(next);
+        self.objects.insert(uid.to_owned(), next.clone());
+        Ok((next, r))
+    }
+
+    /// KMIP Destroy: the material goes for good; the object stays with its attributes
+    /// (`change` marks it Destroyed).
+    pub async fn destroy(
+        &self,
+        uid: &str,
+        change: impl FnOnce(&mut StoredObject) -> Result<(), crate::ops::OpError>,
+    ) -> Result<Arc<StoredObject>, crate::ops::OpError> {
+        let lock = self.lock_for(uid);
+        let _guard = lock.lock().await;
+        let current = self.get(uid).ok_or(crate::ops::OpError::NotFound)?;
+        let mut next = (*current).clone();
+        change(&mut next)?;
+        self.backend.destroy(uid, Some(next.to_meta())).await?;
+        let next = Arc::new(next);
+        self.objects.insert(uid.to_owned(), next.clone());
+        Ok(next)
+    }
+
+    pub async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.backend.read_material(uid).await
+    }
+}
