@@ -2,6 +2,7 @@
 //! message model and the KMIP XML encoding. Pure: no I/O, no async.
 
 pub mod conformance;
+pub mod model;
 pub mod names;
 pub mod spec;
 pub mod ttlv;

@@ -1,0 +1,241 @@
+//! Small helpers to read typed fields out of a TTLV tree with precise error paths, and to build
+//! TTLV items. Internal to the model.
+
+use bytes::Bytes;
+
+use super::enums::KmipEnum;
+use super::error::ModelError;
+use crate::spec::TAGS;
+use crate::ttlv::{Tag, Ttlv, Value};
+
+/// XML name of a tag (`UniqueIdentifier`), or its hex value for tags no specification names.
+pub(crate) fn tag_name(tag: Tag) -> String {
+    match TAGS.iter().find(|t| t.tag == tag) {
+        Some(info) => info.xml_name.to_owned(),
+        None => format!("0x{:06X}", tag.0),
+    }
+}
+
+/// A TTLV item together with the path that leads to it, for error messages.
+#[derive(Clone)]
+pub(crate) struct Node<'a> {
+    pub ttlv: &'a Ttlv,
+    pub path: String,
+}
+
+type R<T> = Result<T, ModelError>;
+
+impl<'a> Node<'a> {
+    pub fn new(ttlv: &'a Ttlv, path: impl Into<String>) -> Node<'a> {
+        Node {
+            ttlv,
+            path: path.into(),
+        }
+    }
+
+    fn child_path(&self, tag: Tag) -> String {
+        if self.path.is_empty() {
+            tag_name(tag)
+        } else {
+            format!("{}.{}", self.path, tag_name(tag))
+        }
+    }
+
+    pub fn missing(&self, tag: Tag) -> ModelError {
+        ModelError::Missing {
+            path: self.child_path(tag),
+        }
+    }
+
+    pub fn wrong(&self, expected: &'static str) -> ModelError {
+        ModelError::WrongType {
+            path: self.path.clone(),
+            expected,
+        }
+    }
+
+    pub fn invalid(&self, reason: impl Into<String>) -> ModelError {
+        ModelError::Invalid {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn unsupported(&self, what: &'static str) -> ModelError {
+        ModelError::Unsupported {
+            path: self.path.clone(),
+            what,
+        }
+    }
+
+    /// Fails unless this item is a Structure.
+    pub fn structure(&self) -> R<&'a [Ttlv]> {
+        match &self.ttlv.value {
+            Value::Structure(items) => Ok(items),
+            _ => Err(self.wrong("Structure")),
+        }
+    }
+
+    pub fn opt(&self, tag: Tag) -> Option<Node<'a>> {
+        self.ttlv
+            .child(tag)
+            .map(|t| Node::new(t, self.child_path(tag)))
+    }
+
+    pub fn req(&self, tag: Tag) -> R<Node<'a>> {
+        self.opt(tag).ok_or_else(|| self.missing(tag))
+    }
+
+    /// Every child with `tag`, each with an indexed path (`Attribute[2]`).
+    pub fn all(&self, tag: Tag) -> impl Iterator<Item = Node<'a>> + '_ {
+        let base = self.child_path(tag);
+        self.ttlv
+            .children(tag)
+            .enumerate()
+            .map(move |(i, t)| Node::new(t, format!("{base}[{i}]")))
+    }
+
+    /// Every child, whatever its tag, with indexed paths.
+    pub fn items(&self) -> impl Iterator<Item = Node<'a>> + '_ {
+        self.ttlv.items().iter().enumerate().map(move |(i, t)| {
+            let name = self.child_path(t.tag);
+            Node::new(t, format!("{name}[{i}]"))
+        })
+    }
+
+    pub fn text(&self) -> R<String> {
+        self.ttlv
+            .as_text()
+            .map(str::to_owned)
+            .ok_or_else(|| self.wrong("TextString"))
+    }
+
+    pub fn int(&self) -> R<i32> {
+        self.ttlv.as_i32().ok_or_else(|| self.wrong("Integer"))
+    }
+
+    pub fn long(&self) -> R<i64> {
+        self.ttlv.as_long().ok_or_else(|| self.wrong("LongInteger"))
+    }
+
+    pub fn boolean(&self) -> R<bool> {
+        self.ttlv.as_bool().ok_or_else(|| self.wrong("Boolean"))
+    }
+
+    pub fn bytes(&self) -> R<Bytes> {
+        self.ttlv
+            .as_bytes()
+            .cloned()
+            .ok_or_else(|| self.wrong("ByteString"))
+    }
+
+    pub fn enumeration<E: KmipEnum>(&self) -> R<E> {
+        self.ttlv
+            .as_enum()
+            .map(E::from_u32)
+            .ok_or_else(|| self.wrong("Enumeration"))
+    }
+
+    /// An Enumeration's number, for enumerations without a Rust type.
+    pub fn enum_value(&self) -> R<u32> {
+        self.ttlv.as_enum().ok_or_else(|| self.wrong("Enumeration"))
+    }
+
+    /// Date Time (or Date Time Extended), in seconds.
+    pub fn datetime(&self) -> R<i64> {
+        self.ttlv
+            .as_datetime()
+            .ok_or_else(|| self.wrong("DateTime"))
+    }
+
+    pub fn interval(&self) -> R<u32> {
+        match self.ttlv.value {
+            Value::Interval(i) => Ok(i),
+            _ => Err(self.wrong("Interval")),
+        }
+    }
+
+    pub fn opt_text(&self, tag: Tag) -> R<Option<String>> {
+        self.opt(tag).map(|n| n.text()).transpose()
+    }
+
+    pub fn req_text(&self, tag: Tag) -> R<String> {
+        self.req(tag)?.text()
+    }
+
+    pub fn opt_int(&self, tag: Tag) -> R<Option<i32>> {
+        self.opt(tag).map(|n| n.int()).transpose()
+    }
+
+    pub fn opt_long(&self, tag: Tag) -> R<Option<i64>> {
+        self.opt(tag).map(|n| n.long()).transpose()
+    }
+
+    pub fn opt_bool(&self, tag: Tag) -> R<Option<bool>> {
+        self.opt(tag).map(|n| n.boolean()).transpose()
+    }
+
+    pub fn opt_bytes(&self, tag: Tag) -> R<Option<Bytes>> {
+        self.opt(tag).map(|n| n.bytes()).transpose()
+    }
+
+    pub fn opt_enum<E: KmipEnum>(&self, tag: Tag) -> R<Option<E>> {
+        self.opt(tag).map(|n| n.enumeration()).transpose()
+    }
+
+    pub fn req_enum<E: KmipEnum>(&self, tag: Tag) -> R<E> {
+        self.req(tag)?.enumeration()
+    }
+
+    pub fn opt_datetime(&self, tag: Tag) -> R<Option<i64>> {
+        self.opt(tag).map(|n| n.datetime()).transpose()
+    }
+
+    pub fn opt_interval(&self, tag: Tag) -> R<Option<u32>> {
+        self.opt(tag).map(|n| n.interval()).transpose()
+    }
+
+    pub fn all_text(&self, tag: Tag) -> R<Vec<String>> {
+        self.all(tag).map(|n| n.text()).collect()
+    }
+
+    pub fn all_enum<E: KmipEnum>(&self, tag: Tag) -> R<Vec<E>> {
+        self.all(tag).map(|n| n.enumeration()).collect()
+    }
+}
+
+pub(crate) fn structure(tag: Tag, items: Vec<Ttlv>) -> Ttlv {
+    Ttlv::new(tag, Value::Structure(items))
+}
+
+pub(crate) fn text(tag: Tag, s: &str) -> Ttlv {
+    Ttlv::new(tag, Value::TextString(s.to_owned()))
+}
+
+pub(crate) fn int(tag: Tag, i: i32) -> Ttlv {
+    Ttlv::new(tag, Value::Integer(i))
+}
+
+pub(crate) fn long(tag: Tag, i: i64) -> Ttlv {
+    Ttlv::new(tag, Value::LongInteger(i))
+}
+
+pub(crate) fn boolean(tag: Tag, b: bool) -> Ttlv {
+    Ttlv::new(tag, Value::Boolean(b))
+}
+
+pub(crate) fn bytes(tag: Tag, b: &[u8]) -> Ttlv {
+    Ttlv::new(tag, Value::ByteString(Bytes::copy_from_slice(b)))
+}
+
+pub(crate) fn enumeration<E: KmipEnum>(tag: Tag, e: E) -> Ttlv {
+    Ttlv::new(tag, Value::Enumeration(e.to_u32()))
+}
+
+pub(crate) fn datetime(tag: Tag, seconds: i64) -> Ttlv {
+    Ttlv::new(tag, Value::DateTime(seconds))
+}
+
+pub(crate) fn interval(tag: Tag, seconds: u32) -> Ttlv {
+    Ttlv::new(tag, Value::Interval(seconds))
+}

@@ -1,0 +1,40 @@
+//! The one error type of the typed model.
+
+use thiserror::Error;
+
+use super::enums::ResultReason;
+
+/// Why a TTLV tree is not the KMIP message or payload it should be. `path` names the offending
+/// field, e.g. `BatchItem[1].RequestPayload.UniqueIdentifier`. Messages never contain field
+/// values other than names and enumeration numbers, so key material cannot leak through them.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ModelError {
+    #[error("{path}: missing")]
+    Missing { path: String },
+    #[error("{path}: expected {expected}")]
+    WrongType {
+        path: String,
+        expected: &'static str,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("{path}: {what} is not supported")]
+    Unsupported { path: String, what: &'static str },
+    #[error("RequestHeader.BatchCount is {declared} but the message has {actual} batch items")]
+    BatchCountMismatch { declared: i32, actual: usize },
+    #[error("{actual} batch items exceed the limit of {limit}")]
+    TooManyItems { actual: usize, limit: usize },
+}
+
+impl ModelError {
+    /// The Result Reason a server answers with when a request fails with this error.
+    pub fn result_reason(&self) -> ResultReason {
+        match self {
+            ModelError::Missing { .. }
+            | ModelError::BatchCountMismatch { .. }
+            | ModelError::TooManyItems { .. } => ResultReason::InvalidMessage,
+            ModelError::WrongType { .. } | ModelError::Invalid { .. } => ResultReason::InvalidField,
+            ModelError::Unsupported { .. } => ResultReason::FeatureNotSupported,
+        }
+    }
+}

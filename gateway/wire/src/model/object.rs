@@ -1,0 +1,314 @@
+//! Managed objects (Symmetric Key, Secret Data, Opaque Object, Certificate, Public/Private Key) as
+//! carried by Register requests and Get responses.
+//!
+//! Key material is copied out of the decoded tree into zeroized buffers and never Debug-printed.
+//! The Key Value of KMIP 1.x may also hold attributes: they are dropped when reading and never
+//! written (clients break on them; attributes travel through the attribute operations).
+
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use super::codec::{self, Node};
+use super::enums::{
+    CertificateType, CryptographicAlgorithm, KeyCompressionType, KeyFormatType, ObjectType,
+    SecretDataType,
+};
+use super::error::ModelError;
+use crate::spec::tags;
+use crate::ttlv::{Tag, Ttlv, Value};
+
+/// Secret bytes: zeroized on drop, redacted in Debug.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> SecretBytes {
+        SecretBytes(Zeroizing::new(bytes))
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> SecretBytes {
+        SecretBytes::new(bytes.to_vec())
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// A secret TTLV structure (transparent private key fields): redacted in Debug. Its byte strings
+/// share the received buffer, which the transport must zeroize.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretTtlv(pub Ttlv);
+
+impl std::fmt::Debug for SecretTtlv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretTtlv(<redacted>)")
+    }
+}
+
+/// The content of a Key Value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyValue {
+    /// `Key Value { Key Material: Byte String }` (Raw, Opaque, PKCS#1, PKCS#8, X.509, …).
+    Material(SecretBytes),
+    /// `Key Value { Key Material: Transparent Symmetric Key { Key } }`.
+    TransparentSymmetricKey(SecretBytes),
+    /// `Key Value { Key Material: <other transparent structure> }` (RSA, EC, DH, DSA fields).
+    Transparent(SecretTtlv),
+    /// A wrapped Key Value: a Byte String (the Key Block then has Key Wrapping Data).
+    Wrapped(SecretBytes),
+}
+
+/// A Key Block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBlock {
+    pub key_format_type: KeyFormatType,
+    pub key_compression_type: Option<KeyCompressionType>,
+    pub key_value: KeyValue,
+    pub cryptographic_algorithm: Option<CryptographicAlgorithm>,
+    pub cryptographic_length: Option<i32>,
+    /// Kept as received: this model does not interpret wrapping.
+    pub key_wrapping_data: Option<Ttlv>,
+}
+
+impl KeyBlock {
+    /// A plain (unwrapped) Raw key block.
+    pub fn raw(
+        material: SecretBytes,
+        algorithm: Option<CryptographicAlgorithm>,
+        length: Option<i32>,
+    ) -> KeyBlock {
+        KeyBlock {
+            key_format_type: KeyFormatType::Raw,
+            key_compression_type: None,
+            key_value: KeyValue::Material(material),
+            cryptographic_algorithm: algorithm,
+            cryptographic_length: length,
+            key_wrapping_data: None,
+        }
+    }
+
+    /// The key bytes of a plain byte-string or transparent symmetric key.
+    pub fn key_bytes(&self) -> Option<&SecretBytes> {
+        match &self.key_value {
+            KeyValue::Material(b) | KeyValue::TransparentSymmetricKey(b) => Some(b),
+            KeyValue::Transparent(_) | KeyValue::Wrapped(_) => None,
+        }
+    }
+
+    pub(crate) fn read(node: &Node<'_>) -> Result<KeyBlock, ModelError> {
+        node.structure()?;
+        let key_format_type = node.req_enum(tags::KEY_FORMAT_TYPE)?;
+        let value = node.req(tags::KEY_VALUE)?;
+        let key_value = match &value.ttlv.value {
+            Value::ByteString(b) => KeyValue::Wrapped(SecretBytes::from_slice(b)),
+            Value::Structure(_) => {
+                let material = value.req(tags::KEY_MATERIAL)?;
+                match &material.ttlv.value {
+                    Value::ByteString(b) => KeyValue::Material(SecretBytes::from_slice(b)),
+                    Value::Structure(_)
+                        if key_format_type == KeyFormatType::TransparentSymmetricKey =>
+                    {
+                        let key = material.req(tags::KEY)?.bytes()?;
+                        KeyValue::TransparentSymmetricKey(SecretBytes::from_slice(&key))
+                    }
+                    Value::Structure(_) => KeyValue::Transparent(SecretTtlv(material.ttlv.clone())),
+                    _ => return Err(material.wrong("ByteString or Structure")),
+                }
+            }
+            _ => return Err(value.wrong("Structure or ByteString")),
+        };
+        Ok(KeyBlock {
+            key_format_type,
+            key_compression_type: node.opt_enum(tags::KEY_COMPRESSION_TYPE)?,
+            key_value,
+            cryptographic_algorithm: node.opt_enum(tags::CRYPTOGRAPHIC_ALGORITHM)?,
+            cryptographic_length: node.opt_int(tags::CRYPTOGRAPHIC_LENGTH)?,
+            key_wrapping_data: node.opt(tags::KEY_WRAPPING_DATA).map(|n| n.ttlv.clone()),
+        })
+    }
+
+    pub(crate) fn to_ttlv(&self) -> Ttlv {
+        let mut items = vec![codec::enumeration(
+            tags::KEY_FORMAT_TYPE,
+            self.key_format_type,
+        )];
+        items.extend(
+            self.key_compression_type
+                .map(|k| codec::enumeration(tags::KEY_COMPRESSION_TYPE, k)),
+        );
+        items.push(match &self.key_value {
+            KeyValue::Material(b) => codec::structure(
+                tags::KEY_VALUE,
+                vec![codec::bytes(tags::KEY_MATERIAL, b.as_slice())],
+            ),
+            KeyValue::TransparentSymmetricKey(b) => codec::structure(
+                tags::KEY_VALUE,
+                vec![codec::structure(
+                    tags::KEY_MATERIAL,
+                    vec![codec::bytes(tags::KEY, b.as_slice())],
+                )],
+            ),
+            KeyValue::Transparent(t) => codec::structure(tags::KEY_VALUE, vec![t.0.clone()]),
+            KeyValue::Wrapped(b) => codec::bytes(tags::KEY_VALUE, b.as_slice()),
+        });
+        items.extend(
+            self.cryptographic_algorithm
+                .map(|a| codec::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, a)),
+        );
+        items.extend(
+            self.cryptographic_length
+                .map(|l| codec::int(tags::CRYPTOGRAPHIC_LENGTH, l)),
+        );
+        items.extend(self.key_wrapping_data.clone());
+        codec::structure(tags::KEY_BLOCK, items)
+    }
+}
+
+/// A managed object with its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagedObject {
+    SymmetricKey(KeyBlock),
+    PublicKey(KeyBlock),
+    PrivateKey(KeyBlock),
+    SecretData {
+        secret_data_type: SecretDataType,
+        key_block: KeyBlock,
+    },
+    OpaqueObject {
+        /// Opaque Data Type: the specification defines only extension values.
+        opaque_data_type: u32,
+        value: SecretBytes,
+    },
+    Certificate {
+        certificate_type: CertificateType,
+        value: Bytes,
+    },
+}
+
+/// The tag of the object structure of each supported object type.
+fn object_tag(object_type: ObjectType) -> Option<Tag> {
+    Some(match object_type {
+        ObjectType::SymmetricKey => tags::SYMMETRIC_KEY,
+        ObjectType::PublicKey => tags::PUBLIC_KEY,
+        ObjectType::PrivateKey => tags::PRIVATE_KEY,
+        ObjectType::SecretData => tags::SECRET_DATA,
+        ObjectType::OpaqueObject => tags::OPAQUE_OBJECT,
+        ObjectType::Certificate => tags::CERTIFICATE,
+        _ => return None,
+    })
+}
+
+impl ManagedObject {
+    pub fn object_type(&self) -> ObjectType {
+        match self {
+            ManagedObject::SymmetricKey(_) => ObjectType::SymmetricKey,
+            ManagedObject::PublicKey(_) => ObjectType::PublicKey,
+            ManagedObject::PrivateKey(_) => ObjectType::PrivateKey,
+            ManagedObject::SecretData { .. } => ObjectType::SecretData,
+            ManagedObject::OpaqueObject { .. } => ObjectType::OpaqueObject,
+            ManagedObject::Certificate { .. } => ObjectType::Certificate,
+        }
+    }
+
+    pub fn key_block(&self) -> Option<&KeyBlock> {
+        match self {
+            ManagedObject::SymmetricKey(kb)
+            | ManagedObject::PublicKey(kb)
+            | ManagedObject::PrivateKey(kb)
+            | ManagedObject::SecretData { key_block: kb, .. } => Some(kb),
+            ManagedObject::OpaqueObject { .. } | ManagedObject::Certificate { .. } => None,
+        }
+    }
+
+    /// Reads the object of type `object_type` from a Register request or Get response payload.
+    pub(crate) fn read(
+        payload: &Node<'_>,
+        object_type: ObjectType,
+    ) -> Result<ManagedObject, ModelError> {
+        let Some(tag) = object_tag(object_type) else {
+            return Err(payload.unsupported("this Object Type"));
+        };
+        let node = payload.req(tag)?;
+        node.structure()?;
+        Ok(match object_type {
+            ObjectType::SymmetricKey => {
+                ManagedObject::SymmetricKey(KeyBlock::read(&node.req(tags::KEY_BLOCK)?)?)
+            }
+            ObjectType::PublicKey => {
+                ManagedObject::PublicKey(KeyBlock::read(&node.req(tags::KEY_BLOCK)?)?)
+            }
+            ObjectType::PrivateKey => {
+                ManagedObject::PrivateKey(KeyBlock::read(&node.req(tags::KEY_BLOCK)?)?)
+            }
+            ObjectType::SecretData => ManagedObject::SecretData {
+                secret_data_type: node.req_enum(tags::SECRET_DATA_TYPE)?,
+                key_block: KeyBlock::read(&node.req(tags::KEY_BLOCK)?)?,
+            },
+            ObjectType::OpaqueObject => ManagedObject::OpaqueObject {
+                opaque_data_type: node.req(tags::OPAQUE_DATA_TYPE)?.enum_value()?,
+                value: SecretBytes::from_slice(&node.req(tags::OPAQUE_DATA_VALUE)?.bytes()?),
+            },
+            _ => ManagedObject::Certificate {
+                certificate_type: node.req_enum(tags::CERTIFICATE_TYPE)?,
+                value: node.req(tags::CERTIFICATE_VALUE)?.bytes()?,
+            },
+        })
+    }
+
+    pub(crate) fn to_ttlv(&self) -> Ttlv {
+        let (tag, items) = match self {
+            ManagedObject::SymmetricKey(kb) => (tags::SYMMETRIC_KEY, vec![kb.to_ttlv()]),
+            ManagedObject::PublicKey(kb) => (tags::PUBLIC_KEY, vec![kb.to_ttlv()]),
+            ManagedObject::PrivateKey(kb) => (tags::PRIVATE_KEY, vec![kb.to_ttlv()]),
+            ManagedObject::SecretData {
+                secret_data_type,
+                key_block,
+            } => (
+                tags::SECRET_DATA,
+                vec![
+                    codec::enumeration(tags::SECRET_DATA_TYPE, *secret_data_type),
+                    key_block.to_ttlv(),
+                ],
+            ),
+            ManagedObject::OpaqueObject {
+                opaque_data_type,
+                value,
+            } => (
+                tags::OPAQUE_OBJECT,
+                vec![
+                    Ttlv::new(
+                        tags::OPAQUE_DATA_TYPE,
+                        Value::Enumeration(*opaque_data_type),
+                    ),
+                    codec::bytes(tags::OPAQUE_DATA_VALUE, value.as_slice()),
+                ],
+            ),
+            ManagedObject::Certificate {
+                certificate_type,
+                value,
+            } => (
+                tags::CERTIFICATE,
+                vec![
+                    codec::enumeration(tags::CERTIFICATE_TYPE, *certificate_type),
+                    codec::bytes(tags::CERTIFICATE_VALUE, value),
+                ],
+            ),
+        };
+        codec::structure(tag, items)
+    }
+}
