@@ -450,10 +450,10 @@ fn same_value_text(name: &str, ty: &str, o: &str, w: &str, attribute_name: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml::parse_node;
+    use crate::xml::parse_template;
 
     fn node(xml: &str) -> XmlNode {
-        parse_node(xml).unwrap()
+        parse_template(xml).unwrap()
     }
 
     #[test]

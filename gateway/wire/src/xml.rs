@@ -325,16 +325,33 @@ pub(crate) fn message_elements(text: &str) -> Result<Vec<Element>, XmlError> {
     Ok(top)
 }
 
-/// Parses every message of a document (see [`parse_file`]).
+/// Whether `$NAME` values are placeholders (test vectors) or plain text (KMIP XML proper, where a
+/// Text String may well start with `$`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholders {
+    Recognised,
+    Literal,
+}
+
+/// Parses every message of a test vector document, placeholders recognised (see [`parse_file`]).
 pub fn parse_document(text: &str) -> Result<Vec<XmlNode>, XmlError> {
     message_elements(text)?
         .iter()
-        .map(|e| node_from_element(e, &mut String::new(), None))
+        .map(|e| node_from_element(e, &mut String::new(), None, Placeholders::Recognised))
         .collect()
 }
 
-/// Parses a single element (e.g. one `RequestMessage`).
+/// Parses a single element of KMIP XML (e.g. one `RequestMessage`); `$` has no special meaning.
 pub fn parse_node(text: &str) -> Result<XmlNode, XmlError> {
+    node_from_single(text, Placeholders::Literal)
+}
+
+/// Parses a single element written like a test vector message: `$NAME` values are placeholders.
+pub fn parse_template(text: &str) -> Result<XmlNode, XmlError> {
+    node_from_single(text, Placeholders::Recognised)
+}
+
+fn node_from_single(text: &str, placeholders: Placeholders) -> Result<XmlNode, XmlError> {
     let mut top = parse_elements(text)?;
     if top.len() != 1 {
         return Err(invalid(
@@ -342,7 +359,23 @@ pub fn parse_node(text: &str) -> Result<XmlNode, XmlError> {
             format!("expected one element, found {}", top.len()),
         ));
     }
-    node_from_element(&top.remove(0), &mut String::new(), None)
+    node_from_element(&top.remove(0), &mut String::new(), None, placeholders)
+}
+
+/// The placeholder a vector value stands for: `$` then upper-case letters, digits and `_`,
+/// optionally `+n`/`-n` (`$NOW-3600`).
+fn placeholder_of(text: &str) -> Option<Placeholder> {
+    let name = text.strip_prefix('$')?;
+    let (word, offset) = match name.find(['+', '-']) {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => (name, "0"),
+    };
+    let word_ok = word.starts_with(|c: char| c.is_ascii_uppercase())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    let offset_ok = !offset.is_empty() && offset.chars().all(|c| c.is_ascii_digit());
+    (word_ok && offset_ok).then(|| Placeholder(name.to_owned()))
 }
 
 /// Reads an OASIS vector file: the sequence of `RequestMessage`/`ResponseMessage` elements inside
@@ -392,7 +425,7 @@ impl Naming {
 
 /// Converts a raw element (a message of a vector file) into its node.
 pub(crate) fn node_from(e: &Element) -> Result<XmlNode, XmlError> {
-    node_from_element(e, &mut String::new(), None)
+    node_from_element(e, &mut String::new(), None, Placeholders::Recognised)
 }
 
 fn element_tag(e: &Element, path: &str) -> Result<Tag, XmlError> {
@@ -407,6 +440,7 @@ fn node_from_element(
     e: &Element,
     path: &mut String,
     attribute_name: Option<&str>,
+    placeholders: Placeholders,
 ) -> Result<XmlNode, XmlError> {
     let len = path.len();
     path.push('/');
@@ -432,7 +466,7 @@ fn node_from_element(
         };
         let mut children = Vec::with_capacity(e.children.len());
         for c in &e.children {
-            children.push(node_from_element(c, path, attr_name)?);
+            children.push(node_from_element(c, path, attr_name, placeholders)?);
         }
         XmlValue::Structure(children)
     } else {
@@ -445,10 +479,14 @@ fn node_from_element(
         let text = e
             .attr("value")
             .ok_or_else(|| invalid(path, "missing value attribute"))?;
-        if let Some(name) = text.strip_prefix('$') {
+        let placeholder = match placeholders {
+            Placeholders::Recognised => placeholder_of(text),
+            Placeholders::Literal => None,
+        };
+        if let Some(placeholder) = placeholder {
             XmlValue::Placeholder {
                 item_type,
-                placeholder: Placeholder(name.to_owned()),
+                placeholder,
             }
         } else {
             let naming = if tag == tags::ATTRIBUTE_VALUE {
@@ -761,7 +799,7 @@ mod tests {
             <TimeStamp type="DateTime" value="$NOW-3600"/>
             <UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_0"/>
         </ResponseHeader>"#;
-        let node = parse_node(xml).unwrap();
+        let node = parse_template(xml).unwrap();
         let mut b = Bindings::new();
         assert!(matches!(
             node.to_ttlv(&b),
@@ -772,6 +810,28 @@ mod tests {
         let t = node.to_ttlv(&b).unwrap();
         assert_eq!(t.items()[0].value, Value::DateTime(6_400));
         assert_eq!(t.items()[1].as_text(), Some("id-1"));
+    }
+
+    /// Fuzzing found this: a Text String starting with `$` came back from XML as a placeholder.
+    #[test]
+    fn dollar_text_is_text_outside_templates() {
+        let t = Ttlv::new(
+            tags::UNIQUE_IDENTIFIER,
+            Value::TextString("$ummy UNIQUE_IDENTIFIER_0".into()),
+        );
+        assert_eq!(roundtrip(&t), t);
+        let t = Ttlv::new(tags::UNIQUE_IDENTIFIER, Value::TextString("$NOW".into()));
+        assert_eq!(roundtrip(&t), t);
+        let xml = r#"<UniqueIdentifier type="TextString" value="$ummy"/>"#;
+        assert!(matches!(
+            parse_template(xml).unwrap().value,
+            XmlValue::Value(_)
+        ));
+        let xml = r#"<UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_2"/>"#;
+        assert!(matches!(
+            parse_template(xml).unwrap().value,
+            XmlValue::Placeholder { .. }
+        ));
     }
 
     #[test]

@@ -1,0 +1,58 @@
+//! Writes the TTLV encoding of every message of the OASIS vector files into a corpus folder:
+//! `cargo run --manifest-path gateway/fuzz/Cargo.toml --example seed_corpus -- VECTORS_DIR OUT_DIR`
+//! Placeholders get fixed dummy values of their type.
+
+use std::path::{Path, PathBuf};
+
+use kmip_wire::ttlv::{ItemType, Value};
+use kmip_wire::xml::{parse_file, Bindings};
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "xml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, vectors, out] = args.as_slice() else {
+        return Err("usage: seed_corpus VECTORS_DIR OUT_DIR".into());
+    };
+    let mut list = Vec::new();
+    files(Path::new(vectors), &mut list)?;
+    list.sort();
+    std::fs::create_dir_all(out)?;
+    let mut written = 0;
+    for f in &list {
+        let stem = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("x")
+            .to_owned();
+        for (i, node) in parse_file(f)?.iter().enumerate() {
+            let mut b = Bindings::new();
+            b.now = Some(1_600_000_000);
+            node.for_each_placeholder(&mut |p, t| {
+                let v = match t {
+                    ItemType::TextString => Value::TextString(format!("dummy {}", p.0)),
+                    ItemType::ByteString => Value::ByteString(p.0.clone().into_bytes().into()),
+                    ItemType::Integer => Value::Integer(1),
+                    ItemType::Enumeration => Value::Enumeration(1),
+                    _ => return,
+                };
+                b.bind(&p.0, v);
+            });
+            let bytes = node.to_ttlv(&b)?.to_bytes()?;
+            std::fs::write(Path::new(out).join(format!("{stem}-{i:02}")), &bytes)?;
+            written += 1;
+        }
+    }
+    println!("{written} messages from {} files", list.len());
+    Ok(())
+}
