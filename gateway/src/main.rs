@@ -55,16 +55,7 @@ fn main() -> ExitCode {
             data_dir,
             admin_listen,
         } => serve(config, listen, data_dir, admin_listen),
-        Command::CheckConfig { config } => match GatewayConfig::load(&config) {
-            Ok(_) => {
-                println!("{}: OK", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig { config } => check_config(&config),
     }
 }
 
@@ -126,4 +117,22 @@ fn serve(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Validates the configuration and everything it points at (certificates, keys, CAs), as the
+/// server would at start.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let cfg = match GatewayConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = kmip_gateway::tls::TlsState::build(&cfg, None) {
+        eprintln!("{}: tls: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    println!("{}: OK", path.display());
+    ExitCode::SUCCESS
 }

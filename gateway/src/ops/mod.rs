@@ -480,11 +480,14 @@ impl Ops {
         r: &LocateRequest,
         visible: impl Fn(&StoredObject) -> bool,
     ) -> Result<LocateResponse, OpError> {
+        // Destroyed objects keep their attributes but are found only when the filter asks for
+        // a State: an array locating its key by Name must not be handed a destroyed one.
+        let asks_state = r.attributes.iter().any(|a| a.is(tags::STATE));
         let mut found: Vec<(i64, String)> = self
             .store
             .snapshot()
             .into_iter()
-            .filter(|o| visible(o) && matches(o, &r.attributes))
+            .filter(|o| (asks_state || !is_destroyed(o)) && visible(o) && matches(o, &r.attributes))
             .map(|o| {
                 (
                     o.first(tags::INITIAL_DATE)
