@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Checks the deployment files: YAML parses and the Kubernetes objects refer to each
+# other consistently (deploy/scripts/lint_deploy.py), the Dockerfile has its basic
+# structure, the shell scripts parse, and the systemd unit passes
+# `systemd-analyze verify` and an offline security review (when systemd-analyze exists).
+# Exits non-zero on any problem.
+set -euo pipefail
+
+repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)
+unit="$repo/deploy/systemd/kmip-gateway.service"
+# systemd-analyze's exposure score in tenths: 2.0 is the top of its "OK" band.
+readonly MAX_SYSTEMD_EXPOSURE=20
+failed=0
+
+fail() {
+    echo "lint-deploy: $*" >&2
+    failed=1
+}
+
+has_yaml() { "$1" -c 'import yaml' 2>/dev/null; }
+
+python=""
+if [ -x "$repo/.venv/bin/python" ] && has_yaml "$repo/.venv/bin/python"; then
+    python="$repo/.venv/bin/python"
+elif command -v python3 >/dev/null && has_yaml python3; then
+    python=python3
+elif [ -x "$repo/.venv/bin/python" ]; then
+    echo "lint-deploy: installing pyyaml into $repo/.venv" >&2
+    "$repo/.venv/bin/python" -m pip install --quiet --disable-pip-version-check pyyaml
+    python="$repo/.venv/bin/python"
+else
+    fail "no Python with PyYAML: run deploy/scripts/install-test-deps.sh first"
+fi
+if [ -n "$python" ]; then
+    "$python" "$repo/deploy/scripts/lint_deploy.py" "$repo" || failed=1
+fi
+
+while IFS= read -r -d '' script; do
+    bash -n "$script" || fail "$script does not parse"
+    if command -v shellcheck >/dev/null; then
+        shellcheck -x "$script" || fail "$script: shellcheck"
+    fi
+done < <(find "$repo/deploy" -name '*.sh' -print0)
+
+if command -v systemd-analyze >/dev/null; then
+    work=$(mktemp -d)
+    trap 'rm -rf -- "$work"' EXIT
+    # verify checks that ExecStart's binary exists; on a machine without the
+    # installed gateway, check the unit with /bin/true in its place.
+    checked="$work/kmip-gateway.service"
+    if [ -x /usr/local/bin/kmip-gateway ]; then
+        cp -- "$unit" "$checked"
+    else
+        sed 's#^ExecStart=/usr/local/bin/kmip-gateway #ExecStart=/bin/true #' "$unit" >"$checked"
+    fi
+    out=$(systemd-analyze verify "$checked" 2>&1) || fail "systemd-analyze verify: $out"
+    # verify exits 0 on some warnings; any output is a finding.
+    [ -z "$out" ] || fail "systemd-analyze verify: $out"
+    systemd-analyze security --offline=true --threshold="$MAX_SYSTEMD_EXPOSURE" "$checked" >/dev/null 2>&1 ||
+        fail "systemd-analyze security: exposure above the OK band (run systemd-analyze security --offline=true on $unit)"
+else
+    echo "lint-deploy: systemd-analyze not found; unit not verified" >&2
+fi
+
+grep -q '^ExecReload=.*-HUP' "$unit" || fail "$unit: ExecReload must send SIGHUP"
+
+if [ "$failed" -ne 0 ]; then
+    echo "lint-deploy: FAILED" >&2
+    exit 1
+fi
+echo "lint-deploy: OK" >&2
