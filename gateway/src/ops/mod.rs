@@ -1320,3 +1320,6 @@ fn query(r: &QueryRequest) -> QueryResponse {
     }
     resp
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+//! Operation semantics through the dispatcher, on a real file vault in a temporary folder.
+
+use crate::config::LimitsConfig;
+use crate::dispatch::{ConnContext, Dispatcher, Outcome};
+use crate::store::Store;
+use crate::tls::Identity;
+use kmip_backends::vault::{MasterKeySource, Vault};
+use kmip_wire::model::*;
+use kmip_wire::spec::tags;
+use kmip_wire::ttlv::{decode, Limits, Value};
+use std::sync::Arc;
+
+struct Harness {
+    dispatcher: Dispatcher,
+    conn: ConnContext,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::open(&dir.path().join("vault"), MasterKeySource::VaultDir).unwrap();
+    let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
+    Harness {
+        dispatcher: Dispatcher::new(store, LimitsConfig::default()),
+        conn: ConnContext {
+            conn_id: 1,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            identity: Identity {
+                user: "purefa".into(),
+                subject: "CN=purefa".into(),
+                serial_hex: "01".into(),
+                fingerprint: "00".into(),
+            },
+        },
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn send(
+        &self,
+        version: ProtocolVersion,
+        items: Vec<RequestBatchItem>,
+    ) -> ResponseMessage {
+        let msg = RequestMessage {
+            header: RequestHeader::new(version),
+            items,
+        };
+        let bytes = msg.to_ttlv().to_bytes().unwrap();
+        let Outcome::Respond(out) = self.dispatcher.handle(&self.conn, bytes).await else {
+            panic!("connection closed");
+        };
+        ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap()
+    }
+
+    async fn one(&self, version: ProtocolVersion, payload: RequestPayload) -> ResponseBatchItem {
+        let mut r = self
+            .send(version, vec![RequestBatchItem::new(payload)])
+            .await;
+        assert_eq!(r.items.len(), 1);
+        r.items.remove(0)
+    }
+
+    async fn create(&self, version: ProtocolVersion, name: Option<&str>) -> String {
+        let mut attributes = vec![
+            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+            Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),
+        ];
+        attributes.extend(name.map(|n| Attribute::name(&Name::new(n))));
+        let item = self
+            .one(
+                version,
+                RequestPayload::Create(CreateRequest {
+                    object_type: ObjectType::SymmetricKey,
+                    attributes,
+                }),
+            )
+            .await;
+        match item.payload {
+            Some(ResponsePayload::Create(c)) => c.unique_identifier,
+            other => panic!("create failed: {:?} {:?}", item.result_reason, other),
+        }
+    }
+}
+
+fn uid_req(uid: &str) -> UidRequest {
+    UidRequest {
+        unique_identifier: Some(uid.to_owned()),
+    }
+}
+
+fn get_req(uid: &str) -> RequestPayload {
+    RequestPayload::Get(GetRequest {
+        unique_identifier: Some(uid.to_owned()),
+        key_format_type: None,
+        key_wrap_type: None,
+        key_compression_type: None,
+        key_wrapping_specification: None,
+    })
+}
+
+fn revoke_req(uid: &str, code: RevocationReasonCode) -> RequestPayload {
+    RequestPayload::Revoke(RevokeRequest {
+        unique_identifier: Some(uid.to_owned()),
+        revocation_reason: RevocationReason {
+            code,
+            message: None,
+        },
+        compromise_occurrence_date: None,
+    })
+}
+
+#[tokio::test]
+async fn lifecycle_follows_the_state_machine_with_version_specific_reasons() {
+    for (version, destroyed_reason, wrong_state_reason) in [
+        (
+            ProtocolVersion::V1_4,
+            ResultReason::ItemNotFound,
+            ResultReason::PermissionDenied,
+        ),
+        (
+            ProtocolVersion::V2_1,
+            ResultReason::ObjectDestroyed,
+            ResultReason::WrongKeyLifecycleState,
+        ),
+    ] {
+        let h = harness().await;
+        let uid = h.create(version, Some("rdl-key")).await;
+        let got = h.one(version, get_req(&uid)).await;
+        match got.payload {
+            Some(ResponsePayload::Get(g)) => {
+                let kb = g.object.key_block().unwrap();
+                assert_eq!(kb.key_bytes().unwrap().len(), 32);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            h.one(version, RequestPayload::Activate(uid_req(&uid)))
+                .await
+                .result_status,
+            ResultStatus::Success
+        );
+        let d = h.one(version, RequestPayload::Destroy(uid_req(&uid))).await;
+        assert_eq!(
+            d.result_reason,
+            Some(wrong_state_reason),
+            "an Active key cannot be destroyed"
+        );
+        let r = h
+            .one(
+                version,
+                revoke_req(&uid, RevocationReasonCode::CessationOfOperation),
+            )
+            .await;
+        assert_eq!(r.result_status, ResultStatus::Success);
+        assert_eq!(
+            h.one(version, RequestPayload::Destroy(uid_req(&uid)))
+                .await
+                .result_status,
+            ResultStatus::Success
+        );
+        let g = h.one(version, get_req(&uid)).await;
+        assert_eq!(g.result_reason, Some(destroyed_reason));
+        let ga = h
+            .one(
+                version,
+                RequestPayload::GetAttributes(GetAttributesRequest {
+                    unique_identifier: Some(uid.clone()),
+                    names: vec![AttributeName::Tag(tags::STATE)],
+                }),
+            )
+            .await;
+        match ga.payload {
+            Some(ResponsePayload::GetAttributes(a)) => {
+                assert_eq!(
+                    a.attributes[0].value,
+                    Value::Enumeration(State::Destroyed.to_u32())
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn revoke_for_compromise_marks_the_key_compromised() {
+    let h = harness().await;
+    let uid = h.create(ProtocolVersion::V1_4, None).await;
+    h.one(
+        ProtocolVersion::V1_4,
+        RequestPayload::Activate(uid_req(&uid)),
+    )
+    .await;
+    h.one(
+        ProtocolVersion::V1_4,
+        revoke_req(&uid, RevocationReasonCode::KeyCompromise),
+    )
+    .await;
+    let obj = h.dispatcher.ops().store.get(&uid).unwrap();
+    assert_eq!(obj.enum_of(tags::STATE), Some(State::Compromised.to_u32()));
+}
+
+#[tokio::test]
+async fn vcenter_batch_of_three_add_attributes_and_unknown_custom_attribute() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_1;
+    let uid = h.create(v, None).await;
+    let product = AttributeName::Vendor {
+        vendor: "x".into(),
+        name: "Product_Version".into(),
+    };
+    let ga = h
+        .one(
+            v,
+            RequestPayload::GetAttributes(GetAttributesRequest {
+                unique_identifier: Some(uid.clone()),
+                names: vec![product.clone()],
+            }),
+        )
+        .await;
+    assert_eq!(
+        ga.result_status,
+        ResultStatus::Success,
+        "an absent custom attribute is not an error"
+    );
+    let add = |name: &str, value: &str| {
+        let mut item = RequestBatchItem::new(RequestPayload::AddAttribute(AttributeRequest {
+            unique_identifier: Some(uid.clone()),
+            attribute: Attribute::vendor("x", name, Value::TextString(value.into())),
+        }));
+        item.unique_batch_item_id = Some(bytes::Bytes::copy_from_slice(name.as_bytes()));
+        item
+    };
+    let resp = h
+        .send(
+            v,
+            vec![
+                add("Product_Version", "7.0.3"),
+                add("Vendor", "VMware"),
+                add("Product", "vCenter"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.items.len(), 3);
+    for (item, id) in resp
+        .items
+        .iter()
+        .zip(["Product_Version", "Vendor", "Product"])
+    {
+        assert_eq!(item.result_status, ResultStatus::Success);
+        assert_eq!(
+            item.unique_batch_item_id.as_deref(),
+            Some(id.as_bytes()),
+            "Unique Batch Item ID echoed"
+        );
+    }
+    let obj = h.dispatcher.ops().store.get(&uid).unwrap();
+    assert_eq!(obj.find(&product).count(), 1);
+}
+
+#[tokio::test]
+async fn locate_by_name_group_and_paging() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let a = h.create(v, Some("a")).await;
+    let _b = h.create(v, Some("b")).await;
+    let locate = |attributes: Vec<Attribute>, max: Option<i32>| {
+        RequestPayload::Locate(LocateRequest {
+            maximum_items: max,
+            offset_items: None,
+            storage_status_mask: None,
+            object_group_member: None,
+            attributes,
+        })
+    };
+    let found = |item: ResponseBatchItem| match item.payload {
+        Some(ResponsePayload::Locate(l)) => l.unique_identifiers,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        found(
+            h.one(v, locate(vec![Attribute::name(&Name::new("a"))], None))
+                .await
+        ),
+        vec![a.clone()]
+    );
+    assert!(found(
+        h.one(v, locate(vec![Attribute::name(&Name::new("zzz"))], None))
+            .await
+    )
+    .is_empty());
+    assert_eq!(found(h.one(v, locate(vec![], Some(1))).await).len(), 1);
+    assert_eq!(found(h.one(v, locate(vec![], None)).await).len(), 2);
+}
+
+#[tokio::test]
+async fn names_are_unique_among_live_objects() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    h.create(v, Some("dup")).await;
+    let item = h
+        .one(
+            v,
+            RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+                    Attribute::name(&Name::new("dup")),
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(
+        item.result_reason,
+        Some(ResultReason::NonUniqueNameAttribute)
+    );
+}
+
+#[tokio::test]
+async fn attributes_and_tombstones_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault");
+    let uid;
+    {
+        let vault = Vault::open(&path, MasterKeySource::VaultDir).unwrap();
+        let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
+        let h = Harness {
+            dispatcher: Dispatcher::new(store, LimitsConfig::default()),
+            conn: harness().await.conn,
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        uid = h.create(ProtocolVersion::V1_4, Some("kept")).await;
+        h.one(
+            ProtocolVersion::V1_4,
+            RequestPayload::Destroy(uid_req(&uid)),
+        )
+        .await;
+    }
+    let vault = Vault::open(&path, MasterKeySource::VaultDir).unwrap();
+    let store = Store::open(Arc::new(vault)).await.unwrap();
+    let obj = store.get(&uid).unwrap();
+    assert_eq!(obj.enum_of(tags::STATE), Some(State::Destroyed.to_u32()));
+    assert_eq!(obj.owner, "purefa");
+    assert!(obj.first(tags::NAME).is_some());
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_answered_then_the_connection_closes() {
+    let h = harness().await;
+    let out = h
+        .dispatcher
+        .handle(
+            &h.conn,
+            bytes::Bytes::from_static(&[0x42, 0, 0x78, 0x01, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+        )
+        .await;
+    assert!(matches!(out, Outcome::RespondAndClose(_)));
+}
