@@ -1,0 +1,310 @@
+//! The vault's single writer: a dedicated thread that owns the log file, batches concurrent
+//! mutations into one append + fdatasync (group commit), applies them to the in-memory state
+//! only once durable, and compacts the log when most of it is garbage.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::format::{self, FileKeys, FRAME_HEADER_LEN, FRAME_TARGET_BYTES, LOG_FILE, TMP_LOG_FILE};
+use super::keyfile::MasterKey;
+use super::{io_err, sync_dir, Entry, Shared};
+use crate::BackendError;
+
+/// Most mutations one group commit takes; bounds the latency a batch adds to its first member.
+const MAX_BATCH_OPS: usize = 1024;
+/// Compaction is considered only for logs at least this large: small logs cost little to replay.
+pub(crate) const COMPACT_MIN_LOG_BYTES: u64 = 16 << 20;
+/// Compact once the log is this many times larger than its live content.
+const COMPACT_GARBAGE_FACTOR: u64 = 2;
+
+pub(crate) enum Mutation {
+    /// Store a new object; fails if the uid exists.
+    Create {
+        uid: String,
+        entry: Entry,
+    },
+    UpdateMeta {
+        uid: String,
+        meta: Vec<u8>,
+    },
+    /// Remove the object, or with a tombstone keep only that metadata blob.
+    Destroy {
+        uid: String,
+        tombstone: Option<Vec<u8>>,
+    },
+    /// Rewrite the log with only live objects now.
+    Compact,
+}
+
+pub(crate) struct Request {
+    pub mutation: Mutation,
+    pub reply: oneshot::Sender<Result<(), BackendError>>,
+}
+
+/// A mutation validated and encoded into the current frame, waiting for the fsync.
+struct Pending {
+    uid: String,
+    entry: Option<Entry>,
+    reply: oneshot::Sender<Result<(), BackendError>>,
+}
+
+pub(crate) struct Writer {
+    pub dir: PathBuf,
+    pub master: MasterKey,
+    pub file: File,
+    pub keys: FileKeys,
+    pub next_seq: u64,
+    pub file_len: u64,
+    pub live_bytes: u64,
+    pub shared: Arc<Shared>,
+    pub rx: mpsc::Receiver<Request>,
+    /// Held for the writer's lifetime: the advisory lock that keeps a second process out.
+    pub _lock: File,
+}
+
+/// Why a compaction failed, and whether the writer can carry on with the old log.
+enum CompactError {
+    /// Nothing changed on disk that matters: the old log is still the log.
+    Recoverable(BackendError),
+    /// The new log was renamed into place but the rename may not be durable.
+    Fatal(BackendError),
+}
+
+impl Writer {
+    /// Serves requests until every sender is gone or the log can no longer be trusted.
+    pub(crate) fn run(mut self) {
+        let mut buf = Vec::with_capacity(FRAME_TARGET_BYTES);
+        while let Some(first) = self.rx.blocking_recv() {
+            if let Err(e) = self.batch(first, &mut buf) {
+                // After a failed write or fsync the file's state is unknown (and Linux may have
+                // dropped the dirty pages): stop, so that a restart replays what is durable.
+                tracing::error!(error = %e, "vault writer stopped; restart to recover");
+                self.shared.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+
+    /// One group commit: takes every request already queued (within the batch limits), appends
+    /// their records as one frame, fsyncs once, applies them and answers them all.
+    fn batch(&mut self, first: Request, buf: &mut Vec<u8>) -> Result<(), BackendError> {
+        buf.clear();
+        let frame = format::begin_frame(buf);
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut compact_replies = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(req) = next.take() {
+            taken += 1;
+            match req.mutation {
+                Mutation::Compact => compact_replies.push(req.reply),
+                m => match self.stage(m, buf, &pending) {
+                    Ok((uid, entry)) => pending.push(Pending {
+                        uid,
+                        entry,
+                        reply: req.reply,
+                    }),
+                    Err(e) => {
+                        let _ = req.reply.send(Err(e));
+                    }
+                },
+            }
+            if taken < MAX_BATCH_OPS && buf.len() - frame - FRAME_HEADER_LEN < FRAME_TARGET_BYTES {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        if !pending.is_empty() {
+            format::finish_frame(buf, frame);
+            if let Err(e) = self.append(buf) {
+                for reply in pending.into_iter().map(|p| p.reply).chain(compact_replies) {
+                    let _ = reply.send(Err(copy_error(&e)));
+                }
+                return Err(e);
+            }
+            self.apply(pending);
+        }
+        if compact_replies.is_empty() && !self.should_compact() {
+            return Ok(());
+        }
+        let result = self.compact();
+        for reply in compact_replies {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(CompactError::Recoverable(e) | CompactError::Fatal(e)) => Err(copy_error(e)),
+            });
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(CompactError::Recoverable(e)) => {
+                tracing::warn!(error = %e, "vault compaction failed; the old log stays in use");
+                Ok(())
+            }
+            Err(CompactError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Validates one mutation against committed plus staged state and appends its record to the
+    /// frame.
+    fn stage(
+        &mut self,
+        mutation: Mutation,
+        buf: &mut Vec<u8>,
+        pending: &[Pending],
+    ) -> Result<(String, Option<Entry>), BackendError> {
+        let (uid, entry) = {
+            let state = self.shared.read_objects();
+            // The object as it will be once the mutations staged before this one commit.
+            let current = |uid: &str| match pending.iter().rev().find(|p| p.uid == uid) {
+                Some(p) => p.entry.as_ref(),
+                None => state.get(uid),
+            };
+            match mutation {
+                Mutation::Create { uid, entry } => match current(&uid) {
+                    Some(_) => return Err(BackendError::AlreadyExists(uid)),
+                    None => (uid, Some(entry)),
+                },
+                Mutation::UpdateMeta { uid, meta } => match current(&uid) {
+                    None => return Err(BackendError::NotFound(uid)),
+                    Some(old) => {
+                        let entry = Entry {
+                            kind: old.kind,
+                            spec: old.spec.clone(),
+                            meta,
+                            material: old.material.clone(),
+                        };
+                        (uid, Some(entry))
+                    }
+                },
+                Mutation::Destroy { uid, tombstone } => match (current(&uid), tombstone) {
+                    (None, _) => return Err(BackendError::NotFound(uid)),
+                    (Some(_), None) => (uid, None),
+                    (Some(old), Some(meta)) => {
+                        let entry = Entry {
+                            kind: old.kind,
+                            spec: old.spec.clone(),
+                            meta,
+                            material: None,
+                        };
+                        (uid, Some(entry))
+                    }
+                },
+                Mutation::Compact => {
+                    return Err(BackendError::InvalidInput(
+                        "compaction is not a record".into(),
+                    ))
+                }
+            }
+        };
+        format::seal_record(&self.keys, self.next_seq, &uid, entry.as_ref(), buf)?;
+        self.next_seq += 1;
+        Ok((uid, entry))
+    }
+
+    fn append(&mut self, buf: &[u8]) -> Result<(), BackendError> {
+        let path = self.dir.join(LOG_FILE);
+        self.file.write_all(buf).map_err(|e| io_err(&path, e))?;
+        // fdatasync also persists the grown file size, which is all the metadata an append needs.
+        self.file.sync_data().map_err(|e| io_err(&path, e))?;
+        self.file_len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Makes committed mutations visible to readers, then answers their callers.
+    fn apply(&mut self, pending: Vec<Pending>) {
+        let records = pending.len() as u64;
+        let mut replies = Vec::with_capacity(pending.len());
+        {
+            let mut state = self.shared.write_objects();
+            for p in pending {
+                if let Some(old) = state.get(&p.uid) {
+                    self.live_bytes = self
+                        .live_bytes
+                        .saturating_sub(format::record_disk_len(&p.uid, Some(old)));
+                }
+                match p.entry {
+                    Some(entry) => {
+                        self.live_bytes += format::record_disk_len(&p.uid, Some(&entry));
+                        state.insert(p.uid, entry);
+                    }
+                    None => {
+                        state.remove(&p.uid);
+                    }
+                }
+                replies.push(p.reply);
+            }
+        }
+        self.publish_sizes();
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        self.shared.records.fetch_add(records, Ordering::Relaxed);
+        for reply in replies {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    fn publish_sizes(&self) {
+        self.shared
+            .log_bytes
+            .store(self.file_len, Ordering::Relaxed);
+        self.shared
+            .live_bytes
+            .store(self.live_bytes, Ordering::Relaxed);
+    }
+
+    fn should_compact(&self) -> bool {
+        self.file_len >= COMPACT_MIN_LOG_BYTES
+            && self.file_len >= COMPACT_GARBAGE_FACTOR.saturating_mul(self.live_bytes)
+    }
+
+    /// Rewrites the log with only the live objects (under a new salt, so fresh keys), then
+    /// atomically replaces the old one. Writes wait meanwhile; reads go on.
+    fn compact(&mut self) -> Result<(), CompactError> {
+        let started = Instant::now();
+        let before = self.file_len;
+        let tmp = self.dir.join(TMP_LOG_FILE);
+        let path = self.dir.join(LOG_FILE);
+        let written = {
+            let state = self.shared.read_objects();
+            format::write_log_file(&tmp, &self.master, state.iter())
+        };
+        let fresh = match written {
+            Ok(f) => f,
+            Err(e) => {
+                // Best effort: a leftover is removed at the next open too.
+                let _ = std::fs::remove_file(&tmp);
+                return Err(CompactError::Recoverable(e));
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(CompactError::Recoverable(io_err(&path, e)));
+        }
+        self.file = fresh.file;
+        self.keys = fresh.keys;
+        self.next_seq = fresh.next_seq;
+        self.file_len = fresh.file_len;
+        self.live_bytes = fresh.file_len;
+        self.publish_sizes();
+        // Until the directory entry is durable a crash could bring back the old log, losing
+        // what is appended to the new one: without this fsync the writer cannot go on.
+        sync_dir(&self.dir).map_err(CompactError::Fatal)?;
+        self.shared.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            before,
+            after = self.file_len,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted the vault log"
+        );
+        Ok(())
+    }
+}
+
+/// A copy of a batch's error for each of its waiters (io::Error is not Clone).
+fn copy_error(e: &BackendError) -> BackendError {
+    BackendError::Io(std::io::Error::other(e.to_string()))
+}
