@@ -4,6 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod conformance;
 pub mod dispatch;
 pub mod ops;
 pub mod pki;
