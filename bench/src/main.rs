@@ -1,1 +1,280 @@
-fn main() {}
+//! `kmip-bench`: a KMIP load generator (scenarios modelled on real clients, closed or open loop,
+//! hdrhistogram latencies, A/B comparison of two servers) and a bare-TLS baseline server.
+
+mod echo;
+mod ops;
+mod run;
+mod stats;
+
+use clap::{Args, Parser, Subcommand};
+use kmip_gateway::client::ClientTls;
+use kmip_wire::model::ProtocolVersion;
+use ops::Target;
+use run::{Limit, Mix, RunError, Scenario, Spec, DEFAULT_PRELOAD};
+use serde_json::json;
+use stats::Stats;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    about = "Load generator for KMIP servers",
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bare mutual-TLS accept loop (handshake, then close): the baseline of `--scenario
+    /// tls-handshake`.
+    TlsEchoServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        ca: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Server address HOST:PORT (A in a comparison).
+    #[arg(long, required = true)]
+    target: Option<String>,
+    /// CA certificate(s) the server certificate must chain to (PEM).
+    #[arg(long, required = true)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, required = true)]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, required = true)]
+    key: Option<PathBuf>,
+    /// Name the server certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    #[arg(long, value_enum, default_value = "get")]
+    scenario: Scenario,
+    /// KMIP protocol version of the requests (1.0 … 2.1).
+    #[arg(long, default_value = "1.4", value_parser = parse_version)]
+    version: ProtocolVersion,
+    /// Persistent connections (idle: connections to hold open).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Concurrent requests in flight (tasks sharing the connections).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Seconds per round.
+    #[arg(long, conflicts_with = "count")]
+    duration: Option<f64>,
+    /// Scenario iterations per round.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Open loop: iterations started per second, whatever the server's speed.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Keys created before measuring (get, locate, rdl-boot, health, mixed).
+    #[arg(long, default_value_t = DEFAULT_PRELOAD)]
+    preload: usize,
+    /// Weights of the mixed scenario.
+    #[arg(long, default_value = "get=8,locate=1,create=1")]
+    mix: String,
+    /// PID of the server, for the idle scenario's RSS per connection.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Second server (B): the same scenario runs against both, in alternating rounds.
+    #[arg(long)]
+    compare: Option<String>,
+    /// Rounds per target in a comparison (A, B, A, B, …).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
+    let bad = || format!("'{s}' is not a KMIP version such as 1.4 or 2.1");
+    let (major, minor) = s.split_once('.').ok_or_else(bad)?;
+    let v = ProtocolVersion::new(
+        major.parse().map_err(|_| bad())?,
+        minor.parse().map_err(|_| bad())?,
+    );
+    if v.is_known() {
+        Ok(v)
+    } else {
+        Err(bad())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    #[error("missing --{0}")]
+    Missing(&'static str),
+    #[error("{0} needs --preload of at least 1")]
+    NoPreload(&'static str),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] kmip_gateway::client::ClientError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Echo(#[from] echo::EchoError),
+    #[error("write {path}: {problem}")]
+    Json { path: String, problem: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::TlsEchoServer {
+            listen,
+            cert,
+            key,
+            ca,
+        }) => echo::serve(&listen, &cert, &key, &ca)
+            .await
+            .map_err(BenchError::from),
+        None => bench(cli.run).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmip-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: RunArgs) -> Result<(), BenchError> {
+    let tls = ClientTls::from_files(
+        &args.ca.ok_or(BenchError::Missing("ca"))?,
+        &args.cert.ok_or(BenchError::Missing("cert"))?,
+        &args.key.ok_or(BenchError::Missing("key"))?,
+    )?;
+    let target_a = Target {
+        addr: args.target.ok_or(BenchError::Missing("target"))?,
+        server_name: args.server_name.clone(),
+        tls: tls.clone(),
+        version: args.version,
+    };
+    let spec = Spec {
+        scenario: args.scenario,
+        connections: args.connections,
+        concurrency: args.concurrency,
+        limit: match (args.count, args.duration) {
+            (Some(n), _) => Limit::Count(n),
+            (None, Some(d)) => Limit::Duration(Duration::from_secs_f64(d.max(0.0))),
+            (None, None) => Limit::Duration(Duration::from_secs(10)),
+        },
+        rate: args.rate.filter(|r| *r > 0.0),
+        mix: Mix::parse(&args.mix)?,
+        server_pid: args.server_pid,
+    };
+    if args.preload == 0
+        && matches!(
+            spec.scenario,
+            Scenario::RdlBoot
+                | Scenario::Health
+                | Scenario::Get
+                | Scenario::Locate
+                | Scenario::Mixed
+        )
+    {
+        return Err(BenchError::NoPreload("this scenario"));
+    }
+    let header = json!({
+        "scenario": format!("{:?}", spec.scenario),
+        "version": args.version.to_string(),
+        "connections": spec.connections,
+        "concurrency": spec.concurrency,
+        "limit": format!("{:?}", spec.limit),
+        "rate": spec.rate,
+        "preload": args.preload,
+    });
+    let report = match args.compare {
+        None => {
+            let fixture = Arc::new(run::preload(&target_a, &spec, args.preload).await?);
+            let stats = run::round(&target_a, &fixture, &spec).await?;
+            stats.print(&format!("{:?} against {}", spec.scenario, target_a.addr));
+            json!({ "run": header, "target": target_a.addr, "result": stats.to_json() })
+        }
+        Some(addr_b) => {
+            let target_b = Target {
+                addr: addr_b,
+                ..target_a.clone()
+            };
+            let fix_a = Arc::new(run::preload(&target_a, &spec, args.preload).await?);
+            let fix_b = Arc::new(run::preload(&target_b, &spec, args.preload).await?);
+            let (mut a, mut b) = (Stats::default(), Stats::default());
+            for _ in 0..args.rounds.max(1) {
+                merge_round(&mut a, run::round(&target_a, &fix_a, &spec).await?);
+                merge_round(&mut b, run::round(&target_b, &fix_b, &spec).await?);
+            }
+            a.print(&format!("A: {:?} against {}", spec.scenario, target_a.addr));
+            b.print(&format!("B: {:?} against {}", spec.scenario, target_b.addr));
+            let ratio = stats::compare(&a, &b);
+            json!({
+                "run": header,
+                "a": { "target": target_a.addr, "result": a.to_json() },
+                "b": { "target": target_b.addr, "result": b.to_json() },
+                "ratio_a_over_b": ratio,
+            })
+        }
+    };
+    if let Some(path) = args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| BenchError::Json {
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(|e| BenchError::Json {
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Adds a round to a target's totals (elapsed time adds up, so throughput stays per second).
+fn merge_round(total: &mut Stats, round: Stats) {
+    total.merge(&round);
+    total.elapsed += round.elapsed;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("1.4"), Ok(ProtocolVersion::V1_4));
+        assert_eq!(parse_version("2.1"), Ok(ProtocolVersion::V2_1));
+        assert!(parse_version("1.9").is_err());
+        assert!(parse_version("14").is_err());
+    }
+
+    #[test]
+    fn mix_parses_and_rejects() {
+        let m = Mix::parse("get=8,locate=1,create=1").unwrap();
+        assert_eq!((m.get, m.locate, m.create), (8, 1, 1));
+        assert!(Mix::parse("get=0").is_err());
+        assert!(Mix::parse("delete=1").is_err());
+        assert!(Mix::parse("get").is_err());
+    }
+}

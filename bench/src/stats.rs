@@ -1,0 +1,191 @@
+//! Counters and latency histograms of a run, their text and JSON reports, and A/B ratios.
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Highest latency the histograms track exactly (µs); slower samples are clamped to it. One
+/// minute is far beyond the request timeout.
+const MAX_LATENCY_US: u64 = 60_000_000;
+/// Significant figures of the histograms: 0.1 % resolution.
+const SIG_FIGS: u8 = 3;
+
+/// The percentiles every report shows, with their JSON names.
+const PERCENTILES: [(&str, f64); 4] =
+    [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
+
+fn histogram() -> Histogram<u64> {
+    // The bounds are constants inside hdrhistogram's valid range.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIG_FIGS).unwrap_or_else(|_| unreachable!())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_LATENCY_US)
+}
+
+/// What one task (or a whole run, after merging) measured.
+pub struct Stats {
+    /// Latency of whole scenario iterations.
+    pub total: Histogram<u64>,
+    /// Latency of each KMIP operation (or connect) inside the iterations.
+    pub per_op: BTreeMap<&'static str, Histogram<u64>>,
+    pub errors: BTreeMap<String, u64>,
+    /// Wall-clock time of the measured phase (summed over rounds).
+    pub elapsed: Duration,
+    /// Extra figures of a scenario (idle: RSS per connection).
+    pub extra: Map<String, Value>,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            total: histogram(),
+            per_op: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl Stats {
+    pub fn record(&mut self, latency: Duration) {
+        self.total.saturating_record(micros(latency));
+    }
+
+    pub fn record_op(&mut self, op: &'static str, latency: Duration) {
+        self.per_op
+            .entry(op)
+            .or_insert_with(histogram)
+            .saturating_record(micros(latency));
+    }
+
+    pub fn error(&mut self, label: String) {
+        *self.errors.entry(label).or_insert(0) += 1;
+    }
+
+    pub fn merge(&mut self, other: &Stats) {
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = self.total.add(&other.total);
+        for (op, h) in &other.per_op {
+            let _ = self.per_op.entry(op).or_insert_with(histogram).add(h);
+        }
+        for (label, n) in &other.errors {
+            *self.errors.entry(label.clone()).or_insert(0) += n;
+        }
+        for (k, v) in &other.extra {
+            self.extra.insert(k.clone(), v.clone());
+        }
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.total.len()
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn throughput(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.ok() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let per_op: Map<String, Value> = self
+            .per_op
+            .iter()
+            .map(|(op, h)| {
+                (
+                    (*op).to_owned(),
+                    json!({ "count": h.len(), "latency_us": latency_json(h) }),
+                )
+            })
+            .collect();
+        json!({
+            "ok": self.ok(),
+            "errors": self.error_count(),
+            "errors_by_reason": self.errors,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "throughput_per_s": self.throughput(),
+            "latency_us": latency_json(&self.total),
+            "per_operation": per_op,
+            "extra": self.extra,
+        })
+    }
+
+    pub fn print(&self, title: &str) {
+        println!("== {title}");
+        println!(
+            "  ok {}  errors {}  elapsed {:.2} s  throughput {:.1}/s",
+            self.ok(),
+            self.error_count(),
+            self.elapsed.as_secs_f64(),
+            self.throughput()
+        );
+        println!("  latency (µs)   {}", latency_line(&self.total));
+        for (op, h) in &self.per_op {
+            println!("    {op:<12} n={:<8} {}", h.len(), latency_line(h));
+        }
+        for (label, n) in &self.errors {
+            println!("  error {n:>8} × {label}");
+        }
+        for (k, v) in &self.extra {
+            println!("  {k}: {v}");
+        }
+    }
+}
+
+fn latency_json(h: &Histogram<u64>) -> Value {
+    let mut m = Map::new();
+    for (name, q) in PERCENTILES {
+        m.insert(name.into(), h.value_at_percentile(q).into());
+    }
+    m.insert("max".into(), h.max().into());
+    m.insert("mean".into(), json!(h.mean()));
+    Value::Object(m)
+}
+
+fn latency_line(h: &Histogram<u64>) -> String {
+    let mut s: Vec<String> = PERCENTILES
+        .iter()
+        .map(|(name, q)| format!("{name} {}", h.value_at_percentile(*q)))
+        .collect();
+    s.push(format!("max {}", h.max()));
+    s.join("  ")
+}
+
+/// The headline figures of a report, for the A/B ratio table.
+fn headline(s: &Stats) -> Vec<(String, f64)> {
+    let mut v = vec![("throughput_per_s".to_owned(), s.throughput())];
+    for (name, q) in PERCENTILES {
+        v.push((
+            format!("latency_{name}_us"),
+            s.total.value_at_percentile(q) as f64,
+        ));
+    }
+    v.push(("latency_max_us".into(), s.total.max() as f64));
+    v
+}
+
+/// A/B ratio of every headline figure (A divided by B), printed and returned as JSON.
+pub fn compare(a: &Stats, b: &Stats) -> Value {
+    println!("== ratio A/B");
+    let mut m = Map::new();
+    for ((name, va), (_, vb)) in headline(a).into_iter().zip(headline(b)) {
+        let ratio = if vb > 0.0 { va / vb } else { f64::NAN };
+        println!("  {name:<20} A {va:>12.1}  B {vb:>12.1}  A/B {ratio:>8.3}");
+        m.insert(
+            name,
+            json!(if ratio.is_finite() { Some(ratio) } else { None }),
+        );
+    }
+    Value::Object(m)
+}

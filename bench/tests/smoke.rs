@@ -1,0 +1,172 @@
+//! Runs every scenario of the real `kmip-bench` binary briefly (count-bounded) against the real
+//! gateway, and `tls-handshake` against the bench's own bare-TLS server: no errors, some
+//! throughput. Timings are not asserted.
+
+use kmip_e2e::GatewayProcess;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_kmip-bench");
+
+/// Kills the echo server when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bench(gw: &GatewayProcess, target: &str, args: &[&str]) -> Value {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new(BENCH)
+        .arg("--target")
+        .arg(target)
+        .arg("--ca")
+        .arg(gw.ca_cert())
+        .arg("--cert")
+        .arg(gw.client_cert())
+        .arg("--key")
+        .arg(gw.client_key())
+        .arg("--server-name")
+        .arg(gw.server_name())
+        .arg("--json")
+        .arg(out.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kmip-bench {args:?} failed: {}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        gw.log()
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+}
+
+fn assert_clean(report: &Value, what: &str) {
+    let result = &report["result"];
+    assert_eq!(result["errors"], 0, "{what}: {result:#}");
+    assert!(result["ok"].as_u64().unwrap() > 0, "{what}: {result:#}");
+    assert!(
+        result["throughput_per_s"].as_f64().unwrap() > 0.0,
+        "{what}: {result:#}"
+    );
+    assert!(result["latency_us"]["p99"].as_u64().unwrap() > 0, "{what}");
+}
+
+#[test]
+fn every_scenario_runs_cleanly_against_the_gateway() {
+    let gw = GatewayProcess::start();
+    let target = gw.addr().to_string();
+    let common = ["--count", "40", "--connections", "2", "--concurrency", "4"];
+    for scenario in ["rdl-boot", "health", "lifecycle", "get", "locate", "mixed"] {
+        let mut args = vec!["--scenario", scenario, "--preload", "25"];
+        args.extend(common);
+        assert_clean(&bench(&gw, &target, &args), scenario);
+    }
+    // Open loop: 40 iterations due at 200/s.
+    let mut args = vec!["--scenario", "get", "--preload", "5", "--rate", "200"];
+    args.extend(common);
+    assert_clean(&bench(&gw, &target, &args), "get --rate");
+
+    let pid = gw.pid().to_string();
+    let idle = bench(
+        &gw,
+        &target,
+        &[
+            "--scenario",
+            "idle",
+            "--connections",
+            "20",
+            "--concurrency",
+            "4",
+            "--count",
+            "1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_clean(&idle, "idle");
+    assert_eq!(idle["result"]["extra"]["connections_open"], 20);
+    assert!(
+        idle["result"]["extra"]["server_rss_after_kb"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[test]
+fn compare_runs_both_targets_and_reports_ratios() {
+    let gw = GatewayProcess::start();
+    let target = gw.addr().to_string();
+    let report = bench(
+        &gw,
+        &target,
+        &[
+            "--scenario",
+            "get",
+            "--preload",
+            "5",
+            "--count",
+            "20",
+            "--compare",
+            &target,
+        ],
+    );
+    for side in ["a", "b"] {
+        assert_eq!(report[side]["result"]["errors"], 0, "{report:#}");
+        // Two rounds of 20 per target.
+        assert_eq!(report[side]["result"]["ok"], 40, "{report:#}");
+    }
+    assert!(
+        report["ratio_a_over_b"]["throughput_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn tls_handshake_baseline_against_the_echo_server() {
+    let gw = GatewayProcess::start();
+    let pki = gw.pki_dir();
+    let mut child = Command::new(BENCH)
+        .args(["tls-echo-server", "--listen", "127.0.0.1:0", "--cert"])
+        .arg(pki.join("server.pem"))
+        .arg("--key")
+        .arg(pki.join("server.key"))
+        .arg("--ca")
+        .arg(gw.ca_cert())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let echo = KillOnDrop(child);
+    let mut line = String::new();
+    BufReader::new(stderr).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("TLS echo listener ready addr=")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    let report = bench(
+        &gw,
+        &addr,
+        &[
+            "--scenario",
+            "tls-handshake",
+            "--count",
+            "40",
+            "--concurrency",
+            "2",
+        ],
+    );
+    assert_clean(&report, "tls-handshake");
+    drop(echo);
+}
