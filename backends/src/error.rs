@@ -27,6 +27,12 @@ pub enum BackendError {
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt or foreign: {0}")]
     Corrupt(String),
+    /// A PKCS#11 call failed; `class` is the coarse meaning the gateway maps to a Result Reason,
+    /// `rv` the CKR name (never data or PINs).
     #[error("PKCS#11 call {call} failed: {rv}")]
-    Pkcs11 { call: &'static str, rv: String },
+    Pkcs11 {
+        call: String,
+        class: crate::pkcs11::RvClass,
+        rv: String,
+    },
 }
