@@ -694,6 +694,7 @@ impl Backend for Pkcs11Backend {
                 record.kind
             )));
         }
+        // Validated here, before taking a session; the blocking job rebuilds the mechanism.
         let (_, key_type) = keygen_params(&spec)?;
         let _gate = self.rescan_gate.read().await;
         self.ensure_absent(&record.uid)?;
