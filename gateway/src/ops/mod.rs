@@ -90,6 +90,20 @@ const MULTI_VALUED: &[Tag] = &[
     tags::KEY_VALUE_LOCATION,
 ];
 
+/// Whether `name` is an attribute a client of `version` may be shown. The server keeps Secret
+/// Data Type, Key Format Type and Opaque Data Type with an object to rebuild it on Get, but Secret
+/// Data Type is an attribute in no version and the other two only from 2.0 on; listing them
+/// breaks clients (PyKMIP at 2.0 rejects a Get Attribute List naming Secret Data Type).
+fn reportable(name: &AttributeName, version: ProtocolVersion) -> bool {
+    match name {
+        AttributeName::Tag(t) if *t == tags::SECRET_DATA_TYPE => false,
+        AttributeName::Tag(t) if *t == tags::KEY_FORMAT_TYPE || *t == tags::OPAQUE_DATA_TYPE => {
+            version.is_v2()
+        }
+        _ => name.defined_in(version),
+    }
+}
+
 /// Who asks, in which version, with the batch's ID Placeholder.
 pub struct OpContext<'a> {
     pub user: &'a str,
@@ -635,6 +649,10 @@ impl Ops {
                 .flat_map(|n| obj.find(n).cloned().collect::<Vec<_>>())
                 .collect()
         };
+        let attributes: Vec<Attribute> = attributes
+            .into_iter()
+            .filter(|a| reportable(&a.name, ctx.version))
+            .collect();
         ctx.id_placeholder = Some(uid.clone());
         Ok(GetAttributesResponse {
             unique_identifier: uid,
@@ -651,7 +669,7 @@ impl Ops {
         let obj = self.object(&uid)?;
         let mut names: Vec<AttributeName> = Vec::new();
         for a in &obj.attributes {
-            if !names.contains(&a.name) {
+            if reportable(&a.name, ctx.version) && !names.contains(&a.name) {
                 names.push(a.name.clone());
             }
         }
