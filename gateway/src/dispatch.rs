@@ -4,7 +4,6 @@
 
 use crate::config::LimitsConfig;
 use crate::ops::{OpContext, OpError, Ops};
-use crate::store::Store;
 use crate::tls::Identity;
 use bytes::Bytes;
 use kmip_wire::model::{
@@ -13,7 +12,6 @@ use kmip_wire::model::{
 };
 use kmip_wire::ttlv::{decode, Limits};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::debug;
 
@@ -53,11 +51,8 @@ fn encode(msg: &ResponseMessage) -> Bytes {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<Store>, limits: LimitsConfig) -> Dispatcher {
-        Dispatcher {
-            ops: Ops::new(store),
-            limits,
-        }
+    pub fn new(ops: Ops, limits: LimitsConfig) -> Dispatcher {
+        Dispatcher { ops, limits }
     }
 
     pub fn ops(&self) -> &Ops {

@@ -6,6 +6,7 @@
 //! reader therefore never sees a change that was not acknowledged by the backend.
 
 use bytes::{Bytes, BytesMut};
+use crate::locate_cache::{Dependency, Generations};
 use dashmap::DashMap;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectKind, ObjectRecord};
 use kmip_wire::model::{Attribute, AttributeName};
@@ -71,6 +72,13 @@ impl StoredObject {
 
     pub fn remove(&mut self, tag: Tag) {
         self.attributes.retain(|a| !a.is(tag));
+    }
+
+    /// A canonical byte form of an attribute (name and value), for cache keys.
+    pub fn attribute_key(a: &Attribute) -> Vec<u8> {
+        let mut fields = vec![Ttlv::new(META_NAME_KEY, Value::TextString(Self::name_key(&a.name)))];
+        fields.push(Ttlv::new(META_VALUE, a.value.clone()));
+        Ttlv::structure(META_ATTRIBUTE, fields).to_bytes().map(|b| b.to_vec()).unwrap_or_default()
     }
 
     fn name_key(name: &AttributeName) -> String {
@@ -178,6 +186,24 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     objects: DashMap<String, Arc<StoredObject>>,
     write_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    generations: Arc<Generations>,
+}
+
+/// The attributes whose values differ between two versions of an object.
+fn changed_attributes(old: &StoredObject, new: &StoredObject) -> Vec<Dependency> {
+    let mut changed: Vec<Dependency> = Vec::new();
+    for a in old.attributes.iter().chain(new.attributes.iter()) {
+        let dep = Dependency::Attribute(a.name.clone());
+        if changed.contains(&dep) {
+            continue;
+        }
+        let before = old.find(&a.name).map(|x| &x.value);
+        let after = new.find(&a.name).map(|x| &x.value);
+        if !before.eq(after) {
+            changed.push(dep);
+        }
+    }
+    changed
 }
 
 impl Store {
@@ -192,11 +218,17 @@ impl Store {
             backend,
             objects,
             write_locks: DashMap::new(),
+            generations: Arc::new(Generations::default()),
         })
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// Change sequence numbers of this store's writes, for the Locate cache.
+    pub fn generations(&self) -> &Arc<Generations> {
+        &self.generations
     }
 
     pub fn len(&self) -> usize {
@@ -232,6 +264,7 @@ impl Store {
         self.backend.generate(obj.record(), spec).await?;
         let obj = Arc::new(obj);
         self.objects.insert(obj.uid.clone(), obj.clone());
+        self.generations.bump([Dependency::Membership]);
         Ok(obj)
     }
 
@@ -245,6 +278,7 @@ impl Store {
         self.backend.import(obj.record(), material, spec).await?;
         let obj = Arc::new(obj);
         self.objects.insert(obj.uid.clone(), obj.clone());
+        self.generations.bump([Dependency::Membership]);
         Ok(obj)
     }
 
@@ -261,8 +295,10 @@ impl Store {
         let mut next = (*current).clone();
         let r = change(&mut next)?;
         self.backend.update_meta(uid, next.to_meta()).await?;
+        let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.objects.insert(uid.to_owned(), next.clone());
+        self.generations.bump(changed);
         Ok((next, r))
     }
 
@@ -279,8 +315,10 @@ impl Store {
         let mut next = (*current).clone();
         change(&mut next)?;
         self.backend.destroy(uid, Some(next.to_meta())).await?;
+        let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.objects.insert(uid.to_owned(), next.clone());
+        self.generations.bump(changed);
         Ok(next)
     }
 

@@ -5,7 +5,10 @@ mod error;
 
 pub use error::OpError;
 
+use crate::access::{facts, policy_operation, Access};
+use crate::locate_cache::{CacheKey, Dependency, LocateCache};
 use crate::store::{Store, StoredObject};
+use kmip_policy::{Decision, DenyReason, OperationKind};
 use bytes::Bytes;
 use kmip_backends::{CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind};
 use kmip_wire::model::*;
@@ -187,14 +190,71 @@ fn digest_attr(material: &[u8], format: KeyFormatType) -> Attribute {
     Attribute::new(tags::DIGEST, d.to_value())
 }
 
+/// The Unique Identifier a request names, for operations on one existing object.
+fn target_uid(payload: &RequestPayload) -> Option<&Option<String>> {
+    Some(match payload {
+        RequestPayload::Get(r) => &r.unique_identifier,
+        RequestPayload::GetAttributes(r) => &r.unique_identifier,
+        RequestPayload::GetAttributeList(r)
+        | RequestPayload::Activate(r)
+        | RequestPayload::Destroy(r) => &r.unique_identifier,
+        RequestPayload::AddAttribute(r) | RequestPayload::SetAttribute(r) => &r.unique_identifier,
+        RequestPayload::ModifyAttribute(r) => &r.unique_identifier,
+        RequestPayload::DeleteAttribute(r) => &r.unique_identifier,
+        RequestPayload::Revoke(r) => &r.unique_identifier,
+        RequestPayload::ReKey(r) => &r.unique_identifier,
+        RequestPayload::Check(r) => &r.unique_identifier,
+        RequestPayload::Encrypt(r) | RequestPayload::Decrypt(r) => &r.unique_identifier,
+        RequestPayload::Mac(r) => &r.unique_identifier,
+        _ => return None,
+    })
+}
+
 /// The operation layer.
 pub struct Ops {
     pub store: Arc<Store>,
+    pub access: Arc<Access>,
+    locate_cache: LocateCache,
 }
 
 impl Ops {
-    pub fn new(store: Arc<Store>) -> Ops {
-        Ops { store }
+    pub fn new(store: Arc<Store>, access: Arc<Access>, locate_cache_entries: usize) -> Ops {
+        let locate_cache = LocateCache::new(locate_cache_entries, store.generations().clone());
+        Ops {
+            store,
+            access,
+            locate_cache,
+        }
+    }
+
+    /// The policy's decision on this request, before it runs. An object the caller may not see
+    /// is answered exactly as a missing one.
+    fn authorize(&self, ctx: &OpContext<'_>, payload: &RequestPayload) -> Result<(), OpError> {
+        let Some(op) = policy_operation(payload.operation()) else {
+            return Ok(());
+        };
+        let current = self.access.current();
+        let policy = &current.1;
+        let id = policy.identity(ctx.user);
+        let decision = match op.kind() {
+            OperationKind::Global => policy.decide_global(&id, op),
+            OperationKind::Object => {
+                let uid = target_uid(payload)
+                    .and_then(|given| given.clone().or_else(|| ctx.id_placeholder.clone()));
+                // A missing identifier is the operation's own error (Missing Data).
+                let Some(uid) = uid else { return Ok(()) };
+                let obj = self.object(&uid)?;
+                policy.decide(&id, op, &facts(&obj))
+            }
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            Decision::Deny(DenyReason::Invisible) => Err(OpError::NotFound),
+            Decision::Deny(DenyReason::NotPermitted) => Err(OpError::PermissionDenied(format!(
+                "the policy does not grant {op} to {}",
+                ctx.user
+            ))),
+        }
     }
 
     /// Looks up an object the caller addresses; destroyed objects are found (their attributes
@@ -216,6 +276,7 @@ impl Ops {
         ctx: &mut OpContext<'_>,
         payload: RequestPayload,
     ) -> Result<ResponsePayload, OpError> {
+        self.authorize(ctx, &payload)?;
         let response = match payload {
             RequestPayload::DiscoverVersions(r) => {
                 ResponsePayload::DiscoverVersions(discover_versions(&r))
@@ -223,7 +284,7 @@ impl Ops {
             RequestPayload::Query(r) => ResponsePayload::Query(query(&r)),
             RequestPayload::Create(r) => ResponsePayload::Create(self.create(ctx, r).await?),
             RequestPayload::Register(r) => ResponsePayload::Register(self.register(ctx, r).await?),
-            RequestPayload::Locate(r) => ResponsePayload::Locate(self.locate(ctx, &r)?),
+            RequestPayload::Locate(r) => ResponsePayload::Locate(self.locate(ctx, &r).await?),
             RequestPayload::Get(r) => ResponsePayload::Get(self.get(ctx, r).await?),
             RequestPayload::GetAttributes(r) => {
                 ResponsePayload::GetAttributes(self.get_attributes(ctx, r)?)
@@ -533,17 +594,58 @@ impl Ops {
         })
     }
 
-    fn locate(
+    async fn locate(
         &self,
         ctx: &mut OpContext<'_>,
         r: &LocateRequest,
     ) -> Result<LocateResponse, OpError> {
-        let user = ctx.user.to_owned();
-        let resp = self.locate_filtered(ctx, r, |o| o.owner == user)?;
+        let current = self.access.current();
+        let (policy_generation, policy) = (current.0, &current.1);
+        let id = policy.identity(ctx.user);
+        let mut filter: Vec<Vec<u8>> = r.attributes.iter().map(StoredObject::attribute_key).collect();
+        filter.sort();
+        let mut request = Vec::new();
+        for part in [
+            r.maximum_items.map(i64::from),
+            r.offset_items.map(i64::from),
+            r.storage_status_mask.map(i64::from),
+            r.object_group_member.map(|m| i64::from(m.to_u32())),
+        ] {
+            request.extend_from_slice(&part.unwrap_or(-1).to_be_bytes());
+        }
+        for f in filter {
+            request.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            request.extend_from_slice(&f);
+        }
+        let key = CacheKey {
+            policy_generation,
+            user: ctx.user.to_owned(),
+            request,
+        };
+        // Visibility reads the owner (immutable), Names and Object Groups; tombstones are
+        // filtered by State.
+        let mut deps = vec![
+            Dependency::Membership,
+            Dependency::Attribute(AttributeName::Tag(tags::STATE)),
+            Dependency::Attribute(AttributeName::Tag(tags::NAME)),
+            Dependency::Attribute(AttributeName::Tag(tags::OBJECT_GROUP)),
+        ];
+        for a in &r.attributes {
+            let d = Dependency::Attribute(a.name.clone());
+            if !deps.contains(&d) {
+                deps.push(d);
+            }
+        }
+        let resp = self
+            .locate_cache
+            .get_or_compute(key, deps, || {
+                self.locate_filtered(ctx, r, |o| policy.may_see(&id, &facts(o)))
+            })
+            .await?;
         if let [only] = resp.unique_identifiers.as_slice() {
             ctx.id_placeholder = Some(only.clone());
         }
-        Ok(resp)
+        Ok((*resp).clone())
     }
 
     async fn get(&self, ctx: &mut OpContext<'_>, r: GetRequest) -> Result<GetResponse, OpError> {

@@ -1,5 +1,6 @@
 //! Operation semantics through the dispatcher, on a real file vault in a temporary folder.
 
+use crate::access::{owner_only, Access};
 use crate::config::LimitsConfig;
 use crate::dispatch::{ConnContext, Dispatcher, Outcome};
 use crate::store::Store;
@@ -9,6 +10,14 @@ use kmip_wire::model::*;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Value};
 use std::sync::Arc;
+
+fn dispatcher_over(store: Arc<Store>) -> Dispatcher {
+    let policy = owner_only(["purefa".to_owned(), "other".to_owned()].into_iter()).unwrap();
+    Dispatcher::new(
+        super::Ops::new(store, Arc::new(Access::new(policy)), 100),
+        LimitsConfig::default(),
+    )
+}
 
 struct Harness {
     dispatcher: Dispatcher,
@@ -21,7 +30,7 @@ async fn harness() -> Harness {
     let vault = Vault::open(&dir.path().join("vault"), MasterKeySource::VaultDir).unwrap();
     let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
     Harness {
-        dispatcher: Dispatcher::new(store, LimitsConfig::default()),
+        dispatcher: dispatcher_over(store),
         conn: ConnContext {
             conn_id: 1,
             peer: "127.0.0.1:1".parse().unwrap(),
@@ -330,7 +339,7 @@ async fn attributes_and_tombstones_survive_a_reopen() {
         let vault = Vault::open(&path, MasterKeySource::VaultDir).unwrap();
         let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
         let h = Harness {
-            dispatcher: Dispatcher::new(store, LimitsConfig::default()),
+            dispatcher: dispatcher_over(store),
             conn: harness().await.conn,
             _dir: tempfile::tempdir().unwrap(),
         };
@@ -360,4 +369,136 @@ async fn an_undecodable_message_is_answered_then_the_connection_closes() {
         )
         .await;
     assert!(matches!(out, Outcome::RespondAndClose(_)));
+}
+
+fn conn_of(user: &str) -> ConnContext {
+    ConnContext {
+        conn_id: 2,
+        peer: "127.0.0.1:2".parse().unwrap(),
+        identity: Identity {
+            user: user.into(),
+            subject: format!("CN={user}"),
+            serial_hex: "02".into(),
+            fingerprint: "01".into(),
+        },
+    }
+}
+
+fn locate_name(name: &str) -> RequestPayload {
+    RequestPayload::Locate(LocateRequest {
+        maximum_items: None,
+        offset_items: None,
+        storage_status_mask: None,
+        object_group_member: None,
+        attributes: vec![Attribute::name(&Name::new(name))],
+    })
+}
+
+async fn located(d: &Dispatcher, conn: &ConnContext, name: &str) -> Vec<String> {
+    let msg = RequestMessage {
+        header: RequestHeader::new(ProtocolVersion::V1_4),
+        items: vec![RequestBatchItem::new(locate_name(name))],
+    };
+    let Outcome::Respond(out) = d.handle(conn, msg.to_ttlv().to_bytes().unwrap()).await else {
+        panic!("closed");
+    };
+    let mut r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    match r.items.remove(0).payload {
+        Some(ResponsePayload::Locate(l)) => l.unique_identifiers,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn another_user_sees_nothing_and_gets_item_not_found() {
+    let h = harness().await;
+    let uid = h.create(ProtocolVersion::V1_4, Some("mine")).await;
+    let other = conn_of("other");
+    assert!(located(&h.dispatcher, &other, "mine").await.is_empty());
+    assert_eq!(located(&h.dispatcher, &h.conn, "mine").await, vec![uid.clone()]);
+    let msg = RequestMessage {
+        header: RequestHeader::new(ProtocolVersion::V1_4),
+        items: vec![RequestBatchItem::new(get_req(&uid)), RequestBatchItem::new(get_req("no-such-uid"))],
+    };
+    let mut header = msg.header.clone();
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
+    let msg = RequestMessage { header, ..msg };
+    let Outcome::Respond(out) = h.dispatcher.handle(&other, msg.to_ttlv().to_bytes().unwrap()).await else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(r.items[0].result_reason, Some(ResultReason::ItemNotFound));
+    assert_eq!(
+        (r.items[0].result_reason, r.items[0].result_message.clone()),
+        (r.items[1].result_reason, r.items[1].result_message.clone()),
+        "an invisible object is indistinguishable from a missing one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_locate_never_misses_an_acknowledged_create_or_returns_a_destroyed_object() {
+    let h = Arc::new(harness().await);
+    let v = ProtocolVersion::V1_4;
+    // Readers hammer Locate for the names being written, keeping the cache warm and racing the
+    // writers' invalidations.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (h, stop) = (h.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..5 {
+                    located(&h.dispatcher, &h.conn, &format!("k{i}")).await;
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    for round in 0..20 {
+        let name = format!("k{}", round % 5);
+        let uid = h.create(v, Some(&name)).await;
+        assert_eq!(located(&h.dispatcher, &h.conn, &name).await, vec![uid.clone()], "round {round}: Create acknowledged, Locate must find it");
+        h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
+        assert!(located(&h.dispatcher, &h.conn, &name).await.is_empty(), "round {round}: Destroy acknowledged, Locate must not return it");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn repeated_locates_are_served_from_the_cache_until_a_relevant_write() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let uid = h.create(v, Some("cached")).await;
+    let store = h.dispatcher.ops().store.clone();
+    let before = store.generations().current();
+    assert_eq!(located(&h.dispatcher, &h.conn, "cached").await, vec![uid.clone()]);
+    assert_eq!(located(&h.dispatcher, &h.conn, "cached").await, vec![uid.clone()]);
+    // A write to an attribute no Locate depends on here leaves the sequence of relevant changes
+    // alone; a Name change invalidates.
+    h.one(
+        v,
+        RequestPayload::AddAttribute(AttributeRequest {
+            unique_identifier: Some(uid.clone()),
+            attribute: Attribute::text(tags::CONTACT_INFORMATION, "ops@example.com"),
+        }),
+    )
+    .await;
+    assert!(store.generations().current() > before);
+    assert_eq!(located(&h.dispatcher, &h.conn, "cached").await, vec![uid.clone()]);
+    h.one(
+        v,
+        RequestPayload::ModifyAttribute(ModifyAttributeRequest {
+            unique_identifier: Some(uid.clone()),
+            current: None,
+            attribute: Attribute::name(&Name::new("renamed")),
+        }),
+    )
+    .await;
+    assert!(located(&h.dispatcher, &h.conn, "cached").await.is_empty());
+    assert_eq!(located(&h.dispatcher, &h.conn, "renamed").await, vec![uid]);
 }
