@@ -1,7 +1,10 @@
-//! The admin listener (loopback by default): `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (backend reachable, TLS configuration loaded). A deliberately tiny
-//! HTTP/1.1 responder: GET only, one request per connection.
+//! The admin listener (loopback by default): `GET /metrics` (Prometheus text), `GET /healthz` (the
+//! process answers), `GET /readyz` (backend reachable, TLS configuration loaded), `GET /clients`
+//! (client certificates with last-seen time and open connections, JSON) and `POST /reload` (reload
+//! the configuration now and say how it went). A deliberately tiny HTTP/1.1 responder: one
+//! request per connection, no request body.
 
+use crate::reload::{Reloader, Trigger};
 use kmip_backends::Backend;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Admin {
     pub metrics: PrometheusHandle,
     pub backend: Arc<dyn Backend>,
+    pub reloader: Arc<Reloader>,
 }
 
 impl Admin {
@@ -39,8 +43,10 @@ impl Admin {
                     }
                 }
                 let line = String::from_utf8_lossy(&buf[..n]);
-                let path = line.split_whitespace().nth(1).unwrap_or("");
-                let (status, ctype, body) = this.route(path).await;
+                let mut words = line.split_whitespace();
+                let method = words.next().unwrap_or("");
+                let path = words.next().unwrap_or("");
+                let (status, ctype, body) = this.route(method, path).await;
                 let resp = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -53,11 +59,41 @@ impl Admin {
         }
     }
 
-    async fn route(&self, path: &str) -> (&'static str, &'static str, String) {
-        match path {
-            "/metrics" => ("200 OK", "text/plain; version=0.0.4", self.metrics.render()),
-            "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
-            "/readyz" => match self.backend.health().await {
+    async fn route(&self, method: &str, path: &str) -> (&'static str, &'static str, String) {
+        match (method, path) {
+            ("POST", "/reload") => match self.reloader.reload_async(Trigger::Admin).await {
+                Ok(o) => (
+                    "200 OK",
+                    "application/json",
+                    serde_json::json!({
+                        "result": "success",
+                        "generation": o.generation,
+                        "restart_needed": o.restart_needed,
+                        "connections_checked": o.connections.checked,
+                        "connections_closed": o.connections.closed,
+                    })
+                    .to_string(),
+                ),
+                Err(e) => (
+                    "500 Internal Server Error",
+                    "application/json",
+                    serde_json::json!({ "result": "failure", "error": e.to_string() }).to_string(),
+                ),
+            },
+            ("GET", "/clients") => (
+                "200 OK",
+                "application/json",
+                serde_json::to_string(&self.reloader.listener().clients_report())
+                    .unwrap_or_else(|_| "[]".into()),
+            ),
+            (_, "/reload") | (_, "/clients") => (
+                "405 Method Not Allowed",
+                "text/plain",
+                "method not allowed\n".into(),
+            ),
+            (_, "/metrics") => ("200 OK", "text/plain; version=0.0.4", self.metrics.render()),
+            (_, "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
+            (_, "/readyz") => match self.backend.health().await {
                 Ok(()) => ("200 OK", "text/plain", "ready\n".into()),
                 Err(e) => (
                     "503 Service Unavailable",

@@ -1,18 +1,25 @@
-//! Process wiring: configuration → backend → store → TLS → listeners, and signal handling.
+//! Process wiring: configuration → backend → store → TLS → listeners, and signal handling
+//! (SIGTERM/SIGINT stop gracefully; SIGHUP, file changes and `POST /reload` reload, see
+//! [`crate::reload`]). The pid file `<data_dir>/kmip-gateway.pid` lets `kmip-gateway reload` find
+//! the process.
 
+use crate::access::{load_policy, Access, AccessError};
 use crate::admin::Admin;
 use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
 use crate::dispatch::Dispatcher;
+use crate::ops::Ops;
+use crate::reload::{export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Reloader};
 use crate::server::Listener;
 use crate::store::Store;
 use crate::tls::{TlsSetupError, TlsState};
 use arc_swap::ArcSwap;
 use kmip_backends::{Backend, BackendError};
+use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -31,6 +38,8 @@ pub enum StartError {
     Metrics(String),
     #[error("stored objects: {0}")]
     Store(String),
+    #[error(transparent)]
+    Policy(#[from] AccessError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
@@ -75,8 +84,9 @@ pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, Start
     }
 }
 
-/// Runs the gateway until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
+/// Runs the gateway until SIGTERM or SIGINT, then shuts down gracefully. `config_path` is the file
+/// `cfg` was read from (re-read on reload); `None` for the embedded default.
+pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(), StartError> {
     if cfg.embedded_default {
         let pki = crate::pki::dev_pki(&cfg.data_dir.join("pki"))?;
         if pki.created {
@@ -98,7 +108,10 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
         "backend opened"
     );
     let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
-    let dispatcher = Arc::new(Dispatcher::new(store, cfg.limits));
+    export_expiries(&tls.load().expiries);
+    let access = Arc::new(Access::new(load_policy(&cfg)?));
+    let ops = Ops::new(store, access, cfg.locate_cache_entries);
+    let dispatcher = Arc::new(Dispatcher::new(ops, cfg.limits));
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -109,6 +122,13 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
         addr: cfg.listen.to_string(),
         source,
     })?;
+    let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits));
+    let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
+    // Installed before anything announces the process, so an early SIGHUP cannot kill it.
+    spawn_sighup(reloader.clone()).map_err(StartError::Signals)?;
+    if let Err(e) = spawn_file_watcher(reloader.clone()) {
+        warn!(error = %e, "cannot watch the configuration's files: reload with SIGHUP or `kmip-gateway reload`");
+    }
     // Tests and scripts read this line to find a port-0 listener.
     info!(addr = %local, "KMIP listener ready");
     if let Some(admin_addr) = cfg.admin_listen {
@@ -129,13 +149,23 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
         let admin = Arc::new(Admin {
             metrics,
             backend: backend.clone(),
+            reloader: reloader.clone(),
         });
         tokio::spawn(admin.serve(admin_listener));
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits));
     let serving = tokio::spawn(server.serve(listener, shutdown_rx));
-    wait_for_stop_signal().await?;
+    let pid_path = pid_file(&cfg.data_dir);
+    let pid_written = std::fs::create_dir_all(&cfg.data_dir)
+        .and_then(|()| std::fs::write(&pid_path, format!("{}\n", std::process::id())));
+    if let Err(e) = &pid_written {
+        warn!(file = %pid_path.display(), error = %e, "cannot write the pid file: `kmip-gateway reload` needs --admin or SIGHUP by hand");
+    }
+    let stopped = wait_for_stop_signal().await;
+    if pid_written.is_ok() {
+        let _ = std::fs::remove_file(&pid_path);
+    }
+    stopped?;
     info!("stop signal received: no new connections, finishing in-flight requests");
     let _ = shutdown_tx.send(true);
     if let Err(e) = serving.await {

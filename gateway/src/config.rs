@@ -29,6 +29,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1_000;
 /// Default time a request waits for a pooled HSM session before failing with Operation Failed.
 pub const DEFAULT_PKCS11_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of cached Locate results: bounds the cache's memory (each entry holds one
+/// identifier list).
+pub const DEFAULT_LOCATE_CACHE_ENTRIES: usize = 10_000;
 /// Default PKCS#11 session pool size: SoftHSM gains nothing past a few sessions.
 pub const DEFAULT_PKCS11_POOL_SIZE: u32 = 4;
 
@@ -59,6 +62,12 @@ struct RawConfig {
     limits: RawLimits,
     backend: Option<RawBackend>,
     admin: Option<RawAdmin>,
+    revocation: Option<RawRevocation>,
+    /// Access policy embedded in this file (`[[policy.users]]`, `[[policy.rules]]`, …).
+    policy: Option<kmip_policy::PolicyConfig>,
+    /// Or: a standalone policy file (see `deploy/config/policy.example.toml`).
+    policy_file: Option<PathBuf>,
+    locate_cache: Option<RawLocateCache>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +82,8 @@ struct RawTls {
 struct RawUser {
     name: String,
     cas: Vec<PathBuf>,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -104,8 +115,24 @@ struct RawBackend {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawLocateCache {
+    max_entries: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+}
+
+/// Where the access policy comes from.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// No policy configured: every configured user may do everything on the objects it created,
+    /// and sees nothing else.
+    OwnerOnly,
+    Inline(kmip_policy::PolicyConfig),
+    File(PathBuf),
 }
 
 /// A validated configuration.
@@ -118,6 +145,10 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     pub backend: BackendConfig,
     pub admin_listen: Option<SocketAddr>,
+    pub revocation: RevocationConfig,
+    pub policy: PolicySource,
+    /// Most Locate results kept in the cache (0 disables it).
+    pub locate_cache_entries: usize,
     /// Whether this is the embedded default (development PKI created on first start).
     pub embedded_default: bool,
 }
@@ -132,9 +163,11 @@ pub struct TlsFiles {
 pub struct UserConfig {
     pub name: String,
     pub cas: Vec<PathBuf>,
+    /// CRLs checked for this user's certificates, besides `[revocation] crls`.
+    pub crls: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimitsConfig {
     pub max_message_size: usize,
     pub max_depth: usize,
@@ -162,7 +195,7 @@ impl Default for LimitsConfig {
 }
 
 /// Where the master key of the file vault comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MasterKeyConfig {
     /// A 0600 file, created with a random key on first start.
     File(PathBuf),
@@ -170,13 +203,13 @@ pub enum MasterKeyConfig {
     Env(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PinConfig {
     File(PathBuf),
     Env(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     Vault {
         dir: PathBuf,
@@ -208,6 +241,7 @@ impl GatewayConfig {
             users: vec![UserConfig {
                 name: "purefa".into(),
                 cas: vec![pki.join("ca.pem")],
+                crls: Vec::new(),
             }],
             limits: LimitsConfig::default(),
             backend: BackendConfig::Vault {
@@ -215,6 +249,9 @@ impl GatewayConfig {
                 master_key: MasterKeyConfig::File(data_dir.join("vault").join("master.key")),
             },
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().ok(),
+            revocation: RevocationConfig::default(),
+            policy: PolicySource::OwnerOnly,
+            locate_cache_entries: DEFAULT_LOCATE_CACHE_ENTRIES,
             embedded_default: true,
         }
     }
@@ -319,6 +356,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         users.push(UserConfig {
             name: u.name,
             cas: u.cas.into_iter().map(|p| resolve(base, p)).collect(),
+            crls: u.crls.into_iter().map(|p| resolve(base, p)).collect(),
         });
     }
     let l = raw.limits;
@@ -382,6 +420,21 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         Some(s) => Some(addr("admin.listen", &s)?),
         None => Some(addr("admin.listen", DEFAULT_ADMIN_LISTEN)?),
     };
+    let policy = match (raw.policy, raw.policy_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "policy_file",
+                "give [policy] or policy_file, not both",
+            ))
+        }
+        (Some(inline), None) => PolicySource::Inline(inline),
+        (None, Some(file)) => PolicySource::File(resolve(base, file)),
+        (None, None) => PolicySource::OwnerOnly,
+    };
+    let locate_cache_entries = raw
+        .locate_cache
+        .and_then(|c| c.max_entries)
+        .unwrap_or(DEFAULT_LOCATE_CACHE_ENTRIES);
     Ok(GatewayConfig {
         listen,
         data_dir,
@@ -390,6 +443,9 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         limits,
         backend,
         admin_listen,
+        revocation: revocation_config(raw.revocation, base)?,
+        policy,
+        locate_cache_entries,
         embedded_default: false,
     })
 }
@@ -488,6 +544,90 @@ fn backend_config(
     }
 }
 
+/// `[revocation]`: CRLs for every user and a deny-list checked after the handshake.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    #[serde(default)]
+    deny_serials: Vec<String>,
+    #[serde(default)]
+    deny_fingerprints: Vec<String>,
+    close_revoked_connections: Option<bool>,
+}
+
+/// Validated `[revocation]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationConfig {
+    /// CRL files (PEM, one or more CRLs each) checked for every user's certificates.
+    pub crls: Vec<PathBuf>,
+    /// Refused certificate serials: lowercase hex, no separators or leading zero bytes.
+    pub deny_serials: Vec<String>,
+    /// Refused certificates by SHA-256 of their DER: 64 lowercase hex digits.
+    pub deny_fingerprints: Vec<String>,
+    /// Whether a reload closes open connections whose certificate no longer passes.
+    pub close_revoked_connections: bool,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            crls: Vec::new(),
+            deny_serials: Vec::new(),
+            deny_fingerprints: Vec::new(),
+            close_revoked_connections: true,
+        }
+    }
+}
+
+/// Normalises a serial as `openssl x509 -serial` or `pki list` print it (`0x`, `:` allowed).
+pub fn normalize_serial(text: &str) -> Option<String> {
+    crate::pki::Serial::from_hex(text).ok().map(|s| s.to_hex())
+}
+
+/// Normalises a SHA-256 fingerprint (`AB:CD:...` or plain hex) to 64 lowercase hex digits.
+pub fn normalize_fingerprint(text: &str) -> Option<String> {
+    let hex: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+fn revocation_config(
+    raw: Option<RawRevocation>,
+    base: &Path,
+) -> Result<RevocationConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let mut deny_serials = Vec::with_capacity(raw.deny_serials.len());
+    for (i, s) in raw.deny_serials.iter().enumerate() {
+        deny_serials.push(normalize_serial(s).ok_or_else(|| {
+            invalid(
+                format!("revocation.deny_serials[{i}]"),
+                format!("'{s}' is not a certificate serial in hex"),
+            )
+        })?);
+    }
+    let mut deny_fingerprints = Vec::with_capacity(raw.deny_fingerprints.len());
+    for (i, f) in raw.deny_fingerprints.iter().enumerate() {
+        deny_fingerprints.push(normalize_fingerprint(f).ok_or_else(|| {
+            invalid(
+                format!("revocation.deny_fingerprints[{i}]"),
+                format!("'{f}' is not a SHA-256 fingerprint (64 hex digits)"),
+            )
+        })?);
+    }
+    Ok(RevocationConfig {
+        crls: raw.crls.into_iter().map(|p| resolve(base, p)).collect(),
+        deny_serials,
+        deny_fingerprints,
+        close_revoked_connections: raw.close_revoked_connections.unwrap_or(true),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,6 +677,36 @@ cas = ["ca.pem"]
             "{MINIMAL}[[users]]\nname = \"purefa\"\ncas = [\"b.pem\"]\n"
         ))
         .contains("twice"));
+    }
+
+    #[test]
+    fn revocation_section_is_normalised_and_checked() {
+        let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+        assert_eq!(c.revocation, RevocationConfig::default());
+        assert!(c.revocation.close_revoked_connections);
+        assert!(c.users[0].crls.is_empty());
+        let fp = "AB:".repeat(31) + "AB";
+        let c = GatewayConfig::from_toml_str(
+            &format!(
+                "{}crls = [\"u.crl\"]\n[revocation]\ncrls = [\"all.crl\"]\ndeny_serials = [\"0x00:1A:2b\"]\ndeny_fingerprints = [\"{fp}\"]\nclose_revoked_connections = false\n",
+                MINIMAL.trim_end().to_owned() + "\n"
+            ),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(c.users[0].crls, [Path::new("/x/u.crl")]);
+        assert_eq!(c.revocation.crls, [Path::new("/x/all.crl")]);
+        assert_eq!(c.revocation.deny_serials, ["1a2b"]);
+        assert_eq!(c.revocation.deny_fingerprints, ["ab".repeat(32)]);
+        assert!(!c.revocation.close_revoked_connections);
+        assert!(error_of(&format!(
+            "{MINIMAL}[revocation]\ndeny_serials = [\"xyz\"]\n"
+        ))
+        .starts_with("revocation.deny_serials[0]"));
+        assert!(error_of(&format!(
+            "{MINIMAL}[revocation]\ndeny_fingerprints = [\"abcd\"]\n"
+        ))
+        .starts_with("revocation.deny_fingerprints[0]"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod locate_cache;
 pub mod ops;
 pub mod pki;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -1,6 +1,8 @@
 //! `kmip-gateway`: the KMIP server binary and its operator commands.
 
-use clap::{Parser, Subcommand};
+mod cli;
+
+use clap::{Args, Parser, Subcommand};
 use kmip_gateway::config::GatewayConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,127 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Reloads a running gateway: TLS certificate and key, CAs, CRLs, users, revocation.
+    /// With --admin: `POST /reload` and prints the outcome; otherwise SIGHUP to the pid in
+    /// the pid file (`<data_dir>/kmip-gateway.pid`).
+    Reload {
+        /// Admin listener address (e.g. 127.0.0.1:9696).
+        #[arg(long, conflicts_with_all = ["pid_file", "config", "data_dir"])]
+        admin: Option<String>,
+        #[arg(long, conflicts_with_all = ["config", "data_dir"])]
+        pid_file: Option<PathBuf>,
+        /// The gateway's configuration file (its data_dir holds the pid file).
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// The data folder of a gateway running the embedded default.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Lists the client certificates a running gateway has seen: user, serial, last seen, expiry,
+    /// open connections, fingerprint.
+    Clients {
+        /// Admin listener address.
+        #[arg(long, default_value = kmip_gateway::config::DEFAULT_ADMIN_LISTEN)]
+        admin: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Certificate authority for the KMIP listener and its clients (the FlashArray setup).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Users in the configuration file.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Args)]
+struct CaDirArg {
+    /// The CA folder (ca.pem, ca.key, crl.pem, ca-state.json).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Creates a root CA (no intermediates: the FlashArray does not support them) and an empty CRL.
+    InitCa {
+        #[command(flatten)]
+        ca: CaDirArg,
+        #[arg(long, default_value = "Pure Storage FlashArray")]
+        cn: String,
+        #[arg(long, default_value_t = cli::pki::DEFAULT_CA_DAYS)]
+        days: u32,
+    },
+    /// Signs a client's CSR (the array's), keeping its Common Name; clientAuth usage.
+    SignCsr {
+        #[command(flatten)]
+        ca: CaDirArg,
+        #[arg(long)]
+        csr: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = cli::pki::DEFAULT_LEAF_DAYS)]
+        days: u32,
+    },
+    /// Issues the KMIP listener's certificate and key (default DIR/server.pem, DIR/server.key).
+    ServerCert {
+        #[command(flatten)]
+        ca: CaDirArg,
+        /// DNS name the array uses to reach the gateway (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// IP address the array uses to reach the gateway (repeatable).
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        #[arg(long, default_value_t = cli::pki::DEFAULT_LEAF_DAYS)]
+        days: u32,
+        #[arg(long)]
+        cert_out: Option<PathBuf>,
+        #[arg(long)]
+        key_out: Option<PathBuf>,
+        /// Only write a key and CSR (DIR/server.csr) for a CA that is not this tool.
+        #[arg(long)]
+        csr_only: bool,
+    },
+    /// Revokes a certificate: adds it to the revoked list and rewrites DIR/crl.pem.
+    Revoke {
+        #[command(flatten)]
+        ca: CaDirArg,
+        /// Serial in hex (as `pki list` or `openssl x509 -serial` print it).
+        #[arg(long, required_unless_present = "cert", conflicts_with = "cert")]
+        serial: Option<String>,
+        /// The certificate file to revoke.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
+    /// Republishes DIR/crl.pem with a new number and a later nextUpdate.
+    Crl {
+        #[command(flatten)]
+        ca: CaDirArg,
+    },
+    /// Lists the certificates this CA issued, with expiry and revocation.
+    List {
+        #[command(flatten)]
+        ca: CaDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Adds a [[users]] entry (the name is the client certificate's Common Name) trusting a CA.
+    Add {
+        name: String,
+        /// CA certificate (PEM) trusted for this user.
+        #[arg(long)]
+        ca: PathBuf,
+        /// CRL (PEM) checked for this user's certificates (repeatable).
+        #[arg(long)]
+        crl: Vec<PathBuf>,
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +179,98 @@ fn main() -> ExitCode {
             admin_listen,
         } => serve(config, listen, data_dir, admin_listen),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Reload {
+            admin,
+            pid_file,
+            config,
+            data_dir,
+        } => report(reload(admin, pid_file, config, data_dir)),
+        Command::Clients { admin, json } => report(cli::remote::clients(&admin, json)),
+        Command::Pki(cmd) => report(pki(cmd)),
+        Command::User(UserCommand::Add {
+            name,
+            ca,
+            crl,
+            config,
+        }) => report(cli::user::add(&name, &ca, &crl, &config)),
+    }
+}
+
+/// Prints a command's output, or its error with exit status 1.
+fn report(result: Result<String, cli::CliError>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kmip-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reload(
+    admin: Option<String>,
+    pid_file: Option<PathBuf>,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<String, cli::CliError> {
+    if let Some(addr) = admin {
+        return cli::remote::reload_admin(&addr);
+    }
+    let pid_file = match (pid_file, config, data_dir) {
+        (Some(p), _, _) => p,
+        (None, Some(c), _) => {
+            let cfg = GatewayConfig::load(&c)
+                .map_err(|e| cli::CliError::Refused(format!("{}: {e}", c.display())))?;
+            kmip_gateway::reload::pid_file(&cfg.data_dir)
+        }
+        (None, None, d) => kmip_gateway::reload::pid_file(
+            &d.unwrap_or_else(|| kmip_gateway::config::DEFAULT_DATA_DIR.into()),
+        ),
+    };
+    cli::remote::reload_signal(&pid_file)
+}
+
+fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
+    use cli::pki::CaDir;
+    match cmd {
+        PkiCommand::InitCa { ca, cn, days } => CaDir::new(&ca.dir).init(&cn, days),
+        PkiCommand::SignCsr { ca, csr, out, days } => {
+            CaDir::new(&ca.dir).sign_csr(&csr, &out, days)
+        }
+        PkiCommand::ServerCert {
+            ca,
+            dns,
+            ip,
+            days,
+            cert_out,
+            key_out,
+            csr_only,
+        } => {
+            let dir = ca.dir.as_path();
+            let key_out = key_out.unwrap_or_else(|| dir.join(cli::pki::SERVER_KEY));
+            if csr_only {
+                let csr_out = dir.join(cli::pki::SERVER_CSR);
+                return cli::pki::server_csr_files(&dns, &ip, &csr_out, &key_out);
+            }
+            let cert_out = cert_out.unwrap_or_else(|| dir.join(cli::pki::SERVER_CERT));
+            CaDir::new(dir).server_cert(&dns, &ip, days, &cert_out, &key_out)
+        }
+        PkiCommand::Revoke { ca, serial, cert } => {
+            let dir = CaDir::new(&ca.dir);
+            let serial = match (serial, cert) {
+                (Some(s), _) => kmip_gateway::pki::Serial::from_hex(&s)?,
+                (None, Some(c)) => dir.serial_of_cert(&c)?,
+                (None, None) => {
+                    return Err(cli::CliError::Refused("give --serial or --cert".into()))
+                }
+            };
+            dir.revoke(&serial)
+        }
+        PkiCommand::Crl { ca } => CaDir::new(&ca.dir).renew_crl(),
+        PkiCommand::List { ca, json } => CaDir::new(&ca.dir).list(json),
     }
 }
 
@@ -109,7 +324,7 @@ fn serve(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(kmip_gateway::app::run(cfg)) {
+    match runtime.block_on(kmip_gateway::app::run(cfg, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -4,30 +4,98 @@
 //! `max_connections` sockets; a connection over the limit is closed at once and counted. The
 //! handshake runs in the connection's own task under a timeout. Each message's 8-byte header is
 //! checked against the size limit before its body buffer is allocated.
+//!
+//! The listener also keeps what operators need for certificate day-2 work: the registry of open
+//! connections with each one's certificate chain (so a reload can re-check and close connections
+//! whose certificate was revoked or denied), and when each client certificate was last seen.
 
 use crate::config::LimitsConfig;
 use crate::dispatch::{ConnContext, Dispatcher, Outcome};
-use crate::tls::{handshake_failure_label, Identity, TlsState};
+use crate::tls::{
+    cert_subject_and_expiry, handshake_failure_label, ExpiryKind, Identity, TlsState,
+    EXPIRY_WARNING,
+};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use kmip_wire::ttlv::{message_length, Limits, HEADER_LEN};
+use rustls::pki_types::CertificateDer;
+use serde::Serialize;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
+
+/// Client certificates remembered for `clients`: bounds the last-seen table against a stream of
+/// distinct certificates (each entry is a few hundred bytes).
+pub const MAX_TRACKED_CLIENTS: usize = 10_000;
+/// A client certificate close to expiry is warned about at most this often, not per connection.
+const CLIENT_EXPIRY_WARNING_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// What the registry knows of an open connection (for `clients`, and to close revoked ones).
 pub struct ConnEntry {
     pub identity: Identity,
     pub peer: SocketAddr,
     pub opened: SystemTime,
+    /// The client's certificate chain (leaf first), re-checked on reload.
+    pub chain: Vec<CertificateDer<'static>>,
     /// Sending `true` asks the connection to close after its current request.
     pub close: watch::Sender<bool>,
+}
+
+/// One client certificate the gateway has let in.
+pub struct ClientSeen {
+    pub user: String,
+    pub subject: String,
+    pub serial_hex: String,
+    /// The certificate's `notAfter`, Unix seconds.
+    pub not_after: Option<i64>,
+    pub first_seen: SystemTime,
+    /// Unix milliseconds of the last authentication or request; shared with open connections.
+    pub last_seen_ms: Arc<AtomicI64>,
+    last_expiry_warning: Option<Instant>,
+}
+
+/// A row of `GET /clients`: one client certificate.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ClientReport {
+    pub user: String,
+    pub fingerprint: String,
+    pub subject: String,
+    pub serial: String,
+    pub not_after: Option<i64>,
+    /// Unix seconds.
+    pub first_seen: i64,
+    /// Unix seconds.
+    pub last_seen: i64,
+    pub open_connections: usize,
+}
+
+/// What a re-check of the open connections found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecheckReport {
+    pub checked: usize,
+    /// Connections whose certificate no longer passes.
+    pub failing: usize,
+    /// Of those, the ones asked to close.
+    pub closed: usize,
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// State shared by the accept loop and all connections.
@@ -36,6 +104,8 @@ pub struct Listener {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: LimitsConfig,
     pub connections: DashMap<u64, ConnEntry>,
+    /// Client certificates by SHA-256 fingerprint.
+    pub clients: DashMap<String, ClientSeen>,
     next_conn_id: AtomicU64,
 }
 
@@ -50,7 +120,117 @@ impl Listener {
             dispatcher,
             limits,
             connections: DashMap::new(),
+            clients: DashMap::new(),
             next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Re-authenticates every open connection's certificate against `state` (new CRLs, deny-list,
+    /// users, CAs) and, when `close` is set, asks the failing ones to close after their current
+    /// request.
+    pub fn recheck(&self, state: &TlsState, close: bool) -> RecheckReport {
+        let mut report = RecheckReport::default();
+        for entry in self.connections.iter() {
+            report.checked += 1;
+            let Err(e) = state.authenticate(Some(&entry.chain)) else {
+                continue;
+            };
+            report.failing += 1;
+            let id = &entry.identity;
+            if close {
+                report.closed += 1;
+                // A connection that ended meanwhile has dropped its receiver: nothing to close.
+                let _ = entry.close.send(true);
+                metrics::counter!("kmip_connections_closed_total", "reason" => e.label())
+                    .increment(1);
+                warn!(conn_id = *entry.key(), peer = %entry.peer, user = %id.user, serial = %id.serial_hex,
+                      reason = e.label(), "closing connection: its certificate no longer passes");
+            } else {
+                warn!(conn_id = *entry.key(), peer = %entry.peer, user = %id.user, serial = %id.serial_hex,
+                      reason = e.label(), "open connection's certificate no longer passes; kept open (close_revoked_connections = false)");
+            }
+        }
+        report
+    }
+
+    /// Every client certificate seen since start, with its open connections, most recent first.
+    pub fn clients_report(&self) -> Vec<ClientReport> {
+        let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for c in self.connections.iter() {
+            *open.entry(c.identity.fingerprint.clone()).or_default() += 1;
+        }
+        let mut rows: Vec<ClientReport> = self
+            .clients
+            .iter()
+            .map(|c| ClientReport {
+                user: c.user.clone(),
+                fingerprint: c.key().clone(),
+                subject: c.subject.clone(),
+                serial: c.serial_hex.clone(),
+                not_after: c.not_after,
+                first_seen: unix_secs(c.first_seen),
+                last_seen: c.last_seen_ms.load(Ordering::Relaxed) / 1000,
+                open_connections: open.get(c.key()).copied().unwrap_or(0),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.user.cmp(&b.user)));
+        rows
+    }
+
+    /// Records an authenticated client certificate; returns its shared last-seen clock. Exports its
+    /// expiry and warns (at most daily per certificate) when it is within [`EXPIRY_WARNING`].
+    fn note_client(&self, identity: &Identity, leaf: &[u8]) -> Arc<AtomicI64> {
+        let now = now_ms();
+        if !self.clients.contains_key(&identity.fingerprint)
+            && self.clients.len() >= MAX_TRACKED_CLIENTS
+        {
+            self.evict_oldest_client();
+        }
+        let mut entry = self
+            .clients
+            .entry(identity.fingerprint.clone())
+            .or_insert_with(|| {
+                let (subject, not_after) = match cert_subject_and_expiry(leaf) {
+                    Some((s, n)) => (s, Some(n)),
+                    None => (identity.subject.clone(), None),
+                };
+                if let Some(n) = not_after {
+                    metrics::gauge!("kmip_cert_expiry_seconds", "kind" => ExpiryKind::Client.label(), "subject" => subject.clone())
+                        .set(n as f64);
+                }
+                ClientSeen {
+                    user: identity.user.clone(),
+                    subject,
+                    serial_hex: identity.serial_hex.clone(),
+                    not_after,
+                    first_seen: SystemTime::now(),
+                    last_seen_ms: Arc::new(AtomicI64::new(now)),
+                    last_expiry_warning: None,
+                }
+            });
+        entry.last_seen_ms.store(now, Ordering::Relaxed);
+        if let Some(not_after) = entry.not_after {
+            let left = not_after.saturating_sub(now / 1000);
+            let due = entry
+                .last_expiry_warning
+                .is_none_or(|t| t.elapsed() >= CLIENT_EXPIRY_WARNING_INTERVAL);
+            if left < EXPIRY_WARNING.as_secs() as i64 && due {
+                entry.last_expiry_warning = Some(Instant::now());
+                warn!(user = %identity.user, serial = %identity.serial_hex, subject = %entry.subject,
+                      days_left = left / 86_400, "client certificate expires soon: the client loses access when it does");
+            }
+        }
+        entry.last_seen_ms.clone()
+    }
+
+    fn evict_oldest_client(&self) {
+        let oldest = self
+            .clients
+            .iter()
+            .min_by_key(|c| c.last_seen_ms.load(Ordering::Relaxed))
+            .map(|c| c.key().clone());
+        if let Some(k) = oldest {
+            self.clients.remove(&k);
         }
     }
 
@@ -139,7 +319,13 @@ impl Listener {
             Ok(Ok(s)) => s,
         };
         metrics::histogram!("kmip_handshake_seconds").record(started.elapsed().as_secs_f64());
-        let identity = match tls.authenticate(stream.get_ref().1.peer_certificates()) {
+        let chain: Vec<CertificateDer<'static>> = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+            .unwrap_or_default();
+        let identity = match tls.authenticate(Some(&chain)) {
             Ok(id) => id,
             Err(e) => {
                 metrics::counter!("kmip_connections_refused_total", "reason" => e.label())
@@ -150,7 +336,7 @@ impl Listener {
                 return;
             }
         };
-        drop(tls);
+        let last_seen = self.note_client(&identity, chain.first().map_or(&[][..], |c| c.as_ref()));
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let (close_tx, close_rx) = watch::channel(false);
         self.connections.insert(
@@ -159,16 +345,39 @@ impl Listener {
                 identity: identity.clone(),
                 peer,
                 opened: SystemTime::now(),
+                chain,
                 close: close_tx,
             },
         );
+        // A reload stores its state, then re-checks the registry: if it stored after this
+        // connection's handshake, it may have re-checked before the insert above, so check here.
+        let current = self.tls.load_full();
+        if !Arc::ptr_eq(&tls, &current) {
+            // The map guard is dropped at the end of this statement, before the remove below.
+            let verdict = self
+                .connections
+                .get(&conn_id)
+                .map(|c| current.authenticate(Some(&c.chain)));
+            if let Some(Err(e)) = verdict {
+                self.connections.remove(&conn_id);
+                metrics::counter!("kmip_connections_refused_total", "reason" => e.label())
+                    .increment(1);
+                info!(%peer, reason = e.label(), error = %e, "client refused after a concurrent reload");
+                let mut stream = stream;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+        drop((tls, current));
         debug!(%peer, conn_id, user = %identity.user, "client authenticated");
         let ctx = ConnContext {
             conn_id,
             peer,
             identity,
         };
-        let end = self.session(stream, &ctx, shutdown, close_rx).await;
+        let end = self
+            .session(stream, &ctx, shutdown, close_rx, &last_seen)
+            .await;
         self.connections.remove(&conn_id);
         debug!(%peer, conn_id, end, "connection closed");
     }
@@ -180,6 +389,7 @@ impl Listener {
         ctx: &ConnContext,
         mut shutdown: watch::Receiver<bool>,
         mut close: watch::Receiver<bool>,
+        last_seen: &AtomicI64,
     ) -> &'static str {
         let limits = Limits {
             max_message_size: self.limits.max_message_size,
@@ -232,6 +442,7 @@ impl Listener {
                 Ok(Ok(_)) => {}
             }
             let request: Bytes = buf.freeze();
+            last_seen.store(now_ms(), Ordering::Relaxed);
             let (response, keep_open) = match self.dispatcher.handle(ctx, request).await {
                 Outcome::Respond(r) => (r, true),
                 Outcome::RespondAndClose(r) => (r, false),

@@ -1,0 +1,454 @@
+//! `kmip-gateway pki ...`: a one-root CA kept in a folder, standing in for the KMES CA of the
+//! FlashArray guide (no intermediates: the array does not support them).
+//!
+//! Folder layout: `ca.pem`, `ca.key` (0600), `crl.pem` (rewritten on every revocation with an
+//! incremented CRL number), `server.pem`/`server.key` (the listener's certificate, when issued
+//! here) and `ca-state.json`: the CRL number, the index of issued certificates and the revoked
+//! serials. The state file is written before the CRL, so it is always the source of truth:
+//! `pki crl` rebuilds the CRL from it.
+
+use super::{read_limited, write_atomic, CliError};
+use kmip_gateway::pki::{
+    describe_cert, init_ca, issue_server_cert, make_crl, server_csr, sign_csr, CaBundle, Serial,
+    MAX_PEM_LEN,
+};
+use serde::{Deserialize, Serialize};
+use std::fs::DirBuilder;
+use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+pub const CA_CERT: &str = "ca.pem";
+pub const CA_KEY: &str = "ca.key";
+pub const CRL: &str = "crl.pem";
+pub const STATE: &str = "ca-state.json";
+pub const SERVER_CERT: &str = "server.pem";
+pub const SERVER_KEY: &str = "server.key";
+pub const SERVER_CSR: &str = "server.csr";
+/// Default CA lifetime: ten years, as a KMES root typically gets.
+pub const DEFAULT_CA_DAYS: u32 = 3650;
+/// Default leaf lifetime: 825 days, the longest common TLS clients still accept.
+pub const DEFAULT_LEAF_DAYS: u32 = 825;
+/// A CRL's `nextUpdate` distance. Longer than the 30-day expiry warning so a fresh CRL does not
+/// warn; the gateway keeps using a CRL past it (and warns), `pki crl` renews it.
+pub const CRL_VALIDITY_DAYS: i64 = 180;
+/// Largest state file read: the index of a CA that issued a few thousand certificates.
+const MAX_STATE_LEN: u64 = 16 * 1024 * 1024;
+const KEY_MODE: u32 = 0o600;
+const PUBLIC_MODE: u32 = 0o644;
+const DIR_MODE: u32 = 0o700;
+
+/// `ca-state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaState {
+    pub crl_number: u64,
+    #[serde(default)]
+    pub issued: Vec<IssuedEntry>,
+    #[serde(default)]
+    pub revoked: Vec<RevokedEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuedEntry {
+    pub serial: String,
+    pub common_name: String,
+    /// "client" or "server".
+    pub kind: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Unix seconds.
+    pub issued_at: i64,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevokedEntry {
+    pub serial: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+}
+
+/// A CA folder.
+pub struct CaDir {
+    pub dir: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    String::from_utf8(read_limited(path, MAX_PEM_LEN as u64)?).map_err(|_| CliError::State {
+        path: path.to_path_buf(),
+        problem: "not text (PEM expected)".into(),
+    })
+}
+
+fn date(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+impl CaDir {
+    pub fn new(dir: &Path) -> CaDir {
+        CaDir {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `pki init-ca`: a new root CA, an empty CRL and the state file. Never overwrites a CA.
+    pub fn init(&self, common_name: &str, days: u32) -> Result<String, CliError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.dir)
+            .map_err(io_err(&self.dir))?;
+        for name in [CA_CERT, CA_KEY, STATE] {
+            if self.path(name).exists() {
+                return Err(CliError::Refused(format!(
+                    "{} already exists: this folder already holds a CA",
+                    self.path(name).display()
+                )));
+            }
+        }
+        let ca = init_ca(common_name, days)?;
+        write_atomic(&self.path(CA_KEY), ca.key_pem.as_bytes(), KEY_MODE)?;
+        write_atomic(&self.path(CA_CERT), ca.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        let mut state = CaState::default();
+        self.publish_crl(&ca, &mut state)?;
+        let info = describe_cert(&ca.cert_pem)?;
+        Ok(format!(
+            "CA '{common_name}' created in {}\n  certificate {} (serial {}, valid until {})\n  key         {} (0600)\n  CRL         {}\n",
+            self.dir.display(),
+            self.path(CA_CERT).display(),
+            info.serial_hex,
+            info.not_after,
+            self.path(CA_KEY).display(),
+            self.path(CRL).display(),
+        ))
+    }
+
+    fn load_ca(&self) -> Result<CaBundle, CliError> {
+        Ok(CaBundle {
+            cert_pem: read_text(&self.path(CA_CERT))?,
+            key_pem: Zeroizing::new(read_text(&self.path(CA_KEY))?),
+        })
+    }
+
+    pub fn load_state(&self) -> Result<CaState, CliError> {
+        let path = self.path(STATE);
+        let bytes = read_limited(&path, MAX_STATE_LEN)?;
+        serde_json::from_slice(&bytes).map_err(|e| CliError::State {
+            path,
+            problem: e.to_string(),
+        })
+    }
+
+    fn save_state(&self, state: &CaState) -> Result<(), CliError> {
+        let path = self.path(STATE);
+        let json = serde_json::to_vec_pretty(state).map_err(|e| CliError::State {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        write_atomic(&path, &json, PUBLIC_MODE)
+    }
+
+    /// Bumps the CRL number, saves the state, then writes `crl.pem` listing every revoked serial.
+    fn publish_crl(&self, ca: &CaBundle, state: &mut CaState) -> Result<u64, CliError> {
+        state.crl_number += 1;
+        let now = OffsetDateTime::now_utc();
+        let mut revoked = Vec::with_capacity(state.revoked.len());
+        for r in &state.revoked {
+            let when = OffsetDateTime::from_unix_timestamp(r.revoked_at).unwrap_or(now);
+            revoked.push((Serial::from_hex(&r.serial)?, when));
+        }
+        let crl = make_crl(
+            ca,
+            &revoked,
+            now,
+            now + time::Duration::days(CRL_VALIDITY_DAYS),
+            state.crl_number,
+        )?;
+        self.save_state(state)?;
+        write_atomic(&self.path(CRL), crl.as_bytes(), PUBLIC_MODE)?;
+        Ok(state.crl_number)
+    }
+
+    fn record(
+        &self,
+        state: &mut CaState,
+        cert_pem: &str,
+        kind: &str,
+        file: &Path,
+    ) -> Result<(), CliError> {
+        let info = describe_cert(cert_pem)?;
+        state.issued.push(IssuedEntry {
+            serial: info.serial_hex,
+            common_name: info.subject_cn.unwrap_or_default(),
+            kind: kind.to_string(),
+            not_after: info.not_after.unix_timestamp(),
+            issued_at: OffsetDateTime::now_utc().unix_timestamp(),
+            file: std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()),
+        });
+        self.save_state(state)
+    }
+
+    /// `pki sign-csr`: signs a client's CSR (the array's), keeping its Common Name.
+    pub fn sign_csr(&self, csr: &Path, out: &Path, days: u32) -> Result<String, CliError> {
+        let ca = self.load_ca()?;
+        let mut state = self.load_state()?;
+        let csr_pem = read_text(csr)?;
+        let serial = Serial::random()?;
+        let cert = sign_csr(&ca, &csr_pem, days, &serial)?;
+        write_atomic(out, cert.as_bytes(), PUBLIC_MODE)?;
+        self.record(&mut state, &cert, "client", out)?;
+        let info = describe_cert(&cert)?;
+        Ok(format!(
+            "signed: CN={} serial {} valid until {} -> {}\n",
+            info.subject_cn.unwrap_or_default(),
+            info.serial_hex,
+            info.not_after,
+            out.display()
+        ))
+    }
+
+    /// `pki server-cert`: the listener's certificate and key from this CA, written key first.
+    pub fn server_cert(
+        &self,
+        dns: &[String],
+        ips: &[IpAddr],
+        days: u32,
+        cert_out: &Path,
+        key_out: &Path,
+    ) -> Result<String, CliError> {
+        let ca = self.load_ca()?;
+        let mut state = self.load_state()?;
+        let issued = issue_server_cert(&ca, dns, ips, days)?;
+        write_atomic(key_out, issued.key_pem.as_bytes(), KEY_MODE)?;
+        write_atomic(cert_out, issued.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        self.record(&mut state, &issued.cert_pem, "server", cert_out)?;
+        let info = describe_cert(&issued.cert_pem)?;
+        Ok(format!(
+            "server certificate CN={} serial {} valid until {}\n  certificate {}\n  key         {} (0600)\n",
+            info.subject_cn.unwrap_or_default(),
+            info.serial_hex,
+            info.not_after,
+            cert_out.display(),
+            key_out.display()
+        ))
+    }
+
+    /// `pki revoke`: adds the serial to the revoked list and publishes a new CRL.
+    pub fn revoke(&self, serial: &Serial) -> Result<String, CliError> {
+        let ca = self.load_ca()?;
+        let mut state = self.load_state()?;
+        let hex = serial.to_hex();
+        if state.revoked.iter().any(|r| r.serial == hex) {
+            return Ok(format!("serial {hex} was already revoked; CRL unchanged\n"));
+        }
+        let known = state.issued.iter().any(|i| i.serial == hex);
+        state.revoked.push(RevokedEntry {
+            serial: hex.clone(),
+            revoked_at: OffsetDateTime::now_utc().unix_timestamp(),
+        });
+        let number = self.publish_crl(&ca, &mut state)?;
+        Ok(format!(
+            "revoked serial {hex}{}; {} rewritten (CRL number {number}). The gateway applies it on \
+             reload (automatic when it watches this folder; else `kmip-gateway reload`).\n",
+            if known { "" } else { " (not in this CA's index)" },
+            self.path(CRL).display()
+        ))
+    }
+
+    /// `pki crl`: republishes the CRL (new number, `nextUpdate` pushed out).
+    pub fn renew_crl(&self) -> Result<String, CliError> {
+        let ca = self.load_ca()?;
+        let mut state = self.load_state()?;
+        let number = self.publish_crl(&ca, &mut state)?;
+        Ok(format!(
+            "{} rewritten (CRL number {number}, {} revoked)\n",
+            self.path(CRL).display(),
+            state.revoked.len()
+        ))
+    }
+
+    /// The serial of a certificate file, checking this CA issued it (revoking another CA's serial
+    /// here would do nothing).
+    pub fn serial_of_cert(&self, cert: &Path) -> Result<Serial, CliError> {
+        let ca_pem = read_text(&self.path(CA_CERT))?;
+        let cert_pem = read_text(cert)?;
+        let ca_info = describe_cert(&ca_pem)?;
+        let info = describe_cert(&cert_pem)?;
+        let issued_here = pem_issuer_matches(&cert_pem, &ca_pem);
+        if !issued_here {
+            return Err(CliError::Refused(format!(
+                "{} was not issued by the CA in {} ({})",
+                cert.display(),
+                self.dir.display(),
+                ca_info.subject_cn.unwrap_or_default()
+            )));
+        }
+        Ok(Serial::from_hex(&info.serial_hex)?)
+    }
+
+    /// `pki list`: one line per issued certificate.
+    pub fn list(&self, json: bool) -> Result<String, CliError> {
+        let state = self.load_state()?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let revoked = |s: &str| state.revoked.iter().any(|r| r.serial == s);
+        if json {
+            let rows: Vec<_> = state
+                .issued
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "common_name": i.common_name, "kind": i.kind, "serial": i.serial,
+                        "not_after": i.not_after, "revoked": revoked(&i.serial),
+                        "expired": i.not_after <= now, "file": i.file,
+                    })
+                })
+                .collect();
+            return Ok(serde_json::Value::Array(rows).to_string() + "\n");
+        }
+        let mut out = format!(
+            "{:<24} {:<7} {:<34} {:<21} {}\n",
+            "COMMON NAME", "KIND", "SERIAL", "EXPIRES", "STATUS"
+        );
+        for i in &state.issued {
+            let status = if revoked(&i.serial) {
+                "revoked"
+            } else if i.not_after <= now {
+                "expired"
+            } else {
+                "valid"
+            };
+            out.push_str(&format!(
+                "{:<24} {:<7} {:<34} {:<21} {}\n",
+                i.common_name,
+                i.kind,
+                i.serial,
+                date(i.not_after),
+                status
+            ));
+        }
+        out.push_str(&format!(
+            "CRL number {}, {} revoked\n",
+            state.crl_number,
+            state.revoked.len()
+        ));
+        Ok(out)
+    }
+}
+
+/// Whether the certificate's issuer is the CA's subject and the CA's key signed it.
+fn pem_issuer_matches(cert_pem: &str, ca_pem: &str) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let (Ok(cert), Ok(ca)) = (
+        CertificateDer::from_pem_slice(cert_pem.as_bytes()),
+        CertificateDer::from_pem_slice(ca_pem.as_bytes()),
+    ) else {
+        return false;
+    };
+    let (Ok((_, cert)), Ok((_, ca))) = (
+        x509_parser::parse_x509_certificate(cert.as_ref()),
+        x509_parser::parse_x509_certificate(ca.as_ref()),
+    ) else {
+        return false;
+    };
+    cert.issuer().as_raw() == ca.subject().as_raw()
+        && cert.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// `pki server-cert --csr-only`: a key and CSR for a CA that is not this tool.
+pub fn server_csr_files(
+    dns: &[String],
+    ips: &[IpAddr],
+    csr_out: &Path,
+    key_out: &Path,
+) -> Result<String, CliError> {
+    let csr = server_csr(dns, ips)?;
+    write_atomic(key_out, csr.key_pem.as_bytes(), KEY_MODE)?;
+    write_atomic(csr_out, csr.csr_pem.as_bytes(), PUBLIC_MODE)?;
+    Ok(format!(
+        "CSR {} and key {} (0600) written: have your CA sign the CSR (serverAuth), then set [tls] cert/key\n",
+        csr_out.display(),
+        key_out.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmip_gateway::pki::issue_client_cert;
+
+    #[test]
+    fn init_sign_revoke_list_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = CaDir::new(&tmp.path().join("ca"));
+        ca.init("Pure Storage FlashArray", 365).unwrap();
+        assert!(ca.init("again", 365).is_err(), "never overwrites a CA");
+        assert_eq!(ca.load_state().unwrap().crl_number, 1);
+
+        let bundle = ca.load_ca().unwrap();
+        let client = issue_client_cert(&bundle, "purefa", 30).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "purefa");
+        let csr = tmp.path().join("purefa.csr");
+        std::fs::write(&csr, params.serialize_request(&key).unwrap().pem().unwrap()).unwrap();
+        let out = tmp.path().join("purefa.pem");
+        ca.sign_csr(&csr, &out, 30).unwrap();
+        let serial = ca.serial_of_cert(&out).unwrap();
+
+        ca.revoke(&serial).unwrap();
+        assert!(ca.revoke(&serial).unwrap().contains("already"));
+        let state = ca.load_state().unwrap();
+        assert_eq!(state.crl_number, 2);
+        assert_eq!(state.revoked.len(), 1);
+        let listing = ca.list(false).unwrap();
+        assert!(
+            listing.contains("purefa") && listing.contains("revoked"),
+            "{listing}"
+        );
+        let crl_pem = std::fs::read(ca.path(CRL)).unwrap();
+        let crl = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&crl_pem);
+        use rustls_pki_types::pem::PemObject;
+        let crl = crl.unwrap();
+        use x509_parser::prelude::FromDer;
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref())
+                .unwrap();
+        let listed: Vec<_> = parsed
+            .iter_revoked_certificates()
+            .map(|r| Serial::from_bytes(r.raw_serial()).unwrap())
+            .collect();
+        assert_eq!(listed, [serial]);
+
+        // A certificate of another CA is refused by --cert.
+        let other = init_ca("other", 30).unwrap();
+        let foreign = issue_client_cert(&other, "purefa", 30).unwrap();
+        let foreign_path = tmp.path().join("foreign.pem");
+        std::fs::write(&foreign_path, &foreign.cert_pem).unwrap();
+        assert!(ca.serial_of_cert(&foreign_path).is_err());
+        let own_path = tmp.path().join("own.pem");
+        std::fs::write(&own_path, &client.cert_pem).unwrap();
+        ca.serial_of_cert(&own_path).unwrap();
+    }
+}
