@@ -301,14 +301,13 @@ fn relax_server_specific(expected: &mut XmlNode, actual: &mut Ttlv) -> Result<()
                 exp_children.clear();
                 act_children.clear();
             }
-            "Locate" => {
+            "Locate"
                 if !exp_payload
                     .children()
                     .iter()
-                    .any(|c| c.tag == tags::LOCATED_ITEMS)
-                {
-                    act_children.retain(|c| c.tag != tags::LOCATED_ITEMS);
-                }
+                    .any(|c| c.tag == tags::LOCATED_ITEMS) =>
+            {
+                act_children.retain(|c| c.tag != tags::LOCATED_ITEMS);
             }
             _ => {}
         }
@@ -745,5 +744,77 @@ mod tests {
         assert_eq!(d.path, "/ResponseMessage/BatchItem/ResponsePayload/Data");
         s.check_response(&enc_request(true), &expected, &enc_response(1, 2))
             .unwrap();
+    }
+
+    fn query_response(ops: &[u32]) -> Ttlv {
+        let mut payload: Vec<Ttlv> = ops
+            .iter()
+            .map(|o| Ttlv::new(tags::OPERATION, Value::Enumeration(*o)))
+            .collect();
+        payload.push(Ttlv::new(
+            tags::VENDOR_IDENTIFICATION,
+            Value::TextString("another vendor".into()),
+        ));
+        Ttlv::structure(
+            tags::RESPONSE_MESSAGE,
+            vec![Ttlv::structure(
+                tags::BATCH_ITEM,
+                vec![
+                    Ttlv::new(tags::OPERATION, Value::Enumeration(0x18)),
+                    Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                    Ttlv::structure(tags::RESPONSE_PAYLOAD, payload),
+                ],
+            )],
+        )
+    }
+
+    #[test]
+    fn query_lists_compare_as_a_subset() {
+        let expected = parse_template(
+            r#"<ResponseMessage><BatchItem>
+            <Operation type="Enumeration" value="Query"/>
+            <ResultStatus type="Enumeration" value="Success"/>
+            <ResponsePayload>
+              <Operation type="Enumeration" value="Query"/>
+              <Operation type="Enumeration" value="Locate"/>
+              <VendorIdentification type="TextString" value="server-vendor.com"/>
+            </ResponsePayload></BatchItem></ResponseMessage>"#,
+        )
+        .unwrap();
+        let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+        // Locate (0x08) and Query (0x18) listed, in another order, with Get (0x0A) as well.
+        Session::default()
+            .check_response(&request, &expected, &query_response(&[0x0A, 0x08, 0x18]))
+            .unwrap();
+        let d = Session::default()
+            .check_response(&request, &expected, &query_response(&[0x18]))
+            .unwrap_err();
+        assert!(d.what.contains("Locate"), "{d}");
+    }
+
+    #[test]
+    fn attribute_index_zero_is_the_same_as_none() {
+        let expected = parse_template(
+            r#"<Attribute><AttributeName type="TextString" value="State"/>
+               <AttributeValue type="Enumeration" value="PreActive"/></Attribute>"#,
+        )
+        .unwrap();
+        let actual = |index: i32| {
+            Ttlv::structure(
+                tags::ATTRIBUTE,
+                vec![
+                    Ttlv::new(tags::ATTRIBUTE_NAME, Value::TextString("State".into())),
+                    Ttlv::new(tags::ATTRIBUTE_INDEX, Value::Integer(index)),
+                    Ttlv::new(tags::ATTRIBUTE_VALUE, Value::Enumeration(1)),
+                ],
+            )
+        };
+        let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+        Session::default()
+            .check_response(&request, &expected, &actual(0))
+            .unwrap();
+        Session::default()
+            .check_response(&request, &expected, &actual(1))
+            .unwrap_err();
     }
 }
