@@ -59,3 +59,39 @@ fn every_vector_file_round_trips_through_the_codec() {
     );
     assert!(messages > 2000, "only {messages} messages");
 }
+
+#[test]
+fn roundtrip_reports_the_message_and_path_of_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.xml");
+    let msg = r#"<RequestMessage>
+  <RequestHeader>
+    <ProtocolVersion>
+      <ProtocolVersionMajor type="Integer" value="1"/>
+      <ProtocolVersionMinor type="Integer" value="4"/>
+    </ProtocolVersion>
+    <BatchCount type="Integer" value="1"/>
+  </RequestHeader>
+  <BatchItem>
+    <Operation type="Enumeration" value="OPERATION"/>
+    <RequestPayload>
+      <UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_0"/>
+    </RequestPayload>
+  </BatchItem>
+</RequestMessage>"#;
+    let doc = |op: &str| {
+        format!(
+            "<KMIP>\n{}\n{}\n</KMIP>\n",
+            msg.replace("OPERATION", "Get"),
+            msg.replace("OPERATION", op)
+        )
+    };
+    std::fs::write(&good, doc("Destroy")).unwrap();
+    assert_eq!(codec_roundtrip_file(&good), Ok(2));
+    let bad = dir.path().join("bad.xml");
+    std::fs::write(&bad, doc("Explode")).unwrap();
+    let e = codec_roundtrip_file(&bad).unwrap_err();
+    assert!(e.contains("message 1"), "{e}");
+    assert!(e.contains("/RequestMessage/BatchItem/Operation"), "{e}");
+    assert!(codec_roundtrip_file(&dir.path().join("missing.xml")).is_err());
+}
