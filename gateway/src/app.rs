@@ -3,7 +3,7 @@
 //! [`crate::reload`]). The pid file `<data_dir>/kmip-gateway.pid` lets `kmip-gateway reload` find
 //! the process.
 
-use crate::access::{load_policy, Access, AccessError};
+use crate::access::{load_policy, Access, AccessError, PolicyReload};
 use crate::admin::Admin;
 use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
 use crate::dispatch::Dispatcher;
@@ -110,7 +110,7 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
     export_expiries(&tls.load().expiries);
     let access = Arc::new(Access::new(load_policy(&cfg)?));
-    let ops = Ops::new(store, access, cfg.locate_cache_entries);
+    let ops = Ops::new(store, access.clone(), cfg.locate_cache_entries);
     let dispatcher = Arc::new(Dispatcher::new(ops, cfg.limits));
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -124,6 +124,7 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     })?;
     let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits));
     let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
+    reloader.add_hook(Arc::new(PolicyReload(access)));
     // Installed before anything announces the process, so an early SIGHUP cannot kill it.
     spawn_sighup(reloader.clone()).map_err(StartError::Signals)?;
     if let Err(e) = spawn_file_watcher(reloader.clone()) {
