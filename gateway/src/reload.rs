@@ -94,6 +94,9 @@ pub struct Reloader {
     config_path: Option<PathBuf>,
     /// The configuration in force; the lock also serialises reloads.
     current: Mutex<GatewayConfig>,
+    /// The file's start-only values as last read: command-line overrides (`--listen`) make the
+    /// running values differ from the file's without anything having changed.
+    file_baseline: Mutex<GatewayConfig>,
     listener: Arc<Listener>,
     hooks: Mutex<Vec<Arc<dyn ReloadHook>>>,
     generation: watch::Sender<u64>,
@@ -149,8 +152,13 @@ impl Reloader {
         current: GatewayConfig,
         listener: Arc<Listener>,
     ) -> Reloader {
+        let file_baseline = config_path
+            .as_deref()
+            .and_then(|p| GatewayConfig::load(p).ok())
+            .unwrap_or_else(|| current.clone());
         Reloader {
             config_path,
+            file_baseline: Mutex::new(file_baseline),
             current: Mutex::new(current),
             listener,
             hooks: Mutex::new(Vec::new()),
@@ -192,6 +200,9 @@ impl Reloader {
             files.extend(u.crls.iter().map(PathBuf::as_path));
         }
         files.extend(cfg.revocation.crls.iter().map(PathBuf::as_path));
+        if let crate::config::PolicySource::File(p) = &cfg.policy {
+            files.push(p);
+        }
         if let Some(p) = &self.config_path {
             files.push(p);
         }
@@ -204,7 +215,9 @@ impl Reloader {
     /// Reloads now (blocking: file reads and certificate parsing; call it off the async workers).
     /// Logs and counts the outcome.
     pub fn reload(&self, trigger: Trigger) -> Result<ReloadOutcome, ReloadError> {
+        let started = std::time::Instant::now();
         let result = self.try_reload();
+        metrics::histogram!("kmip_reload_seconds").record(started.elapsed().as_secs_f64());
         match &result {
             Ok(o) => {
                 metrics::counter!("kmip_reloads_total", "result" => "success").increment(1);
@@ -231,14 +244,16 @@ impl Reloader {
             Some(path) => GatewayConfig::load(path)?,
             None => current.clone(),
         };
-        let restart_needed = restart_only_changes(&current, &new);
+        let mut baseline = self.file_baseline.lock().unwrap_or_else(|p| p.into_inner());
+        let restart_needed = restart_only_changes(&baseline, &new);
         for key in &restart_needed {
             warn!(
                 key,
                 "changed in the configuration file: takes effect after a restart"
             );
         }
-        // The running values of start-only keys stay, so the next reload warns again.
+        let file_values = new.clone();
+        // The running values of start-only keys stay.
         new.listen = current.listen;
         new.data_dir = current.data_dir.clone();
         new.limits = current.limits;
@@ -265,6 +280,7 @@ impl Reloader {
             .recheck(&tls, new.revocation.close_revoked_connections);
         export_expiries(&tls.expiries);
         *current = new;
+        *baseline = file_values;
         let mut generation = 0;
         self.generation.send_modify(|g| {
             *g += 1;
