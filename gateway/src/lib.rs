@@ -3,6 +3,7 @@
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod conformance;
