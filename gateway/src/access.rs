@@ -72,8 +72,16 @@ pub fn facts(obj: &StoredObject) -> ObjectFacts {
     ObjectFacts {
         uid: obj.uid.clone(),
         owner: obj.owner.clone(),
-        object_groups: obj.all(tags::OBJECT_GROUP).filter_map(Attribute::as_text).map(str::to_owned).collect(),
-        names: obj.all(tags::NAME).filter_map(Attribute::as_name).map(|n| n.value).collect(),
+        object_groups: obj
+            .all(tags::OBJECT_GROUP)
+            .filter_map(Attribute::as_text)
+            .map(str::to_owned)
+            .collect(),
+        names: obj
+            .all(tags::NAME)
+            .filter_map(Attribute::as_name)
+            .map(|n| n.value)
+            .collect(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::access::{load_policy, Access, AccessError, PolicyReload};
 use crate::admin::Admin;
+use crate::audit::AuditLog;
 use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
 use crate::dispatch::Dispatcher;
 use crate::ops::Ops;
@@ -40,6 +41,8 @@ pub enum StartError {
     Store(String),
     #[error(transparent)]
     Policy(#[from] AccessError),
+    #[error("audit trail: {0}")]
+    Audit(String),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
@@ -111,7 +114,21 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     export_expiries(&tls.load().expiries);
     let access = Arc::new(Access::new(load_policy(&cfg)?));
     let ops = Ops::new(store, access.clone(), cfg.locate_cache_entries);
-    let dispatcher = Arc::new(Dispatcher::new(ops, cfg.limits));
+    let audit = match &cfg.audit {
+        Some(a) => {
+            let dir = a.dir.clone();
+            let max = a.max_file_bytes;
+            // Opening reads the end of the current audit file to continue the chain.
+            let log = tokio::task::spawn_blocking(move || AuditLog::open(&dir, max))
+                .await
+                .map_err(|e| StartError::Audit(e.to_string()))?
+                .map_err(|e| StartError::Audit(e.to_string()))?;
+            info!(dir = %a.dir.display(), "audit trail open");
+            Some(Arc::new(log))
+        }
+        None => None,
+    };
+    let dispatcher = Arc::new(Dispatcher::new(ops, cfg.limits, audit));
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {

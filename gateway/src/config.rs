@@ -68,6 +68,7 @@ struct RawConfig {
     /// Or: a standalone policy file (see `deploy/config/policy.example.toml`).
     policy_file: Option<PathBuf>,
     locate_cache: Option<RawLocateCache>,
+    audit: Option<RawAudit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +116,14 @@ struct RawBackend {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawAudit {
+    enabled: Option<bool>,
+    dir: Option<PathBuf>,
+    max_file_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLocateCache {
     max_entries: Option<usize>,
 }
@@ -124,6 +133,18 @@ struct RawLocateCache {
 struct RawAdmin {
     listen: Option<String>,
 }
+
+/// The audit trail: hash-chained JSON lines, rotated by size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+    pub max_file_bytes: u64,
+}
+
+/// Default size at which an audit file is rotated: keeps each file easy to ship and verify.
+pub const DEFAULT_AUDIT_FILE_BYTES: u64 = 64 << 20;
+/// Smallest rotation size accepted: one record must always fit in a file.
+pub const MIN_AUDIT_FILE_BYTES: u64 = 1 << 20;
 
 /// Where the access policy comes from.
 #[derive(Debug, Clone)]
@@ -149,6 +170,8 @@ pub struct GatewayConfig {
     pub policy: PolicySource,
     /// Most Locate results kept in the cache (0 disables it).
     pub locate_cache_entries: usize,
+    /// The audit trail; `None` when disabled.
+    pub audit: Option<AuditConfig>,
     /// Whether this is the embedded default (development PKI created on first start).
     pub embedded_default: bool,
 }
@@ -252,6 +275,10 @@ impl GatewayConfig {
             revocation: RevocationConfig::default(),
             policy: PolicySource::OwnerOnly,
             locate_cache_entries: DEFAULT_LOCATE_CACHE_ENTRIES,
+            audit: Some(AuditConfig {
+                dir: data_dir.join("audit"),
+                max_file_bytes: DEFAULT_AUDIT_FILE_BYTES,
+            }),
             embedded_default: true,
         }
     }
@@ -402,6 +429,15 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
             DEFAULT_SHUTDOWN_GRACE,
         )?,
     };
+    if limits.max_batch_items > kmip_wire::model::MAX_BATCH_ITEMS {
+        return Err(invalid(
+            "limits.max_batch_items",
+            format!(
+                "at most {} (the message model's own bound)",
+                kmip_wire::model::MAX_BATCH_ITEMS
+            ),
+        ));
+    }
     if limits.max_message_size < 64 {
         return Err(invalid(
             "limits.max_message_size",
@@ -435,6 +471,32 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         .locate_cache
         .and_then(|c| c.max_entries)
         .unwrap_or(DEFAULT_LOCATE_CACHE_ENTRIES);
+    let audit = match raw.audit {
+        Some(RawAudit {
+            enabled: Some(false),
+            ..
+        }) => None,
+        Some(a) => Some(AuditConfig {
+            dir: a
+                .dir
+                .map(|d| resolve(base, d))
+                .unwrap_or_else(|| data_dir.join("audit")),
+            max_file_bytes: match a.max_file_bytes {
+                Some(n) if n < MIN_AUDIT_FILE_BYTES => {
+                    return Err(invalid(
+                        "audit.max_file_bytes",
+                        format!("must be at least {MIN_AUDIT_FILE_BYTES} bytes"),
+                    ))
+                }
+                Some(n) => n,
+                None => DEFAULT_AUDIT_FILE_BYTES,
+            },
+        }),
+        None => Some(AuditConfig {
+            dir: data_dir.join("audit"),
+            max_file_bytes: DEFAULT_AUDIT_FILE_BYTES,
+        }),
+    };
     Ok(GatewayConfig {
         listen,
         data_dir,
@@ -446,6 +508,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         revocation: revocation_config(raw.revocation, base)?,
         policy,
         locate_cache_entries,
+        audit,
         embedded_default: false,
     })
 }

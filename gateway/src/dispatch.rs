@@ -2,8 +2,9 @@
 //! typed response → bytes. An operation error fails its own batch item; a message that cannot
 //! be used at all gets one failure response; only bytes that are not TTLV close the connection.
 
+use crate::audit::{AuditEvent, AuditLog};
 use crate::config::LimitsConfig;
-use crate::ops::{OpContext, OpError, Ops};
+use crate::ops::{response_uids, OpContext, OpError, Ops, UndoJournal};
 use crate::tls::Identity;
 use bytes::Bytes;
 use kmip_wire::model::{
@@ -12,6 +13,7 @@ use kmip_wire::model::{
 };
 use kmip_wire::ttlv::{decode, Limits};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::debug;
 
@@ -35,6 +37,7 @@ const FALLBACK_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 }
 pub struct Dispatcher {
     ops: Ops,
     limits: LimitsConfig,
+    audit: Option<Arc<AuditLog>>,
 }
 
 fn now() -> i64 {
@@ -51,8 +54,24 @@ fn encode(msg: &ResponseMessage) -> Bytes {
 }
 
 impl Dispatcher {
-    pub fn new(ops: Ops, limits: LimitsConfig) -> Dispatcher {
-        Dispatcher { ops, limits }
+    pub fn new(ops: Ops, limits: LimitsConfig, audit: Option<Arc<AuditLog>>) -> Dispatcher {
+        Dispatcher { ops, limits, audit }
+    }
+
+    /// An item of an Undo batch failed: restore what the earlier items changed and mark them
+    /// Operation Undone. If restoring fails, they keep their Success status, which is the truth.
+    async fn roll_back(&self, items: &mut [ResponseBatchItem], journal: UndoJournal) {
+        match self.ops.undo(journal).await {
+            Ok(()) => {
+                let last = items.len().saturating_sub(1);
+                for item in &mut items[..last] {
+                    if item.result_status == ResultStatus::Success {
+                        item.result_status = ResultStatus::OperationUndone;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "undo of a failed batch did not complete"),
+        }
     }
 
     pub fn ops(&self) -> &Ops {
@@ -116,10 +135,12 @@ impl Dispatcher {
                 &e,
             )));
         }
-        let stop_on_error = matches!(
-            request.header.batch_error_continuation_option,
-            None | Some(BatchErrorContinuationOption::Stop)
-        ) && request.items.len() > 1;
+        let option = request.header.batch_error_continuation_option;
+        let undo = option == Some(BatchErrorContinuationOption::Undo) && request.items.len() > 1;
+        let stop_on_error = undo
+            || (option.is_none() || option == Some(BatchErrorContinuationOption::Stop))
+                && request.items.len() > 1;
+        let mut journal = UndoJournal::default();
         let mut ctx = OpContext {
             user: &conn.identity.user,
             version,
@@ -129,20 +150,64 @@ impl Dispatcher {
         let mut items = Vec::with_capacity(request.items.len());
         for item in request.items {
             let started = Instant::now();
+            let received = SystemTime::now();
             let op_label = format!("{:?}", item.operation);
+            let target = item.payload.as_ref().ok().and_then(request_uid);
             let response = match item.payload.clone() {
                 Err(e) => item.failure(e.result_reason(), e.to_string()),
-                Ok(payload) => match self.ops.execute(&mut ctx, payload).await {
-                    Ok(p) => item.success(p),
-                    Err(e) => failure_item(&item, &e, version),
-                },
+                Ok(payload) => {
+                    let result = if undo {
+                        self.ops
+                            .execute_undoable(&mut ctx, payload, &mut journal)
+                            .await
+                    } else {
+                        self.ops.execute(&mut ctx, payload).await
+                    };
+                    match result {
+                        Ok(p) => item.success(p),
+                        Err(e) => failure_item(&item, &e, version),
+                    }
+                }
             };
             let failed = response.result_status != ResultStatus::Success;
             metrics::counter!("kmip_requests_total", "operation" => op_label.clone(), "result" => if failed { "failure" } else { "success" }).increment(1);
-            metrics::histogram!("kmip_request_seconds", "operation" => op_label)
+            metrics::histogram!("kmip_request_seconds", "operation" => op_label.clone())
                 .record(started.elapsed().as_secs_f64());
+            if let Some(audit) = &self.audit {
+                let mut uids: Vec<String> = target.into_iter().collect();
+                for u in response
+                    .payload
+                    .as_ref()
+                    .map(response_uids)
+                    .unwrap_or_default()
+                {
+                    if !uids.contains(&u) {
+                        uids.push(u);
+                    }
+                }
+                audit
+                    .record(AuditEvent {
+                        time: received,
+                        conn_id: conn.conn_id,
+                        peer: conn.peer,
+                        cert_subject: conn.identity.subject.clone(),
+                        cert_fingerprint: conn.identity.fingerprint.clone(),
+                        user: conn.identity.user.clone(),
+                        operation: op_label,
+                        unique_identifiers: uids,
+                        result_status: format!("{:?}", response.result_status),
+                        result_reason: response.result_reason.map(|r| format!("{r:?}")),
+                        latency_us: u64::try_from(started.elapsed().as_micros())
+                            .unwrap_or(u64::MAX),
+                    })
+                    .await;
+            }
             items.push(response);
             if failed && stop_on_error {
+                if undo {
+                    self.roll_back(&mut items, std::mem::take(&mut journal))
+                        .await;
+                }
                 break;
             }
         }
@@ -172,6 +237,25 @@ impl Dispatcher {
             }
         }
         Outcome::Respond(encoded)
+    }
+}
+
+/// The identifier a request names, if any (for the audit trail).
+fn request_uid(p: &kmip_wire::model::RequestPayload) -> Option<String> {
+    use kmip_wire::model::RequestPayload as P;
+    match p {
+        P::Get(r) => r.unique_identifier.clone(),
+        P::GetAttributes(r) => r.unique_identifier.clone(),
+        P::GetAttributeList(r) | P::Activate(r) | P::Destroy(r) => r.unique_identifier.clone(),
+        P::AddAttribute(r) | P::SetAttribute(r) => r.unique_identifier.clone(),
+        P::ModifyAttribute(r) => r.unique_identifier.clone(),
+        P::DeleteAttribute(r) => r.unique_identifier.clone(),
+        P::Revoke(r) => r.unique_identifier.clone(),
+        P::ReKey(r) => r.unique_identifier.clone(),
+        P::Check(r) => r.unique_identifier.clone(),
+        P::Encrypt(r) | P::Decrypt(r) => r.unique_identifier.clone(),
+        P::Mac(r) => r.unique_identifier.clone(),
+        _ => None,
     }
 }
 

@@ -52,8 +52,11 @@ impl Generations {
     }
 
     fn valid(&self, computed_at: u64, deps: &[Dependency]) -> bool {
-        deps.iter()
-            .all(|d| self.last_change.get(d).is_none_or(|seq| *seq <= computed_at))
+        deps.iter().all(|d| {
+            self.last_change
+                .get(d)
+                .is_none_or(|seq| *seq <= computed_at)
+        })
     }
 }
 
@@ -133,14 +136,17 @@ impl LocateCache {
     fn evict(&self) {
         let before = self.slots.len();
         self.slots.retain(|_, slot| match slot.entry.try_lock() {
-            Ok(e) => e.as_ref().is_some_and(|e| self.generations.valid(e.computed_at, &e.deps)),
+            Ok(e) => e
+                .as_ref()
+                .is_some_and(|e| self.generations.valid(e.computed_at, &e.deps)),
             // Being computed right now: keep it.
             Err(_) => true,
         });
         if self.slots.len() >= self.max_entries {
             self.slots.clear();
         }
-        metrics::counter!("kmip_locate_cache_evictions_total").increment((before - self.slots.len()) as u64);
+        metrics::counter!("kmip_locate_cache_evictions_total")
+            .increment((before - self.slots.len()) as u64);
     }
 
     pub fn len(&self) -> usize {

@@ -35,11 +35,18 @@ enum Command {
         #[arg(long)]
         admin_listen: Option<String>,
     },
-    /// Validates a configuration file and says exactly what is wrong.
+    /// Validates a configuration file (and the certificates, keys, CAs and policy it names) and
+    /// says exactly what is wrong. With --user and --operation, also prints the policy's decision
+    /// for that request (dry run), on an object described by --owner/--uid/--group/--name.
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        dry_run: DryRun,
     },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Reloads a running gateway: TLS certificate and key, CAs, CRLs, users, revocation.
     /// With --admin: `POST /reload` and prints the outcome; otherwise SIGHUP to the pid in
     /// the pid file (`<data_dir>/kmip-gateway.pid`).
@@ -178,7 +185,16 @@ fn main() -> ExitCode {
             data_dir,
             admin_listen,
         } => serve(config, listen, data_dir, admin_listen),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
+        Command::Audit(AuditCommand::Verify { paths }) => {
+            let report = kmip_gateway::audit::verify(&paths);
+            println!("{report}");
+            if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Reload {
             admin,
             pid_file,
@@ -336,7 +352,7 @@ fn serve(
 
 /// Validates the configuration and everything it points at (certificates, keys, CAs), as the
 /// server would at start.
-fn check_config(path: &std::path::Path) -> ExitCode {
+fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     let cfg = match GatewayConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -348,6 +364,72 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         eprintln!("{}: tls: {e}", path.display());
         return ExitCode::from(2);
     }
+    let policy = match kmip_gateway::access::load_policy(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
     println!("{}: OK", path.display());
-    ExitCode::SUCCESS
+    match (&dry_run.user, &dry_run.operation) {
+        (None, None) => ExitCode::SUCCESS,
+        (Some(user), Some(op)) => {
+            let Some(op) = kmip_policy::Operation::from_name(op) else {
+                eprintln!("--operation: '{op}' is not a KMIP operation name");
+                return ExitCode::from(2);
+            };
+            let id = policy.identity(user);
+            let line = match op.kind() {
+                kmip_policy::OperationKind::Global => policy.explain_global(&id, op),
+                kmip_policy::OperationKind::Object => {
+                    let obj = kmip_policy::ObjectFacts {
+                        uid: dry_run.uid.clone().unwrap_or_default(),
+                        owner: dry_run.owner.clone().unwrap_or_default(),
+                        object_groups: dry_run.group.clone(),
+                        names: dry_run.name.clone(),
+                    };
+                    policy.explain(&id, op, &obj)
+                }
+            };
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("a dry run needs both --user and --operation");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A request to decide without a server: who, what, and on which object.
+#[derive(clap::Args)]
+struct DryRun {
+    /// The caller (certificate Common Name).
+    #[arg(long)]
+    user: Option<String>,
+    /// A KMIP operation name (Get, Locate, Create, …).
+    #[arg(long)]
+    operation: Option<String>,
+    /// The object's owner (the user that created it).
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long)]
+    uid: Option<String>,
+    /// An Object Group of the object (repeatable).
+    #[arg(long)]
+    group: Vec<String>,
+    /// A Name of the object (repeatable).
+    #[arg(long)]
+    name: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks the hash chain of audit files (a file, or a folder of rotated files) and reports
+    /// the first edited, deleted or reordered record.
+    Verify {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }

@@ -5,8 +5,8 @@
 //! version is made durable by the backend first, and only then becomes visible to readers. A
 //! reader therefore never sees a change that was not acknowledged by the backend.
 
-use bytes::{Bytes, BytesMut};
 use crate::locate_cache::{Dependency, Generations};
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectKind, ObjectRecord};
 use kmip_wire::model::{Attribute, AttributeName};
@@ -76,9 +76,15 @@ impl StoredObject {
 
     /// A canonical byte form of an attribute (name and value), for cache keys.
     pub fn attribute_key(a: &Attribute) -> Vec<u8> {
-        let mut fields = vec![Ttlv::new(META_NAME_KEY, Value::TextString(Self::name_key(&a.name)))];
+        let mut fields = vec![Ttlv::new(
+            META_NAME_KEY,
+            Value::TextString(Self::name_key(&a.name)),
+        )];
         fields.push(Ttlv::new(META_VALUE, a.value.clone()));
-        Ttlv::structure(META_ATTRIBUTE, fields).to_bytes().map(|b| b.to_vec()).unwrap_or_default()
+        Ttlv::structure(META_ATTRIBUTE, fields)
+            .to_bytes()
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
     }
 
     fn name_key(name: &AttributeName) -> String {
@@ -320,6 +326,32 @@ impl Store {
         self.objects.insert(uid.to_owned(), next.clone());
         self.generations.bump(changed);
         Ok(next)
+    }
+
+    /// Puts back an earlier version of an object (undoing a batch).
+    pub async fn restore(&self, previous: Arc<StoredObject>) -> Result<(), StoreError> {
+        let lock = self.lock_for(&previous.uid);
+        let _guard = lock.lock().await;
+        let Some(current) = self.get(&previous.uid) else {
+            return Ok(());
+        };
+        self.backend
+            .update_meta(&previous.uid, previous.to_meta())
+            .await?;
+        let changed = changed_attributes(&current, &previous);
+        self.objects.insert(previous.uid.clone(), previous);
+        self.generations.bump(changed);
+        Ok(())
+    }
+
+    /// Removes an object entirely, leaving no tombstone (undoing its creation in a batch).
+    pub async fn remove(&self, uid: &str) -> Result<(), StoreError> {
+        let lock = self.lock_for(uid);
+        let _guard = lock.lock().await;
+        self.backend.destroy(uid, None).await?;
+        self.objects.remove(uid);
+        self.generations.bump([Dependency::Membership]);
+        Ok(())
     }
 
     pub async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {

@@ -435,8 +435,7 @@ async fn wrong_outer_tag(s: &Suite) {
     bytes[..3].copy_from_slice(&tags::RESPONSE_MESSAGE.0.to_be_bytes()[1..]);
     let mut c = s.connect().await;
     let reply = exchange(&mut c, &bytes, "wrong outer tag").await;
-    // The model reports "not a RequestMessage" as an invalid field of the message.
-    assert_eq!(sole_failure(&reply), ResultReason::InvalidField);
+    assert_eq!(sole_failure(&reply), ResultReason::InvalidMessage);
     assert_kept(&mut c, "wrong outer tag").await;
 }
 

@@ -10,6 +10,8 @@ pub enum OpError {
     /// No such object, or one the caller may not see (answered identically on purpose).
     #[error("object not found")]
     NotFound,
+    #[error("the key's usage mask does not allow this use")]
+    IncompatibleUsageMask,
     #[error("object has been destroyed")]
     Destroyed,
     #[error("permission denied: {0}")]
@@ -34,6 +36,8 @@ pub enum OpError {
     NonUniqueName(String),
     #[error("key format type not supported")]
     KeyFormatNotSupported,
+    #[error("the object is sensitive and is never returned in clear")]
+    Sensitive,
     #[error("the key may not be extracted")]
     NotExtractable,
     #[error("cryptographic parameters not supported: {0}")]
@@ -63,7 +67,12 @@ impl OpError {
     pub fn result_reason(&self, version: ProtocolVersion) -> ResultReason {
         let v2 = version.is_v2();
         match self {
+            OpError::NotFound if v2 => ResultReason::ObjectNotFound,
             OpError::NotFound => ResultReason::ItemNotFound,
+            OpError::IncompatibleUsageMask if v2 => {
+                ResultReason::IncompatibleCryptographicUsageMask
+            }
+            OpError::IncompatibleUsageMask => ResultReason::PermissionDenied,
             OpError::Destroyed if v2 => ResultReason::ObjectDestroyed,
             OpError::Destroyed => ResultReason::ItemNotFound,
             OpError::PermissionDenied(_) => ResultReason::PermissionDenied,
@@ -83,6 +92,8 @@ impl OpError {
             OpError::NonUniqueName(_) if v2 => ResultReason::NonUniqueNameAttribute,
             OpError::NonUniqueName(_) => ResultReason::IllegalOperation,
             OpError::KeyFormatNotSupported => ResultReason::KeyFormatTypeNotSupported,
+            OpError::Sensitive if v2 => ResultReason::Sensitive,
+            OpError::Sensitive => ResultReason::PermissionDenied,
             OpError::NotExtractable if v2 => ResultReason::NotExtractable,
             OpError::NotExtractable => ResultReason::PermissionDenied,
             OpError::BadCryptoParameters(_) => ResultReason::CryptographicFailure,

@@ -8,12 +8,12 @@ pub use error::OpError;
 use crate::access::{facts, policy_operation, Access};
 use crate::locate_cache::{CacheKey, Dependency, LocateCache};
 use crate::store::{Store, StoredObject};
-use kmip_policy::{Decision, DenyReason, OperationKind};
 use bytes::Bytes;
 use kmip_backends::{CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind};
+use kmip_policy::{Decision, DenyReason, OperationKind};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{Tag, Value};
+use kmip_wire::ttlv::{decode, Limits, Tag, Value};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -77,8 +77,19 @@ const SERVER_ATTRIBUTES: &[Tag] = &[
     tags::CRYPTOGRAPHIC_LENGTH,
 ];
 
+/// Dates a client may set or change only while the object is Pre-Active.
+const LIFECYCLE_DATES: &[Tag] = &[
+    tags::ACTIVATION_DATE,
+    tags::PROCESS_START_DATE,
+    tags::PROTECT_STOP_DATE,
+];
+
 /// Attributes a client sets at Create/Register but may not change later.
-const CREATE_ONLY: &[Tag] = &[tags::CRYPTOGRAPHIC_ALGORITHM, tags::CRYPTOGRAPHIC_LENGTH];
+const CREATE_ONLY: &[Tag] = &[
+    tags::CRYPTOGRAPHIC_ALGORITHM,
+    tags::CRYPTOGRAPHIC_LENGTH,
+    tags::FRESH,
+];
 
 /// Standard attributes that may have several instances.
 const MULTI_VALUED: &[Tag] = &[
@@ -210,6 +221,38 @@ fn target_uid(payload: &RequestPayload) -> Option<&Option<String>> {
     })
 }
 
+/// What a batch with Batch Error Continuation Option *Undo* must restore if an item fails: each
+/// object's version before the batch touched it (`None`: the batch created it).
+#[derive(Default)]
+pub struct UndoJournal {
+    entries: Vec<(String, Option<Arc<StoredObject>>)>,
+}
+
+/// The identifiers a response names, for the audit trail and undo journal.
+pub fn response_uids(p: &ResponsePayload) -> Vec<String> {
+    match p {
+        ResponsePayload::Create(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::Register(r)
+        | ResponsePayload::SetAttribute(r)
+        | ResponsePayload::Activate(r)
+        | ResponsePayload::Revoke(r)
+        | ResponsePayload::Destroy(r)
+        | ResponsePayload::ReKey(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::Locate(r) => r.unique_identifiers.clone(),
+        ResponsePayload::Get(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::GetAttributes(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::GetAttributeList(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::AddAttribute(r)
+        | ResponsePayload::ModifyAttribute(r)
+        | ResponsePayload::DeleteAttribute(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::Check(r) => r.unique_identifier.iter().cloned().collect(),
+        ResponsePayload::Encrypt(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::Decrypt(r) => vec![r.unique_identifier.clone()],
+        ResponsePayload::Mac(r) => vec![r.unique_identifier.clone()],
+        _ => Vec::new(),
+    }
+}
+
 /// The operation layer.
 pub struct Ops {
     pub store: Arc<Store>,
@@ -269,6 +312,47 @@ impl Ops {
             return Err(OpError::Destroyed);
         }
         Ok(obj)
+    }
+
+    /// Runs one item of an Undo batch, journaling what it changes. Destroy cannot be undone
+    /// (its material is gone at once), so an Undo batch may not contain it.
+    pub async fn execute_undoable(
+        &self,
+        ctx: &mut OpContext<'_>,
+        payload: RequestPayload,
+        journal: &mut UndoJournal,
+    ) -> Result<ResponsePayload, OpError> {
+        if matches!(payload, RequestPayload::Destroy(_)) {
+            return Err(OpError::FeatureNotSupported(
+                "Destroy cannot be undone: send it outside an Undo batch".into(),
+            ));
+        }
+        let target =
+            target_uid(&payload).and_then(|g| g.clone().or_else(|| ctx.id_placeholder.clone()));
+        if let Some(uid) = target {
+            if !journal.entries.iter().any(|(u, _)| *u == uid) {
+                let before = self.store.get(&uid);
+                journal.entries.push((uid, before));
+            }
+        }
+        let response = self.execute(ctx, payload).await?;
+        for uid in response_uids(&response) {
+            if !journal.entries.iter().any(|(u, _)| *u == uid) {
+                journal.entries.push((uid, None));
+            }
+        }
+        Ok(response)
+    }
+
+    /// Restores everything an Undo batch changed, newest first.
+    pub async fn undo(&self, journal: UndoJournal) -> Result<(), OpError> {
+        for (uid, before) in journal.entries.into_iter().rev() {
+            match before {
+                Some(previous) => self.store.restore(previous).await?,
+                None => self.store.remove(&uid).await?,
+            }
+        }
+        Ok(())
     }
 
     pub async fn execute(
@@ -378,7 +462,9 @@ impl Ops {
         attrs.push(Attribute::datetime(tags::INITIAL_DATE, ctx.now));
         attrs.push(Attribute::datetime(tags::LAST_CHANGE_DATE, ctx.now));
         attrs.push(Attribute::datetime(tags::ORIGINAL_CREATION_DATE, ctx.now));
-        attrs.push(Attribute::boolean(tags::FRESH, true));
+        if !attrs.iter().any(|a| a.is(tags::FRESH)) {
+            attrs.push(Attribute::boolean(tags::FRESH, true));
+        }
         // An activation date in the past activates the object at once.
         let mut obj = StoredObject {
             uid,
@@ -475,15 +561,24 @@ impl Ops {
                     attrs.retain(|x| !x.is(tags::CRYPTOGRAPHIC_LENGTH));
                     attrs.push(Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, l));
                 }
-                let bytes = kb.key_bytes().ok_or_else(|| {
-                    OpError::FeatureNotSupported(
-                        "only plain byte-string key values can be registered".into(),
-                    )
-                })?;
-                (
-                    Zeroizing::new(bytes.as_slice().to_vec()),
-                    kb.key_format_type,
-                )
+                let material = match &kb.key_value {
+                    KeyValue::Material(b) | KeyValue::TransparentSymmetricKey(b) => {
+                        Zeroizing::new(b.as_slice().to_vec())
+                    }
+                    // Transparent RSA/DSA/EC/DH keys are kept as their TTLV encoding and
+                    // handed back in the same structure.
+                    KeyValue::Transparent(t) => Zeroizing::new(
+                        t.0.to_bytes()
+                            .map_err(|_| OpError::InvalidField("key material".into()))?
+                            .to_vec(),
+                    ),
+                    KeyValue::Wrapped(_) => {
+                        return Err(OpError::FeatureNotSupported(
+                            "wrapped key values cannot be registered".into(),
+                        ))
+                    }
+                };
+                (material, kb.key_format_type)
             }
             ManagedObject::OpaqueObject { value, .. } => (
                 Zeroizing::new(value.as_slice().to_vec()),
@@ -537,8 +632,15 @@ impl Ops {
                 _ => None,
             };
         let mut obj = self.new_object(ctx, object_type, attrs)?;
-        if let Some(s) = &spec {
-            flag_attrs(&mut obj, s);
+        match &spec {
+            Some(s) => flag_attrs(&mut obj, s),
+            None => {
+                let flag = |tag: Tag| obj.first(tag).and_then(Attribute::as_bool);
+                let sensitive = flag(tags::SENSITIVE).unwrap_or(false);
+                let extractable = flag(tags::EXTRACTABLE).unwrap_or(true);
+                obj.set(tags::ALWAYS_SENSITIVE, Value::Boolean(sensitive));
+                obj.set(tags::NEVER_EXTRACTABLE, Value::Boolean(!extractable));
+            }
         }
         let uid = obj.uid.clone();
         self.store.register(obj, material, spec).await?;
@@ -602,7 +704,11 @@ impl Ops {
         let current = self.access.current();
         let (policy_generation, policy) = (current.0, &current.1);
         let id = policy.identity(ctx.user);
-        let mut filter: Vec<Vec<u8>> = r.attributes.iter().map(StoredObject::attribute_key).collect();
+        let mut filter: Vec<Vec<u8>> = r
+            .attributes
+            .iter()
+            .map(StoredObject::attribute_key)
+            .collect();
         filter.sort();
         let mut request = Vec::new();
         for part in [
@@ -654,6 +760,13 @@ impl Ops {
         if r.key_wrapping_specification.is_some() || r.key_wrap_type.is_some() {
             return Err(OpError::FeatureNotSupported("key wrapping on Get".into()));
         }
+        let flag = |tag: Tag| obj.first(tag).and_then(Attribute::as_bool);
+        if flag(tags::SENSITIVE) == Some(true) {
+            return Err(OpError::Sensitive);
+        }
+        if flag(tags::EXTRACTABLE) == Some(false) {
+            return Err(OpError::NotExtractable);
+        }
         let stored_format = obj
             .enum_of(tags::KEY_FORMAT_TYPE)
             .map(KeyFormatType::from_u32)
@@ -671,14 +784,16 @@ impl Ops {
         let secret = SecretBytes::from_slice(&material);
         let object = match obj.kind {
             ObjectKind::SymmetricKey => {
-                let value = match r.key_format_type {
+                // Without a requested format, the key comes back as it was registered.
+                let wanted = r.key_format_type.unwrap_or(stored_format);
+                let value = match Some(wanted) {
                     None | Some(KeyFormatType::Raw) => KeyValue::Material(secret),
                     Some(KeyFormatType::TransparentSymmetricKey) => {
                         KeyValue::TransparentSymmetricKey(secret)
                     }
                     Some(_) => return Err(OpError::KeyFormatNotSupported),
                 };
-                let format = r.key_format_type.unwrap_or(KeyFormatType::Raw);
+                let format = wanted;
                 ManagedObject::SymmetricKey(KeyBlock {
                     key_format_type: format,
                     key_compression_type: None,
@@ -692,10 +807,21 @@ impl Ops {
                 if r.key_format_type.is_some_and(|f| f != stored_format) {
                     return Err(OpError::KeyFormatNotSupported);
                 }
+                let key_value = if is_transparent_structure(stored_format) {
+                    let tree = decode(&Bytes::copy_from_slice(&material), &Limits::default())
+                        .map_err(|e| {
+                            OpError::Backend(kmip_backends::BackendError::Corrupt(format!(
+                                "stored transparent key of {uid}: {e}"
+                            )))
+                        })?;
+                    KeyValue::Transparent(SecretTtlv(tree))
+                } else {
+                    KeyValue::Material(secret.clone())
+                };
                 let block = KeyBlock {
                     key_format_type: stored_format,
                     key_compression_type: None,
-                    key_value: KeyValue::Material(secret.clone()),
+                    key_value,
                     cryptographic_algorithm: algorithm,
                     cryptographic_length: length,
                     key_wrapping_data: None,
@@ -727,6 +853,15 @@ impl Ops {
                 }
             }
         };
+        if flag(tags::FRESH) == Some(true) {
+            // KMIP: an object stops being Fresh once it has been served to a client.
+            self.store
+                .update(&uid, |o| {
+                    o.set(tags::FRESH, Value::Boolean(false));
+                    Ok(())
+                })
+                .await?;
+        }
         ctx.id_placeholder = Some(uid.clone());
         Ok(GetResponse {
             unique_identifier: uid,
@@ -782,12 +917,21 @@ impl Ops {
         })
     }
 
-    fn check_client_writable(&self, a: &Attribute) -> Result<(), OpError> {
-        if let Some(tag) = a.tag() {
-            if SERVER_ATTRIBUTES.contains(&tag) {
+    /// Whether a client may add, change or remove `name` on `obj` now.
+    fn check_client_writable(
+        &self,
+        obj: &StoredObject,
+        name: &AttributeName,
+    ) -> Result<(), OpError> {
+        if let AttributeName::Tag(tag) = name {
+            if SERVER_ATTRIBUTES.contains(tag) {
                 return Err(OpError::ReadOnlyAttribute(
-                    a.name.v1_name().unwrap_or_default(),
+                    name.v1_name().unwrap_or_default(),
                 ));
+            }
+            // The lifecycle dates that gate a key's use may only move before it is in use.
+            if LIFECYCLE_DATES.contains(tag) && state_of(obj) != State::PreActive {
+                return Err(OpError::WrongState(state_name(state_of(obj))));
             }
         }
         Ok(())
@@ -799,11 +943,11 @@ impl Ops {
         r: AttributeRequest,
     ) -> Result<AttributeResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        self.live_object(&uid)?;
+        let target = self.live_object(&uid)?;
         let a = r.attribute;
-        self.check_client_writable(&a)?;
+        self.check_client_writable(&target, &a.name)?;
         if a.is(tags::NAME) {
-            self.check_name_unique(&a, Some(&uid))?;
+            self.check_name_unique(&a, None)?;
         }
         let now = ctx.now;
         let (_, echoed) = self
@@ -843,9 +987,9 @@ impl Ops {
         r: ModifyAttributeRequest,
     ) -> Result<AttributeResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        self.live_object(&uid)?;
+        let target = self.live_object(&uid)?;
         let new = r.attribute;
-        self.check_client_writable(&new)?;
+        self.check_client_writable(&target, &new.name)?;
         if new.is(tags::NAME) {
             self.check_name_unique(&new, Some(&uid))?;
         }
@@ -890,14 +1034,8 @@ impl Ops {
         r: DeleteAttributeRequest,
     ) -> Result<AttributeResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        self.live_object(&uid)?;
-        if let AttributeName::Tag(t) = &r.name {
-            if SERVER_ATTRIBUTES.contains(t) {
-                return Err(OpError::ReadOnlyAttribute(
-                    r.name.v1_name().unwrap_or_default(),
-                ));
-            }
-        }
+        let target = self.live_object(&uid)?;
+        self.check_client_writable(&target, &r.name)?;
         let now = ctx.now;
         let (_, removed) = self
             .store
@@ -938,9 +1076,9 @@ impl Ops {
         r: AttributeRequest,
     ) -> Result<UidResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        self.live_object(&uid)?;
+        let target = self.live_object(&uid)?;
         let a = r.attribute;
-        self.check_client_writable(&a)?;
+        self.check_client_writable(&target, &a.name)?;
         if a.tag().is_some_and(|t| MULTI_VALUED.contains(&t)) {
             return Err(OpError::InvalidField(
                 "Set Attribute applies to single-valued attributes only".into(),
@@ -1138,9 +1276,7 @@ impl Ops {
                 .and_then(Attribute::as_int)
                 .unwrap_or(0);
             if have & wanted != wanted {
-                return Err(OpError::PermissionDenied(
-                    "usage mask does not allow this use".into(),
-                ));
+                return Err(OpError::IncompatibleUsageMask);
             }
         }
         ctx.id_placeholder = Some(uid.clone());
@@ -1267,10 +1403,42 @@ const USAGE_ENCRYPT: i32 = 0x0000_0004;
 const USAGE_DECRYPT: i32 = 0x0000_0008;
 const USAGE_MAC_GENERATE: i32 = 0x0000_0080;
 
+/// The request's Cryptographic Parameters, completed field by field from the key's own
+/// Cryptographic Parameters attribute (KMIP: the object's parameters apply when the request
+/// omits them).
+fn effective_parameters(
+    given: Option<&CryptographicParameters>,
+    obj: &StoredObject,
+) -> CryptographicParameters {
+    let mut p = given.cloned().unwrap_or_default();
+    if let Some(stored) = obj.first(tags::CRYPTOGRAPHIC_PARAMETERS) {
+        let field = |tag: Tag| match &stored.value {
+            Value::Structure(items) => items.iter().find(|t| t.tag == tag),
+            _ => None,
+        };
+        let e = |tag: Tag| field(tag).and_then(|t| t.as_enum());
+        p.block_cipher_mode = p
+            .block_cipher_mode
+            .or(e(tags::BLOCK_CIPHER_MODE).map(BlockCipherMode::from_u32));
+        p.padding_method = p
+            .padding_method
+            .or(e(tags::PADDING_METHOD).map(PaddingMethod::from_u32));
+        p.cryptographic_algorithm = p
+            .cryptographic_algorithm
+            .or(e(tags::CRYPTOGRAPHIC_ALGORITHM).map(CryptographicAlgorithm::from_u32));
+        p.tag_length = p
+            .tag_length
+            .or(field(tags::TAG_LENGTH).and_then(|t| t.as_i32()));
+    }
+    p
+}
+
 fn cipher_mode(
-    p: Option<&CryptographicParameters>,
+    given: Option<&CryptographicParameters>,
     obj: &StoredObject,
 ) -> Result<CipherMode, OpError> {
+    let effective = effective_parameters(given, obj);
+    let p = Some(&effective);
     let alg = p.and_then(|p| p.cryptographic_algorithm).or_else(|| {
         obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
             .and_then(|a| a.as_enum())
@@ -1297,6 +1465,23 @@ fn cipher_mode(
         None => return Err(OpError::MissingData("Block Cipher Mode".into())),
         Some(other) => return Err(OpError::BadCryptoParameters(format!("mode {other:?}"))),
     })
+}
+
+/// Key formats whose Key Material is a structure rather than a byte string.
+fn is_transparent_structure(f: KeyFormatType) -> bool {
+    !matches!(
+        f,
+        KeyFormatType::Raw
+            | KeyFormatType::Opaque
+            | KeyFormatType::Pkcs1
+            | KeyFormatType::Pkcs8
+            | KeyFormatType::X509
+            | KeyFormatType::EcPrivateKey
+            | KeyFormatType::Pkcs12
+            | KeyFormatType::Pkcs10
+            | KeyFormatType::TransparentSymmetricKey
+            | KeyFormatType::Other(_)
+    )
 }
 
 fn key_spec(algorithm: KeyAlgorithm, bits: i32, attrs: &[Attribute]) -> KeySpec {

@@ -16,6 +16,7 @@ fn dispatcher_over(store: Arc<Store>) -> Dispatcher {
     Dispatcher::new(
         super::Ops::new(store, Arc::new(Access::new(policy)), 100),
         LimitsConfig::default(),
+        None,
     )
 }
 
@@ -415,15 +416,25 @@ async fn another_user_sees_nothing_and_gets_item_not_found() {
     let uid = h.create(ProtocolVersion::V1_4, Some("mine")).await;
     let other = conn_of("other");
     assert!(located(&h.dispatcher, &other, "mine").await.is_empty());
-    assert_eq!(located(&h.dispatcher, &h.conn, "mine").await, vec![uid.clone()]);
+    assert_eq!(
+        located(&h.dispatcher, &h.conn, "mine").await,
+        vec![uid.clone()]
+    );
     let msg = RequestMessage {
         header: RequestHeader::new(ProtocolVersion::V1_4),
-        items: vec![RequestBatchItem::new(get_req(&uid)), RequestBatchItem::new(get_req("no-such-uid"))],
+        items: vec![
+            RequestBatchItem::new(get_req(&uid)),
+            RequestBatchItem::new(get_req("no-such-uid")),
+        ],
     };
     let mut header = msg.header.clone();
     header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
     let msg = RequestMessage { header, ..msg };
-    let Outcome::Respond(out) = h.dispatcher.handle(&other, msg.to_ttlv().to_bytes().unwrap()).await else {
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&other, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
         panic!("closed");
     };
     let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
@@ -459,9 +470,16 @@ async fn cached_locate_never_misses_an_acknowledged_create_or_returns_a_destroye
     for round in 0..20 {
         let name = format!("k{}", round % 5);
         let uid = h.create(v, Some(&name)).await;
-        assert_eq!(located(&h.dispatcher, &h.conn, &name).await, vec![uid.clone()], "round {round}: Create acknowledged, Locate must find it");
+        assert_eq!(
+            located(&h.dispatcher, &h.conn, &name).await,
+            vec![uid.clone()],
+            "round {round}: Create acknowledged, Locate must find it"
+        );
         h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
-        assert!(located(&h.dispatcher, &h.conn, &name).await.is_empty(), "round {round}: Destroy acknowledged, Locate must not return it");
+        assert!(
+            located(&h.dispatcher, &h.conn, &name).await.is_empty(),
+            "round {round}: Destroy acknowledged, Locate must not return it"
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in readers {
@@ -476,8 +494,14 @@ async fn repeated_locates_are_served_from_the_cache_until_a_relevant_write() {
     let uid = h.create(v, Some("cached")).await;
     let store = h.dispatcher.ops().store.clone();
     let before = store.generations().current();
-    assert_eq!(located(&h.dispatcher, &h.conn, "cached").await, vec![uid.clone()]);
-    assert_eq!(located(&h.dispatcher, &h.conn, "cached").await, vec![uid.clone()]);
+    assert_eq!(
+        located(&h.dispatcher, &h.conn, "cached").await,
+        vec![uid.clone()]
+    );
+    assert_eq!(
+        located(&h.dispatcher, &h.conn, "cached").await,
+        vec![uid.clone()]
+    );
     // A write to an attribute no Locate depends on here leaves the sequence of relevant changes
     // alone; a Name change invalidates.
     h.one(
@@ -489,7 +513,10 @@ async fn repeated_locates_are_served_from_the_cache_until_a_relevant_write() {
     )
     .await;
     assert!(store.generations().current() > before);
-    assert_eq!(located(&h.dispatcher, &h.conn, "cached").await, vec![uid.clone()]);
+    assert_eq!(
+        located(&h.dispatcher, &h.conn, "cached").await,
+        vec![uid.clone()]
+    );
     h.one(
         v,
         RequestPayload::ModifyAttribute(ModifyAttributeRequest {

@@ -22,6 +22,8 @@ pub enum ModelError {
     Unsupported { path: String, what: &'static str },
     #[error("RequestHeader.BatchCount is {declared} but the message has {actual} batch items")]
     BatchCountMismatch { declared: i32, actual: usize },
+    #[error("not a RequestMessage (outer tag {found})")]
+    NotARequest { found: String },
     #[error("{actual} batch items exceed the limit of {limit}")]
     TooManyItems { actual: usize, limit: usize },
 }
@@ -31,6 +33,7 @@ impl ModelError {
     pub fn result_reason(&self) -> ResultReason {
         match self {
             ModelError::Missing { .. }
+            | ModelError::NotARequest { .. }
             | ModelError::BatchCountMismatch { .. }
             | ModelError::TooManyItems { .. } => ResultReason::InvalidMessage,
             ModelError::WrongType { .. } | ModelError::Invalid { .. } => ResultReason::InvalidField,

@@ -247,10 +247,9 @@ impl RequestMessage {
     pub fn from_ttlv(ttlv: &Ttlv) -> Result<RequestMessage, ModelError> {
         let root = Node::new(ttlv, "RequestMessage");
         if ttlv.tag != tags::REQUEST_MESSAGE {
-            return Err(root.invalid(format!(
-                "not a RequestMessage (tag {})",
-                codec::tag_name(ttlv.tag)
-            )));
+            return Err(ModelError::NotARequest {
+                found: codec::tag_name(ttlv.tag),
+            });
         }
         root.structure()?;
         let root = Node::new(ttlv, "");
@@ -317,12 +316,11 @@ impl ResponseHeader {
         }
     }
 
-    /// A header answering `request`: its version, and its Client Correlation Value echoed.
+    /// A header answering `request`, in its version. The Client Correlation Value is not echoed:
+    /// KMIP 2.1 (section 9.9) returns it only on server-to-client operations, and the OASIS
+    /// vectors' responses never carry it.
     pub fn for_request(request: &RequestHeader, time_stamp: i64) -> ResponseHeader {
-        ResponseHeader {
-            client_correlation_value: request.client_correlation_value.clone(),
-            ..ResponseHeader::new(request.protocol_version, time_stamp)
-        }
+        ResponseHeader::new(request.protocol_version, time_stamp)
     }
 
     fn read(node: &Node<'_>) -> Result<ResponseHeader, ModelError> {

@@ -684,7 +684,7 @@ fn message_level_errors() {
     );
     assert!(RequestMessage::from_ttlv(&one(1)).is_ok());
     let err = RequestMessage::from_ttlv(&st(tags::RESPONSE_MESSAGE, vec![])).unwrap_err();
-    assert_eq!(err.result_reason(), ResultReason::InvalidField);
+    assert_eq!(err.result_reason(), ResultReason::InvalidMessage);
     let no_header = st(
         tags::REQUEST_MESSAGE,
         vec![item(Operation::Query, None, vec![])],
