@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 pub mod error;
-pub mod vault;
 pub mod pkcs11;
+pub mod vault;
 pub use error::BackendError;
 
 /// The kinds of managed object a backend stores. The gateway maps KMIP Object Types onto these.
