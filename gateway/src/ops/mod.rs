@@ -1,6 +1,7 @@
 //! KMIP operation semantics over the [`Store`]: the object state machine, the attributes the
 //! server sets itself, Locate matching, and the mapping of Create/Register/Get to the backend.
 
+mod certificate;
 mod error;
 
 pub use error::OpError;
@@ -76,6 +77,11 @@ const SERVER_ATTRIBUTES: &[Tag] = &[
     tags::CRYPTOGRAPHIC_ALGORITHM,
     tags::CRYPTOGRAPHIC_LENGTH,
 ];
+
+/// Whether only the server sets this attribute.
+fn server_set(tag: Tag) -> bool {
+    SERVER_ATTRIBUTES.contains(&tag) || certificate::DERIVED.contains(&tag)
+}
 
 /// Dates a client may set or change only while the object is Pre-Active.
 const LIFECYCLE_DATES: &[Tag] = &[
@@ -416,7 +422,7 @@ impl Ops {
                 if tag == tags::OBJECT_TYPE || tag == tags::UNIQUE_IDENTIFIER {
                     continue;
                 }
-                if SERVER_ATTRIBUTES.contains(&tag) && !(creating && CREATE_ONLY.contains(&tag)) {
+                if server_set(tag) && !(creating && CREATE_ONLY.contains(&tag)) {
                     return Err(OpError::ReadOnlyAttribute(
                         a.name.v1_name().unwrap_or_default(),
                     ));
@@ -602,11 +608,22 @@ impl Ops {
                 Value::Enumeration(*opaque_data_type),
             )),
             ManagedObject::Certificate {
-                certificate_type, ..
-            } => attrs.push(Attribute::enumeration(
-                tags::CERTIFICATE_TYPE,
-                *certificate_type,
-            )),
+                certificate_type,
+                value,
+            } => {
+                attrs.retain(|a| {
+                    a.tag().is_none_or(|t| {
+                        !certificate::DERIVED.contains(&t) && t != tags::CERTIFICATE_TYPE
+                    })
+                });
+                attrs.push(Attribute::enumeration(
+                    tags::CERTIFICATE_TYPE,
+                    *certificate_type,
+                ));
+                if *certificate_type == CertificateType::X509 {
+                    attrs.extend(certificate::derived_attributes(value)?);
+                }
+            }
             _ => {}
         }
         attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
@@ -924,7 +941,7 @@ impl Ops {
         name: &AttributeName,
     ) -> Result<(), OpError> {
         if let AttributeName::Tag(tag) = name {
-            if SERVER_ATTRIBUTES.contains(tag) {
+            if server_set(*tag) {
                 return Err(OpError::ReadOnlyAttribute(
                     name.v1_name().unwrap_or_default(),
                 ));
@@ -1209,7 +1226,7 @@ impl Ops {
             .iter()
             .filter(|a| match a.tag() {
                 Some(t) => {
-                    !SERVER_ATTRIBUTES.contains(&t)
+                    !server_set(t)
                         && ![
                             tags::NAME,
                             tags::LINK,
