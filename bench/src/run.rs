@@ -297,7 +297,7 @@ async fn locate(
     pick: usize,
     seq: u64,
 ) -> Result<(), OpError> {
-    if seq % 2 == 0 {
+    if seq.is_multiple_of(2) {
         timed(stats, "Locate/Name", c.locate_name(&fixture.names[pick]))
             .await
             .map(drop)

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Reproduces the results table of bench/README.md: the release gateway (vault backend) alone and
+# compared with PyKMIP's server, plus the bare-TLS baseline and idle connections.
+# Needs: `cargo build --release -p kmip-gateway -p kmip-bench` and `.venv/bin/pykmip-server`
+# (python3 -m venv .venv && .venv/bin/pip install pykmip). Writes JSON to $OUT (default: a
+# fresh temporary folder, printed at the end). Each server runs in a fresh folder per scenario.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${BIN:-$ROOT/target/release}
+PYKMIP=$ROOT/.venv/bin/pykmip-server
+WORK=$(mktemp -d)
+OUT=${OUT:-$WORK/results}
+DURATION=${DURATION:-5}
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK/gw"* "$WORK/py"*
+}
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)" || true
+
+# Shared development PKI: created by a first gateway, then copied into every server's folder.
+PKI=$WORK/pki
+
+# Starts a gateway in a fresh folder; sets GW_ADDR and GW_PID.
+start_gateway() {
+  local dir=$WORK/gw-$1
+  mkdir -p "$dir/kmip-gateway-data"
+  [ -d "$PKI" ] && cp -r "$PKI" "$dir/kmip-gateway-data/pki"
+  (cd "$dir" && NO_COLOR=1 exec "$BIN/kmip-gateway" serve --listen 127.0.0.1:0 --admin-listen off \
+      >/dev/null 2>"$dir/log") &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  for _ in $(seq 600); do
+    GW_ADDR=$(grep -o 'KMIP listener ready addr=[0-9.:]*' "$dir/log" | sed 's/.*addr=//' || true)
+    [ -n "$GW_ADDR" ] && break
+    sleep 0.1
+  done
+  [ -n "$GW_ADDR" ] || { cat "$dir/log"; exit 1; }
+  [ -d "$PKI" ] || cp -r "$dir/kmip-gateway-data/pki" "$PKI"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Starts PyKMIP's server with a fresh database; sets PY_ADDR and PY_PID.
+start_pykmip() {
+  local dir=$WORK/py-$1 port
+  port=$(free_port)
+  mkdir -p "$dir/policies"
+  cat >"$dir/server.conf" <<CONF
+[server]
+hostname=127.0.0.1
+port=$port
+certificate_path=$PKI/server.pem
+key_path=$PKI/server.key
+ca_path=$PKI/ca.pem
+auth_suite=TLS1.2
+enable_tls_client_auth=True
+database_path=$dir/pykmip.db
+policy_path=$dir/policies
+logging_level=WARNING
+CONF
+  "$PYKMIP" -f "$dir/server.conf" -l "$dir/server.log" >"$dir/out.log" 2>&1 &
+  PY_PID=$!
+  PIDS+=("$PY_PID")
+  for _ in $(seq 300); do
+    ss -ltn | grep -q "127.0.0.1:$port " && break
+    sleep 0.1
+  done
+  PY_ADDR=127.0.0.1:$port
+}
+
+stop() { kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+bench() {
+  local name=$1; shift
+  echo "### $name: kmip-bench $*"
+  "$BIN/kmip-bench" --ca "$PKI/ca.pem" --cert "$PKI/client-purefa.pem" \
+    --key "$PKI/client-purefa.key" --json "$OUT/$name.json" "$@"
+}
+
+# Gateway alone.
+start_gateway get
+bench gw-get --target "$GW_ADDR" --scenario get --preload 1000 --connections 4 --concurrency 8 --duration "$DURATION"
+stop "$GW_PID"
+start_gateway lifecycle
+bench gw-lifecycle --target "$GW_ADDR" --scenario lifecycle --connections 4 --concurrency 8 --duration "$DURATION"
+stop "$GW_PID"
+start_gateway locate
+bench gw-locate-10k --target "$GW_ADDR" --scenario locate --preload 10000 --connections 4 --concurrency 8 --duration "$DURATION"
+stop "$GW_PID"
+
+# health (new TLS connection + Locate per request) vs the bare mutual-TLS handshake.
+start_gateway health
+bench gw-health --target "$GW_ADDR" --scenario health --preload 100 --concurrency 8 --duration "$DURATION"
+stop "$GW_PID"
+"$BIN/kmip-bench" tls-echo-server --listen 127.0.0.1:0 --cert "$PKI/server.pem" \
+  --key "$PKI/server.key" --ca "$PKI/ca.pem" 2>"$WORK/echo.log" &
+ECHO_PID=$!
+PIDS+=("$ECHO_PID")
+sleep 1
+ECHO_ADDR=$(sed -n 's/.*addr=//p' "$WORK/echo.log")
+bench tls-handshake --target "$ECHO_ADDR" --scenario tls-handshake --concurrency 8 --duration "$DURATION"
+stop "$ECHO_PID"
+
+# Idle connections: server RSS per connection.
+for n in 1000 10000; do
+  start_gateway "idle-$n"
+  bench "gw-idle-$n" --target "$GW_ADDR" --scenario idle --connections "$n" --concurrency 16 \
+    --count 1 --server-pid "$GW_PID"
+  stop "$GW_PID"
+done
+
+# Gateway (A) vs PyKMIP (B), alternating rounds A, B, A, B. PyKMIP is slow to preload and its
+# Locate is linear: the comparison uses 100 keys for get and 1,000 for locate.
+for s in "get --preload 100" "lifecycle" "locate --preload 1000"; do
+  name=${s%% *}
+  start_gateway "cmp-$name"
+  start_pykmip "cmp-$name"
+  # shellcheck disable=SC2086
+  bench "cmp-$name" --target "$GW_ADDR" --compare "$PY_ADDR" --scenario $s \
+    --connections 4 --concurrency 4 --duration "$DURATION"
+  stop "$GW_PID"
+  stop "$PY_PID"
+done
+echo "JSON results in $OUT"
