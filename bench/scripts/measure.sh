@@ -14,7 +14,7 @@ DURATION=${DURATION:-5}
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do stop "$p"; done
   rm -rf "$WORK/gw"* "$WORK/py"*
 }
 trap cleanup EXIT
@@ -71,7 +71,12 @@ CONF
   PY_ADDR=127.0.0.1:$port
 }
 
-stop() { kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# PyKMIP serves each connection in a child process that outlives its parent: kill children first.
+stop() {
+  pkill -9 -P "$1" 2>/dev/null || true
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 
 bench() {
   local name=$1; shift
