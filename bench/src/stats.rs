@@ -3,6 +3,7 @@
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::Duration;
 
 /// Highest latency the histograms track exactly (µs); slower samples are clamped to it. One
@@ -121,24 +122,27 @@ impl Stats {
         })
     }
 
+    /// Prints the report; a closed stdout (`| head`) is not an error worth dying for.
     pub fn print(&self, title: &str) {
-        println!("== {title}");
-        println!(
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "== {title}");
+        let _ = writeln!(
+            out,
             "  ok {}  errors {}  elapsed {:.2} s  throughput {:.1}/s",
             self.ok(),
             self.error_count(),
             self.elapsed.as_secs_f64(),
             self.throughput()
         );
-        println!("  latency (µs)   {}", latency_line(&self.total));
+        let _ = writeln!(out, "  latency (µs)   {}", latency_line(&self.total));
         for (op, h) in &self.per_op {
-            println!("    {op:<12} n={:<8} {}", h.len(), latency_line(h));
+            let _ = writeln!(out, "    {op:<12} n={:<8} {}", h.len(), latency_line(h));
         }
         for (label, n) in &self.errors {
-            println!("  error {n:>8} × {label}");
+            let _ = writeln!(out, "  error {n:>8} × {label}");
         }
         for (k, v) in &self.extra {
-            println!("  {k}: {v}");
+            let _ = writeln!(out, "  {k}: {v}");
         }
     }
 }
@@ -177,11 +181,15 @@ fn headline(s: &Stats) -> Vec<(String, f64)> {
 
 /// A/B ratio of every headline figure (A divided by B), printed and returned as JSON.
 pub fn compare(a: &Stats, b: &Stats) -> Value {
-    println!("== ratio A/B");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "== ratio A/B");
     let mut m = Map::new();
     for ((name, va), (_, vb)) in headline(a).into_iter().zip(headline(b)) {
         let ratio = if vb > 0.0 { va / vb } else { f64::NAN };
-        println!("  {name:<20} A {va:>12.1}  B {vb:>12.1}  A/B {ratio:>8.3}");
+        let _ = writeln!(
+            out,
+            "  {name:<20} A {va:>12.1}  B {vb:>12.1}  A/B {ratio:>8.3}"
+        );
         m.insert(
             name,
             json!(if ratio.is_finite() { Some(ratio) } else { None }),
