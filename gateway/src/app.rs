@@ -6,6 +6,7 @@
 use crate::access::{load_policy, Access, AccessError, PolicyReload};
 use crate::admin::Admin;
 use crate::audit::AuditLog;
+use crate::capture::Capture;
 use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
 use crate::dispatch::Dispatcher;
 use crate::ops::Ops;
@@ -15,6 +16,7 @@ use crate::store::Store;
 use crate::tls::{TlsSetupError, TlsState};
 use arc_swap::ArcSwap;
 use kmip_backends::{Backend, BackendError};
+use metrics_exporter_prometheus::Matcher;
 use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
@@ -43,9 +45,20 @@ pub enum StartError {
     Policy(#[from] AccessError),
     #[error("audit trail: {0}")]
     Audit(String),
+    #[error("wire capture: {0}")]
+    Capture(#[from] crate::capture::CaptureError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
+
+/// Histogram buckets (seconds) of request and handshake latency: sub-millisecond vault reads up
+/// to HSM calls that wait for a pooled session.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+/// How long a stopping gateway waits for the capture writer to write what is queued.
+const CAPTURE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens the configured backend; any problem (bad module, token, PIN, corrupt vault) is fatal.
 pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, StartError> {
@@ -97,7 +110,19 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
         }
     }
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
+        // Buckets (not the default summary) for the latencies a dashboard aggregates by
+        // operation and across replicas.
+        .set_buckets_for_metric(
+            Matcher::Full("kmip_request_seconds".into()),
+            LATENCY_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("kmip_handshake_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+        })
+        .and_then(|b| b.install_recorder())
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let backend = open_backend(&cfg).await?;
     let store = Arc::new(
@@ -139,7 +164,19 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
         addr: cfg.listen.to_string(),
         source,
     })?;
-    let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits));
+    let capture = match &cfg.capture_dir {
+        Some(dir) => {
+            let limits = kmip_wire::ttlv::Limits {
+                max_message_size: cfg.limits.max_message_size,
+                max_depth: cfg.limits.max_depth,
+            };
+            let capture = Capture::start(dir, limits)?;
+            warn!(dir = %dir.display(), "wire capture on: every KMIP message is written to this folder (key material and credentials by length only); turn it off once the diagnosis is done");
+            Some(capture)
+        }
+        None => None,
+    };
+    let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
     let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
     reloader.add_hook(Arc::new(PolicyReload(access)));
     // Installed before anything announces the process, so an early SIGHUP cannot kill it.
@@ -188,6 +225,14 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     let _ = shutdown_tx.send(true);
     if let Err(e) = serving.await {
         error!(error = %e, "listener task failed");
+    }
+    if let Some(capture) = capture {
+        let flushed = tokio::task::spawn_blocking(move || capture.flush(CAPTURE_FLUSH_TIMEOUT))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            warn!("the wire capture's last messages may not have been written");
+        }
     }
     info!("stopped");
     Ok(())

@@ -69,6 +69,7 @@ struct RawConfig {
     policy_file: Option<PathBuf>,
     locate_cache: Option<RawLocateCache>,
     audit: Option<RawAudit>,
+    capture_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +173,8 @@ pub struct GatewayConfig {
     pub locate_cache_entries: usize,
     /// The audit trail; `None` when disabled.
     pub audit: Option<AuditConfig>,
+    /// Wire capture folder (see [`crate::capture`]); `None` when off. Start-only.
+    pub capture_dir: Option<PathBuf>,
     /// Whether this is the embedded default (development PKI created on first start).
     pub embedded_default: bool,
 }
@@ -279,6 +282,7 @@ impl GatewayConfig {
                 dir: data_dir.join("audit"),
                 max_file_bytes: DEFAULT_AUDIT_FILE_BYTES,
             }),
+            capture_dir: None,
             embedded_default: true,
         }
     }
@@ -509,6 +513,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         policy,
         locate_cache_entries,
         audit,
+        capture_dir: raw.capture_dir.map(|d| resolve(base, d)),
         embedded_default: false,
     })
 }
@@ -712,6 +717,13 @@ cas = ["ca.pem"]
         assert_eq!(c.users[0].cas[0], Path::new("/etc/kg/ca.pem"));
         assert_eq!(c.limits.max_message_size, 1 << 20);
         assert!(matches!(c.backend, BackendConfig::Vault { .. }));
+        assert_eq!(c.capture_dir, None);
+        let c = GatewayConfig::from_toml_str(
+            &format!("capture_dir = \"capture\"\n{MINIMAL}"),
+            Path::new("/etc/kg"),
+        )
+        .unwrap();
+        assert_eq!(c.capture_dir.as_deref(), Some(Path::new("/etc/kg/capture")));
     }
 
     fn error_of(toml: &str) -> String {

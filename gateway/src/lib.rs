@@ -4,6 +4,7 @@ pub mod access;
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod conformance;

@@ -34,6 +34,10 @@ enum Command {
         /// Overrides the admin listener address, or `off`.
         #[arg(long)]
         admin_listen: Option<String>,
+        /// Writes every KMIP message of every connection to DIR, as text and as KMIP XML
+        /// (key material and credentials by length only); overrides `capture_dir`.
+        #[arg(long, value_name = "DIR")]
+        capture: Option<PathBuf>,
     },
     /// Validates a configuration file (and the certificates, keys, CAs and policy it names) and
     /// says exactly what is wrong. With --user and --operation, also prints the policy's decision
@@ -184,7 +188,8 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             admin_listen,
-        } => serve(config, listen, data_dir, admin_listen),
+            capture,
+        } => serve(config, listen, data_dir, admin_listen, capture),
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
         Command::Audit(AuditCommand::Verify { paths }) => {
             let report = kmip_gateway::audit::verify(&paths);
@@ -295,6 +300,7 @@ fn serve(
     listen: Option<std::net::SocketAddr>,
     data_dir: Option<PathBuf>,
     admin_listen: Option<String>,
+    capture: Option<PathBuf>,
 ) -> ExitCode {
     if config.is_some() && data_dir.is_some() {
         eprintln!(
@@ -318,6 +324,9 @@ fn serve(
     };
     if let Some(l) = listen {
         cfg.listen = l;
+    }
+    if capture.is_some() {
+        cfg.capture_dir = capture;
     }
     match admin_listen.as_deref() {
         None => {}

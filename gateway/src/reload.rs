@@ -120,6 +120,9 @@ pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'s
     if old.admin_listen != new.admin_listen {
         changed.push("admin.listen");
     }
+    if old.capture_dir != new.capture_dir {
+        changed.push("capture_dir");
+    }
     changed
 }
 
@@ -259,6 +262,7 @@ impl Reloader {
         new.limits = current.limits;
         new.backend = current.backend.clone();
         new.admin_listen = current.admin_listen;
+        new.capture_dir = current.capture_dir.clone();
         new.embedded_default = current.embedded_default;
 
         let old_tls = self.listener.tls.load_full();
@@ -445,5 +449,10 @@ mod tests {
         b.listen = "127.0.0.1:1".parse().unwrap();
         b.users.clear();
         assert_eq!(restart_only_changes(&a, &b), ["listen", "limits"]);
+        b.capture_dir = Some("/tmp/capture".into());
+        assert_eq!(
+            restart_only_changes(&a, &b),
+            ["listen", "limits", "capture_dir"]
+        );
     }
 }

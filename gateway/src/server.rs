@@ -9,6 +9,7 @@
 //! connections with each one's certificate chain (so a reload can re-check and close connections
 //! whose certificate was revoked or denied), and when each client certificate was last seen.
 
+use crate::capture::{Capture, ConnCapture};
 use crate::config::LimitsConfig;
 use crate::dispatch::{ConnContext, Dispatcher, Outcome};
 use crate::tls::{
@@ -106,6 +107,8 @@ pub struct Listener {
     pub connections: DashMap<u64, ConnEntry>,
     /// Client certificates by SHA-256 fingerprint.
     pub clients: DashMap<String, ClientSeen>,
+    /// The wire capture, when `--capture`/`capture_dir` is set.
+    capture: Option<Arc<Capture>>,
     next_conn_id: AtomicU64,
 }
 
@@ -121,8 +124,15 @@ impl Listener {
             limits,
             connections: DashMap::new(),
             clients: DashMap::new(),
+            capture: None,
             next_conn_id: AtomicU64::new(1),
         }
+    }
+
+    /// Captures every authenticated connection's messages (see [`crate::capture`]).
+    pub fn with_capture(mut self, capture: Option<Arc<Capture>>) -> Listener {
+        self.capture = capture;
+        self
     }
 
     /// Re-authenticates every open connection's certificate against `state` (new CRLs, deny-list,
@@ -370,14 +380,28 @@ impl Listener {
         }
         drop((tls, current));
         debug!(%peer, conn_id, user = %identity.user, "client authenticated");
+        let mut capture = self
+            .capture
+            .as_ref()
+            .map(|c| c.connection(conn_id, peer, &identity));
         let ctx = ConnContext {
             conn_id,
             peer,
             identity,
         };
         let end = self
-            .session(stream, &ctx, shutdown, close_rx, &last_seen)
+            .session(
+                stream,
+                &ctx,
+                shutdown,
+                close_rx,
+                &last_seen,
+                capture.as_mut(),
+            )
             .await;
+        if let Some(c) = capture.as_mut() {
+            c.closed(end);
+        }
         self.connections.remove(&conn_id);
         debug!(%peer, conn_id, end, "connection closed");
     }
@@ -390,6 +414,7 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
         mut close: watch::Receiver<bool>,
         last_seen: &AtomicI64,
+        mut capture: Option<&mut ConnCapture>,
     ) -> &'static str {
         let limits = Limits {
             max_message_size: self.limits.max_message_size,
@@ -443,10 +468,16 @@ impl Listener {
             }
             let request: Bytes = buf.freeze();
             last_seen.store(now_ms(), Ordering::Relaxed);
+            if let Some(c) = capture.as_deref_mut() {
+                c.request(&request);
+            }
             let (response, keep_open) = match self.dispatcher.handle(ctx, request).await {
                 Outcome::Respond(r) => (r, true),
                 Outcome::RespondAndClose(r) => (r, false),
             };
+            if let Some(c) = capture.as_deref_mut() {
+                c.response(&response);
+            }
             match tokio::time::timeout(self.limits.read_timeout, stream.write_all(&response)).await
             {
                 Ok(Ok(())) => {}
