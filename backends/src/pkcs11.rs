@@ -483,6 +483,45 @@ impl Pkcs11Backend {
         }
     }
 
+    /// Runs a companion replacement (update, destroy) against the cached handles of `uid` and
+    /// stores its outcome in the index: `Some(entry)` replaces the entry, `None` removes it.
+    /// Each attempt holds the rescan gate shared (a rescan must not resurrect what it removes)
+    /// and the writer lock; on stale handles it lets both go before rescanning, which takes the
+    /// gate exclusively, then retries once.
+    async fn replace_object<F>(&self, uid: &str, op: F) -> Result<(), BackendError>
+    where
+        F: Fn(&Session, &Entry) -> Result<Option<Entry>, BackendError> + Send + Sync + 'static,
+    {
+        let op = Arc::new(op);
+        let mut rescanned = false;
+        loop {
+            let gate = self.rescan_gate.read().await;
+            let writer = self.meta_writer.lock().await;
+            let (entry, generation) = self.lookup(uid)?;
+            let job = Arc::clone(&op);
+            match self.with_session(move |s| job(s, &entry)).await {
+                Err(e) if class_of(&e) == Some(RvClass::NotFound) => {
+                    if rescanned {
+                        return Err(BackendError::NotFound(uid.to_owned()));
+                    }
+                    drop(writer);
+                    drop(gate);
+                    self.rescan(generation).await?;
+                    rescanned = true;
+                }
+                Err(e) => return Err(e),
+                Ok(kept) => {
+                    let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+                    match kept {
+                        Some(entry) => index.map.insert(uid.to_owned(), entry),
+                        None => index.map.remove(uid),
+                    };
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Adds a freshly written object to the index. A concurrent writer of the same uid loses:
     /// its token objects are removed again.
     async fn publish(&self, uid: String, entry: Entry) -> Result<(), BackendError> {
@@ -814,37 +853,19 @@ impl Backend for Pkcs11Backend {
     }
 
     async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError> {
-        let _gate = self.rescan_gate.read().await;
-        let _writer = self.meta_writer.lock().await;
         let uid_owned = uid.to_owned();
-        let entry = self
-            .with_object(uid, move |s, e| {
-                objects::replace_meta(s, &uid_owned, e, e.flags, &meta)
-            })
-            .await?;
-        self.index
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .map
-            .insert(uid.to_owned(), entry);
-        Ok(())
+        self.replace_object(uid, move |s, e| {
+            objects::replace_meta(s, &uid_owned, e, e.flags, &meta).map(Some)
+        })
+        .await
     }
 
     async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError> {
-        let _gate = self.rescan_gate.read().await;
-        let _writer = self.meta_writer.lock().await;
         let uid_owned = uid.to_owned();
-        let kept = self
-            .with_object(uid, move |s, e| {
-                destroy_objects(s, &uid_owned, e, tombstone.as_deref())
-            })
-            .await?;
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        match kept {
-            Some(entry) => index.map.insert(uid.to_owned(), entry),
-            None => index.map.remove(uid),
-        };
-        Ok(())
+        self.replace_object(uid, move |s, e| {
+            destroy_objects(s, &uid_owned, e, tombstone.as_deref())
+        })
+        .await
     }
 
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
