@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectKind, ObjectRecord};
 use kmip_wire::model::{Attribute, AttributeName};
+use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
 use std::sync::Arc;
 use thiserror::Error;
@@ -193,6 +194,24 @@ pub struct Store {
     objects: DashMap<String, Arc<StoredObject>>,
     write_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     generations: Arc<Generations>,
+    /// Name value → identifiers, so Locate by Name and name uniqueness never scan every object.
+    names: DashMap<String, Vec<String>>,
+    /// Object Group → identifiers, for Locate by Object Group.
+    groups: DashMap<String, Vec<String>>,
+}
+
+/// The values of `obj`'s attribute `tag` that an index keys on.
+fn index_values(obj: Option<&StoredObject>, tag: Tag) -> Vec<String> {
+    let Some(obj) = obj else { return Vec::new() };
+    obj.all(tag)
+        .filter_map(|a| {
+            if tag == tags::NAME {
+                a.as_name().map(|n| n.value)
+            } else {
+                a.as_text().map(str::to_owned)
+            }
+        })
+        .collect()
 }
 
 /// The attributes whose values differ between two versions of an object.
@@ -215,21 +234,62 @@ fn changed_attributes(old: &StoredObject, new: &StoredObject) -> Vec<Dependency>
 impl Store {
     /// Loads every object from the backend.
     pub async fn open(backend: Arc<dyn Backend>) -> Result<Store, StoreError> {
-        let objects = DashMap::new();
-        for record in backend.load_all().await? {
-            let obj = StoredObject::from_record(record)?;
-            objects.insert(obj.uid.clone(), Arc::new(obj));
-        }
-        Ok(Store {
-            backend,
-            objects,
+        let store = Store {
+            backend: backend.clone(),
+            objects: DashMap::new(),
             write_locks: DashMap::new(),
             generations: Arc::new(Generations::default()),
-        })
+            names: DashMap::new(),
+            groups: DashMap::new(),
+        };
+        for record in backend.load_all().await? {
+            let obj = StoredObject::from_record(record)?;
+            store.reindex(&obj.uid, None, Some(&obj));
+            store.objects.insert(obj.uid.clone(), Arc::new(obj));
+        }
+        Ok(store)
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// Moves `uid` in the secondary indexes from `old`'s values to `new`'s.
+    fn reindex(&self, uid: &str, old: Option<&StoredObject>, new: Option<&StoredObject>) {
+        for (index, tag) in [
+            (&self.names, tags::NAME),
+            (&self.groups, tags::OBJECT_GROUP),
+        ] {
+            let before = index_values(old, tag);
+            let after = index_values(new, tag);
+            for gone in before.iter().filter(|v| !after.contains(v)) {
+                if let Some(mut ids) = index.get_mut(gone) {
+                    ids.retain(|u| u != uid);
+                }
+                index.remove_if(gone, |_, ids| ids.is_empty());
+            }
+            for added in after.iter().filter(|v| !before.contains(v)) {
+                let mut ids = index.entry(added.clone()).or_default();
+                if !ids.iter().any(|u| u == uid) {
+                    ids.push(uid.to_owned());
+                }
+            }
+        }
+    }
+
+    fn indexed(&self, index: &DashMap<String, Vec<String>>, value: &str) -> Vec<Arc<StoredObject>> {
+        let ids = index.get(value).map(|ids| ids.clone()).unwrap_or_default();
+        ids.iter().filter_map(|u| self.get(u)).collect()
+    }
+
+    /// Objects with this Name value.
+    pub fn by_name(&self, name: &str) -> Vec<Arc<StoredObject>> {
+        self.indexed(&self.names, name)
+    }
+
+    /// Objects in this Object Group.
+    pub fn by_group(&self, group: &str) -> Vec<Arc<StoredObject>> {
+        self.indexed(&self.groups, group)
     }
 
     /// Change sequence numbers of this store's writes, for the Locate cache.
@@ -269,6 +329,7 @@ impl Store {
     ) -> Result<Arc<StoredObject>, StoreError> {
         self.backend.generate(obj.record(), spec).await?;
         let obj = Arc::new(obj);
+        self.reindex(&obj.uid, None, Some(&obj));
         self.objects.insert(obj.uid.clone(), obj.clone());
         self.generations.bump([Dependency::Membership]);
         Ok(obj)
@@ -283,6 +344,7 @@ impl Store {
     ) -> Result<Arc<StoredObject>, StoreError> {
         self.backend.import(obj.record(), material, spec).await?;
         let obj = Arc::new(obj);
+        self.reindex(&obj.uid, None, Some(&obj));
         self.objects.insert(obj.uid.clone(), obj.clone());
         self.generations.bump([Dependency::Membership]);
         Ok(obj)
@@ -303,6 +365,7 @@ impl Store {
         self.backend.update_meta(uid, next.to_meta()).await?;
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
+        self.reindex(uid, Some(&current), Some(&next));
         self.objects.insert(uid.to_owned(), next.clone());
         self.generations.bump(changed);
         Ok((next, r))
@@ -323,6 +386,7 @@ impl Store {
         self.backend.destroy(uid, Some(next.to_meta())).await?;
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
+        self.reindex(uid, Some(&current), Some(&next));
         self.objects.insert(uid.to_owned(), next.clone());
         self.generations.bump(changed);
         Ok(next)
@@ -339,6 +403,7 @@ impl Store {
             .update_meta(&previous.uid, previous.to_meta())
             .await?;
         let changed = changed_attributes(&current, &previous);
+        self.reindex(&previous.uid, Some(&current), Some(&previous));
         self.objects.insert(previous.uid.clone(), previous);
         self.generations.bump(changed);
         Ok(())
@@ -349,7 +414,9 @@ impl Store {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
         self.backend.destroy(uid, None).await?;
-        self.objects.remove(uid);
+        if let Some((_, old)) = self.objects.remove(uid) {
+            self.reindex(uid, Some(&old), None);
+        }
         self.generations.bump([Dependency::Membership]);
         Ok(())
     }

@@ -443,12 +443,11 @@ impl Ops {
         let Some(n) = name.as_name() else {
             return Ok(());
         };
-        let clash = self.store.snapshot().into_iter().any(|o| {
-            Some(o.uid.as_str()) != except
-                && !is_destroyed(&o)
-                && o.all(tags::NAME)
-                    .any(|x| x.as_name().is_some_and(|y| y.value == n.value))
-        });
+        let clash = self
+            .store
+            .by_name(&n.value)
+            .iter()
+            .any(|o| Some(o.uid.as_str()) != except && !is_destroyed(o));
         if clash {
             return Err(OpError::NonUniqueName(n.value));
         }
@@ -677,11 +676,28 @@ impl Ops {
         // Destroyed objects keep their attributes but are found only when the filter asks for
         // a State: an array locating its key by Name must not be handed a destroyed one.
         let asks_state = r.attributes.iter().any(|a| a.is(tags::STATE));
-        let mut found: Vec<(i64, String)> = self
-            .store
-            .snapshot()
+        // A Name or Object Group in the filter narrows the candidates through an index; the
+        // full filter still applies to them.
+        let candidates = if let Some(name) = r
+            .attributes
+            .iter()
+            .find(|a| a.is(tags::NAME))
+            .and_then(Attribute::as_name)
+        {
+            self.store.by_name(&name.value)
+        } else if let Some(group) = r
+            .attributes
+            .iter()
+            .find(|a| a.is(tags::OBJECT_GROUP))
+            .and_then(Attribute::as_text)
+        {
+            self.store.by_group(group)
+        } else {
+            self.store.snapshot()
+        };
+        let mut found: Vec<(i64, String)> = candidates
             .into_iter()
-            .filter(|o| (asks_state || !is_destroyed(o)) && visible(o) && matches(o, &r.attributes))
+            .filter(|o| (asks_state || !is_destroyed(o)) && matches(o, &r.attributes) && visible(o))
             .map(|o| {
                 (
                     o.first(tags::INITIAL_DATE)
