@@ -4,7 +4,7 @@
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::LimitsConfig;
-use crate::ops::{response_uids, OpContext, OpError, Ops, UndoJournal};
+use crate::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJournal};
 use crate::tls::Identity;
 use bytes::Bytes;
 use kmip_wire::model::{
@@ -152,7 +152,12 @@ impl Dispatcher {
             let started = Instant::now();
             let received = SystemTime::now();
             let op_label = format!("{:?}", item.operation);
-            let target = item.payload.as_ref().ok().and_then(request_uid);
+            let target = item
+                .payload
+                .as_ref()
+                .ok()
+                .and_then(target_uid)
+                .and_then(Clone::clone);
             let response = match item.payload.clone() {
                 Err(e) => item.failure(e.result_reason(), e.to_string()),
                 Ok(payload) => {
@@ -237,25 +242,6 @@ impl Dispatcher {
             }
         }
         Outcome::Respond(encoded)
-    }
-}
-
-/// The identifier a request names, if any (for the audit trail).
-fn request_uid(p: &kmip_wire::model::RequestPayload) -> Option<String> {
-    use kmip_wire::model::RequestPayload as P;
-    match p {
-        P::Get(r) => r.unique_identifier.clone(),
-        P::GetAttributes(r) => r.unique_identifier.clone(),
-        P::GetAttributeList(r) | P::Activate(r) | P::Destroy(r) => r.unique_identifier.clone(),
-        P::AddAttribute(r) | P::SetAttribute(r) => r.unique_identifier.clone(),
-        P::ModifyAttribute(r) => r.unique_identifier.clone(),
-        P::DeleteAttribute(r) => r.unique_identifier.clone(),
-        P::Revoke(r) => r.unique_identifier.clone(),
-        P::ReKey(r) => r.unique_identifier.clone(),
-        P::Check(r) => r.unique_identifier.clone(),
-        P::Encrypt(r) | P::Decrypt(r) => r.unique_identifier.clone(),
-        P::Mac(r) => r.unique_identifier.clone(),
-        _ => None,
     }
 }
 

@@ -208,7 +208,7 @@ fn digest_attr(material: &[u8], format: KeyFormatType) -> Attribute {
 }
 
 /// The Unique Identifier a request names, for operations on one existing object.
-fn target_uid(payload: &RequestPayload) -> Option<&Option<String>> {
+pub fn target_uid(payload: &RequestPayload) -> Option<&Option<String>> {
     Some(match payload {
         RequestPayload::Get(r) => &r.unique_identifier,
         RequestPayload::GetAttributes(r) => &r.unique_identifier,
@@ -1031,24 +1031,7 @@ impl Ops {
         let (_, echoed) = self
             .store
             .update(&uid, |o| {
-                let positions: Vec<usize> = o
-                    .attributes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| x.name == new.name)
-                    .map(|(i, _)| i)
-                    .collect();
-                let pick = match (&current, new.index) {
-                    (Some(cur), _) => positions
-                        .iter()
-                        .copied()
-                        .find(|&i| o.attributes[i].value == cur.value),
-                    (None, Some(idx)) => usize::try_from(idx)
-                        .ok()
-                        .and_then(|i| positions.get(i).copied()),
-                    (None, None) => positions.first().copied(),
-                };
-                let at = pick.ok_or(OpError::AttributeNotFound)?;
+                let at = instance_position(o, &new.name, current.as_ref(), new.index)?;
                 o.attributes[at].value = new.value.clone();
                 o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
                 Ok(new.clone())
@@ -1073,24 +1056,7 @@ impl Ops {
         let (_, removed) = self
             .store
             .update(&uid, |o| {
-                let positions: Vec<usize> = o
-                    .attributes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| x.name == r.name)
-                    .map(|(i, _)| i)
-                    .collect();
-                let pick = match (&r.current, r.index) {
-                    (Some(cur), _) => positions
-                        .iter()
-                        .copied()
-                        .find(|&i| o.attributes[i].value == cur.value),
-                    (None, Some(idx)) => usize::try_from(idx)
-                        .ok()
-                        .and_then(|i| positions.get(i).copied()),
-                    (None, None) => positions.first().copied(),
-                };
-                let at = pick.ok_or(OpError::AttributeNotFound)?;
+                let at = instance_position(o, &r.name, r.current.as_ref(), r.index)?;
                 let removed = o.attributes.remove(at);
                 o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
                 Ok(removed)
@@ -1498,6 +1464,28 @@ fn cipher_mode(
         None => return Err(OpError::MissingData("Block Cipher Mode".into())),
         Some(other) => return Err(OpError::BadCryptoParameters(format!("mode {other:?}"))),
     })
+}
+
+/// Where in `o.attributes` the addressed instance of `name` is: the one whose value equals
+/// `current` (2.x Current Attribute), else the `index`-th (1.x Attribute Index), else the first.
+fn instance_position(
+    o: &StoredObject,
+    name: &AttributeName,
+    current: Option<&Attribute>,
+    index: Option<i32>,
+) -> Result<usize, OpError> {
+    let mut positions = o
+        .attributes
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.name == *name)
+        .map(|(i, _)| i);
+    let pick = match (current, index) {
+        (Some(cur), _) => positions.find(|&i| o.attributes[i].value == cur.value),
+        (None, Some(idx)) => usize::try_from(idx).ok().and_then(|i| positions.nth(i)),
+        (None, None) => positions.next(),
+    };
+    pick.ok_or(OpError::AttributeNotFound)
 }
 
 /// Key formats whose Key Material is a structure rather than a byte string.
