@@ -369,6 +369,32 @@ impl Drop for GatewayProcess {
 
 // --- backends and lasting state -------------------------------------------------------------------
 
+/// Defines one test per backend: `backend_tests! { fn name(backend) { body } }` makes
+/// `mod name` with the tests `name::vault` and `name::softhsm`, each running `body` with
+/// `backend` bound to its [`Backend`]. Attributes before `fn` (doc comments) go on the module.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(#[$meta:meta])* fn $name:ident($backend:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($backend: $crate::Backend) $body
+
+            #[test]
+            fn vault() {
+                run($crate::Backend::Vault)
+            }
+
+            #[test]
+            fn softhsm() {
+                run($crate::Backend::SoftHsm)
+            }
+        }
+    };
+}
+
 /// The SoftHSM2 PKCS#11 module (Debian's `softhsm2` package).
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Label of the token a SoftHSM home creates.
