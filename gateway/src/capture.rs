@@ -9,7 +9,10 @@
 //!   encoding, which `kmip-conformance` reads (`--codec-only`, or replayed against a server).
 //!
 //! Key material, credentials and data never reach the files: [`redact`] replaces their values by
-//! their length (`<redacted 32 bytes>` in text, a `$REDACTED_32_BYTES_n` placeholder in XML).
+//! their length (`<redacted 32 bytes>` in text, a `$REDACTED_32_BYTES_n` placeholder in XML). In
+//! the XML, identifiers the server returned are `$UNIQUE_IDENTIFIER_n` placeholders and the
+//! server's date-times `$NOW-n` ([`replay_form`]), so a replay binds what the replayed-to server
+//! assigns.
 //!
 //! A connection only clones the message's `Bytes` into a bounded queue and never waits: when the
 //! queue is full the message is left out of the capture (counted, and marked in the files). One
@@ -25,6 +28,7 @@ use kmip_wire::names::{
 use kmip_wire::spec::{tags, EnumDef};
 use kmip_wire::ttlv::{decode, ItemType, Limits, Tag, Ttlv, Value};
 use kmip_wire::xml::to_xml_string;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
@@ -48,6 +52,13 @@ pub const CAPTURE_QUEUE_BYTES: usize = 64 << 20;
 /// Largest capture file: a long-lived connection must not fill the disk. Past it, the
 /// connection's capture stops (and says so).
 pub const MAX_CAPTURE_FILE_BYTES: u64 = 256 << 20;
+/// Distinct server identifiers a capture's XML numbers: bounds the memory of a long connection
+/// (a Locate can return many); past it, identifiers stay literal.
+const MAX_REPLAY_IDENTIFIERS: usize = 100_000;
+/// Distinct client-sent date-times remembered per capture, for the same reason.
+const MAX_REPLAY_TIMES: usize = 10_000;
+/// A response date-time this close to the response's own time is taken as chosen by the server.
+const SERVER_TIME_WINDOW_SECS: u64 = 24 * 3600;
 /// Characters of the user name kept in a file name.
 const MAX_USER_IN_FILE_NAME: usize = 64;
 /// Ends every XML capture file; overwritten by the next message.
@@ -67,10 +78,13 @@ pub enum CaptureError {
 // --- redaction (pure) -----------------------------------------------------------------------
 
 /// Tags whose value is secret wherever it appears: key material, wrapped keys, credentials,
-/// nonces/IVs, MACs and tags, plain and cipher text, certificates, opaque data, and the fields of
-/// transparent keys. A Structure with one of these tags keeps its shape; its secret leaves go.
+/// nonces/IVs, MACs and tags, plain and cipher text, certificates, opaque data, the fields of
+/// transparent keys, and digests of key values (a digest of a low-entropy Secret Data, such as a
+/// drive password, can be brute-forced offline). A Structure with one of these tags keeps its
+/// shape; its secret leaves go.
 const SECRET_TAGS: &[Tag] = &[
     tags::KEY_MATERIAL,
+    tags::DIGEST_VALUE,
     tags::KEY_VALUE,
     tags::OPAQUE_DATA_VALUE,
     tags::CERTIFICATE_VALUE,
@@ -122,6 +136,12 @@ pub enum Shown<'a> {
         item_type: ItemType,
         len: usize,
     },
+    /// A value written as a named XML placeholder (a server-assigned identifier).
+    Named {
+        tag: Tag,
+        item_type: ItemType,
+        name: String,
+    },
 }
 
 /// Replaces every secret value of `t` by its length. Secret: a byte string, big integer or text
@@ -129,14 +149,110 @@ pub enum Shown<'a> {
 /// Big Integer (KMIP only uses them for key parts); a byte string under a tag the specifications
 /// do not name (a vendor extension may carry anything).
 pub fn redact(t: &Ttlv) -> Shown<'_> {
-    redact_at(t, false)
+    walk(t, false, &mut |_| None)
 }
 
-fn redact_at(t: &Ttlv, inside_key_material: bool) -> Shown<'_> {
+/// What the XML of one capture has learnt for replays: the identifiers the server returned,
+/// numbered by first appearance in a response (the order in which `kmip-conformance` binds
+/// `$UNIQUE_IDENTIFIER_n`), and the date-times the client sent.
+#[derive(Debug, Default)]
+pub struct ReplayState {
+    identifiers: HashMap<String, usize>,
+    request_times: HashSet<i64>,
+}
+
+impl ReplayState {
+    fn identifier(
+        &mut self,
+        uid: &str,
+        in_response: bool,
+        is_identifier_tag: bool,
+    ) -> Option<String> {
+        let n = match self.identifiers.get(uid) {
+            Some(n) => *n,
+            // Numbered where `kmip-conformance` numbers: identifier tags of a response.
+            None if in_response
+                && is_identifier_tag
+                && self.identifiers.len() < MAX_REPLAY_IDENTIFIERS =>
+            {
+                let n = self.identifiers.len();
+                self.identifiers.insert(uid.to_owned(), n);
+                n
+            }
+            // Named by the client, never returned by the server here: kept as written.
+            None => return None,
+        };
+        Some(format!("${}{n}", crate::conformance::UID_PREFIX))
+    }
+
+    /// A response's date-time close to the response's own time and not sent by the client:
+    /// chosen by the server (Initial Date, Last Change Date...), so written relative to `$NOW`.
+    fn time(&mut self, secs: i64, in_response: bool, at: i64) -> Option<String> {
+        if !in_response {
+            if self.request_times.len() < MAX_REPLAY_TIMES {
+                self.request_times.insert(secs);
+            }
+            return None;
+        }
+        let age = at.checked_sub(secs)?;
+        if age.unsigned_abs() > SERVER_TIME_WINDOW_SECS || self.request_times.contains(&secs) {
+            return None;
+        }
+        Some(match age {
+            0 => "$NOW".to_owned(),
+            a if a > 0 => format!("$NOW-{a}"),
+            a => format!("$NOW+{}", a.unsigned_abs()),
+        })
+    }
+}
+
+/// The form of a message the XML capture holds, so that a replay against another server (or
+/// later) can match: [`redact`]ed; every identifier the server returned (in this message, if a
+/// response, or earlier) written as `$UNIQUE_IDENTIFIER_n`; the server's date-times in a
+/// response as `$NOW-n`. `at` is when the message went over the wire.
+pub fn replay_form<'a>(
+    t: &'a Ttlv,
+    in_response: bool,
+    at: SystemTime,
+    state: &mut ReplayState,
+) -> Shown<'a> {
+    let at = OffsetDateTime::from(at).unix_timestamp();
+    walk(t, false, &mut |leaf| {
+        let (item_type, name) = match &leaf.value {
+            Value::TextString(uid) => {
+                let is_identifier_tag = crate::conformance::IDENTIFIER_TAGS.contains(&leaf.tag);
+                (
+                    ItemType::TextString,
+                    state.identifier(uid, in_response, is_identifier_tag)?,
+                )
+            }
+            Value::DateTime(secs) => (ItemType::DateTime, state.time(*secs, in_response, at)?),
+            Value::DateTimeExtended(us) => (
+                ItemType::DateTimeExtended,
+                state.time(us.div_euclid(1_000_000), in_response, at)?,
+            ),
+            _ => return None,
+        };
+        // The header's time stamp is not compared by the runner: kept as it was.
+        (leaf.tag != tags::TIME_STAMP).then_some(Shown::Named {
+            tag: leaf.tag,
+            item_type,
+            name,
+        })
+    })
+}
+
+/// Redacts secrets, and lets `other` replace what else it wants among the remaining leaves (in
+/// document order).
+fn walk<'a>(
+    t: &'a Ttlv,
+    inside_key_material: bool,
+    other: &mut dyn FnMut(&'a Ttlv) -> Option<Shown<'a>>,
+) -> Shown<'a> {
     match &t.value {
         Value::Structure(items) => {
             let inside = inside_key_material || t.tag == tags::KEY_MATERIAL;
-            let shown: Vec<Shown<'_>> = items.iter().map(|c| redact_at(c, inside)).collect();
+            let shown: Vec<Shown<'a>> = items.iter().map(|c| walk(c, inside, other)).collect();
             if shown.iter().all(|s| matches!(s, Shown::Plain(_))) {
                 Shown::Plain(t)
             } else {
@@ -155,7 +271,7 @@ fn redact_at(t: &Ttlv, inside_key_material: bool) -> Shown<'_> {
         Value::TextString(s) if inside_key_material || SECRET_TAGS.contains(&t.tag) => {
             redacted(t, s.len())
         }
-        _ => Shown::Plain(t),
+        _ => other(t).unwrap_or(Shown::Plain(t)),
     }
 }
 
@@ -286,6 +402,18 @@ fn text_item(out: &mut String, shown: &Shown<'_>, depth: usize, attr_name: Optio
                 item_type.xml_name()
             );
         }
+        Shown::Named {
+            tag,
+            item_type,
+            name,
+        } => {
+            let _ = writeln!(
+                out,
+                "{} [{}] {name}",
+                element_name(*tag),
+                item_type.xml_name()
+            );
+        }
     }
 }
 
@@ -359,6 +487,20 @@ fn xml_item(out: &mut String, shown: &Shown<'_>, depth: usize, counter: &mut usi
                 placeholder(*len, *counter)
             );
             *counter += 1;
+        }
+        Shown::Named {
+            tag,
+            item_type,
+            name,
+        } => {
+            indent(out, depth);
+            xml_open(out, *tag);
+            let _ = writeln!(
+                out,
+                " type=\"{}\" value=\"{}\"/>",
+                item_type.xml_name(),
+                name
+            );
         }
     }
 }
@@ -472,6 +614,8 @@ struct FileState {
     skip_response: bool,
     /// Redacted values written to the XML so far (numbers the placeholders).
     redactions: usize,
+    /// What the XML needs to be replayable.
+    replay: ReplayState,
 }
 
 /// The gateway's wire capture: a folder and the writer thread behind a bounded queue.
@@ -542,7 +686,9 @@ impl Capture {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}<KMIP>\n",
             xml_comment(&format!(
                 "kmip-gateway wire capture: connection {conn_id} from {peer}, opened {}; \
-                 secret values are $REDACTED_<length>_BYTES_<n> placeholders",
+                 secret values are $REDACTED_<length>_BYTES_<n> placeholders, identifiers the \
+                 server returned $UNIQUE_IDENTIFIER_<n> and its times $NOW-<seconds> (the .txt \
+                 file has their values)",
                 rfc3339(opened)
             ))
         );
@@ -740,9 +886,7 @@ impl Writer {
         };
         match decode(bytes, &limits) {
             Ok(tree) => {
-                let shown = redact(&tree);
-                text.push_str(&text_tree(&shown));
-                let element = xml_tree(&shown, &mut st.redactions);
+                text.push_str(&text_tree(&redact(&tree)));
                 match direction {
                     Direction::Request => {
                         if st.pending_request.take().is_some() {
@@ -750,13 +894,16 @@ impl Writer {
                                 "a request whose response was not captured is left out",
                             ));
                         }
-                        st.pending_request = Some(element);
+                        let shown = replay_form(&tree, false, at, &mut st.replay);
+                        st.pending_request = Some(xml_tree(&shown, &mut st.redactions));
                         st.skip_response = false;
                     }
                     Direction::Response => match st.pending_request.take() {
                         Some(request) => {
+                            // Only a response that is written numbers identifiers.
+                            let shown = replay_form(&tree, true, at, &mut st.replay);
                             xml.push_str(&request);
-                            xml.push_str(&element);
+                            xml.push_str(&xml_tree(&shown, &mut st.redactions));
                         }
                         None if st.skip_response => {
                             st.skip_response = false;
@@ -1081,6 +1228,114 @@ mod tests {
             text.contains("AttributeValue [Integer] Encrypt | Decrypt (12)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn identifiers_and_times_the_server_chose_become_placeholders() {
+        let uid = |u: &str| Ttlv::new(tags::UNIQUE_IDENTIFIER, Value::TextString(u.into()));
+        let payload = |tag, uids: &[&str]| {
+            Ttlv::structure(tag, uids.iter().map(|u| uid(u)).collect::<Vec<_>>())
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut state = ReplayState::default();
+        let mut n = 0;
+        let mut xml = |t: &Ttlv, response: bool, state: &mut ReplayState| {
+            xml_tree(&replay_form(t, response, at, state), &mut n)
+        };
+        // Named by the client first: kept (the server never returned it in this capture).
+        let old = xml(&payload(tags::REQUEST_PAYLOAD, &["old"]), false, &mut state);
+        assert!(old.contains(r#"value="old""#), "{old}");
+        let located = xml(
+            &payload(tags::RESPONSE_PAYLOAD, &["a", "b", "a", "old"]),
+            true,
+            &mut state,
+        );
+        for (i, u) in ["a", "b", "a", "old"].iter().enumerate() {
+            let want = format!("$UNIQUE_IDENTIFIER_{}", [0, 1, 0, 2][i]);
+            assert_eq!(
+                located.lines().nth(i + 1).map(|l| l.contains(&want)),
+                Some(true),
+                "{u}: {located}"
+            );
+        }
+        let get = xml(&payload(tags::REQUEST_PAYLOAD, &["b"]), false, &mut state);
+        assert!(get.contains("$UNIQUE_IDENTIFIER_1"), "{get}");
+        // The client sets an Activation Date; the server answers with it and its own dates.
+        let date = |tag, secs| Ttlv::new(tag, Value::DateTime(secs));
+        let client_date = 2_000_000_000 - 60;
+        let sent = xml(
+            &Ttlv::structure(
+                tags::REQUEST_PAYLOAD,
+                vec![date(tags::ACTIVATION_DATE, client_date)],
+            ),
+            false,
+            &mut state,
+        );
+        assert!(!sent.contains("$NOW"), "{sent}");
+        let t = Ttlv::structure(
+            tags::RESPONSE_MESSAGE,
+            vec![
+                date(tags::TIME_STAMP, 2_000_000_000),
+                Ttlv::structure(
+                    tags::ATTRIBUTE,
+                    vec![
+                        Ttlv::new(
+                            tags::ATTRIBUTE_NAME,
+                            Value::TextString("Unique Identifier".into()),
+                        ),
+                        Ttlv::new(tags::ATTRIBUTE_VALUE, Value::TextString("b".into())),
+                    ],
+                ),
+                date(tags::ACTIVATION_DATE, client_date),
+                date(tags::INITIAL_DATE, 2_000_000_000 - 5),
+                date(tags::LAST_CHANGE_DATE, 2_000_000_000),
+                date(tags::DEACTIVATION_DATE, 1_000_000_000),
+                bs(tags::KEY_MATERIAL, &KEY),
+            ],
+        );
+        let out = xml(&t, true, &mut state);
+        let line = |tag| {
+            let name = tag_name(tag).unwrap();
+            out.lines()
+                .find(|l| l.contains(&format!("<{name} ")))
+                .unwrap_or_else(|| panic!("{name} in {out}"))
+                .to_owned()
+        };
+        assert!(
+            line(tags::TIME_STAMP).contains("2033-05-18T03:33:20+00:00"),
+            "{out}"
+        );
+        assert!(
+            line(tags::ATTRIBUTE_VALUE).contains("$UNIQUE_IDENTIFIER_1"),
+            "{out}"
+        );
+        assert!(
+            line(tags::ACTIVATION_DATE).contains("2033-05-18T03:32:20"),
+            "{out}"
+        );
+        assert!(
+            line(tags::INITIAL_DATE).contains(r#"value="$NOW-5""#),
+            "{out}"
+        );
+        assert!(
+            line(tags::LAST_CHANGE_DATE).contains(r#"value="$NOW""#),
+            "{out}"
+        );
+        assert!(
+            line(tags::DEACTIVATION_DATE).contains("2001-09-09"),
+            "{out}"
+        );
+        assert!(out.contains("$REDACTED_32_BYTES_"), "{out}");
+        // What the runner reads back: placeholders of the right types.
+        let node = kmip_wire::xml::parse_template(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        let mut found = Vec::new();
+        node.for_each_placeholder(&mut |p, t| found.push((p.0.clone(), t)));
+        assert!(
+            found.contains(&("NOW-5".into(), ItemType::DateTime)),
+            "{found:?}"
+        );
+        // The text form keeps the real values.
+        assert!(text_tree(&redact(&t)).contains(r#"AttributeValue [TextString] "b""#));
     }
 
     #[test]

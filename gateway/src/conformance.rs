@@ -25,7 +25,7 @@ use thiserror::Error;
 const VOLATILE_PREFIX: &str = "~volatile";
 
 /// Placeholder name prefix of the identifiers the server returns, numbered by first appearance.
-const UID_PREFIX: &str = "UNIQUE_IDENTIFIER_";
+pub const UID_PREFIX: &str = "UNIQUE_IDENTIFIER_";
 
 /// Operations whose new objects hold material the server generated (random key bits, a
 /// certificate signature): their values cannot match the recorded ones.
@@ -44,7 +44,7 @@ const GENERATING_OPERATIONS: &[&str] = &[
 const KEYED_OUTPUT_OPERATIONS: &[&str] = &["Encrypt", "Sign", "MAC"];
 
 /// Tags carrying identifiers the server assigned.
-const IDENTIFIER_TAGS: [Tag; 3] = [
+pub const IDENTIFIER_TAGS: [Tag; 3] = [
     tags::UNIQUE_IDENTIFIER,
     tags::PRIVATE_KEY_UNIQUE_IDENTIFIER,
     tags::PUBLIC_KEY_UNIQUE_IDENTIFIER,
