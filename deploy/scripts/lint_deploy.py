@@ -1,10 +1,13 @@
-"""Static checks of the deployment files (run through lint-deploy.sh).
+"""Static checks of the deployment files (run through lint-deploy.sh): YAML, the Kubernetes
+objects, the Dockerfile, and the Grafana dashboards (JSON, and every metric they chart is one the
+gateway's code emits).
 
 Usage: lint_deploy.py REPO_ROOT. Prints one line per problem and exits 1 if there
 is any. Needs PyYAML; tomllib (Python 3.11+) for the embedded gateway.toml.
 """
 
 import json
+import os
 import pathlib
 import re
 import sys
@@ -284,6 +287,100 @@ def check_dockerfile(root):
                 problem(path, f"{word} exec form must be an array of strings")
 
 
+METRIC_MACRO = re.compile(r'metrics::(?:counter|gauge|histogram)!\(\s*"([a-z0-9_]+)"')
+BUCKETED = re.compile(r'Matcher::Full\(\s*"([a-z0-9_]+)"')
+METRIC_IN_QUERY = re.compile(r"\b(kmip_[a-z0-9_]+)\b")
+HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
+
+
+def emitted_metrics(root):
+    """(metric names the Rust code emits, names exported as bucketed histograms)."""
+    names, bucketed = set(), set()
+    for crate in ("gateway", "backends", "policy"):
+        for folder, dirs, files in os.walk(root / crate):
+            # Build output (gateway/fuzz/target is gigabytes) holds no sources.
+            dirs[:] = [d for d in dirs if d != "target"]
+            for name in files:
+                if name.endswith(".rs"):
+                    text = (pathlib.Path(folder) / name).read_text(errors="replace")
+                    names.update(METRIC_MACRO.findall(text))
+                    bucketed.update(BUCKETED.findall(text))
+    return names, bucketed
+
+
+def dashboard_queries(dash):
+    """(panel title, query) of every panel target and query variable, nested rows included."""
+    out = []
+
+    def panels(items):
+        for p in items or []:
+            for t in p.get("targets") or []:
+                if "expr" not in t:
+                    problem(GRAFANA, f"panel {p.get('title')!r}: a target has no expr")
+                out.append((p.get("title"), t.get("expr", "")))
+            panels(p.get("panels"))
+
+    panels(dash.get("panels"))
+    for var in (dash.get("templating") or {}).get("list") or []:
+        if var.get("type") == "query":
+            q = var.get("query")
+            out.append((f"${var.get('name')}", q.get("query", "") if isinstance(q, dict) else q or ""))
+    return out
+
+
+GRAFANA = "deploy/grafana"
+
+
+def check_grafana(root):
+    """Dashboards parse, and chart only metrics the gateway emits (histogram series only of
+    metrics exported with buckets)."""
+    files = sorted((root / "deploy" / "grafana").glob("*.json"))
+    if not files:
+        problem(root / GRAFANA, "no dashboard")
+        return
+    emitted, bucketed = emitted_metrics(root)
+    if not emitted:
+        problem(root / GRAFANA, "found no metrics::counter!/gauge!/histogram! in the code")
+        return
+    charted = set()
+    for path in files:
+        try:
+            dash = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            problem(path, f"invalid JSON: {e}")
+            continue
+        for key in ("title", "uid", "panels"):
+            if not dash.get(key):
+                problem(path, f"no {key}")
+        ids = []
+
+        def collect_ids(items):
+            for p in items or []:
+                ids.append(p.get("id"))
+                collect_ids(p.get("panels"))
+
+        collect_ids(dash.get("panels"))
+        if len(ids) != len(set(ids)) or None in ids:
+            problem(path, "panel ids missing or not unique")
+        for title, expr in dashboard_queries(dash):
+            if expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
+                problem(path, f"panel {title!r}: unbalanced brackets in {expr}")
+            for name in METRIC_IN_QUERY.findall(expr):
+                base = name
+                for suffix in HISTOGRAM_SERIES:
+                    if name.endswith(suffix) and name[: -len(suffix)] in emitted:
+                        base = name[: -len(suffix)]
+                        if suffix == "_bucket" and base not in bucketed:
+                            problem(path, f"panel {title!r}: {name}, but {base} is exported "
+                                          "as a summary (no buckets)")
+                if base not in emitted:
+                    problem(path, f"panel {title!r}: {name} is not emitted by the code")
+                charted.add(base)
+    uncharted = sorted(emitted - charted)
+    if uncharted:
+        print(f"{GRAFANA}: note: not charted: {', '.join(uncharted)}", file=sys.stderr)
+
+
 def main():
     root = pathlib.Path(sys.argv[1]).resolve()
     k8s = root / "deploy" / "k8s"
@@ -292,6 +389,7 @@ def main():
             load_yaml_docs(path)
     check_k8s(root)
     check_dockerfile(root)
+    check_grafana(root)
     for p in problems:
         print(p)
     return 1 if problems else 0
