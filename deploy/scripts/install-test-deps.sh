@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian (bookworm) machine:
 #   - apt: softhsm2 (PKCS#11 backend tests), opensc (pkcs11-tool, used by
 #     deploy/softhsm/setup-token.sh), python3-venv when no venv can be made;
-#   - a Python venv at <repo>/.venv with PyKMIP (reference client and peer server).
+#   - a Python venv at <repo>/.venv with PyKMIP (reference client and peer server) and
+#     PyYAML (deploy/scripts/lint-deploy.sh).
 # Idempotent and quick when everything is present: apt-get update only runs when
 # something has to be installed. Runs as root, or through sudo otherwise.
 set -euo pipefail
@@ -57,7 +58,11 @@ if ! "$venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pykmip
     "$venv/bin/python" -c 'import kmip.pie.client' || die "pykmip does not import from $venv"
 fi
+if ! "$venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("yaml") is None)'; then
+    log "installing pyyaml into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pyyaml
+fi
 
 command -v pkcs11-tool >/dev/null || die "pkcs11-tool missing after installation"
 [ -r /usr/lib/softhsm/libsofthsm2.so ] || die "libsofthsm2.so missing after installation"
-log "ready: softhsm2, opensc, $venv with pykmip"
+log "ready: softhsm2, opensc, $venv with pykmip and pyyaml"
