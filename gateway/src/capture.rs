@@ -654,10 +654,6 @@ impl Capture {
         }))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The capture of a newly authenticated connection. Its files are created with its first
     /// message.
     pub fn connection(
