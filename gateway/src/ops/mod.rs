@@ -413,6 +413,7 @@ impl Ops {
     /// Attributes a client supplies at Create/Register, checked; server attributes are refused.
     fn client_attributes(
         &self,
+        ctx: &OpContext<'_>,
         attrs: Vec<Attribute>,
         creating: bool,
     ) -> Result<Vec<Attribute>, OpError> {
@@ -431,7 +432,7 @@ impl Ops {
                     out.retain(|x| x.name != a.name);
                 }
                 if tag == tags::NAME {
-                    self.check_name_unique(&a, None)?;
+                    self.check_name_unique(ctx, &a, None)?;
                 }
             }
             out.push(Attribute { index: None, ..a });
@@ -439,15 +440,22 @@ impl Ops {
         Ok(out)
     }
 
-    fn check_name_unique(&self, name: &Attribute, except: Option<&str>) -> Result<(), OpError> {
+    /// Names are unique among the live objects the caller can see: checking others' objects
+    /// would tell the caller that a hidden object has this Name.
+    fn check_name_unique(
+        &self,
+        ctx: &OpContext<'_>,
+        name: &Attribute,
+        except: Option<&str>,
+    ) -> Result<(), OpError> {
         let Some(n) = name.as_name() else {
             return Ok(());
         };
-        let clash = self
-            .store
-            .by_name(&n.value)
-            .iter()
-            .any(|o| Some(o.uid.as_str()) != except && !is_destroyed(o));
+        let current = self.access.current();
+        let id = current.1.identity(ctx.user);
+        let clash = self.store.by_name(&n.value).iter().any(|o| {
+            Some(o.uid.as_str()) != except && !is_destroyed(o) && current.1.may_see(&id, &facts(o))
+        });
         if clash {
             return Err(OpError::NonUniqueName(n.value));
         }
@@ -498,7 +506,7 @@ impl Ops {
                 "Create makes Symmetric Keys only".into(),
             ));
         }
-        let attrs = self.client_attributes(r.attributes, true)?;
+        let attrs = self.client_attributes(ctx, r.attributes, true)?;
         let alg = attrs
             .iter()
             .find(|a| a.is(tags::CRYPTOGRAPHIC_ALGORITHM))
@@ -552,7 +560,7 @@ impl Ops {
         r: RegisterRequest,
     ) -> Result<UidResponse, OpError> {
         let object_type = r.object.object_type();
-        let mut attrs = self.client_attributes(r.attributes, true)?;
+        let mut attrs = self.client_attributes(ctx, r.attributes, true)?;
         let (material, format) = match &r.object {
             ManagedObject::SymmetricKey(kb)
             | ManagedObject::PublicKey(kb)
@@ -980,7 +988,7 @@ impl Ops {
         let a = r.attribute;
         self.check_client_writable(&target, &a.name)?;
         if a.is(tags::NAME) {
-            self.check_name_unique(&a, None)?;
+            self.check_name_unique(ctx, &a, None)?;
         }
         let now = ctx.now;
         let (_, echoed) = self
@@ -1024,7 +1032,7 @@ impl Ops {
         let new = r.attribute;
         self.check_client_writable(&target, &new.name)?;
         if new.is(tags::NAME) {
-            self.check_name_unique(&new, Some(&uid))?;
+            self.check_name_unique(ctx, &new, Some(&uid))?;
         }
         let now = ctx.now;
         let current = r.current;

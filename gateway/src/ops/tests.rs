@@ -529,3 +529,41 @@ async fn repeated_locates_are_served_from_the_cache_until_a_relevant_write() {
     assert!(located(&h.dispatcher, &h.conn, "cached").await.is_empty());
     assert_eq!(located(&h.dispatcher, &h.conn, "renamed").await, vec![uid]);
 }
+
+#[tokio::test]
+async fn name_uniqueness_does_not_reveal_other_users_objects() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    h.create(v, Some("shared-name")).await;
+    let other = conn_of("other");
+    let msg = RequestMessage {
+        header: RequestHeader::new(v),
+        items: vec![RequestBatchItem::new(RequestPayload::Create(
+            CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+                    Attribute::name(&Name::new("shared-name")),
+                ],
+            },
+        ))],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&other, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(
+        r.items[0].result_status,
+        ResultStatus::Success,
+        "{:?}",
+        r.items[0].result_message
+    );
+}
