@@ -89,6 +89,37 @@ impl AttributeName {
         }
     }
 
+    /// The reference a request carries: unlike [`Self::to_reference`] it never drops a name
+    /// (the server, not the writer, decides what an unknown or undefined one means), and it
+    /// reads back as the same name. A name with no text form in `version` is written the way
+    /// [`Self::read_reference`] accepts it.
+    pub(crate) fn to_request_reference(&self, version: ProtocolVersion) -> Ttlv {
+        let enumeration =
+            |tag: Tag| Ttlv::new(tags::ATTRIBUTE_REFERENCE, Value::Enumeration(tag.0));
+        match self {
+            AttributeName::Tag(tag) if !version.is_v2() => {
+                match TAGS.iter().find(|t| t.v1 && t.tag == *tag) {
+                    Some(info) => codec::text(tags::ATTRIBUTE_NAME, info.spec_name),
+                    None => enumeration(*tag),
+                }
+            }
+            AttributeName::Tag(tag) => enumeration(*tag),
+            AttributeName::Vendor { vendor, name }
+                if !version.is_v2() && (vendor == "x" || vendor == "y") =>
+            {
+                codec::text(tags::ATTRIBUTE_NAME, &format!("{vendor}-{name}"))
+            }
+            AttributeName::Vendor { vendor, name } => codec::structure(
+                tags::ATTRIBUTE_REFERENCE,
+                vec![
+                    codec::text(tags::VENDOR_IDENTIFICATION, vendor),
+                    codec::text(tags::ATTRIBUTE_NAME, name),
+                ],
+            ),
+            AttributeName::Unknown(name) => codec::text(tags::ATTRIBUTE_NAME, name),
+        }
+    }
+
     /// 1.x `Attribute Name` or 2.x `Attribute Reference`; `None` when `version` cannot name it.
     pub(crate) fn to_reference(&self, version: ProtocolVersion) -> Option<Ttlv> {
         if !self.defined_in(version) {

@@ -521,7 +521,7 @@ impl RequestPayload {
             }
             RequestPayload::GetAttributes(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
-                items.extend(r.names.iter().filter_map(|n| n.to_reference(version)));
+                items.extend(r.names.iter().map(|n| n.to_request_reference(version)));
             }
             RequestPayload::GetAttributeList(r)
             | RequestPayload::Activate(r)
@@ -548,7 +548,7 @@ impl RequestPayload {
                         items.extend(write_wrapped(tags::CURRENT_ATTRIBUTE, current, version));
                     }
                     _ => {
-                        items.extend(r.name.to_reference(version));
+                        items.push(r.name.to_request_reference(version));
                         if !v2 {
                             items.extend(r.index.map(|i| codec::int(tags::ATTRIBUTE_INDEX, i)));
                         }
