@@ -142,7 +142,7 @@ impl Listener {
         let mut report = RecheckReport::default();
         for entry in self.connections.iter() {
             report.checked += 1;
-            let Err(e) = state.authenticate(Some(&entry.chain)) else {
+            let Err(e) = state.authenticate(Some(&entry.chain), false) else {
                 continue;
             };
             report.failing += 1;
@@ -335,7 +335,11 @@ impl Listener {
             .peer_certificates()
             .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
             .unwrap_or_default();
-        let identity = match tls.authenticate(Some(&chain)) {
+        let full_handshake = matches!(
+            stream.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full | rustls::HandshakeKind::FullWithHelloRetryRequest)
+        );
+        let identity = match tls.authenticate(Some(&chain), full_handshake) {
             Ok(id) => id,
             Err(e) => {
                 metrics::counter!("kmip_connections_refused_total", "reason" => e.label())
@@ -367,7 +371,7 @@ impl Listener {
             let verdict = self
                 .connections
                 .get(&conn_id)
-                .map(|c| current.authenticate(Some(&c.chain)));
+                .map(|c| current.authenticate(Some(&c.chain), false));
             if let Some(Err(e)) = verdict {
                 self.connections.remove(&conn_id);
                 metrics::counter!("kmip_connections_refused_total", "reason" => e.label())

@@ -123,6 +123,9 @@ pub struct Identity {
 
 struct UserAuth {
     verifier: Arc<dyn ClientCertVerifier>,
+    /// The user trusts exactly the handshake's CAs and CRLs, so a full handshake has already
+    /// run this user's verification (the common single-CA deployment).
+    same_as_handshake: bool,
 }
 
 /// What a configured certificate or CRL is, for the expiry gauges and warnings.
@@ -320,6 +323,11 @@ fn verifier(
     builder.build().map_err(|e| problem(e.to_string()))
 }
 
+/// A set of DER encodings, to compare trust configurations.
+fn der_set<'a>(items: impl Iterator<Item = &'a [u8]>) -> std::collections::BTreeSet<&'a [u8]> {
+    items.collect()
+}
+
 /// The one crypto provider of the process (aws-lc-rs).
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -353,7 +361,7 @@ impl TlsState {
             global_crls.extend(loaded.crls(path, &all_cas)?);
         }
         let mut all_crls = global_crls.clone();
-        let mut users = HashMap::with_capacity(cfg.users.len());
+        let mut per_user = Vec::with_capacity(cfg.users.len());
         for user in &cfg.users {
             let mut cas = Vec::new();
             for path in &user.cas {
@@ -365,8 +373,22 @@ impl TlsState {
                 all_crls.extend(own.iter().cloned());
                 crls.extend(own);
             }
-            let v = verifier(&cas, crls, &format!("user '{}'", user.name))?;
-            users.insert(user.name.clone(), UserAuth { verifier: v });
+            let v = verifier(&cas, crls.clone(), &format!("user '{}'", user.name))?;
+            per_user.push((user.name.clone(), v, cas, crls));
+        }
+        let mut users = HashMap::with_capacity(per_user.len());
+        let all_ca_set = der_set(all_cas.iter().map(|c| c.as_ref()));
+        let all_crl_set = der_set(all_crls.iter().map(|c| c.as_ref()));
+        for (name, verifier, cas, crls) in per_user {
+            let same_as_handshake = der_set(cas.iter().map(|c| c.as_ref())) == all_ca_set
+                && der_set(crls.iter().map(|c| c.as_ref())) == all_crl_set;
+            users.insert(
+                name,
+                UserAuth {
+                    verifier,
+                    same_as_handshake,
+                },
+            );
         }
         let handshake_verifier = verifier(&all_cas, all_crls, "all users")?;
         let mut expiries = vec![Expiry {
@@ -398,10 +420,12 @@ impl TlsState {
         })
     }
 
-    /// Maps a verified client chain to a configured user.
+    /// Maps a verified client chain to a configured user. `full_handshake`: this state's own
+    /// verifier checked the chain just now (not a resumed session, not a re-check after reload).
     pub fn authenticate(
         &self,
         chain: Option<&[CertificateDer<'_>]>,
+        full_handshake: bool,
     ) -> Result<Identity, AuthError> {
         let chain = chain.unwrap_or(&[]);
         let (end_entity, intermediates) = chain.split_first().ok_or(AuthError::NoCertificate)?;
@@ -435,9 +459,11 @@ impl TlsState {
             .users
             .get(&cn)
             .ok_or_else(|| AuthError::UnknownUser(cn.clone()))?;
-        user.verifier
-            .verify_client_cert(end_entity, intermediates, UnixTime::now())
-            .map_err(|_| AuthError::CaNotTrustedForUser { user: cn.clone() })?;
+        if !(full_handshake && user.same_as_handshake) {
+            user.verifier
+                .verify_client_cert(end_entity, intermediates, UnixTime::now())
+                .map_err(|_| AuthError::CaNotTrustedForUser { user: cn.clone() })?;
+        }
         Ok(Identity {
             user: cn,
             subject: cert.subject().to_string(),
