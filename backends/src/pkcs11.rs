@@ -604,7 +604,7 @@ fn logged_in(session: &Session) -> Result<(), BackendError> {
 fn token_usable(module: &Module, slot: Slot) -> Result<(), BackendError> {
     module.ctx.get_token_info(slot).map(|_| ()).map_err(|e| {
         BackendError::Unavailable(format!(
-            "PKCS#11 token is not usable ({e}); if it was removed, restore it and reopen the backend"
+            "PKCS#11 token is not usable ({e}); if it was removed, restore it and restart the gateway (the module reads its tokens only when loaded)"
         ))
     })
 }
