@@ -104,7 +104,10 @@ impl Dispatcher {
             Ok(r) => r,
             Err(e) => {
                 metrics::counter!("kmip_invalid_messages_total", "kind" => "message").increment(1);
-                let version = RequestMessage::peek_version(&ttlv).unwrap_or(FALLBACK_VERSION);
+                // An unknown version has no encoding to answer in (every tag would be pruned).
+                let version = RequestMessage::peek_version(&ttlv)
+                    .filter(|v| v.is_known())
+                    .unwrap_or(FALLBACK_VERSION);
                 return Outcome::Respond(encode(&ResponseMessage::message_failure(
                     version,
                     now(),

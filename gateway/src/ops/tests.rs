@@ -567,3 +567,29 @@ async fn name_uniqueness_does_not_reveal_other_users_objects() {
         r.items[0].result_message
     );
 }
+
+/// Found by the `request_path` fuzz target: a message the model rejects (Batch Count 10753 for
+/// one item) whose header names an unknown version (1.-1543503868) was answered in that version,
+/// where every tag is pruned: an empty Response Message the client cannot read.
+#[tokio::test]
+async fn malformed_message_in_an_unknown_version_is_answered_in_1_0() {
+    let h = harness().await;
+    let request = hex::decode(
+        "42007801000000984200770100000038420069010000002042006a02000000040000000100000000\
+         42006b0200000004a40000040000000042000d020000000400002a010000000042000f0100000050\
+         42005c05000000040000000b0000000042007901000000384200940700000019\
+         64756d6d7920554e495155455f4944454e5449464945525f3000000000000000\
+         42000a07000000055374617465000000",
+    )
+    .unwrap();
+    let Outcome::Respond(out) = h.dispatcher.handle(&h.conn, request.into()).await else {
+        panic!("connection closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(
+        r.header.protocol_version,
+        ProtocolVersion { major: 1, minor: 0 }
+    );
+    assert_eq!(r.items.len(), 1);
+    assert_eq!(r.items[0].result_status, ResultStatus::OperationFailed);
+}
