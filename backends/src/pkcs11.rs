@@ -633,20 +633,28 @@ fn destroy_objects(
     entry: &Entry,
     tombstone: Option<&[u8]>,
 ) -> Result<Option<Entry>, BackendError> {
-    if let Some(handle) = entry.material {
-        session.destroy_object(handle).map_err(p11_error)?;
-    }
     match tombstone {
         None => {
+            if let Some(handle) = entry.material {
+                session.destroy_object(handle).map_err(p11_error)?;
+            }
             session.destroy_object(entry.meta).map_err(p11_error)?;
             Ok(None)
         }
         Some(meta) => {
+            // The tombstone is written first: a crash before the material goes leaves a
+            // Destroyed object whose leftover material the next scan destroys, never an object
+            // that is neither live nor destroyed.
             let kept = Entry {
                 material: None,
                 ..*entry
             };
-            objects::replace_meta(session, uid, &kept, entry.flags | FLAG_TOMBSTONE, meta).map(Some)
+            let kept =
+                objects::replace_meta(session, uid, &kept, entry.flags | FLAG_TOMBSTONE, meta)?;
+            if let Some(handle) = entry.material {
+                session.destroy_object(handle).map_err(p11_error)?;
+            }
+            Ok(Some(kept))
         }
     }
 }
@@ -749,8 +757,9 @@ impl Backend for Pkcs11Backend {
                     spec.sensitive,
                 );
                 template.push(Attribute::ValueLen((u64::from(spec.bits) / 8).into()));
-                let key = s.generate_key(&mechanism, &template).map_err(p11_error)?;
-                objects::attach_meta(s, &record.uid, key, record.kind, 0, &record.meta)
+                objects::create_with_meta(s, &record.uid, record.kind, 0, &record.meta, |s| {
+                    s.generate_key(&mechanism, &template).map_err(p11_error)
+                })
             })
             .await?;
         self.publish(uid, entry).await
@@ -816,8 +825,9 @@ impl Backend for Pkcs11Backend {
         let job = ZeroizeTemplate(template);
         let entry = self
             .with_session(move |s| {
-                let handle = s.create_object(&job.0).map_err(p11_error)?;
-                objects::attach_meta(s, &record.uid, handle, record.kind, flags, &record.meta)
+                objects::create_with_meta(s, &record.uid, record.kind, flags, &record.meta, |s| {
+                    s.create_object(&job.0).map_err(p11_error)
+                })
             })
             .await?;
         self.publish(uid, entry).await

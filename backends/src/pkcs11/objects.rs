@@ -103,27 +103,33 @@ fn meta_template(uid: &str, value: Vec<u8>) -> Vec<Attribute> {
 
 /// Creates the metadata companion of freshly created material; destroys the material if that
 /// fails so no half object stays behind.
-pub(crate) fn attach_meta(
+/// Creates an object: its companion first, then its material with `make_material`. A crash in
+/// between leaves a companion without material, which the next scan removes; material never
+/// exists without the companion that names it as the gateway's.
+pub(crate) fn create_with_meta(
     session: &Session,
     uid: &str,
-    material: ObjectHandle,
     kind: ObjectKind,
     flags: u8,
     meta: &[u8],
+    make_material: impl FnOnce(&Session) -> Result<ObjectHandle, BackendError>,
 ) -> Result<Entry, BackendError> {
-    match session.create_object(&meta_template(uid, encode_meta(kind, flags, 0, meta))) {
-        Ok(meta) => Ok(Entry {
+    let meta_handle = session
+        .create_object(&meta_template(uid, encode_meta(kind, flags, 0, meta)))
+        .map_err(p11_error)?;
+    match make_material(session) {
+        Ok(material) => Ok(Entry {
             material: Some(material),
-            meta,
+            meta: meta_handle,
             kind,
             flags,
             seq: 0,
         }),
         Err(e) => {
-            if let Err(cleanup) = session.destroy_object(material) {
-                warn!(uid, error = %cleanup, "could not remove material after a failed metadata write");
+            if let Err(cleanup) = session.destroy_object(meta_handle) {
+                warn!(uid, error = %cleanup, "could not remove the companion after a failed create");
             }
-            Err(p11_error(e))
+            Err(e)
         }
     }
 }
@@ -258,19 +264,23 @@ pub(crate) fn scan(session: &Session) -> Result<Scan, BackendError> {
         let material = material.get(&uid).copied();
         match (material, flags & FLAG_TOMBSTONE != 0) {
             (None, false) => {
-                // Material is destroyed before the companion is removed or turned into a
-                // tombstone, so this is an interrupted destroy.
+                // A create interrupted before its material was made, or a removal interrupted
+                // after its material went: neither was acknowledged, so finish it.
                 warn!(
                     uid,
-                    "metadata without material (interrupted destroy?); ignored"
+                    "metadata without material (interrupted create or removal); removing it"
                 );
+                session.destroy_object(meta_handle).map_err(p11_error)?;
                 continue;
             }
-            (Some(_), true) => {
+            (Some(handle), true) => {
+                // A destroy interrupted after its tombstone was written: finish it, so destroyed
+                // key material never outlives a restart.
                 warn!(
                     uid,
-                    "tombstone that still has material; the material is ignored"
+                    "destroyed object still had material; destroying it now"
                 );
+                session.destroy_object(handle).map_err(p11_error)?;
             }
             _ => {}
         }
