@@ -7,7 +7,10 @@
 mod cipher;
 mod objects;
 mod pool;
+mod recovering;
 mod rv;
+
+pub use recovering::{RecoveringPkcs11, RECOVERY_INTERVAL};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -604,7 +607,7 @@ fn logged_in(session: &Session) -> Result<(), BackendError> {
 fn token_usable(module: &Module, slot: Slot) -> Result<(), BackendError> {
     module.ctx.get_token_info(slot).map(|_| ()).map_err(|e| {
         BackendError::Unavailable(format!(
-            "PKCS#11 token is not usable ({e}); if it was removed, restore it and restart the gateway (the module reads its tokens only when loaded)"
+            "PKCS#11 token is not usable ({e}); if it was removed, restore it: the module is reloaded and the token reopened automatically"
         ))
     })
 }

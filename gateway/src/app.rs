@@ -83,7 +83,7 @@ pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, Start
             pool_size,
             acquire_timeout,
         } => {
-            use kmip_backends::pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config};
+            use kmip_backends::pkcs11::{PinSource, Pkcs11Config, RecoveringPkcs11};
             let pin = match pin {
                 PinConfig::File(p) => PinSource::File(p.clone()),
                 PinConfig::Env(name) => PinSource::Env(name.clone()),
@@ -95,7 +95,7 @@ pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, Start
                 pool_size: *pool_size,
                 acquire_timeout: *acquire_timeout,
             };
-            Ok(Arc::new(Pkcs11Backend::open(config).await?))
+            Ok(RecoveringPkcs11::open(config).await?)
         }
     }
 }
