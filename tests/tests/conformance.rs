@@ -146,6 +146,11 @@ const CS_BC_PASSING: &[&str] = &[
     "CS-BC-M-8-14.xml",
     "CS-BC-M-9-14.xml",
     "CS-BC-M-10-14.xml",
+    "CS-BC-M-7-14.xml",
+    "CS-BC-M-11-14.xml",
+    "CS-BC-M-12-14.xml",
+    "CS-BC-M-13-14.xml",
+    "CS-BC-M-14-14.xml",
     "CS-BC-M-1-21.xml",
     "CS-BC-M-3-21.xml",
     "CS-BC-M-4-21.xml",
@@ -154,6 +159,11 @@ const CS_BC_PASSING: &[&str] = &[
     "CS-BC-M-8-21.xml",
     "CS-BC-M-9-21.xml",
     "CS-BC-M-10-21.xml",
+    "CS-BC-M-7-21.xml",
+    "CS-BC-M-11-21.xml",
+    "CS-BC-M-12-21.xml",
+    "CS-BC-M-13-21.xml",
+    "CS-BC-M-14-21.xml",
 ];
 
 /// CS-BC vectors that pass on PKCS#11 only: they use 8-byte AES-GCM nonces, which SoftHSM

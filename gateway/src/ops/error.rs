@@ -12,6 +12,8 @@ pub enum OpError {
     NotFound,
     #[error("the key's usage mask does not allow this use")]
     IncompatibleUsageMask,
+    #[error("decryption in this mode needs the IV/Counter/Nonce")]
+    MissingIv,
     #[error("object has been destroyed")]
     Destroyed,
     #[error("permission denied: {0}")]
@@ -98,6 +100,9 @@ impl OpError {
             OpError::NotExtractable => ResultReason::PermissionDenied,
             OpError::BadCryptoParameters(_) => ResultReason::CryptographicFailure,
             OpError::ResponseTooLarge => ResultReason::ResponseTooLarge,
+            // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
+            // and 2.1 alike.
+            OpError::MissingIv => ResultReason::InvalidMessage,
             OpError::Model(e) => e.result_reason(),
             OpError::Backend(e) => match e {
                 BackendError::NotFound(_) => ResultReason::ItemNotFound,

@@ -1293,10 +1293,19 @@ impl Ops {
         })
     }
 
-    fn usable_key(&self, uid: &str, usage: i32) -> Result<Arc<StoredObject>, OpError> {
+    fn usable_key(&self, uid: &str, usage: i32, now: i64) -> Result<Arc<StoredObject>, OpError> {
         let obj = self.live_object(uid)?;
         if state_of(&obj) != State::Active {
             return Err(OpError::WrongState(state_name(state_of(&obj))));
+        }
+        let date = |tag: Tag| obj.first(tag).and_then(Attribute::as_datetime);
+        // Protecting (encrypting, MACing) stops at the Protect Stop Date; processing
+        // (decrypting) starts at the Process Start Date.
+        if usage != USAGE_DECRYPT && date(tags::PROTECT_STOP_DATE).is_some_and(|d| d <= now) {
+            return Err(OpError::WrongState("past its Protect Stop Date"));
+        }
+        if usage == USAGE_DECRYPT && date(tags::PROCESS_START_DATE).is_some_and(|d| d > now) {
+            return Err(OpError::WrongState("before its Process Start Date"));
         }
         if let Some(mask) = obj
             .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
@@ -1311,15 +1320,62 @@ impl Ops {
         Ok(obj)
     }
 
+    /// Charges a use of `bytes` bytes against the key's Usage Limits, durably, before the
+    /// operation runs (a failed operation still counts: the conservative side).
+    async fn consume_usage(&self, obj: &StoredObject, bytes: usize) -> Result<(), OpError> {
+        if obj.first(tags::USAGE_LIMITS).is_none() {
+            return Ok(());
+        }
+        self.store
+            .update(&obj.uid, |o| {
+                let Some(Value::Structure(fields)) =
+                    o.first(tags::USAGE_LIMITS).map(|a| a.value.clone())
+                else {
+                    return Ok(());
+                };
+                let field = |tag: Tag| fields.iter().find(|t| t.tag == tag);
+                let total = field(tags::USAGE_LIMITS_TOTAL)
+                    .and_then(|t| t.as_long())
+                    .unwrap_or(0);
+                let remaining = field(tags::USAGE_LIMITS_COUNT)
+                    .and_then(|t| t.as_long())
+                    .unwrap_or(total);
+                // Usage Limits Unit: 1 = Byte, 2 = Object (one use per operation).
+                let need = match field(tags::USAGE_LIMITS_UNIT).and_then(|t| t.as_enum()) {
+                    Some(1) => i64::try_from(bytes).unwrap_or(i64::MAX),
+                    _ => 1,
+                };
+                if need > remaining {
+                    return Err(OpError::PermissionDenied(
+                        "the key's Usage Limits are exhausted".into(),
+                    ));
+                }
+                let mut kept: Vec<kmip_wire::ttlv::Ttlv> = fields
+                    .iter()
+                    .filter(|t| t.tag != tags::USAGE_LIMITS_COUNT)
+                    .cloned()
+                    .collect();
+                kept.push(kmip_wire::ttlv::Ttlv::new(
+                    tags::USAGE_LIMITS_COUNT,
+                    Value::LongInteger(remaining - need),
+                ));
+                o.set(tags::USAGE_LIMITS, Value::Structure(kept));
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn encrypt(
         &self,
         ctx: &mut OpContext<'_>,
         r: CryptoRequest,
     ) -> Result<EncryptResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_key(&uid, USAGE_ENCRYPT)?;
+        let obj = self.usable_key(&uid, USAGE_ENCRYPT, ctx.now)?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        self.consume_usage(&obj, data.len()).await?;
         let out = self
             .store
             .backend()
@@ -1352,9 +1408,15 @@ impl Ops {
         r: CryptoRequest,
     ) -> Result<DecryptResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_key(&uid, USAGE_DECRYPT)?;
+        let obj = self.usable_key(&uid, USAGE_DECRYPT, ctx.now)?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        if matches!(mode, CipherMode::Cbc { .. } | CipherMode::Gcm { .. })
+            && r.iv_counter_nonce.is_none()
+        {
+            return Err(OpError::MissingIv);
+        }
+        self.consume_usage(&obj, data.len()).await?;
         let out = self
             .store
             .backend()
@@ -1381,7 +1443,7 @@ impl Ops {
 
     async fn mac(&self, ctx: &mut OpContext<'_>, r: MacRequest) -> Result<MacResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_key(&uid, USAGE_MAC_GENERATE)?;
+        let obj = self.usable_key(&uid, USAGE_MAC_GENERATE, ctx.now)?;
         let alg = r
             .cryptographic_parameters
             .as_ref()
