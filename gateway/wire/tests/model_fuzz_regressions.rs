@@ -72,3 +72,25 @@ fn delete_attribute_keeps_names_the_version_does_not_define() {
         assert_eq!(back.name, name, "{version:?}");
     }
 }
+
+/// A response read with a version no table describes (1.-100663292) was written with every tag
+/// pruned: an empty Response Message that nothing can read.
+#[test]
+fn response_in_an_unknown_version_is_written_readably() {
+    let version = ProtocolVersion {
+        major: 1,
+        minor: -100_663_292,
+    };
+    let msg = ResponseMessage {
+        header: ResponseHeader::new(version, 1_600_000_000),
+        items: vec![ResponseBatchItem::failure(
+            Some(Operation::Query),
+            None,
+            ResultReason::InvalidMessage,
+            "bad",
+        )],
+    };
+    let bytes = msg.to_ttlv().to_bytes().unwrap();
+    let back = ResponseMessage::from_ttlv(&decode(&bytes, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(back, msg);
+}

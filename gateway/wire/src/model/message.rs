@@ -482,14 +482,18 @@ impl ResponseMessage {
     }
 
     /// The message in the encoding of its header's protocol version, with every tag that
-    /// version does not define left out (see [`super::tag_defined`]). Batch Count is the number
-    /// of items.
+    /// version does not define left out (see [`super::tag_defined`]) if the version is known.
+    /// Batch Count is the number of items.
     pub fn to_ttlv(&self) -> Ttlv {
         let version = self.header.protocol_version;
         let mut items = vec![self.header.to_ttlv(self.items.len())];
         items.extend(self.items.iter().map(|i| i.to_ttlv(version)));
         let mut message = codec::structure(tags::RESPONSE_MESSAGE, items);
-        prune_undefined(&mut message, version);
+        // An unknown version (1.-3, say) defines no tags to keep: pruning would leave an empty
+        // message, so its answer keeps everything.
+        if version.is_known() {
+            prune_undefined(&mut message, version);
+        }
         message
     }
 }
