@@ -4,6 +4,8 @@
 # Needs: `cargo build --release -p kmip-gateway -p kmip-bench` and `.venv/bin/pykmip-server`
 # (python3 -m venv .venv && .venv/bin/pip install pykmip). Writes JSON to $OUT (default: a
 # fresh temporary folder, printed at the end). Each server runs in a fresh folder per scenario.
+# PARTS selects what runs (default: all of "alone get256 health idle pykmip"). The SoftHSM
+# figures come from measure-softhsm.sh.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
@@ -11,6 +13,8 @@ PYKMIP=$ROOT/.venv/bin/pykmip-server
 WORK=$(mktemp -d)
 OUT=${OUT:-$WORK/results}
 DURATION=${DURATION:-5}
+PARTS=${PARTS:-alone get256 health idle pykmip}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
@@ -33,7 +37,7 @@ start_gateway() {
   GW_PID=$!
   PIDS+=("$GW_PID")
   for _ in $(seq 600); do
-    GW_ADDR=$(grep -o 'KMIP listener ready addr=[0-9.:]*' "$dir/log" | sed 's/.*addr=//' || true)
+    GW_ADDR=$(grep -o "KMIP listener ready addr=[0-9.:]*" "$dir/log" 2>/dev/null | sed "s/.*addr=//" || true)
     [ -n "$GW_ADDR" ] && break
     sleep 0.1
   done
@@ -85,7 +89,14 @@ bench() {
     --key "$PKI/client-purefa.key" --json "$OUT/$name.json" "$@"
 }
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The development PKI, made by a first gateway.
+start_gateway pki
+stop "$GW_PID"
+
 # Gateway alone.
+if part alone; then
 start_gateway get
 bench gw-get --target "$GW_ADDR" --scenario get --preload 1000 --connections 4 --concurrency 8 --duration "$DURATION"
 stop "$GW_PID"
@@ -95,8 +106,27 @@ stop "$GW_PID"
 start_gateway locate
 bench gw-locate-10k --target "$GW_ADDR" --scenario locate --preload 10000 --connections 4 --concurrency 8 --duration "$DURATION"
 stop "$GW_PID"
+fi
+
+# get at 256 connections below saturation: a closed loop finds the maximum, then an open loop
+# (--rate) at 70 % of it measures the latency spread p99/p50.
+if part get256; then
+start_gateway get256
+bench gw-get-256-closed --target "$GW_ADDR" --scenario get --preload 1000 --connections 256 \
+  --concurrency 256 --duration "$DURATION"
+RATE=$(python3 -c 'import json,sys; print(round(0.7 * json.load(open(sys.argv[1]))["result"]["throughput_per_s"]))' "$OUT/gw-get-256-closed.json")
+bench gw-get-256-open --target "$GW_ADDR" --scenario get --preload 1000 --connections 256 \
+  --concurrency 256 --rate "$RATE" --duration "$DURATION"
+python3 - "$OUT/gw-get-256-open.json" <<'PY'
+import json, sys
+l = json.load(open(sys.argv[1]))["result"]["latency_us"]
+print(f"get, 256 connections, open loop: p50 {l['p50']} us, p99 {l['p99']} us, p99/p50 {l['p99'] / l['p50']:.2f} (goal <= 5)")
+PY
+stop "$GW_PID"
+fi
 
 # health (new TLS connection + Locate per request) vs the bare mutual-TLS handshake.
+if part health; then
 start_gateway health
 bench gw-health --target "$GW_ADDR" --scenario health --preload 100 --concurrency 8 --duration "$DURATION"
 stop "$GW_PID"
@@ -108,17 +138,21 @@ sleep 1
 ECHO_ADDR=$(sed -n 's/.*addr=//p' "$WORK/echo.log")
 bench tls-handshake --target "$ECHO_ADDR" --scenario tls-handshake --concurrency 8 --duration "$DURATION"
 stop "$ECHO_PID"
+fi
 
 # Idle connections: server RSS per connection.
+if part idle; then
 for n in 1000 10000; do
   start_gateway "idle-$n"
   bench "gw-idle-$n" --target "$GW_ADDR" --scenario idle --connections "$n" --concurrency 16 \
     --count 1 --server-pid "$GW_PID"
   stop "$GW_PID"
 done
+fi
 
 # Gateway (A) vs PyKMIP (B), alternating rounds A, B, A, B. PyKMIP is slow to preload and its
 # Locate is linear: the comparison uses 100 keys for get and 1,000 for locate.
+if part pykmip; then
 for s in "get --preload 100" "lifecycle" "locate --preload 1000"; do
   name=${s%% *}
   start_gateway "cmp-$name"
@@ -129,4 +163,6 @@ for s in "get --preload 100" "lifecycle" "locate --preload 1000"; do
   stop "$GW_PID"
   stop "$PY_PID"
 done
+fi
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "JSON results in $OUT"

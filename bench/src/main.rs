@@ -1,6 +1,8 @@
 //! `kmip-bench`: a KMIP load generator (scenarios modelled on real clients, closed or open loop,
-//! hdrhistogram latencies, A/B comparison of two servers) and a bare-TLS baseline server.
+//! hdrhistogram latencies, A/B comparison of two servers), a bare-TLS baseline server and a raw
+//! PKCS#11 read baseline.
 
+mod cryptoki_read;
 mod echo;
 mod ops;
 mod run;
@@ -44,6 +46,38 @@ enum Command {
         #[arg(long)]
         ca: PathBuf,
     },
+    /// Raw PKCS#11 baseline of `get` on a PKCS#11 backend: plain threads, one session each,
+    /// reading CKA_VALUE of AES keys by cached handle (the keys, labelled
+    /// `kmip-bench-cryptoki-read`, are found or generated once as token objects).
+    CryptokiRead(CryptokiReadArgs),
+}
+
+#[derive(Args)]
+struct CryptokiReadArgs {
+    /// PKCS#11 module (shared library).
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    module: PathBuf,
+    /// Label of the token (slot numbers are not stable).
+    #[arg(long)]
+    token_label: String,
+    /// File holding the user PIN.
+    #[arg(long)]
+    pin_file: PathBuf,
+    /// AES-256 keys read at random.
+    #[arg(long, default_value_t = 100)]
+    keys: usize,
+    /// Threads, one session each.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Seconds of reading.
+    #[arg(long, conflicts_with = "count")]
+    duration: Option<f64>,
+    /// Reads in all.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -129,23 +163,29 @@ enum BenchError {
     Run(#[from] RunError),
     #[error(transparent)]
     Echo(#[from] echo::EchoError),
+    #[error(transparent)]
+    Raw(#[from] cryptoki_read::RawError),
+    #[error("async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("write {path}: {problem}")]
     Json { path: String, problem: String },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        // Blocking PKCS#11 calls on plain threads: no async runtime at all.
+        Some(Command::CryptokiRead(args)) => cryptoki_read(args),
         Some(Command::TlsEchoServer {
             listen,
             cert,
             key,
             ca,
-        }) => echo::serve(&listen, &cert, &key, &ca)
-            .await
-            .map_err(BenchError::from),
-        None => bench(cli.run).await,
+        }) => runtime().and_then(|rt| {
+            rt.block_on(echo::serve(&listen, &cert, &key, &ca))
+                .map_err(BenchError::from)
+        }),
+        None => runtime().and_then(|rt| rt.block_on(bench(cli.run))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +194,63 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)
+}
+
+fn limit(count: Option<u64>, duration: Option<f64>) -> Limit {
+    match (count, duration) {
+        (Some(n), _) => Limit::Count(n),
+        (None, Some(d)) => Limit::Duration(Duration::from_secs_f64(d.max(0.0))),
+        (None, None) => Limit::Duration(Duration::from_secs(10)),
+    }
+}
+
+fn cryptoki_read(args: CryptokiReadArgs) -> Result<(), BenchError> {
+    let spec = cryptoki_read::RawSpec {
+        module: args.module,
+        token_label: args.token_label,
+        pin_file: args.pin_file,
+        keys: args.keys,
+        concurrency: args.concurrency,
+        limit: limit(args.count, args.duration),
+    };
+    let stats = cryptoki_read::run(&spec)?;
+    stats.print(&format!(
+        "cryptoki-read on token {:?} ({} keys, {} threads)",
+        spec.token_label, spec.keys, spec.concurrency
+    ));
+    let report = json!({
+        "run": {
+            "scenario": "CryptokiRead",
+            "module": spec.module.display().to_string(),
+            "token_label": spec.token_label,
+            "keys": spec.keys,
+            "concurrency": spec.concurrency,
+            "limit": format!("{:?}", spec.limit),
+        },
+        "result": stats.to_json(),
+    });
+    write_json(args.json, &report)
+}
+
+fn write_json(path: Option<PathBuf>, report: &serde_json::Value) -> Result<(), BenchError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let text = serde_json::to_string_pretty(report).map_err(|e| BenchError::Json {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })?;
+    std::fs::write(&path, text).map_err(|e| BenchError::Json {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })
 }
 
 async fn bench(args: RunArgs) -> Result<(), BenchError> {
@@ -172,11 +269,7 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         scenario: args.scenario,
         connections: args.connections,
         concurrency: args.concurrency,
-        limit: match (args.count, args.duration) {
-            (Some(n), _) => Limit::Count(n),
-            (None, Some(d)) => Limit::Duration(Duration::from_secs_f64(d.max(0.0))),
-            (None, None) => Limit::Duration(Duration::from_secs(10)),
-        },
+        limit: limit(args.count, args.duration),
         rate: args.rate.filter(|r| *r > 0.0),
         mix: Mix::parse(&args.mix)?,
         server_pid: args.server_pid,
@@ -232,17 +325,7 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
             })
         }
     };
-    if let Some(path) = args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| BenchError::Json {
-            path: path.display().to_string(),
-            problem: e.to_string(),
-        })?;
-        std::fs::write(&path, text).map_err(|e| BenchError::Json {
-            path: path.display().to_string(),
-            problem: e.to_string(),
-        })?;
-    }
-    Ok(())
+    write_json(args.json, &report)
 }
 
 /// Adds a round to a target's totals (elapsed time adds up, so throughput stays per second).

@@ -171,6 +171,9 @@ pub async fn preload(target: &Target, spec: &Spec, count: usize) -> Result<Fixtu
                 let uid = conn
                     .create(Some(name), groups.get(i / GROUP_SIZE).map(String::as_str))
                     .await?;
+                // The first Get of a key is a durable write (Fresh becomes false); on a PKCS#11
+                // token that write costs ~100 ms. Doing it here keeps the measured Gets reads.
+                conn.get(&uid).await?;
                 made.push((i, uid));
             }
             Ok::<_, OpError>(made)
@@ -200,10 +203,10 @@ pub async fn preload(target: &Target, spec: &Spec, count: usize) -> Result<Fixtu
 
 /// SplitMix64: a tiny deterministic generator to pick keys and mix operations (statistical
 /// quality is irrelevant here; cost and reproducibility are).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -211,7 +214,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
     }
 }

@@ -170,3 +170,106 @@ fn tls_handshake_baseline_against_the_echo_server() {
     assert_clean(&report, "tls-handshake");
     drop(echo);
 }
+
+/// The SoftHSM2 module the raw baseline loads.
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Runs `kmip-bench cryptoki-read` on the token of `conf`; returns its JSON report.
+fn cryptoki_read(conf: &std::path::Path, pin_file: &std::path::Path, args: &[&str]) -> Value {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new(BENCH)
+        .args([
+            "cryptoki-read",
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            "smoke",
+        ])
+        .arg("--pin-file")
+        .arg(pin_file)
+        .arg("--json")
+        .arg(out.path())
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kmip-bench cryptoki-read {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+}
+
+#[test]
+fn cryptoki_read_baseline_on_a_throwaway_token() {
+    let found = Command::new("softhsm2-util")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "softhsm2-util not found: this test needs SoftHSM2 (apt-get install softhsm2)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let pin_file = dir.path().join("user.pin");
+    std::fs::write(&pin_file, "271828\n").unwrap();
+    let init = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "smoke"])
+        .args(["--pin", "271828", "--so-pin", "314159"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "softhsm2-util --init-token: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // First run generates the keys, the second finds and reuses them.
+    for generated in [4, 0] {
+        let report = cryptoki_read(
+            &conf,
+            &pin_file,
+            &["--keys", "4", "--concurrency", "2", "--count", "300"],
+        );
+        assert_clean(&report, "cryptoki-read");
+        let result = &report["result"];
+        assert_eq!(result["ok"], 300, "{result:#}");
+        assert_eq!(result["extra"]["keys"], 4, "{result:#}");
+        assert_eq!(result["extra"]["keys_generated"], generated, "{result:#}");
+    }
+
+    // A wrong PIN is an error, not a run of failed reads.
+    std::fs::write(&pin_file, "000000\n").unwrap();
+    let output = Command::new(BENCH)
+        .args([
+            "cryptoki-read",
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            "smoke",
+        ])
+        .arg("--pin-file")
+        .arg(&pin_file)
+        .args(["--count", "10"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("login"), "{stderr}");
+    assert!(!stderr.contains("000000"), "the PIN leaked: {stderr}");
+}
