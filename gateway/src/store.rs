@@ -371,6 +371,35 @@ impl Store {
         Ok((next, r))
     }
 
+    /// Applies `change` at once and makes it durable in the background, for informational
+    /// attributes whose loss in a crash is harmless (Fresh). The object's write lock is held
+    /// until the write is done, and the write stores the latest version, so later writes
+    /// cannot be overtaken by it.
+    pub async fn update_lazily(
+        self: &Arc<Self>,
+        uid: &str,
+        change: impl FnOnce(&mut StoredObject),
+    ) {
+        let guard = self.lock_for(uid).lock_owned().await;
+        let Some(current) = self.get(uid) else { return };
+        let mut next = (*current).clone();
+        change(&mut next);
+        let changed = changed_attributes(&current, &next);
+        let next = Arc::new(next);
+        self.reindex(uid, Some(&current), Some(&next));
+        self.objects.insert(uid.to_owned(), next);
+        self.generations.bump(changed);
+        let this = self.clone();
+        let uid = uid.to_owned();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let Some(latest) = this.get(&uid) else { return };
+            if let Err(e) = this.backend.update_meta(&uid, latest.to_meta()).await {
+                tracing::warn!(uid = %uid, error = %e, "background attribute write failed");
+            }
+        });
+    }
+
     /// KMIP Destroy: the material goes for good; the object stays with its attributes
     /// (`change` marks it Destroyed).
     pub async fn destroy(

@@ -377,7 +377,7 @@ impl Ops {
             RequestPayload::Locate(r) => ResponsePayload::Locate(self.locate(ctx, &r).await?),
             RequestPayload::Get(r) => ResponsePayload::Get(self.get(ctx, r).await?),
             RequestPayload::GetAttributes(r) => {
-                ResponsePayload::GetAttributes(self.get_attributes(ctx, r)?)
+                ResponsePayload::GetAttributes(self.get_attributes(ctx, r).await?)
             }
             RequestPayload::GetAttributeList(r) => {
                 ResponsePayload::GetAttributeList(self.get_attribute_list(ctx, r)?)
@@ -530,10 +530,7 @@ impl Ops {
         let mut obj = self.new_object(ctx, ObjectType::SymmetricKey, attrs)?;
         flag_attrs(&mut obj, &spec);
         let uid = obj.uid.clone();
-        self.store.create(obj, spec.clone()).await?;
-        if spec.extractable && !spec.sensitive {
-            self.add_digest(&uid).await?;
-        }
+        self.store.create(obj, spec).await?;
         ctx.id_placeholder = Some(uid.clone());
         Ok(CreateResponse {
             object_type: ObjectType::SymmetricKey,
@@ -541,17 +538,19 @@ impl Ops {
         })
     }
 
-    /// Records the Digest of a generated key, which only the backend has seen.
-    async fn add_digest(&self, uid: &str) -> Result<(), OpError> {
-        let material = self.store.read_material(uid).await?;
-        let digest = digest_attr(&material, KeyFormatType::Raw);
-        self.store
-            .update(uid, |o| {
-                o.attributes.push(digest);
-                Ok(())
-            })
-            .await?;
-        Ok(())
+    /// The Digest of a generated key, which only the backend has seen: derived from the
+    /// material when asked for rather than stored, so a Create is one durable write.
+    async fn derived_digest(&self, obj: &StoredObject) -> Option<Attribute> {
+        if !digest_derivable(obj) {
+            return None;
+        }
+        match self.store.read_material(&obj.uid).await {
+            Ok(material) => Some(digest_attr(&material, KeyFormatType::Raw)),
+            Err(e) => {
+                tracing::warn!(uid = %obj.uid, error = %e, "Digest not derived");
+                None
+            }
+        }
     }
 
     async fn register(
@@ -895,13 +894,11 @@ impl Ops {
             }
         };
         if flag(tags::FRESH) == Some(true) {
-            // KMIP: an object stops being Fresh once it has been served to a client.
+            // KMIP: an object stops being Fresh once it has been served to a client. The flag
+            // is informational, so the Get does not wait for its durable write.
             self.store
-                .update(&uid, |o| {
-                    o.set(tags::FRESH, Value::Boolean(false));
-                    Ok(())
-                })
-                .await?;
+                .update_lazily(&uid, |o| o.set(tags::FRESH, Value::Boolean(false)))
+                .await;
         }
         ctx.id_placeholder = Some(uid.clone());
         Ok(GetResponse {
@@ -910,14 +907,20 @@ impl Ops {
         })
     }
 
-    fn get_attributes(
+    async fn get_attributes(
         &self,
         ctx: &mut OpContext<'_>,
         r: GetAttributesRequest,
     ) -> Result<GetAttributesResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
         let obj = self.object(&uid)?;
-        let attributes = if r.names.is_empty() {
+        let digest = AttributeName::Tag(tags::DIGEST);
+        let derived = if r.names.is_empty() || r.names.contains(&digest) {
+            self.derived_digest(&obj).await
+        } else {
+            None
+        };
+        let mut attributes: Vec<Attribute> = if r.names.is_empty() {
             obj.attributes.clone()
         } else {
             // An attribute the object does not have is simply absent (vCenter asks for custom
@@ -927,6 +930,7 @@ impl Ops {
                 .flat_map(|n| obj.find(n).cloned().collect::<Vec<_>>())
                 .collect()
         };
+        attributes.extend(derived);
         let attributes: Vec<Attribute> = attributes
             .into_iter()
             .filter(|a| reportable(&a.name, ctx.version))
@@ -950,6 +954,9 @@ impl Ops {
             if reportable(&a.name, ctx.version) && !names.contains(&a.name) {
                 names.push(a.name.clone());
             }
+        }
+        if digest_derivable(&obj) {
+            names.push(AttributeName::Tag(tags::DIGEST));
         }
         ctx.id_placeholder = Some(uid.clone());
         Ok(GetAttributeListResponse {
@@ -1534,6 +1541,16 @@ fn cipher_mode(
         None => return Err(OpError::MissingData("Block Cipher Mode".into())),
         Some(other) => return Err(OpError::BadCryptoParameters(format!("mode {other:?}"))),
     })
+}
+
+/// Whether a Digest can be derived for `obj`: a live generated key the backend may return.
+fn digest_derivable(obj: &StoredObject) -> bool {
+    let flag = |tag: Tag| obj.first(tag).and_then(Attribute::as_bool);
+    obj.kind == ObjectKind::SymmetricKey
+        && obj.first(tags::DIGEST).is_none()
+        && !is_destroyed(obj)
+        && flag(tags::EXTRACTABLE) != Some(false)
+        && flag(tags::SENSITIVE) != Some(true)
 }
 
 /// Where in `o.attributes` the addressed instance of `name` is: the one whose value equals
