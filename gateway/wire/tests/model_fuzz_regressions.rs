@@ -94,3 +94,22 @@ fn response_in_an_unknown_version_is_written_readably() {
     let back = ResponseMessage::from_ttlv(&decode(&bytes, &Limits::default()).unwrap()).unwrap();
     assert_eq!(back, msg);
 }
+
+/// Get Attributes read every Attribute Name before every Attribute Reference, so a 2.x request
+/// mixing them came back reordered (and the answer listed the attributes in another order).
+#[test]
+fn get_attributes_keeps_the_order_of_mixed_names_and_references() {
+    let names = vec![
+        AttributeName::Tag(tags::CRYPTOGRAPHIC_ALGORITHM),
+        AttributeName::Unknown("Not An Attribute".into()),
+        AttributeName::Tag(tags::OBJECT_TYPE),
+    ];
+    let payload = RequestPayload::GetAttributes(GetAttributesRequest {
+        unique_identifier: Some("uid".into()),
+        names: names.clone(),
+    });
+    let RequestPayload::GetAttributes(back) = round_trip(V2_1, payload) else {
+        panic!("operation changed");
+    };
+    assert_eq!(back.names, names);
+}

@@ -384,8 +384,11 @@ impl RequestPayload {
             Operation::GetAttributes => {
                 let mut names = Vec::new();
                 for n in node
-                    .all(tags::ATTRIBUTE_NAME)
-                    .chain(node.all(tags::ATTRIBUTE_REFERENCE))
+                    .items()
+                    // In message order: the answer lists attributes in the order asked.
+                    .filter(|n| {
+                        [tags::ATTRIBUTE_NAME, tags::ATTRIBUTE_REFERENCE].contains(&n.ttlv.tag)
+                    })
                 {
                     names.push(AttributeName::read_reference(&n)?);
                 }
