@@ -23,6 +23,33 @@ pub enum ObjectKind {
     PrivateKey,
 }
 
+impl ObjectKind {
+    /// The byte both backends store for the kind. Part of their on-disk and on-token formats:
+    /// never renumber.
+    pub fn code(self) -> u8 {
+        match self {
+            ObjectKind::SymmetricKey => 1,
+            ObjectKind::SecretData => 2,
+            ObjectKind::OpaqueObject => 3,
+            ObjectKind::Certificate => 4,
+            ObjectKind::PublicKey => 5,
+            ObjectKind::PrivateKey => 6,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<ObjectKind> {
+        Some(match code {
+            1 => ObjectKind::SymmetricKey,
+            2 => ObjectKind::SecretData,
+            3 => ObjectKind::OpaqueObject,
+            4 => ObjectKind::Certificate,
+            5 => ObjectKind::PublicKey,
+            6 => ObjectKind::PrivateKey,
+            _ => return None,
+        })
+    }
+}
+
 /// Key algorithms a backend can generate and use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyAlgorithm {

@@ -220,23 +220,6 @@ async fn connect(gw: &GatewayProcess, data: &Path) -> KmipClient {
     c
 }
 
-/// Status code and body of `GET path` on the admin listener.
-fn admin_get(gw: &GatewayProcess, path: &str) -> (u16, String) {
-    let addr = gw.admin_addr().expect("started with the admin listener");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (code, body)
-}
-
 async fn call(
     c: &mut KmipClient,
     payload: RequestPayload,
@@ -404,7 +387,7 @@ fn disk_full_fails_writes_cleanly_and_a_restart_recovers() {
     let keys = rt.block_on(async {
         let mut c = connect(&gw, &data).await;
         let mut keys = create_keys(&mut c, BEFORE_FAULT).await;
-        assert_eq!(admin_get(&gw, "/readyz").0, 200);
+        assert_eq!(gw.admin_get("/readyz").0, 200);
 
         let filler = disk.path().join("filler");
         let filled = fill(&filler);
@@ -434,7 +417,7 @@ fn disk_full_fails_writes_cleanly_and_a_restart_recovers() {
         let again = call(&mut c, create_aes256()).await.unwrap();
         assert_eq!(again.result_reason, Some(ResultReason::GeneralFailure), "{again:?}");
         assert_exactly(&mut c, &keys, "on the full disk").await;
-        let (code, body) = admin_get(&gw, "/readyz");
+        let (code, body) = gw.admin_get("/readyz");
         assert_eq!(code, 503, "readyz on a full disk: {body}");
         assert!(body.contains("restart"), "readyz body: {body}");
 
@@ -443,7 +426,7 @@ fn disk_full_fails_writes_cleanly_and_a_restart_recovers() {
         std::fs::remove_file(&filler).unwrap();
         let after = call(&mut c, create_aes256()).await.unwrap();
         assert_eq!(after.result_reason, Some(ResultReason::GeneralFailure), "{after:?}");
-        assert_eq!(admin_get(&gw, "/readyz").0, 503);
+        assert_eq!(gw.admin_get("/readyz").0, 503);
         keys
     });
     assert!(
@@ -454,7 +437,7 @@ fn disk_full_fails_writes_cleanly_and_a_restart_recovers() {
     stop(gw);
 
     let gw = GatewayProcess::start_with(&options(&data));
-    assert_eq!(admin_get(&gw, "/readyz").0, 200, "{}", gw.log());
+    assert_eq!(gw.admin_get("/readyz").0, 200, "{}", gw.log());
     rt.block_on(async {
         let mut c = connect(&gw, &data).await;
         assert_exactly(&mut c, &keys, "after the restart").await;
@@ -500,7 +483,7 @@ fn failing_device_fails_writes_cleanly_and_a_restart_recovers() {
             "{item:?}"
         );
         assert_exactly(&mut c, &keys, "on the failed device").await;
-        assert_eq!(admin_get(&gw, "/readyz").0, 503);
+        assert_eq!(gw.admin_get("/readyz").0, 503);
         keys
     });
     let log = gw.log();
@@ -513,7 +496,7 @@ fn failing_device_fails_writes_cleanly_and_a_restart_recovers() {
     stop(gw);
     disk.replace_device();
     let gw = GatewayProcess::start_with(&options(&data));
-    assert_eq!(admin_get(&gw, "/readyz").0, 200, "{}", gw.log());
+    assert_eq!(gw.admin_get("/readyz").0, 200, "{}", gw.log());
     rt.block_on(async {
         let mut c = connect(&gw, &data).await;
         assert_exactly(&mut c, &keys, "after the device came back").await;

@@ -12,7 +12,6 @@ use kmip_wire::model::{
 };
 use kmip_wire::spec::tags;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,23 +21,6 @@ const VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 4 };
 /// How long a counter updated after the client saw its answer (a handshake failure, the capture
 /// writer) may take to show.
 const SETTLE: Duration = Duration::from_secs(10);
-
-/// `GET path` on the admin listener: status code and body.
-fn admin_get(gw: &GatewayProcess, path: &str) -> (u16, String) {
-    let addr = gw.admin_addr().expect("started with the admin listener");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (code, body)
-}
 
 /// One sample of the Prometheus text format.
 #[derive(Debug)]
@@ -111,7 +93,7 @@ struct Scrape(Vec<Sample>);
 
 impl Scrape {
     fn take(gw: &GatewayProcess) -> Scrape {
-        let (code, body) = admin_get(gw, "/metrics");
+        let (code, body) = gw.admin_get("/metrics");
         assert_eq!(code, 200, "{body}");
         Scrape(parse_samples(&body))
     }
@@ -199,8 +181,8 @@ async fn metrics_move_with_requests_and_refusals() {
         admin: true,
         ..GatewayOptions::default()
     });
-    assert_eq!(admin_get(&gw, "/healthz").0, 200);
-    let (code, body) = admin_get(&gw, "/readyz");
+    assert_eq!(gw.admin_get("/healthz").0, 200);
+    let (code, body) = gw.admin_get("/readyz");
     assert_eq!(code, 200, "{body}");
 
     let before = Scrape::take(&gw);

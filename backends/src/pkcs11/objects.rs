@@ -43,34 +43,11 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
 }
 
-fn kind_code(kind: ObjectKind) -> u8 {
-    match kind {
-        ObjectKind::SymmetricKey => 1,
-        ObjectKind::SecretData => 2,
-        ObjectKind::OpaqueObject => 3,
-        ObjectKind::Certificate => 4,
-        ObjectKind::PublicKey => 5,
-        ObjectKind::PrivateKey => 6,
-    }
-}
-
-fn kind_from_code(code: u8) -> Option<ObjectKind> {
-    Some(match code {
-        1 => ObjectKind::SymmetricKey,
-        2 => ObjectKind::SecretData,
-        3 => ObjectKind::OpaqueObject,
-        4 => ObjectKind::Certificate,
-        5 => ObjectKind::PublicKey,
-        6 => ObjectKind::PrivateKey,
-        _ => return None,
-    })
-}
-
 /// The value stored in a metadata companion.
 fn encode_meta(kind: ObjectKind, flags: u8, seq: u64, meta: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(META_HEADER_LEN + meta.len());
     value.extend_from_slice(META_MAGIC);
-    value.push(kind_code(kind));
+    value.push(kind.code());
     value.push(flags);
     value.extend_from_slice(&seq.to_be_bytes());
     value.extend_from_slice(meta);
@@ -85,7 +62,12 @@ fn decode_meta(value: &[u8]) -> Option<Meta<'_>> {
     let (&kind, rest) = rest.split_first()?;
     let (&flags, rest) = rest.split_first()?;
     let (seq, meta) = rest.split_first_chunk::<8>()?;
-    Some((kind_from_code(kind)?, flags, u64::from_be_bytes(*seq), meta))
+    Some((
+        ObjectKind::from_code(kind)?,
+        flags,
+        u64::from_be_bytes(*seq),
+        meta,
+    ))
 }
 
 /// Template of a metadata companion.

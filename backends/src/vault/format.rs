@@ -182,29 +182,6 @@ pub(crate) fn finish_frame(buf: &mut [u8], start: usize) {
     buf[start + 8..start + 12].copy_from_slice(&header_crc.to_le_bytes());
 }
 
-fn kind_code(kind: ObjectKind) -> u8 {
-    match kind {
-        ObjectKind::SymmetricKey => 1,
-        ObjectKind::SecretData => 2,
-        ObjectKind::OpaqueObject => 3,
-        ObjectKind::Certificate => 4,
-        ObjectKind::PublicKey => 5,
-        ObjectKind::PrivateKey => 6,
-    }
-}
-
-fn kind_from_code(code: u8) -> Option<ObjectKind> {
-    Some(match code {
-        1 => ObjectKind::SymmetricKey,
-        2 => ObjectKind::SecretData,
-        3 => ObjectKind::OpaqueObject,
-        4 => ObjectKind::Certificate,
-        5 => ObjectKind::PublicKey,
-        6 => ObjectKind::PrivateKey,
-        _ => return None,
-    })
-}
-
 fn algorithm_code(a: KeyAlgorithm) -> u8 {
     match a {
         KeyAlgorithm::Aes => 1,
@@ -239,7 +216,7 @@ pub(crate) fn record_disk_len(uid: &str, entry: Option<&Entry>) -> u64 {
 /// limits, so the length casts below cannot truncate.
 fn encode_entry(e: &Entry) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(entry_plain_len(e)));
-    out.push(kind_code(e.kind));
+    out.push(e.kind.code());
     match &e.spec {
         None => out.push(0),
         Some(s) => {
@@ -311,7 +288,7 @@ impl<'a> Cursor<'a> {
 
 fn decode_entry(plain: &[u8]) -> Result<Entry, String> {
     let mut c = Cursor { rest: plain };
-    let kind = kind_from_code(c.u8()?).ok_or("unknown object kind")?;
+    let kind = ObjectKind::from_code(c.u8()?).ok_or("unknown object kind")?;
     let spec = if c.flag()? {
         let algorithm = algorithm_from_code(c.u8()?).ok_or("unknown key algorithm")?;
         let bits = c.u32()?;
