@@ -279,7 +279,9 @@ impl Worker {
                         } else if r < u64::from(mix.get) + u64::from(mix.locate) {
                             locate(stats, &mut c, &fixture, pick, seq).await
                         } else {
-                            let name = format!("{}-mixed-{seq}", fixture.tag);
+                            // Names are unique server-side and `seq` restarts every round.
+                            let name =
+                                format!("{}-mixed-{seq}-{:016x}", fixture.tag, self.rng.next());
                             timed(stats, "Create", c.create(Some(&name), None))
                                 .await
                                 .map(drop)
@@ -348,6 +350,11 @@ pub async fn round(
         }
     }
     let issued = Arc::new(AtomicU64::new(0));
+    let round_salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        | 1;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..spec.concurrency.max(1) {
@@ -356,7 +363,9 @@ pub async fn round(
             target: target.clone(),
             fixture: fixture.clone(),
             spec: *spec,
-            rng: Rng(t as u64 ^ 0x5EED),
+            // Seeded per round too: `--compare` repeats rounds against one server, and the
+            // mixed scenario's Create names must not repeat.
+            rng: Rng((t as u64 ^ 0x5EED) ^ round_salt),
             stats: Stats::default(),
         };
         let issued = issued.clone();
