@@ -3,7 +3,7 @@
 
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{decode, Limits, Tag};
+use kmip_wire::ttlv::{decode, Limits, Tag, Value};
 
 const V1_0: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
 const V2_1: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 };
@@ -112,4 +112,113 @@ fn get_attributes_keeps_the_order_of_mixed_names_and_references() {
         panic!("operation changed");
     };
     assert_eq!(back.names, names);
+}
+
+/// Attributes a version does not define, each as the reader produces it: a 2.x item with a tag
+/// of no table (what the fuzzer sent in a 2.1 Locate), a 1.x-only attribute in 2.1, a 1.x-style
+/// name that is no attribute in 2.1 and in a version no table describes, an Attribute Index in
+/// 2.1 (read from a 1.x-style Attribute), a vendor that is not `x`/`y` in 1.0, in 1.0 an
+/// attribute that 1.4 introduced, and 2.x-only attributes in 1.0 (read from the 2.x
+/// `Attributes` shape, which the reader accepts in any version).
+fn odd_attributes() -> Vec<(ProtocolVersion, Attribute)> {
+    let unknown_version = ProtocolVersion {
+        major: 1,
+        minor: -1_543_503_868,
+    };
+    let unknown = Attribute {
+        name: AttributeName::Unknown("Not An Attribute".into()),
+        index: Some(2),
+        value: Value::TextString("v".into()),
+    };
+    let mut indexed_name = Attribute::name(&Name::new("n"));
+    indexed_name.index = Some(1);
+    vec![
+        (
+            V2_1,
+            Attribute::new(Tag(0x45_0068), Value::TextString("v".into())),
+        ),
+        (
+            V2_1,
+            Attribute::text(tags::OPERATION_POLICY_NAME, "default"),
+        ),
+        (V2_1, unknown.clone()),
+        (unknown_version, unknown.clone()),
+        (V2_1, indexed_name),
+        (V1_0, Attribute::vendor("ACME", "Colour", Value::Integer(7))),
+        (
+            V1_0,
+            Attribute {
+                name: AttributeName::from_v1_name("Sensitive"),
+                index: None,
+                value: Value::Boolean(true),
+            },
+        ),
+        (V1_0, unknown),
+        (V1_0, Attribute::boolean(tags::QUANTUM_SAFE, true)),
+        (
+            V1_0,
+            Attribute::new(tags::PROTECTION_LEVEL, Value::Enumeration(1)),
+        ),
+    ]
+}
+
+/// Request writers used to drop such attributes: a Locate lost the criterion and matched more
+/// objects, a Create or an Add Attribute silently did less than asked.
+#[test]
+fn request_writers_keep_attributes_the_version_does_not_define() {
+    for (version, attribute) in odd_attributes() {
+        let attributes = vec![attribute.clone()];
+        let with_attribute = AttributeRequest {
+            unique_identifier: Some("uid".into()),
+            attribute: attribute.clone(),
+        };
+        let payloads = [
+            RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: attributes.clone(),
+            }),
+            RequestPayload::Locate(LocateRequest {
+                attributes: attributes.clone(),
+                ..LocateRequest::default()
+            }),
+            RequestPayload::ReKey(ReKeyRequest {
+                unique_identifier: Some("uid".into()),
+                offset: None,
+                attributes,
+            }),
+            RequestPayload::AddAttribute(with_attribute.clone()),
+            RequestPayload::SetAttribute(with_attribute),
+            RequestPayload::ModifyAttribute(ModifyAttributeRequest {
+                unique_identifier: Some("uid".into()),
+                current: Some(attribute.clone()),
+                attribute: attribute.clone(),
+            }),
+            RequestPayload::DeleteAttribute(DeleteAttributeRequest {
+                unique_identifier: Some("uid".into()),
+                name: attribute.name.clone(),
+                index: None,
+                current: Some(attribute.clone()),
+            }),
+        ];
+        for payload in payloads {
+            assert_eq!(
+                round_trip(version, payload.clone()),
+                payload,
+                "{version:?} {attribute:?}"
+            );
+        }
+    }
+}
+
+/// An index chosen by the caller is kept in 2.x too, where only the reader's 1.x-style form
+/// can carry it.
+#[test]
+fn delete_attribute_keeps_its_index_in_2_x() {
+    let payload = RequestPayload::DeleteAttribute(DeleteAttributeRequest {
+        unique_identifier: Some("uid".into()),
+        name: AttributeName::Tag(tags::NAME),
+        index: Some(3),
+        current: None,
+    });
+    assert_eq!(round_trip(V2_1, payload.clone()), payload);
 }

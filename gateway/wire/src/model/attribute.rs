@@ -97,12 +97,10 @@ impl AttributeName {
         let enumeration =
             |tag: Tag| Ttlv::new(tags::ATTRIBUTE_REFERENCE, Value::Enumeration(tag.0));
         match self {
-            AttributeName::Tag(tag) if !version.is_v2() => {
-                match TAGS.iter().find(|t| t.v1 && t.tag == *tag) {
-                    Some(info) => codec::text(tags::ATTRIBUTE_NAME, info.spec_name),
-                    None => enumeration(*tag),
-                }
-            }
+            AttributeName::Tag(tag) if !version.is_v2() => match v1_tag_info(*tag) {
+                Some(info) => codec::text(tags::ATTRIBUTE_NAME, info.spec_name),
+                None => enumeration(*tag),
+            },
             AttributeName::Tag(tag) => enumeration(*tag),
             AttributeName::Vendor { vendor, name }
                 if !version.is_v2() && (vendor == "x" || vendor == "y") =>
@@ -145,6 +143,11 @@ impl AttributeName {
             AttributeName::Unknown(_) => None,
         }
     }
+}
+
+/// The table entry of a standard attribute 1.x names (by its Attribute Name text).
+fn v1_tag_info(tag: Tag) -> Option<&'static crate::spec::TagInfo> {
+    TAGS.iter().find(|t| t.v1 && t.tag == tag)
 }
 
 /// One attribute instance: which attribute, its 1.x index, and its value (the value's item, tag
@@ -326,6 +329,52 @@ impl Attribute {
         Some(codec::structure(tags::ATTRIBUTE, items))
     }
 
+    /// Whether 1.x has a form for this attribute: every one but a standard attribute that 1.x
+    /// does not name.
+    pub fn has_v1_form(&self) -> bool {
+        match self.name {
+            AttributeName::Tag(tag) => v1_tag_info(tag).is_some(),
+            _ => true,
+        }
+    }
+
+    /// The attribute as a request carries it. Unlike [`Self::to_ttlv`] it is never dropped and
+    /// it reads back as the same attribute: a form `version` does not define (an attribute of a
+    /// later 1.x minor version, a 2.x item with a tag no table knows, a 1.x-style name or an
+    /// Attribute Index in 2.x, a 2.x-only attribute in 1.x) is written the way the reader accepts
+    /// it, and the server, not the writer, decides what it means.
+    pub fn to_request_ttlv(&self, version: ProtocolVersion) -> Ttlv {
+        let v2_form = version.is_v2() || !self.has_v1_form();
+        let named = |name: &str| {
+            let mut items = vec![codec::text(tags::ATTRIBUTE_NAME, name)];
+            items.extend(self.index.map(|i| codec::int(tags::ATTRIBUTE_INDEX, i)));
+            items.push(self.value_node());
+            codec::structure(tags::ATTRIBUTE, items)
+        };
+        // A 2.x item has no index, and the `Attribute` tag itself is read as a 1.x Attribute.
+        let needs_name = !v2_form || self.index.is_some();
+        match &self.name {
+            AttributeName::Tag(tag) => match v1_tag_info(*tag) {
+                Some(info) if needs_name || *tag == tags::ATTRIBUTE => named(info.spec_name),
+                _ => Ttlv::new(*tag, self.value.clone()),
+            },
+            AttributeName::Vendor { vendor, name }
+                if needs_name && (vendor == "x" || vendor == "y") =>
+            {
+                named(&format!("{vendor}-{name}"))
+            }
+            AttributeName::Vendor { vendor, name } => codec::structure(
+                tags::ATTRIBUTE,
+                vec![
+                    codec::text(tags::VENDOR_IDENTIFICATION, vendor),
+                    codec::text(tags::ATTRIBUTE_NAME, name),
+                    self.value_node(),
+                ],
+            ),
+            AttributeName::Unknown(name) => named(name),
+        }
+    }
+
     pub fn as_text(&self) -> Option<&str> {
         match &self.value {
             Value::TextString(s) => Some(s),
@@ -463,16 +512,44 @@ impl AttributeGroup {
         Ok(out)
     }
 
-    /// Writes the group in the encoding of `version`, leaving out attributes it cannot carry.
-    pub(crate) fn write(self, attributes: &[Attribute], version: ProtocolVersion) -> Ttlv {
+    /// Writes a request's group, keeping every attribute ([`Attribute::to_request_ttlv`]), in
+    /// the 2.x shape when [`needs_v2_shape`].
+    pub(crate) fn write_request(self, attributes: &[Attribute], version: ProtocolVersion) -> Ttlv {
+        let (v1_tag, v2_tag) = self.tags();
+        let tag = if needs_v2_shape(attributes, version) {
+            v2_tag
+        } else {
+            v1_tag
+        };
+        let items = attributes
+            .iter()
+            .map(|a| a.to_request_ttlv(version))
+            .collect();
+        codec::structure(tag, items)
+    }
+
+    /// Writes a response's group in the encoding of `version`, leaving out what that version
+    /// cannot carry: a server must not send tags the client's version lacks.
+    pub(crate) fn write_response(self, attributes: &[Attribute], version: ProtocolVersion) -> Ttlv {
         let (v1_tag, v2_tag) = self.tags();
         let tag = if version.is_v2() { v2_tag } else { v1_tag };
-        codec::structure(tag, write_bare(attributes, version))
+        codec::structure(tag, write_bare_response(attributes, version))
     }
 }
 
-/// The attributes as a list of items of `version`'s encoding, without a wrapper.
-pub(crate) fn write_bare(attributes: &[Attribute], version: ProtocolVersion) -> Vec<Ttlv> {
+/// Whether a request must use the 2.x shape (`Attributes`, `New Attribute`): in 2.x, and in 1.x
+/// when an attribute has no 1.x form. The reader accepts either shape in any version; a 1.x
+/// server rejects the 2.x one rather than act on less than the caller asked.
+pub(crate) fn needs_v2_shape<'a>(
+    attributes: impl IntoIterator<Item = &'a Attribute>,
+    version: ProtocolVersion,
+) -> bool {
+    version.is_v2() || attributes.into_iter().any(|a| !a.has_v1_form())
+}
+
+/// A response's attributes as bare items of `version`'s encoding, leaving out what it cannot
+/// carry.
+pub(crate) fn write_bare_response(attributes: &[Attribute], version: ProtocolVersion) -> Vec<Ttlv> {
     attributes
         .iter()
         .filter_map(|a| a.to_ttlv(version))
@@ -489,15 +566,9 @@ pub(crate) fn read_wrapped(wrapper: &Node<'_>) -> Result<Attribute, ModelError> 
     }
 }
 
-/// Writes a 2.x `New Attribute` / `Current Attribute` wrapper.
-pub(crate) fn write_wrapped(
-    tag: Tag,
-    attribute: &Attribute,
-    version: ProtocolVersion,
-) -> Option<Ttlv> {
-    attribute
-        .to_ttlv(version)
-        .map(|a| codec::structure(tag, vec![a]))
+/// Writes a request's 2.x `New Attribute` / `Current Attribute` wrapper.
+pub(crate) fn write_wrapped(tag: Tag, attribute: &Attribute, version: ProtocolVersion) -> Ttlv {
+    codec::structure(tag, vec![attribute.to_request_ttlv(version)])
 }
 
 /// Typed access to the well-known attributes of a list.

@@ -7,8 +7,8 @@
 use bytes::Bytes;
 
 use super::attribute::{
-    read_wrapped, write_bare, write_wrapped, Attribute, AttributeGroup, AttributeName,
-    RevocationReason,
+    needs_v2_shape, read_wrapped, write_bare_response, write_wrapped, Attribute, AttributeGroup,
+    AttributeName, RevocationReason,
 };
 use super::codec::{self, Node};
 use super::enums::{
@@ -463,7 +463,6 @@ impl RequestPayload {
     /// The `Request Payload` structure in the encoding of `version`.
     pub fn to_ttlv(&self, version: ProtocolVersion) -> Ttlv {
         let mut items = Vec::new();
-        let v2 = version.is_v2();
         match self {
             RequestPayload::DiscoverVersions(r) => {
                 items.extend(r.versions.iter().map(|v| v.to_ttlv()));
@@ -477,16 +476,20 @@ impl RequestPayload {
             }
             RequestPayload::Create(r) => {
                 items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
-                items.push(AttributeGroup::Plain.write(&r.attributes, version));
+                items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
             }
             RequestPayload::CreateKeyPair(r) => {
-                items.push(AttributeGroup::Common.write(&r.common_attributes, version));
-                items.push(AttributeGroup::PrivateKey.write(&r.private_key_attributes, version));
-                items.push(AttributeGroup::PublicKey.write(&r.public_key_attributes, version));
+                items.push(AttributeGroup::Common.write_request(&r.common_attributes, version));
+                items.push(
+                    AttributeGroup::PrivateKey.write_request(&r.private_key_attributes, version),
+                );
+                items.push(
+                    AttributeGroup::PublicKey.write_request(&r.public_key_attributes, version),
+                );
             }
             RequestPayload::Register(r) => {
                 items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
-                items.push(AttributeGroup::Plain.write(&r.attributes, version));
+                items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
                 items.push(r.object.to_ttlv());
             }
             RequestPayload::Locate(r) => {
@@ -500,10 +503,10 @@ impl RequestPayload {
                     r.object_group_member
                         .map(|m| codec::enumeration(tags::OBJECT_GROUP_MEMBER, m)),
                 );
-                if v2 {
-                    items.push(AttributeGroup::Plain.write(&r.attributes, version));
+                if needs_v2_shape(&r.attributes, version) {
+                    items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
                 } else {
-                    items.extend(write_bare(&r.attributes, version));
+                    items.extend(r.attributes.iter().map(|a| a.to_request_ttlv(version)));
                 }
             }
             RequestPayload::Get(r) => {
@@ -531,30 +534,26 @@ impl RequestPayload {
             | RequestPayload::Destroy(r) => push_uid(&mut items, r.unique_identifier.as_deref()),
             RequestPayload::AddAttribute(r) | RequestPayload::SetAttribute(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
-                items.extend(write_new_attribute(&r.attribute, version));
+                items.push(write_new_attribute(&r.attribute, version));
             }
             RequestPayload::ModifyAttribute(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
-                if v2 {
-                    items.extend(
-                        r.current
-                            .as_ref()
-                            .and_then(|c| write_wrapped(tags::CURRENT_ATTRIBUTE, c, version)),
-                    );
-                }
-                items.extend(write_new_attribute(&r.attribute, version));
+                items.extend(
+                    r.current
+                        .as_ref()
+                        .map(|c| write_wrapped(tags::CURRENT_ATTRIBUTE, c, version)),
+                );
+                items.push(write_new_attribute(&r.attribute, version));
             }
             RequestPayload::DeleteAttribute(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
-                match (&r.current, v2) {
-                    (Some(current), true) => {
-                        items.extend(write_wrapped(tags::CURRENT_ATTRIBUTE, current, version));
+                match &r.current {
+                    Some(current) => {
+                        items.push(write_wrapped(tags::CURRENT_ATTRIBUTE, current, version));
                     }
-                    _ => {
+                    None => {
                         items.push(r.name.to_request_reference(version));
-                        if !v2 {
-                            items.extend(r.index.map(|i| codec::int(tags::ATTRIBUTE_INDEX, i)));
-                        }
+                        items.extend(r.index.map(|i| codec::int(tags::ATTRIBUTE_INDEX, i)));
                     }
                 }
             }
@@ -573,7 +572,7 @@ impl RequestPayload {
                 push_uid(&mut items, r.unique_identifier.as_deref());
                 items.extend(r.offset.map(|o| codec::interval(tags::OFFSET, o)));
                 if !r.attributes.is_empty() {
-                    items.push(AttributeGroup::Plain.write(&r.attributes, version));
+                    items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
                 }
             }
             RequestPayload::Check(r) => {
@@ -657,11 +656,11 @@ fn read_new_attribute(node: &Node<'_>) -> R<Attribute> {
     }
 }
 
-fn write_new_attribute(attribute: &Attribute, version: ProtocolVersion) -> Option<Ttlv> {
-    if version.is_v2() {
+fn write_new_attribute(attribute: &Attribute, version: ProtocolVersion) -> Ttlv {
+    if needs_v2_shape([attribute], version) {
         write_wrapped(tags::NEW_ATTRIBUTE, attribute, version)
     } else {
-        attribute.to_ttlv(version)
+        attribute.to_request_ttlv(version)
     }
 }
 
@@ -1029,9 +1028,9 @@ impl ResponsePayload {
             ResponsePayload::GetAttributes(r) => {
                 push_uid(&mut items, Some(&r.unique_identifier));
                 if v2 {
-                    items.push(AttributeGroup::Plain.write(&r.attributes, version));
+                    items.push(AttributeGroup::Plain.write_response(&r.attributes, version));
                 } else {
-                    items.extend(write_bare(&r.attributes, version));
+                    items.extend(write_bare_response(&r.attributes, version));
                 }
             }
             ResponsePayload::GetAttributeList(r) => {
