@@ -3,6 +3,7 @@
 
 mod certificate;
 mod error;
+mod names;
 
 pub use error::OpError;
 
@@ -15,6 +16,7 @@ use kmip_policy::{Decision, DenyReason, OperationKind};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Value};
+use names::NameLocks;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -114,6 +116,15 @@ const MULTI_VALUED: &[Tag] = &[
 /// Data Type, Key Format Type and Opaque Data Type with an object to rebuild it on Get, but Secret
 /// Data Type is an attribute in no version and the other two only from 2.0 on; listing them
 /// breaks clients (PyKMIP at 2.0 rejects a Get Attribute List naming Secret Data Type).
+/// The Name values among `attributes`, for [`NameLocks::lock`].
+fn name_values<'a>(attributes: impl IntoIterator<Item = &'a Attribute>) -> Vec<String> {
+    attributes
+        .into_iter()
+        .filter(|a| a.is(tags::NAME))
+        .filter_map(|a| a.as_name().map(|n| n.value))
+        .collect()
+}
+
 fn reportable(name: &AttributeName, version: ProtocolVersion) -> bool {
     match name {
         AttributeName::Tag(t) if *t == tags::SECRET_DATA_TYPE => false,
@@ -264,6 +275,7 @@ pub struct Ops {
     pub store: Arc<Store>,
     pub access: Arc<Access>,
     locate_cache: LocateCache,
+    name_locks: NameLocks,
 }
 
 impl Ops {
@@ -273,6 +285,7 @@ impl Ops {
             store,
             access,
             locate_cache,
+            name_locks: NameLocks::new(),
         }
     }
 
@@ -506,6 +519,7 @@ impl Ops {
                 "Create makes Symmetric Keys only".into(),
             ));
         }
+        let _names = self.name_locks.lock(name_values(&r.attributes)).await;
         let attrs = self.client_attributes(ctx, r.attributes, true)?;
         let alg = attrs
             .iter()
@@ -559,6 +573,7 @@ impl Ops {
         r: RegisterRequest,
     ) -> Result<UidResponse, OpError> {
         let object_type = r.object.object_type();
+        let _names = self.name_locks.lock(name_values(&r.attributes)).await;
         let mut attrs = self.client_attributes(ctx, r.attributes, true)?;
         let (material, format) = match &r.object {
             ManagedObject::SymmetricKey(kb)
@@ -994,6 +1009,7 @@ impl Ops {
         let target = self.live_object(&uid)?;
         let a = r.attribute;
         self.check_client_writable(&target, &a.name)?;
+        let _names = self.name_locks.lock(name_values([&a])).await;
         if a.is(tags::NAME) {
             self.check_name_unique(ctx, &a, None)?;
         }
@@ -1038,6 +1054,7 @@ impl Ops {
         let target = self.live_object(&uid)?;
         let new = r.attribute;
         self.check_client_writable(&target, &new.name)?;
+        let _names = self.name_locks.lock(name_values([&new])).await;
         if new.is(tags::NAME) {
             self.check_name_unique(ctx, &new, Some(&uid))?;
         }

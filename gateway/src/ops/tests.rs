@@ -331,6 +331,53 @@ async fn names_are_unique_among_live_objects() {
     );
 }
 
+/// Concurrent Creates with one new Name: the uniqueness check and the write used to be separate
+/// steps, so several could pass the check before any was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_with_one_new_name_make_one_object() {
+    const RACERS: usize = 8;
+    let h = Arc::new(harness().await);
+    let v = ProtocolVersion::V2_1;
+    for round in 0..10 {
+        let name = format!("race-{round}");
+        let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (h, name, start) = (h.clone(), name.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let create = RequestPayload::Create(CreateRequest {
+                        object_type: ObjectType::SymmetricKey,
+                        attributes: vec![
+                            Attribute::enumeration(
+                                tags::CRYPTOGRAPHIC_ALGORITHM,
+                                CryptographicAlgorithm::Aes,
+                            ),
+                            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                            Attribute::name(&Name::new(&name)),
+                        ],
+                    });
+                    h.one(v, create).await.result_reason
+                })
+            })
+            .collect();
+        let mut reasons = Vec::new();
+        for r in racers {
+            reasons.push(r.await.unwrap());
+        }
+        assert_eq!(
+            reasons.iter().filter(|r| r.is_none()).count(),
+            1,
+            "round {round}: {reasons:?}"
+        );
+        assert!(reasons
+            .iter()
+            .flatten()
+            .all(|r| *r == ResultReason::NonUniqueNameAttribute));
+        assert_eq!(located(&h.dispatcher, &h.conn, &name).await.len(), 1);
+    }
+}
+
 #[tokio::test]
 async fn attributes_and_tombstones_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,85 @@
+//! Per-Name serialisation of the operations that give an object a Name.
+//!
+//! A Name must be unique among the live objects the caller can see, but the check reads the
+//! store's Name index and the object only joins that index after its durable write: two
+//! concurrent Creates with one new Name would both pass the check. Holding the Name's lock from
+//! the check to the end of the write closes that window. Waiting, rather than refusing a Name
+//! that is merely in flight, keeps the answer exact and reveals nothing about other users'
+//! objects: the second operation sees the first one's object, or its absence, like any other.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Number of lock stripes. The table is fixed-size whatever names clients send; two different
+/// Names share a stripe with probability 1/256, and then wait only for each other's write.
+const NAME_LOCK_STRIPES: usize = 256;
+
+pub(crate) struct NameLocks {
+    stripes: Box<[Mutex<()>]>,
+    /// Keyed per process, so clients cannot choose Names that all fall in one stripe.
+    hasher: RandomState,
+}
+
+impl NameLocks {
+    pub(crate) fn new() -> NameLocks {
+        NameLocks {
+            stripes: (0..NAME_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Locks the stripes of `names`. Stripes are taken in ascending order, so two operations
+    /// never wait for each other in a cycle; the locks are released when the guards drop.
+    pub(crate) async fn lock(
+        &self,
+        names: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = names
+            .into_iter()
+            .map(|name| self.hasher.hash_one(name.as_ref()) as usize % NAME_LOCK_STRIPES)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.stripes[stripe].lock().await);
+        }
+        guards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_name_is_held_by_one_operation_at_a_time() {
+        let locks = Arc::new(NameLocks::new());
+        let held = locks.lock(["k"]).await;
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _guards = locks.lock(["other", "k"]).await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a second holder of 'k' got in");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("released, the waiter gets the lock")
+            .expect("waiter");
+    }
+
+    #[tokio::test]
+    async fn repeated_names_do_not_deadlock_their_own_operation() {
+        let locks = NameLocks::new();
+        let guards = tokio::time::timeout(Duration::from_secs(5), locks.lock(["a", "a", "b"]))
+            .await
+            .expect("no self-deadlock");
+        assert!(guards.len() <= 2);
+    }
+}
