@@ -27,13 +27,31 @@ ulimit -n "$(ulimit -Hn)" || true
 # Shared development PKI: created by a first gateway, then copied into every server's folder.
 PKI=$WORK/pki
 
-# Starts a gateway in a fresh folder; sets GW_ADDR and GW_PID.
+# Starts a gateway in a fresh folder; sets GW_ADDR and GW_PID. With a second argument (TOML
+# lines for [limits]), the gateway runs on a configuration file equal to the embedded default
+# plus those limits; that needs the shared PKI to exist already.
 start_gateway() {
-  local dir=$WORK/gw-$1
+  local dir=$WORK/gw-$1 config=()
   mkdir -p "$dir/kmip-gateway-data"
   [ -d "$PKI" ] && cp -r "$PKI" "$dir/kmip-gateway-data/pki"
-  (cd "$dir" && NO_COLOR=1 exec "$BIN/kmip-gateway" serve --listen 127.0.0.1:0 --admin-listen off \
-      >/dev/null 2>"$dir/log") &
+  if [ -n "${2:-}" ]; then
+    local data=$dir/kmip-gateway-data
+    cat >"$dir/gateway.toml" <<CONF
+listen = "127.0.0.1:0"
+data_dir = "$data"
+[tls]
+cert = "$data/pki/server.pem"
+key = "$data/pki/server.key"
+[[users]]
+name = "purefa"
+cas = ["$data/pki/ca.pem"]
+[limits]
+$2
+CONF
+    config=(--config "$dir/gateway.toml")
+  fi
+  (cd "$dir" && NO_COLOR=1 exec "$BIN/kmip-gateway" serve "${config[@]}" --listen 127.0.0.1:0 \
+      --admin-listen off >/dev/null 2>"$dir/log") &
   GW_PID=$!
   PIDS+=("$GW_PID")
   for _ in $(seq 600); do
@@ -143,7 +161,8 @@ fi
 # Idle connections: server RSS per connection.
 if part idle; then
 for n in 1000 10000; do
-  start_gateway "idle-$n"
+  # Every bench connection comes from 127.0.0.1: lift the per-source limit to the total.
+  start_gateway "idle-$n" "max_connections_per_source = 10000"
   bench "gw-idle-$n" --target "$GW_ADDR" --scenario idle --connections "$n" --concurrency 16 \
     --count 1 --server-pid "$GW_PID"
   stop "$GW_PID"

@@ -16,6 +16,11 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9696";
 pub const DEFAULT_DATA_DIR: &str = "kmip-gateway-data";
 /// Default cap on open client connections: bounds memory and file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on open connections from one source address (an IPv4 address, an IPv6 /64):
+/// one misbehaving or hostile host cannot take every connection slot, including by holding
+/// half-open sockets until the handshake timeout. A storage array or hypervisor cluster opens a
+/// handful; a tenth of the total leaves room for many clients behind one NAT.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 1_000;
 /// Default time a client has to finish the TLS handshake: stops half-open connections from holding
 /// a permit.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +99,7 @@ struct RawLimits {
     max_message_size: Option<usize>,
     max_depth: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
     max_batch_items: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
@@ -198,6 +204,7 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     pub max_depth: usize,
     pub max_connections: usize,
+    pub max_connections_per_source: usize,
     pub max_batch_items: usize,
     pub handshake_timeout: Duration,
     pub read_timeout: Duration,
@@ -211,6 +218,7 @@ impl Default for LimitsConfig {
             max_message_size: kmip_wire::ttlv::DEFAULT_MAX_MESSAGE_SIZE,
             max_depth: kmip_wire::ttlv::DEFAULT_MAX_DEPTH,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
             max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
@@ -406,6 +414,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
             "limits.max_connections",
             l.max_connections,
             DEFAULT_MAX_CONNECTIONS,
+        )?,
+        max_connections_per_source: positive(
+            "limits.max_connections_per_source",
+            l.max_connections_per_source,
+            DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         )?,
         max_batch_items: positive(
             "limits.max_batch_items",

@@ -1,7 +1,9 @@
 //! The KMIP listener: accept loop, TLS handshake, authentication, framing, graceful shutdown.
 //!
 //! A connection permit is taken *before* accept, so the gateway never holds more than
-//! `max_connections` sockets; a connection over the limit is closed at once and counted. The
+//! `max_connections` sockets, and a source slot right after it, so that one host never holds more
+//! than `max_connections_per_source`; a connection over either limit is closed at once and
+//! counted. The
 //! handshake runs in the connection's own task under a timeout. Each message's 8-byte header is
 //! checked against the size limit before its body buffer is allocated.
 //!
@@ -22,9 +24,10 @@ use dashmap::DashMap;
 use kmip_wire::ttlv::{message_length, Limits, HEADER_LEN};
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -97,6 +100,64 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Open connections per source, for `limits.max_connections_per_source`. An entry exists only
+/// while its source has a connection open, so the table holds at most `max_connections` entries.
+struct SourceSlots {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+}
+
+/// One connection's place in [`SourceSlots`], given back when dropped.
+struct SourceSlot {
+    slots: Arc<SourceSlots>,
+    source: IpAddr,
+}
+
+/// The address a per-source limit counts: IPv4 (also when mapped into IPv6) as is, IPv6 by its
+/// /64, the block one host or site normally gets.
+fn source_of(peer: IpAddr) -> IpAddr {
+    match peer.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
+impl SourceSlots {
+    fn new(max: usize) -> Arc<SourceSlots> {
+        Arc::new(SourceSlots {
+            open: Mutex::new(HashMap::new()),
+            max,
+        })
+    }
+
+    /// A slot for a connection from `peer`, or `None` when its source is at the limit.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Option<SourceSlot> {
+        let source = source_of(peer);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(source).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            slots: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
 }
 
 /// State shared by the accept loop and all connections.
@@ -253,6 +314,7 @@ impl Listener {
     ) {
         let max = self.limits.max_connections;
         let permits = Arc::new(Semaphore::new(max));
+        let sources = SourceSlots::new(self.limits.max_connections_per_source);
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -275,6 +337,17 @@ impl Listener {
                 drop(stream);
                 continue;
             };
+            let Some(slot) = sources.take(peer.ip()) else {
+                metrics::counter!("kmip_connections_refused_total", "reason" => "source_limit")
+                    .increment(1);
+                debug!(
+                    %peer,
+                    max = sources.max,
+                    "connection over the per-source limit closed"
+                );
+                drop(stream);
+                continue;
+            };
             metrics::counter!("kmip_connections_accepted_total").increment(1);
             let this = self.clone();
             let shutdown = shutdown.clone();
@@ -282,6 +355,7 @@ impl Listener {
                 metrics::gauge!("kmip_connections_open").increment(1.0);
                 this.connection(stream, peer, shutdown).await;
                 metrics::gauge!("kmip_connections_open").decrement(1.0);
+                drop(slot);
                 drop(permit);
             });
         }
@@ -495,5 +569,53 @@ impl Listener {
                 return "unparsable message";
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_counted_by_ipv4_address_and_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2:aaaa::1")),
+            source_of(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            source_of(ip("2001:db8:1:2::1")),
+            source_of(ip("2001:db8:1:3::1"))
+        );
+    }
+
+    #[test]
+    fn a_source_at_its_limit_is_refused_until_a_slot_is_given_back() {
+        let slots = SourceSlots::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = slots.take(a).unwrap();
+        let _second = slots.take(a).unwrap();
+        assert!(
+            slots.take(a).is_none(),
+            "a third connection from one source"
+        );
+        assert!(slots.take(b).is_some(), "another source is not affected");
+        drop(first);
+        assert!(
+            slots.take(a).is_some(),
+            "a closed connection frees its slot"
+        );
+    }
+
+    #[test]
+    fn sources_without_open_connections_leave_no_entry() {
+        let slots = SourceSlots::new(1);
+        for i in 0..100u8 {
+            drop(slots.take(IpAddr::from([192, 0, 2, i])));
+        }
+        assert!(slots.open.lock().unwrap().is_empty());
     }
 }

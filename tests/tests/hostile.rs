@@ -19,14 +19,21 @@ use kmip_wire::model::{
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// `[limits] max_connections` of the suite's gateway: small, so a flood reaches it.
 const MAX_CONNECTIONS: usize = 50;
+/// `[limits] max_connections_per_source`: room for `IDLE_CONNECTIONS` and a good client from
+/// 127.0.0.1, and below `MAX_CONNECTIONS`, so a flood from one source leaves slots to others.
+const MAX_CONNECTIONS_PER_SOURCE: usize = 45;
+/// Loopback source addresses the global flood is spread over, so that each stays under
+/// `MAX_CONNECTIONS_PER_SOURCE` and only the global limit bites (all of 127/8 is loopback).
+const FLOOD_SOURCES: u8 = 8;
 /// `[limits] read_timeout_ms`: time to finish a message once its first byte arrived.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// `[limits] idle_timeout_ms`: time a connection may wait between requests.
@@ -87,7 +94,8 @@ fn start_suite(dir: &Path) -> Suite {
             "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
              [tls]\ncert = {cert:?}\nkey = {key:?}\n\
              [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n\
-             [limits]\nmax_connections = {MAX_CONNECTIONS}\nread_timeout_ms = {read}\n\
+             [limits]\nmax_connections = {MAX_CONNECTIONS}\n\
+             max_connections_per_source = {MAX_CONNECTIONS_PER_SOURCE}\nread_timeout_ms = {read}\n\
              idle_timeout_ms = {idle}\nhandshake_timeout_ms = {hs}\n",
             data = dir.join("data"),
             cert = pki_dir.join("server.pem"),
@@ -616,13 +624,17 @@ async fn many_idle_connections(s: &Suite) {
     );
 }
 
-/// `FLOOD` TCP connections that never start TLS: those over `MAX_CONNECTIONS` are closed at
-/// once, the rest by the handshake timeout; then good clients are served again.
-async fn connection_flood(s: &Suite) -> (usize, usize) {
-    let flooded = Instant::now();
+/// Opens `FLOOD` TCP connections that never start TLS, the i-th from `source(i)`; each task
+/// reports how long after its own connect the gateway closed it.
+async fn flood(
+    s: &Suite,
+    source: impl Fn(usize) -> IpAddr,
+) -> tokio::task::JoinSet<Option<Duration>> {
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..FLOOD {
-        let mut sock = TcpStream::connect(s.addr()).await.unwrap();
+    for i in 0..FLOOD {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source(i), 0)).unwrap();
+        let mut sock = socket.connect(s.gw.addr()).await.unwrap();
         // Timed from its own connect, so a slow connect loop cannot blur the two groups.
         let connected = Instant::now();
         tasks.spawn(async move {
@@ -633,6 +645,14 @@ async fn connection_flood(s: &Suite) -> (usize, usize) {
             }
         });
     }
+    tasks
+}
+
+/// How many flood connections were closed at once and how many by the handshake timeout.
+async fn closed_at_once_and_by_timeout(
+    mut tasks: tokio::task::JoinSet<Option<Duration>>,
+    s: &Suite,
+) -> (usize, usize) {
     let (mut at_once, mut by_timeout) = (0, 0);
     while let Some(r) = tasks.join_next().await {
         match r.unwrap() {
@@ -642,11 +662,44 @@ async fn connection_flood(s: &Suite) -> (usize, usize) {
         }
     }
     assert_eq!(at_once + by_timeout, FLOOD);
+    (at_once, by_timeout)
+}
+
+/// A flood from `FLOOD_SOURCES` sources: connections over `MAX_CONNECTIONS` are closed at once,
+/// the rest by the handshake timeout; then good clients are served again.
+async fn connection_flood(s: &Suite) -> (usize, usize) {
+    let flooded = Instant::now();
+    let tasks = flood(s, |i| {
+        IpAddr::from([127, 0, 1, 1 + (i % FLOOD_SOURCES as usize) as u8])
+    })
+    .await;
+    let (at_once, by_timeout) = closed_at_once_and_by_timeout(tasks, s).await;
     assert!(
         by_timeout <= MAX_CONNECTIONS && at_once >= FLOOD - MAX_CONNECTIONS,
         "flood: {at_once} closed at once, {by_timeout} held until the handshake timeout"
     );
     assert!(flooded.elapsed() < HANDSHAKE_TIMEOUT + SLACK * 2);
+    (at_once, by_timeout)
+}
+
+/// A flood from one other source: beyond `MAX_CONNECTIONS_PER_SOURCE` its connections are
+/// closed at once, and while the rest still wait for the handshake timeout a good client from
+/// 127.0.0.1 is served (without the per-source limit the flood would hold every slot).
+async fn one_source_flood(s: &Suite) -> (usize, usize) {
+    let tasks = flood(s, |_| IpAddr::from([127, 0, 0, 2])).await;
+    let flooded = Instant::now();
+    assert_served(s, "during a flood from another source").await;
+    let served_after = flooded.elapsed();
+    let (at_once, by_timeout) = closed_at_once_and_by_timeout(tasks, s).await;
+    assert!(
+        by_timeout <= MAX_CONNECTIONS_PER_SOURCE && at_once >= FLOOD - MAX_CONNECTIONS_PER_SOURCE,
+        "flood: {at_once} closed at once, {by_timeout} held until the handshake timeout"
+    );
+    assert!(
+        by_timeout > 0 && served_after < HANDSHAKE_TIMEOUT / 2,
+        "the good client was served {served_after:?} into the flood, not while it held slots"
+    );
+    assert!(wait_for_log(s, "connection over the per-source limit closed").await);
     (at_once, by_timeout)
 }
 
@@ -734,6 +787,7 @@ fn hostile_clients_leave_the_gateway_serving() {
         case!("slowloris", slowloris(&s));
         case!("many idle connections", many_idle_connections(&s));
         case!("connection flood", connection_flood(&s));
+        case!("connection flood from one source", one_source_flood(&s));
         let rss_end = s.rss();
         eprintln!("hostile suite against pid {}:", s.gw.pid());
         for line in &report {
