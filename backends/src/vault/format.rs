@@ -455,6 +455,32 @@ fn rest_is_zero(r: &mut impl Read) -> std::io::Result<bool> {
     }
 }
 
+/// Granularity at which a crash can leave part of an append unwritten: a disk sector. Such a
+/// part reads back as zeros (the file grew, but those blocks were never written).
+const SECTOR_BYTES: u64 = 512;
+/// Shortest zero-filled end of a frame taken as an unwritten last sector: a few zero bytes at a
+/// frame's end occur by chance and must not hide damage.
+const MIN_ZERO_TAIL: usize = 16;
+
+/// Whether a complete frame that fails its checksum looks like an interrupted write: a sector
+/// the payload spans (a whole one, or the last one cut at the frame's end) reads as all zeros.
+/// The sector shared with the frame header is not looked at: had it gone unwritten, the header
+/// would have failed its own checksum. A bit flip leaves every sector non-zero.
+fn has_unwritten_sector(payload: &[u8], payload_offset: u64) -> bool {
+    let end = payload_offset + payload.len() as u64;
+    let mut start = payload_offset.next_multiple_of(SECTOR_BYTES);
+    while start < end {
+        let stop = (start + SECTOR_BYTES).min(end);
+        let piece = &payload[(start - payload_offset) as usize..(stop - payload_offset) as usize];
+        let long_enough = stop - start == SECTOR_BYTES || piece.len() >= MIN_ZERO_TAIL;
+        if long_enough && piece.iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = stop;
+    }
+    false
+}
+
 /// How a frame read ended.
 enum FrameRead {
     Frame(Vec<u8>),
@@ -495,13 +521,20 @@ fn read_frame(r: &mut impl Read, offset: u64) -> Result<FrameRead, String> {
         return Ok(FrameRead::Torn);
     }
     if crc32fast::hash(&payload) != le_u32(&h[4..8]) {
-        return if rest_is_zero(r).map_err(io)? {
-            Ok(FrameRead::Torn)
-        } else {
-            Err(format!(
+        if !rest_is_zero(r).map_err(io)? {
+            return Err(format!(
                 "frame at offset {offset} fails its checksum and data follows it"
-            ))
-        };
+            ));
+        }
+        if has_unwritten_sector(&payload, offset + FRAME_HEADER_LEN as u64) {
+            return Ok(FrameRead::Torn);
+        }
+        return Err(format!(
+            "the last frame, at offset {offset} ({len} bytes), fails its checksum although all \
+             of it is on disk: damage, not an interrupted write. Restore the vault from a \
+             backup; or, giving up the writes of that frame, cut the log to {offset} bytes \
+             (truncate -s {offset})"
+        ));
     }
     Ok(FrameRead::Frame(payload))
 }
