@@ -484,7 +484,9 @@ impl AttributeGroup {
     }
 
     /// Reads the group from a payload, whichever encoding it uses. With `Plain`, bare 1.x
-    /// `Attribute` items of the payload are read too (Locate, Get Attributes response).
+    /// `Attribute` items of the payload are read too (Locate, Get Attributes response). A 2.x-style
+    /// tagged attribute inside a 1.x `Template-Attribute` is read as that attribute: clients mix
+    /// the shapes, and ignoring it would make a Locate match more than asked.
     pub(crate) fn read(self, payload: &Node<'_>) -> Result<Vec<Attribute>, ModelError> {
         let (v1_tag, v2_tag) = self.tags();
         let mut out = Vec::new();
@@ -500,8 +502,8 @@ impl AttributeGroup {
                 // Templates were deprecated in 1.3 and this server keeps none.
                 return Err(template.unsupported("a Template reference"));
             }
-            for item in group.all(tags::ATTRIBUTE) {
-                out.push(Attribute::read_v1(&item)?);
+            for item in group.items() {
+                out.push(Attribute::read_tagged(&item)?);
             }
         }
         if self == AttributeGroup::Plain {

@@ -612,6 +612,39 @@ fn locate_filter_wrapped_in_a_template_attribute_is_read() {
 }
 
 #[test]
+fn tagged_attributes_in_a_template_attribute_are_read_not_ignored() {
+    // A client mixing the shapes: a 2.x-style tagged item inside a 1.x Template-Attribute.
+    let locate = st(
+        tags::REQUEST_PAYLOAD,
+        vec![st(
+            tags::TEMPLATE_ATTRIBUTE,
+            vec![
+                v1_attribute("Name", Name::new("k").to_value()),
+                enm(tags::CRYPTOGRAPHIC_ALGORITHM, 3),
+            ],
+        )],
+    );
+    let parsed = RequestPayload::read(Operation::Locate, &codec::Node::new(&locate, "")).unwrap();
+    let RequestPayload::Locate(l) = &parsed else {
+        panic!()
+    };
+    assert_eq!(l.attributes.names(), vec![Name::new("k")]);
+    assert_eq!(
+        l.attributes.cryptographic_algorithm(),
+        Some(CryptographicAlgorithm::Aes)
+    );
+    // A malformed one fails the item instead of being dropped.
+    let bad = st(
+        tags::REQUEST_PAYLOAD,
+        vec![st(
+            tags::TEMPLATE_ATTRIBUTE,
+            vec![text(tags::CRYPTOGRAPHIC_ALGORITHM, "AES")],
+        )],
+    );
+    assert!(RequestPayload::read(Operation::Locate, &codec::Node::new(&bad, "")).is_err());
+}
+
+#[test]
 fn template_references_are_unsupported_not_ignored() {
     let create = st(
         tags::REQUEST_PAYLOAD,
