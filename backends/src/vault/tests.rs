@@ -29,7 +29,24 @@ fn rec(uid: &str, meta: &[u8]) -> ObjectRecord {
 }
 
 fn open(dir: &Path) -> Vault {
-    Vault::open(dir, MasterKeySource::VaultDir).unwrap()
+    open_with(dir, MasterKeySource::VaultDir).unwrap()
+}
+
+/// `Vault::open`, waiting out a directory lock held only by a process that another test is
+/// spawning right now: the child shares every open file (the lock included) from its fork until
+/// its exec closes them. The gateway spawns nothing; tests here do (`acknowledged_writes_survive_kill_9`).
+fn open_with(dir: &Path, source: MasterKeySource) -> Result<Vault, BackendError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match Vault::open(dir, source.clone()) {
+            Err(BackendError::Unavailable(m))
+                if m.contains("in use") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn log_path(dir: &Path) -> PathBuf {
@@ -371,13 +388,13 @@ async fn key_file_is_private_and_its_permissions_are_enforced() {
     assert_eq!(meta.len(), MASTER_KEY_LEN as u64);
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("chmod 600"), "{msg}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     drop(open(dir.path()));
 
     std::fs::remove_file(&key).unwrap();
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("missing"), "{msg}");
     assert!(!key.exists(), "a new key must not replace the lost one");
 }
@@ -388,7 +405,7 @@ async fn key_from_a_path_or_the_environment() {
     let keys = tempfile::tempdir().unwrap();
     let key_path = keys.path().join("vault.key");
     {
-        let v = Vault::open(dir.path(), MasterKeySource::File(key_path.clone())).unwrap();
+        let v = open_with(dir.path(), MasterKeySource::File(key_path.clone())).unwrap();
         v.import(rec("x", b"m"), Zeroizing::new(vec![7; 16]), None)
             .await
             .unwrap();
@@ -396,12 +413,12 @@ async fn key_from_a_path_or_the_environment() {
     let hex_key = hex::encode(std::fs::read(&key_path).unwrap());
     let var = "KMIP_VAULT_TEST_KEY_FROM_ENV";
     std::env::set_var(var, &hex_key);
-    let v = Vault::open(dir.path(), MasterKeySource::EnvHex(var.into())).unwrap();
+    let v = open_with(dir.path(), MasterKeySource::EnvHex(var.into())).unwrap();
     assert_eq!(&v.read_material("x").await.unwrap()[..], &[7; 16]);
     drop(v);
     let bad = "KMIP_VAULT_TEST_KEY_MALFORMED";
     std::env::set_var(bad, &hex_key[..60]);
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::EnvHex(bad.into())));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::EnvHex(bad.into())));
     assert!(msg.contains("64 hex digits"), "{msg}");
     assert!(
         !msg.contains(&hex_key[..60]),
@@ -421,7 +438,7 @@ async fn wrong_master_key_is_refused() {
     let before = std::fs::read(log_path(dir.path())).unwrap();
     let var = "KMIP_VAULT_TEST_WRONG_KEY";
     std::env::set_var(var, "11".repeat(MASTER_KEY_LEN));
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::EnvHex(var.into())));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::EnvHex(var.into())));
     assert!(msg.contains("master key does not match"), "{msg}");
     assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), before);
 }
@@ -457,7 +474,7 @@ async fn foreign_or_damaged_headers_are_refused_untouched() {
     ];
     for (image, expect) in cases {
         std::fs::write(&path, &image).unwrap();
-        let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+        let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
         assert!(msg.contains(expect), "{expect}: {msg}");
         assert_eq!(
             std::fs::read(&path).unwrap(),
@@ -489,7 +506,7 @@ async fn damage_before_the_tail_is_refused_untouched() {
     let mut bad = log.clone();
     bad[first + FRAME_HEADER_LEN + len / 2] ^= 0x40;
     std::fs::write(log_path(dir.path()), &bad).unwrap();
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("checksum and data follows"), "{msg}");
     assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), bad);
 
@@ -497,7 +514,7 @@ async fn damage_before_the_tail_is_refused_untouched() {
     let mut bad = log.clone();
     bad[first + 1] ^= 0x01;
     std::fs::write(log_path(dir.path()), &bad).unwrap();
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("header"), "{msg}");
 }
 
@@ -515,7 +532,7 @@ async fn tampered_records_with_valid_checksums_are_refused_even_at_the_tail() {
     reseal_frame(&mut swapped, f[0].0);
     reseal_frame(&mut swapped, f[1].0);
     std::fs::write(log_path(dir.path()), &swapped).unwrap();
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("fails authentication"), "{msg}");
 
     // Flip a ciphertext bit in the last frame and fix its CRC: not a torn write, so refused.
@@ -524,7 +541,7 @@ async fn tampered_records_with_valid_checksums_are_refused_even_at_the_tail() {
     tampered[last.0 + FRAME_HEADER_LEN + last.1 - 3] ^= 1;
     reseal_frame(&mut tampered, last.0);
     std::fs::write(log_path(dir.path()), &tampered).unwrap();
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("fails authentication"), "{msg}");
     assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), tampered);
 
@@ -532,7 +549,7 @@ async fn tampered_records_with_valid_checksums_are_refused_even_at_the_tail() {
     let mut gap = log[..f[1].0].to_vec();
     gap.extend_from_slice(&log[f[2].0..]);
     std::fs::write(log_path(dir.path()), &gap).unwrap();
-    let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("sequence"), "{msg}");
 }
 
@@ -576,7 +593,7 @@ async fn torn_tails_are_cut_and_the_vault_goes_on() {
     ];
     for (what, image, c_survives) in torn_images {
         std::fs::write(log_path(dir.path()), &image).unwrap();
-        let v = Vault::open(dir.path(), MasterKeySource::VaultDir)
+        let v = open_with(dir.path(), MasterKeySource::VaultDir)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         let expected_len = if c_survives { end } else { last };
         assert_eq!(
@@ -640,7 +657,7 @@ async fn a_complete_last_frame_is_cut_only_with_an_unwritten_sector() {
     ];
     for (what, image) in torn_images {
         std::fs::write(log_path(dir.path()), &image).unwrap();
-        let v = Vault::open(dir.path(), MasterKeySource::VaultDir)
+        let v = open_with(dir.path(), MasterKeySource::VaultDir)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(
             v.stats().torn_tail_bytes,
@@ -666,7 +683,7 @@ async fn a_complete_last_frame_is_cut_only_with_an_unwritten_sector() {
         ("bit flip, zeros after", flipped_then_zeros),
     ] {
         std::fs::write(log_path(dir.path()), &image).unwrap();
-        let msg = err_text(Vault::open(dir.path(), MasterKeySource::VaultDir));
+        let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
         assert!(
             msg.contains("all of it is on disk") && msg.contains(&format!("truncate -s {last}")),
             "{what}: {msg}"
