@@ -34,7 +34,8 @@ fn open(dir: &Path) -> Vault {
 
 /// `Vault::open`, waiting out a directory lock held only by a process that another test is
 /// spawning right now: the child shares every open file (the lock included) from its fork until
-/// its exec closes them. The gateway spawns nothing; tests here do (`acknowledged_writes_survive_kill_9`).
+/// its exec closes them. The gateway spawns nothing; tests here do
+/// (`acknowledged_writes_survive_kill_9`).
 fn open_with(dir: &Path, source: MasterKeySource) -> Result<Vault, BackendError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
