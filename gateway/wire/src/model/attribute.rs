@@ -342,7 +342,8 @@ impl Attribute {
     /// it reads back as the same attribute: a form `version` does not define (an attribute of a
     /// later 1.x minor version, a 2.x item with a tag no table knows, a 1.x-style name or an
     /// Attribute Index in 2.x, a 2.x-only attribute in 1.x) is written the way the reader accepts
-    /// it, and the server, not the writer, decides what it means.
+    /// it, and the server, not the writer, decides what it means. (One thing has no form at all:
+    /// an index on a vendor attribute other than `x`/`y`, which the reader never produces.)
     pub fn to_request_ttlv(&self, version: ProtocolVersion) -> Ttlv {
         let v2_form = version.is_v2() || !self.has_v1_form();
         let named = |name: &str| {
