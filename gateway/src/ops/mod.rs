@@ -116,6 +116,24 @@ const MULTI_VALUED: &[Tag] = &[
 /// Data Type, Key Format Type and Opaque Data Type with an object to rebuild it on Get, but Secret
 /// Data Type is an attribute in no version and the other two only from 2.0 on; listing them
 /// breaks clients (PyKMIP at 2.0 rejects a Get Attribute List naming Secret Data Type).
+/// Refuses what a client sets as an attribute but is none (a 1.x name that is neither standard
+/// nor `x-`/`y-`, or the tag of something else): stored, it could never be named back.
+fn check_is_attribute(name: &AttributeName) -> Result<(), OpError> {
+    if name.is_attribute() {
+        return Ok(());
+    }
+    Err(OpError::InvalidField(match name {
+        AttributeName::Tag(tag) => match kmip_wire::spec::TAGS.iter().find(|t| t.tag == *tag) {
+            Some(info) => format!("{} is not an attribute", info.spec_name),
+            None => format!("tag {:06X} is not an attribute", tag.0),
+        },
+        other => format!(
+            "'{}' is not a KMIP attribute (custom attribute names start with x- or y-)",
+            other.v1_name().unwrap_or_default()
+        ),
+    }))
+}
+
 /// The Name values among `attributes`, for [`NameLocks::lock`].
 fn name_values<'a>(attributes: impl IntoIterator<Item = &'a Attribute>) -> Vec<String> {
     attributes
@@ -432,6 +450,7 @@ impl Ops {
     ) -> Result<Vec<Attribute>, OpError> {
         let mut out: Vec<Attribute> = Vec::with_capacity(attrs.len());
         for a in attrs {
+            check_is_attribute(&a.name)?;
             if let Some(tag) = a.tag() {
                 if tag == tags::OBJECT_TYPE || tag == tags::UNIQUE_IDENTIFIER {
                     continue;
@@ -1008,6 +1027,7 @@ impl Ops {
         let uid = ctx.uid(r.unique_identifier)?;
         let target = self.live_object(&uid)?;
         let a = r.attribute;
+        check_is_attribute(&a.name)?;
         self.check_client_writable(&target, &a.name)?;
         let _names = self.name_locks.lock(name_values([&a])).await;
         if a.is(tags::NAME) {
@@ -1053,6 +1073,7 @@ impl Ops {
         let uid = ctx.uid(r.unique_identifier)?;
         let target = self.live_object(&uid)?;
         let new = r.attribute;
+        check_is_attribute(&new.name)?;
         self.check_client_writable(&target, &new.name)?;
         let _names = self.name_locks.lock(name_values([&new])).await;
         if new.is(tags::NAME) {
@@ -1109,6 +1130,7 @@ impl Ops {
         let uid = ctx.uid(r.unique_identifier)?;
         let target = self.live_object(&uid)?;
         let a = r.attribute;
+        check_is_attribute(&a.name)?;
         self.check_client_writable(&target, &a.name)?;
         if a.tag().is_some_and(|t| MULTI_VALUED.contains(&t)) {
             return Err(OpError::InvalidField(
@@ -1235,9 +1257,12 @@ impl Ops {
                 "ReKey of Symmetric Keys only".into(),
             ));
         }
+        // Only attributes are carried: a vault written before they were checked may hold things
+        // that are none, which would fail the replacement's Create.
         let carried: Vec<Attribute> = old
             .attributes
             .iter()
+            .filter(|a| a.name.is_attribute())
             .filter(|a| match a.tag() {
                 Some(t) => {
                     !server_set(t)

@@ -8,7 +8,7 @@ use crate::tls::Identity;
 use kmip_backends::vault::{MasterKeySource, Vault};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{decode, Limits, Value};
+use kmip_wire::ttlv::{decode, Limits, Tag, Value};
 use std::sync::Arc;
 
 fn dispatcher_over(store: Arc<Store>) -> Dispatcher {
@@ -376,6 +376,75 @@ async fn concurrent_creates_with_one_new_name_make_one_object() {
             .all(|r| *r == ResultReason::NonUniqueNameAttribute));
         assert_eq!(located(&h.dispatcher, &h.conn, &name).await.len(), 1);
     }
+}
+
+/// What is not an attribute is refused where a client sets attributes; custom ones are kept.
+#[tokio::test]
+async fn only_attributes_can_be_set() {
+    let h = harness().await;
+    let aes = || {
+        vec![
+            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+        ]
+    };
+    let not_attributes = [
+        Attribute::integer(tags::BATCH_COUNT, 1),
+        Attribute::new(Tag(0x54_0001), Value::Integer(1)),
+        Attribute {
+            name: AttributeName::Unknown("Not An Attribute".into()),
+            index: None,
+            value: Value::TextString("v".into()),
+        },
+    ];
+    let uid = h.create(ProtocolVersion::V1_4, None).await;
+    for (v, junk) in [ProtocolVersion::V1_4, ProtocolVersion::V2_1]
+        .into_iter()
+        .flat_map(|v| not_attributes.iter().map(move |a| (v, a.clone())))
+    {
+        let mut attributes = aes();
+        attributes.push(junk.clone());
+        let create = RequestPayload::Create(CreateRequest {
+            object_type: ObjectType::SymmetricKey,
+            attributes,
+        });
+        let add = RequestPayload::AddAttribute(AttributeRequest {
+            unique_identifier: Some(uid.clone()),
+            attribute: junk.clone(),
+        });
+        for payload in [create, add] {
+            let item = h.one(v, payload).await;
+            assert_eq!(
+                item.result_reason,
+                Some(ResultReason::InvalidField),
+                "{v:?} {junk:?}: {:?}",
+                item.result_message
+            );
+        }
+    }
+    // Custom attributes, and attributes only the other major version defines, are attributes.
+    let mut attributes = aes();
+    attributes.push(Attribute::text(tags::OPERATION_POLICY_NAME, "default"));
+    attributes.push(Attribute::vendor(
+        "x",
+        "Product_Version",
+        Value::TextString("8".into()),
+    ));
+    let item = h
+        .one(
+            ProtocolVersion::V1_4,
+            RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes,
+            }),
+        )
+        .await;
+    assert_eq!(
+        item.result_status,
+        ResultStatus::Success,
+        "{:?}",
+        item.result_message
+    );
 }
 
 #[tokio::test]

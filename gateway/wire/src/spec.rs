@@ -384,6 +384,19 @@ pub mod tags {
     pub const OBJECT_TYPES: Tag = Tag(0x420167);
     pub const CONSTRAINTS: Tag = Tag(0x420168);
     pub const CONSTRAINT: Tag = Tag(0x420169);
+    pub const ROTATE_INTERVAL: Tag = Tag(0x42016A);
+    pub const ROTATE_AUTOMATIC: Tag = Tag(0x42016B);
+    pub const ROTATE_OFFSET: Tag = Tag(0x42016C);
+    pub const ROTATE_DATE: Tag = Tag(0x42016D);
+    pub const ROTATE_GENERATION: Tag = Tag(0x42016E);
+    pub const ROTATE_NAME: Tag = Tag(0x42016F);
+    pub const ROTATE_NAME_VALUE: Tag = Tag(0x420170);
+    pub const ROTATE_NAME_TYPE: Tag = Tag(0x420171);
+    pub const ROTATE_LATEST: Tag = Tag(0x420172);
+    pub const ASYNCHRONOUS_REQUEST: Tag = Tag(0x420173);
+    pub const SUBMISSION_DATE: Tag = Tag(0x420174);
+    pub const PROCESSING_STAGE: Tag = Tag(0x420175);
+    pub const ASYNCHRONOUS_CORRELATION_VALUES: Tag = Tag(0x420176);
 }
 
 /// Every tag, sorted by value.
@@ -2894,6 +2907,168 @@ pub static TAGS: &[TagInfo] = &[
         v1: false,
         v2: true,
     },
+    TagInfo {
+        tag: Tag(0x42016A),
+        xml_name: "RotateInterval",
+        spec_name: "Rotate Interval",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x42016B),
+        xml_name: "RotateAutomatic",
+        spec_name: "Rotate Automatic",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x42016C),
+        xml_name: "RotateOffset",
+        spec_name: "Rotate Offset",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x42016D),
+        xml_name: "RotateDate",
+        spec_name: "Rotate Date",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x42016E),
+        xml_name: "RotateGeneration",
+        spec_name: "Rotate Generation",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x42016F),
+        xml_name: "RotateName",
+        spec_name: "Rotate Name",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x420170),
+        xml_name: "RotateNameValue",
+        spec_name: "Rotate Name Value",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x420171),
+        xml_name: "RotateNameType",
+        spec_name: "Rotate Name Type",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x420172),
+        xml_name: "RotateLatest",
+        spec_name: "Rotate Latest",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x420173),
+        xml_name: "AsynchronousRequest",
+        spec_name: "Asynchronous Request",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x420174),
+        xml_name: "SubmissionDate",
+        spec_name: "Submission Date",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x420175),
+        xml_name: "ProcessingStage",
+        spec_name: "Processing Stage",
+        v1: false,
+        v2: true,
+    },
+    TagInfo {
+        tag: Tag(0x420176),
+        xml_name: "AsynchronousCorrelationValues",
+        spec_name: "Asynchronous Correlation Values",
+        v1: false,
+        v2: true,
+    },
+];
+
+/// The tags of the attributes the 1.4 or 2.1 specification defines (each has a section saying
+/// which object types it applies to), sorted by value.
+pub static ATTRIBUTE_TAGS: &[Tag] = &[
+    Tag(0x420001), // Activation Date
+    Tag(0x420004), // Application Specific Information
+    Tag(0x420005), // Archive Date
+    Tag(0x420014), // Certificate Identifier
+    Tag(0x420015), // Certificate Issuer
+    Tag(0x42001A), // Certificate Subject
+    Tag(0x42001D), // Certificate Type
+    Tag(0x420020), // Compromise Date
+    Tag(0x420021), // Compromise Occurrence Date
+    Tag(0x420022), // Contact Information
+    Tag(0x420028), // Cryptographic Algorithm
+    Tag(0x420029), // Cryptographic Domain Parameters
+    Tag(0x42002A), // Cryptographic Length
+    Tag(0x42002B), // Cryptographic Parameters
+    Tag(0x42002C), // Cryptographic Usage Mask
+    Tag(0x42002D), // Custom Attribute
+    Tag(0x42002F), // Deactivation Date
+    Tag(0x420033), // Destroy Date
+    Tag(0x420034), // Digest
+    Tag(0x420039), // Initial Date
+    Tag(0x420042), // Key Format Type
+    Tag(0x420048), // Last Change Date
+    Tag(0x420049), // Lease Time
+    Tag(0x42004A), // Link
+    Tag(0x420053), // Name
+    Tag(0x420056), // Object Group
+    Tag(0x420057), // Object Type
+    Tag(0x420059), // Opaque Data Type
+    Tag(0x42005D), // Operation Policy Name
+    Tag(0x420067), // Process Start Date
+    Tag(0x420068), // Protect Stop Date
+    Tag(0x420081), // Revocation Reason
+    Tag(0x42008D), // State
+    Tag(0x420094), // Unique Identifier
+    Tag(0x420095), // Usage Limits
+    Tag(0x4200A8), // Fresh
+    Tag(0x4200AD), // Certificate Length
+    Tag(0x4200AE), // Digital Signature Algorithm
+    Tag(0x4200B5), // X.509 Certificate Identifier
+    Tag(0x4200B6), // X.509 Certificate Issuer
+    Tag(0x4200B7), // X.509 Certificate Subject
+    Tag(0x4200B8), // Key Value Location
+    Tag(0x4200BB), // Key Value Present
+    Tag(0x4200BC), // Original Creation Date
+    Tag(0x4200BF), // Alternative Name
+    Tag(0x4200DE), // Random Number Generator
+    Tag(0x4200FB), // PKCS#12 Friendly Name
+    Tag(0x4200FC), // Description
+    Tag(0x4200FD), // Comment
+    Tag(0x420120), // Sensitive
+    Tag(0x420121), // Always Sensitive
+    Tag(0x420122), // Extractable
+    Tag(0x420123), // Never Extractable
+    Tag(0x420136), // Short Unique Identifier
+    Tag(0x42013A), // NIST Key Type
+    Tag(0x420145), // Protection Level
+    Tag(0x420146), // Protection Period
+    Tag(0x420147), // Quantum Safe
+    Tag(0x42015E), // Protection Storage Mask
+    Tag(0x42016A), // Rotate Interval
+    Tag(0x42016B), // Rotate Automatic
+    Tag(0x42016C), // Rotate Offset
+    Tag(0x42016D), // Rotate Date
+    Tag(0x42016E), // Rotate Generation
+    Tag(0x42016F), // Rotate Name
+    Tag(0x420172), // Rotate Latest
 ];
 
 /// Every enumeration, sorted by name. A value may have several names (1.x and 2.x spellings);

@@ -95,3 +95,65 @@ fn roundtrip_reports_the_message_and_path_of_a_problem() {
     assert!(e.contains("/RequestMessage/BatchItem/Operation"), "{e}");
     assert!(codec_roundtrip_file(&dir.path().join("missing.xml")).is_err());
 }
+
+/// Every attribute a client sets in the OASIS vectors (Create, Create Key Pair, Register, Re-key,
+/// Add, Set and Modify Attribute) names an attribute: the server's refusal of things that are not
+/// attributes (`AttributeName::is_attribute`) turns away nothing a conformant client sends.
+#[test]
+fn every_attribute_clients_set_in_the_vectors_is_an_attribute() {
+    use kmip_wire::model::{AttributeName, RequestMessage, RequestPayload};
+    use kmip_wire::ttlv::{ItemType, Value};
+    use kmip_wire::xml::{parse_file, Bindings};
+
+    let mut files = Vec::new();
+    xml_files(&vectors_dir(), &mut files);
+    let (mut checked, mut refused) = (0, Vec::new());
+    for f in &files {
+        for node in parse_file(f).unwrap() {
+            let mut b = Bindings::new();
+            b.now = Some(1_600_000_000);
+            node.for_each_placeholder(&mut |p, t| {
+                let v = match t {
+                    ItemType::TextString => Value::TextString(format!("dummy {}", p.0)),
+                    ItemType::ByteString => Value::ByteString(p.0.clone().into_bytes().into()),
+                    ItemType::Integer => Value::Integer(1),
+                    ItemType::Enumeration => Value::Enumeration(1),
+                    _ => return,
+                };
+                b.bind(&p.0, v);
+            });
+            let Ok(request) = RequestMessage::from_ttlv(&node.to_ttlv(&b).unwrap()) else {
+                continue;
+            };
+            for item in request.items {
+                let names: Vec<AttributeName> = match item.payload {
+                    Ok(RequestPayload::Create(r)) => r.attributes,
+                    Ok(RequestPayload::Register(r)) => r.attributes,
+                    Ok(RequestPayload::ReKey(r)) => r.attributes,
+                    Ok(RequestPayload::CreateKeyPair(r)) => r
+                        .common_attributes
+                        .into_iter()
+                        .chain(r.private_key_attributes)
+                        .chain(r.public_key_attributes)
+                        .collect(),
+                    Ok(RequestPayload::AddAttribute(r) | RequestPayload::SetAttribute(r)) => {
+                        vec![r.attribute]
+                    }
+                    Ok(RequestPayload::ModifyAttribute(r)) => vec![r.attribute],
+                    _ => Vec::new(),
+                }
+                .into_iter()
+                .map(|a| a.name)
+                .collect();
+                for name in names {
+                    checked += 1;
+                    if !name.is_attribute() {
+                        refused.push(format!("{}: {name:?}", f.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 500, "only {checked} attributes checked");
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}

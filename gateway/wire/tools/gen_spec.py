@@ -79,11 +79,16 @@ def parse_hex(v):
 
 
 def collect(path):
-    tags, enums, masks = {}, {}, {}
+    tags, enums, masks, attributes = {}, {}, {}, set()
     for heading, rows in sections(path):
+        # Each attribute's section has a table saying which object types it applies to.
+        if any(r and r[0].startswith('Applies to Object Types') for r in rows):
+            attributes.add(heading)
         for r in rows:
-            # A value may carry a note: '420014 (deprecated as of version 1.1)'.
+            # A value may carry a note: '420014 (deprecated as of version 1.1)', and a few 2.1
+            # rows (0x42016A-0x420176) a '0x' prefix.
             value = r[1].split(' (')[0].replace(' ', '') if len(r) == 2 else ''
+            value = re.sub(r'^0[xX]', '', value)
             if re.fullmatch(r'(42|54)[0-9A-Fa-f]{4}', value):
                 name = r[0]
                 if name and not name.startswith('(') and name.lower() not in ('reserved', 'unused'):
@@ -104,7 +109,11 @@ def collect(path):
                     v = parse_hex(r[1])
                     if v is not None and v and (v & (v - 1)) == 0 and r[0] and 'reserved' not in r[0].lower() and 'extension' not in r[0].lower():
                         values.setdefault(v, r[0])
-    return tags, enums, masks
+    # Headings without a tag of their own ('Attributes', 2.1's 'Certificate Attributes') group
+    # attributes; they are not one.
+    by_name = {name: value for value, name in tags.items()}
+    attribute_tags = {by_name[a] for a in attributes if a in by_name}
+    return tags, enums, masks, attribute_tags
 
 
 # Corrections where the specification's table disagrees with the OASIS test vectors and the
@@ -124,8 +133,8 @@ def rust_ident(name):
 
 def main():
     base = sys.argv[1]
-    t14, e14, m14 = collect(base + '/kmip-spec-v1.4-os.html')
-    t21, e21, m21 = collect(base + '/kmip-spec-v2.1-os.html')
+    t14, e14, m14, a14 = collect(base + '/kmip-spec-v1.4-os.html')
+    t21, e21, m21, a21 = collect(base + '/kmip-spec-v2.1-os.html')
     all_tags = sorted(set(t14) | set(t21))
     enum_names = sorted(set(e14) | set(e21))
     mask_names = sorted(set(m14) | set(m21))
@@ -174,6 +183,13 @@ def main():
         name = t21.get(t) or t14[t]
         p('    TagInfo { tag: Tag(0x%06X), xml_name: "%s", spec_name: "%s", v1: %s, v2: %s },' % (
             t, xml_name(name), name.replace('"', '\\"'), 'true' if t in t14 else 'false', 'true' if t in t21 else 'false'))
+    p('];')
+    p()
+    p('/// The tags of the attributes the 1.4 or 2.1 specification defines (each has a section saying')
+    p('/// which object types it applies to), sorted by value.')
+    p('pub static ATTRIBUTE_TAGS: &[Tag] = &[')
+    for t in sorted(a14 | a21):
+        p('    Tag(0x%06X), // %s' % (t, t21.get(t) or t14[t]))
     p('];')
     p()
     for kind, names, d14, d21 in (('ENUMS', enum_names, e14, e21), ('MASKS', mask_names, m14, m21)):

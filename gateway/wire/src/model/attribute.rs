@@ -17,7 +17,7 @@ use super::enums::{
 };
 use super::error::ModelError;
 use super::version::{tag_defined, ProtocolVersion};
-use crate::spec::{tags, TAGS};
+use crate::spec::{tags, ATTRIBUTE_TAGS, TAGS};
 use crate::ttlv::{ItemType, Tag, Ttlv, Value};
 
 /// Which attribute an [`Attribute`] is.
@@ -61,6 +61,17 @@ impl AttributeName {
             }
             AttributeName::Vendor { .. } => None,
             AttributeName::Unknown(name) => Some(name.clone()),
+        }
+    }
+
+    /// Whether this names an attribute at all: a tag with an attribute section in KMIP 1.4 or
+    /// 2.1, or a custom attribute (`x-`/`y-` name, Vendor Attribute). Not a 1.x name that is
+    /// neither, nor a tag of something else (Batch Count, or a tag no table knows).
+    pub fn is_attribute(&self) -> bool {
+        match self {
+            AttributeName::Tag(tag) => ATTRIBUTE_TAGS.binary_search(tag).is_ok(),
+            AttributeName::Vendor { .. } => true,
+            AttributeName::Unknown(_) => false,
         }
     }
 

@@ -1000,3 +1000,27 @@ fn secrets_are_redacted_and_key_values_carry_no_attributes() {
         transparent
     );
 }
+
+#[test]
+fn attribute_tags_come_from_both_specifications_and_nothing_else() {
+    use crate::spec::ATTRIBUTE_TAGS;
+    assert!(
+        ATTRIBUTE_TAGS.windows(2).all(|w| w[0] < w[1]),
+        "sorted, for binary_search"
+    );
+    for tag in [
+        tags::NAME,
+        tags::CRYPTOGRAPHIC_USAGE_MASK,
+        tags::OPERATION_POLICY_NAME, // 1.x only
+        tags::QUANTUM_SAFE,          // 2.x only
+        tags::ROTATE_INTERVAL,       // a 2.1 tag the table first missed (written 0x42016A)
+    ] {
+        assert!(AttributeName::Tag(tag).is_attribute(), "{tag:?}");
+    }
+    for not in [tags::BATCH_COUNT, tags::ATTRIBUTE_VALUE, Tag(0x54_0001)] {
+        assert!(!AttributeName::Tag(not).is_attribute(), "{not:?}");
+    }
+    assert!(AttributeName::from_v1_name("x-Product_Version").is_attribute());
+    assert!(!AttributeName::from_v1_name("Batch Count").is_attribute());
+    assert!(!AttributeName::from_v1_name("Not An Attribute").is_attribute());
+}
