@@ -3,9 +3,8 @@
 //! A connection permit is taken *before* accept, so the gateway never holds more than
 //! `max_connections` sockets, and a source slot right after it, so that one host never holds more
 //! than `max_connections_per_source`; a connection over either limit is closed at once and
-//! counted. The
-//! handshake runs in the connection's own task under a timeout. Each message's 8-byte header is
-//! checked against the size limit before its body buffer is allocated.
+//! counted. The handshake runs in the connection's own task under a timeout. Each message's
+//! 8-byte header is checked against the size limit before its body buffer is allocated.
 //!
 //! The listener also keeps what operators need for certificate day-2 work: the registry of open
 //! connections with each one's certificate chain (so a reload can re-check and close connections

@@ -112,10 +112,6 @@ const MULTI_VALUED: &[Tag] = &[
     tags::KEY_VALUE_LOCATION,
 ];
 
-/// Whether `name` is an attribute a client of `version` may be shown. The server keeps Secret
-/// Data Type, Key Format Type and Opaque Data Type with an object to rebuild it on Get, but Secret
-/// Data Type is an attribute in no version and the other two only from 2.0 on; listing them
-/// breaks clients (PyKMIP at 2.0 rejects a Get Attribute List naming Secret Data Type).
 /// Refuses what a client sets as an attribute but is none (a 1.x name that is neither standard
 /// nor `x-`/`y-`, or the tag of something else): stored, it could never be named back.
 fn check_is_attribute(name: &AttributeName) -> Result<(), OpError> {
@@ -143,6 +139,10 @@ fn name_values<'a>(attributes: impl IntoIterator<Item = &'a Attribute>) -> Vec<S
         .collect()
 }
 
+/// Whether `name` is an attribute a client of `version` may be shown. The server keeps Secret
+/// Data Type, Key Format Type and Opaque Data Type with an object to rebuild it on Get, but Secret
+/// Data Type is an attribute in no version and the other two only from 2.0 on; listing them
+/// breaks clients (PyKMIP at 2.0 rejects a Get Attribute List naming Secret Data Type).
 fn reportable(name: &AttributeName, version: ProtocolVersion) -> bool {
     match name {
         AttributeName::Tag(t) if *t == tags::SECRET_DATA_TYPE => false,
