@@ -752,6 +752,10 @@ cas = ["ca.pem"]
             error_of(&format!("{MINIMAL}[limits]\nmax_connections = 0\n"))
                 .starts_with("limits.max_connections")
         );
+        assert!(error_of(&format!(
+            "{MINIMAL}[limits]\nmax_connections_per_source = 0\n"
+        ))
+        .starts_with("limits.max_connections_per_source"));
         assert!(
             error_of(&format!("{MINIMAL}[backend]\nkind = \"hsm\"\n")).starts_with("backend.kind")
         );
