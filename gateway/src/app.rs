@@ -138,7 +138,7 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
     export_expiries(&tls.load().expiries);
     let access = Arc::new(Access::new(load_policy(&cfg)?));
-    let ops = Ops::new(store, access.clone(), cfg.locate_cache_entries);
+    let ops = Ops::new(store.clone(), access.clone(), cfg.locate_cache_entries);
     let audit = match &cfg.audit {
         Some(a) => {
             let dir = a.dir.clone();
@@ -225,6 +225,9 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     let _ = shutdown_tx.send(true);
     if let Err(e) = serving.await {
         error!(error = %e, "listener task failed");
+    }
+    if !store.flush_background(cfg.limits.shutdown_grace).await {
+        warn!("background attribute writes (Fresh cleared by a Get) did not finish in the grace period");
     }
     if let Some(capture) = capture {
         let flushed = tokio::task::spawn_blocking(move || capture.flush(CAPTURE_FLUSH_TIMEOUT))

@@ -13,6 +13,7 @@ use kmip_wire::model::{Attribute, AttributeName};
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -198,6 +199,8 @@ pub struct Store {
     names: DashMap<String, Vec<String>>,
     /// Object Group → identifiers, for Locate by Object Group.
     groups: DashMap<String, Vec<String>>,
+    /// Writes of [`Store::update_lazily`] still running, awaited by [`Store::flush_background`].
+    background: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// The values of `obj`'s attribute `tag` that an index keys on.
@@ -241,6 +244,7 @@ impl Store {
             generations: Arc::new(Generations::default()),
             names: DashMap::new(),
             groups: DashMap::new(),
+            background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         };
         for record in backend.load_all().await? {
             let obj = StoredObject::from_record(record)?;
@@ -391,13 +395,28 @@ impl Store {
         self.generations.bump(changed);
         let this = self.clone();
         let uid = uid.to_owned();
-        tokio::spawn(async move {
+        let mut background = self.background.lock().unwrap_or_else(|e| e.into_inner());
+        // Finished writes are reaped here, so the set holds only the ones still running.
+        while background.try_join_next().is_some() {}
+        background.spawn(async move {
             let _guard = guard;
             let Some(latest) = this.get(&uid) else { return };
             if let Err(e) = this.backend.update_meta(&uid, latest.to_meta()).await {
                 tracing::warn!(uid = %uid, error = %e, "background attribute write failed");
             }
         });
+    }
+
+    /// Waits up to `timeout` for the background writes still running, so that a graceful stop
+    /// keeps what a Get changed (Fresh); only a crash may lose it. Whether all of them finished.
+    pub async fn flush_background(&self, timeout: Duration) -> bool {
+        let mut running =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
+        tokio::time::timeout(timeout, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok()
     }
 
     /// KMIP Destroy: the material goes for good; the object stays with its attributes
@@ -452,5 +471,54 @@ impl Store {
 
     pub async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         self.backend.read_material(uid).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmip_backends::vault::{MasterKeySource, Vault};
+    use kmip_backends::{KeyAlgorithm, ObjectKind};
+    use kmip_wire::model::Attribute;
+
+    async fn open(dir: &std::path::Path) -> Arc<Store> {
+        let vault = Vault::open(dir, MasterKeySource::VaultDir).unwrap();
+        Arc::new(Store::open(Arc::new(vault)).await.unwrap())
+    }
+
+    /// A graceful stop waits for the background writes: what they wrote is there after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushed_background_writes_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let uids: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        for uid in &uids {
+            let obj = StoredObject {
+                uid: uid.clone(),
+                kind: ObjectKind::SymmetricKey,
+                owner: "purefa".into(),
+                attributes: vec![Attribute::boolean(tags::FRESH, true)],
+            };
+            let spec = KeySpec {
+                algorithm: KeyAlgorithm::Aes,
+                bits: 256,
+                extractable: true,
+                sensitive: false,
+                label: None,
+            };
+            store.create(obj, spec).await.unwrap();
+        }
+        for uid in &uids {
+            store
+                .update_lazily(uid, |o| o.set(tags::FRESH, Value::Boolean(false)))
+                .await;
+        }
+        assert!(store.flush_background(Duration::from_secs(10)).await);
+        drop(store);
+        let store = open(dir.path()).await;
+        for uid in &uids {
+            let fresh = store.get(uid).and_then(|o| o.first(tags::FRESH).cloned());
+            assert_eq!(fresh.and_then(|a| a.as_bool()), Some(false), "{uid}");
+        }
     }
 }

@@ -211,14 +211,15 @@ struct Expected {
     material: Option<Vec<u8>>,
 }
 
-/// (b) A gateway restarted on the same token finds every object, attribute (custom `x-` ones and
-/// Name included) and state, key material included.
+/// (b) A gateway restarted (stopped with SIGTERM) on the same token finds every object,
+/// attribute (custom `x-` ones and Name included) and state, key material included; Fresh
+/// cleared by a Get too, which is written in the background and flushed by a graceful stop.
 #[test]
 fn a_restart_finds_every_object_attribute_and_state() {
     let home = GatewayHome::new(Backend::SoftHsm);
     let tls = tls(&home);
     let rt = runtime();
-    let gw = home.start();
+    let mut gw = home.start();
     let expected: Vec<Expected> = rt.block_on(async {
         let mut c = connect(&gw, &tls).await;
         // Pre-Active key with a name and custom attributes.
@@ -300,6 +301,13 @@ fn a_restart_finds_every_object_attribute_and_state() {
             "{must} missing before restart: {names:?}"
         );
     }
+    gw.terminate();
+    let status = gw.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "graceful stop: {status:?}\n{}",
+        gw.log()
+    );
     drop(gw);
 
     let gw = home.start();
