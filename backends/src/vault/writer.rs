@@ -122,6 +122,9 @@ impl Writer {
         if !pending.is_empty() {
             format::finish_frame(buf, frame);
             if let Err(e) = self.append(buf) {
+                // Stopped before anyone hears of the failure: a caller that saw it also sees
+                // `health()` fail.
+                self.shared.failed.store(true, Ordering::SeqCst);
                 for reply in pending.into_iter().map(|p| p.reply).chain(compact_replies) {
                     let _ = reply.send(Err(copy_error(&e)));
                 }
@@ -133,6 +136,9 @@ impl Writer {
             return Ok(());
         }
         let result = self.compact();
+        if matches!(result, Err(CompactError::Fatal(_))) {
+            self.shared.failed.store(true, Ordering::SeqCst);
+        }
         for reply in compact_replies {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
