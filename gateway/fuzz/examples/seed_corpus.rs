@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use kmip_wire::ttlv::{ItemType, Value};
 use kmip_wire::xml::{parse_file, Bindings};
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -36,19 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or("x")
             .to_owned();
         for (i, node) in parse_file(f)?.iter().enumerate() {
-            let mut b = Bindings::new();
-            b.now = Some(1_600_000_000);
-            node.for_each_placeholder(&mut |p, t| {
-                let v = match t {
-                    ItemType::TextString => Value::TextString(format!("dummy {}", p.0)),
-                    ItemType::ByteString => Value::ByteString(p.0.clone().into_bytes().into()),
-                    ItemType::Integer => Value::Integer(1),
-                    ItemType::Enumeration => Value::Enumeration(1),
-                    _ => return,
-                };
-                b.bind(&p.0, v);
-            });
-            let bytes = node.to_ttlv(&b)?.to_bytes()?;
+            let bytes = node.to_ttlv(&Bindings::dummies(node))?.to_bytes()?;
             std::fs::write(Path::new(out).join(format!("{stem}-{i:02}")), &bytes)?;
             written += 1;
         }

@@ -178,6 +178,25 @@ impl Bindings {
         Bindings::default()
     }
 
+    /// Fixed stand-ins for every placeholder of `node` (text, bytes, integers, enumerations; a
+    /// fixed `$NOW`), for tools that need the message without a server to fill it in: seeding
+    /// the fuzz corpora, scanning the vectors.
+    pub fn dummies(node: &XmlNode) -> Bindings {
+        let mut b = Bindings::new();
+        b.now = Some(1_600_000_000);
+        node.for_each_placeholder(&mut |p, t| {
+            let v = match t {
+                ItemType::TextString => Value::TextString(format!("dummy {}", p.0)),
+                ItemType::ByteString => Value::ByteString(p.0.clone().into_bytes().into()),
+                ItemType::Integer => Value::Integer(1),
+                ItemType::Enumeration => Value::Enumeration(1),
+                _ => return,
+            };
+            b.bind(&p.0, v);
+        });
+        b
+    }
+
     /// Binds `name` (without `$`) to `value`, replacing an earlier binding.
     pub fn bind(&mut self, name: &str, value: Value) {
         self.values.insert(name.to_owned(), value);

@@ -102,7 +102,6 @@ fn roundtrip_reports_the_message_and_path_of_a_problem() {
 #[test]
 fn every_attribute_clients_set_in_the_vectors_is_an_attribute() {
     use kmip_wire::model::{AttributeName, RequestMessage, RequestPayload};
-    use kmip_wire::ttlv::{ItemType, Value};
     use kmip_wire::xml::{parse_file, Bindings};
 
     let mut files = Vec::new();
@@ -110,18 +109,7 @@ fn every_attribute_clients_set_in_the_vectors_is_an_attribute() {
     let (mut checked, mut refused) = (0, Vec::new());
     for f in &files {
         for node in parse_file(f).unwrap() {
-            let mut b = Bindings::new();
-            b.now = Some(1_600_000_000);
-            node.for_each_placeholder(&mut |p, t| {
-                let v = match t {
-                    ItemType::TextString => Value::TextString(format!("dummy {}", p.0)),
-                    ItemType::ByteString => Value::ByteString(p.0.clone().into_bytes().into()),
-                    ItemType::Integer => Value::Integer(1),
-                    ItemType::Enumeration => Value::Enumeration(1),
-                    _ => return,
-                };
-                b.bind(&p.0, v);
-            });
+            let b = Bindings::dummies(&node);
             let Ok(request) = RequestMessage::from_ttlv(&node.to_ttlv(&b).unwrap()) else {
                 continue;
             };
