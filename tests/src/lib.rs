@@ -22,6 +22,21 @@ const KMIP_READY: &str = "KMIP listener ready";
 /// The log line the gateway prints once its admin listener is bound.
 const ADMIN_READY: &str = "admin listener ready";
 
+/// The 32-byte AES key a Get answered with; panics, naming `uid`, on anything else.
+pub fn aes256_key_of(item: &kmip_wire::model::ResponseBatchItem, uid: &str) -> Vec<u8> {
+    let Some(kmip_wire::model::ResponsePayload::Get(g)) = &item.payload else {
+        panic!("Get {uid}: {item:?}");
+    };
+    let key = g
+        .object
+        .key_block()
+        .and_then(|kb| kb.key_bytes())
+        .map(|b| b.as_slice().to_vec())
+        .unwrap_or_default();
+    assert_eq!(key.len(), 32, "Get {uid}: not a 32-byte key");
+    key
+}
+
 /// The workspace root (the folder holding the root Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -17,7 +17,7 @@
 //! served from memory and `/readyz` answers 503 — even after the fault clears. A restart
 //! recovers: everything acknowledged is there, nothing unacknowledged is.
 
-use kmip_e2e::{binary_path, GatewayOptions, GatewayProcess};
+use kmip_e2e::{aes256_key_of, binary_path, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, CreateRequest, CryptographicAlgorithm, GetRequest, LocateRequest, ObjectType,
@@ -261,17 +261,7 @@ async fn key_of(c: &mut KmipClient, uid: &str) -> Vec<u8> {
         ..GetRequest::default()
     });
     let item = call(c, get).await.unwrap();
-    let Some(ResponsePayload::Get(g)) = &item.payload else {
-        panic!("Get {uid}: {item:?}");
-    };
-    let bytes = g
-        .object
-        .key_block()
-        .and_then(|kb| kb.key_bytes())
-        .map(|b| b.as_slice().to_vec())
-        .unwrap_or_default();
-    assert_eq!(bytes.len(), 32, "Get {uid}: not a 32-byte key");
-    bytes
+    aes256_key_of(&item, uid)
 }
 
 async fn locate_all(c: &mut KmipClient) -> BTreeSet<String> {

@@ -3,7 +3,7 @@
 //! writes text and KMIP XML files that name the operations, hold no key bytes, and that
 //! `kmip-conformance` reads (codec round trip) and replays against the gateway.
 
-use kmip_e2e::{binary_path, GatewayOptions, GatewayProcess};
+use kmip_e2e::{aes256_key_of, binary_path, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, CreateRequest, CryptographicAlgorithm, GetRequest, LocateRequest, ObjectType,
@@ -153,17 +153,7 @@ fn get(uid: &str) -> RequestPayload {
 /// The 32 key bytes `Get uid` returns.
 async fn key_of(c: &mut KmipClient, uid: &str) -> Vec<u8> {
     let item = call(c, get(uid)).await;
-    let Some(ResponsePayload::Get(g)) = &item.payload else {
-        panic!("Get {uid}: {item:?}");
-    };
-    let key = g
-        .object
-        .key_block()
-        .and_then(|kb| kb.key_bytes())
-        .map(|b| b.as_slice().to_vec())
-        .unwrap_or_default();
-    assert_eq!(key.len(), 32, "Get {uid}: not a 32-byte key");
-    key
+    aes256_key_of(&item, uid)
 }
 
 async fn connect(gw: &GatewayProcess) -> KmipClient {

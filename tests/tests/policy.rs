@@ -2,7 +2,7 @@
 //! file, a grant added and then revoked by editing that file while connections stay open, an
 //! invalid policy refused while the old one stays in force, and `check-config`'s dry run.
 
-use kmip_e2e::{binary_path, GatewayOptions, GatewayProcess};
+use kmip_e2e::{aes256_key_of, binary_path, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::pki;
 use kmip_wire::model::{
@@ -211,17 +211,7 @@ impl Client {
     /// The 32 key bytes of `uid`; fails the test if the Get does not succeed.
     async fn key(&mut self, uid: &str) -> Vec<u8> {
         let item = self.call(get(uid)).await;
-        let Some(ResponsePayload::Get(g)) = &item.payload else {
-            panic!("Get {uid}: {item:?}");
-        };
-        let bytes = g
-            .object
-            .key_block()
-            .and_then(|kb| kb.key_bytes())
-            .map(|b| b.as_slice().to_vec())
-            .unwrap_or_default();
-        assert_eq!(bytes.len(), 32, "Get {uid}: not a 32-byte key");
-        bytes
+        aes256_key_of(&item, uid)
     }
 
     async fn locate(&mut self, filter: Vec<Attribute>) -> BTreeSet<String> {
