@@ -451,6 +451,17 @@ fn xml_open(out: &mut String, tag: Tag) {
     }
 }
 
+/// One `<Tag type=".." value=".."/>` line.
+fn xml_leaf(out: &mut String, depth: usize, tag: Tag, item_type: ItemType, value: &str) {
+    indent(out, depth);
+    xml_open(out, tag);
+    let _ = writeln!(
+        out,
+        " type=\"{}\" value=\"{value}\"/>",
+        item_type.xml_name()
+    );
+}
+
 fn xml_item(out: &mut String, shown: &Shown<'_>, depth: usize, counter: &mut usize) {
     match shown {
         Shown::Plain(t) => {
@@ -478,30 +489,14 @@ fn xml_item(out: &mut String, shown: &Shown<'_>, depth: usize, counter: &mut usi
             item_type,
             len,
         } => {
-            indent(out, depth);
-            xml_open(out, *tag);
-            let _ = writeln!(
-                out,
-                " type=\"{}\" value=\"{}\"/>",
-                item_type.xml_name(),
-                placeholder(*len, *counter)
-            );
+            xml_leaf(out, depth, *tag, *item_type, &placeholder(*len, *counter));
             *counter += 1;
         }
         Shown::Named {
             tag,
             item_type,
             name,
-        } => {
-            indent(out, depth);
-            xml_open(out, *tag);
-            let _ = writeln!(
-                out,
-                " type=\"{}\" value=\"{}\"/>",
-                item_type.xml_name(),
-                name
-            );
-        }
+        } => xml_leaf(out, depth, *tag, *item_type, name),
     }
 }
 
