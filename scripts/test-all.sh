@@ -14,4 +14,4 @@ export KMIP_PYTHON="$PWD/.venv/bin/python"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --release --bins
-cargo test --workspace --release
+cargo test --workspace --release --no-fail-fast

@@ -804,7 +804,11 @@ fn an_exhausted_pool_reports_busy_within_the_timeout() {
             "{:?}",
             result.err()
         );
-        assert!(waited >= timeout && waited < timeout * 4, "{waited:?}");
+        // The upper bound only tells a refusal from a hang: a loaded machine may run late.
+        assert!(
+            waited >= timeout && waited < Duration::from_secs(20),
+            "{waited:?}"
+        );
         drop(held);
         assert_eq!(backend.read_material("k").await.unwrap().len(), 16);
         backend.close().await;

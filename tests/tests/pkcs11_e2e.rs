@@ -508,14 +508,16 @@ fn token_files_removed_fail_cleanly_and_the_gateway_recovers() {
 const LOAD_CLIENTS: usize = 32;
 const LOAD_REQUESTS: usize = 20;
 /// No request may take longer than this: far above the 200 ms acquire timeout plus one key
-/// generation on a disk that may stall for a second or two, far below the client's 30 s response
-/// timeout (a hang).
-const LOAD_BOUND: Duration = Duration::from_secs(10);
-/// A refusal for want of a session comes soon after the 200 ms acquire timeout.
-const BUSY_BOUND: Duration = Duration::from_secs(2);
+/// generation on a disk that may stall for seconds, below the client's 30 s response timeout
+/// (a hang).
+const LOAD_BOUND: Duration = Duration::from_secs(20);
 
 /// (e) One session, a 200 ms acquire timeout and many concurrent clients: every request is
-/// answered within a bounded time, with Success or Operation Failed, none hangs.
+/// answered within a bounded time, with Success or Operation Failed for want of a session, none
+/// hangs. Whether a request outwaits the timeout here depends on the disk's speed, so this test
+/// does not require one to; `an_exhausted_pool_reports_busy_within_the_timeout` (backends) holds
+/// the one session and shows the refusal deterministically, and `ops::error` tests how a busy
+/// backend is answered.
 #[test]
 fn an_exhausted_pool_answers_every_request_in_bounded_time() {
     // On disk, key generation is slow enough that queued requests outwait the timeout.
@@ -592,13 +594,8 @@ fn an_exhausted_pool_answers_every_request_in_bounded_time() {
     assert!(slowest < LOAD_BOUND, "a request took {slowest:?}");
     for f in &failed {
         assert_eq!(f.1, ResultStatus::OperationFailed, "{f:?}");
-        assert!(f.0 < BUSY_BOUND, "a refusal took {:?}", f.0);
     }
     assert!(succeeded > 0, "nothing succeeded");
-    assert!(
-        !failed.is_empty(),
-        "one session never ran out under this load: the test did not exhaust the pool"
-    );
     assert!(
         failed.iter().all(|f| f
             .2

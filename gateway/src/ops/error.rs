@@ -123,3 +123,20 @@ impl OpError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A backend out of sessions fails the item with a reason and a message that tell the
+    /// operator why, without closing the connection; the end-to-end pool test relies on it.
+    #[test]
+    fn a_busy_backend_is_a_general_failure_saying_no_session() {
+        let e = OpError::Backend(BackendError::Busy(Duration::from_millis(200)));
+        for v in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+            assert_eq!(e.result_reason(v), ResultReason::GeneralFailure);
+        }
+        assert!(e.to_string().contains("no session available"), "{e}");
+    }
+}
