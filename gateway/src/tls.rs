@@ -538,7 +538,7 @@ mod tests {
     };
     use std::sync::Mutex;
 
-    /// A gateway configuration in a temporary folder: one user `purefa` trusting `ca`.
+    /// A temporary configuration folder with the listener's certificate (of `server_ca`).
     struct Setup {
         dir: tempfile::TempDir,
         server_ca: CaBundle,
@@ -555,6 +555,7 @@ mod tests {
             Setup { dir, server_ca }
         }
 
+        /// Writes a file of the folder; returns its path as a TOML string.
         fn write(&self, name: &str, contents: &str) -> String {
             let path = self.dir.path().join(name);
             std::fs::write(&path, contents).unwrap();
