@@ -91,6 +91,7 @@ struct RawUser {
     cas: Vec<PathBuf>,
     #[serde(default)]
     crls: Vec<PathBuf>,
+    direct_issuer_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -197,7 +198,14 @@ pub struct UserConfig {
     pub cas: Vec<PathBuf>,
     /// CRLs checked for this user's certificates, besides `[revocation] crls`.
     pub crls: Vec<PathBuf>,
+    /// The client certificate must be signed by one of `cas` itself, not by an intermediate
+    /// below it: trusting a root then does not mean trusting every CA that root certified.
+    pub direct_issuer_only: bool,
 }
+
+/// `[[users]] direct_issuer_only` when not set: off, so a chain through intermediates to a
+/// user's CA is accepted as before (the FlashArray's own chains are root + leaf anyway).
+pub const DEFAULT_DIRECT_ISSUER_ONLY: bool = false;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimitsConfig {
@@ -276,6 +284,7 @@ impl GatewayConfig {
                 name: "purefa".into(),
                 cas: vec![pki.join("ca.pem")],
                 crls: Vec::new(),
+                direct_issuer_only: DEFAULT_DIRECT_ISSUER_ONLY,
             }],
             limits: LimitsConfig::default(),
             backend: BackendConfig::Vault {
@@ -396,6 +405,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
             name: u.name,
             cas: u.cas.into_iter().map(|p| resolve(base, p)).collect(),
             crls: u.crls.into_iter().map(|p| resolve(base, p)).collect(),
+            direct_issuer_only: u.direct_issuer_only.unwrap_or(DEFAULT_DIRECT_ISSUER_ONLY),
         });
     }
     let l = raw.limits;
@@ -777,6 +787,7 @@ cas = ["ca.pem"]
         assert_eq!(c.revocation, RevocationConfig::default());
         assert!(c.revocation.close_revoked_connections);
         assert!(c.users[0].crls.is_empty());
+        assert!(!c.users[0].direct_issuer_only);
         let fp = "AB:".repeat(31) + "AB";
         let c = GatewayConfig::from_toml_str(
             &format!(
@@ -799,6 +810,20 @@ cas = ["ca.pem"]
             "{MINIMAL}[revocation]\ndeny_fingerprints = [\"abcd\"]\n"
         ))
         .starts_with("revocation.deny_fingerprints[0]"));
+    }
+
+    #[test]
+    fn direct_issuer_only_is_read_per_user() {
+        let c = GatewayConfig::from_toml_str(
+            &format!("{MINIMAL}direct_issuer_only = true\n"),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert!(c.users[0].direct_issuer_only);
+        assert!(
+            error_of(&format!("{MINIMAL}direct_issuer_only = \"maybe\"\n"))
+                .contains("direct_issuer_only")
+        );
     }
 
     #[test]

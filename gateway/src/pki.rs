@@ -278,6 +278,9 @@ pub enum CertProfile {
         dns_names: Vec<String>,
         ip_addrs: Vec<IpAddr>,
     },
+    /// No extended key usage extension at all, as some CAs issue: usable for anything in
+    /// RFC 5280 terms, but the gateway refuses it as a client certificate (tests build it).
+    NoExtendedKeyUsage,
 }
 
 /// Full control over an issued leaf certificate. [`issue_cert`] applies no Common
@@ -472,6 +475,7 @@ pub fn issue_cert(ca: &CaBundle, options: &IssueOptions) -> Result<IssuedCert, P
             params.subject_alt_names = subject_alt_names(dns_names, ip_addrs)?;
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         }
+        CertProfile::NoExtendedKeyUsage => params.extended_key_usages = Vec::new(),
     }
     let key = generate_key()?;
     let cert = params.signed_by(&*key, &issuer)?;
@@ -1251,6 +1255,15 @@ mod tests {
         let cert = issue_cert(&ca, &anonymous).unwrap();
         assert_eq!(describe_cert(&cert.cert_pem).unwrap().subject_cn, None);
         // Chain-wise both are fine: refusing them is the gateway's job, which is what they test.
+        verify_client(&*client_verifier(&ca, &empty_crl(&ca)), &cert.cert_pem).unwrap();
+
+        let no_eku =
+            IssueOptions::new(Some("purefa".into()), CertProfile::NoExtendedKeyUsage, 30).unwrap();
+        let cert = issue_cert(&ca, &no_eku).unwrap();
+        with_x509(&cert.cert_pem, |cert| {
+            assert!(cert.extended_key_usage().unwrap().is_none());
+        });
+        // webpki lets a certificate without EKU through the handshake: `tls` refuses it.
         verify_client(&*client_verifier(&ca, &empty_crl(&ca)), &cert.cert_pem).unwrap();
     }
 

@@ -9,7 +9,9 @@
 //! is logged and `kmip_reloads_total{result="failure"}` counts it. Connections keep the TLS session
 //! they started with; after a successful reload every open connection's certificate is re-checked
 //! against the new CRLs, deny-list and users, and the failing ones are closed after their current
-//! request (`[revocation] close_revoked_connections`).
+//! request (`[revocation] close_revoked_connections`), logged and counted in
+//! `kmip_connections_closed_total` under the refusal's own reason (`certificate_revoked`,
+//! `denied`, `certificate_expired`, `indirect_issuer`, …).
 //!
 //! Keys that only apply at start (`listen`, `data_dir`, `[limits]`, `[backend]`, `[admin]`) are
 //! compared and, when changed, logged as needing a restart; the running values stay.

@@ -325,15 +325,20 @@ fn write_pair(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) -> (PathBuf
 }
 
 fn client_cert(ca: &CaBundle, cn: &str) -> pki::IssuedCert {
-    let opts = IssueOptions::new(Some(cn.to_owned()), CertProfile::Client, 30).unwrap();
+    issue(ca, cn, CertProfile::Client)
+}
+
+fn issue(ca: &CaBundle, cn: &str, profile: CertProfile) -> pki::IssuedCert {
+    let opts = IssueOptions::new(Some(cn.to_owned()), profile, 30).unwrap();
     pki::issue_cert(ca, &opts).unwrap()
 }
 
-/// Waits for the gateway log to hold `needle` (it is written just after the refusal).
-fn wait_for_log(gw: &GatewayProcess, needle: &str) -> bool {
+/// Waits for the gateway log to hold `needle` `times` times (it is written just after the
+/// refusal).
+fn wait_for_log_count(gw: &GatewayProcess, needle: &str, times: usize) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if gw.log().contains(needle) {
+        if gw.log().matches(needle).count() >= times {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -410,6 +415,25 @@ fn authentication_refusals_are_told_apart() {
             client_cert(&ca_b, "purefa"),
             Some("ca_not_trusted_for_user"),
         ),
+        // Passes the handshake (no EKU means any use in RFC 5280), refused afterwards.
+        (
+            "no extended key usage",
+            issue(&ca_a, "purefa", CertProfile::NoExtendedKeyUsage),
+            Some("missing_client_auth_eku"),
+        ),
+        // Refused by the handshake itself, under the same reason.
+        (
+            "serverAuth only",
+            issue(
+                &ca_a,
+                "purefa",
+                CertProfile::Server {
+                    dns_names: vec!["purefa".to_owned()],
+                    ip_addrs: Vec::new(),
+                },
+            ),
+            Some("missing_client_auth_eku"),
+        ),
     ];
     for (i, (case, cert, expected)) in cases.iter().enumerate() {
         let (cert_path, key_path) =
@@ -433,21 +457,24 @@ fn authentication_refusals_are_told_apart() {
                     r["answered"], false,
                     "{case}: the client got an answer: {r}"
                 );
+                // As many times as the cases so far that expect this label.
                 let needle = format!("reason=\"{label}\"");
+                let times = cases[..=i].iter().filter(|c| c.2 == *expected).count();
                 assert!(
-                    wait_for_log(&gw, &needle),
-                    "{case}: gateway log lacks {needle}:\n{}",
+                    wait_for_log_count(&gw, &needle, times),
+                    "{case}: gateway log lacks {needle} ({times} times):\n{}",
                     gw.log()
                 );
             }
         }
     }
-    // Each refusal was logged under its own reason, once.
+    // Each refusal was logged under its own reason, once per case.
     let log = gw.log();
     for (case, _, expected) in &cases {
         if let Some(label) = expected {
+            let want = cases.iter().filter(|c| c.2 == *expected).count();
             let n = log.matches(&format!("reason=\"{label}\"")).count();
-            assert_eq!(n, 1, "{case}: {label} logged {n} times:\n{log}");
+            assert_eq!(n, want, "{case}: {label} logged {n} times:\n{log}");
         }
     }
 }

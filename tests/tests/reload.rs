@@ -25,6 +25,8 @@ const RELOADS: usize = 100;
 const LOAD_CLIENTS: usize = 4;
 /// How long a SIGHUP reload (asynchronous) may take to show on new connections.
 const SIGNAL_RELOAD_WAIT: Duration = Duration::from_secs(10);
+/// How long a line already logged may take to be read from the gateway's stderr.
+const LOG_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs `kmip-gateway ARGS`; returns (success, stdout + stderr).
 fn cli(args: &[&str]) -> (bool, String) {
@@ -267,6 +269,21 @@ async fn served_certificate(
         .to_vec()
 }
 
+/// Waits for a line of the gateway log matching `matches` (the log is read from the gateway's
+/// stderr by another thread, so a line logged before an admin call returned can arrive after it).
+fn wait_for_log_line(gw: &GatewayProcess, matches: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + LOG_WAIT;
+    loop {
+        if gw.log().lines().any(&matches) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn der_of(pem_file: &Path) -> Vec<u8> {
     CertificateDer::from_pem_file(pem_file)
         .unwrap()
@@ -350,6 +367,26 @@ async fn guide_setup_then_revoke_deny_and_restore() {
             "kmip_handshake_failures_total{reason=\"certificate_revoked\"}"
         ) >= 1.0,
         "{metrics}"
+    );
+    // The open connection was cut for what it is, a revocation, not as an untrusted CA.
+    assert_eq!(
+        metric(
+            &metrics,
+            "kmip_connections_closed_total{reason=\"certificate_revoked\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("reason=\"ca_not_trusted_for_user\""),
+        "{metrics}"
+    );
+    assert!(
+        wait_for_log_line(&gw, |l| l.contains("closing connection")
+            && l.contains("user=purefa")
+            && l.contains("reason=\"certificate_revoked\"")),
+        "{}",
+        gw.log()
     );
     assert!(
         metrics.contains("kmip_cert_expiry_seconds{kind=\"crl\""),
