@@ -709,3 +709,222 @@ async fn malformed_message_in_an_unknown_version_is_answered_in_1_0() {
     assert_eq!(r.items.len(), 1);
     assert_eq!(r.items[0].result_status, ResultStatus::OperationFailed);
 }
+
+/// Bytes the harness's vault holds on disk: every durable write appends to it.
+fn vault_bytes(h: &Harness) -> u64 {
+    fn walk(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    walk(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+    walk(&h._dir.path().join("vault"))
+}
+
+fn state_of_uid(h: &Harness, uid: &str) -> Option<u32> {
+    h.dispatcher
+        .ops()
+        .store
+        .get(uid)
+        .and_then(|o| o.enum_of(tags::STATE))
+}
+
+fn ctx_of(user: &str, version: ProtocolVersion) -> super::OpContext<'_> {
+    super::OpContext::new(user, version, 0)
+}
+
+fn add_text(uid: &str, tag: Tag, text: &str) -> RequestPayload {
+    RequestPayload::AddAttribute(AttributeRequest {
+        unique_identifier: Some(uid.to_owned()),
+        attribute: Attribute::text(tag, text),
+    })
+}
+
+/// Issue 12, item 1: an Undo batch of another user that names the victim's key and fails must
+/// neither journal it (so its undo cannot put back a version from before the victim's Revoke)
+/// nor write anything (the vault growing only for existing identifiers is an oracle).
+#[tokio::test]
+async fn an_undo_batch_never_journals_or_restores_an_object_its_caller_cannot_see() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let uid = h.create(v, Some("victim")).await;
+    h.one(v, RequestPayload::Activate(uid_req(&uid))).await;
+    let ops = h.dispatcher.ops();
+    let mut ctx = ctx_of("other", v);
+    let mut journal = super::UndoJournal::default();
+    let attack = ops
+        .execute_undoable(
+            &mut ctx,
+            revoke_req(&uid, RevocationReasonCode::Unspecified),
+            &mut journal,
+        )
+        .await;
+    assert!(
+        matches!(attack, Err(super::OpError::NotFound)),
+        "{attack:?}"
+    );
+    // The victim's own Revoke lands while the attacker's batch is still open.
+    let revoked = h
+        .one(
+            v,
+            revoke_req(&uid, RevocationReasonCode::CessationOfOperation),
+        )
+        .await;
+    assert_eq!(revoked.result_status, ResultStatus::Success);
+    let before = vault_bytes(&h);
+    let _ = ops.undo(journal).await;
+    assert_eq!(
+        state_of_uid(&h, &uid),
+        Some(State::Deactivated.to_u32()),
+        "the victim's acknowledged Revoke was rolled back by another user's batch"
+    );
+    assert_eq!(
+        vault_bytes(&h),
+        before,
+        "the attacker's undo wrote to the vault"
+    );
+}
+
+/// Undo is a compare-and-swap on the version the batch itself wrote: a change made since by
+/// someone else stays, and the undo says it is incomplete.
+#[tokio::test]
+async fn undo_leaves_an_object_changed_since_by_someone_else() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let uid = h.create(v, Some("shared")).await;
+    let ops = h.dispatcher.ops();
+    let mut ctx = ctx_of("purefa", v);
+    let mut journal = super::UndoJournal::default();
+    ops.execute_undoable(
+        &mut ctx,
+        add_text(&uid, tags::CONTACT_INFORMATION, "batch"),
+        &mut journal,
+    )
+    .await
+    .unwrap();
+    // Another connection changes the object after the batch did.
+    let later = h
+        .one(v, add_text(&uid, tags::OBJECT_GROUP, "written-later"))
+        .await;
+    assert_eq!(later.result_status, ResultStatus::Success);
+    let outcome = ops.undo(journal).await;
+    let obj = ops.store.get(&uid).unwrap();
+    assert!(
+        obj.all(tags::OBJECT_GROUP)
+            .any(|a| a.as_text() == Some("written-later")),
+        "undo clobbered a change made after the batch's own: {obj:?}"
+    );
+    assert!(
+        outcome.is_err(),
+        "the undo must report that it is incomplete"
+    );
+}
+
+/// What an Undo batch did itself is rolled back: an attribute it added, an object it created.
+#[tokio::test]
+async fn an_undo_batch_rolls_back_its_own_changes() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let uid = h.create(v, Some("kept")).await;
+    let before = h.dispatcher.ops().store.get(&uid).unwrap();
+    let mut header = RequestHeader::new(v);
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Undo);
+    let msg = RequestMessage {
+        header,
+        items: vec![
+            RequestBatchItem::new(add_text(&uid, tags::CONTACT_INFORMATION, "undone")),
+            RequestBatchItem::new(RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+                    Attribute::name(&Name::new("undone-create")),
+                ],
+            })),
+            RequestBatchItem::new(get_req("00000000-0000-4000-8000-000000000000")),
+        ],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&h.conn, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    let statuses: Vec<ResultStatus> = r.items.iter().map(|i| i.result_status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ResultStatus::OperationUndone,
+            ResultStatus::OperationUndone,
+            ResultStatus::OperationFailed
+        ]
+    );
+    let after = h.dispatcher.ops().store.get(&uid).unwrap();
+    assert_eq!(after.attributes, before.attributes);
+    assert!(located(&h.dispatcher, &h.conn, "undone-create")
+        .await
+        .is_empty());
+    assert_eq!(h.dispatcher.ops().store.len(), 1);
+}
+
+/// Fail closed: an operation the policy has no name for, or an object operation whose target is
+/// not known, is refused by `authorize` itself, before any state is touched.
+#[tokio::test]
+async fn authorize_refuses_what_it_cannot_decide() {
+    let h = harness().await;
+    let ops = h.dispatcher.ops();
+    let ctx = ctx_of("purefa", ProtocolVersion::V2_1);
+    let unknown = RequestPayload::Unknown {
+        op_code: Operation::Other(0x0000_00ff),
+        raw: kmip_wire::ttlv::Ttlv::structure(tags::REQUEST_PAYLOAD, Vec::new()),
+    };
+    assert!(
+        matches!(
+            ops.authorize(&ctx, &unknown),
+            Err(super::OpError::OperationNotSupported)
+        ),
+        "an operation with no policy mapping was allowed"
+    );
+    let no_target = RequestPayload::Revoke(RevokeRequest {
+        unique_identifier: None,
+        revocation_reason: RevocationReason {
+            code: RevocationReasonCode::Unspecified,
+            message: None,
+        },
+        compromise_occurrence_date: None,
+    });
+    assert!(
+        matches!(
+            ops.authorize(&ctx, &no_target),
+            Err(super::OpError::MissingData(_))
+        ),
+        "an object operation without an identifier was allowed"
+    );
+    // What needs no object stays open to every user, including one the policy does not list.
+    for user in ["purefa", "other", "unlisted"] {
+        let ctx = ctx_of(user, ProtocolVersion::V2_1);
+        for payload in [
+            RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
+                versions: Vec::new(),
+            }),
+            RequestPayload::Query(QueryRequest {
+                functions: vec![QueryFunction::QueryOperations],
+            }),
+        ] {
+            assert!(ops.authorize(&ctx, &payload).is_ok(), "{user}: {payload:?}");
+        }
+    }
+}
