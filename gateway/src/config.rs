@@ -762,6 +762,26 @@ cas = ["ca.pem"]
         assert_eq!(c.capture_dir.as_deref(), Some(Path::new("/etc/kg/capture")));
     }
 
+    #[test]
+    fn result_and_object_limits_are_read_and_validated() {
+        let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+        assert_eq!(c.limits.max_locate_results, DEFAULT_MAX_LOCATE_RESULTS);
+        assert_eq!(c.limits.max_objects_per_user, DEFAULT_MAX_OBJECTS_PER_USER);
+        let c = GatewayConfig::from_toml_str(
+            &format!("{MINIMAL}[limits]\nmax_locate_results = 50\nmax_objects_per_user = 7\n"),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_locate_results, c.limits.max_objects_per_user),
+            (50, 7)
+        );
+        for key in ["max_locate_results", "max_objects_per_user"] {
+            let e = error_of(&format!("{MINIMAL}[limits]\n{key} = 0\n"));
+            assert!(e.starts_with(&format!("limits.{key}")), "{e}");
+        }
+    }
+
     fn error_of(toml: &str) -> String {
         GatewayConfig::from_toml_str(toml, Path::new("/x"))
             .unwrap_err()

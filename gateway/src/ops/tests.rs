@@ -11,11 +11,11 @@ use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Value};
 use std::sync::Arc;
 
-fn dispatcher_over(store: Arc<Store>) -> Dispatcher {
+fn dispatcher_over(store: Arc<Store>, limits: LimitsConfig) -> Dispatcher {
     let policy = owner_only(["purefa".to_owned(), "other".to_owned()].into_iter()).unwrap();
     Dispatcher::new(
-        super::Ops::new(store, Arc::new(Access::new(policy)), 100),
-        LimitsConfig::default(),
+        super::Ops::new(store, Arc::new(Access::new(policy)), 100).with_limits(&limits),
+        limits,
         None,
     )
 }
@@ -27,11 +27,15 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(LimitsConfig::default()).await
+}
+
+async fn harness_with(limits: LimitsConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let vault = Vault::open(&dir.path().join("vault"), MasterKeySource::VaultDir).unwrap();
     let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
     Harness {
-        dispatcher: dispatcher_over(store),
+        dispatcher: dispatcher_over(store, limits),
         conn: ConnContext {
             conn_id: 1,
             peer: "127.0.0.1:1".parse().unwrap(),
@@ -456,7 +460,7 @@ async fn attributes_and_tombstones_survive_a_reopen() {
         let vault = Vault::open(&path, MasterKeySource::VaultDir).unwrap();
         let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
         let h = Harness {
-            dispatcher: dispatcher_over(store),
+            dispatcher: dispatcher_over(store, LimitsConfig::default()),
             conn: harness().await.conn,
             _dir: tempfile::tempdir().unwrap(),
         };
@@ -927,4 +931,170 @@ async fn authorize_refuses_what_it_cannot_decide() {
             assert!(ops.authorize(&ctx, &payload).is_ok(), "{user}: {payload:?}");
         }
     }
+}
+
+fn locate_all(maximum_items: Option<i32>, offset_items: Option<i32>) -> RequestPayload {
+    RequestPayload::Locate(LocateRequest {
+        maximum_items,
+        offset_items,
+        storage_status_mask: None,
+        object_group_member: None,
+        attributes: Vec::new(),
+    })
+}
+
+/// Issue 12, item 3(d): `limits.max_locate_results` caps every Locate answer, whatever Maximum
+/// Items asks for (or when it asks for none); Located Items still counts every match.
+#[tokio::test]
+async fn locate_answers_are_capped_by_max_locate_results() {
+    let h = harness_with(LimitsConfig {
+        max_locate_results: 3,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let v = ProtocolVersion::V2_1;
+    for _ in 0..5 {
+        h.create(v, None).await;
+    }
+    for (max, offset, expected) in [
+        (None, None, 3),
+        (Some(10), None, 3),
+        (Some(2), None, 2),
+        (None, Some(3), 2),
+    ] {
+        let item = h.one(v, locate_all(max, offset)).await;
+        let Some(ResponsePayload::Locate(l)) = item.payload else {
+            panic!("{item:?}");
+        };
+        assert_eq!(
+            l.unique_identifiers.len(),
+            expected,
+            "max {max:?} offset {offset:?}"
+        );
+        assert_eq!(l.located_items, Some(5));
+    }
+}
+
+fn register_secret() -> RequestPayload {
+    RequestPayload::Register(RegisterRequest {
+        object_type: ObjectType::SecretData,
+        attributes: Vec::new(),
+        object: ManagedObject::SecretData {
+            secret_data_type: SecretDataType::Password,
+            key_block: KeyBlock::raw(SecretBytes::from_slice(b"password"), None, None),
+        },
+    })
+}
+
+/// Issue 12, item 3(d): `limits.max_objects_per_user` refuses Create, Register and ReKey beyond
+/// the user's live objects, with a reason and a message naming the limit; other users are not
+/// affected; destroyed objects and undone creations free their slot; a restart counts again.
+#[tokio::test]
+async fn objects_per_user_are_capped_by_max_objects_per_user() {
+    let h = harness_with(LimitsConfig {
+        max_objects_per_user: 2,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let v = ProtocolVersion::V2_1;
+    let first = h.create(v, None).await;
+    h.create(v, None).await;
+    let create = RequestPayload::Create(CreateRequest {
+        object_type: ObjectType::SymmetricKey,
+        attributes: vec![
+            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+        ],
+    });
+    let rekey = RequestPayload::ReKey(ReKeyRequest {
+        unique_identifier: Some(first.clone()),
+        ..ReKeyRequest::default()
+    });
+    for (version, reason) in [
+        (v, ResultReason::ServerLimitExceeded),
+        (ProtocolVersion::V1_4, ResultReason::GeneralFailure),
+    ] {
+        for payload in [create.clone(), register_secret(), rekey.clone()] {
+            let item = h.one(version, payload).await;
+            assert_eq!(
+                (item.result_status, item.result_reason),
+                (ResultStatus::OperationFailed, Some(reason)),
+                "{item:?}"
+            );
+            let message = item.result_message.unwrap_or_default();
+            assert!(
+                message.contains("limits.max_objects_per_user (2)"),
+                "{message}"
+            );
+        }
+    }
+    let store = h.dispatcher.ops().store.clone();
+    assert_eq!(
+        store.live_objects("purefa"),
+        2,
+        "refused creations hold no slot"
+    );
+    assert_eq!(store.len(), 2);
+
+    // Another user has its own quota.
+    let other = conn_of("other");
+    let msg = RequestMessage {
+        header: RequestHeader::new(v),
+        items: vec![RequestBatchItem::new(register_secret())],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&other, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(r.items[0].result_status, ResultStatus::Success, "{r:?}");
+
+    // A destroyed object frees its slot; a creation that is undone gives it back.
+    let d = h.one(v, RequestPayload::Destroy(uid_req(&first))).await;
+    assert_eq!(d.result_status, ResultStatus::Success, "{d:?}");
+    assert_eq!(store.live_objects("purefa"), 1);
+    let mut header = RequestHeader::new(v);
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Undo);
+    let undone = RequestMessage {
+        header,
+        items: vec![
+            RequestBatchItem::new(create.clone()),
+            RequestBatchItem::new(get_req("00000000-0000-4000-8000-000000000000")),
+        ],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&h.conn, undone.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(
+        r.items[0].result_status,
+        ResultStatus::OperationUndone,
+        "{r:?}"
+    );
+    assert_eq!(store.live_objects("purefa"), 1);
+    assert_eq!(
+        h.one(v, create.clone()).await.result_status,
+        ResultStatus::Success
+    );
+    assert_eq!(
+        h.one(v, create.clone()).await.result_reason,
+        Some(ResultReason::ServerLimitExceeded)
+    );
+
+    // The counts are rebuilt from the backend at start.
+    let Harness {
+        dispatcher, _dir, ..
+    } = h;
+    drop((dispatcher, store));
+    let vault = Vault::open(&_dir.path().join("vault"), MasterKeySource::VaultDir).unwrap();
+    let reopened = Store::open(Arc::new(vault)).await.unwrap();
+    assert_eq!(reopened.live_objects("purefa"), 2);
+    assert_eq!(reopened.live_objects("other"), 1);
 }
