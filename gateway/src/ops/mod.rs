@@ -1457,52 +1457,49 @@ impl Ops {
     }
 
     /// Charges a use of `bytes` bytes against the key's Usage Limits, durably, before the
-    /// operation runs (a failed operation still counts: the conservative side).
-    async fn consume_usage(
-        &self,
-        ctx: &mut OpContext<'_>,
-        obj: &StoredObject,
-        bytes: usize,
-    ) -> Result<(), OpError> {
+    /// operation runs (a failed operation still counts: the conservative side). The charge is
+    /// not journaled for undo: the use happened, and an Undo batch must not refund it.
+    async fn consume_usage(&self, obj: &StoredObject, bytes: usize) -> Result<(), OpError> {
         if obj.first(tags::USAGE_LIMITS).is_none() {
             return Ok(());
         }
-        self.update(ctx, &obj.uid, |o| {
-            let Some(Value::Structure(fields)) =
-                o.first(tags::USAGE_LIMITS).map(|a| a.value.clone())
-            else {
-                return Ok(());
-            };
-            let field = |tag: Tag| fields.iter().find(|t| t.tag == tag);
-            let total = field(tags::USAGE_LIMITS_TOTAL)
-                .and_then(|t| t.as_long())
-                .unwrap_or(0);
-            let remaining = field(tags::USAGE_LIMITS_COUNT)
-                .and_then(|t| t.as_long())
-                .unwrap_or(total);
-            // Usage Limits Unit: 1 = Byte, 2 = Object (one use per operation).
-            let need = match field(tags::USAGE_LIMITS_UNIT).and_then(|t| t.as_enum()) {
-                Some(1) => i64::try_from(bytes).unwrap_or(i64::MAX),
-                _ => 1,
-            };
-            if need > remaining {
-                return Err(OpError::PermissionDenied(
-                    "the key's Usage Limits are exhausted".into(),
+        self.store
+            .update(&obj.uid, |o| {
+                let Some(Value::Structure(fields)) =
+                    o.first(tags::USAGE_LIMITS).map(|a| a.value.clone())
+                else {
+                    return Ok(());
+                };
+                let field = |tag: Tag| fields.iter().find(|t| t.tag == tag);
+                let total = field(tags::USAGE_LIMITS_TOTAL)
+                    .and_then(|t| t.as_long())
+                    .unwrap_or(0);
+                let remaining = field(tags::USAGE_LIMITS_COUNT)
+                    .and_then(|t| t.as_long())
+                    .unwrap_or(total);
+                // Usage Limits Unit: 1 = Byte, 2 = Object (one use per operation).
+                let need = match field(tags::USAGE_LIMITS_UNIT).and_then(|t| t.as_enum()) {
+                    Some(1) => i64::try_from(bytes).unwrap_or(i64::MAX),
+                    _ => 1,
+                };
+                if need > remaining {
+                    return Err(OpError::PermissionDenied(
+                        "the key's Usage Limits are exhausted".into(),
+                    ));
+                }
+                let mut kept: Vec<kmip_wire::ttlv::Ttlv> = fields
+                    .iter()
+                    .filter(|t| t.tag != tags::USAGE_LIMITS_COUNT)
+                    .cloned()
+                    .collect();
+                kept.push(kmip_wire::ttlv::Ttlv::new(
+                    tags::USAGE_LIMITS_COUNT,
+                    Value::LongInteger(remaining - need),
                 ));
-            }
-            let mut kept: Vec<kmip_wire::ttlv::Ttlv> = fields
-                .iter()
-                .filter(|t| t.tag != tags::USAGE_LIMITS_COUNT)
-                .cloned()
-                .collect();
-            kept.push(kmip_wire::ttlv::Ttlv::new(
-                tags::USAGE_LIMITS_COUNT,
-                Value::LongInteger(remaining - need),
-            ));
-            o.set(tags::USAGE_LIMITS, Value::Structure(kept));
-            Ok(())
-        })
-        .await?;
+                o.set(tags::USAGE_LIMITS, Value::Structure(kept));
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -1515,7 +1512,7 @@ impl Ops {
         let obj = self.usable_key(&uid, USAGE_ENCRYPT, ctx.now)?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
-        self.consume_usage(ctx, &obj, data.len()).await?;
+        self.consume_usage(&obj, data.len()).await?;
         let out = self
             .store
             .backend()
@@ -1556,7 +1553,7 @@ impl Ops {
         {
             return Err(OpError::MissingIv);
         }
-        self.consume_usage(ctx, &obj, data.len()).await?;
+        self.consume_usage(&obj, data.len()).await?;
         let out = self
             .store
             .backend()

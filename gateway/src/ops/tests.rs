@@ -1098,3 +1098,78 @@ async fn objects_per_user_are_capped_by_max_objects_per_user() {
     assert_eq!(reopened.live_objects("purefa"), 2);
     assert_eq!(reopened.live_objects("other"), 1);
 }
+
+/// A use charged against a key's Usage Limits is not given back by undo: the operation ran (the
+/// client has its ciphertext), so an Undo batch must not be a way round the limit.
+#[tokio::test]
+async fn undo_never_gives_back_a_charged_use() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let limits = Value::Structure(vec![
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_TOTAL, Value::LongInteger(1)),
+        // Usage Limits Unit Object: one use per operation.
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_UNIT, Value::Enumeration(2)),
+    ]);
+    let created = h
+        .one(
+            v,
+            RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),
+                    Attribute::new(tags::USAGE_LIMITS, limits),
+                ],
+            }),
+        )
+        .await;
+    let Some(ResponsePayload::Create(c)) = created.payload else {
+        panic!("{created:?}");
+    };
+    let uid = c.unique_identifier;
+    h.one(v, RequestPayload::Activate(uid_req(&uid))).await;
+    let encrypt = RequestPayload::Encrypt(CryptoRequest {
+        unique_identifier: Some(uid.clone()),
+        cryptographic_parameters: Some(CryptographicParameters {
+            block_cipher_mode: Some(BlockCipherMode::Cbc),
+            padding_method: Some(PaddingMethod::Pkcs5),
+            ..CryptographicParameters::default()
+        }),
+        data: Some(SecretBytes::from_slice(b"sixteen bytes!!!")),
+        ..CryptoRequest::default()
+    });
+    let mut header = RequestHeader::new(v);
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Undo);
+    let batch = RequestMessage {
+        header,
+        items: vec![
+            RequestBatchItem::new(encrypt.clone()),
+            RequestBatchItem::new(get_req("00000000-0000-4000-8000-000000000000")),
+        ],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&h.conn, batch.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert!(
+        matches!(r.items[0].payload, Some(ResponsePayload::Encrypt(_))),
+        "{r:?}"
+    );
+    let again = h.one(v, encrypt).await;
+    assert_eq!(
+        (again.result_status, again.result_reason),
+        (
+            ResultStatus::OperationFailed,
+            Some(ResultReason::PermissionDenied)
+        ),
+        "the undone batch gave the charged use back: {again:?}"
+    );
+}
