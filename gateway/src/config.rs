@@ -39,6 +39,13 @@ pub const DEFAULT_PKCS11_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_LOCATE_CACHE_ENTRIES: usize = 10_000;
 /// Default PKCS#11 session pool size: SoftHSM gains nothing past a few sessions.
 pub const DEFAULT_PKCS11_POOL_SIZE: u32 = 4;
+/// Default cap on identifiers in one Locate answer, applied also when the client asks for more
+/// or sets no Maximum Items: bounds the memory, the response and the cache entry one Locate
+/// makes (clients page with Offset Items; Located Items still gives the full count).
+pub const DEFAULT_MAX_LOCATE_RESULTS: usize = 10_000;
+/// Default cap on live (not destroyed) objects one user owns: one client cannot fill the store,
+/// the backend or the token for everyone (Create, Register and ReKey fail beyond it).
+pub const DEFAULT_MAX_OBJECTS_PER_USER: usize = 100_000;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -106,6 +113,8 @@ struct RawLimits {
     read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    max_locate_results: Option<usize>,
+    max_objects_per_user: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +227,8 @@ pub struct LimitsConfig {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub max_locate_results: usize,
+    pub max_objects_per_user: usize,
 }
 
 impl Default for LimitsConfig {
@@ -232,6 +243,8 @@ impl Default for LimitsConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_locate_results: DEFAULT_MAX_LOCATE_RESULTS,
+            max_objects_per_user: DEFAULT_MAX_OBJECTS_PER_USER,
         }
     }
 }
@@ -454,6 +467,16 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
             "limits.shutdown_grace_ms",
             l.shutdown_grace_ms,
             DEFAULT_SHUTDOWN_GRACE,
+        )?,
+        max_locate_results: positive(
+            "limits.max_locate_results",
+            l.max_locate_results,
+            DEFAULT_MAX_LOCATE_RESULTS,
+        )?,
+        max_objects_per_user: positive(
+            "limits.max_objects_per_user",
+            l.max_objects_per_user,
+            DEFAULT_MAX_OBJECTS_PER_USER,
         )?,
     };
     if limits.max_batch_items > kmip_wire::model::MAX_BATCH_ITEMS {
@@ -747,6 +770,26 @@ cas = ["ca.pem"]
         )
         .unwrap();
         assert_eq!(c.capture_dir.as_deref(), Some(Path::new("/etc/kg/capture")));
+    }
+
+    #[test]
+    fn result_and_object_limits_are_read_and_validated() {
+        let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+        assert_eq!(c.limits.max_locate_results, DEFAULT_MAX_LOCATE_RESULTS);
+        assert_eq!(c.limits.max_objects_per_user, DEFAULT_MAX_OBJECTS_PER_USER);
+        let c = GatewayConfig::from_toml_str(
+            &format!("{MINIMAL}[limits]\nmax_locate_results = 50\nmax_objects_per_user = 7\n"),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_locate_results, c.limits.max_objects_per_user),
+            (50, 7)
+        );
+        for key in ["max_locate_results", "max_objects_per_user"] {
+            let e = error_of(&format!("{MINIMAL}[limits]\n{key} = 0\n"));
+            assert!(e.starts_with(&format!("limits.{key}")), "{e}");
+        }
     }
 
     fn error_of(toml: &str) -> String {

@@ -58,19 +58,22 @@ impl Dispatcher {
         Dispatcher { ops, limits, audit }
     }
 
-    /// An item of an Undo batch failed: restore what the earlier items changed and mark them
-    /// Operation Undone. If restoring fails, they keep their Success status, which is the truth.
+    /// An item of an Undo batch failed: take back what the earlier items wrote and mark them
+    /// Operation Undone. An item whose writes could not all be taken back (the object changed
+    /// since, or the backend failed) keeps its Success status, which is the truth.
     async fn roll_back(&self, items: &mut [ResponseBatchItem], journal: UndoJournal) {
-        match self.ops.undo(journal).await {
-            Ok(()) => {
-                let last = items.len().saturating_sub(1);
-                for item in &mut items[..last] {
-                    if item.result_status == ResultStatus::Success {
-                        item.result_status = ResultStatus::OperationUndone;
-                    }
-                }
+        let kept = match self.ops.undo(journal).await {
+            Ok(()) => Vec::new(),
+            Err(incomplete) => {
+                tracing::warn!(items = ?incomplete.items, "undo of a failed batch is incomplete");
+                incomplete.items
             }
-            Err(e) => tracing::error!(error = %e, "undo of a failed batch did not complete"),
+        };
+        let last = items.len().saturating_sub(1);
+        for (i, item) in items[..last].iter_mut().enumerate() {
+            if item.result_status == ResultStatus::Success && !kept.contains(&i) {
+                item.result_status = ResultStatus::OperationUndone;
+            }
         }
     }
 
@@ -144,12 +147,7 @@ impl Dispatcher {
             || (option.is_none() || option == Some(BatchErrorContinuationOption::Stop))
                 && request.items.len() > 1;
         let mut journal = UndoJournal::default();
-        let mut ctx = OpContext {
-            user: &conn.identity.user,
-            version,
-            id_placeholder: None,
-            now: now(),
-        };
+        let mut ctx = OpContext::new(&conn.identity.user, version, now());
         let mut items = Vec::with_capacity(request.items.len());
         for item in request.items {
             let started = Instant::now();

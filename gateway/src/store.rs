@@ -9,7 +9,7 @@ use crate::locate_cache::{Dependency, Generations};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectKind, ObjectRecord};
-use kmip_wire::model::{Attribute, AttributeName};
+use kmip_wire::model::{Attribute, AttributeName, KmipEnum, State};
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
 use std::sync::Arc;
@@ -32,6 +32,9 @@ const META_FORMAT: i32 = 1;
 pub enum StoreError {
     #[error("object {0} has unreadable metadata: {1}")]
     BadMeta(String, String),
+    /// The owner already has `limit` live objects (`limits.max_objects_per_user`).
+    #[error("limits.max_objects_per_user ({limit}) reached")]
+    ObjectLimit { limit: usize },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -189,6 +192,22 @@ impl StoredObject {
     }
 }
 
+/// One durable write to an object: the version it replaced (`None`: it created the object) and
+/// the one it made visible. Undo compares the object's current version with `after` by identity.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub before: Option<Arc<StoredObject>>,
+    pub after: Arc<StoredObject>,
+}
+
+/// Whether an object counts against its owner's `limits.max_objects_per_user`: not destroyed.
+fn is_live(obj: &StoredObject) -> bool {
+    !matches!(
+        obj.enum_of(tags::STATE).map(State::from_u32),
+        Some(State::Destroyed | State::DestroyedCompromised)
+    )
+}
+
 /// All objects, in memory, backed by a [`Backend`].
 pub struct Store {
     backend: Arc<dyn Backend>,
@@ -201,6 +220,9 @@ pub struct Store {
     groups: DashMap<String, Vec<String>>,
     /// Writes of [`Store::update_lazily`] still running, awaited by [`Store::flush_background`].
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Owner → live objects it owns, plus creations under way (reserved before the backend
+    /// write): the per-user quota is one map lookup, never a scan.
+    live: DashMap<String, usize>,
 }
 
 /// The values of `obj`'s attribute `tag` that an index keys on.
@@ -245,10 +267,12 @@ impl Store {
             names: DashMap::new(),
             groups: DashMap::new(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            live: DashMap::new(),
         };
         for record in backend.load_all().await? {
             let obj = StoredObject::from_record(record)?;
             store.reindex(&obj.uid, None, Some(&obj));
+            store.recount(None, Some(&obj));
             store.objects.insert(obj.uid.clone(), Arc::new(obj));
         }
         Ok(store)
@@ -279,6 +303,40 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Keeps the live-object counts right across a change from `old` to `new` of one object.
+    fn recount(&self, old: Option<&StoredObject>, new: Option<&StoredObject>) {
+        let Some(owner) = new.or(old).map(|o| o.owner.as_str()) else {
+            return;
+        };
+        match (old.is_some_and(is_live), new.is_some_and(is_live)) {
+            (false, true) => *self.live.entry(owner.to_owned()).or_default() += 1,
+            (true, false) => self.release(owner),
+            _ => {}
+        }
+    }
+
+    /// Takes one of `owner`'s `limit` object slots for a creation, atomically with the check
+    /// (the map entry is locked), so concurrent creations cannot overshoot the limit.
+    fn reserve(&self, owner: &str, limit: usize) -> Result<(), StoreError> {
+        let mut n = self.live.entry(owner.to_owned()).or_default();
+        if *n >= limit {
+            return Err(StoreError::ObjectLimit { limit });
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn release(&self, owner: &str) {
+        if let Some(mut n) = self.live.get_mut(owner) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Live (not destroyed) objects `owner` owns.
+    pub fn live_objects(&self, owner: &str) -> usize {
+        self.live.get(owner).map_or(0, |n| *n)
     }
 
     fn indexed(&self, index: &DashMap<String, Vec<String>>, value: &str) -> Vec<Arc<StoredObject>> {
@@ -325,13 +383,19 @@ impl Store {
             .clone()
     }
 
-    /// Stores a new object whose key the backend generates.
+    /// Stores a new object whose key the backend generates, if its owner has fewer than
+    /// `max_live` live objects.
     pub async fn create(
         &self,
         obj: StoredObject,
         spec: KeySpec,
+        max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
-        self.backend.generate(obj.record(), spec).await?;
+        self.reserve(&obj.owner, max_live)?;
+        if let Err(e) = self.backend.generate(obj.record(), spec).await {
+            self.release(&obj.owner);
+            return Err(e.into());
+        }
         let obj = Arc::new(obj);
         self.reindex(&obj.uid, None, Some(&obj));
         self.objects.insert(obj.uid.clone(), obj.clone());
@@ -339,14 +403,19 @@ impl Store {
         Ok(obj)
     }
 
-    /// Stores a new client-supplied object.
+    /// Stores a new client-supplied object, if its owner has fewer than `max_live` live objects.
     pub async fn register(
         &self,
         obj: StoredObject,
         material: Zeroizing<Vec<u8>>,
         spec: Option<KeySpec>,
+        max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
-        self.backend.import(obj.record(), material, spec).await?;
+        self.reserve(&obj.owner, max_live)?;
+        if let Err(e) = self.backend.import(obj.record(), material, spec).await {
+            self.release(&obj.owner);
+            return Err(e.into());
+        }
         let obj = Arc::new(obj);
         self.reindex(&obj.uid, None, Some(&obj));
         self.objects.insert(obj.uid.clone(), obj.clone());
@@ -360,7 +429,7 @@ impl Store {
         &self,
         uid: &str,
         change: impl FnOnce(&mut StoredObject) -> Result<R, crate::ops::OpError>,
-    ) -> Result<(Arc<StoredObject>, R), crate::ops::OpError> {
+    ) -> Result<(Written, R), crate::ops::OpError> {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
         let current = self.get(uid).ok_or(crate::ops::OpError::NotFound)?;
@@ -370,9 +439,14 @@ impl Store {
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.reindex(uid, Some(&current), Some(&next));
+        self.recount(Some(&current), Some(&next));
         self.objects.insert(uid.to_owned(), next.clone());
         self.generations.bump(changed);
-        Ok((next, r))
+        let written = Written {
+            before: Some(current),
+            after: next,
+        };
+        Ok((written, r))
     }
 
     /// Applies `change` at once and makes it durable in the background, for informational
@@ -383,16 +457,21 @@ impl Store {
         self: &Arc<Self>,
         uid: &str,
         change: impl FnOnce(&mut StoredObject),
-    ) {
+    ) -> Option<Written> {
         let guard = self.lock_for(uid).lock_owned().await;
-        let Some(current) = self.get(uid) else { return };
+        let current = self.get(uid)?;
         let mut next = (*current).clone();
         change(&mut next);
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.reindex(uid, Some(&current), Some(&next));
-        self.objects.insert(uid.to_owned(), next);
+        self.recount(Some(&current), Some(&next));
+        self.objects.insert(uid.to_owned(), next.clone());
         self.generations.bump(changed);
+        let written = Written {
+            before: Some(current),
+            after: next,
+        };
         let this = self.clone();
         let uid = uid.to_owned();
         let mut background = self.background.lock().unwrap_or_else(|e| e.into_inner());
@@ -405,6 +484,7 @@ impl Store {
                 tracing::warn!(uid = %uid, error = %e, "background attribute write failed");
             }
         });
+        Some(written)
     }
 
     /// Waits up to `timeout` for the background writes still running, so that a graceful stop
@@ -435,38 +515,58 @@ impl Store {
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.reindex(uid, Some(&current), Some(&next));
+        self.recount(Some(&current), Some(&next));
         self.objects.insert(uid.to_owned(), next.clone());
         self.generations.bump(changed);
         Ok(next)
     }
 
-    /// Puts back an earlier version of an object (undoing a batch).
-    pub async fn restore(&self, previous: Arc<StoredObject>) -> Result<(), StoreError> {
+    /// Whether `expected` is still the object's current version (compared by identity: every
+    /// write makes a new one).
+    fn is_current(&self, expected: &Arc<StoredObject>) -> Option<Arc<StoredObject>> {
+        self.get(&expected.uid)
+            .filter(|current| Arc::ptr_eq(current, expected))
+    }
+
+    /// Undoes one write: puts back `previous` if the object is still at `expected`, the version
+    /// that write made. Anything written since (by anyone) stays: `Ok(false)`.
+    pub async fn restore(
+        &self,
+        expected: &Arc<StoredObject>,
+        previous: Arc<StoredObject>,
+    ) -> Result<bool, StoreError> {
         let lock = self.lock_for(&previous.uid);
         let _guard = lock.lock().await;
-        let Some(current) = self.get(&previous.uid) else {
-            return Ok(());
+        let Some(current) = self.is_current(expected) else {
+            return Ok(false);
         };
         self.backend
             .update_meta(&previous.uid, previous.to_meta())
             .await?;
         let changed = changed_attributes(&current, &previous);
         self.reindex(&previous.uid, Some(&current), Some(&previous));
+        self.recount(Some(&current), Some(&previous));
         self.objects.insert(previous.uid.clone(), previous);
         self.generations.bump(changed);
-        Ok(())
+        Ok(true)
     }
 
-    /// Removes an object entirely, leaving no tombstone (undoing its creation in a batch).
-    pub async fn remove(&self, uid: &str) -> Result<(), StoreError> {
+    /// Undoes a creation: removes the object entirely, leaving no tombstone, if it is still at
+    /// `expected`, the version the creation made; otherwise leaves it (`Ok(false)`).
+    pub async fn remove(&self, expected: &Arc<StoredObject>) -> Result<bool, StoreError> {
+        let uid = expected.uid.as_str();
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
+        if self.is_current(expected).is_none() {
+            return Ok(false);
+        }
         self.backend.destroy(uid, None).await?;
         if let Some((_, old)) = self.objects.remove(uid) {
             self.reindex(uid, Some(&old), None);
+            self.recount(Some(&old), None);
         }
         self.generations.bump([Dependency::Membership]);
-        Ok(())
+        Ok(true)
     }
 
     pub async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
@@ -506,7 +606,7 @@ mod tests {
                 sensitive: false,
                 label: None,
             };
-            store.create(obj, spec).await.unwrap();
+            store.create(obj, spec, usize::MAX).await.unwrap();
         }
         for uid in &uids {
             store

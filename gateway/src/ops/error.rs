@@ -46,6 +46,11 @@ pub enum OpError {
     BadCryptoParameters(String),
     #[error("response exceeds the client's Maximum Response Size")]
     ResponseTooLarge,
+    /// The caller already owns this many live objects (`limits.max_objects_per_user`).
+    #[error(
+        "limits.max_objects_per_user ({0}) reached: destroy objects or ask for a higher limit"
+    )]
+    ObjectLimit(usize),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -56,6 +61,7 @@ impl From<crate::store::StoreError> for OpError {
     fn from(e: crate::store::StoreError) -> OpError {
         match e {
             crate::store::StoreError::Backend(b) => OpError::Backend(b),
+            crate::store::StoreError::ObjectLimit { limit } => OpError::ObjectLimit(limit),
             crate::store::StoreError::BadMeta(uid, why) => {
                 OpError::Backend(BackendError::Corrupt(format!("{uid}: {why}")))
             }
@@ -100,6 +106,10 @@ impl OpError {
             OpError::NotExtractable => ResultReason::PermissionDenied,
             OpError::BadCryptoParameters(_) => ResultReason::CryptographicFailure,
             OpError::ResponseTooLarge => ResultReason::ResponseTooLarge,
+            // KMIP 1.x has no reason for a server-side limit: its catch-all, with the message
+            // naming the limit.
+            OpError::ObjectLimit(_) if v2 => ResultReason::ServerLimitExceeded,
+            OpError::ObjectLimit(_) => ResultReason::GeneralFailure,
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,

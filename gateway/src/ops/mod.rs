@@ -8,8 +8,9 @@ mod names;
 pub use error::OpError;
 
 use crate::access::{facts, policy_operation, Access};
+use crate::config::{LimitsConfig, DEFAULT_MAX_LOCATE_RESULTS, DEFAULT_MAX_OBJECTS_PER_USER};
 use crate::locate_cache::{CacheKey, Dependency, LocateCache};
-use crate::store::{Store, StoredObject};
+use crate::store::{Store, StoredObject, Written};
 use bytes::Bytes;
 use kmip_backends::{CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind};
 use kmip_policy::{Decision, DenyReason, OperationKind};
@@ -161,9 +162,21 @@ pub struct OpContext<'a> {
     /// omits its own.
     pub id_placeholder: Option<String>,
     pub now: i64,
+    /// The writes the current item made, in order: what an Undo batch may take back.
+    written: Vec<Written>,
 }
 
-impl OpContext<'_> {
+impl<'a> OpContext<'a> {
+    pub fn new(user: &'a str, version: ProtocolVersion, now: i64) -> OpContext<'a> {
+        OpContext {
+            user,
+            version,
+            id_placeholder: None,
+            now,
+            written: Vec::new(),
+        }
+    }
+
     fn uid(&self, given: Option<String>) -> Result<String, OpError> {
         given
             .or_else(|| self.id_placeholder.clone())
@@ -256,11 +269,21 @@ pub fn target_uid(payload: &RequestPayload) -> Option<&Option<String>> {
     })
 }
 
-/// What a batch with Batch Error Continuation Option *Undo* must restore if an item fails: each
-/// object's version before the batch touched it (`None`: the batch created it).
+/// What a batch with Batch Error Continuation Option *Undo* must take back if an item fails:
+/// every write its items made, with the index of the item that made it. Only writes are
+/// journaled, after authorization: an object the batch did not change is never touched.
 #[derive(Default)]
 pub struct UndoJournal {
-    entries: Vec<(String, Option<Arc<StoredObject>>)>,
+    /// Items run so far (the next item's index).
+    items: usize,
+    writes: Vec<(usize, Written)>,
+}
+
+/// The items of an Undo batch whose changes were not all taken back: someone changed the object
+/// since (it is left as it is) or the backend failed.
+#[derive(Debug)]
+pub struct UndoIncomplete {
+    pub items: Vec<usize>,
 }
 
 /// The identifiers a response names, for the audit trail and undo journal.
@@ -294,6 +317,10 @@ pub struct Ops {
     pub access: Arc<Access>,
     locate_cache: LocateCache,
     name_locks: NameLocks,
+    /// `limits.max_locate_results`: most identifiers one Locate returns.
+    max_locate_results: usize,
+    /// `limits.max_objects_per_user`: most live objects one user may own.
+    max_objects_per_user: usize,
 }
 
 impl Ops {
@@ -304,25 +331,39 @@ impl Ops {
             access,
             locate_cache,
             name_locks: NameLocks::new(),
+            max_locate_results: DEFAULT_MAX_LOCATE_RESULTS,
+            max_objects_per_user: DEFAULT_MAX_OBJECTS_PER_USER,
         }
     }
 
+    /// Applies the configured result and object limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: &LimitsConfig) -> Ops {
+        self.max_locate_results = limits.max_locate_results;
+        self.max_objects_per_user = limits.max_objects_per_user;
+        self
+    }
+
     /// The policy's decision on this request, before it runs. An object the caller may not see
-    /// is answered exactly as a missing one.
+    /// is answered exactly as a missing one. Fails closed: an operation the policy has no name
+    /// for, or whose object cannot be determined, is refused, never let through undecided.
     fn authorize(&self, ctx: &OpContext<'_>, payload: &RequestPayload) -> Result<(), OpError> {
-        let Some(op) = policy_operation(payload.operation()) else {
+        // The OASIS test-harness markers name no object and change nothing.
+        if matches!(payload, RequestPayload::Interop(_) | RequestPayload::Log(_)) {
             return Ok(());
-        };
+        }
+        let op = policy_operation(payload.operation()).ok_or(OpError::OperationNotSupported)?;
         let current = self.access.current();
         let policy = &current.1;
         let id = policy.identity(ctx.user);
         let decision = match op.kind() {
             OperationKind::Global => policy.decide_global(&id, op),
             OperationKind::Object => {
-                let uid = target_uid(payload)
-                    .and_then(|given| given.clone().or_else(|| ctx.id_placeholder.clone()));
-                // A missing identifier is the operation's own error (Missing Data).
-                let Some(uid) = uid else { return Ok(()) };
+                let Some(given) = target_uid(payload) else {
+                    return Err(OpError::PermissionDenied(format!(
+                        "the object {op} acts on cannot be determined"
+                    )));
+                };
+                let uid = ctx.uid(given.clone())?;
                 let obj = self.object(&uid)?;
                 policy.decide(&id, op, &facts(&obj))
             }
@@ -335,6 +376,18 @@ impl Ops {
                 ctx.user
             ))),
         }
+    }
+
+    /// A durable write to one object, recorded for an Undo batch.
+    async fn update<R>(
+        &self,
+        ctx: &mut OpContext<'_>,
+        uid: &str,
+        change: impl FnOnce(&mut StoredObject) -> Result<R, OpError>,
+    ) -> Result<R, OpError> {
+        let (written, r) = self.store.update(uid, change).await?;
+        ctx.written.push(written);
+        Ok(r)
     }
 
     /// Looks up an object the caller addresses; destroyed objects are found (their attributes
@@ -351,45 +404,59 @@ impl Ops {
         Ok(obj)
     }
 
-    /// Runs one item of an Undo batch, journaling what it changes. Destroy cannot be undone
-    /// (its material is gone at once), so an Undo batch may not contain it.
+    /// Runs one item of an Undo batch, journaling the writes it makes (also those of an item
+    /// that then fails). Authorization comes first: an item the caller may not run journals
+    /// nothing. Destroy cannot be undone (its material is gone at once), so an Undo batch may
+    /// not contain it.
     pub async fn execute_undoable(
         &self,
         ctx: &mut OpContext<'_>,
         payload: RequestPayload,
         journal: &mut UndoJournal,
     ) -> Result<ResponsePayload, OpError> {
+        let item = journal.items;
+        journal.items += 1;
         if matches!(payload, RequestPayload::Destroy(_)) {
             return Err(OpError::FeatureNotSupported(
                 "Destroy cannot be undone: send it outside an Undo batch".into(),
             ));
         }
-        let target =
-            target_uid(&payload).and_then(|g| g.clone().or_else(|| ctx.id_placeholder.clone()));
-        if let Some(uid) = target {
-            if !journal.entries.iter().any(|(u, _)| *u == uid) {
-                let before = self.store.get(&uid);
-                journal.entries.push((uid, before));
-            }
-        }
-        let response = self.execute(ctx, payload).await?;
-        for uid in response_uids(&response) {
-            if !journal.entries.iter().any(|(u, _)| *u == uid) {
-                journal.entries.push((uid, None));
-            }
-        }
-        Ok(response)
+        self.authorize(ctx, &payload)?;
+        ctx.written.clear();
+        let response = self.run(ctx, payload).await;
+        journal
+            .writes
+            .extend(ctx.written.drain(..).map(|w| (item, w)));
+        response
     }
 
-    /// Restores everything an Undo batch changed, newest first.
-    pub async fn undo(&self, journal: UndoJournal) -> Result<(), OpError> {
-        for (uid, before) in journal.entries.into_iter().rev() {
-            match before {
-                Some(previous) => self.store.restore(previous).await?,
-                None => self.store.remove(&uid).await?,
+    /// Takes back an Undo batch's writes, newest first, each only if the object is still at the
+    /// version that write made: a change made since by anyone else is never overwritten, and the
+    /// items whose writes stay are reported.
+    pub async fn undo(&self, journal: UndoJournal) -> Result<(), UndoIncomplete> {
+        let mut incomplete: Vec<usize> = Vec::new();
+        for (item, w) in journal.writes.into_iter().rev() {
+            let uid = w.after.uid.clone();
+            let undone = match w.before {
+                Some(before) => self.store.restore(&w.after, before).await,
+                None => self.store.remove(&w.after).await,
+            };
+            match undone {
+                Ok(true) => continue,
+                Ok(false) => {
+                    tracing::warn!(uid = %uid, item, "not undone: the object changed since");
+                }
+                Err(e) => tracing::error!(uid = %uid, item, error = %e, "undo write failed"),
+            }
+            if !incomplete.contains(&item) {
+                incomplete.push(item);
             }
         }
-        Ok(())
+        if incomplete.is_empty() {
+            Ok(())
+        } else {
+            Err(UndoIncomplete { items: incomplete })
+        }
     }
 
     pub async fn execute(
@@ -398,6 +465,16 @@ impl Ops {
         payload: RequestPayload,
     ) -> Result<ResponsePayload, OpError> {
         self.authorize(ctx, &payload)?;
+        ctx.written.clear();
+        self.run(ctx, payload).await
+    }
+
+    /// Runs an authorized request.
+    async fn run(
+        &self,
+        ctx: &mut OpContext<'_>,
+        payload: RequestPayload,
+    ) -> Result<ResponsePayload, OpError> {
         let response = match payload {
             RequestPayload::DiscoverVersions(r) => {
                 ResponsePayload::DiscoverVersions(discover_versions(&r))
@@ -563,7 +640,14 @@ impl Ops {
         let mut obj = self.new_object(ctx, ObjectType::SymmetricKey, attrs)?;
         flag_attrs(&mut obj, &spec);
         let uid = obj.uid.clone();
-        self.store.create(obj, spec).await?;
+        let after = self
+            .store
+            .create(obj, spec, self.max_objects_per_user)
+            .await?;
+        ctx.written.push(Written {
+            before: None,
+            after,
+        });
         ctx.id_placeholder = Some(uid.clone());
         Ok(CreateResponse {
             object_type: ObjectType::SymmetricKey,
@@ -700,7 +784,14 @@ impl Ops {
             }
         }
         let uid = obj.uid.clone();
-        self.store.register(obj, material, spec).await?;
+        let after = self
+            .store
+            .register(obj, material, spec, self.max_objects_per_user)
+            .await?;
+        ctx.written.push(Written {
+            before: None,
+            after,
+        });
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,
@@ -752,11 +843,13 @@ impl Ops {
         found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let total = found.len();
         let offset = r.offset_items.unwrap_or(0).max(0) as usize;
+        // The configured cap applies whatever the client asks for, or when it asks for no cap.
         let max = r
             .maximum_items
             .filter(|m| *m > 0)
             .map(|m| m as usize)
-            .unwrap_or(usize::MAX);
+            .unwrap_or(usize::MAX)
+            .min(self.max_locate_results);
         let ids: Vec<String> = found
             .into_iter()
             .skip(offset)
@@ -930,9 +1023,11 @@ impl Ops {
         if flag(tags::FRESH) == Some(true) {
             // KMIP: an object stops being Fresh once it has been served to a client. The flag
             // is informational, so the Get does not wait for its durable write.
-            self.store
+            let written = self
+                .store
                 .update_lazily(&uid, |o| o.set(tags::FRESH, Value::Boolean(false)))
                 .await;
+            ctx.written.extend(written);
         }
         ctx.id_placeholder = Some(uid.clone());
         Ok(GetResponse {
@@ -1034,9 +1129,8 @@ impl Ops {
             self.check_name_unique(ctx, &a, None)?;
         }
         let now = ctx.now;
-        let (_, echoed) = self
-            .store
-            .update(&uid, |o| {
+        let echoed = self
+            .update(ctx, &uid, |o| {
                 let multi = a.tag().is_none_or(|t| MULTI_VALUED.contains(&t));
                 let existing = o.find(&a.name).count();
                 if existing > 0 && (!multi || a.tag().is_none()) {
@@ -1081,9 +1175,8 @@ impl Ops {
         }
         let now = ctx.now;
         let current = r.current;
-        let (_, echoed) = self
-            .store
-            .update(&uid, |o| {
+        let echoed = self
+            .update(ctx, &uid, |o| {
                 let at = instance_position(o, &new.name, current.as_ref(), new.index)?;
                 o.attributes[at].value = new.value.clone();
                 o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
@@ -1106,9 +1199,8 @@ impl Ops {
         let target = self.live_object(&uid)?;
         self.check_client_writable(&target, &r.name)?;
         let now = ctx.now;
-        let (_, removed) = self
-            .store
-            .update(&uid, |o| {
+        let removed = self
+            .update(ctx, &uid, |o| {
                 let at = instance_position(o, &r.name, r.current.as_ref(), r.index)?;
                 let removed = o.attributes.remove(at);
                 o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
@@ -1138,14 +1230,13 @@ impl Ops {
             ));
         }
         let now = ctx.now;
-        self.store
-            .update(&uid, |o| {
-                o.attributes.retain(|x| x.name != a.name);
-                o.attributes.push(Attribute { index: None, ..a });
-                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
-                Ok(())
-            })
-            .await?;
+        self.update(ctx, &uid, |o| {
+            o.attributes.retain(|x| x.name != a.name);
+            o.attributes.push(Attribute { index: None, ..a });
+            o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+            Ok(())
+        })
+        .await?;
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,
@@ -1160,18 +1251,17 @@ impl Ops {
         let uid = ctx.uid(r.unique_identifier)?;
         self.live_object(&uid)?;
         let now = ctx.now;
-        self.store
-            .update(&uid, |o| {
-                let s = state_of(o);
-                if s != State::PreActive {
-                    return Err(OpError::WrongState(state_name(s)));
-                }
-                o.set(tags::STATE, Value::Enumeration(State::Active.to_u32()));
-                o.set(tags::ACTIVATION_DATE, Value::DateTime(now));
-                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
-                Ok(())
-            })
-            .await?;
+        self.update(ctx, &uid, |o| {
+            let s = state_of(o);
+            if s != State::PreActive {
+                return Err(OpError::WrongState(state_name(s)));
+            }
+            o.set(tags::STATE, Value::Enumeration(State::Active.to_u32()));
+            o.set(tags::ACTIVATION_DATE, Value::DateTime(now));
+            o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+            Ok(())
+        })
+        .await?;
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,
@@ -1190,28 +1280,27 @@ impl Ops {
             r.revocation_reason.code,
             RevocationReasonCode::KeyCompromise | RevocationReasonCode::CaCompromise
         );
-        self.store
-            .update(&uid, |o| {
-                if compromise {
-                    o.set(tags::STATE, Value::Enumeration(State::Compromised.to_u32()));
-                    o.set(tags::COMPROMISE_DATE, Value::DateTime(now));
-                    o.set(
-                        tags::COMPROMISE_OCCURRENCE_DATE,
-                        Value::DateTime(r.compromise_occurrence_date.unwrap_or(now)),
-                    );
-                } else {
-                    let s = state_of(o);
-                    if s != State::Active {
-                        return Err(OpError::WrongState(state_name(s)));
-                    }
-                    o.set(tags::STATE, Value::Enumeration(State::Deactivated.to_u32()));
-                    o.set(tags::DEACTIVATION_DATE, Value::DateTime(now));
+        self.update(ctx, &uid, |o| {
+            if compromise {
+                o.set(tags::STATE, Value::Enumeration(State::Compromised.to_u32()));
+                o.set(tags::COMPROMISE_DATE, Value::DateTime(now));
+                o.set(
+                    tags::COMPROMISE_OCCURRENCE_DATE,
+                    Value::DateTime(r.compromise_occurrence_date.unwrap_or(now)),
+                );
+            } else {
+                let s = state_of(o);
+                if s != State::Active {
+                    return Err(OpError::WrongState(state_name(s)));
                 }
-                o.set(tags::REVOCATION_REASON, r.revocation_reason.to_value());
-                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
-                Ok(())
-            })
-            .await?;
+                o.set(tags::STATE, Value::Enumeration(State::Deactivated.to_u32()));
+                o.set(tags::DEACTIVATION_DATE, Value::DateTime(now));
+            }
+            o.set(tags::REVOCATION_REASON, r.revocation_reason.to_value());
+            o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+            Ok(())
+        })
+        .await?;
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,
@@ -1298,25 +1387,23 @@ impl Ops {
             link_type: LinkType::ReplacedObjectLink,
             linked_object_identifier: old_uid.clone(),
         };
-        self.store
-            .update(&new_uid, |o| {
-                o.attributes.extend(names.iter().cloned());
-                o.attributes.push(Attribute::link(&link_back));
-                Ok(())
-            })
-            .await?;
+        self.update(ctx, &new_uid, |o| {
+            o.attributes.extend(names.iter().cloned());
+            o.attributes.push(Attribute::link(&link_back));
+            Ok(())
+        })
+        .await?;
         let link_fwd = Link {
             link_type: LinkType::ReplacementObjectLink,
             linked_object_identifier: new_uid.clone(),
         };
-        self.store
-            .update(&old_uid, |o| {
-                o.attributes.retain(|a| !a.is(tags::NAME));
-                o.attributes.push(Attribute::link(&link_fwd));
-                o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
-                Ok(())
-            })
-            .await?;
+        self.update(ctx, &old_uid, |o| {
+            o.attributes.retain(|a| !a.is(tags::NAME));
+            o.attributes.push(Attribute::link(&link_fwd));
+            o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
+            Ok(())
+        })
+        .await?;
         ctx.id_placeholder = Some(new_uid.clone());
         Ok(UidResponse {
             unique_identifier: new_uid,
@@ -1370,7 +1457,8 @@ impl Ops {
     }
 
     /// Charges a use of `bytes` bytes against the key's Usage Limits, durably, before the
-    /// operation runs (a failed operation still counts: the conservative side).
+    /// operation runs (a failed operation still counts: the conservative side). The charge is
+    /// not journaled for undo: the use happened, and an Undo batch must not refund it.
     async fn consume_usage(&self, obj: &StoredObject, bytes: usize) -> Result<(), OpError> {
         if obj.first(tags::USAGE_LIMITS).is_none() {
             return Ok(());

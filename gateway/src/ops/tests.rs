@@ -11,11 +11,11 @@ use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Value};
 use std::sync::Arc;
 
-fn dispatcher_over(store: Arc<Store>) -> Dispatcher {
+fn dispatcher_over(store: Arc<Store>, limits: LimitsConfig) -> Dispatcher {
     let policy = owner_only(["purefa".to_owned(), "other".to_owned()].into_iter()).unwrap();
     Dispatcher::new(
-        super::Ops::new(store, Arc::new(Access::new(policy)), 100),
-        LimitsConfig::default(),
+        super::Ops::new(store, Arc::new(Access::new(policy)), 100).with_limits(&limits),
+        limits,
         None,
     )
 }
@@ -27,11 +27,15 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(LimitsConfig::default()).await
+}
+
+async fn harness_with(limits: LimitsConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let vault = Vault::open(&dir.path().join("vault"), MasterKeySource::VaultDir).unwrap();
     let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
     Harness {
-        dispatcher: dispatcher_over(store),
+        dispatcher: dispatcher_over(store, limits),
         conn: ConnContext {
             conn_id: 1,
             peer: "127.0.0.1:1".parse().unwrap(),
@@ -456,7 +460,7 @@ async fn attributes_and_tombstones_survive_a_reopen() {
         let vault = Vault::open(&path, MasterKeySource::VaultDir).unwrap();
         let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
         let h = Harness {
-            dispatcher: dispatcher_over(store),
+            dispatcher: dispatcher_over(store, LimitsConfig::default()),
             conn: harness().await.conn,
             _dir: tempfile::tempdir().unwrap(),
         };
@@ -708,4 +712,464 @@ async fn malformed_message_in_an_unknown_version_is_answered_in_1_0() {
     );
     assert_eq!(r.items.len(), 1);
     assert_eq!(r.items[0].result_status, ResultStatus::OperationFailed);
+}
+
+/// Bytes the harness's vault holds on disk: every durable write appends to it.
+fn vault_bytes(h: &Harness) -> u64 {
+    fn walk(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    walk(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+    walk(&h._dir.path().join("vault"))
+}
+
+fn state_of_uid(h: &Harness, uid: &str) -> Option<u32> {
+    h.dispatcher
+        .ops()
+        .store
+        .get(uid)
+        .and_then(|o| o.enum_of(tags::STATE))
+}
+
+fn ctx_of(user: &str, version: ProtocolVersion) -> super::OpContext<'_> {
+    super::OpContext::new(user, version, 0)
+}
+
+fn add_text(uid: &str, tag: Tag, text: &str) -> RequestPayload {
+    RequestPayload::AddAttribute(AttributeRequest {
+        unique_identifier: Some(uid.to_owned()),
+        attribute: Attribute::text(tag, text),
+    })
+}
+
+/// Issue 12, item 1: an Undo batch of another user that names the victim's key and fails must
+/// neither journal it (so its undo cannot put back a version from before the victim's Revoke)
+/// nor write anything (the vault growing only for existing identifiers is an oracle).
+#[tokio::test]
+async fn an_undo_batch_never_journals_or_restores_an_object_its_caller_cannot_see() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let uid = h.create(v, Some("victim")).await;
+    h.one(v, RequestPayload::Activate(uid_req(&uid))).await;
+    let ops = h.dispatcher.ops();
+    let mut ctx = ctx_of("other", v);
+    let mut journal = super::UndoJournal::default();
+    let attack = ops
+        .execute_undoable(
+            &mut ctx,
+            revoke_req(&uid, RevocationReasonCode::Unspecified),
+            &mut journal,
+        )
+        .await;
+    assert!(
+        matches!(attack, Err(super::OpError::NotFound)),
+        "{attack:?}"
+    );
+    // The victim's own Revoke lands while the attacker's batch is still open.
+    let revoked = h
+        .one(
+            v,
+            revoke_req(&uid, RevocationReasonCode::CessationOfOperation),
+        )
+        .await;
+    assert_eq!(revoked.result_status, ResultStatus::Success);
+    let before = vault_bytes(&h);
+    let _ = ops.undo(journal).await;
+    assert_eq!(
+        state_of_uid(&h, &uid),
+        Some(State::Deactivated.to_u32()),
+        "the victim's acknowledged Revoke was rolled back by another user's batch"
+    );
+    assert_eq!(
+        vault_bytes(&h),
+        before,
+        "the attacker's undo wrote to the vault"
+    );
+}
+
+/// Undo is a compare-and-swap on the version the batch itself wrote: a change made since by
+/// someone else stays, and the undo says it is incomplete.
+#[tokio::test]
+async fn undo_leaves_an_object_changed_since_by_someone_else() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let uid = h.create(v, Some("shared")).await;
+    let ops = h.dispatcher.ops();
+    let mut ctx = ctx_of("purefa", v);
+    let mut journal = super::UndoJournal::default();
+    ops.execute_undoable(
+        &mut ctx,
+        add_text(&uid, tags::CONTACT_INFORMATION, "batch"),
+        &mut journal,
+    )
+    .await
+    .unwrap();
+    // Another connection changes the object after the batch did.
+    let later = h
+        .one(v, add_text(&uid, tags::OBJECT_GROUP, "written-later"))
+        .await;
+    assert_eq!(later.result_status, ResultStatus::Success);
+    let outcome = ops.undo(journal).await;
+    let obj = ops.store.get(&uid).unwrap();
+    assert!(
+        obj.all(tags::OBJECT_GROUP)
+            .any(|a| a.as_text() == Some("written-later")),
+        "undo clobbered a change made after the batch's own: {obj:?}"
+    );
+    assert!(
+        outcome.is_err(),
+        "the undo must report that it is incomplete"
+    );
+}
+
+/// What an Undo batch did itself is rolled back: an attribute it added, an object it created.
+#[tokio::test]
+async fn an_undo_batch_rolls_back_its_own_changes() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let uid = h.create(v, Some("kept")).await;
+    let before = h.dispatcher.ops().store.get(&uid).unwrap();
+    let mut header = RequestHeader::new(v);
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Undo);
+    let msg = RequestMessage {
+        header,
+        items: vec![
+            RequestBatchItem::new(add_text(&uid, tags::CONTACT_INFORMATION, "undone")),
+            RequestBatchItem::new(RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+                    Attribute::name(&Name::new("undone-create")),
+                ],
+            })),
+            RequestBatchItem::new(get_req("00000000-0000-4000-8000-000000000000")),
+        ],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&h.conn, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    let statuses: Vec<ResultStatus> = r.items.iter().map(|i| i.result_status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ResultStatus::OperationUndone,
+            ResultStatus::OperationUndone,
+            ResultStatus::OperationFailed
+        ]
+    );
+    let after = h.dispatcher.ops().store.get(&uid).unwrap();
+    assert_eq!(after.attributes, before.attributes);
+    assert!(located(&h.dispatcher, &h.conn, "undone-create")
+        .await
+        .is_empty());
+    assert_eq!(h.dispatcher.ops().store.len(), 1);
+}
+
+/// Fail closed: an operation the policy has no name for, or an object operation whose target is
+/// not known, is refused by `authorize` itself, before any state is touched.
+#[tokio::test]
+async fn authorize_refuses_what_it_cannot_decide() {
+    let h = harness().await;
+    let ops = h.dispatcher.ops();
+    let ctx = ctx_of("purefa", ProtocolVersion::V2_1);
+    let unknown = RequestPayload::Unknown {
+        op_code: Operation::Other(0x0000_00ff),
+        raw: kmip_wire::ttlv::Ttlv::structure(tags::REQUEST_PAYLOAD, Vec::new()),
+    };
+    assert!(
+        matches!(
+            ops.authorize(&ctx, &unknown),
+            Err(super::OpError::OperationNotSupported)
+        ),
+        "an operation with no policy mapping was allowed"
+    );
+    let no_target = RequestPayload::Revoke(RevokeRequest {
+        unique_identifier: None,
+        revocation_reason: RevocationReason {
+            code: RevocationReasonCode::Unspecified,
+            message: None,
+        },
+        compromise_occurrence_date: None,
+    });
+    assert!(
+        matches!(
+            ops.authorize(&ctx, &no_target),
+            Err(super::OpError::MissingData(_))
+        ),
+        "an object operation without an identifier was allowed"
+    );
+    // What needs no object stays open to every user, including one the policy does not list.
+    for user in ["purefa", "other", "unlisted"] {
+        let ctx = ctx_of(user, ProtocolVersion::V2_1);
+        for payload in [
+            RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
+                versions: Vec::new(),
+            }),
+            RequestPayload::Query(QueryRequest {
+                functions: vec![QueryFunction::QueryOperations],
+            }),
+        ] {
+            assert!(ops.authorize(&ctx, &payload).is_ok(), "{user}: {payload:?}");
+        }
+    }
+}
+
+fn locate_all(maximum_items: Option<i32>, offset_items: Option<i32>) -> RequestPayload {
+    RequestPayload::Locate(LocateRequest {
+        maximum_items,
+        offset_items,
+        storage_status_mask: None,
+        object_group_member: None,
+        attributes: Vec::new(),
+    })
+}
+
+/// Issue 12, item 3(d): `limits.max_locate_results` caps every Locate answer, whatever Maximum
+/// Items asks for (or when it asks for none); Located Items still counts every match.
+#[tokio::test]
+async fn locate_answers_are_capped_by_max_locate_results() {
+    let h = harness_with(LimitsConfig {
+        max_locate_results: 3,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let v = ProtocolVersion::V2_1;
+    for _ in 0..5 {
+        h.create(v, None).await;
+    }
+    for (max, offset, expected) in [
+        (None, None, 3),
+        (Some(10), None, 3),
+        (Some(2), None, 2),
+        (None, Some(3), 2),
+    ] {
+        let item = h.one(v, locate_all(max, offset)).await;
+        let Some(ResponsePayload::Locate(l)) = item.payload else {
+            panic!("{item:?}");
+        };
+        assert_eq!(
+            l.unique_identifiers.len(),
+            expected,
+            "max {max:?} offset {offset:?}"
+        );
+        assert_eq!(l.located_items, Some(5));
+    }
+}
+
+fn register_secret() -> RequestPayload {
+    RequestPayload::Register(RegisterRequest {
+        object_type: ObjectType::SecretData,
+        attributes: Vec::new(),
+        object: ManagedObject::SecretData {
+            secret_data_type: SecretDataType::Password,
+            key_block: KeyBlock::raw(SecretBytes::from_slice(b"password"), None, None),
+        },
+    })
+}
+
+/// Issue 12, item 3(d): `limits.max_objects_per_user` refuses Create, Register and ReKey beyond
+/// the user's live objects, with a reason and a message naming the limit; other users are not
+/// affected; destroyed objects and undone creations free their slot; a restart counts again.
+#[tokio::test]
+async fn objects_per_user_are_capped_by_max_objects_per_user() {
+    let h = harness_with(LimitsConfig {
+        max_objects_per_user: 2,
+        ..LimitsConfig::default()
+    })
+    .await;
+    let v = ProtocolVersion::V2_1;
+    let first = h.create(v, None).await;
+    h.create(v, None).await;
+    let create = RequestPayload::Create(CreateRequest {
+        object_type: ObjectType::SymmetricKey,
+        attributes: vec![
+            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+        ],
+    });
+    let rekey = RequestPayload::ReKey(ReKeyRequest {
+        unique_identifier: Some(first.clone()),
+        ..ReKeyRequest::default()
+    });
+    for (version, reason) in [
+        (v, ResultReason::ServerLimitExceeded),
+        (ProtocolVersion::V1_4, ResultReason::GeneralFailure),
+    ] {
+        for payload in [create.clone(), register_secret(), rekey.clone()] {
+            let item = h.one(version, payload).await;
+            assert_eq!(
+                (item.result_status, item.result_reason),
+                (ResultStatus::OperationFailed, Some(reason)),
+                "{item:?}"
+            );
+            let message = item.result_message.unwrap_or_default();
+            assert!(
+                message.contains("limits.max_objects_per_user (2)"),
+                "{message}"
+            );
+        }
+    }
+    let store = h.dispatcher.ops().store.clone();
+    assert_eq!(
+        store.live_objects("purefa"),
+        2,
+        "refused creations hold no slot"
+    );
+    assert_eq!(store.len(), 2);
+
+    // Another user has its own quota.
+    let other = conn_of("other");
+    let msg = RequestMessage {
+        header: RequestHeader::new(v),
+        items: vec![RequestBatchItem::new(register_secret())],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&other, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(r.items[0].result_status, ResultStatus::Success, "{r:?}");
+
+    // A destroyed object frees its slot; a creation that is undone gives it back.
+    let d = h.one(v, RequestPayload::Destroy(uid_req(&first))).await;
+    assert_eq!(d.result_status, ResultStatus::Success, "{d:?}");
+    assert_eq!(store.live_objects("purefa"), 1);
+    let mut header = RequestHeader::new(v);
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Undo);
+    let undone = RequestMessage {
+        header,
+        items: vec![
+            RequestBatchItem::new(create.clone()),
+            RequestBatchItem::new(get_req("00000000-0000-4000-8000-000000000000")),
+        ],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&h.conn, undone.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert_eq!(
+        r.items[0].result_status,
+        ResultStatus::OperationUndone,
+        "{r:?}"
+    );
+    assert_eq!(store.live_objects("purefa"), 1);
+    assert_eq!(
+        h.one(v, create.clone()).await.result_status,
+        ResultStatus::Success
+    );
+    assert_eq!(
+        h.one(v, create.clone()).await.result_reason,
+        Some(ResultReason::ServerLimitExceeded)
+    );
+
+    // The counts are rebuilt from the backend at start.
+    let Harness {
+        dispatcher, _dir, ..
+    } = h;
+    drop((dispatcher, store));
+    let vault = Vault::open(&_dir.path().join("vault"), MasterKeySource::VaultDir).unwrap();
+    let reopened = Store::open(Arc::new(vault)).await.unwrap();
+    assert_eq!(reopened.live_objects("purefa"), 2);
+    assert_eq!(reopened.live_objects("other"), 1);
+}
+
+/// A use charged against a key's Usage Limits is not given back by undo: the operation ran (the
+/// client has its ciphertext), so an Undo batch must not be a way round the limit.
+#[tokio::test]
+async fn undo_never_gives_back_a_charged_use() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let limits = Value::Structure(vec![
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_TOTAL, Value::LongInteger(1)),
+        // Usage Limits Unit Object: one use per operation.
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_UNIT, Value::Enumeration(2)),
+    ]);
+    let created = h
+        .one(
+            v,
+            RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),
+                    Attribute::new(tags::USAGE_LIMITS, limits),
+                ],
+            }),
+        )
+        .await;
+    let Some(ResponsePayload::Create(c)) = created.payload else {
+        panic!("{created:?}");
+    };
+    let uid = c.unique_identifier;
+    h.one(v, RequestPayload::Activate(uid_req(&uid))).await;
+    let encrypt = RequestPayload::Encrypt(CryptoRequest {
+        unique_identifier: Some(uid.clone()),
+        cryptographic_parameters: Some(CryptographicParameters {
+            block_cipher_mode: Some(BlockCipherMode::Cbc),
+            padding_method: Some(PaddingMethod::Pkcs5),
+            ..CryptographicParameters::default()
+        }),
+        data: Some(SecretBytes::from_slice(b"sixteen bytes!!!")),
+        ..CryptoRequest::default()
+    });
+    let mut header = RequestHeader::new(v);
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Undo);
+    let batch = RequestMessage {
+        header,
+        items: vec![
+            RequestBatchItem::new(encrypt.clone()),
+            RequestBatchItem::new(get_req("00000000-0000-4000-8000-000000000000")),
+        ],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&h.conn, batch.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert!(
+        matches!(r.items[0].payload, Some(ResponsePayload::Encrypt(_))),
+        "{r:?}"
+    );
+    let again = h.one(v, encrypt).await;
+    assert_eq!(
+        (again.result_status, again.result_reason),
+        (
+            ResultStatus::OperationFailed,
+            Some(ResultReason::PermissionDenied)
+        ),
+        "the undone batch gave the charged use back: {again:?}"
+    );
 }
