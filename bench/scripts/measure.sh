@@ -162,8 +162,7 @@ fi
 # Idle connections: server RSS per connection.
 if part idle; then
 for n in 1000 10000; do
-  # Every bench connection comes from 127.0.0.1: lift the per-source limits to the totals (16
-  # handshakes at once, with a client that starts the next as its last one ends, can briefly be 17).
+  # Every bench connection comes from 127.0.0.1: lift the per-source limits to the totals.
   start_gateway "idle-$n" "max_connections_per_source = 10000
 max_handshakes_per_source = 256"
   bench "gw-idle-$n" --target "$GW_ADDR" --scenario idle --connections "$n" --concurrency 16 \

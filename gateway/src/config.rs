@@ -26,8 +26,10 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
 /// client finishes its handshake in milliseconds, so a few hundred at once is a reconnect storm.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
 /// Default cap on connections still in the TLS handshake from one source: one host cannot take
-/// the handshake slots of all others (it takes sixteen sources to fill `DEFAULT_MAX_HANDSHAKES`).
-pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+/// the handshake slots of all others (it takes eight sources to fill `DEFAULT_MAX_HANDSHAKES`),
+/// while a host reconnecting a few dozen connections at once (a cluster behind one address after
+/// a restart) is not refused.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 /// Default time a client has to finish the TLS handshake: stops half-open connections from holding
 /// a handshake slot for long.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -816,7 +818,7 @@ cas = ["ca.pem"]
         let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
         assert_eq!(c.limits.max_connections_per_source, 64);
         assert_eq!(c.limits.max_handshakes, 256);
-        assert_eq!(c.limits.max_handshakes_per_source, 16);
+        assert_eq!(c.limits.max_handshakes_per_source, 32);
         assert_eq!(c.limits.handshake_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.max_inflight_request_bytes, 64 << 20);
         assert_eq!(c.locate_cache, LocateCacheConfig::default());
