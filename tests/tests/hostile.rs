@@ -14,9 +14,9 @@ use kmip_e2e::{GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_gateway::pki::{self, CaBundle, CertProfile, IssueOptions};
 use kmip_wire::model::{
-    BatchErrorContinuationOption, Operation, ProtocolVersion, QueryFunction, QueryRequest,
-    RequestBatchItem, RequestHeader, RequestMessage, RequestPayload, ResponseMessage, ResultReason,
-    ResultStatus,
+    Attribute, BatchErrorContinuationOption, LocateRequest, Operation, ProtocolVersion,
+    QueryFunction, QueryRequest, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
+    ResponseMessage, ResultReason, ResultStatus,
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
@@ -1135,5 +1135,64 @@ fn handshake_slots_are_capped_per_source_and_in_total() {
         )
         .await;
         query_succeeds(&gw, &tls, "idle sockets closed").await;
+    });
+}
+
+/// Locates with large, distinct filters: the cache keeps a digest of each request, not the
+/// filter itself, so memory grows by far less than the filters add up to.
+#[test]
+fn large_locate_filters_are_not_kept_by_the_cache() {
+    /// Distinct filters, each an Object Group of `FILTER` bytes (no object matches).
+    const LOCATES: usize = 80;
+    const FILTER: usize = 900 * 1024;
+    /// `[locate_cache] max_bytes` of this gateway.
+    const CACHE_BYTES: usize = 1 << 20;
+    /// Request buffers, decoding and allocator retention besides the cache.
+    const SLACK_KIB: u64 = 24 * 1024;
+    let growth_limit_kib = (CACHE_BYTES / 1024) as u64 + SLACK_KIB;
+    assert!(growth_limit_kib * 1024 < (LOCATES * FILTER) as u64 / 2);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &format!("[locate_cache]\nmax_bytes = {CACHE_BYTES}"),
+        true,
+    );
+    let tls = good_client(dir.path());
+    runtime().block_on(async {
+        let mut c = KmipClient::connect(&gw.addr().to_string(), "localhost", &tls)
+            .await
+            .unwrap();
+        c.set_timeout(HANG_GUARD);
+        let locate = |i: usize| {
+            let group = format!("{i:08}{}", "g".repeat(FILTER));
+            message(vec![RequestPayload::Locate(LocateRequest {
+                attributes: vec![Attribute::text(tags::OBJECT_GROUP, &group)],
+                ..LocateRequest::default()
+            })])
+            .to_ttlv()
+        };
+        // One first: the gateway's buffers and allocator reach their working size.
+        ResponseMessage::from_ttlv(&c.call(&locate(0)).await.unwrap()).unwrap();
+        let rss_before = gw.rss_kib().unwrap();
+        for i in 1..=LOCATES {
+            let reply = c.call(&locate(i)).await.unwrap();
+            let reply = ResponseMessage::from_ttlv(&reply).unwrap();
+            assert_eq!(reply.items[0].result_status, ResultStatus::Success, "{reply:?}");
+            let grown = gw.rss_kib().unwrap().saturating_sub(rss_before);
+            assert!(
+                grown < growth_limit_kib,
+                "{i} Locates of {FILTER} bytes grew the gateway's RSS by {grown} KiB (limit {growth_limit_kib})"
+            );
+        }
+        let text = scrape(&gw);
+        assert_eq!(
+            metric(&text, "kmip_locate_cache_misses_total", &[]),
+            (LOCATES + 1) as f64,
+            "every Locate went through the cache"
+        );
+        eprintln!(
+            "{LOCATES} Locates with distinct {FILTER}-byte filters: RSS +{} KiB",
+            gw.rss_kib().unwrap().saturating_sub(rss_before)
+        );
     });
 }
