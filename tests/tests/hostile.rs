@@ -1,8 +1,11 @@
 //! Hostile clients against the real `kmip-gateway` binary: bad TLS, bad certificates, malformed
 //! and oversized TTLV, slow and idle connections, connection floods.
 //!
-//! One gateway serves the whole suite (so its memory can be compared before and after), with
+//! One gateway serves the main suite (so its memory can be compared before and after), with
 //! small limits from a configuration file so that timeouts fire within the test's time budget.
+//! The bounded-state tests at the end (header-only connections, unknown operation codes as metric
+//! labels, handshake slots, large Locate filters) each start their own gateway and wait on its
+//! `/metrics` rather than on clocks.
 //! Every case asserts the gateway's exact reaction (a Result Reason, or a close with nothing
 //! sent) and is followed by a good client that must be served promptly on a fresh connection.
 //! Certificates that are untrusted, expired or have a wildcard Common Name are refused in
