@@ -33,11 +33,40 @@ pub enum Dependency {
     Attribute(AttributeName),
 }
 
+/// Buckets the names of custom attributes are folded into in [`Generations`]: their names are
+/// chosen by clients, so one entry per name would grow without bound.
+const CUSTOM_NAME_BUCKETS: u64 = 1024;
+
+/// What [`Generations`] records a change against: membership and standard attributes as
+/// themselves, custom attribute names by bucket. Names sharing a bucket only invalidate each
+/// other's cached results, which costs a recomputation, never a stale answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ChangeKey {
+    Membership,
+    Tag(kmip_wire::ttlv::Tag),
+    Custom(u64),
+}
+
+impl From<&Dependency> for ChangeKey {
+    fn from(d: &Dependency) -> ChangeKey {
+        use std::hash::{Hash, Hasher};
+        match d {
+            Dependency::Membership => ChangeKey::Membership,
+            Dependency::Attribute(AttributeName::Tag(t)) => ChangeKey::Tag(*t),
+            Dependency::Attribute(name) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                name.hash(&mut h);
+                ChangeKey::Custom(h.finish() % CUSTOM_NAME_BUCKETS)
+            }
+        }
+    }
+}
+
 /// Change sequence numbers, shared by the store (which bumps) and the cache (which checks).
 #[derive(Default)]
 pub struct Generations {
     sequence: AtomicU64,
-    last_change: DashMap<Dependency, u64>,
+    last_change: DashMap<ChangeKey, u64>,
 }
 
 impl Generations {
@@ -54,15 +83,23 @@ impl Generations {
         }
         let seq = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         for d in changed {
-            self.last_change.insert(d, seq);
+            self.record(&d, seq);
         }
         metrics::counter!("kmip_locate_cache_invalidations_total").increment(1);
+    }
+
+    /// Concurrent writes may record out of order: the later number is kept.
+    fn record(&self, d: &Dependency, seq: u64) {
+        self.last_change
+            .entry(ChangeKey::from(d))
+            .and_modify(|s| *s = (*s).max(seq))
+            .or_insert(seq);
     }
 
     fn valid(&self, computed_at: u64, deps: &[Dependency]) -> bool {
         deps.iter().all(|d| {
             self.last_change
-                .get(d)
+                .get(&ChangeKey::from(d))
                 .is_none_or(|seq| *seq <= computed_at)
         })
     }
@@ -326,6 +363,44 @@ mod tests {
         }
         assert_eq!(computed, 2, "a result over the byte bound is not cached");
         assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn custom_attribute_names_take_a_bounded_number_of_change_records() {
+        let g = Generations::default();
+        let custom = |i: usize| {
+            Dependency::Attribute(AttributeName::Vendor {
+                vendor: "x".into(),
+                name: format!("name-{i}"),
+            })
+        };
+        for i in 0..5_000 {
+            g.bump([custom(i)]);
+        }
+        assert!(g.last_change.len() <= CUSTOM_NAME_BUCKETS as usize);
+        let at = g.current();
+        let deps = [
+            custom(7),
+            Dependency::Attribute(AttributeName::Tag(tags::NAME)),
+        ];
+        assert!(g.valid(at, &deps));
+        g.bump([Dependency::Attribute(AttributeName::Tag(tags::STATE))]);
+        assert!(g.valid(at, &deps), "an unrelated standard attribute");
+        g.bump([custom(7)]);
+        assert!(
+            !g.valid(at, &deps),
+            "a change to the filter's custom attribute"
+        );
+    }
+
+    #[test]
+    fn a_change_recorded_late_keeps_the_later_number() {
+        let g = Generations::default();
+        let d = Dependency::Attribute(AttributeName::Tag(tags::NAME));
+        // The write that took number 1 records it after the write that took number 2.
+        g.record(&d, 2);
+        g.record(&d, 1);
+        assert!(!g.valid(1, std::slice::from_ref(&d)));
     }
 
     #[tokio::test]
