@@ -58,7 +58,8 @@ make_token() {
   export "$("$ROOT/deploy/softhsm/setup-token.sh" "$HSM_DIR" "$LABEL" 2>/dev/null)"
 }
 
-# Starts a gateway on the token in $HSM_DIR; sets GW_ADDR and GW_PID.
+# Starts a gateway on the token in $HSM_DIR; sets GW_ADDR and GW_PID. A second argument holds
+# TOML lines for [limits].
 start_gateway() {
   local dir=$WORK/gw-$1
   mkdir -p "$dir/data"
@@ -80,6 +81,8 @@ token_label = "$LABEL"
 pin_file = "$HSM_DIR/user.pin"
 pool_size = $CONC
 acquire_timeout_ms = 5000
+[limits]
+${2:-}
 CONF
   (cd "$dir" && NO_COLOR=1 exec "$BIN/kmip-gateway" serve --config "$dir/gateway.toml" \
       --admin-listen off >/dev/null 2>"$dir/log") &
@@ -145,7 +148,9 @@ for s in "rdl-boot --preload $PRELOAD --concurrency 8" \
   stop "$GW_PID"
 done
 make_token idle
-start_gateway idle
+# Every bench connection comes from 127.0.0.1: lift the per-source limits to the totals.
+start_gateway idle "max_connections_per_source = 10000
+max_handshakes_per_source = 256"
 bench hsm-idle-1000 --target "$GW_ADDR" --scenario idle --connections 1000 --concurrency 16 \
   --count 1 --server-pid "$GW_PID"
 stop "$GW_PID"

@@ -129,7 +129,8 @@ fi
 # get at 256 connections below saturation: a closed loop finds the maximum, then an open loop
 # (--rate) at 70 % of it measures the latency spread p99/p50.
 if part get256; then
-start_gateway get256
+# All 256 connections come from 127.0.0.1: lift the per-source limit to the total.
+start_gateway get256 "max_connections_per_source = 10000"
 bench gw-get-256-closed --target "$GW_ADDR" --scenario get --preload 1000 --connections 256 \
   --concurrency 256 --duration "$DURATION"
 RATE=$(python3 -c 'import json,sys; print(round(0.7 * json.load(open(sys.argv[1]))["result"]["throughput_per_s"]))' "$OUT/gw-get-256-closed.json")
@@ -161,8 +162,9 @@ fi
 # Idle connections: server RSS per connection.
 if part idle; then
 for n in 1000 10000; do
-  # Every bench connection comes from 127.0.0.1: lift the per-source limit to the total.
-  start_gateway "idle-$n" "max_connections_per_source = 10000"
+  # Every bench connection comes from 127.0.0.1: lift the per-source limits to the totals.
+  start_gateway "idle-$n" "max_connections_per_source = 10000
+max_handshakes_per_source = 256"
   bench "gw-idle-$n" --target "$GW_ADDR" --scenario idle --connections "$n" --concurrency 16 \
     --count 1 --server-pid "$GW_PID"
   stop "$GW_PID"

@@ -138,8 +138,7 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
     export_expiries(&tls.load().expiries);
     let access = Arc::new(Access::new(load_policy(&cfg)?));
-    let ops =
-        Ops::new(store.clone(), access.clone(), cfg.locate_cache_entries).with_limits(&cfg.limits);
+    let ops = Ops::new(store.clone(), access.clone(), cfg.locate_cache).with_limits(&cfg.limits);
     let audit = match &cfg.audit {
         Some(a) => {
             let dir = a.dir.clone();

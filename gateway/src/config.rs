@@ -17,13 +17,26 @@ pub const DEFAULT_DATA_DIR: &str = "kmip-gateway-data";
 /// Default cap on open client connections: bounds memory and file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default cap on open connections from one source address (an IPv4 address, an IPv6 /64):
-/// one misbehaving or hostile host cannot take every connection slot, including by holding
-/// half-open sockets until the handshake timeout. A storage array or hypervisor cluster opens a
-/// handful; a tenth of the total leaves room for many clients behind one NAT.
-pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 1_000;
+/// one misbehaving or hostile host cannot take every connection slot. A storage array or
+/// hypervisor cluster opens a handful; 64 leaves room for a few clients behind one NAT, and
+/// takes a hundred and fifty sources to fill `DEFAULT_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+/// Default cap on connections still in the TLS handshake, all sources together: idle or slow
+/// sockets cannot hold the connection slots (and the handshake's CPU) of every client; a real
+/// client finishes its handshake in milliseconds, so a few hundred at once is a reconnect storm.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+/// Default cap on connections still in the TLS handshake from one source: one host cannot take
+/// the handshake slots of all others (it takes eight sources to fill `DEFAULT_MAX_HANDSHAKES`),
+/// while a host reconnecting a few dozen connections at once (a cluster behind one address after
+/// a restart) is not refused.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 /// Default time a client has to finish the TLS handshake: stops half-open connections from holding
-/// a permit.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// a handshake slot for long.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default budget of request bytes held in memory by all connections together (message buffers
+/// as they fill): bounds what many clients sending large or unfinished messages can make the
+/// gateway hold, at 64 messages of the default `max_message_size`.
+pub const DEFAULT_MAX_INFLIGHT_REQUEST_BYTES: usize = 64 << 20;
 /// Default time to receive the rest of a message once its first byte arrived: defeats slowloris.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a connection may sit idle between requests before it is closed.
@@ -34,9 +47,12 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1_000;
 /// Default time a request waits for a pooled HSM session before failing with Operation Failed.
 pub const DEFAULT_PKCS11_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default number of cached Locate results: bounds the cache's memory (each entry holds one
+/// Default number of cached Locate results: bounds the cache's bookkeeping (each entry holds one
 /// identifier list).
 pub const DEFAULT_LOCATE_CACHE_ENTRIES: usize = 10_000;
+/// Default bytes of cached Locate results (identifier lists and their keys): bounds the cache's
+/// memory whatever the size of the results.
+pub const DEFAULT_LOCATE_CACHE_BYTES: usize = 64 << 20;
 /// Default PKCS#11 session pool size: SoftHSM gains nothing past a few sessions.
 pub const DEFAULT_PKCS11_POOL_SIZE: u32 = 4;
 /// Default cap on identifiers in one Locate answer, applied also when the client asks for more
@@ -115,6 +131,9 @@ struct RawLimits {
     shutdown_grace_ms: Option<u64>,
     max_locate_results: Option<usize>,
     max_objects_per_user: Option<usize>,
+    max_handshakes: Option<usize>,
+    max_handshakes_per_source: Option<usize>,
+    max_inflight_request_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +162,7 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawLocateCache {
     max_entries: Option<usize>,
+    max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,8 +205,8 @@ pub struct GatewayConfig {
     pub admin_listen: Option<SocketAddr>,
     pub revocation: RevocationConfig,
     pub policy: PolicySource,
-    /// Most Locate results kept in the cache (0 disables it).
-    pub locate_cache_entries: usize,
+    /// Bounds of the Locate cache.
+    pub locate_cache: LocateCacheConfig,
     /// The audit trail; `None` when disabled.
     pub audit: Option<AuditConfig>,
     /// Wire capture folder (see [`crate::capture`]); `None` when off. Start-only.
@@ -215,6 +235,21 @@ pub struct UserConfig {
 /// `[[users]] direct_issuer_only` when not set: off, so a chain through intermediates to a
 /// user's CA is accepted as before (the FlashArray's own chains are root + leaf anyway).
 pub const DEFAULT_DIRECT_ISSUER_ONLY: bool = false;
+/// `[locate_cache]`: the cache is bounded by entries and by bytes; 0 in either disables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocateCacheConfig {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for LocateCacheConfig {
+    fn default() -> Self {
+        LocateCacheConfig {
+            max_entries: DEFAULT_LOCATE_CACHE_ENTRIES,
+            max_bytes: DEFAULT_LOCATE_CACHE_BYTES,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimitsConfig {
@@ -229,6 +264,12 @@ pub struct LimitsConfig {
     pub shutdown_grace: Duration,
     pub max_locate_results: usize,
     pub max_objects_per_user: usize,
+    /// Connections still in the TLS handshake, all sources together.
+    pub max_handshakes: usize,
+    /// Connections still in the TLS handshake from one source.
+    pub max_handshakes_per_source: usize,
+    /// Request bytes all connections together may hold while receiving messages.
+    pub max_inflight_request_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -245,6 +286,9 @@ impl Default for LimitsConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_locate_results: DEFAULT_MAX_LOCATE_RESULTS,
             max_objects_per_user: DEFAULT_MAX_OBJECTS_PER_USER,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_source: DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+            max_inflight_request_bytes: DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
         }
     }
 }
@@ -307,7 +351,7 @@ impl GatewayConfig {
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().ok(),
             revocation: RevocationConfig::default(),
             policy: PolicySource::OwnerOnly,
-            locate_cache_entries: DEFAULT_LOCATE_CACHE_ENTRIES,
+            locate_cache: LocateCacheConfig::default(),
             audit: Some(AuditConfig {
                 dir: data_dir.join("audit"),
                 max_file_bytes: DEFAULT_AUDIT_FILE_BYTES,
@@ -478,7 +522,28 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
             l.max_objects_per_user,
             DEFAULT_MAX_OBJECTS_PER_USER,
         )?,
+        max_handshakes: positive(
+            "limits.max_handshakes",
+            l.max_handshakes,
+            DEFAULT_MAX_HANDSHAKES,
+        )?,
+        max_handshakes_per_source: positive(
+            "limits.max_handshakes_per_source",
+            l.max_handshakes_per_source,
+            DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+        )?,
+        max_inflight_request_bytes: positive(
+            "limits.max_inflight_request_bytes",
+            l.max_inflight_request_bytes,
+            DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+        )?,
     };
+    if limits.max_inflight_request_bytes < limits.max_message_size {
+        return Err(invalid(
+            "limits.max_inflight_request_bytes",
+            "must be at least limits.max_message_size, or a largest message could never be read",
+        ));
+    }
     if limits.max_batch_items > kmip_wire::model::MAX_BATCH_ITEMS {
         return Err(invalid(
             "limits.max_batch_items",
@@ -517,10 +582,18 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         (None, Some(file)) => PolicySource::File(resolve(base, file)),
         (None, None) => PolicySource::OwnerOnly,
     };
-    let locate_cache_entries = raw
-        .locate_cache
-        .and_then(|c| c.max_entries)
-        .unwrap_or(DEFAULT_LOCATE_CACHE_ENTRIES);
+    let locate_cache = LocateCacheConfig {
+        max_entries: raw
+            .locate_cache
+            .as_ref()
+            .and_then(|c| c.max_entries)
+            .unwrap_or(DEFAULT_LOCATE_CACHE_ENTRIES),
+        max_bytes: raw
+            .locate_cache
+            .as_ref()
+            .and_then(|c| c.max_bytes)
+            .unwrap_or(DEFAULT_LOCATE_CACHE_BYTES),
+    };
     let audit = match raw.audit {
         Some(RawAudit {
             enabled: Some(false),
@@ -557,7 +630,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         admin_listen,
         revocation: revocation_config(raw.revocation, base)?,
         policy,
-        locate_cache_entries,
+        locate_cache,
         audit,
         capture_dir: raw.capture_dir.map(|d| resolve(base, d)),
         embedded_default: false,
@@ -790,6 +863,40 @@ cas = ["ca.pem"]
             let e = error_of(&format!("{MINIMAL}[limits]\n{key} = 0\n"));
             assert!(e.starts_with(&format!("limits.{key}")), "{e}");
         }
+    }
+
+    #[test]
+    fn connection_and_memory_limits_default_and_are_checked() {
+        let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+        assert_eq!(c.limits.max_connections_per_source, 64);
+        assert_eq!(c.limits.max_handshakes, 256);
+        assert_eq!(c.limits.max_handshakes_per_source, 32);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.max_inflight_request_bytes, 64 << 20);
+        assert_eq!(c.locate_cache, LocateCacheConfig::default());
+        let c = GatewayConfig::from_toml_str(
+            &format!("{MINIMAL}[limits]\nmax_handshakes = 8\nmax_handshakes_per_source = 2\nmax_inflight_request_bytes = 2097152\n[locate_cache]\nmax_bytes = 4096\n"),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.limits.max_handshakes, c.limits.max_handshakes_per_source),
+            (8, 2)
+        );
+        assert_eq!(c.limits.max_inflight_request_bytes, 2 << 20);
+        assert_eq!(c.locate_cache.max_bytes, 4096);
+        for key in [
+            "max_handshakes",
+            "max_handshakes_per_source",
+            "max_inflight_request_bytes",
+        ] {
+            assert!(error_of(&format!("{MINIMAL}[limits]\n{key} = 0\n"))
+                .starts_with(&format!("limits.{key}")));
+        }
+        assert!(error_of(&format!(
+            "{MINIMAL}[limits]\nmax_inflight_request_bytes = 1000\n"
+        ))
+        .starts_with("limits.max_inflight_request_bytes"));
     }
 
     fn error_of(toml: &str) -> String {

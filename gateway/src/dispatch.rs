@@ -8,8 +8,8 @@ use crate::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJournal
 use crate::tls::Identity;
 use bytes::Bytes;
 use kmip_wire::model::{
-    BatchErrorContinuationOption, ModelError, ProtocolVersion, RequestMessage, ResponseBatchItem,
-    ResponseHeader, ResponseMessage, ResultReason, ResultStatus,
+    BatchErrorContinuationOption, ModelError, Operation, ProtocolVersion, RequestMessage,
+    ResponseBatchItem, ResponseHeader, ResponseMessage, ResultReason, ResultStatus,
 };
 use kmip_wire::ttlv::{decode, Limits};
 use std::net::SocketAddr;
@@ -153,6 +153,7 @@ impl Dispatcher {
             let started = Instant::now();
             let received = SystemTime::now();
             let op_label = format!("{:?}", item.operation);
+            let metric_label = operation_metric_label(item.operation);
             let target = item
                 .payload
                 .as_ref()
@@ -176,8 +177,8 @@ impl Dispatcher {
                 }
             };
             let failed = response.result_status != ResultStatus::Success;
-            metrics::counter!("kmip_requests_total", "operation" => op_label.clone(), "result" => if failed { "failure" } else { "success" }).increment(1);
-            metrics::histogram!("kmip_request_seconds", "operation" => op_label.clone())
+            metrics::counter!("kmip_requests_total", "operation" => metric_label.clone(), "result" => if failed { "failure" } else { "success" }).increment(1);
+            metrics::histogram!("kmip_request_seconds", "operation" => metric_label)
                 .record(started.elapsed().as_secs_f64());
             if let Some(audit) = &self.audit {
                 let mut uids: Vec<String> = target.into_iter().collect();
@@ -246,10 +247,38 @@ impl Dispatcher {
     }
 }
 
+/// The `operation` label of the request metrics: a named operation code, or `other` for any
+/// code the model does not name, so clients cannot add label values (each one a series kept
+/// for the life of the process).
+fn operation_metric_label(operation: Operation) -> String {
+    match operation {
+        Operation::Other(_) => "other".to_owned(),
+        named => format!("{named:?}"),
+    }
+}
+
 fn failure_item(
     item: &kmip_wire::model::RequestBatchItem,
     e: &OpError,
     version: ProtocolVersion,
 ) -> ResponseBatchItem {
     item.failure(e.result_reason(version), e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmip_wire::model::KmipEnum;
+
+    #[test]
+    fn operation_labels_come_from_a_fixed_set() {
+        assert_eq!(operation_metric_label(Operation::Locate), "Locate");
+        for code in [0x3c, 0xff, 0x8000_0001, u32::MAX] {
+            assert_eq!(
+                operation_metric_label(Operation::from_u32(code)),
+                "other",
+                "{code:#x}"
+            );
+        }
+    }
 }

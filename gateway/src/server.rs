@@ -2,9 +2,15 @@
 //!
 //! A connection permit is taken *before* accept, so the gateway never holds more than
 //! `max_connections` sockets, and a source slot right after it, so that one host never holds more
-//! than `max_connections_per_source`; a connection over either limit is closed at once and
-//! counted. The handshake runs in the connection's own task under a timeout. Each message's
-//! 8-byte header is checked against the size limit before its body buffer is allocated.
+//! than `max_connections_per_source`; then a handshake slot (`max_handshakes` in total,
+//! `max_handshakes_per_source`), held only until the TLS handshake ends, so sockets that never
+//! finish it cannot lock clients out. A connection over any limit is closed at once and counted.
+//! The handshake runs in the connection's own task under a timeout.
+//!
+//! Each message's 8-byte header is checked against the size limit; its buffer then grows only
+//! as bytes arrive, and every byte of buffer is charged to the in-flight budget
+//! (`max_inflight_request_bytes`) before it is allocated, so what clients announce costs
+//! nothing and what they send is bounded in total.
 //!
 //! The listener also keeps what operators need for certificate day-2 work: the registry of open
 //! connections with each one's certificate chain (so a reload can re-check and close connections
@@ -18,7 +24,7 @@ use crate::tls::{
     EXPIRY_WARNING,
 };
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use kmip_wire::ttlv::{message_length, Limits, HEADER_LEN};
 use rustls::pki_types::CertificateDer;
@@ -30,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 /// Client certificates remembered for `clients`: bounds the last-seen table against a stream of
@@ -38,6 +44,10 @@ use tracing::{debug, info, warn};
 pub const MAX_TRACKED_CLIENTS: usize = 10_000;
 /// A client certificate close to expiry is warned about at most this often, not per connection.
 const CLIENT_EXPIRY_WARNING_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Buffer allocated for a message body before any of it arrived; the buffer then doubles as it
+/// fills. Keeps a header announcing a large body from costing more than this, while a large
+/// message is read in a handful of allocations.
+const FIRST_BODY_CHUNK: usize = 4096;
 
 /// What the registry knows of an open connection (for `clients`, and to close revoked ones).
 pub struct ConnEntry {
@@ -159,6 +169,118 @@ impl Drop for SourceSlot {
     }
 }
 
+/// A connection's place among those still in the TLS handshake, given back when dropped (at the
+/// end of the handshake, whatever its outcome).
+struct HandshakeSlot {
+    _total: OwnedSemaphorePermit,
+    _source: SourceSlot,
+}
+
+impl HandshakeSlot {
+    fn new(total: OwnedSemaphorePermit, source: SourceSlot) -> HandshakeSlot {
+        metrics::gauge!("kmip_handshakes_in_progress").increment(1.0);
+        HandshakeSlot {
+            _total: total,
+            _source: source,
+        }
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("kmip_handshakes_in_progress").decrement(1.0);
+    }
+}
+
+/// Why a message could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    Timeout,
+    Closed,
+    /// The in-flight budget had no room for the message's next bytes before the read timeout.
+    Budget,
+}
+
+/// The share of the in-flight request budget one message holds (its buffer's capacity), given
+/// back when dropped: after the message was handled and its buffer freed.
+struct Charge {
+    permit: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl Charge {
+    fn new() -> Charge {
+        metrics::gauge!("kmip_inflight_requests").increment(1.0);
+        Charge {
+            permit: None,
+            bytes: 0,
+        }
+    }
+
+    /// Waits (until `deadline`) for `bytes` more of `budget`.
+    async fn add(
+        &mut self,
+        budget: &Arc<Semaphore>,
+        bytes: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ReadEnd> {
+        let n = u32::try_from(bytes).map_err(|_| ReadEnd::Budget)?;
+        let permit =
+            match tokio::time::timeout_at(deadline, budget.clone().acquire_many_owned(n)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) | Err(_) => return Err(ReadEnd::Budget),
+            };
+        match self.permit.as_mut() {
+            Some(p) => p.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        self.bytes += bytes;
+        metrics::gauge!("kmip_inflight_request_bytes").increment(bytes as f64);
+        Ok(())
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        metrics::gauge!("kmip_inflight_requests").decrement(1.0);
+        metrics::gauge!("kmip_inflight_request_bytes").decrement(self.bytes as f64);
+    }
+}
+
+/// Reads the rest of a message whose `header` announced `body_len` bytes (already checked
+/// against the size limit), by `deadline`. The buffer starts at [`FIRST_BODY_CHUNK`] and doubles
+/// only when full, each growth charged to `budget` before it is allocated: a client that announces
+/// a large body and sends nothing costs one small chunk, not the announced size.
+async fn read_message<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    header: &[u8; HEADER_LEN],
+    body_len: usize,
+    budget: &Arc<Semaphore>,
+    deadline: tokio::time::Instant,
+) -> Result<(Bytes, Charge), ReadEnd> {
+    let total = HEADER_LEN + body_len;
+    let mut charge = Charge::new();
+    let first = total.min(HEADER_LEN + FIRST_BODY_CHUNK);
+    charge.add(budget, first, deadline).await?;
+    let mut buf = Vec::with_capacity(first);
+    buf.extend_from_slice(header);
+    while buf.len() < total {
+        if buf.len() == buf.capacity() {
+            let grow = buf.capacity().min(total - buf.len());
+            charge.add(budget, grow, deadline).await?;
+            buf.reserve_exact(grow);
+        }
+        let room = (buf.capacity() - buf.len()).min(total - buf.len());
+        let mut limited = (&mut *stream).take(room as u64);
+        match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
+            Err(_) => return Err(ReadEnd::Timeout),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(ReadEnd::Closed),
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok((Bytes::from(buf), charge))
+}
+
 /// State shared by the accept loop and all connections.
 pub struct Listener {
     pub tls: Arc<ArcSwap<TlsState>>,
@@ -167,6 +289,8 @@ pub struct Listener {
     pub connections: DashMap<u64, ConnEntry>,
     /// Client certificates by SHA-256 fingerprint.
     pub clients: DashMap<String, ClientSeen>,
+    /// Bytes of request buffers all connections may hold (`max_inflight_request_bytes`).
+    inflight: Arc<Semaphore>,
     /// The wire capture, when `--capture`/`capture_dir` is set.
     capture: Option<Arc<Capture>>,
     next_conn_id: AtomicU64,
@@ -184,6 +308,7 @@ impl Listener {
             limits,
             connections: DashMap::new(),
             clients: DashMap::new(),
+            inflight: Arc::new(Semaphore::new(limits.max_inflight_request_bytes)),
             capture: None,
             next_conn_id: AtomicU64::new(1),
         }
@@ -314,6 +439,8 @@ impl Listener {
         let max = self.limits.max_connections;
         let permits = Arc::new(Semaphore::new(max));
         let sources = SourceSlots::new(self.limits.max_connections_per_source);
+        let handshakes = Arc::new(Semaphore::new(self.limits.max_handshakes));
+        let handshake_sources = SourceSlots::new(self.limits.max_handshakes_per_source);
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -347,12 +474,27 @@ impl Listener {
                 drop(stream);
                 continue;
             };
+            let Some(handshake_source) = handshake_sources.take(peer.ip()) else {
+                metrics::counter!("kmip_connections_refused_total", "reason" => "source_handshake_limit")
+                    .increment(1);
+                debug!(%peer, max = handshake_sources.max, "connection over the per-source handshake limit closed");
+                drop(stream);
+                continue;
+            };
+            let Ok(handshake_permit) = handshakes.clone().try_acquire_owned() else {
+                metrics::counter!("kmip_connections_refused_total", "reason" => "handshake_limit")
+                    .increment(1);
+                debug!(%peer, max = self.limits.max_handshakes, "connection over the handshake limit closed");
+                drop(stream);
+                continue;
+            };
+            let handshake = HandshakeSlot::new(handshake_permit, handshake_source);
             metrics::counter!("kmip_connections_accepted_total").increment(1);
             let this = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 metrics::gauge!("kmip_connections_open").increment(1.0);
-                this.connection(stream, peer, shutdown).await;
+                this.connection(stream, peer, shutdown, handshake).await;
                 metrics::gauge!("kmip_connections_open").decrement(1.0);
                 drop(slot);
                 drop(permit);
@@ -376,17 +518,16 @@ impl Listener {
         stream: TcpStream,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
+        handshake: HandshakeSlot,
     ) {
         let _ = stream.set_nodelay(true);
         let tls = self.tls.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config.clone());
         let started = Instant::now();
-        let stream = match tokio::time::timeout(
-            self.limits.handshake_timeout,
-            acceptor.accept(stream),
-        )
-        .await
-        {
+        let accepted =
+            tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream)).await;
+        drop(handshake);
+        let stream = match accepted {
             Err(_) => {
                 metrics::counter!("kmip_handshake_failures_total", "reason" => "timeout")
                     .increment(1);
@@ -530,20 +671,28 @@ impl Listener {
                     }
                 },
             };
-            let mut buf = BytesMut::with_capacity(HEADER_LEN + body_len);
-            buf.extend_from_slice(&header);
-            buf.resize(HEADER_LEN + body_len, 0);
-            match tokio::time::timeout(
-                self.limits.read_timeout,
-                stream.read_exact(&mut buf[HEADER_LEN..]),
+            let deadline = tokio::time::Instant::now() + self.limits.read_timeout;
+            // Held until the request was handled: dispatch keeps slices of its buffer.
+            let (request, _charge) = match read_message(
+                &mut stream,
+                &header,
+                body_len,
+                &self.inflight,
+                deadline,
             )
             .await
             {
-                Err(_) => return "read timeout",
-                Ok(Err(_)) => return "client closed mid-message",
-                Ok(Ok(_)) => {}
-            }
-            let request: Bytes = buf.freeze();
+                Ok(r) => r,
+                Err(ReadEnd::Timeout) => return "read timeout",
+                Err(ReadEnd::Closed) => return "client closed mid-message",
+                Err(ReadEnd::Budget) => {
+                    metrics::counter!("kmip_connections_closed_total", "reason" => "inflight_budget")
+                            .increment(1);
+                    info!(peer = %ctx.peer, user = %ctx.identity.user,
+                              "in-flight request budget exhausted until the read timeout, closing");
+                    return "in-flight request budget exhausted";
+                }
+            };
             last_seen.store(now_ms(), Ordering::Relaxed);
             if let Some(c) = capture.as_deref_mut() {
                 c.request(&request);
@@ -607,6 +756,69 @@ mod tests {
             slots.take(a).is_some(),
             "a closed connection frees its slot"
         );
+    }
+
+    fn header(body_len: usize) -> [u8; HEADER_LEN] {
+        let mut h = [0x42, 0x00, 0x78, 0x01, 0, 0, 0, 0];
+        h[4..].copy_from_slice(&u32::try_from(body_len).unwrap().to_be_bytes());
+        h
+    }
+
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test]
+    async fn a_message_is_read_whole_and_charged_until_handled() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        // A small pipe: the body arrives in many pieces, as over a network.
+        let (mut client, mut server) = tokio::io::duplex(1000);
+        let sent = body.clone();
+        let writer = tokio::spawn(async move { client.write_all(&sent).await.map(|_| client) });
+        let (msg, charge) =
+            read_message(&mut server, &header(body.len()), body.len(), &budget, far())
+                .await
+                .unwrap();
+        assert_eq!(msg[..HEADER_LEN], header(body.len()));
+        assert_eq!(msg[HEADER_LEN..], body[..]);
+        assert_eq!(
+            charge.bytes,
+            HEADER_LEN + body.len(),
+            "the buffer grew to the message, no further"
+        );
+        assert_eq!(budget.available_permits(), (1 << 20) - charge.bytes);
+        drop(charge);
+        assert_eq!(budget.available_permits(), 1 << 20);
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_announced_body_is_not_charged_before_it_arrives() {
+        // Room for the first chunk only: charging the announced 1 MiB would fail with Budget.
+        let budget = Arc::new(Semaphore::new(HEADER_LEN + FIRST_BODY_CHUNK));
+        let (_client, mut server) = tokio::io::duplex(1000);
+        let past = tokio::time::Instant::now();
+        let got = read_message(&mut server, &header(1 << 20), 1 << 20, &budget, past).await;
+        assert_eq!(got.err(), Some(ReadEnd::Timeout));
+        assert_eq!(budget.available_permits(), HEADER_LEN + FIRST_BODY_CHUNK);
+    }
+
+    #[tokio::test]
+    async fn a_message_waits_for_the_budget_until_its_deadline() {
+        let budget = Arc::new(Semaphore::new(HEADER_LEN + FIRST_BODY_CHUNK));
+        let all = u32::try_from(HEADER_LEN + FIRST_BODY_CHUNK).unwrap();
+        let held = budget.clone().acquire_many_owned(all).await.unwrap();
+        let (mut client, mut server) = tokio::io::duplex(1000);
+        client.write_all(&[0u8; 100]).await.unwrap();
+        let past = tokio::time::Instant::now();
+        let got = read_message(&mut server, &header(100), 100, &budget, past).await;
+        assert_eq!(got.err(), Some(ReadEnd::Budget));
+        drop(held);
+        let (msg, _charge) = read_message(&mut server, &header(100), 100, &budget, far())
+            .await
+            .unwrap();
+        assert_eq!(msg.len(), HEADER_LEN + 100);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Hostile clients against the real `kmip-gateway` binary: bad TLS, bad certificates, malformed
 //! and oversized TTLV, slow and idle connections, connection floods.
 //!
-//! One gateway serves the whole suite (so its memory can be compared before and after), with
+//! One gateway serves the main suite (so its memory can be compared before and after), with
 //! small limits from a configuration file so that timeouts fire within the test's time budget.
+//! The bounded-state tests at the end (header-only connections, unknown operation codes as metric
+//! labels, handshake slots, large Locate filters) each start their own gateway and wait on its
+//! `/metrics` rather than on clocks.
 //! Every case asserts the gateway's exact reaction (a Result Reason, or a close with nothing
 //! sent) and is followed by a good client that must be served promptly on a fresh connection.
 //! Certificates that are untrusted, expired or have a wildcard Common Name are refused in
@@ -14,8 +17,9 @@ use kmip_e2e::{GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_gateway::pki::{self, CaBundle, CertProfile, IssueOptions};
 use kmip_wire::model::{
-    Operation, ProtocolVersion, QueryFunction, QueryRequest, RequestBatchItem, RequestHeader,
-    RequestMessage, RequestPayload, ResponseMessage, ResultReason, ResultStatus,
+    Attribute, BatchErrorContinuationOption, LocateRequest, Operation, ProtocolVersion,
+    QueryFunction, QueryRequest, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
+    ResponseMessage, ResultReason, ResultStatus,
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
@@ -84,7 +88,9 @@ impl Suite {
     }
 }
 
-fn start_suite(dir: &Path) -> Suite {
+/// Starts a gateway on a development PKI in `dir` with `limits` (TOML lines of `[limits]`);
+/// `admin` also starts the admin listener (for `/metrics`).
+fn start_gateway(dir: &Path, limits: &str, admin: bool) -> GatewayProcess {
     let pki_dir = dir.join("pki");
     pki::dev_pki(&pki_dir).unwrap();
     let config = dir.join("gateway.toml");
@@ -94,37 +100,58 @@ fn start_suite(dir: &Path) -> Suite {
             "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
              [tls]\ncert = {cert:?}\nkey = {key:?}\n\
              [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n\
-             [limits]\nmax_connections = {MAX_CONNECTIONS}\n\
-             max_connections_per_source = {MAX_CONNECTIONS_PER_SOURCE}\nread_timeout_ms = {read}\n\
-             idle_timeout_ms = {idle}\nhandshake_timeout_ms = {hs}\n",
+             [limits]\n{limits}\n",
             data = dir.join("data"),
             cert = pki_dir.join("server.pem"),
             key = pki_dir.join("server.key"),
             ca = pki_dir.join("ca.pem"),
+        ),
+    )
+    .unwrap();
+    GatewayProcess::start_with(&GatewayOptions {
+        admin,
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        // Debug lines say why each connection ended; assertions quote the log.
+        env: vec![("KMIP_GATEWAY_LOG".into(), "info,kmip_gateway=debug".into())],
+    })
+}
+
+/// The development client certificate of `start_gateway`'s PKI.
+fn good_client(dir: &Path) -> ClientTls {
+    let pki_dir = dir.join("pki");
+    ClientTls::from_files(
+        &pki_dir.join("ca.pem"),
+        &pki_dir.join("client-purefa.pem"),
+        &pki_dir.join("client-purefa.key"),
+    )
+    .unwrap()
+}
+
+fn start_suite(dir: &Path) -> Suite {
+    // The floods here are about connection slots: the handshake limits are lifted to the
+    // connection limits (`handshake_slots_are_capped_per_source_and_in_total` covers them).
+    let gw = start_gateway(
+        dir,
+        &format!(
+            "max_connections = {MAX_CONNECTIONS}\n\
+             max_connections_per_source = {MAX_CONNECTIONS_PER_SOURCE}\n\
+             max_handshakes = {MAX_CONNECTIONS}\n\
+             max_handshakes_per_source = {MAX_CONNECTIONS_PER_SOURCE}\n\
+             read_timeout_ms = {read}\nidle_timeout_ms = {idle}\nhandshake_timeout_ms = {hs}",
             read = READ_TIMEOUT.as_millis(),
             idle = IDLE_TIMEOUT.as_millis(),
             hs = HANDSHAKE_TIMEOUT.as_millis(),
         ),
-    )
-    .unwrap();
-    let gw = GatewayProcess::start_with(&GatewayOptions {
-        extra_args: vec!["--config".into(), config.display().to_string()],
-        // Debug lines say why each connection ended; assertions quote the log.
-        env: vec![("KMIP_GATEWAY_LOG".into(), "info,kmip_gateway=debug".into())],
-        ..GatewayOptions::default()
-    });
+        false,
+    );
+    let pki_dir = dir.join("pki");
     let ca = CaBundle {
         cert_pem: std::fs::read_to_string(pki_dir.join("ca.pem")).unwrap(),
         key_pem: std::fs::read_to_string(pki_dir.join("ca.key"))
             .unwrap()
             .into(),
     };
-    let good = ClientTls::from_files(
-        &pki_dir.join("ca.pem"),
-        &pki_dir.join("client-purefa.pem"),
-        &pki_dir.join("client-purefa.key"),
-    )
-    .unwrap();
+    let good = good_client(dir);
     Suite {
         gw,
         pki: pki_dir,
@@ -810,4 +837,365 @@ fn hostile_clients_leave_the_gateway_serving() {
     assert!(!log.contains("panicked"), "the gateway panicked:\n{log}");
     let mut s = s;
     assert!(s.gw.is_running(), "the gateway died:\n{log}");
+}
+
+// --- bounded state: one gateway per test, observed through `/metrics` -------------------------
+
+/// How long a wait on the gateway's observable state may take before the test gives up: a guard
+/// against hanging, never a claim about speed (every wait ends on a state change, not a clock).
+const HANG_GUARD: Duration = Duration::from_secs(120);
+/// A timeout no case here reaches: sockets keep their slots and buffers for as long as the test
+/// holds them, so what is counted does not depend on the machine's speed.
+const NEVER_MS: u64 = 600_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The sum of the samples of `name` (a counter or gauge) carrying every label of `labels`, in a
+/// Prometheus text scrape; 0 when there is none.
+fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labelled, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .iter()
+                .all(|(k, v)| labelled.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+fn scrape(gw: &GatewayProcess) -> String {
+    let (code, body) = gw.admin_get("/metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Scrapes `/metrics` until `done` holds; `check` runs on every scrape first (it may fail the
+/// test early, e.g. on memory).
+async fn wait_for_metrics(
+    gw: &GatewayProcess,
+    what: &str,
+    mut check: impl FnMut(&str),
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let text = scrape(gw);
+        check(&text);
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}\n{text}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn query_succeeds(gw: &GatewayProcess, tls: &ClientTls, case: &str) {
+    let mut c = KmipClient::connect(&gw.addr().to_string(), "localhost", tls)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: good client cannot connect: {e}\n{}", gw.log()));
+    c.set_timeout(HANG_GUARD);
+    let reply = c
+        .call(&message(vec![query_payload()]).to_ttlv())
+        .await
+        .unwrap_or_else(|e| panic!("{case}: good client not served: {e}\n{}", gw.log()));
+    let msg = ResponseMessage::from_ttlv(&reply).unwrap();
+    assert_eq!(msg.items[0].result_status, ResultStatus::Success, "{case}");
+}
+
+/// Authenticated connections that send only a header announcing a body of the largest size
+/// make the gateway hold no body buffer: its memory grows by less than the in-flight byte
+/// budget (a small fraction of what the announced bodies add up to), and a good client is
+/// served meanwhile.
+#[test]
+fn headers_announcing_large_bodies_do_not_allocate_them() {
+    /// Connections that each announce a `MAX_MESSAGE_SIZE` message and send only its header.
+    const HEADERS_ONLY: usize = 120;
+    /// `limits.max_inflight_request_bytes` of this gateway: a thirtieth of the announced total.
+    const INFLIGHT_BUDGET: usize = 4 << 20;
+    /// Allocator and metrics growth besides request buffers.
+    const SLACK_KIB: u64 = 8 * 1024;
+    let growth_limit_kib = (INFLIGHT_BUDGET / 1024) as u64 + SLACK_KIB;
+    assert!(growth_limit_kib * 1024 < (HEADERS_ONLY * MAX_MESSAGE_SIZE) as u64 / 4);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &format!(
+            "max_connections = {c}\nmax_connections_per_source = {c}\n\
+             max_handshakes_per_source = {c}\nmax_inflight_request_bytes = {INFLIGHT_BUDGET}\n\
+             read_timeout_ms = {NEVER_MS}\nidle_timeout_ms = {NEVER_MS}",
+            c = HEADERS_ONLY + 10,
+        ),
+        true,
+    );
+    let tls = good_client(dir.path());
+    runtime().block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..HEADERS_ONLY {
+            let c = KmipClient::connect(&gw.addr().to_string(), "localhost", &tls).await;
+            held.push(c.unwrap_or_else(|e| panic!("connect: {e}\n{}", gw.log())));
+        }
+        query_succeeds(&gw, &tls, "connections opened").await;
+        let rss_before = gw.rss_kib().unwrap();
+        let header = raw_item(
+            tags::REQUEST_MESSAGE.0,
+            0x01,
+            (MAX_MESSAGE_SIZE - 8) as u32,
+            &[],
+        );
+        for c in &mut held {
+            c.send_raw(&header).await.unwrap();
+        }
+        let growth = |gw: &GatewayProcess| gw.rss_kib().unwrap().saturating_sub(rss_before);
+        let check = |_: &str| {
+            let grown = growth(&gw);
+            assert!(
+                grown < growth_limit_kib,
+                "{HEADERS_ONLY} headers grew the gateway's RSS by {grown} KiB (limit {growth_limit_kib})"
+            );
+        };
+        let text = wait_for_metrics(&gw, "every header read", &check, |t| {
+            metric(t, "kmip_inflight_requests", &[]) >= HEADERS_ONLY as f64
+        })
+        .await;
+        let charged = metric(&text, "kmip_inflight_request_bytes", &[]);
+        assert!(
+            charged <= INFLIGHT_BUDGET as f64,
+            "{charged} bytes charged"
+        );
+        query_succeeds(&gw, &tls, "headers announcing large bodies").await;
+        check("");
+        eprintln!(
+            "{HEADERS_ONLY} headers announcing {MAX_MESSAGE_SIZE} bytes each: RSS +{} KiB, \
+             {charged} bytes charged to the in-flight budget",
+            growth(&gw)
+        );
+    });
+}
+
+/// Unknown operation codes all count under `operation="other"`: thousands of distinct codes
+/// add a few series to `/metrics`, not one per code.
+#[test]
+fn unknown_operation_codes_share_one_metric_label() {
+    /// Distinct unknown codes per batch, and batches.
+    const CODES: u32 = 1_000;
+    const BATCHES: u32 = 2;
+    /// What `/metrics` may grow by: one counter and one histogram for "other" (pre-fix, each code
+    /// added about a kilobyte).
+    const GROWTH_LIMIT: usize = 16 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(dir.path(), "", true);
+    let tls = good_client(dir.path());
+    runtime().block_on(async {
+        query_succeeds(&gw, &tls, "start").await;
+        let before = scrape(&gw).len();
+        let mut c = KmipClient::connect(&gw.addr().to_string(), "localhost", &tls)
+            .await
+            .unwrap();
+        c.set_timeout(HANG_GUARD);
+        for batch in 0..BATCHES {
+            let mut msg = message(
+                (0..CODES)
+                    .map(|i| RequestPayload::Unknown {
+                        op_code: Operation::Other(0x0001_0000 + batch * CODES + i),
+                        raw: Ttlv::structure(tags::REQUEST_PAYLOAD, Vec::new()),
+                    })
+                    .collect(),
+            );
+            msg.header.batch_error_continuation_option =
+                Some(BatchErrorContinuationOption::Continue);
+            let reply = c.call(&msg.to_ttlv()).await.unwrap();
+            let reply = ResponseMessage::from_ttlv(&reply).unwrap();
+            assert_eq!(reply.items.len(), CODES as usize);
+            assert!(reply
+                .items
+                .iter()
+                .all(|i| i.result_reason == Some(ResultReason::OperationNotSupported)));
+        }
+        let text = scrape(&gw);
+        assert_eq!(
+            metric(&text, "kmip_requests_total", &[("operation", "other")]),
+            f64::from(CODES * BATCHES),
+            "{text}"
+        );
+        assert!(
+            text.len() < before + GROWTH_LIMIT,
+            "/metrics grew from {before} to {} bytes",
+            text.len()
+        );
+    });
+}
+
+/// Idle sockets that never start TLS: beyond `max_handshakes_per_source` from their source, and
+/// beyond `max_handshakes` in total, they are refused at once and counted, while a good client
+/// from another source completes its handshake and is served; slots come back when they close.
+#[test]
+fn handshake_slots_are_capped_per_source_and_in_total() {
+    const PER_SOURCE: usize = 4;
+    const TOTAL: usize = 12;
+    /// Idle sockets opened from the first source.
+    const FROM_ONE: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &format!(
+            "max_connections = 100\nmax_connections_per_source = 50\n\
+             max_handshakes = {TOTAL}\nmax_handshakes_per_source = {PER_SOURCE}\n\
+             handshake_timeout_ms = {NEVER_MS}"
+        ),
+        true,
+    );
+    let tls = good_client(dir.path());
+    let refused = |t: &str, reason: &str| {
+        metric(t, "kmip_connections_refused_total", &[("reason", reason)]) as usize
+    };
+    let in_handshake = |t: &str| metric(t, "kmip_handshakes_in_progress", &[]) as usize;
+    let addr = gw.addr();
+    runtime().block_on(async {
+        let idle_from = |last: u8, n: usize| async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let socket = TcpSocket::new_v4().unwrap();
+                socket
+                    .bind(SocketAddr::new(IpAddr::from([127, 0, 0, last]), 0))
+                    .unwrap();
+                out.push(socket.connect(addr).await.unwrap());
+            }
+            out
+        };
+        let mut idle = idle_from(2, FROM_ONE).await;
+        wait_for_metrics(
+            &gw,
+            "the per-source handshake refusals",
+            |_| {},
+            |t| {
+                refused(t, "source_handshake_limit") == FROM_ONE - PER_SOURCE
+                    && in_handshake(t) == PER_SOURCE
+            },
+        )
+        .await;
+        query_succeeds(&gw, &tls, "one source at its handshake limit").await;
+
+        // Two more sources fill the total; then a fourth source, and the good client, are
+        // refused until handshake slots come back.
+        idle.extend(idle_from(3, PER_SOURCE).await);
+        idle.extend(idle_from(4, PER_SOURCE).await);
+        wait_for_metrics(
+            &gw,
+            "every handshake slot taken",
+            |_| {},
+            |t| in_handshake(t) == TOTAL,
+        )
+        .await;
+        idle.extend(idle_from(5, 1).await);
+        wait_for_metrics(
+            &gw,
+            "the total handshake refusal",
+            |_| {},
+            |t| refused(t, "handshake_limit") == 1,
+        )
+        .await;
+        let outcome = tokio::time::timeout(
+            HANG_GUARD,
+            KmipClient::connect(&gw.addr().to_string(), "localhost", &tls),
+        )
+        .await
+        .expect("a refused connection ends");
+        assert!(
+            outcome.is_err(),
+            "a handshake over the total limit went through"
+        );
+        let text = scrape(&gw);
+        assert_eq!(refused(&text, "handshake_limit"), 2, "{text}");
+        assert_eq!(
+            refused(&text, "source_handshake_limit"),
+            FROM_ONE - PER_SOURCE,
+            "{text}"
+        );
+
+        drop(idle);
+        wait_for_metrics(
+            &gw,
+            "the handshake slots given back",
+            |_| {},
+            |t| in_handshake(t) == 0,
+        )
+        .await;
+        query_succeeds(&gw, &tls, "idle sockets closed").await;
+    });
+}
+
+/// Locates with large, distinct filters: the cache keeps a digest of each request, not the
+/// filter itself, so memory grows by far less than the filters add up to.
+#[test]
+fn large_locate_filters_are_not_kept_by_the_cache() {
+    /// Distinct filters, each an Object Group of `FILTER` bytes (no object matches).
+    const LOCATES: usize = 80;
+    const FILTER: usize = 900 * 1024;
+    /// `[locate_cache] max_bytes` of this gateway.
+    const CACHE_BYTES: usize = 1 << 20;
+    /// Request buffers, decoding and allocator retention besides the cache.
+    const SLACK_KIB: u64 = 24 * 1024;
+    let growth_limit_kib = (CACHE_BYTES / 1024) as u64 + SLACK_KIB;
+    assert!(growth_limit_kib * 1024 < (LOCATES * FILTER) as u64 / 2);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &format!("[locate_cache]\nmax_bytes = {CACHE_BYTES}"),
+        true,
+    );
+    let tls = good_client(dir.path());
+    runtime().block_on(async {
+        let mut c = KmipClient::connect(&gw.addr().to_string(), "localhost", &tls)
+            .await
+            .unwrap();
+        c.set_timeout(HANG_GUARD);
+        let locate = |i: usize| {
+            let group = format!("{i:08}{}", "g".repeat(FILTER));
+            message(vec![RequestPayload::Locate(LocateRequest {
+                attributes: vec![Attribute::text(tags::OBJECT_GROUP, &group)],
+                ..LocateRequest::default()
+            })])
+            .to_ttlv()
+        };
+        // One first: the gateway's buffers and allocator reach their working size.
+        ResponseMessage::from_ttlv(&c.call(&locate(0)).await.unwrap()).unwrap();
+        let rss_before = gw.rss_kib().unwrap();
+        for i in 1..=LOCATES {
+            let reply = c.call(&locate(i)).await.unwrap();
+            let reply = ResponseMessage::from_ttlv(&reply).unwrap();
+            assert_eq!(reply.items[0].result_status, ResultStatus::Success, "{reply:?}");
+            let grown = gw.rss_kib().unwrap().saturating_sub(rss_before);
+            assert!(
+                grown < growth_limit_kib,
+                "{i} Locates of {FILTER} bytes grew the gateway's RSS by {grown} KiB (limit {growth_limit_kib})"
+            );
+        }
+        let text = scrape(&gw);
+        assert_eq!(
+            metric(&text, "kmip_locate_cache_misses_total", &[]),
+            (LOCATES + 1) as f64,
+            "every Locate went through the cache"
+        );
+        eprintln!(
+            "{LOCATES} Locates with distinct {FILTER}-byte filters: RSS +{} KiB",
+            gw.rss_kib().unwrap().saturating_sub(rss_before)
+        );
+    });
 }

@@ -8,6 +8,7 @@ mod names;
 pub use error::OpError;
 
 use crate::access::{facts, policy_operation, Access};
+use crate::config::LocateCacheConfig;
 use crate::config::{LimitsConfig, DEFAULT_MAX_LOCATE_RESULTS, DEFAULT_MAX_OBJECTS_PER_USER};
 use crate::locate_cache::{CacheKey, Dependency, LocateCache};
 use crate::store::{Store, StoredObject, Written};
@@ -324,8 +325,12 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(store: Arc<Store>, access: Arc<Access>, locate_cache_entries: usize) -> Ops {
-        let locate_cache = LocateCache::new(locate_cache_entries, store.generations().clone());
+    pub fn new(store: Arc<Store>, access: Arc<Access>, locate_cache: LocateCacheConfig) -> Ops {
+        let locate_cache = LocateCache::new(
+            locate_cache.max_entries,
+            locate_cache.max_bytes,
+            store.generations().clone(),
+        );
         Ops {
             store,
             access,
@@ -890,11 +895,7 @@ impl Ops {
             request.extend_from_slice(&(f.len() as u64).to_be_bytes());
             request.extend_from_slice(&f);
         }
-        let key = CacheKey {
-            policy_generation,
-            user: ctx.user.to_owned(),
-            request,
-        };
+        let key = CacheKey::new(policy_generation, ctx.user, &request);
         // Visibility reads the owner (immutable), Names and Object Groups; tombstones are
         // filtered by State.
         let mut deps = vec![

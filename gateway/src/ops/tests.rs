@@ -14,7 +14,15 @@ use std::sync::Arc;
 fn dispatcher_over(store: Arc<Store>, limits: LimitsConfig) -> Dispatcher {
     let policy = owner_only(["purefa".to_owned(), "other".to_owned()].into_iter()).unwrap();
     Dispatcher::new(
-        super::Ops::new(store, Arc::new(Access::new(policy)), 100).with_limits(&limits),
+        super::Ops::new(
+            store,
+            Arc::new(Access::new(policy)),
+            crate::config::LocateCacheConfig {
+                max_entries: 100,
+                ..Default::default()
+            },
+        )
+        .with_limits(&limits),
         limits,
         None,
     )
