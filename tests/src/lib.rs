@@ -650,14 +650,12 @@ impl GatewayHome {
              [tls]\ncert = {cert:?}\nkey = {key:?}\n\
              [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n\
              [audit]\nenabled = true\n\
-             [admin]\ntoken_file = {token:?}\n\
              [backend]\nkind = \"pkcs11\"\nmodule = {module:?}\ntoken_label = {label:?}\n\
              pin_file = {pin:?}\npool_size = {pool}\nacquire_timeout_ms = {timeout}\n",
             data = self.data_dir().display().to_string(),
             cert = pki.join("server.pem").display().to_string(),
             key = pki.join("server.key").display().to_string(),
             ca = self.ca_cert().display().to_string(),
-            token = self.data_dir().join("admin.token").display().to_string(),
             module = SOFTHSM_MODULE,
             label = SOFTHSM_TOKEN_LABEL,
             pin = settings
