@@ -854,6 +854,16 @@ cas = ["ca.pem"]
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let c = GatewayConfig::from_toml_str(
+            include_str!("../../deploy/config/gateway.example.toml"),
+            Path::new("/etc/kmip-gateway"),
+        )
+        .unwrap();
+        assert!(c.admin.token_file.is_some());
+    }
+
+    #[test]
     fn admin_section_is_resolved() {
         let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
         assert_eq!(c.admin, AdminConfig::default());
