@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 /// Largest admin request read (request line and headers): these are one-line GETs from a
@@ -187,6 +187,17 @@ impl AdminAccess {
         })
     }
 
+    /// Like [`AdminAccess::load`], first creating the token file if it is missing (at start, and
+    /// on reload: deleting the file and reloading rotates the token). Blocking.
+    pub fn create_and_load(cfg: &AdminConfig) -> Result<AdminAccess, AdminError> {
+        if let Some(path) = &cfg.token_file {
+            if create_token_file(path)? {
+                info!(file = %path.display(), "created the admin token file (`kmip-gateway reload` and `clients` read it)");
+            }
+        }
+        AdminAccess::load(cfg)
+    }
+
     /// Whether the `Host` header (`None` if absent) names this listener, reached at `local`.
     fn host_allowed(&self, host: Option<&str>, local: IpAddr) -> bool {
         let Some(host) = host else { return false };
@@ -197,7 +208,7 @@ impl AdminAccess {
         match name.parse::<IpAddr>() {
             // An address is only ever this listener's own: a rebinding attack needs a name.
             Ok(ip) => ip == local || canonical(ip) == canonical(local),
-            Err(_) => self.allowed_hosts.iter().any(|h| *h == name),
+            Err(_) => self.allowed_hosts.contains(&name),
         }
     }
 }
@@ -234,7 +245,7 @@ impl ReloadHook for AdminReload {
     }
 
     fn prepare(&self, cfg: &GatewayConfig) -> Result<Commit, String> {
-        let access = Arc::new(AdminAccess::load(&cfg.admin).map_err(|e| e.to_string())?);
+        let access = Arc::new(AdminAccess::create_and_load(&cfg.admin).map_err(|e| e.to_string())?);
         let target = self.0.clone();
         Ok(Box::new(move || target.store(access)))
     }

@@ -55,6 +55,8 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("admin token task: {0}")]
+    AdminTask(String),
 }
 
 /// Secrets the configuration takes from environment variables, read (and removed from the
@@ -255,12 +257,12 @@ pub async fn run(
     let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
     let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
     reloader.add_hook(Arc::new(PolicyReload(access)));
-    if let Some(path) = &cfg.admin.token_file {
-        if crate::admin::create_token_file(path)? {
-            info!(file = %path.display(), "created the admin token file (`kmip-gateway reload` and `clients` read it)");
-        }
-    }
-    let admin_access = Arc::new(ArcSwap::from_pointee(AdminAccess::load(&cfg.admin)?));
+    let admin_cfg = cfg.admin.clone();
+    // Creating and reading the token file is file I/O: off the async workers.
+    let access = tokio::task::spawn_blocking(move || AdminAccess::create_and_load(&admin_cfg))
+        .await
+        .map_err(|e| StartError::AdminTask(e.to_string()))??;
+    let admin_access = Arc::new(ArcSwap::from_pointee(access));
     if cfg.admin.token_file.is_none() && cfg.admin_listen.is_some() {
         warn!("no [admin] token_file: POST /reload and GET /clients are refused");
     }

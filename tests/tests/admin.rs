@@ -103,6 +103,14 @@ fn reload_and_clients_need_the_token() {
     ]);
     assert!(!ok && out.contains("401"), "{out}");
     assert!(!out.contains(&token), "{out}");
+
+    // Rotation: a reload re-reads the token file, creating a new token when it was removed.
+    std::fs::remove_file(&token_file).unwrap();
+    assert_eq!(gw.admin_request("POST", "/reload", Some(&token)).0, 200);
+    let rotated = gw.admin_token();
+    assert_ne!(rotated, token);
+    assert_eq!(gw.admin_request("GET", "/clients", Some(&token)).0, 401);
+    assert_eq!(gw.admin_request("GET", "/clients", Some(&rotated)).0, 200);
 }
 
 #[test]
