@@ -29,7 +29,7 @@ mod tests;
 mod writer;
 
 pub use format::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
-pub use keyfile::{MasterKeySource, DEFAULT_KEY_FILE, MASTER_KEY_LEN};
+pub use keyfile::{HexSecret, MasterKeySource, DEFAULT_KEY_FILE, MASTER_KEY_LEN};
 
 use writer::{Mutation, Request, Writer};
 

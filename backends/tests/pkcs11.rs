@@ -432,6 +432,18 @@ fn pin_sources_resolve_without_leaking() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pin");
     std::fs::write(&file, "1234\n").unwrap();
+    // Readable by group or others: refused, naming the file and the fix, never the PIN.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = PinSource::File(file.clone())
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("chmod 600") && err.contains("pin") && !err.contains("1234"),
+        "{err}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(*PinSource::File(file.clone()).resolve().unwrap(), "1234");
     std::fs::write(&file, "").unwrap();
     assert!(PinSource::File(file.clone()).resolve().is_err());

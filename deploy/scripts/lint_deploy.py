@@ -87,6 +87,8 @@ def check_k8s(root):
             if target not in port_names and target not in port_numbers:
                 problem(path, f"Service/{name} targets port {target!r}, which no container exposes")
 
+    check_network_policies(k8s, resources, deployments)
+
     services = {n: d for (k, n), (_, d) in resources.items() if k == "Service"}
     if not any(
         p.get("port") == 5696 for s in services.values() for p in s["spec"].get("ports", [])
@@ -94,6 +96,42 @@ def check_k8s(root):
         problem(k8s, "no Service exposes port 5696")
     if not any(k == "PersistentVolumeClaim" for k, _ in resources):
         problem(k8s, "no PersistentVolumeClaim for the vault data")
+
+
+def check_network_policies(k8s, resources, deployments):
+    """A NetworkPolicy selects the gateway's pods, admits KMIP, and admits the admin port only
+    from named sources; every port it names is a container port."""
+    policies = [(p, n, d) for (k, n), (p, d) in resources.items() if k == "NetworkPolicy"]
+    if not policies:
+        problem(k8s, "no NetworkPolicy: any pod could reach the admin listener")
+    for path, name, pol in policies:
+        where = f"NetworkPolicy/{name}"
+        spec = pol.get("spec") or {}
+        selector = (spec.get("podSelector") or {}).get("matchLabels") or {}
+        targets = [
+            d for _, d in deployments if selector and selector.items() <= pod_labels(d).items()
+        ]
+        if not targets:
+            problem(path, f"{where} selects no Deployment's pods")
+            continue
+        if "Ingress" not in (spec.get("policyTypes") or []):
+            problem(path, f"{where}: policyTypes must include Ingress")
+        by_name = {p.get("name"): p.get("containerPort") for d in targets for p in container_ports(d)}
+        numbers = set(by_name.values())
+        admitted = {}  # container port number -> whether some rule admits it from anywhere
+        for rule in spec.get("ingress") or []:
+            open_rule = not rule.get("from")
+            for port in rule.get("ports") or []:
+                ref = port.get("port")
+                number = by_name.get(ref, ref)
+                if number not in numbers:
+                    problem(path, f"{where}: port {ref!r} is no container port")
+                    continue
+                admitted[number] = admitted.get(number, False) or open_rule
+        if 5696 not in admitted:
+            problem(path, f"{where}: does not admit the KMIP port 5696")
+        if admitted.get(9696):
+            problem(path, f"{where}: admits the admin port 9696 from anywhere")
 
 
 def pod_spec(dep):

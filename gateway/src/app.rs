@@ -1,10 +1,11 @@
 //! Process wiring: configuration → backend → store → TLS → listeners, and signal handling
 //! (SIGTERM/SIGINT stop gracefully; SIGHUP, file changes and `POST /reload` reload, see
 //! [`crate::reload`]). The pid file `<data_dir>/kmip-gateway.pid` lets `kmip-gateway reload` find
-//! the process.
+//! the process; the gateway holds an exclusive lock on it while it runs, so a stale file (whose
+//! pid may now be another process) is recognised and never signalled.
 
 use crate::access::{load_policy, Access, AccessError, PolicyReload};
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminAccess, AdminReload};
 use crate::audit::AuditLog;
 use crate::capture::Capture;
 use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
@@ -17,12 +18,15 @@ use crate::tls::{TlsSetupError, TlsState};
 use arc_swap::ArcSwap;
 use kmip_backends::{Backend, BackendError};
 use metrics_exporter_prometheus::Matcher;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use zeroize::Zeroizing;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -49,6 +53,64 @@ pub enum StartError {
     Capture(#[from] crate::capture::CaptureError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    #[error("admin token task: {0}")]
+    AdminTask(String),
+}
+
+/// Secrets the configuration takes from environment variables, read (and removed from the
+/// environment) by [`take_env_secrets`] before any thread exists.
+#[derive(Default)]
+pub struct EnvSecrets {
+    /// The vault master key in hex (`master_key_env`).
+    master_key_hex: Option<Zeroizing<String>>,
+    /// The PKCS#11 user PIN (`pin_env`).
+    pin: Option<Zeroizing<String>>,
+}
+
+/// Reads the secrets `cfg` takes from the environment and removes them from it, so that neither
+/// child processes nor `/proc/PID/environ` show them. Call it before the async runtime (or any
+/// other thread) starts: the environment is process-wide and unsynchronised.
+pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
+    match &cfg.backend {
+        BackendConfig::Vault {
+            master_key: MasterKeyConfig::Env(name),
+            ..
+        } => EnvSecrets {
+            master_key_hex: take_env_secret(name),
+            pin: None,
+        },
+        BackendConfig::Pkcs11 {
+            pin: PinConfig::Env(name),
+            ..
+        } => EnvSecrets {
+            master_key_hex: None,
+            pin: take_env_secret(name),
+        },
+        _ => EnvSecrets::default(),
+    }
+}
+
+/// Takes one variable out of the environment: its value, blanked in place first. Removing a
+/// variable only unlinks it from `environ`; the process's initial environment block, which
+/// `/proc/PID/environ` shows, would keep the value.
+fn take_env_secret(name: &str) -> Option<Zeroizing<String>> {
+    let value = Zeroizing::new(std::env::var(name).ok()?);
+    if let Ok(c_name) = std::ffi::CString::new(name) {
+        // SAFETY: FFI to getenv/strlen; called before any other thread exists, so nothing reads
+        // or changes the environment meanwhile. getenv returns the NUL-terminated value inside
+        // the environment block (writable process memory that stays allocated), and exactly its
+        // strlen bytes are overwritten, keeping the terminator.
+        unsafe {
+            let p = libc::getenv(c_name.as_ptr());
+            if !p.is_null() {
+                std::ptr::write_bytes(p, 0, libc::strlen(p));
+            }
+        }
+    }
+    std::env::remove_var(name);
+    Some(value)
 }
 
 /// Histogram buckets (seconds) of request and handshake latency: sub-millisecond vault reads up
@@ -61,13 +123,23 @@ const LATENCY_BUCKETS: &[f64] = &[
 const CAPTURE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens the configured backend; any problem (bad module, token, PIN, corrupt vault) is fatal.
-pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, StartError> {
+/// Secrets named by `*_env` keys come from `secrets` (see [`take_env_secrets`]).
+pub async fn open_backend(
+    cfg: &GatewayConfig,
+    secrets: EnvSecrets,
+) -> Result<Arc<dyn Backend>, StartError> {
     match &cfg.backend {
         BackendConfig::Vault { dir, master_key } => {
-            use kmip_backends::vault::{MasterKeySource, Vault};
+            use kmip_backends::vault::{HexSecret, MasterKeySource, Vault};
             let source = match master_key {
                 MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
-                MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
+                MasterKeyConfig::Env(name) => match secrets.master_key_hex {
+                    Some(hex) => MasterKeySource::HexValue {
+                        var: name.clone(),
+                        hex: HexSecret(hex),
+                    },
+                    None => MasterKeySource::EnvHex(name.clone()),
+                },
             };
             let dir = dir.clone();
             // Opening replays the vault's log from disk: blocking work, off the async workers.
@@ -83,26 +155,32 @@ pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, Start
             pool_size,
             acquire_timeout,
         } => {
-            use kmip_backends::pkcs11::{PinSource, Pkcs11Config, RecoveringPkcs11};
-            let pin = match pin {
-                PinConfig::File(p) => PinSource::File(p.clone()),
-                PinConfig::Env(name) => PinSource::Env(name.clone()),
+            use kmip_backends::pkcs11::{normalize_pin, PinSource, Pkcs11Config, RecoveringPkcs11};
+            let (pin, pin_file) = match (pin, secrets.pin) {
+                (PinConfig::File(p), _) => (PinSource::File(p.clone()).resolve()?, Some(p.clone())),
+                (PinConfig::Env(_), Some(value)) => (normalize_pin(value)?, None),
+                (PinConfig::Env(name), None) => (PinSource::Env(name.clone()).resolve()?, None),
             };
             let config = Pkcs11Config {
                 module_path: module.clone(),
                 token_label: token_label.clone(),
-                pin: pin.resolve()?,
+                pin,
                 pool_size: *pool_size,
                 acquire_timeout: *acquire_timeout,
             };
-            Ok(RecoveringPkcs11::open(config).await?)
+            Ok(RecoveringPkcs11::open(config, pin_file).await?)
         }
     }
 }
 
 /// Runs the gateway until SIGTERM or SIGINT, then shuts down gracefully. `config_path` is the file
 /// `cfg` was read from (re-read on reload); `None` for the embedded default.
-pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(), StartError> {
+/// `secrets`: from [`take_env_secrets`].
+pub async fn run(
+    cfg: GatewayConfig,
+    config_path: Option<PathBuf>,
+    secrets: EnvSecrets,
+) -> Result<(), StartError> {
     if cfg.embedded_default {
         let pki = crate::pki::dev_pki(&cfg.data_dir.join("pki"))?;
         if pki.created {
@@ -124,7 +202,7 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
         })
         .and_then(|b| b.install_recorder())
         .map_err(|e| StartError::Metrics(e.to_string()))?;
-    let backend = open_backend(&cfg).await?;
+    let backend = open_backend(&cfg, secrets).await?;
     let store = Arc::new(
         Store::open(backend.clone())
             .await
@@ -179,6 +257,16 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
     let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
     reloader.add_hook(Arc::new(PolicyReload(access)));
+    let admin_cfg = cfg.admin.clone();
+    // Creating and reading the token file is file I/O: off the async workers.
+    let access = tokio::task::spawn_blocking(move || AdminAccess::create_and_load(&admin_cfg))
+        .await
+        .map_err(|e| StartError::AdminTask(e.to_string()))??;
+    let admin_access = Arc::new(ArcSwap::from_pointee(access));
+    if cfg.admin.token_file.is_none() && cfg.admin_listen.is_some() {
+        warn!("no [admin] token_file: POST /reload and GET /clients are refused");
+    }
+    reloader.add_hook(Arc::new(AdminReload(admin_access.clone())));
     // Installed before anything announces the process, so an early SIGHUP cannot kill it.
     spawn_sighup(reloader.clone()).map_err(StartError::Signals)?;
     if let Err(e) = spawn_file_watcher(reloader.clone()) {
@@ -205,20 +293,22 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
             metrics,
             backend: backend.clone(),
             reloader: reloader.clone(),
+            access: admin_access,
         });
         tokio::spawn(admin.serve(admin_listener));
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let serving = tokio::spawn(server.serve(listener, shutdown_rx));
     let pid_path = pid_file(&cfg.data_dir);
-    let pid_written = std::fs::create_dir_all(&cfg.data_dir)
-        .and_then(|()| std::fs::write(&pid_path, format!("{}\n", std::process::id())));
-    if let Err(e) = &pid_written {
+    let pid_lock = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| lock_pid_file(&pid_path));
+    if let Err(e) = &pid_lock {
         warn!(file = %pid_path.display(), error = %e, "cannot write the pid file: `kmip-gateway reload` needs --admin or SIGHUP by hand");
     }
     let stopped = wait_for_stop_signal().await;
-    if pid_written.is_ok() {
+    if let Ok(lock) = pid_lock {
+        // Removed while still locked, so no reader ever finds it unlocked with this pid.
         let _ = std::fs::remove_file(&pid_path);
+        drop(lock);
     }
     stopped?;
     info!("stop signal received: no new connections, finishing in-flight requests");
@@ -239,6 +329,30 @@ pub async fn run(cfg: GatewayConfig, config_path: Option<PathBuf>) -> Result<(),
     }
     info!("stopped");
     Ok(())
+}
+
+/// Writes this process's id to `path` and holds an exclusive lock on it until the returned file is
+/// dropped: `kmip-gateway reload` signals the pid only while the lock is held.
+fn lock_pid_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)?;
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another gateway holds this pid file (same data_dir)",
+        ),
+        std::fs::TryLockError::Error(e) => e,
+    })?;
+    file.set_len(0)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    file.sync_all()?;
+    Ok(file)
 }
 
 async fn wait_for_stop_signal() -> Result<(), StartError> {

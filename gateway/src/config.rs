@@ -62,6 +62,8 @@ pub const DEFAULT_MAX_LOCATE_RESULTS: usize = 10_000;
 /// Default cap on live (not destroyed) objects one user owns: one client cannot fill the store,
 /// the backend or the token for everyone (Create, Register and ReKey fail beyond it).
 pub const DEFAULT_MAX_OBJECTS_PER_USER: usize = 100_000;
+/// File name of the admin token the embedded default creates in its data folder.
+pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "admin.token";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -169,6 +171,23 @@ struct RawLocateCache {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token_file: Option<PathBuf>,
+    metrics_require_token: Option<bool>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+}
+
+/// `[admin]` besides the listen address: who may use the admin listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The bearer token file (0600; created with a random token when missing). `None`: no token,
+    /// so `/reload` and `/clients` are refused.
+    pub token_file: Option<PathBuf>,
+    /// Whether `/metrics` also needs the token (`/healthz` and `/readyz` never do: probes).
+    pub metrics_require_token: bool,
+    /// Host header values accepted besides `localhost` and the listener's own IP address
+    /// (lowercase, no port): the names scrapers use, e.g. a Kubernetes Service name.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The audit trail: hash-chained JSON lines, rotated by size.
@@ -203,6 +222,7 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     pub backend: BackendConfig,
     pub admin_listen: Option<SocketAddr>,
+    pub admin: AdminConfig,
     pub revocation: RevocationConfig,
     pub policy: PolicySource,
     /// Bounds of the Locate cache.
@@ -349,6 +369,10 @@ impl GatewayConfig {
                 master_key: MasterKeyConfig::File(data_dir.join("vault").join("master.key")),
             },
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().ok(),
+            admin: AdminConfig {
+                token_file: Some(data_dir.join(DEFAULT_ADMIN_TOKEN_FILE)),
+                ..AdminConfig::default()
+            },
             revocation: RevocationConfig::default(),
             policy: PolicySource::OwnerOnly,
             locate_cache: LocateCacheConfig::default(),
@@ -566,11 +590,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         },
         Some(b) => backend_config(b, base, &data_dir)?,
     };
-    let admin_listen = match raw.admin.and_then(|a| a.listen) {
-        Some(s) if s == "off" => None,
-        Some(s) => Some(addr("admin.listen", &s)?),
-        None => Some(addr("admin.listen", DEFAULT_ADMIN_LISTEN)?),
-    };
+    let (admin_listen, admin) = admin_config(raw.admin, base)?;
     let policy = match (raw.policy, raw.policy_file) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -628,6 +648,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         limits,
         backend,
         admin_listen,
+        admin,
         revocation: revocation_config(raw.revocation, base)?,
         policy,
         locate_cache,
@@ -635,6 +656,59 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         capture_dir: raw.capture_dir.map(|d| resolve(base, d)),
         embedded_default: false,
     })
+}
+
+/// A Host header name: letters, digits, `-` and `.` (no port, no wildcard).
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn admin_config(
+    raw: Option<RawAdmin>,
+    base: &Path,
+) -> Result<(Option<SocketAddr>, AdminConfig), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((
+            Some(addr("admin.listen", DEFAULT_ADMIN_LISTEN)?),
+            AdminConfig::default(),
+        ));
+    };
+    let listen = match raw.listen.as_deref() {
+        Some("off") => None,
+        Some(s) => Some(addr("admin.listen", s)?),
+        None => Some(addr("admin.listen", DEFAULT_ADMIN_LISTEN)?),
+    };
+    let token_file = raw.token_file.map(|f| resolve(base, f));
+    let metrics_require_token = raw.metrics_require_token.unwrap_or(false);
+    if metrics_require_token && token_file.is_none() {
+        return Err(invalid(
+            "admin.metrics_require_token",
+            "needs admin.token_file: without a token nobody could read /metrics",
+        ));
+    }
+    let mut allowed_hosts = Vec::with_capacity(raw.allowed_hosts.len());
+    for (i, h) in raw.allowed_hosts.iter().enumerate() {
+        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !valid_host_name(&h) {
+            return Err(invalid(
+                format!("admin.allowed_hosts[{i}]"),
+                format!("'{h}' is not a host name (no port, no wildcard)"),
+            ));
+        }
+        allowed_hosts.push(h);
+    }
+    Ok((
+        listen,
+        AdminConfig {
+            token_file,
+            metrics_require_token,
+            allowed_hosts,
+        },
+    ))
 }
 
 fn backend_config(
@@ -929,6 +1003,47 @@ cas = ["ca.pem"]
             "{MINIMAL}[[users]]\nname = \"purefa\"\ncas = [\"b.pem\"]\n"
         ))
         .contains("twice"));
+        assert!(
+            error_of(&format!("{MINIMAL}[admin]\nmetrics_require_token = true\n"))
+                .starts_with("admin.metrics_require_token")
+        );
+        assert!(
+            error_of(&format!("{MINIMAL}[admin]\nallowed_hosts = [\"a:80\"]\n"))
+                .starts_with("admin.allowed_hosts[0]")
+        );
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let c = GatewayConfig::from_toml_str(
+            include_str!("../../deploy/config/gateway.example.toml"),
+            Path::new("/etc/kmip-gateway"),
+        )
+        .unwrap();
+        assert!(c.admin.token_file.is_some());
+    }
+
+    #[test]
+    fn admin_section_is_resolved() {
+        let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+        assert_eq!(c.admin, AdminConfig::default());
+        let c = GatewayConfig::from_toml_str(
+            &format!("{MINIMAL}[admin]\ntoken_file = \"admin.token\"\nallowed_hosts = [\"Gw.NS.svc.\"]\nmetrics_require_token = true\n"),
+            Path::new("/x"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin.token_file.as_deref(),
+            Some(Path::new("/x/admin.token"))
+        );
+        assert_eq!(c.admin.allowed_hosts, ["gw.ns.svc"]);
+        assert!(c.admin.metrics_require_token);
+        assert_eq!(c.admin_listen, DEFAULT_ADMIN_LISTEN.parse().ok());
+        let e = GatewayConfig::embedded(Path::new("/d"));
+        assert_eq!(
+            e.admin.token_file.as_deref(),
+            Some(Path::new("/d/admin.token"))
+        );
     }
 
     #[test]

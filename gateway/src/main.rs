@@ -52,27 +52,41 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Reloads a running gateway: TLS certificate and key, CAs, CRLs, users, revocation.
-    /// With --admin: `POST /reload` and prints the outcome; otherwise SIGHUP to the pid in
-    /// the pid file (`<data_dir>/kmip-gateway.pid`).
+    /// With --admin: `POST /reload` with the admin token and prints the outcome; otherwise
+    /// SIGHUP to the pid in the pid file (`<data_dir>/kmip-gateway.pid`), only if a running
+    /// gateway holds that file.
     Reload {
         /// Admin listener address (e.g. 127.0.0.1:9696).
-        #[arg(long, conflicts_with_all = ["pid_file", "config", "data_dir"])]
+        #[arg(long, conflicts_with = "pid_file")]
         admin: Option<String>,
         #[arg(long, conflicts_with_all = ["config", "data_dir"])]
         pid_file: Option<PathBuf>,
-        /// The gateway's configuration file (its data_dir holds the pid file).
+        /// The gateway's configuration file (its data_dir holds the pid file; its
+        /// [admin] token_file the admin token).
         #[arg(long, conflicts_with = "data_dir")]
         config: Option<PathBuf>,
         /// The data folder of a gateway running the embedded default.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The admin token file (default: from --config, else <data_dir>/admin.token).
+        #[arg(long, requires = "admin")]
+        token_file: Option<PathBuf>,
     },
     /// Lists the client certificates a running gateway has seen: user, serial, last seen, expiry,
     /// open connections, fingerprint.
     Clients {
-        /// Admin listener address.
-        #[arg(long, default_value = kmip_gateway::config::DEFAULT_ADMIN_LISTEN)]
-        admin: String,
+        /// Admin listener address (default: from --config, else 127.0.0.1:9696).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The gateway's configuration file (for its admin listener and [admin] token_file).
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// The data folder of a gateway running the embedded default (holds admin.token).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The admin token file (default: from --config, else <data_dir>/admin.token).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -205,8 +219,18 @@ fn main() -> ExitCode {
             pid_file,
             config,
             data_dir,
-        } => report(reload(admin, pid_file, config, data_dir)),
-        Command::Clients { admin, json } => report(cli::remote::clients(&admin, json)),
+            token_file,
+        } => report(reload(admin, pid_file, config, data_dir, token_file)),
+        Command::Clients {
+            admin,
+            config,
+            data_dir,
+            token_file,
+            json,
+        } => report(
+            cli::remote::admin_target(admin, token_file, config.as_deref(), data_dir)
+                .and_then(|target| cli::remote::clients(&target, json)),
+        ),
         Command::Pki(cmd) => report(pki(cmd)),
         Command::User(UserCommand::Add {
             name,
@@ -236,9 +260,11 @@ fn reload(
     pid_file: Option<PathBuf>,
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 ) -> Result<String, cli::CliError> {
-    if let Some(addr) = admin {
-        return cli::remote::reload_admin(&addr);
+    if admin.is_some() {
+        let target = cli::remote::admin_target(admin, token_file, config.as_deref(), data_dir)?;
+        return cli::remote::reload_admin(&target);
     }
     let pid_file = match (pid_file, config, data_dir) {
         (Some(p), _, _) => p,
@@ -339,6 +365,8 @@ fn serve(
             }
         },
     }
+    // Before the runtime: no other thread may read the environment while it changes.
+    let secrets = kmip_gateway::app::take_env_secrets(&cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -349,7 +377,7 @@ fn serve(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(kmip_gateway::app::run(cfg, config)) {
+    match runtime.block_on(kmip_gateway::app::run(cfg, config, secrets)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

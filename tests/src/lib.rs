@@ -138,6 +138,10 @@ pub struct GatewayProcess {
     log: Arc<Mutex<String>>,
     /// The development PKI the process's clients use.
     pki: PathBuf,
+    /// The gateway's data folder (embedded default or home).
+    data_dir: PathBuf,
+    /// `[admin] token_file` of the `--config` file, if any.
+    admin_token_file: Option<PathBuf>,
     // Declared after `child` so they are removed after the process is killed (Drop runs before
     // fields drop).
     dir: tempfile::TempDir,
@@ -184,10 +188,19 @@ impl GatewayProcess {
         home: Option<&GatewayHome>,
     ) -> Result<GatewayProcess, StartFailure> {
         let dir = tempfile::tempdir().expect("create a temporary folder for the gateway");
-        let pki = match home {
-            Some(h) => h.pki_dir(),
-            None => dir.path().join("kmip-gateway-data/pki"),
+        let data_dir = match home {
+            Some(h) => h.data_dir(),
+            None => dir.path().join("kmip-gateway-data"),
         };
+        let pki = data_dir.join("pki");
+        let config_file = options
+            .extra_args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| options.extra_args.get(i + 1));
+        let admin_token_file = config_file
+            .and_then(|c| kmip_gateway::config::GatewayConfig::load(Path::new(c)).ok())
+            .and_then(|c| c.admin.token_file);
         let mut cmd = Command::new(binary_path("kmip-gateway"));
         cmd.current_dir(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
@@ -256,6 +269,8 @@ impl GatewayProcess {
             admin_addr,
             log,
             pki,
+            data_dir,
+            admin_token_file,
             dir,
             _home: home.cloned(),
         })
@@ -307,17 +322,23 @@ impl GatewayProcess {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// `GET path` on the admin listener (started with `GatewayOptions::admin`): status code and
-    /// body.
+    /// `GET path` on the admin listener (started with `GatewayOptions::admin`), without a
+    /// token: status code and body.
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
+        self.admin_request("GET", path, None)
+    }
+
+    /// `METHOD path` on the admin listener with `Host` naming it and, if given, the bearer
+    /// `token`: status code and body.
+    pub fn admin_request(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
         let addr = self.admin_addr.expect("started with the admin listener");
-        let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("set a read timeout");
-        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("send the request");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("read the response");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let text = admin_exchange(
+            addr,
+            &format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"),
+        );
         let code = text
             .split_whitespace()
             .nth(1)
@@ -325,6 +346,25 @@ impl GatewayProcess {
             .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
         (code, body)
+    }
+
+    /// The admin token file, which the gateway creates at start: the `[admin] token_file` of
+    /// the `--config` file it was started with, else the embedded default's
+    /// `<data_dir>/admin.token`.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"))
+    }
+
+    /// The admin token (see [`GatewayProcess::admin_token_file`]).
+    pub fn admin_token(&self) -> String {
+        read_admin_token(&self.admin_token_file())
+    }
+
+    /// The gateway's data folder (embedded default or home).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The process id (e.g. to send it a signal).
@@ -366,6 +406,26 @@ impl GatewayProcess {
             thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Sends `request` (raw HTTP) to the admin listener at `addr` and returns the whole answer.
+pub fn admin_exchange(addr: SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    s.write_all(request.as_bytes()).expect("send the request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the response");
+    text
+}
+
+/// The token in an admin token file, without its newline.
+pub fn read_admin_token(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read the admin token {}: {e}", path.display()))
+        .trim_end()
+        .to_owned()
 }
 
 /// `VmRSS` of process `pid` in KiB, from /proc/PID/status.

@@ -368,6 +368,12 @@ fn a_wrong_pin_fails_the_start_clearly_without_showing_it() {
     assert_ne!(real_pin.trim(), wrong_pin);
     let wrong_file = home.dir().join("wrong.pin");
     std::fs::write(&wrong_file, wrong_pin).unwrap();
+    // Private, as the gateway requires of a PIN file: the PIN is what is wrong.
+    std::fs::set_permissions(
+        &wrong_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     home.set_pkcs11(&Pkcs11Settings {
         pin_file: Some(wrong_file),
         ..Pkcs11Settings::default()

@@ -109,8 +109,10 @@ impl Site {
                 "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\npolicy_file = {policy:?}\n\
                  [tls]\ncert = {cert:?}\nkey = {key:?}\n\
                  [[users]]\nname = \"{PRIMARY}\"\ncas = [{ca:?}]\n\
-                 [[users]]\nname = \"{DR}\"\ncas = [{ca:?}]\n",
+                 [[users]]\nname = \"{DR}\"\ncas = [{ca:?}]\n\
+                 [admin]\ntoken_file = {token:?}\n",
                 data = site.path("data"),
+                token = site.path("admin.token"),
                 policy = site.policy(),
                 cert = site.path("server.pem"),
                 key = site.path("server.key"),
@@ -315,8 +317,14 @@ const PROBES: [(&str, Probe); 6] = [
 fn metrics(gw: &GatewayProcess) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(gw.admin_addr().unwrap()).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            gw.admin_addr().unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -485,7 +493,8 @@ async fn an_invalid_policy_is_refused_and_the_old_one_stays_in_force() {
     assert!(dr.locate_group(RDL_GROUP).await.is_empty());
 
     let admin = gw.admin_addr().unwrap().to_string();
-    let (ok, out, err) = cli(&["reload", "--admin", &admin]);
+    let token = gw.admin_token_file().display().to_string();
+    let (ok, out, err) = cli(&["reload", "--admin", &admin, "--token-file", &token]);
     assert!(!ok, "reload of a broken policy succeeded: {out}{err}");
     assert!(err.contains("unknown group 'dr-arrays'"), "{out}{err}");
     assert!(reloads(&gw, "failure") >= failures + 2.0);

@@ -127,11 +127,12 @@ impl Site {
         std::fs::write(
             site.config(),
             format!(
-                "# FlashArray gateway\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[revocation]\ncrls = [\"{}\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+                "# FlashArray gateway\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[revocation]\ncrls = [\"{}\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
                 s(&site.path("data")),
                 s(&ca.join("server.pem")),
                 s(&ca.join("server.key")),
                 s(&ca.join("crl.pem")),
+                s(&site.path("admin.token")),
             ),
         )
         .unwrap();
@@ -176,6 +177,10 @@ fn admin(gw: &GatewayProcess) -> String {
     gw.admin_addr().unwrap().to_string()
 }
 
+fn token_file(gw: &GatewayProcess) -> String {
+    gw.admin_token_file().display().to_string()
+}
+
 /// The Locate of `purearray test security-token`: must come back Success.
 async fn locate(client: &mut KmipClient) -> Result<(), String> {
     let message = RequestMessage {
@@ -209,7 +214,14 @@ async fn connect_and_locate(gw: &GatewayProcess, tls: &ClientTls) -> Result<Kmip
 }
 
 fn scrape(gw: &GatewayProcess) -> String {
-    let (ok, body) = cli(&["clients", "--admin", &admin(gw), "--json"]);
+    let (ok, body) = cli(&[
+        "clients",
+        "--admin",
+        &admin(gw),
+        "--token-file",
+        &token_file(gw),
+        "--json",
+    ]);
     assert!(ok, "{body}");
     metrics_text(gw)
 }
@@ -217,7 +229,7 @@ fn scrape(gw: &GatewayProcess) -> String {
 fn metrics_text(gw: &GatewayProcess) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(gw.admin_addr().unwrap()).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", admin(gw)).as_bytes())
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -320,13 +332,26 @@ async fn guide_setup_then_revoke_deny_and_restore() {
         .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
     let mut other = connect_and_locate(&gw, &site.tls(&vsphere)).await.unwrap();
 
-    let clients = cli_ok(&["clients", "--admin", &admin(&gw)]);
+    let clients = cli_ok(&[
+        "clients",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+    ]);
     assert!(
         clients.contains("purefa") && clients.contains("vsphere"),
         "{clients}"
     );
-    let rows: serde_json::Value =
-        serde_json::from_str(&cli_ok(&["clients", "--admin", &admin(&gw), "--json"])).unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&cli_ok(&[
+        "clients",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+        "--json",
+    ]))
+    .unwrap();
     let row = rows
         .as_array()
         .unwrap()
@@ -346,7 +371,13 @@ async fn guide_setup_then_revoke_deny_and_restore() {
             .any(|l| l.starts_with("purefa") && l.contains("revoked")),
         "{listing}"
     );
-    let out = cli_ok(&["reload", "--admin", &admin(&gw)]);
+    let out = cli_ok(&[
+        "reload",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+    ]);
     assert!(out.contains("\"connections_closed\":1"), "{out}");
     assert!(
         locate(&mut array).await.is_err(),
@@ -404,8 +435,15 @@ async fn guide_setup_then_revoke_deny_and_restore() {
         .unwrap_or_else(|e| panic!("re-issued certificate refused: {e}\n{}", gw.log()));
 
     // The deny-list: refuse vsphere's certificate by fingerprint; its open connection closes.
-    let rows: serde_json::Value =
-        serde_json::from_str(&cli_ok(&["clients", "--admin", &admin(&gw), "--json"])).unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&cli_ok(&[
+        "clients",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+        "--json",
+    ]))
+    .unwrap();
     let fingerprint = rows
         .as_array()
         .unwrap()
@@ -421,7 +459,13 @@ async fn guide_setup_then_revoke_deny_and_restore() {
         &format!("[revocation]\ndeny_fingerprints = [\"{fingerprint}\"]\n"),
     );
     std::fs::write(site.config(), text).unwrap();
-    let out = cli_ok(&["reload", "--admin", &admin(&gw)]);
+    let out = cli_ok(&[
+        "reload",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+    ]);
     assert!(out.contains("\"connections_closed\":1"), "{out}");
     assert!(locate(&mut other).await.is_err());
     assert!(connect_and_locate(&gw, &site.tls(&vsphere)).await.is_err());
@@ -501,7 +545,13 @@ async fn server_certificate_reloaded_under_load_without_failed_requests() {
         );
         let want = der_of(&site.ca_dir().join("server.pem"));
         if n % 2 == 0 {
-            cli_ok(&["reload", "--admin", &admin(&gw)]);
+            cli_ok(&[
+                "reload",
+                "--admin",
+                &admin(&gw),
+                "--token-file",
+                &token_file(&gw),
+            ]);
             assert_eq!(served_certificate(&gw, &site, &purefa).await, want);
         } else {
             cli_ok(&["reload", "--pid-file", s(&pid_file)]);
@@ -551,7 +601,13 @@ async fn invalid_reload_keeps_the_old_configuration_and_counts_the_failure() {
         &site.ca_dir().join("server.pem"),
         b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
     );
-    let (ok, out) = cli(&["reload", "--admin", &admin(&gw)]);
+    let (ok, out) = cli(&[
+        "reload",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+    ]);
     assert!(!ok && out.contains("failure"), "{out}");
     locate(&mut open).await.expect("open connection unaffected");
     connect_and_locate(&gw, &tls)
@@ -565,11 +621,23 @@ async fn invalid_reload_keeps_the_old_configuration_and_counts_the_failure() {
     replace(&site.ca_dir().join("server.pem"), &good_cert);
     let config = std::fs::read_to_string(site.config()).unwrap();
     std::fs::write(site.config(), format!("{config}\n[[users]\n")).unwrap();
-    let (ok, out) = cli(&["reload", "--admin", &admin(&gw)]);
+    let (ok, out) = cli(&[
+        "reload",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+    ]);
     assert!(!ok && out.contains("configuration"), "{out}");
     locate(&mut open).await.unwrap();
     std::fs::write(site.config(), &config).unwrap();
-    cli_ok(&["reload", "--admin", &admin(&gw)]);
+    cli_ok(&[
+        "reload",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+    ]);
     connect_and_locate(&gw, &tls).await.unwrap();
     assert!(gw.log().contains("reload failed"), "{}", gw.log());
 }

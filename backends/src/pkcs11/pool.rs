@@ -117,6 +117,15 @@ pub(crate) struct OwnedSession {
     _owner: Arc<()>,
 }
 
+/// Start of the error of a login the token refused for the PIN (incorrect, locked, expired):
+/// trying the same PIN again can only count down the token's retry counter.
+const LOGIN_REFUSED: &str = "PKCS#11 login failed: ";
+
+/// Whether `err` is a login the token refused for the PIN (see [`LOGIN_REFUSED`]).
+pub(crate) fn is_login_refused(err: &BackendError) -> bool {
+    matches!(err, BackendError::Unavailable(m) if m.starts_with(LOGIN_REFUSED))
+}
+
 /// Opens a read/write session on `slot` and logs the user in. Blocking.
 pub(crate) fn open_session(
     module: &Arc<Module>,
@@ -126,7 +135,18 @@ pub(crate) fn open_session(
 ) -> Result<OwnedSession, BackendError> {
     let session = module.ctx.open_rw_session(slot).map_err(p11_error)?;
     let auth = AuthPin::from(pin.as_str());
-    match session.login(UserType::User, Some(&auth)) {
+    let login = session.login(UserType::User, Some(&auth));
+    let result = match &login {
+        Ok(()) => "success",
+        Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => "already_logged_in",
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => "pin_incorrect",
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => "pin_locked",
+        Err(CkError::Pkcs11(RvError::PinExpired, _)) => "pin_expired",
+        Err(_) => "error",
+    };
+    // Every C_Login, so that repeated wrong-PIN attempts (which can lock an HSM user) show.
+    metrics::counter!("kmip_pkcs11_logins_total", "result" => result).increment(1);
+    match login {
         // Login is per application, not per session: later sessions find it done.
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(CkError::Pkcs11(
@@ -139,7 +159,7 @@ pub(crate) fn open_session(
                 _ => "the PIN has expired",
             };
             return Err(BackendError::Unavailable(format!(
-                "PKCS#11 login failed: {why} ({rv:?})"
+                "{LOGIN_REFUSED}{why} ({rv:?})"
             )));
         }
         Err(e) => return Err(p11_error(e)),

@@ -5,13 +5,21 @@
 //! the backend behind a lock; while the backend is unhealthy a watchdog closes it (all sessions,
 //! then `C_Finalize`) and opens it afresh (initialise, find the token by label, log in, rescan),
 //! at most once per [`RECOVERY_INTERVAL`]. Requests in between fail with `Unavailable`.
+//!
+//! A reopen whose login the token refuses for the PIN (incorrect, locked, expired) is not
+//! repeated with the same PIN: each wrong attempt counts down the HSM user's retry counter, and
+//! a PIN changed on the HSM would otherwise lock the user out within minutes. The watchdog then
+//! re-reads the PIN file each round and tries again only once it holds a different PIN; `health`
+//! (and so `/readyz`) says why meanwhile.
 
-use super::{Pkcs11Backend, Pkcs11Config};
+use super::pool::is_login_refused;
+use super::{PinSource, Pkcs11Backend, Pkcs11Config};
 use crate::{Backend, BackendError, CipherOutput, CipherRequest, KeySpec, ObjectRecord};
 use async_trait::async_trait;
-use std::sync::{Arc, Weak};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 /// How often an unhealthy backend is checked and reopened: often enough that service resumes
@@ -19,9 +27,16 @@ use zeroize::Zeroizing;
 pub const RECOVERY_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct RecoveringPkcs11 {
-    config: Pkcs11Config,
+    /// Its PIN is replaced when the PIN file changes after a refused login.
+    config: Mutex<Pkcs11Config>,
+    /// Where the PIN came from, if a file: re-read after a refused login. `None`: the PIN cannot
+    /// change without a restart.
+    pin_file: Option<PathBuf>,
     /// `None` while the token cannot be opened.
     current: tokio::sync::RwLock<Option<Arc<Pkcs11Backend>>>,
+    /// Why the token refused the login with the PIN in `config`, while it does: that PIN is not
+    /// tried again.
+    refused: Mutex<Option<String>>,
 }
 
 fn copy_config(c: &Pkcs11Config) -> Pkcs11Config {
@@ -37,25 +52,75 @@ fn copy_config(c: &Pkcs11Config) -> Pkcs11Config {
 impl RecoveringPkcs11 {
     /// Opens the backend (any problem at start is fatal, as for [`Pkcs11Backend::open`]) and
     /// starts the watchdog, which ends when the backend is dropped.
-    pub async fn open(config: Pkcs11Config) -> Result<Arc<RecoveringPkcs11>, BackendError> {
+    /// `pin_file`: the file `config.pin` was read from, if any (re-read after a refused login).
+    pub async fn open(
+        config: Pkcs11Config,
+        pin_file: Option<PathBuf>,
+    ) -> Result<Arc<RecoveringPkcs11>, BackendError> {
         let backend = Pkcs11Backend::open(copy_config(&config)).await?;
         let this = Arc::new(RecoveringPkcs11 {
-            config,
+            config: Mutex::new(config),
+            pin_file,
             current: tokio::sync::RwLock::new(Some(Arc::new(backend))),
+            refused: Mutex::new(None),
         });
         tokio::spawn(watchdog(Arc::downgrade(&this)));
         Ok(this)
     }
 
     async fn backend(&self) -> Result<Arc<Pkcs11Backend>, BackendError> {
+        if let Some(why) = self.refusal() {
+            return Err(BackendError::Unavailable(why));
+        }
         self.current.read().await.clone().ok_or_else(|| {
             BackendError::Unavailable("the PKCS#11 token is not available; reopening it".into())
         })
     }
 
+    fn config(&self) -> Pkcs11Config {
+        copy_config(&self.config.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// While a login is refused: what to tell `/readyz`.
+    fn refusal(&self) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let why = refused.as_ref()?;
+        Some(match &self.pin_file {
+            Some(f) => format!(
+                "{why}; not retrying with the same PIN (a locked HSM user): put the right PIN in {}",
+                f.display()
+            ),
+            None => format!(
+                "{why}; not retrying with the same PIN (a locked HSM user): restart with the right PIN"
+            ),
+        })
+    }
+
+    /// After a refused login: whether the PIN file now holds another PIN (then taken).
+    async fn pin_changed(&self) -> bool {
+        let Some(path) = self.pin_file.clone() else {
+            return false;
+        };
+        let read = tokio::task::spawn_blocking(move || PinSource::File(path).resolve()).await;
+        let Ok(Ok(pin)) = read else { return false };
+        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        if pin == config.pin {
+            return false;
+        }
+        config.pin = pin;
+        true
+    }
+
     /// Closes and reopens the backend if it is unhealthy. Gives up for this round when requests
     /// still hold the old backend (they end within the pool's acquire timeout).
     async fn recover(&self) {
+        if self.refusal().is_some() {
+            if !self.pin_changed().await {
+                return;
+            }
+            info!(token = %self.config().token_label, "the PIN file changed: logging in again");
+            *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
         let mut current = self.current.write().await;
         if let Some(b) = current.as_ref() {
             if b.health().await.is_ok() {
@@ -71,20 +136,28 @@ impl RecoveringPkcs11 {
                 }
             }
         }
-        let reopened = match Pkcs11Backend::open(copy_config(&self.config)).await {
+        let config = self.config();
+        let label = config.token_label.clone();
+        let reopened = match Pkcs11Backend::open(config).await {
             // The handle index is built by the scan.
             Ok(b) => b.load_all().await.map(|_| b),
             Err(e) => Err(e),
         };
         match reopened {
             Ok(b) => {
-                info!(token = %self.config.token_label, "PKCS#11 token reopened");
+                info!(token = %label, "PKCS#11 token reopened");
                 metrics::counter!("kmip_backend_reopens_total", "result" => "success").increment(1);
                 *current = Some(Arc::new(b));
             }
             Err(e) => {
                 metrics::counter!("kmip_backend_reopens_total", "result" => "failure").increment(1);
-                warn!(error = %e, "PKCS#11 token still unavailable");
+                if is_login_refused(&e) {
+                    error!(error = %e, token = %label, "PKCS#11 login refused: not retrying with the same PIN, so the HSM user is not locked out; waiting for the PIN file to change");
+                    *self.refused.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(e.to_string());
+                } else {
+                    warn!(error = %e, "PKCS#11 token still unavailable");
+                }
             }
         }
     }

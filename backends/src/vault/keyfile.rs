@@ -33,6 +33,19 @@ pub enum MasterKeySource {
     File(PathBuf),
     /// The name of an environment variable holding the key as 64 hex digits.
     EnvHex(String),
+    /// The value of that variable, already taken out of the environment (the gateway removes it
+    /// at start); `var` names it in errors.
+    HexValue { var: String, hex: HexSecret },
+}
+
+/// A secret in text form, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HexSecret(pub Zeroizing<String>);
+
+impl std::fmt::Debug for HexSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Loads (or, for a vault being created, creates) the master key.
@@ -48,6 +61,7 @@ pub(crate) fn load(
         MasterKeySource::VaultDir => from_file(&dir.join(DEFAULT_KEY_FILE), vault_exists),
         MasterKeySource::File(path) => from_file(path, vault_exists),
         MasterKeySource::EnvHex(var) => from_env(var),
+        MasterKeySource::HexValue { var, hex } => from_hex(var, &hex.0),
     }
 }
 
@@ -57,6 +71,10 @@ fn from_env(var: &str) -> Result<MasterKey, BackendError> {
             "master key variable {var} is not set or not valid UTF-8"
         ))
     })?);
+    from_hex(var, &value)
+}
+
+fn from_hex(var: &str, value: &str) -> Result<MasterKey, BackendError> {
     let mut key: MasterKey = Zeroizing::new([0u8; MASTER_KEY_LEN]);
     hex::decode_to_slice(value.trim(), &mut key[..]).map_err(|_| {
         BackendError::Unavailable(format!(

@@ -1,12 +1,16 @@
 //! Commands that talk to a running gateway: `reload` (SIGHUP to the pid in the pid file, or
-//! `POST /reload` on the admin listener) and `clients` (`GET /clients`).
+//! `POST /reload` on the admin listener) and `clients` (`GET /clients`). The admin requests carry
+//! the bearer token of the gateway's `[admin] token_file`; a signal goes only to a pid whose pid
+//! file a running gateway holds locked and whose command line is `kmip-gateway … serve`.
 
 use super::{read_limited, CliError};
+use kmip_gateway::config::{GatewayConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_TOKEN_FILE};
 use kmip_gateway::server::ClientReport;
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Time allowed to connect to and hear back from the admin listener (a reload takes
 /// milliseconds; this only stops a hung endpoint from hanging the command).
@@ -15,9 +19,70 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_ADMIN_RESPONSE: u64 = 32 * 1024 * 1024;
 /// A pid file holds one number.
 const MAX_PID_FILE_LEN: u64 = 64;
+/// Largest `/proc/PID/cmdline` read when checking what a pid is.
+const MAX_CMDLINE_LEN: u64 = 64 * 1024;
+/// The program name a gateway process runs as.
+const GATEWAY_PROGRAM: &str = "kmip-gateway";
+
+/// A running gateway's admin listener and the token it wants.
+pub struct AdminTarget {
+    pub addr: String,
+    token: Zeroizing<String>,
+}
+
+/// Finds the admin listener and its token: `--token-file`, else the configuration's
+/// `[admin] token_file`, else the embedded default's `<data_dir>/admin.token`; the address is
+/// `--admin`, else the configuration's admin listener, else the default.
+pub fn admin_target(
+    admin: Option<String>,
+    token_file: Option<PathBuf>,
+    config: Option<&Path>,
+    data_dir: Option<PathBuf>,
+) -> Result<AdminTarget, CliError> {
+    let cfg = match config {
+        Some(c) => Some(
+            GatewayConfig::load(c)
+                .map_err(|e| CliError::Refused(format!("{}: {e}", c.display())))?,
+        ),
+        None => None,
+    };
+    let token_path = match (token_file, &cfg) {
+        (Some(t), _) => t,
+        (None, Some(cfg)) => cfg.admin.token_file.clone().ok_or_else(|| {
+            CliError::Refused(format!(
+                "{}: no [admin] token_file, so the gateway refuses /reload and /clients; \
+                 set one (created at the next start) or pass --token-file",
+                config.map(|c| c.display().to_string()).unwrap_or_default()
+            ))
+        })?,
+        (None, None) => data_dir
+            .unwrap_or_else(|| kmip_gateway::config::DEFAULT_DATA_DIR.into())
+            .join(DEFAULT_ADMIN_TOKEN_FILE),
+    };
+    let token = kmip_gateway::admin::read_token_file(&token_path)
+        .map_err(|e| CliError::Refused(e.to_string()))?;
+    let addr = match (admin, cfg.and_then(|c| c.admin_listen)) {
+        (Some(a), _) => a,
+        (None, Some(listen)) if listen.port() != 0 => {
+            let ip = if listen.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                listen.ip()
+            };
+            SocketAddr::new(ip, listen.port()).to_string()
+        }
+        _ => DEFAULT_ADMIN_LISTEN.to_string(),
+    };
+    Ok(AdminTarget { addr, token })
+}
 
 /// One HTTP/1.1 request to the admin listener; returns the status code and the body.
-pub fn admin_request(addr: &str, method: &str, path: &str) -> Result<(u16, String), CliError> {
+pub fn admin_request(
+    target: &AdminTarget,
+    method: &str,
+    path: &str,
+) -> Result<(u16, String), CliError> {
+    let addr = target.addr.as_str();
     let fail = |problem: String| CliError::Admin {
         addr: addr.to_string(),
         problem,
@@ -31,20 +96,26 @@ pub fn admin_request(addr: &str, method: &str, path: &str) -> Result<(u16, Strin
         .set_read_timeout(Some(ADMIN_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(ADMIN_TIMEOUT)))
         .map_err(|e| fail(e.to_string()))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| fail(e.to_string()))?;
+    let request = Zeroizing::new(format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+        target.token.as_str()
+    ));
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
     let mut raw = Vec::new();
     stream
         .take(MAX_ADMIN_RESPONSE)
         .read_to_end(&mut raw)
         .map_err(|e| fail(e.to_string()))?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| fail("not an HTTP response".into()))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        fail(format!(
+            "no HTTP response within the listener's {}-second request deadline",
+            kmip_gateway::admin::ADMIN_REQUEST_DEADLINE.as_secs()
+        ))
+    })?;
     let status = head
         .split_whitespace()
         .nth(1)
@@ -54,20 +125,38 @@ pub fn admin_request(addr: &str, method: &str, path: &str) -> Result<(u16, Strin
 }
 
 /// `reload --admin`: reloads and reports the outcome.
-pub fn reload_admin(addr: &str) -> Result<String, CliError> {
-    let (status, body) = admin_request(addr, "POST", "/reload")?;
+pub fn reload_admin(target: &AdminTarget) -> Result<String, CliError> {
+    let (status, body) = admin_request(target, "POST", "/reload")?;
     if status == 200 {
         Ok(format!("{body}\n"))
     } else {
         Err(CliError::Admin {
-            addr: addr.to_string(),
+            addr: target.addr.clone(),
             problem: format!("reload failed (HTTP {status}): {body}"),
         })
     }
 }
 
-/// `reload` by pid file: sends SIGHUP. The outcome is in the gateway's log and metrics.
+/// `reload` by pid file: sends SIGHUP, only to a gateway that holds the pid file locked and whose
+/// command line is `kmip-gateway … serve` (a stale file's pid may now be any process). The
+/// outcome is in the gateway's log and metrics.
 pub fn reload_signal(pid_file: &Path) -> Result<String, CliError> {
+    let io_err = |source| CliError::Io {
+        path: pid_file.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(pid_file).map_err(io_err)?;
+    match file.try_lock_shared() {
+        // Nobody holds it: the gateway that wrote it is gone.
+        Ok(()) => {
+            return Err(CliError::State {
+                path: pid_file.to_path_buf(),
+                problem: "stale: no running gateway holds this pid file (nothing signalled)".into(),
+            })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
     let text = read_limited(pid_file, MAX_PID_FILE_LEN)?;
     let pid = std::str::from_utf8(&text)
         .ok()
@@ -77,23 +166,47 @@ pub fn reload_signal(pid_file: &Path) -> Result<String, CliError> {
             path: pid_file.to_path_buf(),
             problem: "does not hold a process id".into(),
         })?;
+    let raw = pid.as_raw_nonzero();
+    if !is_gateway_process(raw.get()) {
+        return Err(CliError::State {
+            path: pid_file.to_path_buf(),
+            problem: format!("pid {raw} is not a running `kmip-gateway serve` (nothing signalled)"),
+        });
+    }
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).map_err(|e| {
         CliError::Refused(format!(
-            "cannot signal pid {} from {}: {e}",
-            pid.as_raw_nonzero(),
+            "cannot signal pid {raw} from {}: {e}",
             pid_file.display()
         ))
     })?;
     Ok(format!(
-        "SIGHUP sent to pid {}; the outcome is in the gateway's log and in kmip_reloads_total \
-         (use --admin to wait for it)\n",
-        pid.as_raw_nonzero()
+        "SIGHUP sent to pid {raw}; the outcome is in the gateway's log and in kmip_reloads_total \
+         (use --admin to wait for it)\n"
     ))
 }
 
+/// Whether process `pid` runs `kmip-gateway … serve` (from `/proc/PID/cmdline`).
+fn is_gateway_process(pid: i32) -> bool {
+    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut raw = Vec::new();
+    if file.take(MAX_CMDLINE_LEN).read_to_end(&mut raw).is_err() {
+        return false;
+    }
+    let mut args = raw.split(|b| *b == 0).map(String::from_utf8_lossy);
+    let program_ok = args.next().is_some_and(|argv0| {
+        Path::new(argv0.as_ref())
+            .file_name()
+            .is_some_and(|n| n == GATEWAY_PROGRAM)
+    });
+    program_ok && args.any(|a| a == "serve")
+}
+
 /// `clients`: the client certificates the gateway has seen.
-pub fn clients(addr: &str, json: bool) -> Result<String, CliError> {
-    let (status, body) = admin_request(addr, "GET", "/clients")?;
+pub fn clients(target: &AdminTarget, json: bool) -> Result<String, CliError> {
+    let addr = target.addr.as_str();
+    let (status, body) = admin_request(target, "GET", "/clients")?;
     if status != 200 {
         return Err(CliError::Admin {
             addr: addr.to_string(),
