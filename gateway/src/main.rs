@@ -183,6 +183,9 @@ enum UserCommand {
         /// CRL (PEM) checked for this user's certificates (repeatable).
         #[arg(long)]
         crl: Vec<PathBuf>,
+        /// Accept only certificates the CA signed itself, not those of intermediates below it.
+        #[arg(long)]
+        direct_issuer_only: bool,
         #[arg(long)]
         config: PathBuf,
     },
@@ -236,8 +239,15 @@ fn main() -> ExitCode {
             name,
             ca,
             crl,
+            direct_issuer_only,
             config,
-        }) => report(cli::user::add(&name, &ca, &crl, &config)),
+        }) => report(cli::user::add(
+            &name,
+            &ca,
+            &crl,
+            direct_issuer_only,
+            &config,
+        )),
     }
 }
 

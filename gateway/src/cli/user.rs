@@ -9,12 +9,15 @@ use std::path::Path;
 /// Largest configuration file edited: far above any real one, bounds the parse.
 const MAX_CONFIG_LEN: u64 = 4 * 1024 * 1024;
 
-/// Adds user `name` trusting the CA certificate(s) in `ca` (and CRLs `crls`). Refuses a duplicate
-/// name, a file that is not a CA certificate, and any result that does not validate as a whole.
+/// Adds user `name` trusting the CA certificate(s) in `ca` (and CRLs `crls`); with
+/// `direct_issuer_only`, only certificates those CAs signed themselves (no intermediates below
+/// them). Refuses a duplicate name, a file that is not a CA certificate, and any result that
+/// does not validate as a whole.
 pub fn add(
     name: &str,
     ca: &Path,
     crls: &[std::path::PathBuf],
+    direct_issuer_only: bool,
     config: &Path,
 ) -> Result<String, CliError> {
     if !valid_user_name(name) {
@@ -76,6 +79,9 @@ pub fn add(
         }
         table.insert("crls", toml_edit::value(list));
     }
+    if direct_issuer_only {
+        table.insert("direct_issuer_only", toml_edit::value(true));
+    }
     users.push(table);
     let new_text = doc.to_string();
     let base = config.parent().unwrap_or(Path::new("."));
@@ -106,7 +112,7 @@ mod tests {
         let config = tmp.path().join("gateway.toml");
         let original = "# my gateway\nlisten = \"127.0.0.1:0\" # port\n[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n\n[[users]]\nname = \"purefa\"\ncas = [\"ca.pem\"]\n\n[limits]\nmax_connections = 5\n";
         std::fs::write(&config, original).unwrap();
-        add("vsphere", &ca_path, &[], &config).unwrap();
+        add("vsphere", &ca_path, &[], false, &config).unwrap();
         let text = std::fs::read_to_string(&config).unwrap();
         assert!(
             text.starts_with("# my gateway\nlisten = \"127.0.0.1:0\" # port\n"),
@@ -118,12 +124,35 @@ mod tests {
         assert_eq!(cfg.users[1].cas, std::slice::from_ref(&ca_path));
         assert_eq!(cfg.limits.max_connections, 5);
 
-        assert!(add("vsphere", &ca_path, &[], &config).is_err());
-        assert!(add("*", &ca_path, &[], &config).is_err());
+        assert!(add("vsphere", &ca_path, &[], false, &config).is_err());
+        assert!(add("*", &ca_path, &[], false, &config).is_err());
         let leaf = kmip_gateway::pki::issue_client_cert(&ca, "x", 30).unwrap();
         let leaf_path = tmp.path().join("leaf.pem");
         std::fs::write(&leaf_path, &leaf.cert_pem).unwrap();
-        assert!(add("other", &leaf_path, &[], &config).is_err());
+        assert!(add("other", &leaf_path, &[], false, &config).is_err());
         assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+    }
+
+    #[test]
+    fn a_user_can_be_pinned_to_its_ca_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = kmip_gateway::pki::init_ca("test CA", 30).unwrap();
+        let ca_path = tmp.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+        let config = tmp.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n",
+        )
+        .unwrap();
+        add("pinned", &ca_path, &[], true, &config).unwrap();
+        add("loose", &ca_path, &[], false, &config).unwrap();
+        let cfg = GatewayConfig::load(&config).unwrap();
+        let pinned: Vec<(&str, bool)> = cfg
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.direct_issuer_only))
+            .collect();
+        assert_eq!(pinned, [("pinned", true), ("loose", false)]);
     }
 }
