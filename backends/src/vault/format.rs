@@ -698,3 +698,37 @@ pub(crate) fn write_log_file<'a>(
         file_len,
     })
 }
+
+/// Every plaintext anyone holding the master key can recover from the files in `dir`: each
+/// record of any log file there, decrypted. Tests use it to show destroyed material is gone.
+#[cfg(test)]
+pub(crate) fn recoverable_plaintexts(dir: &Path, master: &MasterKey) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for file in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        let Some(h) = bytes.get(..HEADER_LEN) else {
+            continue;
+        };
+        let Ok(keys) = open_header(h.try_into().unwrap(), master) else {
+            continue;
+        };
+        let mut at = HEADER_LEN;
+        while at + FRAME_HEADER_LEN <= bytes.len() {
+            let len = le_u32(&bytes[at..]) as usize;
+            let payload = &bytes[at + FRAME_HEADER_LEN..(at + FRAME_HEADER_LEN + len).min(bytes.len())];
+            let mut pos = 0;
+            while let Some(rl) = payload.get(pos..pos + 4).map(le_u32) {
+                let Some(rec) = payload.get(pos + 4..pos + 4 + rl as usize) else {
+                    break;
+                };
+                if let Ok(Record { entry: Some(e), .. }) = open_record(&keys, rec) {
+                    out.push(e.meta.clone());
+                    out.extend(e.material.map(|m| m.to_vec()));
+                }
+                pos += 4 + rl as usize;
+            }
+            at += FRAME_HEADER_LEN + len;
+        }
+    }
+    out
+}
