@@ -1396,3 +1396,34 @@ async fn a_version_1_log_put_back_after_the_upgrade_is_refused() {
         "{msg}"
     );
 }
+
+/// Commit latency of sequential writes (one request per group commit, so each pays every
+/// fsync): `KMIP_VAULT_BENCH_DIR=/some/disk cargo test -p kmip-backends --lib -- --ignored
+/// --nocapture sequential_commit_latency`.
+#[tokio::test]
+#[ignore = "measures fsync cost; run by hand on the disk in question"]
+async fn sequential_commit_latency() {
+    const OPS: usize = 300;
+    let base = std::env::var("KMIP_VAULT_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let v = open(dir.path());
+    let uid = |i: usize| format!("{i:08}-0000-4000-8000-000000000000");
+    let started = Instant::now();
+    for i in 0..OPS {
+        v.generate(rec(&uid(i), &[0x5a; 120]), spec(KeyAlgorithm::Aes, 256))
+            .await
+            .unwrap();
+    }
+    let create = started.elapsed() / OPS as u32;
+    let started = Instant::now();
+    for i in 0..OPS {
+        v.update_meta(&uid(i), vec![0x5b; 120]).await.unwrap();
+    }
+    let update = started.elapsed() / OPS as u32;
+    let started = Instant::now();
+    for i in 0..OPS {
+        v.destroy(&uid(i), Some(vec![0x5c; 120])).await.unwrap();
+    }
+    let destroy = started.elapsed() / OPS as u32;
+    println!("per sequential op: create {create:?}, update_meta {update:?}, destroy {destroy:?}");
+}
