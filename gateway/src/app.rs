@@ -60,20 +60,34 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// How long a stopping gateway waits for the capture writer to write what is queued.
 const CAPTURE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Where the file vault gets its master key from.
+pub fn vault_key_source(key: &MasterKeyConfig) -> kmip_backends::vault::MasterKeySource {
+    use kmip_backends::vault::MasterKeySource;
+    match key {
+        MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
+        MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
+    }
+}
+
 /// Opens the configured backend; any problem (bad module, token, PIN, corrupt vault) is fatal.
 pub async fn open_backend(cfg: &GatewayConfig) -> Result<Arc<dyn Backend>, StartError> {
     match &cfg.backend {
-        BackendConfig::Vault { dir, master_key } => {
-            use kmip_backends::vault::{MasterKeySource, Vault};
-            let source = match master_key {
-                MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
-                MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
-            };
-            let dir = dir.clone();
+        BackendConfig::Vault {
+            dir,
+            master_key,
+            head,
+        } => {
+            use kmip_backends::vault::Vault;
+            if let Some(warning) = cfg.vault_key_warning() {
+                tracing::warn!("{warning}");
+            }
+            let source = vault_key_source(master_key);
+            let (dir, head) = (dir.clone(), head.clone());
             // Opening replays the vault's log from disk: blocking work, off the async workers.
-            let vault = tokio::task::spawn_blocking(move || Vault::open(&dir, source))
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("vault open task: {e}")))??;
+            let vault =
+                tokio::task::spawn_blocking(move || Vault::open_with_head(&dir, source, &head))
+                    .await
+                    .map_err(|e| BackendError::Unavailable(format!("vault open task: {e}")))??;
             Ok(Arc::new(vault))
         }
         BackendConfig::Pkcs11 {
