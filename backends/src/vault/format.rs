@@ -712,7 +712,7 @@ fn read_frame(r: &mut impl Read, offset: u64) -> Result<FrameRead, String> {
             "the last frame, at offset {offset} ({len} bytes), fails its checksum although all \
              of it is on disk: damage, not an interrupted write. Restore the vault from a \
              backup; or, giving up the writes of that frame, cut the log to {offset} bytes \
-             (truncate -s {offset})"
+             (truncate -s {offset}) and accept the result (kmip-gateway vault accept-restore)"
         ));
     }
     Ok(FrameRead::Frame(payload))
