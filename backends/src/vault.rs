@@ -493,7 +493,12 @@ fn prepare(
                         );
                         continue;
                     }
-                    Err(e) => return Err(corrupt(e)),
+                    Err(e) => {
+                        return Err(corrupt(format!(
+                            "{e}: vault.keys does not match the log (restored separately from \
+                             it, or damaged)"
+                        )))
+                    }
                 };
                 let material = m.open(&uid, Some(&dek)).map_err(corrupt)?;
                 live_slots.insert(slot);

@@ -1091,63 +1091,6 @@ async fn an_older_copy_of_the_log_is_refused() {
     assert!(msg.contains("accept-restore"), "{msg}");
 }
 
-/// Writes the version-1 fixture with the version-1 code (kept for the upgrade test):
-/// `KMIP_V1_FIXTURE_DIR=... cargo test -p kmip-backends --lib -- --ignored write_v1_fixture`.
-#[tokio::test]
-#[ignore = "writes the v1 fixture; run once with the v1 code"]
-async fn write_v1_fixture() {
-    let dir = PathBuf::from(std::env::var("KMIP_V1_FIXTURE_DIR").unwrap());
-    let v = open(&dir);
-    let mut aes = spec(KeyAlgorithm::Aes, 256);
-    aes.label = Some("label-aes".into());
-    v.import(
-        rec("aes-live", b"meta-aes"),
-        Zeroizing::new(vec![0x11; 32]),
-        Some(aes),
-    )
-    .await
-    .unwrap();
-    v.import(
-        rec("hmac-live", b"meta-hmac"),
-        Zeroizing::new(vec![0x22; 32]),
-        Some(spec(KeyAlgorithm::HmacSha256, 256)),
-    )
-    .await
-    .unwrap();
-    v.update_meta("hmac-live", b"meta-hmac-2".to_vec())
-        .await
-        .unwrap();
-    v.import(
-        ObjectRecord {
-            uid: "secret".into(),
-            kind: ObjectKind::SecretData,
-            meta: b"meta-secret".to_vec(),
-        },
-        Zeroizing::new(b"v1-secret-password".to_vec()),
-        None,
-    )
-    .await
-    .unwrap();
-    v.import(
-        rec("destroyed", b"meta-d"),
-        Zeroizing::new(b"DESTROYED-V1-KEY-0123456789abcde".to_vec()),
-        None,
-    )
-    .await
-    .unwrap();
-    v.destroy("destroyed", Some(b"tombstone".to_vec()))
-        .await
-        .unwrap();
-    v.import(
-        rec("deleted", b"meta-x"),
-        Zeroizing::new(b"DELETED-V1-KEY-0123456789abcdefg".to_vec()),
-        None,
-    )
-    .await
-    .unwrap();
-    v.destroy("deleted", None).await.unwrap();
-}
-
 #[tokio::test]
 async fn accept_restore_takes_a_cut_or_older_log_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
