@@ -121,3 +121,29 @@ fn an_older_copy_of_the_vault_is_refused_until_accept_restore() {
     assert_eq!(rt.block_on(locate_all(&home, &gw)), vec![first]);
     stop(gw);
 }
+
+#[test]
+fn a_master_key_left_in_the_data_folder_is_used_with_a_warning() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let home = GatewayHome::new(Backend::Vault);
+    let gw = home.start();
+    let uid = rt.block_on(create(&home, &gw));
+    stop(gw);
+    // The layout of an install from before the key moved out: key and head in data/vault.
+    let vault = home.data_dir().join("vault");
+    for name in ["master.key", "vault.head"] {
+        std::fs::rename(home.secrets_dir().join(name), vault.join(name)).unwrap();
+    }
+    let gw = home.start();
+    assert_eq!(rt.block_on(locate_all(&home, &gw)), vec![uid]);
+    let log = gw.log();
+    assert!(
+        log.contains("is inside the data folder") && log.contains("mv "),
+        "no warning about the key's place:\n{log}"
+    );
+    stop(gw);
+    assert!(!home.secrets_dir().join("master.key").exists());
+}
