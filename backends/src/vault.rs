@@ -658,19 +658,27 @@ fn upgrade(
 ) -> Result<Ready, BackendError> {
     let count = loaded.objects.len();
     let mut objects = HashMap::with_capacity(count);
-    for (slot, (uid, (stored, _))) in loaded.objects.into_iter().enumerate() {
-        let slot = u32::try_from(slot)
-            .ok()
-            .filter(|s| *s < slots::MAX_SLOTS)
-            .ok_or_else(|| BackendError::Unavailable("too many objects to upgrade".into()))?;
+    // Slots 0, 1, 2, ... in turn for the objects that have material.
+    let mut next_slot = 0u32;
+    for (uid, (stored, _)) in loaded.objects {
         let (material, key) = match stored.material {
             None => (None, None),
             Some(m) => {
+                if next_slot >= slots::MAX_SLOTS {
+                    return Err(BackendError::Unavailable(format!(
+                        "more than {} objects with material: too many to upgrade",
+                        slots::MAX_SLOTS
+                    )));
+                }
                 let material = m
                     .open(&uid, None)
                     .map_err(|e| BackendError::Corrupt(e.to_string()))?;
-                let dek = slots::new_dek()?;
-                (Some(material), Some(DataKey { slot, dek }))
+                let key = DataKey {
+                    slot: next_slot,
+                    dek: slots::new_dek()?,
+                };
+                next_slot += 1;
+                (Some(material), Some(key))
             }
         };
         objects.insert(
@@ -688,8 +696,8 @@ fn upgrade(
         .iter()
         .filter_map(|(uid, e)| e.key.as_ref().map(|k| (k.slot, uid.as_str(), &k.dek)))
         .collect();
-    let mut slots = KeySlots::create(dir, &master, &fills)?;
-    slots.len = slots.len.max(fills.len() as u32);
+    let slots = KeySlots::create(dir, &master, &fills)?;
+    drop(fills);
     let (fresh, head) = replace_log(dir, &master, &objects, head, head_path)?;
     let path = dir.join(format::LOG_FILE);
     scrub(&old, &path)?;
@@ -702,8 +710,6 @@ fn upgrade(
          key the vault ever stored, destroyed ones included: delete them once a backup of the \
          upgraded vault exists"
     );
-    let free_slots = (fills.len() as u32..slots.len).rev().collect();
-    drop(fills);
     Ok(Ready {
         lock,
         master,
@@ -718,7 +724,8 @@ fn upgrade(
         objects,
         slots,
         head,
-        free_slots,
+        // Every slot of the new file is in use.
+        free_slots: Vec::new(),
         retired_slots: Vec::new(),
     })
 }

@@ -1320,6 +1320,29 @@ async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
     let log = std::fs::read(log_path(dir.path())).unwrap();
     let v = open(dir.path());
     v.update_meta("secret", b"m".to_vec()).await.unwrap();
+    // New objects get slots of their own: the upgraded ones keep theirs.
+    for i in 0..4 {
+        v.import(
+            rec(&format!("new{i}"), b""),
+            Zeroizing::new(vec![i; 32]),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    drop(v);
+    let v = open(dir.path());
+    assert_eq!(&v.read_material("aes-live").await.unwrap()[..], &[0x11; 32]);
+    assert_eq!(
+        &v.read_material("hmac-live").await.unwrap()[..],
+        &[0x22; 32]
+    );
+    assert_eq!(
+        &v.read_material("secret").await.unwrap()[..],
+        b"v1-secret-password"
+    );
+    assert_eq!(&v.read_material("new3").await.unwrap()[..], &[3; 32]);
+    v.update_meta("secret", b"m2".to_vec()).await.unwrap();
     drop(v);
     std::fs::write(log_path(dir.path()), &log).unwrap();
     assert!(err_text(open_with(dir.path(), MasterKeySource::VaultDir)).contains("accept-restore"));
