@@ -412,7 +412,7 @@ fn prepare(
     };
     let master = keyfile::load(dir, master_key, vault_exists)?;
     // Leftovers of a compaction, creation or upgrade that crashed before its rename: never
-    // authoritative. A version-1 one holds material in the clear of the record key.
+    // authoritative. A version-1 one holds material under the master key alone: scrubbed.
     for leftover in [format::TMP_LOG_FILE, slots::TMP_KEYS_FILE] {
         scrub_and_remove(&dir.join(leftover))?;
     }
@@ -427,7 +427,15 @@ fn prepare(
     } else {
         None
     };
-    let head = Head::load(head_path, &master)?;
+    let head = match Head::load(head_path, &master) {
+        Ok(head) => head,
+        // Accepting a restore replaces a damaged head as well.
+        Err(e) if accept => {
+            tracing::warn!(error = %e, "replacing an unreadable vault head");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let Some(file) = file else {
         if let (false, Some(p)) = (accept, head.as_ref().and_then(|h| h.state.current)) {
             if p.frames > 0 {
@@ -457,12 +465,11 @@ fn prepare(
         return upgrade(dir, lock, master, loaded, file, head, head_path);
     }
     let corrupt = |what: String| BackendError::Corrupt(format!("{}: {what}", dir.display()));
-    let slots = if loaded.referenced_slots.is_empty() && !dir.join(slots::KEYS_FILE).exists() {
+    let mut slots = if loaded.referenced_slots.is_empty() && !dir.join(slots::KEYS_FILE).exists() {
         KeySlots::create(dir, &master, &[])?
     } else {
         KeySlots::open(dir, &master)?
     };
-    let mut slots = slots;
     let mut objects = HashMap::with_capacity(loaded.objects.len());
     let mut live_slots = HashSet::new();
     let mut live_bytes = format::HEADER_LEN as u64;

@@ -1422,4 +1422,11 @@ async fn a_torn_head_write_leaves_the_other_copy_in_force() {
     std::fs::write(head_path(dir.path()), &both).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
     assert!(msg.contains("no copy authenticates"), "{msg}");
+    Vault::accept_restore(
+        dir.path(),
+        MasterKeySource::VaultDir,
+        &head_path(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(open(dir.path()).stats().objects, 3);
 }
