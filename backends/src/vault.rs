@@ -107,7 +107,8 @@ pub struct VaultStats {
     pub log_bytes: u64,
     /// Bytes of the log the live objects' latest records take; the rest is garbage.
     pub live_bytes: u64,
-    /// Group commits (one append + fdatasync each) since open.
+    /// Group commits (one frame appended and synced each, with its key slot and head syncs) since
+    /// open.
     pub commits: u64,
     /// Records written by those commits.
     pub records: u64,

@@ -1,6 +1,7 @@
-//! The vault's single writer: a dedicated thread that owns the log file, batches concurrent
-//! mutations into one append + fdatasync (group commit), applies them to the in-memory state
-//! only once durable, and compacts the log when most of it is garbage.
+//! The vault's single writer: a dedicated thread that owns the log, key slot and head files,
+//! batches concurrent mutations into one frame and one set of fdatasyncs (group commit), applies
+//! them to the in-memory state only once durable, and compacts the log when most of it is
+//! garbage.
 
 use std::fs::File;
 use std::io::Write;
@@ -110,8 +111,9 @@ impl Writer {
         }
     }
 
-    /// One group commit: takes every request already queued (within the batch limits), appends
-    /// their records as one frame, fsyncs once, applies them and answers them all.
+    /// One group commit: takes every request already queued (within the batch limits), makes
+    /// their records durable as one frame (see [`Writer::commit`]), applies them and answers
+    /// them all.
     fn batch(&mut self, first: Request, buf: &mut Vec<u8>) -> Result<(), BackendError> {
         buf.clear();
         let frame = format::begin_frame(buf);
