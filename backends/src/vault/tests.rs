@@ -1430,3 +1430,31 @@ async fn a_torn_head_write_leaves_the_other_copy_in_force() {
     .unwrap();
     assert_eq!(open(dir.path()).stats().objects, 3);
 }
+
+#[tokio::test]
+async fn an_upgrade_interrupted_before_its_rename_runs_again() {
+    let dir = v1_vault();
+    let master = master_key_of(dir.path());
+    // What a crash after the head named the new log as `next`, before the rename, leaves: the
+    // version-1 log, a half-made new log and key slots, and that head.
+    std::fs::write(dir.path().join(format::TMP_LOG_FILE), b"half a log").unwrap();
+    std::fs::write(dir.path().join(slots::KEYS_FILE), b"stale slots").unwrap();
+    let elsewhere = head::Position {
+        salt: [7; 32],
+        frames: 1,
+        log_len: 500,
+        mac: [9; 32],
+    };
+    drop(head::Head::create(&head_path(dir.path()), &master, None, Some(elsewhere)).unwrap());
+    let v = open(dir.path());
+    assert_eq!(&v.read_material("aes-live").await.unwrap()[..], &[0x11; 32]);
+    assert_eq!(v.stats().objects, 4);
+    drop(v);
+    assert!(!dir.path().join(format::TMP_LOG_FILE).exists());
+    assert_unrecoverable(
+        dir.path(),
+        &master,
+        b"DESTROYED-V1-KEY-0123456789abcde",
+        b"v1-secret-password",
+    );
+}
