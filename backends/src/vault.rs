@@ -229,13 +229,13 @@ impl Vault {
         master_key: MasterKeySource,
         head_path: &Path,
     ) -> Result<String, BackendError> {
-        let before = match keyfile::load(dir, &master_key, true) {
-            Ok(master) => Head::load(head_path, &master)
-                .ok()
-                .flatten()
-                .map(|h| h.state),
-            Err(e) => return Err(e),
-        };
+        let master = keyfile::load(dir, &master_key, true)?;
+        // Only for the message: an unreadable head is replaced like a stale one.
+        let before = Head::load(head_path, &master)
+            .ok()
+            .flatten()
+            .map(|h| h.state);
+        drop(master);
         let ready = prepare(dir, &master_key, head_path, true)?;
         let was = match before.and_then(|s| s.current) {
             Some(p) => format!("{} frames ({} bytes)", p.frames, p.log_len),
