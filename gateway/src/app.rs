@@ -122,6 +122,15 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// How long a stopping gateway waits for the capture writer to write what is queued.
 const CAPTURE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Where the file vault gets its master key from.
+pub fn vault_key_source(key: &MasterKeyConfig) -> kmip_backends::vault::MasterKeySource {
+    use kmip_backends::vault::MasterKeySource;
+    match key {
+        MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
+        MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
+    }
+}
+
 /// Opens the configured backend; any problem (bad module, token, PIN, corrupt vault) is fatal.
 /// Secrets named by `*_env` keys come from `secrets` (see [`take_env_secrets`]).
 pub async fn open_backend(
@@ -129,23 +138,28 @@ pub async fn open_backend(
     secrets: EnvSecrets,
 ) -> Result<Arc<dyn Backend>, StartError> {
     match &cfg.backend {
-        BackendConfig::Vault { dir, master_key } => {
+        BackendConfig::Vault {
+            dir,
+            master_key,
+            head,
+        } => {
             use kmip_backends::vault::{HexSecret, MasterKeySource, Vault};
-            let source = match master_key {
-                MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
-                MasterKeyConfig::Env(name) => match secrets.master_key_hex {
-                    Some(hex) => MasterKeySource::HexValue {
-                        var: name.clone(),
-                        hex: HexSecret(hex),
-                    },
-                    None => MasterKeySource::EnvHex(name.clone()),
+            if let Some(warning) = cfg.vault_key_warning() {
+                tracing::warn!("{warning}");
+            }
+            let source = match (master_key, secrets.master_key_hex) {
+                (MasterKeyConfig::Env(name), Some(hex)) => MasterKeySource::HexValue {
+                    var: name.clone(),
+                    hex: HexSecret(hex),
                 },
+                (other, _) => vault_key_source(other),
             };
-            let dir = dir.clone();
+            let (dir, head) = (dir.clone(), head.clone());
             // Opening replays the vault's log from disk: blocking work, off the async workers.
-            let vault = tokio::task::spawn_blocking(move || Vault::open(&dir, source))
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("vault open task: {e}")))??;
+            let vault =
+                tokio::task::spawn_blocking(move || Vault::open_with_head(&dir, source, &head))
+                    .await
+                    .map_err(|e| BackendError::Unavailable(format!("vault open task: {e}")))??;
             Ok(Arc::new(vault))
         }
         BackendConfig::Pkcs11 {

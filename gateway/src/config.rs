@@ -144,6 +144,7 @@ struct RawBackend {
     kind: String,
     master_key_file: Option<PathBuf>,
     master_key_env: Option<String>,
+    head_file: Option<PathBuf>,
     module: Option<PathBuf>,
     token_label: Option<String>,
     pin_file: Option<PathBuf>,
@@ -333,6 +334,9 @@ pub enum BackendConfig {
     Vault {
         dir: PathBuf,
         master_key: MasterKeyConfig,
+        /// The vault's chain head (rollback detection): outside `data_dir`, where a copy of the
+        /// data folder cannot roll it back.
+        head: PathBuf,
     },
     Pkcs11 {
         module: PathBuf,
@@ -364,10 +368,7 @@ impl GatewayConfig {
                 direct_issuer_only: DEFAULT_DIRECT_ISSUER_ONLY,
             }],
             limits: LimitsConfig::default(),
-            backend: BackendConfig::Vault {
-                dir: data_dir.join("vault"),
-                master_key: MasterKeyConfig::File(data_dir.join("vault").join("master.key")),
-            },
+            backend: vault_backend(data_dir, None, None),
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().ok(),
             admin: AdminConfig {
                 token_file: Some(data_dir.join(DEFAULT_ADMIN_TOKEN_FILE)),
@@ -584,10 +585,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
         ));
     }
     let backend = match raw.backend {
-        None => BackendConfig::Vault {
-            dir: data_dir.join("vault"),
-            master_key: MasterKeyConfig::File(data_dir.join("vault").join("master.key")),
-        },
+        None => vault_backend(&data_dir, None, None),
         Some(b) => backend_config(b, base, &data_dir)?,
     };
     let (admin_listen, admin) = admin_config(raw.admin, base)?;
@@ -711,6 +709,89 @@ fn admin_config(
     ))
 }
 
+/// Name of the vault's master key file in its default folder.
+pub const DEFAULT_MASTER_KEY_FILE: &str = "master.key";
+/// Name of the vault's chain head file in its default folder.
+pub const DEFAULT_HEAD_FILE: &str = "vault.head";
+
+/// The default folder of the vault's master key and chain head: `<data_dir>-secrets`, a sibling
+/// of the data folder, so that backups and copies of the data folder hold neither the key that
+/// decrypts it nor the head that detects it being rolled back.
+pub fn default_secrets_dir(data_dir: &Path) -> PathBuf {
+    // Through components, so a trailing slash does not put the folder inside data_dir.
+    let mut dir = data_dir.components().collect::<PathBuf>().into_os_string();
+    dir.push("-secrets");
+    PathBuf::from(dir)
+}
+
+/// Where the master key lived before version 2 of the vault: inside the data folder.
+pub fn legacy_master_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("vault").join(DEFAULT_MASTER_KEY_FILE)
+}
+
+/// The vault backend with defaults filled in: the key at `<data_dir>-secrets/master.key`
+/// unless a key file from an older install already sits in the data folder (kept, with a
+/// warning: see [`GatewayConfig::vault_key_warning`]); the head next to the key file, or in
+/// `<data_dir>-secrets` for a key from the environment.
+fn vault_backend(
+    data_dir: &Path,
+    master_key: Option<MasterKeyConfig>,
+    head: Option<PathBuf>,
+) -> BackendConfig {
+    let secrets = default_secrets_dir(data_dir);
+    let master_key = master_key.unwrap_or_else(|| {
+        let legacy = legacy_master_key_path(data_dir);
+        MasterKeyConfig::File(if legacy.exists() {
+            legacy
+        } else {
+            secrets.join(DEFAULT_MASTER_KEY_FILE)
+        })
+    });
+    let head = head.unwrap_or_else(|| match &master_key {
+        MasterKeyConfig::File(p) => p
+            .parent()
+            .map_or_else(|| secrets.clone(), Path::to_path_buf)
+            .join(DEFAULT_HEAD_FILE),
+        MasterKeyConfig::Env(_) => secrets.join(DEFAULT_HEAD_FILE),
+    });
+    BackendConfig::Vault {
+        dir: data_dir.join("vault"),
+        master_key,
+        head,
+    }
+}
+
+impl GatewayConfig {
+    /// A warning for a vault master key file inside the data folder: every backup of the folder
+    /// then carries the key that decrypts it, and the chain head beside it rolls back with it.
+    pub fn vault_key_warning(&self) -> Option<String> {
+        let BackendConfig::Vault {
+            master_key: MasterKeyConfig::File(key),
+            head,
+            ..
+        } = &self.backend
+        else {
+            return None;
+        };
+        if !key.starts_with(&self.data_dir) {
+            return None;
+        }
+        let secrets = default_secrets_dir(&self.data_dir);
+        Some(format!(
+            "the vault master key {key} is inside the data folder {data}: every backup or copy \
+             of that folder holds the key that decrypts it, and the vault head {head} beside it \
+             can be rolled back with it. Move it out while the gateway is stopped: \
+             `install -d -m 0700 {secrets} && mv {key} {head} {secrets}/` (the head may not \
+             exist yet), then remove master_key_file from the configuration (or point it at \
+             {secrets}/master.key)",
+            key = key.display(),
+            data = self.data_dir.display(),
+            head = head.display(),
+            secrets = secrets.display(),
+        ))
+    }
+}
+
 fn backend_config(
     b: RawBackend,
     base: &Path,
@@ -734,7 +815,6 @@ fn backend_config(
                     ));
                 }
             }
-            let dir = data_dir.join("vault");
             let master_key = match (b.master_key_file, b.master_key_env) {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
@@ -742,14 +822,25 @@ fn backend_config(
                         "give master_key_file or master_key_env, not both",
                     ))
                 }
-                (Some(f), None) => MasterKeyConfig::File(resolve(base, f)),
-                (None, Some(e)) => MasterKeyConfig::Env(e),
-                (None, None) => MasterKeyConfig::File(dir.join("master.key")),
+                (Some(f), None) => Some(MasterKeyConfig::File(resolve(base, f))),
+                (None, Some(e)) => Some(MasterKeyConfig::Env(e)),
+                (None, None) => None,
             };
-            Ok(BackendConfig::Vault { dir, master_key })
+            let head = b.head_file.map(|h| resolve(base, h));
+            if let Some(h) = head.as_ref().filter(|h| h.starts_with(data_dir)) {
+                return Err(invalid(
+                    "backend.head_file",
+                    format!(
+                        "{} is inside data_dir: a restored copy of the data folder would roll \
+                         it back too; put it next to the master key",
+                        h.display()
+                    ),
+                ));
+            }
+            Ok(vault_backend(data_dir, master_key, head))
         }
         "pkcs11" => {
-            if b.master_key_file.is_some() || b.master_key_env.is_some() {
+            if b.master_key_file.is_some() || b.master_key_env.is_some() || b.head_file.is_some() {
                 return Err(invalid(
                     "backend.master_key_file",
                     "only applies to kind = \"vault\"",
@@ -971,6 +1062,85 @@ cas = ["ca.pem"]
             "{MINIMAL}[limits]\nmax_inflight_request_bytes = 1000\n"
         ))
         .starts_with("limits.max_inflight_request_bytes"));
+    }
+
+    fn vault_of(c: &GatewayConfig) -> (PathBuf, MasterKeyConfig, PathBuf) {
+        match &c.backend {
+            BackendConfig::Vault {
+                dir,
+                master_key,
+                head,
+            } => (dir.clone(), master_key.clone(), head.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_vault_key_and_head_default_outside_the_data_folder() {
+        let c = GatewayConfig::from_toml_str(
+            &format!("data_dir = \"/var/lib/kg/\"\n{MINIMAL}"),
+            Path::new("/etc/kg"),
+        )
+        .unwrap();
+        let (dir, key, head) = vault_of(&c);
+        assert_eq!(dir, Path::new("/var/lib/kg/vault"));
+        assert_eq!(
+            key,
+            MasterKeyConfig::File("/var/lib/kg-secrets/master.key".into())
+        );
+        assert_eq!(head, Path::new("/var/lib/kg-secrets/vault.head"));
+        assert_eq!(c.vault_key_warning(), None);
+        // A key from the environment: the head still goes beside the data folder, not in it.
+        let c = GatewayConfig::from_toml_str(
+            &format!(
+                "data_dir = \"/d\"\n{MINIMAL}[backend]\nkind = \"vault\"\nmaster_key_env = \"K\"\n"
+            ),
+            Path::new("/etc/kg"),
+        )
+        .unwrap();
+        assert_eq!(vault_of(&c).2, Path::new("/d-secrets/vault.head"));
+        // An explicit key file: the head beside it, unless head_file says otherwise.
+        let c = GatewayConfig::from_toml_str(
+            &format!("data_dir = \"/d\"\n{MINIMAL}[backend]\nkind = \"vault\"\nmaster_key_file = \"/etc/kg/k/master.key\"\nhead_file = \"/var/lib/h/vault.head\"\n"),
+            Path::new("/etc/kg"),
+        )
+        .unwrap();
+        assert_eq!(vault_of(&c).2, Path::new("/var/lib/h/vault.head"));
+        assert!(error_of(&format!(
+            "data_dir = \"/d\"\n{MINIMAL}[backend]\nkind = \"vault\"\nhead_file = \"/d/vault.head\"\n"
+        ))
+        .starts_with("backend.head_file"));
+    }
+
+    #[test]
+    fn a_key_file_left_in_the_data_folder_is_used_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("vault")).unwrap();
+        std::fs::write(legacy_master_key_path(&data), [0u8; 32]).unwrap();
+        for c in [
+            GatewayConfig::embedded(&data),
+            GatewayConfig::from_toml_str(
+                &format!("data_dir = {:?}\n{MINIMAL}", data.display().to_string()),
+                Path::new("/etc/kg"),
+            )
+            .unwrap(),
+        ] {
+            let (_, key, head) = vault_of(&c);
+            assert_eq!(key, MasterKeyConfig::File(legacy_master_key_path(&data)));
+            assert_eq!(head, data.join("vault/vault.head"));
+            let warning = c.vault_key_warning().unwrap();
+            assert!(
+                warning.contains("inside the data folder") && warning.contains("data-secrets"),
+                "{warning}"
+            );
+        }
+        let fresh = tmp.path().join("fresh");
+        let (_, key, _) = vault_of(&GatewayConfig::embedded(&fresh));
+        assert_eq!(
+            key,
+            MasterKeyConfig::File(tmp.path().join("fresh-secrets/master.key"))
+        );
     }
 
     fn error_of(toml: &str) -> String {

@@ -96,6 +96,24 @@ enum Command {
     /// Users in the configuration file.
     #[command(subcommand)]
     User(UserCommand),
+    /// The encrypted file vault.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Accepts the vault as it is after a deliberate restore from a backup. The gateway refuses
+    /// a vault log that is shorter than, or different from, what its head records (a cut or
+    /// rolled-back log, which would silently undo acknowledged writes such as destroys); this
+    /// re-anchors the head to the log as it is now, and logs it. Run it with the gateway stopped.
+    AcceptRestore {
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// The data folder of a gateway running the embedded default.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -248,7 +266,38 @@ fn main() -> ExitCode {
             direct_issuer_only,
             &config,
         )),
+        Command::Vault(VaultCommand::AcceptRestore { config, data_dir }) => {
+            report(vault_accept_restore(config, data_dir))
+        }
     }
+}
+
+/// `vault accept-restore`: re-anchors the vault's head to its log as it is.
+fn vault_accept_restore(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<String, cli::CliError> {
+    let cfg = match &config {
+        Some(path) => GatewayConfig::load(path)
+            .map_err(|e| cli::CliError::Refused(format!("{}: {e}", path.display())))?,
+        None => GatewayConfig::embedded(
+            &data_dir.unwrap_or_else(|| kmip_gateway::config::DEFAULT_DATA_DIR.into()),
+        ),
+    };
+    let kmip_gateway::config::BackendConfig::Vault {
+        dir,
+        master_key,
+        head,
+    } = &cfg.backend
+    else {
+        return Err(cli::CliError::Refused(
+            "the configured backend is not the file vault".into(),
+        ));
+    };
+    let source = kmip_gateway::app::vault_key_source(master_key);
+    let done = kmip_backends::vault::Vault::accept_restore(dir, source, head)
+        .map_err(|e| cli::CliError::Refused(e.to_string()))?;
+    Ok(format!("{done}\n"))
 }
 
 /// Prints a command's output, or its error with exit status 1.
@@ -418,6 +467,9 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(warning) = cfg.vault_key_warning() {
+        eprintln!("{}: warning: {warning}", path.display());
+    }
     println!("{}: OK", path.display());
     match (&dry_run.user, &dry_run.operation) {
         (None, None) => ExitCode::SUCCESS,

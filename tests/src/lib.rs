@@ -533,8 +533,9 @@ struct HomeInner {
 /// from the same home (one after the other) find everything the previous one stored. Cloning
 /// shares the folder; it is removed with the last clone.
 ///
-/// Layout: `data/` (`data/pki/` the development PKI), `hsm/` (SoftHSM: `softhsm2.conf`,
-/// `tokens/`, `user.pin`), `gateway.toml` (SoftHSM: the configuration file).
+/// Layout: `data/` (`data/pki/` the development PKI, `data/vault/` the vault), `data-secrets/`
+/// (vault: master key and chain head, outside the data folder), `hsm/` (SoftHSM:
+/// `softhsm2.conf`, `tokens/`, `user.pin`), `gateway.toml` (SoftHSM: the configuration file).
 #[derive(Clone)]
 pub struct GatewayHome {
     inner: Arc<HomeInner>,
@@ -598,6 +599,11 @@ impl GatewayHome {
     /// The gateway's `data_dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir().join("data")
+    }
+
+    /// Vault: the master key and chain head (`<data_dir>-secrets`, made by the first start).
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir().join("data-secrets")
     }
 
     /// The development PKI (the vault's is made by the gateway's first start).

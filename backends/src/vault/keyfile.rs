@@ -1,8 +1,8 @@
 //! Where the vault's master key comes from, and how it is kept off other users' screens.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -129,6 +129,14 @@ fn create_key_file(path: &Path) -> Result<MasterKey, BackendError> {
     let mut key: MasterKey = Zeroizing::new([0u8; MASTER_KEY_LEN]);
     aws_lc_rs::rand::fill(&mut key[..])
         .map_err(|_| BackendError::Crypto("random generator failed".into()))?;
+    // The default folder (beside the data folder) may not exist yet on first start.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| io_err(parent, e))?;
+    }
     // create_new: never overwrite a key someone else just wrote.
     let mut file = OpenOptions::new()
         .write(true)

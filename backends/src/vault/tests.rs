@@ -414,7 +414,9 @@ async fn key_from_a_path_or_the_environment() {
     let hex_key = hex::encode(std::fs::read(&key_path).unwrap());
     let var = "KMIP_VAULT_TEST_KEY_FROM_ENV";
     std::env::set_var(var, &hex_key);
-    let v = open_with(dir.path(), MasterKeySource::EnvHex(var.into())).unwrap();
+    // The head stays where it is, beside the key file.
+    let head = keys.path().join(HEAD_FILE);
+    let v = Vault::open_with_head(dir.path(), MasterKeySource::EnvHex(var.into()), &head).unwrap();
     assert_eq!(&v.read_material("x").await.unwrap()[..], &[7; 16]);
     drop(v);
     let bad = "KMIP_VAULT_TEST_KEY_MALFORMED";
@@ -465,12 +467,12 @@ async fn foreign_or_damaged_headers_are_refused_untouched() {
         (
             {
                 let mut b = good.clone();
-                b[8..12].copy_from_slice(&2u32.to_le_bytes());
+                b[8..12].copy_from_slice(&3u32.to_le_bytes());
                 let crc = crc32fast::hash(&b[..HEADER_LEN - 4]);
                 b[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
                 b
             },
-            "version 2",
+            "version 3",
         ),
     ];
     for (image, expect) in cases {
@@ -485,10 +487,34 @@ async fn foreign_or_damaged_headers_are_refused_untouched() {
     }
 }
 
-/// A vault with three objects written by three separate commits, so three frames.
-async fn three_frames(dir: &Path) -> Vec<u8> {
+fn head_path(dir: &Path) -> PathBuf {
+    dir.join(HEAD_FILE)
+}
+
+/// The vault's files as a crash left them: the log and key slots now, the head as it was.
+struct Crashed {
+    log: Vec<u8>,
+    keys: Vec<u8>,
+    head: Vec<u8>,
+}
+
+impl Crashed {
+    /// Puts the files back, the log as `log`.
+    fn restore(&self, dir: &Path, log: &[u8]) {
+        std::fs::write(log_path(dir), log).unwrap();
+        std::fs::write(dir.join(slots::KEYS_FILE), &self.keys).unwrap();
+        std::fs::write(head_path(dir), &self.head).unwrap();
+    }
+}
+
+/// A vault with three objects written by three separate commits, so three frames, and the head
+/// as it was before the third: what a crash between the third frame's fsync and its head update
+/// leaves, so the third frame is past the head (written, never acknowledged).
+async fn three_frames(dir: &Path) -> Crashed {
     let v = open(dir);
+    let mut head = Vec::new();
     for uid in ["obj-a", "obj-b", "obj-c"] {
+        head = std::fs::read(head_path(dir)).unwrap();
         v.import(rec(uid, uid.as_bytes()), Zeroizing::new(vec![1; 32]), None)
             .await
             .unwrap();
@@ -496,13 +522,14 @@ async fn three_frames(dir: &Path) -> Vec<u8> {
     drop(v);
     let log = std::fs::read(log_path(dir)).unwrap();
     assert_eq!(frames(&log).len(), 3);
-    log
+    let keys = std::fs::read(dir.join(slots::KEYS_FILE)).unwrap();
+    Crashed { log, keys, head }
 }
 
 #[tokio::test]
 async fn damage_before_the_tail_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let log = three_frames(dir.path()).await;
+    let log = three_frames(dir.path()).await.log;
     let (first, len) = frames(&log)[0];
     let mut bad = log.clone();
     bad[first + FRAME_HEADER_LEN + len / 2] ^= 0x40;
@@ -522,7 +549,7 @@ async fn damage_before_the_tail_is_refused_untouched() {
 #[tokio::test]
 async fn tampered_records_with_valid_checksums_are_refused_even_at_the_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let log = three_frames(dir.path()).await;
+    let log = three_frames(dir.path()).await.log;
     let f = frames(&log);
     // Records start with rec_len(4) seq(8) op(1) uid_len(2): the uid follows at 15.
     let uid_at = |frame: (usize, usize)| frame.0 + FRAME_HEADER_LEN + 15;
@@ -534,7 +561,7 @@ async fn tampered_records_with_valid_checksums_are_refused_even_at_the_tail() {
     reseal_frame(&mut swapped, f[1].0);
     std::fs::write(log_path(dir.path()), &swapped).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
-    assert!(msg.contains("fails authentication"), "{msg}");
+    assert!(msg.contains("fails its chain MAC"), "{msg}");
 
     // Flip a ciphertext bit in the last frame and fix its CRC: not a torn write, so refused.
     let mut tampered = log.clone();
@@ -543,21 +570,22 @@ async fn tampered_records_with_valid_checksums_are_refused_even_at_the_tail() {
     reseal_frame(&mut tampered, last.0);
     std::fs::write(log_path(dir.path()), &tampered).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
-    assert!(msg.contains("fails authentication"), "{msg}");
+    assert!(msg.contains("fails its chain MAC"), "{msg}");
     assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), tampered);
 
-    // Drop the middle frame: the sequence gap shows.
+    // Drop the middle frame: the chain breaks.
     let mut gap = log[..f[1].0].to_vec();
     gap.extend_from_slice(&log[f[2].0..]);
     std::fs::write(log_path(dir.path()), &gap).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
-    assert!(msg.contains("sequence"), "{msg}");
+    assert!(msg.contains("fails its chain MAC"), "{msg}");
 }
 
 #[tokio::test]
-async fn torn_tails_are_cut_and_the_vault_goes_on() {
+async fn torn_tails_past_the_head_are_cut_and_the_vault_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let log = three_frames(dir.path()).await;
+    let crashed = three_frames(dir.path()).await;
+    let log = crashed.log.clone();
     let (last, last_len) = frames(&log)[2];
     let end = last + FRAME_HEADER_LEN + last_len;
     let torn_images: Vec<(&str, Vec<u8>, bool)> = vec![
@@ -592,8 +620,17 @@ async fn torn_tails_are_cut_and_the_vault_goes_on() {
             true,
         ),
     ];
+    // Torn at the head (the third frame was acknowledged): refused, not cut.
+    let cut = &log[..end - 7];
+    std::fs::write(log_path(dir.path()), cut).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(
+        msg.contains("torn frame after 2 frames") && msg.contains("head records 3 frames"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), cut);
     for (what, image, c_survives) in torn_images {
-        std::fs::write(log_path(dir.path()), &image).unwrap();
+        crashed.restore(dir.path(), &image);
         let v = open_with(dir.path(), MasterKeySource::VaultDir)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         let expected_len = if c_survives { end } else { last };
@@ -630,12 +667,19 @@ async fn a_complete_last_frame_is_cut_only_with_an_unwritten_sector() {
     v.import(rec("small", b"s"), Zeroizing::new(vec![1; 32]), None)
         .await
         .unwrap();
+    // The frame of "big" is past this head: as if a crash came before its head update.
+    let head = std::fs::read(head_path(dir.path())).unwrap();
     // Material large enough for the last frame to span several 512-byte sectors.
     v.import(rec("big", b"b"), Zeroizing::new(vec![7; 3000]), None)
         .await
         .unwrap();
     drop(v);
     let log = std::fs::read(log_path(dir.path())).unwrap();
+    let crashed = Crashed {
+        log: log.clone(),
+        keys: std::fs::read(dir.path().join(slots::KEYS_FILE)).unwrap(),
+        head,
+    };
     let (last, len) = frames(&log)[1];
     let payload = last + FRAME_HEADER_LEN;
     let end = payload + len;
@@ -657,7 +701,7 @@ async fn a_complete_last_frame_is_cut_only_with_an_unwritten_sector() {
         }),
     ];
     for (what, image) in torn_images {
-        std::fs::write(log_path(dir.path()), &image).unwrap();
+        crashed.restore(dir.path(), &image);
         let v = open_with(dir.path(), MasterKeySource::VaultDir)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(
@@ -942,4 +986,475 @@ fn acknowledged_writes_survive_kill_9() {
         assert!(v.stats().objects >= acked.len());
         assert!(v.stats().objects < CRASH_CHILD_MAX_WRITES);
     });
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn master_key_of(dir: &Path) -> keyfile::MasterKey {
+    let bytes = std::fs::read(dir.join(DEFAULT_KEY_FILE)).unwrap();
+    Zeroizing::new(bytes.try_into().unwrap())
+}
+
+/// Asserts that no file in `dir` yields `secret`, neither raw nor decrypted with the master key
+/// (every record, every key slot), and that the scan does find `kept`.
+fn assert_unrecoverable(dir: &Path, master: &keyfile::MasterKey, secret: &[u8], kept: &[u8]) {
+    let found = format::recoverable_plaintexts(dir, master);
+    assert!(
+        found.iter().any(|p| contains(p, kept)),
+        "the scan must find live material"
+    );
+    assert!(
+        !found.iter().any(|p| contains(p, secret)),
+        "destroyed material decrypts from a file in {}",
+        dir.display()
+    );
+    for file in std::fs::read_dir(dir).unwrap() {
+        let path = file.unwrap().path();
+        assert!(
+            !contains(&std::fs::read(&path).unwrap(), secret),
+            "destroyed material in clear in {}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn destroyed_material_is_recoverable_from_no_file() {
+    const DOOMED: &[u8; 32] = b"doomed-key-material-0123456789ab";
+    const DELETED: &[u8; 32] = b"deleted-key-material-0123456789a";
+    const KEPT: &[u8; 32] = b"kept-key-material-0123456789abcd";
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    for (uid, m) in [("doomed", DOOMED), ("deleted", DELETED), ("kept", KEPT)] {
+        v.import(rec(uid, b"m"), Zeroizing::new(m.to_vec()), None)
+            .await
+            .unwrap();
+    }
+    v.update_meta("doomed", b"m2".to_vec()).await.unwrap();
+    v.destroy("doomed", Some(b"tombstone".to_vec()))
+        .await
+        .unwrap();
+    v.destroy("deleted", None).await.unwrap();
+    let master = master_key_of(dir.path());
+    assert_unrecoverable(dir.path(), &master, DOOMED, KEPT);
+    assert_unrecoverable(dir.path(), &master, DELETED, KEPT);
+    drop(v);
+    let v = open(dir.path());
+    assert_eq!(&v.read_material("kept").await.unwrap()[..], KEPT);
+    assert!(v.read_material("doomed").await.is_err());
+    drop(v);
+    assert_unrecoverable(dir.path(), &master, DOOMED, KEPT);
+}
+
+/// Four commits: a and b created, b's metadata updated, a destroyed.
+async fn four_frames(dir: &Path) -> Vec<u8> {
+    let v = open(dir);
+    v.import(rec("a", b"a"), Zeroizing::new(vec![1; 32]), None)
+        .await
+        .unwrap();
+    v.import(rec("b", b"b"), Zeroizing::new(vec![2; 32]), None)
+        .await
+        .unwrap();
+    v.update_meta("b", b"b2".to_vec()).await.unwrap();
+    v.destroy("a", Some(b"destroyed".to_vec())).await.unwrap();
+    drop(v);
+    let log = std::fs::read(log_path(dir)).unwrap();
+    assert_eq!(frames(&log).len(), 4);
+    log
+}
+
+#[tokio::test]
+async fn cutting_the_last_frames_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = four_frames(dir.path()).await;
+    let cut = &log[..frames(&log)[2].0];
+    std::fs::write(log_path(dir.path()), cut).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(msg.contains("accept-restore"), "{msg}");
+    assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), cut);
+}
+
+#[tokio::test]
+async fn an_older_copy_of_the_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    v.import(rec("a", b"a"), Zeroizing::new(vec![1; 32]), None)
+        .await
+        .unwrap();
+    let old = std::fs::read(log_path(dir.path())).unwrap();
+    v.destroy("a", Some(b"destroyed".to_vec())).await.unwrap();
+    drop(v);
+    std::fs::write(log_path(dir.path()), &old).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(msg.contains("accept-restore"), "{msg}");
+}
+
+#[tokio::test]
+async fn accept_restore_takes_a_cut_or_older_log_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = four_frames(dir.path()).await;
+    let head = head_path(dir.path());
+    // Cut the last two frames (the destroy of a among them): refused, then accepted.
+    std::fs::write(log_path(dir.path()), &log[..frames(&log)[2].0]).unwrap();
+    assert!(err_text(open_with(dir.path(), MasterKeySource::VaultDir)).contains("accept-restore"));
+    let msg = Vault::accept_restore(dir.path(), MasterKeySource::VaultDir, &head).unwrap();
+    assert!(msg.contains("where it recorded 4 frames"), "{msg}");
+    assert!(msg.contains("1 of them without key material"), "{msg}");
+    let v = open(dir.path());
+    // a is back as the log had it, but its key slot was zeroed by the destroy: a restored log
+    // does not bring back a shredded key.
+    let a = v
+        .load_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.uid == "a");
+    assert_eq!(a.unwrap().meta, b"a");
+    assert!(v.read_material("a").await.is_err());
+    assert_eq!(v.read_material("b").await.unwrap().len(), 32);
+}
+
+#[tokio::test]
+async fn a_log_from_before_a_compaction_is_refused_and_accepted_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    v.import(rec("a", b"a"), Zeroizing::new(vec![1; 32]), None)
+        .await
+        .unwrap();
+    let old = std::fs::read(log_path(dir.path())).unwrap();
+    v.compact().await.unwrap();
+    v.update_meta("a", b"a2".to_vec()).await.unwrap();
+    drop(v);
+    std::fs::write(log_path(dir.path()), &old).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(
+        msg.contains("another salt") && msg.contains("accept-restore"),
+        "{msg}"
+    );
+    Vault::accept_restore(
+        dir.path(),
+        MasterKeySource::VaultDir,
+        &head_path(dir.path()),
+    )
+    .unwrap();
+    let v = open(dir.path());
+    assert_eq!(v.load_all().await.unwrap()[0].meta, b"a");
+}
+
+#[tokio::test]
+async fn a_crash_between_the_log_fsync_and_the_head_update_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    v.import(rec("a", b"a"), Zeroizing::new(vec![1; 32]), None)
+        .await
+        .unwrap();
+    let head = std::fs::read(head_path(dir.path())).unwrap();
+    v.import(rec("b", b"b"), Zeroizing::new(vec![2; 32]), None)
+        .await
+        .unwrap();
+    drop(v);
+    // The frame of b is on disk; the head still names the end of a's frame.
+    std::fs::write(head_path(dir.path()), &head).unwrap();
+    let v = open(dir.path());
+    assert_eq!(v.read_material("b").await.unwrap().len(), 32);
+    drop(v);
+    // The open re-anchored the head: cutting b's frame now is refused.
+    let log = std::fs::read(log_path(dir.path())).unwrap();
+    std::fs::write(log_path(dir.path()), &log[..frames(&log)[1].0]).unwrap();
+    assert!(err_text(open_with(dir.path(), MasterKeySource::VaultDir)).contains("accept-restore"));
+}
+
+#[tokio::test]
+async fn a_missing_head_is_refused_unless_the_log_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    std::fs::remove_file(head_path(dir.path())).unwrap();
+    // No frame was ever written: nothing can have been lost.
+    let v = open(dir.path());
+    v.import(rec("a", b"a"), Zeroizing::new(vec![1; 32]), None)
+        .await
+        .unwrap();
+    drop(v);
+    std::fs::remove_file(head_path(dir.path())).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(
+        msg.contains("head file is missing") && msg.contains("accept-restore"),
+        "{msg}"
+    );
+    // A deleted log with the head still there is not silently replaced by an empty vault.
+    Vault::accept_restore(
+        dir.path(),
+        MasterKeySource::VaultDir,
+        &head_path(dir.path()),
+    )
+    .unwrap();
+    std::fs::remove_file(log_path(dir.path())).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(msg.contains("log is missing"), "{msg}");
+}
+
+#[tokio::test]
+async fn shredding_a_crash_interrupted_is_finished_at_open() {
+    const DOOMED: &[u8; 32] = b"doomed-key-material-0123456789ab";
+    const KEPT: &[u8; 32] = b"kept-key-material-0123456789abcd";
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    v.import(rec("doomed", b"m"), Zeroizing::new(DOOMED.to_vec()), None)
+        .await
+        .unwrap();
+    v.import(rec("kept", b"m"), Zeroizing::new(KEPT.to_vec()), None)
+        .await
+        .unwrap();
+    let keys_before = std::fs::read(dir.path().join(slots::KEYS_FILE)).unwrap();
+    v.destroy("doomed", None).await.unwrap();
+    drop(v);
+    // The crash came after the tombstone's fsync, before the slot was zeroed.
+    std::fs::write(dir.path().join(slots::KEYS_FILE), &keys_before).unwrap();
+    let master = master_key_of(dir.path());
+    assert!(format::recoverable_plaintexts(dir.path(), &master)
+        .iter()
+        .any(|p| contains(p, DOOMED)));
+    let v = open(dir.path());
+    assert_eq!(v.stats().slots_shredded_at_open, 1);
+    assert_unrecoverable(dir.path(), &master, DOOMED, KEPT);
+}
+
+fn slot_of(v: &Vault, uid: &str) -> u32 {
+    v.shared.read_objects()[uid].key.as_ref().unwrap().slot
+}
+
+#[tokio::test]
+async fn a_slot_is_reused_only_once_no_record_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    v.import(rec("a", b""), Zeroizing::new(vec![1; 32]), None)
+        .await
+        .unwrap();
+    let a = slot_of(&v, "a");
+    v.destroy("a", Some(b"gone".to_vec())).await.unwrap();
+    v.import(rec("b", b""), Zeroizing::new(vec![2; 32]), None)
+        .await
+        .unwrap();
+    assert_ne!(slot_of(&v, "b"), a, "a's records are still in the log");
+    drop(v);
+    // Also after a reopen, which rebuilds the free list from the log.
+    let v = open(dir.path());
+    v.import(rec("c", b""), Zeroizing::new(vec![3; 32]), None)
+        .await
+        .unwrap();
+    assert_ne!(slot_of(&v, "c"), a);
+    v.compact().await.unwrap();
+    v.import(rec("d", b""), Zeroizing::new(vec![4; 32]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        slot_of(&v, "d"),
+        a,
+        "after compaction no record names a's slot"
+    );
+    drop(v);
+    let v = open(dir.path());
+    for uid in ["b", "c", "d"] {
+        assert_eq!(v.read_material(uid).await.unwrap().len(), 32);
+    }
+}
+
+/// Copies the version-1 fixture (written by the version-1 code) into a fresh directory.
+fn v1_vault() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-v1");
+    for name in [DEFAULT_KEY_FILE, LOG_FILE] {
+        let to = dir.path().join(name);
+        std::fs::copy(fixture.join(name), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
+    const DESTROYED: &[u8] = b"DESTROYED-V1-KEY-0123456789abcde";
+    const DELETED: &[u8] = b"DELETED-V1-KEY-0123456789abcdefg";
+    let dir = v1_vault();
+    let master = master_key_of(dir.path());
+    assert!(format::recoverable_plaintexts(dir.path(), &master)
+        .iter()
+        .any(|p| contains(p, DESTROYED)));
+    for round in 0..2 {
+        let v = open(dir.path());
+        let mut all = v.load_all().await.unwrap();
+        all.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let uids: Vec<_> = all.iter().map(|r| r.uid.as_str()).collect();
+        assert_eq!(
+            uids,
+            ["aes-live", "destroyed", "hmac-live", "secret"],
+            "round {round}"
+        );
+        assert_eq!(&v.read_material("aes-live").await.unwrap()[..], &[0x11; 32]);
+        let aes = v.shared.read_objects()["aes-live"].spec.clone().unwrap();
+        assert_eq!(aes.label.as_deref(), Some("label-aes"));
+        assert_eq!(aes.bits, 256);
+        assert_eq!(
+            &v.read_material("hmac-live").await.unwrap()[..],
+            &[0x22; 32]
+        );
+        assert_eq!(all[2].meta, b"meta-hmac-2");
+        assert_eq!(
+            &v.read_material("secret").await.unwrap()[..],
+            b"v1-secret-password"
+        );
+        assert_eq!(all[1].meta, b"tombstone");
+        assert!(v.read_material("destroyed").await.is_err());
+        drop(v);
+        let log = std::fs::read(log_path(dir.path())).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(log[8..12].try_into().unwrap()),
+            format::FORMAT_VERSION
+        );
+        assert_unrecoverable(dir.path(), &master, DESTROYED, b"v1-secret-password");
+        assert_unrecoverable(dir.path(), &master, DELETED, b"v1-secret-password");
+    }
+    // The upgraded vault is anchored: an older copy of it is refused.
+    let log = std::fs::read(log_path(dir.path())).unwrap();
+    let v = open(dir.path());
+    v.update_meta("secret", b"m".to_vec()).await.unwrap();
+    // New objects get slots of their own: the upgraded ones keep theirs.
+    for i in 0..4 {
+        v.import(
+            rec(&format!("new{i}"), b""),
+            Zeroizing::new(vec![i; 32]),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    drop(v);
+    let v = open(dir.path());
+    assert_eq!(&v.read_material("aes-live").await.unwrap()[..], &[0x11; 32]);
+    assert_eq!(
+        &v.read_material("hmac-live").await.unwrap()[..],
+        &[0x22; 32]
+    );
+    assert_eq!(
+        &v.read_material("secret").await.unwrap()[..],
+        b"v1-secret-password"
+    );
+    assert_eq!(&v.read_material("new3").await.unwrap()[..], &[3; 32]);
+    v.update_meta("secret", b"m2".to_vec()).await.unwrap();
+    drop(v);
+    std::fs::write(log_path(dir.path()), &log).unwrap();
+    assert!(err_text(open_with(dir.path(), MasterKeySource::VaultDir)).contains("accept-restore"));
+}
+
+#[tokio::test]
+async fn a_version_1_log_put_back_after_the_upgrade_is_refused() {
+    let dir = v1_vault();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-v1");
+    let v = open(dir.path());
+    v.update_meta("secret", b"m".to_vec()).await.unwrap();
+    drop(v);
+    std::fs::copy(fixture.join(LOG_FILE), log_path(dir.path())).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(
+        msg.contains("version-1 log") && msg.contains("accept-restore"),
+        "{msg}"
+    );
+}
+
+/// Commit latency of sequential writes (one request per group commit, so each pays every
+/// fsync): `KMIP_VAULT_BENCH_DIR=/some/disk cargo test -p kmip-backends --lib -- --ignored
+/// --nocapture sequential_commit_latency`.
+#[tokio::test]
+#[ignore = "measures fsync cost; run by hand on the disk in question"]
+async fn sequential_commit_latency() {
+    const OPS: usize = 300;
+    let base = std::env::var("KMIP_VAULT_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let v = open(dir.path());
+    let uid = |i: usize| format!("{i:08}-0000-4000-8000-000000000000");
+    let started = Instant::now();
+    for i in 0..OPS {
+        v.generate(rec(&uid(i), &[0x5a; 120]), spec(KeyAlgorithm::Aes, 256))
+            .await
+            .unwrap();
+    }
+    let create = started.elapsed() / OPS as u32;
+    let started = Instant::now();
+    for i in 0..OPS {
+        v.update_meta(&uid(i), vec![0x5b; 120]).await.unwrap();
+    }
+    let update = started.elapsed() / OPS as u32;
+    let started = Instant::now();
+    for i in 0..OPS {
+        v.destroy(&uid(i), Some(vec![0x5c; 120])).await.unwrap();
+    }
+    let destroy = started.elapsed() / OPS as u32;
+    println!("per sequential op: create {create:?}, update_meta {update:?}, destroy {destroy:?}");
+}
+
+#[tokio::test]
+async fn a_torn_head_write_leaves_the_other_copy_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    for uid in ["a", "b", "c"] {
+        v.import(rec(uid, b""), Zeroizing::new(vec![1; 32]), None)
+            .await
+            .unwrap();
+    }
+    drop(v);
+    let head = std::fs::read(head_path(dir.path())).unwrap();
+    assert_eq!(head.len(), 1024);
+    // Either copy torn (the newer one: the log is one frame past the older one, never
+    // acknowledged as far as the head knows, and kept).
+    for copy in [0, 512] {
+        let mut torn = head.clone();
+        torn[copy + 30] ^= 0xff;
+        std::fs::write(head_path(dir.path()), &torn).unwrap();
+        let v = open(dir.path());
+        assert_eq!(v.stats().objects, 3);
+        drop(v);
+    }
+    let mut both = std::fs::read(head_path(dir.path())).unwrap();
+    both[30] ^= 0xff;
+    both[512 + 30] ^= 0xff;
+    std::fs::write(head_path(dir.path()), &both).unwrap();
+    let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
+    assert!(msg.contains("no copy authenticates"), "{msg}");
+    Vault::accept_restore(
+        dir.path(),
+        MasterKeySource::VaultDir,
+        &head_path(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(open(dir.path()).stats().objects, 3);
+}
+
+#[tokio::test]
+async fn an_upgrade_interrupted_before_its_rename_runs_again() {
+    let dir = v1_vault();
+    let master = master_key_of(dir.path());
+    // What a crash after the head named the new log as `next`, before the rename, leaves: the
+    // version-1 log, a half-made new log and key slots, and that head.
+    std::fs::write(dir.path().join(format::TMP_LOG_FILE), b"half a log").unwrap();
+    std::fs::write(dir.path().join(slots::KEYS_FILE), b"stale slots").unwrap();
+    let elsewhere = head::Position {
+        salt: [7; 32],
+        frames: 1,
+        log_len: 500,
+        mac: [9; 32],
+    };
+    drop(head::Head::create(&head_path(dir.path()), &master, None, Some(elsewhere)).unwrap());
+    let v = open(dir.path());
+    assert_eq!(&v.read_material("aes-live").await.unwrap()[..], &[0x11; 32]);
+    assert_eq!(v.stats().objects, 4);
+    drop(v);
+    assert!(!dir.path().join(format::TMP_LOG_FILE).exists());
+    assert_unrecoverable(
+        dir.path(),
+        &master,
+        b"DESTROYED-V1-KEY-0123456789abcde",
+        b"v1-secret-password",
+    );
 }

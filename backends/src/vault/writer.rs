@@ -1,6 +1,7 @@
-//! The vault's single writer: a dedicated thread that owns the log file, batches concurrent
-//! mutations into one append + fdatasync (group commit), applies them to the in-memory state
-//! only once durable, and compacts the log when most of it is garbage.
+//! The vault's single writer: a dedicated thread that owns the log, key slot and head files,
+//! batches concurrent mutations into one frame and one set of fdatasyncs (group commit), applies
+//! them to the in-memory state only once durable, and compacts the log when most of it is
+//! garbage.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,8 +13,10 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::format::{self, FileKeys, FRAME_HEADER_LEN, FRAME_TARGET_BYTES, LOG_FILE, TMP_LOG_FILE};
+use super::head::{Head, Position};
 use super::keyfile::MasterKey;
-use super::{io_err, sync_dir, Entry, Shared};
+use super::slots::{self, KeySlots, SLOT_LEN};
+use super::{io_err, sync_dir, DataKey, Entry, Shared};
 use crate::BackendError;
 
 /// Most mutations one group commit takes; bounds the latency a batch adds to its first member.
@@ -54,14 +57,31 @@ struct Pending {
     reply: oneshot::Sender<Result<(), BackendError>>,
 }
 
+/// Key slot work of one group commit.
+#[derive(Default)]
+struct SlotWork {
+    /// New objects' wrapped DEKs: written and synced before the log frame that names them.
+    fill: Vec<(u32, [u8; SLOT_LEN])>,
+    /// Destroyed or deleted objects' slots: zeroed and synced after the frame, before the reply.
+    shred: Vec<u32>,
+}
+
 pub(crate) struct Writer {
     pub dir: PathBuf,
     pub master: MasterKey,
     pub file: File,
     pub keys: FileKeys,
     pub next_seq: u64,
-    pub file_len: u64,
+    /// Where the log ends: its length and chain MAC, what the head records after each commit.
+    pub pos: Position,
     pub live_bytes: u64,
+    pub slots: KeySlots,
+    pub head: Head,
+    /// Empty key slots that no record of the current log names: free to hand out.
+    pub free_slots: Vec<u32>,
+    /// Zeroed slots that records of the current log still name: free after the next compaction,
+    /// so replaying an old record never meets another object's key.
+    pub retired_slots: Vec<u32>,
     pub shared: Arc<Shared>,
     pub rx: mpsc::Receiver<Request>,
     /// Held for the writer's lifetime: the advisory lock that keeps a second process out.
@@ -91,12 +111,14 @@ impl Writer {
         }
     }
 
-    /// One group commit: takes every request already queued (within the batch limits), appends
-    /// their records as one frame, fsyncs once, applies them and answers them all.
+    /// One group commit: takes every request already queued (within the batch limits), makes
+    /// their records durable as one frame (see [`Writer::commit`]), applies them and answers
+    /// them all.
     fn batch(&mut self, first: Request, buf: &mut Vec<u8>) -> Result<(), BackendError> {
         buf.clear();
         let frame = format::begin_frame(buf);
         let mut pending: Vec<Pending> = Vec::new();
+        let mut slot_work = SlotWork::default();
         let mut compact_replies = Vec::new();
         let mut next = Some(first);
         let mut taken = 0;
@@ -104,7 +126,7 @@ impl Writer {
             taken += 1;
             match req.mutation {
                 Mutation::Compact => compact_replies.push(req.reply),
-                m => match self.stage(m, buf, &pending) {
+                m => match self.stage(m, buf, &pending, &mut slot_work) {
                     Ok((uid, entry)) => pending.push(Pending {
                         uid,
                         entry,
@@ -120,8 +142,7 @@ impl Writer {
             }
         }
         if !pending.is_empty() {
-            format::finish_frame(buf, frame);
-            if let Err(e) = self.append(buf) {
+            if let Err(e) = self.commit(buf, frame, &slot_work) {
                 // Stopped before anyone hears of the failure: a caller that saw it also sees
                 // `health()` fail.
                 self.shared.failed.store(true, Ordering::SeqCst);
@@ -130,6 +151,7 @@ impl Writer {
                 }
                 return Err(e);
             }
+            self.retired_slots.extend(slot_work.shred);
             self.apply(pending);
         }
         if compact_replies.is_empty() && !self.should_compact() {
@@ -162,18 +184,40 @@ impl Writer {
         mutation: Mutation,
         buf: &mut Vec<u8>,
         pending: &[Pending],
+        slot_work: &mut SlotWork,
     ) -> Result<(String, Option<Entry>), BackendError> {
+        // A new object's key slot, and the slot of a destroyed object's material.
+        let mut filled = None;
+        let mut shredded = None;
+        let shared = Arc::clone(&self.shared);
         let (uid, entry) = {
-            let state = self.shared.read_objects();
+            let state = shared.read_objects();
             // The object as it will be once the mutations staged before this one commit.
             let current = |uid: &str| match pending.iter().rev().find(|p| p.uid == uid) {
                 Some(p) => p.entry.as_ref(),
                 None => state.get(uid),
             };
             match mutation {
-                Mutation::Create { uid, entry } => match current(&uid) {
+                Mutation::Create { uid, mut entry } => match current(&uid) {
                     Some(_) => return Err(BackendError::AlreadyExists(uid)),
-                    None => (uid, Some(entry)),
+                    None => {
+                        if entry.material.is_some() {
+                            let slot = self.alloc_slot()?;
+                            let dek = slots::new_dek();
+                            match dek.and_then(|dek| Ok((self.slots.seal(slot, &uid, &dek)?, dek)))
+                            {
+                                Ok((sealed, dek)) => {
+                                    filled = Some((slot, sealed));
+                                    entry.key = Some(DataKey { slot, dek });
+                                }
+                                Err(e) => {
+                                    self.free_slots.push(slot);
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        (uid, Some(entry))
+                    }
                 },
                 Mutation::UpdateMeta { uid, meta } => match current(&uid) {
                     None => return Err(BackendError::NotFound(uid)),
@@ -183,21 +227,23 @@ impl Writer {
                             spec: old.spec.clone(),
                             meta,
                             material: old.material.clone(),
+                            key: old.key.clone(),
                         };
                         (uid, Some(entry))
                     }
                 },
                 Mutation::Destroy { uid, tombstone } => match (current(&uid), tombstone) {
                     (None, _) => return Err(BackendError::NotFound(uid)),
-                    (Some(_), None) => (uid, None),
-                    (Some(old), Some(meta)) => {
-                        let entry = Entry {
+                    (Some(old), tombstone) => {
+                        shredded = old.key.as_ref().map(|k| k.slot);
+                        let entry = tombstone.map(|meta| Entry {
                             kind: old.kind,
                             spec: old.spec.clone(),
                             meta,
                             material: None,
-                        };
-                        (uid, Some(entry))
+                            key: None,
+                        });
+                        (uid, entry)
                     }
                 },
                 Mutation::Compact => {
@@ -207,17 +253,62 @@ impl Writer {
                 }
             }
         };
-        format::seal_record(&self.keys, self.next_seq, &uid, entry.as_ref(), buf)?;
+        if let Err(e) = format::seal_record(&self.keys, self.next_seq, &uid, entry.as_ref(), buf) {
+            self.free_slots.extend(filled.map(|(slot, _)| slot));
+            return Err(e);
+        }
         self.next_seq += 1;
+        slot_work.fill.extend(filled);
+        slot_work.shred.extend(shredded);
         Ok((uid, entry))
     }
 
-    fn append(&mut self, buf: &[u8]) -> Result<(), BackendError> {
+    /// The next key slot for a new object: a free one, else a new one at the end of the file.
+    fn alloc_slot(&mut self) -> Result<u32, BackendError> {
+        if let Some(slot) = self.free_slots.pop() {
+            return Ok(slot);
+        }
+        // Slots handed out in this batch are not written yet: count past them too.
+        let next = self.slots.len;
+        if next >= slots::MAX_SLOTS {
+            return Err(BackendError::Unavailable(format!(
+                "the vault holds its maximum of {} key slots",
+                slots::MAX_SLOTS
+            )));
+        }
+        self.slots.len = next + 1;
+        Ok(next)
+    }
+
+    /// Makes a batch durable in the order that keeps every acknowledged object readable and
+    /// every destroyed one unrecoverable: new key slots (synced), the frame (synced), the head
+    /// (synced), then the zeroing of destroyed objects' slots (synced).
+    fn commit(
+        &mut self,
+        buf: &mut Vec<u8>,
+        frame: usize,
+        slot_work: &SlotWork,
+    ) -> Result<(), BackendError> {
+        if !slot_work.fill.is_empty() {
+            for (slot, sealed) in &slot_work.fill {
+                self.slots.write(*slot, sealed)?;
+            }
+            self.slots.sync()?;
+        }
+        let mut pos = self.pos;
+        format::finish_frame(buf, frame, &self.keys, &mut pos);
         let path = self.dir.join(LOG_FILE);
         self.file.write_all(buf).map_err(|e| io_err(&path, e))?;
         // fdatasync also persists the grown file size, which is all the metadata an append needs.
         self.file.sync_data().map_err(|e| io_err(&path, e))?;
-        self.file_len += buf.len() as u64;
+        self.pos = pos;
+        self.head.store(Some(pos), None)?;
+        if !slot_work.shred.is_empty() {
+            for slot in &slot_work.shred {
+                self.slots.zero(*slot)?;
+            }
+            self.slots.sync()?;
+        }
         Ok(())
     }
 
@@ -256,22 +347,23 @@ impl Writer {
     fn publish_sizes(&self) {
         self.shared
             .log_bytes
-            .store(self.file_len, Ordering::Relaxed);
+            .store(self.pos.log_len, Ordering::Relaxed);
         self.shared
             .live_bytes
             .store(self.live_bytes, Ordering::Relaxed);
     }
 
     fn should_compact(&self) -> bool {
-        self.file_len >= COMPACT_MIN_LOG_BYTES
-            && self.file_len >= COMPACT_GARBAGE_FACTOR.saturating_mul(self.live_bytes)
+        self.pos.log_len >= COMPACT_MIN_LOG_BYTES
+            && self.pos.log_len >= COMPACT_GARBAGE_FACTOR.saturating_mul(self.live_bytes)
     }
 
     /// Rewrites the log with only the live objects (under a new salt, so fresh keys), then
-    /// atomically replaces the old one. Writes wait meanwhile; reads go on.
+    /// atomically replaces the old one; the head names both files meanwhile, so a crash at any
+    /// point leaves a log the head accepts. Writes wait meanwhile; reads go on.
     fn compact(&mut self) -> Result<(), CompactError> {
         let started = Instant::now();
-        let before = self.file_len;
+        let before = self.pos.log_len;
         let tmp = self.dir.join(TMP_LOG_FILE);
         let path = self.dir.join(LOG_FILE);
         let written = {
@@ -286,6 +378,10 @@ impl Writer {
                 return Err(CompactError::Recoverable(e));
             }
         };
+        // A failed head write leaves the head's state unknown: the writer cannot go on.
+        self.head
+            .store(Some(self.pos), Some(fresh.end))
+            .map_err(CompactError::Fatal)?;
         if let Err(e) = std::fs::rename(&tmp, &path) {
             let _ = std::fs::remove_file(&tmp);
             return Err(CompactError::Recoverable(io_err(&path, e)));
@@ -293,16 +389,21 @@ impl Writer {
         self.file = fresh.file;
         self.keys = fresh.keys;
         self.next_seq = fresh.next_seq;
-        self.file_len = fresh.file_len;
-        self.live_bytes = fresh.file_len;
+        self.pos = fresh.end;
+        self.live_bytes = fresh.end.log_len;
         self.publish_sizes();
         // Until the directory entry is durable a crash could bring back the old log, losing
         // what is appended to the new one: without this fsync the writer cannot go on.
         sync_dir(&self.dir).map_err(CompactError::Fatal)?;
+        self.head
+            .store(Some(self.pos), None)
+            .map_err(CompactError::Fatal)?;
+        // No record of the new log names a retired slot any more.
+        self.free_slots.append(&mut self.retired_slots);
         self.shared.compactions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             before,
-            after = self.file_len,
+            after = self.pos.log_len,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compacted the vault log"
         );
