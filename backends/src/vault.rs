@@ -136,6 +136,19 @@ pub(crate) fn io_err(path: &Path, e: std::io::Error) -> BackendError {
     ))
 }
 
+/// Creates (or empties) a file only the owner can read, for the temporary copies of the log,
+/// the key slots and the head that are renamed into place once complete.
+pub(crate) fn create_private(path: &Path) -> Result<File, BackendError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, e))
+}
+
 /// Makes a directory's entries (a created or renamed file) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), BackendError> {
     let dir = if dir.as_os_str().is_empty() {

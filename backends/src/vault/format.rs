@@ -26,9 +26,8 @@
 //! file (`head.rs`) pins where the chain ended at the last acknowledgement.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -38,7 +37,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::head::{HeadState, Position};
 use super::keyfile::MasterKey;
 use super::slots::Dek;
-use super::{io_err, Entry};
+use super::{create_private, io_err, Entry};
 use crate::{BackendError, KeyAlgorithm, KeySpec, ObjectKind};
 
 /// The log file's name inside the vault directory.
@@ -998,14 +997,7 @@ pub(crate) fn write_log_file<'a>(
     master: &MasterKey,
     objects: impl Iterator<Item = (&'a String, &'a Entry)>,
 ) -> Result<FreshLog, BackendError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(|e| io_err(tmp, e))?;
+    let mut file = create_private(tmp)?;
     let (header, keys) = new_header(master)?;
     let mut pos = keys.start;
     let mut buf = Vec::with_capacity(FRAME_TARGET_BYTES + MAX_RECORD_BYTES + CHAIN_MAC_LEN);

@@ -16,13 +16,13 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::{constant_time, hkdf, hmac};
 
 use super::keyfile::MasterKey;
-use super::{io_err, sync_dir};
+use super::{create_private, io_err, sync_dir};
 use crate::BackendError;
 
 /// The head's file name when it sits beside the master key.
@@ -186,14 +186,7 @@ impl Head {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".new");
         let tmp = PathBuf::from(tmp);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, e))?;
+        let mut file = create_private(&tmp)?;
         let copy = encode(&key, &state);
         file.write_all(&copy)
             .and_then(|()| file.write_all(&copy))

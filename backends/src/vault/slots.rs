@@ -15,7 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -23,7 +23,7 @@ use aws_lc_rs::{hkdf, rand};
 use zeroize::Zeroizing;
 
 use super::keyfile::MasterKey;
-use super::{io_err, sync_dir};
+use super::{create_private, io_err, sync_dir};
 use crate::BackendError;
 
 /// The slot file's name inside the vault directory.
@@ -92,14 +92,7 @@ impl KeySlots {
         header.extend_from_slice(&salt);
         header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
         header.resize(SLOT_LEN, 0);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, e))?;
+        let mut file = create_private(&tmp)?;
         file.write_all(&header).map_err(|e| io_err(&tmp, e))?;
         let mut slots_file = KeySlots {
             file,
