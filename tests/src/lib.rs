@@ -90,6 +90,21 @@ pub fn binary_path(name: &str) -> PathBuf {
     path
 }
 
+/// Runs `kmip-gateway ARGS` (a CLI command, not a server); returns (success, stdout + stderr).
+pub fn gateway_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let out = Command::new(binary_path("kmip-gateway"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run kmip-gateway");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Removes ANSI escape sequences (colours) from a log line.
 pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());

@@ -2,11 +2,10 @@
 //! `/clients` (and `/metrics` when configured), the Host check, browser requests, the request
 //! deadline and the connection cap; and the CLI using the token.
 
-use kmip_e2e::{admin_exchange, binary_path, read_admin_token, GatewayOptions, GatewayProcess};
+use kmip_e2e::{admin_exchange, gateway_cli, read_admin_token, GatewayOptions, GatewayProcess};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The gateway's `ADMIN_REQUEST_DEADLINE` (5 s) with ample room for a loaded machine: a slow
@@ -20,20 +19,6 @@ fn admin_started() -> GatewayProcess {
         admin: true,
         ..GatewayOptions::default()
     })
-}
-
-fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary_path("kmip-gateway"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run kmip-gateway");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 fn status_of(answer: &str) -> u16 {
@@ -87,14 +72,14 @@ fn reload_and_clients_need_the_token() {
         ],
         vec!["clients", "--admin", &addr, "--token-file", &file],
     ] {
-        let (ok, out) = cli(&args);
+        let (ok, out) = gateway_cli(&args);
         assert!(ok, "{args:?}: {out}");
     }
     let other = tempfile::tempdir().unwrap();
     let wrong = other.path().join("wrong.token");
     std::fs::write(&wrong, "a-token-that-is-long-enough-but-not-the-one\n").unwrap();
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let (ok, out) = cli(&[
+    let (ok, out) = gateway_cli(&[
         "reload",
         "--admin",
         &addr,
@@ -312,7 +297,7 @@ fn metrics_can_require_the_token() {
     // The CLI finds the token through the configuration.
     let config = dir.path().join("gateway.toml");
     let addr = gw.admin_addr().unwrap().to_string();
-    let (ok, out) = cli(&[
+    let (ok, out) = gateway_cli(&[
         "clients",
         "--admin",
         &addr,

@@ -3,7 +3,7 @@
 //! `kmip-gateway audit verify`, and the same command catching an edited, a removed and a
 //! reordered record.
 
-use kmip_e2e::{aes256_key_of, binary_path, Backend, GatewayHome, GatewayProcess};
+use kmip_e2e::{aes256_key_of, gateway_cli, Backend, GatewayHome, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,
@@ -14,7 +14,6 @@ use kmip_wire::model::{
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const VERSION: ProtocolVersion = ProtocolVersion::V1_4;
@@ -88,19 +87,9 @@ fn records(dir: &Path) -> Vec<serde_json::Value> {
 
 /// Runs `kmip-gateway audit verify` on `paths`: (success, what it printed).
 fn verify(paths: &[&Path]) -> (bool, String) {
-    let out = Command::new(binary_path("kmip-gateway"))
-        .args(["audit", "verify"])
-        .args(paths)
-        .output()
-        .expect("run kmip-gateway audit verify");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut args: Vec<&std::ffi::OsStr> = vec!["audit".as_ref(), "verify".as_ref()];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    gateway_cli(&args)
 }
 
 fn stop(mut gw: GatewayProcess) {

@@ -3,7 +3,7 @@
 //! under load, revocation closing open connections, the deny-list, and a failed reload that keeps
 //! the gateway serving.
 
-use kmip_e2e::{binary_path, GatewayOptions, GatewayProcess};
+use kmip_e2e::{gateway_cli, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, LocateRequest, Name, ProtocolVersion, RequestBatchItem, RequestHeader,
@@ -12,7 +12,6 @@ use kmip_wire::model::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,23 +27,8 @@ const SIGNAL_RELOAD_WAIT: Duration = Duration::from_secs(10);
 /// How long a line already logged may take to be read from the gateway's stderr.
 const LOG_WAIT: Duration = Duration::from_secs(30);
 
-/// Runs `kmip-gateway ARGS`; returns (success, stdout + stderr).
-fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary_path("kmip-gateway"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run kmip-gateway");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn cli_ok(args: &[&str]) -> String {
-    let (ok, text) = cli(args);
+    let (ok, text) = gateway_cli(args);
     assert!(ok, "kmip-gateway {args:?} failed:\n{text}");
     text
 }
@@ -146,7 +130,7 @@ impl Site {
             s(&site.config()),
         ]);
         assert!(out.contains("purefa"), "{out}");
-        let (dup_ok, dup) = cli(&[
+        let (dup_ok, dup) = gateway_cli(&[
             "user",
             "add",
             "purefa",
@@ -214,7 +198,7 @@ async fn connect_and_locate(gw: &GatewayProcess, tls: &ClientTls) -> Result<Kmip
 }
 
 fn scrape(gw: &GatewayProcess) -> String {
-    let (ok, body) = cli(&[
+    let (ok, body) = gateway_cli(&[
         "clients",
         "--admin",
         &admin(gw),
@@ -601,7 +585,7 @@ async fn invalid_reload_keeps_the_old_configuration_and_counts_the_failure() {
         &site.ca_dir().join("server.pem"),
         b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
     );
-    let (ok, out) = cli(&[
+    let (ok, out) = gateway_cli(&[
         "reload",
         "--admin",
         &admin(&gw),
@@ -621,7 +605,7 @@ async fn invalid_reload_keeps_the_old_configuration_and_counts_the_failure() {
     replace(&site.ca_dir().join("server.pem"), &good_cert);
     let config = std::fs::read_to_string(site.config()).unwrap();
     std::fs::write(site.config(), format!("{config}\n[[users]\n")).unwrap();
-    let (ok, out) = cli(&[
+    let (ok, out) = gateway_cli(&[
         "reload",
         "--admin",
         &admin(&gw),

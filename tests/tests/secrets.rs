@@ -4,7 +4,7 @@
 //! gateway named by the pid file.
 
 use kmip_e2e::{
-    binary_path, Backend, GatewayHome, GatewayOptions, GatewayProcess, SOFTHSM_MODULE,
+    gateway_cli, Backend, GatewayHome, GatewayOptions, GatewayProcess, SOFTHSM_MODULE,
     SOFTHSM_TOKEN_LABEL,
 };
 use std::os::unix::fs::PermissionsExt;
@@ -15,20 +15,6 @@ use std::time::{Duration, Instant};
 const WAIT_BOUND: Duration = Duration::from_secs(60);
 /// Watchdog rounds watched for login retries: the gateway's `RECOVERY_INTERVAL` is 2 s.
 const WATCHED_ROUNDS: Duration = Duration::from_secs(12);
-
-fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary_path("kmip-gateway"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run kmip-gateway");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// Whether `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
@@ -112,7 +98,7 @@ fn reload_never_signals_a_process_the_pid_file_does_not_belong_to() {
     // A stale file: its pid is now an unrelated process.
     let mut sleeper = Helper(Command::new("sleep").arg("300").spawn().unwrap());
     std::fs::write(&pid_file, format!("{}\n", sleeper.0.id())).unwrap();
-    let (ok, out) = cli(&["reload", "--pid-file", pid_arg]);
+    let (ok, out) = gateway_cli(&["reload", "--pid-file", pid_arg]);
     assert!(!ok && out.contains("stale"), "{out}");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -152,7 +138,7 @@ fn reload_never_signals_a_process_the_pid_file_does_not_belong_to() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (ok, out) = cli(&["reload", "--pid-file", pid_arg]);
+    let (ok, out) = gateway_cli(&["reload", "--pid-file", pid_arg]);
     assert!(!ok && out.contains("not a running"), "{out}");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -166,7 +152,7 @@ fn reload_never_signals_a_process_the_pid_file_does_not_belong_to() {
     // The gateway's own pid file works.
     let gw = GatewayProcess::start();
     let data_dir = gw.data_dir().display().to_string();
-    let (ok, out) = cli(&["reload", "--data-dir", &data_dir]);
+    let (ok, out) = gateway_cli(&["reload", "--data-dir", &data_dir]);
     assert!(ok && out.contains("SIGHUP sent"), "{out}");
 }
 
