@@ -5,6 +5,8 @@
 mod cryptoki_read;
 mod echo;
 mod ops;
+mod plot;
+mod progress;
 mod run;
 mod stats;
 
@@ -12,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use kmip_gateway::client::ClientTls;
 use kmip_wire::model::ProtocolVersion;
 use ops::Target;
+use plot::{Series, Side};
 use run::{Limit, Mix, RunError, Scenario, Spec, DEFAULT_PRELOAD};
 use serde_json::json;
 use stats::Stats;
@@ -78,6 +81,19 @@ struct CryptokiReadArgs {
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    plots: PlotArgs,
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Draw the latency percentile curve (log scale; per operation; A and B together with
+    /// --compare) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Draw operations per second over time (one point per second) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot_throughput: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -135,6 +151,11 @@ struct RunArgs {
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    plots: PlotArgs,
+    /// No progress bars (they are drawn only when stderr is a terminal anyway).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
@@ -169,6 +190,8 @@ enum BenchError {
     Runtime(std::io::Error),
     #[error("write {path}: {problem}")]
     Json { path: String, problem: String },
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
 }
 
 fn main() -> ExitCode {
@@ -236,7 +259,57 @@ fn cryptoki_read(args: CryptokiReadArgs) -> Result<(), BenchError> {
         },
         "result": stats.to_json(),
     });
-    write_json(args.json, &report)
+    write_json(args.json, &report)?;
+    draw(
+        &args.plots,
+        &format!(
+            "cryptoki-read, {} keys, {} threads: {:.0}/s",
+            spec.keys,
+            spec.concurrency,
+            stats.throughput()
+        ),
+        &[(Side::A, "cryptoki-read".to_owned(), &stats)],
+    )
+}
+
+/// The curve of whole iterations, then one per operation when an iteration has several.
+fn latency_series(side: Side, name: &str, s: &Stats) -> Vec<Series> {
+    let mut v = vec![Series {
+        label: format!("{name}: iteration"),
+        side,
+        points: stats::percentile_curve(&s.total),
+    }];
+    if s.per_op.len() > 1 {
+        v.extend(s.per_op.iter().map(|(op, h)| Series {
+            label: format!("{name}: {op}"),
+            side,
+            points: stats::percentile_curve(h),
+        }));
+    }
+    v
+}
+
+/// Writes the figures asked for by `plots`; `runs` are the measured targets, A first.
+fn draw(plots: &PlotArgs, title: &str, runs: &[(Side, String, &Stats)]) -> Result<(), BenchError> {
+    if let Some(path) = &plots.plot {
+        let series: Vec<Series> = runs
+            .iter()
+            .flat_map(|(side, name, s)| latency_series(*side, name, s))
+            .collect();
+        plot::latency(path, &format!("latency by percentile, {title}"), &series)?;
+    }
+    if let Some(path) = &plots.plot_throughput {
+        let series: Vec<Series> = runs
+            .iter()
+            .map(|(side, name, s)| Series {
+                label: name.clone(),
+                side: *side,
+                points: plot::timeline_points(&s.timeline),
+            })
+            .collect();
+        plot::throughput(path, &format!("throughput, {title}"), &series)?;
+    }
+    Ok(())
 }
 
 fn write_json(path: Option<PathBuf>, report: &serde_json::Value) -> Result<(), BenchError> {
@@ -273,6 +346,7 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         rate: args.rate.filter(|r| *r > 0.0),
         mix: Mix::parse(&args.mix)?,
         server_pid: args.server_pid,
+        progress: progress::wanted(args.quiet),
     };
     if args.preload == 0
         && matches!(
@@ -295,12 +369,25 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         "rate": spec.rate,
         "preload": args.preload,
     });
-    let report = match args.compare {
+    match args.compare {
         None => {
             let fixture = Arc::new(run::preload(&target_a, &spec, args.preload).await?);
             let stats = run::round(&target_a, &fixture, &spec).await?;
             stats.print(&format!("{:?} against {}", spec.scenario, target_a.addr));
-            json!({ "run": header, "target": target_a.addr, "result": stats.to_json() })
+            let report =
+                json!({ "run": header, "target": target_a.addr, "result": stats.to_json() });
+            write_json(args.json, &report)?;
+            let title = format!(
+                "{:?} against {}: {:.0}/s",
+                spec.scenario,
+                target_a.addr,
+                stats.throughput()
+            );
+            draw(
+                &args.plots,
+                &title,
+                &[(Side::A, target_a.addr.clone(), &stats)],
+            )
         }
         Some(addr_b) => {
             let target_b = Target {
@@ -317,15 +404,30 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
             a.print(&format!("A: {:?} against {}", spec.scenario, target_a.addr));
             b.print(&format!("B: {:?} against {}", spec.scenario, target_b.addr));
             let ratio = stats::compare(&a, &b);
-            json!({
+            let report = json!({
                 "run": header,
                 "a": { "target": target_a.addr, "result": a.to_json() },
                 "b": { "target": target_b.addr, "result": b.to_json() },
                 "ratio_a_over_b": ratio,
-            })
+            });
+            write_json(args.json, &report)?;
+            let title = format!(
+                "{:?}: throughput A/B {:.2}x (A {:.0}/s, B {:.0}/s)",
+                spec.scenario,
+                a.throughput() / b.throughput().max(f64::MIN_POSITIVE),
+                a.throughput(),
+                b.throughput()
+            );
+            draw(
+                &args.plots,
+                &title,
+                &[
+                    (Side::A, format!("A {}", target_a.addr), &a),
+                    (Side::B, format!("B {}", target_b.addr), &b),
+                ],
+            )
         }
-    };
-    write_json(args.json, &report)
+    }
 }
 
 /// Adds a round to a target's totals (elapsed time adds up, so throughput stays per second).

@@ -1,0 +1,203 @@
+//! SVG figures of a run (plotters' SVG backend only: no font or image system libraries): the
+//! latency percentile curve and the throughput over time.
+
+use plotters::prelude::*;
+use std::path::Path;
+use thiserror::Error;
+
+/// Size of every figure (pixels): wide enough for a legend beside long target addresses.
+const SIZE: (u32, u32) = (1000, 600);
+/// The x axis of a percentile curve reaches at least p99.9, so short runs compare visually.
+const MIN_CURVE_X: f64 = 1_000.0;
+
+/// Colours of A's series, then B's: blues and greens against reds and oranges, so the two
+/// targets stay apart even with one line per operation.
+const A_COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(23, 190, 207),
+    RGBColor(148, 103, 189),
+    RGBColor(0, 60, 120),
+    RGBColor(120, 160, 40),
+];
+const B_COLOURS: [RGBColor; 6] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(227, 119, 194),
+    RGBColor(140, 86, 75),
+    RGBColor(150, 0, 0),
+    RGBColor(188, 189, 34),
+];
+
+#[derive(Debug, Error)]
+#[error("plot {path}: {problem}")]
+pub struct PlotError {
+    path: String,
+    problem: String,
+}
+
+/// Which target of a comparison a series belongs to (its colour family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+/// One line of a figure.
+pub struct Series {
+    pub label: String,
+    pub side: Side,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The percentile curves (x = 1 / (1 − quantile), y = µs), both axes logarithmic.
+pub fn latency(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
+    let fail = |e: &dyn std::fmt::Display| PlotError {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    };
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let x_max = all().map(|p| p.0).fold(MIN_CURVE_X, f64::max);
+    let y_max = all().map(|p| p.1).fold(1.0, f64::max) * 1.5;
+    let y_min = (all().map(|p| p.1).fold(y_max, f64::min) / 1.5).max(1.0);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d((1.0..x_max).log_scale(), (y_min..y_max).log_scale())
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (µs)")
+        .x_label_formatter(&|x| percentile_label(*x))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    for (s, colour) in coloured(series) {
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(s.label.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    legend_and_save(&mut chart, &root, SeriesLabelPosition::UpperLeft).map_err(|e| fail(&e))
+}
+
+/// Operations per second over time, one point per second of measurement.
+pub fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
+    let fail = |e: &dyn std::fmt::Display| PlotError {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    };
+    let x_max = series
+        .iter()
+        .map(|s| s.points.len())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds of measurement (rounds one after another)")
+        .y_desc("operations per second")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    for (s, colour) in coloured(series) {
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| fail(&e))?
+            .label(s.label.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    legend_and_save(&mut chart, &root, SeriesLabelPosition::LowerRight).map_err(|e| fail(&e))
+}
+
+/// A timeline of rates as points at the middle of each second.
+pub fn timeline_points(rates: &[f64]) -> Vec<(f64, f64)> {
+    rates
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as f64 + 0.5, *r))
+        .collect()
+}
+
+fn coloured(series: &[Series]) -> impl Iterator<Item = (&Series, RGBColor)> {
+    let (mut a, mut b) = (0, 0);
+    series.iter().map(move |s| {
+        let colour = match s.side {
+            Side::A => {
+                a += 1;
+                A_COLOURS[(a - 1) % A_COLOURS.len()]
+            }
+            Side::B => {
+                b += 1;
+                B_COLOURS[(b - 1) % B_COLOURS.len()]
+            }
+        };
+        (s, colour)
+    })
+}
+
+fn legend_and_save<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    position: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    X: Ranged,
+    Y: Ranged,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Tick label of the percentile axis: x = 1 / (1 − q) shown as q in percent (10 → 90%).
+fn percentile_label(x: f64) -> String {
+    let pct = 100.0 * (1.0 - 1.0 / x.max(1.0));
+    let digits = (x.log10().floor() as usize).saturating_sub(2);
+    format!("{pct:.digits$}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_axis_labels() {
+        assert_eq!(percentile_label(1.0), "0%");
+        assert_eq!(percentile_label(10.0), "90%");
+        assert_eq!(percentile_label(100.0), "99%");
+        assert_eq!(percentile_label(1_000.0), "99.9%");
+        assert_eq!(percentile_label(100_000.0), "99.999%");
+    }
+}
