@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use kmip_gateway::client::ClientTls;
 use kmip_wire::model::ProtocolVersion;
 use ops::Target;
-use plot::{Series, Side};
+use plot::{Run, Side};
 use run::{Limit, Mix, RunError, Scenario, Spec, DEFAULT_PRELOAD};
 use serde_json::json;
 use stats::Stats;
@@ -53,6 +53,21 @@ enum Command {
     /// reading CKA_VALUE of AES keys by cached handle (the keys, labelled
     /// `kmip-bench-cryptoki-read`, are found or generated once as token objects).
     CryptokiRead(CryptokiReadArgs),
+    /// Draws the figures of earlier `--json` reports on the same axes (e.g. the gateway's get
+    /// against cryptoki-read): the 1st, 3rd, … report in A's colours, the 2nd, 4th, … in B's.
+    Plot(PlotReportsArgs),
+}
+
+#[derive(Args)]
+struct PlotReportsArgs {
+    /// `--json` reports of kmip-bench (a comparison report brings both of its targets).
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// Title of the figures (default: each report's name and throughput).
+    #[arg(long)]
+    title: Option<String>,
+    #[command(flatten)]
+    plots: PlotArgs,
 }
 
 #[derive(Args)]
@@ -192,6 +207,8 @@ enum BenchError {
     Json { path: String, problem: String },
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
+    #[error("read report {path}: {problem}")]
+    Report { path: String, problem: String },
 }
 
 fn main() -> ExitCode {
@@ -199,6 +216,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // Blocking PKCS#11 calls on plain threads: no async runtime at all.
         Some(Command::CryptokiRead(args)) => cryptoki_read(args),
+        Some(Command::Plot(args)) => plot_reports(args),
         Some(Command::TlsEchoServer {
             listen,
             cert,
@@ -268,48 +286,52 @@ fn cryptoki_read(args: CryptokiReadArgs) -> Result<(), BenchError> {
             spec.concurrency,
             stats.throughput()
         ),
-        &[(Side::A, "cryptoki-read".to_owned(), &stats)],
+        &[Run::from_stats(Side::A, "cryptoki-read".to_owned(), &stats)],
     )
 }
 
-/// The curve of whole iterations, then one per operation when an iteration has several.
-fn latency_series(side: Side, name: &str, s: &Stats) -> Vec<Series> {
-    let mut v = vec![Series {
-        label: format!("{name}: iteration"),
-        side,
-        points: stats::percentile_curve(&s.total),
-    }];
-    if s.per_op.len() > 1 {
-        v.extend(s.per_op.iter().map(|(op, h)| Series {
-            label: format!("{name}: {op}"),
-            side,
-            points: stats::percentile_curve(h),
-        }));
-    }
-    v
+/// Writes the figures asked for by `plots`.
+fn draw(plots: &PlotArgs, title: &str, runs: &[Run]) -> Result<(), BenchError> {
+    Ok(plot::draw(
+        plots.plot.as_deref(),
+        plots.plot_throughput.as_deref(),
+        title,
+        runs,
+    )?)
 }
 
-/// Writes the figures asked for by `plots`; `runs` are the measured targets, A first.
-fn draw(plots: &PlotArgs, title: &str, runs: &[(Side, String, &Stats)]) -> Result<(), BenchError> {
-    if let Some(path) = &plots.plot {
-        let series: Vec<Series> = runs
-            .iter()
-            .flat_map(|(side, name, s)| latency_series(*side, name, s))
-            .collect();
-        plot::latency(path, &format!("latency by percentile, {title}"), &series)?;
+/// `kmip-bench plot`: the figures of earlier `--json` reports, on the same axes.
+fn plot_reports(args: PlotReportsArgs) -> Result<(), BenchError> {
+    let mut runs = Vec::new();
+    let mut names = Vec::new();
+    for (i, path) in args.reports.iter().enumerate() {
+        let bad = |problem: String| BenchError::Report {
+            path: path.display().to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let stem = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into(),
+        );
+        let tput = |r: &serde_json::Value| r["throughput_per_s"].as_f64().unwrap_or(0.0);
+        if report["a"].is_object() {
+            for (key, side) in [("a", Side::A), ("b", Side::B)] {
+                let result = &report[key]["result"];
+                let name = format!("{stem} {}", key.to_uppercase());
+                names.push(format!("{name} {:.0}/s", tput(result)));
+                runs.push(Run::from_json(side, name, result));
+            }
+        } else {
+            let side = if i % 2 == 0 { Side::A } else { Side::B };
+            names.push(format!("{stem} {:.0}/s", tput(&report["result"])));
+            runs.push(Run::from_json(side, stem, &report["result"]));
+        }
     }
-    if let Some(path) = &plots.plot_throughput {
-        let series: Vec<Series> = runs
-            .iter()
-            .map(|(side, name, s)| Series {
-                label: name.clone(),
-                side: *side,
-                points: plot::timeline_points(&s.timeline),
-            })
-            .collect();
-        plot::throughput(path, &format!("throughput, {title}"), &series)?;
-    }
-    Ok(())
+    let title = args.title.unwrap_or_else(|| names.join(" vs "));
+    draw(&args.plots, &title, &runs)
 }
 
 fn write_json(path: Option<PathBuf>, report: &serde_json::Value) -> Result<(), BenchError> {
@@ -386,7 +408,7 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
             draw(
                 &args.plots,
                 &title,
-                &[(Side::A, target_a.addr.clone(), &stats)],
+                &[Run::from_stats(Side::A, target_a.addr.clone(), &stats)],
             )
         }
         Some(addr_b) => {
@@ -422,8 +444,8 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
                 &args.plots,
                 &title,
                 &[
-                    (Side::A, format!("A {}", target_a.addr), &a),
-                    (Side::B, format!("B {}", target_b.addr), &b),
+                    Run::from_stats(Side::A, format!("A {}", target_a.addr), &a),
+                    Run::from_stats(Side::B, format!("B {}", target_b.addr), &b),
                 ],
             )
         }

@@ -1,7 +1,9 @@
 //! SVG figures of a run (plotters' SVG backend only: no font or image system libraries): the
 //! latency percentile curve and the throughput over time.
 
+use crate::stats::Stats;
 use plotters::prelude::*;
+use serde_json::Value;
 use std::path::Path;
 use thiserror::Error;
 
@@ -44,14 +46,97 @@ pub enum Side {
 }
 
 /// One line of a figure.
-pub struct Series {
-    pub label: String,
+struct Series {
+    label: String,
+    side: Side,
+    points: Vec<(f64, f64)>,
+}
+
+/// What the figures show of one measured target.
+pub struct Run {
     pub side: Side,
-    pub points: Vec<(f64, f64)>,
+    pub name: String,
+    /// Percentile curves by label (iteration, then operations): see `Stats::curves`.
+    pub curves: Vec<(String, Vec<(f64, f64)>)>,
+    /// Operations per second, one per second of measurement.
+    pub timeline: Vec<f64>,
+}
+
+impl Run {
+    pub fn from_stats(side: Side, name: String, stats: &Stats) -> Run {
+        Run {
+            side,
+            name,
+            curves: stats.curves(),
+            timeline: stats.timeline.clone(),
+        }
+    }
+
+    /// The same from the `result` object of a `--json` report; what is missing or malformed
+    /// is left out (an older report has no curves).
+    pub fn from_json(side: Side, name: String, result: &Value) -> Run {
+        let pair = |p: &Value| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?));
+        let curves = result["percentile_curves"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let label = c["label"].as_str()?.to_owned();
+                let points = c["points"].as_array()?.iter().filter_map(pair).collect();
+                Some((label, points))
+            })
+            .collect();
+        let timeline = result["timeline_per_s"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect();
+        Run {
+            side,
+            name,
+            curves,
+            timeline,
+        }
+    }
+}
+
+/// Writes the figures asked for; `runs` are the measured targets, A first.
+pub fn draw(
+    latency_svg: Option<&Path>,
+    throughput_svg: Option<&Path>,
+    title: &str,
+    runs: &[Run],
+) -> Result<(), PlotError> {
+    if let Some(path) = latency_svg {
+        let series: Vec<Series> = runs
+            .iter()
+            .flat_map(|r| {
+                r.curves.iter().map(|(label, points)| Series {
+                    label: format!("{}: {label}", r.name),
+                    side: r.side,
+                    points: points.clone(),
+                })
+            })
+            .collect();
+        latency(path, &format!("Latency by percentile: {title}"), &series)?;
+    }
+    if let Some(path) = throughput_svg {
+        let series: Vec<Series> = runs
+            .iter()
+            .map(|r| Series {
+                label: r.name.clone(),
+                side: r.side,
+                points: timeline_points(&r.timeline),
+            })
+            .collect();
+        throughput(path, &format!("Throughput over time: {title}"), &series)?;
+    }
+    Ok(())
 }
 
 /// The percentile curves (x = 1 / (1 − quantile), y = µs), both axes logarithmic.
-pub fn latency(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
+fn latency(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
     let fail = |e: &dyn std::fmt::Display| PlotError {
         path: path.display().to_string(),
         problem: e.to_string(),
@@ -87,11 +172,11 @@ pub fn latency(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotEr
             .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
-    legend_and_save(&mut chart, &root, SeriesLabelPosition::UpperLeft).map_err(|e| fail(&e))
+    legend_and_save(&mut chart, &root, SeriesLabelPosition::LowerRight).map_err(|e| fail(&e))
 }
 
 /// Operations per second over time, one point per second of measurement.
-pub fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
+fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
     let fail = |e: &dyn std::fmt::Display| PlotError {
         path: path.display().to_string(),
         problem: e.to_string(),
@@ -119,7 +204,7 @@ pub fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), Plo
     chart
         .configure_mesh()
         .x_desc("seconds of measurement (rounds one after another)")
-        .y_desc("operations per second")
+        .y_desc("iterations per second")
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| fail(&e))?;
@@ -137,7 +222,7 @@ pub fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), Plo
 }
 
 /// A timeline of rates as points at the middle of each second.
-pub fn timeline_points(rates: &[f64]) -> Vec<(f64, f64)> {
+fn timeline_points(rates: &[f64]) -> Vec<(f64, f64)> {
     rates
         .iter()
         .enumerate()

@@ -47,11 +47,11 @@ impl Progress {
         let (len, template) = match total {
             Total::Items(n) => (
                 n,
-                "{prefix} [{bar:30}] {pos}/{len}  {per_sec}  elapsed {elapsed}  ETA {eta}",
+                "{prefix} [{wide_bar}] {pos}/{len}  {per_sec}  elapsed {elapsed}  ETA {eta}",
             ),
             Total::Time(d) => (
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-                "{prefix} [{bar:30}] {msg}  elapsed {elapsed}  ETA {eta}",
+                "{prefix} [{wide_bar}] {msg}  elapsed {elapsed}  ETA {eta}",
             ),
         };
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());

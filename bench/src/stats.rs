@@ -179,7 +179,26 @@ impl Stats {
             "per_operation": per_op,
             "extra": self.extra,
             "timeline_per_s": self.timeline,
+            "percentile_curves": self
+                .curves()
+                .into_iter()
+                .map(|(label, points)| json!({ "label": label, "points": points }))
+                .collect::<Vec<_>>(),
         })
+    }
+
+    /// The percentile curve of whole iterations, then one per operation when an iteration has
+    /// several (see [`percentile_curve`]).
+    pub fn curves(&self) -> Vec<(String, Vec<(f64, f64)>)> {
+        let mut v = vec![("iteration".to_owned(), percentile_curve(&self.total))];
+        if self.per_op.len() > 1 {
+            v.extend(
+                self.per_op
+                    .iter()
+                    .map(|(op, h)| ((*op).to_owned(), percentile_curve(h))),
+            );
+        }
+        v
     }
 
     /// Prints the report; a closed stdout (`| head`) is not an error worth dying for.
@@ -209,7 +228,7 @@ impl Stats {
 
 /// HdrHistogram's percentile distribution of `h` as (1 / (1 − quantile), latency in µs): on a
 /// log-scale x axis 10 is p90, 100 is p99 and so on. The maximum sits at x = samples.
-pub fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     let last = h.len() as f64;
     h.iter_quantiles(CURVE_TICKS)
         .map(|v| {

@@ -170,7 +170,7 @@ fn plots_of_a_comparison_carry_both_targets() {
     let (latency, throughput) = (dir.path().join("lat.svg"), dir.path().join("tput.svg"));
     let latency_arg = latency.to_str().unwrap();
     let throughput_arg = throughput.to_str().unwrap();
-    bench(
+    let report = bench(
         &gw,
         &target,
         &[
@@ -207,6 +207,24 @@ fn plots_of_a_comparison_carry_both_targets() {
         // One line per target (get has one operation per iteration).
         assert!(lines(&elements) >= 2, "{}: {elements:?}", path.display());
     }
+
+    // The same figure again from the JSON report, by `kmip-bench plot`.
+    let json = dir.path().join("cmp.json");
+    std::fs::write(&json, report.to_string()).unwrap();
+    let replot = dir.path().join("replot.svg");
+    let output = Command::new(BENCH)
+        .arg("plot")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&replot)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let (elements, texts) = parse_svg(&replot);
+    for side in ["cmp A: iteration", "cmp B: iteration"] {
+        assert!(texts.iter().any(|t| t == side), "no {side:?} in {texts:?}");
+    }
+    assert!(lines(&elements) >= 2, "{elements:?}");
 
     // A single run of a multi-operation scenario: the iteration and every operation.
     bench(
