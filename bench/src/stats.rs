@@ -292,3 +292,84 @@ pub fn compare(a: &Stats, b: &Stats) -> Value {
     }
     Value::Object(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(stats: &mut Stats, at_ms: &[(u64, usize)]) {
+        for &(ms, n) in at_ms {
+            for _ in 0..n {
+                stats.tick(Duration::from_millis(ms));
+            }
+        }
+    }
+
+    #[test]
+    fn timeline_has_one_point_per_second_and_rounds_follow_each_other() {
+        let mut round = Stats::default();
+        ticks(&mut round, &[(100, 3), (1_500, 2), (2_400, 7)]);
+        round.elapsed = Duration::from_millis(2_500);
+        round.close_round();
+        // The last half second counts as a rate over half a second.
+        assert_eq!(round.timeline, [3.0, 2.0, 14.0]);
+
+        // Nothing completed after the first second: the silent seconds are zeros, and the last
+        // 0.2 s is too short to be a point.
+        let mut stalled = Stats::default();
+        ticks(&mut stalled, &[(10, 4)]);
+        stalled.elapsed = Duration::from_millis(3_200);
+        stalled.close_round();
+        assert_eq!(stalled.timeline, [4.0, 0.0, 0.0]);
+
+        // A round shorter than a second is one point.
+        let mut short = Stats::default();
+        ticks(&mut short, &[(50, 5)]);
+        short.elapsed = Duration::from_millis(250);
+        short.close_round();
+        assert_eq!(short.timeline, [20.0]);
+
+        let mut total = Stats::default();
+        for r in [&round, &stalled, &short] {
+            total.merge(r);
+        }
+        assert_eq!(total.timeline, [3.0, 2.0, 14.0, 4.0, 0.0, 0.0, 20.0]);
+    }
+
+    #[test]
+    fn tasks_of_one_round_add_up_per_second() {
+        let (mut a, mut b) = (Stats::default(), Stats::default());
+        ticks(&mut a, &[(100, 1), (1_100, 2)]);
+        ticks(&mut b, &[(200, 5)]);
+        a.merge(&b);
+        a.elapsed = Duration::from_secs(2);
+        a.close_round();
+        assert_eq!(a.timeline, [6.0, 2.0]);
+    }
+
+    #[test]
+    fn timeline_ignores_completions_past_its_bound() {
+        let mut s = Stats::default();
+        s.tick(Duration::from_secs(MAX_TIMELINE_S as u64));
+        s.tick(Duration::from_secs(u64::MAX));
+        assert!(s.per_second.is_empty());
+    }
+
+    #[test]
+    fn percentile_curve_spans_the_samples() {
+        let mut s = Stats::default();
+        for us in 1..=1_000 {
+            s.record(Duration::from_micros(us));
+        }
+        let curve = s.curves();
+        assert_eq!(curve.len(), 1);
+        let (label, points) = &curve[0];
+        assert_eq!(label, "iteration");
+        assert_eq!(points.first().map(|p| p.0), Some(1.0));
+        // The maximum sits at x = samples, p99 (x = 100) near 990 µs.
+        assert_eq!(points.last().map(|p| p.0), Some(1_000.0));
+        assert!(points.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        let p99 = points.iter().find(|p| p.0 >= 100.0).map(|p| p.1);
+        assert!(p99.is_some_and(|v| (985.0..=995.0).contains(&v)), "{p99:?}");
+    }
+}
