@@ -368,7 +368,9 @@ mod tests {
         assert_eq!(points.first().map(|p| p.0), Some(1.0));
         // The maximum sits at x = samples, p99 (x = 100) near 990 µs.
         assert_eq!(points.last().map(|p| p.0), Some(1_000.0));
-        assert!(points.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        assert!(points
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         let p99 = points.iter().find(|p| p.0 >= 100.0).map(|p| p.1);
         assert!(p99.is_some_and(|v| (985.0..=995.0).contains(&v)), "{p99:?}");
     }
