@@ -2,6 +2,7 @@
 //! latency percentile curve and the throughput over time.
 
 use crate::stats::Stats;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use serde_json::Value;
 use std::path::Path;
@@ -9,6 +10,9 @@ use thiserror::Error;
 
 /// Size of every figure (pixels): wide enough for a legend beside long target addresses.
 const SIZE: (u32, u32) = (1000, 600);
+/// Throughput series whose medians differ by more than this factor get a log-scale y axis: on a
+/// linear one, the gateway against PyKMIP (~100×) would draw PyKMIP's line on zero.
+const LOG_THROUGHPUT_RATIO: f64 = 20.0;
 /// The x axis of a percentile curve reaches at least p99.9, so short runs compare visually.
 const MIN_CURVE_X: f64 = 1_000.0;
 
@@ -187,38 +191,81 @@ fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotErr
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    let y_max = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .fold(1.0, f64::max)
-        * 1.15;
+    let values = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let y_max = values().fold(1.0, f64::max) * 1.15;
+    let medians: Vec<f64> = series.iter().filter_map(|s| median(&s.points)).collect();
+    let spread = medians.iter().copied().fold(0.0, f64::max)
+        / medians.iter().copied().fold(f64::INFINITY, f64::min);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(&root)
+    if spread > LOG_THROUGHPUT_RATIO {
+        let floor = values().filter(|v| *v > 0.0).fold(y_max, f64::min) / 2.0;
+        let lifted: Vec<Series> = series
+            .iter()
+            .map(|s| Series {
+                label: s.label.clone(),
+                side: s.side,
+                points: s.points.iter().map(|&(x, y)| (x, y.max(floor))).collect(),
+            })
+            .collect();
+        let y_desc = "iterations per second (log scale; a second with none at the bottom)";
+        throughput_chart(
+            &root,
+            title,
+            (0.0..x_max, (floor..y_max).log_scale()),
+            y_desc,
+            &lifted,
+        )
+    } else {
+        let y_desc = "iterations per second";
+        throughput_chart(&root, title, (0.0..x_max, 0.0..y_max), y_desc, series)
+    }
+    .map_err(|e| fail(&e))
+}
+
+fn throughput_chart<Y>(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    (x, y): (std::ops::Range<f64>, Y),
+    y_desc: &str,
+    series: &[Series],
+) -> Result<(), String>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(80)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(|e| fail(&e))?;
+        .build_cartesian_2d(x, y)
+        .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
         .x_desc("seconds of measurement (rounds one after another)")
-        .y_desc("iterations per second")
+        .y_desc(y_desc)
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| e.to_string())?;
     for (s, colour) in coloured(series) {
         chart
             .draw_series(LineSeries::new(
                 s.points.iter().copied(),
                 colour.stroke_width(2),
             ))
-            .map_err(|e| fail(&e))?
+            .map_err(|e| e.to_string())?
             .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
-    legend_and_save(&mut chart, &root, SeriesLabelPosition::LowerRight).map_err(|e| fail(&e))
+    legend_and_save(&mut chart, root, SeriesLabelPosition::LowerRight)
+}
+
+/// Median of a series' y values (None when it has none or only zeros).
+fn median(points: &[(f64, f64)]) -> Option<f64> {
+    let mut ys: Vec<f64> = points.iter().map(|p| p.1).collect();
+    ys.sort_by(f64::total_cmp);
+    ys.get(ys.len() / 2).copied().filter(|m| *m > 0.0)
 }
 
 /// A timeline of rates as points at the middle of each second.
@@ -276,6 +323,35 @@ fn percentile_label(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(side: Side, name: &str, timeline: &[f64]) -> Run {
+        Run {
+            side,
+            name: name.into(),
+            curves: vec![("iteration".into(), vec![(1.0, 100.0), (10.0, 300.0)])],
+            timeline: timeline.to_vec(),
+        }
+    }
+
+    #[test]
+    fn throughput_axis_is_logarithmic_only_for_far_apart_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let svg = dir.path().join("t.svg");
+        let fast = run(Side::A, "fast", &[20_000.0, 21_000.0, 22_000.0]);
+        let close = run(Side::B, "close", &[15_000.0, 0.0, 16_000.0]);
+        let slow = run(Side::B, "slow", &[250.0, 0.0, 260.0]);
+        // A target without a single point does not stop the figure.
+        draw(None, Some(&svg), "t", &[run(Side::A, "empty", &[]), slow]).unwrap();
+        draw(None, Some(&svg), "t", &[fast, close]).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(!text.contains("log scale"));
+        assert!(text.contains("fast") && text.contains("close"), "{text}");
+
+        let fast = run(Side::A, "fast", &[20_000.0, 21_000.0, 22_000.0]);
+        let slow = run(Side::B, "slow", &[250.0, 0.0, 260.0]);
+        draw(None, Some(&svg), "t", &[fast, slow]).unwrap();
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("log scale"));
+    }
 
     #[test]
     fn percentile_axis_labels() {
