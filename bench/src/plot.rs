@@ -258,7 +258,8 @@ where
             .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
-    legend_and_save(&mut chart, root, SeriesLabelPosition::LowerRight)
+    // Between the lines: a steady series runs near the top (linear) or far apart (log).
+    legend_and_save(&mut chart, root, SeriesLabelPosition::MiddleRight)
 }
 
 /// Median of a series' y values (None when it has none or only zeros).
