@@ -13,6 +13,9 @@ const SIZE: (u32, u32) = (1000, 600);
 /// Throughput series whose medians differ by more than this factor get a log-scale y axis: on a
 /// linear one, the gateway against PyKMIP (~100×) would draw PyKMIP's line on zero.
 const LOG_THROUGHPUT_RATIO: f64 = 20.0;
+/// Top of a linear throughput axis over the highest point: the upper 30 % stays free for the
+/// legend (a handful of entries).
+const LEGEND_HEADROOM: f64 = 1.4;
 /// The x axis of a percentile curve reaches at least p99.9, so short runs compare visually.
 const MIN_CURVE_X: f64 = 1_000.0;
 
@@ -192,7 +195,7 @@ fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotErr
         .unwrap_or(0)
         .max(1) as f64;
     let values = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let y_max = values().fold(1.0, f64::max) * 1.15;
+    let y_max = values().fold(1.0, f64::max);
     let medians: Vec<f64> = series.iter().filter_map(|s| median(&s.points)).collect();
     let spread = medians.iter().copied().fold(0.0, f64::max)
         / medians.iter().copied().fold(f64::INFINITY, f64::min);
@@ -212,13 +215,18 @@ fn throughput(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotErr
         throughput_chart(
             &root,
             title,
-            (0.0..x_max, (floor..y_max).log_scale()),
+            (0.0..x_max, (floor..y_max * 1.15).log_scale()),
             y_desc,
             &lifted,
+            // Between the two far-apart groups of lines.
+            SeriesLabelPosition::MiddleRight,
         )
     } else {
         let y_desc = "iterations per second";
-        throughput_chart(&root, title, (0.0..x_max, 0.0..y_max), y_desc, series)
+        // Headroom above the highest point keeps the legend off the lines.
+        let y = 0.0..y_max * LEGEND_HEADROOM;
+        let legend = SeriesLabelPosition::UpperRight;
+        throughput_chart(&root, title, (0.0..x_max, y), y_desc, series, legend)
     }
     .map_err(|e| fail(&e))
 }
@@ -229,6 +237,7 @@ fn throughput_chart<Y>(
     (x, y): (std::ops::Range<f64>, Y),
     y_desc: &str,
     series: &[Series],
+    legend: SeriesLabelPosition,
 ) -> Result<(), String>
 where
     Y: AsRangedCoord<Value = f64>,
@@ -258,8 +267,7 @@ where
             .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
-    // Between the lines: a steady series runs near the top (linear) or far apart (log).
-    legend_and_save(&mut chart, root, SeriesLabelPosition::MiddleRight)
+    legend_and_save(&mut chart, root, legend)
 }
 
 /// Median of a series' y values (None when it has none or only zeros).
