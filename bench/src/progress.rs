@@ -1,6 +1,6 @@
 //! A progress bar on stderr for the preload and each round: done/total, rate, elapsed, ETA.
 //! Drawn only when stderr is a terminal and `--quiet` is not given, so a pipe or a log file
-//! never gets control sequences.
+//! never gets control sequences (indicatif also stays silent when TERM is unset or `dumb`).
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -258,6 +258,8 @@ fn plots_of_a_comparison_carry_both_targets() {
 fn on_a_terminal(command: &str) -> String {
     let output = Command::new("script")
         .args(["-qec", command, "/dev/null"])
+        // indicatif draws nothing on a terminal it believes dumb (CI has no TERM at all).
+        .env("TERM", "xterm")
         .stdin(Stdio::null())
         .output()
         .expect("script (util-linux) runs a command on a pseudo-terminal");
