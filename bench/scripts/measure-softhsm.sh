@@ -4,7 +4,10 @@
 # (`kmip-bench cryptoki-read`) on the same token, with the same number of keys and concurrency.
 # Needs: `cargo build --release -p kmip-gateway -p kmip-bench`, softhsm2 and opensc (pkcs11-tool,
 # used by deploy/softhsm/setup-token.sh). Writes JSON to $OUT (default: a fresh temporary
-# folder, printed at the end). Each scenario gets a fresh token and a fresh gateway folder.
+# folder, printed at the end), and next to each NAME.json the figures NAME.svg (latency
+# percentile curves) and NAME-throughput.svg; the get/cryptoki-read comparison is also drawn on
+# one pair of figures, hsm-get-vs-raw.svg and hsm-get-vs-raw-throughput.svg. Each scenario gets
+# a fresh token and a fresh gateway folder.
 #
 #   DURATION   seconds per measured round (default 5)
 #   KEYS       keys of the get / cryptoki-read comparison (default 100)
@@ -101,14 +104,16 @@ bench() {
   local name=$1; shift
   echo "### $name: kmip-bench $*"
   "$BIN/kmip-bench" --ca "$PKI/ca.pem" --cert "$PKI/client-purefa.pem" \
-    --key "$PKI/client-purefa.key" --json "$OUT/$name.json" "$@"
+    --key "$PKI/client-purefa.key" --json "$OUT/$name.json" --plot "$OUT/$name.svg" \
+    --plot-throughput "$OUT/$name-throughput.svg" "$@"
 }
 
 raw() {
   local name=$1; shift
   echo "### $name: kmip-bench cryptoki-read $*"
   "$BIN/kmip-bench" cryptoki-read --module "$MODULE" --token-label "$LABEL" \
-    --pin-file "$HSM_DIR/user.pin" --json "$OUT/$name.json" "$@"
+    --pin-file "$HSM_DIR/user.pin" --json "$OUT/$name.json" --plot "$OUT/$name.svg" \
+    --plot-throughput "$OUT/$name-throughput.svg" "$@"
 }
 
 
@@ -131,6 +136,10 @@ g = (t("hsm-get-1") + t("hsm-get-2")) / 2
 r = (t("hsm-raw-1") + t("hsm-raw-2")) / 2
 print(f"get over the gateway {g:.0f}/s, raw cryptoki {r:.0f}/s, ratio {g / r:.3f} (goal >= 0.8)")
 PY
+# Both on the same axes, in the order they ran (G, R, G, R).
+"$BIN/kmip-bench" plot "$OUT/hsm-get-1.json" "$OUT/hsm-raw-1.json" "$OUT/hsm-get-2.json" \
+  "$OUT/hsm-raw-2.json" --plot "$OUT/hsm-get-vs-raw.svg" \
+  --plot-throughput "$OUT/hsm-get-vs-raw-throughput.svg"
 fi
 
 # Every scenario against the gateway on SoftHSM, each on a fresh token.

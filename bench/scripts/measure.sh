@@ -2,14 +2,16 @@
 # Reproduces the results table of bench/README.md: the release gateway (vault backend) alone and
 # compared with PyKMIP's server, plus the bare-TLS baseline and idle connections.
 # Needs: `cargo build --release -p kmip-gateway -p kmip-bench` and `.venv/bin/pykmip-server`
-# (python3 -m venv .venv && .venv/bin/pip install pykmip). Writes JSON to $OUT (default: a
-# fresh temporary folder, printed at the end). Each server runs in a fresh folder per scenario.
+# (python3 -m venv .venv && .venv/bin/pip install pykmip), or PYKMIP=path/to/pykmip-server.
+# Writes JSON to $OUT (default: a fresh temporary folder, printed at the end), and next to each
+# NAME.json the figures NAME.svg (latency percentile curves) and NAME-throughput.svg (per
+# second). Each server runs in a fresh folder per scenario.
 # PARTS selects what runs (default: all of "alone get256 health idle pykmip"). The SoftHSM
 # figures come from measure-softhsm.sh.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
-PYKMIP=$ROOT/.venv/bin/pykmip-server
+PYKMIP=${PYKMIP:-$ROOT/.venv/bin/pykmip-server}
 WORK=$(mktemp -d)
 OUT=${OUT:-$WORK/results}
 DURATION=${DURATION:-5}
@@ -104,7 +106,8 @@ bench() {
   local name=$1; shift
   echo "### $name: kmip-bench $*"
   "$BIN/kmip-bench" --ca "$PKI/ca.pem" --cert "$PKI/client-purefa.pem" \
-    --key "$PKI/client-purefa.key" --json "$OUT/$name.json" "$@"
+    --key "$PKI/client-purefa.key" --json "$OUT/$name.json" --plot "$OUT/$name.svg" \
+    --plot-throughput "$OUT/$name-throughput.svg" "$@"
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -162,7 +162,10 @@ fn worker(
                 });
                 // SoftHSM leaves a sensitive value out of the result instead of failing.
                 match value {
-                    Some(v) if v.len() == KEY_BYTES => stats.record(latency),
+                    Some(v) if v.len() == KEY_BYTES => {
+                        stats.record(latency);
+                        stats.tick(start.elapsed());
+                    }
                     Some(_) => stats.error("value of unexpected length".into()),
                     None => stats.error("value missing (sensitive key?)".into()),
                 }
@@ -227,6 +230,7 @@ fn measure(ctx: &Pkcs11, spec: &RawSpec, pin: &Zeroizing<String>) -> Result<Stat
         total.merge(&r?);
     }
     total.elapsed = elapsed;
+    total.close_round();
     total.extra.insert("keys".into(), json!(handles.len()));
     total
         .extra

@@ -5,6 +5,8 @@
 mod cryptoki_read;
 mod echo;
 mod ops;
+mod plot;
+mod progress;
 mod run;
 mod stats;
 
@@ -12,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use kmip_gateway::client::ClientTls;
 use kmip_wire::model::ProtocolVersion;
 use ops::Target;
+use plot::{Run, Side};
 use run::{Limit, Mix, RunError, Scenario, Spec, DEFAULT_PRELOAD};
 use serde_json::json;
 use stats::Stats;
@@ -50,6 +53,21 @@ enum Command {
     /// reading CKA_VALUE of AES keys by cached handle (the keys, labelled
     /// `kmip-bench-cryptoki-read`, are found or generated once as token objects).
     CryptokiRead(CryptokiReadArgs),
+    /// Draws the figures of earlier `--json` reports on the same axes (e.g. the gateway's get
+    /// against cryptoki-read): the 1st, 3rd, … report in A's colours, the 2nd, 4th, … in B's.
+    Plot(PlotReportsArgs),
+}
+
+#[derive(Args)]
+struct PlotReportsArgs {
+    /// `--json` reports of kmip-bench (a comparison report brings both of its targets).
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// Title of the figures (default: each report's name and throughput).
+    #[arg(long)]
+    title: Option<String>,
+    #[command(flatten)]
+    plots: PlotArgs,
 }
 
 #[derive(Args)]
@@ -78,6 +96,19 @@ struct CryptokiReadArgs {
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    plots: PlotArgs,
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Draw the latency percentile curve (log scale; per operation; A and B together with
+    /// --compare) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Draw operations per second over time (one point per second) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot_throughput: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -135,6 +166,11 @@ struct RunArgs {
     /// Write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    plots: PlotArgs,
+    /// No progress bars (they are drawn only when stderr is a terminal anyway).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
@@ -169,6 +205,10 @@ enum BenchError {
     Runtime(std::io::Error),
     #[error("write {path}: {problem}")]
     Json { path: String, problem: String },
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
+    #[error("read report {path}: {problem}")]
+    Report { path: String, problem: String },
 }
 
 fn main() -> ExitCode {
@@ -176,6 +216,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // Blocking PKCS#11 calls on plain threads: no async runtime at all.
         Some(Command::CryptokiRead(args)) => cryptoki_read(args),
+        Some(Command::Plot(args)) => plot_reports(args),
         Some(Command::TlsEchoServer {
             listen,
             cert,
@@ -236,7 +277,61 @@ fn cryptoki_read(args: CryptokiReadArgs) -> Result<(), BenchError> {
         },
         "result": stats.to_json(),
     });
-    write_json(args.json, &report)
+    write_json(args.json, &report)?;
+    draw(
+        &args.plots,
+        &format!(
+            "cryptoki-read, {} keys, {} threads: {:.0}/s",
+            spec.keys,
+            spec.concurrency,
+            stats.throughput()
+        ),
+        &[Run::from_stats(Side::A, "cryptoki-read".to_owned(), &stats)],
+    )
+}
+
+/// Writes the figures asked for by `plots`.
+fn draw(plots: &PlotArgs, title: &str, runs: &[Run]) -> Result<(), BenchError> {
+    Ok(plot::draw(
+        plots.plot.as_deref(),
+        plots.plot_throughput.as_deref(),
+        title,
+        runs,
+    )?)
+}
+
+/// `kmip-bench plot`: the figures of earlier `--json` reports, on the same axes.
+fn plot_reports(args: PlotReportsArgs) -> Result<(), BenchError> {
+    let mut runs = Vec::new();
+    let mut names = Vec::new();
+    for (i, path) in args.reports.iter().enumerate() {
+        let bad = |problem: String| BenchError::Report {
+            path: path.display().to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let stem = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into(),
+        );
+        let tput = |r: &serde_json::Value| r["throughput_per_s"].as_f64().unwrap_or(0.0);
+        if report["a"].is_object() {
+            for (key, side) in [("a", Side::A), ("b", Side::B)] {
+                let result = &report[key]["result"];
+                let name = format!("{stem} {}", key.to_uppercase());
+                names.push(format!("{name} {:.0}/s", tput(result)));
+                runs.push(Run::from_json(side, name, result));
+            }
+        } else {
+            let side = if i % 2 == 0 { Side::A } else { Side::B };
+            names.push(format!("{stem} {:.0}/s", tput(&report["result"])));
+            runs.push(Run::from_json(side, stem, &report["result"]));
+        }
+    }
+    let title = args.title.unwrap_or_else(|| names.join(" vs "));
+    draw(&args.plots, &title, &runs)
 }
 
 fn write_json(path: Option<PathBuf>, report: &serde_json::Value) -> Result<(), BenchError> {
@@ -273,6 +368,7 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         rate: args.rate.filter(|r| *r > 0.0),
         mix: Mix::parse(&args.mix)?,
         server_pid: args.server_pid,
+        progress: progress::wanted(args.quiet),
     };
     if args.preload == 0
         && matches!(
@@ -295,12 +391,25 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         "rate": spec.rate,
         "preload": args.preload,
     });
-    let report = match args.compare {
+    match args.compare {
         None => {
             let fixture = Arc::new(run::preload(&target_a, &spec, args.preload).await?);
             let stats = run::round(&target_a, &fixture, &spec).await?;
             stats.print(&format!("{:?} against {}", spec.scenario, target_a.addr));
-            json!({ "run": header, "target": target_a.addr, "result": stats.to_json() })
+            let report =
+                json!({ "run": header, "target": target_a.addr, "result": stats.to_json() });
+            write_json(args.json, &report)?;
+            let title = format!(
+                "{:?} against {}: {:.0}/s",
+                spec.scenario,
+                target_a.addr,
+                stats.throughput()
+            );
+            draw(
+                &args.plots,
+                &title,
+                &[Run::from_stats(Side::A, target_a.addr.clone(), &stats)],
+            )
         }
         Some(addr_b) => {
             let target_b = Target {
@@ -317,15 +426,30 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
             a.print(&format!("A: {:?} against {}", spec.scenario, target_a.addr));
             b.print(&format!("B: {:?} against {}", spec.scenario, target_b.addr));
             let ratio = stats::compare(&a, &b);
-            json!({
+            let report = json!({
                 "run": header,
                 "a": { "target": target_a.addr, "result": a.to_json() },
                 "b": { "target": target_b.addr, "result": b.to_json() },
                 "ratio_a_over_b": ratio,
-            })
+            });
+            write_json(args.json, &report)?;
+            let title = format!(
+                "{:?}: throughput A/B {:.2}x (A {:.0}/s, B {:.0}/s)",
+                spec.scenario,
+                a.throughput() / b.throughput().max(f64::MIN_POSITIVE),
+                a.throughput(),
+                b.throughput()
+            );
+            draw(
+                &args.plots,
+                &title,
+                &[
+                    Run::from_stats(Side::A, format!("A {}", target_a.addr), &a),
+                    Run::from_stats(Side::B, format!("B {}", target_b.addr), &b),
+                ],
+            )
         }
-    };
-    write_json(args.json, &report)
+    }
 }
 
 /// Adds a round to a target's totals (elapsed time adds up, so throughput stays per second).

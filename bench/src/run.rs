@@ -3,6 +3,7 @@
 //! from when a request was due, so a slow server is not hidden by the bench slowing down).
 
 use crate::ops::{Conn, OpError, Target};
+use crate::progress::{Progress, Total};
 use crate::stats::Stats;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +127,8 @@ pub struct Spec {
     pub rate: Option<f64>,
     pub mix: Mix,
     pub server_pid: Option<u32>,
+    /// Draw progress bars (stderr is a terminal and no `--quiet`).
+    pub progress: bool,
 }
 
 /// Keys created before measuring, so reads have something to read.
@@ -158,10 +161,20 @@ pub async fn preload(target: &Target, spec: &Spec, count: usize) -> Result<Fixtu
     let names = Arc::new(names);
     let groups = Arc::new(groups);
     let next = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(
+        spec.progress && count > 0,
+        &format!("preload {}", target.addr),
+        Total::Items(count as u64),
+    );
     let mut tasks = Vec::new();
     for _ in 0..PRELOAD_PARALLELISM.min(count) {
-        let (target, names, groups, next) =
-            (target.clone(), names.clone(), groups.clone(), next.clone());
+        let (target, names, groups, next, done) = (
+            target.clone(),
+            names.clone(),
+            groups.clone(),
+            next.clone(),
+            progress.counter(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&target).await?;
             let mut made = Vec::new();
@@ -175,6 +188,7 @@ pub async fn preload(target: &Target, spec: &Spec, count: usize) -> Result<Fixtu
                 // token that write costs ~100 ms. Doing it here keeps the measured Gets reads.
                 conn.get(&uid).await?;
                 made.push((i, uid));
+                done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<_, OpError>(made)
         }));
@@ -193,6 +207,7 @@ pub async fn preload(target: &Target, spec: &Spec, count: usize) -> Result<Fixtu
             uids[i] = uid;
         }
     }
+    progress.finish();
     Ok(Fixture {
         uids,
         names: Arc::unwrap_or_clone(names),
@@ -355,6 +370,14 @@ pub async fn round(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         | 1;
+    let progress = Progress::start(
+        spec.progress,
+        &format!("{:?} {}", spec.scenario, target.addr),
+        match spec.limit {
+            Limit::Count(n) => Total::Items(n),
+            Limit::Duration(d) => Total::Time(d),
+        },
+    );
     let start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..spec.concurrency.max(1) {
@@ -368,7 +391,7 @@ pub async fn round(
             rng: Rng((t as u64 ^ 0x5EED) ^ round_salt),
             stats: Stats::default(),
         };
-        let issued = issued.clone();
+        let (issued, done) = (issued.clone(), progress.counter());
         let spec = *spec;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -388,8 +411,13 @@ pub async fn round(
                     // Only the open loop waits: even an elapsed deadline costs a timer tick.
                     tokio::time::sleep_until(due.into()).await;
                 }
-                match worker.iteration(conn.as_deref(), seq).await {
-                    Ok(()) => worker.stats.record(due.elapsed()),
+                let outcome = worker.iteration(conn.as_deref(), seq).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(()) => {
+                        worker.stats.record(due.elapsed());
+                        worker.stats.tick(start.elapsed());
+                    }
                     Err(e) => {
                         worker.stats.error(e.label());
                         if let (true, Some(conn)) = (e.is_transport(), &conn) {
@@ -413,6 +441,8 @@ pub async fn round(
         }
     }
     stats.elapsed = start.elapsed();
+    stats.close_round();
+    progress.finish();
     Ok(stats)
 }
 
@@ -440,9 +470,14 @@ async fn idle(target: &Target, spec: &Spec) -> Result<Stats, RunError> {
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let total = spec.connections as u64;
+    let progress = Progress::start(
+        spec.progress,
+        &format!("idle connections {}", target.addr),
+        Total::Items(total),
+    );
     let mut tasks = Vec::new();
     for _ in 0..spec.concurrency.max(1) {
-        let (target, next) = (target.clone(), next.clone());
+        let (target, next, done) = (target.clone(), next.clone(), progress.counter());
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::default();
             let mut held = Vec::new();
@@ -454,9 +489,11 @@ async fn idle(target: &Target, spec: &Spec) -> Result<Stats, RunError> {
                     Ok::<_, OpError>(c)
                 }
                 .await;
+                done.fetch_add(1, Ordering::Relaxed);
                 match r {
                     Ok(c) => {
                         stats.record(t0.elapsed());
+                        stats.tick(start.elapsed());
                         held.push(c);
                     }
                     Err(e) => stats.error(e.label()),
@@ -477,6 +514,8 @@ async fn idle(target: &Target, spec: &Spec) -> Result<Stats, RunError> {
         }
     }
     stats.elapsed = start.elapsed();
+    stats.close_round();
+    progress.finish();
     let hold = match spec.limit {
         Limit::Duration(d) => d.max(IDLE_SETTLE),
         Limit::Count(_) => IDLE_SETTLE,

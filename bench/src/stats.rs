@@ -12,6 +12,16 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 /// Significant figures of the histograms: 0.1 % resolution.
 const SIG_FIGS: u8 = 3;
 
+/// Longest stretch of a round the throughput timeline covers (one-second buckets, one `u64`
+/// each per task): a day. Completions later than that are left out of the timeline only.
+const MAX_TIMELINE_S: usize = 86_400;
+/// A round's last, partial second is a timeline point only if it lasted at least this long:
+/// a few milliseconds of stragglers would make a meaningless rate.
+const MIN_PARTIAL_S: f64 = 0.5;
+/// Points per halving of the remaining tail in the percentile curve (HdrHistogram's
+/// "ticks per half distance"): enough for a smooth line, few enough for a small SVG.
+const CURVE_TICKS: u32 = 5;
+
 /// The percentiles every report shows, with their JSON names.
 const PERCENTILES: [(&str, f64); 4] =
     [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
@@ -38,6 +48,11 @@ pub struct Stats {
     pub elapsed: Duration,
     /// Extra figures of a scenario (idle: RSS per connection).
     pub extra: Map<String, Value>,
+    /// Completions of the running round by whole second since its start (see [`Stats::tick`]).
+    per_second: Vec<u64>,
+    /// Operations per second, one point per second of measurement, rounds one after another
+    /// (filled by [`Stats::close_round`]).
+    pub timeline: Vec<f64>,
 }
 
 impl Default for Stats {
@@ -48,6 +63,8 @@ impl Default for Stats {
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
             extra: Map::new(),
+            per_second: Vec::new(),
+            timeline: Vec::new(),
         }
     }
 }
@@ -62,6 +79,40 @@ impl Stats {
             .entry(op)
             .or_insert_with(histogram)
             .saturating_record(micros(latency));
+    }
+
+    /// Counts one completion `at` this long after the round started, for the timeline.
+    pub fn tick(&mut self, at: Duration) {
+        let Ok(second) = usize::try_from(at.as_secs()) else {
+            return;
+        };
+        if second >= MAX_TIMELINE_S {
+            return;
+        }
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
+        }
+        self.per_second[second] += 1;
+    }
+
+    /// Ends a round of `self.elapsed`: its per-second counts become timeline points.
+    pub fn close_round(&mut self) {
+        let secs = self.elapsed.as_secs_f64();
+        let mut points: Vec<f64> = std::mem::take(&mut self.per_second)
+            .into_iter()
+            .enumerate()
+            .map_while(|(i, n)| {
+                let width = (secs - i as f64).min(1.0);
+                // A round shorter than a second is still one point.
+                (width >= MIN_PARTIAL_S || (i == 0 && width > 0.0)).then(|| n as f64 / width)
+            })
+            .collect();
+        // Seconds at the end in which nothing completed (a stalled server) are points too.
+        let whole = (secs.floor() as usize).min(MAX_TIMELINE_S);
+        if points.len() < whole {
+            points.resize(whole, 0.0);
+        }
+        self.timeline.extend(points);
     }
 
     pub fn error(&mut self, label: String) {
@@ -80,6 +131,14 @@ impl Stats {
         for (k, v) in &other.extra {
             self.extra.insert(k.clone(), v.clone());
         }
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second.resize(other.per_second.len(), 0);
+        }
+        for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
+            *mine += theirs;
+        }
+        // Closed rounds follow one another.
+        self.timeline.extend_from_slice(&other.timeline);
     }
 
     pub fn ok(&self) -> u64 {
@@ -119,7 +178,27 @@ impl Stats {
             "latency_us": latency_json(&self.total),
             "per_operation": per_op,
             "extra": self.extra,
+            "timeline_per_s": self.timeline,
+            "percentile_curves": self
+                .curves()
+                .into_iter()
+                .map(|(label, points)| json!({ "label": label, "points": points }))
+                .collect::<Vec<_>>(),
         })
+    }
+
+    /// The percentile curve of whole iterations, then one per operation when an iteration has
+    /// several (see [`percentile_curve`]).
+    pub fn curves(&self) -> Vec<(String, Vec<(f64, f64)>)> {
+        let mut v = vec![("iteration".to_owned(), percentile_curve(&self.total))];
+        if self.per_op.len() > 1 {
+            v.extend(
+                self.per_op
+                    .iter()
+                    .map(|(op, h)| ((*op).to_owned(), percentile_curve(h))),
+            );
+        }
+        v
     }
 
     /// Prints the report; a closed stdout (`| head`) is not an error worth dying for.
@@ -145,6 +224,22 @@ impl Stats {
             let _ = writeln!(out, "  {k}: {v}");
         }
     }
+}
+
+/// HdrHistogram's percentile distribution of `h` as (1 / (1 − quantile), latency in µs): on a
+/// log-scale x axis 10 is p90, 100 is p99 and so on. The maximum sits at x = samples.
+fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let last = h.len() as f64;
+    h.iter_quantiles(CURVE_TICKS)
+        .map(|v| {
+            let q = v.quantile_iterated_to();
+            let x = if q < 1.0 { 1.0 / (1.0 - q) } else { last };
+            (
+                x.clamp(1.0, last.max(1.0)),
+                h.highest_equivalent(v.value_iterated_to()) as f64,
+            )
+        })
+        .collect()
 }
 
 fn latency_json(h: &Histogram<u64>) -> Value {
@@ -196,4 +291,87 @@ pub fn compare(a: &Stats, b: &Stats) -> Value {
         );
     }
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(stats: &mut Stats, at_ms: &[(u64, usize)]) {
+        for &(ms, n) in at_ms {
+            for _ in 0..n {
+                stats.tick(Duration::from_millis(ms));
+            }
+        }
+    }
+
+    #[test]
+    fn timeline_has_one_point_per_second_and_rounds_follow_each_other() {
+        let mut round = Stats::default();
+        ticks(&mut round, &[(100, 3), (1_500, 2), (2_400, 7)]);
+        round.elapsed = Duration::from_millis(2_500);
+        round.close_round();
+        // The last half second counts as a rate over half a second.
+        assert_eq!(round.timeline, [3.0, 2.0, 14.0]);
+
+        // Nothing completed after the first second: the silent seconds are zeros, and the last
+        // 0.2 s is too short to be a point.
+        let mut stalled = Stats::default();
+        ticks(&mut stalled, &[(10, 4)]);
+        stalled.elapsed = Duration::from_millis(3_200);
+        stalled.close_round();
+        assert_eq!(stalled.timeline, [4.0, 0.0, 0.0]);
+
+        // A round shorter than a second is one point.
+        let mut short = Stats::default();
+        ticks(&mut short, &[(50, 5)]);
+        short.elapsed = Duration::from_millis(250);
+        short.close_round();
+        assert_eq!(short.timeline, [20.0]);
+
+        let mut total = Stats::default();
+        for r in [&round, &stalled, &short] {
+            total.merge(r);
+        }
+        assert_eq!(total.timeline, [3.0, 2.0, 14.0, 4.0, 0.0, 0.0, 20.0]);
+    }
+
+    #[test]
+    fn tasks_of_one_round_add_up_per_second() {
+        let (mut a, mut b) = (Stats::default(), Stats::default());
+        ticks(&mut a, &[(100, 1), (1_100, 2)]);
+        ticks(&mut b, &[(200, 5)]);
+        a.merge(&b);
+        a.elapsed = Duration::from_secs(2);
+        a.close_round();
+        assert_eq!(a.timeline, [6.0, 2.0]);
+    }
+
+    #[test]
+    fn timeline_ignores_completions_past_its_bound() {
+        let mut s = Stats::default();
+        s.tick(Duration::from_secs(MAX_TIMELINE_S as u64));
+        s.tick(Duration::from_secs(u64::MAX));
+        assert!(s.per_second.is_empty());
+    }
+
+    #[test]
+    fn percentile_curve_spans_the_samples() {
+        let mut s = Stats::default();
+        for us in 1..=1_000 {
+            s.record(Duration::from_micros(us));
+        }
+        let curve = s.curves();
+        assert_eq!(curve.len(), 1);
+        let (label, points) = &curve[0];
+        assert_eq!(label, "iteration");
+        assert_eq!(points.first().map(|p| p.0), Some(1.0));
+        // The maximum sits at x = samples, p99 (x = 100) near 990 µs.
+        assert_eq!(points.last().map(|p| p.0), Some(1_000.0));
+        assert!(points
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        let p99 = points.iter().find(|p| p.0 >= 100.0).map(|p| p.1);
+        assert!(p99.is_some_and(|v| (985.0..=995.0).contains(&v)), "{p99:?}");
+    }
 }

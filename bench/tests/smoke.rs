@@ -131,6 +131,188 @@ fn compare_runs_both_targets_and_reports_ratios() {
     );
 }
 
+/// Element names and text contents of an SVG, read with a real XML parser (fails the test if
+/// the file is not well-formed XML).
+fn parse_svg(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    use quick_xml::events::Event;
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let (mut elements, mut texts) = (Vec::new(), Vec::new());
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                elements.push(String::from_utf8(e.name().as_ref().to_vec()).unwrap());
+            }
+            Ok(Event::Text(t)) => {
+                let t = t.unescape().unwrap();
+                if !t.trim().is_empty() {
+                    texts.push(t.trim().to_owned());
+                }
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("{} is not well-formed XML: {e}", path.display()),
+        }
+    }
+    assert_eq!(elements.first().map(String::as_str), Some("svg"), "{text}");
+    (elements, texts)
+}
+
+fn lines(elements: &[String]) -> usize {
+    elements.iter().filter(|e| *e == "polyline").count()
+}
+
+#[test]
+fn plots_of_a_comparison_carry_both_targets() {
+    let gw = GatewayProcess::start();
+    let target = gw.addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (latency, throughput) = (dir.path().join("lat.svg"), dir.path().join("tput.svg"));
+    let latency_arg = latency.to_str().unwrap();
+    let throughput_arg = throughput.to_str().unwrap();
+    let report = bench(
+        &gw,
+        &target,
+        &[
+            "--scenario",
+            "get",
+            "--preload",
+            "5",
+            "--count",
+            "200",
+            "--compare",
+            &target,
+            "--plot",
+            latency_arg,
+            "--plot-throughput",
+            throughput_arg,
+        ],
+    );
+    let (a, b) = (format!("A {target}"), format!("B {target}"));
+    for path in [&latency, &throughput] {
+        let (elements, texts) = parse_svg(path);
+        let title = texts.iter().find(|t| t.contains("A/B"));
+        assert!(
+            title.is_some(),
+            "{}: no A/B title in {texts:?}",
+            path.display()
+        );
+        for side in [&a, &b] {
+            assert!(
+                texts.iter().any(|t| t.starts_with(side.as_str())),
+                "{}: no legend entry {side:?} in {texts:?}",
+                path.display()
+            );
+        }
+        // One line per target (get has one operation per iteration).
+        assert!(lines(&elements) >= 2, "{}: {elements:?}", path.display());
+    }
+
+    // The same figure again from the JSON report, by `kmip-bench plot`.
+    let json = dir.path().join("cmp.json");
+    std::fs::write(&json, report.to_string()).unwrap();
+    let replot = dir.path().join("replot.svg");
+    let output = Command::new(BENCH)
+        .arg("plot")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&replot)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let (elements, texts) = parse_svg(&replot);
+    for side in ["cmp A: iteration", "cmp B: iteration"] {
+        assert!(texts.iter().any(|t| t == side), "no {side:?} in {texts:?}");
+    }
+    assert!(lines(&elements) >= 2, "{elements:?}");
+
+    // A single run of a multi-operation scenario: the iteration and every operation.
+    bench(
+        &gw,
+        &target,
+        &[
+            "--scenario",
+            "lifecycle",
+            "--count",
+            "20",
+            "--plot",
+            latency_arg,
+        ],
+    );
+    let (elements, texts) = parse_svg(&latency);
+    for label in [
+        "iteration",
+        "Create",
+        "Activate",
+        "Get",
+        "Revoke",
+        "Destroy",
+    ] {
+        let entry = format!("{target}: {label}");
+        assert!(texts.contains(&entry), "no {entry:?} in {texts:?}");
+    }
+    assert!(lines(&elements) >= 6, "{elements:?}");
+}
+
+/// Runs `command` under `script`, which gives it a pseudo-terminal; returns what it printed.
+fn on_a_terminal(command: &str) -> String {
+    let output = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        // indicatif draws nothing on a terminal it believes dumb (CI has no TERM at all).
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{command}: {text}");
+    text
+}
+
+#[test]
+fn progress_bars_only_on_a_terminal_and_not_with_quiet() {
+    let gw = GatewayProcess::start();
+    let target = gw.addr().to_string();
+    let args = ["--scenario", "get", "--preload", "20", "--count", "50"];
+    // Piped stderr: nothing but what a failure would print.
+    let piped = Command::new(BENCH)
+        .arg("--target")
+        .arg(&target)
+        .arg("--ca")
+        .arg(gw.ca_cert())
+        .arg("--cert")
+        .arg(gw.client_cert())
+        .arg("--key")
+        .arg(gw.client_key())
+        .arg("--server-name")
+        .arg(gw.server_name())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert_eq!(String::from_utf8_lossy(&piped.stderr), "");
+
+    let quote = |p: &std::path::Path| format!("'{}'", p.display());
+    let command = format!(
+        "{BENCH} --target {target} --ca {} --cert {} --key {} --server-name {} {}",
+        quote(&gw.ca_cert()),
+        quote(&gw.client_cert()),
+        quote(&gw.client_key()),
+        gw.server_name(),
+        args.join(" ")
+    );
+    // On a terminal: the preload's and the round's final states stay on screen.
+    let shown = on_a_terminal(&command);
+    assert!(shown.contains(&format!("preload {target}")), "{shown}");
+    assert!(shown.contains("20/20"), "{shown}");
+    assert!(shown.contains(&format!("Get {target}")), "{shown}");
+    assert!(shown.contains("50/50"), "{shown}");
+    assert!(shown.contains("ETA"), "{shown}");
+
+    let quiet = on_a_terminal(&format!("{command} --quiet"));
+    assert!(!quiet.contains("ETA"), "{quiet}");
+    assert!(!quiet.contains("preload"), "{quiet}");
+}
+
 #[test]
 fn tls_handshake_baseline_against_the_echo_server() {
     let gw = GatewayProcess::start();
