@@ -281,8 +281,10 @@ pub async fn run(
         warn!("no [admin] token_file: POST /reload and GET /clients are refused");
     }
     reloader.add_hook(Arc::new(AdminReload(admin_access.clone())));
-    // Installed before anything announces the process, so an early SIGHUP cannot kill it.
+    // Installed before anything announces the process, so an early SIGHUP cannot kill it, nor an
+    // early SIGTERM or SIGINT skip the graceful stop.
     spawn_sighup(reloader.clone()).map_err(StartError::Signals)?;
+    let stop_signals = StopSignals::install()?;
     if let Err(e) = spawn_file_watcher(reloader.clone()) {
         warn!(error = %e, "cannot watch the configuration's files: reload with SIGHUP or `kmip-gateway reload`");
     }
@@ -318,7 +320,7 @@ pub async fn run(
     if let Err(e) = &pid_lock {
         warn!(file = %pid_path.display(), error = %e, "cannot write the pid file: `kmip-gateway reload` needs --admin or SIGHUP by hand");
     }
-    let stopped = wait_for_stop_signal().await;
+    let stopped = stop_signals.wait().await;
     if let Ok(lock) = pid_lock {
         // Removed while still locked, so no reader ever finds it unlocked with this pid.
         let _ = std::fs::remove_file(&pid_path);
@@ -369,13 +371,27 @@ fn lock_pid_file(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
-async fn wait_for_stop_signal() -> Result<(), StartError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed: a signal that arrives before
+/// [`StopSignals::wait`] is kept, not lost, and never takes the default action (exit).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, StartError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(StartError::Signals)?,
+            int: signal(SignalKind::interrupt()).map_err(StartError::Signals)?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) -> Result<(), StartError> {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        Ok(())
+    }
 }

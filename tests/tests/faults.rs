@@ -312,6 +312,24 @@ fn stop(mut gw: GatewayProcess) {
     );
 }
 
+/// Gateways stopped the moment they announce themselves, as a supervisor stopping one it just
+/// started does.
+const EARLY_STOP_ROUNDS: usize = 8;
+
+/// A SIGTERM right after the ready line is a graceful stop (exit 0), never the signal's default
+/// action: the stop handlers are installed before the process announces its listener. Before
+/// they were, the admin listener's bind and the pid file's fsync lay in between, and such a stop
+/// killed the gateway (seen once in a clean-clone CI run).
+#[test]
+fn a_stop_signal_right_after_the_ready_line_stops_gracefully() {
+    for _ in 0..EARLY_STOP_ROUNDS {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        stop(GatewayProcess::start_with(&options(
+            &dir.path().join("data"),
+        )));
+    }
+}
+
 /// Runs `kmip-gateway serve` on `data`, which must refuse to start; its exit status and stderr.
 fn start_refused(data: &Path) -> (ExitStatus, String) {
     let cwd = tempfile::tempdir().unwrap();
