@@ -2,7 +2,7 @@
 //! server, which completes each handshake and closes. `health` against the gateway compared with
 //! `tls-handshake` against this shows what KMIP adds on top of the handshake.
 
-use kmip_gateway::tls::{crypto_provider, load_certs, TlsSetupError};
+use kmip_gateway::front::tls::{crypto_provider, load_certs, TlsSetupError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::server::WebPkiClientVerifier;

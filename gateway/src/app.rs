@@ -1,20 +1,20 @@
 //! Process wiring: configuration → backend → store → TLS → listeners, and signal handling
 //! (SIGTERM/SIGINT stop gracefully; SIGHUP, file changes and `POST /reload` reload, see
-//! [`crate::reload`]). The pid file `<data_dir>/kmip-gateway.pid` lets `kmip-gateway reload` find
+//! [`crate::front::reload`]). The pid file `<data_dir>/kmip-gateway.pid` lets `kmip-gateway reload` find
 //! the process; the gateway holds an exclusive lock on it while it runs, so a stale file (whose
 //! pid may now be another process) is recognised and never signalled.
 
-use crate::access::{load_policy, Access, AccessError, PolicyReload};
-use crate::admin::{Admin, AdminAccess, AdminReload};
-use crate::audit::AuditLog;
-use crate::capture::Capture;
 use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
-use crate::dispatch::Dispatcher;
-use crate::ops::Ops;
-use crate::reload::{export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Reloader};
-use crate::server::Listener;
-use crate::store::Store;
-use crate::tls::{TlsSetupError, TlsState};
+use crate::front::admin::{Admin, AdminAccess, AdminReload};
+use crate::front::reload::{export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Reloader};
+use crate::front::server::Listener;
+use crate::front::tls::{TlsSetupError, TlsState};
+use crate::kmip::access::{load_policy, Access, AccessError, PolicyReload};
+use crate::kmip::dispatch::Dispatcher;
+use crate::kmip::ops::Ops;
+use crate::kmip::store::Store;
+use crate::tooling::audit::AuditLog;
+use crate::tooling::capture::Capture;
 use arc_swap::ArcSwap;
 use kmip_backends::{Backend, BackendError};
 use metrics_exporter_prometheus::Matcher;
@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("development PKI: {0}")]
-    Pki(#[from] crate::pki::PkiError),
+    Pki(#[from] crate::tooling::pki::PkiError),
     #[error("backend: {0}")]
     Backend(#[from] BackendError),
     #[error("TLS: {0}")]
@@ -50,11 +50,11 @@ pub enum StartError {
     #[error("audit trail: {0}")]
     Audit(String),
     #[error("wire capture: {0}")]
-    Capture(#[from] crate::capture::CaptureError),
+    Capture(#[from] crate::tooling::capture::CaptureError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
-    Admin(#[from] crate::admin::AdminError),
+    Admin(#[from] crate::front::admin::AdminError),
     #[error("admin token task: {0}")]
     AdminTask(String),
 }
@@ -196,7 +196,7 @@ pub async fn run(
     secrets: EnvSecrets,
 ) -> Result<(), StartError> {
     if cfg.embedded_default {
-        let pki = crate::pki::dev_pki(&cfg.data_dir.join("pki"))?;
+        let pki = crate::tooling::pki::dev_pki(&cfg.data_dir.join("pki"))?;
         if pki.created {
             info!(dir = %pki.dir.display(), "created the development PKI (CA, server and client-purefa certificates)");
         }

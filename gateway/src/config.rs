@@ -230,7 +230,7 @@ pub struct GatewayConfig {
     pub locate_cache: LocateCacheConfig,
     /// The audit trail; `None` when disabled.
     pub audit: Option<AuditConfig>,
-    /// Wire capture folder (see [`crate::capture`]); `None` when off. Start-only.
+    /// Wire capture folder (see [`crate::tooling::capture`]); `None` when off. Start-only.
     pub capture_dir: Option<PathBuf>,
     /// Whether this is the embedded default (development PKI created on first start).
     pub embedded_default: bool,
@@ -935,7 +935,9 @@ impl Default for RevocationConfig {
 
 /// Normalises a serial as `openssl x509 -serial` or `pki list` print it (`0x`, `:` allowed).
 pub fn normalize_serial(text: &str) -> Option<String> {
-    crate::pki::Serial::from_hex(text).ok().map(|s| s.to_hex())
+    crate::tooling::pki::Serial::from_hex(text)
+        .ok()
+        .map(|s| s.to_hex())
 }
 
 /// Normalises a SHA-256 fingerprint (`AB:CD:...` or plain hex) to 64 lowercase hex digits.

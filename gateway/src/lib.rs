@@ -1,18 +1,13 @@
 //! kmip-gateway: a mutual-TLS KMIP server in front of key backends. See ARCHITECTURE.md.
+//!
+//! Three rooms, plus the wiring: [`front`] is what faces the network (TLS, accept loop, reload,
+//! admin listener); [`kmip`] is what KMIP means here (dispatch, operations, access, the object
+//! store, the Locate cache); [`tooling`] is what operators and tests run beside the server (PKI,
+//! audit trail, wire capture, the conformance runner, a KMIP client). [`config`] and [`app`] read
+//! the configuration and wire the rooms together.
 
-pub mod access;
-pub mod admin;
 pub mod app;
-pub mod audit;
-pub mod capture;
-pub mod client;
 pub mod config;
-pub mod conformance;
-pub mod dispatch;
-pub mod locate_cache;
-pub mod ops;
-pub mod pki;
-pub mod reload;
-pub mod server;
-pub mod store;
-pub mod tls;
+pub mod front;
+pub mod kmip;
+pub mod tooling;

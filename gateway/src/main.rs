@@ -227,7 +227,7 @@ fn main() -> ExitCode {
         } => serve(config, listen, data_dir, admin_listen, capture),
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
         Command::Audit(AuditCommand::Verify { paths }) => {
-            let report = kmip_gateway::audit::verify(&paths);
+            let report = kmip_gateway::tooling::audit::verify(&paths);
             println!("{report}");
             if report.is_ok() {
                 ExitCode::SUCCESS
@@ -330,9 +330,9 @@ fn reload(
         (None, Some(c), _) => {
             let cfg = GatewayConfig::load(&c)
                 .map_err(|e| cli::CliError::Refused(format!("{}: {e}", c.display())))?;
-            kmip_gateway::reload::pid_file(&cfg.data_dir)
+            kmip_gateway::front::reload::pid_file(&cfg.data_dir)
         }
-        (None, None, d) => kmip_gateway::reload::pid_file(
+        (None, None, d) => kmip_gateway::front::reload::pid_file(
             &d.unwrap_or_else(|| kmip_gateway::config::DEFAULT_DATA_DIR.into()),
         ),
     };
@@ -367,7 +367,7 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
         PkiCommand::Revoke { ca, serial, cert } => {
             let dir = CaDir::new(&ca.dir);
             let serial = match (serial, cert) {
-                (Some(s), _) => kmip_gateway::pki::Serial::from_hex(&s)?,
+                (Some(s), _) => kmip_gateway::tooling::pki::Serial::from_hex(&s)?,
                 (None, Some(c)) => dir.serial_of_cert(&c)?,
                 (None, None) => {
                     return Err(cli::CliError::Refused("give --serial or --cert".into()))
@@ -456,11 +456,11 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = kmip_gateway::tls::TlsState::build(&cfg, None) {
+    if let Err(e) = kmip_gateway::front::tls::TlsState::build(&cfg, None) {
         eprintln!("{}: tls: {e}", path.display());
         return ExitCode::from(2);
     }
-    let policy = match kmip_gateway::access::load_policy(&cfg) {
+    let policy = match kmip_gateway::kmip::access::load_policy(&cfg) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

@@ -1,7 +1,7 @@
 //! The audit trail through its public API on real files: chain, tampering of each kind,
 //! rotation, reopening, torn tails, concurrency.
 
-use kmip_gateway::audit::{
+use kmip_gateway::tooling::audit::{
     verify, AuditError, AuditEvent, AuditLog, AuditRecord, ProblemKind, VerifyReport, CURRENT_FILE,
     DROP_MARKER_OPERATION, ENQUEUE_TIMEOUT, GENESIS_PREV, GENESIS_SEQ, MAX_FIELD_BYTES, MAX_UIDS,
     QUEUE_CAPACITY,

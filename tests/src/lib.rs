@@ -584,7 +584,7 @@ impl GatewayHome {
         let softhsm_conf = match backend {
             Backend::Vault => None,
             Backend::SoftHsm => {
-                kmip_gateway::pki::dev_pki(&dir.path().join("data/pki"))
+                kmip_gateway::tooling::pki::dev_pki(&dir.path().join("data/pki"))
                     .expect("create the development PKI");
                 Some(make_token(&dir.path().join("hsm")))
             }

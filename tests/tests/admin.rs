@@ -243,7 +243,7 @@ fn try_healthz(addr: std::net::SocketAddr) -> Option<u16> {
 /// section.
 fn start_with_admin_section(dir: &Path, admin: &str) -> GatewayProcess {
     let pki = dir.join("pki");
-    kmip_gateway::pki::dev_pki(&pki).unwrap();
+    kmip_gateway::tooling::pki::dev_pki(&pki).unwrap();
     let config = dir.join("gateway.toml");
     std::fs::write(
         &config,

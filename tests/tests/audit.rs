@@ -4,7 +4,7 @@
 //! reordered record.
 
 use kmip_e2e::{aes256_key_of, gateway_cli, Backend, GatewayHome, GatewayProcess};
-use kmip_gateway::client::{ClientTls, KmipClient};
+use kmip_gateway::tooling::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,
     GetRequest, LocateRequest, Name, ObjectType, ProtocolVersion, RequestBatchItem, RequestHeader,
@@ -208,7 +208,7 @@ fn every_request_is_recorded_and_the_chain_catches_tampering() {
         expected.push(expect("Destroy", Some(&uid), "Success"));
         (uid, key, expected)
     });
-    let client = kmip_gateway::pki::describe_cert(
+    let client = kmip_gateway::tooling::pki::describe_cert(
         &std::fs::read_to_string(home.client_cert()).expect("read the client certificate"),
     )
     .expect("a certificate");

@@ -14,8 +14,8 @@
 
 use bytes::Bytes;
 use kmip_e2e::{GatewayOptions, GatewayProcess};
-use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
-use kmip_gateway::pki::{self, CaBundle, CertProfile, IssueOptions};
+use kmip_gateway::tooling::client::{ClientError, ClientTls, KmipClient};
+use kmip_gateway::tooling::pki::{self, CaBundle, CertProfile, IssueOptions};
 use kmip_wire::model::{
     Attribute, BatchErrorContinuationOption, LocateRequest, Operation, ProtocolVersion,
     QueryFunction, QueryRequest, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
@@ -359,14 +359,15 @@ async fn plaintext_on_tls_port(s: &Suite) {
 
 async fn tls_without_client_certificate(s: &Suite) {
     let mut roots = rustls::RootCertStore::empty();
-    for c in kmip_gateway::tls::load_certs(&s.pki.join("ca.pem")).unwrap() {
+    for c in kmip_gateway::front::tls::load_certs(&s.pki.join("ca.pem")).unwrap() {
         roots.add(c).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(kmip_gateway::tls::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config =
+        rustls::ClientConfig::builder_with_provider(kmip_gateway::front::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let tcp = TcpStream::connect(s.addr()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     // Under TLS 1.3 the refusal shows on the first read, not in connect.

@@ -4,7 +4,7 @@
 //! `kmip-conformance` reads (codec round trip) and replays against the gateway.
 
 use kmip_e2e::{aes256_key_of, binary_path, GatewayOptions, GatewayProcess};
-use kmip_gateway::client::{ClientTls, KmipClient};
+use kmip_gateway::tooling::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, CreateRequest, CryptographicAlgorithm, GetRequest, LocateRequest, ObjectType,
     ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
@@ -189,11 +189,11 @@ async fn metrics_move_with_requests_and_refusals() {
     // A client certificate from another CA: refused in the TLS handshake (under TLS 1.3 the
     // client sees it on its first read).
     let foreign = tempfile::tempdir().unwrap();
-    let other = kmip_gateway::pki::dev_pki(foreign.path()).unwrap();
+    let other = kmip_gateway::tooling::pki::dev_pki(foreign.path()).unwrap();
     let tls = ClientTls::from_files(
         &gw.ca_cert(),
-        &other.dir.join(kmip_gateway::pki::DEV_CLIENT_CERT),
-        &other.dir.join(kmip_gateway::pki::DEV_CLIENT_KEY),
+        &other.dir.join(kmip_gateway::tooling::pki::DEV_CLIENT_CERT),
+        &other.dir.join(kmip_gateway::tooling::pki::DEV_CLIENT_KEY),
     )
     .unwrap();
     let refused = async {

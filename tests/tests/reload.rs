@@ -4,7 +4,7 @@
 //! the gateway serving.
 
 use kmip_e2e::{gateway_cli, GatewayOptions, GatewayProcess};
-use kmip_gateway::client::{ClientTls, KmipClient};
+use kmip_gateway::tooling::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, LocateRequest, Name, ProtocolVersion, RequestBatchItem, RequestHeader,
     RequestMessage, RequestPayload, ResponseMessage, ResultStatus,
@@ -56,7 +56,7 @@ impl Site {
     /// What the array does in step 1 (`purecert create cert_1 --common-name NAME` + CSR): its
     /// own key and a CSR with that Common Name.
     fn array_csr(&self, name: &str, tag: &str) -> (PathBuf, PathBuf) {
-        let csr = kmip_gateway::pki::server_csr(&[name.to_owned()], &[]).unwrap();
+        let csr = kmip_gateway::tooling::pki::server_csr(&[name.to_owned()], &[]).unwrap();
         let csr_path = self.path(&format!("{name}-{tag}.csr"));
         let key_path = self.path(&format!("{name}-{tag}.key"));
         std::fs::write(&csr_path, &csr.csr_pem).unwrap();
@@ -468,7 +468,7 @@ async fn guide_setup_then_revoke_deny_and_restore() {
 async fn server_certificate_reloaded_under_load_without_failed_requests() {
     let (site, purefa) = Site::guide_setup();
     let gw = site.start();
-    let ca = kmip_gateway::pki::CaBundle {
+    let ca = kmip_gateway::tooling::pki::CaBundle {
         cert_pem: std::fs::read_to_string(site.ca_dir().join("ca.pem")).unwrap(),
         key_pem: zeroize::Zeroizing::new(
             std::fs::read_to_string(site.ca_dir().join("ca.key")).unwrap(),
@@ -515,7 +515,7 @@ async fn server_certificate_reloaded_under_load_without_failed_requests() {
     let pid_file = site.path("data").join("kmip-gateway.pid");
     let started = Instant::now();
     for n in 0..RELOADS {
-        let issued = kmip_gateway::pki::issue_server_cert(
+        let issued = kmip_gateway::tooling::pki::issue_server_cert(
             &ca,
             &["localhost".to_owned()],
             &["127.0.0.1".parse().unwrap()],

@@ -31,7 +31,7 @@ fn alive(pid: u32) -> bool {
 fn master_key_env_is_removed_from_the_process_environment() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    kmip_gateway::pki::dev_pki(&pki).unwrap();
+    kmip_gateway::tooling::pki::dev_pki(&pki).unwrap();
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,

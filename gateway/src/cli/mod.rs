@@ -21,7 +21,7 @@ pub enum CliError {
         source: io::Error,
     },
     #[error(transparent)]
-    Pki(#[from] kmip_gateway::pki::PkiError),
+    Pki(#[from] kmip_gateway::tooling::pki::PkiError),
     #[error("{}: {problem}", path.display())]
     State { path: PathBuf, problem: String },
     #[error("{0}")]

@@ -8,7 +8,7 @@
 //! `pki crl` rebuilds the CRL from it.
 
 use super::{read_limited, write_atomic, CliError};
-use kmip_gateway::pki::{
+use kmip_gateway::tooling::pki::{
     describe_cert, init_ca, issue_server_cert, make_crl, server_csr, sign_csr, CaBundle, Serial,
     MAX_PEM_LEN,
 };
@@ -394,7 +394,7 @@ pub fn server_csr_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kmip_gateway::pki::issue_client_cert;
+    use kmip_gateway::tooling::pki::issue_client_cert;
 
     #[test]
     fn init_sign_revoke_list_round_trip() {

@@ -5,7 +5,7 @@
 
 use super::{read_limited, CliError};
 use kmip_gateway::config::{GatewayConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_TOKEN_FILE};
-use kmip_gateway::server::ClientReport;
+use kmip_gateway::front::server::ClientReport;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -59,7 +59,7 @@ pub fn admin_target(
             .unwrap_or_else(|| kmip_gateway::config::DEFAULT_DATA_DIR.into())
             .join(DEFAULT_ADMIN_TOKEN_FILE),
     };
-    let token = kmip_gateway::admin::read_token_file(&token_path)
+    let token = kmip_gateway::front::admin::read_token_file(&token_path)
         .map_err(|e| CliError::Refused(e.to_string()))?;
     let addr = match (admin, cfg.and_then(|c| c.admin_listen)) {
         (Some(a), _) => a,
@@ -113,7 +113,7 @@ pub fn admin_request(
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
         fail(format!(
             "no HTTP response within the listener's {}-second request deadline",
-            kmip_gateway::admin::ADMIN_REQUEST_DEADLINE.as_secs()
+            kmip_gateway::front::admin::ADMIN_REQUEST_DEADLINE.as_secs()
         ))
     })?;
     let status = head

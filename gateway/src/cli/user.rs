@@ -25,9 +25,12 @@ pub fn add(
             "'{name}' cannot be a user name: empty, a wildcard or not printable"
         )));
     }
-    let ca_pem = String::from_utf8(read_limited(ca, kmip_gateway::pki::MAX_PEM_LEN as u64)?)
-        .map_err(|_| CliError::Refused(format!("{}: not a PEM file", ca.display())))?;
-    let infos = kmip_gateway::pki::describe_certs(&ca_pem)?;
+    let ca_pem = String::from_utf8(read_limited(
+        ca,
+        kmip_gateway::tooling::pki::MAX_PEM_LEN as u64,
+    )?)
+    .map_err(|_| CliError::Refused(format!("{}: not a PEM file", ca.display())))?;
+    let infos = kmip_gateway::tooling::pki::describe_certs(&ca_pem)?;
     if infos.is_empty() || infos.iter().any(|i| !i.is_ca) {
         return Err(CliError::Refused(format!(
             "{}: every certificate in it must be a CA certificate",
@@ -106,7 +109,7 @@ mod tests {
     #[test]
     fn appends_a_user_keeps_the_rest_and_refuses_duplicates() {
         let tmp = tempfile::tempdir().unwrap();
-        let ca = kmip_gateway::pki::init_ca("test CA", 30).unwrap();
+        let ca = kmip_gateway::tooling::pki::init_ca("test CA", 30).unwrap();
         let ca_path = tmp.path().join("ca.pem");
         std::fs::write(&ca_path, &ca.cert_pem).unwrap();
         let config = tmp.path().join("gateway.toml");
@@ -126,7 +129,7 @@ mod tests {
 
         assert!(add("vsphere", &ca_path, &[], false, &config).is_err());
         assert!(add("*", &ca_path, &[], false, &config).is_err());
-        let leaf = kmip_gateway::pki::issue_client_cert(&ca, "x", 30).unwrap();
+        let leaf = kmip_gateway::tooling::pki::issue_client_cert(&ca, "x", 30).unwrap();
         let leaf_path = tmp.path().join("leaf.pem");
         std::fs::write(&leaf_path, &leaf.cert_pem).unwrap();
         assert!(add("other", &leaf_path, &[], false, &config).is_err());
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn a_user_can_be_pinned_to_its_ca_itself() {
         let tmp = tempfile::tempdir().unwrap();
-        let ca = kmip_gateway::pki::init_ca("test CA", 30).unwrap();
+        let ca = kmip_gateway::tooling::pki::init_ca("test CA", 30).unwrap();
         let ca_path = tmp.path().join("ca.pem");
         std::fs::write(&ca_path, &ca.cert_pem).unwrap();
         let config = tmp.path().join("gateway.toml");

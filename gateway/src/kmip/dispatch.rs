@@ -2,10 +2,10 @@
 //! typed response → bytes. An operation error fails its own batch item; a message that cannot
 //! be used at all gets one failure response; only bytes that are not TTLV close the connection.
 
-use crate::audit::{AuditEvent, AuditLog};
 use crate::config::LimitsConfig;
-use crate::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJournal};
-use crate::tls::Identity;
+use crate::front::tls::Identity;
+use crate::kmip::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJournal};
+use crate::tooling::audit::{AuditEvent, AuditLog};
 use bytes::Bytes;
 use kmip_wire::model::{
     BatchErrorContinuationOption, ModelError, Operation, ProtocolVersion, RequestMessage,

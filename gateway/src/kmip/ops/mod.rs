@@ -7,11 +7,11 @@ mod names;
 
 pub use error::OpError;
 
-use crate::access::{facts, policy_operation, Access};
 use crate::config::LocateCacheConfig;
 use crate::config::{LimitsConfig, DEFAULT_MAX_LOCATE_RESULTS, DEFAULT_MAX_OBJECTS_PER_USER};
-use crate::locate_cache::{CacheKey, Dependency, LocateCache};
-use crate::store::{Store, StoredObject, Written};
+use crate::kmip::access::{facts, policy_operation, Access};
+use crate::kmip::locate_cache::{CacheKey, Dependency, LocateCache};
+use crate::kmip::store::{Store, StoredObject, Written};
 use bytes::Bytes;
 use kmip_backends::{CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind};
 use kmip_policy::{Decision, DenyReason, OperationKind};

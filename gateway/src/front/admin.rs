@@ -14,7 +14,7 @@
 //! and at most [`ADMIN_MAX_CONNECTIONS`] are open at once.
 
 use crate::config::{AdminConfig, GatewayConfig};
-use crate::reload::{Commit, ReloadHook, Reloader, Trigger};
+use crate::front::reload::{Commit, ReloadHook, Reloader, Trigger};
 use arc_swap::ArcSwap;
 use kmip_backends::Backend;
 use metrics_exporter_prometheus::PrometheusHandle;

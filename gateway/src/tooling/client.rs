@@ -1,7 +1,7 @@
 //! An async KMIP client over mutual TLS, used by `kmip-conformance`, the bench and the tests.
 //! It speaks TTLV; building requests is the caller's business (see `kmip_wire::model`).
 
-use crate::tls::{crypto_provider, load_certs, TlsSetupError};
+use crate::front::tls::{crypto_provider, load_certs, TlsSetupError};
 use bytes::{Bytes, BytesMut};
 use kmip_wire::ttlv::{decode, message_length, Limits, Ttlv, TtlvError, HEADER_LEN};
 use rustls::pki_types::pem::PemObject;

@@ -5,7 +5,7 @@
 //! version is made durable by the backend first, and only then becomes visible to readers. A
 //! reader therefore never sees a change that was not acknowledged by the backend.
 
-use crate::locate_cache::{Dependency, Generations};
+use crate::kmip::locate_cache::{Dependency, Generations};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectKind, ObjectRecord};
@@ -428,11 +428,11 @@ impl Store {
     pub async fn update<R>(
         &self,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject) -> Result<R, crate::ops::OpError>,
-    ) -> Result<(Written, R), crate::ops::OpError> {
+        change: impl FnOnce(&mut StoredObject) -> Result<R, crate::kmip::ops::OpError>,
+    ) -> Result<(Written, R), crate::kmip::ops::OpError> {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
-        let current = self.get(uid).ok_or(crate::ops::OpError::NotFound)?;
+        let current = self.get(uid).ok_or(crate::kmip::ops::OpError::NotFound)?;
         let mut next = (*current).clone();
         let r = change(&mut next)?;
         self.backend.update_meta(uid, next.to_meta()).await?;
@@ -504,11 +504,11 @@ impl Store {
     pub async fn destroy(
         &self,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject) -> Result<(), crate::ops::OpError>,
-    ) -> Result<Arc<StoredObject>, crate::ops::OpError> {
+        change: impl FnOnce(&mut StoredObject) -> Result<(), crate::kmip::ops::OpError>,
+    ) -> Result<Arc<StoredObject>, crate::kmip::ops::OpError> {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
-        let current = self.get(uid).ok_or(crate::ops::OpError::NotFound)?;
+        let current = self.get(uid).ok_or(crate::kmip::ops::OpError::NotFound)?;
         let mut next = (*current).clone();
         change(&mut next)?;
         self.backend.destroy(uid, Some(next.to_meta())).await?;

@@ -1,10 +1,10 @@
 //! Operation semantics through the dispatcher, on a real file vault in a temporary folder.
 
-use crate::access::{owner_only, Access};
 use crate::config::LimitsConfig;
-use crate::dispatch::{ConnContext, Dispatcher, Outcome};
-use crate::store::Store;
-use crate::tls::Identity;
+use crate::front::tls::Identity;
+use crate::kmip::access::{owner_only, Access};
+use crate::kmip::dispatch::{ConnContext, Dispatcher, Outcome};
+use crate::kmip::store::Store;
 use kmip_backends::vault::{MasterKeySource, Vault};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;

@@ -20,8 +20,8 @@
 //! the returned commit applies), or just watch the reload generation with [`Reloader::subscribe`].
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::server::{Listener, RecheckReport};
-use crate::tls::{Expiry, TlsSetupError, TlsState, EXPIRY_WARNING};
+use crate::front::server::{Listener, RecheckReport};
+use crate::front::tls::{Expiry, TlsSetupError, TlsState, EXPIRY_WARNING};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

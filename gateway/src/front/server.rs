@@ -16,13 +16,13 @@
 //! connections with each one's certificate chain (so a reload can re-check and close connections
 //! whose certificate was revoked or denied), and when each client certificate was last seen.
 
-use crate::capture::{Capture, ConnCapture};
 use crate::config::LimitsConfig;
-use crate::dispatch::{ConnContext, Dispatcher, Outcome};
-use crate::tls::{
+use crate::front::tls::{
     cert_subject_and_expiry, handshake_failure_label, ExpiryKind, Identity, TlsState,
     EXPIRY_WARNING,
 };
+use crate::kmip::dispatch::{ConnContext, Dispatcher, Outcome};
+use crate::tooling::capture::{Capture, ConnCapture};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -314,7 +314,7 @@ impl Listener {
         }
     }
 
-    /// Captures every authenticated connection's messages (see [`crate::capture`]).
+    /// Captures every authenticated connection's messages (see [`crate::tooling::capture`]).
     pub fn with_capture(mut self, capture: Option<Arc<Capture>>) -> Listener {
         self.capture = capture;
         self

@@ -2,7 +2,7 @@
 //! may know about a stored object, and the policy used when none is configured.
 
 use crate::config::{GatewayConfig, PolicySource};
-use crate::store::StoredObject;
+use crate::kmip::store::StoredObject;
 use arc_swap::ArcSwap;
 use kmip_policy::{ObjectFacts, Operation, Policy, PolicyConfig, PolicyError, RuleConfig};
 use kmip_wire::model::Attribute;
@@ -142,12 +142,12 @@ pub fn policy_operation(op: kmip_wire::model::Operation) -> Option<Operation> {
 /// invalid policy fails the whole reload and the old one stays in force.
 pub struct PolicyReload(pub Arc<Access>);
 
-impl crate::reload::ReloadHook for PolicyReload {
+impl crate::front::reload::ReloadHook for PolicyReload {
     fn name(&self) -> &str {
         "policy"
     }
 
-    fn prepare(&self, cfg: &GatewayConfig) -> Result<crate::reload::Commit, String> {
+    fn prepare(&self, cfg: &GatewayConfig) -> Result<crate::front::reload::Commit, String> {
         let policy = load_policy(cfg).map_err(|e| e.to_string())?;
         let access = self.0.clone();
         Ok(Box::new(move || access.replace(policy)))

@@ -492,7 +492,7 @@ impl TlsState {
         if cn.contains('*') {
             return Err(AuthError::WildcardCommonName(cn));
         }
-        let serial_hex = crate::pki::Serial::from_bytes(cert.raw_serial())
+        let serial_hex = crate::tooling::pki::Serial::from_bytes(cert.raw_serial())
             .map(|s| s.to_hex())
             .unwrap_or_else(|_| hex::encode(cert.raw_serial()));
         let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
@@ -532,7 +532,7 @@ impl TlsState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, CaBundle, CertProfile, IssueOptions, IssuedCert};
+    use crate::tooling::pki::{self, CaBundle, CertProfile, IssueOptions, IssuedCert};
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };

@@ -103,8 +103,8 @@ mod tests {
 
     #[test]
     fn subject_and_issuer_fields_come_from_the_certificate() {
-        let ca = crate::pki::init_ca("Test CA", 30).unwrap();
-        let leaf = crate::pki::issue_client_cert(&ca, "purefa", 30).unwrap();
+        let ca = crate::tooling::pki::init_ca("Test CA", 30).unwrap();
+        let leaf = crate::tooling::pki::issue_client_cert(&ca, "purefa", 30).unwrap();
         let der =
             rustls::pki_types::CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
         use rustls::pki_types::pem::PemObject;

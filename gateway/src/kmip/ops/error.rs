@@ -57,12 +57,12 @@ pub enum OpError {
     Backend(#[from] BackendError),
 }
 
-impl From<crate::store::StoreError> for OpError {
-    fn from(e: crate::store::StoreError) -> OpError {
+impl From<crate::kmip::store::StoreError> for OpError {
+    fn from(e: crate::kmip::store::StoreError) -> OpError {
         match e {
-            crate::store::StoreError::Backend(b) => OpError::Backend(b),
-            crate::store::StoreError::ObjectLimit { limit } => OpError::ObjectLimit(limit),
-            crate::store::StoreError::BadMeta(uid, why) => {
+            crate::kmip::store::StoreError::Backend(b) => OpError::Backend(b),
+            crate::kmip::store::StoreError::ObjectLimit { limit } => OpError::ObjectLimit(limit),
+            crate::kmip::store::StoreError::BadMeta(uid, why) => {
                 OpError::Backend(BackendError::Corrupt(format!("{uid}: {why}")))
             }
         }
