@@ -11,7 +11,7 @@ mod run;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
-use kmip_gateway::tooling::client::ClientTls;
+use kmip_gateway::client::ClientTls;
 use kmip_wire::model::ProtocolVersion;
 use ops::Target;
 use plot::{Run, Side};
@@ -194,7 +194,7 @@ enum BenchError {
     #[error("{0} needs --preload of at least 1")]
     NoPreload(&'static str),
     #[error("TLS setup: {0}")]
-    Tls(#[from] kmip_gateway::tooling::client::ClientError),
+    Tls(#[from] kmip_gateway::client::ClientError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]

@@ -1,6 +1,6 @@
 //! One KMIP connection of the bench and the typed operations the scenarios send over it.
 
-use kmip_gateway::tooling::client::{ClientError, ClientTls, KmipClient};
+use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_wire::model::{
     usage_mask, Attribute, CreateRequest, CryptographicAlgorithm, DiscoverVersionsRequest,
     GetRequest, LocateRequest, Name, ObjectType, ProtocolVersion, RequestBatchItem, RequestHeader,

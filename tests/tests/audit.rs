@@ -4,7 +4,7 @@
 //! reordered record.
 
 use kmip_e2e::{aes256_key_of, gateway_cli, Backend, GatewayHome, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,
     GetRequest, LocateRequest, Name, ObjectType, ProtocolVersion, RequestBatchItem, RequestHeader,

@@ -18,7 +18,7 @@
 //! recovers: everything acknowledged is there, nothing unacknowledged is.
 
 use kmip_e2e::{aes256_key_of, binary_path, GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientError, ClientTls, KmipClient};
+use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, CreateRequest, CryptographicAlgorithm, GetRequest, LocateRequest, ObjectType,
     ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,

@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 use kmip_e2e::{GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientError, ClientTls, KmipClient};
+use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_gateway::tooling::pki::{self, CaBundle, CertProfile, IssueOptions};
 use kmip_wire::model::{
     Attribute, BatchErrorContinuationOption, LocateRequest, Operation, ProtocolVersion,

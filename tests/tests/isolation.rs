@@ -5,7 +5,7 @@
 //! the vault's size tells nothing about which identifiers exist.
 
 use kmip_e2e::{aes256_key_of, GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
     Attribute, AttributeName, AttributeRequest, BatchErrorContinuationOption, BlockCipherMode,

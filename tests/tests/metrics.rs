@@ -4,7 +4,7 @@
 //! `kmip-conformance` reads (codec round trip) and replays against the gateway.
 
 use kmip_e2e::{aes256_key_of, binary_path, GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, CreateRequest, CryptographicAlgorithm, GetRequest, LocateRequest, ObjectType,
     ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,

@@ -5,7 +5,7 @@
 //! Needs `softhsm2` and `opensc` (`apt-get install -y softhsm2 opensc`).
 
 use kmip_e2e::{Backend, GatewayHome, GatewayOptions, GatewayProcess, Pkcs11Settings};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,
     GetRequest, KeyBlock, LocateRequest, ManagedObject, Name, ObjectType, ProtocolVersion,

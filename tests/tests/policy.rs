@@ -3,7 +3,7 @@
 //! invalid policy refused while the old one stays in force, and `check-config`'s dry run.
 
 use kmip_e2e::{aes256_key_of, binary_path, GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
     Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,

@@ -14,7 +14,7 @@
 //! Needs root (mount, loop devices), `mkfs.ext4` and `python3` (for the ioctl); CI runs as root.
 
 use kmip_e2e::{aes256_key_of, GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,
     GetRequest, Name, ObjectType, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,

@@ -11,7 +11,7 @@
 use kmip_e2e::{
     backend_tests, workspace_root, Backend, GatewayHome, GatewayOptions, GatewayProcess,
 };
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki::{self, CaBundle, CertProfile, IssueOptions};
 use kmip_wire::model::{
     Attribute, CreateRequest, CryptographicAlgorithm, GetRequest, ObjectType, ProtocolVersion,

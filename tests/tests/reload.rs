@@ -4,7 +4,7 @@
 //! the gateway serving.
 
 use kmip_e2e::{gateway_cli, GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, LocateRequest, Name, ProtocolVersion, RequestBatchItem, RequestHeader,
     RequestMessage, RequestPayload, ResponseMessage, ResultStatus,

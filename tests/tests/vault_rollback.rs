@@ -3,7 +3,7 @@
 //! `kmip-gateway vault accept-restore` takes it deliberately.
 
 use kmip_e2e::{binary_path, Backend, GatewayHome, GatewayOptions, GatewayProcess};
-use kmip_gateway::tooling::client::{ClientTls, KmipClient};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, CreateRequest, CryptographicAlgorithm, LocateRequest, ObjectType, ProtocolVersion,
     RequestBatchItem, RequestHeader, RequestMessage, RequestPayload, ResponseMessage,

@@ -3,8 +3,8 @@
 //! exits non-zero when any file failed.
 
 use clap::Parser;
-use kmip_gateway::tooling::client::ClientTls;
-use kmip_gateway::tooling::conformance::{collect_files, display_name, run_file, Target};
+use kmip_gateway::client::conformance::{collect_files, display_name, run_file, Target};
+use kmip_gateway::client::ClientTls;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

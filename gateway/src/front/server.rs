@@ -18,9 +18,9 @@
 
 use crate::config::LimitsConfig;
 use crate::front::tls::{
-    cert_subject_and_expiry, handshake_failure_label, ExpiryKind, Identity, TlsState,
-    EXPIRY_WARNING,
+    cert_subject_and_expiry, handshake_failure_label, ExpiryKind, TlsState, EXPIRY_WARNING,
 };
+use crate::identity::Identity;
 use crate::kmip::dispatch::{ConnContext, Dispatcher, Outcome};
 use crate::tooling::capture::{Capture, ConnCapture};
 use arc_swap::ArcSwap;

@@ -24,6 +24,7 @@
 //! in through TLS session resumption, and a reload can re-check open connections with it.
 
 use crate::config::{valid_user_name, GatewayConfig};
+use crate::identity::Identity;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -144,16 +145,6 @@ fn chain_refusal(err: &rustls::Error, user: &str) -> AuthError {
         ) => AuthError::Expired { user },
         _ => AuthError::CaNotTrustedForUser { user },
     }
-}
-
-/// Who a connection is, once authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub user: String,
-    pub subject: String,
-    pub serial_hex: String,
-    /// SHA-256 of the client certificate's DER, lowercase hex.
-    pub fingerprint: String,
 }
 
 struct UserAuth {

@@ -3,7 +3,7 @@
 //! be used at all gets one failure response; only bytes that are not TTLV close the connection.
 
 use crate::config::LimitsConfig;
-use crate::front::tls::Identity;
+use crate::identity::Identity;
 use crate::kmip::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJournal};
 use crate::tooling::audit::{AuditEvent, AuditLog};
 use bytes::Bytes;

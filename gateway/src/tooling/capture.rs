@@ -182,7 +182,7 @@ impl ReplayState {
             // Named by the client, never returned by the server here: kept as written.
             None => return None,
         };
-        Some(format!("${}{n}", crate::tooling::conformance::UID_PREFIX))
+        Some(format!("${}{n}", crate::client::conformance::UID_PREFIX))
     }
 
     /// A response's date-time close to the response's own time and not sent by the client:
@@ -221,7 +221,7 @@ pub fn replay_form<'a>(
         let (item_type, name) = match &leaf.value {
             Value::TextString(uid) => {
                 let is_identifier_tag =
-                    crate::tooling::conformance::IDENTIFIER_TAGS.contains(&leaf.tag);
+                    crate::client::conformance::IDENTIFIER_TAGS.contains(&leaf.tag);
                 (
                     ItemType::TextString,
                     state.identifier(uid, in_response, is_identifier_tag)?,
@@ -656,7 +656,7 @@ impl Capture {
         &self,
         conn_id: u64,
         peer: SocketAddr,
-        identity: &crate::front::tls::Identity,
+        identity: &crate::identity::Identity,
     ) -> ConnCapture {
         let opened = SystemTime::now();
         let base = format!(
@@ -1344,8 +1344,8 @@ mod tests {
         );
     }
 
-    fn identity() -> crate::front::tls::Identity {
-        crate::front::tls::Identity {
+    fn identity() -> crate::identity::Identity {
+        crate::identity::Identity {
             user: "purefa".into(),
             subject: "CN=purefa".into(),
             serial_hex: "1a2b".into(),

@@ -1,8 +1,6 @@
-//! What operators and tests run beside the server: the certificate authority, the audit trail, wire
-//! capture, the OASIS conformance runner and a KMIP client.
+//! What operators run beside the server: the certificate authority, the audit trail and wire
+//! capture.
 
 pub mod audit;
 pub mod capture;
-pub mod client;
-pub mod conformance;
 pub mod pki;

@@ -1,7 +1,7 @@
 //! Operation semantics through the dispatcher, on a real file vault in a temporary folder.
 
 use crate::config::LimitsConfig;
-use crate::front::tls::Identity;
+use crate::identity::Identity;
 use crate::kmip::access::{owner_only, Access};
 use crate::kmip::dispatch::{ConnContext, Dispatcher, Outcome};
 use crate::kmip::store::Store;

@@ -1,5 +1,8 @@
 //! An async KMIP client over mutual TLS, used by `kmip-conformance`, the bench and the tests.
 //! It speaks TTLV; building requests is the caller's business (see `kmip_wire::model`).
+//! [`conformance`] runs the OASIS XML vectors through it.
+
+pub mod conformance;
 
 use crate::front::tls::{crypto_provider, load_certs, TlsSetupError};
 use bytes::{Bytes, BytesMut};

@@ -10,7 +10,7 @@
 //! literal is compared as a placeholder instead, and when a later request quotes it (1.x vectors
 //! copy ciphertexts literally) the value the server actually returned is sent in its place.
 
-use crate::tooling::client::{ClientError, ClientTls, KmipClient};
+use crate::client::{ClientError, ClientTls, KmipClient};
 use kmip_wire::conformance::{compare, CompareOptions, Difference};
 use kmip_wire::names::{enum_names_for_tag, tag_name};
 use kmip_wire::spec::tags;
