@@ -34,10 +34,11 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LE
 use aws_lc_rs::{constant_time, hkdf, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::files::{create_private, io_err};
 use super::head::{HeadState, Position};
 use super::keyfile::MasterKey;
 use super::slots::Dek;
-use super::{create_private, io_err, Entry};
+use super::Entry;
 use crate::{BackendError, KeyAlgorithm, KeySpec, ObjectKind};
 
 /// The log file's name inside the vault directory.

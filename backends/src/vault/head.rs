@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use aws_lc_rs::{constant_time, hkdf, hmac};
 
+use super::files::{create_private, io_err, sync_dir};
 use super::keyfile::MasterKey;
-use super::{create_private, io_err, sync_dir};
 use crate::BackendError;
 
 /// The head's file name when it sits beside the master key.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::{io_err, sync_dir};
+use super::files::{io_err, sync_dir};
 use crate::BackendError;
 
 /// Length of the master key: one AES-256 key's worth of entropy.

@@ -22,8 +22,8 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LE
 use aws_lc_rs::{hkdf, rand};
 use zeroize::Zeroizing;
 
+use super::files::{create_private, io_err, sync_dir};
 use super::keyfile::MasterKey;
-use super::{create_private, io_err, sync_dir};
 use crate::BackendError;
 
 /// The slot file's name inside the vault directory.

@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::files::{io_err, sync_dir};
 use super::format::{self, FileKeys, FRAME_HEADER_LEN, FRAME_TARGET_BYTES, LOG_FILE, TMP_LOG_FILE};
 use super::head::{Head, Position};
 use super::keyfile::MasterKey;
 use super::slots::{self, KeySlots, SLOT_LEN};
-use super::{io_err, sync_dir, DataKey, Entry, Shared};
+use super::{DataKey, Entry, Shared};
 use crate::BackendError;
 
 /// Most mutations one group commit takes; bounds the latency a batch adds to its first member.

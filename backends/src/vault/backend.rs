@@ -1,0 +1,210 @@
+//! The vault as a [`Backend`]: input limits checked before anything is queued, key generation,
+//! and the key operations, which run inline on the caller's task.
+
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use super::writer::Mutation;
+use super::{cipher, material, Entry, Vault};
+use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
+use crate::{
+    Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
+    ObjectRecord,
+};
+
+/// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
+const HMAC_MIN_BITS: u32 = 128;
+/// Largest HMAC-SHA256 key generated (bits): one SHA-256 block; longer keys are hashed anyway.
+const HMAC_MAX_BITS: u32 = 512;
+/// AES key lengths (bits).
+const AES_BITS: [u32; 3] = [128, 192, 256];
+
+fn check_record(record: &ObjectRecord) -> Result<(), BackendError> {
+    if record.uid.is_empty() || record.uid.len() > MAX_UID_BYTES {
+        return Err(BackendError::InvalidInput(format!(
+            "uid must be 1 to {MAX_UID_BYTES} bytes"
+        )));
+    }
+    check_meta(&record.meta)
+}
+
+fn check_meta(meta: &[u8]) -> Result<(), BackendError> {
+    if meta.len() > MAX_META_BYTES {
+        return Err(BackendError::InvalidInput(format!(
+            "metadata of {} bytes exceeds {MAX_META_BYTES}",
+            meta.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_label(spec: &KeySpec) -> Result<(), BackendError> {
+    match &spec.label {
+        Some(l) if l.len() > MAX_LABEL_BYTES => Err(BackendError::InvalidInput(format!(
+            "label of {} bytes exceeds {MAX_LABEL_BYTES}",
+            l.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The key length in bytes `spec` asks for, if the vault supports it.
+fn key_len(spec: &KeySpec) -> Result<usize, BackendError> {
+    let ok = match spec.algorithm {
+        KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
+        KeyAlgorithm::HmacSha256 => {
+            spec.bits.is_multiple_of(8) && (HMAC_MIN_BITS..=HMAC_MAX_BITS).contains(&spec.bits)
+        }
+    };
+    if !ok {
+        return Err(BackendError::InvalidInput(format!(
+            "{:?} keys of {} bits are not supported",
+            spec.algorithm, spec.bits
+        )));
+    }
+    Ok(spec.bits as usize / 8)
+}
+
+#[async_trait]
+impl Backend for Vault {
+    fn name(&self) -> &'static str {
+        "vault"
+    }
+
+    async fn load_all(&self) -> Result<Vec<ObjectRecord>, BackendError> {
+        Ok(self
+            .shared
+            .read_objects()
+            .iter()
+            .map(|(uid, e)| ObjectRecord {
+                uid: uid.clone(),
+                kind: e.kind,
+                meta: e.meta.clone(),
+            })
+            .collect())
+    }
+
+    async fn generate(&self, record: ObjectRecord, spec: KeySpec) -> Result<(), BackendError> {
+        check_record(&record)?;
+        check_label(&spec)?;
+        if record.kind != ObjectKind::SymmetricKey {
+            return Err(BackendError::InvalidInput(format!(
+                "the vault generates symmetric keys only, not {:?}",
+                record.kind
+            )));
+        }
+        let mut material = Zeroizing::new(vec![0u8; key_len(&spec)?]);
+        aws_lc_rs::rand::fill(&mut material[..])
+            .map_err(|_| BackendError::Crypto("random generator failed".into()))?;
+        self.submit(Mutation::Create {
+            uid: record.uid,
+            entry: Entry {
+                kind: record.kind,
+                spec: Some(spec),
+                meta: record.meta,
+                material: Some(material),
+                key: None,
+            },
+        })
+        .await
+    }
+
+    async fn import(
+        &self,
+        record: ObjectRecord,
+        material: Zeroizing<Vec<u8>>,
+        spec: Option<KeySpec>,
+    ) -> Result<(), BackendError> {
+        check_record(&record)?;
+        if material.len() > MAX_MATERIAL_BYTES {
+            return Err(BackendError::InvalidInput(format!(
+                "object material of {} bytes exceeds {MAX_MATERIAL_BYTES}",
+                material.len()
+            )));
+        }
+        if let Some(spec) = &spec {
+            check_label(spec)?;
+            let expected_bits = material.len() as u64 * 8;
+            let fits = match spec.algorithm {
+                KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
+                KeyAlgorithm::HmacSha256 => spec.bits > 0,
+            };
+            if !fits || u64::from(spec.bits) != expected_bits {
+                return Err(BackendError::InvalidInput(format!(
+                    "{expected_bits}-bit material does not match a {:?} key of {} bits",
+                    spec.algorithm, spec.bits
+                )));
+            }
+        }
+        self.submit(Mutation::Create {
+            uid: record.uid,
+            entry: Entry {
+                kind: record.kind,
+                spec,
+                meta: record.meta,
+                material: Some(material),
+                key: None,
+            },
+        })
+        .await
+    }
+
+    async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.with_entry(uid, |e| match &e.spec {
+            Some(s) if !s.extractable || s.sensitive => {
+                Err(BackendError::NotExtractable(uid.to_owned()))
+            }
+            _ => material(uid, e),
+        })
+    }
+
+    async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError> {
+        check_meta(&meta)?;
+        self.submit(Mutation::UpdateMeta {
+            uid: uid.to_owned(),
+            meta,
+        })
+        .await
+    }
+
+    async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError> {
+        if let Some(meta) = &tombstone {
+            check_meta(meta)?;
+        }
+        self.submit(Mutation::Destroy {
+            uid: uid.to_owned(),
+            tombstone,
+        })
+        .await
+    }
+
+    // AES and HMAC over request-sized data take microseconds, cheaper than a hop to a
+    // blocking thread, so they run inline.
+    async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
+        let key = self.usable_key(uid, KeyAlgorithm::Aes)?;
+        cipher::encrypt(&key, req)
+    }
+
+    async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
+        let key = self.usable_key(uid, KeyAlgorithm::Aes)?;
+        cipher::decrypt(&key, req)
+    }
+
+    async fn mac(&self, uid: &str, data: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let key = self.usable_key(uid, KeyAlgorithm::HmacSha256)?;
+        Ok(cipher::hmac_sha256(&key, data))
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let stopped = self.shared.failed.load(Ordering::SeqCst)
+            || self.tx.as_ref().is_none_or(|tx| tx.is_closed());
+        if stopped {
+            return Err(BackendError::Unavailable(
+                "the vault writer has stopped after an I/O failure; restart to recover".into(),
+            ));
+        }
+        Ok(())
+    }
+}
