@@ -1,0 +1,396 @@
+//! Reading a log back: frame by frame, telling a torn tail (cut off) from damage (refused),
+//! verifying the chain and checking the result against the head.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, ErrorKind, Read};
+use std::path::Path;
+
+use aws_lc_rs::constant_time;
+
+use super::record::{open_record, StoredEntry};
+use super::{
+    chain_mac, le_u32, open_header, FileKeys, CHAIN_MAC_LEN, FORMAT_VERSION, FRAME_HEADER_LEN,
+    HEADER_LEN, MAX_FRAME_PAYLOAD,
+};
+use crate::vault::files::io_err;
+use crate::vault::head::{HeadState, Position};
+use crate::vault::keyfile::MasterKey;
+use crate::BackendError;
+
+/// Buffer of the replay reader; large reads keep opening a big vault fast.
+const REPLAY_BUFFER_BYTES: usize = 1 << 20;
+
+/// A log file read back into memory.
+pub(crate) struct Loaded {
+    pub keys: FileKeys,
+    pub version: u32,
+    /// Each live object's latest record, and that record's size in bytes.
+    pub objects: HashMap<String, (StoredEntry, u64)>,
+    /// Every key slot any record of the log names (live or not).
+    pub referenced_slots: HashSet<u32>,
+    pub next_seq: u64,
+    /// Where the valid log ends (after cutting a torn tail).
+    pub end: Position,
+    /// Bytes cut off as a torn tail (0 when the log ended cleanly).
+    pub torn_bytes: u64,
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// True when nothing but zero bytes remain: what a file system leaves where an append was
+/// allocated but its data never reached the disk.
+fn rest_is_zero(r: &mut impl Read) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_full(r, &mut buf)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        if n < buf.len() {
+            return Ok(true);
+        }
+    }
+}
+
+/// Granularity at which a crash can leave part of an append unwritten: a disk sector. Such a
+/// part reads back as zeros (the file grew, but those blocks were never written).
+const SECTOR_BYTES: u64 = 512;
+/// Shortest zero-filled end of a frame taken as an unwritten last sector: a few zero bytes at a
+/// frame's end occur by chance and must not hide damage.
+const MIN_ZERO_TAIL: usize = 16;
+
+/// Whether a complete frame that fails its checksum looks like an interrupted write: a sector
+/// the payload spans (a whole one, or the last one cut at the frame's end) reads as all zeros.
+/// The sector shared with the frame header is not looked at: had it gone unwritten, the header
+/// would have failed its own checksum. A bit flip leaves every sector non-zero.
+fn has_unwritten_sector(payload: &[u8], payload_offset: u64) -> bool {
+    let end = payload_offset + payload.len() as u64;
+    let mut start = payload_offset.next_multiple_of(SECTOR_BYTES);
+    while start < end {
+        let stop = (start + SECTOR_BYTES).min(end);
+        let piece = &payload[(start - payload_offset) as usize..(stop - payload_offset) as usize];
+        let long_enough = stop - start == SECTOR_BYTES || piece.len() >= MIN_ZERO_TAIL;
+        if long_enough && piece.iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = stop;
+    }
+    false
+}
+
+/// How a frame read ended.
+enum FrameRead {
+    Frame(Vec<u8>),
+    End,
+    Torn,
+}
+
+/// Reads the frame at the current position, telling a torn tail (an unfinished final append)
+/// from damage anywhere else, which is an error.
+fn read_frame(r: &mut impl Read, offset: u64) -> Result<FrameRead, String> {
+    let io = |e: std::io::Error| format!("read failed at offset {offset}: {e}");
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    let n = read_full(r, &mut h).map_err(io)?;
+    if n == 0 {
+        return Ok(FrameRead::End);
+    }
+    if n < FRAME_HEADER_LEN {
+        return Ok(FrameRead::Torn);
+    }
+    if crc32fast::hash(&h[..8]) != le_u32(&h[8..]) {
+        // A header only partly on disk is followed by nothing but zeros.
+        return if rest_is_zero(r).map_err(io)? {
+            Ok(FrameRead::Torn)
+        } else {
+            Err(format!(
+                "frame header at offset {offset} is damaged and data follows it"
+            ))
+        };
+    }
+    let len = le_u32(&h[..4]) as usize;
+    if len == 0 || len > MAX_FRAME_PAYLOAD {
+        return Err(format!(
+            "frame at offset {offset} declares an impossible length {len}"
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    if read_full(r, &mut payload).map_err(io)? < len {
+        return Ok(FrameRead::Torn);
+    }
+    if crc32fast::hash(&payload) != le_u32(&h[4..8]) {
+        if !rest_is_zero(r).map_err(io)? {
+            return Err(format!(
+                "frame at offset {offset} fails its checksum and data follows it"
+            ));
+        }
+        if has_unwritten_sector(&payload, offset + FRAME_HEADER_LEN as u64) {
+            return Ok(FrameRead::Torn);
+        }
+        return Err(format!(
+            "the last frame, at offset {offset} ({len} bytes), fails its checksum although all \
+             of it is on disk: damage, not an interrupted write. Restore the vault from a \
+             backup; or, giving up the writes of that frame, cut the log to {offset} bytes \
+             (truncate -s {offset}) and accept the result (kmip-gateway vault accept-restore)"
+        ));
+    }
+    Ok(FrameRead::Frame(payload))
+}
+
+/// What the log must agree with when it is opened.
+pub(crate) enum Anchor<'a> {
+    /// The head file at `path` (`None`: there is none).
+    Head {
+        state: Option<&'a HeadState>,
+        path: &'a Path,
+    },
+    /// Nothing: the operator is accepting a restored log as it is.
+    Unchecked,
+}
+
+/// The refusal for a log that lacks what the head says was acknowledged.
+fn rolled_back(log: &Path, head: &Path, what: &str) -> BackendError {
+    BackendError::Corrupt(format!(
+        "{}: {what}. The head {} is updated before every acknowledgement, so this log lacks \
+         acknowledged writes (destroys among them): it was cut, or replaced by an older copy. \
+         Refusing to open. If the vault was deliberately restored from a backup, accept the \
+         restored state with `kmip-gateway vault accept-restore --config <file>`, which \
+         re-anchors the head to this log",
+        log.display(),
+        head.display()
+    ))
+}
+
+fn describe(p: &Position) -> String {
+    format!("{} frames ({} bytes)", p.frames, p.log_len)
+}
+
+/// Replays the whole log. A torn tail past the head is cut off (and the cut made durable); any
+/// other damage, a log shorter than or different from what the head records, a wrong key or a
+/// foreign file is refused without touching the file.
+pub(crate) fn replay(
+    file: &File,
+    path: &Path,
+    master: &MasterKey,
+    anchor: Anchor<'_>,
+) -> Result<Loaded, BackendError> {
+    let corrupt = |what: String| BackendError::Corrupt(format!("{}: {what}", path.display()));
+    let total = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let mut r = BufReader::with_capacity(REPLAY_BUFFER_BYTES, file);
+    let mut h = [0u8; HEADER_LEN];
+    if read_full(&mut r, &mut h).map_err(|e| io_err(path, e))? < HEADER_LEN {
+        return Err(corrupt(format!(
+            "{total} bytes is too short for a vault log header"
+        )));
+    }
+    let (keys, version) = open_header(&h, master).map_err(|e| match e {
+        BackendError::Corrupt(m) => corrupt(m),
+        other => other,
+    })?;
+    let chained = version == FORMAT_VERSION;
+    // The position the head pins in this file, if the head is checked.
+    let mut target: Option<Position> = None;
+    // The head's path when a log with frames needs one that is missing.
+    let mut missing_head: Option<&Path> = None;
+    let mut head_path: Option<&Path> = None;
+    if let Anchor::Head { state, path: hp } = anchor {
+        head_path = Some(hp);
+        match (chained, state) {
+            (false, Some(s)) if s.current.is_some() => {
+                return Err(rolled_back(
+                    path,
+                    hp,
+                    "this is a version-1 log, but the vault was upgraded to version 2 since",
+                ))
+            }
+            (false, _) => {}
+            (true, None) => missing_head = Some(hp),
+            (true, Some(s)) => {
+                target = [s.current, s.next]
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p.salt == keys.start.salt);
+                if target.is_none() {
+                    return Err(rolled_back(
+                        path,
+                        hp,
+                        "this log is not the file the head records (another salt: an older \
+                         copy from before a compaction, or another vault's log)",
+                    ));
+                }
+            }
+        }
+    }
+    let mut pos = keys.start;
+    let mut reached = target.is_none();
+    // Checks `pos` against the head's position when it is the same frame count.
+    let at_target = |pos: &Position| -> Result<bool, BackendError> {
+        match (target, head_path) {
+            (Some(t), Some(hp)) if t.frames == pos.frames => {
+                if t.mac != pos.mac || t.log_len != pos.log_len {
+                    return Err(rolled_back(
+                        path,
+                        hp,
+                        &format!(
+                            "frame {} of this log differs from the one the head records \
+                             ({} bytes here, {} in the head)",
+                            pos.frames, pos.log_len, t.log_len
+                        ),
+                    ));
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    };
+    // Refuses a log that ends before the head's position.
+    let short = |pos: &Position, how: &str| -> BackendError {
+        match (target, head_path, missing_head) {
+            (_, _, Some(hp)) => rolled_back(
+                path,
+                hp,
+                &format!(
+                    "the head file is missing but the log {how} after {}",
+                    describe(pos)
+                ),
+            ),
+            (Some(t), Some(hp), None) => rolled_back(
+                path,
+                hp,
+                &format!(
+                    "the log {how} after {}, but the head records {}",
+                    describe(pos),
+                    describe(&t)
+                ),
+            ),
+            _ => corrupt(format!("the log {how} after {}", describe(pos))),
+        }
+    };
+    reached |= at_target(&pos)?;
+    let mut objects: HashMap<String, (StoredEntry, u64)> = HashMap::new();
+    let mut referenced_slots = HashSet::new();
+    let mut next_seq = 1u64;
+    loop {
+        let offset = pos.log_len;
+        let mut payload = match read_frame(&mut r, offset).map_err(corrupt)? {
+            FrameRead::End => break,
+            FrameRead::Torn => {
+                if !reached || (missing_head.is_some() && pos.frames > 0) {
+                    return Err(short(&pos, "ends in a torn frame"));
+                }
+                drop(r);
+                file.set_len(offset).map_err(|e| io_err(path, e))?;
+                file.sync_all().map_err(|e| io_err(path, e))?;
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    cut_bytes = total - offset,
+                    frames_past_head = target.map_or(0, |t| pos.frames - t.frames),
+                    "cut a torn tail off the vault log: one unfinished frame past the head, \
+                     never acknowledged (a write interrupted by a crash)"
+                );
+                return Ok(Loaded {
+                    keys,
+                    version,
+                    objects,
+                    referenced_slots,
+                    next_seq,
+                    end: pos,
+                    torn_bytes: total - offset,
+                });
+            }
+            FrameRead::Frame(p) => p,
+        };
+        let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
+        if chained {
+            let records_len = payload.len().checked_sub(CHAIN_MAC_LEN).ok_or_else(|| {
+                corrupt(format!(
+                    "frame at offset {offset} is too short for its chain MAC"
+                ))
+            })?;
+            let expected = chain_mac(&keys, &pos, &payload[..records_len]);
+            constant_time::verify_slices_are_equal(&expected, &payload[records_len..]).map_err(
+                |_| {
+                    corrupt(format!(
+                        "frame {} at offset {offset} fails its chain MAC: frames were removed, \
+                         reordered, altered or taken from another file",
+                        pos.frames + 1
+                    ))
+                },
+            )?;
+            payload.truncate(records_len);
+            pos.mac = expected;
+        }
+        let mut at_byte = 0;
+        while at_byte < payload.len() {
+            let at = offset + (FRAME_HEADER_LEN + at_byte) as u64;
+            let rec_len = payload
+                .get(at_byte..at_byte + 4)
+                .map(le_u32)
+                .ok_or_else(|| corrupt(format!("record length cut short at offset {at}")))?
+                as usize;
+            let rec = payload
+                .get(at_byte + 4..at_byte + 4 + rec_len)
+                .ok_or_else(|| corrupt(format!("record at offset {at} overruns its frame")))?;
+            let record = open_record(&keys, rec, version)
+                .map_err(|m| corrupt(format!("record at offset {at}: {m}")))?;
+            if record.seq != next_seq {
+                return Err(corrupt(format!(
+                    "record at offset {at} has sequence {} where {next_seq} was due",
+                    record.seq
+                )));
+            }
+            next_seq += 1;
+            match record.entry {
+                Some(entry) => {
+                    referenced_slots.extend(entry.material.as_ref().and_then(|m| m.slot()));
+                    objects.insert(record.uid.to_owned(), (entry, 4 + rec_len as u64));
+                }
+                None => {
+                    objects.remove(record.uid).ok_or_else(|| {
+                        corrupt(format!(
+                            "record at offset {at} deletes an object that does not exist"
+                        ))
+                    })?;
+                }
+            }
+            at_byte += 4 + rec_len;
+        }
+        pos.frames += 1;
+        pos.log_len += frame_len;
+        reached |= at_target(&pos)?;
+    }
+    if !reached || (missing_head.is_some() && pos.frames > 0) {
+        return Err(short(&pos, "ends"));
+    }
+    if let Some(t) = target.filter(|t| pos.frames > t.frames) {
+        tracing::warn!(
+            path = %path.display(),
+            frames_past_head = pos.frames - t.frames,
+            bytes_past_head = pos.log_len - t.log_len,
+            "the vault log holds frames past the head: written and synced, but a crash came \
+             before they were acknowledged; kept"
+        );
+    }
+    Ok(Loaded {
+        keys,
+        version,
+        objects,
+        referenced_slots,
+        next_seq,
+        end: pos,
+        torn_bytes: 0,
+    })
+}
