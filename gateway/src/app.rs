@@ -9,7 +9,7 @@ use crate::front::admin::{Admin, AdminAccess, AdminReload};
 use crate::front::reload::{
     export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Commit, ReloadHook, Reloader,
 };
-use crate::front::server::Listener;
+use crate::front::server::Server;
 use crate::front::tls::{TlsSetupError, TlsState};
 use crate::kmip::access::{load_policy, Access, AccessError};
 use crate::kmip::dispatch::Dispatcher;
@@ -287,7 +287,7 @@ pub async fn run(
         }
         None => None,
     };
-    let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
+    let server = Arc::new(Server::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
     let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
     reloader.add_hook(Arc::new(PolicyReload(access)));
     let admin_cfg = cfg.admin.clone();

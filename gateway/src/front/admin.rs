@@ -455,7 +455,7 @@ impl Admin {
                 "200 OK",
                 "application/json",
                 "",
-                serde_json::to_string(&self.reloader.listener().clients_report())
+                serde_json::to_string(&self.reloader.server().registry.clients_report())
                     .unwrap_or_else(|_| "[]".into()),
             ),
             (_, "/reload") | (_, "/clients") => {
