@@ -99,6 +99,7 @@ pub struct Reloader {
     /// The file's start-only values as last read: command-line overrides (`--listen`) make the
     /// running values differ from the file's without anything having changed.
     file_baseline: Mutex<GatewayConfig>,
+    /// Whose TLS state a reload swaps and whose open connections it re-checks.
     server: Arc<Server>,
     hooks: Mutex<Vec<Arc<dyn ReloadHook>>>,
     generation: watch::Sender<u64>,
