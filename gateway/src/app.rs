@@ -6,10 +6,12 @@
 
 use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
 use crate::front::admin::{Admin, AdminAccess, AdminReload};
-use crate::front::reload::{export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Reloader};
-use crate::front::server::Listener;
+use crate::front::reload::{
+    export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Commit, ReloadHook, Reloader,
+};
+use crate::front::server::Server;
 use crate::front::tls::{TlsSetupError, TlsState};
-use crate::kmip::access::{load_policy, Access, AccessError, PolicyReload};
+use crate::kmip::access::{load_policy, Access, AccessError};
 use crate::kmip::dispatch::Dispatcher;
 use crate::kmip::ops::Ops;
 use crate::kmip::store::Store;
@@ -187,6 +189,23 @@ pub async fn open_backend(
     }
 }
 
+/// Reloads the access policy with the rest of the configuration (SIGHUP, file change, `reload`).
+/// An invalid policy fails the whole reload and the old one stays in force. The adapter lives here,
+/// not in `kmip`, so that KMIP semantics never depend on the network front.
+struct PolicyReload(Arc<Access>);
+
+impl ReloadHook for PolicyReload {
+    fn name(&self) -> &str {
+        "policy"
+    }
+
+    fn prepare(&self, cfg: &GatewayConfig) -> Result<Commit, String> {
+        let policy = load_policy(cfg).map_err(|e| e.to_string())?;
+        let access = self.0.clone();
+        Ok(Box::new(move || access.replace(policy)))
+    }
+}
+
 /// Runs the gateway until SIGTERM or SIGINT, then shuts down gracefully. `config_path` is the file
 /// `cfg` was read from (re-read on reload); `None` for the embedded default.
 /// `secrets`: from [`take_env_secrets`].
@@ -268,7 +287,7 @@ pub async fn run(
         }
         None => None,
     };
-    let server = Arc::new(Listener::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
+    let server = Arc::new(Server::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
     let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
     reloader.add_hook(Arc::new(PolicyReload(access)));
     let admin_cfg = cfg.admin.clone();

@@ -1,8 +1,8 @@
 //! The admin listener (loopback by default): `GET /metrics` (Prometheus text), `GET /healthz` (the
-//! process answers), `GET /readyz` (backend reachable, TLS configuration loaded), `GET /clients`
-//! (client certificates with last-seen time and open connections, JSON) and `POST /reload` (reload
-//! the configuration now and say how it went). A deliberately tiny HTTP/1.1 responder: one
-//! request per connection, no request body.
+//! process answers), `GET /readyz` (the backend is reachable; the TLS configuration was loaded
+//! before this listener started), `GET /clients` (client certificates with last-seen time and
+//! open connections, JSON) and `POST /reload` (reload the configuration now and say how it went).
+//! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.
 //!
 //! Who may use it: `/reload` and `/clients` need `Authorization: Bearer <token>` (the token file
 //! of `[admin] token_file`, compared in constant time); without a configured token they are
@@ -251,6 +251,7 @@ impl ReloadHook for AdminReload {
     }
 }
 
+/// The admin listener: what its endpoints read and the access rules in force.
 pub struct Admin {
     pub metrics: PrometheusHandle,
     pub backend: Arc<dyn Backend>,
@@ -312,6 +313,7 @@ const BUSY_RESPONSE: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 impl Admin {
+    /// Answers admin connections until the process ends.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let permits = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
         loop {
@@ -455,7 +457,7 @@ impl Admin {
                 "200 OK",
                 "application/json",
                 "",
-                serde_json::to_string(&self.reloader.listener().clients_report())
+                serde_json::to_string(&self.reloader.server().registry.clients_report())
                     .unwrap_or_else(|_| "[]".into()),
             ),
             (_, "/reload") | (_, "/clients") => {

@@ -1,5 +1,5 @@
-//! The network front: the mutual-TLS KMIP listener, TLS material and client authentication, hot
-//! reload of both, and the admin listener.
+//! The network front: the mutual-TLS KMIP server (accept loop, connections and their registry),
+//! TLS material and client authentication, hot reload of both, and the admin listener.
 
 pub mod admin;
 pub mod reload;

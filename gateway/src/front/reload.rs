@@ -20,7 +20,7 @@
 //! the returned commit applies), or just watch the reload generation with [`Reloader::subscribe`].
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::front::server::{Listener, RecheckReport};
+use crate::front::server::{RecheckReport, Server};
 use crate::front::tls::{Expiry, TlsSetupError, TlsState, EXPIRY_WARNING};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
@@ -99,7 +99,8 @@ pub struct Reloader {
     /// The file's start-only values as last read: command-line overrides (`--listen`) make the
     /// running values differ from the file's without anything having changed.
     file_baseline: Mutex<GatewayConfig>,
-    listener: Arc<Listener>,
+    /// Whose TLS state a reload swaps and whose open connections it re-checks.
+    server: Arc<Server>,
     hooks: Mutex<Vec<Arc<dyn ReloadHook>>>,
     generation: watch::Sender<u64>,
 }
@@ -155,7 +156,7 @@ impl Reloader {
     pub fn new(
         config_path: Option<PathBuf>,
         current: GatewayConfig,
-        listener: Arc<Listener>,
+        server: Arc<Server>,
     ) -> Reloader {
         let file_baseline = config_path
             .as_deref()
@@ -165,14 +166,15 @@ impl Reloader {
             config_path,
             file_baseline: Mutex::new(file_baseline),
             current: Mutex::new(current),
-            listener,
+            server,
             hooks: Mutex::new(Vec::new()),
             generation: watch::Sender::new(0),
         }
     }
 
-    pub fn listener(&self) -> &Arc<Listener> {
-        &self.listener
+    /// The KMIP server whose TLS state this reloads.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
     }
 
     /// Registers a component to reload together with the TLS state.
@@ -267,7 +269,7 @@ impl Reloader {
         new.capture_dir = current.capture_dir.clone();
         new.embedded_default = current.embedded_default;
 
-        let old_tls = self.listener.tls.load_full();
+        let old_tls = self.server.tls.load_full();
         let tls = Arc::new(TlsState::build(&new, Some(&old_tls))?);
         let hooks: Vec<_> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut commits = Vec::with_capacity(hooks.len());
@@ -277,12 +279,13 @@ impl Reloader {
                 problem,
             })?);
         }
-        self.listener.tls.store(tls.clone());
+        self.server.tls.store(tls.clone());
         for commit in commits {
             commit();
         }
         let connections = self
-            .listener
+            .server
+            .registry
             .recheck(&tls, new.revocation.close_revoked_connections);
         export_expiries(&tls.expiries);
         *current = new;

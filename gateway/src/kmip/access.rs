@@ -137,19 +137,3 @@ pub fn policy_operation(op: kmip_wire::model::Operation) -> Option<Operation> {
         _ => return None,
     })
 }
-
-/// Reloads the policy with the rest of the configuration (SIGHUP, file change, `reload`). An
-/// invalid policy fails the whole reload and the old one stays in force.
-pub struct PolicyReload(pub Arc<Access>);
-
-impl crate::front::reload::ReloadHook for PolicyReload {
-    fn name(&self) -> &str {
-        "policy"
-    }
-
-    fn prepare(&self, cfg: &GatewayConfig) -> Result<crate::front::reload::Commit, String> {
-        let policy = load_policy(cfg).map_err(|e| e.to_string())?;
-        let access = self.0.clone();
-        Ok(Box::new(move || access.replace(policy)))
-    }
-}

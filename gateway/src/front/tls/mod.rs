@@ -1,0 +1,281 @@
+//! TLS material and client authentication.
+//!
+//! The handshake verifies the client chain against the union of all users' CAs (and CRLs, when
+//! configured); afterwards [`TlsState::authenticate`] maps the certificate to a user the way the
+//! FlashArray guide's KMES does: the subject Common Name names the user, and the CA that issued it
+//! must be one trusted for *that* user. Every refusal has a distinct [`AuthError`] so operators can
+//! tell "cannot authenticate" from "not a known user".
+//!
+//! A client certificate must carry the clientAuth extended key usage (one with none at all passes
+//! webpki, so [`TlsState::authenticate`] refuses it). A user with `direct_issuer_only` accepts
+//! only certificates signed by one of its CAs itself, not through an intermediate below them.
+//! The CertificateRequest names no CA: the listener is shared by tenants who must not learn each
+//! other's CAs, and clients with one certificate (PyKMIP, the array) send it regardless.
+//!
+//! Revocation: CRLs (per user and `[revocation] crls`) are given to both the handshake verifier and
+//! the per-user verifiers, and a deny-list of serials/fingerprints is checked in
+//! [`TlsState::authenticate`]. Only the end-entity certificate's revocation is checked, and a
+//! certificate whose CA has no CRL configured passes: the FlashArray cannot use intermediates, so
+//! the chain is root + leaf and a root (a trust anchor) is never checked against a CRL anyway; and
+//! with several users' CAs behind one listener, requiring a CRL from every CA would lock out the
+//! users of a CA that publishes none. Expired CRLs are still used (a stale CRL must not lock the
+//! array out at boot): their `next_update` is exported as an expiry instead.
+//! Because `authenticate` re-verifies the chain (CRLs included), a revoked client cannot get back
+//! in through TLS session resumption, and a reload can re-check open connections with it.
+//!
+//! - this file: the state built from the configuration ([`TlsState::build`]) and the mapping of a
+//!   verified chain to a user ([`TlsState::authenticate`]).
+//! - `material`: reading certificates, keys, CAs and CRLs; their subjects and expiries.
+//! - `refusal`: why a client is refused ([`AuthError`], [`handshake_failure_label`]).
+
+mod material;
+mod refusal;
+#[cfg(test)]
+mod tests;
+
+pub use material::{cert_subject_and_expiry, load_certs, Expiry, ExpiryKind};
+pub use refusal::{handshake_failure_label, AuthError};
+
+use crate::config::{valid_user_name, GatewayConfig};
+use crate::identity::Identity;
+use material::{load_key, Loaded};
+use refusal::chain_refusal;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// How far ahead an expiring certificate or CRL is warned about in the log: time enough to renew
+/// it before the array raises its alert (or loses its key at the next boot).
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, Error)]
+pub enum TlsSetupError {
+    #[error("{path}: {problem}")]
+    File { path: String, problem: String },
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier for {who}: {problem}")]
+    Verifier { who: String, problem: String },
+}
+
+/// How one user's certificates are verified.
+struct UserAuth {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// The user trusts exactly the handshake's CAs and CRLs, so a full handshake has already
+    /// run this user's verification (the common single-CA deployment).
+    same_as_handshake: bool,
+    /// `[[users]] direct_issuer_only`.
+    direct_issuer_only: bool,
+}
+
+/// Everything TLS-related built from the configuration; replaced whole on reload.
+pub struct TlsState {
+    pub server_config: Arc<ServerConfig>,
+    users: HashMap<String, UserAuth>,
+    deny_serials: HashSet<String>,
+    deny_fingerprints: HashSet<String>,
+    /// The server certificate, the CAs and the CRLs this state was built from.
+    pub expiries: Vec<Expiry>,
+}
+
+/// A client verifier trusting `roots` and checking `crls`; `who` names it in errors.
+fn verifier(
+    roots: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    who: &str,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsSetupError> {
+    let problem = |problem: String| TlsSetupError::Verifier {
+        who: who.to_string(),
+        problem,
+    };
+    let mut store = RootCertStore::empty();
+    for cert in roots {
+        store
+            .add(cert.clone())
+            .map_err(|e| problem(format!("not a usable CA certificate: {e}")))?;
+    }
+    // No CA names in the CertificateRequest: with several tenants behind one listener, the
+    // default (every trust anchor's subject) would tell each tenant every other tenant's CAs.
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), crypto_provider())
+            .clear_root_hint_subjects();
+    if !crls.is_empty() {
+        // See the module comment for why these two.
+        builder = builder
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    builder.build().map_err(|e| problem(e.to_string()))
+}
+
+/// A set of DER encodings, to compare trust configurations.
+fn der_set<'a>(items: impl Iterator<Item = &'a [u8]>) -> std::collections::BTreeSet<&'a [u8]> {
+    items.collect()
+}
+
+/// The one crypto provider of the process (aws-lc-rs).
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+impl TlsState {
+    /// Builds the complete TLS state, or says which file is wrong. `previous` keeps session
+    /// resumption (cache and ticket keys) across reloads.
+    pub fn build(
+        cfg: &GatewayConfig,
+        previous: Option<&TlsState>,
+    ) -> Result<TlsState, TlsSetupError> {
+        let chain = load_certs(&cfg.tls.cert)?;
+        let key = load_key(&cfg.tls.key)?;
+        let mut loaded = Loaded::default();
+        let (server_subject, server_not_after) = chain
+            .first()
+            .and_then(|c| cert_subject_and_expiry(c))
+            .ok_or_else(|| TlsSetupError::File {
+                path: cfg.tls.cert.display().to_string(),
+                problem: "the server certificate cannot be parsed".into(),
+            })?;
+        let mut all_cas = Vec::new();
+        for user in &cfg.users {
+            for path in &user.cas {
+                all_cas.extend(loaded.cas(path)?);
+            }
+        }
+        let mut global_crls = Vec::new();
+        for path in &cfg.revocation.crls {
+            global_crls.extend(loaded.crls(path, &all_cas)?);
+        }
+        let mut all_crls = global_crls.clone();
+        let mut per_user = Vec::with_capacity(cfg.users.len());
+        for user in &cfg.users {
+            let mut cas = Vec::new();
+            for path in &user.cas {
+                cas.extend(loaded.cas(path)?);
+            }
+            let mut crls = global_crls.clone();
+            for path in &user.crls {
+                let own = loaded.crls(path, &cas)?;
+                all_crls.extend(own.iter().cloned());
+                crls.extend(own);
+            }
+            let v = verifier(&cas, crls.clone(), &format!("user '{}'", user.name))?;
+            per_user.push((user.name.clone(), v, cas, crls, user.direct_issuer_only));
+        }
+        let mut users = HashMap::with_capacity(per_user.len());
+        let all_ca_set = der_set(all_cas.iter().map(|c| c.as_ref()));
+        let all_crl_set = der_set(all_crls.iter().map(|c| c.as_ref()));
+        for (name, verifier, cas, crls, direct_issuer_only) in per_user {
+            let same_as_handshake = der_set(cas.iter().map(|c| c.as_ref())) == all_ca_set
+                && der_set(crls.iter().map(|c| c.as_ref())) == all_crl_set;
+            users.insert(
+                name,
+                UserAuth {
+                    verifier,
+                    same_as_handshake,
+                    direct_issuer_only,
+                },
+            );
+        }
+        let handshake_verifier = verifier(&all_cas, all_crls, "all users")?;
+        let mut expiries = vec![Expiry {
+            kind: ExpiryKind::Server,
+            subject: server_subject,
+            not_after: server_not_after,
+            path: cfg.tls.cert.clone(),
+        }];
+        expiries.append(&mut loaded.expiries);
+        let mut sc = ServerConfig::builder_with_provider(crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(handshake_verifier)
+            .with_single_cert(chain, key)?;
+        match previous {
+            Some(prev) => {
+                sc.session_storage = prev.server_config.session_storage.clone();
+                sc.ticketer = prev.server_config.ticketer.clone();
+            }
+            None => {
+                sc.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+            }
+        }
+        Ok(TlsState {
+            server_config: Arc::new(sc),
+            users,
+            deny_serials: cfg.revocation.deny_serials.iter().cloned().collect(),
+            deny_fingerprints: cfg.revocation.deny_fingerprints.iter().cloned().collect(),
+            expiries,
+        })
+    }
+
+    /// Maps a verified client chain to a configured user. `full_handshake`: this state's own
+    /// verifier checked the chain just now (not a resumed session, not a re-check after reload).
+    pub fn authenticate(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+        full_handshake: bool,
+    ) -> Result<Identity, AuthError> {
+        let chain = chain.unwrap_or(&[]);
+        let (end_entity, intermediates) = chain.split_first().ok_or(AuthError::NoCertificate)?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(end_entity).map_err(|_| AuthError::Unparsable)?;
+        // webpki lets a certificate without any EKU through (RFC 5280: no restriction), so any
+        // certificate a tenant's CA ever issued, for a web server say, could otherwise log in.
+        match cert.extended_key_usage() {
+            Ok(Some(eku)) if eku.value.client_auth => {}
+            Ok(_) => return Err(AuthError::MissingClientAuthEku),
+            Err(_) => return Err(AuthError::Unparsable),
+        }
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        if cn.trim().is_empty() {
+            return Err(AuthError::EmptyCommonName);
+        }
+        if cn.contains('*') {
+            return Err(AuthError::WildcardCommonName(cn));
+        }
+        let serial_hex = crate::tooling::pki::Serial::from_bytes(cert.raw_serial())
+            .map(|s| s.to_hex())
+            .unwrap_or_else(|_| hex::encode(cert.raw_serial()));
+        let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
+        if self.deny_serials.contains(&serial_hex) || self.deny_fingerprints.contains(&fingerprint)
+        {
+            return Err(AuthError::Denied { serial: serial_hex });
+        }
+        if !valid_user_name(&cn) {
+            return Err(AuthError::UnknownUser(cn));
+        }
+        let user = self
+            .users
+            .get(&cn)
+            .ok_or_else(|| AuthError::UnknownUser(cn.clone()))?;
+        let now = UnixTime::now();
+        if !(full_handshake && user.same_as_handshake) {
+            user.verifier
+                .verify_client_cert(end_entity, intermediates, now)
+                .map_err(|e| chain_refusal(&e, &cn))?;
+        }
+        if user.direct_issuer_only {
+            // Without the intermediates the client sent, only a certificate signed by one of the
+            // user's CAs itself can verify; the chain as a whole passed above.
+            user.verifier
+                .verify_client_cert(end_entity, &[], now)
+                .map_err(|_| AuthError::IndirectIssuer { user: cn.clone() })?;
+        }
+        Ok(Identity {
+            user: cn,
+            subject: cert.subject().to_string(),
+            serial_hex,
+            fingerprint,
+        })
+    }
+}

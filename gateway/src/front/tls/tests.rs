@@ -1,0 +1,293 @@
+//! Tests of the TLS state: client authentication, refusal labels, the CertificateRequest.
+
+use super::*;
+use crate::tooling::pki::{self, CaBundle, CertProfile, IssueOptions, IssuedCert};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivateKeyDer;
+use std::sync::Mutex;
+
+/// A temporary configuration folder with the listener's certificate (of `server_ca`).
+struct Setup {
+    dir: tempfile::TempDir,
+    server_ca: CaBundle,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let server_ca = pki::init_ca("server CA", 30).unwrap();
+        let server =
+            pki::issue_server_cert(&server_ca, &["localhost".to_owned()], &[], 30).unwrap();
+        std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.key"), server.key_pem.as_bytes()).unwrap();
+        Setup { dir, server_ca }
+    }
+
+    /// Writes a file of the folder; returns its path as a TOML string.
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        format!("{:?}", path.display().to_string())
+    }
+
+    /// Builds the TLS state with `purefa` trusting `ca_pem` (plus `user_extra` lines) and
+    /// `extra` appended to the file.
+    fn state(&self, ca_pem: &str, user_extra: &str, extra: &str) -> TlsState {
+        let ca = self.write("ca.pem", ca_pem);
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\
+             [[users]]\nname = \"purefa\"\ncas = [{ca}]\n{user_extra}\n{extra}"
+        );
+        let cfg = GatewayConfig::from_toml_str(&text, self.dir.path()).unwrap();
+        TlsState::build(&cfg, None).unwrap()
+    }
+}
+
+fn chain(pems: &[&str]) -> Vec<CertificateDer<'static>> {
+    pems.iter()
+        .map(|p| CertificateDer::from_pem_slice(p.as_bytes()).unwrap())
+        .collect()
+}
+
+fn issue(ca: &CaBundle, profile: CertProfile) -> IssuedCert {
+    let options = IssueOptions::new(Some("purefa".into()), profile, 30).unwrap();
+    pki::issue_cert(ca, &options).unwrap()
+}
+
+/// A root allowed to certify intermediates, and an intermediate below it.
+fn root_and_intermediate() -> (CaBundle, CaBundle) {
+    let ca_params = |cn: &str| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params("tenant root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let inter_key = KeyPair::generate().unwrap();
+    let inter = ca_params("tenant intermediate")
+        .signed_by(&inter_key, &Issuer::new(root_params, &root_key))
+        .unwrap();
+    let bundle = |pem: String, key: &KeyPair| CaBundle {
+        cert_pem: pem,
+        key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
+    };
+    (
+        bundle(root.pem(), &root_key),
+        bundle(inter.pem(), &inter_key),
+    )
+}
+
+#[test]
+fn a_client_certificate_must_carry_the_client_auth_eku() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let state = setup.state(&ca.cert_pem, "", "");
+    let with = issue(&ca, CertProfile::Client);
+    for full_handshake in [true, false] {
+        let id = state
+            .authenticate(Some(&chain(&[&with.cert_pem])), full_handshake)
+            .unwrap();
+        assert_eq!(id.user, "purefa");
+    }
+    let without = issue(&ca, CertProfile::NoExtendedKeyUsage);
+    let server_only = issue(
+        &ca,
+        CertProfile::Server {
+            dns_names: vec!["purefa".into()],
+            ip_addrs: Vec::new(),
+        },
+    );
+    for cert in [&without, &server_only] {
+        for full_handshake in [true, false] {
+            let e = state
+                .authenticate(Some(&chain(&[&cert.cert_pem])), full_handshake)
+                .unwrap_err();
+            assert_eq!(e, AuthError::MissingClientAuthEku);
+            assert_eq!(e.label(), "missing_client_auth_eku");
+        }
+    }
+}
+
+#[test]
+fn a_server_only_certificate_fails_the_handshake_as_missing_client_auth_eku() {
+    let e = std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::InvalidPurpose),
+    );
+    assert_eq!(handshake_failure_label(&e), "missing_client_auth_eku");
+}
+
+#[test]
+fn direct_issuer_only_refuses_a_leaf_of_an_intermediate() {
+    let setup = Setup::new();
+    let (root, intermediate) = root_and_intermediate();
+    let leaf = issue(&intermediate, CertProfile::Client);
+    let via_intermediate = chain(&[&leaf.cert_pem, &intermediate.cert_pem]);
+    let direct = issue(&root, CertProfile::Client);
+
+    let open = setup.state(&root.cert_pem, "", "");
+    open.authenticate(Some(&via_intermediate), false).unwrap();
+    open.authenticate(Some(&chain(&[&direct.cert_pem])), false)
+        .unwrap();
+
+    let pinned = setup.state(&root.cert_pem, "direct_issuer_only = true", "");
+    for full_handshake in [true, false] {
+        let e = pinned
+            .authenticate(Some(&via_intermediate), full_handshake)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            AuthError::IndirectIssuer {
+                user: "purefa".into()
+            }
+        );
+        assert_eq!(e.label(), "indirect_issuer");
+        pinned
+            .authenticate(Some(&chain(&[&direct.cert_pem])), full_handshake)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_revoked_certificate_is_refused_as_revoked() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let cert = issue(&ca, CertProfile::Client);
+    let serial = pki::describe_cert(&cert.cert_pem).unwrap().serial_hex;
+    let now = time::OffsetDateTime::now_utc();
+    let crl = pki::make_crl(
+        &ca,
+        &[(pki::Serial::from_hex(&serial).unwrap(), now)],
+        now,
+        now + time::Duration::days(1),
+        2,
+    )
+    .unwrap();
+    let crl = setup.write("ca.crl", &crl);
+    let state = setup.state(&ca.cert_pem, "", &format!("[revocation]\ncrls = [{crl}]\n"));
+    let e = state
+        .authenticate(Some(&chain(&[&cert.cert_pem])), false)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        AuthError::Revoked {
+            user: "purefa".into()
+        }
+    );
+    assert_eq!(e.label(), "certificate_revoked");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_as_expired() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let mut options = IssueOptions::new(Some("purefa".into()), CertProfile::Client, 1).unwrap();
+    options.not_after = options.not_before - time::Duration::days(1);
+    options.not_before = options.not_after - time::Duration::days(10);
+    let cert = pki::issue_cert(&ca, &options).unwrap();
+    let state = setup.state(&ca.cert_pem, "", "");
+    let e = state
+        .authenticate(Some(&chain(&[&cert.cert_pem])), false)
+        .unwrap_err();
+    assert_eq!(e.label(), "certificate_expired");
+}
+
+/// Records the CA names the server's CertificateRequest offers.
+#[derive(Debug)]
+struct HintRecorder {
+    key: Arc<rustls::sign::CertifiedKey>,
+    seen: Mutex<Vec<Vec<Vec<u8>>>>,
+}
+
+impl rustls::client::ResolvesClientCert for HintRecorder {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(root_hint_subjects.iter().map(|s| s.to_vec()).collect());
+        Some(self.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Runs a handshake in memory; returns the CA names the client was offered.
+fn offered_ca_names(
+    state: &TlsState,
+    server_ca: &CaBundle,
+    client: &IssuedCert,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Vec<Vec<u8>> {
+    let mut roots = RootCertStore::empty();
+    roots.add(chain(&[&server_ca.cert_pem]).remove(0)).unwrap();
+    let provider = crypto_provider();
+    let key = certified_key(client, &provider);
+    let recorder = Arc::new(HintRecorder {
+        key,
+        seen: Mutex::new(Vec::new()),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(recorder.clone());
+    let mut c = rustls::ClientConnection::new(
+        Arc::new(config),
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut s = rustls::ServerConnection::new(state.server_config.clone()).unwrap();
+    while c.is_handshaking() || s.is_handshaking() {
+        let mut buf = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+        s.read_tls(&mut buf.as_slice()).unwrap();
+        s.process_new_packets().unwrap();
+        let mut buf = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        c.read_tls(&mut buf.as_slice()).unwrap();
+        c.process_new_packets().unwrap();
+    }
+    let seen = recorder.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "one CertificateRequest");
+    seen[0].clone()
+}
+
+fn certified_key(
+    cert: &IssuedCert,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Arc<rustls::sign::CertifiedKey> {
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    Arc::new(rustls::sign::CertifiedKey::from_der(chain(&[&cert.cert_pem]), key, provider).unwrap())
+}
+
+#[test]
+fn the_certificate_request_names_no_tenant_ca() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant A's CA", 30).unwrap();
+    let other = pki::init_ca("tenant B's CA", 30).unwrap();
+    let other_pem = setup.write("other.pem", &other.cert_pem);
+    let state = setup.state(
+        &ca.cert_pem,
+        "",
+        &format!("[[users]]\nname = \"other\"\ncas = [{other_pem}]\n"),
+    );
+    let client = issue(&ca, CertProfile::Client);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let names = offered_ca_names(&state, &setup.server_ca, &client, version);
+        assert!(names.is_empty(), "{version:?} offered CA names {names:?}");
+    }
+}
