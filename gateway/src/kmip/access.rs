@@ -107,33 +107,3 @@ impl Access {
         self.policy.rcu(|old| (old.0 + 1, policy.clone()));
     }
 }
-
-/// The policy's name for a KMIP operation; `None` for operations the gateway does not implement
-/// (they fail with Operation Not Supported before any decision).
-pub fn policy_operation(op: kmip_wire::model::Operation) -> Option<Operation> {
-    use kmip_wire::model::Operation as K;
-    Some(match op {
-        K::Create => Operation::Create,
-        K::CreateKeyPair => Operation::CreateKeyPair,
-        K::Register => Operation::Register,
-        K::ReKey => Operation::ReKey,
-        K::Locate => Operation::Locate,
-        K::Check => Operation::Check,
-        K::Get => Operation::Get,
-        K::GetAttributes => Operation::GetAttributes,
-        K::GetAttributeList => Operation::GetAttributeList,
-        K::AddAttribute => Operation::AddAttribute,
-        K::ModifyAttribute => Operation::ModifyAttribute,
-        K::DeleteAttribute => Operation::DeleteAttribute,
-        K::SetAttribute => Operation::SetAttribute,
-        K::Activate => Operation::Activate,
-        K::Revoke => Operation::Revoke,
-        K::Destroy => Operation::Destroy,
-        K::Query => Operation::Query,
-        K::DiscoverVersions => Operation::DiscoverVersions,
-        K::Encrypt => Operation::Encrypt,
-        K::Decrypt => Operation::Decrypt,
-        K::Mac => Operation::Mac,
-        _ => return None,
-    })
-}

@@ -39,6 +39,11 @@ pub enum StoreError {
     Backend(#[from] BackendError),
 }
 
+/// The object a write addresses does not exist. The caller's error type says what that means to
+/// its client (the store knows nothing of KMIP Result Reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSuchObject;
+
 /// One managed object as the gateway knows it.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
@@ -425,17 +430,24 @@ impl Store {
 
     /// Applies `change` to a copy of the object; if it succeeds, makes the new version durable
     /// and visible. `change` sees the latest version: writes to one object are serialised.
-    pub async fn update<R>(
+    /// The error is the caller's: `change`'s own, or one of the store's converted into it.
+    pub async fn update<R, E>(
         &self,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject) -> Result<R, crate::kmip::ops::OpError>,
-    ) -> Result<(Written, R), crate::kmip::ops::OpError> {
+        change: impl FnOnce(&mut StoredObject) -> Result<R, E>,
+    ) -> Result<(Written, R), E>
+    where
+        E: From<StoreError> + From<NoSuchObject>,
+    {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
-        let current = self.get(uid).ok_or(crate::kmip::ops::OpError::NotFound)?;
+        let current = self.get(uid).ok_or(NoSuchObject)?;
         let mut next = (*current).clone();
         let r = change(&mut next)?;
-        self.backend.update_meta(uid, next.to_meta()).await?;
+        self.backend
+            .update_meta(uid, next.to_meta())
+            .await
+            .map_err(StoreError::from)?;
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.reindex(uid, Some(&current), Some(&next));
@@ -501,17 +513,23 @@ impl Store {
 
     /// KMIP Destroy: the material goes for good; the object stays with its attributes
     /// (`change` marks it Destroyed).
-    pub async fn destroy(
+    pub async fn destroy<E>(
         &self,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject) -> Result<(), crate::kmip::ops::OpError>,
-    ) -> Result<Arc<StoredObject>, crate::kmip::ops::OpError> {
+        change: impl FnOnce(&mut StoredObject) -> Result<(), E>,
+    ) -> Result<Arc<StoredObject>, E>
+    where
+        E: From<StoreError> + From<NoSuchObject>,
+    {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
-        let current = self.get(uid).ok_or(crate::kmip::ops::OpError::NotFound)?;
+        let current = self.get(uid).ok_or(NoSuchObject)?;
         let mut next = (*current).clone();
         change(&mut next)?;
-        self.backend.destroy(uid, Some(next.to_meta())).await?;
+        self.backend
+            .destroy(uid, Some(next.to_meta()))
+            .await
+            .map_err(StoreError::from)?;
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.reindex(uid, Some(&current), Some(&next));

@@ -1,4 +1,5 @@
-//! Per-Name serialisation of the operations that give an object a Name.
+//! Name uniqueness: the uniqueness check, and the per-Name serialisation of the operations that
+//! give an object a Name.
 //!
 //! A Name must be unique among the live objects the caller can see, but the check reads the
 //! store's Name index and the object only joins that index after its durable write: two
@@ -7,6 +8,11 @@
 //! that is merely in flight, keeps the answer exact and reveals nothing about other users'
 //! objects: the second operation sees the first one's object, or its absence, like any other.
 
+use super::object::is_destroyed;
+use super::{OpContext, OpError, Ops};
+use crate::kmip::access::facts;
+use kmip_wire::model::Attribute;
+use kmip_wire::spec::tags;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use tokio::sync::{Mutex, MutexGuard};
@@ -46,6 +52,39 @@ impl NameLocks {
             guards.push(self.stripes[stripe].lock().await);
         }
         guards
+    }
+}
+
+/// The Name values among `attributes`, for [`NameLocks::lock`].
+pub(super) fn name_values<'a>(attributes: impl IntoIterator<Item = &'a Attribute>) -> Vec<String> {
+    attributes
+        .into_iter()
+        .filter(|a| a.is(tags::NAME))
+        .filter_map(|a| a.as_name().map(|n| n.value))
+        .collect()
+}
+
+impl Ops {
+    /// Names are unique among the live objects the caller can see: checking others' objects
+    /// would tell the caller that a hidden object has this Name.
+    pub(super) fn check_name_unique(
+        &self,
+        ctx: &OpContext<'_>,
+        name: &Attribute,
+        except: Option<&str>,
+    ) -> Result<(), OpError> {
+        let Some(n) = name.as_name() else {
+            return Ok(());
+        };
+        let current = self.access.current();
+        let id = current.1.identity(ctx.user);
+        let clash = self.store.by_name(&n.value).iter().any(|o| {
+            Some(o.uid.as_str()) != except && !is_destroyed(o) && current.1.may_see(&id, &facts(o))
+        });
+        if clash {
+            return Err(OpError::NonUniqueName(n.value));
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,262 @@
+//! Encrypt, Decrypt and MAC with a key the backend holds: the key must be Active, inside its
+//! usage dates and mask, and each use is charged against its Usage Limits first.
+
+use super::object::{state_name, state_of};
+use super::{OpContext, OpError, Ops};
+use crate::kmip::store::StoredObject;
+use bytes::Bytes;
+use kmip_backends::{CipherMode, CipherRequest};
+use kmip_wire::model::*;
+use kmip_wire::spec::tags;
+use kmip_wire::ttlv::{Tag, Value};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+impl Ops {
+    fn usable_key(&self, uid: &str, usage: i32, now: i64) -> Result<Arc<StoredObject>, OpError> {
+        let obj = self.live_object(uid)?;
+        if state_of(&obj) != State::Active {
+            return Err(OpError::WrongState(state_name(state_of(&obj))));
+        }
+        let date = |tag: Tag| obj.first(tag).and_then(Attribute::as_datetime);
+        // Protecting (encrypting, MACing) stops at the Protect Stop Date; processing
+        // (decrypting) starts at the Process Start Date.
+        if usage != USAGE_DECRYPT && date(tags::PROTECT_STOP_DATE).is_some_and(|d| d <= now) {
+            return Err(OpError::WrongState("past its Protect Stop Date"));
+        }
+        if usage == USAGE_DECRYPT && date(tags::PROCESS_START_DATE).is_some_and(|d| d > now) {
+            return Err(OpError::WrongState("before its Process Start Date"));
+        }
+        if let Some(mask) = obj
+            .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
+            .and_then(Attribute::as_int)
+        {
+            if mask & usage == 0 {
+                return Err(OpError::PermissionDenied(
+                    "the key's usage mask does not allow this operation".into(),
+                ));
+            }
+        }
+        Ok(obj)
+    }
+
+    /// Charges a use of `bytes` bytes against the key's Usage Limits, durably, before the
+    /// operation runs (a failed operation still counts: the conservative side). The charge is
+    /// not journaled for undo: the use happened, and an Undo batch must not refund it.
+    async fn consume_usage(&self, obj: &StoredObject, bytes: usize) -> Result<(), OpError> {
+        if obj.first(tags::USAGE_LIMITS).is_none() {
+            return Ok(());
+        }
+        self.store
+            .update(&obj.uid, |o| {
+                let Some(Value::Structure(fields)) =
+                    o.first(tags::USAGE_LIMITS).map(|a| a.value.clone())
+                else {
+                    return Ok(());
+                };
+                let field = |tag: Tag| fields.iter().find(|t| t.tag == tag);
+                let total = field(tags::USAGE_LIMITS_TOTAL)
+                    .and_then(|t| t.as_long())
+                    .unwrap_or(0);
+                let remaining = field(tags::USAGE_LIMITS_COUNT)
+                    .and_then(|t| t.as_long())
+                    .unwrap_or(total);
+                // Usage Limits Unit: 1 = Byte, 2 = Object (one use per operation).
+                let need = match field(tags::USAGE_LIMITS_UNIT).and_then(|t| t.as_enum()) {
+                    Some(1) => i64::try_from(bytes).unwrap_or(i64::MAX),
+                    _ => 1,
+                };
+                if need > remaining {
+                    return Err(OpError::PermissionDenied(
+                        "the key's Usage Limits are exhausted".into(),
+                    ));
+                }
+                let mut kept: Vec<kmip_wire::ttlv::Ttlv> = fields
+                    .iter()
+                    .filter(|t| t.tag != tags::USAGE_LIMITS_COUNT)
+                    .cloned()
+                    .collect();
+                kept.push(kmip_wire::ttlv::Ttlv::new(
+                    tags::USAGE_LIMITS_COUNT,
+                    Value::LongInteger(remaining - need),
+                ));
+                o.set(tags::USAGE_LIMITS, Value::Structure(kept));
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn encrypt(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: CryptoRequest,
+    ) -> Result<EncryptResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.usable_key(&uid, USAGE_ENCRYPT, ctx.now)?;
+        let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
+        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        self.consume_usage(&obj, data.len()).await?;
+        let out = self
+            .store
+            .backend()
+            .encrypt(
+                &uid,
+                CipherRequest {
+                    mode,
+                    data: Zeroizing::new(data.as_slice().to_vec()),
+                    iv: r.iv_counter_nonce.map(|b| b.to_vec()),
+                    aad: r
+                        .authenticated_encryption_additional_data
+                        .map(|b| b.to_vec()),
+                    tag: None,
+                },
+            )
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(EncryptResponse {
+            unique_identifier: uid,
+            data: Some(Bytes::copy_from_slice(&out.data)),
+            iv_counter_nonce: out.generated_iv.map(Bytes::from),
+            correlation_value: None,
+            authenticated_encryption_tag: out.tag.map(Bytes::from),
+        })
+    }
+
+    pub(super) async fn decrypt(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: CryptoRequest,
+    ) -> Result<DecryptResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.usable_key(&uid, USAGE_DECRYPT, ctx.now)?;
+        let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
+        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        if matches!(mode, CipherMode::Cbc { .. } | CipherMode::Gcm { .. })
+            && r.iv_counter_nonce.is_none()
+        {
+            return Err(OpError::MissingIv);
+        }
+        self.consume_usage(&obj, data.len()).await?;
+        let out = self
+            .store
+            .backend()
+            .decrypt(
+                &uid,
+                CipherRequest {
+                    mode,
+                    data: Zeroizing::new(data.as_slice().to_vec()),
+                    iv: r.iv_counter_nonce.map(|b| b.to_vec()),
+                    aad: r
+                        .authenticated_encryption_additional_data
+                        .map(|b| b.to_vec()),
+                    tag: r.authenticated_encryption_tag.map(|b| b.to_vec()),
+                },
+            )
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(DecryptResponse {
+            unique_identifier: uid,
+            data: Some(SecretBytes::from_slice(&out.data)),
+            correlation_value: None,
+        })
+    }
+
+    pub(super) async fn mac(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: MacRequest,
+    ) -> Result<MacResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.usable_key(&uid, USAGE_MAC_GENERATE, ctx.now)?;
+        let alg = r
+            .cryptographic_parameters
+            .as_ref()
+            .and_then(|p| p.cryptographic_algorithm)
+            .or_else(|| {
+                obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
+                    .and_then(|a| a.as_enum())
+            });
+        if alg != Some(CryptographicAlgorithm::HmacSha256) {
+            return Err(OpError::BadCryptoParameters(
+                "MAC supports HMAC-SHA256 only".into(),
+            ));
+        }
+        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
+        let mac = self.store.backend().mac(&uid, data.as_slice()).await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(MacResponse {
+            unique_identifier: uid,
+            mac_data: Some(Bytes::from(mac)),
+            correlation_value: None,
+        })
+    }
+}
+
+const USAGE_ENCRYPT: i32 = 0x0000_0004;
+const USAGE_DECRYPT: i32 = 0x0000_0008;
+const USAGE_MAC_GENERATE: i32 = 0x0000_0080;
+
+/// The request's Cryptographic Parameters, completed field by field from the key's own
+/// Cryptographic Parameters attribute (KMIP: the object's parameters apply when the request
+/// omits them).
+fn effective_parameters(
+    given: Option<&CryptographicParameters>,
+    obj: &StoredObject,
+) -> CryptographicParameters {
+    let mut p = given.cloned().unwrap_or_default();
+    if let Some(stored) = obj.first(tags::CRYPTOGRAPHIC_PARAMETERS) {
+        let field = |tag: Tag| match &stored.value {
+            Value::Structure(items) => items.iter().find(|t| t.tag == tag),
+            _ => None,
+        };
+        let e = |tag: Tag| field(tag).and_then(|t| t.as_enum());
+        p.block_cipher_mode = p
+            .block_cipher_mode
+            .or(e(tags::BLOCK_CIPHER_MODE).map(BlockCipherMode::from_u32));
+        p.padding_method = p
+            .padding_method
+            .or(e(tags::PADDING_METHOD).map(PaddingMethod::from_u32));
+        p.cryptographic_algorithm = p
+            .cryptographic_algorithm
+            .or(e(tags::CRYPTOGRAPHIC_ALGORITHM).map(CryptographicAlgorithm::from_u32));
+        p.tag_length = p
+            .tag_length
+            .or(field(tags::TAG_LENGTH).and_then(|t| t.as_i32()));
+    }
+    p
+}
+
+fn cipher_mode(
+    given: Option<&CryptographicParameters>,
+    obj: &StoredObject,
+) -> Result<CipherMode, OpError> {
+    let effective = effective_parameters(given, obj);
+    let p = Some(&effective);
+    let alg = p.and_then(|p| p.cryptographic_algorithm).or_else(|| {
+        obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
+            .and_then(|a| a.as_enum())
+    });
+    if alg != Some(CryptographicAlgorithm::Aes) {
+        return Err(OpError::BadCryptoParameters(
+            "Encrypt/Decrypt support AES keys only".into(),
+        ));
+    }
+    let pad = match p.and_then(|p| p.padding_method) {
+        None | Some(PaddingMethod::None) => false,
+        Some(PaddingMethod::Pkcs5) => true,
+        Some(other) => return Err(OpError::BadCryptoParameters(format!("padding {other:?}"))),
+    };
+    Ok(match p.and_then(|p| p.block_cipher_mode) {
+        Some(BlockCipherMode::Gcm) => CipherMode::Gcm {
+            tag_len: p
+                .and_then(|p| p.tag_length)
+                .map(|t| t as usize)
+                .unwrap_or(16),
+        },
+        Some(BlockCipherMode::Cbc) => CipherMode::Cbc { pad },
+        Some(BlockCipherMode::Ecb) => CipherMode::Ecb { pad },
+        None => return Err(OpError::MissingData("Block Cipher Mode".into())),
+        Some(other) => return Err(OpError::BadCryptoParameters(format!("mode {other:?}"))),
+    })
+}

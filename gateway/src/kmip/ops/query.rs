@@ -1,0 +1,58 @@
+//! Discover Versions and Query: what this server speaks, implements and stores.
+
+use kmip_wire::model::*;
+use kmip_wire::spec::tags;
+
+/// Versions this server speaks, newest first (the Discover Versions answer).
+pub const SUPPORTED_VERSIONS: &[(i32, i32)] =
+    &[(2, 1), (2, 0), (1, 4), (1, 3), (1, 2), (1, 1), (1, 0)];
+
+/// Object types this server stores (the Query Objects answer).
+pub const SUPPORTED_OBJECT_TYPES: &[ObjectType] = &[
+    ObjectType::SymmetricKey,
+    ObjectType::SecretData,
+    ObjectType::OpaqueObject,
+    ObjectType::Certificate,
+    ObjectType::PublicKey,
+    ObjectType::PrivateKey,
+];
+
+/// The Vendor Identification of the Query Server Information answer.
+pub const VENDOR_IDENTIFICATION: &str = "kmip-gateway";
+
+pub(super) fn discover_versions(r: &DiscoverVersionsRequest) -> DiscoverVersionsResponse {
+    let ours = SUPPORTED_VERSIONS
+        .iter()
+        .map(|&(major, minor)| ProtocolVersion { major, minor });
+    let versions = if r.versions.is_empty() {
+        ours.collect()
+    } else {
+        // The client's order of preference, restricted to what we speak.
+        r.versions
+            .iter()
+            .copied()
+            .filter(|v| ours.clone().any(|o| o == *v))
+            .collect()
+    };
+    DiscoverVersionsResponse { versions }
+}
+
+/// The Query answer; `operations` is what Query Operations lists (the table's listed rows).
+pub(super) fn query(r: &QueryRequest, operations: &[Operation]) -> QueryResponse {
+    let mut resp = QueryResponse::default();
+    for f in &r.functions {
+        match f {
+            QueryFunction::QueryOperations => resp.operations = operations.to_vec(),
+            QueryFunction::QueryObjects => resp.object_types = SUPPORTED_OBJECT_TYPES.to_vec(),
+            QueryFunction::QueryServerInformation => {
+                resp.vendor_identification = Some(VENDOR_IDENTIFICATION.to_owned());
+                resp.server_information = Some(kmip_wire::ttlv::Ttlv::structure(
+                    tags::SERVER_INFORMATION,
+                    vec![],
+                ));
+            }
+            _ => {}
+        }
+    }
+    resp
+}
