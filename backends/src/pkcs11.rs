@@ -8,8 +8,8 @@
 //! the token, [`handles`] runs calls on pooled sessions against the cached handles (retrying on a
 //! fresh session, rescanning stale handles), [`backend`] implements the [`crate::Backend`]
 //! operations; [`rv`] classifies return values, [`pool`] keeps the sessions, [`objects`] lays
-//! objects out on the token, [`cipher`] runs the cipher and MAC mechanisms, and [`recovering`]
-//! reopens a lost token.
+//! objects out on the token and destroys them, [`cipher`] runs the cipher and MAC mechanisms,
+//! and [`recovering`] reopens a lost token.
 
 mod backend;
 mod cipher;

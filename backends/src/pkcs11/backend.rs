@@ -1,17 +1,16 @@
 //! The [`Backend`] operations on the token: key generation and import templates, reads,
-//! companion updates, destroy (tombstone first) and the cipher and MAC calls.
+//! companion updates, destroy and the cipher and MAC calls.
 
 use async_trait::async_trait;
 use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
 use std::sync::{Arc, PoisonError};
 use zeroize::Zeroizing;
 
 use super::cipher::{self, CipherJob};
 use super::handles::token_usable;
-use super::objects::{self, Entry, FLAG_NOT_EXTRACTABLE, FLAG_TOMBSTONE, MATERIAL_APP};
+use super::objects::{self, destroy_objects, Entry, FLAG_NOT_EXTRACTABLE, MATERIAL_APP};
 use super::{p11_error, Pkcs11Backend};
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
@@ -68,41 +67,6 @@ fn key_handle(uid: &str, entry: &Entry) -> Result<ObjectHandle, BackendError> {
         )));
     }
     material(uid, entry)
-}
-
-/// Destroys the material, then removes the companion or turns it into a tombstone holding
-/// `tombstone`. Material first: an interruption leaves metadata without material (ignored by
-/// the scan), never key material the gateway no longer knows about.
-pub(super) fn destroy_objects(
-    session: &Session,
-    uid: &str,
-    entry: &Entry,
-    tombstone: Option<&[u8]>,
-) -> Result<Option<Entry>, BackendError> {
-    match tombstone {
-        None => {
-            if let Some(handle) = entry.material {
-                session.destroy_object(handle).map_err(p11_error)?;
-            }
-            session.destroy_object(entry.meta).map_err(p11_error)?;
-            Ok(None)
-        }
-        Some(meta) => {
-            // The tombstone is written first: a crash before the material goes leaves a
-            // Destroyed object whose leftover material the next scan destroys, never an object
-            // that is neither live nor destroyed.
-            let kept = Entry {
-                material: None,
-                ..*entry
-            };
-            let kept =
-                objects::replace_meta(session, uid, &kept, entry.flags | FLAG_TOMBSTONE, meta)?;
-            if let Some(handle) = entry.material {
-                session.destroy_object(handle).map_err(p11_error)?;
-            }
-            Ok(Some(kept))
-        }
-    }
 }
 
 fn validate_record(record: &ObjectRecord, label: Option<&str>) -> Result<(), BackendError> {

@@ -8,8 +8,7 @@ use cryptoki::session::{Session, SessionState};
 use cryptoki::slot::Slot;
 use tracing::warn;
 
-use super::backend::destroy_objects;
-use super::objects::{self, Entry};
+use super::objects::{self, destroy_objects, Entry};
 use super::pool::Module;
 use super::{class_of, p11_error, Pkcs11Backend, API, BROKEN_SESSION_RETRIES};
 use crate::error::FailureClass;

@@ -1,5 +1,5 @@
-//! Where the user PIN comes from and how it is read: never from the command line or a config
-//! value, and only from a file no one else can read.
+//! Where the user PIN comes from and how it is read: a private file or an environment variable,
+//! never the command line or a config value.
 
 use std::path::PathBuf;
 
