@@ -82,8 +82,10 @@ impl Dispatcher {
         &self.ops
     }
 
+    /// Answers one message: decode it, run its batch items, encode the response within the
+    /// client's Maximum Response Size.
     pub async fn handle(&self, conn: &ConnContext, bytes: Bytes) -> Outcome {
-        let request = match self.decode(conn, &bytes) {
+        let request = match self.decode_request(conn, &bytes) {
             Ok(request) => request,
             Err(failure) => return failure,
         };
@@ -103,7 +105,7 @@ impl Dispatcher {
     /// Bytes → typed request, or the answer for a message that cannot be used at all: bytes that
     /// are not TTLV (answered, then the connection is closed), a message that is not a request,
     /// an unknown protocol version, too many batch items.
-    fn decode(&self, conn: &ConnContext, bytes: &Bytes) -> Result<RequestMessage, Outcome> {
+    fn decode_request(&self, conn: &ConnContext, bytes: &Bytes) -> Result<RequestMessage, Outcome> {
         let limits = Limits {
             max_message_size: self.limits.max_message_size,
             max_depth: self.limits.max_depth,
