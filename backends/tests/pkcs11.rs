@@ -14,7 +14,8 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use kmip_backends::pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config, RvClass};
+use kmip_backends::error::FailureClass;
+use kmip_backends::pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config};
 use kmip_backends::{
     Backend, BackendError, CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
     ObjectRecord,
@@ -773,7 +774,7 @@ fn ciphers_and_hmac_match_known_vectors() {
         assert!(
             matches!(
                 &r,
-                Err(BackendError::Pkcs11 { class: RvClass::InvalidInput, rv, .. }) if rv == "KeySizeRange"
+                Err(BackendError::Call { class: FailureClass::InvalidInput, code, .. }) if code == "KeySizeRange"
             ),
             "{r:?}"
         );

@@ -1,4 +1,5 @@
-//! How gateway objects are laid out on the token, and the one scan that finds them.
+//! How gateway objects are laid out on the token, the one scan that finds them, and how they
+//! are destroyed (material first, or tombstone first when one is kept).
 //!
 //! Every object is two token objects: its material (a `CKO_SECRET_KEY` with `CKA_ID` = uid for
 //! symmetric keys, a `CKO_DATA` with application [`MATERIAL_APP`] otherwise) and a `CKO_DATA`
@@ -280,6 +281,40 @@ pub(crate) fn scan(session: &Session) -> Result<Scan, BackendError> {
         records.push(ObjectRecord { uid, kind, meta });
     }
     Ok(Scan { index, records })
+}
+
+/// Destroys the material, then removes the companion or turns it into a tombstone holding
+/// `tombstone`. Material first: an interruption leaves metadata without material (ignored by
+/// the scan), never key material the gateway no longer knows about.
+pub(crate) fn destroy_objects(
+    session: &Session,
+    uid: &str,
+    entry: &Entry,
+    tombstone: Option<&[u8]>,
+) -> Result<Option<Entry>, BackendError> {
+    match tombstone {
+        None => {
+            if let Some(handle) = entry.material {
+                session.destroy_object(handle).map_err(p11_error)?;
+            }
+            session.destroy_object(entry.meta).map_err(p11_error)?;
+            Ok(None)
+        }
+        Some(meta) => {
+            // The tombstone is written first: a crash before the material goes leaves a
+            // Destroyed object whose leftover material the next scan destroys, never an object
+            // that is neither live nor destroyed.
+            let kept = Entry {
+                material: None,
+                ..*entry
+            };
+            let kept = replace_meta(session, uid, &kept, entry.flags | FLAG_TOMBSTONE, meta)?;
+            if let Some(handle) = entry.material {
+                session.destroy_object(handle).map_err(p11_error)?;
+            }
+            Ok(Some(kept))
+        }
+    }
 }
 
 #[cfg(test)]

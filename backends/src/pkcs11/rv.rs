@@ -1,34 +1,14 @@
-//! The one table from PKCS#11 return values to the coarse classes the backend acts on (retry on a
-//! fresh session) and the gateway maps to a KMIP Result Reason.
+//! The one table from PKCS#11 return values to the backend-neutral [`FailureClass`] the backend
+//! acts on (retry on a fresh session) and the gateway maps to a KMIP Result Reason.
 
 use cryptoki::error::RvError;
 
-/// What a failed PKCS#11 call means for the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RvClass {
-    /// The session is unusable (closed, token gone, login lost): discard it and retry once on a
-    /// fresh one.
-    BrokenSession,
-    /// The object or key handle does not exist (any more).
-    NotFound,
-    /// The token refuses: sensitive attribute, wrong PIN, key usage not permitted, read-only.
-    PermissionDenied,
-    /// The request is malformed for this token: bad lengths, mechanism, parameters, template.
-    InvalidInput,
-    /// A cryptographic check failed: bad ciphertext, tag or signature.
-    Crypto,
-    /// The token or library is out of service (device error, memory, not initialised).
-    Unavailable,
-    /// The token has no capacity right now (session count).
-    Busy,
-    /// Anything else: protocol misuse or codes with no meaning for this backend.
-    Other,
-}
+use crate::error::FailureClass;
 
 /// Classifies a PKCS#11 return value. Exhaustive on purpose: a new `RvError` variant in a cryptoki
 /// update must be classified here before the crate compiles again.
-pub fn classify(rv: RvError) -> RvClass {
-    use RvClass::*;
+pub fn classify(rv: RvError) -> FailureClass {
+    use FailureClass::*;
     match rv {
         RvError::SessionHandleInvalid
         | RvError::SessionClosed
@@ -150,11 +130,11 @@ mod tests {
     const VENDOR_DEFINED: c_ulong = 0x8000_0000;
 
     /// The expected class of every named return value, written independently of `classify`.
-    fn expected() -> Vec<(RvClass, Vec<RvError>)> {
+    fn expected() -> Vec<(FailureClass, Vec<RvError>)> {
         use RvError::*;
         vec![
             (
-                RvClass::BrokenSession,
+                FailureClass::BrokenSession,
                 vec![
                     SessionHandleInvalid,
                     SessionClosed,
@@ -165,7 +145,7 @@ mod tests {
                 ],
             ),
             (
-                RvClass::NotFound,
+                FailureClass::NotFound,
                 vec![
                     ObjectHandleInvalid,
                     KeyHandleInvalid,
@@ -174,7 +154,7 @@ mod tests {
                 ],
             ),
             (
-                RvClass::PermissionDenied,
+                FailureClass::PermissionDenied,
                 vec![
                     AttributeSensitive,
                     AttributeReadOnly,
@@ -195,7 +175,7 @@ mod tests {
                 ],
             ),
             (
-                RvClass::InvalidInput,
+                FailureClass::InvalidInput,
                 vec![
                     ArgumentsBad,
                     AttributeTypeInvalid,
@@ -225,7 +205,7 @@ mod tests {
                 ],
             ),
             (
-                RvClass::Crypto,
+                FailureClass::Crypto,
                 vec![
                     EncryptedDataInvalid,
                     SignatureInvalid,
@@ -234,7 +214,7 @@ mod tests {
                 ],
             ),
             (
-                RvClass::Unavailable,
+                FailureClass::Unavailable,
                 vec![
                     GeneralError,
                     DeviceError,
@@ -248,9 +228,9 @@ mod tests {
                     RandomNoRng,
                 ],
             ),
-            (RvClass::Busy, vec![SessionCount]),
+            (FailureClass::Busy, vec![SessionCount]),
             (
-                RvClass::Other,
+                FailureClass::Other,
                 vec![
                     Cancel,
                     FunctionFailed,
@@ -311,11 +291,11 @@ mod tests {
     fn vendor_and_unknown_codes_are_other() {
         assert_eq!(
             classify(RvError::VendorDefined(VENDOR_DEFINED)),
-            RvClass::Other
+            FailureClass::Other
         );
         assert_eq!(
             classify(RvError::UnknownErrorCode(LAST_STANDARD_CODE)),
-            RvClass::Other
+            FailureClass::Other
         );
         assert!(matches!(
             Rv::from(VENDOR_DEFINED + 1),

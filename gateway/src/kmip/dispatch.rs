@@ -8,8 +8,9 @@ use crate::kmip::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJ
 use crate::tooling::audit::{AuditEvent, AuditLog};
 use bytes::Bytes;
 use kmip_wire::model::{
-    BatchErrorContinuationOption, ModelError, Operation, ProtocolVersion, RequestMessage,
-    ResponseBatchItem, ResponseHeader, ResponseMessage, ResultReason, ResultStatus,
+    BatchErrorContinuationOption, ModelError, Operation, ProtocolVersion, RequestBatchItem,
+    RequestHeader, RequestMessage, ResponseBatchItem, ResponseHeader, ResponseMessage,
+    ResultStatus,
 };
 use kmip_wire::ttlv::{decode, Limits};
 use std::net::SocketAddr;
@@ -81,53 +82,56 @@ impl Dispatcher {
         &self.ops
     }
 
+    /// Answers one message: decode it, run its batch items, encode the response within the
+    /// client's Maximum Response Size.
     pub async fn handle(&self, conn: &ConnContext, bytes: Bytes) -> Outcome {
+        let request = match self.decode_request(conn, &bytes) {
+            Ok(request) => request,
+            Err(failure) => return failure,
+        };
+        let RequestMessage { header, items } = request;
+        let items = self.execute_batch(conn, &header, items).await;
+        let response = ResponseMessage {
+            header: ResponseHeader::for_request(&header, now()),
+            items,
+        };
+        Outcome::Respond(encode_within(
+            &response,
+            header.maximum_response_size,
+            header.protocol_version,
+        ))
+    }
+
+    /// Bytes → typed request, or the answer for a message that cannot be used at all: bytes that
+    /// are not TTLV (answered, then the connection is closed), a message that is not a request,
+    /// an unknown protocol version, too many batch items.
+    fn decode_request(&self, conn: &ConnContext, bytes: &Bytes) -> Result<RequestMessage, Outcome> {
         let limits = Limits {
             max_message_size: self.limits.max_message_size,
             max_depth: self.limits.max_depth,
         };
-        let ttlv = match decode(&bytes, &limits) {
-            Ok(t) => t,
-            Err(e) => {
-                debug!(conn = conn.conn_id, error = %e, "undecodable message");
-                metrics::counter!("kmip_invalid_messages_total", "kind" => "ttlv").increment(1);
-                let failure = ResponseMessage {
-                    header: ResponseHeader::new(FALLBACK_VERSION, now()),
-                    items: vec![ResponseBatchItem::failure(
-                        None,
-                        None,
-                        ResultReason::InvalidMessage,
-                        e.to_string(),
-                    )],
-                };
-                return Outcome::RespondAndClose(encode(&failure));
-            }
-        };
-        let request = match RequestMessage::from_ttlv(&ttlv) {
-            Ok(r) => r,
-            Err(e) => {
-                metrics::counter!("kmip_invalid_messages_total", "kind" => "message").increment(1);
-                // An unknown version has no encoding to answer in (every tag would be pruned).
-                let version = RequestMessage::peek_version(&ttlv)
-                    .filter(|v| v.is_known())
-                    .unwrap_or(FALLBACK_VERSION);
-                return Outcome::Respond(encode(&ResponseMessage::message_failure(
-                    version,
-                    now(),
-                    &e,
-                )));
-            }
-        };
+        let ttlv = decode(bytes, &limits).map_err(|e| {
+            debug!(conn = conn.conn_id, error = %e, "undecodable message");
+            metrics::counter!("kmip_invalid_messages_total", "kind" => "ttlv").increment(1);
+            Outcome::RespondAndClose(message_failure(FALLBACK_VERSION, &OpError::Undecodable(e)))
+        })?;
+        let request = RequestMessage::from_ttlv(&ttlv).map_err(|e| {
+            metrics::counter!("kmip_invalid_messages_total", "kind" => "message").increment(1);
+            // An unknown version has no encoding to answer in (every tag would be pruned).
+            let version = RequestMessage::peek_version(&ttlv)
+                .filter(|v| v.is_known())
+                .unwrap_or(FALLBACK_VERSION);
+            Outcome::Respond(message_failure(version, &OpError::Model(e)))
+        })?;
         let version = request.header.protocol_version;
         if !version.is_known() {
             let e = ModelError::Unsupported {
                 path: "RequestHeader.ProtocolVersion".into(),
                 what: "this protocol version",
             };
-            return Outcome::Respond(encode(&ResponseMessage::message_failure(
+            return Err(Outcome::Respond(message_failure(
                 FALLBACK_VERSION,
-                now(),
-                &e,
+                &OpError::Model(e),
             )));
         }
         if request.items.len() > self.limits.max_batch_items {
@@ -135,80 +139,38 @@ impl Dispatcher {
                 actual: request.items.len(),
                 limit: self.limits.max_batch_items,
             };
-            return Outcome::Respond(encode(&ResponseMessage::message_failure(
+            return Err(Outcome::Respond(message_failure(
                 version,
-                now(),
-                &e,
+                &OpError::Model(e),
             )));
         }
-        let option = request.header.batch_error_continuation_option;
-        let undo = option == Some(BatchErrorContinuationOption::Undo) && request.items.len() > 1;
+        Ok(request)
+    }
+
+    /// Runs the batch items in order under the request's Batch Error Continuation Option: with
+    /// Stop (the default) or Undo the first failure ends the batch, and Undo then takes back
+    /// what the earlier items wrote.
+    async fn execute_batch(
+        &self,
+        conn: &ConnContext,
+        header: &RequestHeader,
+        requests: Vec<RequestBatchItem>,
+    ) -> Vec<ResponseBatchItem> {
+        let option = header.batch_error_continuation_option;
+        let several = requests.len() > 1;
+        let undo = option == Some(BatchErrorContinuationOption::Undo) && several;
         let stop_on_error = undo
-            || (option.is_none() || option == Some(BatchErrorContinuationOption::Stop))
-                && request.items.len() > 1;
+            || (option.is_none() || option == Some(BatchErrorContinuationOption::Stop)) && several;
         let mut journal = UndoJournal::default();
-        let mut ctx = OpContext::new(&conn.identity.user, version, now());
-        let mut items = Vec::with_capacity(request.items.len());
-        for item in request.items {
-            let started = Instant::now();
-            let received = SystemTime::now();
-            let op_label = format!("{:?}", item.operation);
-            let metric_label = operation_metric_label(item.operation);
-            let target = item
-                .payload
-                .as_ref()
-                .ok()
-                .and_then(target_uid)
-                .and_then(Clone::clone);
-            let response = match item.payload.clone() {
-                Err(e) => item.failure(e.result_reason(), e.to_string()),
-                Ok(payload) => {
-                    let result = if undo {
-                        self.ops
-                            .execute_undoable(&mut ctx, payload, &mut journal)
-                            .await
-                    } else {
-                        self.ops.execute(&mut ctx, payload).await
-                    };
-                    match result {
-                        Ok(p) => item.success(p),
-                        Err(e) => failure_item(&item, &e, version),
-                    }
-                }
-            };
+        let mut ctx = OpContext::new(&conn.identity.user, header.protocol_version, now());
+        let mut items = Vec::with_capacity(requests.len());
+        for item in requests {
+            let trace = ItemTrace::start(&item);
+            let response = self
+                .execute_item(&mut ctx, &item, undo.then_some(&mut journal))
+                .await;
             let failed = response.result_status != ResultStatus::Success;
-            metrics::counter!("kmip_requests_total", "operation" => metric_label.clone(), "result" => if failed { "failure" } else { "success" }).increment(1);
-            metrics::histogram!("kmip_request_seconds", "operation" => metric_label)
-                .record(started.elapsed().as_secs_f64());
-            if let Some(audit) = &self.audit {
-                let mut uids: Vec<String> = target.into_iter().collect();
-                for u in response
-                    .payload
-                    .as_ref()
-                    .map(response_uids)
-                    .unwrap_or_default()
-                {
-                    if !uids.contains(&u) {
-                        uids.push(u);
-                    }
-                }
-                audit
-                    .record(AuditEvent {
-                        time: received,
-                        conn_id: conn.conn_id,
-                        peer: conn.peer,
-                        cert_subject: conn.identity.subject.clone(),
-                        cert_fingerprint: conn.identity.fingerprint.clone(),
-                        user: conn.identity.user.clone(),
-                        operation: op_label,
-                        unique_identifiers: uids,
-                        result_status: format!("{:?}", response.result_status),
-                        result_reason: response.result_reason.map(|r| format!("{r:?}")),
-                        latency_us: u64::try_from(started.elapsed().as_micros())
-                            .unwrap_or(u64::MAX),
-                    })
-                    .await;
-            }
+            self.record(conn, trace, &response).await;
             items.push(response);
             if failed && stop_on_error {
                 if undo {
@@ -218,33 +180,138 @@ impl Dispatcher {
                 break;
             }
         }
-        let response = ResponseMessage {
-            header: ResponseHeader::for_request(&request.header, now()),
-            items,
+        items
+    }
+
+    /// One batch item: its operation, journaled in `journal` when the batch is to be undone on
+    /// failure, and the item's answer.
+    async fn execute_item(
+        &self,
+        ctx: &mut OpContext<'_>,
+        item: &RequestBatchItem,
+        journal: Option<&mut UndoJournal>,
+    ) -> ResponseBatchItem {
+        let payload = match item.payload.clone() {
+            Ok(payload) => payload,
+            Err(e) => return failure_item(item, &OpError::Model(e), ctx.version),
         };
-        let encoded = encode(&response);
-        if let Some(max) = request.header.maximum_response_size {
-            if encoded.len() > usize::try_from(max).unwrap_or(0) {
-                let too_large = ResponseMessage {
-                    header: response.header.clone(),
-                    items: response
-                        .items
-                        .iter()
-                        .map(|i| {
-                            ResponseBatchItem::failure(
-                                i.operation,
-                                i.unique_batch_item_id.clone(),
-                                ResultReason::ResponseTooLarge,
-                                OpError::ResponseTooLarge.to_string(),
-                            )
-                        })
-                        .collect(),
-                };
-                return Outcome::Respond(encode(&too_large));
+        let result = match journal {
+            Some(journal) => self.ops.execute_undoable(ctx, payload, journal).await,
+            None => self.ops.execute(ctx, payload).await,
+        };
+        match result {
+            Ok(p) => item.success(p),
+            Err(e) => failure_item(item, &e, ctx.version),
+        }
+    }
+
+    /// The metrics and the audit record of one answered batch item.
+    async fn record(&self, conn: &ConnContext, trace: ItemTrace, response: &ResponseBatchItem) {
+        let failed = response.result_status != ResultStatus::Success;
+        metrics::counter!("kmip_requests_total", "operation" => trace.metric_label.clone(), "result" => if failed { "failure" } else { "success" }).increment(1);
+        metrics::histogram!("kmip_request_seconds", "operation" => trace.metric_label)
+            .record(trace.started.elapsed().as_secs_f64());
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let mut uids: Vec<String> = trace.target.into_iter().collect();
+        for u in response
+            .payload
+            .as_ref()
+            .map(response_uids)
+            .unwrap_or_default()
+        {
+            if !uids.contains(&u) {
+                uids.push(u);
             }
         }
-        Outcome::Respond(encoded)
+        audit
+            .record(AuditEvent {
+                time: trace.received,
+                conn_id: conn.conn_id,
+                peer: conn.peer,
+                cert_subject: conn.identity.subject.clone(),
+                cert_fingerprint: conn.identity.fingerprint.clone(),
+                user: conn.identity.user.clone(),
+                operation: trace.op_label,
+                unique_identifiers: uids,
+                result_status: format!("{:?}", response.result_status),
+                result_reason: response.result_reason.map(|r| format!("{r:?}")),
+                latency_us: u64::try_from(trace.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            })
+            .await;
     }
+}
+
+/// What the metrics and the audit trail note of a batch item before it runs.
+struct ItemTrace {
+    started: Instant,
+    received: SystemTime,
+    op_label: String,
+    metric_label: String,
+    target: Option<String>,
+}
+
+impl ItemTrace {
+    fn start(item: &RequestBatchItem) -> ItemTrace {
+        ItemTrace {
+            started: Instant::now(),
+            received: SystemTime::now(),
+            op_label: format!("{:?}", item.operation),
+            metric_label: operation_metric_label(item.operation),
+            target: item
+                .payload
+                .as_ref()
+                .ok()
+                .and_then(target_uid)
+                .and_then(Clone::clone),
+        }
+    }
+}
+
+/// The one-item answer to a message that could not be used at all.
+fn message_failure(version: ProtocolVersion, e: &OpError) -> Bytes {
+    encode(&ResponseMessage {
+        header: ResponseHeader::new(version, now()),
+        items: vec![ResponseBatchItem::failure(
+            None,
+            None,
+            e.result_reason(version),
+            e.to_string(),
+        )],
+    })
+}
+
+/// The encoded response, or, when it is larger than the client's Maximum Response Size, the
+/// same items each failed with Response Too Large.
+fn encode_within(
+    response: &ResponseMessage,
+    maximum_response_size: Option<i32>,
+    version: ProtocolVersion,
+) -> Bytes {
+    let encoded = encode(response);
+    let Some(max) = maximum_response_size else {
+        return encoded;
+    };
+    if encoded.len() <= usize::try_from(max).unwrap_or(0) {
+        return encoded;
+    }
+    let too_large = OpError::ResponseTooLarge;
+    encode(&ResponseMessage {
+        header: response.header.clone(),
+        items: response
+            .items
+            .iter()
+            .map(|i| {
+                ResponseBatchItem::failure(
+                    i.operation,
+                    i.unique_batch_item_id.clone(),
+                    too_large.result_reason(version),
+                    too_large.to_string(),
+                )
+            })
+            .collect(),
+    })
 }
 
 /// The `operation` label of the request metrics: a named operation code, or `other` for any
@@ -258,7 +325,7 @@ fn operation_metric_label(operation: Operation) -> String {
 }
 
 fn failure_item(
-    item: &kmip_wire::model::RequestBatchItem,
+    item: &RequestBatchItem,
     e: &OpError,
     version: ProtocolVersion,
 ) -> ResponseBatchItem {

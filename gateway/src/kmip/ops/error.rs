@@ -1,8 +1,11 @@
 //! The operation layer's error, and the one exhaustive mapping of every error of every layer
-//! below the connection to a KMIP Result Reason.
+//! below the connection (the dispatcher's message-level failures included) to a KMIP Result
+//! Reason.
 
+use kmip_backends::error::FailureClass;
 use kmip_backends::BackendError;
 use kmip_wire::model::{ModelError, ProtocolVersion, ResultReason};
+use kmip_wire::ttlv::TtlvError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -44,8 +47,12 @@ pub enum OpError {
     NotExtractable,
     #[error("cryptographic parameters not supported: {0}")]
     BadCryptoParameters(String),
+    /// The encoded response is larger than the request's Maximum Response Size.
     #[error("response exceeds the client's Maximum Response Size")]
     ResponseTooLarge,
+    /// The message's bytes are not TTLV: answered once, then the connection is closed.
+    #[error(transparent)]
+    Undecodable(TtlvError),
     /// The caller already owns this many live objects (`limits.max_objects_per_user`).
     #[error(
         "limits.max_objects_per_user ({0}) reached: destroy objects or ask for a higher limit"
@@ -113,6 +120,7 @@ impl OpError {
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
+            OpError::Undecodable(_) => ResultReason::InvalidMessage,
             OpError::Model(e) => e.result_reason(),
             OpError::Backend(e) => match e {
                 BackendError::NotFound(_) => ResultReason::ItemNotFound,
@@ -127,8 +135,27 @@ impl OpError {
                 BackendError::Busy(_)
                 | BackendError::Unavailable(_)
                 | BackendError::Io(_)
-                | BackendError::Corrupt(_)
-                | BackendError::Pkcs11 { .. } => ResultReason::GeneralFailure,
+                | BackendError::Corrupt(_) => ResultReason::GeneralFailure,
+                // A failed call into the key store answers by what it means, as the backend's
+                // own variants above do. KMIP 1.4 §11 (e.g. §11.30, Encrypt Errors) answers a
+                // missing object with Item Not Found, an object that may not be used so with
+                // Permission Denied, an invalid value with Invalid Field and a cryptographic
+                // error with Cryptographic Failure; 2.1's tables (§6.1.x.1) list the same.
+                BackendError::Call { class, .. } => match class {
+                    FailureClass::NotFound => ResultReason::ItemNotFound,
+                    FailureClass::PermissionDenied => ResultReason::PermissionDenied,
+                    FailureClass::InvalidInput => ResultReason::InvalidField,
+                    FailureClass::Crypto => ResultReason::CryptographicFailure,
+                    // An outage is the server's trouble, not the request's: KMIP 1.4 §6.10 has
+                    // only General Failure for it. 2.1 §11.46 adds Internal Server Error, but
+                    // every other outage (vault I/O, token gone, no free session) answers
+                    // General Failure in both versions, and one key store must not answer
+                    // differently from another.
+                    FailureClass::BrokenSession
+                    | FailureClass::Unavailable
+                    | FailureClass::Busy
+                    | FailureClass::Other => ResultReason::GeneralFailure,
+                },
             },
         }
     }
@@ -138,6 +165,345 @@ impl OpError {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use ResultReason as R;
+
+    /// A failed key-store call of `class`, as the PKCS#11 backend reports one.
+    fn call(class: FailureClass) -> OpError {
+        OpError::Backend(BackendError::Call {
+            api: "PKCS#11",
+            call: "C_Encrypt".into(),
+            class,
+            code: "SomeCode".into(),
+        })
+    }
+
+    fn model(e: ModelError) -> OpError {
+        OpError::Model(e)
+    }
+
+    fn backend(e: BackendError) -> OpError {
+        OpError::Backend(e)
+    }
+
+    /// Every error there is, with the reason a 1.4 and a 2.1 client gets for it, written
+    /// independently of `result_reason`.
+    fn table() -> Vec<(OpError, ResultReason, ResultReason)> {
+        let s = || "x".to_owned();
+        vec![
+            (OpError::NotFound, R::ItemNotFound, R::ObjectNotFound),
+            (
+                OpError::IncompatibleUsageMask,
+                R::PermissionDenied,
+                R::IncompatibleCryptographicUsageMask,
+            ),
+            (OpError::MissingIv, R::InvalidMessage, R::InvalidMessage),
+            (OpError::Destroyed, R::ItemNotFound, R::ObjectDestroyed),
+            (
+                OpError::PermissionDenied(s()),
+                R::PermissionDenied,
+                R::PermissionDenied,
+            ),
+            (
+                OpError::OperationNotSupported,
+                R::OperationNotSupported,
+                R::OperationNotSupported,
+            ),
+            (
+                OpError::FeatureNotSupported(s()),
+                R::FeatureNotSupported,
+                R::FeatureNotSupported,
+            ),
+            (OpError::InvalidField(s()), R::InvalidField, R::InvalidField),
+            (OpError::MissingData(s()), R::MissingData, R::MissingData),
+            (
+                OpError::WrongState("Active"),
+                R::PermissionDenied,
+                R::WrongKeyLifecycleState,
+            ),
+            (
+                OpError::ReadOnlyAttribute(s()),
+                R::PermissionDenied,
+                R::AttributeReadOnly,
+            ),
+            (
+                OpError::SingleValued(s()),
+                R::IllegalOperation,
+                R::AttributeSingleValued,
+            ),
+            (
+                OpError::AttributeNotFound,
+                R::ItemNotFound,
+                R::AttributeNotFound,
+            ),
+            (
+                OpError::NonUniqueName(s()),
+                R::IllegalOperation,
+                R::NonUniqueNameAttribute,
+            ),
+            (
+                OpError::KeyFormatNotSupported,
+                R::KeyFormatTypeNotSupported,
+                R::KeyFormatTypeNotSupported,
+            ),
+            (OpError::Sensitive, R::PermissionDenied, R::Sensitive),
+            (
+                OpError::NotExtractable,
+                R::PermissionDenied,
+                R::NotExtractable,
+            ),
+            (
+                OpError::BadCryptoParameters(s()),
+                R::CryptographicFailure,
+                R::CryptographicFailure,
+            ),
+            (
+                OpError::ResponseTooLarge,
+                R::ResponseTooLarge,
+                R::ResponseTooLarge,
+            ),
+            (
+                OpError::Undecodable(TtlvError::TrailingBytes { count: 1 }),
+                R::InvalidMessage,
+                R::InvalidMessage,
+            ),
+            (
+                OpError::ObjectLimit(1),
+                R::GeneralFailure,
+                R::ServerLimitExceeded,
+            ),
+            (
+                model(ModelError::Missing { path: s() }),
+                R::InvalidMessage,
+                R::InvalidMessage,
+            ),
+            (
+                model(ModelError::WrongType {
+                    path: s(),
+                    expected: "Integer",
+                }),
+                R::InvalidField,
+                R::InvalidField,
+            ),
+            (
+                model(ModelError::Invalid {
+                    path: s(),
+                    reason: s(),
+                }),
+                R::InvalidField,
+                R::InvalidField,
+            ),
+            (
+                model(ModelError::Unsupported {
+                    path: s(),
+                    what: "this protocol version",
+                }),
+                R::FeatureNotSupported,
+                R::FeatureNotSupported,
+            ),
+            (
+                model(ModelError::BatchCountMismatch {
+                    declared: 2,
+                    actual: 1,
+                }),
+                R::InvalidMessage,
+                R::InvalidMessage,
+            ),
+            (
+                model(ModelError::NotARequest { found: s() }),
+                R::InvalidMessage,
+                R::InvalidMessage,
+            ),
+            (
+                model(ModelError::TooManyItems {
+                    actual: 2,
+                    limit: 1,
+                }),
+                R::InvalidMessage,
+                R::InvalidMessage,
+            ),
+            (
+                backend(BackendError::NotFound(s())),
+                R::ItemNotFound,
+                R::ItemNotFound,
+            ),
+            (
+                backend(BackendError::AlreadyExists(s())),
+                R::IllegalOperation,
+                R::IllegalOperation,
+            ),
+            (
+                backend(BackendError::NotExtractable(s())),
+                R::PermissionDenied,
+                R::NotExtractable,
+            ),
+            (
+                backend(BackendError::Unsupported(s())),
+                R::FeatureNotSupported,
+                R::FeatureNotSupported,
+            ),
+            (
+                backend(BackendError::InvalidInput(s())),
+                R::InvalidField,
+                R::InvalidField,
+            ),
+            (
+                backend(BackendError::Crypto(s())),
+                R::CryptographicFailure,
+                R::CryptographicFailure,
+            ),
+            (
+                backend(BackendError::IntegrityCheckFailed),
+                R::CryptographicFailure,
+                R::CryptographicFailure,
+            ),
+            (
+                backend(BackendError::Busy(Duration::from_millis(1))),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
+                backend(BackendError::Unavailable(s())),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
+                backend(BackendError::Io(std::io::Error::other("x"))),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
+                backend(BackendError::Corrupt(s())),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
+                call(FailureClass::NotFound),
+                R::ItemNotFound,
+                R::ItemNotFound,
+            ),
+            (
+                call(FailureClass::PermissionDenied),
+                R::PermissionDenied,
+                R::PermissionDenied,
+            ),
+            (
+                call(FailureClass::InvalidInput),
+                R::InvalidField,
+                R::InvalidField,
+            ),
+            (
+                call(FailureClass::Crypto),
+                R::CryptographicFailure,
+                R::CryptographicFailure,
+            ),
+            (
+                call(FailureClass::BrokenSession),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
+                call(FailureClass::Unavailable),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
+                call(FailureClass::Busy),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
+                call(FailureClass::Other),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+        ]
+    }
+
+    /// How many rows `row` numbers: one more with every arm added there.
+    const ROWS: usize = 47;
+
+    /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
+    /// new variant fails to compile here until it is numbered, and then the table test fails
+    /// until the table has its row.
+    fn row(e: &OpError) -> usize {
+        match e {
+            OpError::NotFound => 0,
+            OpError::IncompatibleUsageMask => 1,
+            OpError::MissingIv => 2,
+            OpError::Destroyed => 3,
+            OpError::PermissionDenied(_) => 4,
+            OpError::OperationNotSupported => 5,
+            OpError::FeatureNotSupported(_) => 6,
+            OpError::InvalidField(_) => 7,
+            OpError::MissingData(_) => 8,
+            OpError::WrongState(_) => 9,
+            OpError::ReadOnlyAttribute(_) => 10,
+            OpError::SingleValued(_) => 11,
+            OpError::AttributeNotFound => 12,
+            OpError::NonUniqueName(_) => 13,
+            OpError::KeyFormatNotSupported => 14,
+            OpError::Sensitive => 15,
+            OpError::NotExtractable => 16,
+            OpError::BadCryptoParameters(_) => 17,
+            OpError::ResponseTooLarge => 18,
+            OpError::Undecodable(_) => 19,
+            OpError::ObjectLimit(_) => 20,
+            OpError::Model(m) => match m {
+                ModelError::Missing { .. } => 21,
+                ModelError::WrongType { .. } => 22,
+                ModelError::Invalid { .. } => 23,
+                ModelError::Unsupported { .. } => 24,
+                ModelError::BatchCountMismatch { .. } => 25,
+                ModelError::NotARequest { .. } => 26,
+                ModelError::TooManyItems { .. } => 27,
+            },
+            OpError::Backend(b) => match b {
+                BackendError::NotFound(_) => 28,
+                BackendError::AlreadyExists(_) => 29,
+                BackendError::NotExtractable(_) => 30,
+                BackendError::Unsupported(_) => 31,
+                BackendError::InvalidInput(_) => 32,
+                BackendError::Crypto(_) => 33,
+                BackendError::IntegrityCheckFailed => 34,
+                BackendError::Busy(_) => 35,
+                BackendError::Unavailable(_) => 36,
+                BackendError::Io(_) => 37,
+                BackendError::Corrupt(_) => 38,
+                BackendError::Call { class, .. } => match class {
+                    FailureClass::NotFound => 39,
+                    FailureClass::PermissionDenied => 40,
+                    FailureClass::InvalidInput => 41,
+                    FailureClass::Crypto => 42,
+                    FailureClass::BrokenSession => 43,
+                    FailureClass::Unavailable => 44,
+                    FailureClass::Busy => 45,
+                    FailureClass::Other => 46,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn every_error_has_its_expected_result_reason_in_both_versions() {
+        let table = table();
+        let mut rows: Vec<usize> = table.iter().map(|(e, _, _)| row(e)).collect();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..ROWS).collect::<Vec<_>>(), "one row per variant");
+        for (e, v1, v2) in &table {
+            assert_eq!(e.result_reason(ProtocolVersion::V1_4), *v1, "1.4: {e:?}");
+            assert_eq!(e.result_reason(ProtocolVersion::V2_1), *v2, "2.1: {e:?}");
+        }
+    }
+
+    /// A failed key-store call tells the client which call failed and its return code's name,
+    /// nothing more.
+    #[test]
+    fn a_failed_call_says_which_call_and_code_only() {
+        assert_eq!(
+            call(FailureClass::InvalidInput).to_string(),
+            "PKCS#11 call C_Encrypt failed: SomeCode"
+        );
+    }
 
     /// A backend out of sessions fails the item with a reason and a message that tell the
     /// operator why, without closing the connection; the end-to-end pool test relies on it.

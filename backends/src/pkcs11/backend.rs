@@ -1,0 +1,337 @@
+//! The [`Backend`] operations on the token: key generation and import templates, reads,
+//! companion updates, destroy and the cipher and MAC calls.
+
+use async_trait::async_trait;
+use cryptoki::error::Error as CkError;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use std::sync::{Arc, PoisonError};
+use zeroize::Zeroizing;
+
+use super::cipher::{self, CipherJob};
+use super::handles::token_usable;
+use super::objects::{self, destroy_objects, Entry, FLAG_NOT_EXTRACTABLE, MATERIAL_APP};
+use super::{p11_error, Pkcs11Backend};
+use crate::{
+    Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
+    ObjectRecord,
+};
+
+/// Longest uid stored as `CKA_ID`.
+const MAX_UID_BYTES: usize = 1024;
+/// Longest label stored as `CKA_LABEL`.
+const MAX_LABEL_BYTES: usize = 1024;
+/// Largest imported object (certificates, blobs): each lives whole in token memory.
+const MAX_MATERIAL_BYTES: usize = 1024 * 1024;
+/// Largest HMAC key generated, in bits.
+const MAX_HMAC_KEY_BITS: u32 = 4096;
+
+impl Pkcs11Backend {
+    async fn cipher(
+        &self,
+        uid: &str,
+        req: CipherRequest,
+        decrypt: bool,
+    ) -> Result<CipherOutput, BackendError> {
+        let job = CipherJob {
+            mode: req.mode,
+            data: req.data,
+            iv: req.iv,
+            aad: req.aad.unwrap_or_default(),
+            tag: req.tag,
+        };
+        job.validate(decrypt)?;
+        let uid_owned = uid.to_owned();
+        self.with_object(uid, move |s, e| {
+            let key = key_handle(&uid_owned, e)?;
+            if decrypt {
+                cipher::decrypt(s, key, &job)
+            } else {
+                cipher::encrypt(s, key, &job)
+            }
+        })
+        .await
+    }
+}
+
+fn material(uid: &str, entry: &Entry) -> Result<ObjectHandle, BackendError> {
+    entry
+        .material
+        .ok_or_else(|| BackendError::NotFound(uid.to_owned()))
+}
+
+fn key_handle(uid: &str, entry: &Entry) -> Result<ObjectHandle, BackendError> {
+    if entry.kind != ObjectKind::SymmetricKey {
+        return Err(BackendError::InvalidInput(format!(
+            "object {uid} is not a symmetric key"
+        )));
+    }
+    material(uid, entry)
+}
+
+fn validate_record(record: &ObjectRecord, label: Option<&str>) -> Result<(), BackendError> {
+    if record.uid.is_empty() || record.uid.len() > MAX_UID_BYTES {
+        return Err(BackendError::InvalidInput(format!(
+            "uid must be 1..={MAX_UID_BYTES} bytes"
+        )));
+    }
+    if label.is_some_and(|l| l.len() > MAX_LABEL_BYTES) {
+        return Err(BackendError::InvalidInput(format!(
+            "label longer than {MAX_LABEL_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Attributes common to every secret key the backend creates.
+fn secret_key_template(
+    uid: &str,
+    label: Option<&str>,
+    key_type: KeyType,
+    extractable: bool,
+    sensitive: bool,
+) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Id(uid.as_bytes().to_vec()),
+        Attribute::Label(label.unwrap_or(uid).as_bytes().to_vec()),
+        Attribute::Extractable(extractable),
+        Attribute::Sensitive(sensitive),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Sign(true),
+        Attribute::Verify(true),
+    ]
+}
+
+fn keygen_params(spec: &KeySpec) -> Result<(Mechanism<'static>, KeyType), BackendError> {
+    match spec.algorithm {
+        KeyAlgorithm::Aes if matches!(spec.bits, 128 | 192 | 256) => {
+            Ok((Mechanism::AesKeyGen, KeyType::AES))
+        }
+        KeyAlgorithm::Aes => Err(BackendError::InvalidInput(format!(
+            "AES keys are 128, 192 or 256 bits, not {}",
+            spec.bits
+        ))),
+        KeyAlgorithm::HmacSha256
+            if spec.bits >= 8 && spec.bits <= MAX_HMAC_KEY_BITS && spec.bits.is_multiple_of(8) =>
+        {
+            Ok((Mechanism::GenericSecretKeyGen, KeyType::GENERIC_SECRET))
+        }
+        KeyAlgorithm::HmacSha256 => Err(BackendError::InvalidInput(format!(
+            "HMAC keys are a whole number of bytes up to {MAX_HMAC_KEY_BITS} bits, not {}",
+            spec.bits
+        ))),
+    }
+}
+
+#[async_trait]
+impl Backend for Pkcs11Backend {
+    fn name(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    async fn load_all(&self) -> Result<Vec<ObjectRecord>, BackendError> {
+        let _gate = self.rescan_gate.write().await;
+        let scan = self.scan().await?;
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        index.map = scan.index;
+        index.generation += 1;
+        Ok(scan.records)
+    }
+
+    async fn generate(&self, record: ObjectRecord, spec: KeySpec) -> Result<(), BackendError> {
+        validate_record(&record, spec.label.as_deref())?;
+        if record.kind != ObjectKind::SymmetricKey {
+            return Err(BackendError::Unsupported(format!(
+                "generating {:?} objects",
+                record.kind
+            )));
+        }
+        // Validated here, before taking a session; the blocking job rebuilds the mechanism.
+        let (_, key_type) = keygen_params(&spec)?;
+        let _gate = self.rescan_gate.read().await;
+        self.ensure_absent(&record.uid)?;
+        let uid = record.uid.clone();
+        let entry = self
+            .with_session(move |s| {
+                let (mechanism, _) = keygen_params(&spec)?;
+                let mut template = secret_key_template(
+                    &record.uid,
+                    spec.label.as_deref(),
+                    key_type,
+                    spec.extractable,
+                    spec.sensitive,
+                );
+                template.push(Attribute::ValueLen((u64::from(spec.bits) / 8).into()));
+                objects::create_with_meta(s, &record.uid, record.kind, 0, &record.meta, |s| {
+                    s.generate_key(&mechanism, &template).map_err(p11_error)
+                })
+            })
+            .await?;
+        self.publish(uid, entry).await
+    }
+
+    async fn import(
+        &self,
+        record: ObjectRecord,
+        material: Zeroizing<Vec<u8>>,
+        spec: Option<KeySpec>,
+    ) -> Result<(), BackendError> {
+        let label = spec.as_ref().and_then(|s| s.label.clone());
+        validate_record(&record, label.as_deref())?;
+        if material.is_empty() || material.len() > MAX_MATERIAL_BYTES {
+            return Err(BackendError::InvalidInput(format!(
+                "object material must be 1..={MAX_MATERIAL_BYTES} bytes"
+            )));
+        }
+        let extractable = spec.as_ref().is_none_or(|s| s.extractable);
+        let sensitive = spec.as_ref().is_some_and(|s| s.sensitive);
+        let mut template = match record.kind {
+            ObjectKind::SymmetricKey => {
+                let key_type = match spec.as_ref().map(|s| s.algorithm) {
+                    Some(KeyAlgorithm::Aes) if matches!(material.len(), 16 | 24 | 32) => {
+                        KeyType::AES
+                    }
+                    Some(KeyAlgorithm::Aes) => {
+                        return Err(BackendError::InvalidInput(format!(
+                            "an AES key is 16, 24 or 32 bytes, not {}",
+                            material.len()
+                        )))
+                    }
+                    Some(KeyAlgorithm::HmacSha256) => KeyType::GENERIC_SECRET,
+                    None if matches!(material.len(), 16 | 24 | 32) => KeyType::AES,
+                    None => KeyType::GENERIC_SECRET,
+                };
+                secret_key_template(
+                    &record.uid,
+                    label.as_deref(),
+                    key_type,
+                    extractable,
+                    sensitive,
+                )
+            }
+            _ => vec![
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Application(MATERIAL_APP.to_vec()),
+                Attribute::Label(record.uid.as_bytes().to_vec()),
+            ],
+        };
+        let flags = if record.kind != ObjectKind::SymmetricKey && (!extractable || sensitive) {
+            FLAG_NOT_EXTRACTABLE
+        } else {
+            0
+        };
+        let _gate = self.rescan_gate.read().await;
+        self.ensure_absent(&record.uid)?;
+        let uid = record.uid.clone();
+        // The template owns a copy of the material: wipe it when the job is done.
+        template.push(Attribute::Value(material.to_vec()));
+        let job = ZeroizeTemplate(template);
+        let entry = self
+            .with_session(move |s| {
+                objects::create_with_meta(s, &record.uid, record.kind, flags, &record.meta, |s| {
+                    s.create_object(&job.0).map_err(p11_error)
+                })
+            })
+            .await?;
+        self.publish(uid, entry).await
+    }
+
+    async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let uid_owned = uid.to_owned();
+        self.with_object(uid, move |s, e| {
+            let handle = material(&uid_owned, e)?;
+            if e.flags & FLAG_NOT_EXTRACTABLE != 0 {
+                return Err(BackendError::NotExtractable(uid_owned.clone()));
+            }
+            let attrs = match s.get_attributes(handle, &[AttributeType::Value]) {
+                Ok(attrs) => attrs,
+                Err(CkError::Pkcs11(
+                    cryptoki::error::RvError::AttributeSensitive
+                    | cryptoki::error::RvError::KeyUnextractable,
+                    _,
+                )) => return Err(BackendError::NotExtractable(uid_owned.clone())),
+                Err(other) => return Err(p11_error(other)),
+            };
+            // A sensitive or unextractable value is silently left out of the result (SoftHSM).
+            attrs
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => Some(Zeroizing::new(v)),
+                    _ => None,
+                })
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| BackendError::NotExtractable(uid_owned.clone()))
+        })
+        .await
+    }
+
+    async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError> {
+        let uid_owned = uid.to_owned();
+        self.replace_object(uid, move |s, e| {
+            objects::replace_meta(s, &uid_owned, e, e.flags, &meta).map(Some)
+        })
+        .await
+    }
+
+    async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError> {
+        let uid_owned = uid.to_owned();
+        self.replace_object(uid, move |s, e| {
+            destroy_objects(s, &uid_owned, e, tombstone.as_deref())
+        })
+        .await
+    }
+
+    async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
+        self.cipher(uid, req, false).await
+    }
+
+    async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
+        self.cipher(uid, req, true).await
+    }
+
+    async fn mac(&self, uid: &str, data: &[u8]) -> Result<Vec<u8>, BackendError> {
+        if data.len() > cipher::MAX_CIPHER_DATA {
+            return Err(BackendError::InvalidInput(format!(
+                "data longer than {} bytes",
+                cipher::MAX_CIPHER_DATA
+            )));
+        }
+        let data = Zeroizing::new(data.to_vec());
+        let uid_owned = uid.to_owned();
+        self.with_object(uid, move |s, e| {
+            cipher::mac(s, key_handle(&uid_owned, e)?, &data)
+        })
+        .await
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let module = Arc::clone(&self.module);
+        let slot = self.slot;
+        self.with_session(move |s| {
+            s.get_session_info().map_err(p11_error)?;
+            token_usable(&module, slot)
+        })
+        .await
+    }
+}
+
+/// A creation template holding secret material, wiped on drop.
+struct ZeroizeTemplate(Vec<Attribute>);
+
+impl Drop for ZeroizeTemplate {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for attr in &mut self.0 {
+            if let Attribute::Value(v) = attr {
+                v.zeroize();
+            }
+        }
+    }
+}
