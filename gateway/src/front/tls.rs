@@ -61,6 +61,10 @@ pub enum AuthError {
     EmptyCommonName,
     #[error("client certificate Common Name '{0}' is a wildcard")]
     WildcardCommonName(String),
+    #[error("client certificate subject has {0} Common Names where exactly one is required")]
+    MultipleCommonNames(usize),
+    #[error("client certificate Common Name is not a plain name: {0}")]
+    InvalidCommonName(crate::tooling::pki::CommonNameError),
     #[error("no user for Common Name '{0}'")]
     UnknownUser(String),
     #[error("client certificate does not allow client authentication (no clientAuth extended key usage)")]
@@ -84,6 +88,8 @@ impl AuthError {
             AuthError::Unparsable => "unparsable_certificate",
             AuthError::EmptyCommonName => "empty_common_name",
             AuthError::WildcardCommonName(_) => "wildcard_common_name",
+            AuthError::MultipleCommonNames(_) => "multiple_common_names",
+            AuthError::InvalidCommonName(_) => "invalid_common_name",
             AuthError::UnknownUser(_) => "unknown_user",
             AuthError::MissingClientAuthEku => "missing_client_auth_eku",
             AuthError::CaNotTrustedForUser { .. } => "ca_not_trusted_for_user",
@@ -92,6 +98,22 @@ impl AuthError {
             AuthError::Revoked { .. } => "certificate_revoked",
             AuthError::Expired { .. } => "certificate_expired",
             AuthError::Denied { .. } => "denied",
+        }
+    }
+}
+
+impl From<crate::tooling::pki::CommonNameError> for AuthError {
+    /// Keeps the labels the listener had before the rule was shared: no usable name is
+    /// `empty_common_name`, a wildcard is `wildcard_common_name`.
+    fn from(e: crate::tooling::pki::CommonNameError) -> Self {
+        use crate::tooling::pki::CommonNameError as E;
+        match e {
+            E::Missing | E::Empty | E::Unreadable => AuthError::EmptyCommonName,
+            E::Wildcard(cn) => AuthError::WildcardCommonName(cn),
+            E::Multiple(n) => AuthError::MultipleCommonNames(n),
+            e @ (E::TooLong | E::ControlCharacters | E::SurroundingWhitespace) => {
+                AuthError::InvalidCommonName(e)
+            }
         }
     }
 }
@@ -470,19 +492,10 @@ impl TlsState {
             Ok(_) => return Err(AuthError::MissingClientAuthEku),
             Err(_) => return Err(AuthError::Unparsable),
         }
-        let cn = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_default();
-        if cn.trim().is_empty() {
-            return Err(AuthError::EmptyCommonName);
-        }
-        if cn.contains('*') {
-            return Err(AuthError::WildcardCommonName(cn));
-        }
+        // The same Common Name rule the CA applies when it issues (`tooling::pki`).
+        let cn = crate::tooling::pki::subject_common_name(cert.subject())
+            .map_err(AuthError::from)?
+            .to_owned();
         let serial_hex = crate::tooling::pki::Serial::from_bytes(cert.raw_serial())
             .map(|s| s.to_hex())
             .unwrap_or_else(|_| hex::encode(cert.raw_serial()));
@@ -814,5 +827,37 @@ mod tests {
             let names = offered_ca_names(&state, &setup.server_ca, &client, version);
             assert!(names.is_empty(), "{version:?} offered CA names {names:?}");
         }
+    }
+
+    #[test]
+    fn a_second_common_name_is_refused_though_the_first_names_a_user() {
+        // Before the shared rule the listener took the first Common Name and let this in as
+        // `purefa`; the CA never issued such a subject.
+        let setup = Setup::new();
+        let ca = pki::init_ca("tenant CA", 30).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "purefa");
+        params
+            .distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 3]), "admin");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let ca_key = KeyPair::from_pem(&ca.key_pem).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key).unwrap();
+        let cert = params
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        let state = setup.state(&ca.cert_pem, "", "");
+        for full_handshake in [true, false] {
+            let e = state
+                .authenticate(Some(&chain(&[&cert.pem()])), full_handshake)
+                .unwrap_err();
+            assert_eq!(e, AuthError::MultipleCommonNames(2));
+            assert_eq!(e.label(), "multiple_common_names");
+        }
+        // The same CA's certificate with the one Common Name still gets in.
+        let one = issue(&ca, CertProfile::Client);
+        state
+            .authenticate(Some(&chain(&[&one.cert_pem])), true)
+            .unwrap();
     }
 }
