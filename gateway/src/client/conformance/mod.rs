@@ -10,8 +10,8 @@
 //! literal is compared as a placeholder instead, and when a later request quotes it (1.x vectors
 //! copy ciphertexts literally) the value the server actually returned is sent in its place.
 //!
-//! [`vectors`] reads the files, [`session`] carries what a file learnt from the server into its
-//! later requests, and [`relax`] decides what is left to the server before the structural
+//! `vectors` reads the files, `session` carries what a file learnt from the server into its
+//! later requests, and `relax` decides what is left to the server before the structural
 //! comparison.
 
 mod relax;

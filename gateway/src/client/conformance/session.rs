@@ -41,12 +41,12 @@ pub(super) struct Session {
     /// Identifiers bound so far (`$UNIQUE_IDENTIFIER_n` for n < this).
     pub(super) uid_count: usize,
     /// Identifiers of objects whose material the server generated.
-    pub(super) generated: Vec<String>,
+    generated: Vec<String>,
     /// The last value the server returned for each tag (leaves only).
     pub(super) last_by_tag: HashMap<Tag, Value>,
     /// Recorded literals that stood for server-chosen values → what the server actually chose.
-    pub(super) replaced_literals: Vec<(Value, Value)>,
-    pub(super) volatile_count: usize,
+    replaced_literals: Vec<(Value, Value)>,
+    volatile_count: usize,
 }
 
 impl Session {

@@ -2,8 +2,8 @@
 //!
 //! The file format (the record's fields, its canonical form and the hash chain, rotation, torn
 //! lines, drop markers) is specified in `docs/audit-format.md` at the root of the repository.
-//! [`record`] builds records (no field can hold a secret), [`writer`] is the thread that appends
-//! them behind a bounded queue, [`files`] names, opens and reads the files, and [`verify()`]
+//! `record` builds records (no field can hold a secret), `writer` is the thread that appends
+//! them behind a bounded queue, `files` names, opens and reads the files, and [`verify()`]
 //! checks a chain.
 //!
 //! Metrics: `kmip_audit_records_total`, `kmip_audit_dropped_total{reason}` (`queue_full`,
@@ -32,7 +32,8 @@ use files::{
     newest_rotated, open_current, read_first_record, read_last_record, set_aside_torn_tail,
     sync_dir,
 };
-use writer::{ChainWriter, Counters, Tip};
+use record::Tip;
+use writer::{ChainWriter, Counters};
 
 /// The file records are appended to; rotated files are renamed away from it.
 pub const CURRENT_FILE: &str = "audit.log";
@@ -56,7 +57,7 @@ pub const MAX_UIDS: usize = 16;
 /// worst-case JSON escaping, stays well below; it bounds the memory a corrupt file can claim.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
 /// Audit files are readable by the service group (log shippers), writable by the service only.
-pub(super) const FILE_MODE: u32 = 0o640;
+const FILE_MODE: u32 = 0o640;
 
 /// `operation` of the record the writer adds when records were dropped (with an empty `user`,
 /// which no authenticated client has); its `result_reason` starts with the count.
@@ -78,7 +79,7 @@ pub enum AuditError {
     WriterPanicked,
 }
 
-pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
     move |source| AuditError::Io {
         path: path.to_path_buf(),
         source,

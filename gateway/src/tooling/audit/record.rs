@@ -4,18 +4,18 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::writer::Tip;
-use super::{DROP_MARKER_OPERATION, MAX_FIELD_BYTES, MAX_UIDS};
+use super::{AuditError, DROP_MARKER_OPERATION, MAX_FIELD_BYTES, MAX_UIDS};
 
 const TRUNCATED_MARK: &str = "…[truncated]";
 
 const DROP_MARKER_REASON: &str =
     "audit record(s) dropped before this one (queue full or write error)";
 
-/// One audited batch item, as written to the log. See the module doc for the field list and
-/// why none of them can carry a secret.
+/// One audited batch item, as written to the log. See `docs/audit-format.md` for the field list
+/// and why none of them can carry a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
@@ -168,11 +168,34 @@ fn rfc3339_micros(t: SystemTime) -> String {
     }
 }
 
+/// Where the chain continues: the next seq and the hash it must point back to.
+#[derive(Clone)]
+pub(super) struct Tip {
+    pub(super) next_seq: u64,
+    pub(super) prev: String,
+}
+
+impl Tip {
+    pub(super) fn after(last: &AuditRecord, path: &Path) -> Result<Tip, AuditError> {
+        let next_seq = last.seq.checked_add(1).ok_or_else(|| AuditError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "last seq is u64::MAX".into(),
+        })?;
+        Ok(Tip {
+            next_seq,
+            prev: last.hash.clone(),
+        })
+    }
+}
+
+/// A record encoded as its line, with its hash (the next record's `prev`).
 pub(super) struct Line {
     pub(super) bytes: Vec<u8>,
     pub(super) hash: String,
 }
 
+/// Chains `event` after `tip` and encodes it as one line; a failure carries the seq it would
+/// have had.
 pub(super) fn encode_line(event: AuditEvent, tip: &Tip) -> Result<Line, (serde_json::Error, u64)> {
     let fail = |e| (e, tip.next_seq);
     let record = event.into_record(tip.next_seq, &tip.prev);

@@ -12,15 +12,15 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::files::free_rotated_name;
-use super::record::{drop_marker, encode_line, AuditRecord};
-use super::{AuditError, AuditEvent, CURRENT_FILE, FILE_MODE};
+use super::record::{drop_marker, encode_line, Tip};
+use super::{AuditEvent, CURRENT_FILE, FILE_MODE};
 
 /// Records the writer takes from the queue per write, bounding the size of one write call.
 const MAX_BATCH: usize = 512;
@@ -58,26 +58,7 @@ impl Counters {
     }
 }
 
-/// Where the chain continues: the next seq and the hash it must point back to.
-#[derive(Clone)]
-pub(super) struct Tip {
-    pub(super) next_seq: u64,
-    pub(super) prev: String,
-}
-
-impl Tip {
-    pub(super) fn after(last: &AuditRecord, path: &Path) -> Result<Tip, AuditError> {
-        let next_seq = last.seq.checked_add(1).ok_or_else(|| AuditError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "last seq is u64::MAX".into(),
-        })?;
-        Ok(Tip {
-            next_seq,
-            prev: last.hash.clone(),
-        })
-    }
-}
-
+/// The writer thread's state: the open `audit.log`, where the chain continues, the counters.
 pub(super) struct ChainWriter {
     pub(super) dir: PathBuf,
     pub(super) max_file_bytes: u64,

@@ -8,7 +8,7 @@
 //! - `.xml`: a `<KMIP>` document of `RequestMessage`/`ResponseMessage` pairs in the KMIP XML
 //!   encoding, which `kmip-conformance` reads (`--codec-only`, or replayed against a server).
 //!
-//! Key material, credentials and data never reach the files: [`redact`] replaces their values by
+//! Key material, credentials and data never reach the files: [`redact()`] replaces their values by
 //! their length (`<redacted 32 bytes>` in text, a `$REDACTED_32_BYTES_n` placeholder in XML). In
 //! the XML, identifiers the server returned are `$UNIQUE_IDENTIFIER_n` placeholders and the
 //! server's date-times `$NOW-n` ([`replay_form`]), so a replay binds what the replayed-to server
@@ -20,8 +20,8 @@
 //! it never fails a request. The XML file is closed (`</KMIP>`) after every message, so it stays
 //! readable while the connection is open and after a crash.
 //!
-//! [`redact`] and [`render`] are pure; [`replay`] numbers what a replay must bind; [`writer`] is
-//! the thread that writes the files.
+//! The `redact` and `render` modules are pure; `replay` numbers what a replay must bind;
+//! `writer` is the thread that writes the files.
 
 mod redact;
 mod render;

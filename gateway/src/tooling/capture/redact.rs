@@ -73,7 +73,7 @@ pub enum Shown<'a> {
 }
 
 /// Replaces every secret value of `t` by its length. Secret: a byte string, big integer or text
-/// string under one of [`SECRET_TAGS`] or anywhere inside Key Material (transparent keys); every
+/// string under one of `SECRET_TAGS` or anywhere inside Key Material (transparent keys); every
 /// Big Integer (KMIP only uses them for key parts); a byte string under a tag the specifications
 /// do not name (a vendor extension may carry anything).
 pub fn redact(t: &Ttlv) -> Shown<'_> {

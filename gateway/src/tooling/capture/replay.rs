@@ -84,7 +84,7 @@ impl ReplayState {
 }
 
 /// The form of a message the XML capture holds, so that a replay against another server (or
-/// later) can match: [`redact`]ed; every identifier the server returned (in this message, if a
+/// later) can match: [redacted](super::redact()) first; every identifier the server returned (in this message, if a
 /// response, or earlier) written as `$UNIQUE_IDENTIFIER_n`; the server's date-times in a
 /// response as `$NOW-n`. `at` is when the message went over the wire.
 pub fn replay_form<'a>(

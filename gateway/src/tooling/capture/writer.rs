@@ -23,6 +23,7 @@ use super::MAX_CAPTURE_FILE_BYTES;
 /// Ends every XML capture file; overwritten by the next message.
 const XML_FOOTER: &str = "</KMIP>\n";
 
+/// Which way a captured message went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Direction {
     Request,

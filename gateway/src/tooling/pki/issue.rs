@@ -20,10 +20,15 @@ use zeroize::Zeroizing;
 use super::common_name::{check_common_name, subject_common_name};
 use super::x509::{check_len, parse_single_cert_der, parse_x509, pem_error, subject_key_id};
 use super::{
-    CaBundle, CertProfile, IssueOptions, IssuedCert, PkiError, Serial, ServerCsr,
-    CLOCK_SKEW_ALLOWANCE, DEFAULT_SERVER_COMMON_NAME, MAX_CRL_ENTRIES, MAX_DNS_NAME_LEN,
-    MAX_SUBJECT_ALT_NAMES, MAX_VALIDITY_DAYS,
+    CaBundle, CertProfile, IssueOptions, IssuedCert, PkiError, Serial, ServerCsr, MAX_CRL_ENTRIES,
+    MAX_DNS_NAME_LEN, MAX_SUBJECT_ALT_NAMES, MAX_VALIDITY_DAYS,
 };
+
+/// `not_before` is backdated by this much so a peer whose clock runs slightly
+/// behind still accepts a certificate issued a moment ago.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::minutes(5);
+/// Common Name of a server certificate that has no DNS name to borrow one from.
+const DEFAULT_SERVER_COMMON_NAME: &str = "kmip-gateway";
 
 /// Creates a self-signed root CA allowed to sign certificates and CRLs, with no
 /// room for intermediates (path length 0).

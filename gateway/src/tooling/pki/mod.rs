@@ -8,8 +8,8 @@
 //! revoke client certificates. Everything goes in and out as PEM; private keys are
 //! ECDSA P-256 and are held in `Zeroizing` buffers.
 //!
-//! [`issue`] issues (CA, leaves, CSRs, CRLs), [`x509`] reads certificates, [`dev`] writes the
-//! development PKI, and [`common_name`] is the one Common Name rule that both issuing and the
+//! `issue` issues (CA, leaves, CSRs, CRLs), `x509` reads certificates, `dev` writes the
+//! development PKI, and `common_name` is the one Common Name rule that both issuing and the
 //! listener's authentication apply.
 
 mod common_name;
@@ -35,10 +35,10 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use issue::validity_from_now;
-use zeroize::Zeroizing;
 
 /// Longest validity accepted (20 years): keeps the date arithmetic far from overflow
 /// and stops a typo from minting a certificate that outlives every key rotation plan.
@@ -60,11 +60,6 @@ pub const MAX_CRL_ENTRIES: usize = 100_000;
 /// sign fix-up) make collisions impossible in practice, so a certificate re-issued
 /// for the same key after a revocation never inherits the revoked serial.
 const RANDOM_SERIAL_LEN: usize = 16;
-/// `not_before` is backdated by this much so a peer whose clock runs slightly
-/// behind still accepts a certificate issued a moment ago.
-const CLOCK_SKEW_ALLOWANCE: Duration = Duration::minutes(5);
-/// Common Name of a server certificate that has no DNS name to borrow one from.
-const DEFAULT_SERVER_COMMON_NAME: &str = "kmip-gateway";
 
 /// Errors of the PKI layer. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]

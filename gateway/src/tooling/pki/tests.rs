@@ -18,6 +18,7 @@ use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, CertificateSigningRequestDer, PrivateKeyDer,
     ServerName, UnixTime,
 };
+use time::Duration;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
