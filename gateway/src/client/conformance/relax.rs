@@ -105,14 +105,14 @@ pub(super) fn relax_server_specific(
     Ok(())
 }
 
-pub(super) fn child_node_mut(node: &mut XmlNode, tag: Tag) -> Option<&mut XmlNode> {
+fn child_node_mut(node: &mut XmlNode, tag: Tag) -> Option<&mut XmlNode> {
     match &mut node.value {
         XmlValue::Structure(c) => c.iter_mut().find(|c| c.tag == tag),
         _ => None,
     }
 }
 
-pub(super) fn child_ttlv_mut(t: &mut Ttlv, tag: Tag) -> Option<&mut Ttlv> {
+fn child_ttlv_mut(t: &mut Ttlv, tag: Tag) -> Option<&mut Ttlv> {
     match &mut t.value {
         Value::Structure(c) => c.iter_mut().find(|c| c.tag == tag),
         _ => None,
@@ -120,7 +120,7 @@ pub(super) fn child_ttlv_mut(t: &mut Ttlv, tag: Tag) -> Option<&mut Ttlv> {
 }
 
 /// A value for a message: enumerations by name.
-pub(super) fn describe(tag: Tag, v: &Value) -> String {
+fn describe(tag: Tag, v: &Value) -> String {
     match v {
         Value::Enumeration(e) => enum_names_for_tag(tag)
             .and_then(|n| n.name_of(*e))

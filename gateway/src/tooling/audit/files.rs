@@ -14,7 +14,7 @@ use super::{io_err, AuditError, CURRENT_FILE, FILE_MODE, MAX_LINE_BYTES};
 /// Chunk used when looking backwards for the end of the last complete line.
 const TAIL_SCAN_CHUNK: u64 = 64 * 1024;
 
-pub(super) fn rotated_name(first: u64, last: u64) -> String {
+fn rotated_name(first: u64, last: u64) -> String {
     format!("audit-{first:020}-{last:020}.log")
 }
 
@@ -98,7 +98,7 @@ pub(super) fn set_aside_torn_tail(file: &mut File, path: &Path) -> Result<u64, A
 }
 
 /// Length of the file up to and including its last newline.
-pub(super) fn complete_prefix_len(file: &mut File, len: u64) -> io::Result<u64> {
+fn complete_prefix_len(file: &mut File, len: u64) -> io::Result<u64> {
     let mut end = len;
     let mut chunk = Vec::new();
     while end > 0 {
@@ -114,18 +114,14 @@ pub(super) fn complete_prefix_len(file: &mut File, len: u64) -> io::Result<u64> 
     Ok(0)
 }
 
-pub(super) fn corrupt(path: &Path, reason: impl Into<String>) -> AuditError {
+fn corrupt(path: &Path, reason: impl Into<String>) -> AuditError {
     AuditError::Corrupt {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
 }
 
-pub(super) fn parse_record(
-    line: &[u8],
-    path: &Path,
-    which: &str,
-) -> Result<AuditRecord, AuditError> {
+fn parse_record(line: &[u8], path: &Path, which: &str) -> Result<AuditRecord, AuditError> {
     serde_json::from_slice(line).map_err(|e| corrupt(path, format!("{which} line: {e}")))
 }
 

@@ -113,7 +113,7 @@ pub(super) fn walk<'a>(
     }
 }
 
-pub(super) fn redacted(t: &Ttlv, len: usize) -> Shown<'_> {
+fn redacted(t: &Ttlv, len: usize) -> Shown<'_> {
     Shown::Redacted {
         tag: t.tag,
         item_type: t.value.item_type(),

@@ -18,12 +18,12 @@ use super::redact::Shown;
 /// Characters of the user name kept in a file name.
 pub(super) const MAX_USER_IN_FILE_NAME: usize = 64;
 
-pub(super) fn element_name(tag: Tag) -> String {
+fn element_name(tag: Tag) -> String {
     tag_name(tag).map_or_else(|| tag_hex(tag), str::to_owned)
 }
 
 /// The Attribute Name among an Attribute's items: it names the values of its Attribute Value.
-pub(super) fn attribute_name<'a>(items: &[Shown<'a>]) -> Option<&'a str> {
+fn attribute_name<'a>(items: &[Shown<'a>]) -> Option<&'a str> {
     items.iter().find_map(|s| match s {
         Shown::Plain(t) if t.tag == tags::ATTRIBUTE_NAME => t.as_text(),
         _ => None,
@@ -31,10 +31,7 @@ pub(super) fn attribute_name<'a>(items: &[Shown<'a>]) -> Option<&'a str> {
 }
 
 /// How an item's values are named: by its tag, or for an Attribute Value by its Attribute Name.
-pub(super) fn naming(
-    tag: Tag,
-    attr_name: Option<&str>,
-) -> (Option<EnumNames>, Option<&'static EnumDef>) {
+fn naming(tag: Tag, attr_name: Option<&str>) -> (Option<EnumNames>, Option<&'static EnumDef>) {
     let tag = if tag == tags::ATTRIBUTE_VALUE {
         match attr_name.and_then(|n| tag_by_spec_name(n).or_else(|| tag_by_name(n))) {
             Some(t) => t,
@@ -46,7 +43,7 @@ pub(super) fn naming(
     (enum_names_for_tag(tag), mask_for_tag(tag))
 }
 
-pub(super) fn datetime_text(secs: i64, micros: i64) -> String {
+fn datetime_text(secs: i64, micros: i64) -> String {
     match OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| t.replace_microsecond(micros.clamp(0, 999_999) as u32).ok())
@@ -58,7 +55,7 @@ pub(super) fn datetime_text(secs: i64, micros: i64) -> String {
 }
 
 /// The text of a primitive value.
-pub(super) fn value_text(v: &Value, tag: Tag, attr_name: Option<&str>) -> String {
+fn value_text(v: &Value, tag: Tag, attr_name: Option<&str>) -> String {
     let (enums, mask) = naming(tag, attr_name);
     match v {
         Value::Structure(_) => String::new(),
@@ -97,18 +94,13 @@ pub fn text_tree(shown: &Shown<'_>) -> String {
     out
 }
 
-pub(super) fn indent(out: &mut String, depth: usize) {
+fn indent(out: &mut String, depth: usize) {
     for _ in 0..depth {
         out.push_str("  ");
     }
 }
 
-pub(super) fn text_item(
-    out: &mut String,
-    shown: &Shown<'_>,
-    depth: usize,
-    attr_name: Option<&str>,
-) {
+fn text_item(out: &mut String, shown: &Shown<'_>, depth: usize, attr_name: Option<&str>) {
     indent(out, depth);
     match shown {
         Shown::Plain(t) => match &t.value {
@@ -158,7 +150,7 @@ pub(super) fn text_item(
     }
 }
 
-pub(super) fn text_children(out: &mut String, tag: Tag, items: &[Shown<'_>], depth: usize) {
+fn text_children(out: &mut String, tag: Tag, items: &[Shown<'_>], depth: usize) {
     let attr_name = if tag == tags::ATTRIBUTE {
         attribute_name(items)
     } else {
@@ -182,7 +174,7 @@ pub fn xml_tree(shown: &Shown<'_>, counter: &mut usize) -> String {
     out
 }
 
-pub(super) fn xml_open(out: &mut String, tag: Tag) {
+fn xml_open(out: &mut String, tag: Tag) {
     out.push('<');
     match tag_name(tag) {
         Some(n) => out.push_str(n),
@@ -193,7 +185,7 @@ pub(super) fn xml_open(out: &mut String, tag: Tag) {
 }
 
 /// One `<Tag type=".." value=".."/>` line.
-pub(super) fn xml_leaf(out: &mut String, depth: usize, tag: Tag, item_type: ItemType, value: &str) {
+fn xml_leaf(out: &mut String, depth: usize, tag: Tag, item_type: ItemType, value: &str) {
     indent(out, depth);
     xml_open(out, tag);
     let _ = writeln!(
@@ -203,7 +195,7 @@ pub(super) fn xml_leaf(out: &mut String, depth: usize, tag: Tag, item_type: Item
     );
 }
 
-pub(super) fn xml_item(out: &mut String, shown: &Shown<'_>, depth: usize, counter: &mut usize) {
+fn xml_item(out: &mut String, shown: &Shown<'_>, depth: usize, counter: &mut usize) {
     match shown {
         Shown::Plain(t) => {
             // The wire crate's writer, re-indented: exactly what the XML reader expects.

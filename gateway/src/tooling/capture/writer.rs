@@ -68,22 +68,22 @@ pub(super) struct ConnFiles {
 
 #[derive(Default)]
 pub(super) struct FileState {
-    pub(super) created: bool,
+    created: bool,
     /// A write failed or a file reached its size limit: nothing more is written.
     pub(super) stopped: bool,
-    pub(super) text_bytes: u64,
-    pub(super) xml_bytes: u64,
+    text_bytes: u64,
+    xml_bytes: u64,
     /// The sequence number the next record should carry; a larger one means records were lost.
-    pub(super) next_seq: u64,
+    next_seq: u64,
     /// The XML of the last request, written together with its response so the file always
     /// holds request/response pairs.
-    pub(super) pending_request: Option<String>,
+    pending_request: Option<String>,
     /// The last request could not be decoded: its response is left out of the XML too.
-    pub(super) skip_response: bool,
+    skip_response: bool,
     /// Redacted values written to the XML so far (numbers the placeholders).
-    pub(super) redactions: usize,
+    redactions: usize,
     /// What the XML needs to be replayable.
-    pub(super) replay: ReplayState,
+    replay: ReplayState,
 }
 
 /// The thread that renders queued messages and writes them to each connection's files.

@@ -75,7 +75,7 @@ pub fn sign_csr(
     let common_name = subject_common_name(&info.subject)?;
     let public_key = SubjectPublicKeyInfo::from_der(info.subject_pki.raw)?;
 
-    let key = load_key(&ca.key_pem, "CA")?;
+    let key = key_from_pem(&ca.key_pem, "CA")?;
     let issuer = load_issuer(ca, &key)?;
     let mut params = leaf_params(Some(common_name), not_before, not_after, serial);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -144,7 +144,7 @@ pub fn issue_cert(ca: &CaBundle, options: &IssueOptions) -> Result<IssuedCert, P
     if options.not_after <= options.not_before {
         return Err(PkiError::ValidityOrder);
     }
-    let ca_key = load_key(&ca.key_pem, "CA")?;
+    let ca_key = key_from_pem(&ca.key_pem, "CA")?;
     let issuer = load_issuer(ca, &ca_key)?;
     let mut params = leaf_params(
         options.common_name.as_deref(),
@@ -188,7 +188,7 @@ pub fn make_crl(
             limit: MAX_CRL_ENTRIES,
         });
     }
-    let key = load_key(&ca.key_pem, "CA")?;
+    let key = key_from_pem(&ca.key_pem, "CA")?;
     let issuer = load_issuer(ca, &key)?;
     let ca_der = parse_single_cert_der(&ca.cert_pem, "CA certificate")?;
     let ca_cert = parse_x509(&ca_der, "CA certificate")?;
@@ -231,7 +231,7 @@ pub(super) fn validity_from_now(
     ))
 }
 
-pub(super) fn subject(common_name: Option<&str>) -> DistinguishedName {
+fn subject(common_name: Option<&str>) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     if let Some(cn) = common_name {
         name.push(DnType::CommonName, cn);
@@ -239,11 +239,11 @@ pub(super) fn subject(common_name: Option<&str>) -> DistinguishedName {
     name
 }
 
-pub(super) fn serial_number(serial: &Serial) -> SerialNumber {
+fn serial_number(serial: &Serial) -> SerialNumber {
     SerialNumber::from_slice(serial.as_bytes())
 }
 
-pub(super) fn leaf_params(
+fn leaf_params(
     common_name: Option<&str>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -263,7 +263,7 @@ pub(super) fn leaf_params(
     params
 }
 
-pub(super) fn server_common_name(dns_names: &[String], ip_addrs: &[IpAddr]) -> String {
+fn server_common_name(dns_names: &[String], ip_addrs: &[IpAddr]) -> String {
     dns_names
         .first()
         .cloned()
@@ -271,7 +271,7 @@ pub(super) fn server_common_name(dns_names: &[String], ip_addrs: &[IpAddr]) -> S
         .unwrap_or_else(|| DEFAULT_SERVER_COMMON_NAME.to_owned())
 }
 
-pub(super) fn check_alt_names(dns_names: &[String], ip_addrs: &[IpAddr]) -> Result<(), PkiError> {
+fn check_alt_names(dns_names: &[String], ip_addrs: &[IpAddr]) -> Result<(), PkiError> {
     let count = dns_names.len() + ip_addrs.len();
     if count == 0 {
         return Err(PkiError::NoSubjectAltName);
@@ -285,10 +285,7 @@ pub(super) fn check_alt_names(dns_names: &[String], ip_addrs: &[IpAddr]) -> Resu
     Ok(())
 }
 
-pub(super) fn subject_alt_names(
-    dns_names: &[String],
-    ip_addrs: &[IpAddr],
-) -> Result<Vec<SanType>, PkiError> {
+fn subject_alt_names(dns_names: &[String], ip_addrs: &[IpAddr]) -> Result<Vec<SanType>, PkiError> {
     let mut names = Vec::with_capacity(dns_names.len() + ip_addrs.len());
     for dns in dns_names {
         let invalid = |reason| PkiError::InvalidDnsName {
@@ -313,13 +310,16 @@ pub(super) fn subject_alt_names(
     Ok(names)
 }
 
-pub(super) fn generate_key() -> Result<Zeroizing<KeyPair>, PkiError> {
+fn generate_key() -> Result<Zeroizing<KeyPair>, PkiError> {
     Ok(Zeroizing::new(KeyPair::generate_for(
         &PKCS_ECDSA_P256_SHA256,
     )?))
 }
 
-pub(super) fn load_key(key_pem: &str, what: &'static str) -> Result<Zeroizing<KeyPair>, PkiError> {
+pub(super) fn key_from_pem(
+    key_pem: &str,
+    what: &'static str,
+) -> Result<Zeroizing<KeyPair>, PkiError> {
     check_len("private key", key_pem.len())?;
     let der = Zeroizing::new(
         PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| pem_error(what, &e))?,
@@ -330,7 +330,7 @@ pub(super) fn load_key(key_pem: &str, what: &'static str) -> Result<Zeroizing<Ke
 
 /// The CA as an rcgen issuer, after checking that the certificate is a CA and that
 /// the key is its key (a mismatched pair would sign certificates nothing verifies).
-pub(super) fn load_issuer<'k>(
+fn load_issuer<'k>(
     ca: &CaBundle,
     key: &'k KeyPair,
 ) -> Result<Issuer<'static, &'k KeyPair>, PkiError> {

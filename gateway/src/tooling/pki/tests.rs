@@ -25,7 +25,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use super::issue::load_key;
+use super::issue::key_from_pem;
 use super::*;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -442,7 +442,7 @@ fn server_csr_carries_names_and_a_valid_signature() {
         subject_common_name(&info.subject).unwrap(),
         "kmip.example.net"
     );
-    let key = load_key(&csr.key_pem, "server").unwrap();
+    let key = key_from_pem(&csr.key_pem, "server").unwrap();
     assert_eq!(info.subject_pki.raw, key.subject_public_key_info());
     let sans: Vec<_> = parsed
         .requested_extensions()

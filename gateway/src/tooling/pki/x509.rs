@@ -96,7 +96,7 @@ pub(super) fn subject_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
         })
 }
 
-pub(super) fn describe_der(der: &CertificateDer<'_>) -> Result<CertInfo, PkiError> {
+fn describe_der(der: &CertificateDer<'_>) -> Result<CertInfo, PkiError> {
     let cert = parse_x509(der, "certificate")?;
     let validity = cert.validity();
     let serial_hex = Serial::from_bytes(cert.raw_serial())
