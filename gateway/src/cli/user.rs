@@ -25,6 +25,12 @@ pub fn add(
             "'{name}' cannot be a user name: empty, a wildcard or not printable"
         )));
     }
+    // A user is the Common Name of its certificates: a name the rule refuses never logs in.
+    if let Err(e) = kmip_gateway::tooling::pki::check_common_name(name) {
+        return Err(CliError::Refused(format!(
+            "'{name}' cannot be a user name: no client certificate may carry it ({e})"
+        )));
+    }
     let ca_pem = String::from_utf8(read_limited(
         ca,
         kmip_gateway::tooling::pki::MAX_PEM_LEN as u64,
@@ -129,6 +135,9 @@ mod tests {
 
         assert!(add("vsphere", &ca_path, &[], false, &config).is_err());
         assert!(add("*", &ca_path, &[], false, &config).is_err());
+        // Names the Common Name rule refuses, which `valid_user_name` alone let through.
+        assert!(add(" padded", &ca_path, &[], false, &config).is_err());
+        assert!(add(&"a".repeat(65), &ca_path, &[], false, &config).is_err());
         let leaf = kmip_gateway::tooling::pki::issue_client_cert(&ca, "x", 30).unwrap();
         let leaf_path = tmp.path().join("leaf.pem");
         std::fs::write(&leaf_path, &leaf.cert_pem).unwrap();

@@ -230,19 +230,10 @@ impl TlsState {
             Ok(_) => return Err(AuthError::MissingClientAuthEku),
             Err(_) => return Err(AuthError::Unparsable),
         }
-        let cn = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_default();
-        if cn.trim().is_empty() {
-            return Err(AuthError::EmptyCommonName);
-        }
-        if cn.contains('*') {
-            return Err(AuthError::WildcardCommonName(cn));
-        }
+        // The same Common Name rule the CA applies when it issues (`tooling::pki`).
+        let cn = crate::tooling::pki::subject_common_name(cert.subject())
+            .map_err(AuthError::from)?
+            .to_owned();
         let serial_hex = crate::tooling::pki::Serial::from_bytes(cert.raw_serial())
             .map(|s| s.to_hex())
             .unwrap_or_else(|_| hex::encode(cert.raw_serial()));

@@ -14,6 +14,10 @@ pub enum AuthError {
     EmptyCommonName,
     #[error("client certificate Common Name '{0}' is a wildcard")]
     WildcardCommonName(String),
+    #[error("client certificate subject has {0} Common Names where exactly one is required")]
+    MultipleCommonNames(usize),
+    #[error("client certificate Common Name is not a plain name: {0}")]
+    InvalidCommonName(crate::tooling::pki::CommonNameError),
     #[error("no user for Common Name '{0}'")]
     UnknownUser(String),
     #[error("client certificate does not allow client authentication (no clientAuth extended key usage)")]
@@ -37,6 +41,8 @@ impl AuthError {
             AuthError::Unparsable => "unparsable_certificate",
             AuthError::EmptyCommonName => "empty_common_name",
             AuthError::WildcardCommonName(_) => "wildcard_common_name",
+            AuthError::MultipleCommonNames(_) => "multiple_common_names",
+            AuthError::InvalidCommonName(_) => "invalid_common_name",
             AuthError::UnknownUser(_) => "unknown_user",
             AuthError::MissingClientAuthEku => "missing_client_auth_eku",
             AuthError::CaNotTrustedForUser { .. } => "ca_not_trusted_for_user",
@@ -45,6 +51,22 @@ impl AuthError {
             AuthError::Revoked { .. } => "certificate_revoked",
             AuthError::Expired { .. } => "certificate_expired",
             AuthError::Denied { .. } => "denied",
+        }
+    }
+}
+
+impl From<crate::tooling::pki::CommonNameError> for AuthError {
+    /// Keeps the labels the listener had before the rule was shared: no usable name is
+    /// `empty_common_name`, a wildcard is `wildcard_common_name`.
+    fn from(e: crate::tooling::pki::CommonNameError) -> Self {
+        use crate::tooling::pki::CommonNameError as E;
+        match e {
+            E::Missing | E::Empty | E::Unreadable => AuthError::EmptyCommonName,
+            E::Wildcard(cn) => AuthError::WildcardCommonName(cn),
+            E::Multiple(n) => AuthError::MultipleCommonNames(n),
+            e @ (E::TooLong | E::ControlCharacters | E::SurroundingWhitespace) => {
+                AuthError::InvalidCommonName(e)
+            }
         }
     }
 }

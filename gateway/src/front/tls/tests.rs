@@ -291,3 +291,35 @@ fn the_certificate_request_names_no_tenant_ca() {
         assert!(names.is_empty(), "{version:?} offered CA names {names:?}");
     }
 }
+
+#[test]
+fn a_second_common_name_is_refused_though_the_first_names_a_user() {
+    // Before the shared rule the listener took the first Common Name and let this in as
+    // `purefa`; the CA never issued such a subject.
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "purefa");
+    params
+        .distinguished_name
+        .push(DnType::CustomDnType(vec![2, 5, 4, 3]), "admin");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let ca_key = KeyPair::from_pem(&ca.key_pem).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key).unwrap();
+    let cert = params
+        .signed_by(&KeyPair::generate().unwrap(), &issuer)
+        .unwrap();
+    let state = setup.state(&ca.cert_pem, "", "");
+    for full_handshake in [true, false] {
+        let e = state
+            .authenticate(Some(&chain(&[&cert.pem()])), full_handshake)
+            .unwrap_err();
+        assert_eq!(e, AuthError::MultipleCommonNames(2));
+        assert_eq!(e.label(), "multiple_common_names");
+    }
+    // The same CA's certificate with the one Common Name still gets in.
+    let one = issue(&ca, CertProfile::Client);
+    state
+        .authenticate(Some(&chain(&[&one.cert_pem])), true)
+        .unwrap();
+}

@@ -1,0 +1,210 @@
+//! Tests of the conformance runner: binding, volatile values, relaxed comparisons.
+
+use super::session::Session;
+use kmip_wire::spec::tags;
+use kmip_wire::ttlv::{Ttlv, Value};
+use kmip_wire::xml::parse_template;
+
+fn uid(s: &str) -> Ttlv {
+    Ttlv::new(tags::UNIQUE_IDENTIFIER, Value::TextString(s.into()))
+}
+
+#[test]
+fn identifiers_bind_in_order_of_appearance() {
+    let mut s = Session::default();
+    let resp = Ttlv::structure(tags::RESPONSE_PAYLOAD, vec![uid("b"), uid("a"), uid("b")]);
+    s.bind_new_identifiers(&resp);
+    assert_eq!(
+        s.bindings.get("UNIQUE_IDENTIFIER_0"),
+        Some(&Value::TextString("b".into()))
+    );
+    assert_eq!(
+        s.bindings.get("UNIQUE_IDENTIFIER_1"),
+        Some(&Value::TextString("a".into()))
+    );
+    assert_eq!(s.uid_count, 2);
+}
+
+#[test]
+fn unbound_request_placeholder_takes_the_last_value_of_its_tag() {
+    let mut s = Session::default();
+    s.last_by_tag
+        .insert(tags::DATA, Value::ByteString(vec![1, 2, 3].into()));
+    let req = parse_template(
+        r#"<RequestPayload><Data type="ByteString" value="$DATA_0"/></RequestPayload>"#,
+    )
+    .unwrap();
+    let t = s.prepare_request(&req).unwrap();
+    assert_eq!(
+        t.child(tags::DATA)
+            .and_then(Ttlv::as_bytes)
+            .map(|b| b.to_vec()),
+        Some(vec![1, 2, 3])
+    );
+    let unknown = parse_template(
+        r#"<RequestPayload><UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_3"/></RequestPayload>"#,
+    )
+    .unwrap();
+    let err = s.prepare_request(&unknown).unwrap_err();
+    assert!(err.contains("$UNIQUE_IDENTIFIER_3"), "{err}");
+}
+
+fn enc_request(iv: bool) -> Ttlv {
+    let mut payload = vec![
+        uid("k"),
+        Ttlv::new(tags::DATA, Value::ByteString(vec![9; 16].into())),
+    ];
+    if iv {
+        payload.push(Ttlv::new(
+            tags::IV_COUNTER_NONCE,
+            Value::ByteString(vec![7; 16].into()),
+        ));
+    }
+    Ttlv::structure(
+        tags::REQUEST_MESSAGE,
+        vec![Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                Ttlv::new(tags::OPERATION, Value::Enumeration(0x1F)),
+                Ttlv::structure(tags::REQUEST_PAYLOAD, payload),
+            ],
+        )],
+    )
+}
+
+fn enc_response(data: u8, iv: u8) -> Ttlv {
+    Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                Ttlv::new(tags::OPERATION, Value::Enumeration(0x1F)),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(
+                    tags::RESPONSE_PAYLOAD,
+                    vec![
+                        uid("k"),
+                        Ttlv::new(tags::DATA, Value::ByteString(vec![data; 16].into())),
+                        Ttlv::new(
+                            tags::IV_COUNTER_NONCE,
+                            Value::ByteString(vec![iv; 16].into()),
+                        ),
+                    ],
+                ),
+            ],
+        )],
+    )
+}
+
+const EXPECTED_ENCRYPT: &str = r#"<ResponseMessage><BatchItem>
+    <Operation type="Enumeration" value="Encrypt"/>
+    <ResultStatus type="Enumeration" value="Success"/>
+    <ResponsePayload>
+      <UniqueIdentifier type="TextString" value="k"/>
+      <Data type="ByteString" value="01010101010101010101010101010101"/>
+      <IVCounterNonce type="ByteString" value="02020202020202020202020202020202"/>
+    </ResponsePayload></BatchItem></ResponseMessage>"#;
+
+#[test]
+fn server_chosen_iv_and_its_ciphertext_are_not_compared_but_replayed() {
+    let expected = parse_template(EXPECTED_ENCRYPT).unwrap();
+    let mut s = Session::default();
+    s.check_response(&enc_request(false), &expected, &enc_response(5, 6))
+        .unwrap();
+    // A later request quoting the recorded ciphertext sends the actual one.
+    let replay = parse_template(
+        r#"<RequestPayload><Data type="ByteString" value="01010101010101010101010101010101"/></RequestPayload>"#,
+    )
+    .unwrap();
+    let t = s.prepare_request(&replay).unwrap();
+    assert_eq!(
+        t.child(tags::DATA)
+            .and_then(Ttlv::as_bytes)
+            .map(|b| b.to_vec()),
+        Some(vec![5; 16])
+    );
+}
+
+#[test]
+fn client_supplied_iv_makes_the_ciphertext_compared() {
+    let expected = parse_template(EXPECTED_ENCRYPT).unwrap();
+    let mut s = Session::default();
+    let d = s
+        .check_response(&enc_request(true), &expected, &enc_response(5, 2))
+        .unwrap_err();
+    assert_eq!(d.path, "/ResponseMessage/BatchItem/ResponsePayload/Data");
+    s.check_response(&enc_request(true), &expected, &enc_response(1, 2))
+        .unwrap();
+}
+
+fn query_response(ops: &[u32]) -> Ttlv {
+    let mut payload: Vec<Ttlv> = ops
+        .iter()
+        .map(|o| Ttlv::new(tags::OPERATION, Value::Enumeration(*o)))
+        .collect();
+    payload.push(Ttlv::new(
+        tags::VENDOR_IDENTIFICATION,
+        Value::TextString("another vendor".into()),
+    ));
+    Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                Ttlv::new(tags::OPERATION, Value::Enumeration(0x18)),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(tags::RESPONSE_PAYLOAD, payload),
+            ],
+        )],
+    )
+}
+
+#[test]
+fn query_lists_compare_as_a_subset() {
+    let expected = parse_template(
+        r#"<ResponseMessage><BatchItem>
+        <Operation type="Enumeration" value="Query"/>
+        <ResultStatus type="Enumeration" value="Success"/>
+        <ResponsePayload>
+          <Operation type="Enumeration" value="Query"/>
+          <Operation type="Enumeration" value="Locate"/>
+          <VendorIdentification type="TextString" value="server-vendor.com"/>
+        </ResponsePayload></BatchItem></ResponseMessage>"#,
+    )
+    .unwrap();
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    // Locate (0x08) and Query (0x18) listed, in another order, with Get (0x0A) as well.
+    Session::default()
+        .check_response(&request, &expected, &query_response(&[0x0A, 0x08, 0x18]))
+        .unwrap();
+    let d = Session::default()
+        .check_response(&request, &expected, &query_response(&[0x18]))
+        .unwrap_err();
+    assert!(d.what.contains("Locate"), "{d}");
+}
+
+#[test]
+fn attribute_index_zero_is_the_same_as_none() {
+    let expected = parse_template(
+        r#"<Attribute><AttributeName type="TextString" value="State"/>
+           <AttributeValue type="Enumeration" value="PreActive"/></Attribute>"#,
+    )
+    .unwrap();
+    let actual = |index: i32| {
+        Ttlv::structure(
+            tags::ATTRIBUTE,
+            vec![
+                Ttlv::new(tags::ATTRIBUTE_NAME, Value::TextString("State".into())),
+                Ttlv::new(tags::ATTRIBUTE_INDEX, Value::Integer(index)),
+                Ttlv::new(tags::ATTRIBUTE_VALUE, Value::Enumeration(1)),
+            ],
+        )
+    };
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    Session::default()
+        .check_response(&request, &expected, &actual(0))
+        .unwrap();
+    Session::default()
+        .check_response(&request, &expected, &actual(1))
+        .unwrap_err();
+}
