@@ -3,6 +3,7 @@
 //! One test binary on purpose: PKCS#11 state is per process and SoftHSM reads `SOFTHSM2_CONF` at
 //! `C_Initialize`, so every test takes [`SERIAL`], points `SOFTHSM2_CONF` at its own temporary
 //! token directory, and closes its backend (which finalises the module) before releasing it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -19,19 +19,19 @@ use zeroize::Zeroizing;
 
 /// `CKA_LABEL` of the keys this baseline creates and reuses, so repeated runs on one token do
 /// not pile up keys (and never touch the gateway's objects).
-pub const KEY_LABEL: &str = "kmip-bench-cryptoki-read";
+pub(crate) const KEY_LABEL: &str = "kmip-bench-cryptoki-read";
 /// AES-256, the key size of the `get` scenario's preloaded keys.
 const KEY_BYTES: usize = 32;
 /// Worker threads (one session each): SoftHSM gains nothing past a few, and a typo must not
 /// spawn a million threads.
-pub const MAX_CONCURRENCY: usize = 1024;
+pub(crate) const MAX_CONCURRENCY: usize = 1024;
 /// Keys to read from: bounds the keygen phase (SoftHSM keygen is 10–650/s on this disk).
-pub const MAX_KEYS: usize = 100_000;
+pub(crate) const MAX_KEYS: usize = 100_000;
 /// Longest PIN file accepted: a PIN is a few dozen bytes; anything bigger is the wrong file.
 const MAX_PIN_FILE_BYTES: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
-pub enum RawError {
+pub(crate) enum RawError {
     #[error("--{0} must be 1..={1}")]
     Range(&'static str, usize),
     #[error("read PIN file {path}: {problem}")]
@@ -51,7 +51,7 @@ fn p11(op: &'static str) -> impl FnOnce(CkError) -> RawError {
 }
 
 /// What `cryptoki-read` measures.
-pub struct RawSpec {
+pub(crate) struct RawSpec {
     pub module: PathBuf,
     pub token_label: String,
     pub pin_file: PathBuf,
@@ -178,7 +178,7 @@ fn worker(
 }
 
 /// Runs the baseline: prepares the keys once, then `concurrency` threads read for the round.
-pub fn run(spec: &RawSpec) -> Result<Stats, RawError> {
+pub(crate) fn run(spec: &RawSpec) -> Result<Stats, RawError> {
     if spec.keys == 0 || spec.keys > MAX_KEYS {
         return Err(RawError::Range("keys", MAX_KEYS));
     }

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
-pub enum EchoError {
+pub(crate) enum EchoError {
     #[error(transparent)]
     Setup(#[from] TlsSetupError),
     #[error("TLS configuration: {0}")]
@@ -34,7 +34,12 @@ pub enum EchoError {
 }
 
 /// Listens on `listen`, prints `TLS echo listener ready addr=…` on stderr, and serves until killed.
-pub async fn serve(listen: &str, cert: &Path, key: &Path, ca: &Path) -> Result<(), EchoError> {
+pub(crate) async fn serve(
+    listen: &str,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<(), EchoError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(ca)? {
         roots.add(c)?;

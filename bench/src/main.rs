@@ -1,6 +1,7 @@
 //! `kmip-bench`: a KMIP load generator (scenarios modelled on real clients, closed or open loop,
 //! hdrhistogram latencies, A/B comparison of two servers), a bare-TLS baseline server and a raw
 //! PKCS#11 read baseline.
+#![forbid(unsafe_code)]
 
 mod cryptoki_read;
 mod echo;

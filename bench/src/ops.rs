@@ -16,11 +16,11 @@ const KEY_BITS: i32 = 256;
 
 /// How long one request may take before it counts as a transport error: far above any sane
 /// latency, low enough that a stuck server ends a short bench run.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why one operation failed. `label` is the bucket the report counts it in.
 #[derive(Debug, Error)]
-pub enum OpError {
+pub(crate) enum OpError {
     /// Connect, TLS or read/write failure, or no response in time.
     #[error("transport: {0}")]
     Transport(String),
@@ -33,12 +33,12 @@ pub enum OpError {
 }
 
 impl OpError {
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.to_string()
     }
 
     /// Whether the connection may be broken (the caller then reconnects).
-    pub fn is_transport(&self) -> bool {
+    pub(crate) fn is_transport(&self) -> bool {
         matches!(self, OpError::Transport(_))
     }
 }
@@ -56,7 +56,7 @@ impl From<ClientError> for OpError {
 
 /// Where and how to connect.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub addr: String,
     pub server_name: String,
     pub tls: ClientTls,
@@ -64,13 +64,13 @@ pub struct Target {
 }
 
 /// One open KMIP connection.
-pub struct Conn {
+pub(crate) struct Conn {
     client: KmipClient,
     version: ProtocolVersion,
 }
 
 impl Conn {
-    pub async fn open(target: &Target) -> Result<Conn, OpError> {
+    pub(crate) async fn open(target: &Target) -> Result<Conn, OpError> {
         let mut client =
             KmipClient::connect(&target.addr, &target.server_name, &target.tls).await?;
         client.set_timeout(REQUEST_TIMEOUT);
@@ -103,7 +103,7 @@ impl Conn {
     }
 
     /// Creates an AES-256 key, optionally named and in an Object Group; returns its identifier.
-    pub async fn create(
+    pub(crate) async fn create(
         &mut self,
         name: Option<&str>,
         group: Option<&str>,
@@ -131,7 +131,7 @@ impl Conn {
     }
 
     /// Gets a key; the material is dropped (zeroized) at once.
-    pub async fn get(&mut self, uid: &str) -> Result<(), OpError> {
+    pub(crate) async fn get(&mut self, uid: &str) -> Result<(), OpError> {
         match self
             .call(RequestPayload::Get(GetRequest {
                 unique_identifier: Some(uid.to_owned()),
@@ -158,7 +158,7 @@ impl Conn {
     }
 
     /// Locates the one object named `name`.
-    pub async fn locate_name(&mut self, name: &str) -> Result<String, OpError> {
+    pub(crate) async fn locate_name(&mut self, name: &str) -> Result<String, OpError> {
         let mut found = self.locate(Attribute::name(&Name::new(name))).await?;
         match (found.pop(), found.is_empty()) {
             (Some(uid), true) => Ok(uid),
@@ -169,7 +169,7 @@ impl Conn {
     }
 
     /// Locates the members of an Object Group; there must be at least one.
-    pub async fn locate_group(&mut self, group: &str) -> Result<usize, OpError> {
+    pub(crate) async fn locate_group(&mut self, group: &str) -> Result<usize, OpError> {
         let found = self
             .locate(Attribute::text(tags::OBJECT_GROUP, group))
             .await?;
@@ -179,13 +179,13 @@ impl Conn {
         Ok(found.len())
     }
 
-    pub async fn activate(&mut self, uid: &str) -> Result<(), OpError> {
+    pub(crate) async fn activate(&mut self, uid: &str) -> Result<(), OpError> {
         self.call(RequestPayload::Activate(uid_request(uid)))
             .await
             .map(drop)
     }
 
-    pub async fn revoke(&mut self, uid: &str) -> Result<(), OpError> {
+    pub(crate) async fn revoke(&mut self, uid: &str) -> Result<(), OpError> {
         self.call(RequestPayload::Revoke(RevokeRequest {
             unique_identifier: Some(uid.to_owned()),
             revocation_reason: RevocationReason {
@@ -198,14 +198,14 @@ impl Conn {
         .map(drop)
     }
 
-    pub async fn destroy(&mut self, uid: &str) -> Result<(), OpError> {
+    pub(crate) async fn destroy(&mut self, uid: &str) -> Result<(), OpError> {
         self.call(RequestPayload::Destroy(uid_request(uid)))
             .await
             .map(drop)
     }
 
     /// The cheapest request every server answers: proves a connection is established end to end.
-    pub async fn discover_versions(&mut self) -> Result<(), OpError> {
+    pub(crate) async fn discover_versions(&mut self) -> Result<(), OpError> {
         self.call(RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
             versions: Vec::new(),
         }))
@@ -215,7 +215,7 @@ impl Conn {
 
     /// Waits for the peer to close the connection (the bare-TLS baseline server closes right
     /// after the handshake: reaching end-of-stream proves it accepted the client certificate).
-    pub async fn expect_close(&mut self) -> Result<(), OpError> {
+    pub(crate) async fn expect_close(&mut self) -> Result<(), OpError> {
         match self.client.read_message().await {
             Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
             Err(e) => Err(e.into()),

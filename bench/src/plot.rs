@@ -40,14 +40,14 @@ const B_COLOURS: [RGBColor; 6] = [
 
 #[derive(Debug, Error)]
 #[error("plot {path}: {problem}")]
-pub struct PlotError {
+pub(crate) struct PlotError {
     path: String,
     problem: String,
 }
 
 /// Which target of a comparison a series belongs to (its colour family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     A,
     B,
 }
@@ -60,7 +60,7 @@ struct Series {
 }
 
 /// What the figures show of one measured target.
-pub struct Run {
+pub(crate) struct Run {
     pub side: Side,
     pub name: String,
     /// Percentile curves by label (iteration, then operations): see `Stats::curves`.
@@ -70,7 +70,7 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn from_stats(side: Side, name: String, stats: &Stats) -> Run {
+    pub(crate) fn from_stats(side: Side, name: String, stats: &Stats) -> Run {
         Run {
             side,
             name,
@@ -81,7 +81,7 @@ impl Run {
 
     /// The same from the `result` object of a `--json` report; what is missing or malformed
     /// is left out (an older report has no curves).
-    pub fn from_json(side: Side, name: String, result: &Value) -> Run {
+    pub(crate) fn from_json(side: Side, name: String, result: &Value) -> Run {
         let pair = |p: &Value| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?));
         let curves = result["percentile_curves"]
             .as_array()
@@ -109,7 +109,7 @@ impl Run {
 }
 
 /// Writes the figures asked for; `runs` are the measured targets, A first.
-pub fn draw(
+pub(crate) fn draw(
     latency_svg: Option<&Path>,
     throughput_svg: Option<&Path>,
     title: &str,

@@ -13,7 +13,7 @@ const REFRESH: Duration = Duration::from_millis(200);
 
 /// What the bar counts towards.
 #[derive(Debug, Clone, Copy)]
-pub enum Total {
+pub(crate) enum Total {
     /// Items (keys preloaded, iterations of a count-bounded round).
     Items(u64),
     /// Time (a duration-bounded round): the bar shows seconds, the message the operations.
@@ -21,12 +21,12 @@ pub enum Total {
 }
 
 /// Whether bars may be drawn at all: a terminal on stderr and no `--quiet`.
-pub fn wanted(quiet: bool) -> bool {
+pub(crate) fn wanted(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
 }
 
 /// A counter the workers bump on each completion, and the bar that shows it.
-pub struct Progress {
+pub(crate) struct Progress {
     done: Arc<AtomicU64>,
     shown: Option<Shown>,
 }
@@ -39,7 +39,7 @@ struct Shown {
 
 impl Progress {
     /// Starts a bar labelled `what` if `enabled`; otherwise only the (cheap) counter exists.
-    pub fn start(enabled: bool, what: &str, total: Total) -> Progress {
+    pub(crate) fn start(enabled: bool, what: &str, total: Total) -> Progress {
         let done = Arc::new(AtomicU64::new(0));
         if !enabled {
             return Progress { done, shown: None };
@@ -84,12 +84,12 @@ impl Progress {
     }
 
     /// The counter to bump once per completed item.
-    pub fn counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn counter(&self) -> Arc<AtomicU64> {
         self.done.clone()
     }
 
     /// Draws the final state and leaves it on its line.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         if let Some(s) = self.shown.take() {
             s.refresh.abort();
             update(

@@ -13,9 +13,9 @@ use thiserror::Error;
 use tokio::sync::Mutex;
 
 /// Objects per Object Group among the preloaded keys: a Locate by group returns this many.
-pub const GROUP_SIZE: usize = 10;
+pub(crate) const GROUP_SIZE: usize = 10;
 /// Preloaded keys when a scenario needs some and `--preload` is not given.
-pub const DEFAULT_PRELOAD: usize = 100;
+pub(crate) const DEFAULT_PRELOAD: usize = 100;
 /// Parallel requests while preloading: enough to keep a server busy without flooding it.
 const PRELOAD_PARALLELISM: usize = 8;
 /// How long idle connections are held after the last one opened, before RSS is read again:
@@ -23,7 +23,7 @@ const PRELOAD_PARALLELISM: usize = 8;
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
+pub(crate) enum Scenario {
     RdlBoot,
     Health,
     Lifecycle,
@@ -56,7 +56,7 @@ impl Scenario {
 }
 
 #[derive(Debug, Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error("preload against {addr}: {source}")]
     Preload { addr: String, source: OpError },
     #[error("open connection to {addr}: {source}")]
@@ -69,21 +69,21 @@ pub enum RunError {
 
 /// When a round ends.
 #[derive(Debug, Clone, Copy)]
-pub enum Limit {
+pub(crate) enum Limit {
     Duration(Duration),
     Count(u64),
 }
 
 /// Weights of the `mixed` scenario.
 #[derive(Debug, Clone, Copy)]
-pub struct Mix {
+pub(crate) struct Mix {
     pub get: u32,
     pub locate: u32,
     pub create: u32,
 }
 
 impl Mix {
-    pub fn parse(s: &str) -> Result<Mix, RunError> {
+    pub(crate) fn parse(s: &str) -> Result<Mix, RunError> {
         let mut mix = Mix {
             get: 0,
             locate: 0,
@@ -119,7 +119,7 @@ impl Mix {
 
 /// What a round does.
 #[derive(Debug, Clone, Copy)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub scenario: Scenario,
     pub connections: usize,
     pub concurrency: usize,
@@ -132,7 +132,7 @@ pub struct Spec {
 }
 
 /// Keys created before measuring, so reads have something to read.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub uids: Vec<String>,
     pub names: Vec<String>,
     pub groups: Vec<String>,
@@ -141,7 +141,11 @@ pub struct Fixture {
 }
 
 /// Creates `count` named keys in groups of [`GROUP_SIZE`] (none if the scenario reads nothing).
-pub async fn preload(target: &Target, spec: &Spec, count: usize) -> Result<Fixture, RunError> {
+pub(crate) async fn preload(
+    target: &Target,
+    spec: &Spec,
+    count: usize,
+) -> Result<Fixture, RunError> {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -344,7 +348,7 @@ async fn lifecycle(
 }
 
 /// One measured round of `spec` against `target`.
-pub async fn round(
+pub(crate) async fn round(
     target: &Target,
     fixture: &Arc<Fixture>,
     spec: &Spec,

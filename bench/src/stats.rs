@@ -38,7 +38,7 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// What one task (or a whole run, after merging) measured.
-pub struct Stats {
+pub(crate) struct Stats {
     /// Latency of whole scenario iterations.
     pub total: Histogram<u64>,
     /// Latency of each KMIP operation (or connect) inside the iterations.
@@ -70,11 +70,11 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn record(&mut self, latency: Duration) {
+    pub(crate) fn record(&mut self, latency: Duration) {
         self.total.saturating_record(micros(latency));
     }
 
-    pub fn record_op(&mut self, op: &'static str, latency: Duration) {
+    pub(crate) fn record_op(&mut self, op: &'static str, latency: Duration) {
         self.per_op
             .entry(op)
             .or_insert_with(histogram)
@@ -82,7 +82,7 @@ impl Stats {
     }
 
     /// Counts one completion `at` this long after the round started, for the timeline.
-    pub fn tick(&mut self, at: Duration) {
+    pub(crate) fn tick(&mut self, at: Duration) {
         let Ok(second) = usize::try_from(at.as_secs()) else {
             return;
         };
@@ -96,7 +96,7 @@ impl Stats {
     }
 
     /// Ends a round of `self.elapsed`: its per-second counts become timeline points.
-    pub fn close_round(&mut self) {
+    pub(crate) fn close_round(&mut self) {
         let secs = self.elapsed.as_secs_f64();
         let mut points: Vec<f64> = std::mem::take(&mut self.per_second)
             .into_iter()
@@ -115,11 +115,11 @@ impl Stats {
         self.timeline.extend(points);
     }
 
-    pub fn error(&mut self, label: String) {
+    pub(crate) fn error(&mut self, label: String) {
         *self.errors.entry(label).or_insert(0) += 1;
     }
 
-    pub fn merge(&mut self, other: &Stats) {
+    pub(crate) fn merge(&mut self, other: &Stats) {
         // Same bounds everywhere, so adding cannot fail.
         let _ = self.total.add(&other.total);
         for (op, h) in &other.per_op {
@@ -141,15 +141,15 @@ impl Stats {
         self.timeline.extend_from_slice(&other.timeline);
     }
 
-    pub fn ok(&self) -> u64 {
+    pub(crate) fn ok(&self) -> u64 {
         self.total.len()
     }
 
-    pub fn error_count(&self) -> u64 {
+    pub(crate) fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
 
-    pub fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
             self.ok() as f64 / secs
@@ -158,7 +158,7 @@ impl Stats {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let per_op: Map<String, Value> = self
             .per_op
             .iter()
@@ -189,7 +189,7 @@ impl Stats {
 
     /// The percentile curve of whole iterations, then one per operation when an iteration has
     /// several (see [`percentile_curve`]).
-    pub fn curves(&self) -> Vec<(String, Vec<(f64, f64)>)> {
+    pub(crate) fn curves(&self) -> Vec<(String, Vec<(f64, f64)>)> {
         let mut v = vec![("iteration".to_owned(), percentile_curve(&self.total))];
         if self.per_op.len() > 1 {
             v.extend(
@@ -202,7 +202,7 @@ impl Stats {
     }
 
     /// Prints the report; a closed stdout (`| head`) is not an error worth dying for.
-    pub fn print(&self, title: &str) {
+    pub(crate) fn print(&self, title: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "== {title}");
         let _ = writeln!(
@@ -275,7 +275,7 @@ fn headline(s: &Stats) -> Vec<(String, f64)> {
 }
 
 /// A/B ratio of every headline figure (A divided by B), printed and returned as JSON.
-pub fn compare(a: &Stats, b: &Stats) -> Value {
+pub(crate) fn compare(a: &Stats, b: &Stats) -> Value {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "== ratio A/B");
     let mut m = Map::new();

@@ -80,7 +80,7 @@ pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
             master_key: MasterKeyConfig::Env(name),
             ..
         } => EnvSecrets {
-            master_key_hex: take_env_secret(name),
+            master_key_hex: crate::environ::take_secret(name),
             pin: None,
         },
         BackendConfig::Pkcs11 {
@@ -88,31 +88,10 @@ pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
             ..
         } => EnvSecrets {
             master_key_hex: None,
-            pin: take_env_secret(name),
+            pin: crate::environ::take_secret(name),
         },
         _ => EnvSecrets::default(),
     }
-}
-
-/// Takes one variable out of the environment: its value, blanked in place first. Removing a
-/// variable only unlinks it from `environ`; the process's initial environment block, which
-/// `/proc/PID/environ` shows, would keep the value.
-fn take_env_secret(name: &str) -> Option<Zeroizing<String>> {
-    let value = Zeroizing::new(std::env::var(name).ok()?);
-    if let Ok(c_name) = std::ffi::CString::new(name) {
-        // SAFETY: FFI to getenv/strlen; called before any other thread exists, so nothing reads
-        // or changes the environment meanwhile. getenv returns the NUL-terminated value inside
-        // the environment block (writable process memory that stays allocated), and exactly its
-        // strlen bytes are overwritten, keeping the terminator.
-        unsafe {
-            let p = libc::getenv(c_name.as_ptr());
-            if !p.is_null() {
-                std::ptr::write_bytes(p, 0, libc::strlen(p));
-            }
-        }
-    }
-    std::env::remove_var(name);
-    Some(value)
 }
 
 /// Histogram buckets (seconds) of request and handshake latency: sub-millisecond vault reads up

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod client;
 pub mod config;
+mod environ;
 pub mod front;
 pub mod identity;
 pub mod kmip;

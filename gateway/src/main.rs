@@ -1,4 +1,5 @@
 //! `kmip-gateway`: the KMIP server binary and its operator commands.
+#![forbid(unsafe_code)]
 
 mod cli;
 

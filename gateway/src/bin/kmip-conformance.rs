@@ -1,6 +1,7 @@
 //! `kmip-conformance`: runs OASIS KMIP XML test vectors against a KMIP server, or checks the
 //! codec on them. Prints `PASS name` / `FAIL name: difference` per file, then `N passed, M failed`;
 //! exits non-zero when any file failed.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use kmip_gateway::client::conformance::{collect_files, display_name, run_file, Target};

@@ -2,9 +2,9 @@
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
 //! to a running gateway (`reload`, `clients`).
 
-pub mod pki;
-pub mod remote;
-pub mod user;
+pub(crate) mod pki;
+pub(crate) mod remote;
+pub(crate) mod user;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Errors of the operator commands. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -31,7 +31,7 @@ pub enum CliError {
 }
 
 /// Reads a file that should be small (PEM, state, configuration), refusing more than `limit` bytes.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
+pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
     let io_err = |source| CliError::Io {
         path: path.to_path_buf(),
         source,
@@ -48,7 +48,7 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
 
 /// Replaces `path` atomically (write a temporary file beside it, then rename), so a gateway
 /// watching the folder never reads half a file.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
     let io_err = |source| CliError::Io {
         path: path.to_path_buf(),
         source,

@@ -20,20 +20,20 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-pub const CA_CERT: &str = "ca.pem";
-pub const CA_KEY: &str = "ca.key";
-pub const CRL: &str = "crl.pem";
-pub const STATE: &str = "ca-state.json";
-pub const SERVER_CERT: &str = "server.pem";
-pub const SERVER_KEY: &str = "server.key";
-pub const SERVER_CSR: &str = "server.csr";
+pub(crate) const CA_CERT: &str = "ca.pem";
+pub(crate) const CA_KEY: &str = "ca.key";
+pub(crate) const CRL: &str = "crl.pem";
+pub(crate) const STATE: &str = "ca-state.json";
+pub(crate) const SERVER_CERT: &str = "server.pem";
+pub(crate) const SERVER_KEY: &str = "server.key";
+pub(crate) const SERVER_CSR: &str = "server.csr";
 /// Default CA lifetime: ten years, as a KMES root typically gets.
-pub const DEFAULT_CA_DAYS: u32 = 3650;
+pub(crate) const DEFAULT_CA_DAYS: u32 = 3650;
 /// Default leaf lifetime: 825 days, the longest common TLS clients still accept.
-pub const DEFAULT_LEAF_DAYS: u32 = 825;
+pub(crate) const DEFAULT_LEAF_DAYS: u32 = 825;
 /// A CRL's `nextUpdate` distance. Longer than the 30-day expiry warning so a fresh CRL does not
 /// warn; the gateway keeps using a CRL past it (and warns), `pki crl` renews it.
-pub const CRL_VALIDITY_DAYS: i64 = 180;
+pub(crate) const CRL_VALIDITY_DAYS: i64 = 180;
 /// Largest state file read: the index of a CA that issued a few thousand certificates.
 const MAX_STATE_LEN: u64 = 16 * 1024 * 1024;
 const KEY_MODE: u32 = 0o600;
@@ -42,7 +42,7 @@ const DIR_MODE: u32 = 0o700;
 
 /// `ca-state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CaState {
+pub(crate) struct CaState {
     pub crl_number: u64,
     #[serde(default)]
     pub issued: Vec<IssuedEntry>,
@@ -51,7 +51,7 @@ pub struct CaState {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IssuedEntry {
+pub(crate) struct IssuedEntry {
     pub serial: String,
     pub common_name: String,
     /// "client" or "server".
@@ -64,14 +64,14 @@ pub struct IssuedEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RevokedEntry {
+pub(crate) struct RevokedEntry {
     pub serial: String,
     /// Unix seconds.
     pub revoked_at: i64,
 }
 
 /// A CA folder.
-pub struct CaDir {
+pub(crate) struct CaDir {
     pub dir: PathBuf,
 }
 
@@ -100,7 +100,7 @@ fn date(unix: i64) -> String {
 }
 
 impl CaDir {
-    pub fn new(dir: &Path) -> CaDir {
+    pub(crate) fn new(dir: &Path) -> CaDir {
         CaDir {
             dir: dir.to_path_buf(),
         }
@@ -111,7 +111,7 @@ impl CaDir {
     }
 
     /// `pki init-ca`: a new root CA, an empty CRL and the state file. Never overwrites a CA.
-    pub fn init(&self, common_name: &str, days: u32) -> Result<String, CliError> {
+    pub(crate) fn init(&self, common_name: &str, days: u32) -> Result<String, CliError> {
         DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
@@ -149,7 +149,7 @@ impl CaDir {
         })
     }
 
-    pub fn load_state(&self) -> Result<CaState, CliError> {
+    pub(crate) fn load_state(&self) -> Result<CaState, CliError> {
         let path = self.path(STATE);
         let bytes = read_limited(&path, MAX_STATE_LEN)?;
         serde_json::from_slice(&bytes).map_err(|e| CliError::State {
@@ -208,7 +208,7 @@ impl CaDir {
     }
 
     /// `pki sign-csr`: signs a client's CSR (the array's), keeping its Common Name.
-    pub fn sign_csr(&self, csr: &Path, out: &Path, days: u32) -> Result<String, CliError> {
+    pub(crate) fn sign_csr(&self, csr: &Path, out: &Path, days: u32) -> Result<String, CliError> {
         let ca = self.load_ca()?;
         let mut state = self.load_state()?;
         let csr_pem = read_text(csr)?;
@@ -227,7 +227,7 @@ impl CaDir {
     }
 
     /// `pki server-cert`: the listener's certificate and key from this CA, written key first.
-    pub fn server_cert(
+    pub(crate) fn server_cert(
         &self,
         dns: &[String],
         ips: &[IpAddr],
@@ -253,7 +253,7 @@ impl CaDir {
     }
 
     /// `pki revoke`: adds the serial to the revoked list and publishes a new CRL.
-    pub fn revoke(&self, serial: &Serial) -> Result<String, CliError> {
+    pub(crate) fn revoke(&self, serial: &Serial) -> Result<String, CliError> {
         let ca = self.load_ca()?;
         let mut state = self.load_state()?;
         let hex = serial.to_hex();
@@ -275,7 +275,7 @@ impl CaDir {
     }
 
     /// `pki crl`: republishes the CRL (new number, `nextUpdate` pushed out).
-    pub fn renew_crl(&self) -> Result<String, CliError> {
+    pub(crate) fn renew_crl(&self) -> Result<String, CliError> {
         let ca = self.load_ca()?;
         let mut state = self.load_state()?;
         let number = self.publish_crl(&ca, &mut state)?;
@@ -288,7 +288,7 @@ impl CaDir {
 
     /// The serial of a certificate file, checking this CA issued it (revoking another CA's serial
     /// here would do nothing).
-    pub fn serial_of_cert(&self, cert: &Path) -> Result<Serial, CliError> {
+    pub(crate) fn serial_of_cert(&self, cert: &Path) -> Result<Serial, CliError> {
         let ca_pem = read_text(&self.path(CA_CERT))?;
         let cert_pem = read_text(cert)?;
         let ca_info = describe_cert(&ca_pem)?;
@@ -306,7 +306,7 @@ impl CaDir {
     }
 
     /// `pki list`: one line per issued certificate.
-    pub fn list(&self, json: bool) -> Result<String, CliError> {
+    pub(crate) fn list(&self, json: bool) -> Result<String, CliError> {
         let state = self.load_state()?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let revoked = |s: &str| state.revoked.iter().any(|r| r.serial == s);
@@ -375,7 +375,7 @@ fn pem_issuer_matches(cert_pem: &str, ca_pem: &str) -> bool {
 }
 
 /// `pki server-cert --csr-only`: a key and CSR for a CA that is not this tool.
-pub fn server_csr_files(
+pub(crate) fn server_csr_files(
     dns: &[String],
     ips: &[IpAddr],
     csr_out: &Path,

@@ -25,7 +25,7 @@ const MAX_CMDLINE_LEN: u64 = 64 * 1024;
 const GATEWAY_PROGRAM: &str = "kmip-gateway";
 
 /// A running gateway's admin listener and the token it wants.
-pub struct AdminTarget {
+pub(crate) struct AdminTarget {
     pub addr: String,
     token: Zeroizing<String>,
 }
@@ -33,7 +33,7 @@ pub struct AdminTarget {
 /// Finds the admin listener and its token: `--token-file`, else the configuration's
 /// `[admin] token_file`, else the embedded default's `<data_dir>/admin.token`; the address is
 /// `--admin`, else the configuration's admin listener, else the default.
-pub fn admin_target(
+pub(crate) fn admin_target(
     admin: Option<String>,
     token_file: Option<PathBuf>,
     config: Option<&Path>,
@@ -77,7 +77,7 @@ pub fn admin_target(
 }
 
 /// One HTTP/1.1 request to the admin listener; returns the status code and the body.
-pub fn admin_request(
+pub(crate) fn admin_request(
     target: &AdminTarget,
     method: &str,
     path: &str,
@@ -125,7 +125,7 @@ pub fn admin_request(
 }
 
 /// `reload --admin`: reloads and reports the outcome.
-pub fn reload_admin(target: &AdminTarget) -> Result<String, CliError> {
+pub(crate) fn reload_admin(target: &AdminTarget) -> Result<String, CliError> {
     let (status, body) = admin_request(target, "POST", "/reload")?;
     if status == 200 {
         Ok(format!("{body}\n"))
@@ -140,7 +140,7 @@ pub fn reload_admin(target: &AdminTarget) -> Result<String, CliError> {
 /// `reload` by pid file: sends SIGHUP, only to a gateway that holds the pid file locked and whose
 /// command line is `kmip-gateway … serve` (a stale file's pid may now be any process). The
 /// outcome is in the gateway's log and metrics.
-pub fn reload_signal(pid_file: &Path) -> Result<String, CliError> {
+pub(crate) fn reload_signal(pid_file: &Path) -> Result<String, CliError> {
     let io_err = |source| CliError::Io {
         path: pid_file.to_path_buf(),
         source,
@@ -204,7 +204,7 @@ fn is_gateway_process(pid: i32) -> bool {
 }
 
 /// `clients`: the client certificates the gateway has seen.
-pub fn clients(target: &AdminTarget, json: bool) -> Result<String, CliError> {
+pub(crate) fn clients(target: &AdminTarget, json: bool) -> Result<String, CliError> {
     let addr = target.addr.as_str();
     let (status, body) = admin_request(target, "GET", "/clients")?;
     if status != 200 {

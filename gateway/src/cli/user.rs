@@ -13,7 +13,7 @@ const MAX_CONFIG_LEN: u64 = 4 * 1024 * 1024;
 /// `direct_issuer_only`, only certificates those CAs signed themselves (no intermediates below
 /// them). Refuses a duplicate name, a file that is not a CA certificate, and any result that
 /// does not validate as a whole.
-pub fn add(
+pub(crate) fn add(
     name: &str,
     ca: &Path,
     crls: &[std::path::PathBuf],

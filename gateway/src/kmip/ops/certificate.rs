@@ -9,7 +9,7 @@ use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 use x509_parser::x509::AttributeTypeAndValue;
 
 /// Every attribute [`derived_attributes`] may set.
-pub const DERIVED: &[Tag] = &[
+pub(super) const DERIVED: &[Tag] = &[
     tags::CERTIFICATE_LENGTH,
     tags::CERTIFICATE_SUBJECT_CN,
     tags::CERTIFICATE_SUBJECT_O,
@@ -79,7 +79,7 @@ fn name_fields(name: &X509Name<'_>, subject: bool, out: &mut Vec<Attribute>) {
 
 /// The attributes of an X.509 certificate given as DER; a value that is not a certificate is
 /// refused rather than stored unexamined.
-pub fn derived_attributes(der: &[u8]) -> Result<Vec<Attribute>, OpError> {
+pub(super) fn derived_attributes(der: &[u8]) -> Result<Vec<Attribute>, OpError> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(|_| {
         OpError::InvalidField("Certificate Value is not a DER X.509 certificate".into())
     })?;
