@@ -5,6 +5,7 @@
 //! rule grants it. An object the caller may not see at all is reported as
 //! [`DenyReason::Invisible`] (answer Item Not Found, as for a missing object); a visible object
 //! whose operation is not granted as [`DenyReason::NotPermitted`] (Permission Denied).
+#![forbid(unsafe_code)]
 
 mod error;
 mod grants;

@@ -3,6 +3,7 @@
 //! free port, waits for its ready line and kills it when dropped.
 //!
 //! This is test-support code: setup failures panic with a message saying what is missing.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

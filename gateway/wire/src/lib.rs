@@ -1,5 +1,6 @@
 //! KMIP wire layer: the TTLV codec, the tag and enumeration tables of KMIP 1.0–2.1, the typed
 //! message model and the KMIP XML encoding. Pure: no I/O, no async.
+#![forbid(unsafe_code)]
 
 pub mod conformance;
 pub mod model;
