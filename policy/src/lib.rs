@@ -7,12 +7,14 @@
 //! whose operation is not granted as [`DenyReason::NotPermitted`] (Permission Denied).
 
 mod error;
+mod facts;
 mod grants;
 mod operation;
 mod policy;
 mod raw;
 
 pub use error::PolicyError;
+pub use facts::ObjectFacts;
 pub use operation::{Operation, OperationKind};
-pub use policy::{Decision, DenyReason, Identity, ObjectFacts, Policy};
+pub use policy::{Decision, DenyReason, Identity, Policy};
 pub use raw::{GroupConfig, PolicyConfig, RuleConfig, UserConfig};
