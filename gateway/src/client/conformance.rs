@@ -15,7 +15,9 @@ use kmip_wire::conformance::{compare, CompareOptions, Difference};
 use kmip_wire::names::{enum_names_for_tag, tag_name};
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Ttlv, Value};
-use kmip_wire::xml::{parse_file, Bindings, Placeholder, XmlError, XmlNode, XmlValue};
+use kmip_wire::xml::{
+    parse_document, Bindings, Placeholder, XmlError, XmlNode, XmlValue, MAX_XML_SIZE,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -130,9 +132,22 @@ pub struct Target {
     pub tls: ClientTls,
 }
 
+/// The text of a vector file; one larger than [`MAX_XML_SIZE`] is refused before it is read.
+pub fn read_vector_file(path: &Path) -> Result<String, XmlError> {
+    let io = |message: String| XmlError::Io {
+        file: path.display().to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
+    if meta.len() > MAX_XML_SIZE as u64 {
+        return Err(io(format!("larger than {MAX_XML_SIZE} bytes")));
+    }
+    std::fs::read_to_string(path).map_err(|e| io(e.to_string()))
+}
+
 /// Request/response pairs of a vector file, in order.
 fn exchanges(path: &Path) -> Result<Vec<(XmlNode, XmlNode)>, ConformanceError> {
-    let nodes = parse_file(path)?;
+    let nodes = parse_document(&read_vector_file(path)?)?;
     if nodes.len() % 2 != 0 {
         return Err(ConformanceError::Vector(format!(
             "{} messages: requests and responses do not pair up",

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
 use bytes::Bytes;
 use quick_xml::events::{BytesStart, Event};
@@ -30,7 +29,8 @@ use crate::ttlv::{ItemType, Tag, Ttlv, Value};
 /// messages nest fewer than 12 levels.
 pub const MAX_XML_DEPTH: usize = 64;
 
-/// Largest XML document read. Protects memory; the largest OASIS vector file is under 200 KiB.
+/// Largest XML document parsed; callers reading a file check its size against it before reading.
+/// Protects memory; the largest OASIS vector file is under 200 KiB.
 pub const MAX_XML_SIZE: usize = 16 << 20;
 
 /// Element name for a tag the specifications do not name.
@@ -45,6 +45,8 @@ pub enum XmlError {
     Syntax { offset: u64, message: String },
     #[error("{path}: no binding for placeholder ${name}")]
     Unbound { path: String, name: String },
+    /// A document could not be read: made by callers that read files (this crate reads none),
+    /// so that every failure of a vector file is one error type.
     #[error("cannot read {file}: {message}")]
     Io { file: String, message: String },
 }
@@ -352,7 +354,9 @@ enum Placeholders {
     Literal,
 }
 
-/// Parses every message of a test vector document, placeholders recognised (see [`parse_file`]).
+/// Parses every message of a test vector document: the `RequestMessage`/`ResponseMessage`
+/// elements inside its `<KMIP>` root (as in the OASIS vector files), in document order,
+/// placeholders recognised. Reading the file is the caller's: this crate does no I/O.
 pub fn parse_document(text: &str) -> Result<Vec<XmlNode>, XmlError> {
     message_elements(text)?
         .iter()
@@ -395,25 +399,6 @@ fn placeholder_of(text: &str) -> Option<Placeholder> {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     let offset_ok = !offset.is_empty() && offset.chars().all(|c| c.is_ascii_digit());
     (word_ok && offset_ok).then(|| Placeholder(name.to_owned()))
-}
-
-/// Reads an OASIS vector file: the sequence of `RequestMessage`/`ResponseMessage` elements inside
-/// its `<KMIP>` root, in file order.
-pub fn parse_file(path: &Path) -> Result<Vec<XmlNode>, XmlError> {
-    let text = read_file(path)?;
-    parse_document(&text)
-}
-
-pub(crate) fn read_file(path: &Path) -> Result<String, XmlError> {
-    let io = |message: String| XmlError::Io {
-        file: path.display().to_string(),
-        message,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
-    if meta.len() > MAX_XML_SIZE as u64 {
-        return Err(io(format!("larger than {MAX_XML_SIZE} bytes")));
-    }
-    std::fs::read_to_string(path).map_err(|e| io(e.to_string()))
 }
 
 /// How the values of an element are named, from its tag or (for a 1.x `AttributeValue`) from the
