@@ -15,7 +15,7 @@ pub(crate) struct Element {
 }
 
 impl Element {
-    pub fn attr(&self, name: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
             .find(|(n, _)| n == name)
