@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::facts::ObjectFacts;
 use crate::operation::OpSet;
-use crate::policy::ObjectFacts;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Grants {

@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod facts;
 mod grants;
 mod operation;
 mod policy;
 mod raw;
 
 pub use error::PolicyError;
+pub use facts::ObjectFacts;
 pub use operation::{Operation, OperationKind};
-pub use policy::{Decision, DenyReason, Identity, ObjectFacts, Policy};
+pub use policy::{Decision, DenyReason, Identity, Policy};
 pub use raw::{GroupConfig, PolicyConfig, RuleConfig, UserConfig};

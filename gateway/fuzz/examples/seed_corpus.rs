@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kmip_wire::xml::{parse_file, Bindings};
+use kmip_wire::xml::{parse_document, Bindings};
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
@@ -34,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|s| s.to_str())
             .unwrap_or("x")
             .to_owned();
-        for (i, node) in parse_file(f)?.iter().enumerate() {
+        for (i, node) in parse_document(&std::fs::read_to_string(f)?)?
+            .iter()
+            .enumerate()
+        {
             let bytes = node.to_ttlv(&Bindings::dummies(node))?.to_bytes()?;
             std::fs::write(Path::new(out).join(format!("{stem}-{i:02}")), &bytes)?;
             written += 1;

@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use kmip_gateway::client::conformance::{collect_files, display_name, run_file, Target};
+use kmip_gateway::client::conformance::{
+    collect_files, display_name, read_vector_file, run_file, Target,
+};
 use kmip_gateway::client::ClientTls;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,14 +65,10 @@ fn main() -> ExitCode {
         files
             .iter()
             .map(|f| {
-                kmip_wire::conformance::codec_roundtrip_file(f)
+                read_vector_file(f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| kmip_wire::conformance::codec_roundtrip_document(&text))
                     .map(|_| ())
-                    .map_err(|e| {
-                        // The wire crate's message starts with the path: the line already names
-                        // the file.
-                        let prefix = format!("{}: ", f.display());
-                        e.strip_prefix(&prefix).map(str::to_owned).unwrap_or(e)
-                    })
             })
             .collect()
     } else {

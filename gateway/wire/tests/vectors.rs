@@ -2,7 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use kmip_wire::conformance::codec_roundtrip_file;
+use kmip_wire::conformance::codec_roundtrip_document;
+
+/// The codec round trip of one vector file (the wire crate reads no files); errors name it.
+fn codec_roundtrip_file(path: &Path) -> Result<usize, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    codec_roundtrip_document(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
 
 fn vectors_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kmip-vectors");
@@ -102,13 +109,13 @@ fn roundtrip_reports_the_message_and_path_of_a_problem() {
 #[test]
 fn every_attribute_clients_set_in_the_vectors_is_an_attribute() {
     use kmip_wire::model::{AttributeName, RequestMessage, RequestPayload};
-    use kmip_wire::xml::{parse_file, Bindings};
+    use kmip_wire::xml::{parse_document, Bindings};
 
     let mut files = Vec::new();
     xml_files(&vectors_dir(), &mut files);
     let (mut checked, mut refused) = (0, Vec::new());
     for f in &files {
-        for node in parse_file(f).unwrap() {
+        for node in parse_document(&std::fs::read_to_string(f).unwrap()).unwrap() {
             let b = Bindings::dummies(&node);
             let Ok(request) = RequestMessage::from_ttlv(&node.to_ttlv(&b).unwrap()) else {
                 continue;

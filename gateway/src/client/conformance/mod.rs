@@ -21,7 +21,7 @@ mod vectors;
 /// The placeholder convention shared with the wire capture's replayable XML.
 pub use crate::tooling::capture::{IDENTIFIER_TAGS, UID_PREFIX};
 pub use relax::server_error;
-pub use vectors::{collect_files, display_name};
+pub use vectors::{collect_files, display_name, read_vector_file};
 
 use crate::client::{ClientError, ClientTls, KmipClient};
 use kmip_wire::conformance::Difference;

@@ -1,10 +1,23 @@
 //! Vector files: which files a command line names, and a file read as request/response pairs.
 
 use kmip_wire::spec::tags;
-use kmip_wire::xml::{parse_file, XmlNode};
+use kmip_wire::xml::{parse_document, XmlError, XmlNode, MAX_XML_SIZE};
 use std::path::{Path, PathBuf};
 
 use super::ConformanceError;
+
+/// The text of a vector file; one larger than [`MAX_XML_SIZE`] is refused before it is read.
+pub fn read_vector_file(path: &Path) -> Result<String, XmlError> {
+    let io = |message: String| XmlError::Io {
+        file: path.display().to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
+    if meta.len() > MAX_XML_SIZE as u64 {
+        return Err(io(format!("larger than {MAX_XML_SIZE} bytes")));
+    }
+    std::fs::read_to_string(path).map_err(|e| io(e.to_string()))
+}
 
 /// The files named on a command line: files as given, folders expanded to their `*.xml` files
 /// in name order.
@@ -45,7 +58,7 @@ pub fn display_name(path: &Path) -> String {
 
 /// Request/response pairs of a vector file, in order.
 pub(super) fn exchanges(path: &Path) -> Result<Vec<(XmlNode, XmlNode)>, ConformanceError> {
-    let nodes = parse_file(path)?;
+    let nodes = parse_document(&read_vector_file(path)?)?;
     if nodes.len() % 2 != 0 {
         return Err(ConformanceError::Vector(format!(
             "{} messages: requests and responses do not pair up",

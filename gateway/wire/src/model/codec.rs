@@ -26,7 +26,7 @@ pub(crate) struct Node<'a> {
 type R<T> = Result<T, ModelError>;
 
 impl<'a> Node<'a> {
-    pub fn new(ttlv: &'a Ttlv, path: impl Into<String>) -> Node<'a> {
+    pub(crate) fn new(ttlv: &'a Ttlv, path: impl Into<String>) -> Node<'a> {
         Node {
             ttlv,
             path: path.into(),
@@ -41,27 +41,27 @@ impl<'a> Node<'a> {
         }
     }
 
-    pub fn missing(&self, tag: Tag) -> ModelError {
+    pub(crate) fn missing(&self, tag: Tag) -> ModelError {
         ModelError::Missing {
             path: self.child_path(tag),
         }
     }
 
-    pub fn wrong(&self, expected: &'static str) -> ModelError {
+    pub(crate) fn wrong(&self, expected: &'static str) -> ModelError {
         ModelError::WrongType {
             path: self.path.clone(),
             expected,
         }
     }
 
-    pub fn invalid(&self, reason: impl Into<String>) -> ModelError {
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> ModelError {
         ModelError::Invalid {
             path: self.path.clone(),
             reason: reason.into(),
         }
     }
 
-    pub fn unsupported(&self, what: &'static str) -> ModelError {
+    pub(crate) fn unsupported(&self, what: &'static str) -> ModelError {
         ModelError::Unsupported {
             path: self.path.clone(),
             what,
@@ -69,25 +69,25 @@ impl<'a> Node<'a> {
     }
 
     /// Fails unless this item is a Structure.
-    pub fn structure(&self) -> R<&'a [Ttlv]> {
+    pub(crate) fn structure(&self) -> R<&'a [Ttlv]> {
         match &self.ttlv.value {
             Value::Structure(items) => Ok(items),
             _ => Err(self.wrong("Structure")),
         }
     }
 
-    pub fn opt(&self, tag: Tag) -> Option<Node<'a>> {
+    pub(crate) fn opt(&self, tag: Tag) -> Option<Node<'a>> {
         self.ttlv
             .child(tag)
             .map(|t| Node::new(t, self.child_path(tag)))
     }
 
-    pub fn req(&self, tag: Tag) -> R<Node<'a>> {
+    pub(crate) fn req(&self, tag: Tag) -> R<Node<'a>> {
         self.opt(tag).ok_or_else(|| self.missing(tag))
     }
 
     /// Every child with `tag`, each with an indexed path (`Attribute[2]`).
-    pub fn all(&self, tag: Tag) -> impl Iterator<Item = Node<'a>> + '_ {
+    pub(crate) fn all(&self, tag: Tag) -> impl Iterator<Item = Node<'a>> + '_ {
         let base = self.child_path(tag);
         self.ttlv
             .children(tag)
@@ -96,40 +96,40 @@ impl<'a> Node<'a> {
     }
 
     /// Every child, whatever its tag, with indexed paths.
-    pub fn items(&self) -> impl Iterator<Item = Node<'a>> + '_ {
+    pub(crate) fn items(&self) -> impl Iterator<Item = Node<'a>> + '_ {
         self.ttlv.items().iter().enumerate().map(move |(i, t)| {
             let name = self.child_path(t.tag);
             Node::new(t, format!("{name}[{i}]"))
         })
     }
 
-    pub fn text(&self) -> R<String> {
+    pub(crate) fn text(&self) -> R<String> {
         self.ttlv
             .as_text()
             .map(str::to_owned)
             .ok_or_else(|| self.wrong("TextString"))
     }
 
-    pub fn int(&self) -> R<i32> {
+    pub(crate) fn int(&self) -> R<i32> {
         self.ttlv.as_i32().ok_or_else(|| self.wrong("Integer"))
     }
 
-    pub fn long(&self) -> R<i64> {
+    pub(crate) fn long(&self) -> R<i64> {
         self.ttlv.as_long().ok_or_else(|| self.wrong("LongInteger"))
     }
 
-    pub fn boolean(&self) -> R<bool> {
+    pub(crate) fn boolean(&self) -> R<bool> {
         self.ttlv.as_bool().ok_or_else(|| self.wrong("Boolean"))
     }
 
-    pub fn bytes(&self) -> R<Bytes> {
+    pub(crate) fn bytes(&self) -> R<Bytes> {
         self.ttlv
             .as_bytes()
             .cloned()
             .ok_or_else(|| self.wrong("ByteString"))
     }
 
-    pub fn enumeration<E: KmipEnum>(&self) -> R<E> {
+    pub(crate) fn enumeration<E: KmipEnum>(&self) -> R<E> {
         self.ttlv
             .as_enum()
             .map(E::from_u32)
@@ -137,69 +137,69 @@ impl<'a> Node<'a> {
     }
 
     /// An Enumeration's number, for enumerations without a Rust type.
-    pub fn enum_value(&self) -> R<u32> {
+    pub(crate) fn enum_value(&self) -> R<u32> {
         self.ttlv.as_enum().ok_or_else(|| self.wrong("Enumeration"))
     }
 
     /// Date Time (or Date Time Extended), in seconds.
-    pub fn datetime(&self) -> R<i64> {
+    pub(crate) fn datetime(&self) -> R<i64> {
         self.ttlv
             .as_datetime()
             .ok_or_else(|| self.wrong("DateTime"))
     }
 
-    pub fn interval(&self) -> R<u32> {
+    pub(crate) fn interval(&self) -> R<u32> {
         match self.ttlv.value {
             Value::Interval(i) => Ok(i),
             _ => Err(self.wrong("Interval")),
         }
     }
 
-    pub fn opt_text(&self, tag: Tag) -> R<Option<String>> {
+    pub(crate) fn opt_text(&self, tag: Tag) -> R<Option<String>> {
         self.opt(tag).map(|n| n.text()).transpose()
     }
 
-    pub fn req_text(&self, tag: Tag) -> R<String> {
+    pub(crate) fn req_text(&self, tag: Tag) -> R<String> {
         self.req(tag)?.text()
     }
 
-    pub fn opt_int(&self, tag: Tag) -> R<Option<i32>> {
+    pub(crate) fn opt_int(&self, tag: Tag) -> R<Option<i32>> {
         self.opt(tag).map(|n| n.int()).transpose()
     }
 
-    pub fn opt_long(&self, tag: Tag) -> R<Option<i64>> {
+    pub(crate) fn opt_long(&self, tag: Tag) -> R<Option<i64>> {
         self.opt(tag).map(|n| n.long()).transpose()
     }
 
-    pub fn opt_bool(&self, tag: Tag) -> R<Option<bool>> {
+    pub(crate) fn opt_bool(&self, tag: Tag) -> R<Option<bool>> {
         self.opt(tag).map(|n| n.boolean()).transpose()
     }
 
-    pub fn opt_bytes(&self, tag: Tag) -> R<Option<Bytes>> {
+    pub(crate) fn opt_bytes(&self, tag: Tag) -> R<Option<Bytes>> {
         self.opt(tag).map(|n| n.bytes()).transpose()
     }
 
-    pub fn opt_enum<E: KmipEnum>(&self, tag: Tag) -> R<Option<E>> {
+    pub(crate) fn opt_enum<E: KmipEnum>(&self, tag: Tag) -> R<Option<E>> {
         self.opt(tag).map(|n| n.enumeration()).transpose()
     }
 
-    pub fn req_enum<E: KmipEnum>(&self, tag: Tag) -> R<E> {
+    pub(crate) fn req_enum<E: KmipEnum>(&self, tag: Tag) -> R<E> {
         self.req(tag)?.enumeration()
     }
 
-    pub fn opt_datetime(&self, tag: Tag) -> R<Option<i64>> {
+    pub(crate) fn opt_datetime(&self, tag: Tag) -> R<Option<i64>> {
         self.opt(tag).map(|n| n.datetime()).transpose()
     }
 
-    pub fn opt_interval(&self, tag: Tag) -> R<Option<u32>> {
+    pub(crate) fn opt_interval(&self, tag: Tag) -> R<Option<u32>> {
         self.opt(tag).map(|n| n.interval()).transpose()
     }
 
-    pub fn all_text(&self, tag: Tag) -> R<Vec<String>> {
+    pub(crate) fn all_text(&self, tag: Tag) -> R<Vec<String>> {
         self.all(tag).map(|n| n.text()).collect()
     }
 
-    pub fn all_enum<E: KmipEnum>(&self, tag: Tag) -> R<Vec<E>> {
+    pub(crate) fn all_enum<E: KmipEnum>(&self, tag: Tag) -> R<Vec<E>> {
         self.all(tag).map(|n| n.enumeration()).collect()
     }
 }

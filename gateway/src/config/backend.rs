@@ -1,0 +1,227 @@
+//! `[backend]`: the file vault (its master key and chain head, by default outside the data
+//! folder) or a PKCS#11 token.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::defaults::{
+    DEFAULT_HEAD_FILE, DEFAULT_MASTER_KEY_FILE, DEFAULT_PKCS11_ACQUIRE_TIMEOUT,
+    DEFAULT_PKCS11_POOL_SIZE,
+};
+use super::raw::RawBackend;
+use super::{invalid, millis, resolve, ConfigError, GatewayConfig};
+
+/// Where the master key of the file vault comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MasterKeyConfig {
+    /// A 0600 file, created with a random key on first start.
+    File(PathBuf),
+    /// An environment variable holding the key in hex.
+    Env(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PinConfig {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendConfig {
+    Vault {
+        dir: PathBuf,
+        master_key: MasterKeyConfig,
+        /// The vault's chain head (rollback detection): outside `data_dir`, where a copy of the
+        /// data folder cannot roll it back.
+        head: PathBuf,
+    },
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin: PinConfig,
+        pool_size: u32,
+        acquire_timeout: Duration,
+    },
+}
+
+/// The default folder of the vault's master key and chain head: `<data_dir>-secrets`, a sibling
+/// of the data folder, so that backups and copies of the data folder hold neither the key that
+/// decrypts it nor the head that detects it being rolled back.
+pub fn default_secrets_dir(data_dir: &Path) -> PathBuf {
+    // Through components, so a trailing slash does not put the folder inside data_dir.
+    let mut dir = data_dir.components().collect::<PathBuf>().into_os_string();
+    dir.push("-secrets");
+    PathBuf::from(dir)
+}
+
+/// Where the master key lived before version 2 of the vault: inside the data folder.
+pub fn legacy_master_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("vault").join(DEFAULT_MASTER_KEY_FILE)
+}
+
+/// The vault backend with defaults filled in: the key at `<data_dir>-secrets/master.key`
+/// unless a key file from an older install already sits in the data folder (kept, with a
+/// warning: see [`GatewayConfig::vault_key_warning`]); the head next to the key file, or in
+/// `<data_dir>-secrets` for a key from the environment.
+pub(super) fn vault_backend(
+    data_dir: &Path,
+    master_key: Option<MasterKeyConfig>,
+    head: Option<PathBuf>,
+) -> BackendConfig {
+    let secrets = default_secrets_dir(data_dir);
+    let master_key = master_key.unwrap_or_else(|| {
+        let legacy = legacy_master_key_path(data_dir);
+        MasterKeyConfig::File(if legacy.exists() {
+            legacy
+        } else {
+            secrets.join(DEFAULT_MASTER_KEY_FILE)
+        })
+    });
+    let head = head.unwrap_or_else(|| match &master_key {
+        MasterKeyConfig::File(p) => p
+            .parent()
+            .map_or_else(|| secrets.clone(), Path::to_path_buf)
+            .join(DEFAULT_HEAD_FILE),
+        MasterKeyConfig::Env(_) => secrets.join(DEFAULT_HEAD_FILE),
+    });
+    BackendConfig::Vault {
+        dir: data_dir.join("vault"),
+        master_key,
+        head,
+    }
+}
+
+impl GatewayConfig {
+    /// A warning for a vault master key file inside the data folder: every backup of the folder
+    /// then carries the key that decrypts it, and the chain head beside it rolls back with it.
+    pub fn vault_key_warning(&self) -> Option<String> {
+        let BackendConfig::Vault {
+            master_key: MasterKeyConfig::File(key),
+            head,
+            ..
+        } = &self.backend
+        else {
+            return None;
+        };
+        if !key.starts_with(&self.data_dir) {
+            return None;
+        }
+        let secrets = default_secrets_dir(&self.data_dir);
+        Some(format!(
+            "the vault master key {key} is inside the data folder {data}: every backup or copy \
+             of that folder holds the key that decrypts it, and the vault head {head} beside it \
+             can be rolled back with it. Move it out while the gateway is stopped: \
+             `install -d -m 0700 {secrets} && mv {key} {head} {secrets}/` (the head may not \
+             exist yet), then remove master_key_file from the configuration (or point it at \
+             {secrets}/master.key)",
+            key = key.display(),
+            data = self.data_dir.display(),
+            head = head.display(),
+            secrets = secrets.display(),
+        ))
+    }
+}
+
+pub(super) fn backend_config(
+    b: RawBackend,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<BackendConfig, ConfigError> {
+    match b.kind.as_str() {
+        "vault" => {
+            for (set, key) in [
+                (b.module.is_some(), "module"),
+                (b.token_label.is_some(), "token_label"),
+                (
+                    b.pin_file.is_some() || b.pin_env.is_some(),
+                    "pin_file/pin_env",
+                ),
+                (b.pool_size.is_some(), "pool_size"),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("backend.{key}"),
+                        "only applies to kind = \"pkcs11\"",
+                    ));
+                }
+            }
+            let master_key = match (b.master_key_file, b.master_key_env) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "backend.master_key_file",
+                        "give master_key_file or master_key_env, not both",
+                    ))
+                }
+                (Some(f), None) => Some(MasterKeyConfig::File(resolve(base, f))),
+                (None, Some(e)) => Some(MasterKeyConfig::Env(e)),
+                (None, None) => None,
+            };
+            let head = b.head_file.map(|h| resolve(base, h));
+            if let Some(h) = head.as_ref().filter(|h| h.starts_with(data_dir)) {
+                return Err(invalid(
+                    "backend.head_file",
+                    format!(
+                        "{} is inside data_dir: a restored copy of the data folder would roll \
+                         it back too; put it next to the master key",
+                        h.display()
+                    ),
+                ));
+            }
+            Ok(vault_backend(data_dir, master_key, head))
+        }
+        "pkcs11" => {
+            if b.master_key_file.is_some() || b.master_key_env.is_some() || b.head_file.is_some() {
+                return Err(invalid(
+                    "backend.master_key_file",
+                    "only applies to kind = \"vault\"",
+                ));
+            }
+            let module = resolve(
+                base,
+                b.module.ok_or_else(|| {
+                    invalid("backend.module", "missing: path of the PKCS#11 library")
+                })?,
+            );
+            let token_label = b
+                .token_label
+                .filter(|l| !l.trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "backend.token_label",
+                        "missing: the token is found by its label",
+                    )
+                })?;
+            let pin = match (b.pin_file, b.pin_env) {
+                (Some(f), None) => PinConfig::File(resolve(base, f)),
+                (None, Some(e)) => PinConfig::Env(e),
+                _ => {
+                    return Err(invalid(
+                        "backend.pin_file",
+                        "give exactly one of pin_file or pin_env",
+                    ))
+                }
+            };
+            let pool_size = match b.pool_size {
+                Some(0) => return Err(invalid("backend.pool_size", "must be greater than zero")),
+                Some(n) => n,
+                None => DEFAULT_PKCS11_POOL_SIZE,
+            };
+            let acquire_timeout = millis(
+                "backend.acquire_timeout_ms",
+                b.acquire_timeout_ms,
+                DEFAULT_PKCS11_ACQUIRE_TIMEOUT,
+            )?;
+            Ok(BackendConfig::Pkcs11 {
+                module,
+                token_label,
+                pin,
+                pool_size,
+                acquire_timeout,
+            })
+        }
+        other => Err(invalid(
+            "backend.kind",
+            format!("'{other}' is not one of \"vault\", \"pkcs11\""),
+        )),
+    }
+}

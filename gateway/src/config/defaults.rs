@@ -1,0 +1,71 @@
+//! Default values and bounds of the configuration: what each named limit protects is said here.
+
+use std::time::Duration;
+
+/// Default KMIP port (IANA-registered for KMIP over TLS).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5696";
+/// Default admin listener (metrics, health): loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9696";
+/// Default data folder of the embedded configuration, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "kmip-gateway-data";
+/// Default cap on open client connections: bounds memory and file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on open connections from one source address (an IPv4 address, an IPv6 /64):
+/// one misbehaving or hostile host cannot take every connection slot. A storage array or
+/// hypervisor cluster opens a handful; 64 leaves room for a few clients behind one NAT, and
+/// takes a hundred and fifty sources to fill `DEFAULT_MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+/// Default cap on connections still in the TLS handshake, all sources together: idle or slow
+/// sockets cannot hold the connection slots (and the handshake's CPU) of every client; a real
+/// client finishes its handshake in milliseconds, so a few hundred at once is a reconnect storm.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+/// Default cap on connections still in the TLS handshake from one source: one host cannot take
+/// the handshake slots of all others (it takes eight sources to fill `DEFAULT_MAX_HANDSHAKES`),
+/// while a host reconnecting a few dozen connections at once (a cluster behind one address after
+/// a restart) is not refused.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 32;
+/// Default time a client has to finish the TLS handshake: stops half-open connections from holding
+/// a handshake slot for long.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default budget of request bytes held in memory by all connections together (message buffers
+/// as they fill): bounds what many clients sending large or unfinished messages can make the
+/// gateway hold, at 64 messages of the default `max_message_size`.
+pub const DEFAULT_MAX_INFLIGHT_REQUEST_BYTES: usize = 64 << 20;
+/// Default time to receive the rest of a message once its first byte arrived: defeats slowloris.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a connection may sit idle between requests before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time in-flight requests get to finish after SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default upper bound on batch items in one request: bounds the work one message can ask for.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1_000;
+/// Default time a request waits for a pooled HSM session before failing with Operation Failed.
+pub const DEFAULT_PKCS11_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of cached Locate results: bounds the cache's bookkeeping (each entry holds one
+/// identifier list).
+pub const DEFAULT_LOCATE_CACHE_ENTRIES: usize = 10_000;
+/// Default bytes of cached Locate results (identifier lists and their keys): bounds the cache's
+/// memory whatever the size of the results.
+pub const DEFAULT_LOCATE_CACHE_BYTES: usize = 64 << 20;
+/// Default PKCS#11 session pool size: SoftHSM gains nothing past a few sessions.
+pub const DEFAULT_PKCS11_POOL_SIZE: u32 = 4;
+/// Default cap on identifiers in one Locate answer, applied also when the client asks for more
+/// or sets no Maximum Items: bounds the memory, the response and the cache entry one Locate
+/// makes (clients page with Offset Items; Located Items still gives the full count).
+pub const DEFAULT_MAX_LOCATE_RESULTS: usize = 10_000;
+/// Default cap on live (not destroyed) objects one user owns: one client cannot fill the store,
+/// the backend or the token for everyone (Create, Register and ReKey fail beyond it).
+pub const DEFAULT_MAX_OBJECTS_PER_USER: usize = 100_000;
+/// File name of the admin token the embedded default creates in its data folder.
+pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Default size at which an audit file is rotated: keeps each file easy to ship and verify.
+pub const DEFAULT_AUDIT_FILE_BYTES: u64 = 64 << 20;
+/// Smallest rotation size accepted: one record must always fit in a file.
+pub const MIN_AUDIT_FILE_BYTES: u64 = 1 << 20;
+/// `[[users]] direct_issuer_only` when not set: off, so a chain through intermediates to a
+/// user's CA is accepted as before (the FlashArray's own chains are root + leaf anyway).
+pub const DEFAULT_DIRECT_ISSUER_ONLY: bool = false;
+/// Name of the vault's master key file in its default folder.
+pub const DEFAULT_MASTER_KEY_FILE: &str = "master.key";
+/// Name of the vault's chain head file in its default folder.
+pub const DEFAULT_HEAD_FILE: &str = "vault.head";

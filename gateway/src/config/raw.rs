@@ -1,0 +1,116 @@
+//! The configuration file as serde reads it: every key optional where a default exists, unknown
+//! keys refused. Validation turns it into the types of the sibling modules.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) listen: Option<String>,
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(super) users: Vec<RawUser>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    pub(super) backend: Option<RawBackend>,
+    pub(super) admin: Option<RawAdmin>,
+    pub(super) revocation: Option<RawRevocation>,
+    /// Access policy embedded in this file (`[[policy.users]]`, `[[policy.rules]]`, …).
+    pub(super) policy: Option<kmip_policy::PolicyConfig>,
+    /// Or: a standalone policy file (see `deploy/config/policy.example.toml`).
+    pub(super) policy_file: Option<PathBuf>,
+    pub(super) locate_cache: Option<RawLocateCache>,
+    pub(super) audit: Option<RawAudit>,
+    pub(super) capture_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub(super) name: String,
+    pub(super) cas: Vec<PathBuf>,
+    #[serde(default)]
+    pub(super) crls: Vec<PathBuf>,
+    pub(super) direct_issuer_only: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_message_size: Option<usize>,
+    pub(super) max_depth: Option<usize>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_source: Option<usize>,
+    pub(super) max_batch_items: Option<usize>,
+    pub(super) handshake_timeout_ms: Option<u64>,
+    pub(super) read_timeout_ms: Option<u64>,
+    pub(super) idle_timeout_ms: Option<u64>,
+    pub(super) shutdown_grace_ms: Option<u64>,
+    pub(super) max_locate_results: Option<usize>,
+    pub(super) max_objects_per_user: Option<usize>,
+    pub(super) max_handshakes: Option<usize>,
+    pub(super) max_handshakes_per_source: Option<usize>,
+    pub(super) max_inflight_request_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub(super) kind: String,
+    pub(super) master_key_file: Option<PathBuf>,
+    pub(super) master_key_env: Option<String>,
+    pub(super) head_file: Option<PathBuf>,
+    pub(super) module: Option<PathBuf>,
+    pub(super) token_label: Option<String>,
+    pub(super) pin_file: Option<PathBuf>,
+    pub(super) pin_env: Option<String>,
+    pub(super) pool_size: Option<u32>,
+    pub(super) acquire_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) enabled: Option<bool>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) max_file_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocateCache {
+    pub(super) max_entries: Option<usize>,
+    pub(super) max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) metrics_require_token: Option<bool>,
+    #[serde(default)]
+    pub(super) allowed_hosts: Vec<String>,
+}
+
+/// `[revocation]`: CRLs for every user and a deny-list checked after the handshake.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRevocation {
+    #[serde(default)]
+    pub(super) crls: Vec<PathBuf>,
+    #[serde(default)]
+    pub(super) deny_serials: Vec<String>,
+    #[serde(default)]
+    pub(super) deny_fingerprints: Vec<String>,
+    pub(super) close_revoked_connections: Option<bool>,
+}

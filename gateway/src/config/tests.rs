@@ -1,0 +1,331 @@
+//! Unit tests of the configuration: defaults, resolved paths, and errors that name the key.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+listen = "127.0.0.1:0"
+[tls]
+cert = "server.pem"
+key = "server.key"
+[[users]]
+name = "purefa"
+cas = ["ca.pem"]
+"#;
+
+#[test]
+fn minimal_config_gets_defaults_and_resolved_paths() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/etc/kg")).unwrap();
+    assert_eq!(c.tls.cert, Path::new("/etc/kg/server.pem"));
+    assert_eq!(c.users[0].cas[0], Path::new("/etc/kg/ca.pem"));
+    assert_eq!(c.limits.max_message_size, 1 << 20);
+    assert!(matches!(c.backend, BackendConfig::Vault { .. }));
+    assert_eq!(c.capture_dir, None);
+    let c = GatewayConfig::from_toml_str(
+        &format!("capture_dir = \"capture\"\n{MINIMAL}"),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    assert_eq!(c.capture_dir.as_deref(), Some(Path::new("/etc/kg/capture")));
+}
+
+#[test]
+fn result_and_object_limits_are_read_and_validated() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+    assert_eq!(c.limits.max_locate_results, DEFAULT_MAX_LOCATE_RESULTS);
+    assert_eq!(c.limits.max_objects_per_user, DEFAULT_MAX_OBJECTS_PER_USER);
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[limits]\nmax_locate_results = 50\nmax_objects_per_user = 7\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    assert_eq!(
+        (c.limits.max_locate_results, c.limits.max_objects_per_user),
+        (50, 7)
+    );
+    for key in ["max_locate_results", "max_objects_per_user"] {
+        let e = error_of(&format!("{MINIMAL}[limits]\n{key} = 0\n"));
+        assert!(e.starts_with(&format!("limits.{key}")), "{e}");
+    }
+}
+
+#[test]
+fn connection_and_memory_limits_default_and_are_checked() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+    assert_eq!(c.limits.max_connections_per_source, 64);
+    assert_eq!(c.limits.max_handshakes, 256);
+    assert_eq!(c.limits.max_handshakes_per_source, 32);
+    assert_eq!(c.limits.handshake_timeout, Duration::from_secs(5));
+    assert_eq!(c.limits.max_inflight_request_bytes, 64 << 20);
+    assert_eq!(c.locate_cache, LocateCacheConfig::default());
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[limits]\nmax_handshakes = 8\nmax_handshakes_per_source = 2\nmax_inflight_request_bytes = 2097152\n[locate_cache]\nmax_bytes = 4096\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    assert_eq!(
+        (c.limits.max_handshakes, c.limits.max_handshakes_per_source),
+        (8, 2)
+    );
+    assert_eq!(c.limits.max_inflight_request_bytes, 2 << 20);
+    assert_eq!(c.locate_cache.max_bytes, 4096);
+    for key in [
+        "max_handshakes",
+        "max_handshakes_per_source",
+        "max_inflight_request_bytes",
+    ] {
+        assert!(error_of(&format!("{MINIMAL}[limits]\n{key} = 0\n"))
+            .starts_with(&format!("limits.{key}")));
+    }
+    assert!(error_of(&format!(
+        "{MINIMAL}[limits]\nmax_inflight_request_bytes = 1000\n"
+    ))
+    .starts_with("limits.max_inflight_request_bytes"));
+}
+
+fn vault_of(c: &GatewayConfig) -> (PathBuf, MasterKeyConfig, PathBuf) {
+    match &c.backend {
+        BackendConfig::Vault {
+            dir,
+            master_key,
+            head,
+        } => (dir.clone(), master_key.clone(), head.clone()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_vault_key_and_head_default_outside_the_data_folder() {
+    let c = GatewayConfig::from_toml_str(
+        &format!("data_dir = \"/var/lib/kg/\"\n{MINIMAL}"),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    let (dir, key, head) = vault_of(&c);
+    assert_eq!(dir, Path::new("/var/lib/kg/vault"));
+    assert_eq!(
+        key,
+        MasterKeyConfig::File("/var/lib/kg-secrets/master.key".into())
+    );
+    assert_eq!(head, Path::new("/var/lib/kg-secrets/vault.head"));
+    assert_eq!(c.vault_key_warning(), None);
+    // A key from the environment: the head still goes beside the data folder, not in it.
+    let c = GatewayConfig::from_toml_str(
+        &format!(
+            "data_dir = \"/d\"\n{MINIMAL}[backend]\nkind = \"vault\"\nmaster_key_env = \"K\"\n"
+        ),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    assert_eq!(vault_of(&c).2, Path::new("/d-secrets/vault.head"));
+    // An explicit key file: the head beside it, unless head_file says otherwise.
+    let c = GatewayConfig::from_toml_str(
+        &format!("data_dir = \"/d\"\n{MINIMAL}[backend]\nkind = \"vault\"\nmaster_key_file = \"/etc/kg/k/master.key\"\nhead_file = \"/var/lib/h/vault.head\"\n"),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    assert_eq!(vault_of(&c).2, Path::new("/var/lib/h/vault.head"));
+    assert!(error_of(&format!(
+        "data_dir = \"/d\"\n{MINIMAL}[backend]\nkind = \"vault\"\nhead_file = \"/d/vault.head\"\n"
+    ))
+    .starts_with("backend.head_file"));
+}
+
+#[test]
+fn a_key_file_left_in_the_data_folder_is_used_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("vault")).unwrap();
+    std::fs::write(legacy_master_key_path(&data), [0u8; 32]).unwrap();
+    for c in [
+        GatewayConfig::embedded(&data),
+        GatewayConfig::from_toml_str(
+            &format!("data_dir = {:?}\n{MINIMAL}", data.display().to_string()),
+            Path::new("/etc/kg"),
+        )
+        .unwrap(),
+    ] {
+        let (_, key, head) = vault_of(&c);
+        assert_eq!(key, MasterKeyConfig::File(legacy_master_key_path(&data)));
+        assert_eq!(head, data.join("vault/vault.head"));
+        let warning = c.vault_key_warning().unwrap();
+        assert!(
+            warning.contains("inside the data folder") && warning.contains("data-secrets"),
+            "{warning}"
+        );
+    }
+    let fresh = tmp.path().join("fresh");
+    let (_, key, _) = vault_of(&GatewayConfig::embedded(&fresh));
+    assert_eq!(
+        key,
+        MasterKeyConfig::File(tmp.path().join("fresh-secrets/master.key"))
+    );
+}
+
+fn error_of(toml: &str) -> String {
+    GatewayConfig::from_toml_str(toml, Path::new("/x"))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn errors_name_the_key() {
+    assert!(error_of(&MINIMAL.replace("purefa", "*.example.com")).starts_with("users[0].name"));
+    assert!(
+        error_of(&format!("{MINIMAL}[limits]\nmax_connections = 0\n"))
+            .starts_with("limits.max_connections")
+    );
+    assert!(error_of(&format!(
+        "{MINIMAL}[limits]\nmax_connections_per_source = 0\n"
+    ))
+    .starts_with("limits.max_connections_per_source"));
+    assert!(error_of(&format!("{MINIMAL}[backend]\nkind = \"hsm\"\n")).starts_with("backend.kind"));
+    assert!(error_of(&format!(
+        "{MINIMAL}[backend]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\n"
+    ))
+    .starts_with("backend.token_label"));
+    assert!(error_of(&MINIMAL.replace("127.0.0.1:0", "nowhere")).starts_with("listen"));
+    assert!(error_of(&format!("{MINIMAL}bogus = 1\n")).contains("bogus"));
+    assert!(error_of(&format!(
+        "{MINIMAL}[[users]]\nname = \"purefa\"\ncas = [\"b.pem\"]\n"
+    ))
+    .contains("twice"));
+    assert!(
+        error_of(&format!("{MINIMAL}[admin]\nmetrics_require_token = true\n"))
+            .starts_with("admin.metrics_require_token")
+    );
+    assert!(
+        error_of(&format!("{MINIMAL}[admin]\nallowed_hosts = [\"a:80\"]\n"))
+            .starts_with("admin.allowed_hosts[0]")
+    );
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let c = GatewayConfig::from_toml_str(
+        include_str!("../../../deploy/config/gateway.example.toml"),
+        Path::new("/etc/kmip-gateway"),
+    )
+    .unwrap();
+    assert!(c.admin.token_file.is_some());
+}
+
+#[test]
+fn admin_section_is_resolved() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+    assert_eq!(c.admin, AdminConfig::default());
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[admin]\ntoken_file = \"admin.token\"\nallowed_hosts = [\"Gw.NS.svc.\"]\nmetrics_require_token = true\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.admin.token_file.as_deref(),
+        Some(Path::new("/x/admin.token"))
+    );
+    assert_eq!(c.admin.allowed_hosts, ["gw.ns.svc"]);
+    assert!(c.admin.metrics_require_token);
+    assert_eq!(c.admin_listen, DEFAULT_ADMIN_LISTEN.parse().ok());
+    let e = GatewayConfig::embedded(Path::new("/d"));
+    assert_eq!(
+        e.admin.token_file.as_deref(),
+        Some(Path::new("/d/admin.token"))
+    );
+}
+
+#[test]
+fn revocation_section_is_normalised_and_checked() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+    assert_eq!(c.revocation, RevocationConfig::default());
+    assert!(c.revocation.close_revoked_connections);
+    assert!(c.users[0].crls.is_empty());
+    assert!(!c.users[0].direct_issuer_only);
+    let fp = "AB:".repeat(31) + "AB";
+    let c = GatewayConfig::from_toml_str(
+        &format!(
+            "{}crls = [\"u.crl\"]\n[revocation]\ncrls = [\"all.crl\"]\ndeny_serials = [\"0x00:1A:2b\"]\ndeny_fingerprints = [\"{fp}\"]\nclose_revoked_connections = false\n",
+            MINIMAL.trim_end().to_owned() + "\n"
+        ),
+        Path::new("/x"),
+    )
+    .unwrap();
+    assert_eq!(c.users[0].crls, [Path::new("/x/u.crl")]);
+    assert_eq!(c.revocation.crls, [Path::new("/x/all.crl")]);
+    assert_eq!(c.revocation.deny_serials, ["1a2b"]);
+    assert_eq!(c.revocation.deny_fingerprints, ["ab".repeat(32)]);
+    assert!(!c.revocation.close_revoked_connections);
+    assert!(error_of(&format!(
+        "{MINIMAL}[revocation]\ndeny_serials = [\"xyz\"]\n"
+    ))
+    .starts_with("revocation.deny_serials[0]"));
+    assert!(error_of(&format!(
+        "{MINIMAL}[revocation]\ndeny_fingerprints = [\"abcd\"]\n"
+    ))
+    .starts_with("revocation.deny_fingerprints[0]"));
+}
+
+#[test]
+fn direct_issuer_only_is_read_per_user() {
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}direct_issuer_only = true\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    assert!(c.users[0].direct_issuer_only);
+    assert!(
+        error_of(&format!("{MINIMAL}direct_issuer_only = \"maybe\"\n"))
+            .contains("direct_issuer_only")
+    );
+}
+
+#[test]
+fn pkcs11_backend_is_validated() {
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[backend]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"kmip\"\npin_env = \"PIN\"\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    match c.backend {
+        BackendConfig::Pkcs11 {
+            token_label,
+            pool_size,
+            ..
+        } => {
+            assert_eq!(token_label, "kmip");
+            assert_eq!(pool_size, DEFAULT_PKCS11_POOL_SIZE);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// `normalize_serial` keeps the configuration independent of the PKI module: it must read a
+/// serial exactly as `pki::Serial::from_hex` does.
+#[test]
+fn serials_are_normalised_as_the_pki_reads_them() {
+    let cases = [
+        "0x00:1A:2b".to_owned(),
+        " 0X7f ".to_owned(),
+        "1".to_owned(),
+        "abc".to_owned(),
+        "0".to_owned(),
+        "00:00".to_owned(),
+        String::new(),
+        "0x".to_owned(),
+        "xyz".to_owned(),
+        "1:2:3".to_owned(),
+        "7f".repeat(20),
+        "80".repeat(20),
+        "80".repeat(19),
+        "00".repeat(21) + "01",
+        "00".repeat(22) + "01",
+        "ff".repeat(21),
+    ];
+    for s in &cases {
+        assert_eq!(
+            normalize_serial(s),
+            crate::tooling::pki::Serial::from_hex(s)
+                .ok()
+                .map(|s| s.to_hex()),
+            "{s:?}"
+        );
+    }
+}

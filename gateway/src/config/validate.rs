@@ -1,0 +1,65 @@
+//! From the raw structure to [`GatewayConfig`]: each section is checked by its own module, in
+//! the order the errors are reported.
+
+use std::path::Path;
+
+use super::admin::admin_config;
+use super::audit::audit_config;
+use super::backend::{backend_config, vault_backend};
+use super::defaults::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use super::limits::{limits_config, locate_cache_config};
+use super::raw::RawConfig;
+use super::revocation::revocation_config;
+use super::users::{users_config, TlsFiles};
+use super::{addr, invalid, resolve, ConfigError, GatewayConfig, PolicySource};
+
+pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
+    let listen = addr("listen", raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+    let data_dir = resolve(
+        base,
+        raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+    );
+    let tls = raw
+        .tls
+        .ok_or_else(|| invalid("tls", "missing: [tls] cert and key are required"))?;
+    let tls = TlsFiles {
+        cert: resolve(base, tls.cert),
+        key: resolve(base, tls.key),
+    };
+    let users = users_config(raw.users, base)?;
+    let limits = limits_config(raw.limits)?;
+    let backend = match raw.backend {
+        None => vault_backend(&data_dir, None, None),
+        Some(b) => backend_config(b, base, &data_dir)?,
+    };
+    let (admin_listen, admin) = admin_config(raw.admin, base)?;
+    let policy = match (raw.policy, raw.policy_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "policy_file",
+                "give [policy] or policy_file, not both",
+            ))
+        }
+        (Some(inline), None) => PolicySource::Inline(inline),
+        (None, Some(file)) => PolicySource::File(resolve(base, file)),
+        (None, None) => PolicySource::OwnerOnly,
+    };
+    let locate_cache = locate_cache_config(raw.locate_cache.as_ref());
+    let audit = audit_config(raw.audit, base, &data_dir)?;
+    Ok(GatewayConfig {
+        listen,
+        data_dir,
+        tls,
+        users,
+        limits,
+        backend,
+        admin_listen,
+        admin,
+        revocation: revocation_config(raw.revocation, base)?,
+        policy,
+        locate_cache,
+        audit,
+        capture_dir: raw.capture_dir.map(|d| resolve(base, d)),
+        embedded_default: false,
+    })
+}

@@ -1,0 +1,426 @@
+//! The request payloads: one type per operation served, and how each is written in the shape
+//! of a version.
+
+use bytes::Bytes;
+
+use super::{push_bool, push_bytes, push_uid, CryptographicParameters};
+use crate::model::attribute::{
+    needs_v2_shape, write_wrapped, Attribute, AttributeGroup, AttributeName, RevocationReason,
+};
+use crate::model::codec;
+use crate::model::enums::{
+    InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType, ObjectGroupMember, ObjectType,
+    Operation, QueryFunction,
+};
+use crate::model::object::{ManagedObject, SecretBytes};
+use crate::model::version::ProtocolVersion;
+use crate::spec::tags;
+use crate::ttlv::Ttlv;
+
+/// Payload holding only an optional Unique Identifier (Activate, Destroy, Get Attribute List
+/// requests; the ID Placeholder is used when it is absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UidRequest {
+    pub unique_identifier: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverVersionsRequest {
+    pub versions: Vec<ProtocolVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRequest {
+    pub functions: Vec<QueryFunction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub object_type: ObjectType,
+    pub attributes: Vec<Attribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateKeyPairRequest {
+    pub common_attributes: Vec<Attribute>,
+    pub private_key_attributes: Vec<Attribute>,
+    pub public_key_attributes: Vec<Attribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterRequest {
+    pub object_type: ObjectType,
+    pub attributes: Vec<Attribute>,
+    pub object: ManagedObject,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocateRequest {
+    pub maximum_items: Option<i32>,
+    pub offset_items: Option<i32>,
+    pub storage_status_mask: Option<i32>,
+    pub object_group_member: Option<ObjectGroupMember>,
+    /// The filter: every attribute must match. 1.0/1.1 clients may wrap it in a
+    /// Template-Attribute; it is read from there too.
+    pub attributes: Vec<Attribute>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetRequest {
+    pub unique_identifier: Option<String>,
+    pub key_format_type: Option<KeyFormatType>,
+    pub key_wrap_type: Option<KeyWrapType>,
+    pub key_compression_type: Option<KeyCompressionType>,
+    /// Kept as received: this model does not interpret wrapping.
+    pub key_wrapping_specification: Option<Ttlv>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetAttributesRequest {
+    pub unique_identifier: Option<String>,
+    /// Empty: every attribute.
+    pub names: Vec<AttributeName>,
+}
+
+/// Add Attribute and Set Attribute (2.x) requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeRequest {
+    pub unique_identifier: Option<String>,
+    pub attribute: Attribute,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModifyAttributeRequest {
+    pub unique_identifier: Option<String>,
+    /// 2.x Current Attribute: the instance to replace. 1.x names it by `attribute.index`.
+    pub current: Option<Attribute>,
+    pub attribute: Attribute,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteAttributeRequest {
+    pub unique_identifier: Option<String>,
+    pub name: AttributeName,
+    /// 1.x Attribute Index.
+    pub index: Option<i32>,
+    /// 2.x Current Attribute: the instance to delete. Without it (and without an index) every
+    /// instance of `name` goes.
+    pub current: Option<Attribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeRequest {
+    pub unique_identifier: Option<String>,
+    pub revocation_reason: RevocationReason,
+    pub compromise_occurrence_date: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReKeyRequest {
+    pub unique_identifier: Option<String>,
+    pub offset: Option<u32>,
+    pub attributes: Vec<Attribute>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckRequest {
+    pub unique_identifier: Option<String>,
+    pub usage_limits_count: Option<i64>,
+    pub cryptographic_usage_mask: Option<i32>,
+    pub lease_time: Option<u32>,
+}
+
+/// Encrypt and Decrypt requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CryptoRequest {
+    pub unique_identifier: Option<String>,
+    pub cryptographic_parameters: Option<CryptographicParameters>,
+    /// Plaintext (Encrypt) or ciphertext (Decrypt).
+    pub data: Option<SecretBytes>,
+    pub iv_counter_nonce: Option<Bytes>,
+    pub correlation_value: Option<Bytes>,
+    pub init_indicator: Option<bool>,
+    pub final_indicator: Option<bool>,
+    pub authenticated_encryption_additional_data: Option<Bytes>,
+    /// Decrypt only.
+    pub authenticated_encryption_tag: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MacRequest {
+    pub unique_identifier: Option<String>,
+    pub cryptographic_parameters: Option<CryptographicParameters>,
+    pub data: Option<SecretBytes>,
+    pub correlation_value: Option<Bytes>,
+    pub init_indicator: Option<bool>,
+    pub final_indicator: Option<bool>,
+}
+
+/// 2.x test-harness Interop request (Begin/End/Reset of a test case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InteropRequest {
+    pub function: InteropFunction,
+    pub identifier: String,
+}
+
+/// 2.x Log request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRequest {
+    pub message: String,
+}
+
+/// The payload of a request batch item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestPayload {
+    DiscoverVersions(DiscoverVersionsRequest),
+    Query(QueryRequest),
+    Create(CreateRequest),
+    CreateKeyPair(CreateKeyPairRequest),
+    Register(RegisterRequest),
+    Locate(LocateRequest),
+    Get(GetRequest),
+    GetAttributes(GetAttributesRequest),
+    GetAttributeList(UidRequest),
+    AddAttribute(AttributeRequest),
+    ModifyAttribute(ModifyAttributeRequest),
+    DeleteAttribute(DeleteAttributeRequest),
+    SetAttribute(AttributeRequest),
+    Activate(UidRequest),
+    Revoke(RevokeRequest),
+    Destroy(UidRequest),
+    ReKey(ReKeyRequest),
+    Check(CheckRequest),
+    Encrypt(CryptoRequest),
+    Decrypt(CryptoRequest),
+    Mac(MacRequest),
+    Interop(InteropRequest),
+    Log(LogRequest),
+    /// An operation this model has no typed payload for; the payload as received.
+    Unknown {
+        op_code: Operation,
+        raw: Ttlv,
+    },
+}
+
+impl RequestPayload {
+    pub fn operation(&self) -> Operation {
+        match self {
+            RequestPayload::DiscoverVersions(_) => Operation::DiscoverVersions,
+            RequestPayload::Query(_) => Operation::Query,
+            RequestPayload::Create(_) => Operation::Create,
+            RequestPayload::CreateKeyPair(_) => Operation::CreateKeyPair,
+            RequestPayload::Register(_) => Operation::Register,
+            RequestPayload::Locate(_) => Operation::Locate,
+            RequestPayload::Get(_) => Operation::Get,
+            RequestPayload::GetAttributes(_) => Operation::GetAttributes,
+            RequestPayload::GetAttributeList(_) => Operation::GetAttributeList,
+            RequestPayload::AddAttribute(_) => Operation::AddAttribute,
+            RequestPayload::ModifyAttribute(_) => Operation::ModifyAttribute,
+            RequestPayload::DeleteAttribute(_) => Operation::DeleteAttribute,
+            RequestPayload::SetAttribute(_) => Operation::SetAttribute,
+            RequestPayload::Activate(_) => Operation::Activate,
+            RequestPayload::Revoke(_) => Operation::Revoke,
+            RequestPayload::Destroy(_) => Operation::Destroy,
+            RequestPayload::ReKey(_) => Operation::ReKey,
+            RequestPayload::Check(_) => Operation::Check,
+            RequestPayload::Encrypt(_) => Operation::Encrypt,
+            RequestPayload::Decrypt(_) => Operation::Decrypt,
+            RequestPayload::Mac(_) => Operation::Mac,
+            RequestPayload::Interop(_) => Operation::Interop,
+            RequestPayload::Log(_) => Operation::Log,
+            RequestPayload::Unknown { op_code, .. } => *op_code,
+        }
+    }
+
+    /// The `Request Payload` structure in the encoding of `version`.
+    pub fn to_ttlv(&self, version: ProtocolVersion) -> Ttlv {
+        let mut items = Vec::new();
+        match self {
+            RequestPayload::DiscoverVersions(r) => {
+                items.extend(r.versions.iter().map(|v| v.to_ttlv()));
+            }
+            RequestPayload::Query(r) => {
+                items.extend(
+                    r.functions
+                        .iter()
+                        .map(|f| codec::enumeration(tags::QUERY_FUNCTION, *f)),
+                );
+            }
+            RequestPayload::Create(r) => {
+                items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
+                items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+            }
+            RequestPayload::CreateKeyPair(r) => {
+                items.push(AttributeGroup::Common.write_request(&r.common_attributes, version));
+                items.push(
+                    AttributeGroup::PrivateKey.write_request(&r.private_key_attributes, version),
+                );
+                items.push(
+                    AttributeGroup::PublicKey.write_request(&r.public_key_attributes, version),
+                );
+            }
+            RequestPayload::Register(r) => {
+                items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
+                items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                items.push(r.object.to_ttlv());
+            }
+            RequestPayload::Locate(r) => {
+                items.extend(r.maximum_items.map(|i| codec::int(tags::MAXIMUM_ITEMS, i)));
+                items.extend(r.offset_items.map(|i| codec::int(tags::OFFSET_ITEMS, i)));
+                items.extend(
+                    r.storage_status_mask
+                        .map(|i| codec::int(tags::STORAGE_STATUS_MASK, i)),
+                );
+                items.extend(
+                    r.object_group_member
+                        .map(|m| codec::enumeration(tags::OBJECT_GROUP_MEMBER, m)),
+                );
+                if needs_v2_shape(&r.attributes, version) {
+                    items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                } else {
+                    items.extend(r.attributes.iter().map(|a| a.to_request_ttlv(version)));
+                }
+            }
+            RequestPayload::Get(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(
+                    r.key_format_type
+                        .map(|k| codec::enumeration(tags::KEY_FORMAT_TYPE, k)),
+                );
+                items.extend(
+                    r.key_wrap_type
+                        .map(|k| codec::enumeration(tags::KEY_WRAP_TYPE, k)),
+                );
+                items.extend(
+                    r.key_compression_type
+                        .map(|k| codec::enumeration(tags::KEY_COMPRESSION_TYPE, k)),
+                );
+                items.extend(r.key_wrapping_specification.clone());
+            }
+            RequestPayload::GetAttributes(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(r.names.iter().map(|n| n.to_request_reference(version)));
+            }
+            RequestPayload::GetAttributeList(r)
+            | RequestPayload::Activate(r)
+            | RequestPayload::Destroy(r) => push_uid(&mut items, r.unique_identifier.as_deref()),
+            RequestPayload::AddAttribute(r) | RequestPayload::SetAttribute(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.push(write_new_attribute(&r.attribute, version));
+            }
+            RequestPayload::ModifyAttribute(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(
+                    r.current
+                        .as_ref()
+                        .map(|c| write_wrapped(tags::CURRENT_ATTRIBUTE, c, version)),
+                );
+                items.push(write_new_attribute(&r.attribute, version));
+            }
+            RequestPayload::DeleteAttribute(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                match &r.current {
+                    Some(current) => {
+                        items.push(write_wrapped(tags::CURRENT_ATTRIBUTE, current, version));
+                    }
+                    None => {
+                        items.push(r.name.to_request_reference(version));
+                        items.extend(r.index.map(|i| codec::int(tags::ATTRIBUTE_INDEX, i)));
+                    }
+                }
+            }
+            RequestPayload::Revoke(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.push(Ttlv::new(
+                    tags::REVOCATION_REASON,
+                    r.revocation_reason.to_value(),
+                ));
+                items.extend(
+                    r.compromise_occurrence_date
+                        .map(|d| codec::datetime(tags::COMPROMISE_OCCURRENCE_DATE, d)),
+                );
+            }
+            RequestPayload::ReKey(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(r.offset.map(|o| codec::interval(tags::OFFSET, o)));
+                if !r.attributes.is_empty() {
+                    items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                }
+            }
+            RequestPayload::Check(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(
+                    r.usage_limits_count
+                        .map(|c| codec::long(tags::USAGE_LIMITS_COUNT, c)),
+                );
+                items.extend(
+                    r.cryptographic_usage_mask
+                        .map(|m| codec::int(tags::CRYPTOGRAPHIC_USAGE_MASK, m)),
+                );
+                items.extend(r.lease_time.map(|l| codec::interval(tags::LEASE_TIME, l)));
+            }
+            RequestPayload::Encrypt(r) | RequestPayload::Decrypt(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(r.cryptographic_parameters.as_ref().map(|p| p.to_ttlv()));
+                push_bytes(
+                    &mut items,
+                    tags::DATA,
+                    r.data.as_ref().map(|d| d.as_slice()),
+                );
+                push_bytes(
+                    &mut items,
+                    tags::IV_COUNTER_NONCE,
+                    r.iv_counter_nonce.as_deref(),
+                );
+                push_bytes(
+                    &mut items,
+                    tags::CORRELATION_VALUE,
+                    r.correlation_value.as_deref(),
+                );
+                push_bool(&mut items, tags::INIT_INDICATOR, r.init_indicator);
+                push_bool(&mut items, tags::FINAL_INDICATOR, r.final_indicator);
+                push_bytes(
+                    &mut items,
+                    tags::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA,
+                    r.authenticated_encryption_additional_data.as_deref(),
+                );
+                push_bytes(
+                    &mut items,
+                    tags::AUTHENTICATED_ENCRYPTION_TAG,
+                    r.authenticated_encryption_tag.as_deref(),
+                );
+            }
+            RequestPayload::Mac(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(r.cryptographic_parameters.as_ref().map(|p| p.to_ttlv()));
+                push_bytes(
+                    &mut items,
+                    tags::DATA,
+                    r.data.as_ref().map(|d| d.as_slice()),
+                );
+                push_bytes(
+                    &mut items,
+                    tags::CORRELATION_VALUE,
+                    r.correlation_value.as_deref(),
+                );
+                push_bool(&mut items, tags::INIT_INDICATOR, r.init_indicator);
+                push_bool(&mut items, tags::FINAL_INDICATOR, r.final_indicator);
+            }
+            RequestPayload::Interop(r) => {
+                items.push(codec::enumeration(tags::INTEROP_FUNCTION, r.function));
+                items.push(codec::text(tags::INTEROP_IDENTIFIER, &r.identifier));
+            }
+            RequestPayload::Log(r) => items.push(codec::text(tags::LOG_MESSAGE, &r.message)),
+            RequestPayload::Unknown { raw, .. } => return raw.clone(),
+        }
+        codec::structure(tags::REQUEST_PAYLOAD, items)
+    }
+}
+
+fn write_new_attribute(attribute: &Attribute, version: ProtocolVersion) -> Ttlv {
+    if needs_v2_shape([attribute], version) {
+        write_wrapped(tags::NEW_ATTRIBUTE, attribute, version)
+    } else {
+        attribute.to_request_ttlv(version)
+    }
+}
