@@ -1,6 +1,7 @@
 //! Runs every scenario of the real `kmip-bench` binary briefly (count-bounded) against the real
 //! gateway, and `tls-handshake` against the bench's own bare-TLS server: no errors, some
 //! throughput. Timings are not asserted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use kmip_e2e::GatewayProcess;
 use serde_json::Value;

@@ -1,4 +1,5 @@
 //! Decisions for each scope kind, the admin role, global operations, and `explain`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use kmip_policy::{Decision, DenyReason, ObjectFacts, Operation, Policy};
 

@@ -1,5 +1,6 @@
 //! Properties over random policies: rule order never matters, and nothing but an explicit grant
 //! shows a user another user's object.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use kmip_policy::{
     Decision, DenyReason, GroupConfig, ObjectFacts, Operation, OperationKind, Policy, PolicyConfig,

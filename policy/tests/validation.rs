@@ -1,4 +1,5 @@
 //! Every rejection, with its exact message, and the shipped example policy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use kmip_policy::{Decision, DenyReason, ObjectFacts, Operation, Policy, PolicyConfig};
 

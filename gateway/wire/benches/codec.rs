@@ -1,5 +1,6 @@
 //! TTLV decode and encode of two typical responses: a Get of an AES-256 Raw Symmetric Key and a
 //! Locate returning 100 identifiers. Run: `cargo bench -p kmip-wire --bench codec`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use std::hint::black_box;
 

@@ -1,5 +1,6 @@
 //! The TTLV encoding examples of KMIP 1.4 section 9.1.2, byte-exact both ways, and every class of
 //! malformed input the decoder must refuse.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use bytes::Bytes;
 use kmip_wire::ttlv::{message_length, ItemType, DEFAULT_MAX_DEPTH, HEADER_LEN};
