@@ -271,15 +271,12 @@ impl ItemTrace {
 
 /// The one-item answer to a message that could not be used at all.
 fn message_failure(version: ProtocolVersion, e: &OpError) -> Bytes {
-    encode(&ResponseMessage {
-        header: ResponseHeader::new(version, now()),
-        items: vec![ResponseBatchItem::failure(
-            None,
-            None,
-            e.result_reason(version),
-            e.to_string(),
-        )],
-    })
+    encode(&ResponseMessage::message_failure(
+        version,
+        now(),
+        e.result_reason(version),
+        e.to_string(),
+    ))
 }
 
 /// The encoded response, or, when it is larger than the client's Maximum Response Size, the

@@ -121,7 +121,16 @@ impl OpError {
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
             OpError::Undecodable(_) => ResultReason::InvalidMessage,
-            OpError::Model(e) => e.result_reason(),
+            OpError::Model(e) => match e {
+                ModelError::Missing { .. }
+                | ModelError::NotARequest { .. }
+                | ModelError::BatchCountMismatch { .. }
+                | ModelError::TooManyItems { .. } => ResultReason::InvalidMessage,
+                ModelError::WrongType { .. } | ModelError::Invalid { .. } => {
+                    ResultReason::InvalidField
+                }
+                ModelError::Unsupported { .. } => ResultReason::FeatureNotSupported,
+            },
             OpError::Backend(e) => match e {
                 BackendError::NotFound(_) => ResultReason::ItemNotFound,
                 BackendError::AlreadyExists(_) => ResultReason::IllegalOperation,

@@ -2,8 +2,6 @@
 
 use thiserror::Error;
 
-use super::enums::ResultReason;
-
 /// Why a TTLV tree is not the KMIP message or payload it should be. `path` names the offending
 /// field, e.g. `BatchItem[1].RequestPayload.UniqueIdentifier`. Messages never contain field
 /// values other than names and enumeration numbers, so key material cannot leak through them.
@@ -26,18 +24,4 @@ pub enum ModelError {
     NotARequest { found: String },
     #[error("{actual} batch items exceed the limit of {limit}")]
     TooManyItems { actual: usize, limit: usize },
-}
-
-impl ModelError {
-    /// The Result Reason a server answers with when a request fails with this error.
-    pub fn result_reason(&self) -> ResultReason {
-        match self {
-            ModelError::Missing { .. }
-            | ModelError::NotARequest { .. }
-            | ModelError::BatchCountMismatch { .. }
-            | ModelError::TooManyItems { .. } => ResultReason::InvalidMessage,
-            ModelError::WrongType { .. } | ModelError::Invalid { .. } => ResultReason::InvalidField,
-            ModelError::Unsupported { .. } => ResultReason::FeatureNotSupported,
-        }
-    }
 }

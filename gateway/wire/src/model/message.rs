@@ -163,8 +163,8 @@ pub struct RequestBatchItem {
     pub unique_batch_item_id: Option<Bytes>,
     /// KMIP 2.x: do not return the Data output.
     pub ephemeral: Option<bool>,
-    /// The typed payload, or why it is unusable: then this item alone fails, with
-    /// `error.result_reason()`, and the other items proceed.
+    /// The typed payload, or why it is unusable: then this item alone fails and the other items
+    /// proceed.
     pub payload: Result<RequestPayload, ModelError>,
 }
 
@@ -440,20 +440,17 @@ pub struct ResponseMessage {
 }
 
 impl ResponseMessage {
-    /// The one-item failure answering a request that could not be used at all.
+    /// The one-item failure answering a request that could not be used at all. The reason is
+    /// the server's choice (the gateway maps every error in one place, `kmip/ops/error.rs`).
     pub fn message_failure(
         version: ProtocolVersion,
         time_stamp: i64,
-        error: &ModelError,
+        reason: ResultReason,
+        message: String,
     ) -> ResponseMessage {
         ResponseMessage {
             header: ResponseHeader::new(version, time_stamp),
-            items: vec![ResponseBatchItem::failure(
-                None,
-                None,
-                error.result_reason(),
-                error.to_string(),
-            )],
+            items: vec![ResponseBatchItem::failure(None, None, reason, message)],
         }
     }
 

@@ -659,7 +659,7 @@ fn template_references_are_unsupported_not_ignored() {
         &codec::Node::new(&create, "RequestPayload"),
     )
     .unwrap_err();
-    assert_eq!(err.result_reason(), ResultReason::FeatureNotSupported);
+    assert!(matches!(err, ModelError::Unsupported { .. }), "{err:?}");
 }
 
 #[test]
@@ -724,7 +724,7 @@ fn message_level_errors() {
     );
     assert!(RequestMessage::from_ttlv(&one(1)).is_ok());
     let err = RequestMessage::from_ttlv(&st(tags::RESPONSE_MESSAGE, vec![])).unwrap_err();
-    assert_eq!(err.result_reason(), ResultReason::InvalidMessage);
+    assert!(matches!(err, ModelError::NotARequest { .. }), "{err:?}");
     let no_header = st(
         tags::REQUEST_MESSAGE,
         vec![item(Operation::Query, None, vec![])],
@@ -744,13 +744,18 @@ fn message_level_errors() {
     );
     let err = RequestMessage::from_ttlv(&no_version).unwrap_err();
     assert_eq!(err.to_string(), "RequestHeader.ProtocolVersion: missing");
-    assert_eq!(err.result_reason(), ResultReason::InvalidMessage);
+    assert!(matches!(err, ModelError::Missing { .. }), "{err:?}");
     assert_eq!(
         RequestMessage::peek_version(&one(2)),
         Some(ProtocolVersion::V1_4)
     );
 
-    let failure = ResponseMessage::message_failure(ProtocolVersion::V1_4, NOW, &err);
+    let failure = ResponseMessage::message_failure(
+        ProtocolVersion::V1_4,
+        NOW,
+        ResultReason::InvalidMessage,
+        err.to_string(),
+    );
     let encoded = failure.to_ttlv();
     let item = encoded.child(tags::BATCH_ITEM).unwrap();
     assert!(item.child(tags::OPERATION).is_none());
@@ -790,13 +795,13 @@ fn a_bad_payload_fails_only_its_item() {
         err.to_string(),
         "BatchItem[1].RequestPayload.UniqueIdentifier: expected TextString"
     );
-    assert_eq!(err.result_reason(), ResultReason::InvalidField);
+    assert!(matches!(err, ModelError::WrongType { .. }), "{err:?}");
     let err = request.items[2].payload.as_ref().unwrap_err();
     assert_eq!(
         err.to_string(),
         "BatchItem[2].RequestPayload.RevocationReason: missing"
     );
-    assert_eq!(err.result_reason(), ResultReason::InvalidMessage);
+    assert!(matches!(err, ModelError::Missing { .. }), "{err:?}");
 }
 
 #[test]
