@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             .map(|f| {
                 read_vector_file(f)
                     .map_err(|e| e.to_string())
-                    .and_then(|text| kmip_wire::conformance::codec_roundtrip_document(&text))
+                    .and_then(|text| kmip_wire::compare::codec_roundtrip_document(&text))
                     .map(|_| ())
             })
             .collect()

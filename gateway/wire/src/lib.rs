@@ -2,7 +2,7 @@
 //! message model and the KMIP XML encoding. Pure: no I/O, no async.
 #![forbid(unsafe_code)]
 
-pub mod conformance;
+pub mod compare;
 pub mod model;
 pub mod names;
 pub mod spec;

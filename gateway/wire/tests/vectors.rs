@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kmip_wire::conformance::codec_roundtrip_document;
+use kmip_wire::compare::codec_roundtrip_document;
 
 /// The codec round trip of one vector file (the wire crate reads no files); errors name it.
 fn codec_roundtrip_file(path: &Path) -> Result<usize, String> {

@@ -2,7 +2,7 @@
 //!
 //! A vector file alternates `RequestMessage` / `ResponseMessage`. Each request is sent in order
 //! over one connection, with placeholders filled from what the server actually answered, and each
-//! actual response is compared structurally with the expected one (`kmip_wire::conformance`).
+//! actual response is compared structurally with the expected one (`kmip_wire::compare`).
 //!
 //! What the vectors recorded but a correct server cannot reproduce is not compared: time stamps,
 //! correlation values and result messages; the key material, digests and cryptographic outputs
@@ -24,7 +24,7 @@ pub use relax::server_error;
 pub use vectors::{collect_files, display_name, read_vector_file};
 
 use crate::client::{ClientError, ClientTls, KmipClient};
-use kmip_wire::conformance::Difference;
+use kmip_wire::compare::Difference;
 use kmip_wire::names::enum_names_for_tag;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::Value;

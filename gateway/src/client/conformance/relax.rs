@@ -1,7 +1,7 @@
 //! What the comparison leaves to the server: relaxations of the expected and actual responses
 //! before the structural comparison, and how a failed batch item is described.
 
-use kmip_wire::conformance::Difference;
+use kmip_wire::compare::Difference;
 use kmip_wire::names::{enum_names_for_tag, tag_name};
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Ttlv, Value};

@@ -1,7 +1,7 @@
 //! What one vector file learns from the server's answers: identifiers and values to bind in
 //! later requests, and which recorded literals stand for values the server chose.
 
-use kmip_wire::conformance::{compare, CompareOptions, Difference};
+use kmip_wire::compare::{compare, CompareOptions, Difference};
 use kmip_wire::names::tag_name;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Ttlv, Value};

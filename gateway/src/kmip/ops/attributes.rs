@@ -5,8 +5,8 @@ use super::attribute_rules::{
     check_client_writable, check_is_attribute, instance_position, reportable, with_indexes,
     MULTI_VALUED,
 };
-use super::names::name_values;
 use super::object::{digest_attr, is_destroyed};
+use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::StoredObject;
 use kmip_backends::ObjectKind;

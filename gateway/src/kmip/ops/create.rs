@@ -3,8 +3,8 @@
 
 use super::attribute_rules::{check_is_attribute, server_set, CREATE_ONLY, MULTI_VALUED};
 use super::certificate;
-use super::names::name_values;
 use super::object::digest_attr;
+use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{StoredObject, Written};
 use kmip_backends::{KeyAlgorithm, KeySpec};

@@ -42,7 +42,9 @@ impl Ops {
         };
         let mut found: Vec<(i64, String)> = candidates
             .into_iter()
-            .filter(|o| (asks_state || !is_destroyed(o)) && matches(o, &r.attributes) && visible(o))
+            .filter(|o| {
+                (asks_state || !is_destroyed(o)) && matches_filter(o, &r.attributes) && visible(o)
+            })
             .map(|o| {
                 (
                     o.first(tags::INITIAL_DATE)
@@ -132,7 +134,7 @@ impl Ops {
 }
 
 /// Whether an object satisfies every Locate filter attribute.
-fn matches(obj: &StoredObject, filter: &[Attribute]) -> bool {
+fn matches_filter(obj: &StoredObject, filter: &[Attribute]) -> bool {
     // Two instances of one date attribute in a filter bound a range; one is an exact match.
     let mut date_ranges: Vec<(Tag, i64, i64)> = Vec::new();
     for f in filter {

@@ -13,10 +13,10 @@ mod error;
 mod get;
 mod lifecycle;
 mod locate;
-mod names;
 mod object;
 mod query;
 mod table;
+mod unique_names;
 
 pub use batch::{UndoIncomplete, UndoJournal};
 pub use error::OpError;
@@ -30,8 +30,8 @@ use crate::kmip::locate_cache::LocateCache;
 use crate::kmip::store::{NoSuchObject, Store, StoredObject, Written};
 use kmip_policy::{Decision, DenyReason, OperationKind};
 use kmip_wire::model::{ProtocolVersion, RequestPayload, ResponsePayload};
-use names::NameLocks;
 use std::sync::Arc;
+use unique_names::NameLocks;
 
 /// A write the store could not make because the object is gone: answered as a missing object.
 impl From<NoSuchObject> for OpError {

@@ -5,13 +5,13 @@ use bytes::Bytes;
 
 use super::enums::KmipEnum;
 use super::error::ModelError;
-use crate::spec::TAGS;
 use crate::ttlv::{Tag, Ttlv, Value};
 
-/// XML name of a tag (`UniqueIdentifier`), or its hex value for tags no specification names.
-pub(crate) fn tag_name(tag: Tag) -> String {
-    match TAGS.iter().find(|t| t.tag == tag) {
-        Some(info) => info.xml_name.to_owned(),
+/// How error paths show a tag: its XML name (`UniqueIdentifier`), or its hex value for tags no
+/// specification names.
+pub(crate) fn tag_label(tag: Tag) -> String {
+    match crate::names::tag_name(tag) {
+        Some(name) => name.to_owned(),
         None => format!("0x{:06X}", tag.0),
     }
 }
@@ -35,9 +35,9 @@ impl<'a> Node<'a> {
 
     fn child_path(&self, tag: Tag) -> String {
         if self.path.is_empty() {
-            tag_name(tag)
+            tag_label(tag)
         } else {
-            format!("{}.{}", self.path, tag_name(tag))
+            format!("{}.{}", self.path, tag_label(tag))
         }
     }
 

@@ -248,7 +248,7 @@ impl RequestMessage {
         let root = Node::new(ttlv, "RequestMessage");
         if ttlv.tag != tags::REQUEST_MESSAGE {
             return Err(ModelError::NotARequest {
-                found: codec::tag_name(ttlv.tag),
+                found: codec::tag_label(ttlv.tag),
             });
         }
         root.structure()?;
@@ -459,7 +459,7 @@ impl ResponseMessage {
         if ttlv.tag != tags::RESPONSE_MESSAGE {
             return Err(root.invalid(format!(
                 "not a ResponseMessage (tag {})",
-                codec::tag_name(ttlv.tag)
+                codec::tag_label(ttlv.tag)
             )));
         }
         root.structure()?;

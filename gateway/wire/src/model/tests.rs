@@ -839,7 +839,7 @@ fn unknown_operations_keep_their_payload() {
 
 /// Every tag of `t` is defined by `version`, and every 1.x attribute name too.
 fn assert_defined(t: &Ttlv, version: ProtocolVersion, path: &str) {
-    let path = format!("{path}/{}", codec::tag_name(t.tag));
+    let path = format!("{path}/{}", codec::tag_label(t.tag));
     assert!(
         tag_defined(t.tag, version),
         "{path} not defined in {version}"

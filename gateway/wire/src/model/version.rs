@@ -54,7 +54,7 @@ impl ProtocolVersion {
     }
 
     pub fn from_ttlv(ttlv: &Ttlv) -> Result<ProtocolVersion, ModelError> {
-        ProtocolVersion::read(&Node::new(ttlv, codec::tag_name(ttlv.tag)))
+        ProtocolVersion::read(&Node::new(ttlv, codec::tag_label(ttlv.tag)))
     }
 
     pub fn to_ttlv(self) -> Ttlv {
