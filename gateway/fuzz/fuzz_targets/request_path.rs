@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kmip_backends::vault::{MasterKeySource, Vault};
-use kmip_gateway::kmip::access::{owner_only, Access};
 use kmip_gateway::config::LimitsConfig;
+use kmip_gateway::identity::Identity;
+use kmip_gateway::kmip::access::{owner_only, Access};
 use kmip_gateway::kmip::dispatch::{ConnContext, Dispatcher, Outcome};
 use kmip_gateway::kmip::ops::Ops;
 use kmip_gateway::kmip::store::Store;
-use kmip_gateway::identity::Identity;
 use kmip_wire::model::ResponseMessage;
 use kmip_wire::ttlv::{decode, Limits};
 use libfuzzer_sys::fuzz_target;
