@@ -6,7 +6,8 @@
 # Advisories: the RustSec database is a git repository on GitHub, which CI machines cannot
 # reach, so `cargo deny check advisories` runs only when a copy is already in the folder
 # deny.toml names ($KMIP_ADVISORY_DBS, default $CARGO_HOME/advisory-dbs: e.g. made elsewhere by
-# `cargo deny fetch` and copied in); it is never fetched here, and otherwise skipped with a note.
+# `cargo deny fetch` and copied in); it is never fetched here (--offline), and otherwise skipped
+# with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,12 +22,15 @@ if [ -z "$have" ] || [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n 
     cargo install --locked cargo-deny --version "$want"
 fi
 
-cargo deny --locked check licenses bans sources
+# Without the inclusion graphs, every duplicate version's tree would fill the log; run
+# `cargo deny check bans` to see them.
+cargo deny --locked check --hide-inclusion-graph licenses bans sources
 
 db_root=${KMIP_ADVISORY_DBS:-$cargo_home/advisory-dbs}
-# A database clone holds one folder per crate under crates/.
-if [ -n "$(find "$db_root" -mindepth 2 -maxdepth 2 -type d -name crates 2>/dev/null)" ]; then
-    cargo deny --locked check --disable-fetch advisories
+# cargo-deny 0.20 keeps the clone of the default database in advisory-db-3157b0e258782691 (a hash
+# of its URL); a clone holds one folder per crate under crates/.
+if [ -d "$db_root/advisory-db-3157b0e258782691/crates" ]; then
+    cargo deny --locked --offline check --hide-inclusion-graph advisories
 else
     log "advisories skipped: no RustSec database in $db_root (it is cloned from GitHub, which" \
         "this machine cannot reach; copy one there or set KMIP_ADVISORY_DBS)"
