@@ -27,7 +27,8 @@ step bash scripts/deny.sh
 # incompatible_msrv (on by default; named so that it stays denied) flags std APIs newer than the
 # rust-version every member inherits.
 step cargo clippy --locked --workspace --all-targets -- -D warnings -D clippy::incompatible_msrv
-step env RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+# --keep-going: every crate's doc warnings in one run, not only the first failing crate's.
+step env RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --keep-going
 # The lock file against rust-version, and a compile with that toolchain when rustup has it.
 step bash scripts/msrv.sh
 step cargo build --locked --workspace --release --bins
