@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -24,7 +24,11 @@ use kmip_backends::{
 use tempfile::TempDir;
 use zeroize::Zeroizing;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+// One definition of the module path for every crate's tests; see the file's header.
+#[path = "../../tests/src/softhsm_module.rs"]
+mod softhsm_module;
+use softhsm_module::softhsm_module;
+
 const PIN: &str = "1234";
 const SO_PIN: &str = "5678";
 const LABEL: &str = "kmip-test";
@@ -40,10 +44,12 @@ struct Hsm {
 impl Hsm {
     fn new() -> Hsm {
         let installed = Command::new("softhsm2-util").arg("--version").output();
+        let module = softhsm_module();
         assert!(
-            matches!(&installed, Ok(out) if out.status.success()) && Path::new(MODULE).is_file(),
-            "SoftHSM2 is not installed (softhsm2-util or {MODULE} missing): run the install \
-             script (apt-get install -y softhsm2 opensc)"
+            matches!(&installed, Ok(out) if out.status.success()) && module.is_file(),
+            "SoftHSM2 is not installed (softhsm2-util or {} missing): run the install \
+             script (apt-get install -y softhsm2 opensc) or set SOFTHSM2_MODULE",
+            module.display()
         );
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
@@ -79,7 +85,7 @@ impl Hsm {
 
     fn config(&self, pool_size: u32, acquire_timeout: Duration) -> Pkcs11Config {
         Pkcs11Config {
-            module_path: MODULE.into(),
+            module_path: softhsm_module(),
             token_label: LABEL.into(),
             pin: Zeroizing::new(PIN.into()),
             pool_size,
@@ -137,7 +143,7 @@ fn aes(bits: u32) -> KeySpec {
 /// `CKA_ID`, the data objects' `CKA_LABEL`): (class, label, value) of each object. The backend
 /// must be closed: PKCS#11 is per process.
 fn direct_lookup(uid: &str) -> Vec<(ObjectClass, Vec<u8>, Option<Vec<u8>>)> {
-    let ctx = Pkcs11::new(MODULE).unwrap();
+    let ctx = Pkcs11::new(softhsm_module()).unwrap();
     ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .unwrap();
     let slot = ctx
@@ -217,15 +223,9 @@ fn generate_read_destroy_seen_by_an_independent_session() {
 
         // Another process sees the key on disk while the backend runs.
         let listed = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                MODULE,
-                "--token-label",
-                LABEL,
-                "--login",
-                "--pin",
-                PIN,
-            ])
+            .arg("--module")
+            .arg(softhsm_module())
+            .args(["--token-label", LABEL, "--login", "--pin", PIN])
             .args(["--list-objects", "--type", "secrkey"])
             .output()
             .unwrap();
@@ -457,7 +457,7 @@ fn pin_sources_resolve_without_leaking() {
         .to_string();
     assert!(err.contains("KMIP_TEST_PIN_THAT_IS_NOT_SET"), "{err}");
     let config = Pkcs11Config {
-        module_path: MODULE.into(),
+        module_path: softhsm_module(),
         token_label: LABEL.into(),
         pin: Zeroizing::new("s3cret-pin".into()),
         pool_size: 1,
@@ -905,7 +905,7 @@ fn sessions_logged_out_underneath_are_replaced() {
         let key = backend.read_material("k").await.unwrap();
         {
             // Same process, so the already initialised library: no C_Initialize here.
-            let ctx = Pkcs11::new(MODULE).unwrap();
+            let ctx = Pkcs11::new(softhsm_module()).unwrap();
             let slot = ctx
                 .get_slots_with_token()
                 .unwrap()
@@ -936,7 +936,7 @@ const THROUGHPUT_TASKS: u32 = 4;
 /// returns reads per second. Same process as the backend: the library is initialised and the
 /// user logged in already.
 fn raw_reads() -> f64 {
-    let ctx = Pkcs11::new(MODULE).unwrap();
+    let ctx = Pkcs11::new(softhsm_module()).unwrap();
     let slot = ctx
         .get_slots_with_token()
         .unwrap()

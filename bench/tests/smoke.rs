@@ -354,20 +354,13 @@ fn tls_handshake_baseline_against_the_echo_server() {
     drop(echo);
 }
 
-/// The SoftHSM2 module the raw baseline loads.
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
 /// Runs `kmip-bench cryptoki-read` on the token of `conf`; returns its JSON report.
 fn cryptoki_read(conf: &std::path::Path, pin_file: &std::path::Path, args: &[&str]) -> Value {
     let out = tempfile::NamedTempFile::new().unwrap();
     let output = Command::new(BENCH)
-        .args([
-            "cryptoki-read",
-            "--module",
-            SOFTHSM_MODULE,
-            "--token-label",
-            "smoke",
-        ])
+        .args(["cryptoki-read", "--module"])
+        .arg(kmip_e2e::softhsm_module())
+        .args(["--token-label", "smoke"])
         .arg("--pin-file")
         .arg(pin_file)
         .arg("--json")
@@ -438,13 +431,9 @@ fn cryptoki_read_baseline_on_a_throwaway_token() {
     // A wrong PIN is an error, not a run of failed reads.
     std::fs::write(&pin_file, "000000\n").unwrap();
     let output = Command::new(BENCH)
-        .args([
-            "cryptoki-read",
-            "--module",
-            SOFTHSM_MODULE,
-            "--token-label",
-            "smoke",
-        ])
+        .args(["cryptoki-read", "--module"])
+        .arg(kmip_e2e::softhsm_module())
+        .args(["--token-label", "smoke"])
         .arg("--pin-file")
         .arg(&pin_file)
         .args(["--count", "10"])

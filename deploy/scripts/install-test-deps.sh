@@ -64,5 +64,7 @@ if ! "$venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.
 fi
 
 command -v pkcs11-tool >/dev/null || die "pkcs11-tool missing after installation"
-[ -r /usr/lib/softhsm/libsofthsm2.so ] || die "libsofthsm2.so missing after installation"
+# The tests load the module from $SOFTHSM2_MODULE when set (tests/src/softhsm_module.rs).
+softhsm_module=${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+[ -r "$softhsm_module" ] || die "$softhsm_module missing after installation (set SOFTHSM2_MODULE?)"
 log "ready: softhsm2, opensc, $venv with pykmip and pyyaml"

@@ -486,8 +486,8 @@ macro_rules! backend_tests {
     };
 }
 
-/// The SoftHSM2 PKCS#11 module (Debian's `softhsm2` package).
-pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+mod softhsm_module;
+pub use softhsm_module::{softhsm_module, DEFAULT_SOFTHSM_MODULE};
 /// Label of the token a SoftHSM home creates.
 pub const SOFTHSM_TOKEN_LABEL: &str = "kmip-e2e";
 /// Where SoftHSM homes go when it exists: tmpfs makes token writes (key generation, destroy)
@@ -678,7 +678,7 @@ impl GatewayHome {
             cert = pki.join("server.pem").display().to_string(),
             key = pki.join("server.key").display().to_string(),
             ca = self.ca_cert().display().to_string(),
-            module = SOFTHSM_MODULE,
+            module = softhsm_module().display().to_string(),
             label = SOFTHSM_TOKEN_LABEL,
             pin = settings
                 .pin_file
@@ -742,12 +742,9 @@ impl GatewayHome {
         let conf = self.softhsm_conf().expect("a SoftHSM home has a token");
         let pin = std::fs::read_to_string(self.pin_file()).expect("read the user PIN");
         let out = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                SOFTHSM_MODULE,
-                "--token-label",
-                SOFTHSM_TOKEN_LABEL,
-            ])
+            .arg("--module")
+            .arg(softhsm_module())
+            .args(["--token-label", SOFTHSM_TOKEN_LABEL])
             .args(["--login", "--pin", "env:KMIP_E2E_PIN"])
             .args(args)
             .env("SOFTHSM2_CONF", conf)
@@ -767,11 +764,12 @@ impl GatewayHome {
 /// returns the `SOFTHSM2_CONF` path. Panics with the install command when SoftHSM is missing.
 fn make_token(dir: &Path) -> PathBuf {
     let installed = Command::new("softhsm2-util").arg("--version").output();
+    let module = softhsm_module();
     assert!(
-        matches!(&installed, Ok(out) if out.status.success())
-            && Path::new(SOFTHSM_MODULE).is_file(),
-        "SoftHSM2 is not installed (softhsm2-util or {SOFTHSM_MODULE} missing): \
-         apt-get install -y softhsm2 opensc"
+        matches!(&installed, Ok(out) if out.status.success()) && module.is_file(),
+        "SoftHSM2 is not installed (softhsm2-util or {} missing): \
+         apt-get install -y softhsm2 opensc (or set SOFTHSM2_MODULE)",
+        module.display()
     );
     let script = workspace_root().join("deploy/softhsm/setup-token.sh");
     let out = Command::new("bash")

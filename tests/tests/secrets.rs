@@ -4,8 +4,7 @@
 //! gateway named by the pid file.
 
 use kmip_e2e::{
-    gateway_cli, Backend, GatewayHome, GatewayOptions, GatewayProcess, SOFTHSM_MODULE,
-    SOFTHSM_TOKEN_LABEL,
+    gateway_cli, Backend, GatewayHome, GatewayOptions, GatewayProcess, SOFTHSM_TOKEN_LABEL,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -180,12 +179,9 @@ fn a_pin_file_readable_by_others_is_refused() {
 /// whether it succeeded, and its output.
 fn pkcs11_tool(home: &GatewayHome, pin: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            SOFTHSM_MODULE,
-            "--token-label",
-            SOFTHSM_TOKEN_LABEL,
-        ])
+        .arg("--module")
+        .arg(kmip_e2e::softhsm_module())
+        .args(["--token-label", SOFTHSM_TOKEN_LABEL])
         .args(["--login", "--pin", "env:KMIP_E2E_PIN"])
         .args(args)
         .env("SOFTHSM2_CONF", home.softhsm_conf().unwrap())

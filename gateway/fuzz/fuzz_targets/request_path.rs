@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kmip_backends::vault::{MasterKeySource, Vault};
+use kmip_gateway::config::{LimitsConfig, LocateCacheConfig};
+use kmip_gateway::identity::Identity;
 use kmip_gateway::kmip::access::{owner_only, Access};
-use kmip_gateway::config::LimitsConfig;
 use kmip_gateway::kmip::dispatch::{ConnContext, Dispatcher, Outcome};
 use kmip_gateway::kmip::ops::Ops;
 use kmip_gateway::kmip::store::Store;
-use kmip_gateway::identity::Identity;
 use kmip_wire::model::ResponseMessage;
 use kmip_wire::ttlv::{decode, Limits};
 use libfuzzer_sys::fuzz_target;
@@ -66,7 +66,10 @@ fn harness(rt: &Runtime) -> Harness {
     let ops = Ops::new(
         store.clone(),
         Arc::new(Access::new(policy)),
-        LOCATE_CACHE_ENTRIES,
+        LocateCacheConfig {
+            max_entries: LOCATE_CACHE_ENTRIES,
+            ..LocateCacheConfig::default()
+        },
     );
     Harness {
         dispatcher: Dispatcher::new(ops, LimitsConfig::default(), None),
