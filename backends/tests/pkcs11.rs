@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 // One definition of the module path for every crate's tests; see the file's header.
 #[path = "../../tests/src/softhsm_module.rs"]
-mod softhsm_module;
+pub mod softhsm_module;
 use softhsm_module::softhsm_module;
 
 const PIN: &str = "1234";
