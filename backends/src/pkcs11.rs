@@ -1,15 +1,15 @@
 //! PKCS#11 backend (SoftHSM2 or a hardware HSM) through cryptoki, with a bb8 pool of sessions.
 //!
-//! All of an object's state lives in the token (see [`objects`]); the process only caches object
+//! All of an object's state lives in the token (see `objects`); the process only caches object
 //! handles, found by one scan at start. Every PKCS#11 call runs on a blocking thread with its
 //! session moved in and handed back.
 //!
-//! Here: the backend's state and configuration. [`pin`] reads the PIN, [`open`] opens and closes
-//! the token, [`handles`] runs calls on pooled sessions against the cached handles (retrying on a
-//! fresh session, rescanning stale handles), [`backend`] implements the [`crate::Backend`]
-//! operations; [`rv`] classifies return values, [`pool`] keeps the sessions, [`objects`] lays
-//! objects out on the token and destroys them, [`cipher`] runs the cipher and MAC mechanisms,
-//! and [`recovering`] reopens a lost token.
+//! Here: the backend's state and configuration. `pin` reads the PIN, `open` opens and closes
+//! the token, `handles` runs calls on pooled sessions against the cached handles (retrying on a
+//! fresh session, rescanning stale handles), `backend` implements the [`crate::Backend`]
+//! operations; `rv` classifies return values, `pool` keeps the sessions, `objects` lays
+//! objects out on the token and destroys them, `cipher` runs the cipher and MAC mechanisms,
+//! and `recovering` reopens a lost token.
 
 mod backend;
 mod cipher;

@@ -128,7 +128,7 @@ fn run_against_server(cli: &Cli, files: &[PathBuf]) -> Result<Vec<Result<(), Str
     }))
 }
 
-/// The host part of HOST:PORT ([v6]:port included).
+/// The host part of HOST:PORT (`[v6]:port` included).
 fn host_of(server: &str) -> &str {
     let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')

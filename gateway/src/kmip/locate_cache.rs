@@ -11,7 +11,7 @@
 //!
 //! Concurrent misses on one key wait for a single computation (a per-key async lock). Keys are
 //! SHA-256 digests, so a key costs 32 bytes whatever the size of the filter. The cache is bounded
-//! by entries and by the bytes its results hold ([`entry_bytes`]); over either bound, stale
+//! by entries and by the bytes its results hold (`entry_bytes`); over either bound, stale
 //! entries are dropped first, then everything. A result larger than the byte bound is not
 //! cached.
 
@@ -279,7 +279,7 @@ impl LocateCache {
         self.slots.is_empty()
     }
 
-    /// The bytes the cached results hold (see [`entry_bytes`]).
+    /// The bytes the cached results hold (see `entry_bytes`).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }

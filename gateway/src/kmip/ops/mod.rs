@@ -1,6 +1,6 @@
 //! KMIP operation semantics over the [`Store`]: the operation layer ([`Ops`]), the context of one
 //! batch item, authorization before anything runs, and the one table of operations
-//! ([`table`]) that dispatch, authorization, the audit trail and Query read. The operations
+//! (`table`) that dispatch, authorization, the audit trail and Query read. The operations
 //! themselves live in one file per KMIP function.
 
 mod attribute_rules;
