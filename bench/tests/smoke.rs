@@ -142,10 +142,11 @@ fn parse_svg(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
     loop {
         match reader.read_event() {
             Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
-                elements.push(String::from_utf8(e.name().as_ref().to_vec()).unwrap());
+                elements.push(e.name().as_ref().to_owned());
             }
             Ok(Event::Text(t)) => {
-                let t = t.unescape().unwrap();
+                // Entity references arrive as their own events; the plots' texts need none.
+                let t: &str = &t;
                 if !t.trim().is_empty() {
                     texts.push(t.trim().to_owned());
                 }

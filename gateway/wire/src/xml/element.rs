@@ -2,7 +2,7 @@
 //! size and depth bounds.
 
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
+use quick_xml::{Reader, XmlVersion};
 
 use super::{invalid, XmlError, MAX_XML_DEPTH, MAX_XML_SIZE};
 
@@ -25,17 +25,13 @@ impl Element {
 
 fn start_element(e: &BytesStart<'_>, offset: u64) -> Result<Element, XmlError> {
     let syntax = |message: String| XmlError::Syntax { offset, message };
-    let name = std::str::from_utf8(e.name().as_ref())
-        .map_err(|err| syntax(err.to_string()))?
-        .to_owned();
+    let name = e.name().as_ref().to_owned();
     let mut attrs = Vec::new();
     for a in e.attributes() {
         let a = a.map_err(|err| syntax(err.to_string()))?;
-        let key = std::str::from_utf8(a.key.as_ref())
-            .map_err(|err| syntax(err.to_string()))?
-            .to_owned();
+        let key = a.key.as_ref().to_owned();
         let value = a
-            .unescape_value()
+            .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|err| syntax(err.to_string()))?
             .into_owned();
         attrs.push((key, value));
@@ -95,8 +91,8 @@ pub(crate) fn parse_elements(text: &str) -> Result<Vec<Element>, XmlError> {
                     None => top.push(el),
                 }
             }
-            Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
-            Event::Text(_) | Event::CData(_) => {
+            Event::Text(t) if t.trim_ascii().is_empty() => {}
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
                 return Err(XmlError::Syntax {
                     offset,
                     message: "KMIP XML carries values in attributes, not in text".into(),

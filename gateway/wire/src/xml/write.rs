@@ -63,8 +63,22 @@ fn write_item(out: &mut String, t: &Ttlv, depth: usize, naming: Naming) {
         return;
     }
     let _ = write!(out, " type=\"{}\" value=\"", t.value.item_type().xml_name());
-    out.push_str(&quick_xml::escape::escape(value_text(&t.value, naming)));
+    push_attribute_value(out, &value_text(&t.value, naming));
     out.push_str("\"/>\n");
+}
+
+/// An attribute value escaped so that a reader gets it back unchanged: markup characters as
+/// entities, and tab, line feed and carriage return as character references, since XML
+/// attribute-value normalisation turns the literal characters into spaces.
+fn push_attribute_value(out: &mut String, value: &str) {
+    for c in quick_xml::escape::escape(value).chars() {
+        match c {
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// The `value=` text of a primitive value.
