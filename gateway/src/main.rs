@@ -122,6 +122,19 @@ struct CaDirArg {
     /// The CA folder (ca.pem, ca.key, crl.pem, ca-state.json).
     #[arg(long)]
     dir: PathBuf,
+    /// The group the gateway service runs as (`kmip-gateway` in the systemd unit): the folder
+    /// becomes 0750 and the listener's key 0640, both root:GROUP, so the service reads them and
+    /// cannot rewrite them; the CA key stays 0600. Without it, a file being replaced keeps its
+    /// owner, group and mode, and a new one is 0600 (keys) or 0644 for the user running this.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+}
+
+impl CaDirArg {
+    fn open(&self) -> Result<cli::pki::CaDir, cli::CliError> {
+        let group = self.group.as_deref().map(cli::resolve_group).transpose()?;
+        Ok(cli::pki::CaDir::new(&self.dir, group))
+    }
 }
 
 #[derive(Subcommand)]
@@ -341,12 +354,9 @@ fn reload(
 }
 
 fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
-    use cli::pki::CaDir;
     match cmd {
-        PkiCommand::InitCa { ca, cn, days } => CaDir::new(&ca.dir).init(&cn, days),
-        PkiCommand::SignCsr { ca, csr, out, days } => {
-            CaDir::new(&ca.dir).sign_csr(&csr, &out, days)
-        }
+        PkiCommand::InitCa { ca, cn, days } => ca.open()?.init(&cn, days),
+        PkiCommand::SignCsr { ca, csr, out, days } => ca.open()?.sign_csr(&csr, &out, days),
         PkiCommand::ServerCert {
             ca,
             dns,
@@ -356,17 +366,17 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             key_out,
             csr_only,
         } => {
-            let dir = ca.dir.as_path();
-            let key_out = key_out.unwrap_or_else(|| dir.join(cli::pki::SERVER_KEY));
+            let dir = ca.open()?;
+            let key_out = key_out.unwrap_or_else(|| dir.dir.join(cli::pki::SERVER_KEY));
             if csr_only {
-                let csr_out = dir.join(cli::pki::SERVER_CSR);
-                return cli::pki::server_csr_files(&dns, &ip, &csr_out, &key_out);
+                let csr_out = dir.dir.join(cli::pki::SERVER_CSR);
+                return cli::pki::server_csr_files(&dns, &ip, &csr_out, &key_out, dir.group);
             }
-            let cert_out = cert_out.unwrap_or_else(|| dir.join(cli::pki::SERVER_CERT));
-            CaDir::new(dir).server_cert(&dns, &ip, days, &cert_out, &key_out)
+            let cert_out = cert_out.unwrap_or_else(|| dir.dir.join(cli::pki::SERVER_CERT));
+            dir.server_cert(&dns, &ip, days, &cert_out, &key_out)
         }
         PkiCommand::Revoke { ca, serial, cert } => {
-            let dir = CaDir::new(&ca.dir);
+            let dir = ca.open()?;
             let serial = match (serial, cert) {
                 (Some(s), _) => kmip_gateway::tooling::pki::Serial::from_hex(&s)?,
                 (None, Some(c)) => dir.serial_of_cert(&c)?,
@@ -376,8 +386,8 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             };
             dir.revoke(&serial)
         }
-        PkiCommand::Crl { ca } => CaDir::new(&ca.dir).renew_crl(),
-        PkiCommand::List { ca, json } => CaDir::new(&ca.dir).list(json),
+        PkiCommand::Crl { ca } => ca.open()?.renew_crl(),
+        PkiCommand::List { ca, json } => ca.open()?.list(json),
     }
 }
 
