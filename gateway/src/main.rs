@@ -53,9 +53,10 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Reloads a running gateway: TLS certificate and key, CAs, CRLs, users, revocation.
-    /// With --admin: `POST /reload` with the admin token and prints the outcome; otherwise
-    /// SIGHUP to the pid in the pid file (`<data_dir>/kmip-gateway.pid`), only if a running
-    /// gateway holds that file.
+    /// With --admin, or --config naming an admin listener at a fixed port and a token file:
+    /// `POST /reload` with the admin token, then prints the outcome and `last reload: …`
+    /// (exit 1 when it failed); otherwise SIGHUP to the pid in the pid file
+    /// (`<data_dir>/kmip-gateway.pid`), only if a running gateway holds that file.
     Reload {
         /// Admin listener address (e.g. 127.0.0.1:9696).
         #[arg(long, conflicts_with = "pid_file")]
@@ -74,9 +75,10 @@ enum Command {
         token_file: Option<PathBuf>,
     },
     /// Lists the client certificates a running gateway has seen: user, serial, last seen, expiry,
-    /// open connections, fingerprint.
+    /// open connections, fingerprint; then `last reload: …` (ok, or FAILED and why).
     Clients {
-        /// Admin listener address (default: from --config, else 127.0.0.1:9696).
+        /// Admin listener address (default: from --config, which must then name a fixed port;
+        /// without --config the embedded default's 127.0.0.1:9696).
         #[arg(long)]
         admin: Option<String>,
         /// The gateway's configuration file (for its admin listener and [admin] token_file).
@@ -344,6 +346,12 @@ fn reload(
         (None, Some(c), _) => {
             let cfg = GatewayConfig::load(&c)
                 .map_err(|e| cli::CliError::Refused(format!("{}: {e}", c.display())))?;
+            // An admin listener at a fixed address with a token: reload there and print the
+            // outcome; otherwise signal, and the outcome is in the log and metrics.
+            if cfg.admin.token_file.is_some() && cfg.admin_listen.is_some_and(|a| a.port() != 0) {
+                let target = cli::remote::admin_target(None, None, Some(&c), None)?;
+                return cli::remote::reload_admin(&target);
+            }
             kmip_gateway::front::reload::pid_file(&cfg.data_dir)
         }
         (None, None, d) => kmip_gateway::front::reload::pid_file(
