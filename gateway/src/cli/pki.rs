@@ -1,11 +1,12 @@
 //! `kmip-gateway pki ...`: a one-root CA kept in a folder, standing in for the KMES CA of the
 //! FlashArray guide (no intermediates: the array does not support them).
 //!
-//! Folder layout: `ca.pem`, `ca.key` (0600), `crl.pem` (rewritten on every revocation with an
+//! Folder layout: `ca.pem`, `ca.key` (0600 root, whatever `--group` says), `crl.pem` (rewritten on every revocation with an
 //! incremented CRL number), `server.pem`/`server.key` (the listener's certificate, when issued
 //! here) and `ca-state.json`: the CRL number, the index of issued certificates and the revoked
 //! serials. The state file is written before the CRL, so it is always the source of truth:
-//! `pki crl` rebuilds the CRL from it.
+//! `pki crl` rebuilds the CRL from it. With `--group` (the service's group) the folder is 0750
+//! and the listener's key 0640, both root:GROUP; a rewritten file keeps its owner and mode.
 
 use super::{read_limited, write_atomic, Access, CliError};
 use kmip_gateway::tooling::pki::{

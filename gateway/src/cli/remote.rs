@@ -221,8 +221,8 @@ pub(crate) fn reload_signal(pid_file: &Path) -> Result<String, CliError> {
         ))
     })?;
     Ok(format!(
-        "SIGHUP sent to pid {raw}; the outcome is in the gateway's log and in kmip_reloads_total \
-         (use --admin to wait for it)\n"
+        "SIGHUP sent to pid {raw}; the outcome is in the gateway's log, kmip_reloads_total and \
+         `kmip-gateway clients` (use --admin to wait for it)\n"
     ))
 }
 
