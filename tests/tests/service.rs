@@ -255,6 +255,13 @@ async fn non_root_service_renewal_and_a_visible_failed_reload() {
         running_uid.split_whitespace().next(),
         Some(uid.to_string().as_str())
     );
+    // Alerts have their series before any failure.
+    let metrics = gw.admin_get("/metrics").1;
+    assert!(
+        metrics.contains("kmip_reload_last_failed 0")
+            && metrics.contains("kmip_reload_failures_total{trigger=\"sighup\"} 0"),
+        "{metrics}"
+    );
     let tls = ClientTls::from_files(&ca.join("ca.pem"), &client_cert, &client_key).unwrap();
     let mut open = connect_and_locate(&gw, &tls).await.unwrap();
     let admin = gw.admin_addr().unwrap().to_string();
@@ -345,4 +352,40 @@ async fn non_root_service_renewal_and_a_visible_failed_reload() {
         metric(&gw.admin_get("/metrics").1, "kmip_reload_last_failed"),
         0.0
     );
+
+    // Someone who is not root cannot keep a root-owned file's owner: refused, saying why,
+    // rather than leaving a file owned by someone else.
+    let shared = service_dir(&path("shared"), uid, gid);
+    let other_config = shared.join("gateway.toml");
+    std::fs::copy(&config, &other_config).unwrap();
+    std::fs::set_permissions(&other_config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read(&other_config).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            SERVICE_USER,
+            "--regid",
+            SERVICE_USER,
+            "--init-groups",
+            "--",
+        ])
+        .arg(kmip_e2e::binary_path("kmip-gateway"))
+        .args([
+            "user",
+            "add",
+            "vsphere",
+            "--ca",
+            s(&ca.join("ca.pem")),
+            "--config",
+        ])
+        .arg(&other_config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("run this as root"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&other_config).unwrap(), before);
+    assert_eq!(std::fs::metadata(&other_config).unwrap().uid(), 0);
 }

@@ -130,7 +130,15 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], access: Access) -> Resu
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io_err)
+    result.map_err(|e| match (e.kind(), owner) {
+        (io::ErrorKind::PermissionDenied, (uid, Some(gid))) => CliError::Refused(format!(
+            "{}: cannot give the new file the owner {} and group {gid} that the service \
+             needs ({e}); run this as root",
+            path.display(),
+            uid.map_or_else(|| "(yours)".to_string(), |u| u.to_string()),
+        )),
+        _ => io_err(e),
+    })
 }
 
 #[cfg(test)]
