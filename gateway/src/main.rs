@@ -53,9 +53,10 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Reloads a running gateway: TLS certificate and key, CAs, CRLs, users, revocation.
-    /// With --admin: `POST /reload` with the admin token and prints the outcome; otherwise
-    /// SIGHUP to the pid in the pid file (`<data_dir>/kmip-gateway.pid`), only if a running
-    /// gateway holds that file.
+    /// With --admin, or --config naming an admin listener at a fixed port and a token file:
+    /// `POST /reload` with the admin token, then prints the outcome and `last reload: …`
+    /// (exit 1 when it failed); otherwise SIGHUP to the pid in the pid file
+    /// (`<data_dir>/kmip-gateway.pid`), only if a running gateway holds that file.
     Reload {
         /// Admin listener address (e.g. 127.0.0.1:9696).
         #[arg(long, conflicts_with = "pid_file")]
@@ -74,9 +75,10 @@ enum Command {
         token_file: Option<PathBuf>,
     },
     /// Lists the client certificates a running gateway has seen: user, serial, last seen, expiry,
-    /// open connections, fingerprint.
+    /// open connections, fingerprint; then `last reload: …` (ok, or FAILED and why).
     Clients {
-        /// Admin listener address (default: from --config, else 127.0.0.1:9696).
+        /// Admin listener address (default: from --config, which must then name a fixed port;
+        /// without --config the embedded default's 127.0.0.1:9696).
         #[arg(long)]
         admin: Option<String>,
         /// The gateway's configuration file (for its admin listener and [admin] token_file).
@@ -122,6 +124,19 @@ struct CaDirArg {
     /// The CA folder (ca.pem, ca.key, crl.pem, ca-state.json).
     #[arg(long)]
     dir: PathBuf,
+    /// The group the gateway service runs as (`kmip-gateway` in the systemd unit): the folder
+    /// becomes 0750 and the listener's key 0640, both root:GROUP, so the service reads them and
+    /// cannot rewrite them; the CA key stays 0600. Without it, a file being replaced keeps its
+    /// owner, group and mode, and a new one is 0600 (keys) or 0644 for the user running this.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+}
+
+impl CaDirArg {
+    fn open(&self) -> Result<cli::pki::CaDir, cli::CliError> {
+        let group = self.group.as_deref().map(cli::resolve_group).transpose()?;
+        Ok(cli::pki::CaDir::new(&self.dir, group))
+    }
 }
 
 #[derive(Subcommand)]
@@ -331,6 +346,12 @@ fn reload(
         (None, Some(c), _) => {
             let cfg = GatewayConfig::load(&c)
                 .map_err(|e| cli::CliError::Refused(format!("{}: {e}", c.display())))?;
+            // An admin listener at a fixed address with a token: reload there and print the
+            // outcome; otherwise signal, and the outcome is in the log and metrics.
+            if cfg.admin.token_file.is_some() && cfg.admin_listen.is_some_and(|a| a.port() != 0) {
+                let target = cli::remote::admin_target(None, None, Some(&c), None)?;
+                return cli::remote::reload_admin(&target);
+            }
             kmip_gateway::front::reload::pid_file(&cfg.data_dir)
         }
         (None, None, d) => kmip_gateway::front::reload::pid_file(
@@ -341,12 +362,9 @@ fn reload(
 }
 
 fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
-    use cli::pki::CaDir;
     match cmd {
-        PkiCommand::InitCa { ca, cn, days } => CaDir::new(&ca.dir).init(&cn, days),
-        PkiCommand::SignCsr { ca, csr, out, days } => {
-            CaDir::new(&ca.dir).sign_csr(&csr, &out, days)
-        }
+        PkiCommand::InitCa { ca, cn, days } => ca.open()?.init(&cn, days),
+        PkiCommand::SignCsr { ca, csr, out, days } => ca.open()?.sign_csr(&csr, &out, days),
         PkiCommand::ServerCert {
             ca,
             dns,
@@ -356,17 +374,17 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             key_out,
             csr_only,
         } => {
-            let dir = ca.dir.as_path();
-            let key_out = key_out.unwrap_or_else(|| dir.join(cli::pki::SERVER_KEY));
+            let dir = ca.open()?;
+            let key_out = key_out.unwrap_or_else(|| dir.dir.join(cli::pki::SERVER_KEY));
             if csr_only {
-                let csr_out = dir.join(cli::pki::SERVER_CSR);
-                return cli::pki::server_csr_files(&dns, &ip, &csr_out, &key_out);
+                let csr_out = dir.dir.join(cli::pki::SERVER_CSR);
+                return cli::pki::server_csr_files(&dns, &ip, &csr_out, &key_out, dir.group);
             }
-            let cert_out = cert_out.unwrap_or_else(|| dir.join(cli::pki::SERVER_CERT));
-            CaDir::new(dir).server_cert(&dns, &ip, days, &cert_out, &key_out)
+            let cert_out = cert_out.unwrap_or_else(|| dir.dir.join(cli::pki::SERVER_CERT));
+            dir.server_cert(&dns, &ip, days, &cert_out, &key_out)
         }
         PkiCommand::Revoke { ca, serial, cert } => {
-            let dir = CaDir::new(&ca.dir);
+            let dir = ca.open()?;
             let serial = match (serial, cert) {
                 (Some(s), _) => kmip_gateway::tooling::pki::Serial::from_hex(&s)?,
                 (None, Some(c)) => dir.serial_of_cert(&c)?,
@@ -376,8 +394,8 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             };
             dir.revoke(&serial)
         }
-        PkiCommand::Crl { ca } => CaDir::new(&ca.dir).renew_crl(),
-        PkiCommand::List { ca, json } => CaDir::new(&ca.dir).list(json),
+        PkiCommand::Crl { ca } => ca.open()?.renew_crl(),
+        PkiCommand::List { ca, json } => ca.open()?.list(json),
     }
 }
 

@@ -181,7 +181,14 @@ impl GatewayProcess {
 
     /// Starts the gateway and waits (up to `READY_TIMEOUT`) for its ready line(s).
     pub fn start_with(options: &GatewayOptions) -> GatewayProcess {
-        GatewayProcess::spawn(options, None)
+        GatewayProcess::spawn(options, None, None)
+            .unwrap_or_else(|f| panic!("kmip-gateway did not start: {f:?}\nits log:\n{}", f.log))
+    }
+
+    /// Like [`GatewayProcess::start_with`], run as the system user and group `user` (through
+    /// `setpriv`; the caller must be root), as a service manager starts it.
+    pub fn start_as(user: &str, options: &GatewayOptions) -> GatewayProcess {
+        GatewayProcess::spawn(options, None, Some(user))
             .unwrap_or_else(|f| panic!("kmip-gateway did not start: {f:?}\nits log:\n{}", f.log))
     }
 
@@ -202,6 +209,7 @@ impl GatewayProcess {
     fn spawn(
         options: &GatewayOptions,
         home: Option<&GatewayHome>,
+        run_as: Option<&str>,
     ) -> Result<GatewayProcess, StartFailure> {
         let dir = tempfile::tempdir().expect("create a temporary folder for the gateway");
         let data_dir = match home {
@@ -217,7 +225,21 @@ impl GatewayProcess {
         let admin_token_file = config_file
             .and_then(|c| kmip_gateway::config::GatewayConfig::load(Path::new(c)).ok())
             .and_then(|c| c.admin.token_file);
-        let mut cmd = Command::new(binary_path("kmip-gateway"));
+        let mut cmd = match run_as {
+            None => Command::new(binary_path("kmip-gateway")),
+            Some(user) => {
+                // setpriv execs the gateway: the child's pid is the gateway's.
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+                    .arg(binary_path("kmip-gateway"));
+                std::fs::set_permissions(
+                    dir.path(),
+                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+                )
+                .expect("open the working folder to the service user");
+                c
+            }
+        };
         cmd.current_dir(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
             .arg(if options.admin { "127.0.0.1:0" } else { "off" })
@@ -732,7 +754,7 @@ impl GatewayHome {
 
     /// Starts a gateway on this home; a start that fails is returned, not a panic.
     pub fn try_start_with(&self, extra: &GatewayOptions) -> Result<GatewayProcess, StartFailure> {
-        GatewayProcess::spawn(&self.options(extra), Some(self))
+        GatewayProcess::spawn(&self.options(extra), Some(self), None)
     }
 
     /// SoftHSM: runs `pkcs11-tool` on this home's token, logged in with the user PIN (passed

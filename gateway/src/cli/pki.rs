@@ -1,13 +1,14 @@
 //! `kmip-gateway pki ...`: a one-root CA kept in a folder, standing in for the KMES CA of the
 //! FlashArray guide (no intermediates: the array does not support them).
 //!
-//! Folder layout: `ca.pem`, `ca.key` (0600), `crl.pem` (rewritten on every revocation with an
+//! Folder layout: `ca.pem`, `ca.key` (0600 root, whatever `--group` says), `crl.pem` (rewritten on every revocation with an
 //! incremented CRL number), `server.pem`/`server.key` (the listener's certificate, when issued
 //! here) and `ca-state.json`: the CRL number, the index of issued certificates and the revoked
 //! serials. The state file is written before the CRL, so it is always the source of truth:
-//! `pki crl` rebuilds the CRL from it.
+//! `pki crl` rebuilds the CRL from it. With `--group` (the service's group) the folder is 0750
+//! and the listener's key 0640, both root:GROUP; a rewritten file keeps its owner and mode.
 
-use super::{read_limited, write_atomic, CliError};
+use super::{read_limited, write_atomic, Access, CliError};
 use kmip_gateway::tooling::pki::{
     describe_cert, init_ca, issue_server_cert, make_crl, server_csr, sign_csr, CaBundle, Serial,
     MAX_PEM_LEN,
@@ -36,9 +37,22 @@ pub(crate) const DEFAULT_LEAF_DAYS: u32 = 825;
 pub(crate) const CRL_VALIDITY_DAYS: i64 = 180;
 /// Largest state file read: the index of a CA that issued a few thousand certificates.
 const MAX_STATE_LEN: u64 = 16 * 1024 * 1024;
+/// The CA key: only root (the operator) ever reads it, whatever `--group` says.
+const CA_KEY_ACCESS: Access = Access {
+    mode: 0o600,
+    group_mode: 0o600,
+    group: None,
+};
+/// The listener's key: 0600 for the user running the command; with `--group`, 0640
+/// root:GROUP, so the service reads it but cannot rewrite it (a compromised gateway cannot
+/// replace its own key) and a renewal as root needs no chown.
 const KEY_MODE: u32 = 0o600;
+const KEY_GROUP_MODE: u32 = 0o640;
 const PUBLIC_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o700;
+/// The CA folder with `--group`: the service may enter it to read the listener's files and the
+/// CRL; the CA key inside stays 0600 root.
+const DIR_GROUP_MODE: u32 = 0o750;
 
 /// `ca-state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,6 +87,33 @@ pub(crate) struct RevokedEntry {
 /// A CA folder.
 pub(crate) struct CaDir {
     pub dir: PathBuf,
+    /// The service's group (`--group`): the files the gateway reads are made readable to it.
+    pub group: Option<u32>,
+}
+
+/// How the files the gateway reads are written: keys 0600, or 0640 root:GROUP with a group.
+fn key_access(group: Option<u32>) -> Access {
+    Access {
+        mode: KEY_MODE,
+        group_mode: KEY_GROUP_MODE,
+        group,
+    }
+}
+
+fn public_access(group: Option<u32>) -> Access {
+    Access {
+        mode: PUBLIC_MODE,
+        group_mode: PUBLIC_MODE,
+        group,
+    }
+}
+
+/// How a key's permissions are shown in a command's output.
+fn key_note(group: Option<u32>) -> String {
+    match group {
+        Some(gid) => format!("0640, group {gid}"),
+        None => "0600".into(),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
@@ -100,9 +141,10 @@ fn date(unix: i64) -> String {
 }
 
 impl CaDir {
-    pub(crate) fn new(dir: &Path) -> CaDir {
+    pub(crate) fn new(dir: &Path, group: Option<u32>) -> CaDir {
         CaDir {
             dir: dir.to_path_buf(),
+            group,
         }
     }
 
@@ -117,6 +159,12 @@ impl CaDir {
             .mode(DIR_MODE)
             .create(&self.dir)
             .map_err(io_err(&self.dir))?;
+        if let Some(gid) = self.group {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&self.dir, None, Some(gid)).map_err(io_err(&self.dir))?;
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(DIR_GROUP_MODE))
+                .map_err(io_err(&self.dir))?;
+        }
         for name in [CA_CERT, CA_KEY, STATE] {
             if self.path(name).exists() {
                 return Err(CliError::Refused(format!(
@@ -126,8 +174,12 @@ impl CaDir {
             }
         }
         let ca = init_ca(common_name, days)?;
-        write_atomic(&self.path(CA_KEY), ca.key_pem.as_bytes(), KEY_MODE)?;
-        write_atomic(&self.path(CA_CERT), ca.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        write_atomic(&self.path(CA_KEY), ca.key_pem.as_bytes(), CA_KEY_ACCESS)?;
+        write_atomic(
+            &self.path(CA_CERT),
+            ca.cert_pem.as_bytes(),
+            public_access(self.group),
+        )?;
         let mut state = CaState::default();
         self.publish_crl(&ca, &mut state)?;
         let info = describe_cert(&ca.cert_pem)?;
@@ -164,7 +216,7 @@ impl CaDir {
             path: path.clone(),
             problem: e.to_string(),
         })?;
-        write_atomic(&path, &json, PUBLIC_MODE)
+        write_atomic(&path, &json, public_access(self.group))
     }
 
     /// Bumps the CRL number, saves the state, then writes `crl.pem` listing every revoked serial.
@@ -184,7 +236,7 @@ impl CaDir {
             state.crl_number,
         )?;
         self.save_state(state)?;
-        write_atomic(&self.path(CRL), crl.as_bytes(), PUBLIC_MODE)?;
+        write_atomic(&self.path(CRL), crl.as_bytes(), public_access(self.group))?;
         Ok(state.crl_number)
     }
 
@@ -214,7 +266,7 @@ impl CaDir {
         let csr_pem = read_text(csr)?;
         let serial = Serial::random()?;
         let cert = sign_csr(&ca, &csr_pem, days, &serial)?;
-        write_atomic(out, cert.as_bytes(), PUBLIC_MODE)?;
+        write_atomic(out, cert.as_bytes(), public_access(self.group))?;
         self.record(&mut state, &cert, "client", out)?;
         let info = describe_cert(&cert)?;
         Ok(format!(
@@ -238,17 +290,22 @@ impl CaDir {
         let ca = self.load_ca()?;
         let mut state = self.load_state()?;
         let issued = issue_server_cert(&ca, dns, ips, days)?;
-        write_atomic(key_out, issued.key_pem.as_bytes(), KEY_MODE)?;
-        write_atomic(cert_out, issued.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        write_atomic(key_out, issued.key_pem.as_bytes(), key_access(self.group))?;
+        write_atomic(
+            cert_out,
+            issued.cert_pem.as_bytes(),
+            public_access(self.group),
+        )?;
         self.record(&mut state, &issued.cert_pem, "server", cert_out)?;
         let info = describe_cert(&issued.cert_pem)?;
         Ok(format!(
-            "server certificate CN={} serial {} valid until {}\n  certificate {}\n  key         {} (0600)\n",
+            "server certificate CN={} serial {} valid until {}\n  certificate {}\n  key         {} ({})\n",
             info.subject_cn.unwrap_or_default(),
             info.serial_hex,
             info.not_after,
             cert_out.display(),
-            key_out.display()
+            key_out.display(),
+            key_mode_now(key_out, self.group)
         ))
     }
 
@@ -354,6 +411,15 @@ impl CaDir {
     }
 }
 
+/// The key's mode and group as written (a renewal keeps the old file's), for the output.
+fn key_mode_now(key: &Path, group: Option<u32>) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(key) {
+        Ok(m) => format!("{:04o}, uid {} gid {}", m.mode() & 0o7777, m.uid(), m.gid()),
+        Err(_) => key_note(group),
+    }
+}
+
 /// Whether the certificate's issuer is the CA's subject and the CA's key signed it.
 fn pem_issuer_matches(cert_pem: &str, ca_pem: &str) -> bool {
     use rustls_pki_types::pem::PemObject;
@@ -380,14 +446,16 @@ pub(crate) fn server_csr_files(
     ips: &[IpAddr],
     csr_out: &Path,
     key_out: &Path,
+    group: Option<u32>,
 ) -> Result<String, CliError> {
     let csr = server_csr(dns, ips)?;
-    write_atomic(key_out, csr.key_pem.as_bytes(), KEY_MODE)?;
-    write_atomic(csr_out, csr.csr_pem.as_bytes(), PUBLIC_MODE)?;
+    write_atomic(key_out, csr.key_pem.as_bytes(), key_access(group))?;
+    write_atomic(csr_out, csr.csr_pem.as_bytes(), public_access(group))?;
     Ok(format!(
-        "CSR {} and key {} (0600) written: have your CA sign the CSR (serverAuth), then set [tls] cert/key\n",
+        "CSR {} and key {} ({}) written: have your CA sign the CSR (serverAuth), then set [tls] cert/key\n",
         csr_out.display(),
-        key_out.display()
+        key_out.display(),
+        key_mode_now(key_out, group)
     ))
 }
 
@@ -399,7 +467,7 @@ mod tests {
     #[test]
     fn init_sign_revoke_list_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
-        let ca = CaDir::new(&tmp.path().join("ca"));
+        let ca = CaDir::new(&tmp.path().join("ca"), None);
         ca.init("Pure Storage FlashArray", 365).unwrap();
         assert!(ca.init("again", 365).is_err(), "never overwrites a CA");
         assert_eq!(ca.load_state().unwrap().crl_number, 1);

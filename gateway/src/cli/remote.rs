@@ -5,6 +5,7 @@
 
 use super::{read_limited, CliError};
 use kmip_gateway::config::{GatewayConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_TOKEN_FILE};
+use kmip_gateway::front::reload::LastReload;
 use kmip_gateway::front::server::ClientReport;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -61,9 +62,10 @@ pub(crate) fn admin_target(
     };
     let token = kmip_gateway::front::admin::read_token_file(&token_path)
         .map_err(|e| CliError::Refused(e.to_string()))?;
-    let addr = match (admin, cfg.and_then(|c| c.admin_listen)) {
+    let shown = || config.map(|c| c.display().to_string()).unwrap_or_default();
+    let addr = match (admin, cfg.map(|c| c.admin_listen)) {
         (Some(a), _) => a,
-        (None, Some(listen)) if listen.port() != 0 => {
+        (None, Some(Some(listen))) if listen.port() != 0 => {
             let ip = if listen.ip().is_unspecified() {
                 std::net::IpAddr::from([127, 0, 0, 1])
             } else {
@@ -71,7 +73,23 @@ pub(crate) fn admin_target(
             };
             SocketAddr::new(ip, listen.port()).to_string()
         }
-        _ => DEFAULT_ADMIN_LISTEN.to_string(),
+        // Never a guessed port: another gateway's listener may answer there.
+        (None, Some(Some(_))) => {
+            return Err(CliError::Refused(format!(
+                "{}: [admin] listen has port 0 (chosen at start, logged as `admin listener`); \
+                 pass --admin ADDRESS",
+                shown()
+            )))
+        }
+        (None, Some(None)) => {
+            return Err(CliError::Refused(format!(
+                "{}: the admin listener is off ([admin] listen = \"off\"); turn it on or pass \
+                 --admin ADDRESS",
+                shown()
+            )))
+        }
+        // No configuration: the embedded default's listener.
+        (None, None) => DEFAULT_ADMIN_LISTEN.to_string(),
     };
     Ok(AdminTarget { addr, token })
 }
@@ -127,14 +145,37 @@ pub(crate) fn admin_request(
 /// `reload --admin`: reloads and reports the outcome.
 pub(crate) fn reload_admin(target: &AdminTarget) -> Result<String, CliError> {
     let (status, body) = admin_request(target, "POST", "/reload")?;
+    let last = last_reload_line(target)?;
     if status == 200 {
-        Ok(format!("{body}\n"))
+        Ok(format!("{body}\n{last}"))
     } else {
         Err(CliError::Admin {
             addr: target.addr.clone(),
-            problem: format!("reload failed (HTTP {status}): {body}"),
+            problem: format!("reload failed (HTTP {status}): {body}\n{last}"),
         })
     }
+}
+
+/// `last reload: …` from `GET /reload`, one line.
+pub(crate) fn last_reload_line(target: &AdminTarget) -> Result<String, CliError> {
+    let fail = |problem: String| CliError::Admin {
+        addr: target.addr.clone(),
+        problem,
+    };
+    let (status, body) = admin_request(target, "GET", "/reload")?;
+    if status != 200 {
+        return Err(fail(format!("GET /reload: HTTP {status}: {body}")));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        last_reload: Option<LastReload>,
+    }
+    let answer: Answer = serde_json::from_str(&body)
+        .map_err(|e| fail(format!("unexpected GET /reload answer: {e}")))?;
+    Ok(match answer.last_reload {
+        Some(last) => format!("last reload: {}\n", last.describe()),
+        None => "last reload: none since the gateway started\n".into(),
+    })
 }
 
 /// `reload` by pid file: sends SIGHUP, only to a gateway that holds the pid file locked and whose
@@ -180,8 +221,8 @@ pub(crate) fn reload_signal(pid_file: &Path) -> Result<String, CliError> {
         ))
     })?;
     Ok(format!(
-        "SIGHUP sent to pid {raw}; the outcome is in the gateway's log and in kmip_reloads_total \
-         (use --admin to wait for it)\n"
+        "SIGHUP sent to pid {raw}; the outcome is in the gateway's log, kmip_reloads_total and \
+         `kmip-gateway clients` (use --admin to wait for it)\n"
     ))
 }
 
@@ -216,6 +257,7 @@ pub(crate) fn clients(target: &AdminTarget, json: bool) -> Result<String, CliErr
     if json {
         return Ok(format!("{body}\n"));
     }
+    let last = last_reload_line(target)?;
     let rows: Vec<ClientReport> = serde_json::from_str(&body).map_err(|e| CliError::Admin {
         addr: addr.to_string(),
         problem: format!("unexpected /clients answer: {e}"),
@@ -244,5 +286,6 @@ pub(crate) fn clients(target: &AdminTarget, json: bool) -> Result<String, CliErr
             r.fingerprint
         ));
     }
+    out.push_str(&last);
     Ok(out)
 }

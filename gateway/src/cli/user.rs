@@ -3,7 +3,6 @@
 
 use super::{read_limited, write_atomic, CliError};
 use kmip_gateway::config::{valid_user_name, GatewayConfig};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Largest configuration file edited: far above any real one, bounds the parse.
@@ -96,10 +95,14 @@ pub(crate) fn add(
     let base = config.parent().unwrap_or(Path::new("."));
     GatewayConfig::from_toml_str(&new_text, base)
         .map_err(|e| CliError::Refused(format!("the result would not be valid: {e}")))?;
-    let mode = std::fs::metadata(config)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
-    write_atomic(config, new_text.as_bytes(), mode)?;
+    // The file exists: its owner, group and mode are kept (a root-owned 0600 rewrite would lock
+    // the service out of its own configuration at the next reload).
+    let keep = super::Access {
+        mode: 0o640,
+        group_mode: 0o640,
+        group: None,
+    };
+    write_atomic(config, new_text.as_bytes(), keep)?;
     Ok(format!(
         "user '{name}' added to {} (trusting {}). A gateway watching the file reloads by itself; \
          else run `kmip-gateway reload`.\n",

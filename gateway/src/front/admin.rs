@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default): `GET /metrics` (Prometheus text), `GET /healthz` (the
 //! process answers), `GET /readyz` (the backend is reachable; the TLS configuration was loaded
-//! before this listener started), `GET /clients` (client certificates with last-seen time and
-//! open connections, JSON) and `POST /reload` (reload the configuration now and say how it went).
+//! before this listener started; `degraded: …` while the last reload failed, 503 with `?strict`),
+//! `GET /clients` (client certificates with last-seen time and open connections, JSON),
+//! `POST /reload` (reload the configuration now and say how it went) and `GET /reload` (the last
+//! reload's outcome, JSON).
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.
 //!
 //! Who may use it: `/reload` and `/clients` need `Authorization: Bearer <token>` (the token file
@@ -430,6 +432,30 @@ impl Admin {
         self.route(&req.method, &req.path).await
     }
 
+    /// `/readyz`: 503 when the backend is unreachable. After a failed reload the previous state
+    /// still serves every client, so the answer stays 200 with `degraded: <reason>` in the body
+    /// (a load balancer must not take every replica out over one bad renewal); `?strict` answers
+    /// 503 then, for monitors and for operators who would rather fail over.
+    async fn readiness(&self, strict: bool) -> Response {
+        if let Err(e) = self.backend.health().await {
+            return plain(
+                "503 Service Unavailable",
+                &format!("backend not ready: {e}"),
+            );
+        }
+        match self.reloader.degraded() {
+            None => plain("200 OK", "ready"),
+            Some(last) => plain(
+                if strict {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                },
+                &format!("degraded: last reload {}", last.describe()),
+            ),
+        }
+    }
+
     async fn route(&self, method: &str, path: &str) -> Response {
         match (method, path) {
             ("POST", "/reload") => match self.reloader.reload_async(Trigger::Admin).await {
@@ -460,6 +486,12 @@ impl Admin {
                 serde_json::to_string(&self.reloader.server().registry.clients_report())
                     .unwrap_or_else(|_| "[]".into()),
             ),
+            ("GET", "/reload") => (
+                "200 OK",
+                "application/json",
+                "",
+                serde_json::json!({ "last_reload": self.reloader.last_reload() }).to_string(),
+            ),
             (_, "/reload") | (_, "/clients") => {
                 plain("405 Method Not Allowed", "method not allowed")
             }
@@ -470,13 +502,8 @@ impl Admin {
                 self.metrics.render(),
             ),
             (_, "/healthz") => plain("200 OK", "ok"),
-            (_, "/readyz") => match self.backend.health().await {
-                Ok(()) => plain("200 OK", "ready"),
-                Err(e) => plain(
-                    "503 Service Unavailable",
-                    &format!("backend not ready: {e}"),
-                ),
-            },
+            (_, "/readyz") => self.readiness(false).await,
+            (_, "/readyz?strict") => self.readiness(true).await,
             _ => plain("404 Not Found", "not found"),
         }
     }

@@ -6,7 +6,9 @@
 //! [`TlsState`] (keeping TLS session resumption: cache and ticket keys are carried over) and the
 //! state of every registered [`ReloadHook`], and only when all of them succeed stores the new
 //! TLS state and commits the hooks. If anything is wrong the old state stays in force, the error
-//! is logged and `kmip_reloads_total{result="failure"}` counts it. Connections keep the TLS session
+//! is logged, `kmip_reloads_total{result="failure"}` and `kmip_reload_failures_total{trigger}`
+//! count it, `kmip_reload_last_failed` is 1 and [`Reloader::degraded`] reports it (on `/readyz`)
+//! until a reload succeeds. Connections keep the TLS session
 //! they started with; after a successful reload every open connection's certificate is re-checked
 //! against the new CRLs, deny-list and users, and the failing ones are closed after their current
 //! request (`[revocation] close_revoked_connections`), logged and counted in
@@ -51,6 +53,9 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger: the fixed label set of `kmip_reload_failures_total`.
+    pub const ALL: [Trigger; 3] = [Trigger::Signal, Trigger::FileChange, Trigger::Admin];
+
     pub fn label(self) -> &'static str {
         match self {
             Trigger::Signal => "sighup",
@@ -82,6 +87,40 @@ pub trait ReloadHook: Send + Sync {
     fn prepare(&self, cfg: &GatewayConfig) -> Result<Commit, String>;
 }
 
+/// The outcome of the last reload: what `/readyz`, `GET /reload`, `kmip-gateway reload` and
+/// `kmip-gateway clients` report. The error text names files and keys, never their contents.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LastReload {
+    /// Unix seconds.
+    pub at: i64,
+    /// What asked for it (`sighup`, `file_change`, `admin`).
+    pub trigger: String,
+    pub ok: bool,
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+impl LastReload {
+    /// One line for people: `ok at T (trigger)`, or the failure and that the old state serves.
+    pub fn describe(&self) -> String {
+        let at = time::OffsetDateTime::from_unix_timestamp(self.at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| self.at.to_string());
+        match &self.error {
+            None => format!("ok at {at} ({})", self.trigger),
+            Some(e) => format!(
+                "FAILED at {at} ({}): {e}; the previous configuration still serves until a \
+                 reload succeeds",
+                self.trigger
+            ),
+        }
+    }
+}
+
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadOutcome {
@@ -103,6 +142,8 @@ pub struct Reloader {
     server: Arc<Server>,
     hooks: Mutex<Vec<Arc<dyn ReloadHook>>>,
     generation: watch::Sender<u64>,
+    /// `None` until the first reload.
+    last: Mutex<Option<LastReload>>,
 }
 
 /// Start-only keys whose value differs between `old` and `new`.
@@ -158,6 +199,11 @@ impl Reloader {
         current: GatewayConfig,
         server: Arc<Server>,
     ) -> Reloader {
+        // Exported at zero from the start, so an alert on them has a series before any failure.
+        metrics::gauge!("kmip_reload_last_failed").set(0.0);
+        for t in Trigger::ALL {
+            metrics::counter!("kmip_reload_failures_total", "trigger" => t.label()).increment(0);
+        }
         let file_baseline = config_path
             .as_deref()
             .and_then(|p| GatewayConfig::load(p).ok())
@@ -169,6 +215,7 @@ impl Reloader {
             server,
             hooks: Mutex::new(Vec::new()),
             generation: watch::Sender::new(0),
+            last: Mutex::new(None),
         }
     }
 
@@ -188,6 +235,16 @@ impl Reloader {
     /// The reload generation: 0 at start, +1 for each successful reload.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// The outcome of the last reload (`None`: none since start).
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The last reload's failure, while it is the last one: the gateway serves its previous state.
+    pub fn degraded(&self) -> Option<LastReload> {
+        self.last_reload().filter(|l| !l.ok)
     }
 
     /// The configuration in force.
@@ -225,6 +282,17 @@ impl Reloader {
         let started = std::time::Instant::now();
         let result = self.try_reload();
         metrics::histogram!("kmip_reload_seconds").record(started.elapsed().as_secs_f64());
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastReload {
+            at,
+            trigger: trigger.label().to_string(),
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(ToString::to_string),
+        });
+        metrics::gauge!("kmip_reload_last_failed").set(if result.is_ok() { 0.0 } else { 1.0 });
         match &result {
             Ok(o) => {
                 metrics::counter!("kmip_reloads_total", "result" => "success").increment(1);
@@ -239,6 +307,8 @@ impl Reloader {
             }
             Err(e) => {
                 metrics::counter!("kmip_reloads_total", "result" => "failure").increment(1);
+                metrics::counter!("kmip_reload_failures_total", "trigger" => trigger.label())
+                    .increment(1);
                 error!(trigger = trigger.label(), error = %e, "reload failed: the previous configuration stays in force");
             }
         }
