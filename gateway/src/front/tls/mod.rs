@@ -37,7 +37,8 @@ mod tests;
 
 pub use material::{cert_subject_and_expiry, load_certs, Expiry, ExpiryKind};
 pub use refusal::{handshake_failure_label, AuthError};
-pub use suites::{crypto_provider, offered_suites, server_crypto_provider, ServerKeyKind};
+pub use suites::crypto_provider;
+use suites::{server_crypto_provider, ServerKeyKind};
 
 use crate::config::{valid_user_name, GatewayConfig};
 use crate::identity::Identity;
@@ -86,7 +87,7 @@ pub struct TlsState {
     /// The server certificate, the CAs and the CRLs this state was built from.
     pub expiries: Vec<Expiry>,
     /// The server key's kind, which decides the TLS 1.2 suites offered.
-    pub server_key: ServerKeyKind,
+    pub(crate) server_key: ServerKeyKind,
 }
 
 /// A client verifier trusting `roots` and checking `crls`; `who` names it in errors.

@@ -38,7 +38,7 @@ const KX_GROUPS: [&dyn SupportedKxGroup; 4] = [
 
 /// The kind of server key, which decides the TLS 1.2 suites.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerKeyKind {
+pub(crate) enum ServerKeyKind {
     /// ECDSA or Ed25519: ECDHE-ECDSA suites.
     Ecdsa,
     /// RSA: ECDHE-RSA suites.
@@ -47,7 +47,7 @@ pub enum ServerKeyKind {
 
 impl ServerKeyKind {
     /// The kind of a loaded signing key; `None` for an algorithm no offered suite can use.
-    pub fn of(algorithm: SignatureAlgorithm) -> Option<ServerKeyKind> {
+    pub(crate) fn of(algorithm: SignatureAlgorithm) -> Option<ServerKeyKind> {
         match algorithm {
             SignatureAlgorithm::ECDSA | SignatureAlgorithm::ED25519 => Some(ServerKeyKind::Ecdsa),
             SignatureAlgorithm::RSA => Some(ServerKeyKind::Rsa),
@@ -56,7 +56,7 @@ impl ServerKeyKind {
     }
 
     /// The label used in logs: `ecdsa` or `rsa`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             ServerKeyKind::Ecdsa => "ecdsa",
             ServerKeyKind::Rsa => "rsa",
@@ -72,7 +72,7 @@ impl ServerKeyKind {
 }
 
 /// Every suite the listener offers with a key of `kind`, in its order of preference.
-pub fn offered_suites(kind: ServerKeyKind) -> Vec<SupportedCipherSuite> {
+pub(crate) fn offered_suites(kind: ServerKeyKind) -> Vec<SupportedCipherSuite> {
     TLS13_SUITES
         .iter()
         .chain(kind.tls12_suites())
@@ -89,7 +89,7 @@ fn provider_with(cipher_suites: Vec<SupportedCipherSuite>) -> Arc<CryptoProvider
 }
 
 /// The listener's provider for a key of `kind`: only the suites it offers.
-pub fn server_crypto_provider(kind: ServerKeyKind) -> Arc<CryptoProvider> {
+pub(crate) fn server_crypto_provider(kind: ServerKeyKind) -> Arc<CryptoProvider> {
     provider_with(offered_suites(kind))
 }
 

@@ -17,9 +17,9 @@ use zeroize::Zeroizing;
 use super::PkiError;
 
 /// Smallest RSA modulus certified: webpki (the listener's verifier) refuses shorter keys.
-pub const MIN_RSA_BITS: usize = 2048;
+const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus certified: webpki refuses longer keys (and they cost every handshake).
-pub const MAX_RSA_BITS: usize = 8192;
+const MAX_RSA_BITS: usize = 8192;
 
 /// The key of a CA or leaf generated here. P-256 stays the default: the smallest certificates
 /// and fastest handshakes, and every client this gateway targets accepts it; RSA is for clients

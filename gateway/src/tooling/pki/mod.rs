@@ -31,7 +31,7 @@ pub use issue::{
     init_ca, init_ca_with_key, issue_cert, issue_client_cert, issue_server_cert,
     issue_server_cert_with_key, make_crl, server_csr, server_csr_with_key, sign_csr,
 };
-pub use key_type::{KeyType, MAX_RSA_BITS, MIN_RSA_BITS};
+pub use key_type::KeyType;
 pub use x509::{describe_cert, describe_certs};
 
 use std::fmt;
