@@ -343,3 +343,45 @@ fn mixed_trees_ec_ca_with_rsa_server_and_rsa_ca_with_ec_server() {
         assert!(tls13.contains("TLSv1.3"), "{tls13}");
     }
 }
+
+/// How long the gateway may take to notice a rewritten server certificate and reload: far above
+/// the 300 ms debounce, so a loaded machine does not fail the test.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[test]
+fn switching_the_listener_to_an_rsa_key_takes_effect_on_reload() {
+    let site = Site::new("rsa2048", "p256");
+    let client = site.client("purefa", &["-newkey", "rsa:2048"]);
+    let gw = site.start(&["purefa"]);
+    let before = site.s_client(&gw, &client, &["-tls1_2"]).unwrap();
+    assert!(ciphersuite(&before).starts_with("ECDHE-ECDSA-"), "{before}");
+    // The operator re-issues the listener's certificate with an RSA key; the folder is watched.
+    cli_ok(&[
+        "pki",
+        "server-cert",
+        "--dir",
+        s(&site.ca_dir()),
+        "--dns",
+        "localhost",
+        "--key-type",
+        "rsa2048",
+    ]);
+    let deadline = std::time::Instant::now() + RELOAD_WAIT;
+    loop {
+        if let Ok(after) = site.s_client(&gw, &client, &["-tls1_2"]) {
+            if ciphersuite(&after).starts_with("ECDHE-RSA-AES") {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not served with the RSA key\n{}",
+            gw.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_created_and_got(
+        &site.pykmip_flow(&gw, &client, "after-switch"),
+        "after the switch",
+    );
+}
