@@ -226,6 +226,7 @@ pub async fn run(
         "backend opened"
     );
     let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
+    let server_key = tls.load().server_key;
     export_expiries(&tls.load().expiries);
     let access = Arc::new(Access::new(load_policy(&cfg)?));
     let ops = Ops::new(store.clone(), access.clone(), cfg.locate_cache).with_limits(&cfg.limits);
@@ -287,7 +288,7 @@ pub async fn run(
         warn!(error = %e, "cannot watch the configuration's files: reload with SIGHUP or `kmip-gateway reload`");
     }
     // Tests and scripts read this line to find a port-0 listener.
-    info!(addr = %local, "KMIP listener ready");
+    info!(addr = %local, server_key = server_key.label(), "KMIP listener ready");
     if let Some(admin_addr) = cfg.admin_listen {
         let admin_listener =
             TcpListener::bind(admin_addr)

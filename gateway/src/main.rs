@@ -5,6 +5,7 @@ mod cli;
 
 use clap::{Args, Parser, Subcommand};
 use kmip_gateway::config::GatewayConfig;
+use kmip_gateway::tooling::pki::KeyType;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -149,6 +150,9 @@ enum PkiCommand {
         cn: String,
         #[arg(long, default_value_t = cli::pki::DEFAULT_CA_DAYS)]
         days: u32,
+        /// The CA's key: rsa2048, rsa3072, p256 or p384. It signs leaves of any type.
+        #[arg(long, default_value_t = KeyType::default())]
+        key_type: KeyType,
     },
     /// Signs a client's CSR (the array's), keeping its Common Name; clientAuth usage.
     SignCsr {
@@ -180,6 +184,10 @@ enum PkiCommand {
         /// Only write a key and CSR (DIR/server.csr) for a CA that is not this tool.
         #[arg(long)]
         csr_only: bool,
+        /// The listener's key: rsa2048, rsa3072, p256 or p384 (RSA for clients that only take
+        /// RSA servers; the TLS 1.2 suites offered follow it, see docs/tls.md).
+        #[arg(long, default_value_t = KeyType::default())]
+        key_type: KeyType,
     },
     /// Revokes a certificate: adds it to the revoked list and rewrites DIR/crl.pem.
     Revoke {
@@ -363,7 +371,12 @@ fn reload(
 
 fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
     match cmd {
-        PkiCommand::InitCa { ca, cn, days } => ca.open()?.init(&cn, days),
+        PkiCommand::InitCa {
+            ca,
+            cn,
+            days,
+            key_type,
+        } => ca.open()?.init(&cn, days, key_type),
         PkiCommand::SignCsr { ca, csr, out, days } => ca.open()?.sign_csr(&csr, &out, days),
         PkiCommand::ServerCert {
             ca,
@@ -373,15 +386,18 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             cert_out,
             key_out,
             csr_only,
+            key_type,
         } => {
             let dir = ca.open()?;
             let key_out = key_out.unwrap_or_else(|| dir.dir.join(cli::pki::SERVER_KEY));
             if csr_only {
                 let csr_out = dir.dir.join(cli::pki::SERVER_CSR);
-                return cli::pki::server_csr_files(&dns, &ip, &csr_out, &key_out, dir.group);
+                return cli::pki::server_csr_files(
+                    &dns, &ip, key_type, &csr_out, &key_out, dir.group,
+                );
             }
             let cert_out = cert_out.unwrap_or_else(|| dir.dir.join(cli::pki::SERVER_CERT));
-            dir.server_cert(&dns, &ip, days, &cert_out, &key_out)
+            dir.server_cert(&dns, &ip, days, key_type, &cert_out, &key_out)
         }
         PkiCommand::Revoke { ca, serial, cert } => {
             let dir = ca.open()?;

@@ -10,8 +10,8 @@
 
 use super::{read_limited, write_atomic, Access, CliError};
 use kmip_gateway::tooling::pki::{
-    describe_cert, init_ca, issue_server_cert, make_crl, server_csr, sign_csr, CaBundle, Serial,
-    MAX_PEM_LEN,
+    describe_cert, init_ca_with_key, issue_server_cert_with_key, make_crl, server_csr_with_key,
+    sign_csr, CaBundle, KeyType, Serial, MAX_PEM_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::DirBuilder;
@@ -153,7 +153,12 @@ impl CaDir {
     }
 
     /// `pki init-ca`: a new root CA, an empty CRL and the state file. Never overwrites a CA.
-    pub(crate) fn init(&self, common_name: &str, days: u32) -> Result<String, CliError> {
+    pub(crate) fn init(
+        &self,
+        common_name: &str,
+        days: u32,
+        key_type: KeyType,
+    ) -> Result<String, CliError> {
         DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
@@ -173,7 +178,7 @@ impl CaDir {
                 )));
             }
         }
-        let ca = init_ca(common_name, days)?;
+        let ca = init_ca_with_key(common_name, days, key_type)?;
         write_atomic(&self.path(CA_KEY), ca.key_pem.as_bytes(), CA_KEY_ACCESS)?;
         write_atomic(
             &self.path(CA_CERT),
@@ -184,7 +189,7 @@ impl CaDir {
         self.publish_crl(&ca, &mut state)?;
         let info = describe_cert(&ca.cert_pem)?;
         Ok(format!(
-            "CA '{common_name}' created in {}\n  certificate {} (serial {}, valid until {})\n  key         {} (0600)\n  CRL         {}\n",
+            "CA '{common_name}' created in {}\n  certificate {} (serial {}, valid until {})\n  key         {} (0600, {key_type})\n  CRL         {}\n",
             self.dir.display(),
             self.path(CA_CERT).display(),
             info.serial_hex,
@@ -284,12 +289,13 @@ impl CaDir {
         dns: &[String],
         ips: &[IpAddr],
         days: u32,
+        key_type: KeyType,
         cert_out: &Path,
         key_out: &Path,
     ) -> Result<String, CliError> {
         let ca = self.load_ca()?;
         let mut state = self.load_state()?;
-        let issued = issue_server_cert(&ca, dns, ips, days)?;
+        let issued = issue_server_cert_with_key(&ca, dns, ips, days, key_type)?;
         write_atomic(key_out, issued.key_pem.as_bytes(), key_access(self.group))?;
         write_atomic(
             cert_out,
@@ -299,7 +305,7 @@ impl CaDir {
         self.record(&mut state, &issued.cert_pem, "server", cert_out)?;
         let info = describe_cert(&issued.cert_pem)?;
         Ok(format!(
-            "server certificate CN={} serial {} valid until {}\n  certificate {}\n  key         {} ({})\n",
+            "server certificate CN={} serial {} valid until {}\n  certificate {}\n  key         {} ({}, {key_type})\n",
             info.subject_cn.unwrap_or_default(),
             info.serial_hex,
             info.not_after,
@@ -444,15 +450,16 @@ fn pem_issuer_matches(cert_pem: &str, ca_pem: &str) -> bool {
 pub(crate) fn server_csr_files(
     dns: &[String],
     ips: &[IpAddr],
+    key_type: KeyType,
     csr_out: &Path,
     key_out: &Path,
     group: Option<u32>,
 ) -> Result<String, CliError> {
-    let csr = server_csr(dns, ips)?;
+    let csr = server_csr_with_key(dns, ips, key_type)?;
     write_atomic(key_out, csr.key_pem.as_bytes(), key_access(group))?;
     write_atomic(csr_out, csr.csr_pem.as_bytes(), public_access(group))?;
     Ok(format!(
-        "CSR {} and key {} ({}) written: have your CA sign the CSR (serverAuth), then set [tls] cert/key\n",
+        "CSR {} and key {} ({}, {key_type}) written: have your CA sign the CSR (serverAuth), then set [tls] cert/key\n",
         csr_out.display(),
         key_out.display(),
         key_mode_now(key_out, group)
@@ -462,14 +469,18 @@ pub(crate) fn server_csr_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kmip_gateway::tooling::pki::issue_client_cert;
+    use kmip_gateway::tooling::pki::{init_ca, issue_client_cert};
 
     #[test]
     fn init_sign_revoke_list_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let ca = CaDir::new(&tmp.path().join("ca"), None);
-        ca.init("Pure Storage FlashArray", 365).unwrap();
-        assert!(ca.init("again", 365).is_err(), "never overwrites a CA");
+        ca.init("Pure Storage FlashArray", 365, KeyType::P256)
+            .unwrap();
+        assert!(
+            ca.init("again", 365, KeyType::P256).is_err(),
+            "never overwrites a CA"
+        );
         assert_eq!(ca.load_state().unwrap().crl_number, 1);
 
         let bundle = ca.load_ca().unwrap();

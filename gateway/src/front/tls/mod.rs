@@ -27,22 +27,27 @@
 //!   verified chain to a user ([`TlsState::authenticate`]).
 //! - `material`: reading certificates, keys, CAs and CRLs; their subjects and expiries.
 //! - `refusal`: why a client is refused ([`AuthError`], [`handshake_failure_label`]).
+//! - `suites`: the cipher suites and groups offered, by the server key's type.
 
 mod material;
 mod refusal;
+mod suites;
 #[cfg(test)]
 mod tests;
 
 pub use material::{cert_subject_and_expiry, load_certs, Expiry, ExpiryKind};
 pub use refusal::{handshake_failure_label, AuthError};
+pub use suites::crypto_provider;
+use suites::{server_crypto_provider, ServerKeyKind};
 
 use crate::config::{valid_user_name, GatewayConfig};
 use crate::identity::Identity;
 use material::{load_key, Loaded};
 use refusal::chain_refusal;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -81,6 +86,8 @@ pub struct TlsState {
     deny_fingerprints: HashSet<String>,
     /// The server certificate, the CAs and the CRLs this state was built from.
     pub expiries: Vec<Expiry>,
+    /// The server key's kind, which decides the TLS 1.2 suites offered.
+    pub(crate) server_key: ServerKeyKind,
 }
 
 /// A client verifier trusting `roots` and checking `crls`; `who` names it in errors.
@@ -114,14 +121,34 @@ fn verifier(
     builder.build().map_err(|e| problem(e.to_string()))
 }
 
+/// The listener's certificate chain with its key, checked to belong together, and the key's kind.
+fn certified_key(
+    cfg: &GatewayConfig,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<(CertifiedKey, ServerKeyKind), TlsSetupError> {
+    let bad_key = |problem: String| TlsSetupError::File {
+        path: cfg.tls.key.display().to_string(),
+        problem,
+    };
+    let certified = CertifiedKey::from_der(chain, key, &crypto_provider()).map_err(|e| {
+        bad_key(format!(
+            "not usable as the listener's key ({e}): use an RSA key of 2048 bits or more, or an \
+             ECDSA (P-256, P-384) key, e.g. `kmip-gateway pki server-cert --key-type rsa2048`"
+        ))
+    })?;
+    let algorithm = certified.key.algorithm();
+    let kind = ServerKeyKind::of(algorithm).ok_or_else(|| {
+        bad_key(format!(
+            "a {algorithm:?} key, for which no offered TLS suite exists: use an RSA or ECDSA key"
+        ))
+    })?;
+    Ok((certified, kind))
+}
+
 /// A set of DER encodings, to compare trust configurations.
 fn der_set<'a>(items: impl Iterator<Item = &'a [u8]>) -> std::collections::BTreeSet<&'a [u8]> {
     items.collect()
-}
-
-/// The one crypto provider of the process (aws-lc-rs).
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 impl TlsState {
@@ -133,6 +160,7 @@ impl TlsState {
     ) -> Result<TlsState, TlsSetupError> {
         let chain = load_certs(&cfg.tls.cert)?;
         let key = load_key(&cfg.tls.key)?;
+        let (certified, server_key) = certified_key(cfg, chain.clone(), key)?;
         let mut loaded = Loaded::default();
         let (server_subject, server_not_after) = chain
             .first()
@@ -190,10 +218,10 @@ impl TlsState {
             path: cfg.tls.cert.clone(),
         }];
         expiries.append(&mut loaded.expiries);
-        let mut sc = ServerConfig::builder_with_provider(crypto_provider())
+        let mut sc = ServerConfig::builder_with_provider(server_crypto_provider(server_key))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(handshake_verifier)
-            .with_single_cert(chain, key)?;
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         match previous {
             Some(prev) => {
                 sc.session_storage = prev.server_config.session_storage.clone();
@@ -209,6 +237,7 @@ impl TlsState {
             deny_serials: cfg.revocation.deny_serials.iter().cloned().collect(),
             deny_fingerprints: cfg.revocation.deny_fingerprints.iter().cloned().collect(),
             expiries,
+            server_key,
         })
     }
 

@@ -8,7 +8,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     PublicKeyData, RevokedCertParams, SanType, SerialNumber, SubjectPublicKeyInfo,
-    PKCS_ECDSA_P256_SHA256,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateSigningRequestDer, PrivateKeyDer};
@@ -18,6 +17,7 @@ use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use super::common_name::{check_common_name, subject_common_name};
+use super::key_type::{accepted_public_key, KeyType};
 use super::x509::{check_len, parse_single_cert_der, parse_x509, pem_error, subject_key_id};
 use super::{
     CaBundle, CertProfile, IssueOptions, IssuedCert, PkiError, Serial, ServerCsr, MAX_CRL_ENTRIES,
@@ -30,12 +30,22 @@ const CLOCK_SKEW_ALLOWANCE: Duration = Duration::minutes(5);
 /// Common Name of a server certificate that has no DNS name to borrow one from.
 const DEFAULT_SERVER_COMMON_NAME: &str = "kmip-gateway";
 
-/// Creates a self-signed root CA allowed to sign certificates and CRLs, with no
-/// room for intermediates (path length 0).
+/// Creates a self-signed root CA with a P-256 key (see [`init_ca_with_key`]).
 pub fn init_ca(common_name: &str, validity_days: u32) -> Result<CaBundle, PkiError> {
+    init_ca_with_key(common_name, validity_days, KeyType::default())
+}
+
+/// Creates a self-signed root CA allowed to sign certificates and CRLs, with no
+/// room for intermediates (path length 0), with a key of `key_type`. It signs leaves of any
+/// key type: the signature follows the CA's key, the leaf keeps its own.
+pub fn init_ca_with_key(
+    common_name: &str,
+    validity_days: u32,
+    key_type: KeyType,
+) -> Result<CaBundle, PkiError> {
     check_common_name(common_name)?;
     let (not_before, not_after) = validity_from_now(validity_days)?;
-    let key = generate_key()?;
+    let key = key_type.generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = subject(Some(common_name));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -54,7 +64,9 @@ pub fn init_ca(common_name: &str, validity_days: u32) -> Result<CaBundle, PkiErr
 /// carries only the CSR's subject Common Name, the CSR's public key, and the CA's
 /// own choice of extensions: clientAuth, digitalSignature + keyEncipherment. The
 /// extensions the CSR asks for are ignored on purpose: the CA decides what a client
-/// certificate may do.
+/// certificate may do. The CSR's key may be RSA (2048 to 8192 bits), EC P-256 or P-384, or
+/// Ed25519, whatever the CA's key: anything else the listener could not verify, so
+/// it is refused here rather than issued as a certificate that never logs in.
 pub fn sign_csr(
     ca: &CaBundle,
     csr_pem: &str,
@@ -70,8 +82,10 @@ pub fn sign_csr(
             what: "CSR",
             reason: e.to_string(),
         })?;
-    csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
     let info = &csr.certification_request_info;
+    // Before the signature: a key the verifier cannot use would only be reported as a bad signature.
+    accepted_public_key(&info.subject_pki)?;
+    csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
     let common_name = subject_common_name(&info.subject)?;
     let public_key = SubjectPublicKeyInfo::from_der(info.subject_pki.raw)?;
 
@@ -83,15 +97,27 @@ pub fn sign_csr(
     Ok(cert.pem())
 }
 
-/// Issues the listener's certificate with a new key pair.
+/// Issues the listener's certificate with a new P-256 key pair (see [`issue_server_cert_with_key`]).
 pub fn issue_server_cert(
     ca: &CaBundle,
     dns_names: &[String],
     ip_addrs: &[IpAddr],
     validity_days: u32,
 ) -> Result<IssuedCert, PkiError> {
+    issue_server_cert_with_key(ca, dns_names, ip_addrs, validity_days, KeyType::default())
+}
+
+/// Issues the listener's certificate with a new key pair of `key_type`; the listener offers the
+/// TLS 1.2 suites of that key type (`front::tls::suites`).
+pub fn issue_server_cert_with_key(
+    ca: &CaBundle,
+    dns_names: &[String],
+    ip_addrs: &[IpAddr],
+    validity_days: u32,
+    key_type: KeyType,
+) -> Result<IssuedCert, PkiError> {
     check_alt_names(dns_names, ip_addrs)?;
-    let options = IssueOptions::new(
+    let mut options = IssueOptions::new(
         Some(server_common_name(dns_names, ip_addrs)),
         CertProfile::Server {
             dns_names: dns_names.to_vec(),
@@ -99,14 +125,24 @@ pub fn issue_server_cert(
         },
         validity_days,
     )?;
+    options.key_type = key_type;
     issue_cert(ca, &options)
 }
 
-/// A key pair and CSR for the listener's certificate, for operators whose CA is
-/// not this tool.
+/// A P-256 key pair and CSR for the listener's certificate (see [`server_csr_with_key`]).
 pub fn server_csr(dns_names: &[String], ip_addrs: &[IpAddr]) -> Result<ServerCsr, PkiError> {
+    server_csr_with_key(dns_names, ip_addrs, KeyType::default())
+}
+
+/// A key pair of `key_type` and CSR for the listener's certificate, for operators whose CA is
+/// not this tool.
+pub fn server_csr_with_key(
+    dns_names: &[String],
+    ip_addrs: &[IpAddr],
+    key_type: KeyType,
+) -> Result<ServerCsr, PkiError> {
     check_alt_names(dns_names, ip_addrs)?;
-    let key = generate_key()?;
+    let key = key_type.generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = subject(Some(&server_common_name(dns_names, ip_addrs)));
     params.subject_alt_names = subject_alt_names(dns_names, ip_addrs)?;
@@ -166,7 +202,7 @@ pub fn issue_cert(ca: &CaBundle, options: &IssueOptions) -> Result<IssuedCert, P
         }
         CertProfile::NoExtendedKeyUsage => params.extended_key_usages = Vec::new(),
     }
-    let key = generate_key()?;
+    let key = options.key_type.generate()?;
     let cert = params.signed_by(&*key, &issuer)?;
     Ok(IssuedCert {
         cert_pem: cert.pem(),
@@ -308,12 +344,6 @@ fn subject_alt_names(dns_names: &[String], ip_addrs: &[IpAddr]) -> Result<Vec<Sa
     }
     names.extend(ip_addrs.iter().copied().map(SanType::IpAddress));
     Ok(names)
-}
-
-fn generate_key() -> Result<Zeroizing<KeyPair>, PkiError> {
-    Ok(Zeroizing::new(KeyPair::generate_for(
-        &PKCS_ECDSA_P256_SHA256,
-    )?))
 }
 
 pub(super) fn key_from_pem(

@@ -6,7 +6,8 @@
 //! client certificates signed from the array's CSR with its Common Name kept (the
 //! gateway maps that CN to a user), the listener's server certificate, and CRLs to
 //! revoke client certificates. Everything goes in and out as PEM; private keys are
-//! ECDSA P-256 and are held in `Zeroizing` buffers.
+//! ECDSA P-256 by default, or P-384, RSA-2048 or RSA-3072 (`key_type`), and are held in
+//! `Zeroizing` buffers.
 //!
 //! `issue` issues (CA, leaves, CSRs, CRLs), `x509` reads certificates, `dev` writes the
 //! development PKI, and `common_name` is the one Common Name rule that both issuing and the
@@ -15,6 +16,7 @@
 mod common_name;
 mod dev;
 mod issue;
+mod key_type;
 mod x509;
 
 pub use common_name::{
@@ -26,8 +28,10 @@ pub use dev::{
     DEV_SERVER_CERT, DEV_SERVER_KEY,
 };
 pub use issue::{
-    init_ca, issue_cert, issue_client_cert, issue_server_cert, make_crl, server_csr, sign_csr,
+    init_ca, init_ca_with_key, issue_cert, issue_client_cert, issue_server_cert,
+    issue_server_cert_with_key, make_crl, server_csr, server_csr_with_key, sign_csr,
 };
+pub use key_type::KeyType;
 pub use x509::{describe_cert, describe_certs};
 
 use std::fmt;
@@ -81,6 +85,12 @@ pub enum PkiError {
     Parse { what: &'static str, reason: String },
     #[error("the CSR signature does not verify")]
     CsrSignature,
+    #[error(
+        "the CSR carries {found}; the gateway signs only RSA keys of 2048 to 8192 bits, EC keys \
+         on P-256 or P-384, and Ed25519: make a new CSR with one of those \
+         (e.g. `openssl req -newkey rsa:2048`)"
+    )]
+    UnsupportedPublicKey { found: String },
     #[error("the subject has no Common Name")]
     MissingCommonName,
     #[error("the subject has {0} Common Names where exactly one is required")]
@@ -294,6 +304,8 @@ pub struct IssueOptions {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub serial: Serial,
+    /// The new key's type (P-256 unless set).
+    pub key_type: KeyType,
 }
 
 impl IssueOptions {
@@ -310,6 +322,7 @@ impl IssueOptions {
             not_before,
             not_after,
             serial: Serial::random()?,
+            key_type: KeyType::default(),
         })
     }
 }
