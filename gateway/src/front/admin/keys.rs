@@ -549,3 +549,41 @@ impl Action<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_decoded_and_a_repeated_or_unknown_parameter_is_refused() {
+        let p = parse_query("name=vol%201&group=a+b&detail").unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("name".into(), "vol 1".into()),
+                ("group".into(), "a b".into()),
+                ("detail".into(), String::new())
+            ]
+        );
+        assert!(parse_query("user=a&user=b").is_err());
+        assert!(parse_query("name=%zz").is_err());
+        assert!(parse_query("name=%ff").is_err());
+        assert!(only_known(&p, &["name", "group"]).is_err());
+        let get = only_known(&p, &["name", "group", "detail"]).unwrap();
+        assert_eq!(get("name"), Some("vol 1"));
+    }
+
+    #[test]
+    fn operator_names_are_required_and_plain() {
+        assert_eq!(operator_name(Some(" carol@site ")).unwrap(), "carol@site");
+        for bad in [
+            None,
+            Some(""),
+            Some("a b"),
+            Some("x\u{7f}"),
+            Some(&*"a".repeat(65)),
+        ] {
+            assert!(operator_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
