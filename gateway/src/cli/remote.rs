@@ -60,7 +60,7 @@ pub(crate) fn admin_target(
         (Some(t), _) => t,
         (None, Some(cfg)) => cfg.admin.token_file.clone().ok_or_else(|| {
             CliError::Refused(format!(
-                "{}: no [admin] token_file, so the gateway refuses /reload and /clients; \
+                "{}: no [admin] token_file, so the gateway refuses /reload, /clients and /keys; \
                  set one (created at the next start) or pass --token-file",
                 config.map(|c| c.display().to_string()).unwrap_or_default()
             ))
