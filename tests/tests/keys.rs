@@ -32,6 +32,11 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
+        Site::with_token_file(true)
+    }
+
+    /// A site whose `[admin]` names a token file, or none.
+    fn with_token_file(token_file: bool) -> Site {
         let site = Site {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -63,11 +68,15 @@ impl Site {
             format!(
                 "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
                  [tls]\ncert = {cert:?}\nkey = {key:?}\n\
-                 [admin]\ntoken_file = {token:?}\n{users}",
+                 [admin]\n{token}\n{users}",
                 data = site.path("data"),
                 cert = site.path("server.pem"),
                 key = site.path("server.key"),
-                token = site.path("admin.token"),
+                token = if token_file {
+                    format!("token_file = {:?}", site.path("admin.token"))
+                } else {
+                    String::new()
+                },
             ),
         )
         .unwrap();
@@ -409,4 +418,26 @@ fn every_keys_endpoint_needs_the_token_and_actions_a_named_operator() {
         );
     }
     assert_eq!(gw.admin_request("DELETE", "/keys", Some(&token)).0, 405);
+}
+
+#[test]
+fn without_a_token_file_every_keys_endpoint_is_refused() {
+    let site = Site::with_token_file(false);
+    let gw = site.start();
+    for (method, path) in [
+        ("GET", "/keys"),
+        ("GET", "/keys/00000000-0000-4000-8000-000000000000"),
+        ("POST", "/keys/00000000-0000-4000-8000-000000000000/destroy"),
+    ] {
+        let (code, body) = gw.admin_request(method, path, Some("anything-at-all-long-enough-0123"));
+        assert_eq!(code, 403, "{method} {path}: {body}");
+        assert!(body.contains("token_file"), "{body}");
+    }
+    let (ok, out) = gateway_cli(&[
+        "keys",
+        "list",
+        "--config",
+        &site.path("gateway.toml").display().to_string(),
+    ]);
+    assert!(!ok && out.contains("token_file"), "{out}");
 }

@@ -24,9 +24,9 @@ use time::OffsetDateTime;
 /// Most objects in one `/keys` answer: bounds the work and the body of a request that must be
 /// written within `ADMIN_REQUEST_DEADLINE` (and read by the CLI). More are fetched with
 /// `after=<last uid>`; the answer says `"more": true` when there are.
-pub const MAX_KEYS_PER_ANSWER: usize = 1000;
+pub(crate) const MAX_KEYS_PER_ANSWER: usize = 1000;
 /// Longest operator name recorded in the audit trail.
-pub const MAX_OPERATOR_NAME: usize = 64;
+pub(crate) const MAX_OPERATOR_NAME: usize = 64;
 /// The header naming the operator behind a token-holding request (the token is shared, so the
 /// name is what tells operators apart in the audit trail).
 pub const OPERATOR_HEADER: &str = "x-kmip-operator";

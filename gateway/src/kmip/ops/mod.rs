@@ -21,7 +21,7 @@ mod unique_names;
 
 pub use batch::{UndoIncomplete, UndoJournal};
 pub use error::OpError;
-pub use operator::{DestroyStep, KeyFilter, KeyPage};
+pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};
 pub use table::{response_uids, target_uid};
 

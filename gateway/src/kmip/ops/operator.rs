@@ -18,7 +18,7 @@ const OPERATOR_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 }
 
 /// Which objects an operator selects; every field given must match.
 #[derive(Debug, Default, Clone)]
-pub struct KeyFilter {
+pub(crate) struct KeyFilter {
     pub owner: Option<String>,
     pub name: Option<String>,
     pub group: Option<String>,
@@ -43,7 +43,7 @@ impl KeyFilter {
 }
 
 /// One page of selected objects, in identifier order.
-pub struct KeyPage {
+pub(crate) struct KeyPage {
     pub objects: Vec<Arc<StoredObject>>,
     /// More objects match after the last one of this page.
     pub more: bool,
@@ -51,7 +51,7 @@ pub struct KeyPage {
 
 /// What an operator's Destroy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DestroyStep {
+pub(crate) enum DestroyStep {
     /// The object was Active: revoked first, as KMIP allows no Active → Destroyed transition.
     Revoke,
     Destroy,
@@ -59,7 +59,7 @@ pub enum DestroyStep {
 
 impl Ops {
     /// Objects matching `filter` with an identifier after `after`, at most `limit` of them.
-    pub fn operator_select(
+    pub(crate) fn operator_select(
         &self,
         filter: &KeyFilter,
         after: Option<&str>,
@@ -78,12 +78,12 @@ impl Ops {
     }
 
     /// One object, destroyed ones included (their attributes remain).
-    pub fn operator_object(&self, uid: &str) -> Option<Arc<StoredObject>> {
+    pub(crate) fn operator_object(&self, uid: &str) -> Option<Arc<StoredObject>> {
         self.store.get(uid)
     }
 
     /// KMIP Revoke of `uid` on the operator's behalf.
-    pub async fn operator_revoke(
+    pub(crate) async fn operator_revoke(
         &self,
         operator: &str,
         now: i64,
@@ -107,7 +107,7 @@ impl Ops {
     /// KMIP Destroy of `uid` on the operator's behalf, revoked first (with `reason`, Cessation
     /// of Operation if none) when it is Active. Returns each KMIP operation run with its outcome,
     /// in order (the audit trail records each); the last one's outcome is the answer.
-    pub async fn operator_destroy(
+    pub(crate) async fn operator_destroy(
         &self,
         operator: &str,
         now: i64,
