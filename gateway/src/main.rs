@@ -94,6 +94,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Key administration of a running gateway through its admin listener (admin token): list,
+    /// show, revoke, destroy, export the metadata.
+    #[command(subcommand)]
+    Keys(cli::keys::KeysCommand),
     /// Certificate authority for the KMIP listener and its clients (the FlashArray setup).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -276,6 +280,7 @@ fn main() -> ExitCode {
             cli::remote::admin_target(admin, token_file, config.as_deref(), data_dir)
                 .and_then(|target| cli::remote::clients(&target, json)),
         ),
+        Command::Keys(cmd) => report(cli::keys::run(cmd)),
         Command::Pki(cmd) => report(pki(cmd)),
         Command::User(UserCommand::Add {
             name,

@@ -1,7 +1,8 @@
 //! Operator commands besides `serve` and `check-config`: the PKI that stands in for the KMES
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
-//! to a running gateway (`reload`, `clients`).
+//! to a running gateway (`reload`, `clients`, `keys`).
 
+pub(crate) mod keys;
 pub(crate) mod pki;
 pub(crate) mod remote;
 pub(crate) mod user;

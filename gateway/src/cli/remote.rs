@@ -29,6 +29,16 @@ const GATEWAY_PROGRAM: &str = "kmip-gateway";
 pub(crate) struct AdminTarget {
     pub addr: String,
     token: Zeroizing<String>,
+    /// Sent in the operator header: who acts, for the gateway's audit trail.
+    operator: Option<String>,
+}
+
+impl AdminTarget {
+    /// Names the operator on every request.
+    pub(crate) fn with_operator(mut self, operator: String) -> AdminTarget {
+        self.operator = Some(operator);
+        self
+    }
 }
 
 /// Finds the admin listener and its token: `--token-file`, else the configuration's
@@ -51,7 +61,7 @@ pub(crate) fn admin_target(
         (Some(t), _) => t,
         (None, Some(cfg)) => cfg.admin.token_file.clone().ok_or_else(|| {
             CliError::Refused(format!(
-                "{}: no [admin] token_file, so the gateway refuses /reload and /clients; \
+                "{}: no [admin] token_file, so the gateway refuses /reload, /clients and /keys; \
                  set one (created at the next start) or pass --token-file",
                 config.map(|c| c.display().to_string()).unwrap_or_default()
             ))
@@ -91,7 +101,11 @@ pub(crate) fn admin_target(
         // No configuration: the embedded default's listener.
         (None, None) => DEFAULT_ADMIN_LISTEN.to_string(),
     };
-    Ok(AdminTarget { addr, token })
+    Ok(AdminTarget {
+        addr,
+        token,
+        operator: None,
+    })
 }
 
 /// One HTTP/1.1 request to the admin listener; returns the status code and the body.
@@ -114,9 +128,19 @@ pub(crate) fn admin_request(
         .set_read_timeout(Some(ADMIN_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(ADMIN_TIMEOUT)))
         .map_err(|e| fail(e.to_string()))?;
+    let operator = target
+        .operator
+        .as_ref()
+        .map(|o| {
+            format!(
+                "{}: {o}\r\n",
+                kmip_gateway::front::admin::keys::OPERATOR_HEADER
+            )
+        })
+        .unwrap_or_default();
     let request = Zeroizing::new(format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n",
+         {operator}Content-Length: 0\r\nConnection: close\r\n\r\n",
         target.token.as_str()
     ));
     stream

@@ -82,6 +82,11 @@ impl Dispatcher {
         &self.ops
     }
 
+    /// The audit trail, if kept: the admin listener records the operator's actions in it too.
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
     /// Answers one message: decode it, run its batch items, encode the response within the
     /// client's Maximum Response Size.
     pub async fn handle(&self, conn: &ConnContext, bytes: Bytes) -> Outcome {

@@ -14,12 +14,14 @@ mod get;
 mod lifecycle;
 mod locate;
 mod object;
+mod operator;
 mod query;
 mod table;
 mod unique_names;
 
 pub use batch::{UndoIncomplete, UndoJournal};
 pub use error::OpError;
+pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};
 pub use table::{response_uids, target_uid};
 

@@ -2,11 +2,11 @@
 //! process answers), `GET /readyz` (the backend is reachable; the TLS configuration was loaded
 //! before this listener started; `degraded: …` while the last reload failed, 503 with `?strict`),
 //! `GET /clients` (client certificates with last-seen time and open connections, JSON),
-//! `POST /reload` (reload the configuration now and say how it went) and `GET /reload` (the last
-//! reload's outcome, JSON).
+//! `POST /reload` (reload the configuration now and say how it went), `GET /reload` (the last
+//! reload's outcome, JSON) and the key administration of [`keys`] under `/keys`.
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.
 //!
-//! Who may use it: `/reload` and `/clients` need `Authorization: Bearer <token>` (the token file
+//! Who may use it: `/reload`, `/clients` and `/keys` need `Authorization: Bearer <token>` (the token file
 //! of `[admin] token_file`, compared in constant time); without a configured token they are
 //! refused. `/metrics` needs it too when `[admin] metrics_require_token` is set; the probes
 //! never do. Every request must name this listener in `Host` (`localhost`, the address it was
@@ -14,6 +14,8 @@
 //! `Origin` (a browser's, possibly cross-site) is refused and CORS preflights are never
 //! answered. Each connection has [`ADMIN_REQUEST_DEADLINE`] from accept to the response written,
 //! and at most [`ADMIN_MAX_CONNECTIONS`] are open at once.
+
+pub mod keys;
 
 use crate::config::{AdminConfig, GatewayConfig};
 use crate::front::reload::{Commit, ReloadHook, Reloader, Trigger};
@@ -23,7 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,6 +84,11 @@ impl AdminToken {
         AdminToken {
             digest: Sha256::digest(token).into(),
         }
+    }
+
+    /// A short digest naming this token in the audit trail: which token, nothing of it.
+    fn id(&self) -> String {
+        format!("admin-token:{}", hex::encode(&self.digest[..8]))
     }
 
     /// Whether `presented` is the token. Both sides are hashed first, so the comparison takes the
@@ -269,6 +276,8 @@ struct Request {
     host: Option<String>,
     hosts: usize,
     authorization: Option<String>,
+    /// The operator's name ([`keys::OPERATOR_HEADER`]), recorded in the audit trail.
+    operator: Option<String>,
     origin: bool,
     has_body: bool,
 }
@@ -292,6 +301,7 @@ fn parse_request(head: &[u8]) -> Option<Request> {
                 req.host = Some(value.to_owned());
             }
             "authorization" => req.authorization = Some(value.to_owned()),
+            keys::OPERATOR_HEADER => req.operator = Some(value.to_owned()),
             "origin" => req.origin = true,
             // A browser's fetch metadata: anything but a typed-in or same-origin request.
             "sec-fetch-site" if !matches!(value, "none" | "same-origin") => req.origin = true,
@@ -365,7 +375,10 @@ impl Admin {
                     .local_addr()
                     .map(|a| a.ip())
                     .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-                self.respond(&req, local).await
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                self.respond(&req, local, peer).await
             }
         };
         let (status, ctype, extra, body) = response;
@@ -380,7 +393,7 @@ impl Admin {
     }
 
     /// Checks who asks, then answers.
-    async fn respond(&self, req: &Request, local: IpAddr) -> Response {
+    async fn respond(&self, req: &Request, local: IpAddr, peer: SocketAddr) -> Response {
         let access = self.access.load_full();
         if req.hosts != 1 || !access.host_allowed(req.host.as_deref(), local) {
             return plain(
@@ -401,8 +414,10 @@ impl Admin {
         if req.has_body {
             return plain("413 Content Too Large", "admin requests have no body");
         }
-        let needs_token = match req.path.as_str() {
+        let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+        let needs_token = match path {
             "/reload" | "/clients" => true,
+            p if keys::is_keys_path(p) => true,
             "/metrics" => access.metrics_require_token,
             _ => false,
         };
@@ -428,6 +443,22 @@ impl Admin {
                         .into(),
                 );
             }
+        }
+        if keys::is_keys_path(path) {
+            let call = keys::KeysCall {
+                method: &req.method,
+                path,
+                query,
+                operator: req.operator.as_deref(),
+                peer,
+                token_id: access
+                    .token
+                    .as_ref()
+                    .map(AdminToken::id)
+                    .unwrap_or_default(),
+            };
+            let dispatcher = &self.reloader.server().dispatcher;
+            return keys::respond(dispatcher.ops(), dispatcher.audit(), &call).await;
         }
         self.route(&req.method, &req.path).await
     }
