@@ -166,7 +166,8 @@ enum PkiCommand {
         #[arg(long)]
         csr_only: bool,
     },
-    /// Revokes a certificate: adds it to the revoked list and rewrites DIR/crl.pem.
+    /// Revokes a certificate this CA issued: adds it to the revoked list and rewrites
+    /// DIR/crl.pem; with --config, checks that the running gateway enforces it.
     Revoke {
         #[command(flatten)]
         ca: CaDirArg,
@@ -176,6 +177,10 @@ enum PkiCommand {
         /// The certificate file to revoke.
         #[arg(long)]
         cert: Option<PathBuf>,
+        /// The gateway's configuration: after writing the CRL, reload that gateway through its
+        /// admin listener and say whether it enforces the revocation (exit 1 if not).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Republishes DIR/crl.pem with a new number and a later nextUpdate.
     Crl {
@@ -365,17 +370,17 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             let cert_out = cert_out.unwrap_or_else(|| dir.join(cli::pki::SERVER_CERT));
             CaDir::new(dir).server_cert(&dns, &ip, days, &cert_out, &key_out)
         }
-        PkiCommand::Revoke { ca, serial, cert } => {
-            let dir = CaDir::new(&ca.dir);
-            let serial = match (serial, cert) {
-                (Some(s), _) => kmip_gateway::tooling::pki::Serial::from_hex(&s)?,
-                (None, Some(c)) => dir.serial_of_cert(&c)?,
-                (None, None) => {
-                    return Err(cli::CliError::Refused("give --serial or --cert".into()))
-                }
-            };
-            dir.revoke(&serial)
-        }
+        PkiCommand::Revoke {
+            ca,
+            serial,
+            cert,
+            config,
+        } => cli::pki::revoke_command(
+            &ca.dir,
+            serial.as_deref(),
+            cert.as_deref(),
+            config.as_deref(),
+        ),
         PkiCommand::Crl { ca } => CaDir::new(&ca.dir).renew_crl(),
         PkiCommand::List { ca, json } => CaDir::new(&ca.dir).list(json),
     }
@@ -457,10 +462,13 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = kmip_gateway::front::tls::TlsState::build(&cfg, None) {
-        eprintln!("{}: tls: {e}", path.display());
-        return ExitCode::from(2);
-    }
+    let tls = match kmip_gateway::front::tls::TlsState::build(&cfg, None) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("{}: tls: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
     let policy = match kmip_gateway::kmip::access::load_policy(&cfg) {
         Ok(p) => p,
         Err(e) => {
@@ -471,7 +479,11 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     if let Some(warning) = cfg.vault_key_warning() {
         eprintln!("{}: warning: {warning}", path.display());
     }
+    for finding in &tls.warnings {
+        eprintln!("{}: warning: {finding}", path.display());
+    }
     println!("{}: OK", path.display());
+    println!("{}", cli::check::server_certificate_line(&tls));
     match (&dry_run.user, &dry_run.operation) {
         (None, None) => ExitCode::SUCCESS,
         (Some(user), Some(op)) => {

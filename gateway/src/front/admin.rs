@@ -1,10 +1,11 @@
 //! The admin listener (loopback by default): `GET /metrics` (Prometheus text), `GET /healthz` (the
 //! process answers), `GET /readyz` (the backend is reachable; the TLS configuration was loaded
 //! before this listener started), `GET /clients` (client certificates with last-seen time and
-//! open connections, JSON) and `POST /reload` (reload the configuration now and say how it went).
+//! open connections, JSON), `GET /revocation` (the CRLs in force and their revoked serials, JSON)
+//! and `POST /reload` (reload the configuration now and say how it went).
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.
 //!
-//! Who may use it: `/reload` and `/clients` need `Authorization: Bearer <token>` (the token file
+//! Who may use it: `/reload`, `/clients` and `/revocation` need `Authorization: Bearer <token>` (the token file
 //! of `[admin] token_file`, compared in constant time); without a configured token they are
 //! refused. `/metrics` needs it too when `[admin] metrics_require_token` is set; the probes
 //! never do. Every request must name this listener in `Host` (`localhost`, the address it was
@@ -400,7 +401,7 @@ impl Admin {
             return plain("413 Content Too Large", "admin requests have no body");
         }
         let needs_token = match req.path.as_str() {
-            "/reload" | "/clients" => true,
+            "/reload" | "/clients" | "/revocation" => true,
             "/metrics" => access.metrics_require_token,
             _ => false,
         };
@@ -460,7 +461,14 @@ impl Admin {
                 serde_json::to_string(&self.reloader.server().registry.clients_report())
                     .unwrap_or_else(|_| "[]".into()),
             ),
-            (_, "/reload") | (_, "/clients") => {
+            ("GET", "/revocation") => (
+                "200 OK",
+                "application/json",
+                "",
+                serde_json::to_string(&self.reloader.server().tls.load().crls_in_force)
+                    .unwrap_or_else(|_| "[]".into()),
+            ),
+            (_, "/reload") | (_, "/clients") | (_, "/revocation") => {
                 plain("405 Method Not Allowed", "method not allowed")
             }
             (_, "/metrics") => (

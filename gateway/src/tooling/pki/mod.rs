@@ -22,8 +22,8 @@ pub use common_name::{
 };
 pub use dev::{
     dev_pki, DevPki, DEV_CA_CERT, DEV_CA_COMMON_NAME, DEV_CA_KEY, DEV_CA_VALIDITY_DAYS,
-    DEV_CLIENT_CERT, DEV_CLIENT_COMMON_NAME, DEV_CLIENT_KEY, DEV_LEAF_VALIDITY_DAYS,
-    DEV_SERVER_CERT, DEV_SERVER_KEY,
+    DEV_CLIENT_CERT, DEV_CLIENT_COMMON_NAME, DEV_CLIENT_KEY, DEV_CRL, DEV_CRL_VALIDITY_DAYS,
+    DEV_LEAF_VALIDITY_DAYS, DEV_SERVER_CERT, DEV_SERVER_KEY,
 };
 pub use issue::{
     init_ca, issue_cert, issue_client_cert, issue_server_cert, make_crl, server_csr, sign_csr,
