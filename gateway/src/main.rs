@@ -181,6 +181,9 @@ enum PkiCommand {
         /// admin listener and say whether it enforces the revocation (exit 1 if not).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Admin listener address (default: from --config).
+        #[arg(long, requires = "config")]
+        admin: Option<String>,
     },
     /// Republishes DIR/crl.pem with a new number and a later nextUpdate.
     Crl {
@@ -375,11 +378,13 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             serial,
             cert,
             config,
+            admin,
         } => cli::pki::revoke_command(
             &ca.dir,
             serial.as_deref(),
             cert.as_deref(),
             config.as_deref(),
+            admin,
         ),
         PkiCommand::Crl { ca } => CaDir::new(&ca.dir).renew_crl(),
         PkiCommand::List { ca, json } => CaDir::new(&ca.dir).list(json),

@@ -398,6 +398,7 @@ pub(crate) fn revoke_command(
     serial: Option<&str>,
     cert: Option<&Path>,
     config: Option<&Path>,
+    admin: Option<String>,
 ) -> Result<String, CliError> {
     let ca = CaDir::new(dir);
     let serial = match (serial, cert) {
@@ -415,7 +416,7 @@ pub(crate) fn revoke_command(
     use super::remote::{revocation_enforcement, Enforcement};
     let crl = ca.path(CRL);
     let reload = format!("`kmip-gateway reload --config {}`", config.display());
-    let verdict = match revocation_enforcement(config, &ca.ca_subject()?, &serial.to_hex()) {
+    let verdict = match revocation_enforcement(config, admin, &ca.ca_subject()?, &serial.to_hex()) {
         Enforcement::Enforced { crl } => {
             return Ok(format!(
                 "{out}enforced: the running gateway refuses serial {serial} (CRL {})\n",
@@ -559,7 +560,7 @@ mod tests {
         ca.sign_csr(&csr, &out, 30).unwrap();
 
         let foreign = Serial::random().unwrap().to_hex();
-        let e = revoke_command(&dir, Some(&foreign), None, None)
+        let e = revoke_command(&dir, Some(&foreign), None, None, None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -572,7 +573,7 @@ mod tests {
         assert_eq!(ca.load_state().unwrap().crl_number, 1, "no CRL written");
 
         let own = ca.load_state().unwrap().issued[0].serial.clone();
-        let done = revoke_command(&dir, Some(&own.to_uppercase()), None, None).unwrap();
+        let done = revoke_command(&dir, Some(&own.to_uppercase()), None, None, None).unwrap();
         assert!(
             done.contains("revoked serial") && done.contains("not checked"),
             "{done}"

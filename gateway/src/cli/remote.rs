@@ -264,11 +264,17 @@ pub(crate) enum Enforcement {
     Unreachable(String),
 }
 
-/// Reloads the gateway of `config` (`POST /reload`, so the new CRL is read now rather than after
+/// Reloads the gateway of `config` (at `admin`, else the configuration's admin listener;
+/// `POST /reload`, so the new CRL is read now rather than after
 /// the file watcher's pause) and looks for `serial` in the CRLs of `issuer` it then enforces
 /// (`GET /revocation`).
-pub(crate) fn revocation_enforcement(config: &Path, issuer: &str, serial: &str) -> Enforcement {
-    let target = match admin_target(None, None, Some(config), None) {
+pub(crate) fn revocation_enforcement(
+    config: &Path,
+    admin: Option<String>,
+    issuer: &str,
+    serial: &str,
+) -> Enforcement {
+    let target = match admin_target(admin, None, Some(config), None) {
         Ok(t) => t,
         Err(e) => return Enforcement::Unreachable(e.to_string()),
     };
