@@ -212,6 +212,14 @@ async fn pki_revoke_cuts_the_array_with_the_example_config_and_says_when_it_does
         connect_and_locate(&gw, &site.tls(&purefa)).await.is_err(),
         "a new connection must be refused"
     );
+    // What the gateway enforces, behind the admin token.
+    assert_eq!(gw.admin_request("GET", "/revocation", None).0, 401);
+    let (code, body) = gw.admin_request("GET", "/revocation", Some(&gw.admin_token()));
+    let crls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(crls.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(crls[0]["path"], s(&site.ca().join("crl.pem")), "{body}");
+    assert_eq!(crls[0]["revoked"].as_array().unwrap().len(), 1, "{body}");
 
     drop(gw);
     let out = cli_fails(&revoke);
