@@ -580,4 +580,15 @@ mod tests {
         );
         assert!(ca.ca_subject().unwrap().contains("Pure Storage FlashArray"));
     }
+
+    #[test]
+    fn the_development_pki_can_revoke_its_client_certificate() {
+        use kmip_gateway::tooling::pki::{dev_pki, DEV_CLIENT_CERT};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        dev_pki(&dir).unwrap();
+        let out = revoke_command(&dir, None, Some(&dir.join(DEV_CLIENT_CERT)), None, None).unwrap();
+        assert!(out.contains("CRL number 2"), "{out}");
+        assert_eq!(CaDir::new(&dir).load_state().unwrap().revoked.len(), 1);
+    }
 }

@@ -21,6 +21,8 @@ pub const DEV_CLIENT_KEY: &str = "client-purefa.key";
 /// The development CA's CRL: the embedded default's `[pki] dir` is this folder, whose CRL the
 /// gateway enforces (and refuses to start without).
 pub const DEV_CRL: &str = "crl.pem";
+/// The CA folder's state file (`kmip-gateway pki`: CRL number, issued and revoked serials).
+pub const DEV_CA_STATE: &str = "ca-state.json";
 /// `nextUpdate` distance of the development CRL, as `pki crl` gives a CA folder's.
 pub const DEV_CRL_VALIDITY_DAYS: i64 = 180;
 pub const DEV_CA_COMMON_NAME: &str = "kmip-gateway development CA";
@@ -130,13 +132,26 @@ pub fn dev_pki(dir: &Path) -> Result<DevPki, PkiError> {
     Ok(result)
 }
 
-/// Writes an empty CRL of the development CA (CRL number 1) unless `crl.pem` exists.
+/// Writes an empty CRL of the development CA (CRL number 1) unless `crl.pem` exists, and the
+/// state file `kmip-gateway pki revoke --dir` keeps beside it (CRL number 1, nothing issued or
+/// revoked: `cli::pki::CaState`) unless that exists.
 fn write_crl_if_missing(dir: &Path) -> Result<(), PkiError> {
+    let missing = |path: &Path| match fs::symlink_metadata(path) {
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(source) => Err(PkiError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    };
+    let state = dir.join(DEV_CA_STATE);
+    if missing(&state)? {
+        let json = serde_json::json!({ "crl_number": 1, "issued": [], "revoked": [] });
+        write_new_file(&state, json.to_string().as_bytes(), CERT_FILE_MODE)?;
+    }
     let path = dir.join(DEV_CRL);
-    match fs::symlink_metadata(&path) {
-        Ok(_) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => return Err(PkiError::Io { path, source }),
+    if !missing(&path)? {
+        return Ok(());
     }
     let read = |name: &str| {
         let path = dir.join(name);

@@ -590,6 +590,10 @@ fn dev_pki_has_a_crl_of_its_ca_and_an_older_one_gets_it() {
     assert_eq!(parsed.issuer().as_raw(), ca_cert.subject().as_raw());
     parsed.verify_signature(ca_cert.public_key()).unwrap();
     assert_eq!(parsed.iter_revoked_certificates().count(), 0);
+    // `pki revoke --dir` finds its state file there.
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join(DEV_CA_STATE)).unwrap()).unwrap();
+    assert_eq!(state["crl_number"], 1);
 
     // A development PKI of an older version (no CRL) gets one; an existing one is kept.
     fs::remove_file(dir.join(DEV_CRL)).unwrap();
