@@ -347,3 +347,56 @@ fn check_config_rejects_silent_revocation_and_wrong_certificates() {
     let out = cli_fails(&check);
     assert!(out.contains("is not a CA certificate"), "{out}");
 }
+
+/// How long the file watch (300 ms after the last change) may take to apply a revocation on a
+/// slow machine.
+const WATCH_RELOAD_WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pki_dir_crl_is_watched_though_no_other_file_is_there() {
+    let site = Site::new();
+    let purefa = site.client("purefa");
+    // The listener's files and the user's CA elsewhere: only [pki] dir names the CA folder.
+    let elsewhere = site.path("listener");
+    std::fs::create_dir(&elsewhere).unwrap();
+    for name in ["server.pem", "server.key", "ca.pem"] {
+        std::fs::copy(site.ca().join(name), elsewhere.join(name)).unwrap();
+    }
+    std::fs::write(
+        site.config(),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[tls]\ncert = \"{e}/server.pem\"\nkey = \"{e}/server.key\"\n\
+             [[users]]\nname = \"purefa\"\ncas = [\"{e}/ca.pem\"]\n[pki]\ndir = \"{}\"\n",
+            s(&site.path("data")),
+            s(&site.ca()),
+            e = s(&elsewhere),
+        ),
+    )
+    .unwrap();
+    let gw = GatewayProcess::start_with(&GatewayOptions {
+        admin: false,
+        extra_args: vec!["--config".into(), s(&site.config()).into()],
+        env: Vec::new(),
+    });
+    let mut array = connect_and_locate(&gw, &site.tls(&purefa))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+    cli_ok(&[
+        "pki",
+        "revoke",
+        "--dir",
+        s(&site.ca()),
+        "--cert",
+        s(&purefa.0),
+    ]);
+    let deadline = std::time::Instant::now() + WATCH_RELOAD_WAIT;
+    while locate(&mut array).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CA folder's new CRL was not picked up\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(connect_and_locate(&gw, &site.tls(&purefa)).await.is_err());
+}
