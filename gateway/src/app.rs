@@ -228,6 +228,9 @@ pub async fn run(
     let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
     let server_key = tls.load().server_key;
     export_expiries(&tls.load().expiries);
+    for finding in &tls.load().warnings {
+        warn!("{finding}");
+    }
     let access = Arc::new(Access::new(load_policy(&cfg)?));
     let ops = Ops::new(store.clone(), access.clone(), cfg.locate_cache).with_limits(&cfg.limits);
     let audit = match &cfg.audit {

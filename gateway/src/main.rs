@@ -193,7 +193,8 @@ enum PkiCommand {
         #[arg(long, default_value_t = KeyType::default())]
         key_type: KeyType,
     },
-    /// Revokes a certificate: adds it to the revoked list and rewrites DIR/crl.pem.
+    /// Revokes a certificate this CA issued: adds it to the revoked list and rewrites
+    /// DIR/crl.pem; with --config, checks that the running gateway enforces it.
     Revoke {
         #[command(flatten)]
         ca: CaDirArg,
@@ -203,6 +204,13 @@ enum PkiCommand {
         /// The certificate file to revoke.
         #[arg(long)]
         cert: Option<PathBuf>,
+        /// The gateway's configuration: after writing the CRL, reload that gateway through its
+        /// admin listener and say whether it enforces the revocation (exit 1 if not).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Admin listener address (default: from --config).
+        #[arg(long, requires = "config")]
+        admin: Option<String>,
     },
     /// Republishes DIR/crl.pem with a new number and a later nextUpdate.
     Crl {
@@ -404,17 +412,19 @@ fn pki(cmd: PkiCommand) -> Result<String, cli::CliError> {
             let cert_out = cert_out.unwrap_or_else(|| dir.dir.join(cli::pki::SERVER_CERT));
             dir.server_cert(&dns, &ip, days, key_type, &cert_out, &key_out)
         }
-        PkiCommand::Revoke { ca, serial, cert } => {
-            let dir = ca.open()?;
-            let serial = match (serial, cert) {
-                (Some(s), _) => kmip_gateway::tooling::pki::Serial::from_hex(&s)?,
-                (None, Some(c)) => dir.serial_of_cert(&c)?,
-                (None, None) => {
-                    return Err(cli::CliError::Refused("give --serial or --cert".into()))
-                }
-            };
-            dir.revoke(&serial)
-        }
+        PkiCommand::Revoke {
+            ca,
+            serial,
+            cert,
+            config,
+            admin,
+        } => cli::pki::revoke_command(
+            &ca.open()?,
+            serial.as_deref(),
+            cert.as_deref(),
+            config.as_deref(),
+            admin,
+        ),
         PkiCommand::Crl { ca } => ca.open()?.renew_crl(),
         PkiCommand::List { ca, json } => ca.open()?.list(json),
     }
@@ -496,10 +506,13 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = kmip_gateway::front::tls::TlsState::build(&cfg, None) {
-        eprintln!("{}: tls: {e}", path.display());
-        return ExitCode::from(2);
-    }
+    let tls = match kmip_gateway::front::tls::TlsState::build(&cfg, None) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("{}: tls: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
     let policy = match kmip_gateway::kmip::access::load_policy(&cfg) {
         Ok(p) => p,
         Err(e) => {
@@ -510,7 +523,11 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     if let Some(warning) = cfg.vault_key_warning() {
         eprintln!("{}: warning: {warning}", path.display());
     }
+    for finding in &tls.warnings {
+        eprintln!("{}: warning: {finding}", path.display());
+    }
     println!("{}: OK", path.display());
+    println!("{}", cli::check::server_certificate_line(&tls));
     match (&dry_run.user, &dry_run.operation) {
         (None, None) => ExitCode::SUCCESS,
         (Some(user), Some(op)) => {

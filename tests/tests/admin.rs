@@ -40,7 +40,11 @@ fn reload_and_clients_need_the_token() {
     let token = gw.admin_token();
     assert!(!gw.log().contains(&token), "the log shows the token");
 
-    for (method, path) in [("POST", "/reload"), ("GET", "/clients")] {
+    for (method, path) in [
+        ("POST", "/reload"),
+        ("GET", "/clients"),
+        ("GET", "/revocation"),
+    ] {
         let (code, body) = gw.admin_request(method, path, None);
         assert_eq!(code, 401, "{method} {path} without a token: {body}");
         let (code, body) = gw.admin_request(method, path, Some("not-the-token"));
@@ -268,7 +272,11 @@ fn start_with_admin_section(dir: &Path, admin: &str) -> GatewayProcess {
 fn without_a_token_file_reload_and_clients_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let gw = start_with_admin_section(dir.path(), "");
-    for (method, path) in [("POST", "/reload"), ("GET", "/clients")] {
+    for (method, path) in [
+        ("POST", "/reload"),
+        ("GET", "/clients"),
+        ("GET", "/revocation"),
+    ] {
         let (code, body) = gw.admin_request(method, path, Some("anything-at-all-long-enough-0123"));
         assert_eq!(code, 403, "{method} {path}: {body}");
         assert!(body.contains("token_file"), "{body}");

@@ -315,6 +315,38 @@ impl CaDir {
         ))
     }
 
+    /// `pki revoke --serial`: the serial, if this CA issued it (it is in the index). Revoking a
+    /// serial this CA never issued would change nothing the gateway checks, and is most likely a
+    /// typo or another CA's certificate.
+    pub(crate) fn issued_serial(&self, text: &str) -> Result<Serial, CliError> {
+        let serial = Serial::from_hex(text)?;
+        let hex = serial.to_hex();
+        if !self.load_state()?.issued.iter().any(|i| i.serial == hex) {
+            return Err(CliError::Refused(format!(
+                "serial {hex} was not issued by the CA in {} (it is not in {STATE}; see `pki \
+                 list`): nothing revoked. Another CA's certificate is revoked by that CA, or \
+                 refused with [revocation] deny_serials",
+                self.dir.display()
+            )));
+        }
+        Ok(serial)
+    }
+
+    /// The CA's subject as the gateway reports its CRLs' issuers (`GET /revocation`).
+    pub(crate) fn ca_subject(&self) -> Result<String, CliError> {
+        use rustls_pki_types::pem::PemObject;
+        let path = self.path(CA_CERT);
+        let pem = read_text(&path)?;
+        let bad = || CliError::State {
+            path: path.clone(),
+            problem: "not a readable CA certificate".into(),
+        };
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| bad())?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|_| bad())?;
+        Ok(cert.subject().to_string())
+    }
+
     /// `pki revoke`: adds the serial to the revoked list and publishes a new CRL.
     pub(crate) fn revoke(&self, serial: &Serial) -> Result<String, CliError> {
         let ca = self.load_ca()?;
@@ -330,9 +362,12 @@ impl CaDir {
         });
         let number = self.publish_crl(&ca, &mut state)?;
         Ok(format!(
-            "revoked serial {hex}{}; {} rewritten (CRL number {number}). The gateway applies it on \
-             reload (automatic when it watches this folder; else `kmip-gateway reload`).\n",
-            if known { "" } else { " (not in this CA's index)" },
+            "revoked serial {hex}{}; {} rewritten (CRL number {number})\n",
+            if known {
+                ""
+            } else {
+                " (not in this CA's index)"
+            },
             self.path(CRL).display()
         ))
     }
@@ -424,6 +459,61 @@ fn key_mode_now(key: &Path, group: Option<u32>) -> String {
         Ok(m) => format!("{:04o}, uid {} gid {}", m.mode() & 0o7777, m.uid(), m.gid()),
         Err(_) => key_note(group),
     }
+}
+
+/// `pki revoke`: revokes a certificate this CA issued (by `--serial` from its index, or `--cert`
+/// checked by issuer and signature), then, with `--config`, says whether the running gateway
+/// enforces it; anything but "enforced" is a failure, so a script cannot take a revocation
+/// that does nothing for one that works.
+pub(crate) fn revoke_command(
+    ca: &CaDir,
+    serial: Option<&str>,
+    cert: Option<&Path>,
+    config: Option<&Path>,
+    admin: Option<String>,
+) -> Result<String, CliError> {
+    let serial = match (serial, cert) {
+        (Some(s), _) => ca.issued_serial(s)?,
+        (None, Some(c)) => ca.serial_of_cert(c)?,
+        (None, None) => return Err(CliError::Refused("give --serial or --cert".into())),
+    };
+    let out = ca.revoke(&serial)?;
+    let Some(config) = config else {
+        return Ok(format!(
+            "{out}not checked: give --config GATEWAY.toml to check that the running gateway \
+             enforces it\n"
+        ));
+    };
+    use super::remote::{revocation_enforcement, Enforcement};
+    let crl = ca.path(CRL);
+    let reload = format!("`kmip-gateway reload --config {}`", config.display());
+    let verdict = match revocation_enforcement(config, admin, &ca.ca_subject()?, &serial.to_hex()) {
+        Enforcement::Enforced { crl } => {
+            return Ok(format!(
+                "{out}enforced: the running gateway refuses serial {serial} (CRL {})\n",
+                crl.display()
+            ))
+        }
+        Enforcement::NotConfigured => format!(
+            "not enforced: the gateway's config does not include this CA's CRL; set [pki] dir = \
+             \"{}\" in {}, then {reload}",
+            ca.dir.display(),
+            config.display()
+        ),
+        Enforcement::Stale { crl: theirs } => format!(
+            "not enforced: the gateway reads a CRL of this CA at {} that does not list this \
+             serial; point it at {} ([pki] dir), then {reload}",
+            theirs.display(),
+            crl.display()
+        ),
+        Enforcement::ReloadFailed(e) => format!(
+            "not enforced: the gateway's reload failed and its previous CRLs stay in force: {e}"
+        ),
+        Enforcement::Unreachable(e) => {
+            format!("gateway not reachable ({e}): run {reload} once it runs")
+        }
+    };
+    Err(CliError::Refused(format!("{out}{verdict}")))
 }
 
 /// Whether the certificate's issuer is the CA's subject and the CA's key signed it.
@@ -529,5 +619,56 @@ mod tests {
         let own_path = tmp.path().join("own.pem");
         std::fs::write(&own_path, &client.cert_pem).unwrap();
         ca.serial_of_cert(&own_path).unwrap();
+    }
+
+    #[test]
+    fn revoke_refuses_a_serial_this_ca_never_issued_and_says_when_unchecked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ca");
+        let ca = CaDir::new(&dir, None);
+        ca.init("Pure Storage FlashArray", 365, KeyType::P256)
+            .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "purefa");
+        let csr = tmp.path().join("purefa.csr");
+        std::fs::write(&csr, params.serialize_request(&key).unwrap().pem().unwrap()).unwrap();
+        let out = tmp.path().join("purefa.pem");
+        ca.sign_csr(&csr, &out, 30).unwrap();
+
+        let foreign = Serial::random().unwrap().to_hex();
+        let e = revoke_command(&ca, Some(&foreign), None, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&foreign)
+                && e.contains("not issued by the CA")
+                && e.contains("nothing revoked"),
+            "{e}"
+        );
+        assert!(ca.load_state().unwrap().revoked.is_empty());
+        assert_eq!(ca.load_state().unwrap().crl_number, 1, "no CRL written");
+
+        let own = ca.load_state().unwrap().issued[0].serial.clone();
+        let done = revoke_command(&ca, Some(&own.to_uppercase()), None, None, None).unwrap();
+        assert!(
+            done.contains("revoked serial") && done.contains("not checked"),
+            "{done}"
+        );
+        assert!(ca.ca_subject().unwrap().contains("Pure Storage FlashArray"));
+    }
+
+    #[test]
+    fn the_development_pki_can_revoke_its_client_certificate() {
+        use kmip_gateway::tooling::pki::{dev_pki, DEV_CLIENT_CERT};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        dev_pki(&dir).unwrap();
+        let ca = CaDir::new(&dir, None);
+        let out = revoke_command(&ca, None, Some(&dir.join(DEV_CLIENT_CERT)), None, None).unwrap();
+        assert!(out.contains("CRL number 2"), "{out}");
+        assert_eq!(ca.load_state().unwrap().revoked.len(), 1);
     }
 }

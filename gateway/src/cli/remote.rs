@@ -1,5 +1,6 @@
 //! Commands that talk to a running gateway: `reload` (SIGHUP to the pid in the pid file, or
-//! `POST /reload` on the admin listener) and `clients` (`GET /clients`). The admin requests carry
+//! `POST /reload` on the admin listener), `clients` (`GET /clients`) and the check after
+//! `pki revoke --config` (`POST /reload`, then `GET /revocation`). The admin requests carry
 //! the bearer token of the gateway's `[admin] token_file`; a signal goes only to a pid whose pid
 //! file a running gateway holds locked and whose command line is `kmip-gateway … serve`.
 
@@ -7,6 +8,7 @@ use super::{read_limited, CliError};
 use kmip_gateway::config::{GatewayConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_TOKEN_FILE};
 use kmip_gateway::front::reload::LastReload;
 use kmip_gateway::front::server::ClientReport;
+use kmip_gateway::front::tls::CrlInForce;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -312,4 +314,103 @@ pub(crate) fn clients(target: &AdminTarget, json: bool) -> Result<String, CliErr
     }
     out.push_str(&last);
     Ok(out)
+}
+
+/// Whether a running gateway enforces a revocation.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Enforcement {
+    /// A CRL in force lists the serial.
+    Enforced { crl: PathBuf },
+    /// No CRL of this CA is in force.
+    NotConfigured,
+    /// This CA's CRL is in force, but an older one without the serial.
+    Stale { crl: PathBuf },
+    /// The reload that would pick up the new CRL failed; the old state stays in force.
+    ReloadFailed(String),
+    /// No answer from the admin listener (or no token to ask it with).
+    Unreachable(String),
+}
+
+/// Reloads the gateway of `config` (at `admin`, else the configuration's admin listener;
+/// `POST /reload`, so the new CRL is read now rather than after
+/// the file watcher's pause) and looks for `serial` in the CRLs of `issuer` it then enforces
+/// (`GET /revocation`).
+pub(crate) fn revocation_enforcement(
+    config: &Path,
+    admin: Option<String>,
+    issuer: &str,
+    serial: &str,
+) -> Enforcement {
+    let target = match admin_target(admin, None, Some(config), None) {
+        Ok(t) => t,
+        Err(e) => return Enforcement::Unreachable(e.to_string()),
+    };
+    match admin_request(&target, "POST", "/reload") {
+        Ok((200, _)) => {}
+        Ok((status, body)) => {
+            return Enforcement::ReloadFailed(format!("HTTP {status}: {}", body.trim()))
+        }
+        Err(e) => return Enforcement::Unreachable(e.to_string()),
+    }
+    let crls: Vec<CrlInForce> = match admin_request(&target, "GET", "/revocation") {
+        Ok((200, body)) => match serde_json::from_str(&body) {
+            Ok(c) => c,
+            Err(e) => {
+                return Enforcement::Unreachable(format!("unexpected /revocation answer: {e}"))
+            }
+        },
+        Ok((status, body)) => {
+            return Enforcement::Unreachable(format!("/revocation: HTTP {status}: {}", body.trim()))
+        }
+        Err(e) => return Enforcement::Unreachable(e.to_string()),
+    };
+    enforcement_in(&crls, issuer, serial)
+}
+
+/// Where `serial` of `issuer` stands in the CRLs a gateway enforces.
+pub(crate) fn enforcement_in(crls: &[CrlInForce], issuer: &str, serial: &str) -> Enforcement {
+    let mut of_issuer = crls.iter().filter(|c| c.issuer == issuer).peekable();
+    let Some(first) = of_issuer.peek().map(|c| c.path.clone()) else {
+        return Enforcement::NotConfigured;
+    };
+    match of_issuer.find(|c| c.revoked.iter().any(|r| r == serial)) {
+        Some(c) => Enforcement::Enforced {
+            crl: c.path.clone(),
+        },
+        None => Enforcement::Stale { crl: first },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enforcement_is_read_from_the_crls_in_force() {
+        let crl = |path: &str, issuer: &str, revoked: &[&str]| CrlInForce {
+            path: path.into(),
+            issuer: issuer.into(),
+            revoked: revoked.iter().map(|s| s.to_string()).collect(),
+        };
+        let crls = [
+            crl("/other/crl.pem", "CN=other", &["ab"]),
+            crl("/pki/crl.pem", "CN=ours", &["01", "ab"]),
+        ];
+        assert_eq!(
+            enforcement_in(&crls, "CN=ours", "ab"),
+            Enforcement::Enforced {
+                crl: "/pki/crl.pem".into()
+            }
+        );
+        assert_eq!(
+            enforcement_in(&crls, "CN=ours", "cd"),
+            Enforcement::Stale {
+                crl: "/pki/crl.pem".into()
+            }
+        );
+        assert_eq!(
+            enforcement_in(&crls[..1], "CN=ours", "ab"),
+            Enforcement::NotConfigured
+        );
+    }
 }

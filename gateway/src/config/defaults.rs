@@ -69,3 +69,10 @@ pub const DEFAULT_DIRECT_ISSUER_ONLY: bool = false;
 pub const DEFAULT_MASTER_KEY_FILE: &str = "master.key";
 /// Name of the vault's chain head file in its default folder.
 pub const DEFAULT_HEAD_FILE: &str = "vault.head";
+/// `[revocation] require_crl` when not set: a user CA without a CRL is a warning, not an error,
+/// so a configuration that revokes through `deny_serials` alone still starts (and says so).
+pub const DEFAULT_REQUIRE_CRL: bool = false;
+/// The CA certificate in a `[pki] dir` (written by `kmip-gateway pki init-ca`).
+pub const PKI_CA_FILE: &str = "ca.pem";
+/// The CRL in a `[pki] dir` (written by `pki init-ca`, `pki revoke`, `pki crl`).
+pub const PKI_CRL_FILE: &str = "crl.pem";

@@ -75,6 +75,9 @@ pub struct GatewayConfig {
     pub admin_listen: Option<SocketAddr>,
     pub admin: AdminConfig,
     pub revocation: RevocationConfig,
+    /// `[pki] dir`: the gateway's own CA folder. Its `crl.pem` is always enforced (besides
+    /// `[revocation] crls`), and must exist.
+    pub pki_dir: Option<PathBuf>,
     pub policy: PolicySource,
     /// Bounds of the Locate cache.
     pub locate_cache: LocateCacheConfig,
@@ -114,6 +117,7 @@ impl GatewayConfig {
                 ..AdminConfig::default()
             },
             revocation: RevocationConfig::default(),
+            pki_dir: Some(pki.clone()),
             policy: PolicySource::OwnerOnly,
             locate_cache: LocateCacheConfig::default(),
             audit: Some(AuditConfig {
@@ -148,6 +152,15 @@ impl GatewayConfig {
             .build()?
             .try_deserialize()?;
         validate(raw, base)
+    }
+}
+
+impl GatewayConfig {
+    /// The CA certificate and CRL of `[pki] dir`, when configured.
+    pub fn pki_files(&self) -> Option<(PathBuf, PathBuf)> {
+        self.pki_dir
+            .as_ref()
+            .map(|d| (d.join(PKI_CA_FILE), d.join(PKI_CRL_FILE)))
     }
 }
 

@@ -17,6 +17,7 @@ pub(super) struct RawConfig {
     pub(super) backend: Option<RawBackend>,
     pub(super) admin: Option<RawAdmin>,
     pub(super) revocation: Option<RawRevocation>,
+    pub(super) pki: Option<RawPki>,
     /// Access policy embedded in this file (`[[policy.users]]`, `[[policy.rules]]`, …).
     pub(super) policy: Option<kmip_policy::PolicyConfig>,
     /// Or: a standalone policy file (see `deploy/config/policy.example.toml`).
@@ -113,4 +114,12 @@ pub(super) struct RawRevocation {
     #[serde(default)]
     pub(super) deny_fingerprints: Vec<String>,
     pub(super) close_revoked_connections: Option<bool>,
+    pub(super) require_crl: Option<bool>,
+}
+
+/// `[pki]`: the gateway's own CA folder (`kmip-gateway pki --dir`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPki {
+    pub(super) dir: Option<PathBuf>,
 }

@@ -1,7 +1,9 @@
-//! `[revocation]`: CRLs for every user and the deny-list of certificates.
+//! `[revocation]`: CRLs for every user, the deny-list of certificates, and whether every user CA
+//! must have a CRL.
 
 use std::path::{Path, PathBuf};
 
+use super::defaults::DEFAULT_REQUIRE_CRL;
 use super::raw::RawRevocation;
 use super::{invalid, resolve, ConfigError};
 
@@ -19,6 +21,9 @@ pub struct RevocationConfig {
     pub deny_fingerprints: Vec<String>,
     /// Whether a reload closes open connections whose certificate no longer passes.
     pub close_revoked_connections: bool,
+    /// A user CA without a CRL in force fails start, `check-config` and reload (instead of a
+    /// warning): its certificates could not be revoked.
+    pub require_crl: bool,
 }
 
 impl Default for RevocationConfig {
@@ -28,6 +33,7 @@ impl Default for RevocationConfig {
             deny_serials: Vec::new(),
             deny_fingerprints: Vec::new(),
             close_revoked_connections: true,
+            require_crl: DEFAULT_REQUIRE_CRL,
         }
     }
 }
@@ -95,5 +101,6 @@ pub(super) fn revocation_config(
         deny_serials,
         deny_fingerprints,
         close_revoked_connections: raw.close_revoked_connections.unwrap_or(true),
+        require_crl: raw.require_crl.unwrap_or(DEFAULT_REQUIRE_CRL),
     })
 }

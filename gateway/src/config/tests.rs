@@ -207,6 +207,33 @@ fn the_example_configuration_is_valid() {
     )
     .unwrap();
     assert!(c.admin.token_file.is_some());
+    // The example's CA folder is enforced and every user CA must have a CRL.
+    assert_eq!(
+        c.pki_dir.as_deref(),
+        Some(Path::new("/etc/kmip-gateway/pki"))
+    );
+    assert!(c.revocation.crls.is_empty());
+    assert!(c.revocation.require_crl);
+}
+
+#[test]
+fn pki_dir_and_require_crl_are_read() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+    assert_eq!(c.pki_dir, None);
+    assert!(!c.revocation.require_crl);
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[pki]\ndir = \"pki\"\n[revocation]\nrequire_crl = true\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.pki_files(),
+        Some(("/x/pki/ca.pem".into(), "/x/pki/crl.pem".into()))
+    );
+    assert!(c.revocation.require_crl);
+    // The embedded default enforces its development CA's CRL.
+    let e = GatewayConfig::embedded(Path::new("/d"));
+    assert_eq!(e.pki_dir.as_deref(), Some(Path::new("/d/pki")));
 }
 
 #[test]

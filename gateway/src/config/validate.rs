@@ -56,6 +56,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
         admin_listen,
         admin,
         revocation: revocation_config(raw.revocation, base)?,
+        pki_dir: raw.pki.and_then(|p| p.dir).map(|d| resolve(base, d)),
         policy,
         locate_cache,
         audit,

@@ -264,6 +264,10 @@ impl Reloader {
             files.extend(u.crls.iter().map(PathBuf::as_path));
         }
         files.extend(cfg.revocation.crls.iter().map(PathBuf::as_path));
+        let pki = cfg.pki_files();
+        if let Some((ca, crl)) = &pki {
+            files.extend([ca.as_path(), crl.as_path()]);
+        }
         if let crate::config::PolicySource::File(p) = &cfg.policy {
             files.push(p);
         }
@@ -358,6 +362,9 @@ impl Reloader {
             .registry
             .recheck(&tls, new.revocation.close_revoked_connections);
         export_expiries(&tls.expiries);
+        for finding in &tls.warnings {
+            warn!("{finding}");
+        }
         *current = new;
         *baseline = file_values;
         let mut generation = 0;

@@ -2,11 +2,12 @@
 //! process answers), `GET /readyz` (the backend is reachable; the TLS configuration was loaded
 //! before this listener started; `degraded: …` while the last reload failed, 503 with `?strict`),
 //! `GET /clients` (client certificates with last-seen time and open connections, JSON),
-//! `POST /reload` (reload the configuration now and say how it went), `GET /reload` (the last
-//! reload's outcome, JSON) and the key administration of [`keys`] under `/keys`.
+//! `GET /revocation` (the CRLs in force and their revoked serials, JSON), `POST /reload` (reload
+//! the configuration now and say how it went), `GET /reload` (the last reload's outcome, JSON)
+//! and the key administration of [`keys`] under `/keys`.
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.
 //!
-//! Who may use it: `/reload`, `/clients` and `/keys` need `Authorization: Bearer <token>` (the token file
+//! Who may use it: `/reload`, `/clients`, `/revocation` and `/keys` need `Authorization: Bearer <token>` (the token file
 //! of `[admin] token_file`, compared in constant time); without a configured token they are
 //! refused. `/metrics` needs it too when `[admin] metrics_require_token` is set; the probes
 //! never do. Every request must name this listener in `Host` (`localhost`, the address it was
@@ -416,7 +417,7 @@ impl Admin {
         }
         let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
         let needs_token = match path {
-            "/reload" | "/clients" => true,
+            "/reload" | "/clients" | "/revocation" => true,
             p if keys::is_keys_path(p) => true,
             "/metrics" => access.metrics_require_token,
             _ => false,
@@ -523,7 +524,14 @@ impl Admin {
                 "",
                 serde_json::json!({ "last_reload": self.reloader.last_reload() }).to_string(),
             ),
-            (_, "/reload") | (_, "/clients") => {
+            ("GET", "/revocation") => (
+                "200 OK",
+                "application/json",
+                "",
+                serde_json::to_string(&self.reloader.server().tls.load().crls_in_force)
+                    .unwrap_or_else(|_| "[]".into()),
+            ),
+            (_, "/reload") | (_, "/clients") | (_, "/revocation") => {
                 plain("405 Method Not Allowed", "method not allowed")
             }
             (_, "/metrics") => (

@@ -12,13 +12,14 @@
 //! The CertificateRequest names no CA: the listener is shared by tenants who must not learn each
 //! other's CAs, and clients with one certificate (PyKMIP, the array) send it regardless.
 //!
-//! Revocation: CRLs (per user and `[revocation] crls`) are given to both the handshake verifier and
-//! the per-user verifiers, and a deny-list of serials/fingerprints is checked in
-//! [`TlsState::authenticate`]. Only the end-entity certificate's revocation is checked, and a
-//! certificate whose CA has no CRL configured passes: the FlashArray cannot use intermediates, so
-//! the chain is root + leaf and a root (a trust anchor) is never checked against a CRL anyway; and
-//! with several users' CAs behind one listener, requiring a CRL from every CA would lock out the
-//! users of a CA that publishes none. Expired CRLs are still used (a stale CRL must not lock the
+//! Revocation: CRLs (per user, `[revocation] crls` and always the `[pki] dir` CA's `crl.pem`,
+//! which must exist) are given to both the handshake verifier and the per-user verifiers, and a
+//! deny-list of serials/fingerprints is checked in [`TlsState::authenticate`]. Only the
+//! end-entity certificate's revocation is checked, and the verifier lets a certificate whose CA
+//! has no CRL pass: the FlashArray cannot use intermediates, so the chain is root + leaf and a root
+//! (a trust anchor) is never checked against a CRL anyway. Such a CA is never silent, though: the
+//! build reports every user CA without a CRL ([`TlsState::warnings`]), and fails on it with
+//! `[revocation] require_crl`. Expired CRLs are still used (a stale CRL must not lock the
 //! array out at boot): their `next_update` is exported as an expiry instead.
 //! Because `authenticate` re-verifies the chain (CRLs included), a revoked client cannot get back
 //! in through TLS session resumption, and a reload can re-check open connections with it.
@@ -35,14 +36,16 @@ mod suites;
 #[cfg(test)]
 mod tests;
 
-pub use material::{cert_subject_and_expiry, load_certs, Expiry, ExpiryKind};
+pub use material::{
+    cert_subject_and_expiry, load_certs, subject_alt_names, CrlInForce, Expiry, ExpiryKind,
+};
 pub use refusal::{handshake_failure_label, AuthError};
 pub use suites::crypto_provider;
 use suites::{server_crypto_provider, ServerKeyKind};
 
 use crate::config::{valid_user_name, GatewayConfig};
 use crate::identity::Identity;
-use material::{load_key, Loaded};
+use material::{check_server_cert, crl_issuer, load_key, subject_of, Loaded};
 use refusal::chain_refusal;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -66,6 +69,8 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
     #[error("client verifier for {who}: {problem}")]
     Verifier { who: String, problem: String },
+    #[error("[revocation] require_crl is set and {0}")]
+    NoCrl(String),
 }
 
 /// How one user's certificates are verified.
@@ -88,6 +93,38 @@ pub struct TlsState {
     pub expiries: Vec<Expiry>,
     /// The server key's kind, which decides the TLS 1.2 suites offered.
     pub(crate) server_key: ServerKeyKind,
+    /// The listener certificate's subject alternative names (`DNS:…`, `IP:…`).
+    pub server_alt_names: Vec<String>,
+    /// Findings that do not stop the gateway (a user CA without a CRL when `require_crl` is
+    /// off): logged at start and reload, printed by `check-config`.
+    pub warnings: Vec<String>,
+    /// Every CRL enforced, with its revoked serials (`GET /revocation`).
+    pub crls_in_force: Vec<CrlInForce>,
+}
+
+/// One finding per CA of `user` that none of `crls` covers: certificates it issued cannot be
+/// revoked (only denied by serial or fingerprint).
+fn cas_without_crl(
+    user: &str,
+    cas: &[CertificateDer<'static>],
+    ca_paths: &[std::path::PathBuf],
+    crls: &[CertificateRevocationListDer<'static>],
+) -> Vec<String> {
+    let issuers: HashSet<Vec<u8>> = crls.iter().filter_map(|c| crl_issuer(c.as_ref())).collect();
+    cas.iter()
+        .zip(ca_paths)
+        .filter_map(|(ca, path)| {
+            let (raw, subject) = subject_of(ca.as_ref())?;
+            (!issuers.contains(&raw)).then(|| {
+                format!(
+                    "user '{user}': its CA '{subject}' ({}) has no CRL in force, so its \
+                     certificates cannot be revoked (the gateway does no OCSP); set [pki] dir to \
+                     that CA's folder, or add its CRL to [revocation] crls or the user's crls",
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// A client verifier trusting `roots` and checking `crls`; `who` names it in errors.
@@ -159,6 +196,10 @@ impl TlsState {
         previous: Option<&TlsState>,
     ) -> Result<TlsState, TlsSetupError> {
         let chain = load_certs(&cfg.tls.cert)?;
+        let server_der = chain.first().cloned().ok_or_else(|| TlsSetupError::File {
+            path: cfg.tls.cert.display().to_string(),
+            problem: "contains no certificate".into(),
+        })?;
         let key = load_key(&cfg.tls.key)?;
         let (certified, server_key) = certified_key(cfg, chain.clone(), key)?;
         let mut loaded = Loaded::default();
@@ -169,6 +210,7 @@ impl TlsState {
                 path: cfg.tls.cert.display().to_string(),
                 problem: "the server certificate cannot be parsed".into(),
             })?;
+        check_server_cert(server_der.as_ref(), &cfg.tls.cert)?;
         let mut all_cas = Vec::new();
         for user in &cfg.users {
             for path in &user.cas {
@@ -179,12 +221,30 @@ impl TlsState {
         for path in &cfg.revocation.crls {
             global_crls.extend(loaded.crls(path, &all_cas)?);
         }
+        // The gateway's own CA: its CRL is always enforced, and its absence is an error.
+        if let (Some(dir), Some((ca_path, crl_path))) = (&cfg.pki_dir, cfg.pki_files()) {
+            let pki_ca = loaded.cas(&ca_path)?;
+            if !crl_path.exists() {
+                return Err(TlsSetupError::File {
+                    path: crl_path.display().to_string(),
+                    problem: format!(
+                        "missing: [pki] dir is this CA folder, whose CRL is always enforced;                          write it with `kmip-gateway pki crl --dir {}`",
+                        dir.display()
+                    ),
+                });
+            }
+            global_crls.extend(loaded.crls(&crl_path, &pki_ca)?);
+        }
         let mut all_crls = global_crls.clone();
         let mut per_user = Vec::with_capacity(cfg.users.len());
+        let mut unrevocable = Vec::new();
         for user in &cfg.users {
             let mut cas = Vec::new();
+            let mut ca_paths = Vec::new();
             for path in &user.cas {
-                cas.extend(loaded.cas(path)?);
+                let certs = loaded.cas(path)?;
+                ca_paths.extend(certs.iter().map(|_| path.clone()));
+                cas.extend(certs);
             }
             let mut crls = global_crls.clone();
             for path in &user.crls {
@@ -192,8 +252,12 @@ impl TlsState {
                 all_crls.extend(own.iter().cloned());
                 crls.extend(own);
             }
+            unrevocable.extend(cas_without_crl(&user.name, &cas, &ca_paths, &crls));
             let v = verifier(&cas, crls.clone(), &format!("user '{}'", user.name))?;
             per_user.push((user.name.clone(), v, cas, crls, user.direct_issuer_only));
+        }
+        if cfg.revocation.require_crl && !unrevocable.is_empty() {
+            return Err(TlsSetupError::NoCrl(unrevocable.join("; ")));
         }
         let mut users = HashMap::with_capacity(per_user.len());
         let all_ca_set = der_set(all_cas.iter().map(|c| c.as_ref()));
@@ -232,6 +296,9 @@ impl TlsState {
             }
         }
         Ok(TlsState {
+            server_alt_names: subject_alt_names(server_der.as_ref()),
+            warnings: unrevocable,
+            crls_in_force: loaded.in_force,
             server_config: Arc::new(sc),
             users,
             deny_serials: cfg.revocation.deny_serials.iter().cloned().collect(),

@@ -34,13 +34,23 @@ impl Setup {
     /// Builds the TLS state with `purefa` trusting `ca_pem` (plus `user_extra` lines) and
     /// `extra` appended to the file.
     fn state(&self, ca_pem: &str, user_extra: &str, extra: &str) -> TlsState {
+        self.build(ca_pem, user_extra, extra).unwrap()
+    }
+
+    /// Like [`Setup::state`], the build's outcome.
+    fn build(
+        &self,
+        ca_pem: &str,
+        user_extra: &str,
+        extra: &str,
+    ) -> Result<TlsState, TlsSetupError> {
         let ca = self.write("ca.pem", ca_pem);
         let text = format!(
             "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n\
              [[users]]\nname = \"purefa\"\ncas = [{ca}]\n{user_extra}\n{extra}"
         );
         let cfg = GatewayConfig::from_toml_str(&text, self.dir.path()).unwrap();
-        TlsState::build(&cfg, None).unwrap()
+        TlsState::build(&cfg, None)
     }
 }
 
@@ -322,4 +332,118 @@ fn a_second_common_name_is_refused_though_the_first_names_a_user() {
     state
         .authenticate(Some(&chain(&[&one.cert_pem])), true)
         .unwrap();
+}
+
+/// A CRL of `ca` revoking `revoked` (PEM).
+fn crl_of(ca: &CaBundle, revoked: &[&IssuedCert]) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let serials: Vec<_> = revoked
+        .iter()
+        .map(|c| {
+            let hex = pki::describe_cert(&c.cert_pem).unwrap().serial_hex;
+            (pki::Serial::from_hex(&hex).unwrap(), now)
+        })
+        .collect();
+    pki::make_crl(ca, &serials, now, now + time::Duration::days(1), 1).unwrap()
+}
+
+#[test]
+fn the_pki_dir_crl_is_enforced_without_revocation_crls() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let revoked = issue(&ca, CertProfile::Client);
+    let kept = issue(&ca, CertProfile::Client);
+    std::fs::create_dir(setup.dir.path().join("pki")).unwrap();
+    setup.write("pki/ca.pem", &ca.cert_pem);
+    setup.write("pki/crl.pem", &crl_of(&ca, &[&revoked]));
+    let state = setup.state(&ca.cert_pem, "", "[pki]\ndir = \"pki\"\n");
+    // (A full handshake's verifier holds the same CRLs; `false` re-verifies here.)
+    let e = state
+        .authenticate(Some(&chain(&[&revoked.cert_pem])), false)
+        .unwrap_err();
+    assert_eq!(e.label(), "certificate_revoked");
+    state
+        .authenticate(Some(&chain(&[&kept.cert_pem])), false)
+        .unwrap();
+    assert!(state.warnings.is_empty(), "{:?}", state.warnings);
+    let serial = pki::describe_cert(&revoked.cert_pem).unwrap().serial_hex;
+    assert_eq!(state.crls_in_force.len(), 1);
+    assert_eq!(state.crls_in_force[0].revoked, [serial]);
+    assert!(state.crls_in_force[0].issuer.contains("tenant CA"));
+
+    // Configured but without its CRL: an error saying what to run.
+    std::fs::remove_file(setup.dir.path().join("pki/crl.pem")).unwrap();
+    let e = setup
+        .build(&ca.cert_pem, "", "[pki]\ndir = \"pki\"\n")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("crl.pem") && e.contains("kmip-gateway pki crl --dir"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_user_ca_without_a_crl_is_a_warning_or_with_require_crl_an_error() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let state = setup.state(&ca.cert_pem, "", "");
+    assert_eq!(state.warnings.len(), 1, "{:?}", state.warnings);
+    let w = &state.warnings[0];
+    assert!(
+        w.contains("user 'purefa'") && w.contains("tenant CA") && w.contains("no CRL"),
+        "{w}"
+    );
+    let e = setup
+        .build(&ca.cert_pem, "", "[revocation]\nrequire_crl = true\n")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("require_crl") && e.contains("user 'purefa'"),
+        "{e}"
+    );
+    // The user's own CRL covers its CA.
+    let crl = setup.write("user.crl", &crl_of(&ca, &[]));
+    let state = setup
+        .build(
+            &ca.cert_pem,
+            &format!("crls = [{crl}]"),
+            "[revocation]\nrequire_crl = true\n",
+        )
+        .unwrap();
+    assert!(state.warnings.is_empty(), "{:?}", state.warnings);
+}
+
+#[test]
+fn a_leaf_is_refused_as_a_user_ca() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let leaf = issue(&ca, CertProfile::Client);
+    let e = setup
+        .build(&leaf.cert_pem, "", "")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is not a CA certificate"), "{e}");
+}
+
+#[test]
+fn the_server_certificate_needs_server_auth_and_no_ca_flag() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let state = setup.state(&ca.cert_pem, "", "");
+    assert_eq!(state.server_alt_names, ["DNS:localhost"]);
+
+    let client = issue(&setup.server_ca, CertProfile::Client);
+    setup.write("server.pem", &client.cert_pem);
+    setup.write("server.key", client.key_pem.as_str());
+    let e = setup.build(&ca.cert_pem, "", "").err().unwrap().to_string();
+    assert!(e.contains("serverAuth"), "{e}");
+
+    setup.write("server.pem", &setup.server_ca.cert_pem);
+    setup.write("server.key", setup.server_ca.key_pem.as_str());
+    let e = setup.build(&ca.cert_pem, "", "").err().unwrap().to_string();
+    assert!(e.contains("is a CA certificate"), "{e}");
 }

@@ -1,5 +1,6 @@
 //! The development PKI of the embedded default configuration: a CA, a server certificate for
-//! `localhost` and a client certificate for the FlashArray's usual Common Name, written once.
+//! `localhost`, a client certificate for the FlashArray's usual Common Name and the CA's CRL,
+//! written once.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
@@ -7,8 +8,8 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::issue::{init_ca, issue_client_cert, issue_server_cert};
-use super::PkiError;
+use super::issue::{init_ca, issue_client_cert, issue_server_cert, make_crl};
+use super::{CaBundle, PkiError};
 
 /// File names and identities of the development PKI written by [`dev_pki`].
 pub const DEV_CA_CERT: &str = "ca.pem";
@@ -17,6 +18,13 @@ pub const DEV_SERVER_CERT: &str = "server.pem";
 pub const DEV_SERVER_KEY: &str = "server.key";
 pub const DEV_CLIENT_CERT: &str = "client-purefa.pem";
 pub const DEV_CLIENT_KEY: &str = "client-purefa.key";
+/// The development CA's CRL: the embedded default's `[pki] dir` is this folder, whose CRL the
+/// gateway enforces (and refuses to start without).
+pub const DEV_CRL: &str = "crl.pem";
+/// The CA folder's state file (`kmip-gateway pki`: CRL number, issued and revoked serials).
+pub const DEV_CA_STATE: &str = "ca-state.json";
+/// `nextUpdate` distance of the development CRL, as `pki crl` gives a CA folder's.
+pub const DEV_CRL_VALIDITY_DAYS: i64 = 180;
 pub const DEV_CA_COMMON_NAME: &str = "kmip-gateway development CA";
 /// The Common Name a FlashArray uses in its certificate (`purecert create ... --common-name purefa`).
 pub const DEV_CLIENT_COMMON_NAME: &str = "purefa";
@@ -79,6 +87,8 @@ pub fn dev_pki(dir: &Path) -> Result<DevPki, PkiError> {
         created: missing.len() == FILES.len(),
     };
     if present.len() == FILES.len() {
+        // A development PKI written before the gateway enforced its CRL has none yet.
+        write_crl_if_missing(dir)?;
         return Ok(result);
     }
     if !present.is_empty() {
@@ -118,7 +128,48 @@ pub fn dev_pki(dir: &Path) -> Result<DevPki, PkiError> {
         }
         written.push(path);
     }
+    write_crl_if_missing(dir)?;
     Ok(result)
+}
+
+/// Writes an empty CRL of the development CA (CRL number 1) unless `crl.pem` exists, and the
+/// state file `kmip-gateway pki revoke --dir` keeps beside it (CRL number 1, nothing issued or
+/// revoked: `cli::pki::CaState`) unless that exists.
+fn write_crl_if_missing(dir: &Path) -> Result<(), PkiError> {
+    let missing = |path: &Path| match fs::symlink_metadata(path) {
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(source) => Err(PkiError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    };
+    let state = dir.join(DEV_CA_STATE);
+    if missing(&state)? {
+        let json = serde_json::json!({ "crl_number": 1, "issued": [], "revoked": [] });
+        write_new_file(&state, json.to_string().as_bytes(), CERT_FILE_MODE)?;
+    }
+    let path = dir.join(DEV_CRL);
+    if !missing(&path)? {
+        return Ok(());
+    }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(|source| PkiError::Io { path, source })
+    };
+    let ca = CaBundle {
+        cert_pem: read(DEV_CA_CERT)?,
+        key_pem: zeroize::Zeroizing::new(read(DEV_CA_KEY)?),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let crl = make_crl(
+        &ca,
+        &[],
+        now,
+        now + time::Duration::days(DEV_CRL_VALIDITY_DAYS),
+        1,
+    )?;
+    write_new_file(&path, crl.as_bytes(), CERT_FILE_MODE)
 }
 
 fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {

@@ -23,9 +23,9 @@ pub use common_name::{
     check_common_name, subject_common_name, CommonNameError, MAX_COMMON_NAME_LEN,
 };
 pub use dev::{
-    dev_pki, DevPki, DEV_CA_CERT, DEV_CA_COMMON_NAME, DEV_CA_KEY, DEV_CA_VALIDITY_DAYS,
-    DEV_CLIENT_CERT, DEV_CLIENT_COMMON_NAME, DEV_CLIENT_KEY, DEV_LEAF_VALIDITY_DAYS,
-    DEV_SERVER_CERT, DEV_SERVER_KEY,
+    dev_pki, DevPki, DEV_CA_CERT, DEV_CA_COMMON_NAME, DEV_CA_KEY, DEV_CA_STATE,
+    DEV_CA_VALIDITY_DAYS, DEV_CLIENT_CERT, DEV_CLIENT_COMMON_NAME, DEV_CLIENT_KEY, DEV_CRL,
+    DEV_CRL_VALIDITY_DAYS, DEV_LEAF_VALIDITY_DAYS, DEV_SERVER_CERT, DEV_SERVER_KEY,
 };
 pub use issue::{
     init_ca, init_ca_with_key, issue_cert, issue_client_cert, issue_server_cert,

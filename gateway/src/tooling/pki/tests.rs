@@ -574,3 +574,31 @@ fn dev_pki_is_created_once_and_never_overwritten() {
     assert_eq!(read(DEV_CA_CERT), ca.cert_pem);
     assert!(!dir.join(DEV_SERVER_KEY).exists());
 }
+
+#[test]
+fn dev_pki_has_a_crl_of_its_ca_and_an_older_one_gets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    dev_pki(&dir).unwrap();
+    let crl = fs::read(dir.join(DEV_CRL)).unwrap();
+    let crl = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&crl).unwrap();
+    let (_, parsed) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(crl.as_ref()).unwrap();
+    let ca = fs::read_to_string(dir.join(DEV_CA_CERT)).unwrap();
+    let ca_der = CertificateDer::from_pem_slice(ca.as_bytes()).unwrap();
+    let (_, ca_cert) = x509_parser::parse_x509_certificate(ca_der.as_ref()).unwrap();
+    assert_eq!(parsed.issuer().as_raw(), ca_cert.subject().as_raw());
+    parsed.verify_signature(ca_cert.public_key()).unwrap();
+    assert_eq!(parsed.iter_revoked_certificates().count(), 0);
+    // `pki revoke --dir` finds its state file there.
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join(DEV_CA_STATE)).unwrap()).unwrap();
+    assert_eq!(state["crl_number"], 1);
+
+    // A development PKI of an older version (no CRL) gets one; an existing one is kept.
+    fs::remove_file(dir.join(DEV_CRL)).unwrap();
+    assert!(!dev_pki(&dir).unwrap().created);
+    let written = fs::read(dir.join(DEV_CRL)).unwrap();
+    dev_pki(&dir).unwrap();
+    assert_eq!(fs::read(dir.join(DEV_CRL)).unwrap(), written);
+}
