@@ -69,3 +69,5 @@ pub const DEFAULT_DIRECT_ISSUER_ONLY: bool = false;
 pub const DEFAULT_MASTER_KEY_FILE: &str = "master.key";
 /// Name of the vault's chain head file in its default folder.
 pub const DEFAULT_HEAD_FILE: &str = "vault.head";
+/// Default form of the gateway's log lines: text, readable in a terminal and in journald.
+pub const DEFAULT_LOG_FORMAT: super::log::LogFormat = super::log::LogFormat::Text;

@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) locate_cache: Option<RawLocateCache>,
     pub(super) audit: Option<RawAudit>,
     pub(super) capture_dir: Option<PathBuf>,
+    pub(super) log: Option<RawLog>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,4 +114,11 @@ pub(super) struct RawRevocation {
     #[serde(default)]
     pub(super) deny_fingerprints: Vec<String>,
     pub(super) close_revoked_connections: Option<bool>,
+}
+
+/// `[log]`: the form of the gateway's log lines.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
 }

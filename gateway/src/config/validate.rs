@@ -8,6 +8,7 @@ use super::audit::audit_config;
 use super::backend::{backend_config, vault_backend};
 use super::defaults::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 use super::limits::{limits_config, locate_cache_config};
+use super::log::log_format;
 use super::raw::RawConfig;
 use super::revocation::revocation_config;
 use super::users::{users_config, TlsFiles};
@@ -60,6 +61,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
         locate_cache,
         audit,
         capture_dir: raw.capture_dir.map(|d| resolve(base, d)),
+        log_format: log_format(raw.log)?,
         embedded_default: false,
     })
 }
