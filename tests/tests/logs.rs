@@ -213,3 +213,113 @@ fn a_successful_connection_is_logged_once_with_user_serial_and_tls() {
         gw.log()
     );
 }
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn renewal_keeps_the_previous_certificate_and_prints_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let ca_arg = ca.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let (ok, out) = kmip_e2e::gateway_cli(args);
+        assert!(ok, "{args:?}: {out}");
+        out
+    };
+    run(&["pki", "init-ca", "--dir", ca_arg]);
+    run(&[
+        "pki",
+        "server-cert",
+        "--dir",
+        ca_arg,
+        "--dns",
+        "kmip.example.net",
+        "--ip",
+        "10.0.0.7",
+        "--days",
+        "30",
+    ]);
+    let (cert, key) = (ca.join("server.pem"), ca.join("server.key"));
+    // An operator's own mode on the certificate must survive in the backup.
+    std::fs::set_permissions(&cert, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let (old_cert, old_key) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+    let old_serial = serial_of(&cert);
+
+    let out = run(&[
+        "pki",
+        "server-cert",
+        "--dir",
+        ca_arg,
+        "--dns",
+        "kmip.example.net",
+        "--ip",
+        "10.0.0.7",
+    ]);
+    let new_serial = serial_of(&cert);
+    assert_ne!(new_serial, old_serial);
+    let cert_bak = ca.join(format!("server.pem.{old_serial}.bak"));
+    let key_bak = ca.join(format!("server.key.{old_serial}.bak"));
+    assert_eq!(std::fs::read(&cert_bak).unwrap(), old_cert);
+    assert_eq!(std::fs::read(&key_bak).unwrap(), old_key);
+    assert_eq!(mode_of(&cert_bak), 0o640);
+    assert_eq!(mode_of(&key_bak), 0o600);
+    let expiry =
+        kmip_gateway::tooling::pki::describe_cert(&std::fs::read_to_string(&cert).unwrap())
+            .unwrap()
+            .not_after
+            .to_string();
+    for needle in [
+        format!("serial {new_serial}"),
+        "DNS:kmip.example.net, IP:10.0.0.7".into(),
+        format!("valid until {expiry}"),
+        format!(
+            "previous    serial {old_serial} kept as {}",
+            cert_bak.display()
+        ),
+        key_bak.display().to_string(),
+    ] {
+        assert!(out.contains(&needle), "{needle:?} missing:\n{out}");
+    }
+
+    // A client certificate signed again to the same file: the old one is kept too.
+    let csr_dir = tmp.path().join("array");
+    std::fs::create_dir(&csr_dir).unwrap();
+    run(&[
+        "pki",
+        "server-cert",
+        "--dir",
+        csr_dir.to_str().unwrap(),
+        "--dns",
+        "array.example.net",
+        "--csr-only",
+    ]);
+    let csr = csr_dir.join("server.csr");
+    let client = tmp.path().join("array.pem");
+    let sign = || {
+        run(&[
+            "pki",
+            "sign-csr",
+            "--dir",
+            ca_arg,
+            "--csr",
+            csr.to_str().unwrap(),
+            "--out",
+            client.to_str().unwrap(),
+        ])
+    };
+    let first = sign();
+    assert!(!first.contains("previous"), "{first}");
+    let old_client = serial_of(&client);
+    let out = sign();
+    let kept = tmp.path().join(format!("array.pem.{old_client}.bak"));
+    assert_eq!(serial_of(&kept), old_client);
+    assert!(
+        out.contains(&format!("serial {}", serial_of(&client))),
+        "{out}"
+    );
+    assert!(out.contains(&kept.display().to_string()), "{out}");
+    assert!(out.contains("SANs"), "{out}");
+}

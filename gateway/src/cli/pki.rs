@@ -9,8 +9,8 @@
 
 use super::{read_limited, write_atomic, CliError};
 use kmip_gateway::tooling::pki::{
-    describe_cert, init_ca, issue_server_cert, make_crl, server_csr, sign_csr, CaBundle, Serial,
-    MAX_PEM_LEN,
+    describe_cert, init_ca, issue_server_cert, make_crl, server_csr, sign_csr, subject_alt_names,
+    CaBundle, Serial, MAX_PEM_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::DirBuilder;
@@ -214,15 +214,18 @@ impl CaDir {
         let csr_pem = read_text(csr)?;
         let serial = Serial::random()?;
         let cert = sign_csr(&ca, &csr_pem, days, &serial)?;
+        let kept = keep_previous(out, None)?;
         write_atomic(out, cert.as_bytes(), PUBLIC_MODE)?;
         self.record(&mut state, &cert, "client", out)?;
         let info = describe_cert(&cert)?;
         Ok(format!(
-            "signed: CN={} serial {} valid until {} -> {}\n",
+            "signed: CN={} serial {} valid until {} -> {}\n  SANs        {}\n{}",
             info.subject_cn.unwrap_or_default(),
             info.serial_hex,
             info.not_after,
-            out.display()
+            out.display(),
+            san_list(&cert)?,
+            kept.unwrap_or_default()
         ))
     }
 
@@ -238,17 +241,20 @@ impl CaDir {
         let ca = self.load_ca()?;
         let mut state = self.load_state()?;
         let issued = issue_server_cert(&ca, dns, ips, days)?;
+        let kept = keep_previous(cert_out, Some(key_out))?;
         write_atomic(key_out, issued.key_pem.as_bytes(), KEY_MODE)?;
         write_atomic(cert_out, issued.cert_pem.as_bytes(), PUBLIC_MODE)?;
         self.record(&mut state, &issued.cert_pem, "server", cert_out)?;
         let info = describe_cert(&issued.cert_pem)?;
         Ok(format!(
-            "server certificate CN={} serial {} valid until {}\n  certificate {}\n  key         {} (0600)\n",
+            "server certificate CN={} serial {} valid until {}\n  SANs        {}\n  certificate {}\n  key         {} (0600)\n{}",
             info.subject_cn.unwrap_or_default(),
             info.serial_hex,
             info.not_after,
+            san_list(&issued.cert_pem)?,
             cert_out.display(),
-            key_out.display()
+            key_out.display(),
+            kept.unwrap_or_default()
         ))
     }
 
@@ -352,6 +358,58 @@ impl CaDir {
         ));
         Ok(out)
     }
+}
+
+/// A certificate's SANs for the printout (`none` when it has none).
+fn san_list(cert_pem: &str) -> Result<String, CliError> {
+    let names = subject_alt_names(cert_pem)?;
+    Ok(if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    })
+}
+
+/// Before a renewal replaces `cert` (and `key`, for a listener certificate), keeps the current
+/// files as `<file>.<old serial>.bak`, so the old certificate can be put back if a client does
+/// not accept the new one. The backup is a hard link: the same file, so the same owner and mode,
+/// and the new file is written beside it and renamed over the name. Returns the printout line.
+fn keep_previous(cert: &Path, key: Option<&Path>) -> Result<Option<String>, CliError> {
+    if !cert.exists() {
+        return Ok(None);
+    }
+    let serial = describe_cert(&read_text(cert)?)
+        .map_err(|e| {
+            CliError::Refused(format!(
+                "{} exists but is not a certificate ({e}): move it away or choose another output",
+                cert.display()
+            ))
+        })?
+        .serial_hex;
+    let mut kept = Vec::new();
+    for file in std::iter::once(cert).chain(key.filter(|k| k.exists())) {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CliError::Refused(format!("{}: not a file path", file.display())))?;
+        let backup = file.with_file_name(format!("{name}.{serial}.bak"));
+        match std::fs::hard_link(file, &backup) {
+            Ok(()) => {}
+            // Kept by an earlier run that stopped before the renewal (serials are unique).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(CliError::Io {
+                    path: backup,
+                    source,
+                })
+            }
+        }
+        kept.push(backup.display().to_string());
+    }
+    Ok(Some(format!(
+        "  previous    serial {serial} kept as {}\n",
+        kept.join(", ")
+    )))
 }
 
 /// Whether the certificate's issuer is the CA's subject and the CA's key signed it.

@@ -28,7 +28,7 @@ pub use dev::{
 pub use issue::{
     init_ca, issue_cert, issue_client_cert, issue_server_cert, make_crl, server_csr, sign_csr,
 };
-pub use x509::{describe_cert, describe_certs};
+pub use x509::{describe_cert, describe_certs, subject_alt_names};
 
 use std::fmt;
 use std::io;
