@@ -323,3 +323,57 @@ fn renewal_keeps_the_previous_certificate_and_prints_the_new_one() {
     assert!(out.contains(&kept.display().to_string()), "{out}");
     assert!(out.contains("SANs"), "{out}");
 }
+
+#[test]
+fn the_clients_view_survives_a_restart() {
+    let home = kmip_e2e::GatewayHome::new(kmip_e2e::Backend::Vault);
+    let admin = kmip_e2e::GatewayOptions {
+        admin: true,
+        ..Default::default()
+    };
+    let mut gw = home.start_with(&admin);
+    connect(&gw.addr().to_string(), &home.pki_dir());
+    let serial = serial_of(&home.client_cert());
+    let token = gw.admin_token();
+    let listed = |gw: &GatewayProcess| {
+        let (status, body) = gw.admin_request("GET", "/clients", Some(&token));
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    assert!(listed(&gw).contains(&serial), "{}", listed(&gw));
+    gw.terminate();
+    let status = gw.wait_exit(READY_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean stop: {status:?}\n{}",
+        gw.log()
+    );
+    let file = home.data_dir().join("clients-seen.json");
+    assert_eq!(mode_of(&file), 0o600);
+    drop(gw);
+
+    let gw = home.start_with(&admin);
+    let body = listed(&gw);
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["serial"] == serial.as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "{serial} not listed after the restart: {body}\n{}",
+                gw.log()
+            )
+        });
+    assert_eq!(row["user"], "purefa");
+    assert_eq!(row["open_connections"], 0);
+    assert!(row["last_seen"].as_i64().unwrap() > 0, "{body}");
+    let addr = gw.admin_addr().unwrap().to_string();
+    let data_dir = home.data_dir().display().to_string();
+    let (ok, out) = kmip_e2e::gateway_cli(&["clients", "--admin", &addr, "--data-dir", &data_dir]);
+    assert!(
+        ok && out.contains("purefa") && out.contains(&serial),
+        "{out}"
+    );
+}

@@ -2,6 +2,7 @@
 //! reload, closing the ones whose certificate no longer passes) and every client certificate let
 //! in, with when it was last seen (`GET /clients`, `kmip-gateway clients`).
 
+use super::seen_file::SeenRecord;
 use crate::front::tls::{cert_subject_and_expiry, ExpiryKind, TlsState, EXPIRY_WARNING};
 use crate::identity::Identity;
 use dashmap::DashMap;
@@ -9,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -84,12 +85,15 @@ pub(super) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Open connections and the client certificates seen since start.
+/// Open connections and the client certificates seen (since start, and before it as kept in
+/// the data folder by `seen_file`).
 pub struct Registry {
     pub connections: DashMap<u64, ConnEntry>,
     /// Client certificates by SHA-256 fingerprint.
     pub clients: DashMap<String, ClientSeen>,
     next_conn_id: AtomicU64,
+    /// Whether `clients` changed since it was last written to the data folder.
+    changed: AtomicBool,
 }
 
 impl Registry {
@@ -98,6 +102,54 @@ impl Registry {
             connections: DashMap::new(),
             clients: DashMap::new(),
             next_conn_id: AtomicU64::new(1),
+            changed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the client certificates seen changed since the last call (which clears it).
+    pub(super) fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Marks the client certificates seen as not yet written (a write failed).
+    pub(super) fn mark_changed(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// The client certificates seen, to be kept across a restart.
+    pub(super) fn seen_records(&self) -> Vec<SeenRecord> {
+        self.clients
+            .iter()
+            .map(|c| SeenRecord {
+                user: c.user.clone(),
+                fingerprint: c.key().clone(),
+                subject: c.subject.clone(),
+                serial: c.serial_hex.clone(),
+                not_after: c.not_after,
+                first_seen: unix_secs(c.first_seen),
+                last_seen_ms: c.last_seen_ms.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Adds the client certificates a previous run saw (at most [`MAX_TRACKED_CLIENTS`] are
+    /// given); one seen again since start keeps its live entry.
+    pub(super) fn restore(&self, records: Vec<SeenRecord>) {
+        for r in records {
+            if self.clients.len() >= MAX_TRACKED_CLIENTS {
+                break;
+            }
+            let first_seen =
+                UNIX_EPOCH + Duration::from_secs(u64::try_from(r.first_seen).unwrap_or(0));
+            self.clients.entry(r.fingerprint).or_insert(ClientSeen {
+                user: r.user,
+                subject: r.subject,
+                serial_hex: r.serial,
+                not_after: r.not_after,
+                first_seen,
+                last_seen_ms: Arc::new(AtomicI64::new(r.last_seen_ms)),
+                last_expiry_warning: None,
+            });
         }
     }
 
@@ -190,6 +242,7 @@ impl Registry {
                 }
             });
         entry.last_seen_ms.store(now, Ordering::Relaxed);
+        self.changed.store(true, Ordering::Relaxed);
         if let Some(not_after) = entry.not_after {
             let left = not_after.saturating_sub(now / 1000);
             let due = entry
