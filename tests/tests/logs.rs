@@ -1,6 +1,8 @@
-//! Logs an operator can use: plain text (no colour codes) when stderr is not a terminal, one
-//! JSON object per line with `--log-format json` or `[log] format = "json"`, and one line per
-//! successful connection naming the user, certificate serial, TLS version and cipher suite.
+//! The operator's day without traps: logs an operator can use (plain text, no colour codes, when
+//! stderr is not a terminal; one JSON object per line with `--log-format json` or `[log] format =
+//! "json"`; one line per successful connection naming the user, certificate serial, TLS version
+//! and cipher suite), certificate renewal that keeps the previous certificate and prints the new
+//! one, the `clients` view across a restart, and the guide's setup order on the template.
 
 use kmip_e2e::{binary_path, GatewayProcess, READY_TIMEOUT};
 use kmip_gateway::client::{ClientTls, KmipClient};
@@ -376,4 +378,58 @@ fn the_clients_view_survives_a_restart() {
         ok && out.contains("purefa") && out.contains(&serial),
         "{out}"
     );
+}
+
+/// The guide's setup order (docs/flasharray.md, README): the configuration from the template
+/// first, then the CA, `user add` (which edits the file), the listener's certificate, and
+/// `check-config` passes, with the template's paths moved to a temporary folder.
+#[test]
+fn the_guides_setup_order_works_on_a_copy_of_the_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let etc = tmp.path().join("etc/kmip-gateway");
+    std::fs::create_dir_all(&etc).unwrap();
+    let template = kmip_e2e::workspace_root().join("deploy/config/gateway.example.toml");
+    let config = etc.join("gateway.toml");
+    let text = std::fs::read_to_string(template)
+        .unwrap()
+        .replace("/etc/kmip-gateway", etc.to_str().unwrap())
+        .replace(
+            "/var/lib/kmip-gateway",
+            tmp.path().join("var/lib/kmip-gateway").to_str().unwrap(),
+        );
+    std::fs::write(&config, text).unwrap();
+    let pki = etc.join("pki");
+    let (pki_arg, config_arg) = (pki.to_str().unwrap(), config.to_str().unwrap());
+    let ca = pki.join("ca.pem");
+    for args in [
+        vec![
+            "pki",
+            "init-ca",
+            "--dir",
+            pki_arg,
+            "--cn",
+            "Pure Storage FlashArray",
+        ],
+        vec![
+            "user",
+            "add",
+            "purefa",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--config",
+            config_arg,
+        ],
+        vec![
+            "pki",
+            "server-cert",
+            "--dir",
+            pki_arg,
+            "--dns",
+            "kmip.example.net",
+        ],
+        vec!["check-config", "--config", config_arg],
+    ] {
+        let (ok, out) = kmip_e2e::gateway_cli(&args);
+        assert!(ok, "{args:?}: {out}");
+    }
 }
