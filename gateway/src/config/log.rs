@@ -1,9 +1,5 @@
 //! `[log]`: how the gateway's own log lines are written (for journald, files or a collector).
 
-use super::defaults::DEFAULT_LOG_FORMAT;
-use super::raw::RawLog;
-use super::{invalid, ConfigError};
-
 /// The form of the gateway's log lines on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -21,18 +17,5 @@ impl LogFormat {
             "json" => Some(LogFormat::Json),
             _ => None,
         }
-    }
-}
-
-/// Validates `[log]`.
-pub(super) fn log_format(raw: Option<RawLog>) -> Result<LogFormat, ConfigError> {
-    match raw.and_then(|l| l.format) {
-        None => Ok(DEFAULT_LOG_FORMAT),
-        Some(f) => LogFormat::parse(&f).ok_or_else(|| {
-            invalid(
-                "log.format",
-                format!("'{f}' is not a log format: use \"text\" or \"json\""),
-            )
-        }),
     }
 }

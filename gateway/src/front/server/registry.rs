@@ -2,7 +2,6 @@
 //! reload, closing the ones whose certificate no longer passes) and every client certificate let
 //! in, with when it was last seen (`GET /clients`, `kmip-gateway clients`).
 
-use super::seen_file::SeenRecord;
 use crate::front::tls::{cert_subject_and_expiry, ExpiryKind, TlsState, EXPIRY_WARNING};
 use crate::identity::Identity;
 use dashmap::DashMap;
@@ -44,6 +43,22 @@ pub struct ClientSeen {
     /// Unix milliseconds of the last authentication or request; shared with open connections.
     pub last_seen_ms: Arc<AtomicI64>,
     last_expiry_warning: Option<Instant>,
+}
+
+/// One client certificate seen, as `seen_file` keeps it across restarts.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct SeenRecord {
+    pub user: String,
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub fingerprint: String,
+    pub subject: String,
+    pub serial: String,
+    /// `notAfter`, Unix seconds.
+    pub not_after: Option<i64>,
+    /// Unix seconds.
+    pub first_seen: i64,
+    /// Unix milliseconds.
+    pub last_seen_ms: i64,
 }
 
 /// A row of `GET /clients`: one client certificate.

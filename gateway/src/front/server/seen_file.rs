@@ -2,7 +2,7 @@
 //! `clients` view survives a restart: loaded at start, written atomically (private mode) when it
 //! changed, every [`SAVE_INTERVAL`] and at a graceful stop.
 
-use super::registry::{Registry, MAX_TRACKED_CLIENTS};
+use super::registry::{Registry, SeenRecord, MAX_TRACKED_CLIENTS};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -26,22 +26,6 @@ const FILE_MODE: u32 = 0o600;
 /// The format's version, so a later gateway can tell old files apart.
 const FORMAT_VERSION: u32 = 1;
 
-/// One client certificate seen, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct SeenRecord {
-    pub user: String,
-    /// SHA-256 of the certificate's DER, lowercase hex.
-    pub fingerprint: String,
-    pub subject: String,
-    pub serial: String,
-    /// `notAfter`, Unix seconds.
-    pub not_after: Option<i64>,
-    /// Unix seconds.
-    pub first_seen: i64,
-    /// Unix milliseconds.
-    pub last_seen_ms: i64,
-}
-
 #[derive(Serialize, Deserialize)]
 struct SeenFile {
     version: u32,
@@ -55,7 +39,7 @@ fn seen_file(data_dir: &Path) -> PathBuf {
 
 /// Keeps the `limit` most recently seen records (the same bound as the live view).
 fn newest(mut records: Vec<SeenRecord>, limit: usize) -> Vec<SeenRecord> {
-    records.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+    records.sort_by_key(|r| std::cmp::Reverse(r.last_seen_ms));
     records.truncate(limit);
     records
 }
