@@ -9,7 +9,7 @@ use crate::front::admin::{Admin, AdminAccess, AdminReload};
 use crate::front::reload::{
     export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Commit, ReloadHook, Reloader,
 };
-use crate::front::server::Server;
+use crate::front::server::{keep_saved, load_clients_seen, save_clients_seen, Server};
 use crate::front::tls::{TlsSetupError, TlsState};
 use crate::kmip::access::{load_policy, Access, AccessError};
 use crate::kmip::dispatch::Dispatcher;
@@ -271,6 +271,13 @@ pub async fn run(
         None => None,
     };
     let server = Arc::new(Server::new(tls, dispatcher, cfg.limits).with_capture(capture.clone()));
+    let seen = load_clients_seen(&server.registry, &cfg.data_dir).await;
+    if seen > 0 {
+        info!(
+            clients = seen,
+            "client certificates seen before the restart loaded (`kmip-gateway clients`)"
+        );
+    }
     let reloader = Arc::new(Reloader::new(config_path, cfg.clone(), server.clone()));
     reloader.add_hook(Arc::new(PolicyReload(access)));
     let admin_cfg = cfg.admin.clone();
@@ -316,7 +323,12 @@ pub async fn run(
         tokio::spawn(admin.serve(admin_listener));
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let serving = tokio::spawn(server.serve(listener, shutdown_rx));
+    let saving = tokio::spawn(keep_saved(
+        server.clone(),
+        cfg.data_dir.clone(),
+        shutdown_rx.clone(),
+    ));
+    let serving = tokio::spawn(server.clone().serve(listener, shutdown_rx));
     let pid_path = pid_file(&cfg.data_dir);
     let pid_lock = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| lock_pid_file(&pid_path));
     if let Err(e) = &pid_lock {
@@ -334,6 +346,9 @@ pub async fn run(
     if let Err(e) = serving.await {
         error!(error = %e, "listener task failed");
     }
+    let _ = saving.await;
+    // After the connections ended: their last-seen times are final.
+    save_clients_seen(&server.registry, &cfg.data_dir).await;
     if !store.flush_background(cfg.limits.shutdown_grace).await {
         warn!("background attribute writes (Fresh cleared by a Get) did not finish in the grace period");
     }

@@ -4,7 +4,7 @@
 mod cli;
 
 use clap::{Args, Parser, Subcommand};
-use kmip_gateway::config::GatewayConfig;
+use kmip_gateway::config::{GatewayConfig, LogFormat};
 use kmip_gateway::tooling::pki::KeyType;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,9 @@ enum Command {
         /// (key material and credentials by length only); overrides `capture_dir`.
         #[arg(long, value_name = "DIR")]
         capture: Option<PathBuf>,
+        /// Log lines as `text` or `json` (one object per line); overrides `[log] format`.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+        log_format: Option<LogFormat>,
     },
     /// Validates a configuration file (and the certificates, keys, CAs and policy it names) and
     /// says exactly what is wrong. With --user and --operation, also prints the policy's decision
@@ -246,21 +249,20 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KMIP_GATEWAY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // `serve` starts its log once it knows the configured format; the other commands log as text.
+    if !matches!(command, Command::Serve { .. }) {
+        init_logging(LogFormat::Text);
+    }
+    match command {
         Command::Serve {
             config,
             listen,
             data_dir,
             admin_listen,
             capture,
-        } => serve(config, listen, data_dir, admin_listen, capture),
+            log_format,
+        } => serve(config, listen, data_dir, admin_listen, capture, log_format),
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
         Command::Audit(AuditCommand::Verify { paths }) => {
             let report = kmip_gateway::tooling::audit::verify(&paths);
@@ -306,6 +308,27 @@ fn main() -> ExitCode {
         Command::Vault(VaultCommand::AcceptRestore { config, data_dir }) => {
             report(vault_accept_restore(config, data_dir))
         }
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    LogFormat::parse(s).ok_or_else(|| format!("'{s}' is not a log format: use text or json"))
+}
+
+/// Starts the log on stderr (level from `KMIP_GATEWAY_LOG`, default info). Colour codes only
+/// when stderr is a terminal (and `NO_COLOR` is unset): journald and files get plain text.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMIP_GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 
@@ -436,6 +459,7 @@ fn serve(
     data_dir: Option<PathBuf>,
     admin_listen: Option<String>,
     capture: Option<PathBuf>,
+    log_format: Option<LogFormat>,
 ) -> ExitCode {
     if config.is_some() && data_dir.is_some() {
         eprintln!(
@@ -457,6 +481,7 @@ fn serve(
                 .unwrap_or_else(|| kmip_gateway::config::DEFAULT_DATA_DIR.into()),
         ),
     };
+    init_logging(log_format.unwrap_or(cfg.log_format));
     if let Some(l) = listen {
         cfg.listen = l;
     }

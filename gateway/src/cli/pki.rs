@@ -11,7 +11,7 @@
 use super::{read_limited, write_atomic, Access, CliError};
 use kmip_gateway::tooling::pki::{
     describe_cert, init_ca_with_key, issue_server_cert_with_key, make_crl, server_csr_with_key,
-    sign_csr, CaBundle, KeyType, Serial, MAX_PEM_LEN,
+    sign_csr, subject_alt_names, CaBundle, KeyType, Serial, MAX_PEM_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::DirBuilder;
@@ -271,15 +271,18 @@ impl CaDir {
         let csr_pem = read_text(csr)?;
         let serial = Serial::random()?;
         let cert = sign_csr(&ca, &csr_pem, days, &serial)?;
+        let kept = keep_previous(out, None)?;
         write_atomic(out, cert.as_bytes(), public_access(self.group))?;
         self.record(&mut state, &cert, "client", out)?;
         let info = describe_cert(&cert)?;
         Ok(format!(
-            "signed: CN={} serial {} valid until {} -> {}\n",
+            "signed: CN={} serial {} valid until {} -> {}\n  SANs        {}\n{}",
             info.subject_cn.unwrap_or_default(),
             info.serial_hex,
             info.not_after,
-            out.display()
+            out.display(),
+            san_list(&cert)?,
+            kept.unwrap_or_default()
         ))
     }
 
@@ -296,6 +299,7 @@ impl CaDir {
         let ca = self.load_ca()?;
         let mut state = self.load_state()?;
         let issued = issue_server_cert_with_key(&ca, dns, ips, days, key_type)?;
+        let kept = keep_previous(cert_out, Some(key_out))?;
         write_atomic(key_out, issued.key_pem.as_bytes(), key_access(self.group))?;
         write_atomic(
             cert_out,
@@ -305,13 +309,15 @@ impl CaDir {
         self.record(&mut state, &issued.cert_pem, "server", cert_out)?;
         let info = describe_cert(&issued.cert_pem)?;
         Ok(format!(
-            "server certificate CN={} serial {} valid until {}\n  certificate {}\n  key         {} ({}, {key_type})\n",
+            "server certificate CN={} serial {} valid until {}\n  SANs        {}\n  certificate {}\n  key         {} ({}, {key_type})\n{}",
             info.subject_cn.unwrap_or_default(),
             info.serial_hex,
             info.not_after,
+            san_list(&issued.cert_pem)?,
             cert_out.display(),
             key_out.display(),
-            key_mode_now(key_out, self.group)
+            key_mode_now(key_out, self.group),
+            kept.unwrap_or_default()
         ))
     }
 
@@ -514,6 +520,58 @@ pub(crate) fn revoke_command(
         }
     };
     Err(CliError::Refused(format!("{out}{verdict}")))
+}
+
+/// A certificate's SANs for the printout (`none` when it has none).
+fn san_list(cert_pem: &str) -> Result<String, CliError> {
+    let names = subject_alt_names(cert_pem)?;
+    Ok(if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    })
+}
+
+/// Before a renewal replaces `cert` (and `key`, for a listener certificate), keeps the current
+/// files as `<file>.<old serial>.bak`, so the old certificate can be put back if a client does
+/// not accept the new one. The backup is a hard link: the same file, so the same owner and mode,
+/// and the new file is written beside it and renamed over the name. Returns the printout line.
+fn keep_previous(cert: &Path, key: Option<&Path>) -> Result<Option<String>, CliError> {
+    if !cert.exists() {
+        return Ok(None);
+    }
+    let serial = describe_cert(&read_text(cert)?)
+        .map_err(|e| {
+            CliError::Refused(format!(
+                "{} exists but is not a certificate ({e}): move it away or choose another output",
+                cert.display()
+            ))
+        })?
+        .serial_hex;
+    let mut kept = Vec::new();
+    for file in std::iter::once(cert).chain(key.filter(|k| k.exists())) {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CliError::Refused(format!("{}: not a file path", file.display())))?;
+        let backup = file.with_file_name(format!("{name}.{serial}.bak"));
+        match std::fs::hard_link(file, &backup) {
+            Ok(()) => {}
+            // Kept by an earlier run that stopped before the renewal (serials are unique).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(CliError::Io {
+                    path: backup,
+                    source,
+                })
+            }
+        }
+        kept.push(backup.display().to_string());
+    }
+    Ok(Some(format!(
+        "  previous    serial {serial} kept as {}\n",
+        kept.join(", ")
+    )))
 }
 
 /// Whether the certificate's issuer is the CA's subject and the CA's key signed it.

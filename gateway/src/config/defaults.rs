@@ -76,3 +76,5 @@ pub const DEFAULT_REQUIRE_CRL: bool = false;
 pub const PKI_CA_FILE: &str = "ca.pem";
 /// The CRL in a `[pki] dir` (written by `pki init-ca`, `pki revoke`, `pki crl`).
 pub const PKI_CRL_FILE: &str = "crl.pem";
+/// Default form of the gateway's log lines: text, readable in a terminal and in journald.
+pub const DEFAULT_LOG_FORMAT: super::log::LogFormat = super::log::LogFormat::Text;

@@ -3,7 +3,7 @@
 //! every field is known good. `deploy/config/gateway.example.toml` documents every key.
 //!
 //! `raw` is the file as read; `validate` checks it section by section (`users`, `limits`,
-//! `backend`, `admin`, `revocation`, `audit`, each with its validated types); `defaults` holds
+//! `backend`, `admin`, `revocation`, `audit`, `log`, each with its validated types); `defaults` holds
 //! the default values and what each bound protects.
 
 mod admin;
@@ -11,6 +11,7 @@ mod audit;
 mod backend;
 mod defaults;
 mod limits;
+mod log;
 mod raw;
 mod revocation;
 mod users;
@@ -31,6 +32,7 @@ pub use backend::{
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};
+pub use log::LogFormat;
 pub use revocation::{normalize_fingerprint, normalize_serial, RevocationConfig};
 pub use users::{valid_user_name, TlsFiles, UserConfig};
 
@@ -85,6 +87,8 @@ pub struct GatewayConfig {
     pub audit: Option<AuditConfig>,
     /// Wire capture folder (see `tooling::capture`); `None` when off. Start-only.
     pub capture_dir: Option<PathBuf>,
+    /// The form of the log lines (`[log] format`; `--log-format` overrides it).
+    pub log_format: LogFormat,
     /// Whether this is the embedded default (development PKI created on first start).
     pub embedded_default: bool,
 }
@@ -125,6 +129,7 @@ impl GatewayConfig {
                 max_file_bytes: DEFAULT_AUDIT_FILE_BYTES,
             }),
             capture_dir: None,
+            log_format: DEFAULT_LOG_FORMAT,
             embedded_default: true,
         }
     }

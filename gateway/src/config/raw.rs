@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub(super) locate_cache: Option<RawLocateCache>,
     pub(super) audit: Option<RawAudit>,
     pub(super) capture_dir: Option<PathBuf>,
+    pub(super) log: Option<RawLog>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,4 +123,11 @@ pub(super) struct RawRevocation {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPki {
     pub(super) dir: Option<PathBuf>,
+}
+
+/// `[log]`: the form of the gateway's log lines.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
 }

@@ -200,13 +200,18 @@ fn errors_name_the_key() {
 }
 
 #[test]
-fn the_example_configuration_is_valid() {
-    let c = GatewayConfig::from_toml_str(
-        include_str!("../../../deploy/config/gateway.example.toml"),
-        Path::new("/etc/kmip-gateway"),
-    )
-    .unwrap();
+fn the_example_configuration_is_valid_once_user_add_added_a_user() {
+    let example = include_str!("../../../deploy/config/gateway.example.toml");
+    let base = Path::new("/etc/kmip-gateway");
+    // No active user, so that the setup's `user add purefa` does not find a duplicate.
+    let bare = GatewayConfig::from_toml_str(example, base)
+        .unwrap_err()
+        .to_string();
+    assert!(bare.contains("kmip-gateway user add"), "{bare}");
+    let with_user = format!("{example}\n[[users]]\nname = \"purefa\"\ncas = [\"pki/ca.pem\"]\n");
+    let c = GatewayConfig::from_toml_str(&with_user, base).unwrap();
     assert!(c.admin.token_file.is_some());
+    assert_eq!(c.log_format, LogFormat::Text);
     // The example's CA folder is enforced and every user CA must have a CRL.
     assert_eq!(
         c.pki_dir.as_deref(),

@@ -32,7 +32,11 @@ pub fn valid_user_name(name: &str) -> bool {
 /// Validates `[[users]]`: at least one, unique valid names, at least one CA each.
 pub(super) fn users_config(raw: Vec<RawUser>, base: &Path) -> Result<Vec<UserConfig>, ConfigError> {
     if raw.is_empty() {
-        return Err(invalid("users", "no [[users]]: nobody could connect"));
+        return Err(invalid(
+            "users",
+            "no [[users]]: nobody could connect; add one with \
+             `kmip-gateway user add NAME --ca CA.pem --config FILE`",
+        ));
     }
     let mut users = Vec::with_capacity(raw.len());
     for (i, u) in raw.into_iter().enumerate() {

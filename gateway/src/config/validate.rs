@@ -6,9 +6,10 @@ use std::path::Path;
 use super::admin::admin_config;
 use super::audit::audit_config;
 use super::backend::{backend_config, vault_backend};
-use super::defaults::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use super::defaults::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_FORMAT};
 use super::limits::{limits_config, locate_cache_config};
-use super::raw::RawConfig;
+use super::log::LogFormat;
+use super::raw::{RawConfig, RawLog};
 use super::revocation::revocation_config;
 use super::users::{users_config, TlsFiles};
 use super::{addr, invalid, resolve, ConfigError, GatewayConfig, PolicySource};
@@ -61,6 +62,20 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
         locate_cache,
         audit,
         capture_dir: raw.capture_dir.map(|d| resolve(base, d)),
+        log_format: log_format(raw.log)?,
         embedded_default: false,
     })
+}
+
+/// Validates `[log]`.
+fn log_format(raw: Option<RawLog>) -> Result<LogFormat, ConfigError> {
+    match raw.and_then(|l| l.format) {
+        None => Ok(DEFAULT_LOG_FORMAT),
+        Some(f) => LogFormat::parse(&f).ok_or_else(|| {
+            invalid(
+                "log.format",
+                format!("'{f}' is not a log format: use \"text\" or \"json\""),
+            )
+        }),
+    }
 }

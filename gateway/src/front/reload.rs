@@ -167,6 +167,10 @@ pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'s
     if old.capture_dir != new.capture_dir {
         changed.push("capture_dir");
     }
+    // The log is set up once, before anything is logged.
+    if old.log_format != new.log_format {
+        changed.push("log.format");
+    }
     changed
 }
 
@@ -341,6 +345,7 @@ impl Reloader {
         new.backend = current.backend.clone();
         new.admin_listen = current.admin_listen;
         new.capture_dir = current.capture_dir.clone();
+        new.log_format = current.log_format;
         new.embedded_default = current.embedded_default;
 
         let old_tls = self.server.tls.load_full();
@@ -535,6 +540,11 @@ mod tests {
         assert_eq!(
             restart_only_changes(&a, &b),
             ["listen", "limits", "capture_dir"]
+        );
+        b.log_format = crate::config::LogFormat::Json;
+        assert_eq!(
+            restart_only_changes(&a, &b),
+            ["listen", "limits", "capture_dir", "log.format"]
         );
     }
 }

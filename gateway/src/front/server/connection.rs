@@ -58,6 +58,16 @@ impl Server {
             .peer_certificates()
             .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
             .unwrap_or_default();
+        let conn = stream.get_ref().1;
+        // For the connection's success line: what was negotiated, never key material.
+        let tls_version = conn
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown");
+        let cipher_suite = conn
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or("unknown");
         let full_handshake = matches!(
             stream.get_ref().1.handshake_kind(),
             Some(rustls::HandshakeKind::Full | rustls::HandshakeKind::FullWithHelloRetryRequest)
@@ -109,7 +119,9 @@ impl Server {
             }
         }
         drop((tls, current));
-        debug!(%peer, conn_id, user = %identity.user, "client authenticated");
+        // Once per connection: who came in, with which certificate, over what TLS.
+        info!(%peer, conn_id, user = %identity.user, serial = %identity.serial_hex,
+              tls_version = %tls_version, cipher_suite = %cipher_suite, "client connected");
         let mut capture = self
             .capture
             .as_ref()

@@ -21,16 +21,19 @@
 //! - `connection`: one connection's task: handshake, authentication, the request/response loop.
 //! - `framing`: reading one message against the size limit and the in-flight byte budget.
 //! - `registry`: open connections and client certificates seen, for `clients` and reload.
+//! - `seen_file`: the client certificates seen, kept in the data folder across restarts.
 
 mod accept;
 mod connection;
 mod framing;
 mod registry;
+mod seen_file;
 mod slots;
 
 pub use registry::{
     ClientReport, ClientSeen, ConnEntry, RecheckReport, Registry, MAX_TRACKED_CLIENTS,
 };
+pub use seen_file::{keep_saved, load as load_clients_seen, save as save_clients_seen};
 
 use crate::config::LimitsConfig;
 use crate::front::tls::TlsState;

@@ -9,7 +9,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -43,6 +43,22 @@ pub struct ClientSeen {
     /// Unix milliseconds of the last authentication or request; shared with open connections.
     pub last_seen_ms: Arc<AtomicI64>,
     last_expiry_warning: Option<Instant>,
+}
+
+/// One client certificate seen, as `seen_file` keeps it across restarts.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub(crate) struct SeenRecord {
+    pub user: String,
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub fingerprint: String,
+    pub subject: String,
+    pub serial: String,
+    /// `notAfter`, Unix seconds.
+    pub not_after: Option<i64>,
+    /// Unix seconds.
+    pub first_seen: i64,
+    /// Unix milliseconds.
+    pub last_seen_ms: i64,
 }
 
 /// A row of `GET /clients`: one client certificate.
@@ -84,12 +100,15 @@ pub(super) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Open connections and the client certificates seen since start.
+/// Open connections and the client certificates seen (since start, and before it as kept in
+/// the data folder by `seen_file`).
 pub struct Registry {
     pub connections: DashMap<u64, ConnEntry>,
     /// Client certificates by SHA-256 fingerprint.
     pub clients: DashMap<String, ClientSeen>,
     next_conn_id: AtomicU64,
+    /// Whether `clients` changed since it was last written to the data folder.
+    changed: AtomicBool,
 }
 
 impl Registry {
@@ -98,6 +117,54 @@ impl Registry {
             connections: DashMap::new(),
             clients: DashMap::new(),
             next_conn_id: AtomicU64::new(1),
+            changed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the client certificates seen changed since the last call (which clears it).
+    pub(super) fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Marks the client certificates seen as not yet written (a write failed).
+    pub(super) fn mark_changed(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// The client certificates seen, to be kept across a restart.
+    pub(super) fn seen_records(&self) -> Vec<SeenRecord> {
+        self.clients
+            .iter()
+            .map(|c| SeenRecord {
+                user: c.user.clone(),
+                fingerprint: c.key().clone(),
+                subject: c.subject.clone(),
+                serial: c.serial_hex.clone(),
+                not_after: c.not_after,
+                first_seen: unix_secs(c.first_seen),
+                last_seen_ms: c.last_seen_ms.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Adds the client certificates a previous run saw (at most [`MAX_TRACKED_CLIENTS`] are
+    /// given); one seen again since start keeps its live entry.
+    pub(super) fn restore(&self, records: Vec<SeenRecord>) {
+        for r in records {
+            if self.clients.len() >= MAX_TRACKED_CLIENTS {
+                break;
+            }
+            let first_seen =
+                UNIX_EPOCH + Duration::from_secs(u64::try_from(r.first_seen).unwrap_or(0));
+            self.clients.entry(r.fingerprint).or_insert(ClientSeen {
+                user: r.user,
+                subject: r.subject,
+                serial_hex: r.serial,
+                not_after: r.not_after,
+                first_seen,
+                last_seen_ms: Arc::new(AtomicI64::new(r.last_seen_ms)),
+                last_expiry_warning: None,
+            });
         }
     }
 
@@ -190,6 +257,7 @@ impl Registry {
                 }
             });
         entry.last_seen_ms.store(now, Ordering::Relaxed);
+        self.changed.store(true, Ordering::Relaxed);
         if let Some(not_after) = entry.not_after {
             let left = not_after.saturating_sub(now / 1000);
             let due = entry

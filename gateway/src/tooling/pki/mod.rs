@@ -32,7 +32,7 @@ pub use issue::{
     issue_server_cert_with_key, make_crl, server_csr, server_csr_with_key, sign_csr,
 };
 pub use key_type::KeyType;
-pub use x509::{describe_cert, describe_certs};
+pub use x509::{describe_cert, describe_certs, subject_alt_names};
 
 use std::fmt;
 use std::io;

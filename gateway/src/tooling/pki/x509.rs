@@ -17,6 +17,36 @@ pub fn describe_cert(pem: &str) -> Result<CertInfo, PkiError> {
     describe_der(&der)
 }
 
+/// The subject alternative names of the one certificate in `pem`, as an operator writes them
+/// (`DNS:kmip.example.net`, `IP:10.0.0.7`; other kinds by their type).
+pub fn subject_alt_names(pem: &str) -> Result<Vec<String>, PkiError> {
+    use x509_parser::extensions::GeneralName;
+    let der = parse_single_cert_der(pem, "certificate")?;
+    let cert = parse_x509(&der, "certificate")?;
+    let mut names = Vec::new();
+    for ext in cert.extensions() {
+        let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() else {
+            continue;
+        };
+        for name in &san.general_names {
+            names.push(match name {
+                GeneralName::DNSName(d) => format!("DNS:{d}"),
+                GeneralName::IPAddress(ip) => match <[u8; 4]>::try_from(*ip) {
+                    Ok(v4) => format!("IP:{}", std::net::Ipv4Addr::from(v4)),
+                    Err(_) => match <[u8; 16]>::try_from(*ip) {
+                        Ok(v6) => format!("IP:{}", std::net::Ipv6Addr::from(v6)),
+                        Err(_) => format!("IP:{}", hex::encode(ip)),
+                    },
+                },
+                GeneralName::RFC822Name(m) => format!("email:{m}"),
+                GeneralName::URI(u) => format!("URI:{u}"),
+                other => format!("{other:?}"),
+            });
+        }
+    }
+    Ok(names)
+}
+
 /// Describes every certificate of a PEM bundle (such as an exported CA tree), in order.
 pub fn describe_certs(pem: &str) -> Result<Vec<CertInfo>, PkiError> {
     check_len("certificate bundle", pem.len())?;
