@@ -40,6 +40,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         capture: Option<PathBuf>,
     },
+    /// Creates the data folder of a new installation (and the vault, its master key and chain
+    /// head, where the configuration puts them). `serve --config` refuses a missing or empty
+    /// data folder; an initialised one is left as it is.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validates a configuration file (and the certificates, keys, CAs and policy it names) and
     /// says exactly what is wrong. With --user and --operation, also prints the policy's decision
     /// for that request (dry run), on an object described by --owner/--uid/--group/--name.
@@ -227,6 +234,12 @@ fn main() -> ExitCode {
             capture,
         } => serve(config, listen, data_dir, admin_listen, capture),
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
+        Command::Init { config } => report(
+            GatewayConfig::load(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))
+                .and_then(|cfg| kmip_gateway::tooling::datadir::init(&cfg))
+                .map_err(cli::CliError::Refused),
+        ),
         Command::Audit(AuditCommand::Verify { paths }) => {
             let report = kmip_gateway::tooling::audit::verify(&paths);
             println!("{report}");
@@ -408,6 +421,30 @@ fn serve(
                 .unwrap_or_else(|| kmip_gateway::config::DEFAULT_DATA_DIR.into()),
         ),
     };
+    if let Err(why) = kmip_gateway::tooling::datadir::check(&cfg) {
+        match &config {
+            Some(path) => {
+                eprintln!(
+                    "kmip-gateway: {}",
+                    kmip_gateway::tooling::datadir::refusal(&why, path)
+                );
+                return ExitCode::from(2);
+            }
+            // The embedded default is for trying the gateway out: its first run initialises
+            // the folder itself, and says so.
+            None => match kmip_gateway::tooling::datadir::init(&cfg) {
+                Ok(done) => tracing::warn!(
+                    "{why}: initialising it (embedded default; with --config, run \
+                     `kmip-gateway init`): {}",
+                    done.trim_end().replace('\n', "; ")
+                ),
+                Err(e) => {
+                    eprintln!("kmip-gateway: {why}, and initialising it failed: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        }
+    }
     if let Some(l) = listen {
         cfg.listen = l;
     }
