@@ -47,6 +47,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Writes an encrypted backup archive: the vault (a consistent copy, safe while the gateway
+    /// serves), its master key, the configuration and policy, the CA folder, the audit head.
+    Backup(cli::backup::BackupArgs),
+    /// Restores an archive into a new data folder (never over existing data), after checking
+    /// the passphrase, the archive's authenticity and the vault's chain.
+    Restore(cli::backup::RestoreArgs),
     /// Validates a configuration file (and the certificates, keys, CAs and policy it names) and
     /// says exactly what is wrong. With --user and --operation, also prints the policy's decision
     /// for that request (dry run), on an object described by --owner/--uid/--group/--name.
@@ -234,6 +240,8 @@ fn main() -> ExitCode {
             capture,
         } => serve(config, listen, data_dir, admin_listen, capture),
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
+        Command::Backup(args) => report(cli::backup::run_backup(&args)),
+        Command::Restore(args) => report(cli::backup::run_restore(&args)),
         Command::Init { config } => report(
             GatewayConfig::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))

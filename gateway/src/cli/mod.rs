@@ -2,6 +2,7 @@
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
 //! to a running gateway (`reload`, `clients`).
 
+pub(crate) mod backup;
 pub(crate) mod pki;
 pub(crate) mod remote;
 pub(crate) mod user;
