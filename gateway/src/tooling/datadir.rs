@@ -11,7 +11,7 @@ use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig};
 /// The file `init` leaves in the data folder: when and by which version it was created. Only
 /// for the operator; a folder without it (made before `init` existed) is initialised all the
 /// same if it holds a vault.
-pub const INIT_MARKER: &str = "kmip-gateway.init";
+const INIT_MARKER: &str = "kmip-gateway.init";
 
 /// Why a data folder is not an installation.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 8] = b"KMIPBAK\0";
 /// The format this build writes and reads.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// `kdf` value of Argon2id (version 0x13).
 const KDF_ARGON2ID: u8 = 1;
 const SALT_LEN: usize = 16;
@@ -31,7 +31,7 @@ const MAX_T_COST: u32 = 64;
 const MAX_P_COST: u32 = 16;
 /// Shortest passphrase accepted when writing: a backup holds the master key, so its passphrase
 /// is what stands between a stolen archive and every key.
-pub const MIN_PASSPHRASE_CHARS: usize = 16;
+pub(crate) const MIN_PASSPHRASE_CHARS: usize = 16;
 
 /// Argon2id cost of a new archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub const DEFAULT_KDF_COST: KdfCost = KdfCost {
 
 /// Why an archive was refused. Messages never contain the passphrase or contents.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ArchiveError {
+pub(crate) enum ArchiveError {
     #[error("not a kmip-gateway backup archive")]
     NotAnArchive,
     #[error("archive format version {0}: this kmip-gateway reads version {VERSION}; restore with the version that wrote it or a newer one")]
@@ -69,9 +69,9 @@ pub enum ArchiveError {
 }
 
 /// One file of an archive: a name (`vault/vault.log`, `config/gateway.toml`, …) and its bytes.
-pub struct Entry {
-    pub name: String,
-    pub bytes: Zeroizing<Vec<u8>>,
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
 }
 
 fn derive(passphrase: &[u8], salt: &[u8], cost: KdfCost) -> Result<LessSafeKey, ArchiveError> {
@@ -88,7 +88,11 @@ fn derive(passphrase: &[u8], salt: &[u8], cost: KdfCost) -> Result<LessSafeKey, 
 }
 
 /// Encrypts `entries` to `passphrase`.
-pub fn seal(entries: &[Entry], passphrase: &[u8], cost: KdfCost) -> Result<Vec<u8>, ArchiveError> {
+pub(crate) fn seal(
+    entries: &[Entry],
+    passphrase: &[u8],
+    cost: KdfCost,
+) -> Result<Vec<u8>, ArchiveError> {
     let chars = String::from_utf8_lossy(passphrase).chars().count();
     if chars < MIN_PASSPHRASE_CHARS {
         return Err(ArchiveError::WeakPassphrase(chars));
@@ -135,7 +139,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Checks and decrypts an archive: format, version, KDF bounds, then the tag over everything.
-pub fn open(archive: &[u8], passphrase: &[u8]) -> Result<Vec<Entry>, ArchiveError> {
+pub(crate) fn open(archive: &[u8], passphrase: &[u8]) -> Result<Vec<Entry>, ArchiveError> {
     if archive.len() < HEADER_LEN + TAG_LEN || &archive[..8] != MAGIC {
         return Err(ArchiveError::NotAnArchive);
     }
