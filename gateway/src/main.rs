@@ -516,6 +516,13 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     if let Some(warning) = cfg.vault_key_warning() {
         eprintln!("{}: warning: {warning}", path.display());
     }
+    if let Err(why) = kmip_gateway::tooling::datadir::check(&cfg) {
+        eprintln!(
+            "{p}: warning: {why}: serve will refuse it; for a new installation run \
+             `kmip-gateway init --config {p}`",
+            p = path.display()
+        );
+    }
     println!("{}: OK", path.display());
     match (&dry_run.user, &dry_run.operation) {
         (None, None) => ExitCode::SUCCESS,

@@ -99,6 +99,11 @@ fn serve_refuses_a_missing_or_empty_data_folder_until_init() {
         "{err}"
     );
     assert!(!data.exists(), "a refused start must not create the folder");
+    let (ok, out) = gateway_cli(&["check-config", "--config", config.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("warning: the data folder") && out.contains(&init_command),
+        "{out}"
+    );
 
     std::fs::create_dir(&data).unwrap();
     let (code, err) = serve_refused(&config);
