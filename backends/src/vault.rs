@@ -23,6 +23,7 @@ mod head;
 mod keyfile;
 mod open;
 mod slots;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -30,6 +31,7 @@ mod writer;
 pub use format::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
 pub use head::HEAD_FILE;
 pub use keyfile::{HexSecret, MasterKeySource, DEFAULT_KEY_FILE, MASTER_KEY_LEN};
+pub use snapshot::{restore, snapshot, Restored, VaultSnapshot};
 
 use head::Head;
 use open::prepare;

@@ -44,6 +44,19 @@ enum Command {
         #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
         log_format: Option<LogFormat>,
     },
+    /// Creates the data folder of a new installation (and the vault, its master key and chain
+    /// head, where the configuration puts them). `serve --config` refuses a missing or empty
+    /// data folder; an initialised one is left as it is.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Writes an encrypted backup archive: the vault (a consistent copy, safe while the gateway
+    /// serves), its master key, the configuration and policy, the CA folder, the audit head.
+    Backup(cli::backup::BackupArgs),
+    /// Restores an archive into a new data folder (never over existing data), after checking
+    /// the passphrase, the archive's authenticity and the vault's chain.
+    Restore(cli::backup::RestoreArgs),
     /// Validates a configuration file (and the certificates, keys, CAs and policy it names) and
     /// says exactly what is wrong. With --user and --operation, also prints the policy's decision
     /// for that request (dry run), on an object described by --owner/--uid/--group/--name.
@@ -264,6 +277,14 @@ fn main() -> ExitCode {
             log_format,
         } => serve(config, listen, data_dir, admin_listen, capture, log_format),
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
+        Command::Backup(args) => report(cli::backup::run_backup(&args)),
+        Command::Restore(args) => report(cli::backup::run_restore(&args)),
+        Command::Init { config } => report(
+            GatewayConfig::load(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))
+                .and_then(|cfg| kmip_gateway::tooling::datadir::init(&cfg))
+                .map_err(cli::CliError::Refused),
+        ),
         Command::Audit(AuditCommand::Verify { paths }) => {
             let report = kmip_gateway::tooling::audit::verify(&paths);
             println!("{report}");
@@ -482,6 +503,30 @@ fn serve(
         ),
     };
     init_logging(log_format.unwrap_or(cfg.log_format));
+    if let Err(why) = kmip_gateway::tooling::datadir::check(&cfg) {
+        match &config {
+            Some(path) => {
+                eprintln!(
+                    "kmip-gateway: {}",
+                    kmip_gateway::tooling::datadir::refusal(&why, path)
+                );
+                return ExitCode::from(2);
+            }
+            // The embedded default is for trying the gateway out: its first run initialises
+            // the folder itself, and says so.
+            None => match kmip_gateway::tooling::datadir::init(&cfg) {
+                Ok(done) => tracing::warn!(
+                    "{why}: initialising it (embedded default; with --config, run \
+                     `kmip-gateway init`): {}",
+                    done.trim_end().replace('\n', "; ")
+                ),
+                Err(e) => {
+                    eprintln!("kmip-gateway: {why}, and initialising it failed: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        }
+    }
     if let Some(l) = listen {
         cfg.listen = l;
     }
@@ -550,6 +595,13 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     }
     for finding in &tls.warnings {
         eprintln!("{}: warning: {finding}", path.display());
+    }
+    if let Err(why) = kmip_gateway::tooling::datadir::check(&cfg) {
+        eprintln!(
+            "{p}: warning: {why}: serve will refuse it; for a new installation run \
+             `kmip-gateway init --config {p}`",
+            p = path.display()
+        );
     }
     println!("{}: OK", path.display());
     println!("{}", cli::check::server_certificate_line(&tls));

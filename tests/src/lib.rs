@@ -144,6 +144,9 @@ pub struct GatewayOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the gateway process.
     pub env: Vec<(String, String)>,
+    /// Do not run `kmip-gateway init --config F` before `serve --config F` (the harness does by
+    /// default, as an operator would once): for tests of the refusal itself.
+    pub no_init: bool,
 }
 
 /// A running `kmip-gateway serve` in its own temporary working folder; killed on drop.
@@ -225,21 +228,47 @@ impl GatewayProcess {
         let admin_token_file = config_file
             .and_then(|c| kmip_gateway::config::GatewayConfig::load(Path::new(c)).ok())
             .and_then(|c| c.admin.token_file);
-        let mut cmd = match run_as {
+        // The gateway's command line, as `run_as` when given (setpriv execs the gateway: the
+        // child's pid is the gateway's).
+        let gateway_command = || match run_as {
             None => Command::new(binary_path("kmip-gateway")),
             Some(user) => {
-                // setpriv execs the gateway: the child's pid is the gateway's.
                 let mut c = Command::new("setpriv");
                 c.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
                     .arg(binary_path("kmip-gateway"));
-                std::fs::set_permissions(
-                    dir.path(),
-                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
-                )
-                .expect("open the working folder to the service user");
                 c
             }
         };
+        if run_as.is_some() {
+            std::fs::set_permissions(
+                dir.path(),
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+            )
+            .expect("open the working folder to the service user");
+        }
+        if let Some(config) = config_file.filter(|_| !options.no_init) {
+            // `serve --config` refuses a data folder that was never initialised, as an
+            // operator's would be: initialise it the way the operator does (a no-op after),
+            // as the user the gateway runs as.
+            let out = gateway_command()
+                .current_dir(dir.path())
+                .args(["init", "--config", config])
+                .envs(options.env.iter().map(|(k, v)| (k, v)))
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("run kmip-gateway init");
+            if !out.status.success() {
+                return Err(StartFailure {
+                    status: Some(out.status),
+                    log: format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                });
+            }
+        }
+        let mut cmd = gateway_command();
         cmd.current_dir(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
             .arg(if options.admin { "127.0.0.1:0" } else { "off" })

@@ -113,6 +113,7 @@ fn start_gateway(dir: &Path, limits: &str, admin: bool) -> GatewayProcess {
         extra_args: vec!["--config".into(), config.display().to_string()],
         // Debug lines say why each connection ended; assertions quote the log.
         env: vec![("KMIP_GATEWAY_LOG".into(), "info,kmip_gateway=debug".into())],
+        ..Default::default()
     })
 }
 

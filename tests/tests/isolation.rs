@@ -92,6 +92,7 @@ impl Site {
             admin: false,
             extra_args: vec!["--config".into(), self.config().display().to_string()],
             env: Vec::new(),
+            ..Default::default()
         })
     }
 

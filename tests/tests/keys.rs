@@ -95,6 +95,7 @@ impl Site {
                 self.path("gateway.toml").display().to_string(),
             ],
             env: Vec::new(),
+            ..Default::default()
         })
     }
 

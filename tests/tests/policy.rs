@@ -140,6 +140,7 @@ impl Site {
             admin: true,
             extra_args: vec!["--config".into(), self.config().display().to_string()],
             env: Vec::new(),
+            ..Default::default()
         })
     }
 

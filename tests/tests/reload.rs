@@ -149,6 +149,7 @@ impl Site {
             admin: true,
             extra_args: vec!["--config".into(), s(&self.config()).into()],
             env: Vec::new(),
+            ..Default::default()
         })
     }
 

@@ -156,6 +156,7 @@ async fn pki_revoke_cuts_the_array_with_the_example_config_and_says_when_it_does
         admin: true,
         extra_args: vec!["--config".into(), s(&site.config()).into()],
         env: Vec::new(),
+        ..Default::default()
     });
     assert!(
         gw.log().contains("user 'purefa'") && gw.log().contains("has no CRL in force"),
@@ -377,6 +378,7 @@ async fn the_pki_dir_crl_is_watched_though_no_other_file_is_there() {
         admin: false,
         extra_args: vec!["--config".into(), s(&site.config()).into()],
         env: Vec::new(),
+        ..Default::default()
     });
     let mut array = connect_and_locate(&gw, &site.tls(&purefa))
         .await

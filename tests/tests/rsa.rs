@@ -123,6 +123,7 @@ impl Site {
             admin: false,
             extra_args: vec!["--config".into(), s(&path).into()],
             env: Vec::new(),
+            ..Default::default()
         })
     }
 

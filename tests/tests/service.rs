@@ -247,6 +247,7 @@ async fn non_root_service_renewal_and_a_visible_failed_reload() {
             admin: true,
             extra_args: vec!["--config".into(), s(&config).into()],
             env: Vec::new(),
+            ..Default::default()
         },
     );
     let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();

@@ -2,6 +2,7 @@
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
 //! to a running gateway (`reload`, `clients`, `keys`).
 
+pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod keys;
 pub(crate) mod pki;

@@ -1,6 +1,8 @@
-//! What operators run beside the server: the certificate authority, the audit trail and wire
-//! capture.
+//! What operators run beside the server: the certificate authority, the audit trail, wire
+//! capture, the data folder's initialisation, backup and restore.
 
 pub mod audit;
+pub mod backup;
 pub mod capture;
+pub mod datadir;
 pub mod pki;

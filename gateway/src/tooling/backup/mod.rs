@@ -1,0 +1,290 @@
+//! `kmip-gateway backup` and `restore`: one encrypted archive ([`archive`]) with everything a
+//! lost host needs back — the vault (a consistent copy taken while the gateway serves, see
+//! `kmip_backends::vault::snapshot`), its master key, the configuration and policy, the CA
+//! folder, and the audit trail's last record (to check a restored trail continues it).
+
+pub mod archive;
+
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use kmip_backends::vault::{MasterKeySource, VaultSnapshot};
+use zeroize::Zeroizing;
+
+use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PolicySource};
+use archive::{Entry, KdfCost};
+
+const VAULT_LOG: &str = "vault/vault.log";
+const VAULT_KEYS: &str = "vault/vault.keys";
+const MASTER_KEY: &str = "secrets/master.key";
+const MANIFEST: &str = "manifest";
+const AUDIT_HEAD: &str = "audit/last-record.jsonl";
+/// Largest file taken into an archive from the configuration or CA folders: they are small,
+/// and a mistaken `--ca-dir /` must not read the disk into memory.
+const MAX_SIDE_FILE_BYTES: u64 = 16 << 20;
+/// Largest archive `restore` reads (the vault log dominates; 100,000 keys make about 25 MB).
+const MAX_ARCHIVE_BYTES: u64 = 4 << 30;
+/// Permission bits a passphrase file must not have (as for the master key and PIN files).
+const FORBIDDEN_MODE_BITS: u32 = 0o077;
+
+/// Reads a passphrase file (without its final newline), refusing one others can read.
+pub fn read_passphrase(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.permissions().mode() & FORBIDDEN_MODE_BITS != 0 {
+        return Err(format!(
+            "{}: the passphrase file is readable by group or others: chmod 600 it",
+            path.display()
+        ));
+    }
+    let mut bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    for end in [b'\n', b'\r'] {
+        if bytes.last() == Some(&end) {
+            bytes.pop();
+        }
+    }
+    Ok(bytes)
+}
+
+fn entry(name: impl Into<String>, bytes: Vec<u8>) -> Entry {
+    Entry {
+        name: name.into(),
+        bytes: Zeroizing::new(bytes),
+    }
+}
+
+fn read_side_file(path: &Path) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len > MAX_SIDE_FILE_BYTES {
+        return Err(format!(
+            "{}: {len} bytes, more than the {MAX_SIDE_FILE_BYTES}-byte limit of a configuration or CA file",
+            path.display()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Takes a backup of the gateway configured by `config_path` into a new file `out`, encrypted
+/// to `passphrase`; `ca_dir` adds the CA folder. Safe while the gateway runs. Returns what it
+/// holds, for the operator.
+pub fn backup(
+    cfg: &GatewayConfig,
+    config_path: &Path,
+    ca_dir: Option<&Path>,
+    passphrase: &[u8],
+    cost: KdfCost,
+    out: &Path,
+) -> Result<String, String> {
+    let mut entries = vec![entry(
+        format!("config/{}", file_name(config_path)),
+        read_side_file(config_path)?,
+    )];
+    if let PolicySource::File(p) = &cfg.policy {
+        entries.push(entry(
+            format!("config/{}", file_name(p)),
+            read_side_file(p)?,
+        ));
+    }
+    if let Some(dir) = ca_dir {
+        let listing = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for item in listing {
+            let path = item.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+            if path.is_file() {
+                entries.push(entry(
+                    format!("ca/{}", file_name(&path)),
+                    read_side_file(&path)?,
+                ));
+            }
+        }
+    }
+    if let Some(audit) = &cfg.audit {
+        let current = audit.dir.join(crate::tooling::audit::CURRENT_FILE);
+        if let Ok(text) = std::fs::read_to_string(&current) {
+            if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+                entries.push(entry(AUDIT_HEAD, format!("{last}\n").into_bytes()));
+            }
+        }
+    }
+    let mut summary = String::new();
+    let mut manifest = format!(
+        "written-by = kmip-gateway {}\nconfig = {}\n",
+        env!("CARGO_PKG_VERSION"),
+        config_path.display()
+    );
+    match &cfg.backend {
+        BackendConfig::Vault {
+            dir,
+            master_key,
+            head,
+        } => {
+            let source = match master_key {
+                MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
+                MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
+            };
+            let snap = kmip_backends::vault::snapshot(dir, &source, head).map_err(|e| e.to_string())?;
+            manifest.push_str(&format!("vault-frames = {}\n", snap.frames));
+            summary.push_str(&format!(
+                "vault {}: {} frames ({} bytes), its key slots and master key\n",
+                dir.display(),
+                snap.frames,
+                snap.log.len()
+            ));
+            entries.push(entry(VAULT_LOG, snap.log));
+            entries.push(entry(VAULT_KEYS, snap.keys));
+            entries.push(Entry {
+                name: MASTER_KEY.into(),
+                bytes: snap.master_key,
+            });
+        }
+        BackendConfig::Pkcs11 { token_label, .. } => summary.push_str(&format!(
+            "no keys: they are on the PKCS#11 token '{token_label}'; back it up with the HSM's own tools\n"
+        )),
+    }
+    entries.push(entry(MANIFEST, manifest.into_bytes()));
+    for e in &entries {
+        if !matches!(
+            e.name.as_str(),
+            VAULT_LOG | VAULT_KEYS | MASTER_KEY | MANIFEST
+        ) {
+            summary.push_str(&format!("{}\n", e.name));
+        }
+    }
+    let sealed = archive::seal(&entries, passphrase, cost).map_err(|e| e.to_string())?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    std::io::Write::write_all(&mut file, &sealed)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(format!(
+        "wrote {} ({} bytes, encrypted to the passphrase) with:\n{summary}",
+        out.display(),
+        sealed.len()
+    ))
+}
+
+/// Where [`restore`] puts things.
+pub struct RestoreTarget {
+    /// The new data folder: missing or empty.
+    pub data_dir: PathBuf,
+    /// Master key and chain head (default `<data_dir>-secrets`): no key or head there yet.
+    pub secrets_dir: PathBuf,
+    /// Configuration, policy, CA folder and audit head from the archive (default
+    /// `<data_dir>-restored`), for the operator to put back: missing or empty.
+    pub files_dir: PathBuf,
+}
+
+/// `Ok` when `dir` is missing or empty.
+fn refuse_non_empty(dir: &Path, what: &str) -> Result<(), String> {
+    let mut listing = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Ok(it) => it,
+    };
+    if listing.next().is_none() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not empty: restore never overwrites {what}; restore into a new folder, or \
+         move this one aside first",
+        dir.display()
+    ))
+}
+
+/// Restores `archive_path` into `target`: checks the archive (passphrase, authenticity,
+/// version), refuses non-empty folders, writes the vault and replays it along its MAC chain.
+pub fn restore(
+    archive_path: &Path,
+    passphrase: &[u8],
+    target: &RestoreTarget,
+) -> Result<String, String> {
+    refuse_non_empty(&target.data_dir, "a data folder")?;
+    refuse_non_empty(&target.files_dir, "restored files")?;
+    let len = std::fs::metadata(archive_path)
+        .map_err(|e| format!("{}: {e}", archive_path.display()))?
+        .len();
+    if len > MAX_ARCHIVE_BYTES {
+        return Err(format!(
+            "{}: {len} bytes, more than the {MAX_ARCHIVE_BYTES}-byte limit",
+            archive_path.display()
+        ));
+    }
+    let bytes =
+        std::fs::read(archive_path).map_err(|e| format!("{}: {e}", archive_path.display()))?;
+    let entries = archive::open(&bytes, passphrase)
+        .map_err(|e| format!("{}: {e}", archive_path.display()))?;
+    let find = |name: &str| entries.iter().find(|e| e.name == name);
+    let mut out = String::new();
+    if let (Some(log), Some(keys), Some(key)) =
+        (find(VAULT_LOG), find(VAULT_KEYS), find(MASTER_KEY))
+    {
+        let frames = find(MANIFEST)
+            .and_then(|m| {
+                String::from_utf8_lossy(&m.bytes).lines().find_map(|l| {
+                    l.strip_prefix("vault-frames = ")
+                        .and_then(|v| v.parse().ok())
+                })
+            })
+            .ok_or("the archive's manifest does not record the vault's frames")?;
+        let snap = VaultSnapshot {
+            log: log.bytes.to_vec(),
+            keys: keys.bytes.to_vec(),
+            master_key: key.bytes.clone(),
+            frames,
+        };
+        let vault = target.data_dir.join("vault");
+        let key_path = target
+            .secrets_dir
+            .join(crate::config::DEFAULT_MASTER_KEY_FILE);
+        let head_path = target.secrets_dir.join(crate::config::DEFAULT_HEAD_FILE);
+        let done = kmip_backends::vault::restore(&vault, &key_path, &head_path, &snap)
+            .map_err(|e| e.to_string())?;
+        out.push_str(&format!(
+            "restored the vault into {}: {} objects, {} frames, MAC chain verified\n\
+             master key {}, chain head {}\n",
+            vault.display(),
+            done.objects,
+            done.frames,
+            key_path.display(),
+            head_path.display()
+        ));
+    }
+    for e in &entries {
+        if matches!(e.name.as_str(), VAULT_LOG | VAULT_KEYS | MASTER_KEY) {
+            continue;
+        }
+        let rel = Path::new(&e.name);
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(format!("the archive names an unsafe path: {}", e.name));
+        }
+        let path = target.files_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut f, &e.bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        out.push_str(&format!("wrote {}\n", path.display()));
+    }
+    Ok(out)
+}
