@@ -291,6 +291,12 @@ impl GatewayProcess {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let line = strip_ansi(&line);
+                // Logged before it is reported, so a caller woken by the ready line finds that
+                // line in `log()`.
+                if let Ok(mut l) = thread_log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if line.contains(KMIP_READY) {
                     if let Some(a) = parse_addr(&line) {
                         let _ = tx.send((true, a));
@@ -299,10 +305,6 @@ impl GatewayProcess {
                     if let Some(a) = parse_addr(&line) {
                         let _ = tx.send((false, a));
                     }
-                }
-                if let Ok(mut l) = thread_log.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
                 }
             }
         });

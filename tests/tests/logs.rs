@@ -171,6 +171,8 @@ fn json_format_from_the_configuration_file() {
         ca = pki.join("ca.pem").display().to_string(),
     );
     std::fs::write(&config, &text).unwrap();
+    let (ok, out) = kmip_e2e::gateway_cli(&["init", "--config", config.to_str().unwrap()]);
+    assert!(ok, "{out}");
     let mut raw = RawGateway::start(dir.path(), &["--config", config.to_str().unwrap()]);
     let ready = raw.wait_for("KMIP listener ready", READY_TIMEOUT);
     let v: serde_json::Value =
@@ -342,7 +344,12 @@ fn the_clients_view_survives_a_restart() {
         assert_eq!(status, 200, "{body}");
         body
     };
-    assert!(listed(&gw).contains(&serial), "{}", listed(&gw));
+    // The client's handshake ends before the server has registered the connection: wait for it.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !listed(&gw).contains(&serial) {
+        assert!(Instant::now() < deadline, "never listed: {}", listed(&gw));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     gw.terminate();
     let status = gw.wait_exit(READY_TIMEOUT);
     assert!(

@@ -294,6 +294,7 @@ fn check_config_rejects_silent_revocation_and_wrong_certificates() {
 
     // The example's shape passes and shows the listener's names and expiry.
     site.write_config(&pki, "require_crl = true", &ca_pem, "server");
+    cli_ok(&["init", "--config", s(&config)]);
     let out = cli_ok(&check);
     assert!(
         out.contains("OK")

@@ -62,7 +62,10 @@ impl Site {
             "--key-type",
             server_key,
         ]);
-        assert!(out.contains(&format!("0600, {server_key}")), "{out}");
+        assert!(
+            out.contains("(0600, ") && out.contains(&format!(", {server_key})")),
+            "{out}"
+        );
         site
     }
 
