@@ -138,7 +138,7 @@ pub async fn save(registry: &Registry, data_dir: &Path) -> bool {
     true
 }
 
-/// Writes the view every [`SAVE_INTERVAL`] while it changes, until `shutdown`; the caller writes
+/// Writes the view every `SAVE_INTERVAL` while it changes, until `shutdown`; the caller writes
 /// it once more after the connections have ended.
 pub async fn keep_saved(
     server: Arc<super::Server>,
