@@ -147,6 +147,9 @@ pub struct GatewayOptions {
     /// Do not run `kmip-gateway init --config F` before `serve --config F` (the harness does by
     /// default, as an operator would once): for tests of the refusal itself.
     pub no_init: bool,
+    /// Keep the admin listener the `--config` file sets (no `--admin-listen` override) and wait
+    /// for its ready line: for CLI commands that read the admin address from the configuration.
+    pub admin_from_config: bool,
 }
 
 /// A running `kmip-gateway serve` in its own temporary working folder; killed on drop.
@@ -270,9 +273,12 @@ impl GatewayProcess {
         }
         let mut cmd = gateway_command();
         cmd.current_dir(dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
-            .arg(if options.admin { "127.0.0.1:0" } else { "off" })
-            .args(&options.extra_args)
+            .args(["serve", "--listen", "127.0.0.1:0"]);
+        if !options.admin_from_config {
+            cmd.arg("--admin-listen")
+                .arg(if options.admin { "127.0.0.1:0" } else { "off" });
+        }
+        cmd.args(&options.extra_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -310,7 +316,8 @@ impl GatewayProcess {
         });
         let deadline = std::time::Instant::now() + READY_TIMEOUT;
         let (mut addr, mut admin_addr) = (None, None);
-        while addr.is_none() || (options.admin && admin_addr.is_none()) {
+        let wait_admin = options.admin || options.admin_from_config;
+        while addr.is_none() || (wait_admin && admin_addr.is_none()) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok((true, a)) => addr = Some(a),
@@ -350,7 +357,8 @@ impl GatewayProcess {
         self.addr
     }
 
-    /// The admin listener address, when started with `GatewayOptions::admin`.
+    /// The admin listener address, when started with `GatewayOptions::admin` or
+    /// `GatewayOptions::admin_from_config`.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
     }
