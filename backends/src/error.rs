@@ -51,6 +51,10 @@ pub enum BackendError {
     Unavailable(String),
     #[error("storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A shared backend refused a write made from a stale copy: another instance wrote the
+    /// object since. The gateway re-reads the object and tries again.
+    #[error("object {0} was changed by another instance")]
+    Conflict(String),
     #[error("stored data is corrupt or foreign: {0}")]
     Corrupt(String),
     /// A call into the library or device holding the keys failed. `api` names the interface

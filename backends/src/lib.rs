@@ -79,6 +79,10 @@ pub struct ObjectRecord {
     pub kind: ObjectKind,
     /// Opaque, gateway-serialised attributes and state. Backends store it verbatim.
     pub meta: Vec<u8>,
+    /// How many durable writes made this version of the object: 1 when created, one more per
+    /// `update_meta` or `destroy`. A [`SharedBackend`] stores and compares it to refuse a write
+    /// made from a stale copy; backends only one process opens ignore it on input and report 0.
+    pub version: u64,
 }
 
 /// Block cipher modes for server-side Encrypt/Decrypt.
@@ -138,14 +142,26 @@ pub trait Backend: Send + Sync + 'static {
     /// Fails with [`BackendError::NotExtractable`] rather than returning an empty value.
     async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError>;
 
-    /// Replaces an object's metadata blob.
-    async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError>;
+    /// Replaces an object's metadata blob. `expected_version` is the version the caller read; a
+    /// [`SharedBackend`] refuses the write with [`BackendError::Conflict`] if the stored
+    /// version differs (another instance wrote since), and stores `expected_version + 1`.
+    async fn update_meta(
+        &self,
+        uid: &str,
+        meta: Vec<u8>,
+        expected_version: u64,
+    ) -> Result<(), BackendError>;
 
     /// Destroys an object's material for good (KMIP Destroy). With `tombstone` = `Some(meta)`,
     /// the object stays as a metadata-only record holding that blob (KMIP keeps a destroyed
     /// object's attributes; `read_material` then fails with `NotFound`); with `None` it is removed
-    /// entirely.
-    async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError>;
+    /// entirely. `expected_version` is compared like `update_meta`'s.
+    async fn destroy(
+        &self,
+        uid: &str,
+        tombstone: Option<Vec<u8>>,
+        expected_version: u64,
+    ) -> Result<(), BackendError>;
 
     /// Encrypts with the key `uid`, where it lives.
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError>;
@@ -158,4 +174,64 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Cheap liveness probe for `/readyz`.
     async fn health(&self) -> Result<(), BackendError>;
+
+    /// The coordination interface of a backend that several gateway processes open at once
+    /// (PostgreSQL); `None` for a backend only one process may open (vault, PKCS#11).
+    fn shared(&self) -> Option<&dyn SharedBackend> {
+        None
+    }
+
+    /// An object with its material and key facts, to copy it into another backend
+    /// (`kmip-gateway migrate`), whether or not clients may extract it. Backends whose
+    /// material cannot leave (a non-extractable key on a token) answer `Unsupported`.
+    async fn export(&self, uid: &str) -> Result<ExportedObject, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend cannot export {uid}",
+            self.name()
+        )))
+    }
+}
+
+/// An object as [`Backend::export`] hands it over.
+pub struct ExportedObject {
+    pub record: ObjectRecord,
+    /// `None` for an object whose material was destroyed (a tombstone).
+    pub material: Option<Zeroizing<Vec<u8>>>,
+    /// The key facts stored with the material, when the object is a key.
+    pub spec: Option<KeySpec>,
+}
+
+/// A change another instance (or this one) committed, as [`SharedBackend::changes`] reports it.
+pub enum Change {
+    /// The object's current record: created, or written since.
+    Upsert(ObjectRecord),
+    /// The object is gone entirely (an undone creation).
+    Removed(String),
+}
+
+/// Held Name locks of a [`SharedBackend`]; dropping it releases them.
+pub type NameLockGuard = Box<dyn std::any::Any + Send + Sync>;
+
+/// What several gateway processes on one backend need to stay exact: a change feed that never
+/// misses a committed write, a way to re-read one object after a [`BackendError::Conflict`],
+/// and cluster-wide Name locks.
+#[async_trait]
+pub trait SharedBackend: Send + Sync {
+    /// Every change committed since the previous call (the first call: since `load_all`),
+    /// whichever instance made it, at least once; a change is reported only once committed.
+    /// Lost notifications and reconnections lose nothing: the feed catches up from the last
+    /// change it reported. Calls must not overlap (the caller serialises them).
+    async fn changes(&self) -> Result<Vec<Change>, BackendError>;
+
+    /// Resolves when a change may be waiting (a notification, a reconnection) or after
+    /// `timeout`, whichever comes first; the caller then calls [`SharedBackend::changes`].
+    async fn wait_for_change(&self, timeout: std::time::Duration);
+
+    /// The stored record of one object, `None` if it does not exist.
+    async fn load(&self, uid: &str) -> Result<Option<ObjectRecord>, BackendError>;
+
+    /// Holds these Name values exclusively across every instance until the guard drops, so a
+    /// uniqueness check and the write that follows it cannot interleave with another
+    /// instance's. Names are taken in a fixed order (no deadlock between two holders).
+    async fn lock_names(&self, names: &[String]) -> Result<NameLockGuard, BackendError>;
 }

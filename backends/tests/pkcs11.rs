@@ -126,6 +126,7 @@ fn record(uid: &str, kind: ObjectKind, meta: &[u8]) -> ObjectRecord {
         uid: uid.into(),
         kind,
         meta: meta.to_vec(),
+        version: 0,
     }
 }
 
@@ -251,13 +252,13 @@ fn generate_read_destroy_seen_by_an_independent_session() {
 
         let backend = hsm.open().await;
         assert_eq!(backend.load_all().await.unwrap().len(), 1);
-        backend.destroy("uid-1", None).await.unwrap();
+        backend.destroy("uid-1", None, 0).await.unwrap();
         assert!(matches!(
             backend.read_material("uid-1").await,
             Err(BackendError::NotFound(_))
         ));
         assert!(matches!(
-            backend.destroy("uid-1", None).await,
+            backend.destroy("uid-1", None, 0).await,
             Err(BackendError::NotFound(_))
         ));
         backend.close().await;
@@ -308,18 +309,18 @@ fn every_object_and_its_meta_survive_a_restart() {
         }
         let big_meta = vec![0xA5u8; 64 * 1024];
         backend
-            .update_meta("secret", big_meta.clone())
+            .update_meta("secret", big_meta.clone(), 0)
             .await
             .unwrap();
         backend
-            .update_meta("aes", b"meta-aes-2".to_vec())
+            .update_meta("aes", b"meta-aes-2".to_vec(), 0)
             .await
             .unwrap();
         backend
-            .destroy("opaque", Some(b"tombstone".to_vec()))
+            .destroy("opaque", Some(b"tombstone".to_vec()), 0)
             .await
             .unwrap();
-        backend.destroy("pub", None).await.unwrap();
+        backend.destroy("pub", None, 0).await.unwrap();
         let aes_key = backend.read_material("aes").await.unwrap();
         let hmac_key = backend.read_material("hmac").await.unwrap();
         assert_eq!(hmac_key.len(), 32);
@@ -387,7 +388,7 @@ fn every_object_and_its_meta_survive_a_restart() {
                 .await,
             Err(BackendError::AlreadyExists(_))
         ));
-        backend.destroy("opaque", None).await.unwrap();
+        backend.destroy("opaque", None, 0).await.unwrap();
         assert_eq!(backend.load_all().await.unwrap().len(), 5);
         backend.close().await;
     });
@@ -855,7 +856,10 @@ fn token_files_removed_while_running_fail_cleanly_then_recover_on_reopen() {
             .generate(record("during", ObjectKind::SymmetricKey, b"m"), aes(128))
             .await
             .is_err());
-        assert!(backend.update_meta("before", b"x".to_vec()).await.is_err());
+        assert!(backend
+            .update_meta("before", b"x".to_vec(), 0)
+            .await
+            .is_err());
         assert!(matches!(
             backend.health().await,
             Err(BackendError::Unavailable(_))

@@ -272,7 +272,12 @@ impl Backend for Pkcs11Backend {
         .await
     }
 
-    async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError> {
+    async fn update_meta(
+        &self,
+        uid: &str,
+        meta: Vec<u8>,
+        _expected_version: u64,
+    ) -> Result<(), BackendError> {
         let uid_owned = uid.to_owned();
         self.replace_object(uid, move |s, e| {
             objects::replace_meta(s, &uid_owned, e, e.flags, &meta).map(Some)
@@ -280,7 +285,12 @@ impl Backend for Pkcs11Backend {
         .await
     }
 
-    async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError> {
+    async fn destroy(
+        &self,
+        uid: &str,
+        tombstone: Option<Vec<u8>>,
+        _expected_version: u64,
+    ) -> Result<(), BackendError> {
         let uid_owned = uid.to_owned();
         self.replace_object(uid, move |s, e| {
             destroy_objects(s, &uid_owned, e, tombstone.as_deref())

@@ -278,7 +278,12 @@ pub(crate) fn scan(session: &Session) -> Result<Scan, BackendError> {
                 seq,
             },
         );
-        records.push(ObjectRecord { uid, kind, meta });
+        records.push(ObjectRecord {
+            uid,
+            kind,
+            meta,
+            version: 0,
+        });
     }
     Ok(Scan { index, records })
 }

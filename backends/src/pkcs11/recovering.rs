@@ -204,12 +204,28 @@ impl Backend for RecoveringPkcs11 {
         self.backend().await?.read_material(uid).await
     }
 
-    async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError> {
-        self.backend().await?.update_meta(uid, meta).await
+    async fn update_meta(
+        &self,
+        uid: &str,
+        meta: Vec<u8>,
+        expected_version: u64,
+    ) -> Result<(), BackendError> {
+        self.backend()
+            .await?
+            .update_meta(uid, meta, expected_version)
+            .await
     }
 
-    async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError> {
-        self.backend().await?.destroy(uid, tombstone).await
+    async fn destroy(
+        &self,
+        uid: &str,
+        tombstone: Option<Vec<u8>>,
+        expected_version: u64,
+    ) -> Result<(), BackendError> {
+        self.backend()
+            .await?
+            .destroy(uid, tombstone, expected_version)
+            .await
     }
 
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {

@@ -10,8 +10,8 @@ use super::writer::Mutation;
 use super::{cipher, material, Entry, Vault};
 use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
 use crate::{
-    Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
-    ObjectRecord,
+    Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
+    ObjectKind, ObjectRecord,
 };
 
 /// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
@@ -82,6 +82,7 @@ impl Backend for Vault {
                 uid: uid.clone(),
                 kind: e.kind,
                 meta: e.meta.clone(),
+                version: 0,
             })
             .collect())
     }
@@ -160,7 +161,27 @@ impl Backend for Vault {
         })
     }
 
-    async fn update_meta(&self, uid: &str, meta: Vec<u8>) -> Result<(), BackendError> {
+    async fn export(&self, uid: &str) -> Result<ExportedObject, BackendError> {
+        self.with_entry(uid, |e| {
+            Ok(ExportedObject {
+                record: ObjectRecord {
+                    uid: uid.to_owned(),
+                    kind: e.kind,
+                    meta: e.meta.clone(),
+                    version: 0,
+                },
+                material: e.material.clone(),
+                spec: e.spec.clone(),
+            })
+        })
+    }
+
+    async fn update_meta(
+        &self,
+        uid: &str,
+        meta: Vec<u8>,
+        _expected_version: u64,
+    ) -> Result<(), BackendError> {
         check_meta(&meta)?;
         self.submit(Mutation::UpdateMeta {
             uid: uid.to_owned(),
@@ -169,7 +190,12 @@ impl Backend for Vault {
         .await
     }
 
-    async fn destroy(&self, uid: &str, tombstone: Option<Vec<u8>>) -> Result<(), BackendError> {
+    async fn destroy(
+        &self,
+        uid: &str,
+        tombstone: Option<Vec<u8>>,
+        _expected_version: u64,
+    ) -> Result<(), BackendError> {
         if let Some(meta) = &tombstone {
             check_meta(meta)?;
         }

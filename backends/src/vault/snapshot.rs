@@ -182,6 +182,7 @@ mod tests {
             uid: uid.to_owned(),
             kind: ObjectKind::SymmetricKey,
             meta: uid.as_bytes().to_vec(),
+            version: 0,
         }
     }
 
@@ -225,7 +226,7 @@ mod tests {
                 while !stop.load(Ordering::SeqCst) {
                     let uid = format!("churn-{n}");
                     v.generate(rec(&uid), aes()).await.unwrap();
-                    v.destroy(&uid, Some(b"gone".to_vec())).await.unwrap();
+                    v.destroy(&uid, Some(b"gone".to_vec()), 0).await.unwrap();
                     n += 1;
                 }
                 n

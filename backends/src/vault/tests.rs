@@ -25,6 +25,7 @@ fn rec(uid: &str, meta: &[u8]) -> ObjectRecord {
         uid: uid.to_owned(),
         kind: ObjectKind::SymmetricKey,
         meta: meta.to_vec(),
+        version: 0,
     }
 }
 
@@ -144,6 +145,7 @@ async fn operations_round_trip() {
             uid: "secret".into(),
             kind: ObjectKind::SecretData,
             meta: b"s-meta".to_vec(),
+            version: 0,
         },
         Zeroizing::new(b"password".to_vec()),
         None,
@@ -166,7 +168,9 @@ async fn operations_round_trip() {
         Err(BackendError::InvalidInput(_))
     ));
 
-    v.update_meta("secret", b"new-meta".to_vec()).await.unwrap();
+    v.update_meta("secret", b"new-meta".to_vec(), 0)
+        .await
+        .unwrap();
     let all = v.load_all().await.unwrap();
     assert_eq!(all.len(), 5);
     let s = all.iter().find(|r| r.uid == "secret").unwrap();
@@ -178,17 +182,17 @@ async fn operations_round_trip() {
             .await,
         Err(BackendError::AlreadyExists(_))
     ));
-    v.destroy("aes128", None).await.unwrap();
+    v.destroy("aes128", None, 0).await.unwrap();
     assert!(matches!(
         v.read_material("aes128").await,
         Err(BackendError::NotFound(_))
     ));
     assert!(matches!(
-        v.destroy("aes128", None).await,
+        v.destroy("aes128", None, 0).await,
         Err(BackendError::NotFound(_))
     ));
     assert!(matches!(
-        v.update_meta("nope", vec![]).await,
+        v.update_meta("nope", vec![], 0).await,
         Err(BackendError::NotFound(_))
     ));
     for bad in [
@@ -222,7 +226,9 @@ async fn destroy_with_a_tombstone_keeps_only_the_metadata() {
     v.generate(rec("k", b"live"), spec(KeyAlgorithm::HmacSha256, 256))
         .await
         .unwrap();
-    v.destroy("k", Some(b"destroyed".to_vec())).await.unwrap();
+    v.destroy("k", Some(b"destroyed".to_vec()), 0)
+        .await
+        .unwrap();
     let all = v.load_all().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].meta, b"destroyed");
@@ -234,7 +240,7 @@ async fn destroy_with_a_tombstone_keeps_only_the_metadata() {
         v.mac("k", b"x").await,
         Err(BackendError::NotFound(_))
     ));
-    v.update_meta("k", b"destroyed, then archived".to_vec())
+    v.update_meta("k", b"destroyed, then archived".to_vec(), 0)
         .await
         .unwrap();
     drop(v);
@@ -244,7 +250,7 @@ async fn destroy_with_a_tombstone_keeps_only_the_metadata() {
         b"destroyed, then archived"
     );
     assert!(v.read_material("k").await.is_err());
-    v.destroy("k", None).await.unwrap();
+    v.destroy("k", None, 0).await.unwrap();
     drop(v);
     assert!(open(dir.path()).load_all().await.unwrap().is_empty());
 }
@@ -343,15 +349,16 @@ async fn reopen_preserves_everything() {
                 uid: "cert".into(),
                 kind: ObjectKind::Certificate,
                 meta: b"meta-cert".to_vec(),
+                version: 0,
             },
             Zeroizing::new(vec![0x30; 700]),
             None,
         )
         .await
         .unwrap();
-        v.update_meta("a", b"meta-a2".to_vec()).await.unwrap();
-        v.destroy("b", None).await.unwrap();
-        v.destroy("cert", Some(b"cert-destroyed".to_vec()))
+        v.update_meta("a", b"meta-a2".to_vec(), 0).await.unwrap();
+        v.destroy("b", None, 0).await.unwrap();
+        v.destroy("cert", Some(b"cert-destroyed".to_vec()), 0)
             .await
             .unwrap();
         snapshot(&v).await
@@ -373,7 +380,7 @@ async fn reopen_preserves_everything() {
         Err(BackendError::NotExtractable(_))
     ));
     // The reopened vault keeps appending.
-    v.destroy("a", None).await.unwrap();
+    v.destroy("a", None, 0).await.unwrap();
     drop(v);
     let v = open(dir.path());
     assert_eq!(v.stats().objects, 2);
@@ -798,14 +805,14 @@ async fn compaction_preserves_content() {
     }
     for round in 1..5 {
         for i in 0..50 {
-            v.update_meta(&format!("k{i}"), format!("v{round}").into_bytes())
+            v.update_meta(&format!("k{i}"), format!("v{round}").into_bytes(), 0)
                 .await
                 .unwrap();
         }
     }
     for i in 0..10 {
         let tombstone = (i % 2 == 0).then(|| b"gone".to_vec());
-        v.destroy(&format!("k{i}"), tombstone).await.unwrap();
+        v.destroy(&format!("k{i}"), tombstone, 0).await.unwrap();
     }
     let before = snapshot(&v).await;
     let grown = v.stats();
@@ -822,7 +829,7 @@ async fn compaction_preserves_content() {
     );
     assert_eq!(snapshot(&v).await, before);
     // Writes after a compaction land in the new log.
-    v.update_meta("k10", b"after".to_vec()).await.unwrap();
+    v.update_meta("k10", b"after".to_vec(), 0).await.unwrap();
     let before = snapshot(&v).await;
     drop(v);
     let v = open(dir.path());
@@ -842,7 +849,7 @@ async fn compaction_starts_by_itself_when_the_log_is_mostly_garbage() {
     for i in 0..rounds {
         let mut m = meta.clone();
         m[0] = i as u8;
-        v.update_meta("k", m).await.unwrap();
+        v.update_meta("k", m, 0).await.unwrap();
     }
     let stats = v.stats();
     assert!(stats.compactions >= 1, "{stats:?}");
@@ -1032,11 +1039,11 @@ async fn destroyed_material_is_recoverable_from_no_file() {
             .await
             .unwrap();
     }
-    v.update_meta("doomed", b"m2".to_vec()).await.unwrap();
-    v.destroy("doomed", Some(b"tombstone".to_vec()))
+    v.update_meta("doomed", b"m2".to_vec(), 0).await.unwrap();
+    v.destroy("doomed", Some(b"tombstone".to_vec()), 0)
         .await
         .unwrap();
-    v.destroy("deleted", None).await.unwrap();
+    v.destroy("deleted", None, 0).await.unwrap();
     let master = master_key_of(dir.path());
     assert_unrecoverable(dir.path(), &master, DOOMED, KEPT);
     assert_unrecoverable(dir.path(), &master, DELETED, KEPT);
@@ -1057,8 +1064,10 @@ async fn four_frames(dir: &Path) -> Vec<u8> {
     v.import(rec("b", b"b"), Zeroizing::new(vec![2; 32]), None)
         .await
         .unwrap();
-    v.update_meta("b", b"b2".to_vec()).await.unwrap();
-    v.destroy("a", Some(b"destroyed".to_vec())).await.unwrap();
+    v.update_meta("b", b"b2".to_vec(), 0).await.unwrap();
+    v.destroy("a", Some(b"destroyed".to_vec()), 0)
+        .await
+        .unwrap();
     drop(v);
     let log = std::fs::read(log_path(dir)).unwrap();
     assert_eq!(frames(&log).len(), 4);
@@ -1084,7 +1093,9 @@ async fn an_older_copy_of_the_log_is_refused() {
         .await
         .unwrap();
     let old = std::fs::read(log_path(dir.path())).unwrap();
-    v.destroy("a", Some(b"destroyed".to_vec())).await.unwrap();
+    v.destroy("a", Some(b"destroyed".to_vec()), 0)
+        .await
+        .unwrap();
     drop(v);
     std::fs::write(log_path(dir.path()), &old).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
@@ -1125,7 +1136,7 @@ async fn a_log_from_before_a_compaction_is_refused_and_accepted_on_request() {
         .unwrap();
     let old = std::fs::read(log_path(dir.path())).unwrap();
     v.compact().await.unwrap();
-    v.update_meta("a", b"a2".to_vec()).await.unwrap();
+    v.update_meta("a", b"a2".to_vec(), 0).await.unwrap();
     drop(v);
     std::fs::write(log_path(dir.path()), &old).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
@@ -1208,7 +1219,7 @@ async fn shredding_a_crash_interrupted_is_finished_at_open() {
         .await
         .unwrap();
     let keys_before = std::fs::read(dir.path().join(slots::KEYS_FILE)).unwrap();
-    v.destroy("doomed", None).await.unwrap();
+    v.destroy("doomed", None, 0).await.unwrap();
     drop(v);
     // The crash came after the tombstone's fsync, before the slot was zeroed.
     std::fs::write(dir.path().join(slots::KEYS_FILE), &keys_before).unwrap();
@@ -1233,7 +1244,7 @@ async fn a_slot_is_reused_only_once_no_record_names_it() {
         .await
         .unwrap();
     let a = slot_of(&v, "a");
-    v.destroy("a", Some(b"gone".to_vec())).await.unwrap();
+    v.destroy("a", Some(b"gone".to_vec()), 0).await.unwrap();
     v.import(rec("b", b""), Zeroizing::new(vec![2; 32]), None)
         .await
         .unwrap();
@@ -1319,7 +1330,7 @@ async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
     // The upgraded vault is anchored: an older copy of it is refused.
     let log = std::fs::read(log_path(dir.path())).unwrap();
     let v = open(dir.path());
-    v.update_meta("secret", b"m".to_vec()).await.unwrap();
+    v.update_meta("secret", b"m".to_vec(), 0).await.unwrap();
     // New objects get slots of their own: the upgraded ones keep theirs.
     for i in 0..4 {
         v.import(
@@ -1342,7 +1353,7 @@ async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
         b"v1-secret-password"
     );
     assert_eq!(&v.read_material("new3").await.unwrap()[..], &[3; 32]);
-    v.update_meta("secret", b"m2".to_vec()).await.unwrap();
+    v.update_meta("secret", b"m2".to_vec(), 0).await.unwrap();
     drop(v);
     std::fs::write(log_path(dir.path()), &log).unwrap();
     assert!(err_text(open_with(dir.path(), MasterKeySource::VaultDir)).contains("accept-restore"));
@@ -1353,7 +1364,7 @@ async fn a_version_1_log_put_back_after_the_upgrade_is_refused() {
     let dir = v1_vault();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-v1");
     let v = open(dir.path());
-    v.update_meta("secret", b"m".to_vec()).await.unwrap();
+    v.update_meta("secret", b"m".to_vec(), 0).await.unwrap();
     drop(v);
     std::fs::copy(fixture.join(LOG_FILE), log_path(dir.path())).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
@@ -1383,12 +1394,12 @@ async fn sequential_commit_latency() {
     let create = started.elapsed() / OPS as u32;
     let started = Instant::now();
     for i in 0..OPS {
-        v.update_meta(&uid(i), vec![0x5b; 120]).await.unwrap();
+        v.update_meta(&uid(i), vec![0x5b; 120], 0).await.unwrap();
     }
     let update = started.elapsed() / OPS as u32;
     let started = Instant::now();
     for i in 0..OPS {
-        v.destroy(&uid(i), Some(vec![0x5c; 120])).await.unwrap();
+        v.destroy(&uid(i), Some(vec![0x5c; 120]), 0).await.unwrap();
     }
     let destroy = started.elapsed() / OPS as u32;
     println!("per sequential op: create {create:?}, update_meta {update:?}, destroy {destroy:?}");

@@ -52,6 +52,9 @@ pub struct StoredObject {
     /// The user who created or registered it.
     pub owner: String,
     pub attributes: Vec<Attribute>,
+    /// The backend's write counter of this version ([`ObjectRecord::version`]): 1 once created,
+    /// one more per durable write.
+    pub version: u64,
 }
 
 impl StoredObject {
@@ -185,6 +188,7 @@ impl StoredObject {
             kind: record.kind,
             owner,
             attributes,
+            version: record.version,
         })
     }
 
@@ -193,6 +197,7 @@ impl StoredObject {
             uid: self.uid.clone(),
             kind: self.kind,
             meta: self.to_meta(),
+            version: self.version,
         }
     }
 }
@@ -444,8 +449,9 @@ impl Store {
         let current = self.get(uid).ok_or(NoSuchObject)?;
         let mut next = (*current).clone();
         let r = change(&mut next)?;
+        next.version = current.version + 1;
         self.backend
-            .update_meta(uid, next.to_meta())
+            .update_meta(uid, next.to_meta(), current.version)
             .await
             .map_err(StoreError::from)?;
         let changed = changed_attributes(&current, &next);
@@ -474,6 +480,7 @@ impl Store {
         let current = self.get(uid)?;
         let mut next = (*current).clone();
         change(&mut next);
+        next.version = current.version + 1;
         let changed = changed_attributes(&current, &next);
         let next = Arc::new(next);
         self.reindex(uid, Some(&current), Some(&next));
@@ -492,7 +499,13 @@ impl Store {
         background.spawn(async move {
             let _guard = guard;
             let Some(latest) = this.get(&uid) else { return };
-            if let Err(e) = this.backend.update_meta(&uid, latest.to_meta()).await {
+            // The lazily applied version is already visible, so the stored one is one behind.
+            let stored = latest.version.saturating_sub(1);
+            if let Err(e) = this
+                .backend
+                .update_meta(&uid, latest.to_meta(), stored)
+                .await
+            {
                 tracing::warn!(uid = %uid, error = %e, "background attribute write failed");
             }
         });
@@ -526,8 +539,9 @@ impl Store {
         let current = self.get(uid).ok_or(NoSuchObject)?;
         let mut next = (*current).clone();
         change(&mut next)?;
+        next.version = current.version + 1;
         self.backend
-            .destroy(uid, Some(next.to_meta()))
+            .destroy(uid, Some(next.to_meta()), current.version)
             .await
             .map_err(StoreError::from)?;
         let changed = changed_attributes(&current, &next);
@@ -558,9 +572,12 @@ impl Store {
         let Some(current) = self.is_current(expected) else {
             return Ok(false);
         };
+        let mut previous = (*previous).clone();
+        previous.version = current.version + 1;
         self.backend
-            .update_meta(&previous.uid, previous.to_meta())
+            .update_meta(&previous.uid, previous.to_meta(), current.version)
             .await?;
+        let previous = Arc::new(previous);
         let changed = changed_attributes(&current, &previous);
         self.reindex(&previous.uid, Some(&current), Some(&previous));
         self.recount(Some(&current), Some(&previous));
@@ -578,7 +595,7 @@ impl Store {
         if self.is_current(expected).is_none() {
             return Ok(false);
         }
-        self.backend.destroy(uid, None).await?;
+        self.backend.destroy(uid, None, expected.version).await?;
         if let Some((_, old)) = self.objects.remove(uid) {
             self.reindex(uid, Some(&old), None);
             self.recount(Some(&old), None);
@@ -616,6 +633,7 @@ mod tests {
                 kind: ObjectKind::SymmetricKey,
                 owner: "purefa".into(),
                 attributes: vec![Attribute::boolean(tags::FRESH, true)],
+                version: 1,
             };
             let spec = KeySpec {
                 algorithm: KeyAlgorithm::Aes,

@@ -145,6 +145,9 @@ impl OpError {
                 | BackendError::Unavailable(_)
                 | BackendError::Io(_)
                 | BackendError::Corrupt(_) => ResultReason::GeneralFailure,
+                // The store retries a conflicting write on a fresh copy; one still refused
+                // after its retries is the server failing to complete it, not a bad request.
+                BackendError::Conflict(_) => ResultReason::GeneralFailure,
                 // A failed call into the key store answers by what it means, as the backend's
                 // own variants above do. KMIP 1.4 §11 (e.g. §11.30, Encrypt Errors) answers a
                 // missing object with Item Not Found, an object that may not be used so with
@@ -386,6 +389,11 @@ mod tests {
                 R::GeneralFailure,
             ),
             (
+                backend(BackendError::Conflict(s())),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
                 call(FailureClass::NotFound),
                 R::ItemNotFound,
                 R::ItemNotFound,
@@ -429,7 +437,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 47;
+    const ROWS: usize = 48;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -478,6 +486,7 @@ mod tests {
                 BackendError::Unavailable(_) => 36,
                 BackendError::Io(_) => 37,
                 BackendError::Corrupt(_) => 38,
+                BackendError::Conflict(_) => 47,
                 BackendError::Call { class, .. } => match class {
                     FailureClass::NotFound => 39,
                     FailureClass::PermissionDenied => 40,

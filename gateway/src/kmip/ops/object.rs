@@ -50,6 +50,7 @@ impl Ops {
             kind: kind_of(object_type)?,
             owner: ctx.user.to_owned(),
             attributes: attrs,
+            version: 1,
         };
         if let Some(d) = obj
             .first(tags::ACTIVATION_DATE)
