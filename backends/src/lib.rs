@@ -8,8 +8,10 @@
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+pub mod envelope;
 pub mod error;
 pub mod pkcs11;
+pub mod postgres;
 pub mod vault;
 pub use error::BackendError;
 
