@@ -547,6 +547,8 @@ macro_rules! backend_tests {
     };
 }
 
+pub mod accounts;
+pub mod postgres;
 mod softhsm_module;
 pub use softhsm_module::{softhsm_module, DEFAULT_SOFTHSM_MODULE};
 /// Label of the token a SoftHSM home creates.

@@ -4,6 +4,7 @@
 //! `/readyz`, in the metrics and in `kmip-gateway reload`/`clients`, while the old state serves.
 //! Needs root (to create the user and switch to it); skips without it.
 
+use kmip_e2e::accounts::{is_root, service_account, SERVICE_USER};
 use kmip_e2e::{gateway_cli, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
@@ -18,9 +19,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The system user and group the gateway runs as here (created when missing, never removed:
-/// other runs reuse it).
-const SERVICE_USER: &str = "kmipgw-test";
 const VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 4 };
 
 fn cli_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
@@ -31,49 +29,6 @@ fn cli_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// The id of `name` in the `passwd` or `group` database, if it exists.
-fn getent(db: &str, name: &str) -> Option<u32> {
-    let out = Command::new("getent").args([db, name]).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    out.status
-        .success()
-        .then(|| text.split(':').nth(2).unwrap().parse().unwrap())
-}
-
-/// Creates the system user and its group unless they exist; returns (uid, gid).
-fn service_account() -> (u32, u32) {
-    if getent("passwd", SERVICE_USER).is_none() {
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ])
-            .status()
-            .unwrap();
-        // 9: created meanwhile by another run.
-        assert!(status.success() || status.code() == Some(9), "{status}");
-    }
-    (
-        getent("passwd", SERVICE_USER).unwrap(),
-        getent("group", SERVICE_USER).unwrap(),
-    )
 }
 
 fn mode_and_gid(path: &Path) -> (u32, u32) {

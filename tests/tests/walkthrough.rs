@@ -20,6 +20,7 @@
 //! Needs root (to create the service user and switch to it; skips without it), `openssl` and
 //! PyKMIP (`$KMIP_PYTHON`, else `<workspace>/.venv/bin/python`).
 
+use kmip_e2e::accounts::{is_root, service_account, SERVICE_USER};
 use kmip_e2e::{binary_path, gateway_cli, workspace_root, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
@@ -35,9 +36,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The system user and group the gateway runs as (the same as `service.rs`: created when
-/// missing, never removed).
-const SERVICE_USER: &str = "kmipgw-test";
 /// Time a stopping gateway gets to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The array's key name (as its Locate looks for it).
@@ -51,53 +49,6 @@ fn cli_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let (ok, text) = gateway_cli(args);
     assert!(ok, "kmip-gateway {args:?} failed:\n{text}");
     text
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// The id of `name` in the `passwd` or `group` database, if it exists.
-fn getent(db: &str, name: &str) -> Option<u32> {
-    let out = Command::new("getent").args([db, name]).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    out.status
-        .success()
-        .then(|| text.split(':').nth(2).unwrap().parse().unwrap())
-}
-
-/// Creates the system user and its group unless they exist; returns (uid, gid). The EC and RSA
-/// runs are threads of one process: one creates the account while the other waits, since two
-/// concurrent `useradd`s can fail on the password-file lock.
-fn service_account() -> (u32, u32) {
-    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = CREATING.lock().unwrap_or_else(|e| e.into_inner());
-    if getent("passwd", SERVICE_USER).is_none() {
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ])
-            .status()
-            .unwrap();
-        // 9: created meanwhile by another test.
-        assert!(status.success() || status.code() == Some(9), "{status}");
-    }
-    (
-        getent("passwd", SERVICE_USER).unwrap(),
-        getent("group", SERVICE_USER).unwrap(),
-    )
 }
 
 fn mode_and_gid(path: &Path) -> (u32, u32) {
