@@ -209,6 +209,9 @@ pub enum Change {
     Upsert(ObjectRecord),
     /// The object is gone entirely (an undone creation).
     Removed(String),
+    /// The feed lost its place (its log was pruned past this instance's last change): every
+    /// object as stored now. Any object not in it is gone.
+    Resync(Vec<ObjectRecord>),
 }
 
 /// Held Name locks of a [`SharedBackend`]; dropping it releases them.
