@@ -522,7 +522,7 @@ impl Drop for GatewayProcess {
 // --- backends and lasting state -------------------------------------------------------------------
 
 /// Defines one test per backend: `backend_tests! { fn name(backend) { body } }` makes
-/// `mod name` with the tests `name::vault` and `name::softhsm`, each running `body` with
+/// `mod name` with the tests `name::vault`, `name::softhsm` and `name::postgres`, each running `body` with
 /// `backend` bound to its [`Backend`]. Attributes before `fn` (doc comments) go on the module.
 #[macro_export]
 macro_rules! backend_tests {
@@ -542,6 +542,11 @@ macro_rules! backend_tests {
             #[test]
             fn softhsm() {
                 run($crate::Backend::SoftHsm)
+            }
+
+            #[test]
+            fn postgres() {
+                run($crate::Backend::Postgres)
             }
         }
     };
@@ -565,17 +570,20 @@ pub enum Backend {
     Vault,
     /// PKCS#11 on a private SoftHSM2 token.
     SoftHsm,
+    /// PostgreSQL on a private throwaway cluster, the KEK in a file.
+    Postgres,
 }
 
 impl Backend {
     /// Every backend, for tests that run on each.
-    pub const ALL: [Backend; 2] = [Backend::Vault, Backend::SoftHsm];
+    pub const ALL: [Backend; 3] = [Backend::Vault, Backend::SoftHsm, Backend::Postgres];
 
     /// Short name for messages.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Vault => "vault",
             Backend::SoftHsm => "softhsm",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -603,6 +611,8 @@ struct HomeInner {
     backend: Backend,
     /// SoftHSM: `SOFTHSM2_CONF` of the private token.
     softhsm_conf: Option<PathBuf>,
+    /// PostgreSQL: the private cluster (stopped when the last clone of the home goes).
+    postgres: Option<postgres::PgCluster>,
     // Last: removed when every clone (and every process holding one) is gone.
     dir: tempfile::TempDir,
 }
@@ -645,23 +655,25 @@ impl GatewayHome {
     }
 
     fn in_dir(backend: Backend, dir: tempfile::TempDir) -> GatewayHome {
-        let softhsm_conf = match backend {
-            Backend::Vault => None,
-            Backend::SoftHsm => {
-                kmip_gateway::tooling::pki::dev_pki(&dir.path().join("data/pki"))
-                    .expect("create the development PKI");
-                Some(make_token(&dir.path().join("hsm")))
-            }
-        };
+        if backend != Backend::Vault {
+            kmip_gateway::tooling::pki::dev_pki(&dir.path().join("data/pki"))
+                .expect("create the development PKI");
+        }
+        let softhsm_conf =
+            (backend == Backend::SoftHsm).then(|| make_token(&dir.path().join("hsm")));
+        let postgres = (backend == Backend::Postgres).then(postgres::PgCluster::start);
         let home = GatewayHome {
             inner: Arc::new(HomeInner {
                 backend,
                 softhsm_conf,
+                postgres,
                 dir,
             }),
         };
-        if backend == Backend::SoftHsm {
-            home.set_pkcs11(&Pkcs11Settings::default());
+        match backend {
+            Backend::Vault => {}
+            Backend::SoftHsm => home.set_pkcs11(&Pkcs11Settings::default()),
+            Backend::Postgres => home.set_postgres(&home.postgres_backend_section()),
         }
         home
     }
@@ -702,7 +714,7 @@ impl GatewayHome {
         self.pki_dir().join("client-purefa.key")
     }
 
-    /// SoftHSM: the configuration file the gateway is started with.
+    /// SoftHSM, PostgreSQL: the configuration file the gateway is started with.
     pub fn config_path(&self) -> PathBuf {
         self.dir().join("gateway.toml")
     }
@@ -755,6 +767,58 @@ impl GatewayHome {
         std::fs::write(self.config_path(), text).expect("write gateway.toml");
     }
 
+    /// PostgreSQL: the home's cluster.
+    pub fn postgres(&self) -> Option<&postgres::PgCluster> {
+        self.inner.postgres.as_ref()
+    }
+
+    /// PostgreSQL: the `[backend]` section (with `[backend.kek]`) of this home's gateways: its
+    /// cluster's URL, the password file `db.password` and the KEK file `kek.hex` (both 0600,
+    /// written here the first time).
+    pub fn postgres_backend_section(&self) -> String {
+        let cluster = self.postgres().expect("a PostgreSQL home has a cluster");
+        let password = self.dir().join("db.password");
+        if !password.exists() {
+            cluster.write_password_file(&password);
+        }
+        let kek = self.dir().join("kek.hex");
+        if !kek.exists() {
+            use std::io::Read;
+            let mut key = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut key))
+                .expect("read /dev/urandom");
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&kek, hex).expect("write the KEK file");
+            std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod the KEK file");
+        }
+        format!(
+            "[backend]\nkind = \"postgres\"\nurl = {url:?}\npassword_file = {password:?}\n\
+             [backend.kek]\nkind = \"file\"\nfile = {kek:?}\n",
+            url = cluster.url(),
+            password = password.display().to_string(),
+            kek = kek.display().to_string(),
+        )
+    }
+
+    /// PostgreSQL: (re)writes `gateway.toml` with this `[backend]` section (and its
+    /// sub-tables) after the home's listener, PKI, user and audit settings.
+    pub fn set_postgres(&self, backend_section: &str) {
+        let pki = self.pki_dir();
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n\
+             [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n\
+             [audit]\nenabled = true\n{backend_section}",
+            data = self.data_dir().display().to_string(),
+            cert = pki.join("server.pem").display().to_string(),
+            key = pki.join("server.key").display().to_string(),
+            ca = self.ca_cert().display().to_string(),
+        );
+        std::fs::write(self.config_path(), text).expect("write gateway.toml");
+    }
+
     /// Arguments and environment that start a gateway on this home, merged with `extra`.
     fn options(&self, extra: &GatewayOptions) -> GatewayOptions {
         let mut options = extra.clone();
@@ -768,6 +832,9 @@ impl GatewayHome {
                         .display()
                         .to_string(),
                 ));
+                vec!["--config".into(), self.config_path().display().to_string()]
+            }
+            Backend::Postgres => {
                 vec!["--config".into(), self.config_path().display().to_string()]
             }
         };

@@ -183,6 +183,7 @@ backend_tests! {
         let extra = match backend {
             Backend::Vault => &[][..],
             Backend::SoftHsm => CS_BC_PASSING_PKCS11_ONLY,
+            Backend::Postgres => &[][..],
         };
         let regressed: Vec<&str> = CS_BC_PASSING
             .iter()

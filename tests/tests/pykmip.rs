@@ -501,6 +501,12 @@ const PKCS11_CRASHES: CrashPlan = CrashPlan {
     min_kills: 6,
     budget: Duration::from_secs(90),
 };
+/// PostgreSQL: the gateway is killed, the database lives on; reopening reads it back.
+const POSTGRES_CRASHES: CrashPlan = CrashPlan {
+    kills: 12,
+    min_kills: 6,
+    budget: Duration::from_secs(90),
+};
 /// Concurrent client connections issuing Creates and Destroys.
 const CRASH_WORKERS: usize = 2;
 /// The crash client speaks 2.0: a Get then tells a destroyed object from one that never existed.
@@ -715,6 +721,7 @@ fn opened_line(backend: Backend) -> &'static str {
     match backend {
         Backend::Vault => "opened the vault",
         Backend::SoftHsm => "backend opened backend=\"pkcs11\"",
+        Backend::Postgres => "backend opened backend=\"postgres\"",
     }
 }
 
@@ -838,4 +845,9 @@ fn acknowledged_operations_survive_sigkill() {
 #[test]
 fn acknowledged_pkcs11_operations_survive_sigkill() {
     crash_test(Backend::SoftHsm, &PKCS11_CRASHES);
+}
+
+#[test]
+fn acknowledged_postgres_operations_survive_sigkill() {
+    crash_test(Backend::Postgres, &POSTGRES_CRASHES);
 }
