@@ -121,6 +121,7 @@ softhsm_module=${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 # /usr/lib/postgresql/<version>/bin.
 pg_bindir=${PG_BINDIR:-$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/initdb' \
     -printf '%h\n' 2>/dev/null | sort -V | tail -n 1)}
-[ -n "$pg_bindir" ] && [ -x "$pg_bindir/initdb" ] && [ -x "$pg_bindir/pg_ctl" ] ||
+if [ -z "$pg_bindir" ] || [ ! -x "$pg_bindir/initdb" ] || [ ! -x "$pg_bindir/pg_ctl" ]; then
     die "no PostgreSQL server binaries (initdb, pg_ctl) after installation (set PG_BINDIR?)"
+fi
 log "ready: softhsm2, opensc, postgresql ($pg_bindir), $venv with pykmip and pyyaml"
