@@ -2,7 +2,8 @@
 # Checks the deployment files: YAML parses and the Kubernetes objects refer to each
 # other consistently (deploy/scripts/lint_deploy.py; deploy/k8s/postgres also against
 # the high-availability rules), the Dockerfile has its basic structure, the Grafana
-# dashboards parse and chart only metrics the code emits, the shell scripts parse, the
+# dashboards parse and chart only metrics the code emits, the shell scripts (deploy/,
+# bench/scripts/, scripts/) parse and pass shellcheck when it is installed, the
 # HAProxy and keepalived examples have the required shape (and pass `haproxy -c` and
 # `keepalived --config-test` when those are installed), and the systemd unit passes
 # `systemd-analyze verify` and an offline security review (when systemd-analyze exists:
@@ -46,7 +47,7 @@ while IFS= read -r -d '' script; do
     if command -v shellcheck >/dev/null; then
         shellcheck -x "$script" || fail "$script: shellcheck"
     fi
-done < <(find "$repo/deploy" -name '*.sh' -print0)
+done < <(find "$repo/deploy" "$repo/bench/scripts" "$repo/scripts" -name '*.sh' -print0)
 
 if command -v systemd-analyze >/dev/null; then
     work=$(mktemp -d)
