@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or a developer's: installs what the tests need
-# (SoftHSM2 and OpenSC from apt, PyKMIP and PyYAML in .venv from pip, cargo-deny from crates.io)
+# (SoftHSM2, OpenSC and PostgreSQL's server binaries from apt, PyKMIP and PyYAML in .venv from pip,
+# cargo-deny from crates.io)
 # idempotently, then runs the checks cheapest first and every test tier. Every cargo command is
 # --locked: a Cargo.lock that does not match the manifests fails instead of being rewritten.
 # Exit status is non-zero on any failure.

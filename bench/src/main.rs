@@ -14,7 +14,7 @@ mod stats;
 use clap::{Args, Parser, Subcommand};
 use kmip_gateway::client::ClientTls;
 use kmip_wire::model::ProtocolVersion;
-use ops::Target;
+use ops::Targets;
 use plot::{Run, Side};
 use run::{Limit, Mix, RunError, Scenario, Spec, DEFAULT_PRELOAD};
 use serde_json::json;
@@ -114,9 +114,11 @@ struct PlotArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Server address HOST:PORT (A in a comparison).
-    #[arg(long, required = true)]
-    target: Option<String>,
+    /// Server address HOST:PORT (A in a comparison). Several, comma-separated, must be gateways
+    /// of one store (one PostgreSQL database): connections go to them in turn, and keys are
+    /// preloaded through the first, so reads on the others cross instances.
+    #[arg(long, required = true, value_delimiter = ',')]
+    target: Vec<String>,
     /// CA certificate(s) the server certificate must chain to (PEM).
     #[arg(long, required = true)]
     ca: Option<PathBuf>,
@@ -158,9 +160,10 @@ struct RunArgs {
     /// PID of the server, for the idle scenario's RSS per connection.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Second server (B): the same scenario runs against both, in alternating rounds.
-    #[arg(long)]
-    compare: Option<String>,
+    /// Second server (B): the same scenario runs against both, in alternating rounds. Several,
+    /// comma-separated, as for --target.
+    #[arg(long, value_delimiter = ',')]
+    compare: Vec<String>,
     /// Rounds per target in a comparison (A, B, A, B, …).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
@@ -355,12 +358,8 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         &args.cert.ok_or(BenchError::Missing("cert"))?,
         &args.key.ok_or(BenchError::Missing("key"))?,
     )?;
-    let target_a = Target {
-        addr: args.target.ok_or(BenchError::Missing("target"))?,
-        server_name: args.server_name.clone(),
-        tls: tls.clone(),
-        version: args.version,
-    };
+    let target_a = Targets::new(&args.target, &args.server_name, &tls, args.version)
+        .ok_or(BenchError::Missing("target"))?;
     let spec = Spec {
         scenario: args.scenario,
         connections: args.connections,
@@ -392,45 +391,49 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         "rate": spec.rate,
         "preload": args.preload,
     });
-    match args.compare {
+    match Targets::new(&args.compare, &args.server_name, &tls, args.version) {
         None => {
-            let fixture = Arc::new(run::preload(&target_a, &spec, args.preload).await?);
+            let fixture = Arc::new(run::preload(target_a.first(), &spec, args.preload).await?);
             let stats = run::round(&target_a, &fixture, &spec).await?;
-            stats.print(&format!("{:?} against {}", spec.scenario, target_a.addr));
+            stats.print(&format!("{:?} against {}", spec.scenario, target_a.label()));
             let report =
-                json!({ "run": header, "target": target_a.addr, "result": stats.to_json() });
+                json!({ "run": header, "target": target_a.label(), "result": stats.to_json() });
             write_json(args.json, &report)?;
             let title = format!(
                 "{:?} against {}: {:.0}/s",
                 spec.scenario,
-                target_a.addr,
+                target_a.label(),
                 stats.throughput()
             );
             draw(
                 &args.plots,
                 &title,
-                &[Run::from_stats(Side::A, target_a.addr.clone(), &stats)],
+                &[Run::from_stats(Side::A, target_a.label(), &stats)],
             )
         }
-        Some(addr_b) => {
-            let target_b = Target {
-                addr: addr_b,
-                ..target_a.clone()
-            };
-            let fix_a = Arc::new(run::preload(&target_a, &spec, args.preload).await?);
-            let fix_b = Arc::new(run::preload(&target_b, &spec, args.preload).await?);
+        Some(target_b) => {
+            let fix_a = Arc::new(run::preload(target_a.first(), &spec, args.preload).await?);
+            let fix_b = Arc::new(run::preload(target_b.first(), &spec, args.preload).await?);
             let (mut a, mut b) = (Stats::default(), Stats::default());
             for _ in 0..args.rounds.max(1) {
                 merge_round(&mut a, run::round(&target_a, &fix_a, &spec).await?);
                 merge_round(&mut b, run::round(&target_b, &fix_b, &spec).await?);
             }
-            a.print(&format!("A: {:?} against {}", spec.scenario, target_a.addr));
-            b.print(&format!("B: {:?} against {}", spec.scenario, target_b.addr));
+            a.print(&format!(
+                "A: {:?} against {}",
+                spec.scenario,
+                target_a.label()
+            ));
+            b.print(&format!(
+                "B: {:?} against {}",
+                spec.scenario,
+                target_b.label()
+            ));
             let ratio = stats::compare(&a, &b);
             let report = json!({
                 "run": header,
-                "a": { "target": target_a.addr, "result": a.to_json() },
-                "b": { "target": target_b.addr, "result": b.to_json() },
+                "a": { "target": target_a.label(), "result": a.to_json() },
+                "b": { "target": target_b.label(), "result": b.to_json() },
                 "ratio_a_over_b": ratio,
             });
             write_json(args.json, &report)?;
@@ -445,8 +448,8 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
                 &args.plots,
                 &title,
                 &[
-                    Run::from_stats(Side::A, format!("A {}", target_a.addr), &a),
-                    Run::from_stats(Side::B, format!("B {}", target_b.addr), &b),
+                    Run::from_stats(Side::A, format!("A {}", target_a.label()), &a),
+                    Run::from_stats(Side::B, format!("B {}", target_b.label()), &b),
                 ],
             )
         }

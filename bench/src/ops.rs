@@ -63,6 +63,57 @@ pub(crate) struct Target {
     pub version: ProtocolVersion,
 }
 
+/// The servers one side of a run measures: one, or several gateways that serve one store (one
+/// PostgreSQL database), over which connections are spread in turn.
+#[derive(Clone)]
+pub(crate) struct Targets {
+    first: Target,
+    rest: Vec<Target>,
+}
+
+impl Targets {
+    /// `None` when `addrs` is empty.
+    pub(crate) fn new(
+        addrs: &[String],
+        server_name: &str,
+        tls: &ClientTls,
+        version: ProtocolVersion,
+    ) -> Option<Targets> {
+        let mut all = addrs.iter().map(|addr| Target {
+            addr: addr.clone(),
+            server_name: server_name.to_owned(),
+            tls: tls.clone(),
+            version,
+        });
+        Some(Targets {
+            first: all.next()?,
+            rest: all.collect(),
+        })
+    }
+
+    /// The target keys are preloaded through.
+    pub(crate) fn first(&self) -> &Target {
+        &self.first
+    }
+
+    /// The target of the `i`-th connection or task: round robin.
+    pub(crate) fn nth(&self, i: usize) -> &Target {
+        match i % (self.rest.len() + 1) {
+            0 => &self.first,
+            n => self.rest.get(n - 1).unwrap_or(&self.first),
+        }
+    }
+
+    /// The addresses, comma-separated, as reports and progress bars name them.
+    pub(crate) fn label(&self) -> String {
+        std::iter::once(&self.first)
+            .chain(&self.rest)
+            .map(|t| t.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// One open KMIP connection.
 pub(crate) struct Conn {
     client: KmipClient,

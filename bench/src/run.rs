@@ -2,7 +2,7 @@
 //! one returns) or open loop (`--rate`: requests are due on a fixed schedule and latency counts
 //! from when a request was due, so a slow server is not hidden by the bench slowing down).
 
-use crate::ops::{Conn, OpError, Target};
+use crate::ops::{Conn, OpError, Target, Targets};
 use crate::progress::{Progress, Total};
 use crate::stats::Stats;
 use std::future::Future;
@@ -347,25 +347,28 @@ async fn lifecycle(
     timed(stats, "Destroy", c.destroy(&uid)).await
 }
 
-/// One measured round of `spec` against `target`.
+/// One measured round of `spec` against `targets` (connection `i` to target `i` mod their
+/// number).
 pub(crate) async fn round(
-    target: &Target,
+    targets: &Targets,
     fixture: &Arc<Fixture>,
     spec: &Spec,
 ) -> Result<Stats, RunError> {
     if spec.scenario == Scenario::Idle {
-        return idle(target, spec).await;
+        return idle(targets, spec).await;
     }
+    // Each connection with the target it was opened to, which a reconnect reuses.
     let mut conns = Vec::new();
     if !spec.scenario.connects_per_request() {
-        for _ in 0..spec.connections.max(1) {
+        for i in 0..spec.connections.max(1) {
+            let target = targets.nth(i);
             let c = Conn::open(target)
                 .await
                 .map_err(|source| RunError::Connect {
                     addr: target.addr.clone(),
                     source,
                 })?;
-            conns.push(Arc::new(Mutex::new(c)));
+            conns.push((target.clone(), Arc::new(Mutex::new(c))));
         }
     }
     let issued = Arc::new(AtomicU64::new(0));
@@ -376,7 +379,7 @@ pub(crate) async fn round(
         | 1;
     let progress = Progress::start(
         spec.progress,
-        &format!("{:?} {}", spec.scenario, target.addr),
+        &format!("{:?} {}", spec.scenario, targets.label()),
         match spec.limit {
             Limit::Count(n) => Total::Items(n),
             Limit::Duration(d) => Total::Time(d),
@@ -385,9 +388,13 @@ pub(crate) async fn round(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..spec.concurrency.max(1) {
-        let conn = conns.get(t % conns.len().max(1)).cloned();
+        // Tasks that connect per request spread their connections like the shared ones.
+        let (target, conn) = match conns.get(t % conns.len().max(1)) {
+            Some((target, conn)) => (target.clone(), Some(conn.clone())),
+            None => (targets.nth(t).clone(), None),
+        };
         let mut worker = Worker {
-            target: target.clone(),
+            target,
             fixture: fixture.clone(),
             spec: *spec,
             // Seeded per round too: `--compare` repeats rounds against one server, and the
@@ -469,26 +476,31 @@ fn rss_kb(pid: u32) -> Result<u64, RunError> {
 
 /// Opens `--connections` connections (each proven by one Discover Versions), holds them, and
 /// reports the server's RSS growth per connection when `--server-pid` is given.
-async fn idle(target: &Target, spec: &Spec) -> Result<Stats, RunError> {
+async fn idle(targets: &Targets, spec: &Spec) -> Result<Stats, RunError> {
     let before = spec.server_pid.map(rss_kb).transpose()?;
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let total = spec.connections as u64;
     let progress = Progress::start(
         spec.progress,
-        &format!("idle connections {}", target.addr),
+        &format!("idle connections {}", targets.label()),
         Total::Items(total),
     );
     let mut tasks = Vec::new();
     for _ in 0..spec.concurrency.max(1) {
-        let (target, next, done) = (target.clone(), next.clone(), progress.counter());
+        let (targets, next, done) = (targets.clone(), next.clone(), progress.counter());
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::default();
             let mut held = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= total {
+                    break;
+                }
+                let target = targets.nth(usize::try_from(k).unwrap_or(0));
                 let t0 = Instant::now();
                 let r = async {
-                    let mut c = timed(&mut stats, "connect", Conn::open(&target)).await?;
+                    let mut c = timed(&mut stats, "connect", Conn::open(target)).await?;
                     c.discover_versions().await?;
                     Ok::<_, OpError>(c)
                 }

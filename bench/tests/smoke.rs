@@ -3,10 +3,12 @@
 //! throughput. Timings are not asserted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
-use kmip_e2e::GatewayProcess;
+use kmip_e2e::{Backend, GatewayHome, GatewayProcess};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_kmip-bench");
 
@@ -130,6 +132,53 @@ fn compare_runs_both_targets_and_reports_ratios() {
             .unwrap()
             > 0.0
     );
+}
+
+/// `--target A,B` spreads the connections over both gateways (two connections each here). Two
+/// vault gateways share the PKI but not their keys, so the scenario is lifecycle, which reads
+/// only what its own connection created.
+#[test]
+fn a_target_list_spreads_connections_over_every_gateway() {
+    let home_a = GatewayHome::new(Backend::Vault);
+    let gw_a = home_a.start();
+    let home_b = GatewayHome::new(Backend::Vault);
+    copy_dir(&home_a.pki_dir(), &home_b.pki_dir());
+    let gw_b = home_b.start();
+    let targets = format!("{},{}", gw_a.addr(), gw_b.addr());
+    let args = [
+        "--scenario",
+        "lifecycle",
+        "--count",
+        "40",
+        "--connections",
+        "4",
+        "--concurrency",
+        "4",
+    ];
+    let report = bench(&gw_a, &targets, &args);
+    assert_clean(&report, "lifecycle over two targets");
+    assert_eq!(report["target"], targets.as_str(), "{report:#}");
+    // The gateway logs each authenticated connection once, from its own task: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for gw in [&gw_a, &gw_b] {
+        while gw.log().matches("client connected").count() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not get two of the four connections:\n{}",
+                gw.addr(),
+                gw.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 /// Element names and text contents of an SVG, read with a real XML parser (fails the test if

@@ -1,6 +1,7 @@
 """Static checks of the deployment files (run through lint-deploy.sh): YAML, the Kubernetes
-objects, the Dockerfile, and the Grafana dashboards (JSON, and every metric they chart is one the
-gateway's code emits).
+objects (deploy/k8s: one vault gateway; deploy/k8s/postgres: three gateways on a CloudNativePG
+cluster), the Dockerfile, the Grafana dashboards (JSON, and every metric they chart is one the
+gateway's code emits), and the bare-metal HAProxy/keepalived examples.
 
 Usage: lint_deploy.py REPO_ROOT. Prints one line per problem and exits 1 if there
 is any. Needs PyYAML; tomllib (Python 3.11+) for the embedded gateway.toml.
@@ -11,6 +12,7 @@ import os
 import pathlib
 import re
 import sys
+import urllib.parse
 
 import yaml
 
@@ -30,8 +32,20 @@ def load_yaml_docs(path):
         return []
 
 
+# Secrets the CloudNativePG operator makes for a Cluster NAME, with their keys.
+CNPG_SECRETS = {"-ca": {"ca.crt", "ca.key"}, "-replication": {"tls.crt", "tls.key"}}
+CNPG_APP_KEYS = {"username", "password", "uri", "jdbc-uri", "host", "port", "dbname", "user"}
+
+
 def check_k8s(root):
     k8s = root / "deploy" / "k8s"
+    check_k8s_dir(k8s, "vault")
+    check_k8s_dir(k8s / "postgres", "postgres")
+
+
+def check_k8s_dir(k8s, profile):
+    """One kustomization folder: profile "vault" (one gateway, its volumes) or "postgres" (the
+    high-availability set on a CloudNativePG cluster)."""
     if not k8s.is_dir():
         problem(k8s, "missing")
         return
@@ -54,6 +68,9 @@ def check_k8s(root):
                 problem(path, f"{doc['kind']}/{name} defined twice")
             resources[key] = (path, doc)
 
+    add_cnpg_secrets(resources)
+    if not kustomization:
+        problem(k8s, "no kustomization.yaml")
     if kustomization:
         path, doc = kustomization
         listed = set(doc.get("resources") or [])
@@ -67,8 +84,9 @@ def check_k8s(root):
     deployments = [(p, d) for (k, _), (p, d) in resources.items() if k == "Deployment"]
     if not deployments:
         problem(k8s, "no Deployment")
+    configs = []
     for path, dep in deployments:
-        check_deployment(path, dep, resources)
+        configs += check_deployment(path, dep, resources)
 
     for (kind, name), (path, svc) in resources.items():
         if kind != "Service":
@@ -94,8 +112,166 @@ def check_k8s(root):
         p.get("port") == 5696 for s in services.values() for p in s["spec"].get("ports", [])
     ):
         problem(k8s, "no Service exposes port 5696")
-    if not any(k == "PersistentVolumeClaim" for k, _ in resources):
-        problem(k8s, "no PersistentVolumeClaim for the vault data")
+    if profile == "vault":
+        if not any(k == "PersistentVolumeClaim" for k, _ in resources):
+            problem(k8s, "no PersistentVolumeClaim for the vault data")
+    else:
+        check_ha(k8s, resources, deployments, configs)
+
+
+def add_cnpg_secrets(resources):
+    """Adds the Secrets the CloudNativePG operator makes for each Cluster, so that volumes and
+    environment variables may refer to them."""
+    for (kind, name), (path, doc) in list(resources.items()):
+        if kind != "Cluster" or not str(doc.get("apiVersion", "")).startswith("postgresql.cnpg.io/"):
+            continue
+        generated = {suffix: keys for suffix, keys in CNPG_SECRETS.items()}
+        initdb = ((doc.get("spec") or {}).get("bootstrap") or {}).get("initdb") or {}
+        if not (initdb.get("secret") or {}).get("name"):
+            generated["-app"] = CNPG_APP_KEYS
+        for suffix, keys in generated.items():
+            resources.setdefault(
+                ("Secret", name + suffix),
+                (path, {"kind": "Secret", "data": {k: "" for k in keys}}),
+            )
+
+
+def check_ha(k8s, resources, deployments, configs):
+    """Three gateways on PostgreSQL: replicas, one per node, a disruption budget that keeps two,
+    no volume of their own, and a gateway.toml that reaches the CloudNativePG cluster's primary
+    over verified TLS with the owner's password."""
+    if any(k == "PersistentVolumeClaim" for k, _ in resources):
+        problem(k8s, "a PersistentVolumeClaim: the gateways on PostgreSQL keep no state")
+    clusters = {n: (p, d) for (k, n), (p, d) in resources.items() if k == "Cluster"}
+    if len(clusters) != 1:
+        problem(k8s, "needs exactly one CloudNativePG Cluster (postgresql.cnpg.io/v1)")
+    for name, (path, cluster) in clusters.items():
+        check_cnpg_cluster(path, name, cluster, resources)
+    for path, dep in deployments:
+        where = f"Deployment/{dep['metadata']['name']}"
+        spec = dep.get("spec") or {}
+        replicas = spec.get("replicas", 1)
+        if not isinstance(replicas, int) or replicas < 3:
+            problem(path, f"{where}: replicas must be at least 3")
+        if (spec.get("strategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
+            problem(path, f"{where}: strategy must be RollingUpdate (the gateways are stateless)")
+        for vol in pod_spec(dep).get("volumes") or []:
+            if "persistentVolumeClaim" in vol:
+                problem(path, f"{where}: volume {vol.get('name')} is a PersistentVolumeClaim")
+        anti = ((pod_spec(dep).get("affinity") or {}).get("podAntiAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ) or []
+        if not any(
+            term.get("topologyKey") == "kubernetes.io/hostname"
+            and ((term.get("labelSelector") or {}).get("matchLabels") or {}).items()
+            <= pod_labels(dep).items()
+            and (term.get("labelSelector") or {}).get("matchLabels")
+            for term in anti
+        ):
+            problem(path, f"{where}: needs a required podAntiAffinity on kubernetes.io/hostname "
+                          "selecting its own pods (one gateway per node)")
+        budgets = [
+            (p, d) for (k, _), (p, d) in resources.items()
+            if k == "PodDisruptionBudget"
+            and (((d.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+            and (d["spec"]["selector"]["matchLabels"]).items() <= pod_labels(dep).items()
+        ]
+        if not budgets:
+            problem(path, f"{where}: no PodDisruptionBudget selects its pods")
+        for bpath, budget in budgets:
+            least = (budget.get("spec") or {}).get("minAvailable")
+            if not isinstance(least, int) or least < 2:
+                problem(bpath, "PodDisruptionBudget: minAvailable must be at least 2")
+            elif isinstance(replicas, int) and least >= replicas:
+                problem(bpath, "PodDisruptionBudget: minAvailable must be below replicas, "
+                               "or no node can ever be drained")
+    for cm_path, name, config, container in configs:
+        check_postgres_toml(cm_path, name, config, container, clusters, resources)
+
+
+def check_cnpg_cluster(path, name, cluster, resources):
+    where = f"Cluster/{name}"
+    spec = cluster.get("spec") or {}
+    if not isinstance(spec.get("instances"), int) or spec["instances"] < 3:
+        problem(path, f"{where}: instances must be at least 3 (a primary, two standbys)")
+    sync = (spec.get("postgresql") or {}).get("synchronous") or {}
+    quorum = spec.get("minSyncReplicas", 0) if not sync else sync.get("number", 0)
+    if not isinstance(quorum, int) or quorum < 1:
+        problem(path, f"{where}: needs synchronous replication (minSyncReplicas: 1): an "
+                      "acknowledged write must be on a standby before the answer")
+    if sync and sync.get("dataDurability", "required") != "required":
+        problem(path, f"{where}: synchronous.dataDurability must be required")
+    params = (spec.get("postgresql") or {}).get("parameters") or {}
+    if str(params.get("synchronous_commit", "on")) not in ("on", "remote_apply", "remote_write"):
+        problem(path, f"{where}: synchronous_commit {params['synchronous_commit']!r} "
+                      "acknowledges commits the standby may not have")
+    initdb = (spec.get("bootstrap") or {}).get("initdb") or {}
+    if not initdb.get("database") or not initdb.get("owner"):
+        problem(path, f"{where}: bootstrap.initdb must name the database and its owner")
+    secret = (initdb.get("secret") or {}).get("name")
+    if secret:
+        found = resources.get(("Secret", secret))
+        if not found:
+            problem(path, f"{where}: bootstrap secret {secret} is not defined")
+        elif found[1].get("type") != "kubernetes.io/basic-auth" or not {
+            "username", "password"
+        } <= secret_keys(found[1]):
+            problem(found[0], f"Secret/{secret}: must be kubernetes.io/basic-auth with "
+                              "username and password (CloudNativePG's bootstrap secret)")
+        elif (found[1].get("stringData") or {}).get("username", initdb.get("owner")) != initdb.get("owner"):
+            problem(found[0], f"Secret/{secret}: username must be the owner {initdb.get('owner')}")
+
+
+def check_postgres_toml(cm_path, name, config, container, clusters, resources):
+    """[backend] of a gateway on PostgreSQL: the URL (no password; verified TLS; the Cluster's
+    read-write Service, database and owner), the password and KEK from the container's Secrets."""
+    where = f"{name} [backend]"
+    backend = config.get("backend") or {}
+    if backend.get("kind") != "postgres":
+        problem(cm_path, f"{where}: kind must be \"postgres\"")
+        return
+    url = urllib.parse.urlsplit(str(backend.get("url", "")))
+    if url.scheme not in ("postgresql", "postgres"):
+        problem(cm_path, f"{where}: url must be a postgresql:// URI")
+        return
+    if url.password is not None:
+        problem(cm_path, f"{where}: url carries a password; use password_env or password_file")
+    query = urllib.parse.parse_qs(url.query)
+    if query.get("sslmode") != ["verify-full"]:
+        problem(cm_path, f"{where}: url needs sslmode=verify-full (the server's certificate "
+                         "checked against `ca`, and its name)")
+    if not backend.get("ca"):
+        problem(cm_path, f"{where}: ca (the database server's CA) must be set")
+    hosts = [h.rsplit(":", 1)[0] for h in url.netloc.rsplit("@", 1)[-1].split(",")]
+    database = url.path.lstrip("/")
+    env = {e.get("name"): e for e in container.get("env") or []}
+    for cname, (_, cluster) in clusters.items():
+        if hosts != [f"{cname}-rw"]:
+            problem(cm_path, f"{where}: url must name {cname}-rw (the primary's Service), "
+                             f"not {','.join(hosts)}")
+        initdb = ((cluster.get("spec") or {}).get("bootstrap") or {}).get("initdb") or {}
+        if database != initdb.get("database") or url.username != initdb.get("owner"):
+            problem(cm_path, f"{where}: url's user/database {url.username}/{database} are not "
+                             f"the Cluster's owner/database")
+        secret = (initdb.get("secret") or {}).get("name") or f"{cname}-app"
+        ref = ((env.get(backend.get("password_env")) or {}).get("valueFrom") or {}).get(
+            "secretKeyRef") or {}
+        if backend.get("password_env") and (ref.get("name"), ref.get("key")) != (secret, "password"):
+            problem(cm_path, f"{where}: password_env must come from the Secret {secret} "
+                             "(key password), the owner's password")
+    if not backend.get("password_env") and not backend.get("password_file"):
+        problem(cm_path, f"{where}: password_env or password_file must be set")
+    kek = backend.get("kek") or {}
+    if kek.get("kind") not in ("file", "pkcs11"):
+        problem(cm_path, f"{where}: [backend.kek] kind must be \"file\" or \"pkcs11\"")
+    for key in ("password_env",):
+        if backend.get(key) and backend[key] not in env:
+            problem(cm_path, f"{where}: {key} {backend[key]} is not set in the container")
+    for key in ("env", "pin_env"):
+        if kek.get(key) and kek[key] not in env:
+            problem(cm_path, f"{where}: [backend.kek] {key} {kek[key]} is not set in the container")
+    if kek.get("kind") == "file" and not kek.get("env") and not kek.get("file"):
+        problem(cm_path, f"{where}: [backend.kek] needs env or file")
 
 
 def check_network_policies(k8s, resources, deployments):
@@ -149,6 +325,9 @@ def container_ports(dep):
 
 
 def check_deployment(path, dep, resources):
+    """Checks a Deployment; returns (ConfigMap path, file name, parsed gateway.toml, container)
+    of each container whose configuration parsed."""
+    configs = []
     name = dep["metadata"]["name"]
     where = f"Deployment/{name}"
     match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
@@ -196,7 +375,10 @@ def check_deployment(path, dep, resources):
             problem(path, f"{cname}: allowPrivilegeEscalation must be false")
         if not (spec.get("securityContext") or {}).get("runAsNonRoot"):
             problem(path, f"{where}: pod securityContext must set runAsNonRoot")
-        check_gateway_toml(path, c, volumes, resources)
+        config = check_gateway_toml(path, c, volumes, resources)
+        if config:
+            configs.append((*config, c))
+    return configs
 
 
 def secret_keys(secret):
@@ -204,16 +386,17 @@ def secret_keys(secret):
 
 
 def check_gateway_toml(path, container, volumes, resources):
-    """The config the container is started with parses, and its files are mounted."""
+    """The config the container is started with parses, and its files are mounted. Returns
+    (ConfigMap path, file name, parsed config), or None."""
     try:
         import tomllib
     except ImportError:
         print(f"{path}: note: Python < 3.11, gateway.toml not parsed", file=sys.stderr)
-        return
+        return None
     args = container.get("args") or []
     if "--config" not in args or args.index("--config") + 1 >= len(args):
         problem(path, "container args give no --config")
-        return
+        return None
     config_path = pathlib.PurePosixPath(args[args.index("--config") + 1])
     mounts = {}
     for mount in container.get("volumeMounts") or []:
@@ -234,14 +417,16 @@ def check_gateway_toml(path, container, volumes, resources):
     cm = resources.get(("ConfigMap", ((vol or {}).get("configMap") or {}).get("name")))
     if not cm or name not in (cm[1].get("data") or {}):
         problem(path, f"{config_path} is not provided by a mounted ConfigMap")
-        return
+        return None
     try:
         config = tomllib.loads(cm[1]["data"][name])
     except tomllib.TOMLDecodeError as e:
         problem(cm[0], f"{name} is not valid TOML: {e}")
-        return
+        return None
     files = [(config.get("tls") or {}).get("cert"), (config.get("tls") or {}).get("key")]
     files += [ca for user in config.get("users") or [] for ca in user.get("cas") or []]
+    # The database server's CA (postgres backend).
+    files += [f for f in [(config.get("backend") or {}).get("ca")] if f]
     for f in files:
         if not f:
             problem(cm[0], f"{name}: tls.cert, tls.key and users[].cas must be set")
@@ -258,6 +443,7 @@ def check_gateway_toml(path, container, volumes, resources):
             problem(cm[0], f"{name}: {key} must bind 0.0.0.0 inside a pod")
     if not str((config.get("admin") or {}).get("listen", "")).startswith("0.0.0.0:"):
         problem(cm[0], f"{name}: admin.listen must bind 0.0.0.0 for the kubelet probes")
+    return cm[0], name, config
 
 
 def dockerfile_instructions(path):
@@ -419,6 +605,91 @@ def check_grafana(root):
         print(f"{GRAFANA}: note: not charted: {', '.join(uncharted)}", file=sys.stderr)
 
 
+def haproxy_sections(text):
+    """{(section, name): [lines]} of an haproxy.cfg, comments dropped."""
+    sections, current = {}, None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        words = line.split()
+        if not raw[0].isspace():
+            current = (words[0], words[1] if len(words) > 1 else "")
+            sections[current] = []
+        elif current:
+            sections[current].append(words)
+    return sections
+
+
+def check_haproxy(root):
+    """TCP passthrough of KMIP (no TLS termination), health from /readyz on the admin port."""
+    path = root / "deploy" / "haproxy" / "haproxy.cfg"
+    if not path.is_file():
+        problem(path, "missing")
+        return
+    sections = haproxy_sections(path.read_text())
+    kmip = [k for k, lines in sections.items() if k[0] in ("frontend", "listen") and any(
+        w[0] == "bind" and any(p.endswith(":5696") for p in w[1:2]) for w in lines)]
+    if not kmip:
+        problem(path, "no frontend binds port 5696")
+    backends = {k[1]: lines for k, lines in sections.items() if k[0] == "backend"}
+    for key in kmip:
+        lines = sections[key]
+        default_mode = next((w[1] for k, ls in sections.items() if k[0] == "defaults"
+                             for w in ls if w[0] == "mode"), "")
+        used = [w[1] for w in lines if w[0] == "default_backend"]
+        for section_lines, where in [(lines, f"{key[0]} {key[1]}")] + [
+            (backends.get(b, []), f"backend {b}") for b in used
+        ]:
+            mode = next((w[1] for w in section_lines if w[0] == "mode"), default_mode)
+            if mode != "tcp":
+                problem(path, f"{where}: mode must be tcp (passthrough: the mutual TLS reaches "
+                              "the gateways unbroken)")
+            for w in section_lines:
+                if w[0] in ("bind", "server") and {"ssl", "crt"} & set(w):
+                    problem(path, f"{where}: {' '.join(w[:2])} terminates TLS; KMIP must pass "
+                                  "through")
+        for b in used:
+            blines = backends.get(b)
+            if blines is None:
+                problem(path, f"{key[0]} {key[1]}: backend {b} is not defined")
+                continue
+            if not any(w[:2] == ["option", "httpchk"] for w in blines):
+                problem(path, f"backend {b}: needs option httpchk (health over HTTP)")
+            send = [w for w in blines if w[:2] == ["http-check", "send"]]
+            if not any("/readyz" in w for w in send):
+                problem(path, f"backend {b}: http-check send must GET /readyz")
+            if not any("Host" in w for w in send):
+                problem(path, f"backend {b}: http-check send needs a Host header the admin "
+                              "listener accepts (localhost)")
+            servers = [w for w in blines if w[0] == "server"]
+            if len(servers) < 2:
+                problem(path, f"backend {b}: fewer than two gateways")
+            for w in servers:
+                at = w.index("port") + 1 if "port" in w else len(w)
+                if "check" not in w or w[at:at + 1] != ["9696"]:
+                    problem(path, f"backend {b}: server {w[1]} needs `check port 9696` (the "
+                                  "admin listener's /readyz)")
+
+
+def check_keepalived(root):
+    """A virtual IP that follows the haproxy process."""
+    path = root / "deploy" / "keepalived" / "keepalived.conf"
+    if not path.is_file():
+        problem(path, "missing")
+        return
+    text = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+    if text.count("{") != text.count("}"):
+        problem(path, "unbalanced braces")
+    if "vrrp_instance" not in text or "virtual_ipaddress" not in text:
+        problem(path, "needs a vrrp_instance with a virtual_ipaddress")
+    tracks = re.search(r"vrrp_track_process\s+(\S+)\s*\{[^}]*\bprocess\s+haproxy\b", text)
+    if not tracks:
+        problem(path, "needs a vrrp_track_process of haproxy")
+    elif not re.search(r"track_process\s*\{\s*" + re.escape(tracks.group(1)) + r"\b", text):
+        problem(path, f"the vrrp_instance does not track_process {tracks.group(1)}")
+
+
 def main():
     root = pathlib.Path(sys.argv[1]).resolve()
     k8s = root / "deploy" / "k8s"
@@ -428,6 +699,8 @@ def main():
     check_k8s(root)
     check_dockerfile(root)
     check_grafana(root)
+    check_haproxy(root)
+    check_keepalived(root)
     for p in problems:
         print(p)
     return 1 if problems else 0
