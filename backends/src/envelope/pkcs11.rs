@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use tracing::warn;
 use zeroize::Zeroizing;
 
 use super::{Kek, KEY_LEN};
+use crate::error::FailureClass;
 use crate::pkcs11::{p11_error, Pkcs11Config, Token, ZeroizeTemplate};
 use crate::BackendError;
 
@@ -34,7 +36,9 @@ const MAX_KEY_LABEL_LEN: usize = 64;
 /// A key encryption key held by a PKCS#11 token.
 pub struct Pkcs11Kek {
     token: Token,
-    key: ObjectHandle,
+    /// The key's handle, found again by `label` when the token says it is stale.
+    key: RwLock<ObjectHandle>,
+    label: String,
     id: String,
 }
 
@@ -73,7 +77,12 @@ impl Pkcs11Kek {
         let id = format!("pkcs11:{token_label}/{key_label}");
         let label = key_label.to_owned();
         match token.with_session(move |s| find_kek(s, &label)).await {
-            Ok(key) => Ok(Pkcs11Kek { token, key, id }),
+            Ok(key) => Ok(Pkcs11Kek {
+                token,
+                key: RwLock::new(key),
+                label: key_label.to_owned(),
+                id,
+            }),
             Err(e) => {
                 // Log out and let the module go before answering, so a corrected retry starts
                 // afresh.
@@ -82,6 +91,34 @@ impl Pkcs11Kek {
                 Token::closed(owner).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Runs `op` with the key's handle on a pooled session. A handle the token calls invalid
+    /// (the token was reloaded) is found again by label, once, as a restart would.
+    async fn with_kek<T, F>(&self, op: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: Fn(&Session, ObjectHandle) -> Result<T, BackendError> + Send + Sync + 'static,
+    {
+        let op = Arc::new(op);
+        let key = *self.key.read().unwrap_or_else(PoisonError::into_inner);
+        let first = Arc::clone(&op);
+        match self.token.with_session(move |s| first(s, key)).await {
+            Err(BackendError::Call {
+                class: FailureClass::NotFound,
+                ..
+            }) => {
+                warn!(kek = %self.id, "the key encryption key's handle is stale; finding it again by its label");
+                let label = self.label.clone();
+                let key = self
+                    .token
+                    .with_session(move |s| find_kek(s, &label))
+                    .await?;
+                *self.key.write().unwrap_or_else(PoisonError::into_inner) = key;
+                self.token.with_session(move |s| op(s, key)).await
+            }
+            other => other,
         }
     }
 
@@ -251,9 +288,7 @@ impl Kek for Pkcs11Kek {
             )));
         }
         let data_key = Zeroizing::new(data_key.to_vec());
-        let kek = self.key;
-        self.token
-            .with_session(move |s| wrap_in_token(s, kek, &data_key))
+        self.with_kek(move |s, kek| wrap_in_token(s, kek, &data_key))
             .await
     }
 
@@ -264,9 +299,7 @@ impl Kek for Pkcs11Kek {
             return Err(BackendError::IntegrityCheckFailed);
         }
         let wrapped = wrapped.to_vec();
-        let kek = self.key;
-        self.token
-            .with_session(move |s| unwrap_in_token(s, kek, &wrapped))
+        self.with_kek(move |s, kek| unwrap_in_token(s, kek, &wrapped))
             .await
     }
 }

@@ -24,7 +24,7 @@ struct Opened {
     max_sessions: Limit,
 }
 
-pub(crate) fn find_token(module: &Module, label: &str) -> Result<Slot, BackendError> {
+fn find_token(module: &Module, label: &str) -> Result<Slot, BackendError> {
     let slots = module.ctx.get_slots_with_token().map_err(p11_error)?;
     let mut seen = Vec::new();
     let mut matches = Vec::new();
@@ -73,12 +73,12 @@ fn open_blocking(
 /// A logged-in session pool over one token, found by its label.
 pub(crate) struct Token {
     pub(crate) pool: bb8::Pool<SessionManager>,
-    pub(crate) shared: Arc<PoolShared>,
-    pub(crate) acquire_timeout: Duration,
+    pub(super) shared: Arc<PoolShared>,
+    acquire_timeout: Duration,
     /// Held by every session of this pool: gone when they are all closed.
     owner: Weak<()>,
-    pub(crate) module: Arc<Module>,
-    pub(crate) slot: Slot,
+    pub(super) module: Arc<Module>,
+    pub(super) slot: Slot,
 }
 
 impl Token {

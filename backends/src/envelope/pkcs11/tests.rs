@@ -213,6 +213,62 @@ fn concurrent_unwraps_use_several_sessions_and_all_succeed() {
     });
 }
 
+/// Makes an AES-256 token key labelled `label` that may wrap and unwrap.
+async fn make_kek(token: &Token, label: &'static str) {
+    token
+        .with_session(move |s| {
+            s.generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                ],
+            )
+            .map_err(p11_error)
+        })
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_stale_handle_is_found_again_by_label() {
+    run(|hsm| async move {
+        let probe = hsm.token().await;
+        let kek = hsm.open("kek-a").await.unwrap();
+        let old = kek.wrap(&data_key(1)).await.unwrap();
+        // The key under the label is replaced: the handle the KEK holds is no longer valid.
+        probe
+            .with_session(|s| {
+                let found = s
+                    .find_objects(&[Attribute::Label(b"kek-a".to_vec())])
+                    .map_err(p11_error)?;
+                for h in found {
+                    s.destroy_object(h).map_err(p11_error)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        make_kek(&probe, "kek-a").await;
+        let new = kek.wrap(&data_key(2)).await.unwrap();
+        assert_eq!(&kek.unwrap(&new).await.unwrap()[..], &data_key(2)[..]);
+        // What the old key wrapped is lost with it.
+        assert!(matches!(
+            kek.unwrap(&old).await,
+            Err(BackendError::IntegrityCheckFailed)
+        ));
+        kek.close().await;
+        close_token(probe).await;
+    });
+}
+
 #[test]
 fn open_refuses_a_missing_duplicate_or_unfit_key_saying_why() {
     run(|hsm| async move {
