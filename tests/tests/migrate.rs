@@ -1,5 +1,6 @@
 //! `kmip-gateway migrate` end to end with the real binary: objects created through a gateway on
-//! the vault (AES keys, a secret data, a destroyed key, Names, custom attributes) are copied
+//! the vault (AES keys, a sensitive one, a secret data, a destroyed key, Names, custom
+//! attributes) are copied
 //! into another backend, and a gateway on that backend serves them as they were. Then: a second
 //! run finds everything there, a target holding another object under one uid is refused, a
 //! source that is being served is refused, and what cannot leave a backend fails by uid.
@@ -10,8 +11,9 @@ use kmip_e2e::postgres::PgCluster;
 use kmip_e2e::{binary_path, gateway_cli, Backend, GatewayHome, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
-    Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,
-    GetRequest, KeyBlock, LocateRequest, ManagedObject, Name, ObjectType, ProtocolVersion,
+    Attribute, AttributeRequest, BlockCipherMode, CreateRequest, CryptoRequest,
+    CryptographicAlgorithm, CryptographicParameters, GetAttributesRequest, GetRequest, KeyBlock,
+    LocateRequest, ManagedObject, Name, ObjectType, PaddingMethod, ProtocolVersion,
     RegisterRequest, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
     ResponseBatchItem, ResponseMessage, ResponsePayload, ResultStatus, SecretBytes, SecretDataType,
     UidRequest,
@@ -86,14 +88,20 @@ fn custom(name: &str, value: &str) -> Attribute {
 }
 
 async fn create_aes(c: &mut KmipClient, name: &str) -> String {
+    create_aes_with(c, name, vec![]).await
+}
+
+async fn create_aes_with(c: &mut KmipClient, name: &str, extra: Vec<Attribute>) -> String {
+    let mut attributes = vec![
+        Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+        Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+        Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
+        Attribute::name(&Name::new(name)),
+    ];
+    attributes.extend(extra);
     let payload = RequestPayload::Create(CreateRequest {
         object_type: ObjectType::SymmetricKey,
-        attributes: vec![
-            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
-            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
-            Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
-            Attribute::name(&Name::new(name)),
-        ],
+        attributes,
     });
     match ok(c, payload).await {
         Some(ResponsePayload::Create(r)) => r.unique_identifier,
@@ -125,6 +133,25 @@ async fn material(c: &mut KmipClient, uid: &str) -> Vec<u8> {
             .map(|b| b.as_slice().to_vec())
             .unwrap_or_else(|| panic!("Get {uid}: no key bytes")),
         other => panic!("Get answered {other:?}"),
+    }
+}
+
+/// AES-ECB of one block with the key `uid`, where it lives.
+async fn encrypt_block(c: &mut KmipClient, uid: &str) -> Vec<u8> {
+    let payload = RequestPayload::Encrypt(CryptoRequest {
+        unique_identifier: Some(uid.to_owned()),
+        cryptographic_parameters: Some(CryptographicParameters {
+            block_cipher_mode: Some(BlockCipherMode::Ecb),
+            padding_method: Some(PaddingMethod::None),
+            cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
+            ..CryptographicParameters::default()
+        }),
+        data: Some(SecretBytes::from_slice(b"sixteen byte blk")),
+        ..CryptoRequest::default()
+    });
+    match ok(c, payload).await {
+        Some(ResponsePayload::Encrypt(r)) => r.data.expect("ciphertext").to_vec(),
+        other => panic!("Encrypt answered {other:?}"),
     }
 }
 
@@ -160,8 +187,17 @@ struct Seen {
     uid: String,
     name: String,
     attributes: BTreeMap<String, Vec<Value>>,
-    /// `None` for the destroyed key.
-    material: Option<Vec<u8>>,
+    material: Material,
+}
+
+enum Material {
+    /// What Get returns.
+    Readable(Vec<u8>),
+    /// A sensitive key (Get refuses it): what it makes of one block.
+    Sensitive {
+        encrypted: Vec<u8>,
+    },
+    Destroyed,
 }
 
 /// Creates the objects on a fresh vault gateway and reads them back; stops the gateway.
@@ -173,6 +209,14 @@ fn fill_vault(home: &GatewayHome) -> Vec<Seen> {
         add_attribute(&mut c, &plain, custom("SASED-Drive", "drive-7")).await;
         let active = create_aes(&mut c, "mig-active").await;
         ok(&mut c, RequestPayload::Activate(uid_request(&active))).await;
+        let sensitive = create_aes_with(
+            &mut c,
+            "mig-sensitive",
+            vec![Attribute::boolean(tags::SENSITIVE, true)],
+        )
+        .await;
+        ok(&mut c, RequestPayload::Activate(uid_request(&sensitive))).await;
+        let encrypted = encrypt_block(&mut c, &sensitive).await;
         let destroyed = create_aes(&mut c, "mig-destroyed").await;
         ok(&mut c, RequestPayload::Destroy(uid_request(&destroyed))).await;
         let secret = match ok(
@@ -206,7 +250,7 @@ fn fill_vault(home: &GatewayHome) -> Vec<Seen> {
             (secret, "mig-secret"),
         ] {
             // Get first: it clears Fresh, which is then part of what must move.
-            let material = Some(material(&mut c, &uid).await);
+            let material = Material::Readable(material(&mut c, &uid).await);
             seen.push(Seen {
                 attributes: attributes(&mut c, &uid).await,
                 material,
@@ -215,8 +259,14 @@ fn fill_vault(home: &GatewayHome) -> Vec<Seen> {
             });
         }
         seen.push(Seen {
+            attributes: attributes(&mut c, &sensitive).await,
+            material: Material::Sensitive { encrypted },
+            uid: sensitive,
+            name: "mig-sensitive".into(),
+        });
+        seen.push(Seen {
             attributes: attributes(&mut c, &destroyed).await,
-            material: None,
+            material: Material::Destroyed,
             uid: destroyed,
             name: "mig-destroyed".into(),
         });
@@ -300,17 +350,26 @@ fn assert_served(gw: &GatewayProcess, pki: &Path, seen: &[Seen]) {
                 "attributes of {}",
                 s.name
             );
-            assert_eq!(
-                locate_name(&mut c, &s.name).await,
-                match s.material {
-                    Some(_) => vec![s.uid.clone()],
-                    // Locate leaves destroyed objects out unless the filter names a State.
-                    None => vec![],
-                }
-            );
+            let located = locate_name(&mut c, &s.name).await;
             match &s.material {
-                Some(m) => assert_eq!(&material(&mut c, &s.uid).await, m, "{}", s.name),
-                None => {
+                Material::Readable(m) => {
+                    assert_eq!(located, vec![s.uid.clone()]);
+                    assert_eq!(&material(&mut c, &s.uid).await, m, "{}", s.name);
+                }
+                Material::Sensitive { encrypted } => {
+                    assert_eq!(located, vec![s.uid.clone()]);
+                    let item = call(&mut c, get(&s.uid)).await;
+                    assert_ne!(item.result_status, ResultStatus::Success);
+                    assert_eq!(
+                        &encrypt_block(&mut c, &s.uid).await,
+                        encrypted,
+                        "{}",
+                        s.name
+                    );
+                }
+                Material::Destroyed => {
+                    // Locate leaves destroyed objects out unless the filter names a State.
+                    assert!(located.is_empty());
                     assert_eq!(
                         s.attributes.get("State"),
                         Some(&vec![Value::Enumeration(STATE_DESTROYED)])
@@ -335,11 +394,11 @@ fn vault_to_softhsm_moves_every_object_resumably_and_never_overwrites() {
     let (success, out) = migrate(&from, &hsm.config_path(), &env);
     assert!(success, "{out}");
     assert!(
-        out.contains("4 of 4 objects: 3 copied, 1 tombstones, 0 already there, 0 failed"),
+        out.contains("5 of 5 objects: 4 copied, 1 tombstones, 0 already there, 0 failed"),
         "{out}"
     );
     for s in &seen {
-        if let Some(m) = &s.material {
+        if let Material::Readable(m) = &s.material {
             let hex: String = m.iter().map(|b| format!("{b:02x}")).collect();
             assert!(!out.contains(&hex), "key material in the output");
         }
@@ -352,7 +411,7 @@ fn vault_to_softhsm_moves_every_object_resumably_and_never_overwrites() {
     let (success, out) = migrate(&from, &hsm.config_path(), &env);
     assert!(success, "{out}");
     assert!(
-        out.contains("0 copied, 0 tombstones, 4 already there, 0 failed"),
+        out.contains("0 copied, 0 tombstones, 5 already there, 0 failed"),
         "{out}"
     );
 
@@ -451,7 +510,7 @@ fn vault_to_postgres_moves_every_object_resumably() {
     let (success, out) = migrate(&from, &to, &[]);
     assert!(success, "{out}");
     assert!(
-        out.contains("4 of 4 objects: 3 copied, 1 tombstones, 0 already there, 0 failed"),
+        out.contains("5 of 5 objects: 4 copied, 1 tombstones, 0 already there, 0 failed"),
         "{out}"
     );
     let mut gw = GatewayProcess::start_with(&GatewayOptions {
@@ -463,7 +522,7 @@ fn vault_to_postgres_moves_every_object_resumably() {
     let (success, out) = migrate(&from, &to, &[]);
     assert!(success, "{out}");
     assert!(
-        out.contains("0 copied, 0 tombstones, 4 already there, 0 failed"),
+        out.contains("0 copied, 0 tombstones, 5 already there, 0 failed"),
         "{out}"
     );
 }

@@ -8,13 +8,19 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 
-use kmip_backends::{Backend, BackendError, ExportedObject, KeySpec, ObjectKind, ObjectRecord};
+use kmip_backends::{
+    Backend, BackendError, CipherMode, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
+    ObjectKind, ObjectRecord,
+};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// A progress line goes to stderr after every this many objects: a sign of life on a big store
 /// without a line per key.
 pub const PROGRESS_EVERY: usize = 100;
+/// The block a copied key encrypts (AES) or MACs (HMAC) on both sides when the target will not
+/// hand its copy back (a sensitive key): equal outputs show it holds the same key.
+const PROBE: [u8; 16] = *b"kmip-gw migrate.";
 /// Length of the stand-in material of a destroyed object whose key facts give none (see
 /// [`placeholder`]).
 const PLACEHOLDER_LEN: usize = 32;
@@ -91,9 +97,17 @@ pub enum MigrateError {
 struct Held {
     kind: Option<ObjectKind>,
     meta: Option<Vec<u8>>,
-    /// `None`: no material (a tombstone).
-    material: Option<Zeroizing<Vec<u8>>>,
+    material: Material,
     spec: Option<Option<KeySpec>>,
+}
+
+/// The material of a held copy.
+enum Material {
+    /// None: a tombstone.
+    Absent,
+    Bytes(Zeroizing<Vec<u8>>),
+    /// There, but the target will not return it (sensitive or not extractable there).
+    Unreadable,
 }
 
 /// How a held copy differs from the source's object.
@@ -104,6 +118,21 @@ enum Difference {
     /// The same object, destroyed at the source, whose material is still on the target: a run
     /// interrupted between the import and the destroy of a tombstone.
     NotYetDestroyed,
+    /// The material cannot be compared: the target keeps it to itself and it is no key the
+    /// probe works with.
+    Unverifiable,
+}
+
+impl Difference {
+    fn describe(&self) -> &'static str {
+        match self {
+            Difference::Other(what) => what,
+            Difference::NotYetDestroyed => "its material is not destroyed",
+            Difference::Unverifiable => {
+                "the target will not return its material, and it is no AES or HMAC key whose use could show it"
+            }
+        }
+    }
 }
 
 fn compare(source: &ExportedObject, held: &Held) -> Result<(), Difference> {
@@ -119,12 +148,76 @@ fn compare(source: &ExportedObject, held: &Held) -> Result<(), Difference> {
         ));
     }
     match (&source.material, &held.material) {
-        (Some(a), Some(b)) if a[..] == b[..] => Ok(()),
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err(Difference::NotYetDestroyed),
-        (Some(_), None) => Err(Difference::Other("material (it is destroyed there)")),
-        (Some(_), Some(_)) => Err(Difference::Other("key material")),
+        (Some(a), Material::Bytes(b)) if a[..] == b[..] => Ok(()),
+        (None, Material::Absent) => Ok(()),
+        (None, _) => Err(Difference::NotYetDestroyed),
+        (Some(_), Material::Absent) => Err(Difference::Other("material (it is destroyed there)")),
+        (Some(_), Material::Bytes(_)) => Err(Difference::Other("key material")),
+        // Settled by `same_key`.
+        (Some(_), Material::Unreadable) => Err(Difference::Unverifiable),
     }
+}
+
+/// What the source key `material` of `spec` makes of [`PROBE`]: an AES block encryption or an
+/// HMAC-SHA256. `None` for anything else.
+fn probe_locally(spec: &KeySpec, material: &[u8]) -> Option<Vec<u8>> {
+    use aws_lc_rs::cipher::{EncryptingKey, UnboundCipherKey, AES_128, AES_192, AES_256};
+    match spec.algorithm {
+        KeyAlgorithm::Aes => {
+            let algorithm = match material.len() {
+                16 => &AES_128,
+                24 => &AES_192,
+                32 => &AES_256,
+                _ => return None,
+            };
+            let key = EncryptingKey::ecb(UnboundCipherKey::new(algorithm, material).ok()?).ok()?;
+            let mut block = PROBE.to_vec();
+            key.encrypt(&mut block).ok()?;
+            Some(block)
+        }
+        KeyAlgorithm::HmacSha256 => {
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, material);
+            Some(aws_lc_rs::hmac::sign(&key, &PROBE).as_ref().to_vec())
+        }
+    }
+}
+
+/// [`compare`], and for a copy the target will not return, whether it holds the same key: it
+/// encrypts (or MACs) [`PROBE`] where it lives and the result must equal the source key's.
+async fn same_key(
+    target: &dyn Backend,
+    uid: &str,
+    source: &ExportedObject,
+    held: &Held,
+) -> Result<Result<(), Difference>, BackendError> {
+    let unverifiable = match compare(source, held) {
+        Err(Difference::Unverifiable) => Difference::Unverifiable,
+        other => return Ok(other),
+    };
+    let (Some(spec), Some(material)) = (&source.spec, &source.material) else {
+        return Ok(Err(unverifiable));
+    };
+    let Some(expected) = probe_locally(spec, material) else {
+        return Ok(Err(unverifiable));
+    };
+    let theirs = match spec.algorithm {
+        KeyAlgorithm::Aes => {
+            let request = CipherRequest {
+                mode: CipherMode::Ecb { pad: false },
+                data: Zeroizing::new(PROBE.to_vec()),
+                iv: None,
+                aad: None,
+                tag: None,
+            };
+            target.encrypt(uid, request).await?.data.to_vec()
+        }
+        KeyAlgorithm::HmacSha256 => target.mac(uid, &PROBE).await?,
+    };
+    Ok(if theirs == expected {
+        Ok(())
+    } else {
+        Err(Difference::Other("key material"))
+    })
 }
 
 /// Reads `uid` from the target: `export` where the backend has it, else its material
@@ -139,14 +232,15 @@ async fn held(
         Ok(e) => Ok(Some(Held {
             kind: Some(e.record.kind),
             meta: Some(e.record.meta),
-            material: e.material,
+            material: e.material.map_or(Material::Absent, Material::Bytes),
             spec: Some(e.spec),
         })),
         Err(BackendError::NotFound(_)) => Ok(None),
         Err(BackendError::Unsupported(_)) => {
             let material = match target.read_material(uid).await {
-                Ok(m) => Some(m),
-                Err(BackendError::NotFound(_)) => None,
+                Ok(m) => Material::Bytes(m),
+                Err(BackendError::NotFound(_)) => Material::Absent,
+                Err(BackendError::NotExtractable(_)) => Material::Unreadable,
                 Err(e) => return Err(e),
             };
             Ok(Some(Held {
@@ -215,10 +309,19 @@ async fn migrate_one(
             .await
             .map_err(failed("cannot read the target's object of that uid"))?
             .ok_or_else(|| Stop::Failed("listed by the target but not found there".into()))?;
-        match compare(&object, &held) {
+        match same_key(target, uid, &object, &held)
+            .await
+            .map_err(failed("cannot test the target's object of that uid"))?
+        {
             Ok(()) => return Ok(Outcome::AlreadyThere),
             Err(Difference::NotYetDestroyed) => {}
             Err(Difference::Other(what)) => return Err(Stop::Conflict(what)),
+            Err(d @ Difference::Unverifiable) => {
+                return Err(Stop::Failed(format!(
+                    "the target holds it already, but cannot show it is the same: {}",
+                    d.describe()
+                )))
+            }
         }
     } else {
         let material = match &object.material {
@@ -249,15 +352,10 @@ async fn migrate_one(
             "copied, but reading the copy back to verify it failed",
         ))?
         .ok_or_else(|| Stop::Failed("copied, but the target does not find the copy".into()))?;
-    compare(&object, &held).map_err(|d| {
-        Stop::Failed(format!(
-            "copied, but the copy read back differs ({})",
-            match d {
-                Difference::Other(what) => what,
-                Difference::NotYetDestroyed => "its material is not destroyed",
-            }
-        ))
-    })?;
+    same_key(target, uid, &object, &held)
+        .await
+        .map_err(failed("copied, but testing the copy failed"))?
+        .map_err(|d| Stop::Failed(format!("copied, but not verified: {}", d.describe())))?;
     Ok(if tombstone {
         Outcome::Tombstone
     } else {
