@@ -3,7 +3,7 @@
 //! the data key, wrapped by a key encryption key (KEK) that never enters the database, is
 //! stored beside it. Deleting the wrapped data key shreds the material in every replica and
 //! every later backup. The KEK comes from a file or the environment ([`FileKek`]) or stays in
-//! an HSM.
+//! an HSM ([`Pkcs11Kek`]).
 
 use crate::BackendError;
 use async_trait::async_trait;
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 mod file;
+mod pkcs11;
 pub use file::FileKek;
+pub use pkcs11::Pkcs11Kek;
 
 /// Length of a KEK and of every data key: AES-256.
 pub const KEY_LEN: usize = 32;

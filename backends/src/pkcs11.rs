@@ -21,6 +21,8 @@ mod pool;
 mod recovering;
 mod rv;
 
+pub(crate) use backend::ZeroizeTemplate;
+pub(crate) use open::Token;
 pub use pin::{normalize_pin, PinSource};
 pub use recovering::{RecoveringPkcs11, RECOVERY_INTERVAL};
 pub use rv::classify;
@@ -28,17 +30,16 @@ pub use rv::classify;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use cryptoki::error::Error as CkError;
-use cryptoki::slot::Slot;
 use zeroize::Zeroizing;
 
 use crate::error::FailureClass;
 use crate::BackendError;
 use objects::Entry;
-use pool::{Module, PoolShared, SessionManager};
+use pool::SessionManager;
 
 /// Upper bound on `pool_size`: SoftHSM gains nothing beyond a few sessions (stack notes), and
 /// every session holds token resources.
@@ -118,25 +119,19 @@ pub struct SessionReservation {
 
 /// The PKCS#11 backend.
 pub struct Pkcs11Backend {
-    pool: bb8::Pool<SessionManager>,
-    shared: Arc<PoolShared>,
+    token: Token,
     index: RwLock<Index>,
     /// Writers (create, destroy) hold it shared; a rescan holds it exclusively so that it never
     /// drops an entry written while it ran.
     rescan_gate: tokio::sync::RwLock<()>,
     /// Serialises companion replacements (update, destroy), which read then swap a handle.
     meta_writer: tokio::sync::Mutex<()>,
-    acquire_timeout: Duration,
-    /// Held by every session of this backend: gone when they are all closed.
-    owner: Weak<()>,
-    module: Arc<Module>,
-    slot: Slot,
 }
 
 impl fmt::Debug for Pkcs11Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pkcs11Backend")
-            .field("pool", &self.pool.state())
+            .field("pool", &self.token.pool.state())
             .finish_non_exhaustive()
     }
 }

@@ -123,6 +123,9 @@ enum Command {
     /// The encrypted file vault.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Copies every object (UID, attributes, state, material) of one installation's backend
+    /// into another's, verifying each; resumable. Stop the gateway first.
+    Migrate(cli::migrate::MigrateArgs),
 }
 
 #[derive(Subcommand)]
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
         Command::Backup(args) => report(cli::backup::run_backup(&args)),
         Command::Restore(args) => report(cli::backup::run_restore(&args)),
+        Command::Migrate(args) => cli::migrate::run(&args),
         Command::Init { config } => report(
             GatewayConfig::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))

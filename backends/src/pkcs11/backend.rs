@@ -322,8 +322,8 @@ impl Backend for Pkcs11Backend {
     }
 
     async fn health(&self) -> Result<(), BackendError> {
-        let module = Arc::clone(&self.module);
-        let slot = self.slot;
+        let module = Arc::clone(&self.token.module);
+        let slot = self.token.slot;
         self.with_session(move |s| {
             s.get_session_info().map_err(p11_error)?;
             token_usable(&module, slot)
@@ -333,7 +333,7 @@ impl Backend for Pkcs11Backend {
 }
 
 /// A creation template holding secret material, wiped on drop.
-struct ZeroizeTemplate(Vec<Attribute>);
+pub(crate) struct ZeroizeTemplate(pub(crate) Vec<Attribute>);
 
 impl Drop for ZeroizeTemplate {
     fn drop(&mut self) {

@@ -10,14 +10,14 @@ use tracing::warn;
 
 use super::objects::{self, destroy_objects, Entry};
 use super::pool::Module;
-use super::{class_of, p11_error, Pkcs11Backend, API, BROKEN_SESSION_RETRIES};
+use super::{class_of, p11_error, Pkcs11Backend, Token, API, BROKEN_SESSION_RETRIES};
 use crate::error::FailureClass;
 use crate::BackendError;
 
-impl Pkcs11Backend {
+impl Token {
     /// Runs `op` on a pooled session on a blocking thread. A broken session is discarded (with
     /// every session opened before it) and the call retried on a fresh one.
-    pub(super) async fn with_session<T, F>(&self, op: F) -> Result<T, BackendError>
+    pub(crate) async fn with_session<T, F>(&self, op: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
         F: Fn(&Session) -> Result<T, BackendError> + Send + Sync + 'static,
@@ -55,12 +55,23 @@ impl Pkcs11Backend {
             }
         }
     }
+}
+
+impl Pkcs11Backend {
+    /// [`Token::with_session`] on this backend's token.
+    pub(super) async fn with_session<T, F>(&self, op: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: Fn(&Session) -> Result<T, BackendError> + Send + Sync + 'static,
+    {
+        self.token.with_session(op).await
+    }
 
     /// Scans the token, refusing a result from a token in an error state: SoftHSM answers finds
     /// on a token whose files vanished with an empty list, which must not empty the index.
     pub(super) async fn scan(&self) -> Result<objects::Scan, BackendError> {
-        let module = Arc::clone(&self.module);
-        let slot = self.slot;
+        let module = Arc::clone(&self.token.module);
+        let slot = self.token.slot;
         self.with_session(move |s| {
             token_usable(&module, slot)?;
             logged_in(s)?;

@@ -1,7 +1,9 @@
 //! Opening the token (module, slot by label, login, session pool) and closing it again, and
-//! taking sessions out of the pool.
+//! taking sessions out of the pool: [`Token`], which the backend and the PKCS#11 KEK
+//! (`crate::envelope::Pkcs11Kek`) both hold.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use cryptoki::slot::{Limit, Slot};
 use tracing::warn;
@@ -68,9 +70,20 @@ fn open_blocking(
     })
 }
 
-impl Pkcs11Backend {
+/// A logged-in session pool over one token, found by its label.
+pub(crate) struct Token {
+    pub(crate) pool: bb8::Pool<SessionManager>,
+    pub(super) shared: Arc<PoolShared>,
+    acquire_timeout: Duration,
+    /// Held by every session of this pool: gone when they are all closed.
+    owner: Weak<()>,
+    pub(super) module: Arc<Module>,
+    pub(super) slot: Slot,
+}
+
+impl Token {
     /// Loads the module, finds the token by label, logs in and builds the session pool.
-    pub async fn open(config: Pkcs11Config) -> Result<Self, BackendError> {
+    pub(crate) async fn open(config: Pkcs11Config) -> Result<Token, BackendError> {
         if config.pool_size == 0 || config.pool_size > MAX_POOL_SIZE {
             return Err(BackendError::InvalidInput(format!(
                 "PKCS#11 pool size must be 1..={MAX_POOL_SIZE}"
@@ -137,12 +150,9 @@ impl Pkcs11Backend {
                 "could not place the first PKCS#11 session in the pool".into(),
             ));
         }
-        Ok(Pkcs11Backend {
+        Ok(Token {
             pool,
             shared,
-            index: RwLock::new(Index::default()),
-            rescan_gate: tokio::sync::RwLock::new(()),
-            meta_writer: tokio::sync::Mutex::new(()),
             acquire_timeout: config.acquire_timeout,
             owner: Arc::downgrade(&owner),
             module,
@@ -150,12 +160,14 @@ impl Pkcs11Backend {
         })
     }
 
-    /// Drops the backend and waits (bounded) until its sessions are closed and, if it was the
-    /// module's last user, `C_Finalize` has returned, so the module can be opened afresh. A plain
-    /// drop does the same in the background.
-    pub async fn close(self) {
-        let owner = self.owner.clone();
-        drop(self);
+    /// What [`Token::closed`] waits on; take it before dropping the token.
+    pub(crate) fn owner(&self) -> Weak<()> {
+        self.owner.clone()
+    }
+
+    /// Waits (bounded) until every session of a dropped token is closed and, if it was the
+    /// module's last user, `C_Finalize` has returned, so the module can be opened afresh.
+    pub(crate) async fn closed(owner: Weak<()>) {
         let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
         while owner.strong_count() > 0 {
             if tokio::time::Instant::now() >= deadline {
@@ -166,15 +178,7 @@ impl Pkcs11Backend {
         }
     }
 
-    /// Takes one session out of the pool until the reservation is dropped: drains the pool on
-    /// purpose (tests of exhaustion, exclusive maintenance). Waits like any request.
-    pub async fn reserve_session(&self) -> Result<SessionReservation, BackendError> {
-        Ok(SessionReservation {
-            _conn: self.checkout().await?,
-        })
-    }
-
-    pub(super) async fn checkout(
+    pub(crate) async fn checkout(
         &self,
     ) -> Result<bb8::PooledConnection<'static, SessionManager>, BackendError> {
         match self.pool.get_owned().await {
@@ -186,5 +190,34 @@ impl Pkcs11Backend {
                 None => Err(BackendError::Busy(self.acquire_timeout)),
             },
         }
+    }
+}
+
+impl Pkcs11Backend {
+    /// Loads the module, finds the token by label, logs in and builds the session pool.
+    pub async fn open(config: Pkcs11Config) -> Result<Self, BackendError> {
+        Ok(Pkcs11Backend {
+            token: Token::open(config).await?,
+            index: RwLock::new(Index::default()),
+            rescan_gate: tokio::sync::RwLock::new(()),
+            meta_writer: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Drops the backend and waits (bounded) until its sessions are closed and, if it was the
+    /// module's last user, `C_Finalize` has returned, so the module can be opened afresh. A plain
+    /// drop does the same in the background.
+    pub async fn close(self) {
+        let owner = self.token.owner();
+        drop(self);
+        Token::closed(owner).await;
+    }
+
+    /// Takes one session out of the pool until the reservation is dropped: drains the pool on
+    /// purpose (tests of exhaustion, exclusive maintenance). Waits like any request.
+    pub async fn reserve_session(&self) -> Result<SessionReservation, BackendError> {
+        Ok(SessionReservation {
+            _conn: self.token.checkout().await?,
+        })
     }
 }

@@ -1,10 +1,12 @@
 //! Operator commands besides `serve` and `check-config`: the PKI that stands in for the KMES
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
-//! to a running gateway (`reload`, `clients`, `keys`).
+//! to a running gateway (`reload`, `clients`, `keys`), and moving objects between backends
+//! (`migrate`).
 
 pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod keys;
+pub(crate) mod migrate;
 pub(crate) mod pki;
 pub(crate) mod remote;
 pub(crate) mod user;

@@ -1,0 +1,129 @@
+//! `migrate --from CONFIG --to CONFIG`: opens the two configurations' backends as `serve` would
+//! and runs `tooling::migrate` between them; the summary goes to stdout, progress to stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use kmip_gateway::app::{open_backend, take_env_secrets, EnvSecrets};
+use kmip_gateway::config::{BackendConfig, GatewayConfig};
+use kmip_gateway::tooling::{datadir, migrate};
+
+#[derive(clap::Args)]
+pub(crate) struct MigrateArgs {
+    /// The configuration of the installation to copy from (e.g. the vault's). Its gateway
+    /// must be stopped.
+    #[arg(long)]
+    from: PathBuf,
+    /// The configuration of the installation to copy into (e.g. PostgreSQL's), initialised.
+    #[arg(long)]
+    to: PathBuf,
+}
+
+/// Exit status of a run refused before it copied anything (bad arguments or configuration).
+const EXIT_REFUSED: u8 = 2;
+
+/// A configuration, checked to hold an installation; `side` names it in messages.
+fn load(path: &Path, side: &str) -> Result<GatewayConfig, String> {
+    let cfg = GatewayConfig::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    datadir::check(&cfg).map_err(|why| {
+        format!(
+            "{side} {}: {why}; {}",
+            path.display(),
+            if side == "--from" {
+                "nothing to migrate from there (is it the right configuration?)"
+            } else {
+                "run `kmip-gateway init --config` on it first"
+            }
+        )
+    })?;
+    Ok(cfg)
+}
+
+fn same_vault(a: &GatewayConfig, b: &GatewayConfig) -> bool {
+    match (&a.backend, &b.backend) {
+        (BackendConfig::Vault { dir: x, .. }, BackendConfig::Vault { dir: y, .. }) => {
+            x == y || matches!((x.canonicalize(), y.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => false,
+    }
+}
+
+async fn open(
+    cfg: &GatewayConfig,
+    secrets: EnvSecrets,
+    side: &str,
+    path: &Path,
+) -> Result<std::sync::Arc<dyn kmip_backends::Backend>, String> {
+    open_backend(cfg, secrets).await.map_err(|e| {
+        format!(
+            "cannot open the backend of {side} {}: {e}. If a gateway is serving it, stop the \
+             gateway first: migrate needs the store to itself",
+            path.display()
+        )
+    })
+}
+
+/// Runs the command: exit 0 when every object is there and verified, 1 when any failed or the
+/// run stopped, 2 when it was refused before it started.
+pub(crate) fn run(args: &MigrateArgs) -> ExitCode {
+    let configs = load(&args.from, "--from").and_then(|from| {
+        let to = load(&args.to, "--to")?;
+        if same_vault(&from, &to) {
+            return Err("--from and --to name the same vault: nothing to migrate".into());
+        }
+        Ok((from, to))
+    });
+    let (from, to) = match configs {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kmip-gateway migrate: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    // Before the runtime: no other thread may read the environment while it changes.
+    let secrets = (take_env_secrets(&from), take_env_secrets(&to));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let source = open(&from, secrets.0, "--from", &args.from).await?;
+        let target = open(&to, secrets.1, "--to", &args.to).await?;
+        migrate::migrate(source.as_ref(), target.as_ref(), &mut std::io::stderr())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(summary) => {
+            println!("migrate: {summary}");
+            for f in &summary.failed {
+                println!("failed: {}: {}", f.uid, f.reason);
+            }
+            if summary.failed.is_empty() {
+                println!(
+                    "every object is in the target and verified: point the gateways at {} \
+                     (docs/operations.md, \"Moving to PostgreSQL\")",
+                    args.to.display()
+                );
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "{} objects were not moved: see why above; objects already copied are kept, \
+                     and running the same command again resumes",
+                    summary.failed.len()
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("kmip-gateway migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
