@@ -209,3 +209,408 @@ async fn every_operation_round_trips_with_versions() {
         Err(BackendError::NotFound(_))
     ));
 }
+
+/// A raw connection to the cluster, as another writer (or an attacker with database access).
+async fn raw(pg: &PgCluster) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user={PG_USER} dbname={PG_DATABASE} password={}",
+            pg.port(),
+            pg.password()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_is_exact_across_instances_even_with_out_of_order_commits() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let a = open(&pg, ring(1, &[])).await;
+    let b = open(&pg, ring(1, &[])).await;
+    let feed = b.shared().unwrap();
+    a.generate(record("before", b""), aes()).await.unwrap();
+    assert_eq!(b.load_all().await.unwrap().len(), 1);
+    assert!(feed.changes().await.unwrap().is_empty());
+
+    a.generate(record("x", b""), aes()).await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["x"]);
+    assert!(feed.changes().await.unwrap().is_empty());
+
+    // A writer takes a lower sequence number than a later one and commits after it.
+    let mut held = raw(&pg).await;
+    let tx = held.transaction().await.unwrap();
+    tx.batch_execute(
+        "INSERT INTO kmip_objects (uid, kind, version, meta) VALUES ('held', 3, 1, '\\x00'); \
+         INSERT INTO kmip_changes (uid) VALUES ('held')",
+    )
+    .await
+    .unwrap();
+    a.generate(record("later", b""), aes()).await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["later"]);
+    tx.commit().await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["held"]);
+
+    // An undone creation is reported removed; updates carry the current record.
+    a.generate(record("undone", b""), aes()).await.unwrap();
+    a.destroy("undone", None, 1).await.unwrap();
+    a.update_meta("x", b"new".to_vec(), 1).await.unwrap();
+    let changes = feed.changes().await.unwrap();
+    assert_eq!(changes.len(), 2);
+    for c in &changes {
+        match c {
+            Change::Removed(uid) => assert_eq!(uid, "undone"),
+            Change::Upsert(r) => assert_eq!((r.uid.as_str(), r.version, &r.meta[..]), ("x", 2, &b"new"[..])),
+            Change::Resync(_) => panic!("unexpected resync"),
+        }
+    }
+
+    // A destroyed key is never served from another instance's cache once the feed ran.
+    assert_eq!(b.read_material("x").await.unwrap().len(), 32);
+    a.destroy("x", Some(b"tomb".to_vec()), 2).await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["x"]);
+    assert!(matches!(
+        b.read_material("x").await,
+        Err(BackendError::NotFound(_))
+    ));
+
+    // A log pruned past an instance's place: that instance resyncs with every object.
+    a.generate(record("unseen", b""), aes()).await.unwrap();
+    assert!(a.prune_changes(Duration::ZERO).await.unwrap() > 0);
+    match &feed.changes().await.unwrap()[..] {
+        [Change::Resync(all)] => {
+            let mut uids: Vec<_> = all.iter().map(|r| r.uid.as_str()).collect();
+            uids.sort();
+            assert_eq!(uids, ["before", "held", "later", "unseen", "x"]);
+        }
+        _ => panic!("expected one resync"),
+    }
+    assert!(feed.changes().await.unwrap().is_empty());
+    a.generate(record("after", b""), aes()).await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["after"]);
+}
+
+/// Writes until one succeeds (connections may still be dying after a crash); the time taken.
+async fn write_until_ok(b: &PostgresBackend, uid: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let attempt = tokio::time::timeout(PATIENCE, b.generate(record(uid, b""), aes()))
+            .await
+            .expect("a write hung beyond every timeout");
+        match attempt {
+            Ok(()) => return start.elapsed(),
+            Err(BackendError::AlreadyExists(_)) => return start.elapsed(),
+            Err(e) => {
+                assert!(start.elapsed() < PATIENCE, "writes keep failing: {e}");
+                assert!(!e.to_string().contains("password"), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_change_wakes_on_another_write_and_after_a_server_crash() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let a = Arc::new(open(&pg, ring(1, &[])).await);
+    let b = open(&pg, ring(1, &[])).await;
+    let feed = b.shared().unwrap();
+    b.load_all().await.unwrap();
+    // The listener's first connection wakes once.
+    feed.wait_for_change(PATIENCE).await;
+
+    let writer = a.clone();
+    let write = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer.generate(record("w1", b""), aes()).await.unwrap();
+    });
+    let start = Instant::now();
+    feed.wait_for_change(PATIENCE).await;
+    assert!(start.elapsed() < PATIENCE, "not woken by the write");
+    write.await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["w1"]);
+
+    pg.kill();
+    pg.restart();
+    // The listener reconnects (and wakes), and the feed catches up with what was written.
+    let start = Instant::now();
+    feed.wait_for_change(PATIENCE).await;
+    assert!(start.elapsed() < PATIENCE, "the listener never reconnected");
+    write_until_ok(&a, "w2").await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        feed.wait_for_change(Duration::from_secs(1)).await;
+        if let Ok(c) = feed.changes().await {
+            if upserted(&c).contains(&"w2".to_owned()) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "w2 never reached the other instance");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_locks_exclude_across_instances_and_release_their_connection() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    // One connection: the guard's is the one every later call gets back.
+    let a = PostgresBackend::open(settings_for(pg.url(), pg.password(), 1), ring(1, &[]))
+        .await
+        .unwrap();
+    let b = Arc::new(open(&pg, ring(1, &[])).await);
+    let guard = a
+        .shared()
+        .unwrap()
+        .lock_names(&["n2".into(), "n1".into(), "n2".into()])
+        .await
+        .unwrap();
+    let other = b.clone();
+    let waiter = tokio::spawn(async move {
+        let g = other.shared().unwrap().lock_names(&["n1".into()]).await;
+        g.map(drop)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "the second holder did not wait");
+    drop(guard);
+    tokio::time::timeout(PATIENCE, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    // A's only connection is back, outside any transaction: B takes the names at once.
+    let g2 = a.shared().unwrap().lock_names(&["n3".into()]).await.unwrap();
+    drop(g2);
+    a.shared().unwrap().load("x").await.unwrap();
+    let g3 = b
+        .shared()
+        .unwrap()
+        .lock_names(&["n1".into(), "n3".into()])
+        .await
+        .unwrap();
+    drop(g3);
+    a.generate(record("k", b""), aes()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_shreds_and_rotation_moves_every_key_to_the_new_kek() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let old = open(&pg, ring(1, &[])).await;
+    for uid in ["k1", "k2", "k3"] {
+        old.generate(record(uid, b""), aes()).await.unwrap();
+    }
+    let victim = old.read_material("k1").await.unwrap();
+    let stored = pg.psql(
+        "SELECT encode(sealed, 'hex') || ' ' || encode(wrapped_key, 'hex') || ' ' || kek_id \
+         FROM kmip_objects WHERE uid = 'k1'",
+    );
+    let mut parts = stored.split(' ');
+    let (sealed, wrapped, kek_id) = (
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+    );
+    old.destroy("k1", Some(b"tomb".to_vec()), 1).await.unwrap();
+    assert_eq!(
+        pg.psql("SELECT sealed IS NULL AND wrapped_key IS NULL AND kek_id IS NULL, meta = '\\x746f6d62' FROM kmip_objects WHERE uid = 'k1'"),
+        "t|t"
+    );
+    for table in [
+        "kmip_objects",
+        "kmip_changes",
+        "kmip_changes_pruned",
+        "kmip_schema_migrations",
+    ] {
+        let dump = pg.psql(&format!("SELECT t::text FROM {table} t"));
+        for secret in [&sealed, &wrapped, &hex(&victim)] {
+            assert!(!dump.contains(secret.as_str()), "{table} still holds it");
+        }
+    }
+    // The old wrapped key opens nothing that remains: put back beside its own tombstone or
+    // into another object's row, nothing decrypts.
+    pg.psql(&format!(
+        "UPDATE kmip_objects SET wrapped_key = '\\x{wrapped}', kek_id = '{kek_id}' \
+         WHERE uid IN ('k1', 'k2')"
+    ));
+    let probe = open(&pg, ring(1, &[])).await;
+    assert!(matches!(
+        probe.read_material("k1").await,
+        Err(BackendError::NotFound(_))
+    ));
+    assert!(matches!(
+        probe.read_material("k2").await,
+        Err(BackendError::Corrupt(_))
+    ));
+    pg.psql("DELETE FROM kmip_objects WHERE uid = 'k2'");
+    pg.psql("UPDATE kmip_objects SET wrapped_key = NULL, kek_id = NULL WHERE uid = 'k1'");
+
+    let k3 = old.read_material("k3").await.unwrap();
+    old.generate(record("k4", b""), aes()).await.unwrap();
+    let k4 = old.read_material("k4").await.unwrap();
+    let both = open(&pg, ring(2, &[1])).await;
+    let report = both.rotate_keks(1).await.unwrap();
+    assert_eq!((report.rewrapped, report.already_current), (2, 0));
+    let new_id = kek(2).id().to_owned();
+    assert_eq!(
+        pg.psql("SELECT DISTINCT kek_id FROM kmip_objects WHERE kek_id IS NOT NULL"),
+        new_id
+    );
+    assert_eq!(
+        pg.psql("SELECT version FROM kmip_objects WHERE uid = 'k3'"),
+        "1"
+    );
+    let again = both.rotate_keks(10).await.unwrap();
+    assert_eq!((again.rewrapped, again.already_current), (0, 2));
+    let new_only = open(&pg, ring(2, &[])).await;
+    assert_eq!(new_only.read_material("k3").await.unwrap(), k3);
+    assert_eq!(new_only.read_material("k4").await.unwrap(), k4);
+    let e = PostgresBackend::open(settings(&pg), ring(1, &[]))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&new_id) && e.contains("backend.previous_keks"),
+        "{e}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_the_synchronous_standby_loses_no_acknowledged_write() {
+    if skip() {
+        return;
+    }
+    let primary = PgCluster::start();
+    let standby = primary.start_sync_standby();
+    let url = format!(
+        "postgresql://{PG_USER}@{},{}/{PG_DATABASE}?sslmode=disable",
+        primary.host_port(),
+        standby.host_port()
+    );
+    let b = PostgresBackend::open(settings_for(url, primary.password(), 4), ring(1, &[]))
+        .await
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let uid = format!("before-{i}");
+        b.generate(record(&uid, b""), aes()).await.unwrap();
+        acknowledged.push(uid);
+    }
+    let killed = Instant::now();
+    primary.kill();
+    // The postmaster is gone; its backends may still commit (to the synchronous standby)
+    // for a moment. Writes go on until one fails: cleanly, within the timeouts. Every one
+    // acknowledged meanwhile must survive the failover.
+    let mut i = 0;
+    let e = loop {
+        let uid = format!("during-{i}");
+        i += 1;
+        let attempt = tokio::time::timeout(PATIENCE, b.generate(record(&uid, b""), aes()))
+            .await
+            .expect("a write hung with the primary down");
+        match attempt {
+            Ok(()) => acknowledged.push(uid),
+            Err(e) => break e,
+        }
+        assert!(killed.elapsed() < PATIENCE, "writes go on without a primary");
+    };
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+    assert!(!e.to_string().contains(primary.password()));
+    standby.promote();
+    let took = write_until_ok(&b, "after").await;
+    eprintln!(
+        "failover: kill -> first successful write {:?} (promotion included; write retries took {took:?})",
+        killed.elapsed()
+    );
+    acknowledged.push("after".into());
+    let shared = b.shared().unwrap();
+    for uid in &acknowledged {
+        assert!(shared.load(uid).await.unwrap().is_some(), "{uid} lost");
+        assert_eq!(b.read_material(uid).await.unwrap().len(), 32);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_a_newer_schema_is_refused() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let pending = pending_migrations(&settings(&pg)).await.unwrap();
+    assert_eq!(pending.iter().map(|m| m.version).collect::<Vec<_>>(), [1]);
+    assert!(pending[0].sql.contains("kmip_objects"));
+    // A dry run writes nothing.
+    assert_eq!(
+        pg.psql("SELECT to_regclass('kmip_schema_migrations') IS NULL"),
+        "t"
+    );
+    let (a, b) = tokio::join!(
+        PostgresBackend::open(settings(&pg), ring(1, &[])),
+        PostgresBackend::open(settings(&pg), ring(1, &[]))
+    );
+    a.unwrap();
+    b.unwrap();
+    assert!(apply_migrations(&settings(&pg)).await.unwrap().is_empty());
+    assert!(pending_migrations(&settings(&pg)).await.unwrap().is_empty());
+    assert_eq!(pg.psql("SELECT count(*) FROM kmip_schema_migrations"), "1");
+
+    pg.psql("INSERT INTO kmip_schema_migrations (version, description) VALUES (99, 'future')");
+    for e in [
+        PostgresBackend::open(settings(&pg), ring(1, &[]))
+            .await
+            .err()
+            .unwrap(),
+        pending_migrations(&settings(&pg)).await.err().unwrap(),
+    ] {
+        let e = e.to_string();
+        assert!(e.contains("99") && e.contains("newer"), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_would_leak_or_weaken_the_connection_are_refused() {
+    // No server needed: refused before connecting.
+    let with_password = settings_for(
+        "postgresql://kmip:hunter2@127.0.0.1:1/kmip?sslmode=disable".into(),
+        "x",
+        1,
+    );
+    let e = PostgresBackend::open(with_password, ring(1, &[]))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+    let tls = settings_for("postgresql://kmip@127.0.0.1:1/kmip?sslmode=require".into(), "x", 1);
+    let e = PostgresBackend::open(tls, ring(1, &[]))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("backend.ca"), "{e}");
+    let unreachable = settings_for("postgresql://kmip@127.0.0.1:1/kmip?sslmode=disable".into(), "secretpw", 1);
+    let e = PostgresBackend::open(unreachable, ring(1, &[]))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+    assert!(!e.to_string().contains("secretpw"));
+}
