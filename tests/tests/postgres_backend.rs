@@ -614,3 +614,34 @@ async fn settings_that_would_leak_or_weaken_the_connection_are_refused() {
     assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
     assert!(!e.to_string().contains("secretpw"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_acknowledged_only_once_the_synchronous_standby_has_it() {
+    if skip() {
+        return;
+    }
+    let primary = PgCluster::start();
+    let standby = primary.start_sync_standby();
+    // An operator's default that would acknowledge before replication; the backend overrides it.
+    primary.psql(&format!("ALTER ROLE {PG_USER} SET synchronous_commit = 'local'"));
+    let b = Arc::new(open(&primary, ring(1, &[])).await);
+    b.generate(record("first", b""), aes()).await.unwrap();
+    standby.stop();
+    let writer = b.clone();
+    let write = tokio::spawn(async move { writer.generate(record("second", b""), aes()).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !write.is_finished(),
+        "a write was acknowledged while the synchronous standby was down"
+    );
+    standby.restart();
+    tokio::time::timeout(PATIENCE, write)
+        .await
+        .expect("the write never finished once the standby was back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        standby.psql("SELECT count(*) FROM kmip_objects WHERE uid = 'second'"),
+        "1"
+    );
+}
