@@ -52,7 +52,6 @@ pub(crate) fn check_import(material: &[u8], spec: &KeySpec) -> Result<(), Backen
     Ok(())
 }
 
-
 /// GCM tag lengths SP 800-38D allows (bytes); shorter tags weaken authentication.
 const GCM_TAG_LENS: [usize; 7] = [4, 8, 12, 13, 14, 15, 16];
 /// AES block (and CBC IV) length in bytes.

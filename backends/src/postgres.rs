@@ -67,7 +67,10 @@ struct Inner {
 impl PostgresBackend {
     /// Connects, applies pending schema migrations, checks that every stored data key's KEK is
     /// configured, and starts the change listener and the change log's pruning.
-    pub async fn open(settings: PgSettings, keks: KekRing) -> Result<PostgresBackend, BackendError> {
+    pub async fn open(
+        settings: PgSettings,
+        keks: KekRing,
+    ) -> Result<PostgresBackend, BackendError> {
         let manager = Manager::new(&settings)?;
         let mut client = manager.connect_client().await.map_err(unavailable)?;
         schema::apply(&mut client).await?;

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmip_backends::envelope::{FileKek, Kek, KekRing};
-use kmip_backends::postgres::{
-    apply_migrations, pending_migrations, PgSettings, PostgresBackend,
-};
+use kmip_backends::postgres::{apply_migrations, pending_migrations, PgSettings, PostgresBackend};
 use kmip_backends::{
     Backend, BackendError, Change, CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
     ObjectRecord,
@@ -115,18 +113,23 @@ async fn every_operation_round_trips_with_versions() {
     sd.kind = ObjectKind::SecretData;
     b.import(sd, secret.clone(), None).await.unwrap();
     assert!(matches!(
-        b.import(record("aes", b"again"), secret.clone(), None).await,
+        b.import(record("aes", b"again"), secret.clone(), None)
+            .await,
         Err(BackendError::AlreadyExists(_))
     ));
     assert!(matches!(
-        b.generate(record("bad", b""), spec(KeyAlgorithm::Aes, 100, true)).await,
+        b.generate(record("bad", b""), spec(KeyAlgorithm::Aes, 100, true))
+            .await,
         Err(BackendError::InvalidInput(_))
     ));
 
     let mut all = b.load_all().await.unwrap();
     all.sort_by(|x, y| x.uid.cmp(&y.uid));
     let uids: Vec<_> = all.iter().map(|r| (r.uid.as_str(), r.version)).collect();
-    assert_eq!(uids, [("aes", 1), ("hmac", 1), ("locked", 1), ("secret", 1)]);
+    assert_eq!(
+        uids,
+        [("aes", 1), ("hmac", 1), ("locked", 1), ("secret", 1)]
+    );
 
     let key = b.read_material("aes").await.unwrap();
     assert_eq!(key.len(), 32);
@@ -201,7 +204,10 @@ async fn every_operation_round_trips_with_versions() {
     ));
     let t = b.export("aes").await.unwrap();
     assert!(t.material.is_none());
-    assert_eq!((t.record.version, t.record.meta.as_slice()), (3, &b"tomb"[..]));
+    assert_eq!(
+        (t.record.version, t.record.meta.as_slice()),
+        (3, &b"tomb"[..])
+    );
     b.destroy("hmac", None, 1).await.unwrap();
     assert!(shared.load("hmac").await.unwrap().is_none());
     assert!(matches!(
@@ -266,7 +272,10 @@ async fn the_feed_is_exact_across_instances_even_with_out_of_order_commits() {
     for c in &changes {
         match c {
             Change::Removed(uid) => assert_eq!(uid, "undone"),
-            Change::Upsert(r) => assert_eq!((r.uid.as_str(), r.version, &r.meta[..]), ("x", 2, &b"new"[..])),
+            Change::Upsert(r) => assert_eq!(
+                (r.uid.as_str(), r.version, &r.meta[..]),
+                ("x", 2, &b"new"[..])
+            ),
             Change::Resync(_) => panic!("unexpected resync"),
         }
     }
@@ -354,7 +363,10 @@ async fn wait_for_change_wakes_on_another_write_and_after_a_server_crash() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "w2 never reached the other instance");
+        assert!(
+            Instant::now() < deadline,
+            "w2 never reached the other instance"
+        );
     }
 }
 
@@ -390,7 +402,12 @@ async fn name_locks_exclude_across_instances_and_release_their_connection() {
         .unwrap();
 
     // A's only connection is back, outside any transaction: B takes the names at once.
-    let g2 = a.shared().unwrap().lock_names(&["n3".into()]).await.unwrap();
+    let g2 = a
+        .shared()
+        .unwrap()
+        .lock_names(&["n3".into()])
+        .await
+        .unwrap();
     drop(g2);
     a.shared().unwrap().load("x").await.unwrap();
     let g3 = b
@@ -530,7 +547,10 @@ async fn a_failover_to_the_synchronous_standby_loses_no_acknowledged_write() {
             Ok(()) => acknowledged.push(uid),
             Err(e) => break e,
         }
-        assert!(killed.elapsed() < PATIENCE, "writes go on without a primary");
+        assert!(
+            killed.elapsed() < PATIENCE,
+            "writes go on without a primary"
+        );
     };
     assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
     assert!(!e.to_string().contains(primary.password()));
@@ -599,14 +619,22 @@ async fn settings_that_would_leak_or_weaken_the_connection_are_refused() {
         .unwrap()
         .to_string();
     assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
-    let tls = settings_for("postgresql://kmip@127.0.0.1:1/kmip?sslmode=require".into(), "x", 1);
+    let tls = settings_for(
+        "postgresql://kmip@127.0.0.1:1/kmip?sslmode=require".into(),
+        "x",
+        1,
+    );
     let e = PostgresBackend::open(tls, ring(1, &[]))
         .await
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("backend.ca"), "{e}");
-    let unreachable = settings_for("postgresql://kmip@127.0.0.1:1/kmip?sslmode=disable".into(), "secretpw", 1);
+    let unreachable = settings_for(
+        "postgresql://kmip@127.0.0.1:1/kmip?sslmode=disable".into(),
+        "secretpw",
+        1,
+    );
     let e = PostgresBackend::open(unreachable, ring(1, &[]))
         .await
         .err()
@@ -623,7 +651,9 @@ async fn a_write_is_acknowledged_only_once_the_synchronous_standby_has_it() {
     let primary = PgCluster::start();
     let standby = primary.start_sync_standby();
     // An operator's default that would acknowledge before replication; the backend overrides it.
-    primary.psql(&format!("ALTER ROLE {PG_USER} SET synchronous_commit = 'local'"));
+    primary.psql(&format!(
+        "ALTER ROLE {PG_USER} SET synchronous_commit = 'local'"
+    ));
     let b = Arc::new(open(&primary, ring(1, &[])).await);
     b.generate(record("first", b""), aes()).await.unwrap();
     standby.stop();

@@ -98,9 +98,7 @@ impl Manager {
         };
         // An acknowledged write is committed (and on a primary with a synchronous standby,
         // replicated) before the client hears success, whatever the server's default.
-        client
-            .batch_execute("SET synchronous_commit TO on")
-            .await?;
+        client.batch_execute("SET synchronous_commit TO on").await?;
         Ok(client)
     }
 
@@ -108,8 +106,13 @@ impl Manager {
     /// change listener's.
     pub(crate) async fn connect_listener(
         &self,
-    ) -> Result<(Client, futures_util::stream::BoxStream<'static, ListenerEvent>), tokio_postgres::Error>
-    {
+    ) -> Result<
+        (
+            Client,
+            futures_util::stream::BoxStream<'static, ListenerEvent>,
+        ),
+        tokio_postgres::Error,
+    > {
         use futures_util::StreamExt;
         fn events<S, T>(
             mut conn: tokio_postgres::Connection<S, T>,
@@ -155,16 +158,14 @@ async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>
 /// The rustls client configuration that trusts exactly the CAs in `ca` (server name checked).
 fn client_tls(ca: &std::path::Path) -> Result<rustls::ClientConfig, BackendError> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| {
-        BackendError::InvalidInput(format!("backend.ca {}: {e}", ca.display()))
-    })?;
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| BackendError::InvalidInput(format!("backend.ca {}: {e}", ca.display())))?;
     for cert in certs {
-        let cert = cert.map_err(|e| {
-            BackendError::InvalidInput(format!("backend.ca {}: {e}", ca.display()))
-        })?;
-        roots.add(cert).map_err(|e| {
-            BackendError::InvalidInput(format!("backend.ca {}: {e}", ca.display()))
-        })?;
+        let cert = cert
+            .map_err(|e| BackendError::InvalidInput(format!("backend.ca {}: {e}", ca.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| BackendError::InvalidInput(format!("backend.ca {}: {e}", ca.display())))?;
     }
     if roots.is_empty() {
         return Err(BackendError::InvalidInput(format!(

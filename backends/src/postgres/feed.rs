@@ -41,9 +41,7 @@ pub(crate) struct FeedPosition {
 }
 
 /// A read-only REPEATABLE READ transaction: one snapshot for all it reads.
-async fn snapshot_tx(
-    conn: &mut tokio_postgres::Client,
-) -> Result<Transaction<'_>, BackendError> {
+async fn snapshot_tx(conn: &mut tokio_postgres::Client) -> Result<Transaction<'_>, BackendError> {
     conn.build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)

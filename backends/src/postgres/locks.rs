@@ -58,7 +58,10 @@ pub(crate) async fn lock(conn: Conn, names: &[String]) -> Result<NameLocks, Back
         .await
         .map_err(unavailable)?;
     for k in keys {
-        match client.execute("SELECT pg_advisory_xact_lock($1)", &[&k]).await {
+        match client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&k])
+            .await
+        {
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                 return Err(BackendError::Busy(NAME_LOCK_TIMEOUT))
             }

@@ -233,7 +233,11 @@ impl Backend for PostgresBackend {
             Ok(o) => o,
             // A tombstone of a non-extractable key answers as the vault's does.
             Err(BackendError::NotFound(_)) => match self.stored(uid).await? {
-                Some(s) if s.spec.as_ref().is_some_and(|s| !s.extractable || s.sensitive) => {
+                Some(s)
+                    if s.spec
+                        .as_ref()
+                        .is_some_and(|s| !s.extractable || s.sensitive) =>
+                {
                     return Err(BackendError::NotExtractable(uid.to_owned()))
                 }
                 _ => return Err(BackendError::NotFound(uid.to_owned())),

@@ -17,7 +17,8 @@ pub struct Migration {
 /// Every migration this binary knows, in order. Never edit one that shipped: add the next.
 pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
-    description: "objects with sealed material and wrapped data keys, the change log and its pruning point",
+    description:
+        "objects with sealed material and wrapped data keys, the change log and its pruning point",
     sql: "CREATE TABLE kmip_objects (
     uid text PRIMARY KEY,
     kind smallint NOT NULL,
@@ -120,7 +121,11 @@ pub(crate) async fn apply(client: &mut Client) -> Result<Vec<Migration>, Backend
     }
     tx.commit().await.map_err(unavailable)?;
     for m in &todo {
-        tracing::info!(version = m.version, "applied schema migration: {}", m.description);
+        tracing::info!(
+            version = m.version,
+            "applied schema migration: {}",
+            m.description
+        );
     }
     Ok(todo)
 }

@@ -162,7 +162,9 @@ mod tests {
             .await
             .unwrap();
         assert!(!s.sealed.windows(16).any(|w| w == m));
-        let dk = unwrap_key(&keks, "a", &s.wrapped_key, &s.kek_id).await.unwrap();
+        let dk = unwrap_key(&keks, "a", &s.wrapped_key, &s.kek_id)
+            .await
+            .unwrap();
         let open_as = |uid, kind, sp: &KeySpec| open(&dk, uid, kind, Some(sp), &s.sealed);
         assert_eq!(
             &open_as("a", ObjectKind::SymmetricKey, &spec(false)).unwrap()[..],
@@ -176,6 +178,9 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("file:gone") && e.contains("backend.previous_keks"), "{e}");
+        assert!(
+            e.contains("file:gone") && e.contains("backend.previous_keks"),
+            "{e}"
+        );
     }
 }

@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use super::writer::Mutation;
 use super::{material, Entry, Vault};
-use crate::cipher::{self, key_len};
 use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
+use crate::cipher::{self, key_len};
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
     ObjectKind, ObjectRecord,
