@@ -675,3 +675,141 @@ async fn a_write_is_acknowledged_only_once_the_synchronous_standby_has_it() {
         "1"
     );
 }
+
+/// Runs openssl in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA `<name>.pem` (key `<name>.key`) in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_server_is_verified_against_backend_ca() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    make_ca(dir, "ca");
+    make_ca(dir, "other-ca");
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let (uid, gid) = kmip_e2e::accounts::service_account();
+    // PostgreSQL's default file names, in its data folder.
+    for (file, as_name) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
+        let to = pg.data().join(as_name);
+        std::fs::copy(dir.join(file), &to).unwrap();
+        std::os::unix::fs::chown(&to, Some(uid), Some(gid)).unwrap();
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    pg.psql("ALTER SYSTEM SET ssl = on");
+    pg.stop();
+    pg.restart();
+    // psql prefers TLS once the server offers it.
+    let deadline = Instant::now() + PATIENCE;
+    while pg.psql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") != "t" {
+        assert!(
+            Instant::now() < deadline,
+            "TLS never came up:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let tls_url = format!(
+        "postgresql://{PG_USER}@{}/{PG_DATABASE}?sslmode=require",
+        pg.host_port()
+    );
+    let mut good = settings_for(tls_url.clone(), pg.password(), 2);
+    good.ca = Some(dir.join("ca.pem"));
+    let b = PostgresBackend::open(good, ring(1, &[])).await.unwrap();
+    b.generate(record("over-tls", b""), aes()).await.unwrap();
+    assert_eq!(
+        pg.psql(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'kmip-gateway'"
+        ),
+        "t"
+    );
+
+    let mut wrong = settings_for(tls_url, pg.password(), 2);
+    wrong.ca = Some(dir.join("other-ca.pem"));
+    let e = PostgresBackend::open(wrong, ring(1, &[]))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+    assert!(e.to_string().contains("invalid peer certificate"), "{e}");
+}

@@ -37,8 +37,20 @@ pub(crate) struct Manager {
 
 /// A failure of the server or of the way to it, as the gateway sees it. tokio-postgres' messages
 /// name the server's complaint, never the password (it is only ever in `Config`).
+/// The whole cause chain is kept: "error performing TLS handshake" alone does not say that
+/// the certificate was refused.
 pub(crate) fn unavailable(e: tokio_postgres::Error) -> BackendError {
-    BackendError::Unavailable(format!("PostgreSQL: {e}"))
+    let mut text = format!("PostgreSQL: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    BackendError::Unavailable(text)
 }
 
 impl Manager {
