@@ -349,12 +349,22 @@ async fn wait_for_change_wakes_on_another_write_and_after_a_server_crash() {
     assert_eq!(upserted(&feed.changes().await.unwrap()), ["w1"]);
 
     pg.kill();
+    // Readiness follows the database.
+    let deadline = Instant::now() + PATIENCE;
+    while a.health().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "health stays ok with the server down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     pg.restart();
     // The listener reconnects (and wakes), and the feed catches up with what was written.
     let start = Instant::now();
     feed.wait_for_change(PATIENCE).await;
     assert!(start.elapsed() < PATIENCE, "the listener never reconnected");
     write_until_ok(&a, "w2").await;
+    a.health().await.unwrap();
     let deadline = Instant::now() + PATIENCE;
     loop {
         feed.wait_for_change(Duration::from_secs(1)).await;

@@ -69,3 +69,50 @@ impl MaterialCache {
         map.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(byte: u8) -> Arc<CachedObject> {
+        Arc::new(CachedObject {
+            kind: ObjectKind::SecretData,
+            spec: None,
+            material: Zeroizing::new(vec![byte]),
+        })
+    }
+
+    #[test]
+    fn a_read_from_before_an_invalidation_is_not_kept() {
+        let cache = MaterialCache::default();
+        let before = cache.epoch();
+        cache.invalidate("a");
+        cache.fill("a", before, object(1));
+        assert!(cache.get("a").is_none());
+        cache.fill("a", cache.epoch(), object(2));
+        assert_eq!(cache.get("a").map(|o| o.material[0]), Some(2));
+        cache.invalidate("a");
+        assert!(cache.get("a").is_none());
+        cache.fill("b", cache.epoch(), object(3));
+        cache.clear();
+        assert!(cache.get("b").is_none());
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_bound() {
+        let cache = MaterialCache::default();
+        let epoch = cache.epoch();
+        let one = object(0);
+        for i in 0..MATERIAL_CACHE_ENTRIES + 10 {
+            cache.fill(&i.to_string(), epoch, one.clone());
+        }
+        let len = cache
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        assert_eq!(len, MATERIAL_CACHE_ENTRIES);
+        let last = (MATERIAL_CACHE_ENTRIES + 9).to_string();
+        assert!(cache.get(&last).is_some());
+    }
+}
