@@ -411,6 +411,8 @@ async fn name_locks_exclude_across_instances_and_release_their_connection() {
         .unwrap()
         .unwrap();
 
+    // No names: nothing held, no connection taken (A's only one is free for B's wait below).
+    let none = a.shared().unwrap().lock_names(&[]).await.unwrap();
     // A's only connection is back, outside any transaction: B takes the names at once.
     let g2 = a
         .shared()
@@ -428,6 +430,7 @@ async fn name_locks_exclude_across_instances_and_release_their_connection() {
         .unwrap();
     drop(g3);
     a.generate(record("k", b""), aes()).await.unwrap();
+    drop(none);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

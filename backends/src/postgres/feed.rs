@@ -185,6 +185,9 @@ impl SharedBackend for PostgresBackend {
     }
 
     async fn lock_names(&self, names: &[String]) -> Result<NameLockGuard, BackendError> {
+        if names.is_empty() {
+            return Ok(Box::new(()));
+        }
         let conn = self.conn().await?;
         Ok(Box::new(locks::lock(conn, names).await?))
     }
