@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+mod cipher;
 pub mod envelope;
 pub mod error;
 pub mod pkcs11;

@@ -1,10 +1,34 @@
 //! The PostgreSQL backend: several gateway processes on one database (high availability).
 //! Key material is stored sealed under per-object data keys wrapped by a KEK
-//! ([`crate::envelope`]); the database holds only ciphertext.
+//! ([`crate::envelope`]); the database holds only ciphertext. Every write transaction writes
+//! its `kmip_objects` row first (taking its transaction id), then its `kmip_changes` row, then
+//! notifies; the change feed ([`SharedBackend::changes`]) relies on that order.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
+
+use crate::envelope::KekRing;
+use crate::BackendError;
+
+mod cache;
+mod connect;
+mod feed;
+mod locks;
+mod ops;
+mod rotate;
+mod rows;
+mod schema;
+mod seal;
+
+pub use feed::CHANGE_RETENTION;
+pub use rotate::RotateReport;
+pub use schema::Migration;
+
+use connect::{unavailable, Manager, Pool};
 
 /// How to reach the database, as the gateway's `[backend]` section gives it.
 #[derive(Clone)]
@@ -23,4 +47,116 @@ pub struct PgSettings {
     pub acquire_timeout: Duration,
     /// How long opening one connection may take (per host).
     pub connect_timeout: Duration,
+}
+
+/// The PostgreSQL backend. Dropping it stops its change listener and pruning task.
+pub struct PostgresBackend {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    pool: Pool,
+    acquire_timeout: Duration,
+    keks: KekRing,
+    cache: cache::MaterialCache,
+    feed: tokio::sync::Mutex<feed::FeedPosition>,
+    wake: tokio::sync::Mutex<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl PostgresBackend {
+    /// Connects, applies pending schema migrations, checks that every stored data key's KEK is
+    /// configured, and starts the change listener and the change log's pruning.
+    pub async fn open(
+        settings: PgSettings,
+        keks: KekRing,
+    ) -> Result<PostgresBackend, BackendError> {
+        let manager = Manager::new(&settings)?;
+        let mut client = manager.connect_client().await.map_err(unavailable)?;
+        schema::apply(&mut client).await?;
+        check_keks(&client, &keks).await?;
+        drop(client);
+        let pool = connect::pool(&settings, manager.clone());
+        let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
+        let tasks = vec![
+            tokio::spawn(feed::listen(manager, wake_tx)),
+            tokio::spawn(feed::prune_periodically(
+                pool.clone(),
+                settings.acquire_timeout,
+            )),
+        ];
+        Ok(PostgresBackend {
+            inner: Arc::new(Inner {
+                pool,
+                acquire_timeout: settings.acquire_timeout,
+                keks,
+                cache: cache::MaterialCache::default(),
+                feed: tokio::sync::Mutex::new(feed::FeedPosition::default()),
+                wake: tokio::sync::Mutex::new(wake_rx),
+            }),
+            tasks,
+        })
+    }
+
+    /// Deletes the change log's entries older than `retention` and records the pruning point
+    /// (what the periodic task does with [`CHANGE_RETENTION`]); returns how many went.
+    /// An instance whose feed is behind the pruning point resyncs.
+    pub async fn prune_changes(&self, retention: Duration) -> Result<u64, BackendError> {
+        feed::prune(&self.inner.pool, self.inner.acquire_timeout, retention).await
+    }
+
+    async fn conn(&self) -> Result<bb8::PooledConnection<'static, Manager>, BackendError> {
+        connect::checkout(&self.inner.pool, self.inner.acquire_timeout).await
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Refuses to start when a stored data key is wrapped by a KEK that is not configured: every
+/// read of it would fail later, one object at a time.
+async fn check_keks(client: &tokio_postgres::Client, keks: &KekRing) -> Result<(), BackendError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT kek_id FROM kmip_objects WHERE kek_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+    let missing: Vec<String> = rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|id| keks.by_id(id).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(BackendError::InvalidInput(format!(
+            "data keys in the database are wrapped by key encryption keys that are not \
+             configured ({}): add them to backend.previous_keks",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The migrations `open` would apply to this database (`migrate-schema --dry-run`).
+pub async fn pending_migrations(settings: &PgSettings) -> Result<Vec<Migration>, BackendError> {
+    let client = Manager::new(settings)?
+        .connect_client()
+        .await
+        .map_err(unavailable)?;
+    schema::pending(&client).await
+}
+
+/// Applies the pending migrations now; returns those applied (`migrate-schema`).
+pub async fn apply_migrations(settings: &PgSettings) -> Result<Vec<Migration>, BackendError> {
+    let mut client = Manager::new(settings)?
+        .connect_client()
+        .await
+        .map_err(unavailable)?;
+    schema::apply(&mut client).await
 }

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use crate::{BackendError, KeyAlgorithm, KeySpec, ObjectKind};
 
 mod backend;
-mod cipher;
+pub(crate) use backend::{check_label, check_meta, check_record};
 mod files;
 mod format;
 mod head;

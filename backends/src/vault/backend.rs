@@ -7,21 +7,15 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use super::writer::Mutation;
-use super::{cipher, material, Entry, Vault};
+use super::{material, Entry, Vault};
 use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
+use crate::cipher::{self, key_len};
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
     ObjectKind, ObjectRecord,
 };
 
-/// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
-const HMAC_MIN_BITS: u32 = 128;
-/// Largest HMAC-SHA256 key generated (bits): one SHA-256 block; longer keys are hashed anyway.
-const HMAC_MAX_BITS: u32 = 512;
-/// AES key lengths (bits).
-const AES_BITS: [u32; 3] = [128, 192, 256];
-
-fn check_record(record: &ObjectRecord) -> Result<(), BackendError> {
+pub(crate) fn check_record(record: &ObjectRecord) -> Result<(), BackendError> {
     if record.uid.is_empty() || record.uid.len() > MAX_UID_BYTES {
         return Err(BackendError::InvalidInput(format!(
             "uid must be 1 to {MAX_UID_BYTES} bytes"
@@ -30,7 +24,7 @@ fn check_record(record: &ObjectRecord) -> Result<(), BackendError> {
     check_meta(&record.meta)
 }
 
-fn check_meta(meta: &[u8]) -> Result<(), BackendError> {
+pub(crate) fn check_meta(meta: &[u8]) -> Result<(), BackendError> {
     if meta.len() > MAX_META_BYTES {
         return Err(BackendError::InvalidInput(format!(
             "metadata of {} bytes exceeds {MAX_META_BYTES}",
@@ -40,7 +34,7 @@ fn check_meta(meta: &[u8]) -> Result<(), BackendError> {
     Ok(())
 }
 
-fn check_label(spec: &KeySpec) -> Result<(), BackendError> {
+pub(crate) fn check_label(spec: &KeySpec) -> Result<(), BackendError> {
     match &spec.label {
         Some(l) if l.len() > MAX_LABEL_BYTES => Err(BackendError::InvalidInput(format!(
             "label of {} bytes exceeds {MAX_LABEL_BYTES}",
@@ -48,23 +42,6 @@ fn check_label(spec: &KeySpec) -> Result<(), BackendError> {
         ))),
         _ => Ok(()),
     }
-}
-
-/// The key length in bytes `spec` asks for, if the vault supports it.
-fn key_len(spec: &KeySpec) -> Result<usize, BackendError> {
-    let ok = match spec.algorithm {
-        KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
-        KeyAlgorithm::HmacSha256 => {
-            spec.bits.is_multiple_of(8) && (HMAC_MIN_BITS..=HMAC_MAX_BITS).contains(&spec.bits)
-        }
-    };
-    if !ok {
-        return Err(BackendError::InvalidInput(format!(
-            "{:?} keys of {} bits are not supported",
-            spec.algorithm, spec.bits
-        )));
-    }
-    Ok(spec.bits as usize / 8)
 }
 
 #[async_trait]
@@ -127,17 +104,7 @@ impl Backend for Vault {
         }
         if let Some(spec) = &spec {
             check_label(spec)?;
-            let expected_bits = material.len() as u64 * 8;
-            let fits = match spec.algorithm {
-                KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
-                KeyAlgorithm::HmacSha256 => spec.bits > 0,
-            };
-            if !fits || u64::from(spec.bits) != expected_bits {
-                return Err(BackendError::InvalidInput(format!(
-                    "{expected_bits}-bit material does not match a {:?} key of {} bits",
-                    spec.algorithm, spec.bits
-                )));
-            }
+            cipher::check_import(&material, spec)?;
         }
         self.submit(Mutation::Create {
             uid: record.uid,

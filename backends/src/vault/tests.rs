@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use super::format::{FRAME_HEADER_LEN, HEADER_LEN, LOG_FILE};
 use super::writer::COMPACT_MIN_LOG_BYTES;
 use super::*;
-use crate::{Backend, CipherMode, CipherRequest, ObjectRecord};
+use crate::{cipher, Backend, CipherMode, CipherRequest, ObjectRecord};
 
 fn spec(algorithm: KeyAlgorithm, bits: u32) -> KeySpec {
     KeySpec {

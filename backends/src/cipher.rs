@@ -1,4 +1,5 @@
-//! Server-side Encrypt, Decrypt and MAC with keys held in the vault.
+//! Server-side Encrypt, Decrypt and MAC with key bytes the gateway holds (the vault's, and the
+//! PostgreSQL backend's unsealed data), and the key facts both accept for generation and import.
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use aws_lc_rs::cipher::{
@@ -9,7 +10,47 @@ use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::{constant_time, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{BackendError, CipherMode, CipherOutput, CipherRequest};
+use crate::{BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec};
+
+/// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
+const HMAC_MIN_BITS: u32 = 128;
+/// Largest HMAC-SHA256 key generated (bits): one SHA-256 block; longer keys are hashed anyway.
+const HMAC_MAX_BITS: u32 = 512;
+/// AES key lengths (bits).
+const AES_BITS: [u32; 3] = [128, 192, 256];
+
+/// The key length in bytes `spec` asks a generation for, if it is supported.
+pub(crate) fn key_len(spec: &KeySpec) -> Result<usize, BackendError> {
+    let ok = match spec.algorithm {
+        KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
+        KeyAlgorithm::HmacSha256 => {
+            spec.bits.is_multiple_of(8) && (HMAC_MIN_BITS..=HMAC_MAX_BITS).contains(&spec.bits)
+        }
+    };
+    if !ok {
+        return Err(BackendError::InvalidInput(format!(
+            "{:?} keys of {} bits are not supported",
+            spec.algorithm, spec.bits
+        )));
+    }
+    Ok(spec.bits as usize / 8)
+}
+
+/// Whether imported `material` is the key `spec` declares.
+pub(crate) fn check_import(material: &[u8], spec: &KeySpec) -> Result<(), BackendError> {
+    let expected_bits = material.len() as u64 * 8;
+    let fits = match spec.algorithm {
+        KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
+        KeyAlgorithm::HmacSha256 => spec.bits > 0,
+    };
+    if !fits || u64::from(spec.bits) != expected_bits {
+        return Err(BackendError::InvalidInput(format!(
+            "{expected_bits}-bit material does not match a {:?} key of {} bits",
+            spec.algorithm, spec.bits
+        )));
+    }
+    Ok(())
+}
 
 /// GCM tag lengths SP 800-38D allows (bytes); shorter tags weaken authentication.
 const GCM_TAG_LENS: [usize; 7] = [4, 8, 12, 13, 14, 15, 16];
