@@ -212,6 +212,12 @@ pub async fn run(
                 LATENCY_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("kmip_store_fence_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+        })
         .and_then(|b| b.install_recorder())
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let backend = open_backend(&cfg, secrets).await?;
@@ -328,6 +334,8 @@ pub async fn run(
         cfg.data_dir.clone(),
         shutdown_rx.clone(),
     ));
+    // On a backend other gateways share: apply their writes here as they commit.
+    let following = store.follow(shutdown_rx.clone());
     let serving = tokio::spawn(server.clone().serve(listener, shutdown_rx));
     let pid_path = pid_file(&cfg.data_dir);
     let pid_lock = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| lock_pid_file(&pid_path));
@@ -347,6 +355,9 @@ pub async fn run(
         error!(error = %e, "listener task failed");
     }
     let _ = saving.await;
+    if let Some(following) = following {
+        let _ = following.await;
+    }
     // After the connections ended: their last-seen times are final.
     save_clients_seen(&server.registry, &cfg.data_dir).await;
     if !store.flush_background(cfg.limits.shutdown_grace).await {

@@ -101,7 +101,7 @@ impl Ops {
                     } else {
                         None
                     },
-                    ..a
+                    ..a.clone()
                 };
                 o.attributes.push(Attribute {
                     index: None,
@@ -191,7 +191,10 @@ impl Ops {
         let now = ctx.now;
         self.update(ctx, &uid, |o| {
             o.attributes.retain(|x| x.name != a.name);
-            o.attributes.push(Attribute { index: None, ..a });
+            o.attributes.push(Attribute {
+                index: None,
+                ..a.clone()
+            });
             o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
             Ok(())
         })
