@@ -30,6 +30,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
+mod postgres;
+pub use postgres::postgres_parts;
+
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("development PKI: {0}")]
@@ -59,6 +62,9 @@ pub enum StartError {
     Admin(#[from] crate::front::admin::AdminError),
     #[error("admin token task: {0}")]
     AdminTask(String),
+    /// A secret of the postgres backend (password, KEK) could not be read.
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// Secrets the configuration takes from environment variables, read (and removed from the
@@ -69,6 +75,16 @@ pub struct EnvSecrets {
     master_key_hex: Option<Zeroizing<String>>,
     /// The PKCS#11 user PIN (`pin_env`).
     pin: Option<Zeroizing<String>>,
+    /// The postgres backend's: its password and its KEKs' keys or PINs, by variable name.
+    vars: Vec<(String, Zeroizing<String>)>,
+}
+
+impl EnvSecrets {
+    /// The value taken from the variable `name`, once.
+    fn take(&mut self, name: &str) -> Option<Zeroizing<String>> {
+        let at = self.vars.iter().position(|(n, _)| n == name)?;
+        Some(self.vars.swap_remove(at).1)
+    }
 }
 
 /// Reads the secrets `cfg` takes from the environment and removes them from it, so that neither
@@ -81,14 +97,21 @@ pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
             ..
         } => EnvSecrets {
             master_key_hex: crate::environ::take_secret(name),
-            pin: None,
+            ..EnvSecrets::default()
         },
         BackendConfig::Pkcs11 {
             pin: PinConfig::Env(name),
             ..
         } => EnvSecrets {
-            master_key_hex: None,
             pin: crate::environ::take_secret(name),
+            ..EnvSecrets::default()
+        },
+        BackendConfig::Postgres { .. } => EnvSecrets {
+            vars: postgres::secret_vars(cfg)
+                .into_iter()
+                .filter_map(|name| crate::environ::take_secret(&name).map(|v| (name, v)))
+                .collect(),
+            ..EnvSecrets::default()
         },
         _ => EnvSecrets::default(),
     }
@@ -164,6 +187,12 @@ pub async fn open_backend(
                 acquire_timeout: *acquire_timeout,
             };
             Ok(RecoveringPkcs11::open(config, pin_file).await?)
+        }
+        BackendConfig::Postgres { .. } => {
+            let _parts = postgres_parts(cfg, secrets).await?;
+            Err(StartError::Backend(BackendError::Unsupported(
+                "the postgres backend is not in this build".into(),
+            )))
         }
     }
 }
@@ -253,7 +282,14 @@ pub async fn run(
         }
         None => None,
     };
-    let dispatcher = Arc::new(Dispatcher::new(ops, cfg.limits, audit));
+    let mut dispatcher = Dispatcher::new(ops, cfg.limits, audit);
+    if let BackendConfig::Postgres {
+        read_your_writes, ..
+    } = &cfg.backend
+    {
+        dispatcher = dispatcher.with_read_your_writes(*read_your_writes);
+    }
+    let dispatcher = Arc::new(dispatcher);
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {

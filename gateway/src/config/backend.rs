@@ -8,6 +8,7 @@ use super::defaults::{
     DEFAULT_HEAD_FILE, DEFAULT_MASTER_KEY_FILE, DEFAULT_PKCS11_ACQUIRE_TIMEOUT,
     DEFAULT_PKCS11_POOL_SIZE,
 };
+use super::postgres::{postgres_backend, refuse_postgres_keys, KekConfig, PasswordConfig};
 use super::raw::RawBackend;
 use super::{invalid, millis, resolve, ConfigError, GatewayConfig};
 
@@ -18,6 +19,21 @@ pub enum MasterKeyConfig {
     File(PathBuf),
     /// An environment variable holding the key in hex.
     Env(String),
+}
+
+/// When a gateway on a shared backend (`kind = "postgres"`) catches up with the writes other
+/// gateways committed, so that a client sees its own writes whichever gateway serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadYourWrites {
+    /// Before each request message: a client acknowledged by one gateway and then served by
+    /// another, on a new connection or not, sees its write. One catch-up per message
+    /// (concurrent messages share one).
+    #[default]
+    Request,
+    /// Once per connection, before its first message: cheaper, and enough for clients that
+    /// open a new connection for each step (a write on one gateway is then seen on the next
+    /// connection to another), but not for one connection spread over several gateways.
+    Connection,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +57,22 @@ pub enum BackendConfig {
         pin: PinConfig,
         pool_size: u32,
         acquire_timeout: Duration,
+    },
+    /// PostgreSQL, shared by several gateways (`config/postgres.rs`).
+    Postgres {
+        /// A libpq URI without a password.
+        url: String,
+        password: PasswordConfig,
+        /// The CAs of the database server's certificate; `None` only with `sslmode=disable`.
+        ca: Option<PathBuf>,
+        pool_size: u32,
+        acquire_timeout: Duration,
+        connect_timeout: Duration,
+        read_your_writes: ReadYourWrites,
+        /// The key encryption key new data keys are wrapped with.
+        kek: KekConfig,
+        /// Older KEKs still accepted to unwrap, until `kmip-gateway kek rotate` is done.
+        previous_keks: Vec<KekConfig>,
     },
 }
 
@@ -127,7 +159,11 @@ pub(super) fn backend_config(
     base: &Path,
     data_dir: &Path,
 ) -> Result<BackendConfig, ConfigError> {
+    if b.kind != "postgres" {
+        refuse_postgres_keys(&b)?;
+    }
     match b.kind.as_str() {
+        "postgres" => postgres_backend(b, base),
         "vault" => {
             for (set, key) in [
                 (b.module.is_some(), "module"),
@@ -221,7 +257,7 @@ pub(super) fn backend_config(
         }
         other => Err(invalid(
             "backend.kind",
-            format!("'{other}' is not one of \"vault\", \"pkcs11\""),
+            format!("'{other}' is not one of \"vault\", \"pkcs11\", \"postgres\""),
         )),
     }
 }

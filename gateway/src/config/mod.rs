@@ -12,6 +12,7 @@ mod backend;
 mod defaults;
 mod limits;
 mod log;
+mod postgres;
 mod raw;
 mod revocation;
 mod users;
@@ -29,10 +30,12 @@ pub use admin::AdminConfig;
 pub use audit::AuditConfig;
 pub use backend::{
     default_secrets_dir, legacy_master_key_path, BackendConfig, MasterKeyConfig, PinConfig,
+    ReadYourWrites,
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};
 pub use log::LogFormat;
+pub use postgres::{KekConfig, PasswordConfig};
 pub use revocation::{normalize_fingerprint, normalize_serial, RevocationConfig};
 pub use users::{valid_user_name, TlsFiles, UserConfig};
 

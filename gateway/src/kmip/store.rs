@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 mod follow;
 mod object;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use follow::{FEED_DEGRADED_AFTER, FOLLOW_INTERVAL};
 pub use object::StoredObject;

@@ -177,4 +177,6 @@ impl Ops {
 }
 
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;

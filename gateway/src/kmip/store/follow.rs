@@ -182,10 +182,15 @@ impl Store {
     /// longer than [`FEED_DEGRADED_AFTER`]. `None` while it works (or on a backend only this
     /// process opens).
     pub fn feed_trouble(&self) -> Option<String> {
+        self.feed_trouble_after(FEED_DEGRADED_AFTER)
+    }
+
+    /// [`Store::feed_trouble`] with the bound given.
+    pub(super) fn feed_trouble_after(&self, bound: Duration) -> Option<String> {
         let trouble = self.feed.trouble.lock().unwrap_or_else(|e| e.into_inner());
         let since = trouble.failing_since?;
         let failing = since.elapsed();
-        (failing >= FEED_DEGRADED_AFTER).then(|| {
+        (failing >= bound).then(|| {
             format!(
                 "the change feed has failed for {} s: {}",
                 failing.as_secs(),

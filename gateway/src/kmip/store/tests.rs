@@ -52,7 +52,7 @@ async fn flushed_background_writes_survive_a_reopen() {
 /// [`kmip_backends::SharedBackend`] (versions compared on write, a change log read from each
 /// instance's own place, Name locks), for the store's side of it while no database runs in
 /// unit tests. `gate` holds a catch-up after it read the log, to order it against commits.
-mod shared {
+pub(crate) mod shared {
     use async_trait::async_trait;
     use kmip_backends::{
         Backend, BackendError, Change, CipherOutput, CipherRequest, KeySpec, NameLockGuard,
@@ -64,31 +64,39 @@ mod shared {
     use std::time::Duration;
     use zeroize::Zeroizing;
 
+    /// An object as stored: kind, metadata blob, version.
+    type Stored = (ObjectKind, Vec<u8>, u64);
+
     #[derive(Default)]
-    pub(super) struct Db {
-        /// uid → (kind, meta, version)
-        objects: Mutex<HashMap<String, (ObjectKind, Vec<u8>, u64)>>,
+    pub(crate) struct Db {
+        /// The cluster-wide Name lock (one for every Name: enough for the tests).
+        pub(crate) names: Arc<tokio::sync::Mutex<()>>,
+        objects: Mutex<HashMap<String, Stored>>,
         /// uids in commit order (the change log); `None`: removed.
         log: Mutex<Vec<(String, bool)>>,
-        names: Arc<tokio::sync::Mutex<()>>,
+        /// uid → key material (a generated key is all zeros: the tests read it back only).
+        material: Mutex<HashMap<String, Vec<u8>>>,
     }
 
-    pub(super) struct Instance {
+    pub(crate) struct Instance {
         db: Arc<Db>,
         cursor: Mutex<usize>,
         /// Calls of `changes`.
-        pub(super) catch_ups: AtomicUsize,
+        pub(crate) catch_ups: AtomicUsize,
         /// When set, `changes` waits for a permit after reading the log.
-        pub(super) gate: Option<tokio::sync::Semaphore>,
+        pub(crate) gate: Option<tokio::sync::Semaphore>,
+        /// When set, `changes` fails as an unreachable database does.
+        pub(crate) unreachable: std::sync::atomic::AtomicBool,
     }
 
     impl Instance {
-        pub(super) fn new(db: &Arc<Db>, gated: bool) -> Instance {
+        pub(crate) fn new(db: &Arc<Db>, gated: bool) -> Instance {
             Instance {
                 db: db.clone(),
                 cursor: Mutex::new(db.log.lock().unwrap().len()),
                 catch_ups: AtomicUsize::new(0),
                 gate: gated.then(|| tokio::sync::Semaphore::new(0)),
+                unreachable: std::sync::atomic::AtomicBool::new(false),
             }
         }
 
@@ -147,21 +155,36 @@ mod shared {
             let uids: Vec<String> = self.db.objects.lock().unwrap().keys().cloned().collect();
             Ok(uids.iter().filter_map(|u| self.record(u)).collect())
         }
-        async fn generate(&self, record: ObjectRecord, _: KeySpec) -> Result<(), BackendError> {
+        async fn generate(&self, record: ObjectRecord, spec: KeySpec) -> Result<(), BackendError> {
+            let bytes = vec![0; spec.bits as usize / 8];
+            self.db
+                .material
+                .lock()
+                .unwrap()
+                .insert(record.uid.clone(), bytes);
             self.put(record);
             Ok(())
         }
         async fn import(
             &self,
             record: ObjectRecord,
-            _: Zeroizing<Vec<u8>>,
+            material: Zeroizing<Vec<u8>>,
             _: Option<KeySpec>,
         ) -> Result<(), BackendError> {
+            self.db
+                .material
+                .lock()
+                .unwrap()
+                .insert(record.uid.clone(), material.to_vec());
             self.put(record);
             Ok(())
         }
         async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-            Err(BackendError::NotFound(uid.to_owned()))
+            let material = self.db.material.lock().unwrap();
+            let bytes = material
+                .get(uid)
+                .ok_or_else(|| BackendError::NotFound(uid.to_owned()))?;
+            Ok(Zeroizing::new(bytes.clone()))
         }
         async fn update_meta(
             &self,
@@ -199,6 +222,9 @@ mod shared {
     #[async_trait]
     impl SharedBackend for Instance {
         async fn changes(&self) -> Result<Vec<Change>, BackendError> {
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Err(BackendError::Unavailable("connection refused".into()));
+            }
             self.catch_ups.fetch_add(1, Ordering::SeqCst);
             let entries: Vec<(String, bool)> = {
                 let log = self.db.log.lock().unwrap();
@@ -489,4 +515,30 @@ async fn a_fence_on_the_vault_does_nothing() {
     store.fence().await.unwrap();
     assert!(store.follow(tokio::sync::watch::channel(false).1).is_none());
     assert!(store.feed_trouble().is_none());
+}
+
+/// A feed that fails is reported (for `/readyz`) with its reason once it has failed for the
+/// bound, counted, and forgotten once a catch-up works again.
+#[tokio::test]
+async fn a_failing_feed_is_reported_until_it_works_again() {
+    let db = Arc::new(shared::Db::default());
+    let backend = Arc::new(shared::Instance::new(&db, false));
+    let store = Store::open(backend.clone()).await.unwrap();
+    store.fence().await.unwrap();
+    assert!(store.feed_trouble_after(Duration::ZERO).is_none());
+    backend
+        .unreachable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(store.fence().await.is_err());
+    let reason = store.feed_trouble_after(Duration::ZERO).unwrap();
+    assert!(reason.contains("connection refused"), "{reason}");
+    assert!(
+        store.feed_trouble().is_none(),
+        "not for longer than FEED_DEGRADED_AFTER yet"
+    );
+    backend
+        .unreachable
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    store.fence().await.unwrap();
+    assert!(store.feed_trouble_after(Duration::ZERO).is_none());
 }
