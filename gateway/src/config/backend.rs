@@ -8,7 +8,6 @@ use super::defaults::{
     DEFAULT_HEAD_FILE, DEFAULT_MASTER_KEY_FILE, DEFAULT_PKCS11_ACQUIRE_TIMEOUT,
     DEFAULT_PKCS11_POOL_SIZE,
 };
-use super::postgres::{postgres_backend, refuse_postgres_keys, KekConfig, PasswordConfig};
 use super::raw::RawBackend;
 use super::{invalid, millis, resolve, ConfigError, GatewayConfig};
 
@@ -19,6 +18,33 @@ pub enum MasterKeyConfig {
     File(PathBuf),
     /// An environment variable holding the key in hex.
     Env(String),
+}
+
+/// Where the database password comes from: never the URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordConfig {
+    /// A private file holding the password (surrounding white space ignored).
+    File(PathBuf),
+    /// An environment variable, read and removed from the environment at start.
+    Env(String),
+    /// No password (certificate or peer authentication).
+    None,
+}
+
+/// A key encryption key of the postgres backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KekConfig {
+    /// A private (0600) file holding the key as 64 hex digits.
+    File(PathBuf),
+    /// An environment variable holding the key as 64 hex digits.
+    Env(String),
+    /// An AES key on a PKCS#11 token, which wraps and unwraps inside the token.
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin: PinConfig,
+        key_label: String,
+    },
 }
 
 /// When a gateway on a shared backend (`kind = "postgres"`) catches up with the writes other
@@ -159,11 +185,7 @@ pub(super) fn backend_config(
     base: &Path,
     data_dir: &Path,
 ) -> Result<BackendConfig, ConfigError> {
-    if b.kind != "postgres" {
-        refuse_postgres_keys(&b)?;
-    }
     match b.kind.as_str() {
-        "postgres" => postgres_backend(b, base),
         "vault" => {
             for (set, key) in [
                 (b.module.is_some(), "module"),

@@ -29,13 +29,12 @@ use thiserror::Error;
 pub use admin::AdminConfig;
 pub use audit::AuditConfig;
 pub use backend::{
-    default_secrets_dir, legacy_master_key_path, BackendConfig, MasterKeyConfig, PinConfig,
-    ReadYourWrites,
+    default_secrets_dir, legacy_master_key_path, BackendConfig, KekConfig, MasterKeyConfig,
+    PasswordConfig, PinConfig, ReadYourWrites,
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};
 pub use log::LogFormat;
-pub use postgres::{KekConfig, PasswordConfig};
 pub use revocation::{normalize_fingerprint, normalize_serial, RevocationConfig};
 pub use users::{valid_user_name, TlsFiles, UserConfig};
 

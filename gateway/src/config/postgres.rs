@@ -2,41 +2,14 @@
 //! catch up with other gateways' writes, and the key encryption keys (`[backend.kek]`,
 //! `[[backend.previous_keks]]`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::backend::{BackendConfig, PinConfig, ReadYourWrites};
+use super::backend::{BackendConfig, KekConfig, PasswordConfig, PinConfig, ReadYourWrites};
 use super::defaults::{
     DEFAULT_PG_ACQUIRE_TIMEOUT, DEFAULT_PG_CONNECT_TIMEOUT, DEFAULT_PG_POOL_SIZE,
 };
 use super::raw::{RawBackend, RawKek};
 use super::{invalid, millis, resolve, ConfigError};
-
-/// Where the database password comes from: never the URL.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PasswordConfig {
-    /// A private file holding the password (surrounding white space ignored).
-    File(PathBuf),
-    /// An environment variable, read and removed from the environment at start.
-    Env(String),
-    /// No password (certificate or peer authentication).
-    None,
-}
-
-/// A key encryption key of the postgres backend.
-#[derive(Debug, Clone, PartialEq)]
-pub enum KekConfig {
-    /// A private (0600) file holding the key as 64 hex digits.
-    File(PathBuf),
-    /// An environment variable holding the key as 64 hex digits.
-    Env(String),
-    /// An AES key on a PKCS#11 token, which wraps and unwraps inside the token.
-    Pkcs11 {
-        module: PathBuf,
-        token_label: String,
-        pin: PinConfig,
-        key_label: String,
-    },
-}
 
 /// The URL schemes libpq accepts.
 const URL_SCHEMES: [&str; 2] = ["postgresql://", "postgres://"];

@@ -177,6 +177,4 @@ impl Ops {
 }
 
 #[cfg(test)]
-mod shared_tests;
-#[cfg(test)]
 mod tests;
