@@ -542,3 +542,24 @@ async fn a_failing_feed_is_reported_until_it_works_again() {
     store.fence().await.unwrap();
     assert!(store.feed_trouble_after(Duration::ZERO).is_none());
 }
+
+/// The follower applies the other instance's writes with no fence asked for, and stops on
+/// shutdown.
+#[tokio::test]
+async fn the_follower_applies_changes_until_shutdown() {
+    let (_db, a, b) = pair().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = b.follow(stopped).expect("a shared backend is followed");
+    let (obj, spec) = key("k1", vec![name("followed")]);
+    a.create(obj, spec, usize::MAX).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while b.by_name("followed").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .expect("the follower stops on shutdown")
+        .unwrap();
+}
