@@ -189,10 +189,9 @@ pub async fn open_backend(
             Ok(RecoveringPkcs11::open(config, pin_file).await?)
         }
         BackendConfig::Postgres { .. } => {
-            let _parts = postgres_parts(cfg, secrets).await?;
-            Err(StartError::Backend(BackendError::Unsupported(
-                "the postgres backend is not in this build".into(),
-            )))
+            use kmip_backends::postgres::PostgresBackend;
+            let (settings, keks) = postgres_parts(cfg, secrets).await?;
+            Ok(Arc::new(PostgresBackend::open(settings, keks).await?))
         }
     }
 }

@@ -89,9 +89,24 @@ async fn open_kek(k: &KekConfig, secrets: &mut EnvSecrets) -> Result<Arc<dyn Kek
             let hex = env_secret(secrets, name, "the key encryption key")?;
             Ok(Arc::new(FileKek::from_hex(name, &hex)?))
         }
-        KekConfig::Pkcs11 { .. } => Err(StartError::Secret(
-            "[backend.kek] kind = \"pkcs11\" is not available in this build".into(),
-        )),
+        KekConfig::Pkcs11 {
+            module,
+            token_label,
+            pin,
+            key_label,
+        } => {
+            use kmip_backends::envelope::Pkcs11Kek;
+            use kmip_backends::pkcs11::{normalize_pin, PinSource};
+            let pin = match pin {
+                PinConfig::File(path) => PinSource::File(path.clone()).resolve()?,
+                PinConfig::Env(name) => {
+                    normalize_pin(env_secret(secrets, name, "the key encryption key's PIN")?)?
+                }
+            };
+            Ok(Arc::new(
+                Pkcs11Kek::open(module, token_label, pin, key_label).await?,
+            ))
+        }
     }
 }
 
