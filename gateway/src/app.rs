@@ -30,6 +30,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
+mod postgres;
+pub use postgres::postgres_parts;
+
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error("development PKI: {0}")]
@@ -59,6 +62,9 @@ pub enum StartError {
     Admin(#[from] crate::front::admin::AdminError),
     #[error("admin token task: {0}")]
     AdminTask(String),
+    /// A secret of the postgres backend (password, KEK) could not be read.
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// Secrets the configuration takes from environment variables, read (and removed from the
@@ -69,6 +75,16 @@ pub struct EnvSecrets {
     master_key_hex: Option<Zeroizing<String>>,
     /// The PKCS#11 user PIN (`pin_env`).
     pin: Option<Zeroizing<String>>,
+    /// The postgres backend's: its password and its KEKs' keys or PINs, by variable name.
+    vars: Vec<(String, Zeroizing<String>)>,
+}
+
+impl EnvSecrets {
+    /// The value taken from the variable `name`, once.
+    fn take(&mut self, name: &str) -> Option<Zeroizing<String>> {
+        let at = self.vars.iter().position(|(n, _)| n == name)?;
+        Some(self.vars.swap_remove(at).1)
+    }
 }
 
 /// Reads the secrets `cfg` takes from the environment and removes them from it, so that neither
@@ -81,14 +97,21 @@ pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
             ..
         } => EnvSecrets {
             master_key_hex: crate::environ::take_secret(name),
-            pin: None,
+            ..EnvSecrets::default()
         },
         BackendConfig::Pkcs11 {
             pin: PinConfig::Env(name),
             ..
         } => EnvSecrets {
-            master_key_hex: None,
             pin: crate::environ::take_secret(name),
+            ..EnvSecrets::default()
+        },
+        BackendConfig::Postgres { .. } => EnvSecrets {
+            vars: postgres::secret_vars(cfg)
+                .into_iter()
+                .filter_map(|name| crate::environ::take_secret(&name).map(|v| (name, v)))
+                .collect(),
+            ..EnvSecrets::default()
         },
         _ => EnvSecrets::default(),
     }
@@ -165,6 +188,11 @@ pub async fn open_backend(
             };
             Ok(RecoveringPkcs11::open(config, pin_file).await?)
         }
+        BackendConfig::Postgres { .. } => {
+            use kmip_backends::postgres::PostgresBackend;
+            let (settings, keks) = postgres_parts(cfg, secrets).await?;
+            Ok(Arc::new(PostgresBackend::open(settings, keks).await?))
+        }
     }
 }
 
@@ -212,6 +240,12 @@ pub async fn run(
                 LATENCY_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("kmip_store_fence_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+        })
         .and_then(|b| b.install_recorder())
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let backend = open_backend(&cfg, secrets).await?;
@@ -247,7 +281,14 @@ pub async fn run(
         }
         None => None,
     };
-    let dispatcher = Arc::new(Dispatcher::new(ops, cfg.limits, audit));
+    let mut dispatcher = Dispatcher::new(ops, cfg.limits, audit);
+    if let BackendConfig::Postgres {
+        read_your_writes, ..
+    } = &cfg.backend
+    {
+        dispatcher = dispatcher.with_read_your_writes(*read_your_writes);
+    }
+    let dispatcher = Arc::new(dispatcher);
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -328,6 +369,8 @@ pub async fn run(
         cfg.data_dir.clone(),
         shutdown_rx.clone(),
     ));
+    // On a backend other gateways share: apply their writes here as they commit.
+    let following = store.follow(shutdown_rx.clone());
     let serving = tokio::spawn(server.clone().serve(listener, shutdown_rx));
     let pid_path = pid_file(&cfg.data_dir);
     let pid_lock = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| lock_pid_file(&pid_path));
@@ -347,6 +390,9 @@ pub async fn run(
         error!(error = %e, "listener task failed");
     }
     let _ = saving.await;
+    if let Some(following) = following {
+        let _ = following.await;
+    }
     // After the connections ended: their last-seen times are final.
     save_clients_seen(&server.registry, &cfg.data_dir).await;
     if !store.flush_background(cfg.limits.shutdown_grace).await {

@@ -20,6 +20,48 @@ pub enum MasterKeyConfig {
     Env(String),
 }
 
+/// Where the database password comes from: never the URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordConfig {
+    /// A private file holding the password (surrounding white space ignored).
+    File(PathBuf),
+    /// An environment variable, read and removed from the environment at start.
+    Env(String),
+    /// No password (certificate or peer authentication).
+    None,
+}
+
+/// A key encryption key of the postgres backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KekConfig {
+    /// A private (0600) file holding the key as 64 hex digits.
+    File(PathBuf),
+    /// An environment variable holding the key as 64 hex digits.
+    Env(String),
+    /// An AES key on a PKCS#11 token, which wraps and unwraps inside the token.
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin: PinConfig,
+        key_label: String,
+    },
+}
+
+/// When a gateway on a shared backend (`kind = "postgres"`) catches up with the writes other
+/// gateways committed, so that a client sees its own writes whichever gateway serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadYourWrites {
+    /// Before each request message: a client acknowledged by one gateway and then served by
+    /// another, on a new connection or not, sees its write. One catch-up per message
+    /// (concurrent messages share one).
+    #[default]
+    Request,
+    /// Once per connection, before its first message: cheaper, and enough for clients that
+    /// open a new connection for each step (a write on one gateway is then seen on the next
+    /// connection to another), but not for one connection spread over several gateways.
+    Connection,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum PinConfig {
     File(PathBuf),
@@ -41,6 +83,22 @@ pub enum BackendConfig {
         pin: PinConfig,
         pool_size: u32,
         acquire_timeout: Duration,
+    },
+    /// PostgreSQL, shared by several gateways (`config/postgres.rs`).
+    Postgres {
+        /// A libpq URI without a password.
+        url: String,
+        password: PasswordConfig,
+        /// The CAs of the database server's certificate; `None` only with `sslmode=disable`.
+        ca: Option<PathBuf>,
+        pool_size: u32,
+        acquire_timeout: Duration,
+        connect_timeout: Duration,
+        read_your_writes: ReadYourWrites,
+        /// The key encryption key new data keys are wrapped with.
+        kek: KekConfig,
+        /// Older KEKs still accepted to unwrap, until `kmip-gateway kek rotate` is done.
+        previous_keks: Vec<KekConfig>,
     },
 }
 
@@ -221,7 +279,7 @@ pub(super) fn backend_config(
         }
         other => Err(invalid(
             "backend.kind",
-            format!("'{other}' is not one of \"vault\", \"pkcs11\""),
+            format!("'{other}' is not one of \"vault\", \"pkcs11\", \"postgres\""),
         )),
     }
 }

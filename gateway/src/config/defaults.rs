@@ -78,3 +78,13 @@ pub const PKI_CA_FILE: &str = "ca.pem";
 pub const PKI_CRL_FILE: &str = "crl.pem";
 /// Default form of the gateway's log lines: text, readable in a terminal and in journald.
 pub const DEFAULT_LOG_FORMAT: super::log::LogFormat = super::log::LogFormat::Text;
+/// Default size of a postgres backend's connection pool, per gateway: enough for the writes
+/// and key reads a busy gateway has in flight, while three replicas stay far below PostgreSQL's
+/// default `max_connections` (100).
+pub const DEFAULT_PG_POOL_SIZE: u32 = 8;
+/// Default time a request waits for a pooled database connection before failing (General
+/// Failure): a database that cannot serve in time fails requests rather than piling them up.
+pub const DEFAULT_PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time opening one database connection may take, per host of the URL: bounds how long
+/// a dead host delays the failover to the next one.
+pub const DEFAULT_PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

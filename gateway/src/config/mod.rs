@@ -12,6 +12,7 @@ mod backend;
 mod defaults;
 mod limits;
 mod log;
+mod postgres;
 mod raw;
 mod revocation;
 mod users;
@@ -28,7 +29,8 @@ use thiserror::Error;
 pub use admin::AdminConfig;
 pub use audit::AuditConfig;
 pub use backend::{
-    default_secrets_dir, legacy_master_key_path, BackendConfig, MasterKeyConfig, PinConfig,
+    default_secrets_dir, legacy_master_key_path, BackendConfig, KekConfig, MasterKeyConfig,
+    PasswordConfig, PinConfig, ReadYourWrites,
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};

@@ -77,6 +77,30 @@ pub(super) struct RawBackend {
     pub(super) pin_env: Option<String>,
     pub(super) pool_size: Option<u32>,
     pub(super) acquire_timeout_ms: Option<u64>,
+    /// `kind = "postgres"`: see `config/postgres.rs`.
+    pub(super) url: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) password_env: Option<String>,
+    pub(super) ca: Option<PathBuf>,
+    pub(super) connect_timeout_ms: Option<u64>,
+    pub(super) read_your_writes: Option<String>,
+    pub(super) kek: Option<RawKek>,
+    #[serde(default)]
+    pub(super) previous_keks: Vec<RawKek>,
+}
+
+/// `[backend.kek]` and `[[backend.previous_keks]]`: a key encryption key of the postgres backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKek {
+    pub(super) kind: String,
+    pub(super) file: Option<PathBuf>,
+    pub(super) env: Option<String>,
+    pub(super) module: Option<PathBuf>,
+    pub(super) token_label: Option<String>,
+    pub(super) pin_file: Option<PathBuf>,
+    pub(super) pin_env: Option<String>,
+    pub(super) key_label: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -361,3 +361,192 @@ fn serials_are_normalised_as_the_pki_reads_them() {
         );
     }
 }
+
+/// A postgres backend with its required keys; `extra` goes into `[backend]` before the KEK.
+fn postgres(extra: &str) -> String {
+    format!(
+        "{MINIMAL}[backend]\nkind = \"postgres\"\nurl = \"postgresql://kmip@db1:5432,db2:5432/kmip?target_session_attrs=read-write\"\nca = \"pg-ca.pem\"\n{extra}[backend.kek]\nkind = \"file\"\nfile = \"kek.hex\"\n"
+    )
+}
+
+#[test]
+fn postgres_backend_gets_defaults_and_resolved_paths() {
+    let c = GatewayConfig::from_toml_str(&postgres(""), Path::new("/etc/kg")).unwrap();
+    match c.backend {
+        BackendConfig::Postgres {
+            url,
+            password,
+            ca,
+            pool_size,
+            acquire_timeout,
+            connect_timeout,
+            read_your_writes,
+            kek,
+            previous_keks,
+        } => {
+            assert!(url.starts_with("postgresql://kmip@db1:5432,db2:5432/"));
+            assert_eq!(password, PasswordConfig::None);
+            assert_eq!(ca.as_deref(), Some(Path::new("/etc/kg/pg-ca.pem")));
+            assert_eq!(pool_size, DEFAULT_PG_POOL_SIZE);
+            assert_eq!(acquire_timeout, DEFAULT_PG_ACQUIRE_TIMEOUT);
+            assert_eq!(connect_timeout, DEFAULT_PG_CONNECT_TIMEOUT);
+            assert_eq!(read_your_writes, ReadYourWrites::Request);
+            assert_eq!(kek, KekConfig::File("/etc/kg/kek.hex".into()));
+            assert!(previous_keks.is_empty());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn postgres_backend_reads_every_key() {
+    let text = format!(
+        "{}[[backend.previous_keks]]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"kek\"\npin_file = \"pin\"\nkey_label = \"kek-2025\"\n[[backend.previous_keks]]\nkind = \"file\"\nenv = \"OLD_KEK\"\n",
+        postgres(
+            "password_env = \"PGPW\"\npool_size = 3\nacquire_timeout_ms = 700\nconnect_timeout_ms = 900\nread_your_writes = \"connection\"\n"
+        )
+    );
+    let c = GatewayConfig::from_toml_str(&text, Path::new("/etc/kg")).unwrap();
+    let BackendConfig::Postgres {
+        password,
+        pool_size,
+        acquire_timeout,
+        connect_timeout,
+        read_your_writes,
+        previous_keks,
+        ..
+    } = c.backend
+    else {
+        panic!("not postgres");
+    };
+    assert_eq!(password, PasswordConfig::Env("PGPW".into()));
+    assert_eq!(pool_size, 3);
+    assert_eq!(acquire_timeout, Duration::from_millis(700));
+    assert_eq!(connect_timeout, Duration::from_millis(900));
+    assert_eq!(read_your_writes, ReadYourWrites::Connection);
+    assert_eq!(
+        previous_keks,
+        vec![
+            KekConfig::Pkcs11 {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token_label: "kek".into(),
+                pin: PinConfig::File("/etc/kg/pin".into()),
+                key_label: "kek-2025".into(),
+            },
+            KekConfig::Env("OLD_KEK".into()),
+        ]
+    );
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[backend]\nkind = \"postgres\"\nurl = \"postgres://kmip@127.0.0.1/kmip?sslmode=disable\"\npassword_file = \"/run/pw\"\n[backend.kek]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"PIN\"\nkey_label = \"k\"\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    let BackendConfig::Postgres { password, ca, .. } = c.backend else {
+        panic!("not postgres");
+    };
+    assert_eq!(password, PasswordConfig::File("/run/pw".into()));
+    assert_eq!(ca, None, "no CA needed with sslmode=disable");
+}
+
+#[test]
+fn postgres_backend_refusals_name_the_key() {
+    let url_line =
+        "url = \"postgresql://kmip@db1:5432,db2:5432/kmip?target_session_attrs=read-write\"\n";
+    let refusals: Vec<(String, &str)> = vec![
+        // No URL, or one that is not a libpq URI or names no host.
+        (postgres("").replace(url_line, ""), "backend.url"),
+        (postgres("").replace("postgresql://kmip@db1", "mysql://kmip@db1"), "backend.url"),
+        (postgres("").replace("kmip@db1:5432,db2:5432", "kmip@"), "backend.url"),
+        // A password in the URL.
+        (postgres("").replace("kmip@db1", "kmip:hunter2@db1"), "backend.url"),
+        (postgres("").replace("read-write", "read-write&password=hunter2"), "backend.url"),
+        // TLS: a CA is needed unless TLS is off, and pointless when it is.
+        (postgres("").replace("ca = \"pg-ca.pem\"\n", ""), "backend.ca"),
+        (postgres("").replace("read-write", "read-write&sslmode=disable"), "backend.ca"),
+        (postgres("password_file = \"a\"\npassword_env = \"B\"\n"), "backend.password_file"),
+        (postgres("pool_size = 0\n"), "backend.pool_size"),
+        (postgres("acquire_timeout_ms = 0\n"), "backend.acquire_timeout_ms"),
+        (postgres("connect_timeout_ms = 0\n"), "backend.connect_timeout_ms"),
+        (postgres("read_your_writes = \"never\"\n"), "backend.read_your_writes"),
+        // Keys of the other kinds.
+        (postgres("master_key_file = \"k\"\n"), "backend.master_key_file"),
+        (postgres("head_file = \"h\"\n"), "backend.head_file"),
+        (postgres("module = \"/m.so\"\n"), "backend.module"),
+        (postgres("pin_env = \"P\"\n"), "backend.pin_file/pin_env"),
+        // The KEK.
+        (
+            postgres("").split("[backend.kek]").next().unwrap().to_owned(),
+            "backend.kek",
+        ),
+        (postgres("").replace("kind = \"file\"", "kind = \"vault\""), "backend.kek.kind"),
+        (postgres("").replace("file = \"kek.hex\"", "file = \"kek.hex\"\nenv = \"K\""), "backend.kek.file"),
+        (postgres("").replace("file = \"kek.hex\"\n", ""), "backend.kek.file"),
+        (postgres("").replace("file = \"kek.hex\"", "file = \"kek.hex\"\nkey_label = \"k\""), "backend.kek.key_label"),
+        (
+            postgres("").replace(
+                "kind = \"file\"\nfile = \"kek.hex\"",
+                "kind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"P\"",
+            ),
+            "backend.kek.key_label",
+        ),
+        (
+            postgres("").replace(
+                "kind = \"file\"\nfile = \"kek.hex\"",
+                "kind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"P\"\nkey_label = \"k\"\nfile = \"f\"",
+            ),
+            "backend.kek.file",
+        ),
+        (
+            format!("{}[[backend.previous_keks]]\nkind = \"file\"\nfile = \"kek.hex\"\n", postgres("")),
+            "backend.previous_keks[0]",
+        ),
+        (
+            format!("{}[[backend.previous_keks]]\nkind = \"file\"\n", postgres("")),
+            "backend.previous_keks[0].file",
+        ),
+    ];
+    for (text, key) in refusals {
+        let e = error_of(&text);
+        assert!(e.starts_with(key), "expected {key}, got: {e}\n{text}");
+        assert!(!e.contains("hunter2"), "the error shows the password: {e}");
+    }
+}
+
+#[test]
+fn postgres_keys_are_refused_for_other_backends() {
+    for (kind, extra) in [
+        ("vault", ""),
+        (
+            "pkcs11",
+            "module = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"P\"\n",
+        ),
+    ] {
+        for (key, line) in [
+            ("backend.url", "url = \"postgresql://h/db\"\n"),
+            (
+                "backend.password_file/password_env",
+                "password_env = \"X\"\n",
+            ),
+            ("backend.ca", "ca = \"c.pem\"\n"),
+            ("backend.connect_timeout_ms", "connect_timeout_ms = 5\n"),
+            (
+                "backend.read_your_writes",
+                "read_your_writes = \"request\"\n",
+            ),
+            (
+                "backend.kek",
+                "[backend.kek]\nkind = \"file\"\nenv = \"K\"\n",
+            ),
+            (
+                "backend.previous_keks",
+                "[[backend.previous_keks]]\nkind = \"file\"\nenv = \"K\"\n",
+            ),
+        ] {
+            let e = error_of(&format!(
+                "{MINIMAL}[backend]\nkind = \"{kind}\"\n{extra}{line}"
+            ));
+            assert!(e.starts_with(key) && e.contains("postgres"), "{kind}: {e}");
+        }
+    }
+    assert!(error_of(&format!("{MINIMAL}[backend]\nkind = \"mysql\"\n")).contains("\"postgres\""));
+}

@@ -9,6 +9,7 @@ use super::backend::{backend_config, vault_backend};
 use super::defaults::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_LOG_FORMAT};
 use super::limits::{limits_config, locate_cache_config};
 use super::log::LogFormat;
+use super::postgres::{postgres_backend, refuse_postgres_keys};
 use super::raw::{RawConfig, RawLog};
 use super::revocation::revocation_config;
 use super::users::{users_config, TlsFiles};
@@ -31,7 +32,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
     let limits = limits_config(raw.limits)?;
     let backend = match raw.backend {
         None => vault_backend(&data_dir, None, None),
-        Some(b) => backend_config(b, base, &data_dir)?,
+        Some(b) if b.kind == "postgres" => postgres_backend(b, base)?,
+        Some(b) => {
+            refuse_postgres_keys(&b)?;
+            backend_config(b, base, &data_dir)?
+        }
     };
     let (admin_listen, admin) = admin_config(raw.admin, base)?;
     let policy = match (raw.policy, raw.policy_file) {

@@ -2,7 +2,7 @@
 //! typed response → bytes. An operation error fails its own batch item; a message that cannot
 //! be used at all gets one failure response; only bytes that are not TTLV close the connection.
 
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, ReadYourWrites};
 use crate::identity::Identity;
 use crate::kmip::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJournal};
 use crate::tooling::audit::{AuditEvent, AuditLog};
@@ -14,6 +14,7 @@ use kmip_wire::model::{
 };
 use kmip_wire::ttlv::{decode, Limits};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::debug;
@@ -23,6 +24,20 @@ pub struct ConnContext {
     pub conn_id: u64,
     pub peer: SocketAddr,
     pub identity: Identity,
+    /// Whether this connection has caught up with the writes other gateways on a shared
+    /// backend committed before it started (`read_your_writes = "connection"`).
+    pub fenced: AtomicBool,
+}
+
+impl ConnContext {
+    pub fn new(conn_id: u64, peer: SocketAddr, identity: Identity) -> ConnContext {
+        ConnContext {
+            conn_id,
+            peer,
+            identity,
+            fenced: AtomicBool::new(false),
+        }
+    }
 }
 
 /// What the connection does with a handled message.
@@ -39,6 +54,8 @@ pub struct Dispatcher {
     ops: Ops,
     limits: LimitsConfig,
     audit: Option<Arc<AuditLog>>,
+    /// When to catch up with other gateways' writes on a shared backend.
+    read_your_writes: ReadYourWrites,
 }
 
 fn now() -> i64 {
@@ -56,7 +73,19 @@ fn encode(msg: &ResponseMessage) -> Bytes {
 
 impl Dispatcher {
     pub fn new(ops: Ops, limits: LimitsConfig, audit: Option<Arc<AuditLog>>) -> Dispatcher {
-        Dispatcher { ops, limits, audit }
+        Dispatcher {
+            ops,
+            limits,
+            audit,
+            read_your_writes: ReadYourWrites::default(),
+        }
+    }
+
+    /// When requests catch up with other gateways' writes on a shared backend (the
+    /// configuration's `[backend] read_your_writes`); before each message by default.
+    pub fn with_read_your_writes(mut self, mode: ReadYourWrites) -> Dispatcher {
+        self.read_your_writes = mode;
+        self
     }
 
     /// An item of an Undo batch failed: take back what the earlier items wrote and mark them
@@ -95,7 +124,10 @@ impl Dispatcher {
             Err(failure) => return failure,
         };
         let RequestMessage { header, items } = request;
-        let items = self.execute_batch(conn, &header, items).await;
+        let items = match self.fence(conn).await {
+            Ok(()) => self.execute_batch(conn, &header, items).await,
+            Err(e) => self.fail_batch(conn, &header, items, &e).await,
+        };
         let response = ResponseMessage {
             header: ResponseHeader::for_request(&header, now()),
             items,
@@ -105,6 +137,39 @@ impl Dispatcher {
             header.maximum_response_size,
             header.protocol_version,
         ))
+    }
+
+    /// Read-your-writes on a shared backend: catches up with every write other gateways
+    /// committed before this message (or, in `connection` mode, before the connection's first
+    /// message). Free on a backend only this process opens.
+    async fn fence(&self, conn: &ConnContext) -> Result<(), OpError> {
+        if self.read_your_writes == ReadYourWrites::Connection
+            && conn.fenced.load(Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        self.ops.store.fence().await?;
+        conn.fenced.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Every item of a message that could not be run (its fence failed: the database is out
+    /// of reach) fails with `e`; the connection stays open, and the next message tries again.
+    async fn fail_batch(
+        &self,
+        conn: &ConnContext,
+        header: &RequestHeader,
+        requests: Vec<RequestBatchItem>,
+        e: &OpError,
+    ) -> Vec<ResponseBatchItem> {
+        let mut items = Vec::with_capacity(requests.len());
+        for item in requests {
+            let trace = ItemTrace::start(&item);
+            let response = failure_item(&item, e, header.protocol_version);
+            self.record(conn, trace, &response).await;
+            items.push(response);
+        }
+        items
     }
 
     /// Bytes → typed request, or the answer for a message that cannot be used at all: bytes that

@@ -4,29 +4,35 @@
 //! Writes to one object are serialised by a per-object lock and applied copy-on-write: the new
 //! version is made durable by the backend first, and only then becomes visible to readers. A
 //! reader therefore never sees a change that was not acknowledged by the backend.
+//!
+//! On a backend several gateways share ([`Backend::shared`]), every write passes the version
+//! it read and is retried on a fresh copy when another instance wrote first, and the store
+//! follows the backend's change feed (`follow.rs`), so this instance's indexes and Locate cache
+//! learn of the others' writes.
 
 use crate::kmip::locate_cache::{Dependency, Generations};
-use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use kmip_backends::{Backend, BackendError, KeySpec, ObjectKind, ObjectRecord};
-use kmip_wire::model::{Attribute, AttributeName, KmipEnum, State};
+use kmip_backends::{Backend, BackendError, KeySpec, ObjectRecord};
+use kmip_wire::model::{KmipEnum, State};
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
+use kmip_wire::ttlv::Tag;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-/// Private extension tags of the metadata blob (KMIP reserves 0x54xxxx for extensions).
-const META_RECORD: Tag = Tag(0x54_FF00);
-const META_VERSION: Tag = Tag(0x54_FF01);
-const META_OWNER: Tag = Tag(0x54_FF02);
-const META_ATTRIBUTE: Tag = Tag(0x54_FF03);
-const META_NAME_KEY: Tag = Tag(0x54_FF04);
-const META_INDEX: Tag = Tag(0x54_FF05);
-const META_VALUE: Tag = Tag(0x54_FF06);
-/// Format version of the metadata blob; a blob of another version is refused, not guessed at.
-const META_FORMAT: i32 = 1;
+mod follow;
+mod object;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use follow::{FEED_DEGRADED_AFTER, FOLLOW_INTERVAL};
+pub use object::StoredObject;
+
+/// Attempts of one write on a shared backend, the first included: each failed one lost a race
+/// with another instance's write to the same object and re-read it. Bounds the work one request
+/// spends on a hot object; past it the write fails (General Failure) rather than spin.
+pub const MAX_WRITE_ATTEMPTS: usize = 8;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -43,164 +49,6 @@ pub enum StoreError {
 /// its client (the store knows nothing of KMIP Result Reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoSuchObject;
-
-/// One managed object as the gateway knows it.
-#[derive(Debug, Clone)]
-pub struct StoredObject {
-    pub uid: String,
-    pub kind: ObjectKind,
-    /// The user who created or registered it.
-    pub owner: String,
-    pub attributes: Vec<Attribute>,
-    /// The backend's write counter of this version ([`ObjectRecord::version`]): 1 once created,
-    /// one more per durable write.
-    pub version: u64,
-}
-
-impl StoredObject {
-    pub fn first(&self, tag: Tag) -> Option<&Attribute> {
-        self.attributes.iter().find(|a| a.is(tag))
-    }
-
-    pub fn all(&self, tag: Tag) -> impl Iterator<Item = &Attribute> {
-        self.attributes.iter().filter(move |a| a.is(tag))
-    }
-
-    pub fn find<'a>(&'a self, name: &'a AttributeName) -> impl Iterator<Item = &'a Attribute> {
-        self.attributes.iter().filter(move |a| &a.name == name)
-    }
-
-    pub fn enum_of(&self, tag: Tag) -> Option<u32> {
-        self.first(tag).and_then(|a| match a.value {
-            Value::Enumeration(e) => Some(e),
-            _ => None,
-        })
-    }
-
-    /// Replaces every instance of a single-valued attribute.
-    pub fn set(&mut self, tag: Tag, value: Value) {
-        self.attributes.retain(|a| !a.is(tag));
-        self.attributes.push(Attribute::new(tag, value));
-    }
-
-    pub fn remove(&mut self, tag: Tag) {
-        self.attributes.retain(|a| !a.is(tag));
-    }
-
-    /// A canonical byte form of an attribute (name and value), for cache keys.
-    pub fn attribute_key(a: &Attribute) -> Vec<u8> {
-        let mut fields = vec![Ttlv::new(
-            META_NAME_KEY,
-            Value::TextString(Self::name_key(&a.name)),
-        )];
-        fields.push(Ttlv::new(META_VALUE, a.value.clone()));
-        Ttlv::structure(META_ATTRIBUTE, fields)
-            .to_bytes()
-            .map(|b| b.to_vec())
-            .unwrap_or_default()
-    }
-
-    fn name_key(name: &AttributeName) -> String {
-        match name {
-            AttributeName::Tag(t) => format!("t:{:06x}", t.0),
-            AttributeName::Vendor { vendor, name } => format!("v:{vendor}:{name}"),
-            AttributeName::Unknown(n) => format!("u:{n}"),
-        }
-    }
-
-    fn parse_name_key(key: &str) -> Option<AttributeName> {
-        let (kind, rest) = key.split_once(':')?;
-        match kind {
-            "t" => u32::from_str_radix(rest, 16)
-                .ok()
-                .map(|t| AttributeName::Tag(Tag(t))),
-            "v" => rest.split_once(':').map(|(v, n)| AttributeName::Vendor {
-                vendor: v.to_owned(),
-                name: n.to_owned(),
-            }),
-            "u" => Some(AttributeName::Unknown(rest.to_owned())),
-            _ => None,
-        }
-    }
-
-    /// The metadata blob handed to the backend.
-    pub fn to_meta(&self) -> Vec<u8> {
-        let mut items = vec![
-            Ttlv::new(META_VERSION, Value::Integer(META_FORMAT)),
-            Ttlv::new(META_OWNER, Value::TextString(self.owner.clone())),
-        ];
-        for a in &self.attributes {
-            let mut fields = vec![Ttlv::new(
-                META_NAME_KEY,
-                Value::TextString(Self::name_key(&a.name)),
-            )];
-            if let Some(i) = a.index {
-                fields.push(Ttlv::new(META_INDEX, Value::Integer(i)));
-            }
-            fields.push(Ttlv::new(META_VALUE, a.value.clone()));
-            items.push(Ttlv::structure(META_ATTRIBUTE, fields));
-        }
-        let record = Ttlv::structure(META_RECORD, items);
-        let mut out = BytesMut::with_capacity(record.encoded_len());
-        // Encoding only fails for tags over 24 bits, and every tag here is a constant below that.
-        let _ = record.encode(&mut out);
-        out.to_vec()
-    }
-
-    fn from_record(record: ObjectRecord) -> Result<StoredObject, StoreError> {
-        let bad = |why: &str| StoreError::BadMeta(record.uid.clone(), why.to_owned());
-        let limits = Limits {
-            max_message_size: usize::MAX,
-            ..Limits::default()
-        };
-        let root =
-            decode(&Bytes::from(record.meta.clone()), &limits).map_err(|e| bad(&e.to_string()))?;
-        if root.tag != META_RECORD
-            || root.child(META_VERSION).and_then(Ttlv::as_i32) != Some(META_FORMAT)
-        {
-            return Err(bad("not a kmip-gateway metadata record of a known format"));
-        }
-        let owner = root
-            .child(META_OWNER)
-            .and_then(Ttlv::as_text)
-            .ok_or_else(|| bad("no owner"))?
-            .to_owned();
-        let mut attributes = Vec::new();
-        for a in root.children(META_ATTRIBUTE) {
-            let name = a
-                .child(META_NAME_KEY)
-                .and_then(Ttlv::as_text)
-                .and_then(Self::parse_name_key)
-                .ok_or_else(|| bad("attribute without a valid name"))?;
-            let value = a
-                .child(META_VALUE)
-                .ok_or_else(|| bad("attribute without a value"))?
-                .value
-                .clone();
-            attributes.push(Attribute {
-                name,
-                index: a.child(META_INDEX).and_then(Ttlv::as_i32),
-                value,
-            });
-        }
-        Ok(StoredObject {
-            uid: record.uid,
-            kind: record.kind,
-            owner,
-            attributes,
-            version: record.version,
-        })
-    }
-
-    fn record(&self) -> ObjectRecord {
-        ObjectRecord {
-            uid: self.uid.clone(),
-            kind: self.kind,
-            meta: self.to_meta(),
-            version: self.version,
-        }
-    }
-}
 
 /// One durable write to an object: the version it replaced (`None`: it created the object) and
 /// the one it made visible. Undo compares the object's current version with `after` by identity.
@@ -233,6 +81,8 @@ pub struct Store {
     /// Owner → live objects it owns, plus creations under way (reserved before the backend
     /// write): the per-user quota is one map lookup, never a scan.
     live: DashMap<String, usize>,
+    /// Where this instance is in a shared backend's change feed.
+    feed: follow::Feed,
 }
 
 /// The values of `obj`'s attribute `tag` that an index keys on.
@@ -278,6 +128,7 @@ impl Store {
             groups: DashMap::new(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             live: DashMap::new(),
+            feed: follow::Feed::default(),
         };
         for record in backend.load_all().await? {
             let obj = StoredObject::from_record(record)?;
@@ -401,16 +252,16 @@ impl Store {
         spec: KeySpec,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        // Held until the object is in the map: the feed's echo of this creation waits for it,
+        // then finds its version already there.
+        let lock = self.lock_for(&obj.uid);
+        let _guard = lock.lock().await;
         self.reserve(&obj.owner, max_live)?;
         if let Err(e) = self.backend.generate(obj.record(), spec).await {
             self.release(&obj.owner);
             return Err(e.into());
         }
-        let obj = Arc::new(obj);
-        self.reindex(&obj.uid, None, Some(&obj));
-        self.objects.insert(obj.uid.clone(), obj.clone());
-        self.generations.bump([Dependency::Membership]);
-        Ok(obj)
+        Ok(self.insert_created(obj))
     }
 
     /// Stores a new client-supplied object, if its owner has fewer than `max_live` live objects.
@@ -421,56 +272,157 @@ impl Store {
         spec: Option<KeySpec>,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        let lock = self.lock_for(&obj.uid);
+        let _guard = lock.lock().await;
         self.reserve(&obj.owner, max_live)?;
         if let Err(e) = self.backend.import(obj.record(), material, spec).await {
             self.release(&obj.owner);
             return Err(e.into());
         }
+        Ok(self.insert_created(obj))
+    }
+
+    /// Makes a durably created object visible (its owner's slot was reserved before the write).
+    fn insert_created(&self, obj: StoredObject) -> Arc<StoredObject> {
         let obj = Arc::new(obj);
         self.reindex(&obj.uid, None, Some(&obj));
         self.objects.insert(obj.uid.clone(), obj.clone());
         self.generations.bump([Dependency::Membership]);
-        Ok(obj)
+        obj
+    }
+
+    /// Makes `next`, just written durably over `current`, the visible version. The caller holds
+    /// the object's write lock.
+    fn install_written(
+        &self,
+        current: &Arc<StoredObject>,
+        next: StoredObject,
+    ) -> Arc<StoredObject> {
+        let changed = changed_attributes(current, &next);
+        let next = Arc::new(next);
+        self.reindex(&next.uid, Some(current), Some(&next));
+        self.recount(Some(current), Some(&next));
+        self.objects.insert(next.uid.clone(), next.clone());
+        self.generations.bump(changed);
+        next
+    }
+
+    /// Makes a stored record the visible version, as a local write would (indexes, live counts,
+    /// Locate cache generations), if it is newer than the local one, or whatever the local one
+    /// is with `force` (after a lost race, the stored version is the truth). The caller holds
+    /// the object's write lock.
+    fn install(&self, record: ObjectRecord, force: bool) -> Result<(), StoreError> {
+        let current = self.get(&record.uid);
+        if !force
+            && current
+                .as_ref()
+                .is_some_and(|c| c.version >= record.version)
+        {
+            return Ok(());
+        }
+        let next = Arc::new(StoredObject::from_record(record)?);
+        let changed = match &current {
+            Some(c) => changed_attributes(c, &next),
+            None => vec![Dependency::Membership],
+        };
+        self.reindex(&next.uid, current.as_deref(), Some(&next));
+        self.recount(current.as_deref(), Some(&next));
+        self.objects.insert(next.uid.clone(), next);
+        self.generations.bump(changed);
+        Ok(())
+    }
+
+    /// Forgets an object that no longer exists in the backend. The caller holds its write lock.
+    fn uninstall(&self, uid: &str) {
+        if let Some((_, old)) = self.objects.remove(uid) {
+            self.reindex(uid, Some(&old), None);
+            self.recount(Some(&old), None);
+            self.generations.bump([Dependency::Membership]);
+        }
+    }
+
+    /// Re-reads one object from a shared backend and makes the stored version the visible one.
+    /// The caller holds the object's write lock.
+    async fn refresh(&self, uid: &str) -> Result<(), StoreError> {
+        let Some(shared) = self.backend.shared() else {
+            return Ok(());
+        };
+        match shared.load(uid).await? {
+            Some(record) => self.install(record, true),
+            None => {
+                self.uninstall(uid);
+                Ok(())
+            }
+        }
+    }
+
+    /// After a write failed with `e`: a conflict on a shared backend, with attempts left after
+    /// `attempt`, re-reads the object so that the write can run again on the fresh copy (`Ok`);
+    /// any other failure is the write's error.
+    async fn after_failed_write(
+        &self,
+        uid: &str,
+        e: BackendError,
+        attempt: &mut usize,
+    ) -> Result<(), StoreError> {
+        match e {
+            BackendError::Conflict(_)
+                if *attempt < MAX_WRITE_ATTEMPTS && self.backend.shared().is_some() =>
+            {
+                *attempt += 1;
+                metrics::counter!("kmip_store_write_conflicts_total").increment(1);
+                self.refresh(uid).await
+            }
+            e => Err(e.into()),
+        }
     }
 
     /// Applies `change` to a copy of the object; if it succeeds, makes the new version durable
-    /// and visible. `change` sees the latest version: writes to one object are serialised.
+    /// and visible. `change` sees the latest version: writes to one object are serialised, and
+    /// on a shared backend a write that lost a race with another instance's runs `change` again
+    /// on the re-read object (up to [`MAX_WRITE_ATTEMPTS`]), so a check-and-charge (Usage
+    /// Limits) is never applied to a stale copy.
     /// The error is the caller's: `change`'s own, or one of the store's converted into it.
     pub async fn update<R, E>(
         &self,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject) -> Result<R, E>,
+        mut change: impl FnMut(&mut StoredObject) -> Result<R, E>,
     ) -> Result<(Written, R), E>
     where
         E: From<StoreError> + From<NoSuchObject>,
     {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
-        let current = self.get(uid).ok_or(NoSuchObject)?;
-        let mut next = (*current).clone();
-        let r = change(&mut next)?;
-        next.version = current.version + 1;
-        self.backend
-            .update_meta(uid, next.to_meta(), current.version)
-            .await
-            .map_err(StoreError::from)?;
-        let changed = changed_attributes(&current, &next);
-        let next = Arc::new(next);
-        self.reindex(uid, Some(&current), Some(&next));
-        self.recount(Some(&current), Some(&next));
-        self.objects.insert(uid.to_owned(), next.clone());
-        self.generations.bump(changed);
-        let written = Written {
-            before: Some(current),
-            after: next,
-        };
-        Ok((written, r))
+        let mut attempt = 1;
+        loop {
+            let current = self.get(uid).ok_or(NoSuchObject)?;
+            let mut next = (*current).clone();
+            let r = change(&mut next)?;
+            next.version = current.version + 1;
+            match self
+                .backend
+                .update_meta(uid, next.to_meta(), current.version)
+                .await
+            {
+                Ok(()) => {
+                    let after = self.install_written(&current, next);
+                    let written = Written {
+                        before: Some(current),
+                        after,
+                    };
+                    return Ok((written, r));
+                }
+                Err(e) => self.after_failed_write(uid, e, &mut attempt).await?,
+            }
+        }
     }
 
     /// Applies `change` at once and makes it durable in the background, for informational
     /// attributes whose loss in a crash is harmless (Fresh). The object's write lock is held
     /// until the write is done, and the write stores the latest version, so later writes
-    /// cannot be overtaken by it.
+    /// cannot be overtaken by it. On a shared backend, a background write that fails (another
+    /// instance wrote first) re-reads the object: the local version never stays ahead of the
+    /// stored one.
     pub async fn update_lazily(
         self: &Arc<Self>,
         uid: &str,
@@ -481,15 +433,10 @@ impl Store {
         let mut next = (*current).clone();
         change(&mut next);
         next.version = current.version + 1;
-        let changed = changed_attributes(&current, &next);
-        let next = Arc::new(next);
-        self.reindex(uid, Some(&current), Some(&next));
-        self.recount(Some(&current), Some(&next));
-        self.objects.insert(uid.to_owned(), next.clone());
-        self.generations.bump(changed);
+        let after = self.install_written(&current, next);
         let written = Written {
             before: Some(current),
-            after: next,
+            after,
         };
         let this = self.clone();
         let uid = uid.to_owned();
@@ -507,6 +454,9 @@ impl Store {
                 .await
             {
                 tracing::warn!(uid = %uid, error = %e, "background attribute write failed");
+                if let Err(e) = this.refresh(&uid).await {
+                    tracing::warn!(uid = %uid, error = %e, "re-reading the object after a failed background write failed; the next write to it re-reads it");
+                }
             }
         });
         Some(written)
@@ -525,32 +475,32 @@ impl Store {
     }
 
     /// KMIP Destroy: the material goes for good; the object stays with its attributes
-    /// (`change` marks it Destroyed).
+    /// (`change` marks it Destroyed). Retried on a fresh copy like [`Store::update`].
     pub async fn destroy<E>(
         &self,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject) -> Result<(), E>,
+        mut change: impl FnMut(&mut StoredObject) -> Result<(), E>,
     ) -> Result<Arc<StoredObject>, E>
     where
         E: From<StoreError> + From<NoSuchObject>,
     {
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
-        let current = self.get(uid).ok_or(NoSuchObject)?;
-        let mut next = (*current).clone();
-        change(&mut next)?;
-        next.version = current.version + 1;
-        self.backend
-            .destroy(uid, Some(next.to_meta()), current.version)
-            .await
-            .map_err(StoreError::from)?;
-        let changed = changed_attributes(&current, &next);
-        let next = Arc::new(next);
-        self.reindex(uid, Some(&current), Some(&next));
-        self.recount(Some(&current), Some(&next));
-        self.objects.insert(uid.to_owned(), next.clone());
-        self.generations.bump(changed);
-        Ok(next)
+        let mut attempt = 1;
+        loop {
+            let current = self.get(uid).ok_or(NoSuchObject)?;
+            let mut next = (*current).clone();
+            change(&mut next)?;
+            next.version = current.version + 1;
+            match self
+                .backend
+                .destroy(uid, Some(next.to_meta()), current.version)
+                .await
+            {
+                Ok(()) => return Ok(self.install_written(&current, next)),
+                Err(e) => self.after_failed_write(uid, e, &mut attempt).await?,
+            }
+        }
     }
 
     /// Whether `expected` is still the object's current version (compared by identity: every
@@ -561,7 +511,7 @@ impl Store {
     }
 
     /// Undoes one write: puts back `previous` if the object is still at `expected`, the version
-    /// that write made. Anything written since (by anyone) stays: `Ok(false)`.
+    /// that write made. Anything written since (by anyone, on any instance) stays: `Ok(false)`.
     pub async fn restore(
         &self,
         expected: &Arc<StoredObject>,
@@ -574,16 +524,21 @@ impl Store {
         };
         let mut previous = (*previous).clone();
         previous.version = current.version + 1;
-        self.backend
+        match self
+            .backend
             .update_meta(&previous.uid, previous.to_meta(), current.version)
-            .await?;
-        let previous = Arc::new(previous);
-        let changed = changed_attributes(&current, &previous);
-        self.reindex(&previous.uid, Some(&current), Some(&previous));
-        self.recount(Some(&current), Some(&previous));
-        self.objects.insert(previous.uid.clone(), previous);
-        self.generations.bump(changed);
-        Ok(true)
+            .await
+        {
+            Ok(()) => {
+                self.install_written(&current, previous);
+                Ok(true)
+            }
+            // Another instance wrote since: re-read, and that write stays.
+            Err(e) => self
+                .after_failed_write(&expected.uid, e, &mut 1)
+                .await
+                .map(|()| false),
+        }
     }
 
     /// Undoes a creation: removes the object entirely, leaving no tombstone, if it is still at
@@ -595,66 +550,19 @@ impl Store {
         if self.is_current(expected).is_none() {
             return Ok(false);
         }
-        self.backend.destroy(uid, None, expected.version).await?;
-        if let Some((_, old)) = self.objects.remove(uid) {
-            self.reindex(uid, Some(&old), None);
-            self.recount(Some(&old), None);
+        match self.backend.destroy(uid, None, expected.version).await {
+            Ok(()) => {
+                self.uninstall(uid);
+                Ok(true)
+            }
+            Err(e) => self
+                .after_failed_write(uid, e, &mut 1)
+                .await
+                .map(|()| false),
         }
-        self.generations.bump([Dependency::Membership]);
-        Ok(true)
     }
 
     pub async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         self.backend.read_material(uid).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kmip_backends::vault::{MasterKeySource, Vault};
-    use kmip_backends::{KeyAlgorithm, ObjectKind};
-    use kmip_wire::model::Attribute;
-
-    async fn open(dir: &std::path::Path) -> Arc<Store> {
-        let vault = Vault::open(dir, MasterKeySource::VaultDir).unwrap();
-        Arc::new(Store::open(Arc::new(vault)).await.unwrap())
-    }
-
-    /// A graceful stop waits for the background writes: what they wrote is there after a reopen.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn flushed_background_writes_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
-        let uids: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
-        for uid in &uids {
-            let obj = StoredObject {
-                uid: uid.clone(),
-                kind: ObjectKind::SymmetricKey,
-                owner: "purefa".into(),
-                attributes: vec![Attribute::boolean(tags::FRESH, true)],
-                version: 1,
-            };
-            let spec = KeySpec {
-                algorithm: KeyAlgorithm::Aes,
-                bits: 256,
-                extractable: true,
-                sensitive: false,
-                label: None,
-            };
-            store.create(obj, spec, usize::MAX).await.unwrap();
-        }
-        for uid in &uids {
-            store
-                .update_lazily(uid, |o| o.set(tags::FRESH, Value::Boolean(false)))
-                .await;
-        }
-        assert!(store.flush_background(Duration::from_secs(10)).await);
-        drop(store);
-        let store = open(dir.path()).await;
-        for uid in &uids {
-            let fresh = store.get(uid).and_then(|o| o.first(tags::FRESH).cloned());
-            assert_eq!(fresh.and_then(|a| a.as_bool()), Some(false), "{uid}");
-        }
     }
 }

@@ -464,7 +464,8 @@ impl Admin {
         self.route(&req.method, &req.path).await
     }
 
-    /// `/readyz`: 503 when the backend is unreachable. After a failed reload the previous state
+    /// `/readyz`: 503 when the backend is unreachable or, on a shared backend, the change feed
+    /// has failed for longer than [`crate::kmip::store::FEED_DEGRADED_AFTER`]. After a failed reload the previous state
     /// still serves every client, so the answer stays 200 with `degraded: <reason>` in the body
     /// (a load balancer must not take every replica out over one bad renewal); `?strict` answers
     /// 503 then, for monitors and for operators who would rather fail over.
@@ -474,6 +475,12 @@ impl Admin {
                 "503 Service Unavailable",
                 &format!("backend not ready: {e}"),
             );
+        }
+        // Catching up with the other gateways' writes has failed for a while: requests that
+        // must see them fail (or, with `read_your_writes = "connection"`, may miss them).
+        let store = &self.reloader.server().dispatcher.ops().store;
+        if let Some(trouble) = store.feed_trouble() {
+            return plain("503 Service Unavailable", &format!("not ready: {trouble}"));
         }
         match self.reloader.degraded() {
             None => plain("200 OK", "ready"),

@@ -126,11 +126,7 @@ impl Server {
             .capture
             .as_ref()
             .map(|c| c.connection(conn_id, peer, &identity));
-        let ctx = ConnContext {
-            conn_id,
-            peer,
-            identity,
-        };
+        let ctx = ConnContext::new(conn_id, peer, identity);
         let end = self
             .session(
                 stream,

@@ -83,7 +83,7 @@ impl Ops {
         let a = r.attribute;
         check_is_attribute(&a.name)?;
         check_client_writable(&target, &a.name)?;
-        let _names = self.name_locks.lock(name_values([&a])).await;
+        let _names = self.lock_names(name_values([&a])).await?;
         if a.is(tags::NAME) {
             self.check_name_unique(ctx, &a, None)?;
         }
@@ -101,7 +101,7 @@ impl Ops {
                     } else {
                         None
                     },
-                    ..a
+                    ..a.clone()
                 };
                 o.attributes.push(Attribute {
                     index: None,
@@ -128,7 +128,7 @@ impl Ops {
         let new = r.attribute;
         check_is_attribute(&new.name)?;
         check_client_writable(&target, &new.name)?;
-        let _names = self.name_locks.lock(name_values([&new])).await;
+        let _names = self.lock_names(name_values([&new])).await?;
         if new.is(tags::NAME) {
             self.check_name_unique(ctx, &new, Some(&uid))?;
         }
@@ -191,7 +191,10 @@ impl Ops {
         let now = ctx.now;
         self.update(ctx, &uid, |o| {
             o.attributes.retain(|x| x.name != a.name);
-            o.attributes.push(Attribute { index: None, ..a });
+            o.attributes.push(Attribute {
+                index: None,
+                ..a.clone()
+            });
             o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
             Ok(())
         })

@@ -55,7 +55,7 @@ impl Ops {
                 "Create makes Symmetric Keys only".into(),
             ));
         }
-        let _names = self.name_locks.lock(name_values(&r.attributes)).await;
+        let _names = self.lock_names(name_values(&r.attributes)).await?;
         let attrs = self.client_attributes(ctx, r.attributes, true)?;
         let alg = attrs
             .iter()
@@ -101,7 +101,7 @@ impl Ops {
         r: RegisterRequest,
     ) -> Result<UidResponse, OpError> {
         let object_type = r.object.object_type();
-        let _names = self.name_locks.lock(name_values(&r.attributes)).await;
+        let _names = self.lock_names(name_values(&r.attributes)).await?;
         let mut attrs = self.client_attributes(ctx, r.attributes, true)?;
         let (material, format) = match &r.object {
             ManagedObject::SymmetricKey(kb)

@@ -148,7 +148,7 @@ impl Ops {
         &self,
         ctx: &mut OpContext<'_>,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject) -> Result<R, OpError>,
+        change: impl FnMut(&mut StoredObject) -> Result<R, OpError>,
     ) -> Result<R, OpError> {
         let (written, r) = self.store.update(uid, change).await?;
         ctx.written.push(written);

@@ -11,6 +11,8 @@ use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Value};
 use std::sync::Arc;
 
+mod shared;
+
 fn dispatcher_over(store: Arc<Store>, limits: LimitsConfig) -> Dispatcher {
     let policy = owner_only(["purefa".to_owned(), "other".to_owned()].into_iter()).unwrap();
     Dispatcher::new(
@@ -44,16 +46,16 @@ async fn harness_with(limits: LimitsConfig) -> Harness {
     let store = Arc::new(Store::open(Arc::new(vault)).await.unwrap());
     Harness {
         dispatcher: dispatcher_over(store, limits),
-        conn: ConnContext {
-            conn_id: 1,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            identity: Identity {
+        conn: ConnContext::new(
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            Identity {
                 user: "purefa".into(),
                 subject: "CN=purefa".into(),
                 serial_hex: "01".into(),
                 fingerprint: "00".into(),
             },
-        },
+        ),
         _dir: dir,
     }
 }
@@ -501,16 +503,16 @@ async fn an_undecodable_message_is_answered_then_the_connection_closes() {
 }
 
 fn conn_of(user: &str) -> ConnContext {
-    ConnContext {
-        conn_id: 2,
-        peer: "127.0.0.1:2".parse().unwrap(),
-        identity: Identity {
+    ConnContext::new(
+        2,
+        "127.0.0.1:2".parse().unwrap(),
+        Identity {
             user: user.into(),
             subject: format!("CN={user}"),
             serial_hex: "02".into(),
             fingerprint: "01".into(),
         },
-    }
+    )
 }
 
 fn locate_name(name: &str) -> RequestPayload {

@@ -7,10 +7,16 @@
 //! the check to the end of the write closes that window. Waiting, rather than refusing a Name
 //! that is merely in flight, keeps the answer exact and reveals nothing about other users'
 //! objects: the second operation sees the first one's object, or its absence, like any other.
+//!
+//! On a backend several gateways share, the stripes only order this process's operations: the
+//! backend's cluster-wide Name locks are taken after them, and then the store catches up with
+//! every write committed before (a fence), so the check sees another gateway's object with the
+//! Name, or that gateway waits for this one's write.
 
 use super::object::is_destroyed;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::access::facts;
+use kmip_backends::NameLockGuard;
 use kmip_wire::model::Attribute;
 use kmip_wire::spec::tags;
 use std::collections::hash_map::RandomState;
@@ -64,7 +70,39 @@ pub(super) fn name_values<'a>(attributes: impl IntoIterator<Item = &'a Attribute
         .collect()
 }
 
+/// Held Name locks, released when dropped: the cluster-wide ones (on a shared backend) first,
+/// then this process's stripes.
+pub(super) struct HeldNames<'a> {
+    _shared: Option<NameLockGuard>,
+    _local: Vec<MutexGuard<'a, ()>>,
+}
+
 impl Ops {
+    /// Locks `names` for an operation that gives an object one of them, from its uniqueness
+    /// check to the end of its durable write. On a shared backend this also takes the Names
+    /// across every gateway and then catches up with the others' writes, so the check that
+    /// follows sees every object that has one of these Names.
+    pub(super) async fn lock_names(
+        &self,
+        mut names: Vec<String>,
+    ) -> Result<HeldNames<'_>, OpError> {
+        let local = self.name_locks.lock(&names).await;
+        let shared = match self.store.backend().shared() {
+            Some(shared) if !names.is_empty() => {
+                names.sort_unstable();
+                names.dedup();
+                let guard = shared.lock_names(&names).await?;
+                self.store.fence().await?;
+                Some(guard)
+            }
+            _ => None,
+        };
+        Ok(HeldNames {
+            _shared: shared,
+            _local: local,
+        })
+    }
+
     /// Names are unique among the live objects the caller can see: checking others' objects
     /// would tell the caller that a hidden object has this Name.
     pub(super) fn check_name_unique(

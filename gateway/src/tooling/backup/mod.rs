@@ -147,6 +147,10 @@ pub fn backup(
         BackendConfig::Pkcs11 { token_label, .. } => summary.push_str(&format!(
             "no keys: they are on the PKCS#11 token '{token_label}'; back it up with the HSM's own tools\n"
         )),
+        BackendConfig::Postgres { .. } => summary.push_str(
+            "no objects: they are in PostgreSQL; back the database up with its own tools \
+             (pg_basebackup and WAL archiving), and the key encryption key apart from it\n",
+        ),
     }
     entries.push(entry(MANIFEST, manifest.into_bytes()));
     for e in &entries {
