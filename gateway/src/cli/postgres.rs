@@ -190,11 +190,11 @@ fn describe_rotation(report: &RotateReport, current: &str, previous: &[String]) 
     } else {
         out.push_str(&format!(
             "Next: remove [[backend.previous_keks]] ({}) from every gateway's configuration and \
-             restart the gateways one at a time (a gateway that still creates data keys under \
-             an old KEK makes the others refuse to start, naming it). Then take a new database \
-             backup and destroy the old KEK(s): backups and WAL archives from before this \
-             rotation become unreadable, and with them every key destroyed before it \
-             (docs/high-availability.md).\n",
+             restart the gateways one at a time (a gateway refuses to start while a data key is \
+             wrapped by a KEK it lacks, and names it). Take a new database backup; once the \
+             backups and WAL archives you keep all start after this rotation, destroy the old \
+             KEK(s): older backups become unreadable, and with them every key destroyed before \
+             now (docs/high-availability.md).\n",
             previous.join(", ")
         ));
     }
