@@ -61,6 +61,11 @@ impl KekRing {
         &self.current
     }
 
+    /// The older KEKs, accepted to unwrap only.
+    pub fn previous(&self) -> &[Arc<dyn Kek>] {
+        &self.previous
+    }
+
     /// The KEK with this id, current or previous.
     pub fn by_id(&self, id: &str) -> Option<&Arc<dyn Kek>> {
         std::iter::once(&self.current)

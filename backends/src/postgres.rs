@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use crate::envelope::KekRing;
-use crate::BackendError;
+use crate::{BackendError, KeySpec, ObjectKind};
 
 mod cache;
 mod connect;
@@ -159,4 +159,17 @@ pub async fn apply_migrations(settings: &PgSettings) -> Result<Vec<Migration>, B
         .await
         .map_err(unavailable)?;
     schema::apply(&mut client).await
+}
+
+/// Opens a stored `sealed` value with an unwrapped data key, for the object `uid` of `kind` and
+/// key facts `spec`, exactly as the backend reads material: lets an audit (and the tests) check
+/// what a destroyed object's data key, unwrapped from an old backup, still opens.
+pub fn open_sealed(
+    data_key: &[u8],
+    uid: &str,
+    kind: ObjectKind,
+    spec: Option<&KeySpec>,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    seal::open(data_key, uid, kind, spec, sealed)
 }

@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 mod postgres;
-pub use postgres::postgres_parts;
+pub use postgres::{postgres_parts, postgres_settings};
 
 #[derive(Debug, Error)]
 pub enum StartError {

@@ -126,6 +126,11 @@ enum Command {
     /// Copies every object (UID, attributes, state, material) of one installation's backend
     /// into another's, verifying each; resumable. Stop the gateway first.
     Migrate(cli::migrate::MigrateArgs),
+    /// PostgreSQL backend: prints (--dry-run) or applies the pending schema migrations.
+    MigrateSchema(cli::postgres::MigrateSchemaArgs),
+    /// PostgreSQL backend: the key encryption keys of the stored data keys.
+    #[command(subcommand)]
+    Kek(cli::postgres::KekCommand),
 }
 
 #[derive(Subcommand)]
@@ -283,6 +288,8 @@ fn main() -> ExitCode {
         Command::Backup(args) => report(cli::backup::run_backup(&args)),
         Command::Restore(args) => report(cli::backup::run_restore(&args)),
         Command::Migrate(args) => cli::migrate::run(&args),
+        Command::MigrateSchema(args) => cli::postgres::migrate_schema(&args),
+        Command::Kek(cmd) => cli::postgres::kek(&cmd),
         Command::Init { config } => report(
             GatewayConfig::load(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))

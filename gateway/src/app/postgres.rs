@@ -110,12 +110,13 @@ async fn open_kek(k: &KekConfig, secrets: &mut EnvSecrets) -> Result<Arc<dyn Kek
     }
 }
 
-/// The postgres backend's settings and KEK ring from `cfg` (which must name the postgres
-/// backend). Secrets named by `*_env` keys come from `secrets`.
-pub async fn postgres_parts(
+/// The postgres backend's connection settings from `cfg` (which must name the postgres
+/// backend), without its KEKs: what commands that only touch the schema need. The password
+/// named by `password_env` comes from `secrets`.
+pub fn postgres_settings(
     cfg: &GatewayConfig,
-    mut secrets: EnvSecrets,
-) -> Result<(PgSettings, KekRing), StartError> {
+    secrets: &mut EnvSecrets,
+) -> Result<PgSettings, StartError> {
     let BackendConfig::Postgres {
         url,
         password,
@@ -123,8 +124,6 @@ pub async fn postgres_parts(
         pool_size,
         acquire_timeout,
         connect_timeout,
-        kek,
-        previous_keks,
         ..
     } = &cfg.backend
     else {
@@ -134,8 +133,33 @@ pub async fn postgres_parts(
     };
     let password = match password {
         PasswordConfig::File(path) => Some(read_secret_file(path, "the database password file")?),
-        PasswordConfig::Env(name) => Some(env_secret(&mut secrets, name, "the database password")?),
+        PasswordConfig::Env(name) => Some(env_secret(secrets, name, "the database password")?),
         PasswordConfig::None => None,
+    };
+    Ok(PgSettings {
+        url: url.clone(),
+        password,
+        ca: ca.clone(),
+        pool_size: *pool_size,
+        acquire_timeout: *acquire_timeout,
+        connect_timeout: *connect_timeout,
+    })
+}
+
+/// The postgres backend's settings and KEK ring from `cfg` (which must name the postgres
+/// backend). Secrets named by `*_env` keys come from `secrets`.
+pub async fn postgres_parts(
+    cfg: &GatewayConfig,
+    mut secrets: EnvSecrets,
+) -> Result<(PgSettings, KekRing), StartError> {
+    let settings = postgres_settings(cfg, &mut secrets)?;
+    let BackendConfig::Postgres {
+        kek, previous_keks, ..
+    } = &cfg.backend
+    else {
+        return Err(StartError::Secret(
+            "the configuration's backend is not kind = \"postgres\"".into(),
+        ));
     };
     let current = open_kek(kek, &mut secrets).await?;
     let mut previous = Vec::with_capacity(previous_keks.len());
@@ -143,14 +167,6 @@ pub async fn postgres_parts(
         previous.push(open_kek(k, &mut secrets).await?);
     }
     let ring = KekRing::new(current, previous)?;
-    let settings = PgSettings {
-        url: url.clone(),
-        password,
-        ca: ca.clone(),
-        pool_size: *pool_size,
-        acquire_timeout: *acquire_timeout,
-        connect_timeout: *connect_timeout,
-    };
     Ok((settings, ring))
 }
 

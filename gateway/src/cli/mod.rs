@@ -1,13 +1,14 @@
 //! Operator commands besides `serve` and `check-config`: the PKI that stands in for the KMES
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
 //! to a running gateway (`reload`, `clients`, `keys`), and moving objects between backends
-//! (`migrate`).
+//! (`migrate`), and the postgres backend's schema and KEK commands (`migrate-schema`, `kek`).
 
 pub(crate) mod backup;
 pub(crate) mod check;
 pub(crate) mod keys;
 pub(crate) mod migrate;
 pub(crate) mod pki;
+pub(crate) mod postgres;
 pub(crate) mod remote;
 pub(crate) mod user;
 
