@@ -3,7 +3,8 @@
 //! once on the other (Get, Get Attributes, Locate; Destroy), one new Name created concurrently
 //! on both makes one object, an attribute change on one invalidates the other's cached Locate
 //! (through a fence, and through the follower alone), Usage Limits are charged exactly across
-//! both, and `/readyz` follows the database.
+//! both, `/readyz` follows the database, and `/keys` lists the other gateway's objects or
+//! refuses (503) while the database is out of reach.
 
 use kmip_e2e::postgres::PgCluster;
 use kmip_e2e::{GatewayOptions, GatewayProcess};
@@ -86,7 +87,8 @@ fn start_gateway(pg: &PgCluster, dir: &Path, name: &str, mode: &str) -> GatewayP
          [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n\
          [backend]\nkind = \"postgres\"\nurl = {url:?}\npassword_file = {pw:?}\n\
          read_your_writes = {mode:?}\n\
-         [backend.kek]\nkind = \"file\"\nfile = {kek:?}\n",
+         [backend.kek]\nkind = \"file\"\nfile = {kek:?}\n\
+         [admin]\ntoken_file = {token:?}\n",
         data = dir.join(name).display().to_string(),
         cert = pki.join("server.pem").display().to_string(),
         key = pki.join("server.key").display().to_string(),
@@ -94,6 +96,7 @@ fn start_gateway(pg: &PgCluster, dir: &Path, name: &str, mode: &str) -> GatewayP
         url = pg.url(),
         pw = dir.join("pg.password").display().to_string(),
         kek = dir.join("kek.hex").display().to_string(),
+        token = dir.join(format!("{name}.token")).display().to_string(),
     );
     std::fs::write(&config, text).unwrap();
     GatewayProcess::start_with(&GatewayOptions {
@@ -409,4 +412,20 @@ async fn readiness_follows_the_database() {
         site.logs()
     );
     assert!(b.by_name("anything").await.is_empty());
+}
+
+/// `/keys` on B lists what A created a moment before, and with the database stopped answers
+/// 503 rather than a list that may miss the other gateway's writes: it catches up first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_on_one_gateway_list_the_others_objects_or_refuse() {
+    let site = Site::start("request");
+    let mut a = site.connect(&site.a).await;
+    let key = a.created("listed", Vec::new()).await;
+    let token = site.b.admin_token();
+    let (code, body) = site.b.admin_request("GET", "/keys", Some(&token));
+    assert_eq!(code, 200, "{body}\n{}", site.logs());
+    assert!(body.contains(&key), "{body}");
+    site.pg.stop();
+    let (code, body) = site.b.admin_request("GET", "/keys", Some(&token));
+    assert_eq!(code, 503, "{body}\n{}", site.logs());
 }

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 mod follow;
 mod object;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 pub use follow::{FEED_DEGRADED_AFTER, FOLLOW_INTERVAL};
 pub use object::StoredObject;

@@ -11,8 +11,6 @@ use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Tag, Value};
 use std::sync::Arc;
 
-mod shared;
-
 fn dispatcher_over(store: Arc<Store>, limits: LimitsConfig) -> Dispatcher {
     let policy = owner_only(["purefa".to_owned(), "other".to_owned()].into_iter()).unwrap();
     Dispatcher::new(

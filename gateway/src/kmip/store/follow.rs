@@ -185,8 +185,9 @@ impl Store {
         self.feed_trouble_after(FEED_DEGRADED_AFTER)
     }
 
-    /// [`Store::feed_trouble`] with the bound given.
-    pub(super) fn feed_trouble_after(&self, bound: Duration) -> Option<String> {
+    /// [`Store::feed_trouble`] with the bound given (a test asks with a zero bound rather than
+    /// wait [`FEED_DEGRADED_AFTER`]).
+    pub fn feed_trouble_after(&self, bound: Duration) -> Option<String> {
         let trouble = self.feed.trouble.lock().unwrap_or_else(|e| e.into_inner());
         let since = trouble.failing_since?;
         let failing = since.elapsed();
