@@ -60,6 +60,26 @@ fn random_hex(bytes: usize) -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The processes whose parent is `pid` (from `/proc/<pid>/stat`: the parent follows the
+/// state after the parenthesised command name).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// One PostgreSQL cluster (a primary, or a streaming standby of one).
 pub struct PgCluster {
     dir: tempfile::TempDir,
@@ -313,6 +333,27 @@ impl PgCluster {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
+    }
+
+    /// SIGKILLs the postmaster and every process it started, as when its host dies: after
+    /// [`PgCluster::kill`] alone, backends already connected go on committing (and a walsender
+    /// on replicating) until they notice, so a "dead" primary would still acknowledge writes.
+    /// The postmaster is stopped first so that it forks nothing while its children are listed.
+    pub fn crash(&self) {
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        let signal = |sig: &str, pids: &[u32]| {
+            if !pids.is_empty() {
+                let _ = Command::new("kill")
+                    .arg(sig)
+                    .args(pids.iter().map(u32::to_string))
+                    .status();
+            }
+        };
+        signal("-STOP", &[pid]);
+        signal("-KILL", &children_of(pid));
+        signal("-KILL", &[pid]);
     }
 
     /// Starts the server again (after [`PgCluster::kill`] or [`PgCluster::stop`]); it recovers
