@@ -493,4 +493,39 @@ mod tests {
         assert_eq!(standby.psql("SELECT count(*) FROM t"), "2");
         assert!(standby.url().contains(&standby.port().to_string()));
     }
+
+    /// `crash` kills the postmaster and each of its processes (none is left running), and the
+    /// cluster recovers what it had committed.
+    #[test]
+    fn a_crash_leaves_no_process_of_the_cluster_running() {
+        if !crate::accounts::is_root() {
+            eprintln!("skipped: needs root to run PostgreSQL as {SERVICE_USER}");
+            return;
+        }
+        let cluster = PgCluster::start();
+        cluster.psql("CREATE TABLE t (v int)");
+        cluster.psql("INSERT INTO t VALUES (1)");
+        let postmaster = cluster.pid().unwrap();
+        let mut processes = children_of(postmaster);
+        assert!(!processes.is_empty(), "the postmaster has no children");
+        processes.push(postmaster);
+        cluster.crash();
+        // Dead: gone, or a zombie waiting for whoever reaps orphans here.
+        let running = |pid: &u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+                    Some(state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        };
+        let deadline = Instant::now() + PG_TIMEOUT;
+        while processes.iter().any(running) {
+            assert!(Instant::now() < deadline, "processes left: {processes:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster.restart();
+        assert_eq!(cluster.psql("SELECT count(*) FROM t"), "1");
+    }
 }
