@@ -85,7 +85,7 @@ pub(crate) mod shared {
         pub(crate) catch_ups: AtomicUsize,
         /// When set, `changes` waits for a permit after reading the log.
         pub(crate) gate: Option<tokio::sync::Semaphore>,
-        /// When set, `changes` fails as an unreachable database does.
+        /// When set, `changes`, `update_meta` and `load` fail as an unreachable database does.
         pub(crate) unreachable: std::sync::atomic::AtomicBool,
     }
 
@@ -98,6 +98,13 @@ pub(crate) mod shared {
                 gate: gated.then(|| tokio::sync::Semaphore::new(0)),
                 unreachable: std::sync::atomic::AtomicBool::new(false),
             }
+        }
+
+        fn reachable(&self) -> Result<(), BackendError> {
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Err(BackendError::Unavailable("connection refused".into()));
+            }
+            Ok(())
         }
 
         fn record(&self, uid: &str) -> Option<ObjectRecord> {
@@ -192,6 +199,7 @@ pub(crate) mod shared {
             meta: Vec<u8>,
             expected: u64,
         ) -> Result<(), BackendError> {
+            self.reachable()?;
             self.write(uid, Some(meta), expected)
         }
         async fn destroy(
@@ -222,9 +230,7 @@ pub(crate) mod shared {
     #[async_trait]
     impl SharedBackend for Instance {
         async fn changes(&self) -> Result<Vec<Change>, BackendError> {
-            if self.unreachable.load(Ordering::SeqCst) {
-                return Err(BackendError::Unavailable("connection refused".into()));
-            }
+            self.reachable()?;
             self.catch_ups.fetch_add(1, Ordering::SeqCst);
             let entries: Vec<(String, bool)> = {
                 let log = self.db.log.lock().unwrap();
@@ -250,6 +256,7 @@ pub(crate) mod shared {
             tokio::time::sleep(timeout).await;
         }
         async fn load(&self, uid: &str) -> Result<Option<ObjectRecord>, BackendError> {
+            self.reachable()?;
             Ok(self.record(uid))
         }
         async fn lock_names(&self, _: &[String]) -> Result<NameLockGuard, BackendError> {
@@ -441,6 +448,40 @@ async fn a_lost_lazy_write_rereads_the_object() {
     let now = a.get("k1").unwrap();
     assert_eq!(now.version, 2, "the stored version, not one ahead of it");
     assert_eq!(a.by_group("h").len(), 1);
+}
+
+/// A lazy write lost to an outage, whose re-read fails too, does not leave the local version
+/// ahead of the stored one: the other instance's next write (same version number) still
+/// replaces it once the database is back.
+#[tokio::test]
+async fn a_lazy_write_lost_to_an_outage_does_not_hide_the_next_change() {
+    let db = Arc::new(shared::Db::default());
+    let backend = Arc::new(shared::Instance::new(&db, false));
+    let a = Arc::new(Store::open(backend.clone()).await.unwrap());
+    let b = Store::open(Arc::new(shared::Instance::new(&db, false)))
+        .await
+        .unwrap();
+    let (obj, spec) = key("k1", vec![Attribute::boolean(tags::FRESH, true)]);
+    a.create(obj, spec, usize::MAX).await.unwrap();
+    b.fence().await.unwrap();
+    backend
+        .unreachable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    a.update_lazily("k1", |o| o.set(tags::FRESH, Value::Boolean(false)))
+        .await;
+    assert!(a.flush_background(Duration::from_secs(10)).await);
+    assert_eq!(a.get("k1").unwrap().version, 1, "the stored version");
+    backend
+        .unreachable
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    b.update::<(), TestError>("k1", |o| {
+        o.set(tags::OBJECT_GROUP, Value::TextString("h".into()));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    a.fence().await.unwrap();
+    assert_eq!(a.by_group("h").len(), 1, "B's write reached A");
 }
 
 /// Undoing a creation on A removes the object on B too.
