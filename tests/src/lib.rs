@@ -469,6 +469,15 @@ impl GatewayProcess {
         assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
 
+    /// Sends SIGKILL (a crash) to the process, which stays borrowed by other threads; drop reaps it.
+    pub fn sigkill(&self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL {} failed", self.child.id());
+    }
+
     /// Waits up to `timeout` for the process to exit; its exit status, or `None` if it is still
     /// running then.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
@@ -553,6 +562,7 @@ macro_rules! backend_tests {
 }
 
 pub mod accounts;
+pub mod ha;
 pub mod postgres;
 mod softhsm_module;
 pub use softhsm_module::{softhsm_module, DEFAULT_SOFTHSM_MODULE};

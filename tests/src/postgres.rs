@@ -60,6 +60,26 @@ fn random_hex(bytes: usize) -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The processes whose parent is `pid` (from `/proc/<pid>/stat`: the parent follows the
+/// state after the parenthesised command name).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// One PostgreSQL cluster (a primary, or a streaming standby of one).
 pub struct PgCluster {
     dir: tempfile::TempDir,
@@ -315,6 +335,27 @@ impl PgCluster {
         }
     }
 
+    /// SIGKILLs the postmaster and every process it started, as when its host dies: after
+    /// [`PgCluster::kill`] alone, backends already connected go on committing (and a walsender
+    /// on replicating) until they notice, so a "dead" primary would still acknowledge writes.
+    /// The postmaster is stopped first so that it forks nothing while its children are listed.
+    pub fn crash(&self) {
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        let signal = |sig: &str, pids: &[u32]| {
+            if !pids.is_empty() {
+                let _ = Command::new("kill")
+                    .arg(sig)
+                    .args(pids.iter().map(u32::to_string))
+                    .status();
+            }
+        };
+        signal("-STOP", &[pid]);
+        signal("-KILL", &children_of(pid));
+        signal("-KILL", &[pid]);
+    }
+
     /// Starts the server again (after [`PgCluster::kill`] or [`PgCluster::stop`]); it recovers
     /// from its WAL first.
     pub fn restart(&self) {
@@ -451,5 +492,40 @@ mod tests {
         standby.psql("INSERT INTO t VALUES (2)");
         assert_eq!(standby.psql("SELECT count(*) FROM t"), "2");
         assert!(standby.url().contains(&standby.port().to_string()));
+    }
+
+    /// `crash` kills the postmaster and each of its processes (none is left running), and the
+    /// cluster recovers what it had committed.
+    #[test]
+    fn a_crash_leaves_no_process_of_the_cluster_running() {
+        if !crate::accounts::is_root() {
+            eprintln!("skipped: needs root to run PostgreSQL as {SERVICE_USER}");
+            return;
+        }
+        let cluster = PgCluster::start();
+        cluster.psql("CREATE TABLE t (v int)");
+        cluster.psql("INSERT INTO t VALUES (1)");
+        let postmaster = cluster.pid().unwrap();
+        let mut processes = children_of(postmaster);
+        assert!(!processes.is_empty(), "the postmaster has no children");
+        processes.push(postmaster);
+        cluster.crash();
+        // Dead: gone, or a zombie waiting for whoever reaps orphans here.
+        let running = |pid: &u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+                    Some(state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        };
+        let deadline = Instant::now() + PG_TIMEOUT;
+        while processes.iter().any(running) {
+            assert!(Instant::now() < deadline, "processes left: {processes:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster.restart();
+        assert_eq!(cluster.psql("SELECT count(*) FROM t"), "1");
     }
 }

@@ -306,6 +306,48 @@ async fn the_feed_is_exact_across_instances_even_with_out_of_order_commits() {
 }
 
 /// Writes until one succeeds (connections may still be dying after a crash); the time taken.
+/// A writer that took its transaction id after another's but its sequence number before it,
+/// and commits after it: when the feed reads, its id is at or above the snapshot's xmax (one
+/// past the latest completed id), so the snapshot's in-progress list does not name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_catches_a_writer_whose_id_is_above_the_snapshots_xmax() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let a = open(&pg, ring(1, &[])).await;
+    let b = open(&pg, ring(1, &[])).await;
+    let feed = b.shared().unwrap();
+    a.generate(record("before", b""), aes()).await.unwrap();
+    assert_eq!(b.load_all().await.unwrap().len(), 1);
+    let mut first = raw(&pg).await;
+    let early = first.transaction().await.unwrap();
+    early
+        .batch_execute(
+            "INSERT INTO kmip_objects (uid, kind, version, meta) VALUES ('early', 3, 1, '\\x00')",
+        )
+        .await
+        .unwrap();
+    let mut second = raw(&pg).await;
+    let overtaken = second.transaction().await.unwrap();
+    overtaken
+        .batch_execute(
+            "INSERT INTO kmip_objects (uid, kind, version, meta) VALUES ('overtaken', 3, 1, '\\x00'); \
+             INSERT INTO kmip_changes (uid) VALUES ('overtaken')",
+        )
+        .await
+        .unwrap();
+    early
+        .batch_execute("INSERT INTO kmip_changes (uid) VALUES ('early')")
+        .await
+        .unwrap();
+    early.commit().await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["early"]);
+    overtaken.commit().await.unwrap();
+    assert_eq!(upserted(&feed.changes().await.unwrap()), ["overtaken"]);
+    assert!(feed.changes().await.unwrap().is_empty());
+}
+
 async fn write_until_ok(b: &PostgresBackend, uid: &str) -> Duration {
     let start = Instant::now();
     loop {

@@ -201,8 +201,16 @@ impl bb8::ManageConnection for Manager {
         self.connect_client().await
     }
 
+    /// Run on every checkout, at no cost for an open connection (nothing is sent): one the
+    /// server closed while it sat idle in the pool (a restart, a failover) is discarded here
+    /// instead of failing the request it would have served. On a closed client the query
+    /// fails at once with the closure's error.
     async fn is_valid(&self, conn: &mut Client) -> Result<(), tokio_postgres::Error> {
-        conn.simple_query("").await.map(|_| ())
+        if conn.is_closed() {
+            conn.simple_query("").await.map(|_| ())
+        } else {
+            Ok(())
+        }
     }
 
     /// A connection whose server went away (a failover, a restart) is closed: discard it.
@@ -212,13 +220,14 @@ impl bb8::ManageConnection for Manager {
 }
 
 /// The pool: `pool_size` connections, `acquire_timeout` to get one, no round trip on checkout
-/// (a dead connection is found closed by `has_broken`, or fails its query cleanly).
+/// (a connection found closed, at checkout by `is_valid` or on return by `has_broken`, is
+/// replaced; one that dies in use fails its query cleanly).
 pub(crate) fn pool(settings: &PgSettings, manager: Manager) -> Pool {
     bb8::Pool::builder()
         .max_size(settings.pool_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(settings.acquire_timeout)
-        .test_on_check_out(false)
+        .test_on_check_out(true)
         // A refused connection is reported at once (Unavailable), not retried into a timeout.
         .retry_connection(false)
         .build_unchecked(manager)

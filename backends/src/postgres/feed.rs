@@ -6,9 +6,11 @@
 //! sequence number. Say the previous read's snapshot `S` showed changes up to `max_seen`. A
 //! change with `seq <= max_seen` that `S` did not show took its number before `max_seen`'s,
 //! which committed before `S`; so its transaction had its id before `S` and had not committed:
-//! it was in progress at `S`, so its id is in `S`'s in-progress list (`pending`). Each read
-//! therefore asks for `seq > max_seen OR txid = ANY(pending)`, and keeps the new snapshot's
-//! in-progress list as the next `pending`.
+//! it was in progress at `S`: either its id is in `S`'s in-progress list (`pending`), or it is
+//! at or above `S`'s xmax, which PostgreSQL sets one past the latest *completed* id, not past
+//! the latest assigned one, and whose in-progress ids the list leaves out. Each read therefore
+//! asks for `seq > max_seen OR txid = ANY(pending) OR txid >= xmax`, and keeps the new
+//! snapshot's list and xmax for the next read.
 
 use std::time::Duration;
 
@@ -38,6 +40,16 @@ pub(crate) struct FeedPosition {
     max_seen: i64,
     /// Transaction ids in progress at the previous read's snapshot, as text.
     pending: Vec<String>,
+    /// That snapshot's xmax, as text: ids from it up were in progress too, and unlisted.
+    /// `None` before the first read.
+    xmax: Option<String>,
+}
+
+/// What a snapshot says of the transactions in progress, and the log's pruning point.
+struct SnapshotFacts {
+    pending: Vec<String>,
+    xmax: String,
+    pruned: i64,
 }
 
 /// A read-only REPEATABLE READ transaction: one snapshot for all it reads.
@@ -50,25 +62,29 @@ async fn snapshot_tx(conn: &mut tokio_postgres::Client) -> Result<Transaction<'_
         .map_err(unavailable)
 }
 
-/// The snapshot's in-progress transaction ids and the log's pruning point (the first
-/// statement of the transaction: it takes the snapshot).
-async fn snapshot_facts(tx: &Transaction<'_>) -> Result<(Vec<String>, i64), BackendError> {
+/// The snapshot's in-progress transaction ids, its xmax and the log's pruning point (the
+/// first statement of the transaction: it takes the snapshot).
+async fn snapshot_facts(tx: &Transaction<'_>) -> Result<SnapshotFacts, BackendError> {
     let row = tx
         .query_one(
             "SELECT ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x), \
+             pg_snapshot_xmax(pg_current_snapshot())::text, \
              (SELECT through FROM kmip_changes_pruned)",
             &[],
         )
         .await
         .map_err(unavailable)?;
-    Ok((row.get(0), row.get(1)))
+    Ok(SnapshotFacts {
+        pending: row.get(0),
+        xmax: row.get(1),
+        pruned: row.get(2),
+    })
 }
 
 /// Every object, and the position after them, in `tx`'s snapshot.
 async fn everything(
     tx: &Transaction<'_>,
-    pending: Vec<String>,
-    pruned: i64,
+    facts: SnapshotFacts,
 ) -> Result<(Vec<ObjectRecord>, FeedPosition), BackendError> {
     let objects = tx
         .query(&format!("SELECT {RECORD_COLUMNS} FROM kmip_objects"), &[])
@@ -85,8 +101,9 @@ async fn everything(
     Ok((
         objects,
         FeedPosition {
-            max_seen: last.max(pruned),
-            pending,
+            max_seen: last.max(facts.pruned),
+            pending: facts.pending,
+            xmax: Some(facts.xmax),
         },
     ))
 }
@@ -97,8 +114,8 @@ impl PostgresBackend {
         let mut feed = self.inner.feed.lock().await;
         let mut conn = self.conn().await?;
         let tx = snapshot_tx(&mut conn).await?;
-        let (pending, pruned) = snapshot_facts(&tx).await?;
-        let (objects, position) = everything(&tx, pending, pruned).await?;
+        let facts = snapshot_facts(&tx).await?;
+        let (objects, position) = everything(&tx, facts).await?;
         tx.commit().await.map_err(unavailable)?;
         *feed = position;
         Ok(objects)
@@ -108,9 +125,9 @@ impl PostgresBackend {
         let mut feed = self.inner.feed.lock().await;
         let mut conn = self.conn().await?;
         let tx = snapshot_tx(&mut conn).await?;
-        let (pending, pruned) = snapshot_facts(&tx).await?;
-        if pruned > feed.max_seen {
-            let (objects, position) = everything(&tx, pending, pruned).await?;
+        let facts = snapshot_facts(&tx).await?;
+        if facts.pruned > feed.max_seen {
+            let (objects, position) = everything(&tx, facts).await?;
             tx.commit().await.map_err(unavailable)?;
             *feed = position;
             self.inner.cache.clear();
@@ -119,10 +136,11 @@ impl PostgresBackend {
         let rows = tx
             .query(
                 "WITH ch AS (SELECT uid, max(seq) AS seq FROM kmip_changes \
-                 WHERE seq > $1 OR txid = ANY($2::text[]::xid8[]) GROUP BY uid) \
+                 WHERE seq > $1 OR txid = ANY($2::text[]::xid8[]) \
+                 OR txid >= $3::text::xid8 GROUP BY uid) \
                  SELECT ch.seq, ch.uid, o.kind, o.version, o.meta \
                  FROM ch LEFT JOIN kmip_objects o ON o.uid = ch.uid",
-                &[&feed.max_seen, &feed.pending],
+                &[&feed.max_seen, &feed.pending, &feed.xmax],
             )
             .await
             .map_err(unavailable)?;
@@ -149,7 +167,11 @@ impl PostgresBackend {
                 }
             });
         }
-        *feed = FeedPosition { max_seen, pending };
+        *feed = FeedPosition {
+            max_seen,
+            pending: facts.pending,
+            xmax: Some(facts.xmax),
+        };
         Ok(changes)
     }
 }

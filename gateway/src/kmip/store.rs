@@ -421,7 +421,8 @@ impl Store {
     /// attributes whose loss in a crash is harmless (Fresh). The object's write lock is held
     /// until the write is done, and the write stores the latest version, so later writes
     /// cannot be overtaken by it. On a shared backend, a background write that fails (another
-    /// instance wrote first) re-reads the object: the local version never stays ahead of the
+    /// instance wrote first) re-reads the object, or if that fails too (the database is out of
+    /// reach) puts the copy read before back: the local version never stays ahead of the
     /// stored one.
     pub async fn update_lazily(
         self: &Arc<Self>,
@@ -434,6 +435,7 @@ impl Store {
         change(&mut next);
         next.version = current.version + 1;
         let after = self.install_written(&current, next);
+        let stored_copy = current.clone();
         let written = Written {
             before: Some(current),
             after,
@@ -455,7 +457,11 @@ impl Store {
             {
                 tracing::warn!(uid = %uid, error = %e, "background attribute write failed");
                 if let Err(e) = this.refresh(&uid).await {
-                    tracing::warn!(uid = %uid, error = %e, "re-reading the object after a failed background write failed; the next write to it re-reads it");
+                    // The database is out of reach: the stored copy comes back, so that the
+                    // local version is not one ahead and the feed's next change of the object
+                    // (which takes that version number) is not mistaken for an echo.
+                    tracing::warn!(uid = %uid, error = %e, "re-reading the object after a failed background write failed; the lazily changed attributes are dropped");
+                    this.install_written(&latest, (*stored_copy).clone());
                 }
             }
         });
