@@ -2,7 +2,7 @@
 //! Key material is stored sealed under per-object data keys wrapped by a KEK
 //! ([`crate::envelope`]); the database holds only ciphertext. Every write transaction writes
 //! its `kmip_objects` row first (taking its transaction id), then its `kmip_changes` row, then
-//! notifies; the change feed ([`SharedBackend::changes`]) relies on that order.
+//! notifies; the change feed ([`crate::SharedBackend::changes`]) relies on that order.
 
 use std::path::PathBuf;
 use std::sync::Arc;
