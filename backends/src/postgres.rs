@@ -41,7 +41,7 @@ pub struct PgSettings {
     /// PEM bundle of the CAs that sign the database server's certificate (TLS is verified
     /// against these; without it, `sslmode` must be `disable`).
     pub ca: Option<PathBuf>,
-    /// Connections in the pool.
+    /// Connections in the pool, and in the separate pool of Name locks.
     pub pool_size: u32,
     /// How long an operation waits for a pooled connection before failing.
     pub acquire_timeout: Duration,
@@ -57,6 +57,10 @@ pub struct PostgresBackend {
 
 struct Inner {
     pool: Pool,
+    /// Connections holding Name locks, apart from `pool`: a Name's holder goes on to fence and
+    /// write through `pool`, so holders sharing it could take every connection and wait for
+    /// one of their own, each until the acquire timeout.
+    lock_pool: Pool,
     acquire_timeout: Duration,
     keks: KekRing,
     cache: cache::MaterialCache,
@@ -77,6 +81,7 @@ impl PostgresBackend {
         check_keks(&client, &keks).await?;
         drop(client);
         let pool = connect::pool(&settings, manager.clone());
+        let lock_pool = connect::pool(&settings, manager.clone());
         let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
         let tasks = vec![
             tokio::spawn(feed::listen(manager, wake_tx)),
@@ -88,6 +93,7 @@ impl PostgresBackend {
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 pool,
+                lock_pool,
                 acquire_timeout: settings.acquire_timeout,
                 keks,
                 cache: cache::MaterialCache::default(),
@@ -107,6 +113,10 @@ impl PostgresBackend {
 
     async fn conn(&self) -> Result<bb8::PooledConnection<'static, Manager>, BackendError> {
         connect::checkout(&self.inner.pool, self.inner.acquire_timeout).await
+    }
+
+    async fn lock_conn(&self) -> Result<bb8::PooledConnection<'static, Manager>, BackendError> {
+        connect::checkout(&self.inner.lock_pool, self.inner.acquire_timeout).await
     }
 }
 

@@ -64,7 +64,15 @@ as_pg() {
 }
 
 cleanup() {
-  local p
+  local status=$? p log
+  # A failed run shows what the gateways and the database said before their folders go.
+  if [ "$status" -ne 0 ]; then
+    for log in "$WORK"/gw-*/log "$PG/postgres.log"; do
+      [ -f "$log" ] || continue
+      echo "--- last lines of $log" >&2
+      tail -n 20 "$log" >&2
+    done
+  fi
   for p in "${PIDS[@]}"; do
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true

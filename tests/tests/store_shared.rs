@@ -643,6 +643,39 @@ async fn a_failed_fence_fails_the_items_not_the_connection() {
     assert_eq!(located(&b, &on_b, "n").await, vec![uid]);
 }
 
+/// Many more concurrent Creates with Names than the backend has pooled connections all
+/// succeed: a Name lock's holder goes on to fence and write, so the locks must not take the
+/// connections those need (they once did, and every Create waited out the acquire timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_named_creates_beyond_the_pool_size_all_succeed() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let g = Arc::new(gateway(&pg, ReadYourWrites::Request).await);
+    let creates: Vec<_> = (0..24u64)
+        .map(|i| {
+            let g = g.clone();
+            tokio::spawn(async move {
+                send(&g, &conn(i), vec![create(&format!("disk-{i}"))])
+                    .await
+                    .remove(0)
+            })
+        })
+        .collect();
+    for (i, create) in creates.into_iter().enumerate() {
+        let item = tokio::time::timeout(PATIENCE, create)
+            .await
+            .expect("every Create is answered")
+            .unwrap();
+        assert_eq!(
+            item.result_status,
+            ResultStatus::Success,
+            "disk-{i}: {item:?}"
+        );
+    }
+}
+
 /// The Name check catches up under the cluster-wide Name lock, whatever the message's fence
 /// saw: B refuses a Name A gave meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,7 +210,7 @@ impl SharedBackend for PostgresBackend {
         if names.is_empty() {
             return Ok(Box::new(()));
         }
-        let conn = self.conn().await?;
+        let conn = self.lock_conn().await?;
         Ok(Box::new(locks::lock(conn, names).await?))
     }
 }
