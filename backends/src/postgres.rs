@@ -61,6 +61,9 @@ struct Inner {
     /// write through `pool`, so holders sharing it could take every connection and wait for
     /// one of their own, each until the acquire timeout.
     lock_pool: Pool,
+    /// The one connection the feed reads through (its reads never overlap): a fence, which
+    /// every request waits for, never queues behind writes waiting for their commits.
+    feed_pool: Pool,
     acquire_timeout: Duration,
     keks: KekRing,
     cache: cache::MaterialCache,
@@ -80,8 +83,9 @@ impl PostgresBackend {
         schema::apply(&mut client).await?;
         check_keks(&client, &keks).await?;
         drop(client);
-        let pool = connect::pool(&settings, manager.clone());
-        let lock_pool = connect::pool(&settings, manager.clone());
+        let pool = connect::pool(&settings, settings.pool_size, manager.clone());
+        let lock_pool = connect::pool(&settings, settings.pool_size, manager.clone());
+        let feed_pool = connect::pool(&settings, 1, manager.clone());
         let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
         let tasks = vec![
             tokio::spawn(feed::listen(manager, wake_tx)),
@@ -94,6 +98,7 @@ impl PostgresBackend {
             inner: Arc::new(Inner {
                 pool,
                 lock_pool,
+                feed_pool,
                 acquire_timeout: settings.acquire_timeout,
                 keks,
                 cache: cache::MaterialCache::default(),
@@ -113,6 +118,10 @@ impl PostgresBackend {
 
     async fn conn(&self) -> Result<bb8::PooledConnection<'static, Manager>, BackendError> {
         connect::checkout(&self.inner.pool, self.inner.acquire_timeout).await
+    }
+
+    async fn feed_conn(&self) -> Result<bb8::PooledConnection<'static, Manager>, BackendError> {
+        connect::checkout(&self.inner.feed_pool, self.inner.acquire_timeout).await
     }
 
     async fn lock_conn(&self) -> Result<bb8::PooledConnection<'static, Manager>, BackendError> {

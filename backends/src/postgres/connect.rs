@@ -222,9 +222,9 @@ impl bb8::ManageConnection for Manager {
 /// The pool: `pool_size` connections, `acquire_timeout` to get one, no round trip on checkout
 /// (a connection found closed, at checkout by `is_valid` or on return by `has_broken`, is
 /// replaced; one that dies in use fails its query cleanly).
-pub(crate) fn pool(settings: &PgSettings, manager: Manager) -> Pool {
+pub(crate) fn pool(settings: &PgSettings, size: u32, manager: Manager) -> Pool {
     bb8::Pool::builder()
-        .max_size(settings.pool_size.max(1))
+        .max_size(size.max(1))
         .min_idle(Some(0))
         .connection_timeout(settings.acquire_timeout)
         .test_on_check_out(true)

@@ -123,7 +123,7 @@ impl PostgresBackend {
 
     async fn read_changes(&self) -> Result<Vec<Change>, BackendError> {
         let mut feed = self.inner.feed.lock().await;
-        let mut conn = self.conn().await?;
+        let mut conn = self.feed_conn().await?;
         let tx = snapshot_tx(&mut conn).await?;
         let facts = snapshot_facts(&tx).await?;
         if facts.pruned > feed.max_seen {
