@@ -164,10 +164,13 @@ impl Server {
                 return "closed by server";
             }
             let mut header = [0u8; HEADER_LEN];
+            // Biased: when a revocation's close and the client's next request are both ready,
+            // the close wins, so nothing sent after a revocation took effect is served.
             let first = tokio::select! {
-                r = tokio::time::timeout(self.limits.idle_timeout, stream.read_u8()) => r,
+                biased;
                 _ = shutdown.changed() => continue,
                 _ = close.changed() => continue,
+                r = tokio::time::timeout(self.limits.idle_timeout, stream.read_u8()) => r,
             };
             header[0] = match first {
                 Err(_) => return "idle timeout",
@@ -213,6 +216,11 @@ impl Server {
                     return "in-flight request budget exhausted";
                 }
             };
+            // A close that came while the message was being read is not answered either.
+            if *shutdown.borrow() || *close.borrow() {
+                let _ = stream.shutdown().await;
+                return "closed by server";
+            }
             last_seen.store(now_ms(), Ordering::Relaxed);
             if let Some(c) = capture.as_deref_mut() {
                 c.request(&request);
