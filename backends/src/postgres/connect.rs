@@ -201,16 +201,8 @@ impl bb8::ManageConnection for Manager {
         self.connect_client().await
     }
 
-    /// Run on every checkout, at no cost for an open connection (nothing is sent): one the
-    /// server closed while it sat idle in the pool (a restart, a failover) is discarded here
-    /// instead of failing the request it would have served. On a closed client the query
-    /// fails at once with the closure's error.
     async fn is_valid(&self, conn: &mut Client) -> Result<(), tokio_postgres::Error> {
-        if conn.is_closed() {
-            conn.simple_query("").await.map(|_| ())
-        } else {
-            Ok(())
-        }
+        conn.simple_query("").await.map(|_| ())
     }
 
     /// A connection whose server went away (a failover, a restart) is closed: discard it.
@@ -220,14 +212,14 @@ impl bb8::ManageConnection for Manager {
 }
 
 /// The pool: `pool_size` connections, `acquire_timeout` to get one, no round trip on checkout
-/// (a connection found closed, at checkout by `is_valid` or on return by `has_broken`, is
+/// (a connection found closed, at checkout by [`checkout`] or on return by `has_broken`, is
 /// replaced; one that dies in use fails its query cleanly).
 pub(crate) fn pool(settings: &PgSettings, size: u32, manager: Manager) -> Pool {
     bb8::Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(0))
         .connection_timeout(settings.acquire_timeout)
-        .test_on_check_out(true)
+        .test_on_check_out(false)
         // A refused connection is reported at once (Unavailable), not retried into a timeout.
         .retry_connection(false)
         .build_unchecked(manager)
@@ -238,8 +230,21 @@ pub(crate) async fn checkout(
     pool: &Pool,
     settings_timeout: Duration,
 ) -> Result<bb8::PooledConnection<'static, Manager>, BackendError> {
-    pool.get_owned().await.map_err(|e| match e {
-        bb8::RunError::User(e) => unavailable(e),
-        bb8::RunError::TimedOut => BackendError::Busy(settings_timeout),
-    })
+    // A connection the server closed while it sat idle (a restart, a failover) is passed
+    // over rather than failing the request it would serve: dropped closed, the pool discards
+    // it (`has_broken`). Each pass takes one such connection out, so the pool's size bounds
+    // the passes; a new connection that cannot be made fails at once (`Unavailable`).
+    let passes = pool.state().connections.saturating_add(1);
+    for _ in 0..passes {
+        let conn = pool.get_owned().await.map_err(|e| match e {
+            bb8::RunError::User(e) => unavailable(e),
+            bb8::RunError::TimedOut => BackendError::Busy(settings_timeout),
+        })?;
+        if !conn.is_closed() {
+            return Ok(conn);
+        }
+    }
+    Err(BackendError::Unavailable(
+        "PostgreSQL closed every pooled connection".into(),
+    ))
 }
