@@ -74,16 +74,16 @@ fn harness(rt: &Runtime) -> Harness {
     Harness {
         dispatcher: Dispatcher::new(ops, LimitsConfig::default(), None),
         store,
-        conn: ConnContext {
-            conn_id: 1,
-            peer: "127.0.0.1:1".parse().expect("socket address"),
-            identity: Identity {
+        conn: ConnContext::new(
+            1,
+            "127.0.0.1:1".parse().expect("socket address"),
+            Identity {
                 user: "purefa".into(),
                 subject: "CN=purefa".into(),
                 serial_hex: "01".into(),
                 fingerprint: "00".into(),
             },
-        },
+        ),
         log: vault_dir.join("vault.log"),
         _dir: dir,
     }
