@@ -260,38 +260,17 @@ impl PgCluster {
 
     /// Like [`PgCluster::psql`], returning the failure instead of panicking.
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
-        let port = self.port.to_string();
-        let out = self.try_run_as_owner(
-            "psql",
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                PG_USER,
-                "-d",
-                PG_DATABASE,
-                "-c",
-                sql,
-            ],
-        );
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        self.try_psql_db(PG_DATABASE, sql)
     }
 
     fn psql_db(&self, db: &str, sql: &str) -> String {
+        self.try_psql_db(db, sql)
+            .unwrap_or_else(|e| panic!("psql {sql:?} failed: {e}"))
+    }
+
+    fn try_psql_db(&self, db: &str, sql: &str) -> Result<String, String> {
         let port = self.port.to_string();
-        let out = self.run_as_owner(
+        let out = self.try_run_as_owner(
             "psql",
             &[
                 "-X",
@@ -312,7 +291,11 @@ impl PgCluster {
                 sql,
             ],
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// The postmaster's process id.
