@@ -6,7 +6,7 @@
 # Writes JSON to $OUT (default: a fresh temporary folder, printed at the end), and next to each
 # NAME.json the figures NAME.svg (latency percentile curves) and NAME-throughput.svg (per
 # second). Each server runs in a fresh folder per scenario.
-# PARTS selects what runs (default: all of "alone get256 health idle pykmip"). The SoftHSM
+# PARTS selects what runs (default: all of "alone get256 health echo idle pykmip"). The SoftHSM
 # figures come from measure-softhsm.sh.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,7 +15,7 @@ PYKMIP=${PYKMIP:-$ROOT/.venv/bin/pykmip-server}
 WORK=$(mktemp -d)
 OUT=${OUT:-$WORK/results}
 DURATION=${DURATION:-5}
-PARTS=${PARTS:-alone get256 health idle pykmip}
+PARTS=${PARTS:-alone get256 health echo idle pykmip}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 PIDS=()
@@ -160,6 +160,36 @@ sleep 1
 ECHO_ADDR=$(sed -n 's/.*addr=//p' "$WORK/echo.log")
 bench tls-handshake --target "$ECHO_ADDR" --scenario tls-handshake --concurrency 8 --duration "$DURATION"
 stop "$ECHO_PID"
+fi
+
+# get and locate on persistent connections vs the request limit: an echo server that answers
+# each framed request with a pre-encoded Get response. Rounds alternate (gateway, echo, gateway,
+# echo) so that drift in the machine's load hits both; the ratios use the sums.
+if part echo; then
+start_gateway echo-gw
+"$BIN/kmip-bench" tls-echo-server --echo --listen 127.0.0.1:0 --cert "$PKI/server.pem" \
+  --key "$PKI/server.key" --ca "$PKI/ca.pem" 2>"$WORK/echo-req.log" &
+ECHO_PID=$!
+PIDS+=("$ECHO_PID")
+sleep 1
+ECHO_ADDR=$(sed -n 's/.*addr=//p' "$WORK/echo-req.log")
+for round in 1 2; do
+  bench "gw-get-r$round" --target "$GW_ADDR" --scenario get --preload 1000 --connections 4 \
+    --concurrency 4 --duration "$DURATION"
+  bench "gw-locate-r$round" --target "$GW_ADDR" --scenario locate --preload 1000 --connections 4 \
+    --concurrency 4 --duration "$DURATION"
+  bench "echo-r$round" --target "$ECHO_ADDR" --scenario echo --connections 4 --concurrency 4 \
+    --duration "$DURATION"
+done
+python3 - "$OUT" <<'PY'
+import json, sys
+rate = lambda n: sum(json.load(open(f"{sys.argv[1]}/{n}-r{r}.json"))["result"]["throughput_per_s"] for r in (1, 2))
+echo = rate("echo")
+for op in ("get", "locate"):
+    print(f"{op} / echo: {rate('gw-' + op):.0f} / {echo:.0f} = {rate('gw-' + op) / echo:.2f} (goal >= 0.8)")
+PY
+stop "$ECHO_PID"
+stop "$GW_PID"
 fi
 
 # Idle connections: server RSS per connection.

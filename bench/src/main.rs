@@ -39,10 +39,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Bare mutual-TLS accept loop (handshake, then close): the baseline of `--scenario
-    /// tls-handshake`.
+    /// tls-handshake`. With `--echo`: the baseline of `--scenario echo`.
     TlsEchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Keep each connection and answer every framed request with one pre-encoded Get
+        /// response (an AES-256 key), decoding nothing.
+        #[arg(long)]
+        echo: bool,
         #[arg(long)]
         cert: PathBuf,
         #[arg(long)]
@@ -223,11 +227,12 @@ fn main() -> ExitCode {
         Some(Command::Plot(args)) => plot_reports(args),
         Some(Command::TlsEchoServer {
             listen,
+            echo,
             cert,
             key,
             ca,
         }) => runtime().and_then(|rt| {
-            rt.block_on(echo::serve(&listen, &cert, &key, &ca))
+            rt.block_on(echo::serve(&listen, &cert, &key, &ca, echo))
                 .map_err(BenchError::from)
         }),
         None => runtime().and_then(|rt| rt.block_on(bench(cli.run))),

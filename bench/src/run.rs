@@ -14,6 +14,8 @@ use tokio::sync::Mutex;
 
 /// Objects per Object Group among the preloaded keys: a Locate by group returns this many.
 pub(crate) const GROUP_SIZE: usize = 10;
+/// What `echo` Gets: the echo server answers every request alike.
+const ECHO_UID: &str = "00000000-0000-4000-8000-000000000000";
 /// Preloaded keys when a scenario needs some and `--preload` is not given.
 pub(crate) const DEFAULT_PRELOAD: usize = 100;
 /// Parallel requests while preloading: enough to keep a server busy without flooding it.
@@ -32,6 +34,8 @@ pub(crate) enum Scenario {
     Mixed,
     Idle,
     TlsHandshake,
+    /// Get on persistent connections, as `get` does, against `tls-echo-server --echo`.
+    Echo,
 }
 
 impl Scenario {
@@ -280,6 +284,13 @@ impl Worker {
             Scenario::TlsHandshake => {
                 let mut c = timed(stats, "connect", Conn::open(&self.target)).await?;
                 c.expect_close().await
+            }
+            Scenario::Echo => {
+                let Some(conn) = conn else {
+                    return Err(OpError::Unexpected("no connection"));
+                };
+                // The echo server answers any identifier; this one has a gateway UID's length.
+                timed(stats, "Get", conn.lock().await.get(ECHO_UID)).await
             }
             Scenario::Get | Scenario::Locate | Scenario::Lifecycle | Scenario::Mixed => {
                 let Some(conn) = conn else {

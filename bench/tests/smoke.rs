@@ -364,9 +364,9 @@ fn progress_bars_only_on_a_terminal_and_not_with_quiet() {
     assert!(!quiet.contains("preload"), "{quiet}");
 }
 
-#[test]
-fn tls_handshake_baseline_against_the_echo_server() {
-    let gw = GatewayProcess::start();
+/// Starts `kmip-bench tls-echo-server` with the gateway's server certificate and `extra`
+/// arguments; returns its address and the guard that kills it.
+fn echo_server(gw: &GatewayProcess, extra: &[&str]) -> (String, KillOnDrop) {
     let pki = gw.pki_dir();
     let mut child = Command::new(BENCH)
         .args(["tls-echo-server", "--listen", "127.0.0.1:0", "--cert"])
@@ -375,12 +375,13 @@ fn tls_handshake_baseline_against_the_echo_server() {
         .arg(pki.join("server.key"))
         .arg("--ca")
         .arg(gw.ca_cert())
+        .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let echo = KillOnDrop(child);
+    let guard = KillOnDrop(child);
     let mut line = String::new();
     BufReader::new(stderr).read_line(&mut line).unwrap();
     let addr = line
@@ -388,6 +389,13 @@ fn tls_handshake_baseline_against_the_echo_server() {
         .strip_prefix("TLS echo listener ready addr=")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_owned();
+    (addr, guard)
+}
+
+#[test]
+fn tls_handshake_baseline_against_the_echo_server() {
+    let gw = GatewayProcess::start();
+    let (addr, echo) = echo_server(&gw, &[]);
     let report = bench(
         &gw,
         &addr,
@@ -402,6 +410,51 @@ fn tls_handshake_baseline_against_the_echo_server() {
     );
     assert_clean(&report, "tls-handshake");
     drop(echo);
+}
+
+/// `echo` runs Gets over persistent connections against `--echo`, which answers each with a
+/// decodable Get response; without `--echo` the server closes after the handshake and every
+/// Get fails.
+#[test]
+fn echo_baseline_answers_gets_on_persistent_connections() {
+    let gw = GatewayProcess::start();
+    let (addr, echo) = echo_server(&gw, &["--echo"]);
+    let args = [
+        "--scenario",
+        "echo",
+        "--count",
+        "200",
+        "--connections",
+        "2",
+        "--concurrency",
+        "4",
+    ];
+    let report = bench(&gw, &addr, &args);
+    assert_clean(&report, "echo");
+    assert_eq!(report["result"]["ok"], 200, "{report:#}");
+    drop(echo);
+
+    let (closing, _guard) = echo_server(&gw, &[]);
+    let output = Command::new(BENCH)
+        .args(["--target", &closing, "--server-name", gw.server_name()])
+        .arg("--ca")
+        .arg(gw.ca_cert())
+        .arg("--cert")
+        .arg(gw.client_cert())
+        .arg("--key")
+        .arg(gw.client_key())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !output.status.success() || !text.contains("errors 0"),
+        "Gets against a server that only shakes hands cannot succeed:\n{text}"
+    );
 }
 
 /// Runs `kmip-bench cryptoki-read` on the token of `conf`; returns its JSON report.
