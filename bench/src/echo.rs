@@ -5,7 +5,14 @@
 //! pre-encoded Get response (an AES-256 key, as the gateway's): `get` against the gateway
 //! compared with `echo` against this shows what the gateway adds on top of TLS and framing.
 
+use bytes::Bytes;
 use kmip_gateway::front::tls::{crypto_provider, load_certs, TlsSetupError};
+use kmip_wire::model::{
+    CryptographicAlgorithm, GetResponse, KeyBlock, KeyFormatType, KeyValue, ManagedObject,
+    Operation, ProtocolVersion, ResponseBatchItem, ResponseHeader, ResponseMessage,
+    ResponsePayload, ResultStatus, SecretBytes,
+};
+use kmip_wire::ttlv::{message_length, Limits, TtlvError, HEADER_LEN};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::server::WebPkiClientVerifier;
@@ -14,13 +21,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use bytes::Bytes;
-use kmip_wire::model::{
-    CryptographicAlgorithm, GetResponse, KeyBlock, KeyFormatType, KeyValue, ManagedObject,
-    Operation, ProtocolVersion, ResponseBatchItem, ResponseHeader, ResponseMessage,
-    ResponsePayload, ResultStatus, SecretBytes,
-};
-use kmip_wire::ttlv::{message_length, Limits, TtlvError, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
