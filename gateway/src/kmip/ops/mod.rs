@@ -3,6 +3,7 @@
 //! (`table`) that dispatch, authorization, the audit trail and Query read. The operations
 //! themselves live in one file per KMIP function.
 
+mod attribute_order;
 mod attribute_rules;
 mod attributes;
 mod batch;
@@ -15,7 +16,9 @@ mod lifecycle;
 mod locate;
 mod object;
 mod operator;
+mod quantum_safe;
 mod query;
+mod server_info;
 mod table;
 mod unique_names;
 
