@@ -22,7 +22,7 @@ mod server_info;
 mod table;
 mod unique_names;
 
-pub use batch::{UndoIncomplete, UndoJournal};
+pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
 pub use error::OpError;
 pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};
