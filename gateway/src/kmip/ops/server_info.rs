@@ -167,4 +167,79 @@ mod tests {
         };
         assert_eq!(caps.len(), CAPABILITIES.len(), "every capability resolves");
     }
+
+    /// The "KMIP support" section of README.md.
+    fn readme_section() -> &'static str {
+        let readme = include_str!("../../../../README.md");
+        let start = readme
+            .find("## KMIP support")
+            .expect("README has a KMIP support section");
+        let rest = &readme[start + 3..];
+        &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+    }
+
+    /// The backticked words of the paragraph that starts with `label`.
+    fn listed(section: &str, label: &str) -> Vec<String> {
+        let start = section
+            .find(label)
+            .unwrap_or_else(|| panic!("no {label} in README"));
+        let para = &section[start..];
+        let para = &para[..para.find("\n\n").unwrap_or(para.len())];
+        para.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn names<T: kmip_wire::model::KmipEnum>(tag: Tag, values: &[T]) -> Vec<String> {
+        let names = enum_names_for_tag(tag).unwrap();
+        values
+            .iter()
+            .map(|v| names.name_of(v.to_u32()).unwrap().to_owned())
+            .collect()
+    }
+
+    /// A profile table cell: a name, or `–` for none.
+    fn name_cell(c: &str) -> Option<&str> {
+        (c != "–").then_some(c)
+    }
+
+    #[test]
+    fn the_readme_states_what_query_answers() {
+        let section = readme_section();
+        let rows: Vec<Vec<String>> = section
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| profile"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().trim_matches('`').to_owned())
+                    .collect()
+            })
+            .collect();
+        let claimed: Vec<(Option<&str>, Option<&str>, &str)> = rows
+            .iter()
+            .map(|r| (name_cell(&r[1]), name_cell(&r[2]), r[3].as_str()))
+            .collect();
+        let table: Vec<(Option<&str>, Option<&str>, &str)> =
+            PROFILES.iter().map(|p| (p.v1, p.v2, p.vectors)).collect();
+        assert_eq!(claimed, table, "README's profile table");
+        assert_eq!(
+            listed(section, "Operations:"),
+            names(
+                tags::OPERATION,
+                &super::super::table::supported_operations()
+            ),
+            "README's operations"
+        );
+        assert_eq!(
+            listed(section, "Object types:"),
+            names(
+                tags::OBJECT_TYPE,
+                super::super::query::SUPPORTED_OBJECT_TYPES
+            ),
+            "README's object types"
+        );
+    }
 }
