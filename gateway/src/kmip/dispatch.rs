@@ -4,7 +4,9 @@
 
 use crate::config::{LimitsConfig, ReadYourWrites};
 use crate::identity::Identity;
-use crate::kmip::ops::{response_uids, target_uid, OpContext, OpError, Ops, UndoJournal};
+use crate::kmip::ops::{
+    response_uids, target_uid, DestroyFailed, OpContext, OpError, Ops, UndoJournal,
+};
 use crate::tooling::audit::{AuditEvent, AuditLog};
 use bytes::Bytes;
 use kmip_wire::model::{
@@ -91,7 +93,14 @@ impl Dispatcher {
     /// An item of an Undo batch failed: take back what the earlier items wrote and mark them
     /// Operation Undone. An item whose writes could not all be taken back (the object changed
     /// since, or the backend failed) keeps its Success status, which is the truth.
-    async fn roll_back(&self, items: &mut [ResponseBatchItem], journal: UndoJournal) {
+    /// `failed` is the failed item; `done` are items whose effect cannot be taken back either.
+    async fn roll_back(
+        &self,
+        items: &mut [ResponseBatchItem],
+        journal: UndoJournal,
+        failed: usize,
+        done: &[usize],
+    ) {
         let kept = match self.ops.undo(journal).await {
             Ok(()) => Vec::new(),
             Err(incomplete) => {
@@ -99,12 +108,44 @@ impl Dispatcher {
                 incomplete.items
             }
         };
-        let last = items.len().saturating_sub(1);
-        for (i, item) in items[..last].iter_mut().enumerate() {
-            if item.result_status == ResultStatus::Success && !kept.contains(&i) {
+        for (i, item) in items.iter_mut().enumerate() {
+            if i != failed
+                && item.result_status == ResultStatus::Success
+                && !kept.contains(&i)
+                && !done.contains(&i)
+            {
                 item.result_status = ResultStatus::OperationUndone;
             }
         }
+    }
+
+    /// Ends an Undo batch whose items all succeeded: its deferred Destroys are done now. One
+    /// that fails fails its item, and the batch is undone as far as it can be.
+    async fn commit_undo_batch(
+        &self,
+        ctx: &mut OpContext<'_>,
+        items: &mut [ResponseBatchItem],
+        journal: UndoJournal,
+    ) {
+        let Err(failure) = self.ops.commit_destroys(ctx, journal).await else {
+            return;
+        };
+        let DestroyFailed {
+            item,
+            error,
+            journal,
+            done,
+        } = *failure;
+        tracing::warn!(item, error = %error, "a Destroy deferred to the end of an Undo batch failed");
+        if let Some(failed) = items.get_mut(item) {
+            *failed = ResponseBatchItem::failure(
+                failed.operation,
+                failed.unique_batch_item_id.clone(),
+                error.result_reason(ctx.version),
+                error.to_string(),
+            );
+        }
+        self.roll_back(items, journal, item, &done).await;
     }
 
     pub fn ops(&self) -> &Ops {
@@ -244,11 +285,15 @@ impl Dispatcher {
             items.push(response);
             if failed && stop_on_error {
                 if undo {
-                    self.roll_back(&mut items, std::mem::take(&mut journal))
+                    let last = items.len() - 1;
+                    self.roll_back(&mut items, std::mem::take(&mut journal), last, &[])
                         .await;
                 }
-                break;
+                return items;
             }
+        }
+        if undo {
+            self.commit_undo_batch(&mut ctx, &mut items, journal).await;
         }
         items
     }

@@ -208,3 +208,57 @@ fn attribute_index_zero_is_the_same_as_none() {
         .check_response(&request, &expected, &actual(1))
         .unwrap_err();
 }
+
+fn get_response(material: Vec<u8>) -> Ttlv {
+    let key_value = Ttlv::structure(
+        tags::KEY_VALUE,
+        vec![Ttlv::new(
+            tags::KEY_MATERIAL,
+            Value::ByteString(material.into()),
+        )],
+    );
+    Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                Ttlv::new(tags::OPERATION, Value::Enumeration(0x0A)),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(tags::RESPONSE_PAYLOAD, vec![key_value]),
+            ],
+        )],
+    )
+}
+
+/// The vectors write a generated key's material as `2a2a…`: any material of that length
+/// matches, and one of another length does not.
+#[test]
+fn masked_key_material_matches_any_material_of_its_length() {
+    let expected = |hex: &str| {
+        parse_template(&format!(
+            r#"<ResponseMessage><BatchItem>
+            <Operation type="Enumeration" value="Get"/>
+            <ResultStatus type="Enumeration" value="Success"/>
+            <ResponsePayload><KeyValue>
+              <KeyMaterial type="ByteString" value="{hex}"/>
+            </KeyValue></ResponsePayload></BatchItem></ResponseMessage>"#
+        ))
+        .unwrap()
+    };
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    let masked = expected(&"2a".repeat(4));
+    Session::default()
+        .check_response(&request, &masked, &get_response(vec![1, 2, 3, 4]))
+        .unwrap();
+    Session::default()
+        .check_response(&request, &masked, &get_response(vec![1, 2, 3]))
+        .unwrap_err();
+    // Unmasked material is compared byte for byte.
+    Session::default()
+        .check_response(
+            &request,
+            &expected("01020305"),
+            &get_response(vec![1, 2, 3, 4]),
+        )
+        .unwrap_err();
+}

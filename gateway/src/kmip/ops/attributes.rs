@@ -1,6 +1,7 @@
 //! Get Attributes, Get Attribute List and the attribute writes (Add, Modify, Delete, Set), with
 //! the Digest of generated keys derived when asked for.
 
+use super::attribute_order::canonical_order;
 use super::attribute_rules::{
     check_client_writable, check_is_attribute, instance_position, reportable, with_indexes,
     MULTI_VALUED,
@@ -66,6 +67,7 @@ impl Ops {
         if digest_derivable(&obj) {
             names.push(AttributeName::Tag(tags::DIGEST));
         }
+        canonical_order(&mut names);
         ctx.id_placeholder = Some(uid.clone());
         Ok(GetAttributeListResponse {
             unique_identifier: uid,

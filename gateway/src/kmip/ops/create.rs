@@ -76,6 +76,7 @@ impl Ops {
                 )))
             }
         };
+        super::quantum_safe::check_quantum_safe(&attrs, algorithm, bits)?;
         let spec = key_spec(algorithm, bits, &attrs);
         let mut obj = self.new_object(ctx, ObjectType::SymmetricKey, attrs)?;
         flag_attrs(&mut obj, &spec);

@@ -4,6 +4,7 @@
 use super::attribute_rules::server_set;
 use super::object::{state_name, state_of};
 use super::{OpContext, OpError, Ops};
+use crate::kmip::store::StoredObject;
 use kmip_backends::ObjectKind;
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
@@ -84,21 +85,24 @@ impl Ops {
         let now = ctx.now;
         self.store
             .destroy(&uid, |o| {
-                let next = match state_of(o) {
-                    State::PreActive | State::Deactivated => State::Destroyed,
-                    State::Compromised => State::DestroyedCompromised,
-                    s => return Err(OpError::WrongState(state_name(s))),
-                };
+                let next = destroyed_state(o)?;
                 o.set(tags::STATE, Value::Enumeration(next.to_u32()));
                 o.set(tags::DESTROY_DATE, Value::DateTime(now));
                 o.set(tags::LAST_CHANGE_DATE, Value::DateTime(now));
-                Ok(())
+                Ok::<(), OpError>(())
             })
             .await?;
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,
         })
+    }
+
+    /// The checks Destroy makes before it writes: the object is there, alive, and in a state
+    /// Destroy leaves. An Undo batch runs them when it answers a Destroy it defers.
+    pub(super) fn check_destroyable(&self, uid: &str) -> Result<(), OpError> {
+        let object = self.live_object(uid)?;
+        destroyed_state(&object).map(|_| ())
     }
 
     pub(super) async fn rekey(
@@ -198,5 +202,14 @@ impl Ops {
             unique_identifier: Some(uid),
             ..CheckResponse::default()
         })
+    }
+}
+
+/// The state Destroy moves `o` to, or why it may not be destroyed now.
+fn destroyed_state(o: &StoredObject) -> Result<State, OpError> {
+    match state_of(o) {
+        State::PreActive | State::Deactivated => Ok(State::Destroyed),
+        State::Compromised => Ok(State::DestroyedCompromised),
+        s => Err(OpError::WrongState(state_name(s))),
     }
 }

@@ -3,6 +3,7 @@
 //! (`table`) that dispatch, authorization, the audit trail and Query read. The operations
 //! themselves live in one file per KMIP function.
 
+mod attribute_order;
 mod attribute_rules;
 mod attributes;
 mod batch;
@@ -15,11 +16,13 @@ mod lifecycle;
 mod locate;
 mod object;
 mod operator;
+mod quantum_safe;
 mod query;
+mod server_info;
 mod table;
 mod unique_names;
 
-pub use batch::{UndoIncomplete, UndoJournal};
+pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
 pub use error::OpError;
 pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};

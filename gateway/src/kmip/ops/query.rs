@@ -1,7 +1,7 @@
 //! Discover Versions and Query: what this server speaks, implements and stores.
 
+use super::server_info::{capability_information, profile_information, server_information};
 use kmip_wire::model::*;
-use kmip_wire::spec::tags;
 
 /// Versions this server speaks, newest first (the Discover Versions answer).
 pub const SUPPORTED_VERSIONS: &[(i32, i32)] =
@@ -37,8 +37,13 @@ pub(super) fn discover_versions(r: &DiscoverVersionsRequest) -> DiscoverVersions
     DiscoverVersionsResponse { versions }
 }
 
-/// The Query answer; `operations` is what Query Operations lists (the table's listed rows).
-pub(super) fn query(r: &QueryRequest, operations: &[Operation]) -> QueryResponse {
+/// The Query answer to a client of `version`; `operations` is what Query Operations lists (the
+/// table's listed rows).
+pub(super) fn query(
+    r: &QueryRequest,
+    operations: &[Operation],
+    version: ProtocolVersion,
+) -> QueryResponse {
     let mut resp = QueryResponse::default();
     for f in &r.functions {
         match f {
@@ -46,11 +51,10 @@ pub(super) fn query(r: &QueryRequest, operations: &[Operation]) -> QueryResponse
             QueryFunction::QueryObjects => resp.object_types = SUPPORTED_OBJECT_TYPES.to_vec(),
             QueryFunction::QueryServerInformation => {
                 resp.vendor_identification = Some(VENDOR_IDENTIFICATION.to_owned());
-                resp.server_information = Some(kmip_wire::ttlv::Ttlv::structure(
-                    tags::SERVER_INFORMATION,
-                    vec![],
-                ));
+                resp.server_information = Some(server_information());
             }
+            QueryFunction::QueryProfiles => resp.other.extend(profile_information(version)),
+            QueryFunction::QueryCapabilities => resp.other.push(capability_information()),
             _ => {}
         }
     }

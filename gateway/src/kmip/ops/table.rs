@@ -168,7 +168,7 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(DiscoverVersions, DiscoverVersions, none, listed: true,
         |_, _, r| discover_versions(&r)),
     row!(Query, Query, none, listed: true,
-        |_, _, r| query(&r, &supported_operations())),
+        |_, ctx, r| query(&r, &supported_operations(), ctx.version)),
     row!(Create, Create, none, listed: true, |ops, ctx, r| ops.create(ctx, r).await?),
     row!(Register, Register, none, listed: true, |ops, ctx, r| ops.register(ctx, r).await?),
     row!(Locate, Locate, none, listed: true, |ops, ctx, r| ops.locate(ctx, &r).await?),

@@ -1181,3 +1181,95 @@ async fn undo_never_gives_back_a_charged_use() {
         "the undone batch gave the charged use back: {again:?}"
     );
 }
+
+/// Sends `items` as one Undo batch and returns each item's status.
+async fn undo_batch(
+    h: &Harness,
+    v: ProtocolVersion,
+    items: Vec<RequestPayload>,
+) -> Vec<ResultStatus> {
+    let mut header = RequestHeader::new(v);
+    header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Undo);
+    let msg = RequestMessage {
+        header,
+        items: items.into_iter().map(RequestBatchItem::new).collect(),
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&h.conn, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("closed");
+    };
+    let r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    r.items.iter().map(|i| i.result_status).collect()
+}
+
+/// AX-M-1: Destroys inside an Undo batch that succeeds are done.
+#[tokio::test]
+async fn destroys_in_a_successful_undo_batch_are_done() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let (a, b) = (h.create(v, None).await, h.create(v, None).await);
+    let destroy = |u: &str| RequestPayload::Destroy(uid_req(u));
+    let statuses = undo_batch(&h, v, vec![destroy(&a), destroy(&b)]).await;
+    assert_eq!(statuses, vec![ResultStatus::Success, ResultStatus::Success]);
+    for uid in [&a, &b] {
+        assert_eq!(state_of_uid(&h, uid), Some(State::Destroyed.to_u32()));
+        assert!(h.dispatcher.ops().store.read_material(uid).await.is_err());
+    }
+}
+
+/// A Destroy of an Undo batch that then fails is undone: the key and its material stay, and
+/// an item after the Destroy finds the object destroyed.
+#[tokio::test]
+async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let uid = h.create(v, None).await;
+    let material = h.dispatcher.ops().store.read_material(&uid).await.unwrap();
+    let statuses = undo_batch(
+        &h,
+        v,
+        vec![
+            RequestPayload::Destroy(uid_req(&uid)),
+            get_req("00000000-0000-4000-8000-000000000000"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        vec![ResultStatus::OperationUndone, ResultStatus::OperationFailed]
+    );
+    assert_eq!(state_of_uid(&h, &uid), Some(State::PreActive.to_u32()));
+    let kept = h.dispatcher.ops().store.read_material(&uid).await.unwrap();
+    assert_eq!(*kept, *material);
+    // Later items of the batch see the object as destroyed; the batch is undone.
+    let statuses = undo_batch(
+        &h,
+        v,
+        vec![RequestPayload::Destroy(uid_req(&uid)), get_req(&uid)],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        vec![ResultStatus::OperationUndone, ResultStatus::OperationFailed]
+    );
+    assert_eq!(state_of_uid(&h, &uid), Some(State::PreActive.to_u32()));
+    // An Active key is refused at once, as outside a batch.
+    let activated = h
+        .one(v, RequestPayload::Activate(uid_req(&uid)))
+        .await
+        .result_status;
+    assert_eq!(activated, ResultStatus::Success);
+    let statuses = undo_batch(
+        &h,
+        v,
+        vec![get_req(&uid), RequestPayload::Destroy(uid_req(&uid))],
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        vec![ResultStatus::OperationUndone, ResultStatus::OperationFailed]
+    );
+}
