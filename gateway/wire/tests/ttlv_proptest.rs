@@ -1,5 +1,5 @@
 //! Property tests: random TTLV trees survive encode → decode and the KMIP XML and JSON
-//! random and mutated bytes never panic the decoder, and what decodes re-encodes byte-exact.
+//! writers and readers; random and mutated bytes never panic the decoder, and what decodes re-encodes byte-exact.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 use bytes::Bytes;
