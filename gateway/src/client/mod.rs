@@ -140,6 +140,16 @@ impl KmipClient {
         Ok(())
     }
 
+    /// Reads everything the server sends until it closes the connection (tests of raw answers).
+    pub async fn read_until_closed(&mut self) -> Result<Vec<u8>, ClientError> {
+        let timeout = self.timeout;
+        let mut out = Vec::new();
+        tokio::time::timeout(timeout, self.stream.read_to_end(&mut out))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??;
+        Ok(out)
+    }
+
     /// Reads one whole response message.
     pub async fn read_message(&mut self) -> Result<Bytes, ClientError> {
         let timeout = self.timeout;
