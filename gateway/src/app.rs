@@ -9,7 +9,7 @@ use crate::front::admin::{Admin, AdminAccess, AdminReload};
 use crate::front::reload::{
     export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Commit, ReloadHook, Reloader,
 };
-use crate::front::server::{keep_saved, load_clients_seen, save_clients_seen, Server};
+use crate::front::server::{keep_saved, load_clients_seen, save_clients_seen, Protocol, Server};
 use crate::front::tls::{TlsSetupError, TlsState};
 use crate::kmip::access::{load_policy, Access, AccessError};
 use crate::kmip::dispatch::Dispatcher;
@@ -338,6 +338,10 @@ pub async fn run(
     if let Err(e) = spawn_file_watcher(reloader.clone()) {
         warn!(error = %e, "cannot watch the configuration's files: reload with SIGHUP or `kmip-gateway reload`");
     }
+    let https = match cfg.https_listen {
+        Some(addr) => Some(bind_https(addr).await?),
+        None => None,
+    };
     // Tests and scripts read this line to find a port-0 listener.
     info!(addr = %local, server_key = server_key.label(), "KMIP listener ready");
     if let Some(admin_addr) = cfg.admin_listen {
@@ -371,7 +375,14 @@ pub async fn run(
     ));
     // On a backend other gateways share: apply their writes here as they commit.
     let following = store.follow(shutdown_rx.clone());
-    let serving = tokio::spawn(server.clone().serve(listener, shutdown_rx));
+    let serving_https = https.map(|l| {
+        tokio::spawn(
+            server
+                .clone()
+                .serve(l, shutdown_rx.clone(), Protocol::Https),
+        )
+    });
+    let serving = tokio::spawn(server.clone().serve(listener, shutdown_rx, Protocol::Ttlv));
     let pid_path = pid_file(&cfg.data_dir);
     let pid_lock = std::fs::create_dir_all(&cfg.data_dir).and_then(|()| lock_pid_file(&pid_path));
     if let Err(e) = &pid_lock {
@@ -388,6 +399,12 @@ pub async fn run(
     let _ = shutdown_tx.send(true);
     if let Err(e) = serving.await {
         error!(error = %e, "listener task failed");
+    }
+    if let Some(Err(e)) = match serving_https {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        error!(error = %e, "HTTPS listener task failed");
     }
     let _ = saving.await;
     if let Some(following) = following {
@@ -408,6 +425,19 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Binds the KMIP-over-HTTPS listener (`[https] listen`) and logs its address: tests and scripts
+/// read that line to find a port-0 listener.
+async fn bind_https(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    let listen_error = |source| StartError::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    info!(addr = %local, "KMIP over HTTPS listener ready (POST /kmip)");
+    Ok(listener)
 }
 
 /// Writes this process's id to `path` and holds an exclusive lock on it until the returned file is

@@ -36,6 +36,9 @@ enum Command {
         /// Overrides the admin listener address, or `off`.
         #[arg(long)]
         admin_listen: Option<String>,
+        /// Overrides `[https] listen`: KMIP over HTTPS (`POST /kmip`) on this address, or `off`.
+        #[arg(long)]
+        https_listen: Option<String>,
         /// Writes every KMIP message of every connection to DIR, as text and as KMIP XML
         /// (key material and credentials by length only); overrides `capture_dir`.
         #[arg(long, value_name = "DIR")]
@@ -281,9 +284,17 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             admin_listen,
+            https_listen,
             capture,
             log_format,
-        } => serve(config, listen, data_dir, admin_listen, capture, log_format),
+        } => serve(
+            config,
+            listen,
+            data_dir,
+            [admin_listen, https_listen],
+            capture,
+            log_format,
+        ),
         Command::CheckConfig { config, dry_run } => check_config(&config, &dry_run),
         Command::Backup(args) => report(cli::backup::run_backup(&args)),
         Command::Restore(args) => report(cli::backup::run_restore(&args)),
@@ -489,7 +500,7 @@ fn serve(
     config: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
     data_dir: Option<PathBuf>,
-    admin_listen: Option<String>,
+    [admin_listen, https_listen]: [Option<String>; 2],
     capture: Option<PathBuf>,
     log_format: Option<LogFormat>,
 ) -> ExitCode {
@@ -544,16 +555,21 @@ fn serve(
     if capture.is_some() {
         cfg.capture_dir = capture;
     }
-    match admin_listen.as_deref() {
-        None => {}
-        Some("off") => cfg.admin_listen = None,
-        Some(a) => match a.parse() {
-            Ok(addr) => cfg.admin_listen = Some(addr),
-            Err(_) => {
-                eprintln!("--admin-listen: '{a}' is not an address or 'off'");
-                return ExitCode::from(2);
-            }
-        },
+    for (flag, value, slot) in [
+        ("--admin-listen", admin_listen, &mut cfg.admin_listen),
+        ("--https-listen", https_listen, &mut cfg.https_listen),
+    ] {
+        match value.as_deref() {
+            None => {}
+            Some("off") => *slot = None,
+            Some(a) => match a.parse() {
+                Ok(addr) => *slot = Some(addr),
+                Err(_) => {
+                    eprintln!("{flag}: '{a}' is not an address or 'off'");
+                    return ExitCode::from(2);
+                }
+            },
+        }
     }
     // Before the runtime: no other thread may read the environment while it changes.
     let secrets = kmip_gateway::app::take_env_secrets(&cfg);

@@ -399,6 +399,15 @@ impl GatewayProcess {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The KMIP-over-HTTPS listener address, when started with `--https-listen` (its ready line
+    /// is logged before the KMIP listener's, so it is in the log once the process is ready).
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.log()
+            .lines()
+            .find(|l| l.contains("KMIP over HTTPS listener ready"))
+            .and_then(parse_addr)
+    }
+
     /// `GET path` on the admin listener (started with `GatewayOptions::admin`), without a
     /// token: status code and body.
     pub fn admin_get(&self, path: &str) -> (u16, String) {

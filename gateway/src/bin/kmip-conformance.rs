@@ -7,7 +7,7 @@ use clap::Parser;
 use kmip_gateway::client::conformance::{
     collect_files, display_name, read_vector_file, run_file, Target,
 };
-use kmip_gateway::client::ClientTls;
+use kmip_gateway::client::{ClientTls, Encoding, Transport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,12 +37,25 @@ struct Cli {
     /// Name the server certificate must be valid for (default: the host part of --server).
     #[arg(long)]
     server_name: Option<String>,
+    /// Speak KMIP over HTTPS (`POST /kmip`) to --server, the gateway's `[https] listen`.
+    #[arg(long, conflicts_with = "codec_only")]
+    https: bool,
+    /// Message encoding over HTTPS: ttlv, xml or json (TTLV alone on the KMIP port).
+    #[arg(long, value_enum, default_value = "ttlv", requires = "https")]
+    encoding: EncodingArg,
     /// No server: check the codec round trip (XML → TTLV → XML) of each file.
     #[arg(long)]
     codec_only: bool,
     /// Vector files, or folders (every *.xml in them, in name order).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EncodingArg {
+    Ttlv,
+    Xml,
+    Json,
 }
 
 /// Exit status for a usage or setup problem (as opposed to failed vectors).
@@ -110,10 +123,20 @@ fn run_against_server(cli: &Cli, files: &[PathBuf]) -> Result<Vec<Result<(), Str
         Some(n) => n.clone(),
         None => host_of(server).to_owned(),
     };
+    let encoding = match cli.encoding {
+        EncodingArg::Ttlv => Encoding::Ttlv,
+        EncodingArg::Xml => Encoding::Xml,
+        EncodingArg::Json => Encoding::Json,
+    };
     let target = Target {
         addr: server.clone(),
         server_name,
         tls,
+        transport: if cli.https {
+            Transport::Https(encoding)
+        } else {
+            Transport::Ttlv
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,8 +1,12 @@
 //! An async KMIP client over mutual TLS, used by `kmip-conformance`, the bench and the tests.
-//! It speaks TTLV; building requests is the caller's business (see `kmip_wire::model`).
-//! [`conformance`] runs the OASIS XML vectors through it.
+//! It speaks TTLV, or KMIP over HTTPS (`http`: `POST /kmip` in TTLV, XML or JSON); building
+//! requests is the caller's business (see `kmip_wire::model`). [`conformance`] runs the OASIS XML
+//! vectors through it.
 
 pub mod conformance;
+mod http;
+
+pub use crate::front::server::Encoding;
 
 use crate::front::tls::{crypto_provider, load_certs, TlsSetupError};
 use bytes::{Bytes, BytesMut};
@@ -37,6 +41,17 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("invalid server name '{0}'")]
     ServerName(String),
+    #[error("HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+}
+
+/// How a client carries KMIP messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TTLV messages back to back (the KMIP port).
+    Ttlv,
+    /// HTTP/1.1 `POST /kmip` in this encoding (the HTTPS listener).
+    Https(Encoding),
 }
 
 /// TLS settings of a client: trusted CA, client certificate and key.
@@ -76,6 +91,9 @@ pub struct KmipClient {
     stream: TlsStream<TcpStream>,
     limits: Limits,
     timeout: Duration,
+    transport: Transport,
+    /// The server name, sent as the HTTP `Host`.
+    server_name: String,
 }
 
 impl KmipClient {
@@ -84,6 +102,16 @@ impl KmipClient {
         addr: &str,
         server_name: &str,
         tls: &ClientTls,
+    ) -> Result<KmipClient, ClientError> {
+        KmipClient::connect_over(addr, server_name, tls, Transport::Ttlv).await
+    }
+
+    /// Like [`KmipClient::connect`], carrying messages over `transport`.
+    pub async fn connect_over(
+        addr: &str,
+        server_name: &str,
+        tls: &ClientTls,
+        transport: Transport,
     ) -> Result<KmipClient, ClientError> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
@@ -96,6 +124,8 @@ impl KmipClient {
             stream,
             limits: Limits::default(),
             timeout: DEFAULT_RESPONSE_TIMEOUT,
+            transport,
+            server_name: server_name.to_owned(),
         })
     }
 
@@ -108,6 +138,16 @@ impl KmipClient {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await?;
         Ok(())
+    }
+
+    /// Reads everything the server sends until it closes the connection (tests of raw answers).
+    pub async fn read_until_closed(&mut self) -> Result<Vec<u8>, ClientError> {
+        let timeout = self.timeout;
+        let mut out = Vec::new();
+        tokio::time::timeout(timeout, self.stream.read_to_end(&mut out))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??;
+        Ok(out)
     }
 
     /// Reads one whole response message.
@@ -129,6 +169,19 @@ impl KmipClient {
 
     /// Sends one request message and returns the decoded response.
     pub async fn call(&mut self, request: &Ttlv) -> Result<Ttlv, ClientError> {
+        if let Transport::Https(encoding) = self.transport {
+            let timeout = self.timeout;
+            let exchange = http::exchange(
+                &mut self.stream,
+                &self.server_name,
+                encoding,
+                request,
+                &self.limits,
+            );
+            return tokio::time::timeout(timeout, exchange)
+                .await
+                .map_err(|_| ClientError::Timeout(timeout))?;
+        }
         self.send_raw(&request.to_bytes()?).await?;
         let bytes = self.read_message().await?;
         Ok(decode(&bytes, &self.limits)?)

@@ -77,6 +77,8 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     pub backend: BackendConfig,
     pub admin_listen: Option<SocketAddr>,
+    /// `[https] listen`: the KMIP-over-HTTPS listener (`POST /kmip`); `None` (the default): off.
+    pub https_listen: Option<SocketAddr>,
     pub admin: AdminConfig,
     pub revocation: RevocationConfig,
     /// `[pki] dir`: the gateway's own CA folder. Its `crl.pem` is always enforced (besides
@@ -118,6 +120,7 @@ impl GatewayConfig {
             limits: LimitsConfig::default(),
             backend: vault_backend(data_dir, None, None),
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().ok(),
+            https_listen: None,
             admin: AdminConfig {
                 token_file: Some(data_dir.join(DEFAULT_ADMIN_TOKEN_FILE)),
                 ..AdminConfig::default()

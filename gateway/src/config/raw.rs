@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) limits: RawLimits,
     pub(super) backend: Option<RawBackend>,
     pub(super) admin: Option<RawAdmin>,
+    pub(super) https: Option<RawHttps>,
     pub(super) revocation: Option<RawRevocation>,
     pub(super) pki: Option<RawPki>,
     /// Access policy embedded in this file (`[[policy.users]]`, `[[policy.rules]]`, …).
@@ -116,6 +117,13 @@ pub(super) struct RawAudit {
 pub(super) struct RawLocateCache {
     pub(super) max_entries: Option<usize>,
     pub(super) max_bytes: Option<usize>,
+}
+
+/// `[https]`: KMIP over HTTPS (`POST /kmip`), off unless `listen` is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttps {
+    pub(super) listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -550,3 +550,26 @@ fn postgres_keys_are_refused_for_other_backends() {
     }
     assert!(error_of(&format!("{MINIMAL}[backend]\nkind = \"mysql\"\n")).contains("\"postgres\""));
 }
+
+#[test]
+fn the_https_listener_is_off_unless_configured() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/etc/kg")).unwrap();
+    assert_eq!(c.https_listen, None);
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[https]\nlisten = \"127.0.0.1:8443\"\n"),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    assert_eq!(c.https_listen, "127.0.0.1:8443".parse().ok());
+    let off = format!("{MINIMAL}[https]\nlisten = \"off\"\n");
+    let c = GatewayConfig::from_toml_str(&off, Path::new("/etc/kg")).unwrap();
+    assert_eq!(c.https_listen, None);
+    let bad = format!("{MINIMAL}[https]\nlisten = \"everywhere\"\n");
+    let e = GatewayConfig::from_toml_str(&bad, Path::new("/etc/kg"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("https.listen") && e.contains("'everywhere' is not an address"),
+        "{e}"
+    );
+}

@@ -39,6 +39,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
         }
     };
     let (admin_listen, admin) = admin_config(raw.admin, base)?;
+    let https_listen = match raw.https.and_then(|h| h.listen) {
+        None => None,
+        Some(s) if s == "off" => None,
+        Some(s) => Some(addr("https.listen", &s)?),
+    };
     let policy = match (raw.policy, raw.policy_file) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -60,6 +65,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
         limits,
         backend,
         admin_listen,
+        https_listen,
         admin,
         revocation: revocation_config(raw.revocation, base)?,
         pki_dir: raw.pki.and_then(|p| p.dir).map(|d| resolve(base, d)),

@@ -15,7 +15,7 @@
 //! `kmip_connections_closed_total` under the refusal's own reason (`certificate_revoked`,
 //! `denied`, `certificate_expired`, `indirect_issuer`, …).
 //!
-//! Keys that only apply at start (`listen`, `data_dir`, `[limits]`, `[backend]`, `[admin]`) are
+//! Keys that only apply at start (`listen`, `data_dir`, `[limits]`, `[backend]`, `[admin]`, `[https]`) are
 //! compared and, when changed, logged as needing a restart; the running values stay.
 //!
 //! Other components hook in with [`Reloader::add_hook`] (two-phase: `prepare` validates and builds,
@@ -163,6 +163,9 @@ pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'s
     }
     if old.admin_listen != new.admin_listen {
         changed.push("admin.listen");
+    }
+    if old.https_listen != new.https_listen {
+        changed.push("https.listen");
     }
     if old.capture_dir != new.capture_dir {
         changed.push("capture_dir");
@@ -345,6 +348,7 @@ impl Reloader {
         new.backend = current.backend.clone();
         new.admin_listen = current.admin_listen;
         new.capture_dir = current.capture_dir.clone();
+        new.https_listen = current.https_listen;
         new.log_format = current.log_format;
         new.embedded_default = current.embedded_default;
 
@@ -546,5 +550,8 @@ mod tests {
             restart_only_changes(&a, &b),
             ["listen", "limits", "capture_dir", "log.format"]
         );
+        let mut c = a.clone();
+        c.https_listen = "127.0.0.1:8443".parse().ok();
+        assert_eq!(restart_only_changes(&a, &c), ["https.listen"]);
     }
 }

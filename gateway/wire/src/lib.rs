@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod json;
 pub mod model;
 pub mod names;
 pub mod spec;

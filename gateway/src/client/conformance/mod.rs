@@ -23,7 +23,7 @@ pub use crate::tooling::capture::{IDENTIFIER_TAGS, UID_PREFIX};
 pub use relax::server_error;
 pub use vectors::{collect_files, display_name, read_vector_file};
 
-use crate::client::{ClientError, ClientTls, KmipClient};
+use crate::client::{ClientError, ClientTls, KmipClient, Transport};
 use kmip_wire::compare::Difference;
 use kmip_wire::names::enum_names_for_tag;
 use kmip_wire::spec::tags;
@@ -76,14 +76,21 @@ pub struct Target {
     pub addr: String,
     pub server_name: String,
     pub tls: ClientTls,
+    /// TTLV on the KMIP port, or KMIP over HTTPS in one of its encodings.
+    pub transport: Transport,
 }
 
 /// Runs one vector file over a fresh connection; `Ok` when every response matched.
 pub async fn run_file(path: &Path, target: &Target) -> Result<(), ConformanceError> {
     let pairs = exchanges(path)?;
-    let mut client = KmipClient::connect(&target.addr, &target.server_name, &target.tls)
-        .await
-        .map_err(ConformanceError::Connect)?;
+    let mut client = KmipClient::connect_over(
+        &target.addr,
+        &target.server_name,
+        &target.tls,
+        target.transport,
+    )
+    .await
+    .map_err(ConformanceError::Connect)?;
     let mut session = Session::default();
     for (index, (request, expected)) in pairs.iter().enumerate() {
         let operation = operations_of(request);

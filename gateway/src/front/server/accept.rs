@@ -2,7 +2,7 @@
 //! and per source, handshakes in total and per source), then graceful shutdown.
 
 use super::slots::{HandshakeSlot, SourceSlots};
-use super::Server;
+use super::{Protocol, Server};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -10,11 +10,13 @@ use tracing::{debug, info, warn};
 
 impl Server {
     /// Accepts until `shutdown` turns true, then waits up to the grace period for open
-    /// connections to finish their in-flight request.
+    /// connections to finish their in-flight request. Each listener (`protocol`) has its own
+    /// connection and handshake limits, of the same `[limits]` values.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
+        protocol: Protocol,
     ) {
         let max = self.limits.max_connections;
         let permits = Arc::new(Semaphore::new(max));
@@ -74,7 +76,8 @@ impl Server {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 metrics::gauge!("kmip_connections_open").increment(1.0);
-                this.connection(stream, peer, shutdown, handshake).await;
+                this.connection(stream, peer, shutdown, handshake, protocol)
+                    .await;
                 metrics::gauge!("kmip_connections_open").decrement(1.0);
                 drop(slot);
                 drop(permit);

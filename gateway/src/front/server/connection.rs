@@ -1,11 +1,12 @@
 //! One connection's task: the TLS handshake under its timeout, authentication of the client
-//! certificate, registration, then the request/response loop until the client, a timeout, a
-//! framing error, a reload that revoked the certificate or shutdown ends it.
+//! certificate, registration, then the request/response loop (TTLV, or HTTP on the HTTPS
+//! listener: `https`) until the client, a timeout, a framing error, a reload that revoked the
+//! certificate or shutdown ends it.
 
 use super::framing::{read_message, ReadEnd};
 use super::registry::{now_ms, ConnEntry};
 use super::slots::HandshakeSlot;
-use super::Server;
+use super::{Protocol, Server};
 use crate::front::tls::handshake_failure_label;
 use crate::kmip::dispatch::{ConnContext, Outcome};
 use crate::tooling::capture::ConnCapture;
@@ -28,6 +29,7 @@ impl Server {
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
         handshake: HandshakeSlot,
+        protocol: Protocol,
     ) {
         let _ = stream.set_nodelay(true);
         let tls = self.tls.load_full();
@@ -127,16 +129,24 @@ impl Server {
             .as_ref()
             .map(|c| c.connection(conn_id, peer, &identity));
         let ctx = ConnContext::new(conn_id, peer, identity);
-        let end = self
-            .session(
-                stream,
-                &ctx,
-                shutdown,
-                close_rx,
-                &last_seen,
-                capture.as_mut(),
-            )
-            .await;
+        let end = match protocol {
+            Protocol::Ttlv => {
+                self.session(
+                    stream,
+                    &ctx,
+                    shutdown,
+                    close_rx,
+                    &last_seen,
+                    capture.as_mut(),
+                )
+                .await
+            }
+            Protocol::Https => {
+                let ends = (shutdown, close_rx);
+                self.https_session(stream, &ctx, ends, &last_seen, capture.as_mut())
+                    .await
+            }
+        };
         if let Some(c) = capture.as_mut() {
             c.closed(end);
         }

@@ -2,7 +2,6 @@
 //! to the in-flight request budget before it is allocated.
 
 use bytes::Bytes;
-use kmip_wire::ttlv::HEADER_LEN;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -67,20 +66,21 @@ impl Drop for Charge {
     }
 }
 
-/// Reads the rest of a message whose `header` announced `body_len` bytes (already checked
+/// Reads the rest of a message whose `header` (the bytes already read: a TTLV header, or the part
+/// of an HTTP body that arrived with its head) announced `body_len` more bytes (already checked
 /// against the size limit), by `deadline`. The buffer starts at [`FIRST_BODY_CHUNK`] and doubles
 /// only when full, each growth charged to `budget` before it is allocated: a client that announces
 /// a large body and sends nothing costs one small chunk, not the announced size.
 pub(super) async fn read_message<S: AsyncRead + Unpin>(
     stream: &mut S,
-    header: &[u8; HEADER_LEN],
+    header: &[u8],
     body_len: usize,
     budget: &Arc<Semaphore>,
     deadline: tokio::time::Instant,
 ) -> Result<(Bytes, Charge), ReadEnd> {
-    let total = HEADER_LEN + body_len;
+    let total = header.len() + body_len;
     let mut charge = Charge::new();
-    let first = total.min(HEADER_LEN + FIRST_BODY_CHUNK);
+    let first = total.min(header.len() + FIRST_BODY_CHUNK);
     charge.add(budget, first, deadline).await?;
     let mut buf = Vec::with_capacity(first);
     buf.extend_from_slice(header);
@@ -104,6 +104,7 @@ pub(super) async fn read_message<S: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kmip_wire::ttlv::HEADER_LEN;
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 

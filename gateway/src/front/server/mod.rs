@@ -20,16 +20,21 @@
 //! - `slots`: per-source connection slots and handshake slots.
 //! - `connection`: one connection's task: handshake, authentication, the request/response loop.
 //! - `framing`: reading one message against the size limit and the in-flight byte budget.
+//! - `https`: the KMIP-over-HTTPS request loop (`POST /kmip`, TTLV, XML or JSON bodies), after the
+//!   same handshake and authentication; `http_head` parses and checks an HTTP request head.
 //! - `registry`: open connections and client certificates seen, for `clients` and reload.
 //! - `seen_file`: the client certificates seen, kept in the data folder across restarts.
 
 mod accept;
 mod connection;
 mod framing;
+mod http_head;
+mod https;
 mod registry;
 mod seen_file;
 mod slots;
 
+pub use http_head::Encoding;
 pub use registry::{
     ClientReport, ClientSeen, ConnEntry, RecheckReport, Registry, MAX_TRACKED_CLIENTS,
 };
@@ -42,6 +47,15 @@ use crate::tooling::capture::Capture;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+
+/// What a listener speaks once a client is authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// KMIP TTLV messages back to back (port 5696).
+    Ttlv,
+    /// HTTP/1.1 `POST /kmip`, one KMIP message per request, in TTLV, XML or JSON.
+    Https,
+}
 
 /// The KMIP server's state, shared by the accept loop and all connections: the TLS state in
 /// force, the dispatcher, the limits, the in-flight byte budget and the connection registry.

@@ -28,9 +28,10 @@ use crate::spec::EnumDef;
 use crate::ttlv::{ItemType, Tag, Ttlv, Value};
 
 pub(crate) use element::{message_elements, parse_elements, Element};
-pub(crate) use read::node_from;
 pub use read::{big_integer_wire_form, parse_document, parse_node, parse_template};
+pub(crate) use read::{node_from, parse_value};
 pub use write::to_xml_string;
+pub(crate) use write::value_text;
 
 /// Deepest element nesting accepted. Protects the stack of the recursive conversion; KMIP
 /// messages nest fewer than 12 levels.
@@ -234,13 +235,13 @@ impl Bindings {
 /// How the values of an element are named, from its tag or (for a 1.x `AttributeValue`) from the
 /// `AttributeName` next to it.
 #[derive(Debug, Clone, Copy, Default)]
-struct Naming {
+pub(crate) struct Naming {
     enums: Option<EnumNames>,
     mask: Option<&'static EnumDef>,
 }
 
 impl Naming {
-    fn of_tag(tag: Tag) -> Naming {
+    pub(crate) fn of_tag(tag: Tag) -> Naming {
         Naming {
             enums: enum_names_for_tag(tag),
             mask: mask_for_tag(tag),
@@ -249,7 +250,7 @@ impl Naming {
 
     /// For an `AttributeValue`: the attribute named by the `AttributeName` sibling (spec name,
     /// as 1.x writes it, or XML name).
-    fn of_attribute(name: Option<&str>) -> Naming {
+    pub(crate) fn of_attribute(name: Option<&str>) -> Naming {
         match name.and_then(|n| tag_by_spec_name(n).or_else(|| tag_by_name(n))) {
             Some(tag) => Naming::of_tag(tag),
             None => Naming::default(),

@@ -180,7 +180,11 @@ fn parse_u32(text: &str, what: &str) -> Result<u32, String> {
         .map_err(|_| format!("{what} \"{text}\" is not a number"))
 }
 
-fn parse_value(item_type: ItemType, text: &str, naming: Naming) -> Result<Value, String> {
+pub(crate) fn parse_value(
+    item_type: ItemType,
+    text: &str,
+    naming: Naming,
+) -> Result<Value, String> {
     Ok(match item_type {
         ItemType::Structure => return Err("a Structure has no value".into()),
         ItemType::Integer => {

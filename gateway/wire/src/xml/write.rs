@@ -82,7 +82,7 @@ fn push_attribute_value(out: &mut String, value: &str) {
 }
 
 /// The `value=` text of a primitive value.
-fn value_text(v: &Value, naming: Naming) -> String {
+pub(crate) fn value_text(v: &Value, naming: Naming) -> String {
     match v {
         Value::Structure(_) => String::new(),
         Value::Integer(i) => match naming.mask {
