@@ -214,6 +214,10 @@ impl Session {
                     tags::AUTHENTICATED_ENCRYPTION_TAG,
                 ]);
             }
+            // Random bytes are the server's to choose.
+            if operation == "RNGRetrieve" {
+                volatile_tags.push(tags::DATA);
+            }
             if volatile_tags.is_empty() {
                 continue;
             }

@@ -1,4 +1,4 @@
-//! Encrypt, Decrypt and MAC with a key the backend holds: the key must be Active, inside its
+//! Encrypt and Decrypt with a key the backend holds: the key must be Active, inside its
 //! usage dates and mask, and each use is charged against its Usage Limits first.
 
 use super::object::{state_name, state_of};
@@ -13,7 +13,12 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 impl Ops {
-    fn usable_key(&self, uid: &str, usage: i32, now: i64) -> Result<Arc<StoredObject>, OpError> {
+    pub(super) fn usable_key(
+        &self,
+        uid: &str,
+        usage: i32,
+        now: i64,
+    ) -> Result<Arc<StoredObject>, OpError> {
         let obj = self.live_object(uid)?;
         if state_of(&obj) != State::Active {
             return Err(OpError::WrongState(state_name(state_of(&obj))));
@@ -161,46 +166,15 @@ impl Ops {
             correlation_value: None,
         })
     }
-
-    pub(super) async fn mac(
-        &self,
-        ctx: &mut OpContext<'_>,
-        r: MacRequest,
-    ) -> Result<MacResponse, OpError> {
-        let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_key(&uid, USAGE_MAC_GENERATE, ctx.now)?;
-        let alg = r
-            .cryptographic_parameters
-            .as_ref()
-            .and_then(|p| p.cryptographic_algorithm)
-            .or_else(|| {
-                obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
-                    .and_then(|a| a.as_enum())
-            });
-        if alg != Some(CryptographicAlgorithm::HmacSha256) {
-            return Err(OpError::BadCryptoParameters(
-                "MAC supports HMAC-SHA256 only".into(),
-            ));
-        }
-        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
-        let mac = self.store.backend().mac(&uid, data.as_slice()).await?;
-        ctx.id_placeholder = Some(uid.clone());
-        Ok(MacResponse {
-            unique_identifier: uid,
-            mac_data: Some(Bytes::from(mac)),
-            correlation_value: None,
-        })
-    }
 }
 
 const USAGE_ENCRYPT: i32 = 0x0000_0004;
 const USAGE_DECRYPT: i32 = 0x0000_0008;
-const USAGE_MAC_GENERATE: i32 = 0x0000_0080;
 
 /// The request's Cryptographic Parameters, completed field by field from the key's own
 /// Cryptographic Parameters attribute (KMIP: the object's parameters apply when the request
 /// omits them).
-fn effective_parameters(
+pub(super) fn effective_parameters(
     given: Option<&CryptographicParameters>,
     obj: &StoredObject,
 ) -> CryptographicParameters {

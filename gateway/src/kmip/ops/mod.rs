@@ -9,6 +9,7 @@ mod batch;
 mod certificate;
 mod create;
 mod crypto;
+mod digest;
 mod error;
 mod get;
 mod lifecycle;
