@@ -11,7 +11,7 @@ use aws_lc_rs::{constant_time, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
-    BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
+    gcm, BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
 };
 
 /// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
@@ -151,6 +151,16 @@ pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
         CipherMode::Gcm { tag_len } => {
             check_tag_len(tag_len)?;
             let (nonce, generated_iv) = match &req.iv {
+                Some(iv) if iv.len() != NONCE_LEN => {
+                    let mut data = req.data;
+                    let aad = req.aad.unwrap_or_default();
+                    let tag = gcm::seal(key, iv, &aad, &mut data[..])?;
+                    return Ok(CipherOutput {
+                        data,
+                        generated_iv: None,
+                        tag: Some(tag[..tag_len].to_vec()),
+                    });
+                }
                 Some(iv) => (fixed::<NONCE_LEN>(iv, "GCM nonce")?, None),
                 None => {
                     let n = random::<NONCE_LEN>()?;
@@ -314,14 +324,13 @@ fn gcm_decrypt(
     tag_len: usize,
 ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
     check_tag_len(tag_len)?;
-    let nonce = fixed::<NONCE_LEN>(
-        req.iv
-            .as_deref()
-            .ok_or_else(|| BackendError::InvalidInput("GCM decryption needs the nonce".into()))?,
-        "GCM nonce",
-    )?;
+    let iv = req
+        .iv
+        .as_deref()
+        .ok_or_else(|| BackendError::InvalidInput("GCM decryption needs the nonce".into()))?;
     let tag = req
         .tag
+        .as_deref()
         .ok_or_else(|| BackendError::InvalidInput("GCM decryption needs the tag".into()))?;
     if tag.len() != tag_len {
         return Err(BackendError::InvalidInput(format!(
@@ -329,7 +338,17 @@ fn gcm_decrypt(
             tag.len()
         )));
     }
-    let aad = req.aad.unwrap_or_default();
+    let aad = req.aad.clone().unwrap_or_default();
+    if iv.len() != NONCE_LEN {
+        let mut data = req.data;
+        if let Err(e) = gcm::open(key, iv, &aad, &mut data[..], tag) {
+            data.zeroize();
+            return Err(e);
+        }
+        return Ok(data);
+    }
+    let nonce = fixed::<NONCE_LEN>(iv, "GCM nonce")?;
+    let tag = tag.to_vec();
     let gcm = gcm_key(aes, key)?;
     let mut data = req.data;
     if tag_len == GCM_FULL_TAG_LEN {

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 mod cipher;
 pub mod envelope;
 pub mod error;
+mod gcm;
 pub mod pkcs11;
 pub mod postgres;
 mod random;

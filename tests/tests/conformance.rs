@@ -139,6 +139,9 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[(
 /// pass yet (see the printed list); these must keep passing, on both backends.
 const CS_BC_PASSING: &[&str] = &[
     "CS-BC-M-1-14.xml",
+    "CS-BC-M-2-14.xml",
+    "CS-BC-M-GCM-1-14.xml",
+    "CS-BC-M-GCM-2-14.xml",
     "CS-BC-M-3-14.xml",
     "CS-BC-M-4-14.xml",
     "CS-BC-M-5-14.xml",
@@ -152,6 +155,9 @@ const CS_BC_PASSING: &[&str] = &[
     "CS-BC-M-13-14.xml",
     "CS-BC-M-14-14.xml",
     "CS-BC-M-1-21.xml",
+    "CS-BC-M-2-21.xml",
+    "CS-BC-M-GCM-1-21.xml",
+    "CS-BC-M-GCM-2-21.xml",
     "CS-BC-M-3-21.xml",
     "CS-BC-M-4-21.xml",
     "CS-BC-M-5-21.xml",
@@ -166,10 +172,6 @@ const CS_BC_PASSING: &[&str] = &[
     "CS-BC-M-14-21.xml",
 ];
 
-/// CS-BC vectors that pass on PKCS#11 only: they use 8-byte AES-GCM nonces, which SoftHSM
-/// accepts and the vault's AES-GCM (12-byte nonces only) refuses.
-const CS_BC_PASSING_PKCS11_ONLY: &[&str] = &["CS-BC-M-GCM-2-14.xml", "CS-BC-M-GCM-2-21.xml"];
-
 backend_tests! {
     fn basic_cryptographic_aes_vectors(backend) {
         let gw = GatewayProcess::start_backend(backend);
@@ -180,14 +182,8 @@ backend_tests! {
             .collect();
         let verdicts = run_vectors(&gw, &files);
         println!("{}", report(&verdicts));
-        let extra = match backend {
-            Backend::Vault => &[][..],
-            Backend::SoftHsm => CS_BC_PASSING_PKCS11_ONLY,
-            Backend::Postgres => &[][..],
-        };
         let regressed: Vec<&str> = CS_BC_PASSING
             .iter()
-            .chain(extra)
             .copied()
             .filter(|name| !verdicts.iter().any(|v| v.passed && v.name == *name))
             .collect();

@@ -32,7 +32,7 @@ const GENERATING_OPERATIONS: &[&str] = &[
 ];
 
 /// Operations whose outputs are computed with the key: random when the key is generated.
-const KEYED_OUTPUT_OPERATIONS: &[&str] = &["Encrypt", "Sign", "MAC"];
+const KEYED_OUTPUT_OPERATIONS: &[&str] = &["Encrypt", "Decrypt", "Sign", "MAC"];
 
 /// What one vector file has learnt so far from the server's answers.
 #[derive(Default)]

@@ -168,6 +168,11 @@ impl Ops {
     }
 }
 
+/// The GCM tag lengths SP 800-38D allows (bytes): a shorter tag is forged too easily.
+pub(crate) const GCM_TAG_LENGTHS: [i32; 7] = [4, 8, 12, 13, 14, 15, 16];
+/// The tag length when neither the request nor the key names one.
+const GCM_FULL_TAG: i32 = 16;
+
 const USAGE_ENCRYPT: i32 = 0x0000_0004;
 const USAGE_DECRYPT: i32 = 0x0000_0008;
 
@@ -222,12 +227,15 @@ fn cipher_mode(
         Some(other) => return Err(OpError::BadCryptoParameters(format!("padding {other:?}"))),
     };
     Ok(match p.and_then(|p| p.block_cipher_mode) {
-        Some(BlockCipherMode::Gcm) => CipherMode::Gcm {
-            tag_len: p
-                .and_then(|p| p.tag_length)
-                .map(|t| t as usize)
-                .unwrap_or(16),
-        },
+        Some(BlockCipherMode::Gcm) => {
+            let tag_len = p.and_then(|p| p.tag_length).unwrap_or(GCM_FULL_TAG);
+            if !GCM_TAG_LENGTHS.contains(&tag_len) {
+                return Err(OpError::GcmTagLength(tag_len));
+            }
+            CipherMode::Gcm {
+                tag_len: usize::try_from(tag_len).map_err(|_| OpError::GcmTagLength(tag_len))?,
+            }
+        }
         Some(BlockCipherMode::Cbc) => CipherMode::Cbc { pad },
         Some(BlockCipherMode::Ecb) => CipherMode::Ecb { pad },
         None => return Err(OpError::MissingData("Block Cipher Mode".into())),

@@ -58,6 +58,9 @@ pub enum OpError {
         "limits.max_objects_per_user ({0}) reached: destroy objects or ask for a higher limit"
     )]
     ObjectLimit(usize),
+    /// A GCM tag length SP 800-38D does not allow (bytes asked).
+    #[error("GCM tag length {0} is not one of {allowed:?} bytes", allowed = super::crypto::GCM_TAG_LENGTHS)]
+    GcmTagLength(i32),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -117,6 +120,9 @@ impl OpError {
             // naming the limit.
             OpError::ObjectLimit(_) if v2 => ResultReason::ServerLimitExceeded,
             OpError::ObjectLimit(_) => ResultReason::GeneralFailure,
+            // The OASIS vectors (CS-BC-M-GCM-1) answer an unusable tag length with General
+            // Failure in 1.4 and 2.1 alike.
+            OpError::GcmTagLength(_) => ResultReason::GeneralFailure,
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
@@ -284,6 +290,11 @@ mod tests {
                 R::ServerLimitExceeded,
             ),
             (
+                OpError::GcmTagLength(1),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
                 model(ModelError::Missing { path: s() }),
                 R::InvalidMessage,
                 R::InvalidMessage,
@@ -437,7 +448,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 48;
+    const ROWS: usize = 49;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -465,6 +476,7 @@ mod tests {
             OpError::ResponseTooLarge => 18,
             OpError::Undecodable(_) => 19,
             OpError::ObjectLimit(_) => 20,
+            OpError::GcmTagLength(_) => 48,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,
