@@ -1181,3 +1181,5 @@ async fn undo_never_gives_back_a_charged_use() {
         "the undone batch gave the charged use back: {again:?}"
     );
 }
+
+mod symm;
