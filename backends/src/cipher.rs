@@ -10,12 +10,17 @@ use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::{constant_time, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec};
+use crate::{
+    gcm, BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
+};
 
 /// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
 const HMAC_MIN_BITS: u32 = 128;
 /// Largest HMAC-SHA256 key generated (bits): one SHA-256 block; longer keys are hashed anyway.
 const HMAC_MAX_BITS: u32 = 512;
+/// The keys an HMAC may use: any secret bytes are an HMAC key, so an AES key whose KMIP
+/// Cryptographic Parameters name an HMAC is one too (the gateway checks those parameters).
+pub(crate) const MAC_KEYS: [KeyAlgorithm; 2] = [KeyAlgorithm::HmacSha256, KeyAlgorithm::Aes];
 /// AES key lengths (bits).
 const AES_BITS: [u32; 3] = [128, 192, 256];
 
@@ -146,6 +151,16 @@ pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
         CipherMode::Gcm { tag_len } => {
             check_tag_len(tag_len)?;
             let (nonce, generated_iv) = match &req.iv {
+                Some(iv) if iv.len() != NONCE_LEN => {
+                    let mut data = req.data;
+                    let aad = req.aad.unwrap_or_default();
+                    let tag = gcm::seal(key, iv, &aad, &mut data[..])?;
+                    return Ok(CipherOutput {
+                        data,
+                        generated_iv: None,
+                        tag: Some(tag[..tag_len].to_vec()),
+                    });
+                }
                 Some(iv) => (fixed::<NONCE_LEN>(iv, "GCM nonce")?, None),
                 None => {
                     let n = random::<NONCE_LEN>()?;
@@ -309,14 +324,13 @@ fn gcm_decrypt(
     tag_len: usize,
 ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
     check_tag_len(tag_len)?;
-    let nonce = fixed::<NONCE_LEN>(
-        req.iv
-            .as_deref()
-            .ok_or_else(|| BackendError::InvalidInput("GCM decryption needs the nonce".into()))?,
-        "GCM nonce",
-    )?;
+    let iv = req
+        .iv
+        .as_deref()
+        .ok_or_else(|| BackendError::InvalidInput("GCM decryption needs the nonce".into()))?;
     let tag = req
         .tag
+        .as_deref()
         .ok_or_else(|| BackendError::InvalidInput("GCM decryption needs the tag".into()))?;
     if tag.len() != tag_len {
         return Err(BackendError::InvalidInput(format!(
@@ -324,7 +338,17 @@ fn gcm_decrypt(
             tag.len()
         )));
     }
-    let aad = req.aad.unwrap_or_default();
+    let aad = req.aad.clone().unwrap_or_default();
+    if iv.len() != NONCE_LEN {
+        let mut data = req.data;
+        if let Err(e) = gcm::open(key, iv, &aad, &mut data[..], tag) {
+            data.zeroize();
+            return Err(e);
+        }
+        return Ok(data);
+    }
+    let nonce = fixed::<NONCE_LEN>(iv, "GCM nonce")?;
+    let tag = tag.to_vec();
     let gcm = gcm_key(aes, key)?;
     let mut data = req.data;
     if tag_len == GCM_FULL_TAG_LEN {
@@ -370,8 +394,16 @@ fn gcm_decrypt(
     Ok(data)
 }
 
-pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+pub(crate) fn hmac(algorithm: MacAlgorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
+    let alg = match algorithm {
+        // SHA-1 HMAC is still sound (its collisions do not reach HMAC); KMIP clients ask for it.
+        MacAlgorithm::HmacSha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        MacAlgorithm::HmacSha224 => hmac::HMAC_SHA224,
+        MacAlgorithm::HmacSha256 => hmac::HMAC_SHA256,
+        MacAlgorithm::HmacSha384 => hmac::HMAC_SHA384,
+        MacAlgorithm::HmacSha512 => hmac::HMAC_SHA512,
+    };
+    hmac::sign(&hmac::Key::new(alg, key), data)
         .as_ref()
         .to_vec()
 }
@@ -683,7 +715,35 @@ mod tests {
             ),
         ];
         for (key, data, mac) in cases {
-            assert_eq!(hmac_sha256(&h(&key), &data), h(mac));
+            assert_eq!(hmac(MacAlgorithm::HmacSha256, &h(&key), &data), h(mac));
+        }
+    }
+
+    #[test]
+    fn every_hmac_hash_matches_rfc4231_and_rfc2202() {
+        // The "Jefe" case of each RFC.
+        let cases = [
+            (
+                MacAlgorithm::HmacSha1,
+                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+            ),
+            (
+                MacAlgorithm::HmacSha224,
+                "a30e01098bc6dbbf45690f3a7e9e6d0f8bbea2a39e6148008fd05e44",
+            ),
+            (
+                MacAlgorithm::HmacSha384,
+                "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e\
+                 8e2240ca5e69e2c78b3239ecfab21649",
+            ),
+            (
+                MacAlgorithm::HmacSha512,
+                "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
+                 9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737",
+            ),
+        ];
+        for (alg, mac) in cases {
+            assert_eq!(hmac(alg, b"Jefe", b"what do ya want for nothing?"), h(mac));
         }
     }
 }

@@ -11,10 +11,13 @@ use zeroize::Zeroizing;
 mod cipher;
 pub mod envelope;
 pub mod error;
+mod gcm;
 pub mod pkcs11;
 pub mod postgres;
+mod random;
 pub mod vault;
 pub use error::BackendError;
+pub use random::{MacAlgorithm, RngInfo};
 
 /// The kinds of managed object a backend stores. The gateway maps KMIP Object Types onto these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,8 +175,30 @@ pub trait Backend: Send + Sync + 'static {
     /// Decrypts with the key `uid`, where it lives.
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError>;
 
-    /// HMAC-SHA256 over `data` with the key `uid`.
-    async fn mac(&self, uid: &str, data: &[u8]) -> Result<Vec<u8>, BackendError>;
+    /// The HMAC of `data` under `algorithm` with the key `uid` (an HMAC or AES key: any
+    /// secret bytes are an HMAC key; the gateway decides whether the key may be used so).
+    async fn mac(
+        &self,
+        uid: &str,
+        algorithm: MacAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
+
+    /// `len` random bytes from the generator the backend makes keys with (RNG Retrieve).
+    async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        random::software_bytes(len)
+    }
+
+    /// Mixes `seed` into that generator where it takes seed, and says how many bytes it took:
+    /// 0 where it does not (aws-lc-rs seeds itself from the operating system only).
+    async fn seed_random(&self, _seed: &[u8]) -> Result<usize, BackendError> {
+        Ok(0)
+    }
+
+    /// What that generator is (the KMIP Random Number Generator attribute of generated keys).
+    fn rng(&self) -> RngInfo {
+        random::SOFTWARE_RNG
+    }
 
     /// Cheap liveness probe for `/readyz`.
     async fn health(&self) -> Result<(), BackendError>;

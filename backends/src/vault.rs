@@ -268,15 +268,18 @@ impl Vault {
         f(entry)
     }
 
-    /// A copy of the key `uid` if it may be used for `algorithm`.
+    /// A copy of the key `uid` if it is one of `algorithms` (the first names it in errors).
     fn usable_key(
         &self,
         uid: &str,
-        algorithm: KeyAlgorithm,
+        algorithms: &[KeyAlgorithm],
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let algorithm = algorithms.first().copied().unwrap_or(KeyAlgorithm::Aes);
         self.with_entry(uid, |e| {
             let declared = e.spec.as_ref().map(|s| s.algorithm);
-            if e.kind != ObjectKind::SymmetricKey || declared.is_some_and(|a| a != algorithm) {
+            if e.kind != ObjectKind::SymmetricKey
+                || declared.is_some_and(|a| !algorithms.contains(&a))
+            {
                 return Err(BackendError::InvalidInput(format!(
                     "object {uid} is not a {} key",
                     match algorithm {

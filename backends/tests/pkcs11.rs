@@ -18,8 +18,8 @@ use cryptoki::types::AuthPin;
 use kmip_backends::error::FailureClass;
 use kmip_backends::pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config};
 use kmip_backends::{
-    Backend, BackendError, CipherMode, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
-    ObjectRecord,
+    Backend, BackendError, CipherMode, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
+    ObjectKind, ObjectRecord, RngInfo,
 };
 use tempfile::TempDir;
 use zeroize::Zeroizing;
@@ -771,7 +771,11 @@ fn ciphers_and_hmac_match_known_vectors() {
         // bytes with CKR_KEY_SIZE_RANGE, which must come back as a classified error.
         import("rfc4231-2", "4a656665", KeyAlgorithm::HmacSha256).await;
         let r = backend
-            .mac("rfc4231-2", b"what do ya want for nothing?")
+            .mac(
+                "rfc4231-2",
+                MacAlgorithm::HmacSha256,
+                b"what do ya want for nothing?",
+            )
             .await;
         assert!(
             matches!(
@@ -785,6 +789,7 @@ fn ciphers_and_hmac_match_known_vectors() {
         let mac = backend
             .mac(
                 "rfc4231-6",
+                MacAlgorithm::HmacSha256,
                 b"Test Using Larger Than Block-Size Key - Hash Key First",
             )
             .await
@@ -793,10 +798,32 @@ fn ciphers_and_hmac_match_known_vectors() {
             mac,
             unhex("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
         );
+        // The same key under HMAC-SHA512 (RFC 4231 test case 6).
+        let mac = backend
+            .mac(
+                "rfc4231-6",
+                MacAlgorithm::HmacSha512,
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            mac,
+            unhex(
+                "80b24263c7c1a3ebb71493c1dd7be8b49b46d1f41b4aeec1121b013783f8f352\
+                 6b56d037e05f2598bd0fd2215d6a1e5295e64f73f63f0aec8b915a985d786598"
+            )
+        );
         assert!(matches!(
-            backend.mac("nope", b"x").await,
+            backend.mac("nope", MacAlgorithm::HmacSha256, b"x").await,
             Err(BackendError::NotFound(_))
         ));
+        // Random bytes and seed come from and go to the token's generator.
+        let a = backend.random(32).await.unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, backend.random(32).await.unwrap());
+        assert_eq!(backend.seed_random(b"sixteen byte sd!").await.unwrap(), 16);
+        assert_eq!(backend.rng(), RngInfo::Token);
         backend.close().await;
     });
 }

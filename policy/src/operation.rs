@@ -41,6 +41,7 @@ pub enum Operation {
     SignatureVerify,
     Mac,
     MacVerify,
+    Hash,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -54,7 +55,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 34] = [
+    pub const ALL: [Operation; 35] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -89,6 +90,7 @@ impl Operation {
         Operation::SignatureVerify,
         Operation::Mac,
         Operation::MacVerify,
+        Operation::Hash,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -128,6 +130,7 @@ impl Operation {
             Operation::SignatureVerify => "SignatureVerify",
             Operation::Mac => "MAC",
             Operation::MacVerify => "MACVerify",
+            Operation::Hash => "Hash",
         }
     }
 
@@ -142,7 +145,8 @@ impl Operation {
             | Operation::Query
             | Operation::DiscoverVersions
             | Operation::RngRetrieve
-            | Operation::RngSeed => OperationKind::Global,
+            | Operation::RngSeed
+            | Operation::Hash => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }

@@ -13,8 +13,8 @@ use super::handles::token_usable;
 use super::objects::{self, destroy_objects, Entry, FLAG_NOT_EXTRACTABLE, MATERIAL_APP};
 use super::{p11_error, Pkcs11Backend};
 use crate::{
-    Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, ObjectKind,
-    ObjectRecord,
+    Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
+    ObjectKind, ObjectRecord, RngInfo,
 };
 
 /// Longest uid stored as `CKA_ID`.
@@ -306,7 +306,12 @@ impl Backend for Pkcs11Backend {
         self.cipher(uid, req, true).await
     }
 
-    async fn mac(&self, uid: &str, data: &[u8]) -> Result<Vec<u8>, BackendError> {
+    async fn mac(
+        &self,
+        uid: &str,
+        algorithm: MacAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
         if data.len() > cipher::MAX_CIPHER_DATA {
             return Err(BackendError::InvalidInput(format!(
                 "data longer than {} bytes",
@@ -316,9 +321,26 @@ impl Backend for Pkcs11Backend {
         let data = Zeroizing::new(data.to_vec());
         let uid_owned = uid.to_owned();
         self.with_object(uid, move |s, e| {
-            cipher::mac(s, key_handle(&uid_owned, e)?, &data)
+            cipher::mac(s, key_handle(&uid_owned, e)?, algorithm, &data)
         })
         .await
+    }
+
+    async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.with_session(move |s| cipher::random(s, len)).await
+    }
+
+    async fn seed_random(&self, seed: &[u8]) -> Result<usize, BackendError> {
+        let seed = Zeroizing::new(seed.to_vec());
+        self.with_session(move |s| {
+            s.seed_random(&seed).map_err(p11_error)?;
+            Ok(seed.len())
+        })
+        .await
+    }
+
+    fn rng(&self) -> RngInfo {
+        RngInfo::Token
     }
 
     async fn health(&self) -> Result<(), BackendError> {

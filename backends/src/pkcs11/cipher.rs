@@ -10,7 +10,7 @@ use cryptoki::types::Ulong;
 use zeroize::Zeroizing;
 
 use super::p11_error;
-use crate::{BackendError, CipherMode, CipherOutput};
+use crate::{BackendError, CipherMode, CipherOutput, MacAlgorithm};
 
 /// AES block size; also the CBC IV length.
 pub(crate) const AES_BLOCK: usize = 16;
@@ -145,8 +145,8 @@ pub(crate) fn encrypt(
     let (iv, generated) = match (&job.iv, job.mode) {
         (_, CipherMode::Ecb { .. }) => (Vec::new(), false),
         (Some(iv), _) => (iv.clone(), false),
-        (None, CipherMode::Gcm { .. }) => (random(session, GCM_DEFAULT_IV_LEN)?, true),
-        (None, CipherMode::Cbc { .. }) => (random(session, AES_BLOCK)?, true),
+        (None, CipherMode::Gcm { .. }) => (random(session, GCM_DEFAULT_IV_LEN)?.to_vec(), true),
+        (None, CipherMode::Cbc { .. }) => (random(session, AES_BLOCK)?.to_vec(), true),
     };
     let generated_iv = generated.then(|| iv.clone());
     match job.mode {
@@ -261,15 +261,21 @@ pub(crate) fn decrypt(
 pub(crate) fn mac(
     session: &Session,
     key: ObjectHandle,
+    algorithm: MacAlgorithm,
     data: &[u8],
 ) -> Result<Vec<u8>, BackendError> {
-    session
-        .sign(&Mechanism::Sha256Hmac, key, data)
-        .map_err(p11_error)
+    let mechanism = match algorithm {
+        MacAlgorithm::HmacSha1 => Mechanism::Sha1Hmac,
+        MacAlgorithm::HmacSha224 => Mechanism::Sha224Hmac,
+        MacAlgorithm::HmacSha256 => Mechanism::Sha256Hmac,
+        MacAlgorithm::HmacSha384 => Mechanism::Sha384Hmac,
+        MacAlgorithm::HmacSha512 => Mechanism::Sha512Hmac,
+    };
+    session.sign(&mechanism, key, data).map_err(p11_error)
 }
 
-fn random(session: &Session, len: usize) -> Result<Vec<u8>, BackendError> {
-    let mut out = vec![0u8; len];
+pub(crate) fn random(session: &Session, len: usize) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    let mut out = Zeroizing::new(vec![0u8; len]);
     session.generate_random_slice(&mut out).map_err(p11_error)?;
     Ok(out)
 }

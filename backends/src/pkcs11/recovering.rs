@@ -14,7 +14,10 @@
 
 use super::pool::is_login_refused;
 use super::{PinSource, Pkcs11Backend, Pkcs11Config};
-use crate::{Backend, BackendError, CipherOutput, CipherRequest, KeySpec, ObjectRecord};
+use crate::{
+    Backend, BackendError, CipherOutput, CipherRequest, KeySpec, MacAlgorithm, ObjectRecord,
+    RngInfo,
+};
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -236,8 +239,25 @@ impl Backend for RecoveringPkcs11 {
         self.backend().await?.decrypt(uid, req).await
     }
 
-    async fn mac(&self, uid: &str, data: &[u8]) -> Result<Vec<u8>, BackendError> {
-        self.backend().await?.mac(uid, data).await
+    async fn mac(
+        &self,
+        uid: &str,
+        algorithm: MacAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        self.backend().await?.mac(uid, algorithm, data).await
+    }
+
+    async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.backend().await?.random(len).await
+    }
+
+    async fn seed_random(&self, seed: &[u8]) -> Result<usize, BackendError> {
+        self.backend().await?.seed_random(seed).await
+    }
+
+    fn rng(&self) -> RngInfo {
+        RngInfo::Token
     }
 
     async fn health(&self) -> Result<(), BackendError> {

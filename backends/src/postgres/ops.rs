@@ -15,7 +15,7 @@ use super::{seal, PostgresBackend};
 use crate::vault::{check_label, check_meta, check_record, MAX_MATERIAL_BYTES};
 use crate::{
     cipher, Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm,
-    KeySpec, ObjectKind, ObjectRecord, SharedBackend,
+    KeySpec, MacAlgorithm, ObjectKind, ObjectRecord, SharedBackend,
 };
 
 /// How long `/readyz`'s probe waits for the database: a readiness check must answer quickly
@@ -135,11 +135,13 @@ impl PostgresBackend {
     async fn usable_key(
         &self,
         uid: &str,
-        algorithm: KeyAlgorithm,
+        algorithms: &[KeyAlgorithm],
     ) -> Result<Arc<CachedObject>, BackendError> {
+        let algorithm = algorithms.first().copied().unwrap_or(KeyAlgorithm::Aes);
         let o = self.live(uid).await?;
         let declared = o.spec.as_ref().map(|s| s.algorithm);
-        if o.kind != ObjectKind::SymmetricKey || declared.is_some_and(|a| a != algorithm) {
+        if o.kind != ObjectKind::SymmetricKey || declared.is_some_and(|a| !algorithms.contains(&a))
+        {
             return Err(BackendError::InvalidInput(format!(
                 "object {uid} is not a {} key",
                 match algorithm {
@@ -307,18 +309,23 @@ impl Backend for PostgresBackend {
     // AES and HMAC over request-sized data take microseconds, cheaper than a hop to a
     // blocking thread, so they run inline.
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let o = self.usable_key(uid, KeyAlgorithm::Aes).await?;
+        let o = self.usable_key(uid, &[KeyAlgorithm::Aes]).await?;
         cipher::encrypt(&o.material, req)
     }
 
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let o = self.usable_key(uid, KeyAlgorithm::Aes).await?;
+        let o = self.usable_key(uid, &[KeyAlgorithm::Aes]).await?;
         cipher::decrypt(&o.material, req)
     }
 
-    async fn mac(&self, uid: &str, data: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let o = self.usable_key(uid, KeyAlgorithm::HmacSha256).await?;
-        Ok(cipher::hmac_sha256(&o.material, data))
+    async fn mac(
+        &self,
+        uid: &str,
+        algorithm: MacAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let o = self.usable_key(uid, &cipher::MAC_KEYS).await?;
+        Ok(cipher::hmac(algorithm, &o.material, data))
     }
 
     async fn health(&self) -> Result<(), BackendError> {

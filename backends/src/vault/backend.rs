@@ -12,7 +12,7 @@ use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
 use crate::cipher::{self, key_len};
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
-    ObjectKind, ObjectRecord,
+    MacAlgorithm, ObjectKind, ObjectRecord,
 };
 
 pub(crate) fn check_record(record: &ObjectRecord) -> Result<(), BackendError> {
@@ -176,18 +176,23 @@ impl Backend for Vault {
     // AES and HMAC over request-sized data take microseconds, cheaper than a hop to a
     // blocking thread, so they run inline.
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let key = self.usable_key(uid, KeyAlgorithm::Aes)?;
+        let key = self.usable_key(uid, &[KeyAlgorithm::Aes])?;
         cipher::encrypt(&key, req)
     }
 
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let key = self.usable_key(uid, KeyAlgorithm::Aes)?;
+        let key = self.usable_key(uid, &[KeyAlgorithm::Aes])?;
         cipher::decrypt(&key, req)
     }
 
-    async fn mac(&self, uid: &str, data: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let key = self.usable_key(uid, KeyAlgorithm::HmacSha256)?;
-        Ok(cipher::hmac_sha256(&key, data))
+    async fn mac(
+        &self,
+        uid: &str,
+        algorithm: MacAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let key = self.usable_key(uid, &cipher::MAC_KEYS)?;
+        Ok(cipher::hmac(algorithm, &key, data))
     }
 
     async fn health(&self) -> Result<(), BackendError> {

@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use super::format::{FRAME_HEADER_LEN, HEADER_LEN, LOG_FILE};
 use super::writer::COMPACT_MIN_LOG_BYTES;
 use super::*;
-use crate::{cipher, Backend, CipherMode, CipherRequest, ObjectRecord};
+use crate::{cipher, Backend, CipherMode, CipherRequest, MacAlgorithm, ObjectRecord};
 
 fn spec(algorithm: KeyAlgorithm, bits: u32) -> KeySpec {
     KeySpec {
@@ -131,14 +131,20 @@ async fn operations_round_trip() {
         .unwrap();
     let key = v.read_material("hmac").await.unwrap();
     assert_eq!(
-        v.mac("hmac", b"data").await.unwrap(),
-        cipher::hmac_sha256(&key, b"data")
+        v.mac("hmac", MacAlgorithm::HmacSha256, b"data")
+            .await
+            .unwrap(),
+        cipher::hmac(MacAlgorithm::HmacSha256, &key, b"data")
     );
-    // Keys are used only for their declared algorithm.
-    assert!(matches!(
-        v.mac("aes128", b"x").await,
-        Err(BackendError::InvalidInput(_))
-    ));
+    // Any secret bytes are an HMAC key (the gateway decides when an AES key may MAC), but an
+    // HMAC key never encrypts.
+    let aes_key = v.read_material("aes128").await.unwrap();
+    assert_eq!(
+        v.mac("aes128", MacAlgorithm::HmacSha384, b"x")
+            .await
+            .unwrap(),
+        cipher::hmac(MacAlgorithm::HmacSha384, &aes_key, b"x")
+    );
 
     v.import(
         ObjectRecord {
@@ -237,7 +243,7 @@ async fn destroy_with_a_tombstone_keeps_only_the_metadata() {
         Err(BackendError::NotFound(_))
     ));
     assert!(matches!(
-        v.mac("k", b"x").await,
+        v.mac("k", MacAlgorithm::HmacSha256, b"x").await,
         Err(BackendError::NotFound(_))
     ));
     v.update_meta("k", b"destroyed, then archived".to_vec(), 0)
@@ -300,7 +306,11 @@ async fn known_vectors_through_the_vault() {
     .await
     .unwrap();
     assert_eq!(
-        hex::encode(v.mac("rfc4231", b"Hi There").await.unwrap()),
+        hex::encode(
+            v.mac("rfc4231", MacAlgorithm::HmacSha256, b"Hi There")
+                .await
+                .unwrap()
+        ),
         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
     );
     // SP 800-38A F.1.1, first block.

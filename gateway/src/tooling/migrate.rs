@@ -10,7 +10,7 @@ use std::io::Write;
 
 use kmip_backends::{
     Backend, BackendError, CipherMode, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
-    ObjectKind, ObjectRecord,
+    MacAlgorithm, ObjectKind, ObjectRecord,
 };
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -211,7 +211,7 @@ async fn same_key(
             };
             target.encrypt(uid, request).await?.data.to_vec()
         }
-        KeyAlgorithm::HmacSha256 => target.mac(uid, &PROBE).await?,
+        KeyAlgorithm::HmacSha256 => target.mac(uid, MacAlgorithm::HmacSha256, &PROBE).await?,
     };
     Ok(if theirs == expected {
         Ok(())

@@ -37,6 +37,49 @@ pub(super) fn drop_default_attribute_index_xml(node: &mut XmlNode) {
     }
 }
 
+/// The 1.x name of the Random Number Generator attribute.
+const RNG_ATTRIBUTE_NAME: &str = "Random Number Generator";
+
+/// The Random Number Generator attribute describes the server's own generator (the vectors'
+/// server used ANSI X9.31): whether it is there is compared, not what it says.
+pub(super) fn blank_generator_description(t: &mut Ttlv) {
+    let is_rng_attribute = t.tag == tags::ATTRIBUTE
+        && t.child(tags::ATTRIBUTE_NAME).and_then(Ttlv::as_text) == Some(RNG_ATTRIBUTE_NAME);
+    if let Value::Structure(items) = &mut t.value {
+        if t.tag == tags::RANDOM_NUMBER_GENERATOR {
+            items.clear();
+        }
+        for i in items {
+            if is_rng_attribute && i.tag == tags::ATTRIBUTE_VALUE {
+                i.value = Value::Structure(Vec::new());
+            } else {
+                blank_generator_description(i);
+            }
+        }
+    }
+}
+
+pub(super) fn blank_generator_description_xml(node: &mut XmlNode) {
+    let is_rng_attribute = node.tag == tags::ATTRIBUTE
+        && node.children().iter().any(|c| {
+            c.tag == tags::ATTRIBUTE_NAME
+                && c.value == XmlValue::Value(Value::TextString(RNG_ATTRIBUTE_NAME.into()))
+        });
+    let tag = node.tag;
+    if let XmlValue::Structure(children) = &mut node.value {
+        if tag == tags::RANDOM_NUMBER_GENERATOR {
+            children.clear();
+        }
+        for c in children {
+            if is_rng_attribute && c.tag == tags::ATTRIBUTE_VALUE {
+                c.value = XmlValue::Structure(Vec::new());
+            } else {
+                blank_generator_description_xml(c);
+            }
+        }
+    }
+}
+
 /// Leaf values a Query response lists (what the server supports) and compares as a set.
 const QUERY_LISTED: [Tag; 2] = [tags::OPERATION, tags::OBJECT_TYPE];
 

@@ -7,10 +7,10 @@ use super::object::digest_attr;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{StoredObject, Written};
-use kmip_backends::{KeyAlgorithm, KeySpec};
+use kmip_backends::{KeyAlgorithm, KeySpec, RngInfo};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{Tag, Value};
+use kmip_wire::ttlv::{Tag, Ttlv, Value};
 use zeroize::Zeroizing;
 
 impl Ops {
@@ -80,6 +80,12 @@ impl Ops {
         let spec = key_spec(algorithm, bits, &attrs);
         let mut obj = self.new_object(ctx, ObjectType::SymmetricKey, attrs)?;
         flag_attrs(&mut obj, &spec);
+        // The server generated the key: its generator is the one the backend uses, whatever a
+        // client said.
+        obj.set(
+            tags::RANDOM_NUMBER_GENERATOR,
+            rng_attribute(self.store.backend().rng()),
+        );
         let uid = obj.uid.clone();
         let after = self
             .store
@@ -243,6 +249,31 @@ fn key_spec(algorithm: KeyAlgorithm, bits: i32, attrs: &[Attribute]) -> KeySpec 
             .and_then(Attribute::as_name)
             .map(|n| n.value),
     }
+}
+
+/// RNG Algorithm (KMIP 2.1 §11.49) and DRBG Algorithm (§11.17) values.
+const RNG_ALGORITHM_UNSPECIFIED: u32 = 1;
+const RNG_ALGORITHM_DRBG: u32 = 3;
+const DRBG_ALGORITHM_CTR: u32 = 5;
+
+/// The Random Number Generator attribute (RNG Parameters) describing `rng`.
+pub(super) fn rng_attribute(rng: RngInfo) -> Value {
+    let field = |tag: Tag, v: Value| Ttlv::new(tag, v);
+    Value::Structure(match rng {
+        RngInfo::CtrDrbgAes256 => vec![
+            field(tags::RNGALGORITHM, Value::Enumeration(RNG_ALGORITHM_DRBG)),
+            field(
+                tags::CRYPTOGRAPHIC_ALGORITHM,
+                Value::Enumeration(CryptographicAlgorithm::Aes.to_u32()),
+            ),
+            field(tags::CRYPTOGRAPHIC_LENGTH, Value::Integer(256)),
+            field(tags::DRBGALGORITHM, Value::Enumeration(DRBG_ALGORITHM_CTR)),
+        ],
+        RngInfo::Token => vec![field(
+            tags::RNGALGORITHM,
+            Value::Enumeration(RNG_ALGORITHM_UNSPECIFIED),
+        )],
+    })
 }
 
 fn flag_attrs(obj: &mut StoredObject, spec: &KeySpec) {

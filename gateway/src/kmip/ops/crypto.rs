@@ -1,4 +1,4 @@
-//! Encrypt, Decrypt and MAC with a key the backend holds: the key must be Active, inside its
+//! Encrypt and Decrypt with a key the backend holds: the key must be Active, inside its
 //! usage dates and mask, and each use is charged against its Usage Limits first.
 
 use super::object::{state_name, state_of};
@@ -13,7 +13,12 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 impl Ops {
-    fn usable_key(&self, uid: &str, usage: i32, now: i64) -> Result<Arc<StoredObject>, OpError> {
+    pub(super) fn usable_key(
+        &self,
+        uid: &str,
+        usage: i32,
+        now: i64,
+    ) -> Result<Arc<StoredObject>, OpError> {
         let obj = self.live_object(uid)?;
         if state_of(&obj) != State::Active {
             return Err(OpError::WrongState(state_name(state_of(&obj))));
@@ -161,46 +166,20 @@ impl Ops {
             correlation_value: None,
         })
     }
-
-    pub(super) async fn mac(
-        &self,
-        ctx: &mut OpContext<'_>,
-        r: MacRequest,
-    ) -> Result<MacResponse, OpError> {
-        let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_key(&uid, USAGE_MAC_GENERATE, ctx.now)?;
-        let alg = r
-            .cryptographic_parameters
-            .as_ref()
-            .and_then(|p| p.cryptographic_algorithm)
-            .or_else(|| {
-                obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
-                    .and_then(|a| a.as_enum())
-            });
-        if alg != Some(CryptographicAlgorithm::HmacSha256) {
-            return Err(OpError::BadCryptoParameters(
-                "MAC supports HMAC-SHA256 only".into(),
-            ));
-        }
-        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
-        let mac = self.store.backend().mac(&uid, data.as_slice()).await?;
-        ctx.id_placeholder = Some(uid.clone());
-        Ok(MacResponse {
-            unique_identifier: uid,
-            mac_data: Some(Bytes::from(mac)),
-            correlation_value: None,
-        })
-    }
 }
+
+/// The GCM tag lengths SP 800-38D allows (bytes): a shorter tag is forged too easily.
+pub(crate) const GCM_TAG_LENGTHS: [i32; 7] = [4, 8, 12, 13, 14, 15, 16];
+/// The tag length when neither the request nor the key names one.
+const GCM_FULL_TAG: i32 = 16;
 
 const USAGE_ENCRYPT: i32 = 0x0000_0004;
 const USAGE_DECRYPT: i32 = 0x0000_0008;
-const USAGE_MAC_GENERATE: i32 = 0x0000_0080;
 
 /// The request's Cryptographic Parameters, completed field by field from the key's own
 /// Cryptographic Parameters attribute (KMIP: the object's parameters apply when the request
 /// omits them).
-fn effective_parameters(
+pub(super) fn effective_parameters(
     given: Option<&CryptographicParameters>,
     obj: &StoredObject,
 ) -> CryptographicParameters {
@@ -248,12 +227,15 @@ fn cipher_mode(
         Some(other) => return Err(OpError::BadCryptoParameters(format!("padding {other:?}"))),
     };
     Ok(match p.and_then(|p| p.block_cipher_mode) {
-        Some(BlockCipherMode::Gcm) => CipherMode::Gcm {
-            tag_len: p
-                .and_then(|p| p.tag_length)
-                .map(|t| t as usize)
-                .unwrap_or(16),
-        },
+        Some(BlockCipherMode::Gcm) => {
+            let tag_len = p.and_then(|p| p.tag_length).unwrap_or(GCM_FULL_TAG);
+            if !GCM_TAG_LENGTHS.contains(&tag_len) {
+                return Err(OpError::GcmTagLength(tag_len));
+            }
+            CipherMode::Gcm {
+                tag_len: usize::try_from(tag_len).map_err(|_| OpError::GcmTagLength(tag_len))?,
+            }
+        }
         Some(BlockCipherMode::Cbc) => CipherMode::Cbc { pad },
         Some(BlockCipherMode::Ecb) => CipherMode::Ecb { pad },
         None => return Err(OpError::MissingData("Block Cipher Mode".into())),

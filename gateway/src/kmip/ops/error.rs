@@ -61,6 +61,9 @@ pub enum OpError {
     /// The client asked for a Quantum Safe object that this key would not be.
     #[error("not quantum safe: {0}")]
     NotQuantumSafe(String),
+    /// A GCM tag length SP 800-38D does not allow (bytes asked).
+    #[error("GCM tag length {0} is not one of {allowed:?} bytes", allowed = super::crypto::GCM_TAG_LENGTHS)]
+    GcmTagLength(i32),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -122,6 +125,9 @@ impl OpError {
             OpError::ObjectLimit(_) => ResultReason::GeneralFailure,
             // No Result Reason names it; the Quantum Safe profile (QS-M-2) answers General Failure.
             OpError::NotQuantumSafe(_) => ResultReason::GeneralFailure,
+            // The OASIS vectors (CS-BC-M-GCM-1) answer an unusable tag length with General
+            // Failure in 1.4 and 2.1 alike.
+            OpError::GcmTagLength(_) => ResultReason::GeneralFailure,
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
@@ -290,6 +296,7 @@ mod tests {
             ),
             (
                 OpError::NotQuantumSafe(s()),
+                OpError::GcmTagLength(1),
                 R::GeneralFailure,
                 R::GeneralFailure,
             ),
@@ -447,7 +454,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 49;
+    const ROWS: usize = 50;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -476,6 +483,7 @@ mod tests {
             OpError::Undecodable(_) => 19,
             OpError::ObjectLimit(_) => 20,
             OpError::NotQuantumSafe(_) => 48,
+            OpError::GcmTagLength(_) => 49,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,

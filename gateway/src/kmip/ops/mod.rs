@@ -10,6 +10,7 @@ mod batch;
 mod certificate;
 mod create;
 mod crypto;
+mod digest;
 mod error;
 mod get;
 mod lifecycle;

@@ -3,6 +3,7 @@
 //! it. Running, authorizing, the audit trail's identifiers and the Query answer all read this
 //! table, so an operation is added in one row (a test refuses a decodable operation without one).
 
+use super::digest;
 use super::query::{discover_versions, query};
 use super::{OpContext, OpError, Ops};
 use kmip_policy::Operation as PolicyOperation;
@@ -77,6 +78,7 @@ names_one_object!(
     EncryptResponse,
     DecryptResponse,
     MacResponse,
+    MacVerifyResponse,
 );
 
 impl NamesObjects for LocateResponse {
@@ -92,6 +94,18 @@ impl NamesObjects for CheckResponse {
 }
 
 impl NamesObjects for DiscoverVersionsResponse {
+    fn uids(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl NamesObjects for DataResponse {
+    fn uids(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl NamesObjects for RngSeedResponse {
     fn uids(&self) -> Vec<String> {
         Vec::new()
     }
@@ -193,6 +207,11 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(Encrypt, Encrypt, object, listed: true, |ops, ctx, r| ops.encrypt(ctx, r).await?),
     row!(Decrypt, Decrypt, object, listed: true, |ops, ctx, r| ops.decrypt(ctx, r).await?),
     row!(Mac, Mac, object, listed: true, |ops, ctx, r| ops.mac(ctx, r).await?),
+    row!(MacVerify, MacVerify, object, listed: true,
+        |ops, ctx, r| ops.mac_verify(ctx, r).await?),
+    row!(Hash, Hash, none, listed: true, |_, _, r| digest::hash(&r)?),
+    row!(RngRetrieve, RngRetrieve, none, listed: true, |ops, _, r| ops.rng_retrieve(r).await?),
+    row!(RngSeed, RngSeed, none, listed: true, |ops, _, r| ops.rng_seed(r).await?),
     // Decoded and decided by the policy, but not implemented: Operation Not Supported.
     OpEntry {
         operation: Operation::CreateKeyPair,
@@ -318,6 +337,10 @@ mod tests {
                 Operation::Encrypt,
                 Operation::Decrypt,
                 Operation::Mac,
+                Operation::MacVerify,
+                Operation::Hash,
+                Operation::RngRetrieve,
+                Operation::RngSeed,
             ]
         );
     }

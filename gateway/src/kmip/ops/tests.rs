@@ -1273,3 +1273,4 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
         vec![ResultStatus::OperationUndone, ResultStatus::OperationFailed]
     );
 }
+mod symm;

@@ -55,4 +55,8 @@ pub use payload::{
     MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse, ReKeyRequest,
     RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, UidRequest, UidResponse,
 };
+pub use payload::{
+    DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,
+    RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
+};
 pub use version::{prune_undefined, tag_defined, ProtocolVersion};

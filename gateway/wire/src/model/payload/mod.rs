@@ -6,6 +6,7 @@
 //! `request` holds the request payloads and their writing, `read_request` their reading,
 //! `response` the response payloads.
 
+mod digest;
 mod read_request;
 mod request;
 mod response;
@@ -19,6 +20,10 @@ use crate::ttlv::{Tag, Ttlv};
 
 type R<T> = Result<T, ModelError>;
 
+pub use digest::{
+    DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,
+    RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
+};
 pub use request::{
     AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,

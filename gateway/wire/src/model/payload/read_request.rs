@@ -6,7 +6,7 @@ use super::request::{
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
     ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
 };
-use super::{opt_secret, uid, CryptographicParameters, R};
+use super::{digest, opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
     read_wrapped, Attribute, AttributeGroup, AttributeName, RevocationReason,
 };
@@ -136,6 +136,10 @@ impl RequestPayload {
                 init_indicator: node.opt_bool(tags::INIT_INDICATOR)?,
                 final_indicator: node.opt_bool(tags::FINAL_INDICATOR)?,
             }),
+            Operation::MacVerify => RequestPayload::MacVerify(digest::read_mac_verify(node)?),
+            Operation::Hash => RequestPayload::Hash(digest::read_hash(node)?),
+            Operation::RngRetrieve => RequestPayload::RngRetrieve(digest::read_rng_retrieve(node)?),
+            Operation::RngSeed => RequestPayload::RngSeed(digest::read_rng_seed(node)?),
             Operation::Interop => RequestPayload::Interop(InteropRequest {
                 function: node.req_enum(tags::INTEROP_FUNCTION)?,
                 identifier: node.req_text(tags::INTEROP_IDENTIFIER)?,

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::digest::{self, HashRequest, MacVerifyRequest, RngRetrieveRequest, RngSeedRequest};
 use super::{push_bool, push_bytes, push_uid, CryptographicParameters};
 use crate::model::attribute::{
     needs_v2_shape, write_wrapped, Attribute, AttributeGroup, AttributeName, RevocationReason,
@@ -193,6 +194,10 @@ pub enum RequestPayload {
     Encrypt(CryptoRequest),
     Decrypt(CryptoRequest),
     Mac(MacRequest),
+    MacVerify(MacVerifyRequest),
+    Hash(HashRequest),
+    RngRetrieve(RngRetrieveRequest),
+    RngSeed(RngSeedRequest),
     Interop(InteropRequest),
     Log(LogRequest),
     /// An operation this model has no typed payload for; the payload as received.
@@ -226,6 +231,10 @@ impl RequestPayload {
             RequestPayload::Encrypt(_) => Operation::Encrypt,
             RequestPayload::Decrypt(_) => Operation::Decrypt,
             RequestPayload::Mac(_) => Operation::Mac,
+            RequestPayload::MacVerify(_) => Operation::MacVerify,
+            RequestPayload::Hash(_) => Operation::Hash,
+            RequestPayload::RngRetrieve(_) => Operation::RngRetrieve,
+            RequestPayload::RngSeed(_) => Operation::RngSeed,
             RequestPayload::Interop(_) => Operation::Interop,
             RequestPayload::Log(_) => Operation::Log,
             RequestPayload::Unknown { op_code, .. } => *op_code,
@@ -405,6 +414,14 @@ impl RequestPayload {
                 );
                 push_bool(&mut items, tags::INIT_INDICATOR, r.init_indicator);
                 push_bool(&mut items, tags::FINAL_INDICATOR, r.final_indicator);
+            }
+            RequestPayload::MacVerify(r) => digest::write_mac_verify(&mut items, r),
+            RequestPayload::Hash(r) => digest::write_hash(&mut items, r),
+            RequestPayload::RngRetrieve(r) => {
+                items.push(codec::int(tags::DATA_LENGTH, r.data_length));
+            }
+            RequestPayload::RngSeed(r) => {
+                push_bytes(&mut items, tags::DATA, Some(r.data.as_slice()));
             }
             RequestPayload::Interop(r) => {
                 items.push(codec::enumeration(tags::INTEROP_FUNCTION, r.function));

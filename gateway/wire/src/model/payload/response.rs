@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::digest::{self, DataResponse, MacVerifyResponse, RngSeedResponse};
 use super::{opt_secret, push_bytes, push_uid, uid, R};
 use crate::model::attribute::{write_bare_response, Attribute, AttributeGroup, AttributeName};
 use crate::model::codec::{self, Node};
@@ -136,6 +137,10 @@ pub enum ResponsePayload {
     Encrypt(EncryptResponse),
     Decrypt(DecryptResponse),
     Mac(MacResponse),
+    MacVerify(MacVerifyResponse),
+    Hash(DataResponse),
+    RngRetrieve(DataResponse),
+    RngSeed(RngSeedResponse),
     /// An empty payload (Interop, Log).
     Empty,
     /// The payload of an operation this model has no typed response for, as received.
@@ -257,6 +262,14 @@ impl ResponsePayload {
                 mac_data: node.opt_bytes(tags::MACDATA)?,
                 correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
             }),
+            Operation::MacVerify => {
+                ResponsePayload::MacVerify(digest::read_mac_verify_response(node)?)
+            }
+            Operation::Hash => ResponsePayload::Hash(digest::read_data_response(node)?),
+            Operation::RngRetrieve => {
+                ResponsePayload::RngRetrieve(digest::read_data_response(node)?)
+            }
+            Operation::RngSeed => ResponsePayload::RngSeed(digest::read_rng_seed_response(node)?),
             Operation::Interop | Operation::Log if node.ttlv.items().is_empty() => {
                 ResponsePayload::Empty
             }
@@ -400,6 +413,11 @@ impl ResponsePayload {
                     r.correlation_value.as_deref(),
                 );
             }
+            ResponsePayload::MacVerify(r) => digest::write_mac_verify_response(&mut items, r),
+            ResponsePayload::Hash(r) | ResponsePayload::RngRetrieve(r) => {
+                push_bytes(&mut items, tags::DATA, Some(&r.data));
+            }
+            ResponsePayload::RngSeed(r) => digest::write_rng_seed_response(&mut items, r),
             ResponsePayload::Empty => {}
             ResponsePayload::Raw(raw) => return raw.clone(),
         }
