@@ -3,6 +3,7 @@
 //! (`table`) that dispatch, authorization, the audit trail and Query read. The operations
 //! themselves live in one file per KMIP function.
 
+mod asym;
 mod attribute_rules;
 mod attributes;
 mod batch;

@@ -77,7 +77,18 @@ names_one_object!(
     EncryptResponse,
     DecryptResponse,
     MacResponse,
+    SignResponse,
+    SignatureVerifyResponse,
 );
+
+impl NamesObjects for CreateKeyPairResponse {
+    fn uids(&self) -> Vec<String> {
+        vec![
+            self.private_key_unique_identifier.clone(),
+            self.public_key_unique_identifier.clone(),
+        ]
+    }
+}
 
 impl NamesObjects for LocateResponse {
     fn uids(&self) -> Vec<String> {
@@ -193,15 +204,11 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(Encrypt, Encrypt, object, listed: true, |ops, ctx, r| ops.encrypt(ctx, r).await?),
     row!(Decrypt, Decrypt, object, listed: true, |ops, ctx, r| ops.decrypt(ctx, r).await?),
     row!(Mac, Mac, object, listed: true, |ops, ctx, r| ops.mac(ctx, r).await?),
-    // Decoded and decided by the policy, but not implemented: Operation Not Supported.
-    OpEntry {
-        operation: Operation::CreateKeyPair,
-        run: |_, _, _| Box::pin(async { Err(OpError::OperationNotSupported) }),
-        policy: Some(PolicyOperation::CreateKeyPair),
-        target: Target::None,
-        listed: false,
-        answer_uids: |_| None,
-    },
+    row!(CreateKeyPair, CreateKeyPair, none, listed: true,
+        |ops, ctx, r| ops.create_key_pair(ctx, r).await?),
+    row!(Sign, Sign, object, listed: true, |ops, ctx, r| ops.sign(ctx, r).await?),
+    row!(SignatureVerify, SignatureVerify, object, listed: true,
+        |ops, ctx, r| ops.signature_verify(ctx, r).await?),
     marker!(Interop),
     marker!(Log),
 ];
