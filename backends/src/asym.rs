@@ -11,6 +11,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{
     KeySize, OaepAlgorithm, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
     Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+    RsaParameters, RsaPssSaltLength,
 };
 use aws_lc_rs::signature::{
     self, EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair, RsaEncoding,
@@ -312,10 +313,29 @@ pub fn verify(
         (KeyPairAlgorithm::Ed25519, SignatureScheme::Ed25519) => (&signature::ED25519, raw),
         _ => return Err(mismatch(scheme, kind)),
     };
-    Ok(UnparsedPublicKey::new(algorithm, key)
+    if UnparsedPublicKey::new(algorithm, key)
         .verify(data, sig)
-        .is_ok())
+        .is_ok()
+    {
+        return Ok(true);
+    }
+    // KMIP does not fix the PSS salt length: signers use the digest's length (as `sign` does)
+    // or the largest the key allows (OpenSSL's and Java's long-time default). Both are accepted.
+    let max_salt: Option<&'static dyn VerificationAlgorithm> = match scheme {
+        SignatureScheme::RsaPss(HashAlgorithm::Sha256) => Some(&PSS_SHA256_MAX_SALT),
+        SignatureScheme::RsaPss(HashAlgorithm::Sha384) => Some(&PSS_SHA384_MAX_SALT),
+        SignatureScheme::RsaPss(HashAlgorithm::Sha512) => Some(&PSS_SHA512_MAX_SALT),
+        _ => None,
+    };
+    Ok(max_salt.is_some_and(|a| UnparsedPublicKey::new(a, key).verify(data, sig).is_ok()))
 }
+
+static PSS_SHA256_MAX_SALT: RsaParameters =
+    signature::RSA_PSS_2048_8192_SHA256.with_pss_salt_length(RsaPssSaltLength::Max);
+static PSS_SHA384_MAX_SALT: RsaParameters =
+    signature::RSA_PSS_2048_8192_SHA384.with_pss_salt_length(RsaPssSaltLength::Max);
+static PSS_SHA512_MAX_SALT: RsaParameters =
+    signature::RSA_PSS_2048_8192_SHA512.with_pss_salt_length(RsaPssSaltLength::Max);
 
 fn oaep(hash: HashAlgorithm) -> &'static OaepAlgorithm {
     match hash {

@@ -143,13 +143,16 @@ impl Ops {
         })
     }
 
-    /// The key `uid` if it may be used for `usage` now: Active, within its dates, of `kind`,
-    /// and its usage mask allows it.
+    /// The key `uid` if it may be used for `usage` at `now`: of `kind`, Active, within its
+    /// dates (signing and encrypting protect: they stop at the Protect Stop Date; verifying
+    /// and decrypting process: they start at the Process Start Date), and its usage mask
+    /// allows it.
     fn usable_asym_key(
         &self,
         uid: &str,
         kind: ObjectKind,
         usage: i32,
+        now: i64,
     ) -> Result<Arc<StoredObject>, OpError> {
         let obj = self.live_object(uid)?;
         if obj.kind != kind {
@@ -164,6 +167,14 @@ impl Ops {
         }
         if state_of(&obj) != State::Active {
             return Err(OpError::WrongState(state_name(state_of(&obj))));
+        }
+        let date = |tag: Tag| obj.first(tag).and_then(Attribute::as_datetime);
+        let protecting = usage == USAGE_SIGN || usage == USAGE_ENCRYPT;
+        if protecting && date(tags::PROTECT_STOP_DATE).is_some_and(|d| d <= now) {
+            return Err(OpError::WrongState("past its Protect Stop Date"));
+        }
+        if !protecting && date(tags::PROCESS_START_DATE).is_some_and(|d| d > now) {
+            return Err(OpError::WrongState("before its Process Start Date"));
         }
         if obj
             .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
@@ -181,7 +192,7 @@ impl Ops {
         r: SignRequest,
     ) -> Result<SignResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_asym_key(&uid, ObjectKind::PrivateKey, USAGE_SIGN)?;
+        let obj = self.usable_asym_key(&uid, ObjectKind::PrivateKey, USAGE_SIGN, ctx.now)?;
         let scheme = signature_scheme(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = single_part_data(
             r.data,
@@ -208,7 +219,7 @@ impl Ops {
         r: SignRequest,
     ) -> Result<SignatureVerifyResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_asym_key(&uid, ObjectKind::PublicKey, USAGE_VERIFY)?;
+        let obj = self.usable_asym_key(&uid, ObjectKind::PublicKey, USAGE_VERIFY, ctx.now)?;
         let scheme = signature_scheme(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = single_part_data(
             r.data,
@@ -240,7 +251,7 @@ impl Ops {
         r: CryptoRequest,
     ) -> Result<EncryptResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_asym_key(&uid, ObjectKind::PublicKey, USAGE_ENCRYPT)?;
+        let obj = self.usable_asym_key(&uid, ObjectKind::PublicKey, USAGE_ENCRYPT, ctx.now)?;
         let padding = rsa_padding(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
         let spki = self.store.read_material(&uid).await?;
@@ -262,7 +273,7 @@ impl Ops {
         r: CryptoRequest,
     ) -> Result<DecryptResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_asym_key(&uid, ObjectKind::PrivateKey, USAGE_DECRYPT)?;
+        let obj = self.usable_asym_key(&uid, ObjectKind::PrivateKey, USAGE_DECRYPT, ctx.now)?;
         let padding = rsa_padding(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
         let out = self
