@@ -6,6 +6,10 @@
 
 mod der;
 
+pub(crate) use der::{
+    curve_params, ec_spki, ecdsa_der, rsa_pkcs8_from_numbers, rsa_private_numbers, rsa_spki,
+};
+
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{

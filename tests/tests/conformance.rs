@@ -210,19 +210,24 @@ const ASYM_PASSING: &[&str] = &[
     "CS-AC-M-2-14.xml",
     "CS-AC-M-8-14.xml",
     "CS-AC-M-OAEP-1-14.xml",
-    "CS-AC-M-OAEP-2-14.xml",
     "CS-AC-M-OAEP-3-14.xml",
-    "CS-AC-M-OAEP-4-14.xml",
     "CS-AC-M-OAEP-5-14.xml",
-    "CS-AC-M-OAEP-6-14.xml",
     "CS-AC-M-1-21.xml",
     "CS-AC-M-2-21.xml",
     "CS-AC-M-8-21.xml",
     "CS-AC-M-OAEP-1-21.xml",
-    "CS-AC-M-OAEP-2-21.xml",
     "CS-AC-M-OAEP-3-21.xml",
-    "CS-AC-M-OAEP-4-21.xml",
     "CS-AC-M-OAEP-5-21.xml",
+];
+
+/// RSA-OAEP decryptions with SHA-256/384/512: SoftHSM 2.6 decrypts OAEP with SHA-1 only, and
+/// the private key does not leave the token to be used elsewhere.
+const ASYM_PASSING_SOFTWARE_ONLY: &[&str] = &[
+    "CS-AC-M-OAEP-2-14.xml",
+    "CS-AC-M-OAEP-4-14.xml",
+    "CS-AC-M-OAEP-6-14.xml",
+    "CS-AC-M-OAEP-2-21.xml",
+    "CS-AC-M-OAEP-4-21.xml",
     "CS-AC-M-OAEP-6-21.xml",
 ];
 
@@ -239,8 +244,13 @@ backend_tests! {
             .collect();
         let verdicts = run_vectors(&gw, &files);
         println!("{}", report(&verdicts));
+        let extra = match backend {
+            Backend::Vault | Backend::Postgres => ASYM_PASSING_SOFTWARE_ONLY,
+            Backend::SoftHsm => &[][..],
+        };
         let regressed: Vec<&str> = ASYM_PASSING
             .iter()
+            .chain(extra)
             .copied()
             .filter(|name| !verdicts.iter().any(|v| v.passed && v.name == *name))
             .collect();

@@ -142,6 +142,92 @@ pub(crate) fn pkcs8_from_rsa_private(pkcs1: &[u8]) -> Result<Vec<u8>, BackendErr
     Ok(wrap(SEQUENCE, &body))
 }
 
+/// A DER INTEGER's content as an unsigned big-endian number (its sign byte dropped).
+fn unsigned(content: &[u8]) -> Vec<u8> {
+    let skip = content.iter().take_while(|b| **b == 0).count();
+    content[skip.min(content.len().saturating_sub(1))..].to_vec()
+}
+
+/// A DER INTEGER of the unsigned big-endian number `n`.
+fn integer(n: &[u8]) -> Vec<u8> {
+    let skip = n.iter().take_while(|b| **b == 0).count();
+    let n = &n[skip.min(n.len().saturating_sub(1))..];
+    let mut content = Vec::with_capacity(n.len() + 1);
+    if n.first().is_some_and(|b| b & 0x80 != 0) {
+        content.push(0);
+    }
+    content.extend_from_slice(n);
+    wrap(INTEGER, &content)
+}
+
+/// The eight numbers of an RSA private key (n, e, d, p, q, d mod p-1, d mod q-1, q^-1 mod p)
+/// inside a PKCS#8 key, as unsigned big-endian bytes.
+pub(crate) fn rsa_private_numbers(pkcs8: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
+    let what = "RSA private key";
+    let (alg, inner) = pkcs8_parts(pkcs8)?;
+    if alg.oid != OID_RSA {
+        return Err(BackendError::InvalidInput("not an RSA private key".into()));
+    }
+    let (body, _) = expect(inner, SEQUENCE, what)?;
+    let (_version, mut rest) = expect(body, INTEGER, what)?;
+    let mut numbers = Vec::with_capacity(8);
+    for _ in 0..8 {
+        let (n, next) = expect(rest, INTEGER, what)?;
+        numbers.push(unsigned(n));
+        rest = next;
+    }
+    Ok(numbers)
+}
+
+/// The PKCS#8 form of an RSA private key given by its eight numbers (see
+/// [`rsa_private_numbers`]).
+pub(crate) fn rsa_pkcs8_from_numbers(numbers: &[Vec<u8>]) -> Result<Vec<u8>, BackendError> {
+    if numbers.len() != 8 {
+        return Err(malformed("RSA private key"));
+    }
+    let mut body = wrap(INTEGER, &[0]);
+    for n in numbers {
+        body.extend(integer(n));
+    }
+    pkcs8_from_rsa_private(&wrap(SEQUENCE, &body))
+}
+
+/// The SubjectPublicKeyInfo of the RSA key (`modulus`, `exponent`).
+pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, BackendError> {
+    let mut numbers = integer(modulus);
+    numbers.extend(integer(exponent));
+    spki_from_rsa_public(&wrap(SEQUENCE, &numbers))
+}
+
+/// The SubjectPublicKeyInfo of an EC key on the curve `curve` (OID content) with the point
+/// `ec_point` as PKCS#11 gives it (a DER OCTET STRING around the uncompressed point).
+pub(crate) fn ec_spki(curve: &[u8], ec_point: &[u8]) -> Result<Vec<u8>, BackendError> {
+    let (point, _) = expect(ec_point, OCTET_STRING, "EC point")?;
+    let mut alg = wrap(OID, OID_EC);
+    alg.extend(wrap(OID, curve));
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(point);
+    let mut body = wrap(SEQUENCE, &alg);
+    body.extend(wrap(BIT_STRING, &bits));
+    Ok(wrap(SEQUENCE, &body))
+}
+
+/// The DER OID element of a curve, as PKCS#11's `CKA_EC_PARAMS` holds it.
+pub(crate) fn curve_params(curve: &[u8]) -> Vec<u8> {
+    wrap(OID, curve)
+}
+
+/// An ECDSA signature as X9.62 DER (what clients verify) from PKCS#11's r || s.
+pub(crate) fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, BackendError> {
+    if raw.is_empty() || raw.len() % 2 != 0 {
+        return Err(malformed("ECDSA signature"));
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let mut body = integer(r);
+    body.extend(integer(s));
+    Ok(wrap(SEQUENCE, &body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +246,16 @@ mod tests {
         let der = wrap(SEQUENCE, &[1, 2, 3]);
         assert!(element(&der[..4], "x").is_err());
         assert!(element(&[0x30, 0x85, 1, 1, 1, 1, 1], "x").is_err());
+    }
+
+    #[test]
+    fn integers_are_positive_and_minimal() {
+        assert_eq!(integer(&[0x80]), vec![INTEGER, 2, 0, 0x80]);
+        assert_eq!(integer(&[0, 0, 0x7f]), vec![INTEGER, 1, 0x7f]);
+        assert_eq!(unsigned(&[0, 0x80]), vec![0x80]);
+        let sig = ecdsa_der(&[0x80, 1]).unwrap();
+        assert_eq!(sig, vec![SEQUENCE, 7, INTEGER, 2, 0, 0x80, INTEGER, 1, 1]);
+        assert!(ecdsa_der(&[1, 2, 3]).is_err());
     }
 
     #[test]

@@ -140,3 +140,15 @@ fn pss_signatures_with_the_largest_salt_verify() {
     sig[0] ^= 0xff;
     assert!(!verify(&spki, scheme, &data, &sig).unwrap());
 }
+
+#[test]
+fn rsa_numbers_rebuild_the_public_key() {
+    let pair = generate_pair(KeyPairAlgorithm::Rsa { bits: 2048 }).unwrap();
+    let numbers = rsa_private_numbers(&pair.private_pkcs8).unwrap();
+    assert_eq!(numbers.len(), 8);
+    assert_eq!(numbers[0].len(), 256);
+    assert_eq!(
+        rsa_spki(&numbers[0], &numbers[1]).unwrap(),
+        pair.public_spki
+    );
+}
