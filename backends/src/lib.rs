@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
+pub mod asym;
 mod cipher;
 pub mod envelope;
 pub mod error;
@@ -198,6 +199,49 @@ pub trait Backend: Send + Sync + 'static {
     /// What that generator is (the KMIP Random Number Generator attribute of generated keys).
     fn rng(&self) -> RngInfo {
         random::SOFTWARE_RNG
+    }
+
+    /// Generates a key pair where keys live and stores it as two objects: `private` (material:
+    /// PKCS#8) and `public` (material: SubjectPublicKeyInfo). Both are stored or neither.
+    async fn generate_key_pair(
+        &self,
+        private: ObjectRecord,
+        public: ObjectRecord,
+        spec: asym::KeyPairSpec,
+    ) -> Result<(), BackendError> {
+        let _ = (private, public, spec);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend does not generate key pairs",
+            self.name()
+        )))
+    }
+
+    /// Signs `data` with the private key `uid`, where it lives.
+    async fn sign(
+        &self,
+        uid: &str,
+        scheme: asym::SignatureScheme,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let _ = (scheme, data);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend cannot sign with {uid}",
+            self.name()
+        )))
+    }
+
+    /// RSA-decrypts `data` with the private key `uid`, where it lives.
+    async fn rsa_decrypt(
+        &self,
+        uid: &str,
+        padding: asym::RsaPadding,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let _ = (padding, data);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend cannot RSA-decrypt with {uid}",
+            self.name()
+        )))
     }
 
     /// Cheap liveness probe for `/readyz`.

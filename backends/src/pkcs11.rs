@@ -11,6 +11,7 @@
 //! objects out on the token and destroys them, `cipher` runs the cipher and MAC mechanisms,
 //! and `recovering` reopens a lost token.
 
+mod asym;
 mod backend;
 mod cipher;
 mod handles;

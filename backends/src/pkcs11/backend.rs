@@ -8,10 +8,12 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use std::sync::{Arc, PoisonError};
 use zeroize::Zeroizing;
 
+use super::asym;
 use super::cipher::{self, CipherJob};
 use super::handles::token_usable;
 use super::objects::{self, destroy_objects, Entry, FLAG_NOT_EXTRACTABLE, MATERIAL_APP};
 use super::{p11_error, Pkcs11Backend};
+use crate::asym::{KeyPairSpec, RsaPadding, SignatureScheme};
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
     ObjectKind, ObjectRecord, RngInfo,
@@ -214,13 +216,16 @@ impl Backend for Pkcs11Backend {
                     sensitive,
                 )
             }
-            _ => vec![
-                Attribute::Class(ObjectClass::DATA),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Application(MATERIAL_APP.to_vec()),
-                Attribute::Label(record.uid.as_bytes().to_vec()),
-            ],
+            // An RSA private key becomes a token key, never readable unless extractable.
+            ObjectKind::PrivateKey => {
+                if let Some(t) =
+                    asym::rsa_import_template(&record.uid, label.as_deref(), &material, extractable)
+                {
+                    return self.import_key_object(record, t).await;
+                }
+                data_template(&record.uid)
+            }
+            _ => data_template(&record.uid),
         };
         let flags = if record.kind != ObjectKind::SymmetricKey && (!extractable || sensitive) {
             FLAG_NOT_EXTRACTABLE
@@ -249,6 +254,11 @@ impl Backend for Pkcs11Backend {
             let handle = material(&uid_owned, e)?;
             if e.flags & FLAG_NOT_EXTRACTABLE != 0 {
                 return Err(BackendError::NotExtractable(uid_owned.clone()));
+            }
+            if e.kind == ObjectKind::PrivateKey {
+                if let Some(pkcs8) = asym::export_rsa_private(s, handle) {
+                    return Ok(pkcs8);
+                }
             }
             let attrs = match s.get_attributes(handle, &[AttributeType::Value]) {
                 Ok(attrs) => attrs,
@@ -343,6 +353,58 @@ impl Backend for Pkcs11Backend {
         RngInfo::Token
     }
 
+    async fn generate_key_pair(
+        &self,
+        private: ObjectRecord,
+        public: ObjectRecord,
+        spec: KeyPairSpec,
+    ) -> Result<(), BackendError> {
+        validate_record(&private, spec.label.as_deref())?;
+        validate_record(&public, None)?;
+        if private.kind != ObjectKind::PrivateKey || public.kind != ObjectKind::PublicKey {
+            return Err(BackendError::InvalidInput(
+                "a key pair is one Private Key and one Public Key object".into(),
+            ));
+        }
+        let _gate = self.rescan_gate.read().await;
+        self.ensure_absent(&private.uid)?;
+        self.ensure_absent(&public.uid)?;
+        let (private_uid, public_uid) = (private.uid.clone(), public.uid.clone());
+        let (private_entry, public_entry) = self
+            .with_session(move |s| asym::create_pair(s, &private, &public, &spec))
+            .await?;
+        self.publish(private_uid, private_entry).await?;
+        self.publish(public_uid, public_entry).await
+    }
+
+    async fn sign(
+        &self,
+        uid: &str,
+        scheme: SignatureScheme,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let data = Zeroizing::new(data.to_vec());
+        let uid_owned = uid.to_owned();
+        self.with_object(uid, move |s, e| {
+            asym::sign(s, asym::private_key(s, &uid_owned, e)?, scheme, &data)
+        })
+        .await
+    }
+
+    async fn rsa_decrypt(
+        &self,
+        uid: &str,
+        padding: RsaPadding,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let data = data.to_vec();
+        let uid_owned = uid.to_owned();
+        self.with_object(uid, move |s, e| {
+            asym::decrypt(s, asym::private_key(s, &uid_owned, e)?, padding, &data)
+        })
+        .await
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         let module = Arc::clone(&self.token.module);
         let slot = self.token.slot;
@@ -354,6 +416,38 @@ impl Backend for Pkcs11Backend {
     }
 }
 
+/// The data object holding non-key material (certificates, public keys, opaque objects...).
+fn data_template(uid: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Application(MATERIAL_APP.to_vec()),
+        Attribute::Label(uid.as_bytes().to_vec()),
+    ]
+}
+
+impl Pkcs11Backend {
+    /// Stores a key object built from imported material (`template`, wiped after use).
+    async fn import_key_object(
+        &self,
+        record: ObjectRecord,
+        template: ZeroizeTemplate,
+    ) -> Result<(), BackendError> {
+        let _gate = self.rescan_gate.read().await;
+        self.ensure_absent(&record.uid)?;
+        let uid = record.uid.clone();
+        let entry = self
+            .with_session(move |s| {
+                objects::create_with_meta(s, &record.uid, record.kind, 0, &record.meta, |s| {
+                    s.create_object(&template.0).map_err(p11_error)
+                })
+            })
+            .await?;
+        self.publish(uid, entry).await
+    }
+}
+
 /// A creation template holding secret material, wiped on drop.
 pub(crate) struct ZeroizeTemplate(pub(crate) Vec<Attribute>);
 
@@ -361,8 +455,15 @@ impl Drop for ZeroizeTemplate {
     fn drop(&mut self) {
         use zeroize::Zeroize;
         for attr in &mut self.0 {
-            if let Attribute::Value(v) = attr {
-                v.zeroize();
+            match attr {
+                Attribute::Value(v)
+                | Attribute::PrivateExponent(v)
+                | Attribute::Prime1(v)
+                | Attribute::Prime2(v)
+                | Attribute::Exponent1(v)
+                | Attribute::Exponent2(v)
+                | Attribute::Coefficient(v) => v.zeroize(),
+                _ => {}
             }
         }
     }

@@ -210,6 +210,13 @@ pub(crate) fn scan(session: &Session) -> Result<Scan, BackendError> {
             Attribute::Token(true),
         ])
         .map_err(p11_error)?;
+    // Private keys of key pairs, like secret keys, carry the uid as CKA_ID.
+    let private_keys = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Token(true),
+        ])
+        .map_err(p11_error)?;
     let data_objects = session
         .find_objects(&[
             Attribute::Class(ObjectClass::DATA),
@@ -219,6 +226,7 @@ pub(crate) fn scan(session: &Session) -> Result<Scan, BackendError> {
         .map_err(p11_error)?;
     let tagged = key_objects
         .into_iter()
+        .chain(private_keys)
         .map(|h| (h, AttributeType::Id))
         .chain(data_objects.into_iter().map(|h| (h, AttributeType::Label)));
     for (handle, uid_attr) in tagged {

@@ -260,6 +260,36 @@ impl Backend for RecoveringPkcs11 {
         RngInfo::Token
     }
 
+    async fn generate_key_pair(
+        &self,
+        private: ObjectRecord,
+        public: ObjectRecord,
+        spec: crate::asym::KeyPairSpec,
+    ) -> Result<(), BackendError> {
+        self.backend()
+            .await?
+            .generate_key_pair(private, public, spec)
+            .await
+    }
+
+    async fn sign(
+        &self,
+        uid: &str,
+        scheme: crate::asym::SignatureScheme,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        self.backend().await?.sign(uid, scheme, data).await
+    }
+
+    async fn rsa_decrypt(
+        &self,
+        uid: &str,
+        padding: crate::asym::RsaPadding,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.backend().await?.rsa_decrypt(uid, padding, data).await
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         self.backend().await?.health().await
     }

@@ -12,6 +12,7 @@ use super::cache::CachedObject;
 use super::connect::unavailable;
 use super::rows::{self, log_change, Stored, STORED_COLUMNS};
 use super::{seal, PostgresBackend};
+use crate::asym;
 use crate::vault::{check_label, check_meta, check_record, MAX_MATERIAL_BYTES};
 use crate::{
     cipher, Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm,
@@ -132,6 +133,17 @@ impl PostgresBackend {
     }
 
     /// Key bytes of `uid` if it may be used for `algorithm` (the vault's rule).
+    /// The private key `uid`, unsealed.
+    async fn private_key(&self, uid: &str) -> Result<Arc<CachedObject>, BackendError> {
+        let o = self.live(uid).await?;
+        if o.kind != ObjectKind::PrivateKey {
+            return Err(BackendError::InvalidInput(format!(
+                "object {uid} is not a private key"
+            )));
+        }
+        Ok(o)
+    }
+
     async fn usable_key(
         &self,
         uid: &str,
@@ -326,6 +338,33 @@ impl Backend for PostgresBackend {
     ) -> Result<Vec<u8>, BackendError> {
         let o = self.usable_key(uid, &cipher::MAC_KEYS).await?;
         Ok(cipher::hmac(algorithm, &o.material, data))
+    }
+
+    async fn generate_key_pair(
+        &self,
+        private: ObjectRecord,
+        public: ObjectRecord,
+        spec: asym::KeyPairSpec,
+    ) -> Result<(), BackendError> {
+        asym::store_generated_pair(self, private, public, spec).await
+    }
+
+    async fn sign(
+        &self,
+        uid: &str,
+        scheme: asym::SignatureScheme,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        asym::sign(&self.private_key(uid).await?.material, scheme, data)
+    }
+
+    async fn rsa_decrypt(
+        &self,
+        uid: &str,
+        padding: asym::RsaPadding,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        asym::decrypt(&self.private_key(uid).await?.material, padding, data)
     }
 
     async fn health(&self) -> Result<(), BackendError> {

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use super::writer::Mutation;
 use super::{material, Entry, Vault};
 use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
+use crate::asym::{self, KeyPairSpec, RsaPadding, SignatureScheme};
 use crate::cipher::{self, key_len};
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
@@ -195,6 +196,34 @@ impl Backend for Vault {
         Ok(cipher::hmac(algorithm, &key, data))
     }
 
+    async fn generate_key_pair(
+        &self,
+        private: ObjectRecord,
+        public: ObjectRecord,
+        spec: KeyPairSpec,
+    ) -> Result<(), BackendError> {
+        asym::store_generated_pair(self, private, public, spec).await
+    }
+
+    // One private-key operation is a millisecond or two: inline, like AES.
+    async fn sign(
+        &self,
+        uid: &str,
+        scheme: SignatureScheme,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        asym::sign(&self.private_key(uid)?, scheme, data)
+    }
+
+    async fn rsa_decrypt(
+        &self,
+        uid: &str,
+        padding: RsaPadding,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        asym::decrypt(&self.private_key(uid)?, padding, data)
+    }
+
     async fn health(&self) -> Result<(), BackendError> {
         let stopped = self.shared.failed.load(Ordering::SeqCst)
             || self.tx.as_ref().is_none_or(|tx| tx.is_closed());
@@ -204,5 +233,19 @@ impl Backend for Vault {
             ));
         }
         Ok(())
+    }
+}
+
+impl Vault {
+    /// The PKCS#8 material of the private key `uid`.
+    fn private_key(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.with_entry(uid, |e| {
+            if e.kind != ObjectKind::PrivateKey {
+                return Err(BackendError::InvalidInput(format!(
+                    "object {uid} is not a private key"
+                )));
+            }
+            material(uid, e)
+        })
     }
 }

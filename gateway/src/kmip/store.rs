@@ -12,6 +12,7 @@
 
 use crate::kmip::locate_cache::{Dependency, Generations};
 use dashmap::DashMap;
+use kmip_backends::asym::KeyPairSpec;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectRecord};
 use kmip_wire::model::{KmipEnum, State};
 use kmip_wire::spec::tags;
@@ -262,6 +263,34 @@ impl Store {
             return Err(e.into());
         }
         Ok(self.insert_created(obj))
+    }
+
+    /// Stores a new key pair the backend generates (both objects or neither), if their owner
+    /// has room for two more live objects under `max_live`.
+    pub async fn create_pair(
+        &self,
+        private: StoredObject,
+        public: StoredObject,
+        spec: KeyPairSpec,
+        max_live: usize,
+    ) -> Result<(Arc<StoredObject>, Arc<StoredObject>), StoreError> {
+        let (lock_private, lock_public) = (self.lock_for(&private.uid), self.lock_for(&public.uid));
+        let _guards = (lock_private.lock().await, lock_public.lock().await);
+        self.reserve(&private.owner, max_live)?;
+        if let Err(e) = self.reserve(&public.owner, max_live) {
+            self.release(&private.owner);
+            return Err(e);
+        }
+        let generated = self
+            .backend
+            .generate_key_pair(private.record(), public.record(), spec)
+            .await;
+        if let Err(e) = generated {
+            self.release(&private.owner);
+            self.release(&public.owner);
+            return Err(e.into());
+        }
+        Ok((self.insert_created(private), self.insert_created(public)))
     }
 
     /// Stores a new client-supplied object, if its owner has fewer than `max_live` live objects.

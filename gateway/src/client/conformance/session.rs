@@ -35,6 +35,11 @@ const GENERATING_OPERATIONS: &[&str] = &[
 /// Operations whose outputs are computed with the key: random when the key is generated.
 const KEYED_OUTPUT_OPERATIONS: &[&str] = &["Encrypt", "Decrypt", "Sign", "MAC"];
 
+/// Object Types (Public Key, Private Key) whose Encrypt and Sign outputs are randomized
+/// (RSA-OAEP, PKCS#1 v1.5 encryption, PSS, ECDSA): a recorded ciphertext or signature cannot
+/// match, whoever made the key. The vectors check them by decrypting or verifying next.
+const RANDOMIZED_OUTPUT_OBJECT_TYPES: [u32; 2] = [3, 4];
+
 /// What one vector file has learnt so far from the server's answers.
 #[derive(Default)]
 pub(super) struct Session {
@@ -43,6 +48,8 @@ pub(super) struct Session {
     pub(super) uid_count: usize,
     /// Identifiers of objects whose material the server generated.
     generated: Vec<String>,
+    /// Identifiers of registered asymmetric keys (see [`RANDOMIZED_OUTPUT_OBJECT_TYPES`]).
+    randomized: Vec<String>,
     /// The last value the server returned for each tag (leaves only).
     pub(super) last_by_tag: HashMap<Tag, Value>,
     /// Recorded literals that stood for server-chosen values → what the server actually chose.
@@ -196,7 +203,20 @@ impl Session {
                 .or_else(|| req_payload.and_then(|p| p.child(tags::UNIQUE_IDENTIFIER)))
                 .and_then(Ttlv::as_text);
             let generated_key = uid.is_some_and(|u| self.generated.iter().any(|g| g == u));
+            let registers_asymmetric = operation == "Register"
+                && req_payload
+                    .and_then(|p| p.child(tags::OBJECT_TYPE))
+                    .and_then(|t| t.as_enum())
+                    .is_some_and(|t| RANDOMIZED_OUTPUT_OBJECT_TYPES.contains(&t));
+            if let (true, Some(u)) = (registers_asymmetric, uid) {
+                self.randomized.push(u.to_owned());
+            }
             let mut volatile_tags: Vec<Tag> = Vec::new();
+            if uid.is_some_and(|u| self.randomized.iter().any(|g| g == u))
+                && KEYED_OUTPUT_OPERATIONS.contains(&operation)
+            {
+                volatile_tags.extend([tags::DATA, tags::SIGNATURE_DATA]);
+            }
             if generated_key {
                 volatile_tags.extend([tags::KEY_MATERIAL, tags::DIGEST_VALUE, tags::KEY_VALUE]);
                 volatile_tags.push(tags::CERTIFICATE_VALUE);

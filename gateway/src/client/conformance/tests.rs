@@ -3,7 +3,7 @@
 use super::session::Session;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Ttlv, Value};
-use kmip_wire::xml::parse_template;
+use kmip_wire::xml::{parse_template, XmlNode};
 
 fn uid(s: &str) -> Ttlv {
     Ttlv::new(tags::UNIQUE_IDENTIFIER, Value::TextString(s.into()))
@@ -261,4 +261,57 @@ fn masked_key_material_matches_any_material_of_its_length() {
             &get_response(vec![1, 2, 3, 4]),
         )
         .unwrap_err();
+}
+
+fn register_exchange(object_type: u32) -> (Ttlv, Ttlv, XmlNode) {
+    let item = |payload_tag, payload: Vec<Ttlv>, status: bool| {
+        let mut fields = vec![Ttlv::new(tags::OPERATION, Value::Enumeration(0x03))];
+        if status {
+            fields.push(Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)));
+        }
+        fields.push(Ttlv::structure(payload_tag, payload));
+        Ttlv::structure(tags::BATCH_ITEM, fields)
+    };
+    let request = Ttlv::structure(
+        tags::REQUEST_MESSAGE,
+        vec![item(
+            tags::REQUEST_PAYLOAD,
+            vec![Ttlv::new(
+                tags::OBJECT_TYPE,
+                Value::Enumeration(object_type),
+            )],
+            false,
+        )],
+    );
+    let response = Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![item(tags::RESPONSE_PAYLOAD, vec![uid("k")], true)],
+    );
+    let expected = parse_template(
+        r#"<ResponseMessage><BatchItem>
+    <Operation type="Enumeration" value="Register"/>
+    <ResultStatus type="Enumeration" value="Success"/>
+    <ResponsePayload><UniqueIdentifier type="TextString" value="k"/></ResponsePayload>
+    </BatchItem></ResponseMessage>"#,
+    )
+    .unwrap();
+    (request, response, expected)
+}
+
+#[test]
+fn encrypt_outputs_of_registered_asymmetric_keys_are_not_compared() {
+    let expected = parse_template(EXPECTED_ENCRYPT).unwrap();
+    // A registered public key: its (randomized) ciphertext is not compared.
+    let mut s = Session::default();
+    let (req, resp, exp) = register_exchange(3);
+    s.check_response(&req, &exp, &resp).unwrap();
+    s.check_response(&enc_request(true), &expected, &enc_response(5, 2))
+        .unwrap();
+    // A registered symmetric key: it is.
+    let mut s = Session::default();
+    let (req, resp, exp) = register_exchange(2);
+    s.check_response(&req, &exp, &resp).unwrap();
+    assert!(s
+        .check_response(&enc_request(true), &expected, &enc_response(5, 2))
+        .is_err());
 }

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 impl Ops {
     /// Attributes a client supplies at Create/Register, checked; server attributes are refused.
-    fn client_attributes(
+    pub(super) fn client_attributes(
         &self,
         ctx: &OpContext<'_>,
         attrs: Vec<Attribute>,
@@ -184,6 +184,7 @@ impl Ops {
         }
         attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
         attrs.push(digest_attr(&material, format));
+        let material = super::asym::stored_material(object_type, format, material)?;
         let spec =
             match (
                 &r.object,

@@ -1,6 +1,7 @@
 //! Encrypt and Decrypt with a key the backend holds: the key must be Active, inside its
 //! usage dates and mask, and each use is charged against its Usage Limits first.
 
+use super::asym::is_asymmetric;
 use super::object::{state_name, state_of};
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::StoredObject;
@@ -97,6 +98,13 @@ impl Ops {
         ctx: &mut OpContext<'_>,
         r: CryptoRequest,
     ) -> Result<EncryptResponse, OpError> {
+        if is_asymmetric(
+            self,
+            r.unique_identifier.as_ref(),
+            ctx.id_placeholder.as_ref(),
+        ) {
+            return self.rsa_encrypt(ctx, r).await;
+        }
         let uid = ctx.uid(r.unique_identifier)?;
         let obj = self.usable_key(&uid, USAGE_ENCRYPT, ctx.now)?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
@@ -133,6 +141,13 @@ impl Ops {
         ctx: &mut OpContext<'_>,
         r: CryptoRequest,
     ) -> Result<DecryptResponse, OpError> {
+        if is_asymmetric(
+            self,
+            r.unique_identifier.as_ref(),
+            ctx.id_placeholder.as_ref(),
+        ) {
+            return self.rsa_decrypt(ctx, r).await;
+        }
         let uid = ctx.uid(r.unique_identifier)?;
         let obj = self.usable_key(&uid, USAGE_DECRYPT, ctx.now)?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;

@@ -296,6 +296,10 @@ mod tests {
             ),
             (
                 OpError::NotQuantumSafe(s()),
+                R::GeneralFailure,
+                R::GeneralFailure,
+            ),
+            (
                 OpError::GcmTagLength(1),
                 R::GeneralFailure,
                 R::GeneralFailure,

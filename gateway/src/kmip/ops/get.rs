@@ -63,9 +63,19 @@ impl Ops {
                 })
             }
             kind => {
-                if r.key_format_type.is_some_and(|f| f != stored_format) {
-                    return Err(OpError::KeyFormatNotSupported);
-                }
+                let (stored_format, material) = match kind {
+                    ObjectKind::PublicKey | ObjectKind::PrivateKey => super::asym::served_material(
+                        kind,
+                        stored_format,
+                        r.key_format_type,
+                        material,
+                    )?,
+                    _ if r.key_format_type.is_some_and(|f| f != stored_format) => {
+                        return Err(OpError::KeyFormatNotSupported)
+                    }
+                    _ => (stored_format, material),
+                };
+                let secret = SecretBytes::from_slice(&material);
                 let key_value = if is_transparent_structure(stored_format) {
                     let tree = decode(&Bytes::copy_from_slice(&material), &Limits::default())
                         .map_err(|e| {

@@ -4,6 +4,7 @@
 //! themselves live in one file per KMIP function.
 
 mod attribute_order;
+mod asym;
 mod attribute_rules;
 mod attributes;
 mod batch;

@@ -79,7 +79,18 @@ names_one_object!(
     DecryptResponse,
     MacResponse,
     MacVerifyResponse,
+    SignResponse,
+    SignatureVerifyResponse,
 );
+
+impl NamesObjects for CreateKeyPairResponse {
+    fn uids(&self) -> Vec<String> {
+        vec![
+            self.private_key_unique_identifier.clone(),
+            self.public_key_unique_identifier.clone(),
+        ]
+    }
+}
 
 impl NamesObjects for LocateResponse {
     fn uids(&self) -> Vec<String> {
@@ -212,15 +223,11 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(Hash, Hash, none, listed: true, |_, _, r| digest::hash(&r)?),
     row!(RngRetrieve, RngRetrieve, none, listed: true, |ops, _, r| ops.rng_retrieve(r).await?),
     row!(RngSeed, RngSeed, none, listed: true, |ops, _, r| ops.rng_seed(r).await?),
-    // Decoded and decided by the policy, but not implemented: Operation Not Supported.
-    OpEntry {
-        operation: Operation::CreateKeyPair,
-        run: |_, _, _| Box::pin(async { Err(OpError::OperationNotSupported) }),
-        policy: Some(PolicyOperation::CreateKeyPair),
-        target: Target::None,
-        listed: false,
-        answer_uids: |_| None,
-    },
+    row!(CreateKeyPair, CreateKeyPair, none, listed: true,
+        |ops, ctx, r| ops.create_key_pair(ctx, r).await?),
+    row!(Sign, Sign, object, listed: true, |ops, ctx, r| ops.sign(ctx, r).await?),
+    row!(SignatureVerify, SignatureVerify, object, listed: true,
+        |ops, ctx, r| ops.signature_verify(ctx, r).await?),
     marker!(Interop),
     marker!(Log),
 ];

@@ -417,6 +417,37 @@ kmip_enum! {
 }
 
 kmip_enum! {
+    /// Validity Indicator of a Signature Verify answer.
+    ValidityIndicator {
+        Valid = 0x00000001,
+        Invalid = 0x00000002,
+        Unknown = 0x00000003,
+    }
+}
+
+kmip_enum! {
+    /// Digital Signature Algorithm (Cryptographic Parameters).
+    DigitalSignatureAlgorithm {
+        Md2WithRsa = 0x00000001,
+        Md5WithRsa = 0x00000002,
+        Sha1WithRsa = 0x00000003,
+        Sha224WithRsa = 0x00000004,
+        Sha256WithRsa = 0x00000005,
+        Sha384WithRsa = 0x00000006,
+        Sha512WithRsa = 0x00000007,
+        RsassaPss = 0x00000008,
+        DsaWithSha1 = 0x00000009,
+        DsaWithSha224 = 0x0000000A,
+        DsaWithSha256 = 0x0000000B,
+        EcdsaWithSha1 = 0x0000000C,
+        EcdsaWithSha224 = 0x0000000D,
+        EcdsaWithSha256 = 0x0000000E,
+        EcdsaWithSha384 = 0x0000000F,
+        EcdsaWithSha512 = 0x00000010,
+    }
+}
+
+kmip_enum! {
     /// Secret Data Type of a Secret Data object.
     SecretDataType {
         Password = 0x00000001,

@@ -36,9 +36,10 @@ pub use attribute::{
 };
 pub use enums::{
     BatchErrorContinuationOption, BlockCipherMode, CertificateType, CryptographicAlgorithm,
-    HashingAlgorithm, InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType, KmipEnum,
-    LinkType, NameType, ObjectGroupMember, ObjectType, Operation, PaddingMethod, QueryFunction,
-    ResultReason, ResultStatus, RevocationReasonCode, SecretDataType, State,
+    DigitalSignatureAlgorithm, HashingAlgorithm, InteropFunction, KeyCompressionType,
+    KeyFormatType, KeyWrapType, KmipEnum, LinkType, NameType, ObjectGroupMember, ObjectType,
+    Operation, PaddingMethod, QueryFunction, ResultReason, ResultStatus, RevocationReasonCode,
+    SecretDataType, State, ValidityIndicator,
 };
 pub use error::ModelError;
 pub use message::{
@@ -53,7 +54,8 @@ pub use payload::{
     EncryptResponse, GetAttributeListResponse, GetAttributesRequest, GetAttributesResponse,
     GetRequest, GetResponse, InteropRequest, LocateRequest, LocateResponse, LogRequest, MacRequest,
     MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse, ReKeyRequest,
-    RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, UidRequest, UidResponse,
+    RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, SignRequest, SignResponse,
+    SignatureVerifyResponse, UidRequest, UidResponse,
 };
 pub use payload::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,

@@ -28,12 +28,13 @@ pub use request::{
     AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
+    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest, UidRequest,
 };
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
     DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesResponse,
-    GetResponse, LocateResponse, MacResponse, QueryResponse, ResponsePayload, UidResponse,
+    GetResponse, LocateResponse, MacResponse, QueryResponse, ResponsePayload, SignResponse,
+    SignatureVerifyResponse, UidResponse,
 };
 
 /// Cryptographic Parameters (Encrypt, Decrypt, MAC, and the attribute of the same name).

@@ -4,7 +4,7 @@ use super::request::{
     AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
+    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest, UidRequest,
 };
 use super::{digest, opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -140,6 +140,8 @@ impl RequestPayload {
             Operation::Hash => RequestPayload::Hash(digest::read_hash(node)?),
             Operation::RngRetrieve => RequestPayload::RngRetrieve(digest::read_rng_retrieve(node)?),
             Operation::RngSeed => RequestPayload::RngSeed(digest::read_rng_seed(node)?),
+            Operation::Sign => RequestPayload::Sign(read_sign(node)?),
+            Operation::SignatureVerify => RequestPayload::SignatureVerify(read_sign(node)?),
             Operation::Interop => RequestPayload::Interop(InteropRequest {
                 function: node.req_enum(tags::INTEROP_FUNCTION)?,
                 identifier: node.req_text(tags::INTEROP_IDENTIFIER)?,
@@ -210,5 +212,18 @@ fn read_crypto(node: &Node<'_>) -> R<CryptoRequest> {
         authenticated_encryption_additional_data: node
             .opt_bytes(tags::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?,
         authenticated_encryption_tag: node.opt_bytes(tags::AUTHENTICATED_ENCRYPTION_TAG)?,
+    })
+}
+
+fn read_sign(node: &Node<'_>) -> R<SignRequest> {
+    Ok(SignRequest {
+        unique_identifier: uid(node)?,
+        cryptographic_parameters: read_crypto_parameters(node)?,
+        data: opt_secret(node, tags::DATA)?,
+        digested_data: node.opt_bytes(tags::DIGESTED_DATA)?,
+        signature_data: node.opt_bytes(tags::SIGNATURE_DATA)?,
+        correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
+        init_indicator: node.opt_bool(tags::INIT_INDICATOR)?,
+        final_indicator: node.opt_bool(tags::FINAL_INDICATOR)?,
     })
 }

@@ -157,6 +157,22 @@ pub struct MacRequest {
     pub final_indicator: Option<bool>,
 }
 
+/// Sign and Signature Verify requests (single-part: no streaming).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignRequest {
+    pub unique_identifier: Option<String>,
+    pub cryptographic_parameters: Option<CryptographicParameters>,
+    /// The data signed (or whose signature is checked). Secret: it may be a key or a password.
+    pub data: Option<SecretBytes>,
+    /// The hash of the data, when the client hashed it.
+    pub digested_data: Option<Bytes>,
+    /// Signature Verify only.
+    pub signature_data: Option<Bytes>,
+    pub correlation_value: Option<Bytes>,
+    pub init_indicator: Option<bool>,
+    pub final_indicator: Option<bool>,
+}
+
 /// 2.x test-harness Interop request (Begin/End/Reset of a test case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InteropRequest {
@@ -198,6 +214,8 @@ pub enum RequestPayload {
     Hash(HashRequest),
     RngRetrieve(RngRetrieveRequest),
     RngSeed(RngSeedRequest),
+    Sign(SignRequest),
+    SignatureVerify(SignRequest),
     Interop(InteropRequest),
     Log(LogRequest),
     /// An operation this model has no typed payload for; the payload as received.
@@ -235,6 +253,8 @@ impl RequestPayload {
             RequestPayload::Hash(_) => Operation::Hash,
             RequestPayload::RngRetrieve(_) => Operation::RngRetrieve,
             RequestPayload::RngSeed(_) => Operation::RngSeed,
+            RequestPayload::Sign(_) => Operation::Sign,
+            RequestPayload::SignatureVerify(_) => Operation::SignatureVerify,
             RequestPayload::Interop(_) => Operation::Interop,
             RequestPayload::Log(_) => Operation::Log,
             RequestPayload::Unknown { op_code, .. } => *op_code,
@@ -422,6 +442,28 @@ impl RequestPayload {
             }
             RequestPayload::RngSeed(r) => {
                 push_bytes(&mut items, tags::DATA, Some(r.data.as_slice()));
+            }
+            RequestPayload::Sign(r) | RequestPayload::SignatureVerify(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(r.cryptographic_parameters.as_ref().map(|p| p.to_ttlv()));
+                push_bytes(
+                    &mut items,
+                    tags::DATA,
+                    r.data.as_ref().map(|d| d.as_slice()),
+                );
+                push_bytes(&mut items, tags::DIGESTED_DATA, r.digested_data.as_deref());
+                push_bytes(
+                    &mut items,
+                    tags::SIGNATURE_DATA,
+                    r.signature_data.as_deref(),
+                );
+                push_bytes(
+                    &mut items,
+                    tags::CORRELATION_VALUE,
+                    r.correlation_value.as_deref(),
+                );
+                push_bool(&mut items, tags::INIT_INDICATOR, r.init_indicator);
+                push_bool(&mut items, tags::FINAL_INDICATOR, r.final_indicator);
             }
             RequestPayload::Interop(r) => {
                 items.push(codec::enumeration(tags::INTEROP_FUNCTION, r.function));

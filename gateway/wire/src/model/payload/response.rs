@@ -7,7 +7,7 @@ use super::digest::{self, DataResponse, MacVerifyResponse, RngSeedResponse};
 use super::{opt_secret, push_bytes, push_uid, uid, R};
 use crate::model::attribute::{write_bare_response, Attribute, AttributeGroup, AttributeName};
 use crate::model::codec::{self, Node};
-use crate::model::enums::{ObjectType, Operation};
+use crate::model::enums::{ObjectType, Operation, ValidityIndicator};
 use crate::model::error::ModelError;
 use crate::model::object::{ManagedObject, SecretBytes};
 use crate::model::version::ProtocolVersion;
@@ -113,6 +113,20 @@ pub struct MacResponse {
     pub correlation_value: Option<Bytes>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignResponse {
+    pub unique_identifier: String,
+    pub signature_data: Option<Bytes>,
+    pub correlation_value: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureVerifyResponse {
+    pub unique_identifier: String,
+    pub validity_indicator: ValidityIndicator,
+    pub correlation_value: Option<Bytes>,
+}
+
 /// The payload of a successful response batch item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponsePayload {
@@ -141,6 +155,8 @@ pub enum ResponsePayload {
     Hash(DataResponse),
     RngRetrieve(DataResponse),
     RngSeed(RngSeedResponse),
+    Sign(SignResponse),
+    SignatureVerify(SignatureVerifyResponse),
     /// An empty payload (Interop, Log).
     Empty,
     /// The payload of an operation this model has no typed response for, as received.
@@ -270,6 +286,18 @@ impl ResponsePayload {
                 ResponsePayload::RngRetrieve(digest::read_data_response(node)?)
             }
             Operation::RngSeed => ResponsePayload::RngSeed(digest::read_rng_seed_response(node)?),
+            Operation::Sign => ResponsePayload::Sign(SignResponse {
+                unique_identifier: req_uid()?,
+                signature_data: node.opt_bytes(tags::SIGNATURE_DATA)?,
+                correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
+            }),
+            Operation::SignatureVerify => {
+                ResponsePayload::SignatureVerify(SignatureVerifyResponse {
+                    unique_identifier: req_uid()?,
+                    validity_indicator: node.req_enum(tags::VALIDITY_INDICATOR)?,
+                    correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
+                })
+            }
             Operation::Interop | Operation::Log if node.ttlv.items().is_empty() => {
                 ResponsePayload::Empty
             }
@@ -418,6 +446,31 @@ impl ResponsePayload {
                 push_bytes(&mut items, tags::DATA, Some(&r.data));
             }
             ResponsePayload::RngSeed(r) => digest::write_rng_seed_response(&mut items, r),
+            ResponsePayload::Sign(r) => {
+                push_uid(&mut items, Some(&r.unique_identifier));
+                push_bytes(
+                    &mut items,
+                    tags::SIGNATURE_DATA,
+                    r.signature_data.as_deref(),
+                );
+                push_bytes(
+                    &mut items,
+                    tags::CORRELATION_VALUE,
+                    r.correlation_value.as_deref(),
+                );
+            }
+            ResponsePayload::SignatureVerify(r) => {
+                push_uid(&mut items, Some(&r.unique_identifier));
+                items.push(codec::enumeration(
+                    tags::VALIDITY_INDICATOR,
+                    r.validity_indicator,
+                ));
+                push_bytes(
+                    &mut items,
+                    tags::CORRELATION_VALUE,
+                    r.correlation_value.as_deref(),
+                );
+            }
             ResponsePayload::Empty => {}
             ResponsePayload::Raw(raw) => return raw.clone(),
         }
