@@ -160,9 +160,13 @@ impl Ops {
                 certificate_type,
                 value,
             } => {
+                // The certificate, not the client, says what its key is.
                 attrs.retain(|a| {
                     a.tag().is_none_or(|t| {
-                        !certificate::DERIVED.contains(&t) && t != tags::CERTIFICATE_TYPE
+                        !certificate::DERIVED.contains(&t)
+                            && t != tags::CERTIFICATE_TYPE
+                            && t != tags::CRYPTOGRAPHIC_ALGORITHM
+                            && t != tags::CRYPTOGRAPHIC_LENGTH
                     })
                 });
                 attrs.push(Attribute::enumeration(
