@@ -1,9 +1,19 @@
 //! End-to-end tests of certificates against the real binary: PyKMIP registers an X.509
 //! certificate, gets it back byte for byte and locates it by its derived attributes (KMIP 1.2
-//! and 2.0, on every backend).
+//! and 2.0, on every backend); Certify issues certificates for an `openssl req` CSR and for a
+//! registered Public Key, which `openssl verify` accepts against the issuing CA.
 
 use kmip_e2e::{backend_tests, workspace_root, GatewayProcess};
+use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki::{self, CertProfile, IssueOptions, Serial};
+use kmip_wire::model::{
+    Attribute, AttributeName, CertificateRequestType, CertifyRequest, CryptographicAlgorithm,
+    GetAttributesRequest, GetRequest, KeyBlock, KeyFormatType, KeyValue, Link, LinkType,
+    LocateRequest, ManagedObject, Name, ObjectType, ProtocolVersion, RegisterRequest,
+    RequestBatchItem, RequestHeader, RequestMessage, RequestPayload, ResponseMessage,
+    ResponsePayload, ResultReason, ResultStatus, SecretBytes,
+};
+use kmip_wire::spec::tags;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
@@ -138,5 +148,365 @@ backend_tests! {
                 assert_eq!(r["locate_1x_identifier"], json!([uid]), "{ctx}");
             }
         }
+    }
+}
+
+// --- Certify ---------------------------------------------------------------------------------
+
+/// Runs `openssl` with `args` in `dir`; panics with its output unless it succeeds.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `openssl verify` accepts `cert` (PEM) against `ca` alone.
+fn openssl_verifies(dir: &Path, ca: &Path, cert: &str) -> bool {
+    Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca)
+        .arg(cert)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl verify")
+        .status
+        .success()
+}
+
+fn one_item(version: ProtocolVersion, payload: RequestPayload) -> kmip_wire::ttlv::Ttlv {
+    RequestMessage {
+        header: RequestHeader::new(version),
+        items: vec![RequestBatchItem::new(payload)],
+    }
+    .to_ttlv()
+}
+
+/// Sends one single-item request on a new connection and returns its answer.
+fn call(
+    gw: &GatewayProcess,
+    version: ProtocolVersion,
+    payload: RequestPayload,
+) -> kmip_wire::model::ResponseBatchItem {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tls =
+            ClientTls::from_files(&gw.ca_cert(), &gw.client_cert(), &gw.client_key()).unwrap();
+        let mut client = KmipClient::connect(&gw.addr().to_string(), gw.server_name(), &tls)
+            .await
+            .unwrap();
+        let response = client.call(&one_item(version, payload)).await.unwrap();
+        let mut msg = ResponseMessage::from_ttlv(&response).unwrap();
+        msg.items.remove(0)
+    })
+}
+
+fn uid_of(item: &kmip_wire::model::ResponseBatchItem, ctx: &str) -> String {
+    match &item.payload {
+        Some(
+            ResponsePayload::Certify(r)
+            | ResponsePayload::Register(r)
+            | ResponsePayload::ReCertify(r),
+        ) if item.result_status == ResultStatus::Success => r.unique_identifier.clone(),
+        _ => panic!("{ctx}: {item:?}"),
+    }
+}
+
+/// Gets certificate `uid` and writes it as PEM to `dir/name`; returns the path's name.
+fn get_certificate_pem(
+    gw: &GatewayProcess,
+    version: ProtocolVersion,
+    uid: &str,
+    dir: &Path,
+    name: &str,
+) -> String {
+    let got = call(
+        gw,
+        version,
+        RequestPayload::Get(GetRequest {
+            unique_identifier: Some(uid.to_owned()),
+            ..GetRequest::default()
+        }),
+    );
+    let der = match got.payload {
+        Some(ResponsePayload::Get(g)) => match g.object {
+            ManagedObject::Certificate { value, .. } => value.to_vec(),
+            other => panic!("Get {uid}: not a certificate: {other:?}"),
+        },
+        other => panic!("Get {uid}: {other:?} ({:?})", got.result_reason),
+    };
+    std::fs::write(dir.join(format!("{name}.der")), &der).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            &format!("{name}.der"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+    format!("{name}.pem")
+}
+
+fn certify_csr(request: Vec<u8>, kind: CertificateRequestType, name: &str) -> RequestPayload {
+    RequestPayload::Certify(CertifyRequest {
+        certificate_request_type: Some(kind),
+        certificate_request: Some(request.into()),
+        attributes: vec![Attribute::name(&Name::new(name))],
+        ..CertifyRequest::default()
+    })
+}
+
+backend_tests! {
+    /// Certify of a CSR made by `openssl req` (PEM at 1.4, PKCS#10 DER at 2.1): the certificate
+    /// verifies against the issuing CA and not against the CA that logs clients in, and carries
+    /// the CSR's subject and alternative name; a CSR with a broken signature is refused.
+    fn certify_an_openssl_csr(backend) {
+        let gw = GatewayProcess::start_backend(backend);
+        let dir = gw.dir().to_path_buf();
+        openssl(&dir, &[
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "array.key",
+            "-subj", "/CN=array-02/O=Example", "-addext", "subjectAltName=DNS:array-02.example",
+            "-out", "array.csr",
+        ]);
+        openssl(&dir, &["req", "-in", "array.csr", "-outform", "DER", "-out", "array.csr.der"]);
+        let issuing_ca = gw.pki_dir().join("issuing-ca.pem");
+        let cases = [
+            (ProtocolVersion::V1_4, "array.csr", CertificateRequestType::Pem),
+            (ProtocolVersion::V2_1, "array.csr.der", CertificateRequestType::Pkcs10),
+        ];
+        for (version, file, kind) in cases {
+            let ctx = format!("{version:?} {kind:?}");
+            let csr = std::fs::read(dir.join(file)).unwrap();
+            let name = format!("issued-{}-{}", version.major, version.minor);
+            let item = call(&gw, version, certify_csr(csr.clone(), kind, &name));
+            let uid = uid_of(&item, &ctx);
+            let pem = get_certificate_pem(&gw, version, &uid, &dir, &name);
+            assert!(openssl_verifies(&dir, &issuing_ca, &pem), "{ctx}: openssl verify");
+            assert!(
+                !openssl_verifies(&dir, &gw.ca_cert(), &pem),
+                "{ctx}: the login CA must not have signed it"
+            );
+            let text = openssl(&dir, &["x509", "-in", &pem, "-noout", "-subject", "-ext", "subjectAltName"]);
+            assert!(text.contains("CN=array-02") || text.contains("CN = array-02"), "{ctx}: {text}");
+            assert!(text.contains("DNS:array-02.example"), "{ctx}: {text}");
+            let ours = openssl(&dir, &["x509", "-in", &pem, "-noout", "-pubkey"]);
+            let theirs = openssl(&dir, &["pkey", "-in", "array.key", "-pubout"]);
+            assert_eq!(ours, theirs, "{ctx}: the certificate is for the CSR's key");
+
+            // A CSR whose signature does not verify is refused, and nothing is stored.
+            let mut broken = std::fs::read(dir.join("array.csr.der")).unwrap();
+            let last = broken.len() - 1;
+            broken[last] ^= 0x01;
+            let refused = call(&gw, version, certify_csr(broken, CertificateRequestType::Pkcs10, "refused"));
+            assert_eq!(refused.result_status, ResultStatus::OperationFailed, "{ctx}");
+            let reason = if version.is_v2() { ResultReason::InvalidCsr } else { ResultReason::InvalidField };
+            assert_eq!(refused.result_reason, Some(reason), "{ctx}: {refused:?}");
+        }
+    }
+}
+
+/// Certify of a registered Public Key (SubjectPublicKeyInfo DER): the certificate names the
+/// subject the request gives, is for that key, verifies against the issuing CA, and the key and
+/// the certificate are linked both ways.
+#[test]
+fn certify_a_registered_public_key() {
+    let gw = GatewayProcess::start();
+    let dir = gw.dir().to_path_buf();
+    openssl(
+        &dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "ec.key",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "pkey",
+            "-in",
+            "ec.key",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "ec.pub.der",
+        ],
+    );
+    let spki = std::fs::read(dir.join("ec.pub.der")).unwrap();
+    let version = ProtocolVersion::V2_1;
+    let registered = call(
+        &gw,
+        version,
+        RequestPayload::Register(RegisterRequest {
+            object_type: ObjectType::PublicKey,
+            attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x02)],
+            object: ManagedObject::PublicKey(KeyBlock {
+                key_format_type: KeyFormatType::X509,
+                key_compression_type: None,
+                key_value: KeyValue::Material(SecretBytes::from_slice(&spki)),
+                cryptographic_algorithm: Some(CryptographicAlgorithm::Ecdsa),
+                cryptographic_length: Some(256),
+                key_wrapping_data: None,
+            }),
+        }),
+    );
+    let key = uid_of(&registered, "Register the public key");
+
+    let without_subject = call(
+        &gw,
+        version,
+        RequestPayload::Certify(CertifyRequest {
+            unique_identifier: Some(key.clone()),
+            ..CertifyRequest::default()
+        }),
+    );
+    assert_eq!(
+        without_subject.result_reason,
+        Some(ResultReason::InvalidField),
+        "{without_subject:?}"
+    );
+
+    let item = call(
+        &gw,
+        version,
+        RequestPayload::Certify(CertifyRequest {
+            unique_identifier: Some(key.clone()),
+            attributes: vec![
+                Attribute::text(tags::CERTIFICATE_SUBJECT_CN, "hsm-client-7"),
+                Attribute::text(tags::CERTIFICATE_SUBJECT_O, "Example"),
+                Attribute::name(&Name::new("device-cert")),
+            ],
+            ..CertifyRequest::default()
+        }),
+    );
+    let cert = uid_of(&item, "Certify the public key");
+    let pem = get_certificate_pem(&gw, version, &cert, &dir, "for-key");
+    assert!(openssl_verifies(
+        &dir,
+        &gw.pki_dir().join("issuing-ca.pem"),
+        &pem
+    ));
+    let subject = openssl(&dir, &["x509", "-in", &pem, "-noout", "-subject"]);
+    assert!(
+        subject.contains("hsm-client-7") && subject.contains("Example"),
+        "{subject}"
+    );
+    let ours = openssl(&dir, &["x509", "-in", &pem, "-noout", "-pubkey"]);
+    let theirs = openssl(&dir, &["pkey", "-in", "ec.key", "-pubout"]);
+    assert_eq!(ours, theirs);
+
+    let links = |uid: &str| -> Vec<Link> {
+        let got = call(
+            &gw,
+            version,
+            RequestPayload::GetAttributes(GetAttributesRequest {
+                unique_identifier: Some(uid.to_owned()),
+                names: vec![AttributeName::Tag(tags::LINK)],
+            }),
+        );
+        match got.payload {
+            Some(ResponsePayload::GetAttributes(r)) => {
+                r.attributes.iter().filter_map(Attribute::as_link).collect()
+            }
+            other => panic!("GetAttributes {uid}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        links(&key),
+        vec![Link {
+            link_type: LinkType::CertificateLink,
+            linked_object_identifier: cert.clone()
+        }]
+    );
+    assert_eq!(
+        links(&cert),
+        vec![Link {
+            link_type: LinkType::PublicKeyLink,
+            linked_object_identifier: key.clone()
+        }]
+    );
+
+    // Re-certify renews it for the same key and subject: the new certificate takes the Name,
+    // the two are linked as replacement and replaced, and the key's link moves to the new one.
+    let renewed = call(
+        &gw,
+        version,
+        RequestPayload::ReCertify(CertifyRequest {
+            unique_identifier: Some(cert.clone()),
+            ..CertifyRequest::default()
+        }),
+    );
+    let new_cert = uid_of(&renewed, "Re-certify");
+    assert_ne!(new_cert, cert);
+    let pem = get_certificate_pem(&gw, version, &new_cert, &dir, "renewed");
+    assert!(openssl_verifies(
+        &dir,
+        &gw.pki_dir().join("issuing-ca.pem"),
+        &pem
+    ));
+    let subject = openssl(&dir, &["x509", "-in", &pem, "-noout", "-subject"]);
+    assert!(
+        subject.contains("hsm-client-7") && subject.contains("Example"),
+        "{subject}"
+    );
+    assert_eq!(
+        openssl(&dir, &["x509", "-in", &pem, "-noout", "-pubkey"]),
+        theirs
+    );
+    let link = |link_type, to: &str| Link {
+        link_type,
+        linked_object_identifier: to.to_owned(),
+    };
+    assert_eq!(
+        links(&key),
+        vec![link(LinkType::CertificateLink, &new_cert)]
+    );
+    assert_eq!(
+        links(&cert),
+        vec![
+            link(LinkType::PublicKeyLink, &key),
+            link(LinkType::ReplacementObjectLink, &new_cert),
+        ]
+    );
+    assert_eq!(
+        links(&new_cert),
+        vec![
+            link(LinkType::PublicKeyLink, &key),
+            link(LinkType::ReplacedObjectLink, &cert),
+        ]
+    );
+    let located = call(
+        &gw,
+        version,
+        RequestPayload::Locate(LocateRequest {
+            attributes: vec![Attribute::name(&Name::new("device-cert"))],
+            ..LocateRequest::default()
+        }),
+    );
+    match located.payload {
+        Some(ResponsePayload::Locate(l)) => {
+            assert_eq!(l.unique_identifiers, vec![new_cert.clone()])
+        }
+        other => panic!("Locate: {other:?}"),
     }
 }

@@ -35,10 +35,11 @@ pub use attribute::{
     RevocationReason,
 };
 pub use enums::{
-    BatchErrorContinuationOption, BlockCipherMode, CertificateType, CryptographicAlgorithm,
-    HashingAlgorithm, InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType, KmipEnum,
-    LinkType, NameType, ObjectGroupMember, ObjectType, Operation, PaddingMethod, QueryFunction,
-    ResultReason, ResultStatus, RevocationReasonCode, SecretDataType, State,
+    BatchErrorContinuationOption, BlockCipherMode, CertificateRequestType, CertificateType,
+    CryptographicAlgorithm, HashingAlgorithm, InteropFunction, KeyCompressionType, KeyFormatType,
+    KeyWrapType, KmipEnum, LinkType, NameType, ObjectGroupMember, ObjectType, Operation,
+    PaddingMethod, QueryFunction, ResultReason, ResultStatus, RevocationReasonCode, SecretDataType,
+    State,
 };
 pub use error::ModelError;
 pub use message::{
@@ -47,12 +48,13 @@ pub use message::{
 };
 pub use object::{KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv};
 pub use payload::{
-    AttributeRequest, AttributeResponse, CheckRequest, CheckResponse, CreateKeyPairRequest,
-    CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest, CryptographicParameters,
-    DecryptResponse, DeleteAttributeRequest, DiscoverVersionsRequest, DiscoverVersionsResponse,
-    EncryptResponse, GetAttributeListResponse, GetAttributesRequest, GetAttributesResponse,
-    GetRequest, GetResponse, InteropRequest, LocateRequest, LocateResponse, LogRequest, MacRequest,
-    MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse, ReKeyRequest,
-    RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, UidRequest, UidResponse,
+    AttributeRequest, AttributeResponse, CertifyRequest, CheckRequest, CheckResponse,
+    CreateKeyPairRequest, CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest,
+    CryptographicParameters, DecryptResponse, DeleteAttributeRequest, DiscoverVersionsRequest,
+    DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesRequest,
+    GetAttributesResponse, GetRequest, GetResponse, InteropRequest, LocateRequest, LocateResponse,
+    LogRequest, MacRequest, MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse,
+    ReKeyRequest, RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, UidRequest,
+    UidResponse,
 };
 pub use version::{prune_undefined, tag_defined, ProtocolVersion};

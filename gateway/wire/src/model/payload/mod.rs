@@ -20,10 +20,10 @@ use crate::ttlv::{Tag, Ttlv};
 type R<T> = Result<T, ModelError>;
 
 pub use request::{
-    AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
-    DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
-    InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
+    AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
+    CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
+    GetRequest, InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest,
+    QueryRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
 };
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,

@@ -1,10 +1,10 @@
 //! Reading request payloads, in the 1.x or the 2.x shape whatever the header says.
 
 use super::request::{
-    AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
-    DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
-    InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
+    AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
+    CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
+    GetRequest, InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest,
+    QueryRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
 };
 use super::{opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -120,6 +120,8 @@ impl RequestPayload {
                 offset: node.opt_interval(tags::OFFSET)?,
                 attributes: AttributeGroup::Plain.read(node)?,
             }),
+            Operation::Certify => RequestPayload::Certify(read_certify(node)?),
+            Operation::ReCertify => RequestPayload::ReCertify(read_certify(node)?),
             Operation::Check => RequestPayload::Check(CheckRequest {
                 unique_identifier: uid(node)?,
                 usage_limits_count: node.opt_long(tags::USAGE_LIMITS_COUNT)?,
@@ -206,5 +208,20 @@ fn read_crypto(node: &Node<'_>) -> R<CryptoRequest> {
         authenticated_encryption_additional_data: node
             .opt_bytes(tags::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?,
         authenticated_encryption_tag: node.opt_bytes(tags::AUTHENTICATED_ENCRYPTION_TAG)?,
+    })
+}
+
+/// Certify and Re-certify: the request bytes under their 1.x or 2.x tag.
+fn read_certify(node: &Node<'_>) -> R<CertifyRequest> {
+    let certificate_request = match node.opt_bytes(tags::CERTIFICATE_REQUEST_VALUE)? {
+        Some(b) => Some(b),
+        None => node.opt_bytes(tags::CERTIFICATE_REQUEST)?,
+    };
+    Ok(CertifyRequest {
+        unique_identifier: uid(node)?,
+        certificate_request_type: node.opt_enum(tags::CERTIFICATE_REQUEST_TYPE)?,
+        certificate_request,
+        offset: node.opt_interval(tags::OFFSET)?,
+        attributes: AttributeGroup::Plain.read(node)?,
     })
 }
