@@ -377,9 +377,12 @@ impl Ops {
     }
 }
 
-/// The key and subject of a certificate to renew without a request; one with alternative
-/// names is refused (they would be lost), naming the way that keeps them.
-fn renewal_of(der: &[u8]) -> Result<(Vec<u8>, Vec<(SubjectField, String)>), OpError> {
+/// The subject fields of a certificate's name, in the form Certify of a public key takes them.
+type Subject = Vec<(SubjectField, String)>;
+
+/// The key (SubjectPublicKeyInfo DER) and subject of a certificate to renew without a request;
+/// one with alternative names is refused (they would be lost), naming the way that keeps them.
+fn renewal_of(der: &[u8]) -> Result<(Vec<u8>, Subject), OpError> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|_| OpError::InvalidField("the certificate to renew does not parse".into()))?;
