@@ -509,4 +509,36 @@ fn certify_a_registered_public_key() {
         }
         other => panic!("Locate: {other:?}"),
     }
+
+    // Register of a certificate with a Public Key Link: the key's Certificate Link follows it;
+    // a link to no visible Public Key is refused.
+    let register_linked = |to: &str| {
+        RequestPayload::Register(RegisterRequest {
+            object_type: ObjectType::Certificate,
+            attributes: vec![Attribute::link(&link(LinkType::PublicKeyLink, to))],
+            object: ManagedObject::Certificate {
+                certificate_type: kmip_wire::model::CertificateType::X509,
+                value: std::fs::read(dir.join("for-key.der")).unwrap().into(),
+            },
+        })
+    };
+    let imported = uid_of(
+        &call(&gw, version, register_linked(&key)),
+        "Register with a link",
+    );
+    assert_eq!(
+        links(&key),
+        vec![link(LinkType::CertificateLink, &imported)]
+    );
+    let dangling = call(&gw, version, register_linked("no-such-key"));
+    assert_eq!(
+        dangling.result_reason,
+        Some(ResultReason::InvalidField),
+        "{dangling:?}"
+    );
+    let to_a_certificate = call(&gw, version, register_linked(&cert));
+    assert_eq!(
+        to_a_certificate.result_reason,
+        Some(ResultReason::InvalidField)
+    );
 }

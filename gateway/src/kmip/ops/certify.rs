@@ -224,22 +224,53 @@ impl Ops {
                 },
             )
             .await?;
-        if let Some(key) = key {
-            self.relink(
-                ctx,
-                &key.uid,
-                LinkType::CertificateLink,
-                &registered.unique_identifier,
-            )
-            .await?;
-        }
         ctx.id_placeholder = Some(registered.unique_identifier.clone());
         Ok(registered)
     }
 
+    /// The keys the Public Key Links of a certificate being registered name, each checked: a
+    /// live Public Key the caller may change (its Certificate Link will point at the new
+    /// certificate). A missing key and one the caller may not see are refused alike.
+    pub(super) fn certificate_key_links(
+        &self,
+        ctx: &OpContext<'_>,
+        attributes: &[Attribute],
+    ) -> Result<Vec<String>, OpError> {
+        let current = self.access.current();
+        let policy = &current.1;
+        let id = policy.identity(ctx.user);
+        let mut keys = Vec::new();
+        for link in attributes.iter().filter_map(Attribute::as_link) {
+            if link.link_type != LinkType::PublicKeyLink {
+                continue;
+            }
+            let uid = link.linked_object_identifier;
+            let unknown = || {
+                OpError::InvalidField(format!(
+                    "the Public Key Link names {uid}, which is no Public Key this caller can see"
+                ))
+            };
+            let key = self.live_object(&uid).map_err(|_| unknown())?;
+            match policy.decide(&id, PolicyOperation::AddAttribute, &facts(&key)) {
+                Decision::Allow => {}
+                Decision::Deny(DenyReason::Invisible) => return Err(unknown()),
+                Decision::Deny(DenyReason::NotPermitted) => {
+                    return Err(OpError::PermissionDenied(format!(
+                        "linking the certificate needs AddAttribute on the public key {uid}"
+                    )))
+                }
+            }
+            if key.kind != ObjectKind::PublicKey {
+                return Err(unknown());
+            }
+            keys.push(uid);
+        }
+        Ok(keys)
+    }
+
     /// Points the one Link of `link_type` of object `uid` at `to` (a key has one current
     /// certificate; a certificate one replacement).
-    async fn relink(
+    pub(super) async fn relink(
         &self,
         ctx: &mut OpContext<'_>,
         uid: &str,
@@ -320,11 +351,13 @@ impl Ops {
             }
         }
         .map_err(certify_error)?;
+        // A key destroyed since keeps no link; register points a live one at the new certificate.
         let key = old
             .all(tags::LINK)
             .filter_map(Attribute::as_link)
             .find(|l| l.link_type == LinkType::PublicKeyLink)
-            .map(|l| l.linked_object_identifier);
+            .map(|l| l.linked_object_identifier)
+            .filter(|k| self.live_object(k).is_ok());
         attributes.extend(key.iter().map(|k| {
             Attribute::link(&Link {
                 link_type: LinkType::PublicKeyLink,
@@ -365,12 +398,6 @@ impl Ops {
                 Ok(())
             })
             .await?;
-        }
-        if let Some(key) = key {
-            if self.live_object(&key).is_ok() {
-                self.relink(ctx, &key, LinkType::CertificateLink, &new_uid)
-                    .await?;
-            }
         }
         ctx.id_placeholder = Some(new_uid);
         Ok(registered)

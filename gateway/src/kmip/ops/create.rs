@@ -201,6 +201,11 @@ impl Ops {
                 }
                 _ => None,
             };
+        let key_links = if object_type == ObjectType::Certificate {
+            self.certificate_key_links(ctx, &attrs)?
+        } else {
+            Vec::new()
+        };
         let mut obj = self.new_object(ctx, object_type, attrs)?;
         match &spec {
             Some(s) => flag_attrs(&mut obj, s),
@@ -221,6 +226,11 @@ impl Ops {
             before: None,
             after,
         });
+        // KMIP: a key's Certificate Link names its (newest) certificate.
+        for key in key_links {
+            self.relink(ctx, &key, LinkType::CertificateLink, &uid)
+                .await?;
+        }
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,
