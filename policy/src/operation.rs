@@ -232,6 +232,10 @@ mod tests {
         assert_eq!(Operation::Locate.kind(), OperationKind::Global);
         assert_eq!(Operation::Query.kind(), OperationKind::Global);
         assert_eq!(Operation::DiscoverVersions.kind(), OperationKind::Global);
+        // Certify makes a certificate (for a request, or a key checked separately); Re-certify
+        // acts on the certificate it renews.
+        assert_eq!(Operation::Certify.kind(), OperationKind::Global);
+        assert_eq!(Operation::ReCertify.kind(), OperationKind::Object);
         assert_eq!(Operation::Get.kind(), OperationKind::Object);
         assert_eq!(Operation::ReKey.kind(), OperationKind::Object);
         assert_eq!(Operation::Destroy.kind(), OperationKind::Object);
