@@ -3,7 +3,9 @@
 //! and 2.0, on every backend); Certify issues certificates for an `openssl req` CSR and for a
 //! registered Public Key, which `openssl verify` accepts against the issuing CA.
 
-use kmip_e2e::{backend_tests, workspace_root, GatewayProcess};
+use kmip_e2e::{
+    backend_tests, workspace_root, Backend, GatewayHome, GatewayOptions, GatewayProcess,
+};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki::{self, CertProfile, IssueOptions, Serial};
 use kmip_wire::model::{
@@ -541,4 +543,25 @@ fn certify_a_registered_public_key() {
         to_a_certificate.result_reason,
         Some(ResultReason::InvalidField)
     );
+}
+
+/// A `[certify]` CA that logs clients in is refused at start, naming the problem: a certificate
+/// a client obtains through Certify must never open a connection.
+#[test]
+fn a_login_ca_is_refused_as_the_issuing_ca() {
+    let home = GatewayHome::new(Backend::SoftHsm);
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    assert!(config.contains("issuing-ca.pem"), "{config}");
+    let config = config
+        .replace("issuing-ca.pem", "ca.pem")
+        .replace("issuing-ca.key", "ca.key");
+    std::fs::write(home.config_path(), config).unwrap();
+    match home.try_start_with(&GatewayOptions::default()) {
+        Ok(_) => panic!("a gateway whose issuing CA is its login CA started"),
+        Err(f) => assert!(
+            f.log.contains("[certify] issuing CA") && f.log.contains("trusted for client logins"),
+            "{}",
+            f.log
+        ),
+    }
 }
