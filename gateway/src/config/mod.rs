@@ -69,7 +69,7 @@ pub enum PolicySource {
 
 /// The issuing CA of KMIP Certify (PEM files). It must be its own CA: start refuses one whose
 /// key is the listener's or whose certificate is trusted for client logins.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertifyCaFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
