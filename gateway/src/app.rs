@@ -37,6 +37,8 @@ pub use postgres::{postgres_parts, postgres_settings};
 pub enum StartError {
     #[error("development PKI: {0}")]
     Pki(#[from] crate::tooling::pki::PkiError),
+    #[error("[certify] issuing CA: {0}")]
+    IssuingCa(crate::tooling::pki::PkiError),
     #[error("backend: {0}")]
     Backend(#[from] BackendError),
     #[error("TLS: {0}")]
@@ -266,7 +268,11 @@ pub async fn run(
         warn!("{finding}");
     }
     let access = Arc::new(Access::new(load_policy(&cfg)?));
-    let ops = Ops::new(store.clone(), access.clone(), cfg.locate_cache).with_limits(&cfg.limits);
+    let mut ops =
+        Ops::new(store.clone(), access.clone(), cfg.locate_cache).with_limits(&cfg.limits);
+    if let Some(ca) = load_issuing_ca(&cfg)? {
+        ops = ops.with_issuing_ca(Arc::new(ca));
+    }
     let audit = match &cfg.audit {
         Some(a) => {
             let dir = a.dir.clone();
@@ -487,4 +493,38 @@ impl StopSignals {
         }
         Ok(())
     }
+}
+
+/// The issuing CA of Certify (`[certify]`), refused when it is the listener's key or a CA that
+/// logs clients in (any user's, or the `[pki] dir` CA).
+fn load_issuing_ca(
+    cfg: &GatewayConfig,
+) -> Result<Option<crate::tooling::pki::IssuingCa>, StartError> {
+    let Some(files) = &cfg.certify else {
+        return Ok(None);
+    };
+    let ca = crate::tooling::pki::IssuingCa::load(&files.cert, &files.key)
+        .map_err(StartError::IssuingCa)?;
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|source| {
+            StartError::IssuingCa(crate::tooling::pki::PkiError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        })
+    };
+    let listener_key = zeroize::Zeroizing::new(read(&cfg.tls.key)?);
+    let mut login_cas = Vec::new();
+    for path in cfg.users.iter().flat_map(|u| u.cas.iter()) {
+        login_cas.push(read(path)?);
+    }
+    if let Some(dir) = &cfg.pki_dir {
+        let own = dir.join(crate::tooling::pki::DEV_CA_CERT);
+        if own.exists() {
+            login_cas.push(read(&own)?);
+        }
+    }
+    ca.check_separate(&listener_key, &login_cas)
+        .map_err(StartError::IssuingCa)?;
+    Ok(Some(ca))
 }

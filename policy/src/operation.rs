@@ -42,6 +42,8 @@ pub enum Operation {
     Mac,
     MacVerify,
     Hash,
+    Certify,
+    ReCertify,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -55,7 +57,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 35] = [
+    pub const ALL: [Operation; 37] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -91,6 +93,8 @@ impl Operation {
         Operation::Mac,
         Operation::MacVerify,
         Operation::Hash,
+        Operation::Certify,
+        Operation::ReCertify,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -131,6 +135,8 @@ impl Operation {
             Operation::Mac => "MAC",
             Operation::MacVerify => "MACVerify",
             Operation::Hash => "Hash",
+            Operation::Certify => "Certify",
+            Operation::ReCertify => "ReCertify",
         }
     }
 
@@ -146,7 +152,9 @@ impl Operation {
             | Operation::DiscoverVersions
             | Operation::RngRetrieve
             | Operation::RngSeed
-            | Operation::Hash => OperationKind::Global,
+            | Operation::Hash
+            // Creates a certificate; the Public Key it may name is checked as a Get of that key.
+            | Operation::Certify => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }
@@ -228,6 +236,10 @@ mod tests {
         assert_eq!(Operation::Locate.kind(), OperationKind::Global);
         assert_eq!(Operation::Query.kind(), OperationKind::Global);
         assert_eq!(Operation::DiscoverVersions.kind(), OperationKind::Global);
+        // Certify makes a certificate (for a request, or a key checked separately); Re-certify
+        // acts on the certificate it renews.
+        assert_eq!(Operation::Certify.kind(), OperationKind::Global);
+        assert_eq!(Operation::ReCertify.kind(), OperationKind::Object);
         assert_eq!(Operation::Get.kind(), OperationKind::Object);
         assert_eq!(Operation::ReKey.kind(), OperationKind::Object);
         assert_eq!(Operation::Destroy.kind(), OperationKind::Object);

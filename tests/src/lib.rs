@@ -766,11 +766,14 @@ impl GatewayHome {
              [tls]\ncert = {cert:?}\nkey = {key:?}\n\
              [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n\
              [audit]\nenabled = true\n\
+             [certify]\nca_cert = {issuing_cert:?}\nca_key = {issuing_key:?}\n\
              [backend]\nkind = \"pkcs11\"\nmodule = {module:?}\ntoken_label = {label:?}\n\
              pin_file = {pin:?}\npool_size = {pool}\nacquire_timeout_ms = {timeout}\n",
             data = self.data_dir().display().to_string(),
             cert = pki.join("server.pem").display().to_string(),
             key = pki.join("server.key").display().to_string(),
+            issuing_cert = pki.join("issuing-ca.pem").display().to_string(),
+            issuing_key = pki.join("issuing-ca.key").display().to_string(),
             ca = self.ca_cert().display().to_string(),
             module = softhsm_module().display().to_string(),
             label = SOFTHSM_TOKEN_LABEL,
@@ -829,10 +832,13 @@ impl GatewayHome {
             "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
              [tls]\ncert = {cert:?}\nkey = {key:?}\n\
              [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n\
-             [audit]\nenabled = true\n{backend_section}",
+             [audit]\nenabled = true\n\
+             [certify]\nca_cert = {issuing_cert:?}\nca_key = {issuing_key:?}\n{backend_section}",
             data = self.data_dir().display().to_string(),
             cert = pki.join("server.pem").display().to_string(),
             key = pki.join("server.key").display().to_string(),
+            issuing_cert = pki.join("issuing-ca.pem").display().to_string(),
+            issuing_key = pki.join("issuing-ca.key").display().to_string(),
             ca = self.ca_cert().display().to_string(),
         );
         std::fs::write(self.config_path(), text).expect("write gateway.toml");

@@ -9,13 +9,13 @@ use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
     Attribute, AttributeName, AttributeRequest, BatchErrorContinuationOption, BlockCipherMode,
-    CheckRequest, CreateRequest, CryptoRequest, CryptographicAlgorithm, CryptographicParameters,
-    DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest, KmipEnum,
-    LocateRequest, MacRequest, ModifyAttributeRequest, Name, ObjectType, PaddingMethod,
-    ProtocolVersion, QueryFunction, QueryRequest, ReKeyRequest, RequestBatchItem, RequestHeader,
-    RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload,
-    ResultReason, ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes,
-    State, UidRequest,
+    CertifyRequest, CheckRequest, CreateRequest, CryptoRequest, CryptographicAlgorithm,
+    CryptographicParameters, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
+    GetRequest, KmipEnum, LocateRequest, MacRequest, ModifyAttributeRequest, Name, ObjectType,
+    PaddingMethod, ProtocolVersion, QueryFunction, QueryRequest, ReKeyRequest, RequestBatchItem,
+    RequestHeader, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
+    ResponsePayload, ResultReason, ResultStatus, RevocationReason, RevocationReasonCode,
+    RevokeRequest, SecretBytes, State, UidRequest,
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::Value;
@@ -65,14 +65,21 @@ impl Site {
                 site.path(&format!("{user}-ca.pem"))
             ));
         }
+        // Certify's own CA, so that Certify and Re-certify reach the object they name.
+        let issuing = pki::init_ca("issuing CA", 30).unwrap();
+        std::fs::write(site.path("issuing.pem"), &issuing.cert_pem).unwrap();
+        std::fs::write(site.path("issuing.key"), issuing.key_pem.as_bytes()).unwrap();
         std::fs::write(
             site.config(),
             format!(
                 "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
-                 [tls]\ncert = {cert:?}\nkey = {key:?}\n{users}",
+                 [tls]\ncert = {cert:?}\nkey = {key:?}\n\
+                 [certify]\nca_cert = {issuing_cert:?}\nca_key = {issuing_key:?}\n{users}",
                 data = site.path("data"),
                 cert = site.path("server.pem"),
                 key = site.path("server.key"),
+                issuing_cert = site.path("issuing.pem"),
+                issuing_key = site.path("issuing.key"),
             ),
         )
         .unwrap();
@@ -308,6 +315,21 @@ fn rekey(uid: &str) -> RequestPayload {
     })
 }
 
+fn certify(uid: &str) -> RequestPayload {
+    RequestPayload::Certify(CertifyRequest {
+        unique_identifier: Some(uid.to_owned()),
+        attributes: vec![Attribute::text(tags::CERTIFICATE_SUBJECT_CN, "probe")],
+        ..CertifyRequest::default()
+    })
+}
+
+fn recertify(uid: &str) -> RequestPayload {
+    RequestPayload::ReCertify(CertifyRequest {
+        unique_identifier: Some(uid.to_owned()),
+        ..CertifyRequest::default()
+    })
+}
+
 fn check(uid: &str) -> RequestPayload {
     RequestPayload::Check(CheckRequest {
         unique_identifier: Some(uid.to_owned()),
@@ -374,7 +396,7 @@ type Probe = fn(&str) -> RequestPayload;
 
 /// Every operation the gateway implements that names an object (Create, Register, Query and
 /// Discover Versions name none; Locate is aimed by the identifier as a filter).
-const PROBES: [(&str, Probe); 16] = [
+const PROBES: [(&str, Probe); 18] = [
     ("Get", get),
     ("GetAttributes", get_attributes),
     ("GetAttributeList", get_attribute_list),
@@ -386,6 +408,8 @@ const PROBES: [(&str, Probe); 16] = [
     ("Revoke", revoke),
     ("Destroy", destroy),
     ("ReKey", rekey),
+    ("Certify", certify),
+    ("ReCertify", recertify),
     ("Check", check),
     ("Encrypt", encrypt),
     ("Decrypt", decrypt),

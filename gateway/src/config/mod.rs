@@ -67,6 +67,14 @@ pub enum PolicySource {
     File(PathBuf),
 }
 
+/// The issuing CA of KMIP Certify (PEM files). It must be its own CA: start refuses one whose
+/// key is the listener's or whose certificate is trusted for client logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifyCaFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -84,6 +92,8 @@ pub struct GatewayConfig {
     /// `[pki] dir`: the gateway's own CA folder. Its `crl.pem` is always enforced (besides
     /// `[revocation] crls`), and must exist.
     pub pki_dir: Option<PathBuf>,
+    /// `[certify]`: the issuing CA of KMIP Certify; `None` refuses Certify.
+    pub certify: Option<CertifyCaFiles>,
     pub policy: PolicySource,
     /// Bounds of the Locate cache.
     pub locate_cache: LocateCacheConfig,
@@ -127,6 +137,11 @@ impl GatewayConfig {
             },
             revocation: RevocationConfig::default(),
             pki_dir: Some(pki.clone()),
+            certify: Some(CertifyCaFiles {
+                // `tooling::pki::DEV_ISSUING_CA_CERT`/`_KEY` (config sits below tooling).
+                cert: pki.join("issuing-ca.pem"),
+                key: pki.join("issuing-ca.key"),
+            }),
             policy: PolicySource::OwnerOnly,
             locate_cache: LocateCacheConfig::default(),
             audit: Some(AuditConfig {

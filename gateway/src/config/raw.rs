@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) https: Option<RawHttps>,
     pub(super) revocation: Option<RawRevocation>,
     pub(super) pki: Option<RawPki>,
+    pub(super) certify: Option<RawCertify>,
     /// Access policy embedded in this file (`[[policy.users]]`, `[[policy.rules]]`, …).
     pub(super) policy: Option<kmip_policy::PolicyConfig>,
     /// Or: a standalone policy file (see `deploy/config/policy.example.toml`).
@@ -155,6 +156,14 @@ pub(super) struct RawRevocation {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPki {
     pub(super) dir: Option<PathBuf>,
+}
+
+/// `[certify]`: the CA that signs the certificates KMIP Certify issues.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertify {
+    pub(super) ca_cert: PathBuf,
+    pub(super) ca_key: PathBuf,
 }
 
 /// `[log]`: the form of the gateway's log lines.

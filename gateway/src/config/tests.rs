@@ -573,3 +573,25 @@ fn the_https_listener_is_off_unless_configured() {
         "{e}"
     );
 }
+
+#[test]
+fn the_certify_ca_is_read_with_paths_from_the_file_folder() {
+    let c = GatewayConfig::from_toml_str(MINIMAL, Path::new("/x")).unwrap();
+    assert!(c.certify.is_none(), "no [certify]: Certify is refused");
+    let c = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[certify]\nca_cert = \"issuing/ca.pem\"\nca_key = \"/k/ca.key\"\n"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    let files = c.certify.unwrap();
+    assert_eq!(files.cert, Path::new("/x/issuing/ca.pem"));
+    assert_eq!(files.key, Path::new("/k/ca.key"));
+    let missing_key = GatewayConfig::from_toml_str(
+        &format!("{MINIMAL}[certify]\nca_cert = \"ca.pem\"\n"),
+        Path::new("/x"),
+    );
+    assert!(missing_key.is_err());
+    // The embedded default certifies with its development issuing CA, not its login CA.
+    let e = GatewayConfig::embedded(Path::new("/d"));
+    assert_eq!(e.certify.unwrap().cert, Path::new("/d/pki/issuing-ca.pem"));
+}

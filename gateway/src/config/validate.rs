@@ -13,7 +13,7 @@ use super::postgres::{postgres_backend, refuse_postgres_keys};
 use super::raw::{RawConfig, RawLog};
 use super::revocation::revocation_config;
 use super::users::{users_config, TlsFiles};
-use super::{addr, invalid, resolve, ConfigError, GatewayConfig, PolicySource};
+use super::{addr, invalid, resolve, CertifyCaFiles, ConfigError, GatewayConfig, PolicySource};
 
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, ConfigError> {
     let listen = addr("listen", raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
@@ -69,6 +69,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
         admin,
         revocation: revocation_config(raw.revocation, base)?,
         pki_dir: raw.pki.and_then(|p| p.dir).map(|d| resolve(base, d)),
+        certify: raw.certify.map(|c| CertifyCaFiles {
+            cert: resolve(base, c.ca_cert),
+            key: resolve(base, c.ca_key),
+        }),
         policy,
         locate_cache,
         audit,

@@ -170,6 +170,10 @@ pub fn restart_only_changes(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'s
     if old.capture_dir != new.capture_dir {
         changed.push("capture_dir");
     }
+    // Certify's CA is loaded and checked once, at start.
+    if old.certify != new.certify {
+        changed.push("certify");
+    }
     // The log is set up once, before anything is logged.
     if old.log_format != new.log_format {
         changed.push("log.format");
@@ -553,5 +557,10 @@ mod tests {
         let mut c = a.clone();
         c.https_listen = "127.0.0.1:8443".parse().ok();
         assert_eq!(restart_only_changes(&a, &c), ["https.listen"]);
+        b.certify = None;
+        assert_eq!(
+            restart_only_changes(&a, &b),
+            ["listen", "limits", "capture_dir", "certify", "log.format"]
+        );
     }
 }

@@ -167,9 +167,13 @@ impl Ops {
                 certificate_type,
                 value,
             } => {
+                // The certificate, not the client, says what its key is.
                 attrs.retain(|a| {
                     a.tag().is_none_or(|t| {
-                        !certificate::DERIVED.contains(&t) && t != tags::CERTIFICATE_TYPE
+                        !certificate::DERIVED.contains(&t)
+                            && t != tags::CERTIFICATE_TYPE
+                            && t != tags::CRYPTOGRAPHIC_ALGORITHM
+                            && t != tags::CRYPTOGRAPHIC_LENGTH
                     })
                 });
                 attrs.push(Attribute::enumeration(
@@ -205,6 +209,11 @@ impl Ops {
                 }
                 _ => None,
             };
+        let key_links = if object_type == ObjectType::Certificate {
+            self.certificate_key_links(ctx, &attrs)?
+        } else {
+            Vec::new()
+        };
         let mut obj = self.new_object(ctx, object_type, attrs)?;
         match &spec {
             Some(s) => flag_attrs(&mut obj, s),
@@ -225,6 +234,11 @@ impl Ops {
             before: None,
             after,
         });
+        // KMIP: a key's Certificate Link names its (newest) certificate.
+        for key in key_links {
+            self.relink(ctx, &key, LinkType::CertificateLink, &uid)
+                .await?;
+        }
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,

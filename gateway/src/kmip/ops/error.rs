@@ -29,6 +29,10 @@ pub enum OpError {
     InvalidField(String),
     #[error("missing {0}")]
     MissingData(String),
+    /// A certificate request the server will not certify (unparsable, bad signature, asks for
+    /// what Certify does not issue).
+    #[error("invalid certificate request: {0}")]
+    InvalidCsr(String),
     #[error("object is {0}, which does not allow this operation")]
     WrongState(&'static str),
     #[error("attribute {0} is set by the server")]
@@ -101,6 +105,9 @@ impl OpError {
             OpError::FeatureNotSupported(_) => ResultReason::FeatureNotSupported,
             OpError::InvalidField(_) => ResultReason::InvalidField,
             OpError::MissingData(_) => ResultReason::MissingData,
+            // KMIP 1.x has no Invalid CSR reason: the request field is invalid.
+            OpError::InvalidCsr(_) if v2 => ResultReason::InvalidCsr,
+            OpError::InvalidCsr(_) => ResultReason::InvalidField,
             // KMIP 1.x has no lifecycle-state reason; its profiles answer Permission Denied.
             OpError::WrongState(_) if v2 => ResultReason::WrongKeyLifecycleState,
             OpError::WrongState(_) => ResultReason::PermissionDenied,
@@ -238,6 +245,7 @@ mod tests {
             ),
             (OpError::InvalidField(s()), R::InvalidField, R::InvalidField),
             (OpError::MissingData(s()), R::MissingData, R::MissingData),
+            (OpError::InvalidCsr(s()), R::InvalidField, R::InvalidCsr),
             (
                 OpError::WrongState("Active"),
                 R::PermissionDenied,
@@ -458,7 +466,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 50;
+    const ROWS: usize = 51;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -488,6 +496,7 @@ mod tests {
             OpError::ObjectLimit(_) => 20,
             OpError::NotQuantumSafe(_) => 48,
             OpError::GcmTagLength(_) => 49,
+            OpError::InvalidCsr(_) => 50,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,

@@ -9,6 +9,7 @@ mod attribute_rules;
 mod attributes;
 mod batch;
 mod certificate;
+mod certify;
 mod create;
 mod crypto;
 mod digest;
@@ -87,6 +88,8 @@ pub struct Ops {
     max_locate_results: usize,
     /// `limits.max_objects_per_user`: most live objects one user may own.
     max_objects_per_user: usize,
+    /// The CA that signs Certify's certificates; without one Certify is refused.
+    issuing_ca: Option<Arc<crate::tooling::pki::IssuingCa>>,
 }
 
 impl Ops {
@@ -103,6 +106,7 @@ impl Ops {
             name_locks: NameLocks::new(),
             max_locate_results: DEFAULT_MAX_LOCATE_RESULTS,
             max_objects_per_user: DEFAULT_MAX_OBJECTS_PER_USER,
+            issuing_ca: None,
         }
     }
 
@@ -110,6 +114,12 @@ impl Ops {
     pub fn with_limits(mut self, limits: &LimitsConfig) -> Ops {
         self.max_locate_results = limits.max_locate_results;
         self.max_objects_per_user = limits.max_objects_per_user;
+        self
+    }
+
+    /// The CA that signs the certificates Certify issues.
+    pub fn with_issuing_ca(mut self, ca: Arc<crate::tooling::pki::IssuingCa>) -> Ops {
+        self.issuing_ca = Some(ca);
         self
     }
 

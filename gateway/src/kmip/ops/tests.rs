@@ -1274,3 +1274,28 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
     );
 }
 mod symm;
+
+#[tokio::test]
+async fn certify_without_an_issuing_ca_says_how_to_configure_one() {
+    let h = harness().await;
+    let key = h.create(ProtocolVersion::V2_1, None).await;
+    for payload in [
+        RequestPayload::Certify(CertifyRequest {
+            unique_identifier: Some(key.clone()),
+            ..CertifyRequest::default()
+        }),
+        RequestPayload::Certify(CertifyRequest {
+            certificate_request_type: Some(CertificateRequestType::Pkcs10),
+            certificate_request: Some(bytes::Bytes::from_static(b"not a CSR")),
+            ..CertifyRequest::default()
+        }),
+    ] {
+        let item = h.one(ProtocolVersion::V2_1, payload).await;
+        assert_eq!(item.result_reason, Some(ResultReason::FeatureNotSupported));
+        let message = item.result_message.unwrap_or_default();
+        assert!(
+            message.contains("[certify] ca_cert and ca_key"),
+            "{message}"
+        );
+    }
+}

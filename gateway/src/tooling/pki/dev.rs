@@ -23,6 +23,10 @@ pub const DEV_CLIENT_KEY: &str = "client-purefa.key";
 pub const DEV_CRL: &str = "crl.pem";
 /// The CA folder's state file (`kmip-gateway pki`: CRL number, issued and revoked serials).
 pub const DEV_CA_STATE: &str = "ca-state.json";
+/// The development issuing CA of Certify: its own key pair, trusted for no login.
+pub const DEV_ISSUING_CA_CERT: &str = "issuing-ca.pem";
+pub const DEV_ISSUING_CA_KEY: &str = "issuing-ca.key";
+pub const DEV_ISSUING_CA_COMMON_NAME: &str = "kmip-gateway development issuing CA";
 /// `nextUpdate` distance of the development CRL, as `pki crl` gives a CA folder's.
 pub const DEV_CRL_VALIDITY_DAYS: i64 = 180;
 pub const DEV_CA_COMMON_NAME: &str = "kmip-gateway development CA";
@@ -87,8 +91,10 @@ pub fn dev_pki(dir: &Path) -> Result<DevPki, PkiError> {
         created: missing.len() == FILES.len(),
     };
     if present.len() == FILES.len() {
-        // A development PKI written before the gateway enforced its CRL has none yet.
+        // A development PKI written before the gateway enforced its CRL, or before Certify,
+        // has neither yet.
         write_crl_if_missing(dir)?;
+        write_issuing_ca_if_missing(dir)?;
         return Ok(result);
     }
     if !present.is_empty() {
@@ -129,7 +135,45 @@ pub fn dev_pki(dir: &Path) -> Result<DevPki, PkiError> {
         written.push(path);
     }
     write_crl_if_missing(dir)?;
+    write_issuing_ca_if_missing(dir)?;
     Ok(result)
+}
+
+/// Writes the development issuing CA (Certify's) unless both its files exist; refuses when only
+/// one does.
+fn write_issuing_ca_if_missing(dir: &Path) -> Result<(), PkiError> {
+    let files = [DEV_ISSUING_CA_CERT, DEV_ISSUING_CA_KEY];
+    let mut present = Vec::new();
+    let mut missing = Vec::new();
+    for name in files {
+        let path = dir.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => present.push(name),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(name),
+            Err(source) => return Err(PkiError::Io { path, source }),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !present.is_empty() {
+        return Err(PkiError::PartialDevPki {
+            dir: dir.to_path_buf(),
+            present,
+            missing,
+        });
+    }
+    let ca = init_ca(DEV_ISSUING_CA_COMMON_NAME, DEV_CA_VALIDITY_DAYS)?;
+    write_new_file(
+        &dir.join(DEV_ISSUING_CA_KEY),
+        ca.key_pem.as_bytes(),
+        KEY_FILE_MODE,
+    )?;
+    write_new_file(
+        &dir.join(DEV_ISSUING_CA_CERT),
+        ca.cert_pem.as_bytes(),
+        CERT_FILE_MODE,
+    )
 }
 
 /// Writes an empty CRL of the development CA (CRL number 1) unless `crl.pem` exists, and the

@@ -275,7 +275,7 @@ fn subject(common_name: Option<&str>) -> DistinguishedName {
     name
 }
 
-fn serial_number(serial: &Serial) -> SerialNumber {
+pub(super) fn serial_number(serial: &Serial) -> SerialNumber {
     SerialNumber::from_slice(serial.as_bytes())
 }
 
@@ -360,7 +360,7 @@ pub(super) fn key_from_pem(
 
 /// The CA as an rcgen issuer, after checking that the certificate is a CA and that
 /// the key is its key (a mismatched pair would sign certificates nothing verifies).
-fn load_issuer<'k>(
+pub(super) fn load_issuer<'k>(
     ca: &CaBundle,
     key: &'k KeyPair,
 ) -> Result<Issuer<'static, &'k KeyPair>, PkiError> {

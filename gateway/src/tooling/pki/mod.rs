@@ -9,23 +9,26 @@
 //! ECDSA P-256 by default, or P-384, RSA-2048 or RSA-3072 (`key_type`), and are held in
 //! `Zeroizing` buffers.
 //!
-//! `issue` issues (CA, leaves, CSRs, CRLs), `x509` reads certificates, `dev` writes the
+//! `issue` issues (CA, leaves, CSRs, CRLs), `certify` the certificates KMIP Certify issues, `x509` reads certificates, `dev` writes the
 //! development PKI, and `common_name` is the one Common Name rule that both issuing and the
 //! listener's authentication apply.
 
+mod certify;
 mod common_name;
 mod dev;
 mod issue;
 mod key_type;
 mod x509;
 
+pub use certify::{CertifyTerms, IssuingCa, SubjectField, CERTIFY_DEFAULT_VALIDITY_DAYS};
 pub use common_name::{
     check_common_name, subject_common_name, CommonNameError, MAX_COMMON_NAME_LEN,
 };
 pub use dev::{
     dev_pki, DevPki, DEV_CA_CERT, DEV_CA_COMMON_NAME, DEV_CA_KEY, DEV_CA_STATE,
     DEV_CA_VALIDITY_DAYS, DEV_CLIENT_CERT, DEV_CLIENT_COMMON_NAME, DEV_CLIENT_KEY, DEV_CRL,
-    DEV_CRL_VALIDITY_DAYS, DEV_LEAF_VALIDITY_DAYS, DEV_SERVER_CERT, DEV_SERVER_KEY,
+    DEV_CRL_VALIDITY_DAYS, DEV_ISSUING_CA_CERT, DEV_ISSUING_CA_COMMON_NAME, DEV_ISSUING_CA_KEY,
+    DEV_LEAF_VALIDITY_DAYS, DEV_SERVER_CERT, DEV_SERVER_KEY,
 };
 pub use issue::{
     init_ca, init_ca_with_key, issue_cert, issue_client_cert, issue_server_cert,
@@ -113,6 +116,12 @@ pub enum PkiError {
     TooManySubjectAltNames { count: usize, limit: usize },
     #[error("{count} revoked certificates, more than the per-CRL limit of {limit}")]
     TooManyRevoked { count: usize, limit: usize },
+    #[error("the issuing CA {0}; give Certify its own CA certificate and key")]
+    IssuingCaShared(&'static str),
+    #[error("the certificate would outlive the issuing CA: ask for an earlier end of validity or renew the CA")]
+    OutlivesIssuer,
+    #[error("the CSR asks for a CA certificate; Certify issues end-entity certificates only")]
+    CsrAsksForCa,
     #[error("the CA certificate is not a CA (basic constraints CA flag missing)")]
     NotACa,
     #[error("the CA private key does not belong to the CA certificate")]

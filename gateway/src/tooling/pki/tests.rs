@@ -602,3 +602,49 @@ fn dev_pki_has_a_crl_of_its_ca_and_an_older_one_gets_it() {
     dev_pki(&dir).unwrap();
     assert_eq!(fs::read(dir.join(DEV_CRL)).unwrap(), written);
 }
+
+#[test]
+fn dev_pki_has_its_own_issuing_ca_and_an_older_one_gets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    dev_pki(&dir).unwrap();
+    let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
+    let mode = fs::metadata(dir.join(DEV_ISSUING_CA_KEY))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let issuing = crate::tooling::pki::IssuingCa::load(
+        &dir.join(DEV_ISSUING_CA_CERT),
+        &dir.join(DEV_ISSUING_CA_KEY),
+    )
+    .unwrap();
+    // Neither the login CA nor the listener's key.
+    issuing
+        .check_separate(&read(DEV_SERVER_KEY), &[read(DEV_CA_CERT)])
+        .unwrap();
+    assert_eq!(
+        describe_cert(&read(DEV_ISSUING_CA_CERT))
+            .unwrap()
+            .subject_cn
+            .as_deref(),
+        Some(DEV_ISSUING_CA_COMMON_NAME)
+    );
+
+    // A development PKI of an older version (no issuing CA) gets one; an existing one is kept.
+    let written = read(DEV_ISSUING_CA_CERT);
+    dev_pki(&dir).unwrap();
+    assert_eq!(read(DEV_ISSUING_CA_CERT), written);
+    fs::remove_file(dir.join(DEV_ISSUING_CA_CERT)).unwrap();
+    fs::remove_file(dir.join(DEV_ISSUING_CA_KEY)).unwrap();
+    assert!(!dev_pki(&dir).unwrap().created);
+    assert_ne!(read(DEV_ISSUING_CA_CERT), written);
+    // Half of one is refused, never completed with a key that does not match.
+    fs::remove_file(dir.join(DEV_ISSUING_CA_KEY)).unwrap();
+    match dev_pki(&dir) {
+        Err(PkiError::PartialDevPki { missing, .. }) => {
+            assert_eq!(missing, [DEV_ISSUING_CA_KEY])
+        }
+        other => panic!("expected PartialDevPki, got {other:?}"),
+    }
+}

@@ -503,6 +503,16 @@ kmip_enum! {
 }
 
 kmip_enum! {
+    /// Certificate Request Type of a Certify or Re-certify request.
+    CertificateRequestType {
+        Crmf = 0x00000001,
+        Pkcs10 = 0x00000002,
+        Pem = 0x00000003,
+        Pgp = 0x00000004,
+    }
+}
+
+kmip_enum! {
     /// Key Wrap Type of a Get request.
     KeyWrapType {
         NotWrapped = 0x00000001,

@@ -35,7 +35,7 @@ pub use attribute::{
     RevocationReason,
 };
 pub use enums::{
-    BatchErrorContinuationOption, BlockCipherMode, CertificateType, CryptographicAlgorithm,
+    BatchErrorContinuationOption, BlockCipherMode, CertificateRequestType, CertificateType, CryptographicAlgorithm,
     DigitalSignatureAlgorithm, HashingAlgorithm, InteropFunction, KeyCompressionType,
     KeyFormatType, KeyWrapType, KmipEnum, LinkType, NameType, ObjectGroupMember, ObjectType,
     Operation, PaddingMethod, QueryFunction, ResultReason, ResultStatus, RevocationReasonCode,
@@ -48,7 +48,7 @@ pub use message::{
 };
 pub use object::{KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv};
 pub use payload::{
-    AttributeRequest, AttributeResponse, CheckRequest, CheckResponse, CreateKeyPairRequest,
+    AttributeRequest, AttributeResponse, CertifyRequest, CheckRequest, CheckResponse, CreateKeyPairRequest,
     CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest, CryptographicParameters,
     DecryptResponse, DeleteAttributeRequest, DiscoverVersionsRequest, DiscoverVersionsResponse,
     EncryptResponse, GetAttributeListResponse, GetAttributesRequest, GetAttributesResponse,

@@ -25,7 +25,7 @@ pub use digest::{
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
 pub use request::{
-    AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
+    AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
     ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest, UidRequest,

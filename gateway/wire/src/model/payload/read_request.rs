@@ -1,7 +1,7 @@
 //! Reading request payloads, in the 1.x or the 2.x shape whatever the header says.
 
 use super::request::{
-    AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
+    AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
     ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest, UidRequest,
@@ -120,6 +120,8 @@ impl RequestPayload {
                 offset: node.opt_interval(tags::OFFSET)?,
                 attributes: AttributeGroup::Plain.read(node)?,
             }),
+            Operation::Certify => RequestPayload::Certify(read_certify(node)?),
+            Operation::ReCertify => RequestPayload::ReCertify(read_certify(node)?),
             Operation::Check => RequestPayload::Check(CheckRequest {
                 unique_identifier: uid(node)?,
                 usage_limits_count: node.opt_long(tags::USAGE_LIMITS_COUNT)?,
@@ -225,5 +227,20 @@ fn read_sign(node: &Node<'_>) -> R<SignRequest> {
         correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
         init_indicator: node.opt_bool(tags::INIT_INDICATOR)?,
         final_indicator: node.opt_bool(tags::FINAL_INDICATOR)?,
+    })
+}
+
+/// Certify and Re-certify: the request bytes under their 1.x or 2.x tag.
+fn read_certify(node: &Node<'_>) -> R<CertifyRequest> {
+    let certificate_request = match node.opt_bytes(tags::CERTIFICATE_REQUEST_VALUE)? {
+        Some(b) => Some(b),
+        None => node.opt_bytes(tags::CERTIFICATE_REQUEST)?,
+    };
+    Ok(CertifyRequest {
+        unique_identifier: uid(node)?,
+        certificate_request_type: node.opt_enum(tags::CERTIFICATE_REQUEST_TYPE)?,
+        certificate_request,
+        offset: node.opt_interval(tags::OFFSET)?,
+        attributes: AttributeGroup::Plain.read(node)?,
     })
 }

@@ -10,13 +10,13 @@ use crate::model::attribute::{
 };
 use crate::model::codec;
 use crate::model::enums::{
-    InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType, ObjectGroupMember, ObjectType,
-    Operation, QueryFunction,
+    CertificateRequestType, InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType,
+    ObjectGroupMember, ObjectType, Operation, QueryFunction,
 };
 use crate::model::object::{ManagedObject, SecretBytes};
 use crate::model::version::ProtocolVersion;
 use crate::spec::tags;
-use crate::ttlv::Ttlv;
+use crate::ttlv::{Ttlv, Value};
 
 /// Payload holding only an optional Unique Identifier (Activate, Destroy, Get Attribute List
 /// requests; the ID Placeholder is used when it is absent).
@@ -123,6 +123,19 @@ pub struct ReKeyRequest {
     pub attributes: Vec<Attribute>,
 }
 
+/// Certify (of a Public Key or a certificate request) and Re-certify (of a certificate).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertifyRequest {
+    /// Certify: the Public Key; Re-certify: the existing certificate.
+    pub unique_identifier: Option<String>,
+    pub certificate_request_type: Option<CertificateRequestType>,
+    /// 1.x Certificate Request, 2.x Certificate Request Value.
+    pub certificate_request: Option<Bytes>,
+    /// Re-certify only: Initial Date to Activation Date of the new certificate.
+    pub offset: Option<u32>,
+    pub attributes: Vec<Attribute>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckRequest {
     pub unique_identifier: Option<String>,
@@ -206,6 +219,8 @@ pub enum RequestPayload {
     Revoke(RevokeRequest),
     Destroy(UidRequest),
     ReKey(ReKeyRequest),
+    Certify(CertifyRequest),
+    ReCertify(CertifyRequest),
     Check(CheckRequest),
     Encrypt(CryptoRequest),
     Decrypt(CryptoRequest),
@@ -245,6 +260,8 @@ impl RequestPayload {
             RequestPayload::Revoke(_) => Operation::Revoke,
             RequestPayload::Destroy(_) => Operation::Destroy,
             RequestPayload::ReKey(_) => Operation::ReKey,
+            RequestPayload::Certify(_) => Operation::Certify,
+            RequestPayload::ReCertify(_) => Operation::ReCertify,
             RequestPayload::Check(_) => Operation::Check,
             RequestPayload::Encrypt(_) => Operation::Encrypt,
             RequestPayload::Decrypt(_) => Operation::Decrypt,
@@ -371,6 +388,27 @@ impl RequestPayload {
             }
             RequestPayload::ReKey(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(r.offset.map(|o| codec::interval(tags::OFFSET, o)));
+                if !r.attributes.is_empty() {
+                    items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                }
+            }
+            RequestPayload::Certify(r) | RequestPayload::ReCertify(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.extend(
+                    r.certificate_request_type
+                        .map(|t| codec::enumeration(tags::CERTIFICATE_REQUEST_TYPE, t)),
+                );
+                let request_tag = if version.is_v2() {
+                    tags::CERTIFICATE_REQUEST_VALUE
+                } else {
+                    tags::CERTIFICATE_REQUEST
+                };
+                items.extend(
+                    r.certificate_request
+                        .as_ref()
+                        .map(|b| Ttlv::new(request_tag, Value::ByteString(b.clone()))),
+                );
                 items.extend(r.offset.map(|o| codec::interval(tags::OFFSET, o)));
                 if !r.attributes.is_empty() {
                     items.push(AttributeGroup::Plain.write_request(&r.attributes, version));

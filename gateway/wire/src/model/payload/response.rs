@@ -147,6 +147,8 @@ pub enum ResponsePayload {
     Revoke(UidResponse),
     Destroy(UidResponse),
     ReKey(UidResponse),
+    Certify(UidResponse),
+    ReCertify(UidResponse),
     Check(CheckResponse),
     Encrypt(EncryptResponse),
     Decrypt(DecryptResponse),
@@ -255,6 +257,8 @@ impl ResponsePayload {
             Operation::Revoke => ResponsePayload::Revoke(uid_response()?),
             Operation::Destroy => ResponsePayload::Destroy(uid_response()?),
             Operation::ReKey => ResponsePayload::ReKey(uid_response()?),
+            Operation::Certify => ResponsePayload::Certify(uid_response()?),
+            Operation::ReCertify => ResponsePayload::ReCertify(uid_response()?),
             Operation::Check => ResponsePayload::Check(CheckResponse {
                 unique_identifier: uid(node)?,
                 usage_limits_count: node.opt_long(tags::USAGE_LIMITS_COUNT)?,
@@ -351,7 +355,9 @@ impl ResponsePayload {
             | ResponsePayload::Activate(r)
             | ResponsePayload::Revoke(r)
             | ResponsePayload::Destroy(r)
-            | ResponsePayload::ReKey(r) => push_uid(&mut items, Some(&r.unique_identifier)),
+            | ResponsePayload::ReKey(r)
+            | ResponsePayload::Certify(r)
+            | ResponsePayload::ReCertify(r) => push_uid(&mut items, Some(&r.unique_identifier)),
             ResponsePayload::Locate(r) => {
                 items.extend(r.located_items.map(|n| codec::int(tags::LOCATED_ITEMS, n)));
                 items.extend(
