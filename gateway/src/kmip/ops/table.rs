@@ -325,6 +325,9 @@ mod tests {
                 Operation::Encrypt,
                 Operation::Decrypt,
                 Operation::Mac,
+                Operation::CreateKeyPair,
+                Operation::Sign,
+                Operation::SignatureVerify,
             ]
         );
     }
