@@ -17,6 +17,7 @@ mod locate;
 mod object;
 mod operator;
 mod query;
+mod rekey_pair;
 mod table;
 mod unique_names;
 

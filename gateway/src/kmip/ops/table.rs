@@ -206,6 +206,8 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(Mac, Mac, object, listed: true, |ops, ctx, r| ops.mac(ctx, r).await?),
     row!(CreateKeyPair, CreateKeyPair, none, listed: true,
         |ops, ctx, r| ops.create_key_pair(ctx, r).await?),
+    row!(ReKeyKeyPair, ReKeyKeyPair, object, listed: true,
+        |ops, ctx, r| ops.rekey_key_pair(ctx, r).await?),
     row!(Sign, Sign, object, listed: true, |ops, ctx, r| ops.sign(ctx, r).await?),
     row!(SignatureVerify, SignatureVerify, object, listed: true,
         |ops, ctx, r| ops.signature_verify(ctx, r).await?),
@@ -326,6 +328,7 @@ mod tests {
                 Operation::Decrypt,
                 Operation::Mac,
                 Operation::CreateKeyPair,
+                Operation::ReKeyKeyPair,
                 Operation::Sign,
                 Operation::SignatureVerify,
             ]

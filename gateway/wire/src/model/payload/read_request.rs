@@ -4,7 +4,8 @@ use super::request::{
     AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest, UidRequest,
+    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest,
+    UidRequest,
 };
 use super::{opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -119,6 +120,13 @@ impl RequestPayload {
                 unique_identifier: uid(node)?,
                 offset: node.opt_interval(tags::OFFSET)?,
                 attributes: AttributeGroup::Plain.read(node)?,
+            }),
+            Operation::ReKeyKeyPair => RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+                unique_identifier: node.opt_text(tags::PRIVATE_KEY_UNIQUE_IDENTIFIER)?,
+                offset: node.opt_interval(tags::OFFSET)?,
+                common_attributes: AttributeGroup::Common.read(node)?,
+                private_key_attributes: AttributeGroup::PrivateKey.read(node)?,
+                public_key_attributes: AttributeGroup::PublicKey.read(node)?,
             }),
             Operation::Check => RequestPayload::Check(CheckRequest {
                 unique_identifier: uid(node)?,
