@@ -22,7 +22,7 @@ mod pool;
 mod recovering;
 mod rv;
 
-pub(crate) use backend::ZeroizeTemplate;
+pub(crate) use objects::ZeroizeTemplate;
 pub(crate) use open::Token;
 pub use pin::{normalize_pin, PinSource};
 pub use recovering::{RecoveringPkcs11, RECOVERY_INTERVAL};

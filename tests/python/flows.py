@@ -330,6 +330,58 @@ class Flow:
         self.out["get_after_destroy"] = op("get after destroy", lambda c: self.failure_of(lambda: c.get(uid)))
         self.out["connections"] = conns[0]
 
+    # --- 6. Key pairs: Create Key Pair, Sign, Signature Verify, Get of the public key -----------------
+    def keypair(self):
+        name = "pair-" + self.args.tag
+        data = ("signed at KMIP " + self.args.tag).encode()
+        params = {
+            "cryptographic_algorithm": enums.CryptographicAlgorithm.RSA,
+            "padding_method": enums.PaddingMethod.PSS,
+            "hashing_algorithm": enums.HashingAlgorithm.SHA_256,
+        }
+        with self.client() as c:
+            self.step = "create key pair"
+            public_uid, private_uid = c.create_key_pair(
+                enums.CryptographicAlgorithm.RSA, 2048,
+                public_name=name + "-public",
+                public_usage_mask=[enums.CryptographicUsageMask.VERIFY],
+                private_name=name + "-private",
+                private_usage_mask=[enums.CryptographicUsageMask.SIGN],
+            )
+            self.out["public_uid"] = public_uid
+            self.out["private_uid"] = private_uid
+            self.step = "activate"
+            c.activate(public_uid)
+            c.activate(private_uid)
+            self.step = "sign"
+            signature = c.sign(data, uid=private_uid, cryptographic_parameters=params)
+            self.out["signature_bytes"] = len(signature)
+            self.step = "signature verify"
+            self.out["verify"] = c.signature_verify(
+                data, signature, uid=public_uid, cryptographic_parameters=params).name
+            self.out["verify_other_data"] = c.signature_verify(
+                data + b"!", signature, uid=public_uid, cryptographic_parameters=params).name
+            self.step = "sign with the public key"
+            self.out["sign_with_public"] = self.failure_of(
+                lambda: c.sign(data, uid=public_uid, cryptographic_parameters=params))
+            self.step = "get public key"
+            public = c.get(public_uid)
+            self.out["public"] = {
+                "object_type": type(public).__name__,
+                "format": public.key_format_type.name,
+                "algorithm": public.cryptographic_algorithm.name,
+                "length": public.cryptographic_length,
+            }
+            self.step = "locate private keys by name"
+            self.out["locate_private"] = c.locate(attributes=[
+                self.name_attr(name + "-private"),
+                AF.create_attribute(enums.AttributeType.OBJECT_TYPE, enums.ObjectType.PRIVATE_KEY),
+            ])
+            self.step = "revoke and destroy"
+            for uid in (private_uid, public_uid):
+                c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
+                c.destroy(uid)
+
     # --- 5. A probe for authentication tests: one Query, report what happened -----------------------
     def probe(self):
         try:
@@ -352,7 +404,7 @@ def main():
     p.add_argument("--version", choices=sorted(VERSIONS), required=True)
     p.add_argument("--config-file", required=True)
     p.add_argument("--flow", required=True,
-                   choices=["flasharray", "sased", "vcenter", "synology", "probe"])
+                   choices=["flasharray", "sased", "vcenter", "synology", "probe", "keypair"])
     p.add_argument("--tag", default="t")
     args = p.parse_args()
     flow = Flow(args)

@@ -316,6 +316,31 @@ backend_tests! {
 
 // --- authentication refusals -------------------------------------------------------------------
 
+backend_tests! {
+    /// PyKMIP's create_key_pair, sign and signature_verify: the signature verifies with the
+    /// public key, not over other data; the public key is no signing key; Get and Locate find the
+    /// pair's objects by type.
+    fn key_pair_sign_and_verify(backend) {
+        let gw = GatewayProcess::start_backend(backend);
+        let files = ClientFiles::of(&gw);
+        for v in VERSIONS {
+            let r = run_flow(&gw, &files, v, "keypair", v);
+            let ctx = format!("KMIP {v}: {r}");
+            assert_eq!(r["signature_bytes"], 256, "{ctx}");
+            assert_eq!(r["verify"], "VALID", "{ctx}");
+            assert_eq!(r["verify_other_data"], "INVALID", "{ctx}");
+            assert_eq!(r["sign_with_public"]["status"], "OPERATION_FAILED", "{ctx}");
+            assert_eq!(
+                r["public"],
+                json!({"object_type": "PublicKey", "format": "PKCS_1", "algorithm": "RSA",
+                       "length": 2048}),
+                "{ctx}"
+            );
+            assert_eq!(r["locate_private"], json!([r["private_uid"]]), "{ctx}");
+        }
+    }
+}
+
 fn write_pair(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) -> (PathBuf, PathBuf) {
     let cert = dir.join(format!("{stem}.pem"));
     let key = dir.join(format!("{stem}.key"));

@@ -11,8 +11,7 @@ use cryptoki::session::Session;
 use cryptoki::types::Ulong;
 use zeroize::Zeroizing;
 
-use super::backend::ZeroizeTemplate;
-use super::objects::{self, destroy_objects, Entry, MATERIAL_APP};
+use super::objects::{self, destroy_objects, Entry, ZeroizeTemplate, MATERIAL_APP};
 use super::p11_error;
 use crate::asym::{
     curve_params, ec_spki, ecdsa_der, rsa_pkcs8_from_numbers, rsa_private_numbers, rsa_spki,

@@ -11,7 +11,9 @@ use zeroize::Zeroizing;
 use super::asym;
 use super::cipher::{self, CipherJob};
 use super::handles::token_usable;
-use super::objects::{self, destroy_objects, Entry, FLAG_NOT_EXTRACTABLE, MATERIAL_APP};
+use super::objects::{
+    self, destroy_objects, Entry, ZeroizeTemplate, FLAG_NOT_EXTRACTABLE, MATERIAL_APP,
+};
 use super::{p11_error, Pkcs11Backend};
 use crate::asym::{KeyPairSpec, RsaPadding, SignatureScheme};
 use crate::{
@@ -445,26 +447,5 @@ impl Pkcs11Backend {
             })
             .await?;
         self.publish(uid, entry).await
-    }
-}
-
-/// A creation template holding secret material, wiped on drop.
-pub(crate) struct ZeroizeTemplate(pub(crate) Vec<Attribute>);
-
-impl Drop for ZeroizeTemplate {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        for attr in &mut self.0 {
-            match attr {
-                Attribute::Value(v)
-                | Attribute::PrivateExponent(v)
-                | Attribute::Prime1(v)
-                | Attribute::Prime2(v)
-                | Attribute::Exponent1(v)
-                | Attribute::Exponent2(v)
-                | Attribute::Coefficient(v) => v.zeroize(),
-                _ => {}
-            }
-        }
     }
 }

@@ -330,6 +330,27 @@ pub(crate) fn destroy_objects(
     }
 }
 
+/// A creation template holding secret material, wiped on drop.
+pub(crate) struct ZeroizeTemplate(pub(crate) Vec<Attribute>);
+
+impl Drop for ZeroizeTemplate {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for attr in &mut self.0 {
+            match attr {
+                Attribute::Value(v)
+                | Attribute::PrivateExponent(v)
+                | Attribute::Prime1(v)
+                | Attribute::Prime2(v)
+                | Attribute::Exponent1(v)
+                | Attribute::Exponent2(v)
+                | Attribute::Coefficient(v) => v.zeroize(),
+                _ => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

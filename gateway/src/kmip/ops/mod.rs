@@ -22,6 +22,7 @@ mod operator;
 mod quantum_safe;
 mod query;
 mod server_info;
+mod rekey_pair;
 mod table;
 mod unique_names;
 

@@ -228,6 +228,8 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(RngSeed, RngSeed, none, listed: true, |ops, _, r| ops.rng_seed(r).await?),
     row!(CreateKeyPair, CreateKeyPair, none, listed: true,
         |ops, ctx, r| ops.create_key_pair(ctx, r).await?),
+    row!(ReKeyKeyPair, ReKeyKeyPair, object, listed: true,
+        |ops, ctx, r| ops.rekey_key_pair(ctx, r).await?),
     row!(Sign, Sign, object, listed: true, |ops, ctx, r| ops.sign(ctx, r).await?),
     row!(SignatureVerify, SignatureVerify, object, listed: true,
         |ops, ctx, r| ops.signature_verify(ctx, r).await?),
@@ -353,6 +355,10 @@ mod tests {
                 Operation::Hash,
                 Operation::RngRetrieve,
                 Operation::RngSeed,
+                Operation::CreateKeyPair,
+                Operation::ReKeyKeyPair,
+                Operation::Sign,
+                Operation::SignatureVerify,
             ]
         );
     }

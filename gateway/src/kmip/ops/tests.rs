@@ -1299,3 +1299,212 @@ async fn certify_without_an_issuing_ca_says_how_to_configure_one() {
         );
     }
 }
+
+/// Asymmetric keys through the dispatcher: a pair is created linked both ways, signs and
+/// verifies; ReKey Key Pair replaces both keys, moves their Names and links old to new.
+mod key_pairs {
+    use super::*;
+
+    const V: ProtocolVersion = ProtocolVersion::V2_1;
+
+    fn attrs_of(item: ResponseBatchItem) -> Vec<Attribute> {
+        match item.payload {
+            Some(ResponsePayload::GetAttributes(r)) => r.attributes,
+            other => panic!("get attributes failed: {:?} {other:?}", item.result_reason),
+        }
+    }
+
+    async fn attributes(h: &Harness, uid: &str) -> Vec<Attribute> {
+        attrs_of(
+            h.one(
+                V,
+                RequestPayload::GetAttributes(GetAttributesRequest {
+                    unique_identifier: Some(uid.to_owned()),
+                    names: Vec::new(),
+                }),
+            )
+            .await,
+        )
+    }
+
+    fn links(attrs: &[Attribute]) -> Vec<(LinkType, String)> {
+        attrs
+            .iter()
+            .filter_map(Attribute::as_link)
+            .map(|l| (l.link_type, l.linked_object_identifier))
+            .collect()
+    }
+
+    fn names(attrs: &[Attribute]) -> Vec<String> {
+        attrs
+            .iter()
+            .filter_map(Attribute::as_name)
+            .map(|n| n.value)
+            .collect()
+    }
+
+    async fn pair(h: &Harness) -> CreateKeyPairResponse {
+        let item = h
+            .one(
+                V,
+                RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+                    common_attributes: vec![
+                        Attribute::enumeration(
+                            tags::CRYPTOGRAPHIC_ALGORITHM,
+                            CryptographicAlgorithm::Ec,
+                        ),
+                        Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                        Attribute::datetime(tags::ACTIVATION_DATE, 1),
+                    ],
+                    private_key_attributes: vec![Attribute::name(&Name::new("pair-private"))],
+                    public_key_attributes: vec![Attribute::name(&Name::new("pair-public"))],
+                }),
+            )
+            .await;
+        match item.payload {
+            Some(ResponsePayload::CreateKeyPair(r)) => r,
+            other => panic!(
+                "create key pair failed: {:?} {other:?}",
+                item.result_message
+            ),
+        }
+    }
+
+    fn ecdsa() -> Option<CryptographicParameters> {
+        Some(CryptographicParameters {
+            hashing_algorithm: Some(HashingAlgorithm::Sha256),
+            ..Default::default()
+        })
+    }
+
+    async fn sign_and_verify(h: &Harness, p: &CreateKeyPairResponse) -> ValidityIndicator {
+        let data = SecretBytes::from_slice(b"payload");
+        let item = h
+            .one(
+                V,
+                RequestPayload::Sign(SignRequest {
+                    unique_identifier: Some(p.private_key_unique_identifier.clone()),
+                    cryptographic_parameters: ecdsa(),
+                    data: Some(data.clone()),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let Some(ResponsePayload::Sign(signed)) = item.payload else {
+            panic!("sign failed: {:?}", item.result_message);
+        };
+        let item = h
+            .one(
+                V,
+                RequestPayload::SignatureVerify(SignRequest {
+                    unique_identifier: Some(p.public_key_unique_identifier.clone()),
+                    cryptographic_parameters: ecdsa(),
+                    data: Some(data),
+                    signature_data: signed.signature_data,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        match item.payload {
+            Some(ResponsePayload::SignatureVerify(v)) => v.validity_indicator,
+            other => panic!("verify failed: {:?} {other:?}", item.result_message),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pair_is_linked_signs_and_verifies() {
+        let h = harness().await;
+        let p = pair(&h).await;
+        let private = attributes(&h, &p.private_key_unique_identifier).await;
+        let public = attributes(&h, &p.public_key_unique_identifier).await;
+        assert_eq!(
+            links(&private),
+            vec![(
+                LinkType::PublicKeyLink,
+                p.public_key_unique_identifier.clone()
+            )]
+        );
+        assert_eq!(
+            links(&public),
+            vec![(
+                LinkType::PrivateKeyLink,
+                p.private_key_unique_identifier.clone()
+            )]
+        );
+        assert_eq!(sign_and_verify(&h, &p).await, ValidityIndicator::Valid);
+        // The public key does not sign.
+        let item = h
+            .one(
+                V,
+                RequestPayload::Sign(SignRequest {
+                    unique_identifier: Some(p.public_key_unique_identifier.clone()),
+                    cryptographic_parameters: ecdsa(),
+                    data: Some(SecretBytes::from_slice(b"x")),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        assert_eq!(item.result_status, ResultStatus::OperationFailed);
+    }
+
+    #[tokio::test]
+    async fn rekey_key_pair_replaces_both_keys() {
+        let h = harness().await;
+        let old = pair(&h).await;
+        let item = h
+            .one(
+                V,
+                RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+                    unique_identifier: Some(old.private_key_unique_identifier.clone()),
+                    public_key_attributes: vec![Attribute::integer(
+                        tags::CRYPTOGRAPHIC_USAGE_MASK,
+                        0x02,
+                    )],
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let Some(ResponsePayload::ReKeyKeyPair(new)) = item.payload else {
+            panic!("rekey key pair failed: {:?}", item.result_message);
+        };
+        assert_ne!(
+            new.private_key_unique_identifier,
+            old.private_key_unique_identifier
+        );
+        let new_private = attributes(&h, &new.private_key_unique_identifier).await;
+        let new_public = attributes(&h, &new.public_key_unique_identifier).await;
+        let old_private = attributes(&h, &old.private_key_unique_identifier).await;
+        assert_eq!(names(&new_private), vec!["pair-private"]);
+        assert_eq!(names(&new_public), vec!["pair-public"]);
+        assert!(names(&old_private).is_empty());
+        assert!(links(&new_private).contains(&(
+            LinkType::ReplacedObjectLink,
+            old.private_key_unique_identifier.clone()
+        )));
+        assert!(links(&new_private).contains(&(
+            LinkType::PublicKeyLink,
+            new.public_key_unique_identifier.clone()
+        )));
+        assert!(links(&old_private).contains(&(
+            LinkType::ReplacementObjectLink,
+            new.private_key_unique_identifier.clone()
+        )));
+        assert_eq!(
+            new_public
+                .iter()
+                .find(|a| a.is(tags::CRYPTOGRAPHIC_USAGE_MASK))
+                .and_then(Attribute::as_int),
+            Some(0x02),
+            "the request's attributes win"
+        );
+        // Like ReKey's, the new keys start Pre-Active: their dates are not the old keys'.
+        for uid in [
+            &new.private_key_unique_identifier,
+            &new.public_key_unique_identifier,
+        ] {
+            let item = h.one(V, RequestPayload::Activate(uid_req(uid))).await;
+            assert_eq!(item.result_status, ResultStatus::Success);
+        }
+        assert_eq!(sign_and_verify(&h, &new).await, ValidityIndicator::Valid);
+    }
+}

@@ -53,9 +53,9 @@ pub use payload::{
     DecryptResponse, DeleteAttributeRequest, DiscoverVersionsRequest, DiscoverVersionsResponse,
     EncryptResponse, GetAttributeListResponse, GetAttributesRequest, GetAttributesResponse,
     GetRequest, GetResponse, InteropRequest, LocateRequest, LocateResponse, LogRequest, MacRequest,
-    MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse, ReKeyRequest,
-    RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, SignRequest, SignResponse,
-    SignatureVerifyResponse, UidRequest, UidResponse,
+    MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse, ReKeyKeyPairRequest,
+    ReKeyRequest, RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, SignRequest,
+    SignResponse, SignatureVerifyResponse, UidRequest, UidResponse,
 };
 pub use payload::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,

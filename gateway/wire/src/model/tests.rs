@@ -1028,3 +1028,43 @@ fn attribute_tags_come_from_both_specifications_and_nothing_else() {
     assert!(!AttributeName::from_v1_name("Batch Count").is_attribute());
     assert!(!AttributeName::from_v1_name("Not An Attribute").is_attribute());
 }
+
+/// ReKey Key Pair is in no vector: its payloads are read back as written, in both versions.
+#[test]
+fn rekey_key_pair_payloads_round_trip() {
+    let request = RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+        unique_identifier: Some("private-1".into()),
+        offset: None,
+        common_attributes: Vec::new(),
+        private_key_attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 1)],
+        public_key_attributes: Vec::new(),
+    });
+    let answer = ResponsePayload::ReKeyKeyPair(CreateKeyPairResponse {
+        private_key_unique_identifier: "private-2".into(),
+        public_key_unique_identifier: "public-2".into(),
+    });
+    for version in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+        let t = request.to_ttlv(version);
+        let group = if version.is_v2() {
+            tags::PRIVATE_KEY_ATTRIBUTES
+        } else {
+            tags::PRIVATE_KEY_TEMPLATE_ATTRIBUTE
+        };
+        assert!(t.child(group).is_some(), "{t:?}");
+        assert!(
+            t.child(tags::PUBLIC_KEY_ATTRIBUTES).is_none(),
+            "no empty groups"
+        );
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            RequestPayload::read(Operation::ReKeyKeyPair, &node).unwrap(),
+            request
+        );
+        let t = answer.to_ttlv(version);
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            ResponsePayload::read(Operation::ReKeyKeyPair, &node).unwrap(),
+            answer
+        );
+    }
+}

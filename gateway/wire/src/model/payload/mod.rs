@@ -28,7 +28,8 @@ pub use request::{
     AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest, UidRequest,
+    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest,
+    UidRequest,
 };
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,

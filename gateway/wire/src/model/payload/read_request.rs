@@ -4,7 +4,8 @@ use super::request::{
     AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest, UidRequest,
+    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest,
+    UidRequest,
 };
 use super::{digest, opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -122,6 +123,13 @@ impl RequestPayload {
             }),
             Operation::Certify => RequestPayload::Certify(read_certify(node)?),
             Operation::ReCertify => RequestPayload::ReCertify(read_certify(node)?),
+            Operation::ReKeyKeyPair => RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+                unique_identifier: node.opt_text(tags::PRIVATE_KEY_UNIQUE_IDENTIFIER)?,
+                offset: node.opt_interval(tags::OFFSET)?,
+                common_attributes: AttributeGroup::Common.read(node)?,
+                private_key_attributes: AttributeGroup::PrivateKey.read(node)?,
+                public_key_attributes: AttributeGroup::PublicKey.read(node)?,
+            }),
             Operation::Check => RequestPayload::Check(CheckRequest {
                 unique_identifier: uid(node)?,
                 usage_limits_count: node.opt_long(tags::USAGE_LIMITS_COUNT)?,

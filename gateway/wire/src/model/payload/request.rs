@@ -48,6 +48,18 @@ pub struct CreateKeyPairRequest {
     pub public_key_attributes: Vec<Attribute>,
 }
 
+/// ReKey Key Pair: the private key to replace (its public key is found by its Link), and the
+/// attributes that change on the new pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReKeyKeyPairRequest {
+    /// The Private Key Unique Identifier.
+    pub unique_identifier: Option<String>,
+    pub offset: Option<u32>,
+    pub common_attributes: Vec<Attribute>,
+    pub private_key_attributes: Vec<Attribute>,
+    pub public_key_attributes: Vec<Attribute>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterRequest {
     pub object_type: ObjectType,
@@ -221,6 +233,7 @@ pub enum RequestPayload {
     ReKey(ReKeyRequest),
     Certify(CertifyRequest),
     ReCertify(CertifyRequest),
+    ReKeyKeyPair(ReKeyKeyPairRequest),
     Check(CheckRequest),
     Encrypt(CryptoRequest),
     Decrypt(CryptoRequest),
@@ -262,6 +275,7 @@ impl RequestPayload {
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Certify(_) => Operation::Certify,
             RequestPayload::ReCertify(_) => Operation::ReCertify,
+            RequestPayload::ReKeyKeyPair(_) => Operation::ReKeyKeyPair,
             RequestPayload::Check(_) => Operation::Check,
             RequestPayload::Encrypt(_) => Operation::Encrypt,
             RequestPayload::Decrypt(_) => Operation::Decrypt,
@@ -412,6 +426,23 @@ impl RequestPayload {
                 items.extend(r.offset.map(|o| codec::interval(tags::OFFSET, o)));
                 if !r.attributes.is_empty() {
                     items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                }
+            }
+            RequestPayload::ReKeyKeyPair(r) => {
+                items.extend(
+                    r.unique_identifier
+                        .as_deref()
+                        .map(|u| codec::text(tags::PRIVATE_KEY_UNIQUE_IDENTIFIER, u)),
+                );
+                items.extend(r.offset.map(|o| codec::interval(tags::OFFSET, o)));
+                for (group, attrs) in [
+                    (AttributeGroup::Common, &r.common_attributes),
+                    (AttributeGroup::PrivateKey, &r.private_key_attributes),
+                    (AttributeGroup::PublicKey, &r.public_key_attributes),
+                ] {
+                    if !attrs.is_empty() {
+                        items.push(group.write_request(attrs, version));
+                    }
                 }
             }
             RequestPayload::Check(r) => {

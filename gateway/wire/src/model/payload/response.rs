@@ -149,6 +149,7 @@ pub enum ResponsePayload {
     ReKey(UidResponse),
     Certify(UidResponse),
     ReCertify(UidResponse),
+    ReKeyKeyPair(CreateKeyPairResponse),
     Check(CheckResponse),
     Encrypt(EncryptResponse),
     Decrypt(DecryptResponse),
@@ -218,11 +219,19 @@ impl ResponsePayload {
                 object_type: node.req_enum(tags::OBJECT_TYPE)?,
                 unique_identifier: req_uid()?,
             }),
-            Operation::CreateKeyPair => ResponsePayload::CreateKeyPair(CreateKeyPairResponse {
-                private_key_unique_identifier: node
-                    .req_text(tags::PRIVATE_KEY_UNIQUE_IDENTIFIER)?,
-                public_key_unique_identifier: node.req_text(tags::PUBLIC_KEY_UNIQUE_IDENTIFIER)?,
-            }),
+            Operation::CreateKeyPair | Operation::ReKeyKeyPair => {
+                let pair = CreateKeyPairResponse {
+                    private_key_unique_identifier: node
+                        .req_text(tags::PRIVATE_KEY_UNIQUE_IDENTIFIER)?,
+                    public_key_unique_identifier: node
+                        .req_text(tags::PUBLIC_KEY_UNIQUE_IDENTIFIER)?,
+                };
+                if op == Operation::CreateKeyPair {
+                    ResponsePayload::CreateKeyPair(pair)
+                } else {
+                    ResponsePayload::ReKeyKeyPair(pair)
+                }
+            }
             Operation::Register => ResponsePayload::Register(uid_response()?),
             Operation::Locate => ResponsePayload::Locate(LocateResponse {
                 located_items: node.opt_int(tags::LOCATED_ITEMS)?,
@@ -340,7 +349,7 @@ impl ResponsePayload {
                 items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
                 push_uid(&mut items, Some(&r.unique_identifier));
             }
-            ResponsePayload::CreateKeyPair(r) => {
+            ResponsePayload::CreateKeyPair(r) | ResponsePayload::ReKeyKeyPair(r) => {
                 items.push(codec::text(
                     tags::PRIVATE_KEY_UNIQUE_IDENTIFIER,
                     &r.private_key_unique_identifier,
