@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 mod cipher;
+mod des3;
 pub mod envelope;
 pub mod error;
 mod gcm;
@@ -62,6 +63,8 @@ impl ObjectKind {
 pub enum KeyAlgorithm {
     Aes,
     HmacSha256,
+    /// Three-key Triple DES: 192 bits of key material (KMIP's Cryptographic Length 168).
+    TripleDes,
 }
 
 /// What to generate for a Create.

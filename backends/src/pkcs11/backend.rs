@@ -107,6 +107,9 @@ fn secret_key_template(
     ]
 }
 
+/// A three-key Triple DES key with its parity bits.
+const TRIPLE_DES_BITS: u32 = 192;
+
 fn keygen_params(spec: &KeySpec) -> Result<(Mechanism<'static>, KeyType), BackendError> {
     match spec.algorithm {
         KeyAlgorithm::Aes if matches!(spec.bits, 128 | 192 | 256) => {
@@ -123,6 +126,13 @@ fn keygen_params(spec: &KeySpec) -> Result<(Mechanism<'static>, KeyType), Backen
         }
         KeyAlgorithm::HmacSha256 => Err(BackendError::InvalidInput(format!(
             "HMAC keys are a whole number of bytes up to {MAX_HMAC_KEY_BITS} bits, not {}",
+            spec.bits
+        ))),
+        KeyAlgorithm::TripleDes if spec.bits == TRIPLE_DES_BITS => {
+            Ok((Mechanism::Des3KeyGen, KeyType::DES3))
+        }
+        KeyAlgorithm::TripleDes => Err(BackendError::InvalidInput(format!(
+            "Triple DES keys are {TRIPLE_DES_BITS} bits with parity, not {}",
             spec.bits
         ))),
     }
@@ -166,7 +176,10 @@ impl Backend for Pkcs11Backend {
                     spec.extractable,
                     spec.sensitive,
                 );
-                template.push(Attribute::ValueLen((u64::from(spec.bits) / 8).into()));
+                // A Triple DES key's length is fixed: PKCS#11 forbids CKA_VALUE_LEN for it.
+                if key_type != KeyType::DES3 {
+                    template.push(Attribute::ValueLen((u64::from(spec.bits) / 8).into()));
+                }
                 objects::create_with_meta(s, &record.uid, record.kind, 0, &record.meta, |s| {
                     s.generate_key(&mechanism, &template).map_err(p11_error)
                 })
@@ -203,6 +216,17 @@ impl Backend for Pkcs11Backend {
                         )))
                     }
                     Some(KeyAlgorithm::HmacSha256) => KeyType::GENERIC_SECRET,
+                    Some(KeyAlgorithm::TripleDes)
+                        if material.len() * 8 == TRIPLE_DES_BITS as usize =>
+                    {
+                        KeyType::DES3
+                    }
+                    Some(KeyAlgorithm::TripleDes) => {
+                        return Err(BackendError::InvalidInput(format!(
+                            "a Triple DES key is 24 bytes, not {}",
+                            material.len()
+                        )))
+                    }
                     None if matches!(material.len(), 16 | 24 | 32) => KeyType::AES,
                     None => KeyType::GENERIC_SECRET,
                 };

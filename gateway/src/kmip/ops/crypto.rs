@@ -216,10 +216,15 @@ fn cipher_mode(
         obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
             .and_then(|a| a.as_enum())
     });
-    if alg != Some(CryptographicAlgorithm::Aes) {
-        return Err(OpError::BadCryptoParameters(
-            "Encrypt/Decrypt support AES keys only".into(),
-        ));
+    match alg {
+        Some(CryptographicAlgorithm::Aes) => {}
+        Some(CryptographicAlgorithm::Des3)
+            if p.and_then(|p| p.block_cipher_mode) != Some(BlockCipherMode::Gcm) => {}
+        _ => {
+            return Err(OpError::BadCryptoParameters(
+                "Encrypt/Decrypt support AES (ECB, CBC, GCM) and Triple DES (ECB, CBC) keys".into(),
+            ))
+        }
     }
     let pad = match p.and_then(|p| p.padding_method) {
         None | Some(PaddingMethod::None) => false,
