@@ -11,8 +11,8 @@ use aws_lc_rs::{constant_time, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
-    des3, gcm, BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec,
-    MacAlgorithm,
+    chacha, des3, gcm, BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm,
+    KeySpec, MacAlgorithm,
 };
 
 /// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
@@ -23,7 +23,11 @@ const HMAC_MAX_BITS: u32 = 512;
 /// Cryptographic Parameters name an HMAC is one too (the gateway checks those parameters).
 pub(crate) const MAC_KEYS: [KeyAlgorithm; 2] = [KeyAlgorithm::HmacSha256, KeyAlgorithm::Aes];
 /// The keys Encrypt and Decrypt may use.
-pub(crate) const CIPHER_KEYS: [KeyAlgorithm; 2] = [KeyAlgorithm::Aes, KeyAlgorithm::TripleDes];
+pub(crate) const CIPHER_KEYS: [KeyAlgorithm; 3] = [
+    KeyAlgorithm::Aes,
+    KeyAlgorithm::TripleDes,
+    KeyAlgorithm::ChaCha20,
+];
 
 /// Encrypts with a key of `algorithm` (a key whose algorithm is not recorded is AES).
 pub(crate) fn encrypt_with(
@@ -33,6 +37,7 @@ pub(crate) fn encrypt_with(
 ) -> Result<CipherOutput, BackendError> {
     match algorithm {
         Some(KeyAlgorithm::TripleDes) => des3::encrypt(key, req),
+        Some(KeyAlgorithm::ChaCha20) => chacha::encrypt(key, req),
         _ => encrypt(key, req),
     }
 }
@@ -45,6 +50,7 @@ pub(crate) fn decrypt_with(
 ) -> Result<CipherOutput, BackendError> {
     match algorithm {
         Some(KeyAlgorithm::TripleDes) => des3::decrypt(key, req),
+        Some(KeyAlgorithm::ChaCha20) => chacha::decrypt(key, req),
         _ => decrypt(key, req),
     }
 }
@@ -60,6 +66,7 @@ pub(crate) fn key_len(spec: &KeySpec) -> Result<usize, BackendError> {
             spec.bits.is_multiple_of(8) && (HMAC_MIN_BITS..=HMAC_MAX_BITS).contains(&spec.bits)
         }
         KeyAlgorithm::TripleDes => spec.bits as usize == des3::KEY_LEN * 8,
+        KeyAlgorithm::ChaCha20 => spec.bits as usize == chacha::KEY_LEN * 8,
     };
     if !ok {
         return Err(BackendError::InvalidInput(format!(
@@ -77,6 +84,7 @@ pub(crate) fn check_import(material: &[u8], spec: &KeySpec) -> Result<(), Backen
         KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
         KeyAlgorithm::HmacSha256 => spec.bits > 0,
         KeyAlgorithm::TripleDes => spec.bits as usize == des3::KEY_LEN * 8,
+        KeyAlgorithm::ChaCha20 => spec.bits as usize == chacha::KEY_LEN * 8,
     };
     if !fits || u64::from(spec.bits) != expected_bits {
         return Err(BackendError::InvalidInput(format!(
@@ -178,6 +186,7 @@ fn block_key(aes: &Aes, key: &[u8]) -> Result<UnboundCipherKey, BackendError> {
 fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
     let aes = aes_for(key)?;
     match req.mode {
+        CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(not_a_chacha_key()),
         CipherMode::Gcm { tag_len } => {
             check_tag_len(tag_len)?;
             let (nonce, generated_iv) = match &req.iv {
@@ -240,6 +249,10 @@ fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError>
     }
 }
 
+fn not_a_chacha_key() -> BackendError {
+    BackendError::InvalidInput("an AES key does not encrypt with ChaCha20".into())
+}
+
 fn no_iv_for_ecb(req: &CipherRequest) -> Result<(), BackendError> {
     if req.iv.is_some() {
         return Err(BackendError::InvalidInput("ECB mode takes no IV".into()));
@@ -284,6 +297,9 @@ fn block_encrypt(
 fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
     let aes = aes_for(key)?;
     let data = match req.mode {
+        CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => {
+            return Err(not_a_chacha_key())
+        }
         CipherMode::Gcm { tag_len } => gcm_decrypt(&aes, key, req, tag_len)?,
         CipherMode::Cbc { pad } => {
             let iv = req

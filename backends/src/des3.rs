@@ -50,13 +50,16 @@ fn iv_of(iv: &[u8]) -> Result<[u8; BLOCK], BackendError> {
 }
 
 fn no_gcm() -> BackendError {
-    BackendError::InvalidInput("GCM is an AES mode: a Triple DES key encrypts in ECB or CBC".into())
+    BackendError::InvalidInput("a Triple DES key encrypts in ECB or CBC only".into())
 }
 
 pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
     let cipher = tdes(key)?;
     let (pad, iv, generated_iv) = match (req.mode, &req.iv) {
-        (CipherMode::Gcm { .. }, _) => return Err(no_gcm()),
+        (
+            CipherMode::Gcm { .. } | CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. },
+            _,
+        ) => return Err(no_gcm()),
         (CipherMode::Ecb { .. }, Some(_)) => {
             return Err(BackendError::InvalidInput("ECB mode takes no IV".into()))
         }
@@ -94,7 +97,10 @@ pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
 pub(crate) fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
     let cipher = tdes(key)?;
     let (pad, mut chain) = match (req.mode, &req.iv) {
-        (CipherMode::Gcm { .. }, _) => return Err(no_gcm()),
+        (
+            CipherMode::Gcm { .. } | CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. },
+            _,
+        ) => return Err(no_gcm()),
         (CipherMode::Ecb { .. }, Some(_)) => {
             return Err(BackendError::InvalidInput("ECB mode takes no IV".into()))
         }

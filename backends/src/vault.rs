@@ -291,6 +291,7 @@ impl Vault {
                         KeyAlgorithm::Aes => "AES",
                         KeyAlgorithm::HmacSha256 => "HMAC-SHA256",
                         KeyAlgorithm::TripleDes => "Triple DES",
+                        KeyAlgorithm::ChaCha20 => "ChaCha20",
                     }
                 )));
             }

@@ -131,6 +131,14 @@ fn keygen_params(spec: &KeySpec) -> Result<(Mechanism<'static>, KeyType), Backen
         KeyAlgorithm::TripleDes if spec.bits == TRIPLE_DES_BITS => {
             Ok((Mechanism::Des3KeyGen, KeyType::DES3))
         }
+        // Stored as a generic secret: the token keeps it, but has no ChaCha20 to use it with.
+        KeyAlgorithm::ChaCha20 if spec.bits == 256 => {
+            Ok((Mechanism::GenericSecretKeyGen, KeyType::GENERIC_SECRET))
+        }
+        KeyAlgorithm::ChaCha20 => Err(BackendError::InvalidInput(format!(
+            "ChaCha20 keys are 256 bits, not {}",
+            spec.bits
+        ))),
         KeyAlgorithm::TripleDes => Err(BackendError::InvalidInput(format!(
             "Triple DES keys are {TRIPLE_DES_BITS} bits with parity, not {}",
             spec.bits
@@ -215,7 +223,9 @@ impl Backend for Pkcs11Backend {
                             material.len()
                         )))
                     }
-                    Some(KeyAlgorithm::HmacSha256) => KeyType::GENERIC_SECRET,
+                    Some(KeyAlgorithm::HmacSha256 | KeyAlgorithm::ChaCha20) => {
+                        KeyType::GENERIC_SECRET
+                    }
                     Some(KeyAlgorithm::TripleDes)
                         if material.len() * 8 == TRIPLE_DES_BITS as usize =>
                     {

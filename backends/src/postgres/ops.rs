@@ -148,6 +148,7 @@ impl PostgresBackend {
                     KeyAlgorithm::Aes => "AES",
                     KeyAlgorithm::HmacSha256 => "HMAC-SHA256",
                     KeyAlgorithm::TripleDes => "Triple DES",
+                    KeyAlgorithm::ChaCha20 => "ChaCha20",
                 }
             )));
         }

@@ -180,7 +180,7 @@ fn probe_locally(spec: &KeySpec, material: &[u8]) -> Option<Vec<u8>> {
             Some(aws_lc_rs::hmac::sign(&key, &PROBE).as_ref().to_vec())
         }
         // No DES here to compute it with: such a copy is unverifiable unless readable.
-        KeyAlgorithm::TripleDes => None,
+        KeyAlgorithm::TripleDes | KeyAlgorithm::ChaCha20 => None,
     }
 }
 
@@ -203,7 +203,7 @@ async fn same_key(
         return Ok(Err(unverifiable));
     };
     let theirs = match spec.algorithm {
-        KeyAlgorithm::Aes | KeyAlgorithm::TripleDes => {
+        KeyAlgorithm::Aes | KeyAlgorithm::TripleDes | KeyAlgorithm::ChaCha20 => {
             let request = CipherRequest {
                 mode: CipherMode::Ecb { pad: false },
                 data: Zeroizing::new(PROBE.to_vec()),

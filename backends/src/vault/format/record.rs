@@ -18,6 +18,7 @@ fn algorithm_code(a: KeyAlgorithm) -> u8 {
         KeyAlgorithm::Aes => 1,
         KeyAlgorithm::HmacSha256 => 2,
         KeyAlgorithm::TripleDes => 3,
+        KeyAlgorithm::ChaCha20 => 4,
     }
 }
 
@@ -26,6 +27,7 @@ fn algorithm_from_code(code: u8) -> Option<KeyAlgorithm> {
         1 => Some(KeyAlgorithm::Aes),
         2 => Some(KeyAlgorithm::HmacSha256),
         3 => Some(KeyAlgorithm::TripleDes),
+        4 => Some(KeyAlgorithm::ChaCha20),
         _ => None,
     }
 }

@@ -71,10 +71,13 @@ impl Ops {
             (CryptographicAlgorithm::Aes, 128 | 192 | 256) => KeyAlgorithm::Aes,
             // KMIP counts Triple DES by its 168 effective bits; the key is 192 with parity.
             (CryptographicAlgorithm::Des3, 168 | 192) => KeyAlgorithm::TripleDes,
+            (CryptographicAlgorithm::ChaCha20 | CryptographicAlgorithm::ChaCha20Poly1305, 256) => {
+                KeyAlgorithm::ChaCha20
+            }
             (CryptographicAlgorithm::HmacSha256, 128..=512) if bits % 8 == 0 => KeyAlgorithm::HmacSha256,
             _ => {
                 return Err(OpError::InvalidField(format!(
-                    "cannot create {alg:?} keys of {bits} bits (AES 128/192/256, Triple DES 168 and HMAC-SHA256 are supported)"
+                    "cannot create {alg:?} keys of {bits} bits (AES 128/192/256, Triple DES 168, ChaCha20 256 and HMAC-SHA256 are supported)"
                 )))
             }
         };
@@ -201,6 +204,16 @@ impl Ops {
                 (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::Aes)) => Some(
                     key_spec(KeyAlgorithm::Aes, (material.len() * 8) as i32, &attrs),
                 ),
+                (
+                    ManagedObject::SymmetricKey(_),
+                    Some(
+                        CryptographicAlgorithm::ChaCha20 | CryptographicAlgorithm::ChaCha20Poly1305,
+                    ),
+                ) => Some(key_spec(
+                    KeyAlgorithm::ChaCha20,
+                    (material.len() * 8) as i32,
+                    &attrs,
+                )),
                 (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::Des3)) => Some(
                     key_spec(KeyAlgorithm::TripleDes, (material.len() * 8) as i32, &attrs),
                 ),

@@ -58,9 +58,9 @@ pub enum OpError {
         "limits.max_objects_per_user ({0}) reached: destroy objects or ask for a higher limit"
     )]
     ObjectLimit(usize),
-    /// A GCM tag length SP 800-38D does not allow (bytes asked).
-    #[error("GCM tag length {0} is not one of {allowed:?} bytes", allowed = super::crypto::GCM_TAG_LENGTHS)]
-    GcmTagLength(i32),
+    /// An authentication tag length (GCM, Poly1305) outside SP 800-38D's set (bytes asked).
+    #[error("tag length {0} is not one of {allowed:?} bytes", allowed = super::crypto::TAG_LENGTHS)]
+    TagLength(i32),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -120,9 +120,9 @@ impl OpError {
             // naming the limit.
             OpError::ObjectLimit(_) if v2 => ResultReason::ServerLimitExceeded,
             OpError::ObjectLimit(_) => ResultReason::GeneralFailure,
-            // The OASIS vectors (CS-BC-M-GCM-1) answer an unusable tag length with General
-            // Failure in 1.4 and 2.1 alike.
-            OpError::GcmTagLength(_) => ResultReason::GeneralFailure,
+            // The OASIS vectors (CS-BC-M-GCM-1, CS-BC-M-CHACHA20POLY1305-1) answer an unusable
+            // tag length with General Failure in 1.4 and 2.1 alike.
+            OpError::TagLength(_) => ResultReason::GeneralFailure,
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
@@ -289,11 +289,7 @@ mod tests {
                 R::GeneralFailure,
                 R::ServerLimitExceeded,
             ),
-            (
-                OpError::GcmTagLength(1),
-                R::GeneralFailure,
-                R::GeneralFailure,
-            ),
+            (OpError::TagLength(1), R::GeneralFailure, R::GeneralFailure),
             (
                 model(ModelError::Missing { path: s() }),
                 R::InvalidMessage,
@@ -476,7 +472,7 @@ mod tests {
             OpError::ResponseTooLarge => 18,
             OpError::Undecodable(_) => 19,
             OpError::ObjectLimit(_) => 20,
-            OpError::GcmTagLength(_) => 48,
+            OpError::TagLength(_) => 48,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,
