@@ -13,6 +13,7 @@
 
 mod backend;
 mod cipher;
+mod des3;
 mod handles;
 mod objects;
 mod open;

@@ -9,6 +9,7 @@ use std::sync::{Arc, PoisonError};
 use zeroize::Zeroizing;
 
 use super::cipher::{self, CipherJob};
+use super::des3;
 use super::handles::token_usable;
 use super::objects::{self, destroy_objects, Entry, FLAG_NOT_EXTRACTABLE, MATERIAL_APP};
 use super::{p11_error, Pkcs11Backend};
@@ -44,10 +45,11 @@ impl Pkcs11Backend {
         let uid_owned = uid.to_owned();
         self.with_object(uid, move |s, e| {
             let key = key_handle(&uid_owned, e)?;
-            if decrypt {
-                cipher::decrypt(s, key, &job)
-            } else {
-                cipher::encrypt(s, key, &job)
+            match (des3::is_des3(s, key)?, decrypt) {
+                (true, true) => des3::decrypt(s, key, &job),
+                (true, false) => des3::encrypt(s, key, &job),
+                (false, true) => cipher::decrypt(s, key, &job),
+                (false, false) => cipher::encrypt(s, key, &job),
             }
         })
         .await

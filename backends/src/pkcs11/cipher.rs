@@ -67,10 +67,12 @@ impl CipherJob {
                     )));
                 }
             }
+            // The block, and so the IV, is 16 bytes for AES and 8 for Triple DES: each
+            // cipher checks its own once the key is known.
             CipherMode::Cbc { .. } => match &self.iv {
-                Some(iv) if iv.len() != AES_BLOCK => {
+                Some(iv) if iv.is_empty() || iv.len() > AES_BLOCK => {
                     return Err(BackendError::InvalidInput(format!(
-                        "CBC IV must be {AES_BLOCK} bytes"
+                        "CBC IV must be one cipher block ({AES_BLOCK} bytes for AES)"
                     )))
                 }
                 None if decrypt => {
