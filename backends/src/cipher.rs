@@ -11,7 +11,8 @@ use aws_lc_rs::{constant_time, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
-    gcm, BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
+    chacha, des3, gcm, BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm,
+    KeySpec, MacAlgorithm,
 };
 
 /// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
@@ -21,6 +22,39 @@ const HMAC_MAX_BITS: u32 = 512;
 /// The keys an HMAC may use: any secret bytes are an HMAC key, so an AES key whose KMIP
 /// Cryptographic Parameters name an HMAC is one too (the gateway checks those parameters).
 pub(crate) const MAC_KEYS: [KeyAlgorithm; 2] = [KeyAlgorithm::HmacSha256, KeyAlgorithm::Aes];
+/// The keys Encrypt and Decrypt may use.
+pub(crate) const CIPHER_KEYS: [KeyAlgorithm; 3] = [
+    KeyAlgorithm::Aes,
+    KeyAlgorithm::TripleDes,
+    KeyAlgorithm::ChaCha20,
+];
+
+/// Encrypts with a key of `algorithm` (a key whose algorithm is not recorded is AES).
+pub(crate) fn encrypt_with(
+    algorithm: Option<KeyAlgorithm>,
+    key: &[u8],
+    req: CipherRequest,
+) -> Result<CipherOutput, BackendError> {
+    match algorithm {
+        Some(KeyAlgorithm::TripleDes) => des3::encrypt(key, req),
+        Some(KeyAlgorithm::ChaCha20) => chacha::encrypt(key, req),
+        _ => encrypt(key, req),
+    }
+}
+
+/// Decrypts with a key of `algorithm`, as [`encrypt_with`].
+pub(crate) fn decrypt_with(
+    algorithm: Option<KeyAlgorithm>,
+    key: &[u8],
+    req: CipherRequest,
+) -> Result<CipherOutput, BackendError> {
+    match algorithm {
+        Some(KeyAlgorithm::TripleDes) => des3::decrypt(key, req),
+        Some(KeyAlgorithm::ChaCha20) => chacha::decrypt(key, req),
+        _ => decrypt(key, req),
+    }
+}
+
 /// AES key lengths (bits).
 const AES_BITS: [u32; 3] = [128, 192, 256];
 
@@ -31,6 +65,8 @@ pub(crate) fn key_len(spec: &KeySpec) -> Result<usize, BackendError> {
         KeyAlgorithm::HmacSha256 => {
             spec.bits.is_multiple_of(8) && (HMAC_MIN_BITS..=HMAC_MAX_BITS).contains(&spec.bits)
         }
+        KeyAlgorithm::TripleDes => spec.bits as usize == des3::KEY_LEN * 8,
+        KeyAlgorithm::ChaCha20 => spec.bits as usize == chacha::KEY_LEN * 8,
     };
     if !ok {
         return Err(BackendError::InvalidInput(format!(
@@ -47,6 +83,8 @@ pub(crate) fn check_import(material: &[u8], spec: &KeySpec) -> Result<(), Backen
     let fits = match spec.algorithm {
         KeyAlgorithm::Aes => AES_BITS.contains(&spec.bits),
         KeyAlgorithm::HmacSha256 => spec.bits > 0,
+        KeyAlgorithm::TripleDes => spec.bits as usize == des3::KEY_LEN * 8,
+        KeyAlgorithm::ChaCha20 => spec.bits as usize == chacha::KEY_LEN * 8,
     };
     if !fits || u64::from(spec.bits) != expected_bits {
         return Err(BackendError::InvalidInput(format!(
@@ -145,9 +183,10 @@ fn block_key(aes: &Aes, key: &[u8]) -> Result<UnboundCipherKey, BackendError> {
     UnboundCipherKey::new(aes.block, key).map_err(|_| crypto_failed("AES key setup"))
 }
 
-pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
+fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
     let aes = aes_for(key)?;
     match req.mode {
+        CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(not_a_chacha_key()),
         CipherMode::Gcm { tag_len } => {
             check_tag_len(tag_len)?;
             let (nonce, generated_iv) = match &req.iv {
@@ -210,6 +249,10 @@ pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
     }
 }
 
+fn not_a_chacha_key() -> BackendError {
+    BackendError::InvalidInput("an AES key does not encrypt with ChaCha20".into())
+}
+
 fn no_iv_for_ecb(req: &CipherRequest) -> Result<(), BackendError> {
     if req.iv.is_some() {
         return Err(BackendError::InvalidInput("ECB mode takes no IV".into()));
@@ -251,9 +294,12 @@ fn block_encrypt(
     }
 }
 
-pub(crate) fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
+fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError> {
     let aes = aes_for(key)?;
     let data = match req.mode {
+        CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => {
+            return Err(not_a_chacha_key())
+        }
         CipherMode::Gcm { tag_len } => gcm_decrypt(&aes, key, req, tag_len)?,
         CipherMode::Cbc { pad } => {
             let iv = req

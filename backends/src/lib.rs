@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 pub mod asym;
+mod chacha;
 mod cipher;
+mod des3;
 pub mod envelope;
 pub mod error;
 mod gcm;
@@ -63,6 +65,10 @@ impl ObjectKind {
 pub enum KeyAlgorithm {
     Aes,
     HmacSha256,
+    /// Three-key Triple DES: 192 bits of key material (KMIP's Cryptographic Length 168).
+    TripleDes,
+    /// A 256-bit ChaCha20 key (for ChaCha20 and ChaCha20-Poly1305).
+    ChaCha20,
 }
 
 /// What to generate for a Create.
@@ -101,6 +107,10 @@ pub enum CipherMode {
     Cbc { pad: bool },
     /// AES-ECB with PKCS#5 padding when `pad` is true.
     Ecb { pad: bool },
+    /// The ChaCha20 stream cipher (8- or 12-byte nonce, block counter from 0).
+    ChaCha20,
+    /// ChaCha20-Poly1305 (RFC 8439); `tag_len` bytes of tag (16 is the only length).
+    ChaCha20Poly1305 { tag_len: usize },
 }
 
 /// A server-side Encrypt or Decrypt request.

@@ -14,6 +14,7 @@
 mod asym;
 mod backend;
 mod cipher;
+mod des3;
 mod handles;
 mod objects;
 mod open;

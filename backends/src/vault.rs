@@ -268,6 +268,11 @@ impl Vault {
         f(entry)
     }
 
+    /// The algorithm `uid` was generated or imported as, if recorded.
+    fn declared_algorithm(&self, uid: &str) -> Result<Option<KeyAlgorithm>, BackendError> {
+        self.with_entry(uid, |e| Ok(e.spec.as_ref().map(|s| s.algorithm)))
+    }
+
     /// A copy of the key `uid` if it is one of `algorithms` (the first names it in errors).
     fn usable_key(
         &self,
@@ -285,6 +290,8 @@ impl Vault {
                     match algorithm {
                         KeyAlgorithm::Aes => "AES",
                         KeyAlgorithm::HmacSha256 => "HMAC-SHA256",
+                        KeyAlgorithm::TripleDes => "Triple DES",
+                        KeyAlgorithm::ChaCha20 => "ChaCha20",
                     }
                 )));
             }

@@ -818,6 +818,41 @@ fn ciphers_and_hmac_match_known_vectors() {
             backend.mac("nope", MacAlgorithm::HmacSha256, b"x").await,
             Err(BackendError::NotFound(_))
         ));
+        // Triple DES inside the token: SP 800-67's ECB example, CBC checked with openssl.
+        import(
+            "tdes",
+            "0123456789abcdef23456789abcdef01456789abcdef0123",
+            KeyAlgorithm::TripleDes,
+        )
+        .await;
+        let plain = b"The qufck brown fox jump";
+        let ecb = backend
+            .encrypt("tdes", req(CipherMode::Ecb { pad: false }, plain, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            *ecb.data,
+            unhex("a826fd8ce53b855fcce21c8112256fe668d5c05dd9b6b900")
+        );
+        let iv = Some("0001020304050607");
+        let cbc = backend
+            .encrypt("tdes", req(CipherMode::Cbc { pad: true }, plain, iv))
+            .await
+            .unwrap();
+        assert_eq!(
+            *cbc.data,
+            unhex("f368d06f3bbd614e60f2d0245cad3f818d5c69f2cb3fd5c7efa5066e2c4e03b9")
+        );
+        let back = backend
+            .decrypt("tdes", req(CipherMode::Cbc { pad: true }, &cbc.data, iv))
+            .await
+            .unwrap();
+        assert_eq!(&back.data[..], plain);
+        let ecb_back = backend
+            .decrypt("tdes", req(CipherMode::Ecb { pad: true }, &ecb.data, None))
+            .await;
+        assert!(matches!(ecb_back, Err(BackendError::IntegrityCheckFailed)));
+
         // Random bytes and seed come from and go to the token's generator.
         let a = backend.random(32).await.unwrap();
         assert_eq!(a.len(), 32);

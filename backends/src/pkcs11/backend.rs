@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::asym;
 use super::cipher::{self, CipherJob};
+use super::des3;
 use super::handles::token_usable;
 use super::objects::{
     self, destroy_objects, Entry, ZeroizeTemplate, FLAG_NOT_EXTRACTABLE, MATERIAL_APP,
@@ -48,10 +49,11 @@ impl Pkcs11Backend {
         let uid_owned = uid.to_owned();
         self.with_object(uid, move |s, e| {
             let key = key_handle(&uid_owned, e)?;
-            if decrypt {
-                cipher::decrypt(s, key, &job)
-            } else {
-                cipher::encrypt(s, key, &job)
+            match (des3::is_des3(s, key)?, decrypt) {
+                (true, true) => des3::decrypt(s, key, &job),
+                (true, false) => des3::encrypt(s, key, &job),
+                (false, true) => cipher::decrypt(s, key, &job),
+                (false, false) => cipher::encrypt(s, key, &job),
             }
         })
         .await
@@ -111,6 +113,9 @@ fn secret_key_template(
     ]
 }
 
+/// A three-key Triple DES key with its parity bits.
+const TRIPLE_DES_BITS: u32 = 192;
+
 fn keygen_params(spec: &KeySpec) -> Result<(Mechanism<'static>, KeyType), BackendError> {
     match spec.algorithm {
         KeyAlgorithm::Aes if matches!(spec.bits, 128 | 192 | 256) => {
@@ -127,6 +132,21 @@ fn keygen_params(spec: &KeySpec) -> Result<(Mechanism<'static>, KeyType), Backen
         }
         KeyAlgorithm::HmacSha256 => Err(BackendError::InvalidInput(format!(
             "HMAC keys are a whole number of bytes up to {MAX_HMAC_KEY_BITS} bits, not {}",
+            spec.bits
+        ))),
+        KeyAlgorithm::TripleDes if spec.bits == TRIPLE_DES_BITS => {
+            Ok((Mechanism::Des3KeyGen, KeyType::DES3))
+        }
+        // Stored as a generic secret: the token keeps it, but has no ChaCha20 to use it with.
+        KeyAlgorithm::ChaCha20 if spec.bits == 256 => {
+            Ok((Mechanism::GenericSecretKeyGen, KeyType::GENERIC_SECRET))
+        }
+        KeyAlgorithm::ChaCha20 => Err(BackendError::InvalidInput(format!(
+            "ChaCha20 keys are 256 bits, not {}",
+            spec.bits
+        ))),
+        KeyAlgorithm::TripleDes => Err(BackendError::InvalidInput(format!(
+            "Triple DES keys are {TRIPLE_DES_BITS} bits with parity, not {}",
             spec.bits
         ))),
     }
@@ -170,7 +190,10 @@ impl Backend for Pkcs11Backend {
                     spec.extractable,
                     spec.sensitive,
                 );
-                template.push(Attribute::ValueLen((u64::from(spec.bits) / 8).into()));
+                // A Triple DES key's length is fixed: PKCS#11 forbids CKA_VALUE_LEN for it.
+                if key_type != KeyType::DES3 {
+                    template.push(Attribute::ValueLen((u64::from(spec.bits) / 8).into()));
+                }
                 objects::create_with_meta(s, &record.uid, record.kind, 0, &record.meta, |s| {
                     s.generate_key(&mechanism, &template).map_err(p11_error)
                 })
@@ -206,7 +229,20 @@ impl Backend for Pkcs11Backend {
                             material.len()
                         )))
                     }
-                    Some(KeyAlgorithm::HmacSha256) => KeyType::GENERIC_SECRET,
+                    Some(KeyAlgorithm::HmacSha256 | KeyAlgorithm::ChaCha20) => {
+                        KeyType::GENERIC_SECRET
+                    }
+                    Some(KeyAlgorithm::TripleDes)
+                        if material.len() * 8 == TRIPLE_DES_BITS as usize =>
+                    {
+                        KeyType::DES3
+                    }
+                    Some(KeyAlgorithm::TripleDes) => {
+                        return Err(BackendError::InvalidInput(format!(
+                            "a Triple DES key is 24 bytes, not {}",
+                            material.len()
+                        )))
+                    }
                     None if matches!(material.len(), 16 | 24 | 32) => KeyType::AES,
                     None => KeyType::GENERIC_SECRET,
                 };

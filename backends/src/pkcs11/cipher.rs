@@ -41,6 +41,7 @@ impl CipherJob {
             )));
         }
         match self.mode {
+            CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
             CipherMode::Gcm { tag_len } => {
                 if !GCM_TAG_LENS.contains(&tag_len) {
                     return Err(BackendError::InvalidInput(format!(
@@ -66,10 +67,12 @@ impl CipherJob {
                     )));
                 }
             }
+            // The block, and so the IV, is 16 bytes for AES and 8 for Triple DES: each
+            // cipher checks its own once the key is known.
             CipherMode::Cbc { .. } => match &self.iv {
-                Some(iv) if iv.len() != AES_BLOCK => {
+                Some(iv) if iv.is_empty() || iv.len() > AES_BLOCK => {
                     return Err(BackendError::InvalidInput(format!(
-                        "CBC IV must be {AES_BLOCK} bytes"
+                        "CBC IV must be one cipher block ({AES_BLOCK} bytes for AES)"
                     )))
                 }
                 None if decrypt => {
@@ -83,6 +86,11 @@ impl CipherJob {
         }
         Ok(())
     }
+}
+
+/// SoftHSM 2.6, like most tokens, has no ChaCha20 mechanism.
+fn no_chacha() -> BackendError {
+    BackendError::Unsupported("this PKCS#11 token does not encrypt with ChaCha20".into())
 }
 
 fn block_iv(iv: &[u8]) -> Result<[u8; AES_BLOCK], BackendError> {
@@ -147,9 +155,13 @@ pub(crate) fn encrypt(
         (Some(iv), _) => (iv.clone(), false),
         (None, CipherMode::Gcm { .. }) => (random(session, GCM_DEFAULT_IV_LEN)?.to_vec(), true),
         (None, CipherMode::Cbc { .. }) => (random(session, AES_BLOCK)?.to_vec(), true),
+        (None, CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. }) => {
+            return Err(no_chacha())
+        }
     };
     let generated_iv = generated.then(|| iv.clone());
     match job.mode {
+        CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(no_chacha()),
         CipherMode::Gcm { tag_len } => {
             let mut iv = iv;
             let params =
@@ -212,6 +224,7 @@ pub(crate) fn decrypt(
 ) -> Result<CipherOutput, BackendError> {
     let iv = job.iv.clone().unwrap_or_default();
     let data = match job.mode {
+        CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
         CipherMode::Gcm { tag_len } => {
             let mut input = Vec::with_capacity(job.data.len() + tag_len);
             input.extend_from_slice(&job.data);
@@ -283,6 +296,26 @@ pub(crate) fn random(session: &Session, len: usize) -> Result<Zeroizing<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chacha20_is_refused_as_unsupported_before_a_session_is_taken() {
+        for mode in [
+            CipherMode::ChaCha20,
+            CipherMode::ChaCha20Poly1305 { tag_len: 16 },
+        ] {
+            let job = CipherJob {
+                mode,
+                data: Zeroizing::new(b"x".to_vec()),
+                iv: Some(vec![0; 12]),
+                aad: Vec::new(),
+                tag: None,
+            };
+            assert!(matches!(
+                job.validate(false),
+                Err(BackendError::Unsupported(_))
+            ));
+        }
+    }
 
     #[test]
     fn padding_round_trips_all_lengths() {

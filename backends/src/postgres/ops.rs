@@ -159,6 +159,8 @@ impl PostgresBackend {
                 match algorithm {
                     KeyAlgorithm::Aes => "AES",
                     KeyAlgorithm::HmacSha256 => "HMAC-SHA256",
+                    KeyAlgorithm::TripleDes => "Triple DES",
+                    KeyAlgorithm::ChaCha20 => "ChaCha20",
                 }
             )));
         }
@@ -321,13 +323,13 @@ impl Backend for PostgresBackend {
     // AES and HMAC over request-sized data take microseconds, cheaper than a hop to a
     // blocking thread, so they run inline.
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let o = self.usable_key(uid, &[KeyAlgorithm::Aes]).await?;
-        cipher::encrypt(&o.material, req)
+        let o = self.usable_key(uid, &cipher::CIPHER_KEYS).await?;
+        cipher::encrypt_with(o.spec.as_ref().map(|s| s.algorithm), &o.material, req)
     }
 
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let o = self.usable_key(uid, &[KeyAlgorithm::Aes]).await?;
-        cipher::decrypt(&o.material, req)
+        let o = self.usable_key(uid, &cipher::CIPHER_KEYS).await?;
+        cipher::decrypt_with(o.spec.as_ref().map(|s| s.algorithm), &o.material, req)
     }
 
     async fn mac(

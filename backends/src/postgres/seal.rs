@@ -24,6 +24,8 @@ pub(crate) fn algorithm_code(a: KeyAlgorithm) -> i16 {
     match a {
         KeyAlgorithm::Aes => 1,
         KeyAlgorithm::HmacSha256 => 2,
+        KeyAlgorithm::TripleDes => 3,
+        KeyAlgorithm::ChaCha20 => 4,
     }
 }
 
@@ -31,6 +33,8 @@ pub(crate) fn algorithm_from_code(code: i16) -> Option<KeyAlgorithm> {
     match code {
         1 => Some(KeyAlgorithm::Aes),
         2 => Some(KeyAlgorithm::HmacSha256),
+        3 => Some(KeyAlgorithm::TripleDes),
+        4 => Some(KeyAlgorithm::ChaCha20),
         _ => None,
     }
 }

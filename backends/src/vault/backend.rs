@@ -12,8 +12,8 @@ use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
 use crate::asym::{self, KeyPairSpec, RsaPadding, SignatureScheme};
 use crate::cipher::{self, key_len};
 use crate::{
-    Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
-    MacAlgorithm, ObjectKind, ObjectRecord,
+    Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeySpec, MacAlgorithm,
+    ObjectKind, ObjectRecord,
 };
 
 pub(crate) fn check_record(record: &ObjectRecord) -> Result<(), BackendError> {
@@ -177,13 +177,15 @@ impl Backend for Vault {
     // AES and HMAC over request-sized data take microseconds, cheaper than a hop to a
     // blocking thread, so they run inline.
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let key = self.usable_key(uid, &[KeyAlgorithm::Aes])?;
-        cipher::encrypt(&key, req)
+        let algorithm = self.declared_algorithm(uid)?;
+        let key = self.usable_key(uid, &cipher::CIPHER_KEYS)?;
+        cipher::encrypt_with(algorithm, &key, req)
     }
 
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
-        let key = self.usable_key(uid, &[KeyAlgorithm::Aes])?;
-        cipher::decrypt(&key, req)
+        let algorithm = self.declared_algorithm(uid)?;
+        let key = self.usable_key(uid, &cipher::CIPHER_KEYS)?;
+        cipher::decrypt_with(algorithm, &key, req)
     }
 
     async fn mac(

@@ -179,6 +179,8 @@ fn probe_locally(spec: &KeySpec, material: &[u8]) -> Option<Vec<u8>> {
             let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, material);
             Some(aws_lc_rs::hmac::sign(&key, &PROBE).as_ref().to_vec())
         }
+        // No DES here to compute it with: such a copy is unverifiable unless readable.
+        KeyAlgorithm::TripleDes | KeyAlgorithm::ChaCha20 => None,
     }
 }
 
@@ -201,7 +203,7 @@ async fn same_key(
         return Ok(Err(unverifiable));
     };
     let theirs = match spec.algorithm {
-        KeyAlgorithm::Aes => {
+        KeyAlgorithm::Aes | KeyAlgorithm::TripleDes | KeyAlgorithm::ChaCha20 => {
             let request = CipherRequest {
                 mode: CipherMode::Ecb { pad: false },
                 data: Zeroizing::new(PROBE.to_vec()),

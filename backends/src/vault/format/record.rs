@@ -17,6 +17,8 @@ fn algorithm_code(a: KeyAlgorithm) -> u8 {
     match a {
         KeyAlgorithm::Aes => 1,
         KeyAlgorithm::HmacSha256 => 2,
+        KeyAlgorithm::TripleDes => 3,
+        KeyAlgorithm::ChaCha20 => 4,
     }
 }
 
@@ -24,6 +26,8 @@ fn algorithm_from_code(code: u8) -> Option<KeyAlgorithm> {
     match code {
         1 => Some(KeyAlgorithm::Aes),
         2 => Some(KeyAlgorithm::HmacSha256),
+        3 => Some(KeyAlgorithm::TripleDes),
+        4 => Some(KeyAlgorithm::ChaCha20),
         _ => None,
     }
 }

@@ -69,15 +69,25 @@ impl Ops {
             .ok_or_else(|| OpError::MissingData("Cryptographic Length".into()))?;
         let algorithm = match (alg, bits) {
             (CryptographicAlgorithm::Aes, 128 | 192 | 256) => KeyAlgorithm::Aes,
+            // KMIP counts Triple DES by its 168 effective bits; the key is 192 with parity.
+            (CryptographicAlgorithm::Des3, 168 | 192) => KeyAlgorithm::TripleDes,
+            (CryptographicAlgorithm::ChaCha20 | CryptographicAlgorithm::ChaCha20Poly1305, 256) => {
+                KeyAlgorithm::ChaCha20
+            }
             (CryptographicAlgorithm::HmacSha256, 128..=512) if bits % 8 == 0 => KeyAlgorithm::HmacSha256,
             _ => {
                 return Err(OpError::InvalidField(format!(
-                    "cannot create {alg:?} keys of {bits} bits (AES 128/192/256 and HMAC-SHA256 are supported)"
+                    "cannot create {alg:?} keys of {bits} bits (AES 128/192/256, Triple DES 168, ChaCha20 256 and HMAC-SHA256 are supported)"
                 )))
             }
         };
         super::quantum_safe::check_quantum_safe(&attrs, algorithm, bits)?;
-        let spec = key_spec(algorithm, bits, &attrs);
+        let material_bits = if algorithm == KeyAlgorithm::TripleDes {
+            TRIPLE_DES_MATERIAL_BITS
+        } else {
+            bits
+        };
+        let spec = key_spec(algorithm, material_bits, &attrs);
         let mut obj = self.new_object(ctx, ObjectType::SymmetricKey, attrs)?;
         flag_attrs(&mut obj, &spec);
         // The server generated the key: its generator is the one the backend uses, whatever a
@@ -200,6 +210,19 @@ impl Ops {
                 (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::Aes)) => Some(
                     key_spec(KeyAlgorithm::Aes, (material.len() * 8) as i32, &attrs),
                 ),
+                (
+                    ManagedObject::SymmetricKey(_),
+                    Some(
+                        CryptographicAlgorithm::ChaCha20 | CryptographicAlgorithm::ChaCha20Poly1305,
+                    ),
+                ) => Some(key_spec(
+                    KeyAlgorithm::ChaCha20,
+                    (material.len() * 8) as i32,
+                    &attrs,
+                )),
+                (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::Des3)) => Some(
+                    key_spec(KeyAlgorithm::TripleDes, (material.len() * 8) as i32, &attrs),
+                ),
                 (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::HmacSha256)) => {
                     Some(key_spec(
                         KeyAlgorithm::HmacSha256,
@@ -265,6 +288,9 @@ fn key_spec(algorithm: KeyAlgorithm, bits: i32, attrs: &[Attribute]) -> KeySpec 
             .map(|n| n.value),
     }
 }
+
+/// A Triple DES key's material: 168 key bits and 24 parity bits.
+const TRIPLE_DES_MATERIAL_BITS: i32 = 192;
 
 /// RNG Algorithm (KMIP 2.1 §11.49) and DRBG Algorithm (§11.17) values.
 const RNG_ALGORITHM_UNSPECIFIED: u32 = 1;

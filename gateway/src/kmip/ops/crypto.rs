@@ -152,9 +152,7 @@ impl Ops {
         let obj = self.usable_key(&uid, USAGE_DECRYPT, ctx.now)?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
-        if matches!(mode, CipherMode::Cbc { .. } | CipherMode::Gcm { .. })
-            && r.iv_counter_nonce.is_none()
-        {
+        if !matches!(mode, CipherMode::Ecb { .. }) && r.iv_counter_nonce.is_none() {
             return Err(OpError::MissingIv);
         }
         self.consume_usage(&obj, data.len()).await?;
@@ -183,10 +181,13 @@ impl Ops {
     }
 }
 
-/// The GCM tag lengths SP 800-38D allows (bytes): a shorter tag is forged too easily.
-pub(crate) const GCM_TAG_LENGTHS: [i32; 7] = [4, 8, 12, 13, 14, 15, 16];
+/// The authentication tag lengths SP 800-38D allows for GCM (bytes), also taken for Poly1305's
+/// truncated tags: a shorter tag is forged too easily.
+pub(crate) const TAG_LENGTHS: [i32; 7] = [4, 8, 12, 13, 14, 15, 16];
 /// The tag length when neither the request nor the key names one.
 const GCM_FULL_TAG: i32 = 16;
+/// Poly1305's tag (bytes), the only length RFC 8439 defines.
+const POLY1305_TAG: i32 = 16;
 
 const USAGE_ENCRYPT: i32 = 0x0000_0004;
 const USAGE_DECRYPT: i32 = 0x0000_0008;
@@ -231,10 +232,32 @@ fn cipher_mode(
         obj.first(tags::CRYPTOGRAPHIC_ALGORITHM)
             .and_then(|a| a.as_enum())
     });
-    if alg != Some(CryptographicAlgorithm::Aes) {
-        return Err(OpError::BadCryptoParameters(
-            "Encrypt/Decrypt support AES keys only".into(),
-        ));
+    let block_mode = p.and_then(|p| p.block_cipher_mode);
+    match (alg, block_mode) {
+        // ChaCha20 is a stream cipher: no block mode.
+        (Some(CryptographicAlgorithm::ChaCha20), None) => return Ok(CipherMode::ChaCha20),
+        (Some(CryptographicAlgorithm::ChaCha20Poly1305), None | Some(BlockCipherMode::Aead)) => {
+            let tag_len = p.and_then(|p| p.tag_length).unwrap_or(POLY1305_TAG);
+            if !TAG_LENGTHS.contains(&tag_len) {
+                return Err(OpError::TagLength(tag_len));
+            }
+            return Ok(CipherMode::ChaCha20Poly1305 {
+                tag_len: usize::try_from(tag_len).map_err(|_| OpError::TagLength(tag_len))?,
+            });
+        }
+        _ => {}
+    }
+    match alg {
+        Some(CryptographicAlgorithm::Aes) => {}
+        Some(CryptographicAlgorithm::Des3)
+            if p.and_then(|p| p.block_cipher_mode) != Some(BlockCipherMode::Gcm) => {}
+        _ => {
+            return Err(OpError::BadCryptoParameters(
+                "Encrypt/Decrypt support AES (ECB, CBC, GCM), Triple DES (ECB, CBC), ChaCha20 and \
+                 ChaCha20-Poly1305 (AEAD) keys"
+                    .into(),
+            ))
+        }
     }
     let pad = match p.and_then(|p| p.padding_method) {
         None | Some(PaddingMethod::None) => false,
@@ -244,11 +267,11 @@ fn cipher_mode(
     Ok(match p.and_then(|p| p.block_cipher_mode) {
         Some(BlockCipherMode::Gcm) => {
             let tag_len = p.and_then(|p| p.tag_length).unwrap_or(GCM_FULL_TAG);
-            if !GCM_TAG_LENGTHS.contains(&tag_len) {
-                return Err(OpError::GcmTagLength(tag_len));
+            if !TAG_LENGTHS.contains(&tag_len) {
+                return Err(OpError::TagLength(tag_len));
             }
             CipherMode::Gcm {
-                tag_len: usize::try_from(tag_len).map_err(|_| OpError::GcmTagLength(tag_len))?,
+                tag_len: usize::try_from(tag_len).map_err(|_| OpError::TagLength(tag_len))?,
             }
         }
         Some(BlockCipherMode::Cbc) => CipherMode::Cbc { pad },

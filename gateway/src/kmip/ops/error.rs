@@ -65,9 +65,9 @@ pub enum OpError {
     /// The client asked for a Quantum Safe object that this key would not be.
     #[error("not quantum safe: {0}")]
     NotQuantumSafe(String),
-    /// A GCM tag length SP 800-38D does not allow (bytes asked).
-    #[error("GCM tag length {0} is not one of {allowed:?} bytes", allowed = super::crypto::GCM_TAG_LENGTHS)]
-    GcmTagLength(i32),
+    /// An authentication tag length (GCM, Poly1305) outside SP 800-38D's set (bytes asked).
+    #[error("tag length {0} is not one of {allowed:?} bytes", allowed = super::crypto::TAG_LENGTHS)]
+    TagLength(i32),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -132,9 +132,9 @@ impl OpError {
             OpError::ObjectLimit(_) => ResultReason::GeneralFailure,
             // No Result Reason names it; the Quantum Safe profile (QS-M-2) answers General Failure.
             OpError::NotQuantumSafe(_) => ResultReason::GeneralFailure,
-            // The OASIS vectors (CS-BC-M-GCM-1) answer an unusable tag length with General
-            // Failure in 1.4 and 2.1 alike.
-            OpError::GcmTagLength(_) => ResultReason::GeneralFailure,
+            // The OASIS vectors (CS-BC-M-GCM-1, CS-BC-M-CHACHA20POLY1305-1) answer an unusable
+            // tag length with General Failure in 1.4 and 2.1 alike.
+            OpError::TagLength(_) => ResultReason::GeneralFailure,
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
@@ -307,11 +307,7 @@ mod tests {
                 R::GeneralFailure,
                 R::GeneralFailure,
             ),
-            (
-                OpError::GcmTagLength(1),
-                R::GeneralFailure,
-                R::GeneralFailure,
-            ),
+            (OpError::TagLength(1), R::GeneralFailure, R::GeneralFailure),
             (
                 model(ModelError::Missing { path: s() }),
                 R::InvalidMessage,
@@ -495,7 +491,7 @@ mod tests {
             OpError::Undecodable(_) => 19,
             OpError::ObjectLimit(_) => 20,
             OpError::NotQuantumSafe(_) => 48,
-            OpError::GcmTagLength(_) => 49,
+            OpError::TagLength(_) => 49,
             OpError::InvalidCsr(_) => 50,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,

@@ -160,3 +160,79 @@ async fn a_created_key_names_the_generator_that_made_it() {
     assert_eq!(field(tags::DRBGALGORITHM), Some(Value::Enumeration(5)));
     assert_eq!(field(tags::CRYPTOGRAPHIC_LENGTH), Some(Value::Integer(256)));
 }
+
+/// NIST SP 800-67's Triple DES key; the ciphertext checked with `openssl enc -des-ede3-cbc`.
+const TDES_KEY: &str = "0123456789abcdef23456789abcdef01456789abcdef0123";
+
+#[tokio::test]
+async fn a_registered_triple_des_key_encrypts_in_cbc_and_refuses_gcm() {
+    let h = harness().await;
+    let item = h
+        .one(
+            V,
+            RequestPayload::Register(RegisterRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),
+                    Attribute::datetime(tags::ACTIVATION_DATE, 1),
+                ],
+                object: ManagedObject::SymmetricKey(KeyBlock {
+                    key_format_type: KeyFormatType::Raw,
+                    key_compression_type: None,
+                    key_value: KeyValue::Material(SecretBytes::new(hex::decode(TDES_KEY).unwrap())),
+                    cryptographic_algorithm: Some(CryptographicAlgorithm::Des3),
+                    cryptographic_length: Some(168),
+                    key_wrapping_data: None,
+                }),
+            }),
+        )
+        .await;
+    let Some(ResponsePayload::Register(r)) = item.payload else {
+        panic!("{:?}", item.result_message);
+    };
+    let params = |mode: BlockCipherMode| {
+        Some(CryptographicParameters {
+            block_cipher_mode: Some(mode),
+            padding_method: Some(PaddingMethod::Pkcs5),
+            ..CryptographicParameters::default()
+        })
+    };
+    let request = |mode, data: &[u8]| CryptoRequest {
+        unique_identifier: Some(r.unique_identifier.clone()),
+        cryptographic_parameters: params(mode),
+        data: Some(SecretBytes::from_slice(data)),
+        iv_counter_nonce: Some(Bytes::from_static(&[0, 1, 2, 3, 4, 5, 6, 7])),
+        ..CryptoRequest::default()
+    };
+    let enc = h
+        .one(
+            V,
+            RequestPayload::Encrypt(request(BlockCipherMode::Cbc, b"The qufck brown fox jump")),
+        )
+        .await;
+    let Some(ResponsePayload::Encrypt(e)) = enc.payload else {
+        panic!("{:?}", enc.result_message);
+    };
+    let ct = e.data.unwrap();
+    assert_eq!(
+        hex::encode(&ct),
+        "f368d06f3bbd614e60f2d0245cad3f818d5c69f2cb3fd5c7efa5066e2c4e03b9"
+    );
+    let dec = h
+        .one(
+            V,
+            RequestPayload::Decrypt(request(BlockCipherMode::Cbc, &ct)),
+        )
+        .await;
+    let Some(ResponsePayload::Decrypt(d)) = dec.payload else {
+        panic!("{:?}", dec.result_message);
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"The qufck brown fox jump");
+    let gcm = h
+        .one(
+            V,
+            RequestPayload::Encrypt(request(BlockCipherMode::Gcm, b"x")),
+        )
+        .await;
+    assert_eq!(gcm.result_reason, Some(ResultReason::CryptographicFailure));
+}

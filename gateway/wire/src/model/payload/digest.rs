@@ -136,3 +136,71 @@ pub(super) fn write_mac_verify_response(items: &mut Vec<Ttlv>, r: &MacVerifyResp
 pub(super) fn write_rng_seed_response(items: &mut Vec<Ttlv>, r: &RngSeedResponse) {
     items.push(codec::int(tags::DATA_LENGTH, r.amount));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::enums::{HashingAlgorithm, Operation};
+    use crate::model::payload::{RequestPayload, ResponsePayload};
+    use crate::model::version::ProtocolVersion;
+
+    #[test]
+    fn requests_and_responses_read_back_as_written() {
+        let requests = [
+            RequestPayload::MacVerify(MacVerifyRequest {
+                unique_identifier: Some("k".into()),
+                cryptographic_parameters: None,
+                data: Some(SecretBytes::from_slice(b"data")),
+                mac_data: Some(Bytes::from_static(b"mac")),
+            }),
+            RequestPayload::Hash(HashRequest {
+                cryptographic_parameters: Some(CryptographicParameters {
+                    hashing_algorithm: Some(HashingAlgorithm::Sha256),
+                    ..CryptographicParameters::default()
+                }),
+                data: Some(SecretBytes::from_slice(b"data")),
+            }),
+            RequestPayload::RngRetrieve(RngRetrieveRequest { data_length: 32 }),
+            RequestPayload::RngSeed(RngSeedRequest {
+                data: SecretBytes::from_slice(b"seed"),
+            }),
+        ];
+        for r in requests {
+            let t = r.to_ttlv(ProtocolVersion::V2_1);
+            let back = RequestPayload::read(r.operation(), &Node::new(&t, "")).unwrap();
+            assert_eq!(back, r);
+        }
+        let responses = [
+            (
+                Operation::MacVerify,
+                ResponsePayload::MacVerify(MacVerifyResponse {
+                    unique_identifier: "k".into(),
+                    validity_indicator: VALIDITY_INVALID,
+                }),
+            ),
+            (
+                Operation::Hash,
+                ResponsePayload::Hash(DataResponse {
+                    data: Bytes::from_static(b"digest"),
+                }),
+            ),
+            (
+                Operation::RngRetrieve,
+                ResponsePayload::RngRetrieve(DataResponse {
+                    data: Bytes::from_static(b"random"),
+                }),
+            ),
+            (
+                Operation::RngSeed,
+                ResponsePayload::RngSeed(RngSeedResponse { amount: 4 }),
+            ),
+        ];
+        for (op, r) in responses {
+            let t = r.to_ttlv(ProtocolVersion::V1_4);
+            assert_eq!(ResponsePayload::read(op, &Node::new(&t, "")).unwrap(), r);
+        }
+        // RNG Retrieve without its Data Length is malformed.
+        let empty = codec::structure(tags::REQUEST_PAYLOAD, Vec::new());
+        assert!(RequestPayload::read(Operation::RngRetrieve, &Node::new(&empty, "")).is_err());
+    }
+}
