@@ -20,6 +20,7 @@ mod quantum_safe;
 mod query;
 mod server_info;
 mod table;
+mod template;
 mod unique_names;
 
 pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};

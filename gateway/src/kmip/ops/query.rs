@@ -15,7 +15,17 @@ pub const SUPPORTED_OBJECT_TYPES: &[ObjectType] = &[
     ObjectType::Certificate,
     ObjectType::PublicKey,
     ObjectType::PrivateKey,
+    ObjectType::Template,
 ];
+
+/// The object types a client of `version` is told of: Templates exist in KMIP 1.x only.
+fn object_types(version: ProtocolVersion) -> Vec<ObjectType> {
+    SUPPORTED_OBJECT_TYPES
+        .iter()
+        .copied()
+        .filter(|t| *t != ObjectType::Template || !version.is_v2())
+        .collect()
+}
 
 /// The Vendor Identification of the Query Server Information answer.
 pub const VENDOR_IDENTIFICATION: &str = "kmip-gateway";
@@ -48,7 +58,7 @@ pub(super) fn query(
     for f in &r.functions {
         match f {
             QueryFunction::QueryOperations => resp.operations = operations.to_vec(),
-            QueryFunction::QueryObjects => resp.object_types = SUPPORTED_OBJECT_TYPES.to_vec(),
+            QueryFunction::QueryObjects => resp.object_types = object_types(version),
             QueryFunction::QueryServerInformation => {
                 resp.vendor_identification = Some(VENDOR_IDENTIFICATION.to_owned());
                 resp.server_information = Some(server_information());

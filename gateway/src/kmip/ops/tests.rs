@@ -1273,3 +1273,58 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
         vec![ResultStatus::OperationUndone, ResultStatus::OperationFailed]
     );
 }
+
+/// KMIP 1.x Templates are registered, got back, located by type and destroyed; a 2.x client
+/// can register none.
+#[tokio::test]
+async fn templates_are_kept_for_1x_clients_only() {
+    let h = harness().await;
+    let inside = vec![
+        Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+        Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+    ];
+    let register = RequestPayload::Register(RegisterRequest {
+        object_type: ObjectType::Template,
+        attributes: vec![Attribute::name(&Name::new("tape-template"))],
+        object: ManagedObject::Template {
+            attributes: inside.clone(),
+        },
+    });
+    let refused = h.one(ProtocolVersion::V2_1, register.clone()).await;
+    assert_eq!(refused.result_status, ResultStatus::OperationFailed);
+    let v = ProtocolVersion::V1_4;
+    let item = h.one(v, register).await;
+    let Some(ResponsePayload::Register(r)) = item.payload else {
+        panic!(
+            "register failed: {:?} {:?}",
+            item.result_reason, item.result_message
+        );
+    };
+    let uid = r.unique_identifier;
+    let got = h.one(v, get_req(&uid)).await;
+    let Some(ResponsePayload::Get(g)) = got.payload else {
+        panic!(
+            "get failed: {:?} {:?}",
+            got.result_reason, got.result_message
+        );
+    };
+    assert_eq!(g.object, ManagedObject::Template { attributes: inside });
+    let by_type = h
+        .one(
+            v,
+            RequestPayload::Locate(LocateRequest {
+                attributes: vec![Attribute::enumeration(
+                    tags::OBJECT_TYPE,
+                    ObjectType::Template,
+                )],
+                ..LocateRequest::default()
+            }),
+        )
+        .await;
+    let Some(ResponsePayload::Locate(l)) = by_type.payload else {
+        panic!("locate failed");
+    };
+    assert_eq!(l.unique_identifiers, vec![uid.clone()]);
+    let destroyed = h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
+    assert_eq!(destroyed.result_status, ResultStatus::Success);
+}

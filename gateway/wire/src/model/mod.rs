@@ -45,7 +45,9 @@ pub use message::{
     Authentication, RequestBatchItem, RequestHeader, RequestMessage, ResponseBatchItem,
     ResponseHeader, ResponseMessage, MAX_BATCH_ITEMS,
 };
-pub use object::{KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv};
+pub use object::{
+    template_attributes, template_ttlv, KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv,
+};
 pub use payload::{
     AttributeRequest, AttributeResponse, CheckRequest, CheckResponse, CreateKeyPairRequest,
     CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest, CryptographicParameters,
