@@ -1328,3 +1328,33 @@ async fn templates_are_kept_for_1x_clients_only() {
     let destroyed = h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
     assert_eq!(destroyed.result_status, ResultStatus::Success);
 }
+
+/// Archive and Recover: every object stays on-line, so both answer for a live object and leave
+/// it usable; a missing or destroyed object is answered as by the other object operations.
+#[tokio::test]
+async fn archive_and_recover_keep_a_live_object_online() {
+    let h = harness().await;
+    for v in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+        let uid = h.create(v, None).await;
+        for op in [RequestPayload::Archive, RequestPayload::Recover] {
+            let item = h.one(v, op(uid_req(&uid))).await;
+            assert_eq!(item.result_status, ResultStatus::Success, "{v:?}");
+        }
+        assert_eq!(
+            h.one(v, get_req(&uid)).await.result_status,
+            ResultStatus::Success
+        );
+        let missing = h
+            .one(
+                v,
+                RequestPayload::Archive(uid_req("00000000-0000-4000-8000-000000000000")),
+            )
+            .await;
+        let absent = "00000000-0000-4000-8000-000000000000";
+        let get_missing = h.one(v, get_req(absent)).await;
+        assert_eq!(missing.result_reason, get_missing.result_reason, "{v:?}");
+        h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
+        let gone = h.one(v, RequestPayload::Recover(uid_req(&uid))).await;
+        assert_eq!(gone.result_status, ResultStatus::OperationFailed);
+    }
+}

@@ -109,6 +109,8 @@ impl RequestPayload {
             }),
             Operation::DeleteAttribute => RequestPayload::DeleteAttribute(read_delete(node)?),
             Operation::Activate => RequestPayload::Activate(uid_request()?),
+            Operation::Archive => RequestPayload::Archive(uid_request()?),
+            Operation::Recover => RequestPayload::Recover(uid_request()?),
             Operation::Destroy => RequestPayload::Destroy(uid_request()?),
             Operation::Revoke => RequestPayload::Revoke(RevokeRequest {
                 unique_identifier: uid(node)?,

@@ -188,6 +188,8 @@ pub enum RequestPayload {
     Activate(UidRequest),
     Revoke(RevokeRequest),
     Destroy(UidRequest),
+    Archive(UidRequest),
+    Recover(UidRequest),
     ReKey(ReKeyRequest),
     Check(CheckRequest),
     Encrypt(CryptoRequest),
@@ -221,6 +223,8 @@ impl RequestPayload {
             RequestPayload::Activate(_) => Operation::Activate,
             RequestPayload::Revoke(_) => Operation::Revoke,
             RequestPayload::Destroy(_) => Operation::Destroy,
+            RequestPayload::Archive(_) => Operation::Archive,
+            RequestPayload::Recover(_) => Operation::Recover,
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Check(_) => Operation::Check,
             RequestPayload::Encrypt(_) => Operation::Encrypt,
@@ -303,7 +307,9 @@ impl RequestPayload {
             }
             RequestPayload::GetAttributeList(r)
             | RequestPayload::Activate(r)
-            | RequestPayload::Destroy(r) => push_uid(&mut items, r.unique_identifier.as_deref()),
+            | RequestPayload::Destroy(r)
+            | RequestPayload::Archive(r)
+            | RequestPayload::Recover(r) => push_uid(&mut items, r.unique_identifier.as_deref()),
             RequestPayload::AddAttribute(r) | RequestPayload::SetAttribute(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
                 items.push(write_new_attribute(&r.attribute, version));

@@ -131,6 +131,8 @@ pub enum ResponsePayload {
     Activate(UidResponse),
     Revoke(UidResponse),
     Destroy(UidResponse),
+    Archive(UidResponse),
+    Recover(UidResponse),
     ReKey(UidResponse),
     Check(CheckResponse),
     Encrypt(EncryptResponse),
@@ -233,6 +235,8 @@ impl ResponsePayload {
             Operation::Activate => ResponsePayload::Activate(uid_response()?),
             Operation::Revoke => ResponsePayload::Revoke(uid_response()?),
             Operation::Destroy => ResponsePayload::Destroy(uid_response()?),
+            Operation::Archive => ResponsePayload::Archive(uid_response()?),
+            Operation::Recover => ResponsePayload::Recover(uid_response()?),
             Operation::ReKey => ResponsePayload::ReKey(uid_response()?),
             Operation::Check => ResponsePayload::Check(CheckResponse {
                 unique_identifier: uid(node)?,
@@ -310,6 +314,8 @@ impl ResponsePayload {
             | ResponsePayload::Activate(r)
             | ResponsePayload::Revoke(r)
             | ResponsePayload::Destroy(r)
+            | ResponsePayload::Archive(r)
+            | ResponsePayload::Recover(r)
             | ResponsePayload::ReKey(r) => push_uid(&mut items, Some(&r.unique_identifier)),
             ResponsePayload::Locate(r) => {
                 items.extend(r.located_items.map(|n| codec::int(tags::LOCATED_ITEMS, n)));
