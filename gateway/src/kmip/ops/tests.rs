@@ -1358,3 +1358,37 @@ async fn archive_and_recover_keep_a_live_object_online() {
         assert_eq!(gone.result_status, ResultStatus::OperationFailed);
     }
 }
+
+/// Obtain Lease grants no lease limit (Lease Time 0) and names the object's Last Change Date;
+/// a destroyed object gets no lease.
+#[tokio::test]
+async fn obtain_lease_grants_no_limit_for_a_live_object_only() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let uid = h.create(v, None).await;
+    let changed = h
+        .dispatcher
+        .ops()
+        .store
+        .get(&uid)
+        .and_then(|o| {
+            o.first(tags::LAST_CHANGE_DATE)
+                .and_then(Attribute::as_datetime)
+        })
+        .unwrap();
+    let item = h.one(v, RequestPayload::ObtainLease(uid_req(&uid))).await;
+    let Some(ResponsePayload::ObtainLease(lease)) = item.payload else {
+        panic!("obtain lease failed: {:?}", item.result_message);
+    };
+    assert_eq!(
+        lease,
+        ObtainLeaseResponse {
+            unique_identifier: uid.clone(),
+            lease_time: 0,
+            last_change_date: changed,
+        }
+    );
+    h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
+    let refused = h.one(v, RequestPayload::ObtainLease(uid_req(&uid))).await;
+    assert_eq!(refused.result_status, ResultStatus::OperationFailed);
+}

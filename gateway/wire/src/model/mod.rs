@@ -48,6 +48,7 @@ pub use message::{
 pub use object::{
     template_attributes, template_ttlv, KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv,
 };
+pub use payload::ObtainLeaseResponse;
 pub use payload::{
     AttributeRequest, AttributeResponse, CheckRequest, CheckResponse, CreateKeyPairRequest,
     CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest, CryptographicParameters,

@@ -25,6 +25,7 @@ pub use request::{
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
     ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
 };
+pub use response::ObtainLeaseResponse;
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
     DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesResponse,

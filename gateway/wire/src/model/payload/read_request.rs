@@ -111,6 +111,7 @@ impl RequestPayload {
             Operation::Activate => RequestPayload::Activate(uid_request()?),
             Operation::Archive => RequestPayload::Archive(uid_request()?),
             Operation::Recover => RequestPayload::Recover(uid_request()?),
+            Operation::ObtainLease => RequestPayload::ObtainLease(uid_request()?),
             Operation::Destroy => RequestPayload::Destroy(uid_request()?),
             Operation::Revoke => RequestPayload::Revoke(RevokeRequest {
                 unique_identifier: uid(node)?,

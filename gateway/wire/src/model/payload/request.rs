@@ -190,6 +190,7 @@ pub enum RequestPayload {
     Destroy(UidRequest),
     Archive(UidRequest),
     Recover(UidRequest),
+    ObtainLease(UidRequest),
     ReKey(ReKeyRequest),
     Check(CheckRequest),
     Encrypt(CryptoRequest),
@@ -225,6 +226,7 @@ impl RequestPayload {
             RequestPayload::Destroy(_) => Operation::Destroy,
             RequestPayload::Archive(_) => Operation::Archive,
             RequestPayload::Recover(_) => Operation::Recover,
+            RequestPayload::ObtainLease(_) => Operation::ObtainLease,
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Check(_) => Operation::Check,
             RequestPayload::Encrypt(_) => Operation::Encrypt,
@@ -309,7 +311,10 @@ impl RequestPayload {
             | RequestPayload::Activate(r)
             | RequestPayload::Destroy(r)
             | RequestPayload::Archive(r)
-            | RequestPayload::Recover(r) => push_uid(&mut items, r.unique_identifier.as_deref()),
+            | RequestPayload::Recover(r)
+            | RequestPayload::ObtainLease(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref())
+            }
             RequestPayload::AddAttribute(r) | RequestPayload::SetAttribute(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
                 items.push(write_new_attribute(&r.attribute, version));

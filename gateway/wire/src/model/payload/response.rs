@@ -88,6 +88,15 @@ pub struct CheckResponse {
     pub lease_time: Option<u32>,
 }
 
+/// Obtain Lease: how long the client may use the object (0: no lease limit) and when the object
+/// last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObtainLeaseResponse {
+    pub unique_identifier: String,
+    pub lease_time: u32,
+    pub last_change_date: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptResponse {
     pub unique_identifier: String,
@@ -133,6 +142,7 @@ pub enum ResponsePayload {
     Destroy(UidResponse),
     Archive(UidResponse),
     Recover(UidResponse),
+    ObtainLease(ObtainLeaseResponse),
     ReKey(UidResponse),
     Check(CheckResponse),
     Encrypt(EncryptResponse),
@@ -237,6 +247,11 @@ impl ResponsePayload {
             Operation::Destroy => ResponsePayload::Destroy(uid_response()?),
             Operation::Archive => ResponsePayload::Archive(uid_response()?),
             Operation::Recover => ResponsePayload::Recover(uid_response()?),
+            Operation::ObtainLease => ResponsePayload::ObtainLease(ObtainLeaseResponse {
+                unique_identifier: req_uid()?,
+                lease_time: node.req(tags::LEASE_TIME)?.interval()?,
+                last_change_date: node.req(tags::LAST_CHANGE_DATE)?.datetime()?,
+            }),
             Operation::ReKey => ResponsePayload::ReKey(uid_response()?),
             Operation::Check => ResponsePayload::Check(CheckResponse {
                 unique_identifier: uid(node)?,
@@ -352,6 +367,11 @@ impl ResponsePayload {
                 if !v2 {
                     items.extend(r.attribute.as_ref().and_then(|a| a.to_ttlv(version)));
                 }
+            }
+            ResponsePayload::ObtainLease(r) => {
+                push_uid(&mut items, Some(&r.unique_identifier));
+                items.push(codec::interval(tags::LEASE_TIME, r.lease_time));
+                items.push(codec::datetime(tags::LAST_CHANGE_DATE, r.last_change_date));
             }
             ResponsePayload::Check(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
