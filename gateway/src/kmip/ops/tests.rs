@@ -1392,3 +1392,75 @@ async fn obtain_lease_grants_no_limit_for_a_live_object_only() {
     let refused = h.one(v, RequestPayload::ObtainLease(uid_req(&uid))).await;
     assert_eq!(refused.result_status, ResultStatus::OperationFailed);
 }
+
+/// Get Usage Allocation takes the requested units from an Active protecting key's Usage
+/// Limits, refuses more than remain, and refuses a key without Usage Limits or not Active.
+#[tokio::test]
+async fn get_usage_allocation_reserves_units_of_the_usage_limits() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let limits = Value::Structure(vec![
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_TOTAL, Value::LongInteger(100)),
+        // Usage Limits Unit Byte.
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_UNIT, Value::Enumeration(1)),
+    ]);
+    let mut attributes = vec![
+        Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+        Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+        Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),
+    ];
+    let create = |attributes: Vec<Attribute>| {
+        RequestPayload::Create(CreateRequest {
+            object_type: ObjectType::SymmetricKey,
+            attributes,
+        })
+    };
+    let unlimited = match h.one(v, create(attributes.clone())).await.payload {
+        Some(ResponsePayload::Create(c)) => c.unique_identifier,
+        other => panic!("{other:?}"),
+    };
+    attributes.push(Attribute::new(tags::USAGE_LIMITS, limits));
+    let uid = match h.one(v, create(attributes)).await.payload {
+        Some(ResponsePayload::Create(c)) => c.unique_identifier,
+        other => panic!("{other:?}"),
+    };
+    let allocate = |uid: &str, count: i64| {
+        RequestPayload::GetUsageAllocation(GetUsageAllocationRequest {
+            unique_identifier: Some(uid.to_owned()),
+            usage_limits_count: count,
+        })
+    };
+    let status = |item: ResponseBatchItem| item.result_status;
+    // Pre-Active: no allocation.
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 10)).await),
+        ResultStatus::OperationFailed
+    );
+    for u in [&uid, &unlimited] {
+        h.one(v, RequestPayload::Activate(uid_req(u))).await;
+    }
+    assert_eq!(
+        status(h.one(v, allocate(&unlimited, 1)).await),
+        ResultStatus::OperationFailed
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 0)).await),
+        ResultStatus::OperationFailed
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 60)).await),
+        ResultStatus::Success
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 41)).await),
+        ResultStatus::OperationFailed
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 40)).await),
+        ResultStatus::Success
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 1)).await),
+        ResultStatus::OperationFailed
+    );
+}

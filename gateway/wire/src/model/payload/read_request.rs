@@ -3,8 +3,9 @@
 use super::request::{
     AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
-    InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
+    GetUsageAllocationRequest, InteropRequest, LocateRequest, LogRequest, MacRequest,
+    ModifyAttributeRequest, QueryRequest, ReKeyRequest, RegisterRequest, RequestPayload,
+    RevokeRequest, UidRequest,
 };
 use super::{opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -112,6 +113,12 @@ impl RequestPayload {
             Operation::Archive => RequestPayload::Archive(uid_request()?),
             Operation::Recover => RequestPayload::Recover(uid_request()?),
             Operation::ObtainLease => RequestPayload::ObtainLease(uid_request()?),
+            Operation::GetUsageAllocation => {
+                RequestPayload::GetUsageAllocation(GetUsageAllocationRequest {
+                    unique_identifier: uid(node)?,
+                    usage_limits_count: node.req(tags::USAGE_LIMITS_COUNT)?.long()?,
+                })
+            }
             Operation::Destroy => RequestPayload::Destroy(uid_request()?),
             Operation::Revoke => RequestPayload::Revoke(RevokeRequest {
                 unique_identifier: uid(node)?,

@@ -130,6 +130,13 @@ pub struct CheckRequest {
     pub lease_time: Option<u32>,
 }
 
+/// Get Usage Allocation: the units of the object's Usage Limits the client will use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetUsageAllocationRequest {
+    pub unique_identifier: Option<String>,
+    pub usage_limits_count: i64,
+}
+
 /// Encrypt and Decrypt requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CryptoRequest {
@@ -191,6 +198,7 @@ pub enum RequestPayload {
     Archive(UidRequest),
     Recover(UidRequest),
     ObtainLease(UidRequest),
+    GetUsageAllocation(GetUsageAllocationRequest),
     ReKey(ReKeyRequest),
     Check(CheckRequest),
     Encrypt(CryptoRequest),
@@ -227,6 +235,7 @@ impl RequestPayload {
             RequestPayload::Archive(_) => Operation::Archive,
             RequestPayload::Recover(_) => Operation::Recover,
             RequestPayload::ObtainLease(_) => Operation::ObtainLease,
+            RequestPayload::GetUsageAllocation(_) => Operation::GetUsageAllocation,
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Check(_) => Operation::Check,
             RequestPayload::Encrypt(_) => Operation::Encrypt,
@@ -357,6 +366,10 @@ impl RequestPayload {
                 if !r.attributes.is_empty() {
                     items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
                 }
+            }
+            RequestPayload::GetUsageAllocation(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.push(codec::long(tags::USAGE_LIMITS_COUNT, r.usage_limits_count));
             }
             RequestPayload::Check(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());

@@ -143,6 +143,7 @@ pub enum ResponsePayload {
     Archive(UidResponse),
     Recover(UidResponse),
     ObtainLease(ObtainLeaseResponse),
+    GetUsageAllocation(UidResponse),
     ReKey(UidResponse),
     Check(CheckResponse),
     Encrypt(EncryptResponse),
@@ -247,6 +248,7 @@ impl ResponsePayload {
             Operation::Destroy => ResponsePayload::Destroy(uid_response()?),
             Operation::Archive => ResponsePayload::Archive(uid_response()?),
             Operation::Recover => ResponsePayload::Recover(uid_response()?),
+            Operation::GetUsageAllocation => ResponsePayload::GetUsageAllocation(uid_response()?),
             Operation::ObtainLease => ResponsePayload::ObtainLease(ObtainLeaseResponse {
                 unique_identifier: req_uid()?,
                 lease_time: node.req(tags::LEASE_TIME)?.interval()?,
@@ -331,6 +333,7 @@ impl ResponsePayload {
             | ResponsePayload::Destroy(r)
             | ResponsePayload::Archive(r)
             | ResponsePayload::Recover(r)
+            | ResponsePayload::GetUsageAllocation(r)
             | ResponsePayload::ReKey(r) => push_uid(&mut items, Some(&r.unique_identifier)),
             ResponsePayload::Locate(r) => {
                 items.extend(r.located_items.map(|n| codec::int(tags::LOCATED_ITEMS, n)));
