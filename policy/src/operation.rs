@@ -41,6 +41,8 @@ pub enum Operation {
     SignatureVerify,
     Mac,
     MacVerify,
+    Poll,
+    Cancel,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -54,7 +56,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 34] = [
+    pub const ALL: [Operation; 36] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -89,6 +91,8 @@ impl Operation {
         Operation::SignatureVerify,
         Operation::Mac,
         Operation::MacVerify,
+        Operation::Poll,
+        Operation::Cancel,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -128,6 +132,8 @@ impl Operation {
             Operation::SignatureVerify => "SignatureVerify",
             Operation::Mac => "MAC",
             Operation::MacVerify => "MACVerify",
+            Operation::Poll => "Poll",
+            Operation::Cancel => "Cancel",
         }
     }
 
@@ -142,7 +148,9 @@ impl Operation {
             | Operation::Query
             | Operation::DiscoverVersions
             | Operation::RngRetrieve
-            | Operation::RngSeed => OperationKind::Global,
+            | Operation::RngSeed
+            | Operation::Poll
+            | Operation::Cancel => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }

@@ -61,6 +61,9 @@ pub enum OpError {
     /// The client asked for a Quantum Safe object that this key would not be.
     #[error("not quantum safe: {0}")]
     NotQuantumSafe(String),
+    /// Poll named an asynchronous operation, and this server never leaves one outstanding.
+    #[error("no asynchronous operation is outstanding: this server answers every request at once")]
+    NoAsynchronousOperation,
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -122,6 +125,11 @@ impl OpError {
             OpError::ObjectLimit(_) => ResultReason::GeneralFailure,
             // No Result Reason names it; the Quantum Safe profile (QS-M-2) answers General Failure.
             OpError::NotQuantumSafe(_) => ResultReason::GeneralFailure,
+            OpError::NoAsynchronousOperation if v2 => {
+                ResultReason::InvalidAsynchronousCorrelationValue
+            }
+            // KMIP 1.4 11.29: Poll of no outstanding operation is Item Not Found.
+            OpError::NoAsynchronousOperation => ResultReason::ItemNotFound,
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
@@ -294,6 +302,11 @@ mod tests {
                 R::GeneralFailure,
             ),
             (
+                OpError::NoAsynchronousOperation,
+                R::ItemNotFound,
+                R::InvalidAsynchronousCorrelationValue,
+            ),
+            (
                 model(ModelError::Missing { path: s() }),
                 R::InvalidMessage,
                 R::InvalidMessage,
@@ -447,7 +460,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 49;
+    const ROWS: usize = 50;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -476,6 +489,7 @@ mod tests {
             OpError::Undecodable(_) => 19,
             OpError::ObjectLimit(_) => 20,
             OpError::NotQuantumSafe(_) => 48,
+            OpError::NoAsynchronousOperation => 49,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,

@@ -4,6 +4,7 @@
 //! themselves live in one file per KMIP function.
 
 mod archive;
+mod asynchronous;
 mod attribute_order;
 mod attribute_rules;
 mod attributes;

@@ -3,6 +3,7 @@
 //! it. Running, authorizing, the audit trail's identifiers and the Query answer all read this
 //! table, so an operation is added in one row (a test refuses a decodable operation without one).
 
+use super::asynchronous::cancel;
 use super::query::{discover_versions, query};
 use super::{OpContext, OpError, Ops};
 use kmip_policy::Operation as PolicyOperation;
@@ -93,6 +94,12 @@ impl NamesObjects for CheckResponse {
 }
 
 impl NamesObjects for DiscoverVersionsResponse {
+    fn uids(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl NamesObjects for CancelResponse {
     fn uids(&self) -> Vec<String> {
         Vec::new()
     }
@@ -199,6 +206,23 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(Encrypt, Encrypt, object, listed: true, |ops, ctx, r| ops.encrypt(ctx, r).await?),
     row!(Decrypt, Decrypt, object, listed: true, |ops, ctx, r| ops.decrypt(ctx, r).await?),
     row!(Mac, Mac, object, listed: true, |ops, ctx, r| ops.mac(ctx, r).await?),
+    // Poll never succeeds here (nothing is outstanding), so its row has no answer type.
+    OpEntry {
+        operation: Operation::Poll,
+        run: |_, _, payload| {
+            Box::pin(async move {
+                match payload {
+                    RequestPayload::Poll(_) => Err(OpError::NoAsynchronousOperation),
+                    _ => Err(OpError::OperationNotSupported),
+                }
+            })
+        },
+        policy: Some(PolicyOperation::Poll),
+        target: Target::None,
+        listed: true,
+        answer_uids: |_| None,
+    },
+    row!(Cancel, Cancel, none, listed: true, |_, _, r| cancel(r)),
     // Decoded and decided by the policy, but not implemented: Operation Not Supported.
     OpEntry {
         operation: Operation::CreateKeyPair,
@@ -328,6 +352,8 @@ mod tests {
                 Operation::Encrypt,
                 Operation::Decrypt,
                 Operation::Mac,
+                Operation::Poll,
+                Operation::Cancel,
             ]
         );
     }

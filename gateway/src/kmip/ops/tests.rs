@@ -1464,3 +1464,34 @@ async fn get_usage_allocation_reserves_units_of_the_usage_limits() {
         ResultStatus::OperationFailed
     );
 }
+
+/// Nothing is ever outstanding: Poll names no operation (Item Not Found in 1.x, Invalid
+/// Asynchronous Correlation Value in 2.x) and Cancel answers Unavailable for the value it names.
+#[tokio::test]
+async fn poll_and_cancel_find_no_outstanding_operation() {
+    let h = harness().await;
+    let acv = bytes::Bytes::from_static(b"\x01\x02");
+    let request = AsyncRequest {
+        asynchronous_correlation_value: acv.clone(),
+    };
+    for (v, reason) in [
+        (ProtocolVersion::V1_4, ResultReason::ItemNotFound),
+        (
+            ProtocolVersion::V2_1,
+            ResultReason::InvalidAsynchronousCorrelationValue,
+        ),
+    ] {
+        let polled = h.one(v, RequestPayload::Poll(request.clone())).await;
+        assert_eq!(polled.result_status, ResultStatus::OperationFailed);
+        assert_eq!(polled.result_reason, Some(reason), "{v:?}");
+        let canceled = h.one(v, RequestPayload::Cancel(request.clone())).await;
+        assert_eq!(
+            canceled.payload,
+            Some(ResponsePayload::Cancel(CancelResponse {
+                asynchronous_correlation_value: acv.clone(),
+                cancellation_result: 5,
+            })),
+            "{v:?}"
+        );
+    }
+}

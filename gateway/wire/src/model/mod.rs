@@ -48,6 +48,7 @@ pub use message::{
 pub use object::{
     template_attributes, template_ttlv, KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv,
 };
+pub use payload::{AsyncRequest, CancelResponse, GetUsageAllocationRequest, ObtainLeaseResponse};
 pub use payload::{
     AttributeRequest, AttributeResponse, CheckRequest, CheckResponse, CreateKeyPairRequest,
     CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest, CryptographicParameters,
@@ -57,5 +58,4 @@ pub use payload::{
     MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse, ReKeyRequest,
     RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, UidRequest, UidResponse,
 };
-pub use payload::{GetUsageAllocationRequest, ObtainLeaseResponse};
 pub use version::{prune_undefined, tag_defined, ProtocolVersion};

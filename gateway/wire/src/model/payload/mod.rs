@@ -19,19 +19,19 @@ use crate::ttlv::{Tag, Ttlv};
 
 type R<T> = Result<T, ModelError>;
 
-pub use request::GetUsageAllocationRequest;
+pub use request::{AsyncRequest, GetUsageAllocationRequest};
 pub use request::{
     AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
     ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, UidRequest,
 };
-pub use response::ObtainLeaseResponse;
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
     DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesResponse,
     GetResponse, LocateResponse, MacResponse, QueryResponse, ResponsePayload, UidResponse,
 };
+pub use response::{CancelResponse, ObtainLeaseResponse};
 
 /// Cryptographic Parameters (Encrypt, Decrypt, MAC, and the attribute of the same name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

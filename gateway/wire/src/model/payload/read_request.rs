@@ -1,9 +1,9 @@
 //! Reading request payloads, in the 1.x or the 2.x shape whatever the header says.
 
 use super::request::{
-    AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
-    DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
-    GetUsageAllocationRequest, InteropRequest, LocateRequest, LogRequest, MacRequest,
+    AsyncRequest, AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
+    CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
+    GetRequest, GetUsageAllocationRequest, InteropRequest, LocateRequest, LogRequest, MacRequest,
     ModifyAttributeRequest, QueryRequest, ReKeyRequest, RegisterRequest, RequestPayload,
     RevokeRequest, UidRequest,
 };
@@ -113,6 +113,16 @@ impl RequestPayload {
             Operation::Archive => RequestPayload::Archive(uid_request()?),
             Operation::Recover => RequestPayload::Recover(uid_request()?),
             Operation::ObtainLease => RequestPayload::ObtainLease(uid_request()?),
+            Operation::Poll => RequestPayload::Poll(AsyncRequest {
+                asynchronous_correlation_value: node
+                    .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?
+                    .bytes()?,
+            }),
+            Operation::Cancel => RequestPayload::Cancel(AsyncRequest {
+                asynchronous_correlation_value: node
+                    .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?
+                    .bytes()?,
+            }),
             Operation::GetUsageAllocation => {
                 RequestPayload::GetUsageAllocation(GetUsageAllocationRequest {
                     unique_identifier: uid(node)?,

@@ -130,6 +130,12 @@ pub struct CheckRequest {
     pub lease_time: Option<u32>,
 }
 
+/// Poll and Cancel: the asynchronous operation they name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncRequest {
+    pub asynchronous_correlation_value: Bytes,
+}
+
 /// Get Usage Allocation: the units of the object's Usage Limits the client will use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetUsageAllocationRequest {
@@ -199,6 +205,8 @@ pub enum RequestPayload {
     Recover(UidRequest),
     ObtainLease(UidRequest),
     GetUsageAllocation(GetUsageAllocationRequest),
+    Poll(AsyncRequest),
+    Cancel(AsyncRequest),
     ReKey(ReKeyRequest),
     Check(CheckRequest),
     Encrypt(CryptoRequest),
@@ -236,6 +244,8 @@ impl RequestPayload {
             RequestPayload::Recover(_) => Operation::Recover,
             RequestPayload::ObtainLease(_) => Operation::ObtainLease,
             RequestPayload::GetUsageAllocation(_) => Operation::GetUsageAllocation,
+            RequestPayload::Poll(_) => Operation::Poll,
+            RequestPayload::Cancel(_) => Operation::Cancel,
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Check(_) => Operation::Check,
             RequestPayload::Encrypt(_) => Operation::Encrypt,
@@ -367,6 +377,10 @@ impl RequestPayload {
                     items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
                 }
             }
+            RequestPayload::Poll(r) | RequestPayload::Cancel(r) => items.push(codec::bytes(
+                tags::ASYNCHRONOUS_CORRELATION_VALUE,
+                &r.asynchronous_correlation_value,
+            )),
             RequestPayload::GetUsageAllocation(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
                 items.push(codec::long(tags::USAGE_LIMITS_COUNT, r.usage_limits_count));

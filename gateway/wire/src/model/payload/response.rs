@@ -88,6 +88,13 @@ pub struct CheckResponse {
     pub lease_time: Option<u32>,
 }
 
+/// Cancel: the operation named and what became of it (Cancellation Result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelResponse {
+    pub asynchronous_correlation_value: Bytes,
+    pub cancellation_result: u32,
+}
+
 /// Obtain Lease: how long the client may use the object (0: no lease limit) and when the object
 /// last changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +151,7 @@ pub enum ResponsePayload {
     Recover(UidResponse),
     ObtainLease(ObtainLeaseResponse),
     GetUsageAllocation(UidResponse),
+    Cancel(CancelResponse),
     ReKey(UidResponse),
     Check(CheckResponse),
     Encrypt(EncryptResponse),
@@ -249,6 +257,12 @@ impl ResponsePayload {
             Operation::Archive => ResponsePayload::Archive(uid_response()?),
             Operation::Recover => ResponsePayload::Recover(uid_response()?),
             Operation::GetUsageAllocation => ResponsePayload::GetUsageAllocation(uid_response()?),
+            Operation::Cancel => ResponsePayload::Cancel(CancelResponse {
+                asynchronous_correlation_value: node
+                    .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?
+                    .bytes()?,
+                cancellation_result: node.req(tags::CANCELLATION_RESULT)?.enum_value()?,
+            }),
             Operation::ObtainLease => ResponsePayload::ObtainLease(ObtainLeaseResponse {
                 unique_identifier: req_uid()?,
                 lease_time: node.req(tags::LEASE_TIME)?.interval()?,
@@ -370,6 +384,16 @@ impl ResponsePayload {
                 if !v2 {
                     items.extend(r.attribute.as_ref().and_then(|a| a.to_ttlv(version)));
                 }
+            }
+            ResponsePayload::Cancel(r) => {
+                items.push(codec::bytes(
+                    tags::ASYNCHRONOUS_CORRELATION_VALUE,
+                    &r.asynchronous_correlation_value,
+                ));
+                items.push(Ttlv::new(
+                    tags::CANCELLATION_RESULT,
+                    crate::ttlv::Value::Enumeration(r.cancellation_result),
+                ));
             }
             ResponsePayload::ObtainLease(r) => {
                 push_uid(&mut items, Some(&r.unique_identifier));
