@@ -43,6 +43,7 @@ pub enum Operation {
     MacVerify,
     Poll,
     Cancel,
+    AdjustAttribute,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -56,7 +57,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 36] = [
+    pub const ALL: [Operation; 37] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -93,6 +94,7 @@ impl Operation {
         Operation::MacVerify,
         Operation::Poll,
         Operation::Cancel,
+        Operation::AdjustAttribute,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -134,6 +136,7 @@ impl Operation {
             Operation::MacVerify => "MACVerify",
             Operation::Poll => "Poll",
             Operation::Cancel => "Cancel",
+            Operation::AdjustAttribute => "AdjustAttribute",
         }
     }
 

@@ -3,6 +3,7 @@
 //! (`table`) that dispatch, authorization, the audit trail and Query read. The operations
 //! themselves live in one file per KMIP function.
 
+mod adjust;
 mod archive;
 mod asynchronous;
 mod attribute_order;

@@ -1495,3 +1495,39 @@ async fn poll_and_cancel_find_no_outstanding_operation() {
         );
     }
 }
+
+/// Adjust Attribute changes the one instance a client may write, and refuses a server one.
+#[tokio::test]
+async fn adjust_attribute_moves_a_client_attribute_and_spares_server_ones() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let uid = h.create(v, None).await;
+    let counter = AttributeName::Vendor {
+        vendor: "x".into(),
+        name: "uses".into(),
+    };
+    let adjust = |name: AttributeName, by: i32| {
+        RequestPayload::AdjustAttribute(AdjustAttributeRequest {
+            unique_identifier: Some(uid.clone()),
+            name,
+            adjustment_type: 1,
+            adjustment_value: Some(Value::Integer(by)),
+        })
+    };
+    for _ in 0..2 {
+        let item = h.one(v, adjust(counter.clone(), 5)).await;
+        assert_eq!(
+            item.result_status,
+            ResultStatus::Success,
+            "{:?}",
+            item.result_message
+        );
+    }
+    let stored = h.dispatcher.ops().store.get(&uid).unwrap();
+    let values: Vec<&Value> = stored.find(&counter).map(|a| &a.value).collect();
+    assert_eq!(values, vec![&Value::Integer(10)]);
+    let refused = h
+        .one(v, adjust(AttributeName::Tag(tags::CRYPTOGRAPHIC_LENGTH), 1))
+        .await;
+    assert_eq!(refused.result_status, ResultStatus::OperationFailed);
+}

@@ -48,7 +48,10 @@ pub use message::{
 pub use object::{
     template_attributes, template_ttlv, KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv,
 };
-pub use payload::{AsyncRequest, CancelResponse, GetUsageAllocationRequest, ObtainLeaseResponse};
+pub use payload::{
+    AdjustAttributeRequest, AsyncRequest, CancelResponse, GetUsageAllocationRequest,
+    ObtainLeaseResponse,
+};
 pub use payload::{
     AttributeRequest, AttributeResponse, CheckRequest, CheckResponse, CreateKeyPairRequest,
     CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest, CryptographicParameters,

@@ -19,7 +19,7 @@ use crate::ttlv::{Tag, Ttlv};
 
 type R<T> = Result<T, ModelError>;
 
-pub use request::{AsyncRequest, GetUsageAllocationRequest};
+pub use request::{AdjustAttributeRequest, AsyncRequest, GetUsageAllocationRequest};
 pub use request::{
     AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
     DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,

@@ -1,11 +1,11 @@
 //! Reading request payloads, in the 1.x or the 2.x shape whatever the header says.
 
 use super::request::{
-    AsyncRequest, AttributeRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
-    CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
-    GetRequest, GetUsageAllocationRequest, InteropRequest, LocateRequest, LogRequest, MacRequest,
-    ModifyAttributeRequest, QueryRequest, ReKeyRequest, RegisterRequest, RequestPayload,
-    RevokeRequest, UidRequest,
+    AdjustAttributeRequest, AsyncRequest, AttributeRequest, CheckRequest, CreateKeyPairRequest,
+    CreateRequest, CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest,
+    GetAttributesRequest, GetRequest, GetUsageAllocationRequest, InteropRequest, LocateRequest,
+    LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest, ReKeyRequest, RegisterRequest,
+    RequestPayload, RevokeRequest, UidRequest,
 };
 use super::{opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -113,6 +113,14 @@ impl RequestPayload {
             Operation::Archive => RequestPayload::Archive(uid_request()?),
             Operation::Recover => RequestPayload::Recover(uid_request()?),
             Operation::ObtainLease => RequestPayload::ObtainLease(uid_request()?),
+            Operation::AdjustAttribute => RequestPayload::AdjustAttribute(AdjustAttributeRequest {
+                unique_identifier: uid(node)?,
+                name: AttributeName::read_reference(&node.req(tags::ATTRIBUTE_REFERENCE)?)?,
+                adjustment_type: node.req(tags::ADJUSTMENT_TYPE)?.enum_value()?,
+                adjustment_value: node
+                    .opt(tags::ADJUSTMENT_VALUE)
+                    .map(|n| n.ttlv.value.clone()),
+            }),
             Operation::Poll => RequestPayload::Poll(AsyncRequest {
                 asynchronous_correlation_value: node
                     .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?

@@ -15,7 +15,7 @@ use crate::model::enums::{
 use crate::model::object::{ManagedObject, SecretBytes};
 use crate::model::version::ProtocolVersion;
 use crate::spec::tags;
-use crate::ttlv::Ttlv;
+use crate::ttlv::{Ttlv, Value};
 
 /// Payload holding only an optional Unique Identifier (Activate, Destroy, Get Attribute List
 /// requests; the ID Placeholder is used when it is absent).
@@ -130,6 +130,16 @@ pub struct CheckRequest {
     pub lease_time: Option<u32>,
 }
 
+/// Adjust Attribute (2.x): change a numeric attribute by a value, or negate a Boolean one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustAttributeRequest {
+    pub unique_identifier: Option<String>,
+    pub name: AttributeName,
+    /// Adjustment Type: 1 Increment, 2 Decrement, 3 Negate.
+    pub adjustment_type: u32,
+    pub adjustment_value: Option<Value>,
+}
+
 /// Poll and Cancel: the asynchronous operation they name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsyncRequest {
@@ -207,6 +217,7 @@ pub enum RequestPayload {
     GetUsageAllocation(GetUsageAllocationRequest),
     Poll(AsyncRequest),
     Cancel(AsyncRequest),
+    AdjustAttribute(AdjustAttributeRequest),
     ReKey(ReKeyRequest),
     Check(CheckRequest),
     Encrypt(CryptoRequest),
@@ -246,6 +257,7 @@ impl RequestPayload {
             RequestPayload::GetUsageAllocation(_) => Operation::GetUsageAllocation,
             RequestPayload::Poll(_) => Operation::Poll,
             RequestPayload::Cancel(_) => Operation::Cancel,
+            RequestPayload::AdjustAttribute(_) => Operation::AdjustAttribute,
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Check(_) => Operation::Check,
             RequestPayload::Encrypt(_) => Operation::Encrypt,
@@ -376,6 +388,19 @@ impl RequestPayload {
                 if !r.attributes.is_empty() {
                     items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
                 }
+            }
+            RequestPayload::AdjustAttribute(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.push(r.name.to_request_reference(version));
+                items.push(Ttlv::new(
+                    tags::ADJUSTMENT_TYPE,
+                    Value::Enumeration(r.adjustment_type),
+                ));
+                items.extend(
+                    r.adjustment_value
+                        .clone()
+                        .map(|v| Ttlv::new(tags::ADJUSTMENT_VALUE, v)),
+                );
             }
             RequestPayload::Poll(r) | RequestPayload::Cancel(r) => items.push(codec::bytes(
                 tags::ASYNCHRONOUS_CORRELATION_VALUE,

@@ -152,6 +152,7 @@ pub enum ResponsePayload {
     ObtainLease(ObtainLeaseResponse),
     GetUsageAllocation(UidResponse),
     Cancel(CancelResponse),
+    AdjustAttribute(UidResponse),
     ReKey(UidResponse),
     Check(CheckResponse),
     Encrypt(EncryptResponse),
@@ -256,6 +257,7 @@ impl ResponsePayload {
             Operation::Destroy => ResponsePayload::Destroy(uid_response()?),
             Operation::Archive => ResponsePayload::Archive(uid_response()?),
             Operation::Recover => ResponsePayload::Recover(uid_response()?),
+            Operation::AdjustAttribute => ResponsePayload::AdjustAttribute(uid_response()?),
             Operation::GetUsageAllocation => ResponsePayload::GetUsageAllocation(uid_response()?),
             Operation::Cancel => ResponsePayload::Cancel(CancelResponse {
                 asynchronous_correlation_value: node
@@ -348,6 +350,7 @@ impl ResponsePayload {
             | ResponsePayload::Archive(r)
             | ResponsePayload::Recover(r)
             | ResponsePayload::GetUsageAllocation(r)
+            | ResponsePayload::AdjustAttribute(r)
             | ResponsePayload::ReKey(r) => push_uid(&mut items, Some(&r.unique_identifier)),
             ResponsePayload::Locate(r) => {
                 items.extend(r.located_items.map(|n| codec::int(tags::LOCATED_ITEMS, n)));
