@@ -31,6 +31,8 @@ pub enum ObjectKind {
     Certificate,
     PublicKey,
     PrivateKey,
+    /// A KMIP 1.x Template; its material is the encoded Template structure.
+    Template,
 }
 
 impl ObjectKind {
@@ -44,6 +46,7 @@ impl ObjectKind {
             ObjectKind::Certificate => 4,
             ObjectKind::PublicKey => 5,
             ObjectKind::PrivateKey => 6,
+            ObjectKind::Template => 7,
         }
     }
 
@@ -55,6 +58,7 @@ impl ObjectKind {
             4 => ObjectKind::Certificate,
             5 => ObjectKind::PublicKey,
             6 => ObjectKind::PrivateKey,
+            7 => ObjectKind::Template,
             _ => return None,
         })
     }

@@ -44,6 +44,9 @@ pub enum Operation {
     Hash,
     Certify,
     ReCertify,
+    Poll,
+    Cancel,
+    AdjustAttribute,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -57,7 +60,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 37] = [
+    pub const ALL: [Operation; 40] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -95,6 +98,9 @@ impl Operation {
         Operation::Hash,
         Operation::Certify,
         Operation::ReCertify,
+        Operation::Poll,
+        Operation::Cancel,
+        Operation::AdjustAttribute,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -137,6 +143,9 @@ impl Operation {
             Operation::Hash => "Hash",
             Operation::Certify => "Certify",
             Operation::ReCertify => "ReCertify",
+            Operation::Poll => "Poll",
+            Operation::Cancel => "Cancel",
+            Operation::AdjustAttribute => "AdjustAttribute",
         }
     }
 
@@ -154,7 +163,9 @@ impl Operation {
             | Operation::RngSeed
             | Operation::Hash
             // Creates a certificate; the Public Key it may name is checked as a Get of that key.
-            | Operation::Certify => OperationKind::Global,
+            | Operation::Certify
+            | Operation::Poll
+            | Operation::Cancel => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }

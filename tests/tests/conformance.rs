@@ -111,15 +111,8 @@ backend_tests! {
     /// self-encrypting drives, opaque objects (1.4), baseline server (2.1).
     fn mandatory_families_pass(backend) {
         let gw = GatewayProcess::start_backend(backend);
-        let files: Vec<PathBuf> = [
-            ("v1.4", "SKLC-M-"),
-            ("v1.4", "SASED-M-"),
-            ("v1.4", "OMOS-M-"),
-            ("v2.1", "BL-M-"),
-            ("v2.1", "SKLC-M-"),
-            ("v2.1", "SASED-M-"),
-        ]
-        .iter()
+        let files: Vec<PathBuf> = MANDATORY_FAMILIES
+            .iter()
         .flat_map(|(v, p)| family(v, p))
         .collect();
         let verdicts = run_vectors(&gw, &files);
@@ -139,12 +132,54 @@ backend_tests! {
     }
 }
 
+/// The families whose every vector must pass: the profiles README.md's "KMIP support" claims
+/// (and Query Profiles answers), each by the version and prefix of its mandatory vectors.
+const MANDATORY_FAMILIES: &[(&str, &str)] = &[
+    ("v1.4", "SKLC-M-"),
+    ("v1.4", "SASED-M-"),
+    ("v1.4", "OMOS-M-"),
+    ("v2.1", "BL-M-"),
+    ("v2.1", "SKLC-M-"),
+    ("v2.1", "SASED-M-"),
+];
+
 /// Mandatory-family vectors the gateway does not pass (on either backend), each with the reason.
 /// A listed vector that starts passing fails the test, so the list cannot go stale.
-const KNOWN_FAILURES: &[(&str, &str)] = &[(
-    "SASED-M-1-14.xml",
-    "Query must list the Template object type (deprecated since 1.3), which the gateway does not store",
-)];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
+
+/// Every profile README.md claims names a vector family that [`MANDATORY_FAMILIES`] runs.
+#[test]
+fn every_profile_the_readme_claims_is_proved_by_its_vectors() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let section = &readme[readme
+        .find("## KMIP support")
+        .expect("KMIP support section")..];
+    let rows: Vec<Vec<&str>> = section
+        .lines()
+        .take_while(|l| !l.starts_with("## Where"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| profile"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`'))
+                .collect()
+        })
+        .collect();
+    assert!(!rows.is_empty(), "no profile rows in README.md");
+    for row in rows {
+        for (column, version) in [(1, "v1.4"), (2, "v2.1")] {
+            if row[column] != "–" {
+                assert!(
+                    MANDATORY_FAMILIES.contains(&(version, row[3])),
+                    "README claims {} in {version}, but its {} vectors are not required to pass",
+                    row[column],
+                    row[3]
+                );
+            }
+        }
+    }
+}
 
 /// Basic cryptographic vectors with AES keys (the ChaCha20 ones are a separate profile). Not all
 /// pass yet (see the printed list); these must keep passing, on both backends.
@@ -300,11 +335,13 @@ fn a_wrong_expectation_fails_with_its_path() {
     );
 }
 
-/// Protocol-breadth vectors (issue 15: Undo of Destroy, Quantum Safe, tape library keys) that
+/// Protocol-breadth vectors (issue 15: Query, Undo of Destroy, Quantum Safe, tape library keys) that
 /// pass on every backend and must keep passing. TL-M-2-21 passes too, but only on a server
 /// where TL-M-2-14 has not left its key behind (both name it alike; TL-M-3, which destroys it,
 /// does not pass yet), so one of the pair runs here.
 const PROTOCOL_PASSING: &[&str] = &[
+    "TL-M-1-14.xml",
+    "TL-M-1-21.xml",
     "AX-M-1-14.xml",
     "AX-M-1-21.xml",
     "TL-M-2-14.xml",

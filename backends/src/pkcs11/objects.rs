@@ -364,6 +364,7 @@ mod tests {
             ObjectKind::Certificate,
             ObjectKind::PublicKey,
             ObjectKind::PrivateKey,
+            ObjectKind::Template,
         ] {
             let value = encode_meta(kind, FLAG_NOT_EXTRACTABLE, 7, b"blob");
             assert_eq!(

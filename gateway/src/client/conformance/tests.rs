@@ -315,3 +315,40 @@ fn encrypt_outputs_of_registered_asymmetric_keys_are_not_compared() {
         .check_response(&enc_request(true), &expected, &enc_response(5, 2))
         .is_err());
 }
+
+/// A vector's Query answer lists what its server did; a server need not list the
+/// server-to-client operations (Notify 0x1B, Put 0x1C), nor Create/Join Split Key (0x1D, 0x1E)
+/// unless it lists the Split Key object type (0x05).
+#[test]
+fn query_need_not_list_server_initiated_or_unstored_type_operations() {
+    let expected = parse_template(
+        r#"<ResponseMessage><BatchItem>
+        <Operation type="Enumeration" value="Query"/>
+        <ResultStatus type="Enumeration" value="Success"/>
+        <ResponsePayload>
+          <Operation type="Enumeration" value="Query"/>
+          <Operation type="Enumeration" value="Notify"/>
+          <Operation type="Enumeration" value="Put"/>
+          <Operation type="Enumeration" value="CreateSplitKey"/>
+          <Operation type="Enumeration" value="JoinSplitKey"/>
+        </ResponsePayload></BatchItem></ResponseMessage>"#,
+    )
+    .unwrap();
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    Session::default()
+        .check_response(&request, &expected, &query_response(&[0x18]))
+        .unwrap();
+    // A server that stores Split Keys must list their operations.
+    let mut split_key_server = query_response(&[0x18]);
+    if let Value::Structure(items) = &mut split_key_server.value {
+        if let Value::Structure(item) = &mut items[0].value {
+            if let Value::Structure(payload) = &mut item[2].value {
+                payload.push(Ttlv::new(tags::OBJECT_TYPE, Value::Enumeration(0x05)));
+            }
+        }
+    }
+    let d = Session::default()
+        .check_response(&request, &expected, &split_key_server)
+        .unwrap_err();
+    assert!(d.what.contains("CreateSplitKey"), "{d}");
+}

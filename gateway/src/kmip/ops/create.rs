@@ -4,6 +4,7 @@
 use super::attribute_rules::{check_is_attribute, server_set, CREATE_ONLY, MULTI_VALUED};
 use super::certificate;
 use super::object::digest_attr;
+use super::template::template_material;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{StoredObject, Written};
@@ -159,6 +160,10 @@ impl Ops {
             ManagedObject::Certificate { value, .. } => {
                 (Zeroizing::new(value.to_vec()), KeyFormatType::X509)
             }
+            ManagedObject::Template { attributes } => (
+                template_material(ctx.version, attributes)?,
+                KeyFormatType::Opaque,
+            ),
         };
         match &r.object {
             ManagedObject::SecretData {
@@ -196,8 +201,11 @@ impl Ops {
             }
             _ => {}
         }
-        attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
-        attrs.push(digest_attr(&material, format));
+        if object_type != ObjectType::Template {
+            // A Template holds no key: no Key Format Type, no Digest.
+            attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
+            attrs.push(digest_attr(&material, format));
+        }
         let material = super::asym::stored_material(object_type, format, material)?;
         let spec =
             match (

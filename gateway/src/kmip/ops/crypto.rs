@@ -53,8 +53,23 @@ impl Ops {
         if obj.first(tags::USAGE_LIMITS).is_none() {
             return Ok(());
         }
+        // Usage Limits Unit: 1 = Byte, 2 = Object (one use per operation).
+        self.charge_usage_limits(&obj.uid, |unit| match unit {
+            Some(1) => i64::try_from(bytes).unwrap_or(i64::MAX),
+            _ => 1,
+        })
+        .await
+    }
+
+    /// Takes `need(unit)` units from the object's Usage Limits Count, durably, or refuses when
+    /// fewer remain. Never journaled for undo (see [`Ops::consume_usage`]).
+    async fn charge_usage_limits(
+        &self,
+        uid: &str,
+        need: impl Fn(Option<u32>) -> i64,
+    ) -> Result<(), OpError> {
         self.store
-            .update(&obj.uid, |o| {
+            .update(uid, |o| {
                 let Some(Value::Structure(fields)) =
                     o.first(tags::USAGE_LIMITS).map(|a| a.value.clone())
                 else {
@@ -67,11 +82,7 @@ impl Ops {
                 let remaining = field(tags::USAGE_LIMITS_COUNT)
                     .and_then(|t| t.as_long())
                     .unwrap_or(total);
-                // Usage Limits Unit: 1 = Byte, 2 = Object (one use per operation).
-                let need = match field(tags::USAGE_LIMITS_UNIT).and_then(|t| t.as_enum()) {
-                    Some(1) => i64::try_from(bytes).unwrap_or(i64::MAX),
-                    _ => 1,
-                };
+                let need = need(field(tags::USAGE_LIMITS_UNIT).and_then(|t| t.as_enum()));
                 if need > remaining {
                     return Err(OpError::PermissionDenied(
                         "the key's Usage Limits are exhausted".into(),
@@ -91,6 +102,34 @@ impl Ops {
             })
             .await?;
         Ok(())
+    }
+
+    /// Get Usage Allocation: reserves units of a protecting key's Usage Limits for the client's
+    /// own use (KMIP 1.4 §4.18). Only an Active key that may protect (encrypt or MAC), inside
+    /// its dates and with Usage Limits, gives an allocation; the units are taken at once.
+    pub(super) async fn get_usage_allocation(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: GetUsageAllocationRequest,
+    ) -> Result<UidResponse, OpError> {
+        let uid = ctx.uid(r.unique_identifier)?;
+        let obj = self.usable_key(&uid, USAGE_ENCRYPT | USAGE_MAC_GENERATE, ctx.now)?;
+        if obj.first(tags::USAGE_LIMITS).is_none() {
+            return Err(OpError::PermissionDenied(
+                "the object has no Usage Limits to allocate from".into(),
+            ));
+        }
+        if r.usage_limits_count <= 0 {
+            return Err(OpError::InvalidField(
+                "Usage Limits Count must be a positive number of units".into(),
+            ));
+        }
+        self.charge_usage_limits(&uid, |_| r.usage_limits_count)
+            .await?;
+        ctx.id_placeholder = Some(uid.clone());
+        Ok(UidResponse {
+            unique_identifier: uid,
+        })
     }
 
     pub(super) async fn encrypt(
@@ -191,6 +230,7 @@ const POLY1305_TAG: i32 = 16;
 
 const USAGE_ENCRYPT: i32 = 0x0000_0004;
 const USAGE_DECRYPT: i32 = 0x0000_0008;
+pub(super) const USAGE_MAC_GENERATE: i32 = 0x0000_0080;
 
 /// The request's Cryptographic Parameters, completed field by field from the key's own
 /// Cryptographic Parameters attribute (KMIP: the object's parameters apply when the request

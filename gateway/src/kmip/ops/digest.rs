@@ -1,7 +1,7 @@
 //! MAC and MAC Verify with a key the backend holds, and the keyless Hash, RNG Retrieve and RNG
 //! Seed.
 
-use super::crypto::effective_parameters;
+use super::crypto::{effective_parameters, USAGE_MAC_GENERATE};
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::StoredObject;
 use aws_lc_rs::{constant_time, digest};
@@ -17,7 +17,6 @@ pub(crate) const MAX_RNG_RETRIEVE_BYTES: usize = 1024;
 /// takes a few hundred bytes of input at most; more only costs the token time).
 pub(crate) const MAX_RNG_SEED_BYTES: usize = 1024;
 
-const USAGE_MAC_GENERATE: i32 = 0x0000_0080;
 const USAGE_MAC_VERIFY: i32 = 0x0000_0100;
 
 impl Ops {

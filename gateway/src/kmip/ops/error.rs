@@ -68,6 +68,9 @@ pub enum OpError {
     /// An authentication tag length (GCM, Poly1305) outside SP 800-38D's set (bytes asked).
     #[error("tag length {0} is not one of {allowed:?} bytes", allowed = super::crypto::TAG_LENGTHS)]
     TagLength(i32),
+    /// Poll named an asynchronous operation, and this server never leaves one outstanding.
+    #[error("no asynchronous operation is outstanding: this server answers every request at once")]
+    NoAsynchronousOperation,
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -135,6 +138,11 @@ impl OpError {
             // The OASIS vectors (CS-BC-M-GCM-1, CS-BC-M-CHACHA20POLY1305-1) answer an unusable
             // tag length with General Failure in 1.4 and 2.1 alike.
             OpError::TagLength(_) => ResultReason::GeneralFailure,
+            OpError::NoAsynchronousOperation if v2 => {
+                ResultReason::InvalidAsynchronousCorrelationValue
+            }
+            // KMIP 1.4 11.29: Poll of no outstanding operation is Item Not Found.
+            OpError::NoAsynchronousOperation => ResultReason::ItemNotFound,
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
@@ -309,6 +317,11 @@ mod tests {
             ),
             (OpError::TagLength(1), R::GeneralFailure, R::GeneralFailure),
             (
+                OpError::NoAsynchronousOperation,
+                R::ItemNotFound,
+                R::InvalidAsynchronousCorrelationValue,
+            ),
+            (
                 model(ModelError::Missing { path: s() }),
                 R::InvalidMessage,
                 R::InvalidMessage,
@@ -462,7 +475,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 51;
+    const ROWS: usize = 52;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -493,6 +506,7 @@ mod tests {
             OpError::NotQuantumSafe(_) => 48,
             OpError::TagLength(_) => 49,
             OpError::InvalidCsr(_) => 50,
+            OpError::NoAsynchronousOperation => 51,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,

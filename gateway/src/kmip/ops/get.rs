@@ -1,6 +1,7 @@
 //! Get: an object's material from the backend, in the Key Format it was registered in (or raw /
 //! transparent for symmetric keys), never for sensitive or non-extractable keys.
 
+use super::template::template_object;
 use super::{OpContext, OpError, Ops};
 use bytes::Bytes;
 use kmip_backends::ObjectKind;
@@ -42,6 +43,7 @@ impl Ops {
         })?;
         let secret = SecretBytes::from_slice(&material);
         let object = match obj.kind {
+            ObjectKind::Template => template_object(ctx.version, &uid, &material)?,
             ObjectKind::SymmetricKey => {
                 // Without a requested format, the key comes back as it was registered.
                 let wanted = r.key_format_type.unwrap_or(stored_format);
@@ -118,7 +120,9 @@ impl Ops {
                             .unwrap_or(CertificateType::X509),
                         value: Bytes::copy_from_slice(&material),
                     },
-                    ObjectKind::SymmetricKey => return Err(OpError::NotFound),
+                    ObjectKind::SymmetricKey | ObjectKind::Template => {
+                        return Err(OpError::NotFound)
+                    }
                 }
             }
         };

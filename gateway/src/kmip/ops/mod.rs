@@ -3,8 +3,11 @@
 //! (`table`) that dispatch, authorization, the audit trail and Query read. The operations
 //! themselves live in one file per KMIP function.
 
-mod attribute_order;
+mod adjust;
+mod archive;
 mod asym;
+mod asynchronous;
+mod attribute_order;
 mod attribute_rules;
 mod attributes;
 mod batch;
@@ -21,9 +24,10 @@ mod object;
 mod operator;
 mod quantum_safe;
 mod query;
-mod server_info;
 mod rekey_pair;
+mod server_info;
 mod table;
+mod template;
 mod unique_names;
 
 pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};

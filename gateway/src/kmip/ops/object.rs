@@ -98,6 +98,7 @@ fn kind_of(t: ObjectType) -> Result<ObjectKind, OpError> {
         ObjectType::Certificate => ObjectKind::Certificate,
         ObjectType::PublicKey => ObjectKind::PublicKey,
         ObjectType::PrivateKey => ObjectKind::PrivateKey,
+        ObjectType::Template => ObjectKind::Template,
         _ => {
             return Err(OpError::FeatureNotSupported(
                 "this Object Type is not stored here".into(),
@@ -114,6 +115,7 @@ pub(super) fn object_type_of(k: ObjectKind) -> ObjectType {
         ObjectKind::Certificate => ObjectType::Certificate,
         ObjectKind::PublicKey => ObjectType::PublicKey,
         ObjectKind::PrivateKey => ObjectType::PrivateKey,
+        ObjectKind::Template => ObjectType::Template,
     }
 }
 

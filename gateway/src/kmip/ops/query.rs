@@ -15,7 +15,29 @@ pub const SUPPORTED_OBJECT_TYPES: &[ObjectType] = &[
     ObjectType::Certificate,
     ObjectType::PublicKey,
     ObjectType::PrivateKey,
+    ObjectType::Template,
 ];
+
+/// The last Operation code KMIP 1.x defines (Export, 1.4 §9.1.3.2.27); later ones are 2.x only.
+const LAST_V1_OPERATION: u32 = 0x0000_002B;
+
+/// The operations a client of `version` is told of: a 1.x client only those its version has.
+fn operations_of(operations: &[Operation], version: ProtocolVersion) -> Vec<Operation> {
+    operations
+        .iter()
+        .copied()
+        .filter(|op| version.is_v2() || op.to_u32() <= LAST_V1_OPERATION)
+        .collect()
+}
+
+/// The object types a client of `version` is told of: Templates exist in KMIP 1.x only.
+fn object_types(version: ProtocolVersion) -> Vec<ObjectType> {
+    SUPPORTED_OBJECT_TYPES
+        .iter()
+        .copied()
+        .filter(|t| *t != ObjectType::Template || !version.is_v2())
+        .collect()
+}
 
 /// The Vendor Identification of the Query Server Information answer.
 pub const VENDOR_IDENTIFICATION: &str = "kmip-gateway";
@@ -47,8 +69,8 @@ pub(super) fn query(
     let mut resp = QueryResponse::default();
     for f in &r.functions {
         match f {
-            QueryFunction::QueryOperations => resp.operations = operations.to_vec(),
-            QueryFunction::QueryObjects => resp.object_types = SUPPORTED_OBJECT_TYPES.to_vec(),
+            QueryFunction::QueryOperations => resp.operations = operations_of(operations, version),
+            QueryFunction::QueryObjects => resp.object_types = object_types(version),
             QueryFunction::QueryServerInformation => {
                 resp.vendor_identification = Some(VENDOR_IDENTIFICATION.to_owned());
                 resp.server_information = Some(server_information());
@@ -59,4 +81,27 @@ pub(super) fn query(
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_version_is_told_of_the_operations_and_objects_it_defines() {
+        let ops = [
+            Operation::Get,
+            Operation::SetAttribute,
+            Operation::AdjustAttribute,
+        ];
+        let request = QueryRequest {
+            functions: vec![QueryFunction::QueryOperations, QueryFunction::QueryObjects],
+        };
+        let v1 = query(&request, &ops, ProtocolVersion::V1_4);
+        assert_eq!(v1.operations, vec![Operation::Get]);
+        assert!(v1.object_types.contains(&ObjectType::Template));
+        let v2 = query(&request, &ops, ProtocolVersion::V2_1);
+        assert_eq!(v2.operations, ops.to_vec());
+        assert!(!v2.object_types.contains(&ObjectType::Template));
+    }
 }

@@ -3,6 +3,7 @@
 //! it. Running, authorizing, the audit trail's identifiers and the Query answer all read this
 //! table, so an operation is added in one row (a test refuses a decodable operation without one).
 
+use super::asynchronous::cancel;
 use super::digest;
 use super::query::{discover_versions, query};
 use super::{OpContext, OpError, Ops};
@@ -75,6 +76,7 @@ names_one_object!(
     GetAttributesResponse,
     GetAttributeListResponse,
     AttributeResponse,
+    ObtainLeaseResponse,
     EncryptResponse,
     DecryptResponse,
     MacResponse,
@@ -117,6 +119,12 @@ impl NamesObjects for DataResponse {
 }
 
 impl NamesObjects for RngSeedResponse {
+    fn uids(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl NamesObjects for CancelResponse {
     fn uids(&self) -> Vec<String> {
         Vec::new()
     }
@@ -210,9 +218,16 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
         |ops, ctx, r| ops.delete_attribute(ctx, r).await?),
     row!(SetAttribute, SetAttribute, object, listed: true,
         |ops, ctx, r| ops.set_attribute(ctx, r).await?),
+    row!(AdjustAttribute, AdjustAttribute, object, listed: true,
+        |ops, ctx, r| ops.adjust_attribute(ctx, r).await?),
     row!(Activate, Activate, object, listed: true, |ops, ctx, r| ops.activate(ctx, r).await?),
     row!(Revoke, Revoke, object, listed: true, |ops, ctx, r| ops.revoke(ctx, r).await?),
     row!(Destroy, Destroy, object, listed: true, |ops, ctx, r| ops.destroy(ctx, r).await?),
+    row!(Archive, Archive, object, listed: true, |ops, ctx, r| ops.keep_online(ctx, r)?),
+    row!(Recover, Recover, object, listed: true, |ops, ctx, r| ops.keep_online(ctx, r)?),
+    row!(ObtainLease, ObtainLease, object, listed: true, |ops, ctx, r| ops.obtain_lease(ctx, r)?),
+    row!(GetUsageAllocation, GetUsageAllocation, object, listed: true,
+        |ops, ctx, r| ops.get_usage_allocation(ctx, r).await?),
     row!(ReKey, ReKey, object, listed: true, |ops, ctx, r| ops.rekey(ctx, r).await?),
     row!(Check, Check, object, listed: true, |ops, ctx, r| ops.check(ctx, r)?),
     row!(Certify, Certify, none, listed: true, |ops, ctx, r| ops.certify(ctx, r).await?),
@@ -233,6 +248,23 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(Sign, Sign, object, listed: true, |ops, ctx, r| ops.sign(ctx, r).await?),
     row!(SignatureVerify, SignatureVerify, object, listed: true,
         |ops, ctx, r| ops.signature_verify(ctx, r).await?),
+    // Poll never succeeds here (nothing is outstanding), so its row has no answer type.
+    OpEntry {
+        operation: Operation::Poll,
+        run: |_, _, payload| {
+            Box::pin(async move {
+                match payload {
+                    RequestPayload::Poll(_) => Err(OpError::NoAsynchronousOperation),
+                    _ => Err(OpError::OperationNotSupported),
+                }
+            })
+        },
+        policy: Some(PolicyOperation::Poll),
+        target: Target::None,
+        listed: true,
+        answer_uids: |_| None,
+    },
+    row!(Cancel, Cancel, none, listed: true, |_, _, r| cancel(r)),
     marker!(Interop),
     marker!(Log),
 ];
@@ -341,9 +373,14 @@ mod tests {
                 Operation::ModifyAttribute,
                 Operation::DeleteAttribute,
                 Operation::SetAttribute,
+                Operation::AdjustAttribute,
                 Operation::Activate,
                 Operation::Revoke,
                 Operation::Destroy,
+                Operation::Archive,
+                Operation::Recover,
+                Operation::ObtainLease,
+                Operation::GetUsageAllocation,
                 Operation::ReKey,
                 Operation::Check,
                 Operation::Certify,
@@ -359,6 +396,8 @@ mod tests {
                 Operation::ReKeyKeyPair,
                 Operation::Sign,
                 Operation::SignatureVerify,
+                Operation::Poll,
+                Operation::Cancel,
             ]
         );
     }

@@ -1508,3 +1508,261 @@ mod key_pairs {
         assert_eq!(sign_and_verify(&h, &new).await, ValidityIndicator::Valid);
     }
 }
+
+/// KMIP 1.x Templates are registered, got back, located by type and destroyed; a 2.x client
+/// can register none.
+#[tokio::test]
+async fn templates_are_kept_for_1x_clients_only() {
+    let h = harness().await;
+    let inside = vec![
+        Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+        Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+    ];
+    let register = RequestPayload::Register(RegisterRequest {
+        object_type: ObjectType::Template,
+        attributes: vec![Attribute::name(&Name::new("tape-template"))],
+        object: ManagedObject::Template {
+            attributes: inside.clone(),
+        },
+    });
+    let refused = h.one(ProtocolVersion::V2_1, register.clone()).await;
+    assert_eq!(refused.result_status, ResultStatus::OperationFailed);
+    let v = ProtocolVersion::V1_4;
+    let item = h.one(v, register).await;
+    let Some(ResponsePayload::Register(r)) = item.payload else {
+        panic!(
+            "register failed: {:?} {:?}",
+            item.result_reason, item.result_message
+        );
+    };
+    let uid = r.unique_identifier;
+    let got = h.one(v, get_req(&uid)).await;
+    let Some(ResponsePayload::Get(g)) = got.payload else {
+        panic!(
+            "get failed: {:?} {:?}",
+            got.result_reason, got.result_message
+        );
+    };
+    assert_eq!(g.object, ManagedObject::Template { attributes: inside });
+    let by_type = h
+        .one(
+            v,
+            RequestPayload::Locate(LocateRequest {
+                attributes: vec![Attribute::enumeration(
+                    tags::OBJECT_TYPE,
+                    ObjectType::Template,
+                )],
+                ..LocateRequest::default()
+            }),
+        )
+        .await;
+    let Some(ResponsePayload::Locate(l)) = by_type.payload else {
+        panic!("locate failed");
+    };
+    assert_eq!(l.unique_identifiers, vec![uid.clone()]);
+    let destroyed = h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
+    assert_eq!(destroyed.result_status, ResultStatus::Success);
+}
+
+/// Archive and Recover: every object stays on-line, so both answer for a live object and leave
+/// it usable; a missing or destroyed object is answered as by the other object operations.
+#[tokio::test]
+async fn archive_and_recover_keep_a_live_object_online() {
+    let h = harness().await;
+    for v in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+        let uid = h.create(v, None).await;
+        for op in [RequestPayload::Archive, RequestPayload::Recover] {
+            let item = h.one(v, op(uid_req(&uid))).await;
+            assert_eq!(item.result_status, ResultStatus::Success, "{v:?}");
+        }
+        assert_eq!(
+            h.one(v, get_req(&uid)).await.result_status,
+            ResultStatus::Success
+        );
+        let missing = h
+            .one(
+                v,
+                RequestPayload::Archive(uid_req("00000000-0000-4000-8000-000000000000")),
+            )
+            .await;
+        let absent = "00000000-0000-4000-8000-000000000000";
+        let get_missing = h.one(v, get_req(absent)).await;
+        assert_eq!(missing.result_reason, get_missing.result_reason, "{v:?}");
+        h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
+        let gone = h.one(v, RequestPayload::Recover(uid_req(&uid))).await;
+        assert_eq!(gone.result_status, ResultStatus::OperationFailed);
+    }
+}
+
+/// Obtain Lease grants no lease limit (Lease Time 0) and names the object's Last Change Date;
+/// a destroyed object gets no lease.
+#[tokio::test]
+async fn obtain_lease_grants_no_limit_for_a_live_object_only() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let uid = h.create(v, None).await;
+    let changed = h
+        .dispatcher
+        .ops()
+        .store
+        .get(&uid)
+        .and_then(|o| {
+            o.first(tags::LAST_CHANGE_DATE)
+                .and_then(Attribute::as_datetime)
+        })
+        .unwrap();
+    let item = h.one(v, RequestPayload::ObtainLease(uid_req(&uid))).await;
+    let Some(ResponsePayload::ObtainLease(lease)) = item.payload else {
+        panic!("obtain lease failed: {:?}", item.result_message);
+    };
+    assert_eq!(
+        lease,
+        ObtainLeaseResponse {
+            unique_identifier: uid.clone(),
+            lease_time: 0,
+            last_change_date: changed,
+        }
+    );
+    h.one(v, RequestPayload::Destroy(uid_req(&uid))).await;
+    let refused = h.one(v, RequestPayload::ObtainLease(uid_req(&uid))).await;
+    assert_eq!(refused.result_status, ResultStatus::OperationFailed);
+}
+
+/// Get Usage Allocation takes the requested units from an Active protecting key's Usage
+/// Limits, refuses more than remain, and refuses a key without Usage Limits or not Active.
+#[tokio::test]
+async fn get_usage_allocation_reserves_units_of_the_usage_limits() {
+    let h = harness().await;
+    let v = ProtocolVersion::V1_4;
+    let limits = Value::Structure(vec![
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_TOTAL, Value::LongInteger(100)),
+        // Usage Limits Unit Byte.
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_UNIT, Value::Enumeration(1)),
+    ]);
+    let mut attributes = vec![
+        Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+        Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+        Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),
+    ];
+    let create = |attributes: Vec<Attribute>| {
+        RequestPayload::Create(CreateRequest {
+            object_type: ObjectType::SymmetricKey,
+            attributes,
+        })
+    };
+    let unlimited = match h.one(v, create(attributes.clone())).await.payload {
+        Some(ResponsePayload::Create(c)) => c.unique_identifier,
+        other => panic!("{other:?}"),
+    };
+    attributes.push(Attribute::new(tags::USAGE_LIMITS, limits));
+    let uid = match h.one(v, create(attributes)).await.payload {
+        Some(ResponsePayload::Create(c)) => c.unique_identifier,
+        other => panic!("{other:?}"),
+    };
+    let allocate = |uid: &str, count: i64| {
+        RequestPayload::GetUsageAllocation(GetUsageAllocationRequest {
+            unique_identifier: Some(uid.to_owned()),
+            usage_limits_count: count,
+        })
+    };
+    let status = |item: ResponseBatchItem| item.result_status;
+    // Pre-Active: no allocation.
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 10)).await),
+        ResultStatus::OperationFailed
+    );
+    for u in [&uid, &unlimited] {
+        h.one(v, RequestPayload::Activate(uid_req(u))).await;
+    }
+    assert_eq!(
+        status(h.one(v, allocate(&unlimited, 1)).await),
+        ResultStatus::OperationFailed
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 0)).await),
+        ResultStatus::OperationFailed
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 60)).await),
+        ResultStatus::Success
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 41)).await),
+        ResultStatus::OperationFailed
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 40)).await),
+        ResultStatus::Success
+    );
+    assert_eq!(
+        status(h.one(v, allocate(&uid, 1)).await),
+        ResultStatus::OperationFailed
+    );
+}
+
+/// Nothing is ever outstanding: Poll names no operation (Item Not Found in 1.x, Invalid
+/// Asynchronous Correlation Value in 2.x) and Cancel answers Unavailable for the value it names.
+#[tokio::test]
+async fn poll_and_cancel_find_no_outstanding_operation() {
+    let h = harness().await;
+    let acv = bytes::Bytes::from_static(b"\x01\x02");
+    let request = AsyncRequest {
+        asynchronous_correlation_value: acv.clone(),
+    };
+    for (v, reason) in [
+        (ProtocolVersion::V1_4, ResultReason::ItemNotFound),
+        (
+            ProtocolVersion::V2_1,
+            ResultReason::InvalidAsynchronousCorrelationValue,
+        ),
+    ] {
+        let polled = h.one(v, RequestPayload::Poll(request.clone())).await;
+        assert_eq!(polled.result_status, ResultStatus::OperationFailed);
+        assert_eq!(polled.result_reason, Some(reason), "{v:?}");
+        let canceled = h.one(v, RequestPayload::Cancel(request.clone())).await;
+        assert_eq!(
+            canceled.payload,
+            Some(ResponsePayload::Cancel(CancelResponse {
+                asynchronous_correlation_value: acv.clone(),
+                cancellation_result: 5,
+            })),
+            "{v:?}"
+        );
+    }
+}
+
+/// Adjust Attribute changes the one instance a client may write, and refuses a server one.
+#[tokio::test]
+async fn adjust_attribute_moves_a_client_attribute_and_spares_server_ones() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let uid = h.create(v, None).await;
+    let counter = AttributeName::Vendor {
+        vendor: "x".into(),
+        name: "uses".into(),
+    };
+    let adjust = |name: AttributeName, by: i32| {
+        RequestPayload::AdjustAttribute(AdjustAttributeRequest {
+            unique_identifier: Some(uid.clone()),
+            name,
+            adjustment_type: 1,
+            adjustment_value: Some(Value::Integer(by)),
+        })
+    };
+    for _ in 0..2 {
+        let item = h.one(v, adjust(counter.clone(), 5)).await;
+        assert_eq!(
+            item.result_status,
+            ResultStatus::Success,
+            "{:?}",
+            item.result_message
+        );
+    }
+    let stored = h.dispatcher.ops().store.get(&uid).unwrap();
+    let values: Vec<&Value> = stored.find(&counter).map(|a| &a.value).collect();
+    assert_eq!(values, vec![&Value::Integer(10)]);
+    let refused = h
+        .one(v, adjust(AttributeName::Tag(tags::CRYPTOGRAPHIC_LENGTH), 1))
+        .await;
+    assert_eq!(refused.result_status, ResultStatus::OperationFailed);
+}

@@ -35,27 +35,33 @@ pub use attribute::{
     RevocationReason,
 };
 pub use enums::{
-    BatchErrorContinuationOption, BlockCipherMode, CertificateRequestType, CertificateType, CryptographicAlgorithm,
-    DigitalSignatureAlgorithm, HashingAlgorithm, InteropFunction, KeyCompressionType,
-    KeyFormatType, KeyWrapType, KmipEnum, LinkType, NameType, ObjectGroupMember, ObjectType,
-    Operation, PaddingMethod, QueryFunction, ResultReason, ResultStatus, RevocationReasonCode,
-    SecretDataType, State, ValidityIndicator,
+    BatchErrorContinuationOption, BlockCipherMode, CertificateRequestType, CertificateType,
+    CryptographicAlgorithm, DigitalSignatureAlgorithm, HashingAlgorithm, InteropFunction,
+    KeyCompressionType, KeyFormatType, KeyWrapType, KmipEnum, LinkType, NameType,
+    ObjectGroupMember, ObjectType, Operation, PaddingMethod, QueryFunction, ResultReason,
+    ResultStatus, RevocationReasonCode, SecretDataType, State, ValidityIndicator,
 };
 pub use error::ModelError;
 pub use message::{
     Authentication, RequestBatchItem, RequestHeader, RequestMessage, ResponseBatchItem,
     ResponseHeader, ResponseMessage, MAX_BATCH_ITEMS,
 };
-pub use object::{KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv};
+pub use object::{
+    template_attributes, template_ttlv, KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv,
+};
 pub use payload::{
-    AttributeRequest, AttributeResponse, CertifyRequest, CheckRequest, CheckResponse, CreateKeyPairRequest,
-    CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest, CryptographicParameters,
-    DecryptResponse, DeleteAttributeRequest, DiscoverVersionsRequest, DiscoverVersionsResponse,
-    EncryptResponse, GetAttributeListResponse, GetAttributesRequest, GetAttributesResponse,
-    GetRequest, GetResponse, InteropRequest, LocateRequest, LocateResponse, LogRequest, MacRequest,
-    MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse, ReKeyKeyPairRequest,
-    ReKeyRequest, RegisterRequest, RequestPayload, ResponsePayload, RevokeRequest, SignRequest,
-    SignResponse, SignatureVerifyResponse, UidRequest, UidResponse,
+    AdjustAttributeRequest, AsyncRequest, CancelResponse, GetUsageAllocationRequest,
+    ObtainLeaseResponse,
+};
+pub use payload::{
+    AttributeRequest, AttributeResponse, CertifyRequest, CheckRequest, CheckResponse,
+    CreateKeyPairRequest, CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest,
+    CryptographicParameters, DecryptResponse, DeleteAttributeRequest, DiscoverVersionsRequest,
+    DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesRequest,
+    GetAttributesResponse, GetRequest, GetResponse, InteropRequest, LocateRequest, LocateResponse,
+    LogRequest, MacRequest, MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse,
+    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, ResponsePayload,
+    RevokeRequest, SignRequest, SignResponse, SignatureVerifyResponse, UidRequest, UidResponse,
 };
 pub use payload::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,

@@ -8,12 +8,14 @@
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
+use super::attribute::Attribute;
 use super::codec::{self, Node};
 use super::enums::{
     CertificateType, CryptographicAlgorithm, KeyCompressionType, KeyFormatType, ObjectType,
     SecretDataType,
 };
 use super::error::ModelError;
+use super::version::ProtocolVersion;
 use crate::spec::tags;
 use crate::ttlv::{Tag, Ttlv, Value};
 
@@ -198,6 +200,11 @@ pub enum ManagedObject {
         certificate_type: CertificateType,
         value: Bytes,
     },
+    /// A KMIP 1.x Template: attributes to apply to the objects created with it (deprecated since
+    /// 1.3, absent from 2.x).
+    Template {
+        attributes: Vec<Attribute>,
+    },
 }
 
 /// The tag of the object structure of each supported object type.
@@ -209,6 +216,7 @@ fn object_tag(object_type: ObjectType) -> Option<Tag> {
         ObjectType::SecretData => tags::SECRET_DATA,
         ObjectType::OpaqueObject => tags::OPAQUE_OBJECT,
         ObjectType::Certificate => tags::CERTIFICATE,
+        ObjectType::Template => tags::TEMPLATE,
         _ => return None,
     })
 }
@@ -222,6 +230,7 @@ impl ManagedObject {
             ManagedObject::SecretData { .. } => ObjectType::SecretData,
             ManagedObject::OpaqueObject { .. } => ObjectType::OpaqueObject,
             ManagedObject::Certificate { .. } => ObjectType::Certificate,
+            ManagedObject::Template { .. } => ObjectType::Template,
         }
     }
 
@@ -231,7 +240,9 @@ impl ManagedObject {
             | ManagedObject::PublicKey(kb)
             | ManagedObject::PrivateKey(kb)
             | ManagedObject::SecretData { key_block: kb, .. } => Some(kb),
-            ManagedObject::OpaqueObject { .. } | ManagedObject::Certificate { .. } => None,
+            ManagedObject::OpaqueObject { .. }
+            | ManagedObject::Certificate { .. }
+            | ManagedObject::Template { .. } => None,
         }
     }
 
@@ -262,6 +273,9 @@ impl ManagedObject {
             ObjectType::OpaqueObject => ManagedObject::OpaqueObject {
                 opaque_data_type: node.req(tags::OPAQUE_DATA_TYPE)?.enum_value()?,
                 value: SecretBytes::from_slice(&node.req(tags::OPAQUE_DATA_VALUE)?.bytes()?),
+            },
+            ObjectType::Template => ManagedObject::Template {
+                attributes: read_template_attributes(&node)?,
             },
             _ => ManagedObject::Certificate {
                 certificate_type: node.req_enum(tags::CERTIFICATE_TYPE)?,
@@ -308,7 +322,29 @@ impl ManagedObject {
                     codec::bytes(tags::CERTIFICATE_VALUE, value),
                 ],
             ),
+            ManagedObject::Template { attributes } => return template_ttlv(attributes),
         };
         codec::structure(tag, items)
     }
+}
+
+/// A Template object's structure: its attributes in the 1.x form (Templates exist only there).
+pub fn template_ttlv(attributes: &[Attribute]) -> Ttlv {
+    let items = attributes
+        .iter()
+        .map(|a| a.to_request_ttlv(ProtocolVersion::V1_4))
+        .collect();
+    codec::structure(tags::TEMPLATE, items)
+}
+
+/// The attributes of a Template object's structure (as [`template_ttlv`] writes it).
+pub fn template_attributes(template: &Ttlv) -> Result<Vec<Attribute>, ModelError> {
+    read_template_attributes(&Node::new(template, "Template"))
+}
+
+fn read_template_attributes(node: &Node<'_>) -> Result<Vec<Attribute>, ModelError> {
+    node.structure()?;
+    node.all(tags::ATTRIBUTE)
+        .map(|a| Attribute::read_v1(&a))
+        .collect()
 }

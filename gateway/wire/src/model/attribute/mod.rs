@@ -169,6 +169,13 @@ impl Attribute {
         Attribute::checked(AttributeName::Tag(node.ttlv.tag), None, node)
     }
 
+    /// An attribute of `name` with `value`, checked as a received one is (Adjust Attribute's
+    /// result).
+    pub fn from_value(name: AttributeName, value: Value) -> Result<Attribute, ModelError> {
+        let ttlv = Ttlv::new(tags::ATTRIBUTE_VALUE, value);
+        Attribute::checked(name, None, &Node::new(&ttlv, "AttributeValue"))
+    }
+
     fn checked(
         name: AttributeName,
         index: Option<i32>,

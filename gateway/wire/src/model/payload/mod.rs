@@ -24,12 +24,13 @@ pub use digest::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
+pub use request::{AdjustAttributeRequest, AsyncRequest, GetUsageAllocationRequest};
 pub use request::{
-    AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
-    DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
-    InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest,
-    UidRequest,
+    AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
+    CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
+    GetRequest, InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest,
+    QueryRequest, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload,
+    RevokeRequest, SignRequest, UidRequest,
 };
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
@@ -37,6 +38,7 @@ pub use response::{
     GetResponse, LocateResponse, MacResponse, QueryResponse, ResponsePayload, SignResponse,
     SignatureVerifyResponse, UidResponse,
 };
+pub use response::{CancelResponse, ObtainLeaseResponse};
 
 /// Cryptographic Parameters (Encrypt, Decrypt, MAC, and the attribute of the same name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

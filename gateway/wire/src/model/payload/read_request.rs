@@ -1,8 +1,9 @@
 //! Reading request payloads, in the 1.x or the 2.x shape whatever the header says.
 
 use super::request::{
-    AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest, CryptoRequest,
-    DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
+    AdjustAttributeRequest, AsyncRequest, AttributeRequest, CertifyRequest, CheckRequest,
+    CreateKeyPairRequest, CreateRequest, CryptoRequest, DeleteAttributeRequest,
+    DiscoverVersionsRequest, GetAttributesRequest, GetRequest, GetUsageAllocationRequest,
     InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
     ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest,
     UidRequest,
@@ -110,6 +111,33 @@ impl RequestPayload {
             }),
             Operation::DeleteAttribute => RequestPayload::DeleteAttribute(read_delete(node)?),
             Operation::Activate => RequestPayload::Activate(uid_request()?),
+            Operation::Archive => RequestPayload::Archive(uid_request()?),
+            Operation::Recover => RequestPayload::Recover(uid_request()?),
+            Operation::ObtainLease => RequestPayload::ObtainLease(uid_request()?),
+            Operation::AdjustAttribute => RequestPayload::AdjustAttribute(AdjustAttributeRequest {
+                unique_identifier: uid(node)?,
+                name: AttributeName::read_reference(&node.req(tags::ATTRIBUTE_REFERENCE)?)?,
+                adjustment_type: node.req(tags::ADJUSTMENT_TYPE)?.enum_value()?,
+                adjustment_value: node
+                    .opt(tags::ADJUSTMENT_VALUE)
+                    .map(|n| n.ttlv.value.clone()),
+            }),
+            Operation::Poll => RequestPayload::Poll(AsyncRequest {
+                asynchronous_correlation_value: node
+                    .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?
+                    .bytes()?,
+            }),
+            Operation::Cancel => RequestPayload::Cancel(AsyncRequest {
+                asynchronous_correlation_value: node
+                    .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?
+                    .bytes()?,
+            }),
+            Operation::GetUsageAllocation => {
+                RequestPayload::GetUsageAllocation(GetUsageAllocationRequest {
+                    unique_identifier: uid(node)?,
+                    usage_limits_count: node.req(tags::USAGE_LIMITS_COUNT)?.long()?,
+                })
+            }
             Operation::Destroy => RequestPayload::Destroy(uid_request()?),
             Operation::Revoke => RequestPayload::Revoke(RevokeRequest {
                 unique_identifier: uid(node)?,

@@ -156,6 +156,29 @@ pub struct CheckRequest {
     pub lease_time: Option<u32>,
 }
 
+/// Adjust Attribute (2.x): change a numeric attribute by a value, or negate a Boolean one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustAttributeRequest {
+    pub unique_identifier: Option<String>,
+    pub name: AttributeName,
+    /// Adjustment Type: 1 Increment, 2 Decrement, 3 Negate.
+    pub adjustment_type: u32,
+    pub adjustment_value: Option<Value>,
+}
+
+/// Poll and Cancel: the asynchronous operation they name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncRequest {
+    pub asynchronous_correlation_value: Bytes,
+}
+
+/// Get Usage Allocation: the units of the object's Usage Limits the client will use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetUsageAllocationRequest {
+    pub unique_identifier: Option<String>,
+    pub usage_limits_count: i64,
+}
+
 /// Encrypt and Decrypt requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CryptoRequest {
@@ -230,6 +253,13 @@ pub enum RequestPayload {
     Activate(UidRequest),
     Revoke(RevokeRequest),
     Destroy(UidRequest),
+    Archive(UidRequest),
+    Recover(UidRequest),
+    ObtainLease(UidRequest),
+    GetUsageAllocation(GetUsageAllocationRequest),
+    Poll(AsyncRequest),
+    Cancel(AsyncRequest),
+    AdjustAttribute(AdjustAttributeRequest),
     ReKey(ReKeyRequest),
     Certify(CertifyRequest),
     ReCertify(CertifyRequest),
@@ -272,6 +302,13 @@ impl RequestPayload {
             RequestPayload::Activate(_) => Operation::Activate,
             RequestPayload::Revoke(_) => Operation::Revoke,
             RequestPayload::Destroy(_) => Operation::Destroy,
+            RequestPayload::Archive(_) => Operation::Archive,
+            RequestPayload::Recover(_) => Operation::Recover,
+            RequestPayload::ObtainLease(_) => Operation::ObtainLease,
+            RequestPayload::GetUsageAllocation(_) => Operation::GetUsageAllocation,
+            RequestPayload::Poll(_) => Operation::Poll,
+            RequestPayload::Cancel(_) => Operation::Cancel,
+            RequestPayload::AdjustAttribute(_) => Operation::AdjustAttribute,
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Certify(_) => Operation::Certify,
             RequestPayload::ReCertify(_) => Operation::ReCertify,
@@ -363,7 +400,12 @@ impl RequestPayload {
             }
             RequestPayload::GetAttributeList(r)
             | RequestPayload::Activate(r)
-            | RequestPayload::Destroy(r) => push_uid(&mut items, r.unique_identifier.as_deref()),
+            | RequestPayload::Destroy(r)
+            | RequestPayload::Archive(r)
+            | RequestPayload::Recover(r)
+            | RequestPayload::ObtainLease(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref())
+            }
             RequestPayload::AddAttribute(r) | RequestPayload::SetAttribute(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
                 items.push(write_new_attribute(&r.attribute, version));
@@ -444,6 +486,27 @@ impl RequestPayload {
                         items.push(group.write_request(attrs, version));
                     }
                 }
+            }
+            RequestPayload::AdjustAttribute(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.push(r.name.to_request_reference(version));
+                items.push(Ttlv::new(
+                    tags::ADJUSTMENT_TYPE,
+                    Value::Enumeration(r.adjustment_type),
+                ));
+                items.extend(
+                    r.adjustment_value
+                        .clone()
+                        .map(|v| Ttlv::new(tags::ADJUSTMENT_VALUE, v)),
+                );
+            }
+            RequestPayload::Poll(r) | RequestPayload::Cancel(r) => items.push(codec::bytes(
+                tags::ASYNCHRONOUS_CORRELATION_VALUE,
+                &r.asynchronous_correlation_value,
+            )),
+            RequestPayload::GetUsageAllocation(r) => {
+                push_uid(&mut items, r.unique_identifier.as_deref());
+                items.push(codec::long(tags::USAGE_LIMITS_COUNT, r.usage_limits_count));
             }
             RequestPayload::Check(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());

@@ -89,6 +89,22 @@ pub struct CheckResponse {
     pub lease_time: Option<u32>,
 }
 
+/// Cancel: the operation named and what became of it (Cancellation Result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelResponse {
+    pub asynchronous_correlation_value: Bytes,
+    pub cancellation_result: u32,
+}
+
+/// Obtain Lease: how long the client may use the object (0: no lease limit) and when the object
+/// last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObtainLeaseResponse {
+    pub unique_identifier: String,
+    pub lease_time: u32,
+    pub last_change_date: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptResponse {
     pub unique_identifier: String,
@@ -146,6 +162,12 @@ pub enum ResponsePayload {
     Activate(UidResponse),
     Revoke(UidResponse),
     Destroy(UidResponse),
+    Archive(UidResponse),
+    Recover(UidResponse),
+    ObtainLease(ObtainLeaseResponse),
+    GetUsageAllocation(UidResponse),
+    Cancel(CancelResponse),
+    AdjustAttribute(UidResponse),
     ReKey(UidResponse),
     Certify(UidResponse),
     ReCertify(UidResponse),
@@ -265,6 +287,21 @@ impl ResponsePayload {
             Operation::Activate => ResponsePayload::Activate(uid_response()?),
             Operation::Revoke => ResponsePayload::Revoke(uid_response()?),
             Operation::Destroy => ResponsePayload::Destroy(uid_response()?),
+            Operation::Archive => ResponsePayload::Archive(uid_response()?),
+            Operation::Recover => ResponsePayload::Recover(uid_response()?),
+            Operation::AdjustAttribute => ResponsePayload::AdjustAttribute(uid_response()?),
+            Operation::GetUsageAllocation => ResponsePayload::GetUsageAllocation(uid_response()?),
+            Operation::Cancel => ResponsePayload::Cancel(CancelResponse {
+                asynchronous_correlation_value: node
+                    .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?
+                    .bytes()?,
+                cancellation_result: node.req(tags::CANCELLATION_RESULT)?.enum_value()?,
+            }),
+            Operation::ObtainLease => ResponsePayload::ObtainLease(ObtainLeaseResponse {
+                unique_identifier: req_uid()?,
+                lease_time: node.req(tags::LEASE_TIME)?.interval()?,
+                last_change_date: node.req(tags::LAST_CHANGE_DATE)?.datetime()?,
+            }),
             Operation::ReKey => ResponsePayload::ReKey(uid_response()?),
             Operation::Certify => ResponsePayload::Certify(uid_response()?),
             Operation::ReCertify => ResponsePayload::ReCertify(uid_response()?),
@@ -364,6 +401,10 @@ impl ResponsePayload {
             | ResponsePayload::Activate(r)
             | ResponsePayload::Revoke(r)
             | ResponsePayload::Destroy(r)
+            | ResponsePayload::Archive(r)
+            | ResponsePayload::Recover(r)
+            | ResponsePayload::GetUsageAllocation(r)
+            | ResponsePayload::AdjustAttribute(r)
             | ResponsePayload::ReKey(r)
             | ResponsePayload::Certify(r)
             | ResponsePayload::ReCertify(r) => push_uid(&mut items, Some(&r.unique_identifier)),
@@ -402,6 +443,21 @@ impl ResponsePayload {
                 if !v2 {
                     items.extend(r.attribute.as_ref().and_then(|a| a.to_ttlv(version)));
                 }
+            }
+            ResponsePayload::Cancel(r) => {
+                items.push(codec::bytes(
+                    tags::ASYNCHRONOUS_CORRELATION_VALUE,
+                    &r.asynchronous_correlation_value,
+                ));
+                items.push(Ttlv::new(
+                    tags::CANCELLATION_RESULT,
+                    crate::ttlv::Value::Enumeration(r.cancellation_result),
+                ));
+            }
+            ResponsePayload::ObtainLease(r) => {
+                push_uid(&mut items, Some(&r.unique_identifier));
+                items.push(codec::interval(tags::LEASE_TIME, r.lease_time));
+                items.push(codec::datetime(tags::LAST_CHANGE_DATE, r.last_change_date));
             }
             ResponsePayload::Check(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
