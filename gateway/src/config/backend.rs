@@ -100,6 +100,8 @@ pub enum BackendConfig {
         /// Older KEKs still accepted to unwrap, until `kmip-gateway kek rotate` is done.
         previous_keks: Vec<KekConfig>,
     },
+    /// Other KMIP servers, the gateway in front of them (`config/upstream.rs`).
+    Kmip(Box<super::upstream::UpstreamConfig>),
 }
 
 /// The default folder of the vault's master key and chain head: `<data_dir>-secrets`, a sibling
@@ -279,7 +281,7 @@ pub(super) fn backend_config(
         }
         other => Err(invalid(
             "backend.kind",
-            format!("'{other}' is not one of \"vault\", \"pkcs11\", \"postgres\""),
+            format!("'{other}' is not one of \"vault\", \"pkcs11\", \"postgres\", \"kmip\""),
         )),
     }
 }

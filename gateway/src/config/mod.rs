@@ -15,6 +15,7 @@ mod log;
 mod postgres;
 mod raw;
 mod revocation;
+mod upstream;
 mod users;
 mod validate;
 
@@ -36,6 +37,7 @@ pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};
 pub use log::LogFormat;
 pub use revocation::{normalize_fingerprint, normalize_serial, RevocationConfig};
+pub use upstream::UpstreamConfig;
 pub use users::{valid_user_name, TlsFiles, UserConfig};
 
 use backend::vault_backend;

@@ -3,8 +3,8 @@
 //! (`table`) that dispatch, authorization, the audit trail and Query read. The operations
 //! themselves live in one file per KMIP function.
 
-mod attribute_order;
 mod asym;
+mod attribute_order;
 mod attribute_rules;
 mod attributes;
 mod batch;
