@@ -24,9 +24,12 @@
 //! - **Connections.** One bb8 pool per upstream (`pool.rs`); a request tries the upstreams in
 //!   priority order until one gives a connection, each within `acquire_timeout`, and the call
 //!   itself within `request_timeout`: a dead upstream answers in bounded time with a backend
-//!   error (General Failure to the client), never a hang. Calls that change nothing upstream
-//!   (Get, Encrypt, Decrypt, MAC) are retried once on the next upstream when the connection
-//!   broke mid-call; Create and Register are not (a retry could make a second key).
+//!   error (General Failure to the client), never a hang. A call whose connection broke is
+//!   sent again, first on a fresh connection to the same upstream (a transport failure evicts
+//!   every connection opened before it: the upstream may have restarted), then to the next
+//!   upstream. For Create and Register that may leave an unreferenced object upstream (the
+//!   first attempt may have been executed), exactly as a crash between the upstream write and
+//!   the local record can; it never maps a gateway object to the wrong upstream one.
 //!   The upstreams of one list are expected to serve the same objects (nodes of one cluster).
 
 mod pool;
@@ -49,6 +52,10 @@ use crate::client::ClientTls;
 use crate::config::UpstreamConfig;
 use pool::{CallError, Connector, Upstream};
 
+/// Tries of one call on one upstream before the next is asked: a stale pooled connection, then
+/// a fresh one. Bounds a call's time to upstreams × attempts × (acquire + request timeout).
+const ATTEMPTS_PER_UPSTREAM: usize = 2;
+
 /// First byte of a mapping record's material: the object may be read back (`read_material`).
 const EXTRACTABLE: u8 = 1;
 
@@ -56,14 +63,6 @@ const EXTRACTABLE: u8 = 1;
 pub struct UpstreamBackend {
     map: Arc<dyn Backend>,
     upstreams: Vec<Upstream>,
-}
-
-/// Whether a failed call may be sent again to the next upstream: only transport failures of
-/// calls that change nothing upstream.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    Safe,
-    Never,
 }
 
 impl UpstreamBackend {
@@ -83,6 +82,7 @@ impl UpstreamBackend {
                     version: cfg.version,
                     connect_timeout: cfg.acquire_timeout,
                     request_timeout: cfg.request_timeout,
+                    epoch: Arc::default(),
                 };
                 Upstream::new(
                     connector,
@@ -100,30 +100,33 @@ impl UpstreamBackend {
         &self,
         name: &str,
         uid: &str,
-        retry: Retry,
         payload: RequestPayload,
     ) -> Result<ResponsePayload, BackendError> {
         let mut failures = Vec::new();
         for upstream in &self.upstreams {
-            let mut conn = match upstream.pool.get().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(upstream = %upstream.addr, error = %describe(&e), "upstream unavailable");
-                    failures.push(format!("{}: {}", upstream.addr, describe(&e)));
-                    continue;
-                }
-            };
-            match conn.call(payload.clone()).await {
-                Ok(answer) => return Ok(answer),
-                Err(CallError::Transport(why)) if retry == Retry::Safe => {
-                    tracing::warn!(upstream = %upstream.addr, call = name, error = %why, "upstream call failed; trying the next");
-                    failures.push(format!("{}: {why}", upstream.addr));
-                }
-                Err(e) => {
-                    if let CallError::Refused { message, .. } = &e {
-                        tracing::debug!(upstream = %upstream.addr, call = name, message = ?message, "upstream refused");
+            // A second attempt on the same upstream: the first may have failed on a connection
+            // the upstream dropped (a restart), and that failure evicts the others.
+            for _ in 0..ATTEMPTS_PER_UPSTREAM {
+                let mut conn = match upstream.pool.get().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(upstream = %upstream.addr, error = %describe(&e), "upstream unavailable");
+                        failures.push(format!("{}: {}", upstream.addr, describe(&e)));
+                        break;
                     }
-                    return Err(wire::backend_error(&upstream.addr, name, uid, e));
+                };
+                match conn.call(payload.clone()).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(CallError::Transport(why)) => {
+                        tracing::warn!(upstream = %upstream.addr, call = name, error = %why, "upstream call failed; trying again");
+                        failures.push(format!("{}: {why}", upstream.addr));
+                    }
+                    Err(e) => {
+                        if let CallError::Refused { message, .. } = &e {
+                            tracing::debug!(upstream = %upstream.addr, call = name, message = ?message, "upstream refused");
+                        }
+                        return Err(wire::backend_error(&upstream.addr, name, uid, e));
+                    }
                 }
             }
         }
@@ -165,7 +168,7 @@ impl UpstreamBackend {
         let activate = RequestPayload::Activate(UidRequest {
             unique_identifier: Some(upstream_uid.to_owned()),
         });
-        self.call("Activate", upstream_uid, Retry::Safe, activate)
+        self.call("Activate", upstream_uid, activate)
             .await
             .map(|_| ())
     }
@@ -184,7 +187,7 @@ impl UpstreamBackend {
         } else {
             RequestPayload::Decrypt(body)
         };
-        match self.call(name, uid, Retry::Safe, payload).await? {
+        match self.call(name, uid, payload).await? {
             ResponsePayload::Encrypt(r) => Ok(CipherOutput {
                 data: Zeroizing::new(r.data.map(|d| d.to_vec()).unwrap_or_default()),
                 generated_iv: r.iv_counter_nonce.filter(|_| !asked_iv).map(|v| v.to_vec()),
@@ -223,10 +226,7 @@ impl Backend for UpstreamBackend {
 
     async fn generate(&self, record: ObjectRecord, spec: KeySpec) -> Result<(), BackendError> {
         let uid = record.uid.clone();
-        let created = match self
-            .call("Create", &uid, Retry::Never, wire::create(&spec)?)
-            .await?
-        {
+        let created = match self.call("Create", &uid, wire::create(&spec)?).await? {
             ResponsePayload::Create(r) => r.unique_identifier,
             _ => return Err(unexpected("Create")),
         };
@@ -243,7 +243,7 @@ impl Backend for UpstreamBackend {
     ) -> Result<(), BackendError> {
         let uid = record.uid.clone();
         let payload = wire::register(record.kind, &material, spec.as_ref())?;
-        let registered = match self.call("Register", &uid, Retry::Never, payload).await? {
+        let registered = match self.call("Register", &uid, payload).await? {
             ResponsePayload::Register(r) => r.unique_identifier,
             _ => return Err(unexpected("Register")),
         };
@@ -263,7 +263,7 @@ impl Backend for UpstreamBackend {
             unique_identifier: Some(target),
             ..GetRequest::default()
         });
-        match self.call("Get", uid, Retry::Safe, get).await? {
+        match self.call("Get", uid, get).await? {
             ResponsePayload::Get(r) => wire::material(uid, r.object),
             _ => Err(unexpected("Get")),
         }
@@ -295,14 +295,14 @@ impl Backend for UpstreamBackend {
         });
         // A key that is not Active upstream (never activated, revoked before) refuses Revoke;
         // only Destroy's answer decides.
-        match self.call("Revoke", uid, Retry::Safe, revoke).await {
+        match self.call("Revoke", uid, revoke).await {
             Ok(_) | Err(BackendError::Call { .. } | BackendError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
         let destroy = RequestPayload::Destroy(UidRequest {
             unique_identifier: Some(target),
         });
-        match self.call("Destroy", uid, Retry::Safe, destroy).await {
+        match self.call("Destroy", uid, destroy).await {
             Ok(_) | Err(BackendError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -333,7 +333,7 @@ impl Backend for UpstreamBackend {
             data: Some(SecretBytes::from_slice(data)),
             ..MacRequest::default()
         });
-        match self.call("MAC", uid, Retry::Safe, mac).await? {
+        match self.call("MAC", uid, mac).await? {
             ResponsePayload::Mac(r) => Ok(r.mac_data.map(|m| m.to_vec()).unwrap_or_default()),
             _ => Err(unexpected("MAC")),
         }

@@ -2,6 +2,8 @@
 //! fixed by the configuration or negotiated with Discover Versions when it opens, probed before
 //! reuse after sitting idle, and dropped after a transport failure.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmip_wire::model::{
@@ -60,6 +62,9 @@ pub(crate) struct Conn {
     version: ProtocolVersion,
     last_used: Instant,
     broken: bool,
+    /// The upstream's failure epoch when this connection opened (see [`Connector::epoch`]).
+    opened_in: u64,
+    epoch: Arc<AtomicU64>,
 }
 
 impl Conn {
@@ -72,6 +77,8 @@ impl Conn {
         self.last_used = Instant::now();
         if matches!(out, Err(CallError::Transport(_))) {
             self.broken = true;
+            // The upstream may have restarted: every connection opened before is suspect.
+            self.epoch.fetch_add(1, Ordering::Relaxed);
         }
         out
     }
@@ -113,6 +120,10 @@ pub(crate) struct Connector {
     /// Bounds opening a connection (TCP, TLS, Discover Versions).
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    /// Counts transport failures. A connection opened before the latest one is not handed out
+    /// again: after an upstream restart, the first failure evicts all the dead connections,
+    /// not just the one that failed.
+    pub(crate) epoch: Arc<AtomicU64>,
 }
 
 impl Connector {
@@ -128,6 +139,8 @@ impl Connector {
             version,
             last_used: Instant::now(),
             broken: false,
+            opened_in: self.epoch.load(Ordering::Relaxed),
+            epoch: Arc::clone(&self.epoch),
         })
     }
 }
@@ -166,6 +179,11 @@ impl bb8::ManageConnection for Connector {
     }
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), CallError> {
+        if conn.opened_in < self.epoch.load(Ordering::Relaxed) {
+            return Err(CallError::Transport(
+                "opened before the upstream's last failure".into(),
+            ));
+        }
         if conn.last_used.elapsed() < PROBE_AFTER_IDLE {
             return Ok(());
         }
@@ -176,7 +194,7 @@ impl bb8::ManageConnection for Connector {
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken
+        conn.broken || conn.opened_in < self.epoch.load(Ordering::Relaxed)
     }
 }
 
