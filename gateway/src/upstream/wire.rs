@@ -204,3 +204,69 @@ pub(crate) fn backend_error(addr: &str, call: &str, uid: &str, e: CallError) -> 
         code: reason.map_or_else(|| "no Result Reason".to_owned(), |r| format!("{r:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(reason: ResultReason) -> CallError {
+        CallError::Refused {
+            reason: Some(reason),
+            message: Some("upstream detail".into()),
+        }
+    }
+
+    #[test]
+    fn upstream_failures_become_backend_errors_without_the_upstream_message() {
+        let e = backend_error(
+            "kms1:5696",
+            "Get",
+            "gw-uid",
+            refused(ResultReason::ItemNotFound),
+        );
+        assert!(
+            matches!(e, BackendError::NotFound(ref u) if u == "gw-uid"),
+            "{e:?}"
+        );
+        let e = backend_error(
+            "kms1:5696",
+            "Decrypt",
+            "gw-uid",
+            refused(ResultReason::CryptographicFailure),
+        );
+        assert!(
+            matches!(
+                e,
+                BackendError::Call {
+                    class: FailureClass::Crypto,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("upstream detail"), "{e}");
+        let e = backend_error(
+            "kms1:5696",
+            "Get",
+            "gw-uid",
+            CallError::Transport("connection refused".into()),
+        );
+        assert!(
+            matches!(e, BackendError::Unavailable(ref m) if m.contains("kms1:5696")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn cipher_modes_map_to_cryptographic_parameters() {
+        let p = cipher_parameters(CipherMode::Gcm { tag_len: 16 });
+        assert_eq!(p.block_cipher_mode, Some(BlockCipherMode::Gcm));
+        assert_eq!(p.tag_length, Some(16));
+        assert_eq!(p.padding_method, None);
+        let p = cipher_parameters(CipherMode::Cbc { pad: true });
+        assert_eq!(p.padding_method, Some(PaddingMethod::Pkcs5));
+        let p = cipher_parameters(CipherMode::Ecb { pad: false });
+        assert_eq!(p.block_cipher_mode, Some(BlockCipherMode::Ecb));
+        assert_eq!(p.padding_method, Some(PaddingMethod::None));
+    }
+}
