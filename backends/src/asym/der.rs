@@ -219,7 +219,7 @@ pub(crate) fn curve_params(curve: &[u8]) -> Vec<u8> {
 
 /// An ECDSA signature as X9.62 DER (what clients verify) from PKCS#11's r || s.
 pub(crate) fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, BackendError> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(malformed("ECDSA signature"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
