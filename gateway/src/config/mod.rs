@@ -31,13 +31,12 @@ pub use admin::AdminConfig;
 pub use audit::AuditConfig;
 pub use backend::{
     default_secrets_dir, legacy_master_key_path, BackendConfig, KekConfig, MasterKeyConfig,
-    PasswordConfig, PinConfig, ReadYourWrites,
+    PasswordConfig, PinConfig, ReadYourWrites, UpstreamConfig,
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};
 pub use log::LogFormat;
 pub use revocation::{normalize_fingerprint, normalize_serial, RevocationConfig};
-pub use upstream::UpstreamConfig;
 pub use users::{valid_user_name, TlsFiles, UserConfig};
 
 use backend::vault_backend;

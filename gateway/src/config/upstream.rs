@@ -3,11 +3,10 @@
 //! to speak, the connection pool, and the local vault that keeps the gateway's metadata.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use kmip_wire::model::ProtocolVersion;
 
-use super::backend::{default_secrets_dir, BackendConfig, MasterKeyConfig};
+use super::backend::{default_secrets_dir, BackendConfig, MasterKeyConfig, UpstreamConfig};
 use super::defaults::{
     DEFAULT_MASTER_KEY_FILE, DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     DEFAULT_UPSTREAM_POOL_SIZE, DEFAULT_UPSTREAM_REQUEST_TIMEOUT, MAX_UPSTREAMS, UPSTREAM_MAP_DIR,
@@ -15,35 +14,6 @@ use super::defaults::{
 };
 use super::raw::RawBackend;
 use super::{invalid, millis, resolve, ConfigError};
-
-/// A validated `[backend] kind = "kmip"`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamConfig {
-    /// `host:port` of each upstream, in priority order: the first reachable one serves.
-    pub upstreams: Vec<String>,
-    /// The gateway's client certificate and key, presented to every upstream.
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// The CAs the upstreams' certificates must chain to.
-    pub ca: PathBuf,
-    /// The name the upstreams' certificates must carry (the host part of each upstream when
-    /// not set).
-    pub server_name: Option<String>,
-    /// The version to speak; `None`: the highest both sides offer, by Discover Versions.
-    pub version: Option<ProtocolVersion>,
-    /// Connections kept per upstream.
-    pub pool_size: u32,
-    /// How long a request waits for a pooled connection (or a new one to open) per upstream.
-    pub acquire_timeout: Duration,
-    /// How long one upstream request may take before it fails.
-    pub request_timeout: Duration,
-    /// A connection idle this long is closed; one idle for a while is probed before reuse.
-    pub idle_timeout: Duration,
-    /// The local vault holding the gateway's metadata and the upstream identifiers.
-    pub map_dir: PathBuf,
-    pub master_key: MasterKeyConfig,
-    pub map_head: PathBuf,
-}
 
 /// Versions an operator may pin, as written in the file.
 fn parse_version(v: &str) -> Option<ProtocolVersion> {
