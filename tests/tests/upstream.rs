@@ -653,3 +653,43 @@ fn pykmip_client_through_the_proxy_to_pykmip_server() {
     let upstream = PyKmipServer::start(pki_dir.path());
     pykmip_client_flows(&Proxy::new(&[upstream.addr], pki_dir.path()));
 }
+
+/// The symmetric key lifecycle vectors (SKLC) of KMIP 1.4 and 2.1, run by `kmip-conformance`
+/// against the proxy in front of another kmip-gateway: every one passes.
+#[test]
+fn the_sklc_vectors_pass_through_the_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let vectors = kmip_e2e::vectors_dir();
+    let mut files = Vec::new();
+    for (dir, suffix) in [("v1.4", "14"), ("v2.1", "21")] {
+        for n in 1..=3 {
+            files.push(vectors.join(dir).join(format!("SKLC-M-{n}-{suffix}.xml")));
+        }
+    }
+    let out = Command::new(binary_path("kmip-conformance"))
+        .args([
+            "--server",
+            &gw.addr().to_string(),
+            "--server-name",
+            "localhost",
+        ])
+        .arg("--ca")
+        .arg(proxy.path("server-ca.pem"))
+        .arg("--cert")
+        .arg(proxy.path(&format!("{OWNER}.pem")))
+        .arg("--key")
+        .arg(proxy.path(&format!("{OWNER}.key")))
+        .args(&files)
+        .output()
+        .expect("run kmip-conformance");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("6 passed, 0 failed"),
+        "{report}\n{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+}
