@@ -435,6 +435,12 @@ async fn a_dead_upstream_fails_requests_in_bounded_time_and_service_resumes() {
     owner.round_trip(&id, b"after the restart").await;
     let (status, body) = gw.admin_get("/readyz");
     assert_eq!(status, 200, "{body}");
+
+    // A restart no request saw: the pooled connection is dead, and the next request must not
+    // fail on it.
+    upstream.kill();
+    upstream.restart();
+    assert_eq!(owner.key(&id).await, key);
 }
 
 #[tokio::test]
