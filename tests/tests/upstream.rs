@@ -443,6 +443,37 @@ async fn a_dead_upstream_fails_requests_in_bounded_time_and_service_resumes() {
     assert_eq!(owner.key(&id).await, key);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unseen_restart_no_dead_pooled_connection_is_handed_out() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let id = owner.active_key("k").await;
+    let key = owner.key(&id).await;
+    // Concurrent clients fill the pool (4 connections) with connections to this upstream.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut c = proxy.client(&gw, OWNER).await;
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                c.key(&id).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    upstream.kill();
+    upstream.restart();
+    // The first failure evicts every connection opened before it, so the retry gets a new one.
+    for _ in 0..3 {
+        assert_eq!(owner.key(&id).await, key);
+    }
+}
+
 #[tokio::test]
 async fn the_next_upstream_takes_over_when_the_first_dies() {
     let home = tempfile::tempdir().unwrap();
