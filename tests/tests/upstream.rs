@@ -505,6 +505,11 @@ async fn the_next_upstream_takes_over_when_the_first_dies() {
     only_upstream_object(&mut second.direct().await).await;
     let (status, body) = gw.admin_get("/readyz");
     assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("upstream {}: down", first.addr))
+            && body.contains(&format!("upstream {}: up", second.addr)),
+        "{body}"
+    );
 }
 
 /// PyKMIP's server on a free port with a fresh database; killed with its children on drop (it

@@ -355,4 +355,16 @@ impl Backend for UpstreamBackend {
             failures.join("; ")
         )))
     }
+
+    /// Each upstream, in priority order: `up`, or `down` and why.
+    async fn readiness_report(&self) -> Vec<String> {
+        let mut lines = Vec::with_capacity(self.upstreams.len());
+        for upstream in &self.upstreams {
+            lines.push(match upstream.pool.get().await {
+                Ok(_) => format!("upstream {}: up", upstream.addr),
+                Err(e) => format!("upstream {}: down ({})", upstream.addr, describe(&e)),
+            });
+        }
+        lines
+    }
 }
