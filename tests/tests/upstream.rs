@@ -735,3 +735,56 @@ fn the_sklc_vectors_pass_through_the_proxy() {
         gw.log()
     );
 }
+
+/// The mapping vault is the proxy's key store as far as clients see: `serve --config` refuses
+/// a data folder without it, as it refuses one without a key vault, and `init` makes it.
+#[test]
+fn serve_refuses_a_data_folder_without_the_mapping_vault_and_init_makes_it() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    // Not empty, so only the missing mapping vault can be the reason.
+    std::fs::create_dir_all(proxy.path("data/pki")).unwrap();
+    let log = proxy.path("serve.log");
+    let mut child = Command::new(binary_path("kmip-gateway"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--config",
+        ])
+        .arg(proxy.path("gateway.toml"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run kmip-gateway serve");
+    // A gateway that wrongly starts must not hang the test: it is killed at the deadline.
+    let deadline = Instant::now() + START_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("upstream-map") && stderr.contains("kmip-gateway init --config"),
+        "{stderr}"
+    );
+    let gw = proxy.start();
+    assert!(
+        proxy.path("data/upstream-map/vault.log").is_file(),
+        "{}",
+        gw.log()
+    );
+}
