@@ -261,6 +261,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Cheap liveness probe for `/readyz`.
     async fn health(&self) -> Result<(), BackendError>;
 
+    /// One line per part of the backend that can fail on its own (a proxy's upstreams), for the
+    /// body of a ready `/readyz`; empty for a backend that is one thing.
+    async fn readiness_report(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The coordination interface of a backend that several gateway processes open at once
     /// (PostgreSQL); `None` for a backend only one process may open (vault, PKCS#11).
     fn shared(&self) -> Option<&dyn SharedBackend> {

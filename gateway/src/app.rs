@@ -101,6 +101,13 @@ pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
             master_key_hex: crate::environ::take_secret(name),
             ..EnvSecrets::default()
         },
+        BackendConfig::Kmip(upstream) => match &upstream.master_key {
+            MasterKeyConfig::Env(name) => EnvSecrets {
+                master_key_hex: crate::environ::take_secret(name),
+                ..EnvSecrets::default()
+            },
+            MasterKeyConfig::File(_) => EnvSecrets::default(),
+        },
         BackendConfig::Pkcs11 {
             pin: PinConfig::Env(name),
             ..
@@ -137,6 +144,22 @@ pub fn vault_key_source(key: &MasterKeyConfig) -> kmip_backends::vault::MasterKe
     }
 }
 
+/// Opens (or creates) the vault in `dir`. Opening replays its log from disk: blocking work, off
+/// the async workers.
+async fn open_vault(
+    dir: &std::path::Path,
+    source: kmip_backends::vault::MasterKeySource,
+    head: &std::path::Path,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    let (dir, head) = (dir.to_path_buf(), head.to_path_buf());
+    let vault = tokio::task::spawn_blocking(move || {
+        kmip_backends::vault::Vault::open_with_head(&dir, source, &head)
+    })
+    .await
+    .map_err(|e| BackendError::Unavailable(format!("vault open task: {e}")))??;
+    Ok(Arc::new(vault))
+}
+
 /// Opens the configured backend; any problem (bad module, token, PIN, corrupt vault) is fatal.
 /// Secrets named by `*_env` keys come from `secrets` (see [`take_env_secrets`]).
 pub async fn open_backend(
@@ -149,7 +172,7 @@ pub async fn open_backend(
             master_key,
             head,
         } => {
-            use kmip_backends::vault::{HexSecret, MasterKeySource, Vault};
+            use kmip_backends::vault::{HexSecret, MasterKeySource};
             if let Some(warning) = cfg.vault_key_warning() {
                 tracing::warn!("{warning}");
             }
@@ -160,13 +183,21 @@ pub async fn open_backend(
                 },
                 (other, _) => vault_key_source(other),
             };
-            let (dir, head) = (dir.clone(), head.clone());
-            // Opening replays the vault's log from disk: blocking work, off the async workers.
-            let vault =
-                tokio::task::spawn_blocking(move || Vault::open_with_head(&dir, source, &head))
-                    .await
-                    .map_err(|e| BackendError::Unavailable(format!("vault open task: {e}")))??;
-            Ok(Arc::new(vault))
+            Ok(open_vault(dir, source, head).await?)
+        }
+        BackendConfig::Kmip(upstream) => {
+            use kmip_backends::vault::{HexSecret, MasterKeySource};
+            let source = match (&upstream.master_key, secrets.master_key_hex) {
+                (MasterKeyConfig::Env(name), Some(hex)) => MasterKeySource::HexValue {
+                    var: name.clone(),
+                    hex: HexSecret(hex),
+                },
+                (other, _) => vault_key_source(other),
+            };
+            let map = open_vault(&upstream.map_dir, source, &upstream.map_head).await?;
+            Ok(Arc::new(crate::upstream::UpstreamBackend::new(
+                upstream, map,
+            )?))
         }
         BackendConfig::Pkcs11 {
             module,

@@ -15,3 +15,4 @@ pub mod front;
 pub mod identity;
 pub mod kmip;
 pub mod tooling;
+pub mod upstream;

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kmip_wire::model::ProtocolVersion;
+
 use super::defaults::{
     DEFAULT_HEAD_FILE, DEFAULT_MASTER_KEY_FILE, DEFAULT_PKCS11_ACQUIRE_TIMEOUT,
     DEFAULT_PKCS11_POOL_SIZE,
@@ -100,6 +102,37 @@ pub enum BackendConfig {
         /// Older KEKs still accepted to unwrap, until `kmip-gateway kek rotate` is done.
         previous_keks: Vec<KekConfig>,
     },
+    /// Other KMIP servers, the gateway in front of them (`config/upstream.rs`).
+    Kmip(Box<UpstreamConfig>),
+}
+
+/// A validated `[backend] kind = "kmip"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// `host:port` of each upstream, in priority order: the first reachable one serves.
+    pub upstreams: Vec<String>,
+    /// The gateway's client certificate and key, presented to every upstream.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CAs the upstreams' certificates must chain to.
+    pub ca: PathBuf,
+    /// The name the upstreams' certificates must carry (the host part of each upstream when
+    /// not set).
+    pub server_name: Option<String>,
+    /// The version to speak; `None`: the highest both sides offer, by Discover Versions.
+    pub version: Option<ProtocolVersion>,
+    /// Connections kept per upstream.
+    pub pool_size: u32,
+    /// How long a request waits for a pooled connection (or a new one to open) per upstream.
+    pub acquire_timeout: Duration,
+    /// How long one upstream request may take before it fails.
+    pub request_timeout: Duration,
+    /// A connection idle this long is closed; one idle for a while is probed before reuse.
+    pub idle_timeout: Duration,
+    /// The local vault holding the gateway's metadata and the upstream identifiers.
+    pub map_dir: PathBuf,
+    pub master_key: MasterKeyConfig,
+    pub map_head: PathBuf,
 }
 
 /// The default folder of the vault's master key and chain head: `<data_dir>-secrets`, a sibling
@@ -279,7 +312,7 @@ pub(super) fn backend_config(
         }
         other => Err(invalid(
             "backend.kind",
-            format!("'{other}' is not one of \"vault\", \"pkcs11\", \"postgres\""),
+            format!("'{other}' is not one of \"vault\", \"pkcs11\", \"postgres\", \"kmip\""),
         )),
     }
 }

@@ -88,3 +88,24 @@ pub const DEFAULT_PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time opening one database connection may take, per host of the URL: bounds how long
 /// a dead host delays the failover to the next one.
 pub const DEFAULT_PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of pooled connections per KMIP upstream: appliances limit concurrent
+/// connections, and a few carry the load of many clients.
+pub const DEFAULT_UPSTREAM_POOL_SIZE: u32 = 4;
+/// Default time a request waits for a pooled (or newly opened) upstream connection, per
+/// upstream, before it tries the next: bounds how long a dead upstream delays the failover.
+pub const DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time one upstream request may take: a hung upstream fails the request instead of
+/// holding the client (and a pooled connection) forever.
+pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an upstream connection may sit idle in the pool before it is closed (servers
+/// and firewalls drop idle connections silently).
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most upstreams one `[backend] kind = "kmip"` may list: each has its own pool, and a request
+/// may try them all in turn, so the list bounds both connections and a request's worst delay.
+pub const MAX_UPSTREAMS: usize = 8;
+/// The folder, inside the data folder, of the vault that maps gateway objects to upstream ones.
+/// Its own folder: its records hold upstream identifiers, never key material, and must never be
+/// read as a key vault.
+pub const UPSTREAM_MAP_DIR: &str = "upstream-map";
+/// The chain head of that vault, next to the master key (by default in `<data_dir>-secrets`).
+pub const UPSTREAM_MAP_HEAD_FILE: &str = "upstream-map.head";

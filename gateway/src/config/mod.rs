@@ -15,6 +15,7 @@ mod log;
 mod postgres;
 mod raw;
 mod revocation;
+mod upstream;
 mod users;
 mod validate;
 
@@ -30,7 +31,7 @@ pub use admin::AdminConfig;
 pub use audit::AuditConfig;
 pub use backend::{
     default_secrets_dir, legacy_master_key_path, BackendConfig, KekConfig, MasterKeyConfig,
-    PasswordConfig, PinConfig, ReadYourWrites,
+    PasswordConfig, PinConfig, ReadYourWrites, UpstreamConfig,
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};

@@ -89,6 +89,14 @@ pub(super) struct RawBackend {
     pub(super) kek: Option<RawKek>,
     #[serde(default)]
     pub(super) previous_keks: Vec<RawKek>,
+    /// `kind = "kmip"`: see `config/upstream.rs`.
+    pub(super) upstreams: Option<Vec<String>>,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+    pub(super) server_name: Option<String>,
+    pub(super) version: Option<String>,
+    pub(super) request_timeout_ms: Option<u64>,
+    pub(super) idle_timeout_ms: Option<u64>,
 }
 
 /// `[backend.kek]` and `[[backend.previous_keks]]`: a key encryption key of the postgres backend.

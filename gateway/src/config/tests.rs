@@ -595,3 +595,139 @@ fn the_certify_ca_is_read_with_paths_from_the_file_folder() {
     let e = GatewayConfig::embedded(Path::new("/d"));
     assert_eq!(e.certify.unwrap().cert, Path::new("/d/pki/issuing-ca.pem"));
 }
+
+/// A kmip (proxy) backend with its required keys and `extra`.
+fn upstream(extra: &str) -> String {
+    format!(
+        "data_dir = \"/var/lib/kg\"\n{MINIMAL}[backend]\nkind = \"kmip\"\nupstreams = [\"kms1:5696\", \"10.0.0.2:5696\"]\ncert = \"gw.pem\"\nkey = \"gw.key\"\nca = \"kms-ca.pem\"\n{extra}"
+    )
+}
+
+#[test]
+fn kmip_backend_gets_defaults_and_resolved_paths() {
+    let c = GatewayConfig::from_toml_str(&upstream(""), Path::new("/etc/kg")).unwrap();
+    let BackendConfig::Kmip(u) = c.backend else {
+        panic!("unexpected {:?}", c.backend);
+    };
+    assert_eq!(u.upstreams, ["kms1:5696", "10.0.0.2:5696"]);
+    assert_eq!(u.cert, Path::new("/etc/kg/gw.pem"));
+    assert_eq!(u.key, Path::new("/etc/kg/gw.key"));
+    assert_eq!(u.ca, Path::new("/etc/kg/kms-ca.pem"));
+    assert_eq!(u.server_name, None);
+    assert_eq!(u.version, None);
+    assert_eq!(u.pool_size, DEFAULT_UPSTREAM_POOL_SIZE);
+    assert_eq!(u.acquire_timeout, DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT);
+    assert_eq!(u.request_timeout, DEFAULT_UPSTREAM_REQUEST_TIMEOUT);
+    assert_eq!(u.idle_timeout, DEFAULT_UPSTREAM_IDLE_TIMEOUT);
+    // The mapping vault has a folder and a head of its own; the master key is the vault's.
+    assert_eq!(u.map_dir, Path::new("/var/lib/kg/upstream-map"));
+    assert_eq!(
+        u.map_head,
+        Path::new("/var/lib/kg-secrets/upstream-map.head")
+    );
+    assert_eq!(
+        u.master_key,
+        MasterKeyConfig::File("/var/lib/kg-secrets/master.key".into())
+    );
+}
+
+#[test]
+fn kmip_backend_reads_every_key() {
+    let c = GatewayConfig::from_toml_str(
+        &upstream(
+            "server_name = \"kms.example.com\"\nversion = \"1.4\"\npool_size = 2\n\
+             acquire_timeout_ms = 700\nrequest_timeout_ms = 900\nidle_timeout_ms = 60000\n",
+        ),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    let BackendConfig::Kmip(u) = c.backend else {
+        panic!("unexpected {:?}", c.backend);
+    };
+    assert_eq!(u.server_name.as_deref(), Some("kms.example.com"));
+    assert_eq!(u.version, Some(kmip_wire::model::ProtocolVersion::V1_4));
+    assert_eq!(u.pool_size, 2);
+    assert_eq!(u.acquire_timeout, Duration::from_millis(700));
+    assert_eq!(u.request_timeout, Duration::from_millis(900));
+    assert_eq!(u.idle_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn kmip_backend_refusals_name_the_key_and_the_fix() {
+    for (toml, key, says) in [
+        (
+            upstream("").replace("upstreams = [\"kms1:5696\", \"10.0.0.2:5696\"]\n", ""),
+            "backend.upstreams",
+            "missing",
+        ),
+        (
+            upstream("").replace("\"kms1:5696\", \"10.0.0.2:5696\"", ""),
+            "backend.upstreams",
+            "missing",
+        ),
+        (
+            upstream("").replace("kms1:5696", "kms1"),
+            "backend.upstreams",
+            "'kms1' is not host:port",
+        ),
+        (
+            upstream("").replace("kms1:5696", "kms1:0"),
+            "backend.upstreams",
+            "not host:port",
+        ),
+        (
+            upstream("").replace("cert = \"gw.pem\"\n", ""),
+            "backend.cert",
+            "missing",
+        ),
+        (
+            upstream("").replace("key = \"gw.key\"\n", ""),
+            "backend.key",
+            "missing",
+        ),
+        (
+            upstream("").replace("ca = \"kms-ca.pem\"\n", ""),
+            "backend.ca",
+            "missing",
+        ),
+        (upstream("version = \"3.0\"\n"), "backend.version", "'3.0'"),
+        (
+            upstream("pool_size = 0\n"),
+            "backend.pool_size",
+            "greater than zero",
+        ),
+        (
+            upstream("request_timeout_ms = 0\n"),
+            "backend.request_timeout_ms",
+            "greater than zero",
+        ),
+        (
+            upstream("server_name = \" \"\n"),
+            "backend.server_name",
+            "empty",
+        ),
+        (
+            upstream("module = \"/usr/lib/p11.so\"\n"),
+            "backend.module",
+            "kind = \"pkcs11\"",
+        ),
+        (
+            upstream("url = \"postgresql://db/kmip\"\n"),
+            "backend.url",
+            "kind = \"postgres\"",
+        ),
+    ] {
+        let e = error_of(&toml);
+        assert!(e.starts_with(key), "{key}: {e}");
+        assert!(e.contains(says), "{key}: {e}");
+    }
+    let many = (0..=MAX_UPSTREAMS)
+        .map(|i| format!("\"kms{i}:5696\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let e = error_of(&upstream("").replace("\"kms1:5696\", \"10.0.0.2:5696\"", &many));
+    assert!(
+        e.starts_with("backend.upstreams") && e.contains("at most"),
+        "{e}"
+    );
+}

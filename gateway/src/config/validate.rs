@@ -12,6 +12,7 @@ use super::log::LogFormat;
 use super::postgres::{postgres_backend, refuse_postgres_keys};
 use super::raw::{RawConfig, RawLog};
 use super::revocation::revocation_config;
+use super::upstream::upstream_backend;
 use super::users::{users_config, TlsFiles};
 use super::{addr, invalid, resolve, CertifyCaFiles, ConfigError, GatewayConfig, PolicySource};
 
@@ -33,6 +34,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
     let backend = match raw.backend {
         None => vault_backend(&data_dir, None, None),
         Some(b) if b.kind == "postgres" => postgres_backend(b, base)?,
+        Some(b) if b.kind == "kmip" => upstream_backend(b, base, &data_dir)?,
         Some(b) => {
             refuse_postgres_keys(&b)?;
             backend_config(b, base, &data_dir)?

@@ -47,6 +47,23 @@ fn vault_log(dir: &Path) -> PathBuf {
     dir.join("vault.log")
 }
 
+/// The vault in the data folder the configured backend keeps (its folder, master key and head):
+/// the key vault, or a KMIP proxy's mapping of its objects to the upstream's (without it, every
+/// object the clients stored would answer Item Not Found just the same).
+fn local_vault(cfg: &GatewayConfig) -> Option<(&Path, &MasterKeyConfig, &Path)> {
+    match &cfg.backend {
+        BackendConfig::Vault {
+            dir,
+            master_key,
+            head,
+        } => Some((dir, master_key, head)),
+        BackendConfig::Kmip(upstream) => {
+            Some((&upstream.map_dir, &upstream.master_key, &upstream.map_head))
+        }
+        BackendConfig::Pkcs11 { .. } | BackendConfig::Postgres { .. } => None,
+    }
+}
+
 /// `Ok` when `cfg`'s data folder exists, is not empty and, for the vault, holds its log.
 pub fn check(cfg: &GatewayConfig) -> Result<(), Uninitialised> {
     let dir = &cfg.data_dir;
@@ -59,7 +76,7 @@ pub fn check(cfg: &GatewayConfig) -> Result<(), Uninitialised> {
     if entries.next().is_none() {
         return Err(Uninitialised::Empty(dir.clone()));
     }
-    if let BackendConfig::Vault { dir: vault, .. } = &cfg.backend {
+    if let Some((vault, _, _)) = local_vault(cfg) {
         let log = vault_log(vault);
         if !log.exists() {
             return Err(Uninitialised::NoVault(log));
@@ -110,12 +127,7 @@ pub fn init(cfg: &GatewayConfig) -> Result<String, String> {
     )
     .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
     let mut done = format!("created the data folder {}\n", dir.display());
-    if let BackendConfig::Vault {
-        dir: vault,
-        master_key,
-        head,
-    } = &cfg.backend
-    {
+    if let Some((vault, master_key, head)) = local_vault(cfg) {
         let source = match master_key {
             MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
             MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),

@@ -482,8 +482,10 @@ impl Admin {
         if let Some(trouble) = store.feed_trouble() {
             return plain("503 Service Unavailable", &format!("not ready: {trouble}"));
         }
+        let parts = self.backend.readiness_report().await;
         match self.reloader.degraded() {
-            None => plain("200 OK", "ready"),
+            None if parts.is_empty() => plain("200 OK", "ready"),
+            None => plain("200 OK", &format!("ready\n{}", parts.join("\n"))),
             Some(last) => plain(
                 if strict {
                     "503 Service Unavailable"

@@ -144,6 +144,12 @@ pub fn backup(
                 bytes: snap.master_key,
             });
         }
+        BackendConfig::Kmip(_) => {
+            return Err("backup does not cover [backend] kind = \"kmip\" yet: stop the gateway \
+                        and copy its data folder and <data_dir>-secrets (the upstream-map vault, \
+                        its head and master key); the keys themselves stay on the upstream"
+                .into())
+        }
         BackendConfig::Pkcs11 { token_label, .. } => summary.push_str(&format!(
             "no keys: they are on the PKCS#11 token '{token_label}'; back it up with the HSM's own tools\n"
         )),

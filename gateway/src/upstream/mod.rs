@@ -1,0 +1,370 @@
+//! The gateway as a KMIP proxy (issue 18): [`UpstreamBackend`] implements
+//! [`kmip_backends::Backend`] over other KMIP servers, so that every client-facing feature
+//! (per-user authentication and policy, Locate cache, audit, metrics) works unchanged in front
+//! of an existing key manager.
+//!
+//! Design:
+//! - **What stays here.** Ownership, Names, Object Groups and every other attribute live in the
+//!   gateway's metadata blob, as with every backend; the upstream sees one identity (the
+//!   gateway's client certificate), so per-user isolation is the gateway's policy, not the
+//!   upstream's. The blob and the mapping gateway UID → upstream UID are kept in a **local vault
+//!   of its own** (`<data_dir>/upstream-map`, its head `upstream-map.head` beside the master
+//!   key): one record per object whose "material" is the upstream identifier (and the
+//!   extractability flag), never key bytes. The vault gives what the mapping needs for free:
+//!   durable group-committed writes, tombstones, rollback detection, `backup`/`restore`; its own
+//!   folder means it can never be mistaken for a key vault.
+//! - **What stays upstream.** Material and cryptography: generate → Create (+ Activate: the
+//!   gateway keeps the real lifecycle state and checks it before forwarding, the upstream key
+//!   is simply usable), import → Register, read_material → Get, destroy → Revoke + Destroy,
+//!   encrypt/decrypt/MAC → forwarded with the upstream identifier.
+//! - **Order of writes.** Upstream first, then the local record: a crash in between leaves an
+//!   unreferenced upstream object (no client can reach it), never a record pointing at nothing.
+//!   Destroy: upstream first (an upstream Item Not Found counts as done, so a retry finishes),
+//!   then the local tombstone.
+//! - **Connections.** One bb8 pool per upstream (`pool.rs`); a request tries the upstreams in
+//!   priority order until one gives a connection, each within `acquire_timeout`, and the call
+//!   itself within `request_timeout`: a dead upstream answers in bounded time with a backend
+//!   error (General Failure to the client), never a hang. A call whose connection broke is
+//!   sent again, first on a fresh connection to the same upstream (a transport failure evicts
+//!   every connection opened before it: the upstream may have restarted), then to the next
+//!   upstream. For Create and Register that may leave an unreferenced object upstream (the
+//!   first attempt may have been executed), exactly as a crash between the upstream write and
+//!   the local record can; it never maps a gateway object to the wrong upstream one.
+//!   The upstreams of one list are expected to serve the same objects (nodes of one cluster).
+
+mod pool;
+mod wire;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kmip_backends::{
+    Backend, BackendError, CipherOutput, CipherRequest, KeySpec, MacAlgorithm, ObjectKind,
+    ObjectRecord,
+};
+use kmip_wire::model::{
+    CryptographicParameters, GetRequest, MacRequest, RequestPayload, ResponsePayload,
+    RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, UidRequest,
+};
+use zeroize::Zeroizing;
+
+use crate::client::ClientTls;
+use crate::config::UpstreamConfig;
+use pool::{CallError, Connector, Upstream};
+
+/// Tries of one call on one upstream before the next is asked: a stale pooled connection, then
+/// a fresh one. Bounds a call's time to upstreams × attempts × (acquire + request timeout).
+const ATTEMPTS_PER_UPSTREAM: usize = 2;
+
+/// First byte of a mapping record's material: the object may be read back (`read_material`).
+const EXTRACTABLE: u8 = 1;
+
+/// The proxy backend: a local vault of mapping records plus the upstream pools.
+pub struct UpstreamBackend {
+    map: Arc<dyn Backend>,
+    upstreams: Vec<Upstream>,
+}
+
+impl UpstreamBackend {
+    /// Builds the pools (no connection is opened yet) over `map`, the local mapping vault.
+    pub fn new(cfg: &UpstreamConfig, map: Arc<dyn Backend>) -> Result<Self, BackendError> {
+        let tls = ClientTls::from_files(&cfg.ca, &cfg.cert, &cfg.key)
+            .map_err(|e| BackendError::Unavailable(format!("upstream client TLS settings: {e}")))?;
+        let upstreams = cfg
+            .upstreams
+            .iter()
+            .map(|addr| {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let connector = Connector {
+                    addr: addr.clone(),
+                    server_name: cfg.server_name.clone().unwrap_or_else(|| host.to_owned()),
+                    tls: tls.clone(),
+                    version: cfg.version,
+                    connect_timeout: cfg.acquire_timeout,
+                    request_timeout: cfg.request_timeout,
+                    epoch: Arc::default(),
+                };
+                Upstream::new(
+                    connector,
+                    cfg.pool_size,
+                    cfg.acquire_timeout,
+                    cfg.idle_timeout,
+                )
+            })
+            .collect();
+        Ok(UpstreamBackend { map, upstreams })
+    }
+
+    /// Sends `payload` to the first upstream that gives a connection, in priority order.
+    async fn call(
+        &self,
+        name: &str,
+        uid: &str,
+        payload: RequestPayload,
+    ) -> Result<ResponsePayload, BackendError> {
+        let mut failures = Vec::new();
+        for upstream in &self.upstreams {
+            // A second attempt on the same upstream: the first may have failed on a connection
+            // the upstream dropped (a restart), and that failure evicts the others.
+            for _ in 0..ATTEMPTS_PER_UPSTREAM {
+                let mut conn = match upstream.pool.get().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(upstream = %upstream.addr, error = %describe(&e), "upstream unavailable");
+                        failures.push(format!("{}: {}", upstream.addr, describe(&e)));
+                        break;
+                    }
+                };
+                match conn.call(payload.clone()).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(CallError::Transport(why)) => {
+                        tracing::warn!(upstream = %upstream.addr, call = name, error = %why, "upstream call failed; trying again");
+                        failures.push(format!("{}: {why}", upstream.addr));
+                    }
+                    Err(e) => {
+                        if let CallError::Refused { message, .. } = &e {
+                            tracing::debug!(upstream = %upstream.addr, call = name, message = ?message, "upstream refused");
+                        }
+                        return Err(wire::backend_error(&upstream.addr, name, uid, e));
+                    }
+                }
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "no KMIP upstream answered {name}: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// The upstream identifier of `uid`, and whether its material may be read.
+    async fn target(&self, uid: &str) -> Result<(String, bool), BackendError> {
+        let record = self.map.read_material(uid).await?;
+        match record.split_first() {
+            Some((flags, id)) => Ok((
+                String::from_utf8(id.to_vec())
+                    .map_err(|_| BackendError::Corrupt(format!("mapping record of {uid}")))?,
+                flags & EXTRACTABLE != 0,
+            )),
+            None => Err(BackendError::Corrupt(format!(
+                "empty mapping record of {uid}"
+            ))),
+        }
+    }
+
+    /// Stores the mapping record of a new object.
+    async fn record(
+        &self,
+        record: ObjectRecord,
+        upstream_uid: &str,
+        extractable: bool,
+    ) -> Result<(), BackendError> {
+        let mut material = Zeroizing::new(Vec::with_capacity(upstream_uid.len() + 1));
+        material.push(if extractable { EXTRACTABLE } else { 0 });
+        material.extend_from_slice(upstream_uid.as_bytes());
+        self.map.import(record, material, None).await
+    }
+
+    async fn activate(&self, upstream_uid: &str) -> Result<(), BackendError> {
+        let activate = RequestPayload::Activate(UidRequest {
+            unique_identifier: Some(upstream_uid.to_owned()),
+        });
+        self.call("Activate", upstream_uid, activate)
+            .await
+            .map(|_| ())
+    }
+
+    async fn cipher(
+        &self,
+        name: &str,
+        uid: &str,
+        req: CipherRequest,
+    ) -> Result<CipherOutput, BackendError> {
+        let (target, _) = self.target(uid).await?;
+        let asked_iv = req.iv.is_some();
+        let body = wire::crypto(&target, req);
+        let payload = if name == "Encrypt" {
+            RequestPayload::Encrypt(body)
+        } else {
+            RequestPayload::Decrypt(body)
+        };
+        match self.call(name, uid, payload).await? {
+            ResponsePayload::Encrypt(r) => Ok(CipherOutput {
+                data: Zeroizing::new(r.data.map(|d| d.to_vec()).unwrap_or_default()),
+                generated_iv: r.iv_counter_nonce.filter(|_| !asked_iv).map(|v| v.to_vec()),
+                tag: r.authenticated_encryption_tag.map(|t| t.to_vec()),
+            }),
+            ResponsePayload::Decrypt(r) => Ok(CipherOutput {
+                data: Zeroizing::new(r.data.map(|d| d.as_slice().to_vec()).unwrap_or_default()),
+                generated_iv: None,
+                tag: None,
+            }),
+            _ => Err(unexpected(name)),
+        }
+    }
+}
+
+fn describe(e: &bb8::RunError<CallError>) -> String {
+    match e {
+        bb8::RunError::User(e) => e.to_string(),
+        bb8::RunError::TimedOut => "no pooled connection free within the acquire timeout".into(),
+    }
+}
+
+fn unexpected(name: &str) -> BackendError {
+    BackendError::Unavailable(format!("the upstream answered {name} with another payload"))
+}
+
+#[async_trait]
+impl Backend for UpstreamBackend {
+    fn name(&self) -> &'static str {
+        "kmip"
+    }
+
+    async fn load_all(&self) -> Result<Vec<ObjectRecord>, BackendError> {
+        self.map.load_all().await
+    }
+
+    async fn generate(&self, record: ObjectRecord, spec: KeySpec) -> Result<(), BackendError> {
+        let uid = record.uid.clone();
+        let created = match self.call("Create", &uid, wire::create(&spec)?).await? {
+            ResponsePayload::Create(r) => r.unique_identifier,
+            _ => return Err(unexpected("Create")),
+        };
+        self.activate(&created).await?;
+        self.record(record, &created, spec.extractable && !spec.sensitive)
+            .await
+    }
+
+    async fn import(
+        &self,
+        record: ObjectRecord,
+        material: Zeroizing<Vec<u8>>,
+        spec: Option<KeySpec>,
+    ) -> Result<(), BackendError> {
+        let uid = record.uid.clone();
+        let payload = wire::register(record.kind, &material, spec.as_ref())?;
+        let registered = match self.call("Register", &uid, payload).await? {
+            ResponsePayload::Register(r) => r.unique_identifier,
+            _ => return Err(unexpected("Register")),
+        };
+        if record.kind == ObjectKind::SymmetricKey {
+            self.activate(&registered).await?;
+        }
+        let extractable = spec.as_ref().is_none_or(|s| s.extractable && !s.sensitive);
+        self.record(record, &registered, extractable).await
+    }
+
+    async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let (target, extractable) = self.target(uid).await?;
+        if !extractable {
+            return Err(BackendError::NotExtractable(uid.to_owned()));
+        }
+        let get = RequestPayload::Get(GetRequest {
+            unique_identifier: Some(target),
+            ..GetRequest::default()
+        });
+        match self.call("Get", uid, get).await? {
+            ResponsePayload::Get(r) => wire::material(uid, r.object),
+            _ => Err(unexpected("Get")),
+        }
+    }
+
+    async fn update_meta(
+        &self,
+        uid: &str,
+        meta: Vec<u8>,
+        expected_version: u64,
+    ) -> Result<(), BackendError> {
+        self.map.update_meta(uid, meta, expected_version).await
+    }
+
+    async fn destroy(
+        &self,
+        uid: &str,
+        tombstone: Option<Vec<u8>>,
+        expected_version: u64,
+    ) -> Result<(), BackendError> {
+        let (target, _) = self.target(uid).await?;
+        let revoke = RequestPayload::Revoke(RevokeRequest {
+            unique_identifier: Some(target.clone()),
+            revocation_reason: RevocationReason {
+                code: RevocationReasonCode::CessationOfOperation,
+                message: None,
+            },
+            compromise_occurrence_date: None,
+        });
+        // A key that is not Active upstream (never activated, revoked before) refuses Revoke;
+        // only Destroy's answer decides.
+        match self.call("Revoke", uid, revoke).await {
+            Ok(_) | Err(BackendError::Call { .. } | BackendError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let destroy = RequestPayload::Destroy(UidRequest {
+            unique_identifier: Some(target),
+        });
+        match self.call("Destroy", uid, destroy).await {
+            Ok(_) | Err(BackendError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.map.destroy(uid, tombstone, expected_version).await
+    }
+
+    async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
+        self.cipher("Encrypt", uid, req).await
+    }
+
+    async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
+        self.cipher("Decrypt", uid, req).await
+    }
+
+    async fn mac(
+        &self,
+        uid: &str,
+        algorithm: MacAlgorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let (target, _) = self.target(uid).await?;
+        let mac = RequestPayload::Mac(MacRequest {
+            unique_identifier: Some(target),
+            cryptographic_parameters: Some(CryptographicParameters {
+                cryptographic_algorithm: Some(wire::mac_algorithm(algorithm)),
+                ..CryptographicParameters::default()
+            }),
+            data: Some(SecretBytes::from_slice(data)),
+            ..MacRequest::default()
+        });
+        match self.call("MAC", uid, mac).await? {
+            ResponsePayload::Mac(r) => Ok(r.mac_data.map(|m| m.to_vec()).unwrap_or_default()),
+            _ => Err(unexpected("MAC")),
+        }
+    }
+
+    /// Ready while the mapping vault answers and at least one upstream gives a connection; the
+    /// error names every upstream and why it failed.
+    async fn health(&self) -> Result<(), BackendError> {
+        self.map.health().await?;
+        let mut failures = Vec::new();
+        for upstream in &self.upstreams {
+            match upstream.pool.get().await {
+                Ok(_) => return Ok(()),
+                Err(e) => failures.push(format!("{}: {}", upstream.addr, describe(&e))),
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "no KMIP upstream reachable: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// Each upstream, in priority order: `up`, or `down` and why.
+    async fn readiness_report(&self) -> Vec<String> {
+        let mut lines = Vec::with_capacity(self.upstreams.len());
+        for upstream in &self.upstreams {
+            lines.push(match upstream.pool.get().await {
+                Ok(_) => format!("upstream {}: up", upstream.addr),
+                Err(e) => format!("upstream {}: down ({})", upstream.addr, describe(&e)),
+            });
+        }
+        lines
+    }
+}

@@ -1,0 +1,222 @@
+//! One upstream KMIP server: a bb8 pool of client connections to it, each speaking the version
+//! fixed by the configuration or negotiated with Discover Versions when it opens, probed before
+//! reuse after sitting idle, and dropped after a transport failure.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kmip_wire::model::{
+    DiscoverVersionsRequest, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,
+    RequestPayload, ResponseMessage, ResponsePayload, ResultReason, ResultStatus,
+};
+
+use crate::client::{ClientError, ClientTls, KmipClient};
+
+/// A pooled connection idle longer than this is probed (Discover Versions) before it is handed
+/// out: an upstream that dropped it silently then costs a fresh connection, not a failed request.
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// The version the Discover Versions of a new connection is sent in: understood by every server
+/// that has the operation (1.1 and later), including PyKMIP's.
+const DISCOVERY_VERSION: ProtocolVersion = ProtocolVersion::V1_2;
+
+/// Why one upstream call failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// No answer: connect, TLS, I/O, timeout or bytes that are not a KMIP response. The
+    /// connection is dropped.
+    Transport(String),
+    /// The upstream answered with a failure.
+    Refused {
+        reason: Option<ResultReason>,
+        message: Option<String>,
+    },
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Transport(e) => f.write_str(e),
+            CallError::Refused { reason, message } => write!(
+                f,
+                "refused: {}{}",
+                reason.map_or_else(|| "no reason".to_owned(), |r| format!("{r:?}")),
+                message
+                    .as_deref()
+                    .map_or_else(String::new, |m| format!(" ({m})"))
+            ),
+        }
+    }
+}
+
+impl From<ClientError> for CallError {
+    fn from(e: ClientError) -> CallError {
+        CallError::Transport(e.to_string())
+    }
+}
+
+/// One open connection to an upstream.
+pub(crate) struct Conn {
+    client: KmipClient,
+    version: ProtocolVersion,
+    last_used: Instant,
+    broken: bool,
+    /// The upstream's failure epoch when this connection opened (see [`Connector::epoch`]).
+    opened_in: u64,
+    epoch: Arc<AtomicU64>,
+}
+
+impl Conn {
+    /// Sends one request item and returns its successful payload.
+    pub(crate) async fn call(
+        &mut self,
+        payload: RequestPayload,
+    ) -> Result<ResponsePayload, CallError> {
+        let out = exchange(&mut self.client, self.version, payload).await;
+        self.last_used = Instant::now();
+        if matches!(out, Err(CallError::Transport(_))) {
+            self.broken = true;
+            // The upstream may have restarted: every connection opened before is suspect.
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+}
+
+async fn exchange(
+    client: &mut KmipClient,
+    version: ProtocolVersion,
+    payload: RequestPayload,
+) -> Result<ResponsePayload, CallError> {
+    let message = RequestMessage {
+        header: RequestHeader::new(version),
+        items: vec![RequestBatchItem::new(payload)],
+    };
+    let answer = client.call(&message.to_ttlv()).await?;
+    let response = ResponseMessage::from_ttlv(&answer)
+        .map_err(|e| CallError::Transport(format!("not a KMIP response: {e}")))?;
+    let item = response
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| CallError::Transport("a response without a batch item".into()))?;
+    if item.result_status != ResultStatus::Success {
+        return Err(CallError::Refused {
+            reason: item.result_reason,
+            message: item.result_message,
+        });
+    }
+    item.payload
+        .ok_or_else(|| CallError::Transport("a successful response without a payload".into()))
+}
+
+/// Opens connections to one upstream.
+pub(crate) struct Connector {
+    pub(crate) addr: String,
+    pub(crate) server_name: String,
+    pub(crate) tls: ClientTls,
+    pub(crate) version: Option<ProtocolVersion>,
+    /// Bounds opening a connection (TCP, TLS, Discover Versions).
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    /// Counts transport failures. A connection opened before the latest one is not handed out
+    /// again: after an upstream restart, the first failure evicts all the dead connections,
+    /// not just the one that failed.
+    pub(crate) epoch: Arc<AtomicU64>,
+}
+
+impl Connector {
+    async fn open(&self) -> Result<Conn, CallError> {
+        let mut client = KmipClient::connect(&self.addr, &self.server_name, &self.tls).await?;
+        client.set_timeout(self.request_timeout);
+        let version = match self.version {
+            Some(v) => v,
+            None => negotiate(&mut client).await?,
+        };
+        Ok(Conn {
+            client,
+            version,
+            last_used: Instant::now(),
+            broken: false,
+            opened_in: self.epoch.load(Ordering::Relaxed),
+            epoch: Arc::clone(&self.epoch),
+        })
+    }
+}
+
+/// The highest version both sides speak, from the upstream's Discover Versions answer.
+async fn negotiate(client: &mut KmipClient) -> Result<ProtocolVersion, CallError> {
+    let ask = RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
+        versions: ProtocolVersion::ALL.to_vec(),
+    });
+    match exchange(client, DISCOVERY_VERSION, ask).await? {
+        ResponsePayload::DiscoverVersions(r) => r
+            .versions
+            .into_iter()
+            .find(|v| ProtocolVersion::ALL.contains(v))
+            .ok_or_else(|| {
+                CallError::Transport(
+                    "the upstream offers no KMIP version this gateway speaks".into(),
+                )
+            }),
+        _ => Err(CallError::Transport(
+            "Discover Versions answered with another payload; set backend.version".into(),
+        )),
+    }
+}
+
+impl bb8::ManageConnection for Connector {
+    type Connection = Conn;
+    type Error = CallError;
+
+    async fn connect(&self) -> Result<Conn, CallError> {
+        tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .map_err(|_| {
+                CallError::Transport(format!("no connection within {:?}", self.connect_timeout))
+            })?
+    }
+
+    async fn is_valid(&self, conn: &mut Conn) -> Result<(), CallError> {
+        if conn.opened_in < self.epoch.load(Ordering::Relaxed) {
+            return Err(CallError::Transport(
+                "opened before the upstream's last failure".into(),
+            ));
+        }
+        if conn.last_used.elapsed() < PROBE_AFTER_IDLE {
+            return Ok(());
+        }
+        let probe = RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
+            versions: vec![conn.version],
+        });
+        conn.call(probe).await.map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.opened_in < self.epoch.load(Ordering::Relaxed)
+    }
+}
+
+/// One upstream and its pool.
+pub(crate) struct Upstream {
+    pub(crate) addr: String,
+    pub(crate) pool: bb8::Pool<Connector>,
+}
+
+impl Upstream {
+    pub(crate) fn new(connector: Connector, size: u32, acquire: Duration, idle: Duration) -> Self {
+        let addr = connector.addr.clone();
+        let pool = bb8::Pool::builder()
+            .max_size(size)
+            .min_idle(None)
+            .connection_timeout(acquire)
+            .idle_timeout(Some(idle))
+            .test_on_check_out(true)
+            // A refused connection fails the checkout at once, so the next upstream is tried
+            // without waiting out the acquire timeout on a dead one.
+            .retry_connection(false)
+            .build_unchecked(connector);
+        Upstream { addr, pool }
+    }
+}

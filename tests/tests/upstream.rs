@@ -1,0 +1,790 @@
+//! The gateway as a KMIP proxy (`[backend] kind = "kmip"`, issue 18), end to end with real
+//! binaries: a proxy gateway whose backend is another kmip-gateway (its own vault) or PyKMIP's
+//! server. Clients talk to the proxy with per-user certificates; the upstream sees only the
+//! proxy's one identity and holds the key material, the proxy holds ownership and attributes.
+
+use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
+use kmip_gateway::client::{ClientTls, KmipClient};
+use kmip_gateway::tooling::pki;
+use kmip_wire::model::{
+    Attribute, BlockCipherMode, CreateRequest, CryptoRequest, CryptographicAlgorithm,
+    CryptographicParameters, GetRequest, LocateRequest, Name, ObjectType, PaddingMethod,
+    ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
+    ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason, ResultStatus,
+    RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, UidRequest,
+};
+use kmip_wire::spec::tags;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const V14: ProtocolVersion = ProtocolVersion::V1_4;
+const OWNER: &str = "tenant-a";
+const OTHER: &str = "tenant-b";
+/// What the proxy is configured to wait per upstream: a connection, then one request.
+const ACQUIRE_MS: u64 = 2_000;
+const REQUEST_MS: u64 = 5_000;
+/// Generous bound on one request through the proxy while an upstream is dead: a few times the
+/// configured waits, far below "hangs".
+const BOUNDED: Duration = Duration::from_secs(30);
+/// How long an upstream may take to start listening.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A free port on 127.0.0.1 (bound and released; the upstream binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `addr`.
+fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + START_DEADLINE;
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An upstream kmip-gateway (embedded default configuration) on a data folder and port of our
+/// own, so that it can be killed and started again on both; killed on drop.
+struct GatewayUpstream {
+    data: PathBuf,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl GatewayUpstream {
+    /// Starts on `data` (created with its development PKI on first start) and a free port.
+    fn start(data: &Path) -> GatewayUpstream {
+        let mut upstream = GatewayUpstream {
+            data: data.to_path_buf(),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+            child: None,
+        };
+        upstream.restart();
+        upstream
+    }
+
+    /// Starts the process (again) on the same folder and port.
+    fn restart(&mut self) {
+        let child = Command::new(binary_path("kmip-gateway"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(["--listen", &self.addr.to_string(), "--admin-listen", "off"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.data.with_extension("log"))
+                    .expect("open the upstream's log"),
+            )
+            .spawn()
+            .expect("start the upstream kmip-gateway");
+        self.child = Some(child);
+        wait_listening(self.addr, "the upstream kmip-gateway");
+    }
+
+    /// SIGKILL, and waits until it is gone.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.data.join("pki")
+    }
+
+    /// A client of the upstream itself, as the proxy's identity (`purefa`).
+    async fn direct(&self) -> Client {
+        let pki = self.pki();
+        Client::connect(
+            self.addr,
+            &pki.join("ca.pem"),
+            &pki.join("client-purefa.pem"),
+            &pki.join("client-purefa.key"),
+        )
+        .await
+    }
+}
+
+/// The proxy's site: its own server CA and certificate, one CA and client certificate per
+/// tenant, and a configuration forwarding to the given upstreams.
+struct Proxy {
+    dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// `upstream_pki` holds `ca.pem` and `client-purefa.{pem,key}`: what the proxy presents.
+    fn new(upstreams: &[SocketAddr], upstream_pki: &Path) -> Proxy {
+        let proxy = Proxy {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let server_ca = pki::init_ca("proxy server CA", 30).unwrap();
+        std::fs::write(proxy.path("server-ca.pem"), &server_ca.cert_pem).unwrap();
+        let server = pki::issue_server_cert(
+            &server_ca,
+            &["localhost".to_owned()],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            30,
+        )
+        .unwrap();
+        std::fs::write(proxy.path("server.pem"), &server.cert_pem).unwrap();
+        std::fs::write(proxy.path("server.key"), server.key_pem.as_bytes()).unwrap();
+        let mut users = String::new();
+        for user in [OWNER, OTHER] {
+            let ca = pki::init_ca(&format!("{user} CA"), 30).unwrap();
+            std::fs::write(proxy.path(&format!("{user}-ca.pem")), &ca.cert_pem).unwrap();
+            let c = pki::issue_client_cert(&ca, user, 30).unwrap();
+            std::fs::write(proxy.path(&format!("{user}.pem")), &c.cert_pem).unwrap();
+            std::fs::write(proxy.path(&format!("{user}.key")), c.key_pem.as_bytes()).unwrap();
+            users.push_str(&format!(
+                "[[users]]\nname = \"{user}\"\ncas = [{:?}]\n",
+                proxy.path(&format!("{user}-ca.pem"))
+            ));
+        }
+        let list = upstreams
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            proxy.path("gateway.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
+                 [tls]\ncert = {cert:?}\nkey = {key:?}\n{users}\
+                 [backend]\nkind = \"kmip\"\nupstreams = [{list}]\n\
+                 cert = {ucert:?}\nkey = {ukey:?}\nca = {uca:?}\nserver_name = \"localhost\"\n\
+                 acquire_timeout_ms = {ACQUIRE_MS}\nrequest_timeout_ms = {REQUEST_MS}\n",
+                data = proxy.path("data"),
+                cert = proxy.path("server.pem"),
+                key = proxy.path("server.key"),
+                ucert = upstream_pki.join("client-purefa.pem"),
+                ukey = upstream_pki.join("client-purefa.key"),
+                uca = upstream_pki.join("ca.pem"),
+            ),
+        )
+        .unwrap();
+        proxy
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start(&self) -> GatewayProcess {
+        GatewayProcess::start_with(&GatewayOptions {
+            admin: true,
+            extra_args: vec![
+                "--config".into(),
+                self.path("gateway.toml").display().to_string(),
+            ],
+            ..Default::default()
+        })
+    }
+
+    async fn client(&self, gw: &GatewayProcess, user: &str) -> Client {
+        Client::connect(
+            gw.addr(),
+            &self.path("server-ca.pem"),
+            &self.path(&format!("{user}.pem")),
+            &self.path(&format!("{user}.key")),
+        )
+        .await
+    }
+}
+
+/// One connection speaking KMIP 1.4.
+struct Client {
+    conn: KmipClient,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr, ca: &Path, cert: &Path, key: &Path) -> Client {
+        let tls = ClientTls::from_files(ca, cert, key).unwrap();
+        let mut conn = KmipClient::connect(&addr.to_string(), "localhost", &tls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        // Above the proxy's own bounds: the proxy, not this client, must give up first.
+        conn.set_timeout(BOUNDED * 2);
+        Client { conn }
+    }
+
+    async fn call(&mut self, payload: RequestPayload) -> ResponseBatchItem {
+        let request = RequestMessage {
+            header: RequestHeader::new(V14),
+            items: vec![RequestBatchItem::new(payload)],
+        };
+        let reply = self.conn.call(&request.to_ttlv()).await.expect("an answer");
+        let mut items = ResponseMessage::from_ttlv(&reply)
+            .expect("a Response Message")
+            .items;
+        assert_eq!(items.len(), 1);
+        items.remove(0)
+    }
+
+    async fn ok(&mut self, payload: RequestPayload) -> ResponsePayload {
+        let item = self.call(payload).await;
+        assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+        item.payload.expect("a payload")
+    }
+
+    /// An active AES-256 key named `name`.
+    async fn active_key(&mut self, name: &str) -> String {
+        let ResponsePayload::Create(c) = self
+            .ok(RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
+                    Attribute::name(&Name::new(name)),
+                ],
+            }))
+            .await
+        else {
+            panic!("Create answered another payload");
+        };
+        self.ok(RequestPayload::Activate(uid(&c.unique_identifier)))
+            .await;
+        c.unique_identifier
+    }
+
+    async fn key(&mut self, id: &str) -> Vec<u8> {
+        let item = self.call(get(id)).await;
+        aes256_key_of(&item, id)
+    }
+
+    async fn locate(&mut self, filter: Vec<Attribute>) -> Vec<String> {
+        let ResponsePayload::Locate(l) = self
+            .ok(RequestPayload::Locate(LocateRequest {
+                attributes: filter,
+                ..LocateRequest::default()
+            }))
+            .await
+        else {
+            panic!("Locate answered another payload");
+        };
+        l.unique_identifiers
+    }
+
+    /// Encrypts then decrypts `data` under `id` (AES-CBC, PKCS#5, a fixed IV); returns the
+    /// ciphertext after checking the round trip.
+    async fn round_trip(&mut self, id: &str, data: &[u8]) -> Vec<u8> {
+        let ResponsePayload::Encrypt(e) = self
+            .ok(RequestPayload::Encrypt(cbc(id, data.to_vec())))
+            .await
+        else {
+            panic!("Encrypt answered another payload");
+        };
+        let sealed = e.data.expect("ciphertext").to_vec();
+        assert_ne!(sealed, data);
+        let ResponsePayload::Decrypt(d) = self
+            .ok(RequestPayload::Decrypt(cbc(id, sealed.clone())))
+            .await
+        else {
+            panic!("Decrypt answered another payload");
+        };
+        assert_eq!(d.data.expect("plaintext").as_slice(), data);
+        sealed
+    }
+}
+
+fn uid(id: &str) -> UidRequest {
+    UidRequest {
+        unique_identifier: Some(id.to_owned()),
+    }
+}
+
+fn get(id: &str) -> RequestPayload {
+    RequestPayload::Get(GetRequest {
+        unique_identifier: Some(id.to_owned()),
+        ..GetRequest::default()
+    })
+}
+
+fn cbc(id: &str, data: Vec<u8>) -> CryptoRequest {
+    CryptoRequest {
+        unique_identifier: Some(id.to_owned()),
+        cryptographic_parameters: Some(CryptographicParameters {
+            block_cipher_mode: Some(BlockCipherMode::Cbc),
+            padding_method: Some(PaddingMethod::Pkcs5),
+            cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
+            ..CryptographicParameters::default()
+        }),
+        data: Some(SecretBytes::new(data)),
+        iv_counter_nonce: Some(vec![7u8; 16].into()),
+        ..CryptoRequest::default()
+    }
+}
+
+fn revoke(id: &str) -> RequestPayload {
+    RequestPayload::Revoke(RevokeRequest {
+        unique_identifier: Some(id.to_owned()),
+        revocation_reason: RevocationReason {
+            code: RevocationReasonCode::CessationOfOperation,
+            message: None,
+        },
+        compromise_occurrence_date: None,
+    })
+}
+
+/// The one object the proxy's identity owns upstream: its identifier.
+async fn only_upstream_object(direct: &mut Client) -> String {
+    let mut all = direct.locate(Vec::new()).await;
+    assert_eq!(all.len(), 1, "upstream objects: {all:?}");
+    all.remove(0)
+}
+
+#[tokio::test]
+async fn keys_live_upstream_and_owners_names_stay_in_the_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let id = owner.active_key("disk-1").await;
+    let key = owner.key(&id).await;
+    owner.round_trip(&id, b"sixteen byte blk and more").await;
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("disk-1"))])
+            .await,
+        vec![id.clone()]
+    );
+
+    // The material is upstream, under another identifier; the Name is not.
+    let mut direct = upstream.direct().await;
+    let upstream_id = only_upstream_object(&mut direct).await;
+    assert_ne!(upstream_id, id);
+    assert_eq!(direct.key(&upstream_id).await, key);
+    assert!(direct
+        .locate(vec![Attribute::name(&Name::new("disk-1"))])
+        .await
+        .is_empty());
+
+    // The upstream sees one identity; the proxy keeps the tenants apart.
+    let mut other = proxy.client(&gw, OTHER).await;
+    let seen = other.call(get(&id)).await;
+    assert_eq!(
+        seen.result_reason,
+        Some(ResultReason::ItemNotFound),
+        "{seen:?}"
+    );
+    assert!(other
+        .locate(vec![Attribute::name(&Name::new("disk-1"))])
+        .await
+        .is_empty());
+    assert!(other.locate(Vec::new()).await.is_empty());
+
+    owner.ok(revoke(&id)).await;
+    owner.ok(RequestPayload::Destroy(uid(&id))).await;
+    let gone = direct.call(get(&upstream_id)).await;
+    assert_eq!(
+        gone.result_status,
+        ResultStatus::OperationFailed,
+        "{gone:?}"
+    );
+    let (status, body) = gw.admin_get("/readyz");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_dead_upstream_fails_requests_in_bounded_time_and_service_resumes() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("u");
+    let mut upstream = GatewayUpstream::start(&data);
+    let addr = upstream.addr;
+    let proxy = Proxy::new(&[addr], &upstream.pki());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let id = owner.active_key("k").await;
+    let key = owner.key(&id).await;
+
+    upstream.kill();
+    for payload in [
+        get(&id),
+        RequestPayload::Encrypt(cbc(&id, b"data".to_vec())),
+    ] {
+        let started = Instant::now();
+        let item = owner.call(payload).await;
+        assert!(started.elapsed() < BOUNDED, "took {:?}", started.elapsed());
+        assert_eq!(
+            item.result_reason,
+            Some(ResultReason::GeneralFailure),
+            "{item:?}"
+        );
+    }
+    let (status, body) = gw.admin_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&addr.to_string()), "{body}");
+
+    upstream.restart();
+    assert_eq!(owner.key(&id).await, key);
+    owner.round_trip(&id, b"after the restart").await;
+    let (status, body) = gw.admin_get("/readyz");
+    assert_eq!(status, 200, "{body}");
+
+    // A restart no request saw: the pooled connection is dead, and the next request must not
+    // fail on it.
+    upstream.kill();
+    upstream.restart();
+    assert_eq!(owner.key(&id).await, key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unseen_restart_no_dead_pooled_connection_is_handed_out() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let id = owner.active_key("k").await;
+    let key = owner.key(&id).await;
+    // Concurrent clients fill the pool (4 connections) with connections to this upstream.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut c = proxy.client(&gw, OWNER).await;
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                c.key(&id).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    upstream.kill();
+    upstream.restart();
+    // The first failure evicts every connection opened before it, so the retry gets a new one.
+    for _ in 0..3 {
+        assert_eq!(owner.key(&id).await, key);
+    }
+}
+
+#[tokio::test]
+async fn the_next_upstream_takes_over_when_the_first_dies() {
+    let home = tempfile::tempdir().unwrap();
+    let mut first = GatewayUpstream::start(&home.path().join("u1"));
+    // The second upstream trusts the same proxy identity: it starts on a copy of the PKI.
+    let second_data = home.path().join("u2");
+    std::fs::create_dir_all(second_data.join("pki")).unwrap();
+    for entry in std::fs::read_dir(first.pki()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            second_data.join("pki").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let second = GatewayUpstream::start(&second_data);
+    let proxy = Proxy::new(&[first.addr, second.addr], &first.pki());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    owner.active_key("on-the-first").await;
+    only_upstream_object(&mut first.direct().await).await;
+    assert!(second.direct().await.locate(Vec::new()).await.is_empty());
+
+    first.kill();
+    let started = Instant::now();
+    let id = owner.active_key("on-the-second").await;
+    owner.round_trip(&id, b"served by the second").await;
+    assert!(started.elapsed() < BOUNDED, "took {:?}", started.elapsed());
+    only_upstream_object(&mut second.direct().await).await;
+    let (status, body) = gw.admin_get("/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("upstream {}: down", first.addr))
+            && body.contains(&format!("upstream {}: up", second.addr)),
+        "{body}"
+    );
+}
+
+/// PyKMIP's server on a free port with a fresh database; killed with its children on drop (it
+/// ignores SIGTERM and serves each connection in a child process).
+struct PyKmipServer {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl PyKmipServer {
+    fn start(pki: &Path) -> PyKmipServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        let conf = dir.path().join("server.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[server]\nhostname=127.0.0.1\nport={port}\n\
+                 certificate_path={}\nkey_path={}\nca_path={}\n\
+                 auth_suite=TLS1.2\nenable_tls_client_auth=True\n\
+                 database_path={}\npolicy_path={}\nlogging_level=WARNING\n",
+                pki.join("server.pem").display(),
+                pki.join("server.key").display(),
+                pki.join("ca.pem").display(),
+                dir.path().join("pykmip.db").display(),
+                dir.path().join("policies").display(),
+            ),
+        )
+        .unwrap();
+        let server = std::env::var_os("KMIP_PYTHON")
+            .map(PathBuf::from)
+            .and_then(|p| p.parent().map(|d| d.join("pykmip-server")))
+            .unwrap_or_else(|| workspace_root().join(".venv/bin/pykmip-server"));
+        assert!(
+            server.is_file(),
+            "no pykmip-server at {}: set KMIP_PYTHON to the venv's python",
+            server.display()
+        );
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&server)
+                .arg("-f")
+                .arg(&conf)
+                .arg("-l")
+                .arg(dir.path().join("server.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group: the drop kills it and its connection children by id.
+                .process_group(0)
+                .spawn()
+                .expect("start pykmip-server")
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        wait_listening(addr, "pykmip-server");
+        PyKmipServer {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GatewayUpstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Drop for PyKmipServer {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-9", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn pykmip_server_as_the_upstream() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let proxy = Proxy::new(&[upstream.addr], pki_dir.path());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let id = owner.active_key("py-1").await;
+    owner.key(&id).await;
+    owner.round_trip(&id, b"through PyKMIP's server").await;
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("py-1"))])
+            .await,
+        vec![id.clone()]
+    );
+    let mut other = proxy.client(&gw, OTHER).await;
+    let seen = other.call(get(&id)).await;
+    assert_eq!(
+        seen.result_reason,
+        Some(ResultReason::ItemNotFound),
+        "{seen:?}"
+    );
+    owner.ok(revoke(&id)).await;
+    owner.ok(RequestPayload::Destroy(uid(&id))).await;
+    let gone = owner.call(get(&id)).await;
+    assert_eq!(
+        gone.result_status,
+        ResultStatus::OperationFailed,
+        "{gone:?}"
+    );
+}
+
+/// Runs one flow of `tests/python/flows.py` (the PyKMIP client) against the proxy as `OWNER`
+/// and returns its JSON report; panics with the report and the proxy's log unless it ran through.
+fn pykmip_flow(proxy: &Proxy, gw: &GatewayProcess, version: &str, flow: &str) -> serde_json::Value {
+    let python = std::env::var_os("KMIP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    // PyKMIP insists on a configuration file that exists; every setting is passed explicitly.
+    let conf = proxy.path("pykmip.conf");
+    std::fs::write(&conf, "").unwrap();
+    let out = Command::new(python)
+        .arg(workspace_root().join("tests/python/flows.py"))
+        .args(["--port", &gw.addr().port().to_string()])
+        .arg("--ca")
+        .arg(proxy.path("server-ca.pem"))
+        .arg("--cert")
+        .arg(proxy.path(&format!("{OWNER}.pem")))
+        .arg("--key")
+        .arg(proxy.path(&format!("{OWNER}.key")))
+        .args(["--version", version, "--flow", flow, "--tag", version])
+        .arg("--config-file")
+        .arg(&conf)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run flows.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        Some(r) if out.status.success() && r.get("error").is_none() => r,
+        _ => panic!(
+            "flow {flow} at KMIP {version} through the proxy failed.\nreport: {stdout}\n\
+             python stderr:\n{}\nproxy log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            gw.log()
+        ),
+    }
+}
+
+/// The FlashArray flow (Locate, Create, Activate, Get, Revoke, Destroy) and the SASED flow
+/// (Secret Data with Object Group and custom attributes) of the PyKMIP client, at each version
+/// PyKMIP speaks, through the proxy.
+fn pykmip_client_flows(proxy: &Proxy) {
+    let gw = proxy.start();
+    for v in ["1.2", "1.4", "2.0"] {
+        let r = pykmip_flow(proxy, &gw, v, "flasharray");
+        let id = r["uid"].as_str().expect("a uid");
+        assert_eq!(r["locate_after"], serde_json::json!([id]), "{r}");
+        assert_eq!(r["get"]["length_bytes"], 32, "{r}");
+        assert_eq!(r["get_after_destroy"]["status"], "OPERATION_FAILED", "{r}");
+        assert_eq!(r["locate_after_destroy"], serde_json::json!([]), "{r}");
+        let r = pykmip_flow(proxy, &gw, v, "sased");
+        let id = r["uid"].as_str().expect("a uid");
+        assert_eq!(r["locate_group"], serde_json::json!([id]), "{r}");
+    }
+}
+
+#[test]
+fn pykmip_client_through_the_proxy_to_another_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    pykmip_client_flows(&Proxy::new(&[upstream.addr], &upstream.pki()));
+}
+
+#[test]
+fn pykmip_client_through_the_proxy_to_pykmip_server() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    pykmip_client_flows(&Proxy::new(&[upstream.addr], pki_dir.path()));
+}
+
+/// The symmetric key lifecycle vectors (SKLC) of KMIP 1.4 and 2.1, run by `kmip-conformance`
+/// against the proxy in front of another kmip-gateway: every one passes.
+#[test]
+fn the_sklc_vectors_pass_through_the_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let vectors = kmip_e2e::vectors_dir();
+    let mut files = Vec::new();
+    for (dir, suffix) in [("v1.4", "14"), ("v2.1", "21")] {
+        for n in 1..=3 {
+            files.push(vectors.join(dir).join(format!("SKLC-M-{n}-{suffix}.xml")));
+        }
+    }
+    let out = Command::new(binary_path("kmip-conformance"))
+        .args([
+            "--server",
+            &gw.addr().to_string(),
+            "--server-name",
+            "localhost",
+        ])
+        .arg("--ca")
+        .arg(proxy.path("server-ca.pem"))
+        .arg("--cert")
+        .arg(proxy.path(&format!("{OWNER}.pem")))
+        .arg("--key")
+        .arg(proxy.path(&format!("{OWNER}.key")))
+        .args(&files)
+        .output()
+        .expect("run kmip-conformance");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("6 passed, 0 failed"),
+        "{report}\n{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+}
+
+/// The mapping vault is the proxy's key store as far as clients see: `serve --config` refuses
+/// a data folder without it, as it refuses one without a key vault, and `init` makes it.
+#[test]
+fn serve_refuses_a_data_folder_without_the_mapping_vault_and_init_makes_it() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    // Not empty, so only the missing mapping vault can be the reason.
+    std::fs::create_dir_all(proxy.path("data/pki")).unwrap();
+    let log = proxy.path("serve.log");
+    let mut child = Command::new(binary_path("kmip-gateway"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--config",
+        ])
+        .arg(proxy.path("gateway.toml"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run kmip-gateway serve");
+    // A gateway that wrongly starts must not hang the test: it is killed at the deadline.
+    let deadline = Instant::now() + START_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("upstream-map") && stderr.contains("kmip-gateway init --config"),
+        "{stderr}"
+    );
+    let gw = proxy.start();
+    assert!(
+        proxy.path("data/upstream-map/vault.log").is_file(),
+        "{}",
+        gw.log()
+    );
+}
