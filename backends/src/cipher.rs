@@ -11,8 +11,8 @@ use aws_lc_rs::{constant_time, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
-    chacha, des3, gcm, BackendError, CipherMode, CipherOutput, CipherRequest, KeyAlgorithm,
-    KeySpec, MacAlgorithm,
+    chacha, des3, gcm, key_wrap, BackendError, CipherMode, CipherOutput, CipherRequest,
+    KeyAlgorithm, KeySpec, MacAlgorithm,
 };
 
 /// Smallest HMAC-SHA256 key generated (bits): below this a MAC key is weaker than the tag.
@@ -187,6 +187,7 @@ fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError>
     let aes = aes_for(key)?;
     match req.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(not_a_chacha_key()),
+        CipherMode::AesKeyWrap { pad } => key_wrap::wrap(key, &req, pad),
         CipherMode::Gcm { tag_len } => {
             check_tag_len(tag_len)?;
             let (nonce, generated_iv) = match &req.iv {
@@ -300,6 +301,7 @@ fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError>
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => {
             return Err(not_a_chacha_key())
         }
+        CipherMode::AesKeyWrap { pad } => return key_wrap::unwrap(key, &req, pad),
         CipherMode::Gcm { tag_len } => gcm_decrypt(&aes, key, req, tag_len)?,
         CipherMode::Cbc { pad } => {
             let iv = req

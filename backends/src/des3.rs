@@ -57,7 +57,10 @@ pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
     let cipher = tdes(key)?;
     let (pad, iv, generated_iv) = match (req.mode, &req.iv) {
         (
-            CipherMode::Gcm { .. } | CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. },
+            CipherMode::Gcm { .. }
+            | CipherMode::ChaCha20
+            | CipherMode::ChaCha20Poly1305 { .. }
+            | CipherMode::AesKeyWrap { .. },
             _,
         ) => return Err(no_gcm()),
         (CipherMode::Ecb { .. }, Some(_)) => {
@@ -98,7 +101,10 @@ pub(crate) fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
     let cipher = tdes(key)?;
     let (pad, mut chain) = match (req.mode, &req.iv) {
         (
-            CipherMode::Gcm { .. } | CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. },
+            CipherMode::Gcm { .. }
+            | CipherMode::ChaCha20
+            | CipherMode::ChaCha20Poly1305 { .. }
+            | CipherMode::AesKeyWrap { .. },
             _,
         ) => return Err(no_gcm()),
         (CipherMode::Ecb { .. }, Some(_)) => {

@@ -15,6 +15,7 @@ mod des3;
 pub mod envelope;
 pub mod error;
 mod gcm;
+mod key_wrap;
 pub mod pkcs11;
 pub mod postgres;
 mod random;
@@ -115,6 +116,9 @@ pub enum CipherMode {
     ChaCha20,
     /// ChaCha20-Poly1305 (RFC 8439); `tag_len` bytes of tag (16 is the only length).
     ChaCha20Poly1305 { tag_len: usize },
+    /// AES Key Wrap (RFC 3394), or with padding (RFC 5649) when `pad` is true: Get with a Key
+    /// Wrapping Specification encrypts the served key this way.
+    AesKeyWrap { pad: bool },
 }
 
 /// A server-side Encrypt or Decrypt request.

@@ -42,6 +42,8 @@ impl CipherJob {
         }
         match self.mode {
             CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
+            // SoftHSM 2.6 offers CKM_AES_KEY_WRAP only to C_WrapKey, not to C_Encrypt.
+            CipherMode::AesKeyWrap { .. } => return Err(no_key_wrap()),
             CipherMode::Gcm { tag_len } => {
                 if !GCM_TAG_LENS.contains(&tag_len) {
                     return Err(BackendError::InvalidInput(format!(
@@ -86,6 +88,15 @@ impl CipherJob {
         }
         Ok(())
     }
+}
+
+/// SoftHSM 2.6 offers CKM_AES_KEY_WRAP only to C_WrapKey, not to C_Encrypt.
+fn no_key_wrap() -> BackendError {
+    BackendError::Unsupported(
+        "AES key wrap with a key held in the PKCS#11 token is not supported; \
+         wrap with a key of the vault or PostgreSQL backend"
+            .into(),
+    )
 }
 
 /// SoftHSM 2.6, like most tokens, has no ChaCha20 mechanism.
@@ -158,10 +169,12 @@ pub(crate) fn encrypt(
         (None, CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. }) => {
             return Err(no_chacha())
         }
+        (_, CipherMode::AesKeyWrap { .. }) => return Err(no_key_wrap()),
     };
     let generated_iv = generated.then(|| iv.clone());
     match job.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(no_chacha()),
+        CipherMode::AesKeyWrap { .. } => Err(no_key_wrap()),
         CipherMode::Gcm { tag_len } => {
             let mut iv = iv;
             let params =
@@ -225,6 +238,7 @@ pub(crate) fn decrypt(
     let iv = job.iv.clone().unwrap_or_default();
     let data = match job.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
+        CipherMode::AesKeyWrap { .. } => return Err(no_key_wrap()),
         CipherMode::Gcm { tag_len } => {
             let mut input = Vec::with_capacity(job.data.len() + tag_len);
             input.extend_from_slice(&job.data);

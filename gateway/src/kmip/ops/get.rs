@@ -17,10 +17,21 @@ impl Ops {
     ) -> Result<GetResponse, OpError> {
         let uid = ctx.uid(r.unique_identifier)?;
         let obj = self.live_object(&uid)?;
-        if r.key_wrapping_specification.is_some() || r.key_wrap_type.is_some() {
-            return Err(OpError::FeatureNotSupported("key wrapping on Get".into()));
+        if r.key_wrap_type.is_some() {
+            return Err(OpError::FeatureNotSupported("Key Wrap Type on Get".into()));
         }
+        let wrapping = match &r.key_wrapping_specification {
+            Some(spec) => Some(self.wrapping(ctx, spec, &uid)?),
+            None => None,
+        };
         let flag = |tag: Tag| obj.first(tag).and_then(Attribute::as_bool);
+        // KMIP lets a Sensitive key leave wrapped, but the backends never release its
+        // material, even to wrap it: say so rather than answer as for a clear Get.
+        if flag(tags::SENSITIVE) == Some(true) && wrapping.is_some() {
+            return Err(OpError::FeatureNotSupported(
+                "serving a Sensitive key wrapped: the backend never releases its material".into(),
+            ));
+        }
         if flag(tags::SENSITIVE) == Some(true) {
             return Err(OpError::Sensitive);
         }
@@ -126,6 +137,22 @@ impl Ops {
                 }
             }
         };
+        let mut object = object;
+        if let Some(w) = &wrapping {
+            match &mut object {
+                ManagedObject::SymmetricKey(block)
+                | ManagedObject::PublicKey(block)
+                | ManagedObject::PrivateKey(block)
+                | ManagedObject::SecretData {
+                    key_block: block, ..
+                } => self.wrap_block(w, block).await?,
+                _ => {
+                    return Err(OpError::InvalidField(
+                        "only objects with a Key Block can be served wrapped".into(),
+                    ))
+                }
+            }
+        }
         if flag(tags::FRESH) == Some(true) {
             // KMIP: an object stops being Fresh once it has been served to a client. The flag
             // is informational, so the Get does not wait for its durable write.

@@ -18,6 +18,7 @@ mod crypto;
 mod digest;
 mod error;
 mod get;
+mod key_wrap;
 mod lifecycle;
 mod locate;
 mod object;
@@ -148,19 +149,25 @@ impl Ops {
                         "the object {op} acts on cannot be determined"
                     )));
                 };
-                let uid = ctx.uid(given.clone())?;
-                let obj = self.object(&uid)?;
-                policy.decide(&id, op, &facts(&obj))
+                return self.decide_on(ctx, op, &ctx.uid(given.clone())?);
             }
         };
-        match decision {
-            Decision::Allow => Ok(()),
-            Decision::Deny(DenyReason::Invisible) => Err(OpError::NotFound),
-            Decision::Deny(DenyReason::NotPermitted) => Err(OpError::PermissionDenied(format!(
-                "the policy does not grant {op} to {}",
-                ctx.user
-            ))),
-        }
+        decided(ctx, op, decision)
+    }
+
+    /// The policy's decision on `op` at the object `uid`: the request's own object, or a second
+    /// one it uses (the wrapping key of a Get), answered alike.
+    fn decide_on(
+        &self,
+        ctx: &OpContext<'_>,
+        op: kmip_policy::Operation,
+        uid: &str,
+    ) -> Result<(), OpError> {
+        let current = self.access.current();
+        let policy = &current.1;
+        let obj = self.object(uid)?;
+        let decision = policy.decide(&policy.identity(ctx.user), op, &facts(&obj));
+        decided(ctx, op, decision)
     }
 
     /// A durable write to one object, recorded for an Undo batch.
@@ -193,6 +200,23 @@ impl Ops {
     ) -> Result<ResponsePayload, OpError> {
         let entry = table::entry(payload.operation()).ok_or(OpError::OperationNotSupported)?;
         (entry.run)(self, ctx, payload).await
+    }
+}
+
+/// A policy decision as the answer to the request: an object the caller may not see is
+/// answered exactly as a missing one.
+fn decided(
+    ctx: &OpContext<'_>,
+    op: kmip_policy::Operation,
+    decision: Decision,
+) -> Result<(), OpError> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny(DenyReason::Invisible) => Err(OpError::NotFound),
+        Decision::Deny(DenyReason::NotPermitted) => Err(OpError::PermissionDenied(format!(
+            "the policy does not grant {op} to {}",
+            ctx.user
+        ))),
     }
 }
 

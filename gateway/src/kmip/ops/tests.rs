@@ -1275,6 +1275,8 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
 }
 mod symm;
 
+mod key_wrap;
+
 #[tokio::test]
 async fn certify_without_an_issuing_ca_says_how_to_configure_one() {
     let h = harness().await;

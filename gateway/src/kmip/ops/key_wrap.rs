@@ -1,0 +1,175 @@
+//! Get with a Key Wrapping Specification (KMIP 1.4 §2.1.6/§4.11): the served Key Value is
+//! encrypted with another key the caller may use (AES Key Wrap, RFC 3394 / RFC 5649) and the
+//! Key Block says how, in Key Wrapping Data.
+
+use super::crypto::effective_parameters;
+use super::{OpContext, OpError, Ops};
+use kmip_backends::{CipherMode, CipherRequest, ObjectKind};
+use kmip_policy::Operation as PolicyOperation;
+use kmip_wire::model::*;
+use kmip_wire::spec::tags;
+use kmip_wire::ttlv::{Ttlv, Value};
+use zeroize::Zeroizing;
+
+/// Cryptographic Usage Mask bit Wrap Key: the wrapping key must carry it.
+const USAGE_WRAP_KEY: i32 = 0x0000_0010;
+/// Wrapping Method Encrypt, the only one served (no MAC/sign methods, no TR-31).
+const WRAPPING_METHOD_ENCRYPT: u32 = 0x0000_0001;
+/// Encoding Option No Encoding: the wrapped bytes are the Key Material alone.
+const ENCODING_NO_ENCODING: u32 = 0x0000_0001;
+
+/// A checked Key Wrapping Specification: which key wraps, how.
+pub(super) struct Wrapping {
+    key_uid: String,
+    pad: bool,
+    mode: BlockCipherMode,
+}
+
+impl Ops {
+    /// Checks a Key Wrapping Specification and its wrapping key before anything is served:
+    /// the caller must be allowed to Encrypt with the key, which must be an Active AES key whose
+    /// usage mask has Wrap Key.
+    pub(super) fn wrapping(
+        &self,
+        ctx: &OpContext<'_>,
+        spec: &Ttlv,
+        wrapped_uid: &str,
+    ) -> Result<Wrapping, OpError> {
+        let method = spec.child(tags::WRAPPING_METHOD).and_then(Ttlv::as_enum);
+        if method != Some(WRAPPING_METHOD_ENCRYPT) {
+            return Err(OpError::FeatureNotSupported(
+                "key wrapping other than Wrapping Method Encrypt".into(),
+            ));
+        }
+        if spec.child(tags::MAC_SIGNATURE_KEY_INFORMATION).is_some() {
+            return Err(OpError::InvalidField(
+                "Wrapping Method Encrypt takes no MAC/Signature Key Information".into(),
+            ));
+        }
+        if spec.child(tags::ATTRIBUTE_NAME).is_some() {
+            return Err(OpError::FeatureNotSupported(
+                "wrapping attributes with the key (Attribute Name in the Key Wrapping Specification)"
+                    .into(),
+            ));
+        }
+        if let Some(e) = spec.child(tags::ENCODING_OPTION) {
+            if e.as_enum() != Some(ENCODING_NO_ENCODING) {
+                return Err(OpError::FeatureNotSupported(
+                    "Encoding Option other than No Encoding".into(),
+                ));
+            }
+        }
+        let info = spec
+            .child(tags::ENCRYPTION_KEY_INFORMATION)
+            .ok_or_else(|| {
+                OpError::InvalidField(
+                    "Wrapping Method Encrypt needs Encryption Key Information".into(),
+                )
+            })?;
+        let key_uid = info
+            .child(tags::UNIQUE_IDENTIFIER)
+            .and_then(Ttlv::as_text)
+            .ok_or_else(|| {
+                OpError::InvalidField(
+                    "Encryption Key Information needs the wrapping key's Unique Identifier".into(),
+                )
+            })?
+            .to_owned();
+        if key_uid == wrapped_uid {
+            return Err(OpError::InvalidField("a key cannot wrap itself".into()));
+        }
+        self.decide_on(ctx, PolicyOperation::Encrypt, &key_uid)?;
+        let key = self.usable_key(&key_uid, USAGE_WRAP_KEY, ctx.now)?;
+        let algorithm: Option<CryptographicAlgorithm> = key
+            .first(tags::CRYPTOGRAPHIC_ALGORITHM)
+            .and_then(Attribute::as_enum);
+        if key.kind != ObjectKind::SymmetricKey || algorithm != Some(CryptographicAlgorithm::Aes) {
+            return Err(OpError::FeatureNotSupported(
+                "wrapping with anything but an AES symmetric key".into(),
+            ));
+        }
+        let given = CryptographicParameters {
+            block_cipher_mode: info
+                .child(tags::CRYPTOGRAPHIC_PARAMETERS)
+                .and_then(|p| p.child(tags::BLOCK_CIPHER_MODE))
+                .and_then(Ttlv::as_enum)
+                .map(BlockCipherMode::from_u32),
+            ..CryptographicParameters::default()
+        };
+        let mode = effective_parameters(Some(&given), &key).block_cipher_mode;
+        let pad =
+            match mode {
+                Some(BlockCipherMode::NistKeyWrap) => false,
+                Some(BlockCipherMode::AesKeyWrapPadding) => true,
+                _ => return Err(OpError::FeatureNotSupported(
+                    "wrapping with a Block Cipher Mode other than NIST Key Wrap or AES Key Wrap \
+                     Padding"
+                        .into(),
+                )),
+            };
+        Ok(Wrapping {
+            key_uid,
+            pad,
+            mode: mode.unwrap_or(BlockCipherMode::NistKeyWrap),
+        })
+    }
+
+    /// Wraps a Key Block's value in the backend that holds the wrapping key, and describes it.
+    pub(super) async fn wrap_block(
+        &self,
+        w: &Wrapping,
+        block: &mut KeyBlock,
+    ) -> Result<(), OpError> {
+        let plain = match &block.key_value {
+            KeyValue::Material(b) | KeyValue::TransparentSymmetricKey(b) => b.as_slice(),
+            KeyValue::Transparent(_) | KeyValue::Wrapped(_) => {
+                return Err(OpError::FeatureNotSupported(
+                    "wrapping a transparent key structure: ask for a byte-string Key Format \
+                     (Raw, PKCS#1, PKCS#8)"
+                        .into(),
+                ))
+            }
+        };
+        let out = self
+            .store
+            .backend()
+            .encrypt(
+                &w.key_uid,
+                CipherRequest {
+                    mode: CipherMode::AesKeyWrap { pad: w.pad },
+                    data: Zeroizing::new(plain.to_vec()),
+                    iv: None,
+                    aad: None,
+                    tag: None,
+                },
+            )
+            .await?;
+        block.key_value = KeyValue::Wrapped(SecretBytes::from_slice(&out.data));
+        block.key_wrapping_data = Some(Ttlv::structure(
+            tags::KEY_WRAPPING_DATA,
+            vec![
+                Ttlv::new(
+                    tags::WRAPPING_METHOD,
+                    Value::Enumeration(WRAPPING_METHOD_ENCRYPT),
+                ),
+                Ttlv::structure(
+                    tags::ENCRYPTION_KEY_INFORMATION,
+                    vec![
+                        Ttlv::new(
+                            tags::UNIQUE_IDENTIFIER,
+                            Value::TextString(w.key_uid.clone()),
+                        ),
+                        Ttlv::structure(
+                            tags::CRYPTOGRAPHIC_PARAMETERS,
+                            vec![Ttlv::new(
+                                tags::BLOCK_CIPHER_MODE,
+                                Value::Enumeration(w.mode.to_u32()),
+                            )],
+                        ),
+                    ],
+                ),
+            ],
+        ));
+        Ok(())
+    }
+}
