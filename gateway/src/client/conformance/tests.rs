@@ -352,3 +352,105 @@ fn query_need_not_list_server_initiated_or_unstored_type_operations() {
         .unwrap_err();
     assert!(d.what.contains("CreateSplitKey"), "{d}");
 }
+
+fn attribute_answer(operation: u32, entries: Vec<Ttlv>) -> Ttlv {
+    Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                Ttlv::new(tags::OPERATION, Value::Enumeration(operation)),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(tags::RESPONSE_PAYLOAD, entries),
+            ],
+        )],
+    )
+}
+
+/// Get Attribute List (0x0C) and Get Attributes (0x0B).
+const GET_ATTRIBUTE_LIST: u32 = 0x0C;
+const GET_ATTRIBUTES: u32 = 0x0B;
+
+#[test]
+fn attribute_answers_compare_in_any_order_but_still_as_a_set() {
+    let expected = parse_template(
+        r#"<ResponseMessage><BatchItem>
+             <Operation type="Enumeration" value="GetAttributeList"/>
+             <ResultStatus type="Enumeration" value="Success"/>
+             <ResponsePayload>
+               <AttributeReference type="Enumeration" value="Digest"/>
+               <AttributeReference type="Enumeration" value="KeyFormatType"/>
+               <AttributeReference type="Enumeration" value="Extractable"/>
+             </ResponsePayload>
+           </BatchItem></ResponseMessage>"#,
+    )
+    .unwrap();
+    let reference =
+        |tag: kmip_wire::ttlv::Tag| Ttlv::new(tags::ATTRIBUTE_REFERENCE, Value::Enumeration(tag.0));
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    let reordered = attribute_answer(
+        GET_ATTRIBUTE_LIST,
+        vec![
+            reference(tags::DIGEST),
+            reference(tags::EXTRACTABLE),
+            reference(tags::KEY_FORMAT_TYPE),
+        ],
+    );
+    Session::default()
+        .check_response(&request, &expected, &reordered)
+        .unwrap();
+    let missing = attribute_answer(
+        GET_ATTRIBUTE_LIST,
+        vec![reference(tags::EXTRACTABLE), reference(tags::DIGEST)],
+    );
+    Session::default()
+        .check_response(&request, &expected, &missing)
+        .unwrap_err();
+}
+
+#[test]
+fn lease_time_is_compared_for_presence_not_value() {
+    let expected = expected_answer("Lease Time");
+    let lease = |name: &str| {
+        Ttlv::structure(
+            tags::ATTRIBUTE,
+            vec![
+                Ttlv::new(tags::ATTRIBUTE_NAME, Value::TextString(name.into())),
+                Ttlv::new(tags::ATTRIBUTE_VALUE, Value::Interval(0)),
+            ],
+        )
+    };
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    Session::default()
+        .check_response(
+            &request,
+            &expected,
+            &attribute_answer(GET_ATTRIBUTES, vec![lease("Lease Time")]),
+        )
+        .unwrap();
+    // Another attribute's value is still compared.
+    let other = expected_answer("Fresh");
+    Session::default()
+        .check_response(
+            &request,
+            &other,
+            &attribute_answer(GET_ATTRIBUTES, vec![lease("Fresh")]),
+        )
+        .unwrap_err();
+}
+
+/// A Get Attributes answer with one 1.x attribute `name` of value Interval 3600.
+fn expected_answer(name: &str) -> XmlNode {
+    parse_template(
+        &r#"<ResponseMessage><BatchItem>
+             <Operation type="Enumeration" value="GetAttributes"/>
+             <ResultStatus type="Enumeration" value="Success"/>
+             <ResponsePayload>
+               <Attribute><AttributeName type="TextString" value="NAME"/>
+                 <AttributeValue type="Interval" value="3600"/></Attribute>
+             </ResponsePayload>
+           </BatchItem></ResponseMessage>"#
+            .replace("NAME", name),
+    )
+    .unwrap()
+}
