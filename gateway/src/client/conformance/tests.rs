@@ -454,3 +454,79 @@ fn expected_answer(name: &str) -> XmlNode {
     )
     .unwrap()
 }
+
+/// Locate (0x08) then Get Attributes (0x0B) of what it found, asking for Digest, whose value
+/// the server answers as `digest`.
+fn locate_then_digest(digest: u8) -> (Ttlv, Ttlv) {
+    let op = |code: u32| Ttlv::new(tags::OPERATION, Value::Enumeration(code));
+    let request = Ttlv::structure(
+        tags::REQUEST_MESSAGE,
+        [0x08, 0x0B]
+            .into_iter()
+            .map(|code| Ttlv::structure(tags::BATCH_ITEM, vec![op(code)]))
+            .collect(),
+    );
+    let digest_attr = Ttlv::structure(
+        tags::ATTRIBUTE,
+        vec![
+            Ttlv::new(tags::ATTRIBUTE_NAME, Value::TextString("Digest".into())),
+            Ttlv::structure(
+                tags::ATTRIBUTE_VALUE,
+                vec![Ttlv::new(
+                    tags::DIGEST_VALUE,
+                    Value::ByteString(vec![digest; 4].into()),
+                )],
+            ),
+        ],
+    );
+    let item = |code: u32, payload: Vec<Ttlv>| {
+        Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                op(code),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(tags::RESPONSE_PAYLOAD, payload),
+            ],
+        )
+    };
+    let response = Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![
+            item(0x08, vec![uid("made-earlier")]),
+            item(0x0B, vec![uid("made-earlier"), digest_attr]),
+        ],
+    );
+    (request, response)
+}
+
+#[test]
+fn material_of_an_object_made_before_the_file_is_not_compared() {
+    let expected = parse_template(
+        r#"<ResponseMessage>
+             <BatchItem><Operation type="Enumeration" value="Locate"/>
+               <ResultStatus type="Enumeration" value="Success"/>
+               <ResponsePayload><UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_0"/></ResponsePayload>
+             </BatchItem>
+             <BatchItem><Operation type="Enumeration" value="GetAttributes"/>
+               <ResultStatus type="Enumeration" value="Success"/>
+               <ResponsePayload><UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_0"/>
+                 <Attribute><AttributeName type="TextString" value="Digest"/>
+                   <AttributeValue><DigestValue type="ByteString" value="01010101"/></AttributeValue>
+                 </Attribute>
+               </ResponsePayload>
+             </BatchItem>
+           </ResponseMessage>"#,
+    )
+    .unwrap();
+    let (request, response) = locate_then_digest(0x02);
+    Session::default()
+        .check_response(&request, &expected, &response)
+        .unwrap();
+    // An object the file has seen before (registered by it) keeps its Digest compared.
+    let mut seen = Session::default();
+    seen.bind_new_identifiers(&uid("made-earlier"));
+    seen.check_response(&request, &expected, &response)
+        .unwrap_err();
+    seen.check_response(&request, &expected, &locate_then_digest(0x01).1)
+        .unwrap();
+}
