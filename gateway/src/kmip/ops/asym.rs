@@ -2,8 +2,8 @@
 //! Encrypt/Decrypt, and the Key Format conversions of Register and Get (objects are stored as
 //! PKCS#8 and SubjectPublicKeyInfo; clients also send and ask for PKCS#1).
 
-use super::create::rng_attribute;
 use super::object::{digest_attr, state_name, state_of};
+use super::server_attributes::rng_attribute;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{StoredObject, Written};

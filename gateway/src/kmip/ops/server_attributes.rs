@@ -1,14 +1,15 @@
-//! Attributes the server reports for an object without storing them: what follows from the
-//! server's own policy (leases, where material is kept) or from the object's identity, so that
-//! objects stored before these were reported show them too.
+//! Attributes the server decides: those it reports for an object without storing them (what
+//! follows from its own policy, leases and where material is kept, or from the object's
+//! identity, so objects stored before these were reported show them too), and the Random Number
+//! Generator it records on the keys it generates.
 
 use super::archive::NO_LEASE_LIMIT;
 use super::object::is_destroyed;
 use crate::kmip::store::StoredObject;
-use kmip_backends::ObjectKind;
-use kmip_wire::model::{Attribute, KeyFormatType};
+use kmip_backends::{ObjectKind, RngInfo};
+use kmip_wire::model::{Attribute, CryptographicAlgorithm, KeyFormatType, KmipEnum};
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::Value;
+use kmip_wire::ttlv::{Tag, Ttlv, Value};
 use sha2::{Digest, Sha256};
 
 /// Protection Storage Mask bits (KMIP 2.1 §11.42): material kept in software, or in hardware.
@@ -62,4 +63,29 @@ pub(super) fn server_attributes(obj: &StoredObject, material_in_hardware: bool) 
         ));
     }
     out
+}
+
+/// RNG Algorithm (KMIP 2.1 §11.49) and DRBG Algorithm (§11.17) values.
+const RNG_ALGORITHM_UNSPECIFIED: u32 = 1;
+const RNG_ALGORITHM_DRBG: u32 = 3;
+const DRBG_ALGORITHM_CTR: u32 = 5;
+
+/// The Random Number Generator attribute (RNG Parameters) describing `rng`.
+pub(super) fn rng_attribute(rng: RngInfo) -> Value {
+    let field = |tag: Tag, v: Value| Ttlv::new(tag, v);
+    Value::Structure(match rng {
+        RngInfo::CtrDrbgAes256 => vec![
+            field(tags::RNGALGORITHM, Value::Enumeration(RNG_ALGORITHM_DRBG)),
+            field(
+                tags::CRYPTOGRAPHIC_ALGORITHM,
+                Value::Enumeration(CryptographicAlgorithm::Aes.to_u32()),
+            ),
+            field(tags::CRYPTOGRAPHIC_LENGTH, Value::Integer(256)),
+            field(tags::DRBGALGORITHM, Value::Enumeration(DRBG_ALGORITHM_CTR)),
+        ],
+        RngInfo::Token => vec![field(
+            tags::RNGALGORITHM,
+            Value::Enumeration(RNG_ALGORITHM_UNSPECIFIED),
+        )],
+    })
 }
