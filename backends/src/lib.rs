@@ -219,6 +219,12 @@ pub trait Backend: Send + Sync + 'static {
         random::SOFTWARE_RNG
     }
 
+    /// Whether object material is kept in a hardware token rather than in software (the KMIP
+    /// Protection Storage Mask the server reports for its objects).
+    fn keeps_material_in_hardware(&self) -> bool {
+        false
+    }
+
     /// Generates a key pair where keys live and stores it as two objects: `private` (material:
     /// PKCS#8) and `public` (material: SubjectPublicKeyInfo). Both are stored or neither.
     async fn generate_key_pair(

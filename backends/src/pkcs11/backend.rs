@@ -391,6 +391,10 @@ impl Backend for Pkcs11Backend {
         RngInfo::Token
     }
 
+    fn keeps_material_in_hardware(&self) -> bool {
+        true
+    }
+
     async fn generate_key_pair(
         &self,
         private: ObjectRecord,

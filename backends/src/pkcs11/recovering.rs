@@ -260,6 +260,10 @@ impl Backend for RecoveringPkcs11 {
         RngInfo::Token
     }
 
+    fn keeps_material_in_hardware(&self) -> bool {
+        true
+    }
+
     async fn generate_key_pair(
         &self,
         private: ObjectRecord,

@@ -14,6 +14,7 @@
 //! later requests, and `relax` decides what is left to the server before the structural
 //! comparison.
 
+mod attribute_answers;
 mod relax;
 mod session;
 mod vectors;

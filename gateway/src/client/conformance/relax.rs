@@ -229,14 +229,14 @@ pub(super) fn mask_generated_key_material(expected: &XmlNode, actual: &mut Ttlv)
     }
 }
 
-fn child_node_mut(node: &mut XmlNode, tag: Tag) -> Option<&mut XmlNode> {
+pub(super) fn child_node_mut(node: &mut XmlNode, tag: Tag) -> Option<&mut XmlNode> {
     match &mut node.value {
         XmlValue::Structure(c) => c.iter_mut().find(|c| c.tag == tag),
         _ => None,
     }
 }
 
-fn child_ttlv_mut(t: &mut Ttlv, tag: Tag) -> Option<&mut Ttlv> {
+pub(super) fn child_ttlv_mut(t: &mut Ttlv, tag: Tag) -> Option<&mut Ttlv> {
     match &mut t.value {
         Value::Structure(c) => c.iter_mut().find(|c| c.tag == tag),
         _ => None,

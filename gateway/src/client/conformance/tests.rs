@@ -352,3 +352,181 @@ fn query_need_not_list_server_initiated_or_unstored_type_operations() {
         .unwrap_err();
     assert!(d.what.contains("CreateSplitKey"), "{d}");
 }
+
+fn attribute_answer(operation: u32, entries: Vec<Ttlv>) -> Ttlv {
+    Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                Ttlv::new(tags::OPERATION, Value::Enumeration(operation)),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(tags::RESPONSE_PAYLOAD, entries),
+            ],
+        )],
+    )
+}
+
+/// Get Attribute List (0x0C) and Get Attributes (0x0B).
+const GET_ATTRIBUTE_LIST: u32 = 0x0C;
+const GET_ATTRIBUTES: u32 = 0x0B;
+
+#[test]
+fn attribute_answers_compare_in_any_order_but_still_as_a_set() {
+    let expected = parse_template(
+        r#"<ResponseMessage><BatchItem>
+             <Operation type="Enumeration" value="GetAttributeList"/>
+             <ResultStatus type="Enumeration" value="Success"/>
+             <ResponsePayload>
+               <AttributeReference type="Enumeration" value="Digest"/>
+               <AttributeReference type="Enumeration" value="KeyFormatType"/>
+               <AttributeReference type="Enumeration" value="Extractable"/>
+             </ResponsePayload>
+           </BatchItem></ResponseMessage>"#,
+    )
+    .unwrap();
+    let reference =
+        |tag: kmip_wire::ttlv::Tag| Ttlv::new(tags::ATTRIBUTE_REFERENCE, Value::Enumeration(tag.0));
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    let reordered = attribute_answer(
+        GET_ATTRIBUTE_LIST,
+        vec![
+            reference(tags::DIGEST),
+            reference(tags::EXTRACTABLE),
+            reference(tags::KEY_FORMAT_TYPE),
+        ],
+    );
+    Session::default()
+        .check_response(&request, &expected, &reordered)
+        .unwrap();
+    let missing = attribute_answer(
+        GET_ATTRIBUTE_LIST,
+        vec![reference(tags::EXTRACTABLE), reference(tags::DIGEST)],
+    );
+    Session::default()
+        .check_response(&request, &expected, &missing)
+        .unwrap_err();
+}
+
+#[test]
+fn lease_time_is_compared_for_presence_not_value() {
+    let expected = expected_answer("Lease Time");
+    let lease = |name: &str| {
+        Ttlv::structure(
+            tags::ATTRIBUTE,
+            vec![
+                Ttlv::new(tags::ATTRIBUTE_NAME, Value::TextString(name.into())),
+                Ttlv::new(tags::ATTRIBUTE_VALUE, Value::Interval(0)),
+            ],
+        )
+    };
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    Session::default()
+        .check_response(
+            &request,
+            &expected,
+            &attribute_answer(GET_ATTRIBUTES, vec![lease("Lease Time")]),
+        )
+        .unwrap();
+    // Another attribute's value is still compared.
+    let other = expected_answer("Fresh");
+    Session::default()
+        .check_response(
+            &request,
+            &other,
+            &attribute_answer(GET_ATTRIBUTES, vec![lease("Fresh")]),
+        )
+        .unwrap_err();
+}
+
+/// A Get Attributes answer with one 1.x attribute `name` of value Interval 3600.
+fn expected_answer(name: &str) -> XmlNode {
+    parse_template(
+        &r#"<ResponseMessage><BatchItem>
+             <Operation type="Enumeration" value="GetAttributes"/>
+             <ResultStatus type="Enumeration" value="Success"/>
+             <ResponsePayload>
+               <Attribute><AttributeName type="TextString" value="NAME"/>
+                 <AttributeValue type="Interval" value="3600"/></Attribute>
+             </ResponsePayload>
+           </BatchItem></ResponseMessage>"#
+            .replace("NAME", name),
+    )
+    .unwrap()
+}
+
+/// Locate (0x08) then Get Attributes (0x0B) of what it found, asking for Digest, whose value
+/// the server answers as `digest`.
+fn locate_then_digest(digest: u8) -> (Ttlv, Ttlv) {
+    let op = |code: u32| Ttlv::new(tags::OPERATION, Value::Enumeration(code));
+    let request = Ttlv::structure(
+        tags::REQUEST_MESSAGE,
+        [0x08, 0x0B]
+            .into_iter()
+            .map(|code| Ttlv::structure(tags::BATCH_ITEM, vec![op(code)]))
+            .collect(),
+    );
+    let digest_attr = Ttlv::structure(
+        tags::ATTRIBUTE,
+        vec![
+            Ttlv::new(tags::ATTRIBUTE_NAME, Value::TextString("Digest".into())),
+            Ttlv::structure(
+                tags::ATTRIBUTE_VALUE,
+                vec![Ttlv::new(
+                    tags::DIGEST_VALUE,
+                    Value::ByteString(vec![digest; 4].into()),
+                )],
+            ),
+        ],
+    );
+    let item = |code: u32, payload: Vec<Ttlv>| {
+        Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                op(code),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(tags::RESPONSE_PAYLOAD, payload),
+            ],
+        )
+    };
+    let response = Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![
+            item(0x08, vec![uid("made-earlier")]),
+            item(0x0B, vec![uid("made-earlier"), digest_attr]),
+        ],
+    );
+    (request, response)
+}
+
+#[test]
+fn material_of_an_object_made_before_the_file_is_not_compared() {
+    let expected = parse_template(
+        r#"<ResponseMessage>
+             <BatchItem><Operation type="Enumeration" value="Locate"/>
+               <ResultStatus type="Enumeration" value="Success"/>
+               <ResponsePayload><UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_0"/></ResponsePayload>
+             </BatchItem>
+             <BatchItem><Operation type="Enumeration" value="GetAttributes"/>
+               <ResultStatus type="Enumeration" value="Success"/>
+               <ResponsePayload><UniqueIdentifier type="TextString" value="$UNIQUE_IDENTIFIER_0"/>
+                 <Attribute><AttributeName type="TextString" value="Digest"/>
+                   <AttributeValue><DigestValue type="ByteString" value="01010101"/></AttributeValue>
+                 </Attribute>
+               </ResponsePayload>
+             </BatchItem>
+           </ResponseMessage>"#,
+    )
+    .unwrap();
+    let (request, response) = locate_then_digest(0x02);
+    Session::default()
+        .check_response(&request, &expected, &response)
+        .unwrap();
+    // An object the file has seen before (registered by it) keeps its Digest compared.
+    let mut seen = Session::default();
+    seen.bind_new_identifiers(&uid("made-earlier"));
+    seen.check_response(&request, &expected, &response)
+        .unwrap_err();
+    seen.check_response(&request, &expected, &locate_then_digest(0x01).1)
+        .unwrap();
+}

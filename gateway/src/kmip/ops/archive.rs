@@ -12,7 +12,7 @@ use kmip_wire::spec::tags;
 
 /// The Lease Time Obtain Lease answers: 0, "no lease interval is effective, and the client MAY
 /// use the object without any lease time limit" (KMIP 1.4 §4.17). A destroyed object gets none.
-const NO_LEASE_LIMIT: u32 = 0;
+pub(super) const NO_LEASE_LIMIT: u32 = 0;
 
 impl Ops {
     /// Archive and Recover: the object must be live; nothing is moved.

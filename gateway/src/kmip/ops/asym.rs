@@ -3,6 +3,7 @@
 //! PKCS#8 and SubjectPublicKeyInfo; clients also send and ask for PKCS#1).
 
 use super::object::{digest_attr, state_name, state_of};
+use super::server_attributes::rng_attribute;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{StoredObject, Written};
@@ -92,6 +93,10 @@ impl Ops {
         private.set(tags::EXTRACTABLE, Value::Boolean(extractable));
         private.set(tags::ALWAYS_SENSITIVE, Value::Boolean(sensitive));
         private.set(tags::NEVER_EXTRACTABLE, Value::Boolean(!extractable));
+        // The server generated the pair: its generator is the backend's, whatever a client said.
+        let generator = rng_attribute(self.store.backend().rng());
+        private.set(tags::RANDOM_NUMBER_GENERATOR, generator.clone());
+        public.set(tags::RANDOM_NUMBER_GENERATOR, generator);
         private.attributes.push(Attribute::link(&Link {
             link_type: LinkType::PublicKeyLink,
             linked_object_identifier: public.uid.clone(),

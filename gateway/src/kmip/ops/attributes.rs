@@ -7,6 +7,7 @@ use super::attribute_rules::{
     MULTI_VALUED,
 };
 use super::object::{digest_attr, is_destroyed};
+use super::server_attributes::server_attributes;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::StoredObject;
@@ -40,6 +41,12 @@ impl Ops {
                 .collect()
         };
         attributes.extend(derived);
+        let in_hardware = self.store.backend().keeps_material_in_hardware();
+        attributes.extend(
+            server_attributes(&obj, in_hardware)
+                .into_iter()
+                .filter(|a| r.names.is_empty() || r.names.contains(&a.name)),
+        );
         let attributes: Vec<Attribute> = attributes
             .into_iter()
             .filter(|a| reportable(&a.name, ctx.version))
@@ -67,6 +74,13 @@ impl Ops {
         if digest_derivable(&obj) {
             names.push(AttributeName::Tag(tags::DIGEST));
         }
+        let in_hardware = self.store.backend().keeps_material_in_hardware();
+        names.extend(
+            server_attributes(&obj, in_hardware)
+                .into_iter()
+                .map(|a| a.name)
+                .filter(|n| reportable(n, ctx.version)),
+        );
         canonical_order(&mut names);
         ctx.id_placeholder = Some(uid.clone());
         Ok(GetAttributeListResponse {

@@ -4,14 +4,15 @@
 use super::attribute_rules::{check_is_attribute, server_set, CREATE_ONLY, MULTI_VALUED};
 use super::certificate;
 use super::object::digest_attr;
+use super::server_attributes::rng_attribute;
 use super::template::template_material;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{StoredObject, Written};
-use kmip_backends::{KeyAlgorithm, KeySpec, RngInfo};
+use kmip_backends::{KeyAlgorithm, KeySpec};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{Tag, Ttlv, Value};
+use kmip_wire::ttlv::{Tag, Value};
 use zeroize::Zeroizing;
 
 impl Ops {
@@ -299,31 +300,6 @@ fn key_spec(algorithm: KeyAlgorithm, bits: i32, attrs: &[Attribute]) -> KeySpec 
 
 /// A Triple DES key's material: 168 key bits and 24 parity bits.
 const TRIPLE_DES_MATERIAL_BITS: i32 = 192;
-
-/// RNG Algorithm (KMIP 2.1 §11.49) and DRBG Algorithm (§11.17) values.
-const RNG_ALGORITHM_UNSPECIFIED: u32 = 1;
-const RNG_ALGORITHM_DRBG: u32 = 3;
-const DRBG_ALGORITHM_CTR: u32 = 5;
-
-/// The Random Number Generator attribute (RNG Parameters) describing `rng`.
-pub(super) fn rng_attribute(rng: RngInfo) -> Value {
-    let field = |tag: Tag, v: Value| Ttlv::new(tag, v);
-    Value::Structure(match rng {
-        RngInfo::CtrDrbgAes256 => vec![
-            field(tags::RNGALGORITHM, Value::Enumeration(RNG_ALGORITHM_DRBG)),
-            field(
-                tags::CRYPTOGRAPHIC_ALGORITHM,
-                Value::Enumeration(CryptographicAlgorithm::Aes.to_u32()),
-            ),
-            field(tags::CRYPTOGRAPHIC_LENGTH, Value::Integer(256)),
-            field(tags::DRBGALGORITHM, Value::Enumeration(DRBG_ALGORITHM_CTR)),
-        ],
-        RngInfo::Token => vec![field(
-            tags::RNGALGORITHM,
-            Value::Enumeration(RNG_ALGORITHM_UNSPECIFIED),
-        )],
-    })
-}
 
 fn flag_attrs(obj: &mut StoredObject, spec: &KeySpec) {
     obj.set(tags::SENSITIVE, Value::Boolean(spec.sensitive));

@@ -26,6 +26,7 @@ mod operator;
 mod quantum_safe;
 mod query;
 mod rekey_pair;
+mod server_attributes;
 mod server_info;
 mod table;
 mod template;
