@@ -346,6 +346,7 @@ const PROTOCOL_PASSING: &[&str] = &[
     "AX-M-1-21.xml",
     "TL-M-2-14.xml",
     "QS-M-2-21.xml",
+    "PKCS11-M-1-21.xml",
 ];
 
 backend_tests! {
