@@ -5,6 +5,7 @@
 //! secret, so the gateway runs them here over the stored public key, whatever the backend.
 
 mod der;
+mod pss;
 
 pub(crate) use der::{
     curve_params, ec_spki, ecdsa_der, rsa_pkcs8_from_numbers, rsa_private_numbers, rsa_spki,
@@ -305,6 +306,13 @@ pub fn verify(
 ) -> Result<bool, BackendError> {
     let (alg, raw) = der::spki_parts(spki)?;
     let kind = key_kind(&alg)?;
+    // aws-lc-rs has no PSS with SHA-1: verified here (a public operation, nothing secret).
+    if let (KeyPairAlgorithm::Rsa { .. }, SignatureScheme::RsaPss(HashAlgorithm::Sha1)) =
+        (kind, scheme)
+    {
+        let (n, e) = der::rsa_public_numbers(spki)?;
+        return pss::verify(&n, &e, HashAlgorithm::Sha1, data, sig);
+    }
     let (algorithm, key): (&'static dyn VerificationAlgorithm, &[u8]) = match (kind, scheme) {
         (
             KeyPairAlgorithm::Rsa { .. },

@@ -47,6 +47,7 @@ pub enum Operation {
     Poll,
     Cancel,
     AdjustAttribute,
+    Pkcs11,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -60,7 +61,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 40] = [
+    pub const ALL: [Operation; 41] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -101,6 +102,7 @@ impl Operation {
         Operation::Poll,
         Operation::Cancel,
         Operation::AdjustAttribute,
+        Operation::Pkcs11,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -146,6 +148,7 @@ impl Operation {
             Operation::Poll => "Poll",
             Operation::Cancel => "Cancel",
             Operation::AdjustAttribute => "AdjustAttribute",
+            Operation::Pkcs11 => "PKCS_11",
         }
     }
 
@@ -165,7 +168,9 @@ impl Operation {
             // Creates a certificate; the Public Key it may name is checked as a Get of that key.
             | Operation::Certify
             | Operation::Poll
-            | Operation::Cancel => OperationKind::Global,
+            | Operation::Cancel
+            // Answers about the server's own PKCS#11 library; names no object.
+            | Operation::Pkcs11 => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }

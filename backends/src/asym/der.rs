@@ -192,6 +192,19 @@ pub(crate) fn rsa_pkcs8_from_numbers(numbers: &[Vec<u8>]) -> Result<Vec<u8>, Bac
     pkcs8_from_rsa_private(&wrap(SEQUENCE, &body))
 }
 
+/// The modulus and public exponent (unsigned big-endian) of an RSA SubjectPublicKeyInfo.
+pub(crate) fn rsa_public_numbers(spki: &[u8]) -> Result<(Vec<u8>, Vec<u8>), BackendError> {
+    let what = "RSA public key";
+    let (alg, key) = spki_parts(spki)?;
+    if alg.oid != OID_RSA {
+        return Err(BackendError::InvalidInput("not an RSA public key".into()));
+    }
+    let (body, _) = expect(key, SEQUENCE, what)?;
+    let (n, rest) = expect(body, INTEGER, what)?;
+    let (e, _) = expect(rest, INTEGER, what)?;
+    Ok((unsigned(n), unsigned(e)))
+}
+
 /// The SubjectPublicKeyInfo of the RSA key (`modulus`, `exponent`).
 pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, BackendError> {
     let mut numbers = integer(modulus);

@@ -530,3 +530,51 @@ fn material_of_an_object_made_before_the_file_is_not_compared() {
     seen.check_response(&request, &expected, &locate_then_digest(0x01).1)
         .unwrap();
 }
+
+fn get_info_response(info: &[u8]) -> Ttlv {
+    Ttlv::structure(
+        tags::RESPONSE_MESSAGE,
+        vec![Ttlv::structure(
+            tags::BATCH_ITEM,
+            vec![
+                Ttlv::new(tags::OPERATION, Value::Enumeration(0x33)),
+                Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+                Ttlv::structure(
+                    tags::RESPONSE_PAYLOAD,
+                    vec![
+                        Ttlv::new(tags::PKCS_11_FUNCTION, Value::Enumeration(0x03)),
+                        Ttlv::new(
+                            tags::PKCS_11_OUTPUT_PARAMETERS,
+                            Value::ByteString(info.to_vec().into()),
+                        ),
+                        Ttlv::new(tags::PKCS_11_RETURN_CODE, Value::Enumeration(0)),
+                    ],
+                ),
+            ],
+        )],
+    )
+}
+
+#[test]
+fn get_info_compares_the_ck_info_layout_and_cryptoki_version_only() {
+    // CK_INFO of version 2.40, "AB" as manufacturer and description in 4-byte fields here.
+    let expected = parse_template(
+        r#"<ResponseMessage><BatchItem>
+        <Operation type="Enumeration" value="PKCS_11"/>
+        <ResultStatus type="Enumeration" value="Success"/>
+        <ResponsePayload>
+          <PKCS_11Function type="Enumeration" value="C_GetInfo"/>
+          <PKCS_11OutputParameters type="ByteString" value="02284142202041422020"/>
+          <PKCS_11ReturnCode type="Enumeration" value="OK"/>
+        </ResponsePayload></BatchItem></ResponseMessage>"#,
+    )
+    .unwrap();
+    let request = Ttlv::structure(tags::REQUEST_MESSAGE, vec![]);
+    let check = |info: &[u8]| {
+        Session::default().check_response(&request, &expected, &get_info_response(info))
+    };
+    check(b"\x02\x28XY  XY  ").unwrap();
+    // Another Cryptoki version, or another length, is compared.
+    check(b"\x03\x00XY  XY  ").unwrap_err();
+    check(b"\x02\x28XY  XY ").unwrap_err();
+}

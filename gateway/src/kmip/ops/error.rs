@@ -71,6 +71,12 @@ pub enum OpError {
     /// Poll named an asynchronous operation, and this server never leaves one outstanding.
     #[error("no asynchronous operation is outstanding: this server answers every request at once")]
     NoAsynchronousOperation,
+    /// A PKCS#11 operation naming a function this server does not offer.
+    #[error("PKCS#11: {0}")]
+    Pkcs11InvalidFunction(String),
+    /// A PKCS#11 operation naming an interface this server does not offer.
+    #[error("PKCS#11: {0}")]
+    Pkcs11InvalidInterface(String),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -146,6 +152,12 @@ impl OpError {
             // The OASIS vectors (CS-BC-M-11) answer a missing IV with Invalid Message in 1.4
             // and 2.1 alike.
             OpError::MissingIv => ResultReason::InvalidMessage,
+            // The PKCS#11 operation is 2.x only; a 1.x client cannot have asked for it.
+            OpError::Pkcs11InvalidFunction(_) if v2 => ResultReason::Pkcs11InvalidFunction,
+            OpError::Pkcs11InvalidInterface(_) if v2 => ResultReason::Pkcs11InvalidInterface,
+            OpError::Pkcs11InvalidFunction(_) | OpError::Pkcs11InvalidInterface(_) => {
+                ResultReason::OperationNotSupported
+            }
             OpError::Undecodable(_) => ResultReason::InvalidMessage,
             OpError::Model(e) => match e {
                 ModelError::Missing { .. }
@@ -322,6 +334,16 @@ mod tests {
                 R::InvalidAsynchronousCorrelationValue,
             ),
             (
+                OpError::Pkcs11InvalidFunction(s()),
+                R::OperationNotSupported,
+                R::Pkcs11InvalidFunction,
+            ),
+            (
+                OpError::Pkcs11InvalidInterface(s()),
+                R::OperationNotSupported,
+                R::Pkcs11InvalidInterface,
+            ),
+            (
                 model(ModelError::Missing { path: s() }),
                 R::InvalidMessage,
                 R::InvalidMessage,
@@ -475,7 +497,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 52;
+    const ROWS: usize = 54;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -507,6 +529,8 @@ mod tests {
             OpError::TagLength(_) => 49,
             OpError::InvalidCsr(_) => 50,
             OpError::NoAsynchronousOperation => 51,
+            OpError::Pkcs11InvalidFunction(_) => 52,
+            OpError::Pkcs11InvalidInterface(_) => 53,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,

@@ -23,6 +23,7 @@ mod lifecycle;
 mod locate;
 mod object;
 mod operator;
+mod pkcs11;
 mod quantum_safe;
 mod query;
 mod rekey_pair;

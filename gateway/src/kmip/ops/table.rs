@@ -5,6 +5,7 @@
 
 use super::asynchronous::cancel;
 use super::digest;
+use super::pkcs11;
 use super::query::{discover_versions, query};
 use super::{OpContext, OpError, Ops};
 use kmip_policy::Operation as PolicyOperation;
@@ -125,6 +126,12 @@ impl NamesObjects for RngSeedResponse {
 }
 
 impl NamesObjects for CancelResponse {
+    fn uids(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl NamesObjects for Pkcs11Response {
     fn uids(&self) -> Vec<String> {
         Vec::new()
     }
@@ -265,6 +272,7 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
         answer_uids: |_| None,
     },
     row!(Cancel, Cancel, none, listed: true, |_, _, r| cancel(r)),
+    row!(Pkcs11, Pkcs11, none, listed: true, |_, _, r| pkcs11::pkcs11(r)?),
     marker!(Interop),
     marker!(Log),
 ];
@@ -398,6 +406,7 @@ mod tests {
                 Operation::SignatureVerify,
                 Operation::Poll,
                 Operation::Cancel,
+                Operation::Pkcs11,
             ]
         );
     }

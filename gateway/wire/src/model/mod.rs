@@ -67,4 +67,5 @@ pub use payload::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
+pub use payload::{Pkcs11Request, Pkcs11Response};
 pub use version::{prune_undefined, tag_defined, ProtocolVersion};

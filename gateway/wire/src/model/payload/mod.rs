@@ -24,6 +24,7 @@ pub use digest::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
+pub use request::Pkcs11Request;
 pub use request::{AdjustAttributeRequest, AsyncRequest, GetUsageAllocationRequest};
 pub use request::{
     AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
@@ -32,6 +33,7 @@ pub use request::{
     QueryRequest, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload,
     RevokeRequest, SignRequest, UidRequest,
 };
+pub use response::Pkcs11Response;
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
     DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesResponse,

@@ -1,5 +1,6 @@
 //! Reading request payloads, in the 1.x or the 2.x shape whatever the header says.
 
+use super::request::Pkcs11Request;
 use super::request::{
     AdjustAttributeRequest, AsyncRequest, AttributeRequest, CertifyRequest, CheckRequest,
     CreateKeyPairRequest, CreateRequest, CryptoRequest, DeleteAttributeRequest,
@@ -18,6 +19,7 @@ use crate::model::error::ModelError;
 use crate::model::object::ManagedObject;
 use crate::model::version::ProtocolVersion;
 use crate::spec::tags;
+use crate::ttlv::Value;
 
 impl RequestPayload {
     /// Reads the `Request Payload` structure of an `op` batch item.
@@ -121,6 +123,12 @@ impl RequestPayload {
                 adjustment_value: node
                     .opt(tags::ADJUSTMENT_VALUE)
                     .map(|n| n.ttlv.value.clone()),
+            }),
+            Operation::Pkcs11 => RequestPayload::Pkcs11(Pkcs11Request {
+                interface: node.opt_text(tags::PKCS_11_INTERFACE)?,
+                function: pkcs11_function(&node.req(tags::PKCS_11_FUNCTION)?)?,
+                correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
+                input_parameters: node.opt_bytes(tags::PKCS_11_INPUT_PARAMETERS)?,
             }),
             Operation::Poll => RequestPayload::Poll(AsyncRequest {
                 asynchronous_correlation_value: node
@@ -279,4 +287,12 @@ fn read_certify(node: &Node<'_>) -> R<CertifyRequest> {
         offset: node.opt_interval(tags::OFFSET)?,
         attributes: AttributeGroup::Plain.read(node)?,
     })
+}
+
+/// A PKCS#11 Function: an Enumeration (a PKCS#11 defined function) or an Integer (a vendor one).
+pub(super) fn pkcs11_function(node: &Node<'_>) -> R<Value> {
+    match &node.ttlv.value {
+        v @ (Value::Enumeration(_) | Value::Integer(_)) => Ok(v.clone()),
+        _ => Err(node.wrong("an Enumeration or an Integer")),
+    }
 }

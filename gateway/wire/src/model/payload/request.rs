@@ -166,6 +166,16 @@ pub struct AdjustAttributeRequest {
     pub adjustment_value: Option<Value>,
 }
 
+/// PKCS#11 (2.x): one PKCS#11 function call carried in KMIP (2.1 §6.1.37).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Request {
+    pub interface: Option<String>,
+    /// An Enumeration (a PKCS#11 defined function) or an Integer (a vendor function).
+    pub function: Value,
+    pub correlation_value: Option<Bytes>,
+    pub input_parameters: Option<Bytes>,
+}
+
 /// Poll and Cancel: the asynchronous operation they name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AsyncRequest {
@@ -260,6 +270,7 @@ pub enum RequestPayload {
     Poll(AsyncRequest),
     Cancel(AsyncRequest),
     AdjustAttribute(AdjustAttributeRequest),
+    Pkcs11(Pkcs11Request),
     ReKey(ReKeyRequest),
     Certify(CertifyRequest),
     ReCertify(CertifyRequest),
@@ -309,6 +320,7 @@ impl RequestPayload {
             RequestPayload::Poll(_) => Operation::Poll,
             RequestPayload::Cancel(_) => Operation::Cancel,
             RequestPayload::AdjustAttribute(_) => Operation::AdjustAttribute,
+            RequestPayload::Pkcs11(_) => Operation::Pkcs11,
             RequestPayload::ReKey(_) => Operation::ReKey,
             RequestPayload::Certify(_) => Operation::Certify,
             RequestPayload::ReCertify(_) => Operation::ReCertify,
@@ -498,6 +510,24 @@ impl RequestPayload {
                     r.adjustment_value
                         .clone()
                         .map(|v| Ttlv::new(tags::ADJUSTMENT_VALUE, v)),
+                );
+            }
+            RequestPayload::Pkcs11(r) => {
+                items.extend(
+                    r.interface
+                        .as_deref()
+                        .map(|i| codec::text(tags::PKCS_11_INTERFACE, i)),
+                );
+                items.push(Ttlv::new(tags::PKCS_11_FUNCTION, r.function.clone()));
+                items.extend(
+                    r.correlation_value
+                        .as_deref()
+                        .map(|c| codec::bytes(tags::CORRELATION_VALUE, c)),
+                );
+                items.extend(
+                    r.input_parameters
+                        .as_deref()
+                        .map(|p| codec::bytes(tags::PKCS_11_INPUT_PARAMETERS, p)),
                 );
             }
             RequestPayload::Poll(r) | RequestPayload::Cancel(r) => items.push(codec::bytes(

@@ -89,6 +89,18 @@ pub struct CheckResponse {
     pub lease_time: Option<u32>,
 }
 
+/// PKCS#11 (2.x): the function performed, its output parameters and its CK_RV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Response {
+    pub interface: Option<String>,
+    /// The function of the request, echoed (Enumeration or Integer).
+    pub function: crate::ttlv::Value,
+    pub output_parameters: Option<Bytes>,
+    pub correlation_value: Option<Bytes>,
+    /// The PKCS#11 CK_RV (PKCS#11 Return Code enumeration).
+    pub return_code: u32,
+}
+
 /// Cancel: the operation named and what became of it (Cancellation Result).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelResponse {
@@ -168,6 +180,7 @@ pub enum ResponsePayload {
     GetUsageAllocation(UidResponse),
     Cancel(CancelResponse),
     AdjustAttribute(UidResponse),
+    Pkcs11(Pkcs11Response),
     ReKey(UidResponse),
     Certify(UidResponse),
     ReCertify(UidResponse),
@@ -291,6 +304,13 @@ impl ResponsePayload {
             Operation::Recover => ResponsePayload::Recover(uid_response()?),
             Operation::AdjustAttribute => ResponsePayload::AdjustAttribute(uid_response()?),
             Operation::GetUsageAllocation => ResponsePayload::GetUsageAllocation(uid_response()?),
+            Operation::Pkcs11 => ResponsePayload::Pkcs11(Pkcs11Response {
+                interface: node.opt_text(tags::PKCS_11_INTERFACE)?,
+                function: super::read_request::pkcs11_function(&node.req(tags::PKCS_11_FUNCTION)?)?,
+                output_parameters: node.opt_bytes(tags::PKCS_11_OUTPUT_PARAMETERS)?,
+                correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
+                return_code: node.req(tags::PKCS_11_RETURN_CODE)?.enum_value()?,
+            }),
             Operation::Cancel => ResponsePayload::Cancel(CancelResponse {
                 asynchronous_correlation_value: node
                     .req(tags::ASYNCHRONOUS_CORRELATION_VALUE)?
@@ -443,6 +463,28 @@ impl ResponsePayload {
                 if !v2 {
                     items.extend(r.attribute.as_ref().and_then(|a| a.to_ttlv(version)));
                 }
+            }
+            ResponsePayload::Pkcs11(r) => {
+                items.extend(
+                    r.interface
+                        .as_deref()
+                        .map(|i| codec::text(tags::PKCS_11_INTERFACE, i)),
+                );
+                items.push(Ttlv::new(tags::PKCS_11_FUNCTION, r.function.clone()));
+                items.extend(
+                    r.output_parameters
+                        .as_deref()
+                        .map(|p| codec::bytes(tags::PKCS_11_OUTPUT_PARAMETERS, p)),
+                );
+                items.extend(
+                    r.correlation_value
+                        .as_deref()
+                        .map(|c| codec::bytes(tags::CORRELATION_VALUE, c)),
+                );
+                items.push(Ttlv::new(
+                    tags::PKCS_11_RETURN_CODE,
+                    crate::ttlv::Value::Enumeration(r.return_code),
+                ));
             }
             ResponsePayload::Cancel(r) => {
                 items.push(codec::bytes(
