@@ -17,6 +17,7 @@ mod create;
 mod crypto;
 mod digest;
 mod error;
+mod export;
 mod get;
 mod lifecycle;
 mod locate;

@@ -34,9 +34,9 @@ pub use request::{
 };
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
-    DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesResponse,
-    GetResponse, LocateResponse, MacResponse, QueryResponse, ResponsePayload, SignResponse,
-    SignatureVerifyResponse, UidResponse,
+    DiscoverVersionsResponse, EncryptResponse, ExportResponse, GetAttributeListResponse,
+    GetAttributesResponse, GetResponse, LocateResponse, MacResponse, QueryResponse,
+    ResponsePayload, SignResponse, SignatureVerifyResponse, UidResponse,
 };
 pub use response::{CancelResponse, ObtainLeaseResponse};
 

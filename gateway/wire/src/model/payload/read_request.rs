@@ -64,15 +64,22 @@ impl RequestPayload {
                 object_group_member: node.opt_enum(tags::OBJECT_GROUP_MEMBER)?,
                 attributes: AttributeGroup::Plain.read(node)?,
             }),
-            Operation::Get => RequestPayload::Get(GetRequest {
-                unique_identifier: uid(node)?,
-                key_format_type: node.opt_enum(tags::KEY_FORMAT_TYPE)?,
-                key_wrap_type: node.opt_enum(tags::KEY_WRAP_TYPE)?,
-                key_compression_type: node.opt_enum(tags::KEY_COMPRESSION_TYPE)?,
-                key_wrapping_specification: node
-                    .opt(tags::KEY_WRAPPING_SPECIFICATION)
-                    .map(|n| n.ttlv.clone()),
-            }),
+            Operation::Get | Operation::Export => {
+                let request = GetRequest {
+                    unique_identifier: uid(node)?,
+                    key_format_type: node.opt_enum(tags::KEY_FORMAT_TYPE)?,
+                    key_wrap_type: node.opt_enum(tags::KEY_WRAP_TYPE)?,
+                    key_compression_type: node.opt_enum(tags::KEY_COMPRESSION_TYPE)?,
+                    key_wrapping_specification: node
+                        .opt(tags::KEY_WRAPPING_SPECIFICATION)
+                        .map(|n| n.ttlv.clone()),
+                };
+                if op == Operation::Get {
+                    RequestPayload::Get(request)
+                } else {
+                    RequestPayload::Export(request)
+                }
+            }
             Operation::GetAttributes => {
                 let mut names = Vec::new();
                 for n in node

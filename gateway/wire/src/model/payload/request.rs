@@ -244,6 +244,8 @@ pub enum RequestPayload {
     Register(RegisterRequest),
     Locate(LocateRequest),
     Get(GetRequest),
+    /// Export (KMIP 1.4 / 2.x): the fields of Get; the answer adds the attributes.
+    Export(GetRequest),
     GetAttributes(GetAttributesRequest),
     GetAttributeList(UidRequest),
     AddAttribute(AttributeRequest),
@@ -293,6 +295,7 @@ impl RequestPayload {
             RequestPayload::Register(_) => Operation::Register,
             RequestPayload::Locate(_) => Operation::Locate,
             RequestPayload::Get(_) => Operation::Get,
+            RequestPayload::Export(_) => Operation::Export,
             RequestPayload::GetAttributes(_) => Operation::GetAttributes,
             RequestPayload::GetAttributeList(_) => Operation::GetAttributeList,
             RequestPayload::AddAttribute(_) => Operation::AddAttribute,
@@ -378,7 +381,7 @@ impl RequestPayload {
                     items.extend(r.attributes.iter().map(|a| a.to_request_ttlv(version)));
                 }
             }
-            RequestPayload::Get(r) => {
+            RequestPayload::Get(r) | RequestPayload::Export(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
                 items.extend(
                     r.key_format_type

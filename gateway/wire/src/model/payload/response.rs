@@ -67,6 +67,14 @@ pub struct GetAttributesResponse {
     pub attributes: Vec<Attribute>,
 }
 
+/// Export (KMIP 1.4 / 2.x): the object and all its attributes in one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportResponse {
+    pub unique_identifier: String,
+    pub attributes: Vec<Attribute>,
+    pub object: ManagedObject,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetAttributeListResponse {
     pub unique_identifier: String,
@@ -155,6 +163,7 @@ pub enum ResponsePayload {
     Get(GetResponse),
     GetAttributes(GetAttributesResponse),
     GetAttributeList(GetAttributeListResponse),
+    Export(ExportResponse),
     AddAttribute(AttributeResponse),
     ModifyAttribute(AttributeResponse),
     DeleteAttribute(AttributeResponse),
@@ -261,6 +270,11 @@ impl ResponsePayload {
             }),
             Operation::Get => ResponsePayload::Get(GetResponse {
                 unique_identifier: req_uid()?,
+                object: ManagedObject::read(node, node.req_enum(tags::OBJECT_TYPE)?)?,
+            }),
+            Operation::Export => ResponsePayload::Export(ExportResponse {
+                unique_identifier: req_uid()?,
+                attributes: AttributeGroup::Plain.read(node)?,
                 object: ManagedObject::read(node, node.req_enum(tags::OBJECT_TYPE)?)?,
             }),
             Operation::GetAttributes => ResponsePayload::GetAttributes(GetAttributesResponse {
@@ -431,6 +445,15 @@ impl ResponsePayload {
                 } else {
                     items.extend(write_bare_response(&r.attributes, version));
                 }
+            }
+            ResponsePayload::Export(r) => {
+                items.push(codec::enumeration(
+                    tags::OBJECT_TYPE,
+                    r.object.object_type(),
+                ));
+                push_uid(&mut items, Some(&r.unique_identifier));
+                items.push(AttributeGroup::Plain.write_response(&r.attributes, version));
+                items.push(r.object.to_ttlv());
             }
             ResponsePayload::GetAttributeList(r) => {
                 push_uid(&mut items, Some(&r.unique_identifier));
