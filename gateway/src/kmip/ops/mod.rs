@@ -19,6 +19,7 @@ mod digest;
 mod error;
 mod export;
 mod get;
+mod import;
 mod lifecycle;
 mod locate;
 mod object;

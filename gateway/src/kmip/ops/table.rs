@@ -205,6 +205,7 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
         |_, ctx, r| query(&r, &supported_operations(), ctx.version)),
     row!(Create, Create, none, listed: true, |ops, ctx, r| ops.create(ctx, r).await?),
     row!(Register, Register, none, listed: true, |ops, ctx, r| ops.register(ctx, r).await?),
+    row!(Import, Import, none, listed: true, |ops, ctx, r| ops.import(ctx, r).await?),
     row!(Locate, Locate, none, listed: true, |ops, ctx, r| ops.locate(ctx, &r).await?),
     row!(Get, Get, object, listed: true, |ops, ctx, r| ops.get(ctx, r).await?),
     row!(Export, Export, object, listed: true, |ops, ctx, r| ops.export(ctx, r).await?),

@@ -51,7 +51,7 @@ pub use object::{
 };
 pub use payload::{
     AdjustAttributeRequest, AsyncRequest, CancelResponse, ExportResponse,
-    GetUsageAllocationRequest, ObtainLeaseResponse,
+    GetUsageAllocationRequest, ImportRequest, ObtainLeaseResponse,
 };
 pub use payload::{
     AttributeRequest, AttributeResponse, CertifyRequest, CheckRequest, CheckResponse,

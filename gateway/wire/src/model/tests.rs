@@ -1112,3 +1112,39 @@ fn export_payloads_round_trip() {
         );
     }
 }
+
+/// Import carries the identifier, the Replace Existing flag, the attributes and the object, and
+/// reads back as written in both versions.
+#[test]
+fn import_payloads_round_trip() {
+    let request = RequestPayload::Import(ImportRequest {
+        unique_identifier: "key-1".into(),
+        object_type: ObjectType::SymmetricKey,
+        replace_existing: Some(true),
+        key_wrap_type: None,
+        attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128)],
+        object: ManagedObject::SymmetricKey(KeyBlock::raw(
+            SecretBytes::from_slice(&[9; 16]),
+            Some(CryptographicAlgorithm::Aes),
+            Some(128),
+        )),
+    });
+    let answer = ResponsePayload::Import(UidResponse {
+        unique_identifier: "key-1".into(),
+    });
+    for version in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+        let t = request.to_ttlv(version);
+        assert!(t.child(tags::REPLACE_EXISTING).is_some(), "{t:?}");
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            RequestPayload::read(Operation::Import, &node).unwrap(),
+            request
+        );
+        let t = answer.to_ttlv(version);
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            ResponsePayload::read(Operation::Import, &node).unwrap(),
+            answer
+        );
+    }
+}

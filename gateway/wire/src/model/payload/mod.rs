@@ -24,7 +24,7 @@ pub use digest::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
-pub use request::{AdjustAttributeRequest, AsyncRequest, GetUsageAllocationRequest};
+pub use request::{AdjustAttributeRequest, AsyncRequest, GetUsageAllocationRequest, ImportRequest};
 pub use request::{
     AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
     CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,

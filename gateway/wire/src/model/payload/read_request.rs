@@ -4,9 +4,9 @@ use super::request::{
     AdjustAttributeRequest, AsyncRequest, AttributeRequest, CertifyRequest, CheckRequest,
     CreateKeyPairRequest, CreateRequest, CryptoRequest, DeleteAttributeRequest,
     DiscoverVersionsRequest, GetAttributesRequest, GetRequest, GetUsageAllocationRequest,
-    InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest,
-    UidRequest,
+    ImportRequest, InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest,
+    QueryRequest, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload,
+    RevokeRequest, SignRequest, UidRequest,
 };
 use super::{digest, opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -53,6 +53,17 @@ impl RequestPayload {
                 let object_type = node.req_enum(tags::OBJECT_TYPE)?;
                 RequestPayload::Register(RegisterRequest {
                     object_type,
+                    attributes: AttributeGroup::Plain.read(node)?,
+                    object: ManagedObject::read(node, object_type)?,
+                })
+            }
+            Operation::Import => {
+                let object_type = node.req_enum(tags::OBJECT_TYPE)?;
+                RequestPayload::Import(ImportRequest {
+                    unique_identifier: node.req_text(tags::UNIQUE_IDENTIFIER)?,
+                    object_type,
+                    replace_existing: node.opt_bool(tags::REPLACE_EXISTING)?,
+                    key_wrap_type: node.opt_enum(tags::KEY_WRAP_TYPE)?,
                     attributes: AttributeGroup::Plain.read(node)?,
                     object: ManagedObject::read(node, object_type)?,
                 })

@@ -159,6 +159,7 @@ pub enum ResponsePayload {
     Create(CreateResponse),
     CreateKeyPair(CreateKeyPairResponse),
     Register(UidResponse),
+    Import(UidResponse),
     Locate(LocateResponse),
     Get(GetResponse),
     GetAttributes(GetAttributesResponse),
@@ -264,6 +265,7 @@ impl ResponsePayload {
                 }
             }
             Operation::Register => ResponsePayload::Register(uid_response()?),
+            Operation::Import => ResponsePayload::Import(uid_response()?),
             Operation::Locate => ResponsePayload::Locate(LocateResponse {
                 located_items: node.opt_int(tags::LOCATED_ITEMS)?,
                 unique_identifiers: node.all_text(tags::UNIQUE_IDENTIFIER)?,
@@ -411,6 +413,7 @@ impl ResponsePayload {
                 ));
             }
             ResponsePayload::Register(r)
+            | ResponsePayload::Import(r)
             | ResponsePayload::SetAttribute(r)
             | ResponsePayload::Activate(r)
             | ResponsePayload::Revoke(r)
