@@ -247,6 +247,13 @@ fn get(uid: &str) -> RequestPayload {
     })
 }
 
+fn export(uid: &str) -> RequestPayload {
+    RequestPayload::Export(GetRequest {
+        unique_identifier: Some(uid.to_owned()),
+        ..GetRequest::default()
+    })
+}
+
 fn get_attributes(uid: &str) -> RequestPayload {
     RequestPayload::GetAttributes(GetAttributesRequest {
         unique_identifier: Some(uid.to_owned()),
@@ -396,8 +403,9 @@ type Probe = fn(&str) -> RequestPayload;
 
 /// Every operation the gateway implements that names an object (Create, Register, Query and
 /// Discover Versions name none; Locate is aimed by the identifier as a filter).
-const PROBES: [(&str, Probe); 18] = [
+const PROBES: [(&str, Probe); 19] = [
     ("Get", get),
+    ("Export", export),
     ("GetAttributes", get_attributes),
     ("GetAttributeList", get_attribute_list),
     ("AddAttribute", add_attribute),

@@ -3,6 +3,7 @@
 
 use super::attribute_rules::{check_is_attribute, server_set, CREATE_ONLY, MULTI_VALUED};
 use super::certificate;
+use super::import::Imported;
 use super::object::digest_attr;
 use super::server_attributes::rng_attribute;
 use super::template::template_material;
@@ -118,6 +119,16 @@ impl Ops {
         &self,
         ctx: &mut OpContext<'_>,
         r: RegisterRequest,
+    ) -> Result<UidResponse, OpError> {
+        self.register_as(ctx, r, None).await
+    }
+
+    /// Register, or Import when `imported` names the identifier and server attributes to keep.
+    pub(super) async fn register_as(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: RegisterRequest,
+        imported: Option<Imported>,
     ) -> Result<UidResponse, OpError> {
         let object_type = r.object.object_type();
         let _names = self.lock_names(name_values(&r.attributes)).await?;
@@ -256,6 +267,9 @@ impl Ops {
                 obj.set(tags::ALWAYS_SENSITIVE, Value::Boolean(sensitive));
                 obj.set(tags::NEVER_EXTRACTABLE, Value::Boolean(!extractable));
             }
+        }
+        if let Some(imported) = imported {
+            imported.apply(&mut obj);
         }
         let uid = obj.uid.clone();
         let after = self

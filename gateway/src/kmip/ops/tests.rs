@@ -1273,6 +1273,7 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
         vec![ResultStatus::OperationUndone, ResultStatus::OperationFailed]
     );
 }
+mod export;
 mod server_attrs;
 mod symm;
 

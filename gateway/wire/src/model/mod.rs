@@ -50,8 +50,8 @@ pub use object::{
     template_attributes, template_ttlv, KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv,
 };
 pub use payload::{
-    AdjustAttributeRequest, AsyncRequest, CancelResponse, GetUsageAllocationRequest,
-    ObtainLeaseResponse,
+    AdjustAttributeRequest, AsyncRequest, CancelResponse, ExportResponse,
+    GetUsageAllocationRequest, ImportRequest, ObtainLeaseResponse,
 };
 pub use payload::{
     AttributeRequest, AttributeResponse, CertifyRequest, CheckRequest, CheckResponse,

@@ -1068,3 +1068,83 @@ fn rekey_key_pair_payloads_round_trip() {
         );
     }
 }
+
+/// Export carries Get's fields and answers with the object and its attributes: the attribute
+/// group is `Template-Attribute` in 1.4 and `Attributes` in 2.1, and both read back as written.
+#[test]
+fn export_payloads_round_trip() {
+    let request = RequestPayload::Export(GetRequest {
+        unique_identifier: Some("key-1".into()),
+        key_format_type: Some(KeyFormatType::Raw),
+        ..GetRequest::default()
+    });
+    let answer = ResponsePayload::Export(ExportResponse {
+        unique_identifier: "key-1".into(),
+        attributes: vec![
+            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+        ],
+        object: ManagedObject::SymmetricKey(KeyBlock::raw(
+            SecretBytes::from_slice(&[7; 16]),
+            Some(CryptographicAlgorithm::Aes),
+            Some(128),
+        )),
+    });
+    for version in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+        let t = request.to_ttlv(version);
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            RequestPayload::read(Operation::Export, &node).unwrap(),
+            request
+        );
+        let t = answer.to_ttlv(version);
+        let group = if version.is_v2() {
+            tags::ATTRIBUTES
+        } else {
+            tags::TEMPLATE_ATTRIBUTE
+        };
+        assert!(t.child(group).is_some(), "{t:?}");
+        assert!(t.child(tags::SYMMETRIC_KEY).is_some(), "{t:?}");
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            ResponsePayload::read(Operation::Export, &node).unwrap(),
+            answer
+        );
+    }
+}
+
+/// Import carries the identifier, the Replace Existing flag, the attributes and the object, and
+/// reads back as written in both versions.
+#[test]
+fn import_payloads_round_trip() {
+    let request = RequestPayload::Import(ImportRequest {
+        unique_identifier: "key-1".into(),
+        object_type: ObjectType::SymmetricKey,
+        replace_existing: Some(true),
+        key_wrap_type: None,
+        attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128)],
+        object: ManagedObject::SymmetricKey(KeyBlock::raw(
+            SecretBytes::from_slice(&[9; 16]),
+            Some(CryptographicAlgorithm::Aes),
+            Some(128),
+        )),
+    });
+    let answer = ResponsePayload::Import(UidResponse {
+        unique_identifier: "key-1".into(),
+    });
+    for version in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+        let t = request.to_ttlv(version);
+        assert!(t.child(tags::REPLACE_EXISTING).is_some(), "{t:?}");
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            RequestPayload::read(Operation::Import, &node).unwrap(),
+            request
+        );
+        let t = answer.to_ttlv(version);
+        let node = crate::model::codec::Node::new(&t, "");
+        assert_eq!(
+            ResponsePayload::read(Operation::Import, &node).unwrap(),
+            answer
+        );
+    }
+}

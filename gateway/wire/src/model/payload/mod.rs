@@ -25,7 +25,7 @@ pub use digest::{
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
 pub use request::Pkcs11Request;
-pub use request::{AdjustAttributeRequest, AsyncRequest, GetUsageAllocationRequest};
+pub use request::{AdjustAttributeRequest, AsyncRequest, GetUsageAllocationRequest, ImportRequest};
 pub use request::{
     AttributeRequest, CertifyRequest, CheckRequest, CreateKeyPairRequest, CreateRequest,
     CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
@@ -36,9 +36,9 @@ pub use request::{
 pub use response::Pkcs11Response;
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
-    DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesResponse,
-    GetResponse, LocateResponse, MacResponse, QueryResponse, ResponsePayload, SignResponse,
-    SignatureVerifyResponse, UidResponse,
+    DiscoverVersionsResponse, EncryptResponse, ExportResponse, GetAttributeListResponse,
+    GetAttributesResponse, GetResponse, LocateResponse, MacResponse, QueryResponse,
+    ResponsePayload, SignResponse, SignatureVerifyResponse, UidResponse,
 };
 pub use response::{CancelResponse, ObtainLeaseResponse};
 

@@ -5,9 +5,9 @@ use super::request::{
     AdjustAttributeRequest, AsyncRequest, AttributeRequest, CertifyRequest, CheckRequest,
     CreateKeyPairRequest, CreateRequest, CryptoRequest, DeleteAttributeRequest,
     DiscoverVersionsRequest, GetAttributesRequest, GetRequest, GetUsageAllocationRequest,
-    InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest, QueryRequest,
-    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, RevokeRequest, SignRequest,
-    UidRequest,
+    ImportRequest, InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest,
+    QueryRequest, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload,
+    RevokeRequest, SignRequest, UidRequest,
 };
 use super::{digest, opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -59,6 +59,17 @@ impl RequestPayload {
                     object: ManagedObject::read(node, object_type)?,
                 })
             }
+            Operation::Import => {
+                let object_type = node.req_enum(tags::OBJECT_TYPE)?;
+                RequestPayload::Import(ImportRequest {
+                    unique_identifier: node.req_text(tags::UNIQUE_IDENTIFIER)?,
+                    object_type,
+                    replace_existing: node.opt_bool(tags::REPLACE_EXISTING)?,
+                    key_wrap_type: node.opt_enum(tags::KEY_WRAP_TYPE)?,
+                    attributes: AttributeGroup::Plain.read(node)?,
+                    object: ManagedObject::read(node, object_type)?,
+                })
+            }
             Operation::Locate => RequestPayload::Locate(LocateRequest {
                 maximum_items: node.opt_int(tags::MAXIMUM_ITEMS)?,
                 offset_items: node.opt_int(tags::OFFSET_ITEMS)?,
@@ -66,15 +77,22 @@ impl RequestPayload {
                 object_group_member: node.opt_enum(tags::OBJECT_GROUP_MEMBER)?,
                 attributes: AttributeGroup::Plain.read(node)?,
             }),
-            Operation::Get => RequestPayload::Get(GetRequest {
-                unique_identifier: uid(node)?,
-                key_format_type: node.opt_enum(tags::KEY_FORMAT_TYPE)?,
-                key_wrap_type: node.opt_enum(tags::KEY_WRAP_TYPE)?,
-                key_compression_type: node.opt_enum(tags::KEY_COMPRESSION_TYPE)?,
-                key_wrapping_specification: node
-                    .opt(tags::KEY_WRAPPING_SPECIFICATION)
-                    .map(|n| n.ttlv.clone()),
-            }),
+            Operation::Get | Operation::Export => {
+                let request = GetRequest {
+                    unique_identifier: uid(node)?,
+                    key_format_type: node.opt_enum(tags::KEY_FORMAT_TYPE)?,
+                    key_wrap_type: node.opt_enum(tags::KEY_WRAP_TYPE)?,
+                    key_compression_type: node.opt_enum(tags::KEY_COMPRESSION_TYPE)?,
+                    key_wrapping_specification: node
+                        .opt(tags::KEY_WRAPPING_SPECIFICATION)
+                        .map(|n| n.ttlv.clone()),
+                };
+                if op == Operation::Get {
+                    RequestPayload::Get(request)
+                } else {
+                    RequestPayload::Export(request)
+                }
+            }
             Operation::GetAttributes => {
                 let mut names = Vec::new();
                 for n in node

@@ -67,6 +67,17 @@ pub struct RegisterRequest {
     pub object: ManagedObject,
 }
 
+/// Import (KMIP 1.4 / 2.x): an object under the Unique Identifier it had elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRequest {
+    pub unique_identifier: String,
+    pub object_type: ObjectType,
+    pub replace_existing: Option<bool>,
+    pub key_wrap_type: Option<KeyWrapType>,
+    pub attributes: Vec<Attribute>,
+    pub object: ManagedObject,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocateRequest {
     pub maximum_items: Option<i32>,
@@ -252,8 +263,11 @@ pub enum RequestPayload {
     Create(CreateRequest),
     CreateKeyPair(CreateKeyPairRequest),
     Register(RegisterRequest),
+    Import(ImportRequest),
     Locate(LocateRequest),
     Get(GetRequest),
+    /// Export (KMIP 1.4 / 2.x): the fields of Get; the answer adds the attributes.
+    Export(GetRequest),
     GetAttributes(GetAttributesRequest),
     GetAttributeList(UidRequest),
     AddAttribute(AttributeRequest),
@@ -302,8 +316,10 @@ impl RequestPayload {
             RequestPayload::Create(_) => Operation::Create,
             RequestPayload::CreateKeyPair(_) => Operation::CreateKeyPair,
             RequestPayload::Register(_) => Operation::Register,
+            RequestPayload::Import(_) => Operation::Import,
             RequestPayload::Locate(_) => Operation::Locate,
             RequestPayload::Get(_) => Operation::Get,
+            RequestPayload::Export(_) => Operation::Export,
             RequestPayload::GetAttributes(_) => Operation::GetAttributes,
             RequestPayload::GetAttributeList(_) => Operation::GetAttributeList,
             RequestPayload::AddAttribute(_) => Operation::AddAttribute,
@@ -373,6 +389,17 @@ impl RequestPayload {
                 items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
                 items.push(r.object.to_ttlv());
             }
+            RequestPayload::Import(r) => {
+                push_uid(&mut items, Some(&r.unique_identifier));
+                items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
+                push_bool(&mut items, tags::REPLACE_EXISTING, r.replace_existing);
+                items.extend(
+                    r.key_wrap_type
+                        .map(|k| codec::enumeration(tags::KEY_WRAP_TYPE, k)),
+                );
+                items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                items.push(r.object.to_ttlv());
+            }
             RequestPayload::Locate(r) => {
                 items.extend(r.maximum_items.map(|i| codec::int(tags::MAXIMUM_ITEMS, i)));
                 items.extend(r.offset_items.map(|i| codec::int(tags::OFFSET_ITEMS, i)));
@@ -390,7 +417,7 @@ impl RequestPayload {
                     items.extend(r.attributes.iter().map(|a| a.to_request_ttlv(version)));
                 }
             }
-            RequestPayload::Get(r) => {
+            RequestPayload::Get(r) | RequestPayload::Export(r) => {
                 push_uid(&mut items, r.unique_identifier.as_deref());
                 items.extend(
                     r.key_format_type

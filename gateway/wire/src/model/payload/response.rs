@@ -67,6 +67,14 @@ pub struct GetAttributesResponse {
     pub attributes: Vec<Attribute>,
 }
 
+/// Export (KMIP 1.4 / 2.x): the object and all its attributes in one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportResponse {
+    pub unique_identifier: String,
+    pub attributes: Vec<Attribute>,
+    pub object: ManagedObject,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetAttributeListResponse {
     pub unique_identifier: String,
@@ -163,10 +171,12 @@ pub enum ResponsePayload {
     Create(CreateResponse),
     CreateKeyPair(CreateKeyPairResponse),
     Register(UidResponse),
+    Import(UidResponse),
     Locate(LocateResponse),
     Get(GetResponse),
     GetAttributes(GetAttributesResponse),
     GetAttributeList(GetAttributeListResponse),
+    Export(ExportResponse),
     AddAttribute(AttributeResponse),
     ModifyAttribute(AttributeResponse),
     DeleteAttribute(AttributeResponse),
@@ -268,12 +278,18 @@ impl ResponsePayload {
                 }
             }
             Operation::Register => ResponsePayload::Register(uid_response()?),
+            Operation::Import => ResponsePayload::Import(uid_response()?),
             Operation::Locate => ResponsePayload::Locate(LocateResponse {
                 located_items: node.opt_int(tags::LOCATED_ITEMS)?,
                 unique_identifiers: node.all_text(tags::UNIQUE_IDENTIFIER)?,
             }),
             Operation::Get => ResponsePayload::Get(GetResponse {
                 unique_identifier: req_uid()?,
+                object: ManagedObject::read(node, node.req_enum(tags::OBJECT_TYPE)?)?,
+            }),
+            Operation::Export => ResponsePayload::Export(ExportResponse {
+                unique_identifier: req_uid()?,
+                attributes: AttributeGroup::Plain.read(node)?,
                 object: ManagedObject::read(node, node.req_enum(tags::OBJECT_TYPE)?)?,
             }),
             Operation::GetAttributes => ResponsePayload::GetAttributes(GetAttributesResponse {
@@ -417,6 +433,7 @@ impl ResponsePayload {
                 ));
             }
             ResponsePayload::Register(r)
+            | ResponsePayload::Import(r)
             | ResponsePayload::SetAttribute(r)
             | ResponsePayload::Activate(r)
             | ResponsePayload::Revoke(r)
@@ -451,6 +468,15 @@ impl ResponsePayload {
                 } else {
                     items.extend(write_bare_response(&r.attributes, version));
                 }
+            }
+            ResponsePayload::Export(r) => {
+                items.push(codec::enumeration(
+                    tags::OBJECT_TYPE,
+                    r.object.object_type(),
+                ));
+                push_uid(&mut items, Some(&r.unique_identifier));
+                items.push(AttributeGroup::Plain.write_response(&r.attributes, version));
+                items.push(r.object.to_ttlv());
             }
             ResponsePayload::GetAttributeList(r) => {
                 push_uid(&mut items, Some(&r.unique_identifier));
