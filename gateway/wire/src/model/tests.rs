@@ -815,7 +815,7 @@ fn unknown_operations_keep_their_payload() {
         tags::REQUEST_MESSAGE,
         vec![
             header(2, 1, 2),
-            item(Operation::Pkcs11, None, sign_payload.clone()),
+            item(Operation::Validate, None, sign_payload.clone()),
             item(Operation::Other(0x7777), None, vec![int(Tag(0x54_0001), 5)]),
         ],
     );
@@ -823,7 +823,7 @@ fn unknown_operations_keep_their_payload() {
     assert_eq!(
         request.items[0].payload,
         Ok(RequestPayload::Unknown {
-            op_code: Operation::Pkcs11,
+            op_code: Operation::Validate,
             raw: st(tags::REQUEST_PAYLOAD, sign_payload)
         })
     );
