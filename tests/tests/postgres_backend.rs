@@ -881,3 +881,28 @@ async fn tls_to_the_server_is_verified_against_backend_ca() {
     assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
     assert!(e.to_string().contains("invalid peer certificate"), "{e}");
 }
+
+/// A database that refuses connections is reported as Unavailable, not as a pool too busy to
+/// serve (Busy after the acquire timeout): bb8 makes a missing connection in the background and
+/// tells its waiter nothing of a refusal, so `checkout` connects itself when the pool must grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_database_is_unavailable_not_busy() {
+    if skip() {
+        return;
+    }
+    let pg = PgCluster::start();
+    let mut patient = settings(&pg);
+    // Longer than the test's own patience: a Busy could only come from waiting it out.
+    patient.acquire_timeout = Duration::from_secs(3600);
+    let b = PostgresBackend::open(patient, ring(1, &[])).await.unwrap();
+    b.generate(record("before-stop", b""), aes()).await.unwrap();
+    pg.stop();
+    let e = tokio::time::timeout(
+        Duration::from_secs(120),
+        b.generate(record("after-stop", b""), aes()),
+    )
+    .await
+    .expect("a write waited for a stopped database")
+    .unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+}

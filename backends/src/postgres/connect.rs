@@ -220,7 +220,7 @@ pub(crate) fn pool(settings: &PgSettings, size: u32, manager: Manager) -> Pool {
         .min_idle(Some(0))
         .connection_timeout(settings.acquire_timeout)
         .test_on_check_out(false)
-        // A refused connection is reported at once (Unavailable), not retried into a timeout.
+        // A refused connection is not retried into the acquire timeout (see `checkout`).
         .retry_connection(false)
         .build_unchecked(manager)
 }
@@ -233,9 +233,23 @@ pub(crate) async fn checkout(
     // A connection the server closed while it sat idle (a restart, a failover) is passed
     // over rather than failing the request it would serve: dropped closed, the pool discards
     // it (`has_broken`). Each pass takes one such connection out, so the pool's size bounds
-    // the passes; a new connection that cannot be made fails at once (`Unavailable`).
+    // the passes.
     let passes = pool.state().connections.saturating_add(1);
+    let max_size = pool.config().max_size;
     for _ in 0..passes {
+        let state = pool.state();
+        // bb8 makes a missing connection in the background and reports a failure only to its
+        // error sink: the caller would wait out the acquire timeout (Busy) in front of a
+        // database that refuses connections. When the pool would have to grow, the
+        // connection is made here instead, so a refusal is `Unavailable` at once, and handed
+        // to the pool (dropped if the pool filled up meanwhile).
+        if state.idle_connections == 0 && state.connections < max_size {
+            let conn = tokio::time::timeout(settings_timeout, pool.dedicated_connection())
+                .await
+                .map_err(|_| BackendError::Busy(settings_timeout))?
+                .map_err(unavailable)?;
+            let _ = pool.add(conn);
+        }
         let conn = pool.get_owned().await.map_err(|e| match e {
             bb8::RunError::User(e) => unavailable(e),
             bb8::RunError::TimedOut => BackendError::Busy(settings_timeout),
