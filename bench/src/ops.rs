@@ -171,6 +171,7 @@ impl Conn {
         attributes.extend(group.map(|g| Attribute::text(tags::OBJECT_GROUP, g)));
         match self
             .call(RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes,
             }))

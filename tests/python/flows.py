@@ -10,6 +10,7 @@ flow with {"error": ..., "step": ...} and exit status 1, so the Rust side can sh
 import argparse
 import binascii
 import json
+import ssl
 import sys
 import traceback
 
@@ -382,6 +383,33 @@ class Flow:
                 c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
                 c.destroy(uid)
 
+    # --- 7. Certificates: Register an X.509 certificate, Get it back, its derived attributes -------
+    def certificate(self):
+        with open(self.args.cert) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        name = "cert-" + self.args.tag
+        with self.client() as c:
+            self.step = "register certificate"
+            uid = c.register(pobjects.X509Certificate(der, name=name))
+            self.out["uid"] = uid
+            self.step = "get certificate"
+            cert = c.get(uid)
+            self.out["certificate"] = {
+                "object_type": type(cert).__name__,
+                "certificate_type": cert.certificate_type.name,
+                "same_der": bytes(cert.value) == der,
+            }
+            self.step = "get attribute list"
+            self.out["attribute_names"] = sorted(str(n) for n in c.get_attribute_list(uid))
+            self.step = "locate certificates by name"
+            self.out["locate"] = c.locate(attributes=[
+                self.name_attr(name),
+                AF.create_attribute(enums.AttributeType.OBJECT_TYPE, enums.ObjectType.CERTIFICATE),
+            ])
+            self.step = "destroy"
+            c.destroy(uid)
+            self.out["get_after_destroy"] = self.failure_of(lambda: c.get(uid))
+
     # --- 5. A probe for authentication tests: one Query, report what happened -----------------------
     def probe(self):
         try:
@@ -404,7 +432,8 @@ def main():
     p.add_argument("--version", choices=sorted(VERSIONS), required=True)
     p.add_argument("--config-file", required=True)
     p.add_argument("--flow", required=True,
-                   choices=["flasharray", "sased", "vcenter", "synology", "probe", "keypair"])
+                   choices=["flasharray", "sased", "vcenter", "synology", "probe", "keypair",
+                            "certificate"])
     p.add_argument("--tag", default="t")
     args = p.parse_args()
     flow = Flow(args)

@@ -240,6 +240,7 @@ pub fn create_aes256(name: Option<&str>, extra: Vec<Attribute>) -> RequestPayloa
     attributes.extend(name.map(|n| Attribute::name(&Name::new(n))));
     attributes.extend(extra);
     RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes,
     })

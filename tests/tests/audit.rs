@@ -118,6 +118,7 @@ fn every_request_is_recorded_and_the_chain_catches_tampering() {
         let created = one(
             &mut c,
             RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(

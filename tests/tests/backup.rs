@@ -190,6 +190,7 @@ async fn create_key(c: &mut KmipClient) -> (String, Vec<u8>) {
     let created = call(
         c,
         RequestPayload::Create(CreateRequest {
+            templates: Vec::new(),
             object_type: ObjectType::SymmetricKey,
             attributes: vec![
                 Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),

@@ -360,6 +360,7 @@ fn certify_a_registered_public_key() {
         &gw,
         version,
         RequestPayload::Register(RegisterRequest {
+            templates: Vec::new(),
             object_type: ObjectType::PublicKey,
             attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x02)],
             object: ManagedObject::PublicKey(KeyBlock {
@@ -516,6 +517,7 @@ fn certify_a_registered_public_key() {
     // a link to no visible Public Key is refused.
     let register_linked = |to: &str| {
         RequestPayload::Register(RegisterRequest {
+            templates: Vec::new(),
             object_type: ObjectType::Certificate,
             attributes: vec![Attribute::link(&link(LinkType::PublicKeyLink, to))],
             object: ManagedObject::Certificate {

@@ -50,7 +50,7 @@ backend_tests! {
     fn an_exported_key_imports_on_another_gateway(backend) {
         let a = GatewayProcess::start_backend(backend);
         let b = GatewayProcess::start_backend(backend);
-        let created = call(&a, RequestPayload::Create(CreateRequest {
+        let created = call(&a, RequestPayload::Create(CreateRequest { templates: Vec::new(),
             object_type: ObjectType::SymmetricKey,
             attributes: vec![
                 Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),

@@ -182,6 +182,7 @@ impl Client {
     async fn active_key(&mut self, name: &str) -> String {
         let created = self
             .ok(RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(

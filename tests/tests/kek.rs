@@ -138,6 +138,7 @@ impl Client {
     async fn create(&mut self, name: &str) -> String {
         let item = self
             .call(RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(

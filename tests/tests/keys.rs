@@ -146,6 +146,7 @@ async fn key(conn: &mut KmipClient, name: &str, group: &str, active: bool) -> St
         conn,
         V21,
         RequestPayload::Create(CreateRequest {
+            templates: Vec::new(),
             object_type: ObjectType::SymmetricKey,
             attributes: vec![
                 Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),

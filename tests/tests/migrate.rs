@@ -100,6 +100,7 @@ async fn create_aes_with(c: &mut KmipClient, name: &str, extra: Vec<Attribute>) 
     ];
     attributes.extend(extra);
     let payload = RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes,
     });
@@ -222,6 +223,7 @@ fn fill_vault(home: &GatewayHome) -> Vec<Seen> {
         let secret = match ok(
             &mut c,
             RequestPayload::Register(RegisterRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SecretData,
                 attributes: vec![
                     Attribute::name(&Name::new("mig-secret")),

@@ -73,6 +73,7 @@ fn create_aes(name: Option<&str>) -> RequestPayload {
         attributes.push(Attribute::name(&Name::new(n)));
     }
     RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes,
     })
@@ -260,6 +261,7 @@ fn a_restart_finds_every_object_attribute_and_state() {
         let registered = match ok(
             &mut c,
             RequestPayload::Register(RegisterRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SecretData,
                 attributes: vec![
                     Attribute::name(&Name::new("restart-secret")),

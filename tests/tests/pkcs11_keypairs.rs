@@ -64,6 +64,9 @@ async fn create_pair(c: &mut KmipClient) -> CreateKeyPairResponse {
     let created = ok(
         c,
         RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+            common_templates: Vec::new(),
+            private_key_templates: Vec::new(),
+            public_key_templates: Vec::new(),
             common_attributes: vec![
                 Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Rsa),
                 Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 2048),

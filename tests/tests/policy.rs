@@ -192,6 +192,7 @@ impl Client {
     async fn create(&mut self, name: &str, group: &str) -> String {
         let item = self
             .call(RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(

@@ -140,6 +140,7 @@ async fn one(c: &mut KmipClient, payload: RequestPayload) -> Option<ResponseBatc
 
 fn create(name: &str) -> RequestPayload {
     RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes: vec![
             Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),

@@ -341,6 +341,41 @@ backend_tests! {
     }
 }
 
+backend_tests! {
+    /// PyKMIP's register and get of an X.509 certificate (the client's own): the same DER comes
+    /// back typed X.509, the attributes derived from it are listed, Locate finds it by name and
+    /// type, and it is gone once destroyed.
+    fn certificate_register_and_get(backend) {
+        let gw = GatewayProcess::start_backend(backend);
+        let files = ClientFiles::of(&gw);
+        for v in VERSIONS {
+            let r = run_flow(&gw, &files, v, "certificate", v);
+            let ctx = format!("KMIP {v}: {r}");
+            assert_eq!(
+                r["certificate"],
+                json!({"object_type": "X509Certificate", "certificate_type": "X_509",
+                       "same_der": true}),
+                "{ctx}"
+            );
+            let names = strings(&r["attribute_names"]);
+            for derived in DERIVED_CERTIFICATE_ATTRIBUTES {
+                assert!(names.contains(derived), "{derived} in {ctx}");
+            }
+            assert_eq!(r["locate"], json!([r["uid"]]), "{ctx}");
+            assert_eq!(r["get_after_destroy"]["status"], "OPERATION_FAILED", "{ctx}");
+        }
+    }
+}
+
+/// Attributes the server derives from a registered certificate, listed in every version.
+const DERIVED_CERTIFICATE_ATTRIBUTES: [&str; 5] = [
+    "Certificate Type",
+    "Digest",
+    "X.509 Certificate Identifier",
+    "X.509 Certificate Issuer",
+    "X.509 Certificate Subject",
+];
+
 fn write_pair(dir: &Path, stem: &str, cert_pem: &str, key_pem: &str) -> (PathBuf, PathBuf) {
     let cert = dir.join(format!("{stem}.pem"));
     let key = dir.join(format!("{stem}.key"));
@@ -574,6 +609,7 @@ fn message(payload: RequestPayload) -> kmip_wire::Ttlv {
 
 fn create_aes256() -> RequestPayload {
     RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes: vec![
             Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),

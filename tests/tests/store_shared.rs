@@ -519,6 +519,7 @@ async fn send(
 
 fn create(name: &str) -> RequestPayload {
     RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes: vec![
             Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),

@@ -37,6 +37,7 @@ async fn call(home: &GatewayHome, gw: &GatewayProcess, payload: RequestPayload) 
 
 async fn create(home: &GatewayHome, gw: &GatewayProcess) -> String {
     let payload = RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes: vec![
             Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),

@@ -46,6 +46,7 @@ fn key_attributes(spec: &KeySpec) -> Result<Vec<Attribute>, BackendError> {
 /// Create of a symmetric key as `spec` describes it.
 pub(crate) fn create(spec: &KeySpec) -> Result<RequestPayload, BackendError> {
     Ok(RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes: key_attributes(spec)?,
     }))
@@ -103,6 +104,7 @@ pub(crate) fn register(
         }
     };
     Ok(RequestPayload::Register(RegisterRequest {
+        templates: Vec::new(),
         object_type,
         attributes,
         object,

@@ -175,6 +175,7 @@ fn request_writers_keep_attributes_the_version_does_not_define() {
         };
         let payloads = [
             RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: attributes.clone(),
             }),

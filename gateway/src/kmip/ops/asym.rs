@@ -29,13 +29,21 @@ impl Ops {
         ctx: &mut OpContext<'_>,
         r: CreateKeyPairRequest,
     ) -> Result<CreateKeyPairResponse, OpError> {
-        let mut names = name_values(&r.private_key_attributes);
-        names.extend(name_values(&r.public_key_attributes));
+        let common_attributes = self
+            .with_templates(ctx, &r.common_templates, r.common_attributes)
+            .await?;
+        let private_key_attributes = self
+            .with_templates(ctx, &r.private_key_templates, r.private_key_attributes)
+            .await?;
+        let public_key_attributes = self
+            .with_templates(ctx, &r.public_key_templates, r.public_key_attributes)
+            .await?;
+        let mut names = name_values(&private_key_attributes);
+        names.extend(name_values(&public_key_attributes));
         let _names = self.lock_names(names).await?;
         // Each key's own attributes override the common ones.
         let merged = |own: Vec<Attribute>| {
-            let mut all: Vec<Attribute> = r
-                .common_attributes
+            let mut all: Vec<Attribute> = common_attributes
                 .iter()
                 .filter(|c| !own.iter().any(|o| o.name == c.name))
                 .cloned()
@@ -43,10 +51,8 @@ impl Ops {
             all.extend(own);
             all
         };
-        let private_attrs =
-            self.client_attributes(ctx, merged(r.private_key_attributes.clone()), true)?;
-        let public_attrs =
-            self.client_attributes(ctx, merged(r.public_key_attributes.clone()), true)?;
+        let private_attrs = self.client_attributes(ctx, merged(private_key_attributes), true)?;
+        let public_attrs = self.client_attributes(ctx, merged(public_key_attributes), true)?;
         let algorithm = pair_algorithm(&private_attrs)?;
         let flag = |tag: Tag| {
             private_attrs

@@ -215,6 +215,7 @@ impl Ops {
             .register(
                 ctx,
                 RegisterRequest {
+                    templates: Vec::new(),
                     object_type: ObjectType::Certificate,
                     attributes,
                     object: ManagedObject::Certificate {
@@ -374,6 +375,7 @@ impl Ops {
             .register(
                 ctx,
                 RegisterRequest {
+                    templates: Vec::new(),
                     object_type: ObjectType::Certificate,
                     attributes,
                     object: ManagedObject::Certificate {

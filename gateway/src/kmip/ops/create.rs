@@ -58,8 +58,9 @@ impl Ops {
                 "Create makes Symmetric Keys only".into(),
             ));
         }
-        let _names = self.lock_names(name_values(&r.attributes)).await?;
-        let attrs = self.client_attributes(ctx, r.attributes, true)?;
+        let attributes = self.with_templates(ctx, &r.templates, r.attributes).await?;
+        let _names = self.lock_names(name_values(&attributes)).await?;
+        let attrs = self.client_attributes(ctx, attributes, true)?;
         let alg = attrs
             .iter()
             .find(|a| a.is(tags::CRYPTOGRAPHIC_ALGORITHM))
@@ -131,8 +132,9 @@ impl Ops {
         imported: Option<Imported>,
     ) -> Result<UidResponse, OpError> {
         let object_type = r.object.object_type();
-        let _names = self.lock_names(name_values(&r.attributes)).await?;
-        let mut attrs = self.client_attributes(ctx, r.attributes, true)?;
+        let attributes = self.with_templates(ctx, &r.templates, r.attributes).await?;
+        let _names = self.lock_names(name_values(&attributes)).await?;
+        let mut attrs = self.client_attributes(ctx, attributes, true)?;
         let (material, format) = match &r.object {
             ManagedObject::SymmetricKey(kb)
             | ManagedObject::PublicKey(kb)

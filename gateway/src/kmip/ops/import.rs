@@ -92,6 +92,7 @@ impl Ops {
         self.register_as(
             ctx,
             RegisterRequest {
+                templates: Vec::new(),
                 object_type: r.object_type,
                 attributes,
                 object: r.object,

@@ -143,6 +143,7 @@ impl Ops {
             .chain(old.first(tags::CRYPTOGRAPHIC_LENGTH).cloned())
             .collect();
         let mut req = CreateRequest {
+            templates: Vec::new(),
             object_type: ObjectType::SymmetricKey,
             attributes: carried,
         };

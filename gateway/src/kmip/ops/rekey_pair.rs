@@ -73,6 +73,9 @@ impl Ops {
             })?;
         let old_public = self.live_object(&old_public_uid)?;
         let request = CreateKeyPairRequest {
+            common_templates: Vec::new(),
+            private_key_templates: Vec::new(),
+            public_key_templates: Vec::new(),
             common_attributes: Vec::new(),
             private_key_attributes: overridden(
                 overridden(carried(&old_private), &r.common_attributes),

@@ -94,6 +94,7 @@ impl Harness {
             .one(
                 version,
                 RequestPayload::Create(CreateRequest {
+                    templates: Vec::new(),
                     object_type: ObjectType::SymmetricKey,
                     attributes,
                 }),
@@ -325,6 +326,7 @@ async fn names_are_unique_among_live_objects() {
         .one(
             v,
             RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(
@@ -359,6 +361,7 @@ async fn concurrent_creates_with_one_new_name_make_one_object() {
                 tokio::spawn(async move {
                     start.wait().await;
                     let create = RequestPayload::Create(CreateRequest {
+                        templates: Vec::new(),
                         object_type: ObjectType::SymmetricKey,
                         attributes: vec![
                             Attribute::enumeration(
@@ -417,6 +420,7 @@ async fn only_attributes_can_be_set() {
         let mut attributes = aes();
         attributes.push(junk.clone());
         let create = RequestPayload::Create(CreateRequest {
+            templates: Vec::new(),
             object_type: ObjectType::SymmetricKey,
             attributes,
         });
@@ -446,6 +450,7 @@ async fn only_attributes_can_be_set() {
         .one(
             ProtocolVersion::V1_4,
             RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes,
             }),
@@ -668,6 +673,7 @@ async fn name_uniqueness_does_not_reveal_other_users_objects() {
         header: RequestHeader::new(v),
         items: vec![RequestBatchItem::new(RequestPayload::Create(
             CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(
@@ -854,6 +860,7 @@ async fn an_undo_batch_rolls_back_its_own_changes() {
         items: vec![
             RequestBatchItem::new(add_text(&uid, tags::CONTACT_INFORMATION, "undone")),
             RequestBatchItem::new(RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(
@@ -985,6 +992,7 @@ async fn locate_answers_are_capped_by_max_locate_results() {
 
 fn register_secret() -> RequestPayload {
     RequestPayload::Register(RegisterRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SecretData,
         attributes: Vec::new(),
         object: ManagedObject::SecretData {
@@ -1008,6 +1016,7 @@ async fn objects_per_user_are_capped_by_max_objects_per_user() {
     let first = h.create(v, None).await;
     h.create(v, None).await;
     let create = RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes: vec![
             Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
@@ -1122,6 +1131,7 @@ async fn undo_never_gives_back_a_charged_use() {
         .one(
             v,
             RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(
@@ -1276,6 +1286,7 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
 mod export;
 mod server_attrs;
 mod symm;
+mod templates;
 
 mod key_wrap;
 
@@ -1352,6 +1363,9 @@ mod key_pairs {
             .one(
                 V,
                 RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+                    common_templates: Vec::new(),
+                    private_key_templates: Vec::new(),
+                    public_key_templates: Vec::new(),
                     common_attributes: vec![
                         Attribute::enumeration(
                             tags::CRYPTOGRAPHIC_ALGORITHM,
@@ -1523,6 +1537,7 @@ async fn templates_are_kept_for_1x_clients_only() {
         Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
     ];
     let register = RequestPayload::Register(RegisterRequest {
+        templates: Vec::new(),
         object_type: ObjectType::Template,
         attributes: vec![Attribute::name(&Name::new("tape-template"))],
         object: ManagedObject::Template {
@@ -1650,6 +1665,7 @@ async fn get_usage_allocation_reserves_units_of_the_usage_limits() {
     ];
     let create = |attributes: Vec<Attribute>| {
         RequestPayload::Create(CreateRequest {
+            templates: Vec::new(),
             object_type: ObjectType::SymmetricKey,
             attributes,
         })

@@ -155,6 +155,7 @@ fn a_message_without_secrets_is_written_as_the_wire_crate_writes_it() {
         header: RequestHeader::new(ProtocolVersion { major: 1, minor: 4 }),
         items: vec![RequestBatchItem::new(RequestPayload::Create(
             CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(

@@ -644,20 +644,58 @@ fn tagged_attributes_in_a_template_attribute_are_read_not_ignored() {
 }
 
 #[test]
-fn template_references_are_unsupported_not_ignored() {
+fn template_references_are_read_where_objects_are_made_and_refused_elsewhere() {
+    let reference = || {
+        st(
+            tags::TEMPLATE_ATTRIBUTE,
+            vec![
+                Ttlv::new(tags::NAME, Name::new("t1").to_value()),
+                v1_attribute("Cryptographic Length", Value::Integer(128)),
+                Ttlv::new(tags::NAME, Name::new("t2").to_value()),
+            ],
+        )
+    };
     let create = st(
+        tags::REQUEST_PAYLOAD,
+        vec![enm(tags::OBJECT_TYPE, 2), reference()],
+    );
+    let parsed = RequestPayload::read(
+        Operation::Create,
+        &codec::Node::new(&create, "RequestPayload"),
+    )
+    .unwrap();
+    let RequestPayload::Create(c) = &parsed else {
+        panic!()
+    };
+    assert_eq!(c.templates, vec![Name::new("t1"), Name::new("t2")]);
+    assert_eq!(c.attributes.len(), 1);
+    // Written back as a 1.x Template-Attribute, the only shape that carries them, in any version.
+    for version in [ProtocolVersion::V1_2, ProtocolVersion::V2_0] {
+        let written = parsed.to_ttlv(version);
+        let again = RequestPayload::read(
+            Operation::Create,
+            &codec::Node::new(&written, "RequestPayload"),
+        )
+        .unwrap();
+        assert_eq!(again, parsed, "{version:?}");
+    }
+    // A Locate has no use for a Template: refused, not ignored.
+    let locate = st(tags::REQUEST_PAYLOAD, vec![reference()]);
+    let err = RequestPayload::read(
+        Operation::Locate,
+        &codec::Node::new(&locate, "RequestPayload"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::Unsupported { .. }), "{err:?}");
+    // A malformed reference fails the item.
+    let bad = st(
         tags::REQUEST_PAYLOAD,
         vec![
             enm(tags::OBJECT_TYPE, 2),
             st(tags::TEMPLATE_ATTRIBUTE, vec![st(tags::NAME, vec![])]),
         ],
     );
-    let err = RequestPayload::read(
-        Operation::Create,
-        &codec::Node::new(&create, "RequestPayload"),
-    )
-    .unwrap_err();
-    assert!(matches!(err, ModelError::Unsupported { .. }), "{err:?}");
+    assert!(RequestPayload::read(Operation::Create, &codec::Node::new(&bad, "")).is_err());
 }
 
 #[test]

@@ -17,6 +17,7 @@ async fn aes_key(h: &Harness, conn: &ConnContext, mask: i32, extra: Vec<Attribut
     ];
     attributes.extend(extra);
     let payload = RequestPayload::Create(CreateRequest {
+        templates: Vec::new(),
         object_type: ObjectType::SymmetricKey,
         attributes,
     });

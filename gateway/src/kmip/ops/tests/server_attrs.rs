@@ -130,6 +130,9 @@ async fn both_keys_of_a_created_pair_name_the_generator() {
         .one(
             v,
             RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+                common_templates: Vec::new(),
+                private_key_templates: Vec::new(),
+                public_key_templates: Vec::new(),
                 common_attributes: vec![
                     Attribute::enumeration(
                         tags::CRYPTOGRAPHIC_ALGORITHM,

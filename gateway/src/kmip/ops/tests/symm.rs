@@ -12,6 +12,7 @@ async fn mac_key(h: &Harness) -> String {
         .one(
             V,
             RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::enumeration(
@@ -171,6 +172,7 @@ async fn a_registered_triple_des_key_encrypts_in_cbc_and_refuses_gcm() {
         .one(
             V,
             RequestPayload::Register(RegisterRequest {
+                templates: Vec::new(),
                 object_type: ObjectType::SymmetricKey,
                 attributes: vec![
                     Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),

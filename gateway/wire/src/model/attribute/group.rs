@@ -1,7 +1,7 @@
 //! Where a group of attributes sits in a payload (`Template-Attribute`, `Attributes`, …) and
 //! the 2.x `New Attribute` / `Current Attribute` wrappers.
 
-use super::Attribute;
+use super::{Attribute, Name};
 use crate::model::codec::{self, Node};
 use crate::model::error::ModelError;
 use crate::model::version::ProtocolVersion;
@@ -41,9 +41,28 @@ impl AttributeGroup {
     /// `Attribute` items of the payload are read too (Locate, Get Attributes response). A 2.x-style
     /// tagged attribute inside a 1.x `Template-Attribute` is read as that attribute: clients mix
     /// the shapes, and ignoring it would make a Locate match more than asked.
+    /// A Template reference is refused: only the operations that create objects
+    /// ([`AttributeGroup::read_with_templates`]) take one.
     pub(crate) fn read(self, payload: &Node<'_>) -> Result<Vec<Attribute>, ModelError> {
+        let (attributes, templates) = self.read_with_templates(payload)?;
+        if !templates.is_empty() {
+            let (v1_tag, _) = self.tags();
+            return Err(payload
+                .req(v1_tag)?
+                .unsupported("a Template reference outside Create, Create Key Pair and Register"));
+        }
+        Ok(attributes)
+    }
+
+    /// Reads the group and the names of the Templates its 1.x `Template-Attribute` refers to,
+    /// in the order given (a later Template takes precedence over an earlier one).
+    pub(crate) fn read_with_templates(
+        self,
+        payload: &Node<'_>,
+    ) -> Result<(Vec<Attribute>, Vec<Name>), ModelError> {
         let (v1_tag, v2_tag) = self.tags();
         let mut out = Vec::new();
+        let mut templates = Vec::new();
         if let Some(group) = payload.opt(v2_tag) {
             group.structure()?;
             for item in group.items() {
@@ -52,12 +71,12 @@ impl AttributeGroup {
         }
         if let Some(group) = payload.opt(v1_tag) {
             group.structure()?;
-            if let Some(template) = group.opt(tags::NAME) {
-                // Templates were deprecated in 1.3 and this server keeps none.
-                return Err(template.unsupported("a Template reference"));
-            }
             for item in group.items() {
-                out.push(Attribute::read_tagged(&item)?);
+                if item.ttlv.tag == tags::NAME {
+                    templates.push(Name::read(&item)?);
+                } else {
+                    out.push(Attribute::read_tagged(&item)?);
+                }
             }
         }
         if self == AttributeGroup::Plain {
@@ -65,7 +84,7 @@ impl AttributeGroup {
                 out.push(Attribute::read_v1(&item)?);
             }
         }
-        Ok(out)
+        Ok((out, templates))
     }
 
     /// Writes a request's group, keeping every attribute ([`Attribute::to_request_ttlv`]), in
@@ -82,6 +101,26 @@ impl AttributeGroup {
             .map(|a| a.to_request_ttlv(version))
             .collect();
         codec::structure(tag, items)
+    }
+
+    /// Writes a request's group that names Templates: always the 1.x `Template-Attribute`, the
+    /// only shape that can carry them, names first as the specification lists them.
+    pub(crate) fn write_request_with_templates(
+        self,
+        attributes: &[Attribute],
+        templates: &[Name],
+        version: ProtocolVersion,
+    ) -> Ttlv {
+        if templates.is_empty() {
+            return self.write_request(attributes, version);
+        }
+        let (v1_tag, _) = self.tags();
+        let items = templates
+            .iter()
+            .map(|t| Ttlv::new(tags::NAME, t.to_value()))
+            .chain(attributes.iter().map(|a| a.to_request_ttlv(version)))
+            .collect();
+        codec::structure(v1_tag, items)
     }
 
     /// Writes a response's group in the encoding of `version`, leaving out what that version

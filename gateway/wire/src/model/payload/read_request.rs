@@ -42,20 +42,37 @@ impl RequestPayload {
             Operation::Query => RequestPayload::Query(QueryRequest {
                 functions: node.all_enum(tags::QUERY_FUNCTION)?,
             }),
-            Operation::Create => RequestPayload::Create(CreateRequest {
-                object_type: node.req_enum(tags::OBJECT_TYPE)?,
-                attributes: AttributeGroup::Plain.read(node)?,
-            }),
-            Operation::CreateKeyPair => RequestPayload::CreateKeyPair(CreateKeyPairRequest {
-                common_attributes: AttributeGroup::Common.read(node)?,
-                private_key_attributes: AttributeGroup::PrivateKey.read(node)?,
-                public_key_attributes: AttributeGroup::PublicKey.read(node)?,
-            }),
+            Operation::Create => {
+                let (attributes, templates) = AttributeGroup::Plain.read_with_templates(node)?;
+                RequestPayload::Create(CreateRequest {
+                    object_type: node.req_enum(tags::OBJECT_TYPE)?,
+                    attributes,
+                    templates,
+                })
+            }
+            Operation::CreateKeyPair => {
+                let (common_attributes, common_templates) =
+                    AttributeGroup::Common.read_with_templates(node)?;
+                let (private_key_attributes, private_key_templates) =
+                    AttributeGroup::PrivateKey.read_with_templates(node)?;
+                let (public_key_attributes, public_key_templates) =
+                    AttributeGroup::PublicKey.read_with_templates(node)?;
+                RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+                    common_attributes,
+                    private_key_attributes,
+                    public_key_attributes,
+                    common_templates,
+                    private_key_templates,
+                    public_key_templates,
+                })
+            }
             Operation::Register => {
                 let object_type = node.req_enum(tags::OBJECT_TYPE)?;
+                let (attributes, templates) = AttributeGroup::Plain.read_with_templates(node)?;
                 RequestPayload::Register(RegisterRequest {
                     object_type,
-                    attributes: AttributeGroup::Plain.read(node)?,
+                    attributes,
+                    templates,
                     object: ManagedObject::read(node, object_type)?,
                 })
             }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::digest::{self, HashRequest, MacVerifyRequest, RngRetrieveRequest, RngSeedRequest};
 use super::{push_bool, push_bytes, push_uid, CryptographicParameters};
 use crate::model::attribute::{
-    needs_v2_shape, write_wrapped, Attribute, AttributeGroup, AttributeName, RevocationReason,
+    needs_v2_shape, write_wrapped, Attribute, AttributeGroup, AttributeName, Name, RevocationReason,
 };
 use crate::model::codec;
 use crate::model::enums::{
@@ -39,6 +39,8 @@ pub struct QueryRequest {
 pub struct CreateRequest {
     pub object_type: ObjectType,
     pub attributes: Vec<Attribute>,
+    /// The Templates (KMIP 1.x) whose attributes apply under [`Self::attributes`].
+    pub templates: Vec<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,10 @@ pub struct CreateKeyPairRequest {
     pub common_attributes: Vec<Attribute>,
     pub private_key_attributes: Vec<Attribute>,
     pub public_key_attributes: Vec<Attribute>,
+    /// The Templates (KMIP 1.x) each Template-Attribute names, in the same order as the groups.
+    pub common_templates: Vec<Name>,
+    pub private_key_templates: Vec<Name>,
+    pub public_key_templates: Vec<Name>,
 }
 
 /// ReKey Key Pair: the private key to replace (its public key is found by its Link), and the
@@ -64,6 +70,8 @@ pub struct ReKeyKeyPairRequest {
 pub struct RegisterRequest {
     pub object_type: ObjectType,
     pub attributes: Vec<Attribute>,
+    /// The Templates (KMIP 1.x) whose attributes apply under [`Self::attributes`].
+    pub templates: Vec<Name>,
     pub object: ManagedObject,
 }
 
@@ -373,20 +381,40 @@ impl RequestPayload {
             }
             RequestPayload::Create(r) => {
                 items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
-                items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                items.push(AttributeGroup::Plain.write_request_with_templates(
+                    &r.attributes,
+                    &r.templates,
+                    version,
+                ));
             }
             RequestPayload::CreateKeyPair(r) => {
-                items.push(AttributeGroup::Common.write_request(&r.common_attributes, version));
-                items.push(
-                    AttributeGroup::PrivateKey.write_request(&r.private_key_attributes, version),
-                );
-                items.push(
-                    AttributeGroup::PublicKey.write_request(&r.public_key_attributes, version),
-                );
+                for (group, attributes, templates) in [
+                    (
+                        AttributeGroup::Common,
+                        &r.common_attributes,
+                        &r.common_templates,
+                    ),
+                    (
+                        AttributeGroup::PrivateKey,
+                        &r.private_key_attributes,
+                        &r.private_key_templates,
+                    ),
+                    (
+                        AttributeGroup::PublicKey,
+                        &r.public_key_attributes,
+                        &r.public_key_templates,
+                    ),
+                ] {
+                    items.push(group.write_request_with_templates(attributes, templates, version));
+                }
             }
             RequestPayload::Register(r) => {
                 items.push(codec::enumeration(tags::OBJECT_TYPE, r.object_type));
-                items.push(AttributeGroup::Plain.write_request(&r.attributes, version));
+                items.push(AttributeGroup::Plain.write_request_with_templates(
+                    &r.attributes,
+                    &r.templates,
+                    version,
+                ));
                 items.push(r.object.to_ttlv());
             }
             RequestPayload::Import(r) => {
