@@ -1,4 +1,4 @@
-//! Operator commands besides `serve` and `check-config`: the PKI that stands in for the KMES
+//! The commands behind `main`: `serve`'s start-up (`serve.rs`), the PKI that stands in for the KMES
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
 //! to a running gateway (`reload`, `clients`, `keys`), and moving objects between backends
 //! (`migrate`), and the postgres backend's schema and KEK commands (`migrate-schema`, `kek`).
@@ -10,6 +10,7 @@ pub(crate) mod migrate;
 pub(crate) mod pki;
 pub(crate) mod postgres;
 pub(crate) mod remote;
+pub(crate) mod serve;
 pub(crate) mod user;
 
 use std::fs::{self, OpenOptions};
