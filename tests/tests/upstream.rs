@@ -8,10 +8,10 @@ use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
     Attribute, BlockCipherMode, CreateRequest, CryptoRequest, CryptographicAlgorithm,
-    CryptographicParameters, GetRequest, LocateRequest, Name, ObjectType, PaddingMethod,
-    ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
-    ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason, ResultStatus,
-    RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, UidRequest,
+    CryptographicParameters, DiscoverVersionsRequest, GetRequest, LocateRequest, Name, ObjectType,
+    PaddingMethod, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,
+    RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason,
+    ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, UidRequest,
 };
 use kmip_wire::spec::tags;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -125,6 +125,17 @@ struct Proxy {
 impl Proxy {
     /// `upstream_pki` holds `ca.pem` and `client-purefa.{pem,key}`: what the proxy presents.
     fn new(upstreams: &[SocketAddr], upstream_pki: &Path) -> Proxy {
+        Proxy::with_settings(upstreams, upstream_pki, ACQUIRE_MS, "")
+    }
+
+    /// [`Proxy::new`] waiting `acquire_ms` for a pooled connection, with `extra` appended to
+    /// the configuration: more `[backend]` keys, then other tables.
+    fn with_settings(
+        upstreams: &[SocketAddr],
+        upstream_pki: &Path,
+        acquire_ms: u64,
+        extra: &str,
+    ) -> Proxy {
         let proxy = Proxy {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -163,7 +174,7 @@ impl Proxy {
                  [tls]\ncert = {cert:?}\nkey = {key:?}\n{users}\
                  [backend]\nkind = \"kmip\"\nupstreams = [{list}]\n\
                  cert = {ucert:?}\nkey = {ukey:?}\nca = {uca:?}\nserver_name = \"localhost\"\n\
-                 acquire_timeout_ms = {ACQUIRE_MS}\nrequest_timeout_ms = {REQUEST_MS}\n",
+                 acquire_timeout_ms = {acquire_ms}\nrequest_timeout_ms = {REQUEST_MS}\n{extra}",
                 data = proxy.path("data"),
                 cert = proxy.path("server.pem"),
                 key = proxy.path("server.key"),
@@ -442,6 +453,83 @@ async fn a_dead_upstream_fails_requests_in_bounded_time_and_service_resumes() {
     upstream.kill();
     upstream.restart();
     assert_eq!(owner.key(&id).await, key);
+}
+
+/// Client connections held open at once in the pooling test, and the proxy's pool per upstream.
+const MANY_CLIENTS: usize = 1_000;
+const POOL_SIZE: usize = 4;
+/// The pooling test's wait for a pooled connection: a thousand requests queue behind four
+/// connections, so the wait must cover the queue, not only a dead upstream's connect (as
+/// `docs/proxy.md` tells operators with many clients).
+const QUEUED_ACQUIRE_MS: u64 = 120_000;
+/// Client handshakes in flight at once, within the proxy's per-source handshake limit.
+const CONNECTING_AT_ONCE: usize = 32;
+
+/// Many hosts, few upstream connections: a thousand client connections, all open at once and
+/// each encrypting through the proxy, are carried by the four pooled connections, the only
+/// ones the upstream ever accepts (it logs each one it accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_share_four_upstream_connections() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::with_settings(
+        &[upstream.addr],
+        &upstream.pki(),
+        QUEUED_ACQUIRE_MS,
+        &format!(
+            "pool_size = {POOL_SIZE}\n[limits]\nmax_connections_per_source = {}\n\
+             max_handshakes_per_source = {CONNECTING_AT_ONCE}\n",
+            MANY_CLIENTS + 10
+        ),
+    );
+    let gw = proxy.start();
+    let id = proxy.client(&gw, OWNER).await.active_key("shared").await;
+
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTING_AT_ONCE));
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..MANY_CLIENTS {
+        let (gate, ca, cert, key, addr) = (
+            gate.clone(),
+            proxy.path("server-ca.pem"),
+            proxy.path(&format!("{OWNER}.pem")),
+            proxy.path(&format!("{OWNER}.key")),
+            gw.addr(),
+        );
+        connecting.spawn(async move {
+            let _turn = gate.acquire_owned().await.unwrap();
+            let mut client = Client::connect(addr, &ca, &cert, &key).await;
+            // An answer means the proxy is past the handshake and has freed its slot: the
+            // next connection may start without exceeding the per-source handshake limit.
+            client
+                .ok(RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
+                    versions: Vec::new(),
+                }))
+                .await;
+            client
+        });
+    }
+    let clients: Vec<Client> = connecting.join_all().await;
+    assert_eq!(clients.len(), MANY_CLIENTS);
+
+    let mut working = tokio::task::JoinSet::new();
+    for (n, mut client) in clients.into_iter().enumerate() {
+        let id = id.clone();
+        working.spawn(async move {
+            client
+                .round_trip(&id, format!("client {n} of many").as_bytes())
+                .await;
+            client
+        });
+    }
+    // Every client answered, all still connected while the others worked.
+    assert_eq!(working.join_all().await.len(), MANY_CLIENTS);
+
+    let log = std::fs::read_to_string(upstream.data.with_extension("log")).unwrap();
+    let accepted = log.matches("client connected").count();
+    assert!(
+        (1..=POOL_SIZE).contains(&accepted),
+        "the upstream accepted {accepted} connections for a pool of {POOL_SIZE}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
