@@ -5,6 +5,7 @@
 //! secret, so the gateway runs them here over the stored public key, whatever the backend.
 
 mod der;
+pub mod numbers;
 mod pss;
 
 pub(crate) use der::{

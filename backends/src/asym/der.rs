@@ -230,6 +230,51 @@ pub(crate) fn curve_params(curve: &[u8]) -> Vec<u8> {
     wrap(OID, curve)
 }
 
+/// The curve (OID content) and private scalar of an EC key inside a PKCS#8 key (its RFC 5915
+/// ECPrivateKey).
+pub(crate) fn ec_private_scalar(pkcs8: &[u8]) -> Result<(&[u8], &[u8]), BackendError> {
+    let what = "EC private key";
+    let (alg, inner) = pkcs8_parts(pkcs8)?;
+    let (OID_EC, Some(curve)) = (alg.oid, alg.curve) else {
+        return Err(BackendError::InvalidInput("not an EC private key".into()));
+    };
+    let (body, _) = expect(inner, SEQUENCE, what)?;
+    let (_version, rest) = expect(body, INTEGER, what)?;
+    let (d, _) = expect(rest, OCTET_STRING, what)?;
+    Ok((curve, d))
+}
+
+/// The RFC 5915 ECPrivateKey of scalar `d` (its curve's length, big-endian) on `curve`, with
+/// its public `point` (SEC 1) when known: a parser derives a missing one, but then also leaves
+/// it out of the PKCS#8 it writes.
+pub(crate) fn ec_private_key(curve: &[u8], d: &[u8], point: Option<&[u8]>) -> Vec<u8> {
+    const PARAMETERS: u8 = 0xa0;
+    const PUBLIC_KEY: u8 = 0xa1;
+    let mut body = wrap(INTEGER, &[1]);
+    body.extend(wrap(OCTET_STRING, d));
+    body.extend(wrap(PARAMETERS, &wrap(OID, curve)));
+    if let Some(point) = point {
+        let mut bits = vec![0u8];
+        bits.extend_from_slice(point);
+        body.extend(wrap(PUBLIC_KEY, &wrap(BIT_STRING, &bits)));
+    }
+    wrap(SEQUENCE, &body)
+}
+
+/// The curve (OID content) and point (SEC 1 encoding) of an EC SubjectPublicKeyInfo.
+pub(crate) fn ec_public_point(spki: &[u8]) -> Result<(&[u8], &[u8]), BackendError> {
+    let (alg, point) = spki_parts(spki)?;
+    match (alg.oid, alg.curve) {
+        (OID_EC, Some(curve)) => Ok((curve, point)),
+        _ => Err(BackendError::InvalidInput("not an EC public key".into())),
+    }
+}
+
+/// The DER OCTET STRING around `point`, as PKCS#11's `CKA_EC_POINT` holds it.
+pub(crate) fn ec_point_octets(point: &[u8]) -> Vec<u8> {
+    wrap(OCTET_STRING, point)
+}
+
 /// An ECDSA signature as X9.62 DER (what clients verify) from PKCS#11's r || s.
 pub(crate) fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, BackendError> {
     if raw.is_empty() || !raw.len().is_multiple_of(2) {

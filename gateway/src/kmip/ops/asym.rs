@@ -2,6 +2,8 @@
 //! Encrypt/Decrypt, and the Key Format conversions of Register and Get (objects are stored as
 //! PKCS#8 and SubjectPublicKeyInfo; clients also send and ask for PKCS#1).
 
+mod transparent;
+
 use super::object::{digest_attr, state_name, state_of};
 use super::server_attributes::rng_attribute;
 use super::unique_names::name_values;
@@ -411,8 +413,25 @@ pub(super) fn stored_material(
         (ObjectType::PublicKey, KeyFormatType::Pkcs1 | KeyFormatType::X509) => {
             Zeroizing::new(soft::public_to_spki(&material).map_err(invalid)?)
         }
+        (
+            ObjectType::PrivateKey,
+            KeyFormatType::TransparentRsaPrivateKey | KeyFormatType::TransparentEcPrivateKey,
+        )
+        | (
+            ObjectType::PublicKey,
+            KeyFormatType::TransparentRsaPublicKey | KeyFormatType::TransparentEcPublicKey,
+        ) => transparent::der_of_transparent(format, &material)?,
         _ => material,
     })
+}
+
+/// Whether a key's stored material is DER (PKCS#8 or SubjectPublicKeyInfo), whatever format
+/// it was registered in. Transparent RSA and EC keys registered before they were converted
+/// on Register are kept as their TTLV (which starts with a tag, 0x42, never DER's 0x30).
+fn stored_as_der(format: KeyFormatType, material: &[u8]) -> bool {
+    const DER_SEQUENCE: u8 = 0x30;
+    is_der_format(format)
+        || (transparent::is_transparent_key(format) && material.first() == Some(&DER_SEQUENCE))
 }
 
 /// The stored material of a Public or Private Key in the DER `format` a client asks for.
@@ -430,14 +449,17 @@ fn served_bytes(
         (ObjectKind::PublicKey, KeyFormatType::Pkcs1) => {
             soft::public_to_pkcs1(stored).map(Zeroizing::new)
         }
+        (_, f) if transparent::is_transparent_key(f) => {
+            return transparent::transparent_of_der(kind, f, stored)
+        }
         _ => return Err(OpError::KeyFormatNotSupported),
     };
     converted.map_err(|_| OpError::KeyFormatNotSupported)
 }
 
 /// Get's material of a Public or Private Key: in the format asked for (default: the one it was
-/// registered or created in), converted between PKCS#1, PKCS#8 and X.509 where the key has
-/// that form.
+/// registered or created in), converted between PKCS#1, PKCS#8, X.509 and the Transparent RSA
+/// and EC structures where the key has that form.
 pub(super) fn served_material(
     kind: ObjectKind,
     stored_format: KeyFormatType,
@@ -445,7 +467,7 @@ pub(super) fn served_material(
     material: Zeroizing<Vec<u8>>,
 ) -> Result<(KeyFormatType, Zeroizing<Vec<u8>>), OpError> {
     let wanted = wanted.unwrap_or(stored_format);
-    if !is_der_format(stored_format) {
+    if !stored_as_der(stored_format, &material) {
         return if wanted == stored_format {
             Ok((wanted, material))
         } else {

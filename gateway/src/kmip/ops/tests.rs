@@ -1287,6 +1287,7 @@ mod export;
 mod server_attrs;
 mod symm;
 mod templates;
+mod transparent;
 
 mod key_wrap;
 

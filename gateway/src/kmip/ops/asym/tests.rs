@@ -155,11 +155,28 @@ fn registered_keys_are_stored_canonical_and_served_in_the_format_asked() {
     )
     .unwrap();
     assert_eq!((format, &served[..]), (KeyFormatType::X509, &stored[..]));
+    // Transparent on request, and registered from that form, the same stored key.
+    let (format, transparent) = served_material(
+        ObjectKind::PublicKey,
+        KeyFormatType::Pkcs1,
+        Some(KeyFormatType::TransparentRsaPublicKey),
+        stored.clone(),
+    )
+    .unwrap();
+    assert_eq!(format, KeyFormatType::TransparentRsaPublicKey);
+    let again = stored_material(
+        ObjectType::PublicKey,
+        KeyFormatType::TransparentRsaPublicKey,
+        transparent,
+    )
+    .unwrap();
+    assert_eq!(again, stored);
+    // An RSA key has no EC form.
     assert!(matches!(
         served_material(
             ObjectKind::PublicKey,
             KeyFormatType::Pkcs1,
-            Some(KeyFormatType::TransparentRsaPublicKey),
+            Some(KeyFormatType::TransparentEcPublicKey),
             stored
         ),
         Err(OpError::KeyFormatNotSupported)
