@@ -6,6 +6,7 @@
 
 mod der;
 pub mod numbers;
+mod oaep_ffi;
 mod pss;
 
 pub(crate) use der::{
@@ -15,9 +16,8 @@ pub(crate) use der::{
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{
-    KeySize, OaepAlgorithm, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
-    Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
-    RsaParameters, RsaPssSaltLength,
+    KeySize, Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey,
+    PublicEncryptingKey, RsaParameters, RsaPssSaltLength,
 };
 use aws_lc_rs::signature::{
     self, EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, KeyPair, RsaEncoding,
@@ -54,13 +54,27 @@ pub struct KeyPairSpec {
     pub label: Option<String>,
 }
 
-/// Hash functions of signatures and OAEP.
+/// Hash functions of signatures and OAEP (SHA-224 only in OAEP; signatures refuse it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashAlgorithm {
     Sha1,
+    Sha224,
     Sha256,
     Sha384,
     Sha512,
+}
+
+impl HashAlgorithm {
+    /// The digest's length in bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            HashAlgorithm::Sha1 => 20,
+            HashAlgorithm::Sha224 => 28,
+            HashAlgorithm::Sha256 => 32,
+            HashAlgorithm::Sha384 => 48,
+            HashAlgorithm::Sha512 => 64,
+        }
+    }
 }
 
 /// A signature scheme.
@@ -73,11 +87,35 @@ pub enum SignatureScheme {
 }
 
 /// RSA encryption padding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RsaPadding {
-    /// OAEP with MGF1 over the same hash.
-    Oaep(HashAlgorithm),
+    Oaep(OaepParams),
     Pkcs1v15,
+}
+
+/// The longest OAEP label (KMIP P Source) accepted, in bytes. OAEP only hashes the label, so
+/// any length would do; this bounds the copy each request makes of it. Labels in practice are
+/// a few dozen bytes.
+pub const MAX_OAEP_LABEL: usize = 4096;
+
+/// RSA-OAEP's parameters (RFC 8017 §7.1): the hash of the label, the hash of MGF1, and the
+/// label. `Debug` shows the label's length only: a label may bind a ciphertext to a context the
+/// logs should not carry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OaepParams {
+    pub hash: HashAlgorithm,
+    pub mgf1_hash: HashAlgorithm,
+    pub label: Vec<u8>,
+}
+
+impl std::fmt::Debug for OaepParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OaepParams")
+            .field("hash", &self.hash)
+            .field("mgf1_hash", &self.mgf1_hash)
+            .field("label_len", &self.label.len())
+            .finish()
+    }
 }
 
 /// A generated key pair in its stored forms.
@@ -350,79 +388,50 @@ static PSS_SHA384_MAX_SALT: RsaParameters =
 static PSS_SHA512_MAX_SALT: RsaParameters =
     signature::RSA_PSS_2048_8192_SHA512.with_pss_salt_length(RsaPssSaltLength::Max);
 
-fn oaep(hash: HashAlgorithm) -> &'static OaepAlgorithm {
-    match hash {
-        HashAlgorithm::Sha1 => &aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1,
-        HashAlgorithm::Sha256 => &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
-        HashAlgorithm::Sha384 => &aws_lc_rs::rsa::OAEP_SHA384_MGF1SHA384,
-        HashAlgorithm::Sha512 => &aws_lc_rs::rsa::OAEP_SHA512_MGF1SHA512,
+/// RSA-encrypts `data` to the SubjectPublicKeyInfo `spki`. All OAEP, whatever its hashes and
+/// label, goes through AWS-LC's EVP interface (`oaep_ffi`): one code path to trust and test,
+/// rather than aws-lc-rs for the equal-hash, label-less case and the FFI for the rest.
+pub fn encrypt(spki: &[u8], padding: &RsaPadding, data: &[u8]) -> Result<Vec<u8>, BackendError> {
+    if let RsaPadding::Oaep(params) = padding {
+        return oaep_ffi::encrypt(spki, params, data);
     }
-}
-
-/// RSA-encrypts `data` to the SubjectPublicKeyInfo `spki`.
-pub fn encrypt(spki: &[u8], padding: RsaPadding, data: &[u8]) -> Result<Vec<u8>, BackendError> {
     let key = PublicEncryptingKey::from_der(spki)
         .map_err(|e| unsupported(format!("not an RSA public key: {e}")))?;
-    let too_long = || unsupported("the data is too long for the RSA key and padding".into());
-    match padding {
-        RsaPadding::Oaep(hash) => {
-            let k = OaepPublicEncryptingKey::new(key).map_err(|_| failed("RSA-OAEP setup"))?;
-            if data.len() > k.max_plaintext_size(oaep(hash)) {
-                return Err(too_long());
-            }
-            let mut out = vec![0u8; k.ciphertext_size()];
-            let n = k
-                .encrypt(oaep(hash), data, &mut out, None)
-                .map_err(|_| failed("RSA-OAEP encryption"))?
-                .len();
-            out.truncate(n);
-            Ok(out)
-        }
-        RsaPadding::Pkcs1v15 => {
-            let k = Pkcs1PublicEncryptingKey::new(key).map_err(|_| failed("RSA setup"))?;
-            if data.len() > k.max_plaintext_size() {
-                return Err(too_long());
-            }
-            let mut out = vec![0u8; k.ciphertext_size()];
-            let n = k
-                .encrypt(data, &mut out)
-                .map_err(|_| failed("RSA encryption"))?
-                .len();
-            out.truncate(n);
-            Ok(out)
-        }
+    let k = Pkcs1PublicEncryptingKey::new(key).map_err(|_| failed("RSA setup"))?;
+    if data.len() > k.max_plaintext_size() {
+        return Err(unsupported(
+            "the data is too long for the RSA key and padding".into(),
+        ));
     }
+    let mut out = vec![0u8; k.ciphertext_size()];
+    let n = k
+        .encrypt(data, &mut out)
+        .map_err(|_| failed("RSA encryption"))?
+        .len();
+    out.truncate(n);
+    Ok(out)
 }
 
-/// RSA-decrypts `data` with the PKCS#8 private key `pkcs8`.
+/// RSA-decrypts `data` with the PKCS#8 private key `pkcs8` (OAEP as in `encrypt`).
 pub(crate) fn decrypt(
     pkcs8: &[u8],
-    padding: RsaPadding,
+    padding: &RsaPadding,
     data: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    if let RsaPadding::Oaep(params) = padding {
+        return oaep_ffi::decrypt(pkcs8, params, data);
+    }
     let key = PrivateDecryptingKey::from_pkcs8(pkcs8)
         .map_err(|e| unsupported(format!("not an RSA private key: {e}")))?;
+    let k = Pkcs1PrivateDecryptingKey::new(key).map_err(|_| failed("RSA setup"))?;
+    let mut out = Zeroizing::new(vec![0u8; k.min_output_size()]);
     // A wrong key or tampered ciphertext: an integrity failure, not a malformed request.
-    let rejected = || BackendError::IntegrityCheckFailed;
-    match padding {
-        RsaPadding::Oaep(hash) => {
-            let k = OaepPrivateDecryptingKey::new(key).map_err(|_| failed("RSA-OAEP setup"))?;
-            let mut out = Zeroizing::new(vec![0u8; k.min_output_size()]);
-            let n = k
-                .decrypt(oaep(hash), data, &mut out, None)
-                .map_err(|_| rejected())?
-                .len();
-            out.truncate(n);
-            Ok(out)
-        }
-        RsaPadding::Pkcs1v15 => {
-            let k = Pkcs1PrivateDecryptingKey::new(key).map_err(|_| failed("RSA setup"))?;
-            let mut out = Zeroizing::new(vec![0u8; k.min_output_size()]);
-            let n = k.decrypt(data, &mut out).map_err(|_| rejected())?.len();
-            out.truncate(n);
-            Ok(out)
-        }
-    }
+    let n = k
+        .decrypt(data, &mut out)
+        .map_err(|_| BackendError::IntegrityCheckFailed)?
+        .len();
+    out.truncate(n);
+    Ok(out)
 }
 
 /// A private key as PKCS#8, from PKCS#8 or a PKCS#1 RSAPrivateKey.

@@ -1,5 +1,6 @@
 //! Taking a secret out of the process environment: the gateway's one foreign-function call, and
-//! so the one module where `unsafe` is allowed (the workspace denies it everywhere else).
+//! so its one module where `unsafe` is allowed (the workspace denies it everywhere but here and
+//! the backends' `asym/oaep_ffi.rs`).
 #![allow(unsafe_code)]
 
 use zeroize::Zeroizing;

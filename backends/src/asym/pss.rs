@@ -19,6 +19,7 @@ const TRAILER: u8 = 0xbc;
 fn algorithm(hash: HashAlgorithm) -> &'static digest::Algorithm {
     match hash {
         HashAlgorithm::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        HashAlgorithm::Sha224 => &digest::SHA224,
         HashAlgorithm::Sha256 => &digest::SHA256,
         HashAlgorithm::Sha384 => &digest::SHA384,
         HashAlgorithm::Sha512 => &digest::SHA512,

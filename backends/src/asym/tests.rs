@@ -59,33 +59,157 @@ fn unsupported_rsa_sizes_are_refused() {
     assert!(generate_pair(KeyPairAlgorithm::Rsa { bits: 1024 }).is_err());
 }
 
+const HASHES: [HashAlgorithm; 5] = [
+    HashAlgorithm::Sha1,
+    HashAlgorithm::Sha224,
+    HashAlgorithm::Sha256,
+    HashAlgorithm::Sha384,
+    HashAlgorithm::Sha512,
+];
+
+fn oaep(hash: HashAlgorithm, mgf1_hash: HashAlgorithm, label: &[u8]) -> RsaPadding {
+    RsaPadding::Oaep(OaepParams {
+        hash,
+        mgf1_hash,
+        label: label.to_vec(),
+    })
+}
+
 #[test]
-fn rsa_encryption_round_trips_with_each_padding() {
+fn rsa_encryption_round_trips_with_pkcs1_v15() {
     let pair = generate_pair(KeyPairAlgorithm::Rsa { bits: 2048 }).unwrap();
-    for padding in [
-        RsaPadding::Oaep(HashAlgorithm::Sha1),
-        RsaPadding::Oaep(HashAlgorithm::Sha256),
-        RsaPadding::Oaep(HashAlgorithm::Sha512),
-        RsaPadding::Pkcs1v15,
-    ] {
-        let ct = encrypt(&pair.public_spki, padding, b"secret").unwrap();
-        assert_eq!(ct.len(), 256);
-        let pt = decrypt(&pair.private_pkcs8, padding, &ct).unwrap();
-        assert_eq!(&pt[..], b"secret", "{padding:?}");
+    let ct = encrypt(&pair.public_spki, &RsaPadding::Pkcs1v15, b"secret").unwrap();
+    assert_eq!(ct.len(), 256);
+    let pt = decrypt(&pair.private_pkcs8, &RsaPadding::Pkcs1v15, &ct).unwrap();
+    assert_eq!(&pt[..], b"secret");
+    assert!(encrypt(&pair.public_spki, &RsaPadding::Pkcs1v15, &[0u8; 300]).is_err());
+}
+
+#[test]
+fn oaep_round_trips_with_every_hash_pair_and_a_label() {
+    let pair = generate_pair(KeyPairAlgorithm::Rsa { bits: 2048 }).unwrap();
+    for hash in HASHES {
+        for mgf1_hash in HASHES {
+            for label in [&b""[..], b"context label"] {
+                let padding = oaep(hash, mgf1_hash, label);
+                let ct = encrypt(&pair.public_spki, &padding, b"secret").unwrap();
+                assert_eq!(ct.len(), 256);
+                let pt = decrypt(&pair.private_pkcs8, &padding, &ct).unwrap();
+                assert_eq!(&pt[..], b"secret", "{padding:?}");
+            }
+        }
     }
-    let ct = encrypt(
-        &pair.public_spki,
-        RsaPadding::Oaep(HashAlgorithm::Sha256),
-        b"x",
-    )
-    .unwrap();
-    let wrong = decrypt(
-        &pair.private_pkcs8,
-        RsaPadding::Oaep(HashAlgorithm::Sha1),
-        &ct,
+}
+
+#[test]
+fn oaep_takes_the_longest_message_the_key_allows_and_no_longer() {
+    let pair = generate_pair(KeyPairAlgorithm::Rsa { bits: 2048 }).unwrap();
+    // 256 - 2 * 64 - 2 bytes under SHA-512 (RFC 8017 §7.1.1).
+    let padding = oaep(HashAlgorithm::Sha512, HashAlgorithm::Sha1, b"");
+    let longest = [7u8; 126];
+    let ct = encrypt(&pair.public_spki, &padding, &longest).unwrap();
+    assert_eq!(
+        &decrypt(&pair.private_pkcs8, &padding, &ct).unwrap()[..],
+        &longest[..]
     );
-    assert!(matches!(wrong, Err(BackendError::IntegrityCheckFailed)));
-    assert!(encrypt(&pair.public_spki, RsaPadding::Pkcs1v15, &[0u8; 300]).is_err());
+    assert!(matches!(
+        encrypt(&pair.public_spki, &padding, &[7u8; 127]),
+        Err(BackendError::InvalidInput(_))
+    ));
+}
+
+/// A name's hex value from the OASIS vector fixture.
+fn fixture(name: &str) -> Vec<u8> {
+    let text = include_str!("testdata/oaep-sha384-mgf1-sha256.txt");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(" = "))
+        .unwrap();
+    hex::decode(line).unwrap()
+}
+
+fn vector_key() -> Zeroizing<Vec<u8>> {
+    private_to_pkcs8(&fixture("key")).unwrap()
+}
+
+#[test]
+fn oaep_decrypts_the_oasis_vectors_with_mgf1_apart_and_a_label() {
+    let key = vector_key();
+    let plain = oaep(HashAlgorithm::Sha384, HashAlgorithm::Sha256, b"");
+    let pt = decrypt(&key, &plain, &fixture("ciphertext")).unwrap();
+    assert_eq!(&pt[..], &fixture("plaintext")[..]);
+    let labelled = oaep(
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha256,
+        &fixture("label"),
+    );
+    let pt = decrypt(&key, &labelled, &fixture("labelled_ciphertext")).unwrap();
+    assert_eq!(&pt[..], &fixture("labelled_plaintext")[..]);
+}
+
+#[test]
+fn oaep_refuses_tampering_a_wrong_label_and_wrong_hashes_alike() {
+    let key = vector_key();
+    let padding = oaep(
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha256,
+        &fixture("label"),
+    );
+    let ct = fixture("labelled_ciphertext");
+    let mut tampered = ct.clone();
+    tampered[100] ^= 1;
+    let short = &ct[..ct.len() - 1];
+    let wrong_label = oaep(
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha256,
+        b"Kilroy was not here",
+    );
+    let no_label = oaep(HashAlgorithm::Sha384, HashAlgorithm::Sha256, b"");
+    let equal_hashes = oaep(
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha384,
+        &fixture("label"),
+    );
+    for (padding, ct) in [
+        (&padding, &tampered[..]),
+        (&padding, short),
+        (&wrong_label, &ct[..]),
+        (&no_label, &ct[..]),
+        (&equal_hashes, &ct[..]),
+    ] {
+        // One error for every cause: which check failed is not told.
+        assert!(
+            matches!(
+                decrypt(&key, padding, ct),
+                Err(BackendError::IntegrityCheckFailed)
+            ),
+            "{padding:?}"
+        );
+    }
+}
+
+#[test]
+fn oaep_refuses_keys_that_are_not_rsa_or_not_whole() {
+    let rsa = generate_pair(KeyPairAlgorithm::Rsa { bits: 2048 }).unwrap();
+    let ec = generate_pair(KeyPairAlgorithm::EcP256).unwrap();
+    let padding = oaep(HashAlgorithm::Sha256, HashAlgorithm::Sha256, b"");
+    assert!(matches!(
+        encrypt(&ec.public_spki, &padding, b"x"),
+        Err(BackendError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        decrypt(&ec.private_pkcs8, &padding, &[0u8; 256]),
+        Err(BackendError::InvalidInput(_))
+    ));
+    let mut trailing = rsa.public_spki.clone();
+    trailing.push(0);
+    assert!(matches!(
+        encrypt(&trailing, &padding, b"x"),
+        Err(BackendError::InvalidInput(_))
+    ));
+    // A public key is not a private one, nor the reverse.
+    assert!(decrypt(&rsa.public_spki, &padding, &[0u8; 256]).is_err());
+    assert!(encrypt(&rsa.private_pkcs8, &padding, b"x").is_err());
 }
 
 #[test]

@@ -289,7 +289,7 @@ pub(crate) fn sign(
                 Sha256 => &aws_lc_rs::digest::SHA256,
                 Sha384 => &aws_lc_rs::digest::SHA384,
                 Sha512 => &aws_lc_rs::digest::SHA512,
-                Sha1 => return Err(unsupported("ECDSA with SHA-1")),
+                Sha1 | Sha224 => return Err(unsupported(&format!("ECDSA with {hash:?}"))),
             };
             let digest = aws_lc_rs::digest::digest(alg, data);
             let raw = s
@@ -302,23 +302,48 @@ pub(crate) fn sign(
     s.sign(&mechanism, key, data).map_err(p11_error)
 }
 
+fn oaep_hash(hash: HashAlgorithm) -> MechanismType {
+    match hash {
+        HashAlgorithm::Sha1 => MechanismType::SHA1,
+        HashAlgorithm::Sha224 => MechanismType::SHA224,
+        HashAlgorithm::Sha256 => MechanismType::SHA256,
+        HashAlgorithm::Sha384 => MechanismType::SHA384,
+        HashAlgorithm::Sha512 => MechanismType::SHA512,
+    }
+}
+
+fn oaep_mgf(hash: HashAlgorithm) -> PkcsMgfType {
+    match hash {
+        HashAlgorithm::Sha1 => PkcsMgfType::MGF1_SHA1,
+        HashAlgorithm::Sha224 => PkcsMgfType::MGF1_SHA224,
+        HashAlgorithm::Sha256 => PkcsMgfType::MGF1_SHA256,
+        HashAlgorithm::Sha384 => PkcsMgfType::MGF1_SHA384,
+        HashAlgorithm::Sha512 => PkcsMgfType::MGF1_SHA512,
+    }
+}
+
 /// RSA-decrypts `data` with the token key `key`.
 pub(crate) fn decrypt(
     s: &Session,
     key: ObjectHandle,
-    padding: RsaPadding,
+    padding: &RsaPadding,
     data: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
     let mechanism = match padding {
         RsaPadding::Pkcs1v15 => Mechanism::RsaPkcs,
-        RsaPadding::Oaep(hash) => {
-            let (h, mgf) = match hash {
-                HashAlgorithm::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-                HashAlgorithm::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-                HashAlgorithm::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
-                HashAlgorithm::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+        // The hashes and label as asked: a token that cannot do them refuses the mechanism
+        // (SoftHSM 2.6 takes SHA-1 only), which is better than a silent substitute.
+        RsaPadding::Oaep(p) => {
+            let source = if p.label.is_empty() {
+                PkcsOaepSource::empty()
+            } else {
+                PkcsOaepSource::data_specified(&p.label)
             };
-            Mechanism::RsaPkcsOaep(PkcsOaepParams::new(h, mgf, PkcsOaepSource::empty()))
+            Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+                oaep_hash(p.hash),
+                oaep_mgf(p.mgf1_hash),
+                source,
+            ))
         }
     };
     s.decrypt(&mechanism, key, data)

@@ -442,7 +442,7 @@ impl Backend for Pkcs11Backend {
         let data = data.to_vec();
         let uid_owned = uid.to_owned();
         self.with_object(uid, move |s, e| {
-            asym::decrypt(s, asym::private_key(s, &uid_owned, e)?, padding, &data)
+            asym::decrypt(s, asym::private_key(s, &uid_owned, e)?, &padding, &data)
         })
         .await
     }

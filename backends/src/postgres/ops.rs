@@ -366,7 +366,7 @@ impl Backend for PostgresBackend {
         padding: asym::RsaPadding,
         data: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-        asym::decrypt(&self.private_key(uid).await?.material, padding, data)
+        asym::decrypt(&self.private_key(uid).await?.material, &padding, data)
     }
 
     async fn health(&self) -> Result<(), BackendError> {

@@ -223,7 +223,7 @@ impl Backend for Vault {
         padding: RsaPadding,
         data: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-        asym::decrypt(&self.private_key(uid)?, padding, data)
+        asym::decrypt(&self.private_key(uid)?, &padding, data)
     }
 
     async fn health(&self) -> Result<(), BackendError> {

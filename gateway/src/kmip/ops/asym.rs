@@ -11,12 +11,13 @@ use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{StoredObject, Written};
 use bytes::Bytes;
 use kmip_backends::asym::{
-    self as soft, HashAlgorithm, KeyPairAlgorithm, KeyPairSpec, RsaPadding, SignatureScheme,
+    self as soft, HashAlgorithm, KeyPairAlgorithm, KeyPairSpec, OaepParams, RsaPadding,
+    SignatureScheme,
 };
 use kmip_backends::ObjectKind;
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{Tag, Value};
+use kmip_wire::ttlv::{Tag, Ttlv, Value};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -268,7 +269,7 @@ impl Ops {
         let padding = rsa_padding(r.cryptographic_parameters.as_ref(), &obj)?;
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
         let spki = self.store.read_material(&uid).await?;
-        let out = soft::encrypt(&spki, padding, data.as_slice())?;
+        let out = soft::encrypt(&spki, &padding, data.as_slice())?;
         ctx.id_placeholder = Some(uid.clone());
         Ok(EncryptResponse {
             unique_identifier: uid,
@@ -497,6 +498,12 @@ fn parameters(given: Option<&CryptographicParameters>, obj: &StoredObject) -> Pa
             .and_then(|t| t.as_enum())
     };
     let pick = |tag: Tag| from_given(tag).or_else(|| from_stored(tag));
+    let find = |items: &[Ttlv], tag: Tag| items.iter().find(|t| t.tag == tag).cloned();
+    let pick_field = |tag: Tag| {
+        given
+            .and_then(|p| find(&p.other, tag))
+            .or_else(|| stored.as_deref().and_then(|items| find(items, tag)))
+    };
     Params {
         padding: given
             .and_then(|p| p.padding_method)
@@ -505,7 +512,9 @@ fn parameters(given: Option<&CryptographicParameters>, obj: &StoredObject) -> Pa
             .and_then(|p| p.hashing_algorithm)
             .or_else(|| from_stored(tags::HASHING_ALGORITHM).map(HashingAlgorithm::from_u32)),
         signature: pick(tags::DIGITAL_SIGNATURE_ALGORITHM).map(DigitalSignatureAlgorithm::from_u32),
+        mgf: pick(tags::MASK_GENERATOR),
         mgf_hash: pick(tags::MASK_GENERATOR_HASHING_ALGORITHM).map(HashingAlgorithm::from_u32),
+        p_source: pick_field(tags::PSOURCE),
     }
 }
 
@@ -513,18 +522,26 @@ struct Params {
     padding: Option<PaddingMethod>,
     hash: Option<HashingAlgorithm>,
     signature: Option<DigitalSignatureAlgorithm>,
+    /// Mask Generator (an enumeration whose one value is MGF1).
+    mgf: Option<u32>,
     mgf_hash: Option<HashingAlgorithm>,
+    /// P Source, OAEP's label, as received (checked where it is used).
+    p_source: Option<Ttlv>,
 }
+
+/// The Mask Generator enumeration's MGF1 (KMIP 1.4 §9.1.3.2.49; the only value defined).
+const MGF1: u32 = 0x0000_0001;
 
 fn hash_of(h: HashingAlgorithm) -> Result<HashAlgorithm, OpError> {
     Ok(match h {
         HashingAlgorithm::Sha1 => HashAlgorithm::Sha1,
+        HashingAlgorithm::Sha224 => HashAlgorithm::Sha224,
         HashingAlgorithm::Sha256 => HashAlgorithm::Sha256,
         HashingAlgorithm::Sha384 => HashAlgorithm::Sha384,
         HashingAlgorithm::Sha512 => HashAlgorithm::Sha512,
         other => {
             return Err(OpError::BadCryptoParameters(format!(
-                "hashing algorithm {other:?} (SHA-1/256/384/512 are supported)"
+                "hashing algorithm {other:?} (SHA-1/224/256/384/512 are supported)"
             )))
         }
     })
@@ -584,8 +601,10 @@ fn signature_scheme(
     }
 }
 
-/// The RSA padding of an Encrypt or Decrypt: OAEP (hash default SHA-1, as PKCS#1 defines;
-/// MGF1 over the same hash) or PKCS#1 v1.5.
+/// The RSA padding of an Encrypt or Decrypt: OAEP or PKCS#1 v1.5. OAEP's hash defaults to
+/// SHA-1 (PKCS#1's default); its MGF1 hash, when not given, to the OAEP hash, as clients that
+/// name one hash expect (PyKMIP, and what this gateway always did) — the KMIP tables' SHA-1
+/// default would silently change their ciphertexts. The label is P Source, empty by default.
 fn rsa_padding(
     given: Option<&CryptographicParameters>,
     obj: &StoredObject,
@@ -593,13 +612,34 @@ fn rsa_padding(
     let p = parameters(given, obj);
     match p.padding {
         Some(PaddingMethod::Oaep) => {
-            let hash = hash_of(p.hash.unwrap_or(HashingAlgorithm::Sha1))?;
-            if p.mgf_hash.is_some_and(|m| hash_of(m).ok() != Some(hash)) {
+            if p.mgf.is_some_and(|m| m != MGF1) {
                 return Err(OpError::BadCryptoParameters(
-                    "OAEP with an MGF1 hash other than the OAEP hash".into(),
+                    "OAEP with a mask generator other than MGF1".into(),
                 ));
             }
-            Ok(RsaPadding::Oaep(hash))
+            let hash = hash_of(p.hash.unwrap_or(HashingAlgorithm::Sha1))?;
+            let mgf1_hash = p.mgf_hash.map(hash_of).transpose()?.unwrap_or(hash);
+            let label = match &p.p_source {
+                None => Vec::new(),
+                Some(t) => {
+                    let bytes = t.as_bytes().ok_or_else(|| {
+                        OpError::BadCryptoParameters("P Source is not a Byte String".into())
+                    })?;
+                    if bytes.len() > soft::MAX_OAEP_LABEL {
+                        return Err(OpError::BadCryptoParameters(format!(
+                            "P Source of {} bytes (at most {})",
+                            bytes.len(),
+                            soft::MAX_OAEP_LABEL
+                        )));
+                    }
+                    bytes.to_vec()
+                }
+            };
+            Ok(RsaPadding::Oaep(OaepParams {
+                hash,
+                mgf1_hash,
+                label,
+            }))
         }
         Some(PaddingMethod::Pkcs1V15) => Ok(RsaPadding::Pkcs1v15),
         None => Err(OpError::MissingData(

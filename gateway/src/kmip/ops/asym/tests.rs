@@ -103,30 +103,110 @@ fn the_signature_scheme_comes_from_the_request_then_the_key() {
     );
 }
 
+fn oaep(hash: HashAlgorithm, mgf1_hash: HashAlgorithm, label: &[u8]) -> RsaPadding {
+    RsaPadding::Oaep(OaepParams {
+        hash,
+        mgf1_hash,
+        label: label.to_vec(),
+    })
+}
+
 #[test]
-fn oaep_defaults_to_sha1_and_refuses_a_different_mgf1_hash() {
-    let oaep = rsa_key_with_parameters(vec![e(tags::PADDING_METHOD, PaddingMethod::Oaep.to_u32())]);
+fn oaep_defaults_to_sha1_and_mgf1_over_the_oaep_hash() {
+    let oaep_only =
+        rsa_key_with_parameters(vec![e(tags::PADDING_METHOD, PaddingMethod::Oaep.to_u32())]);
     assert_eq!(
-        rsa_padding(None, &oaep).unwrap(),
-        RsaPadding::Oaep(HashAlgorithm::Sha1)
+        rsa_padding(None, &oaep_only).unwrap(),
+        oaep(HashAlgorithm::Sha1, HashAlgorithm::Sha1, b"")
     );
-    let mixed = rsa_key_with_parameters(vec![
+    let sha256 = rsa_key_with_parameters(vec![
         e(tags::PADDING_METHOD, PaddingMethod::Oaep.to_u32()),
-        e(tags::HASHING_ALGORITHM, HashingAlgorithm::Sha384.to_u32()),
-        e(
-            tags::MASK_GENERATOR_HASHING_ALGORITHM,
-            HashingAlgorithm::Sha256.to_u32(),
-        ),
+        e(tags::HASHING_ALGORITHM, HashingAlgorithm::Sha256.to_u32()),
     ]);
-    assert!(matches!(
-        rsa_padding(None, &mixed),
-        Err(OpError::BadCryptoParameters(_))
-    ));
+    assert_eq!(
+        rsa_padding(None, &sha256).unwrap(),
+        oaep(HashAlgorithm::Sha256, HashAlgorithm::Sha256, b"")
+    );
     let none = rsa_key_with_parameters(vec![]);
     assert!(matches!(
         rsa_padding(None, &none),
         Err(OpError::MissingData(_))
     ));
+}
+
+#[test]
+fn oaep_takes_its_mgf1_hash_and_label_from_the_key_or_the_request() {
+    let stored = rsa_key_with_parameters(vec![
+        e(tags::PADDING_METHOD, PaddingMethod::Oaep.to_u32()),
+        e(tags::HASHING_ALGORITHM, HashingAlgorithm::Sha384.to_u32()),
+        e(tags::MASK_GENERATOR, MGF1),
+        e(
+            tags::MASK_GENERATOR_HASHING_ALGORITHM,
+            HashingAlgorithm::Sha256.to_u32(),
+        ),
+        Ttlv::new(
+            tags::PSOURCE,
+            Value::ByteString(Bytes::from_static(b"label")),
+        ),
+    ]);
+    assert_eq!(
+        rsa_padding(None, &stored).unwrap(),
+        oaep(HashAlgorithm::Sha384, HashAlgorithm::Sha256, b"label")
+    );
+    // The request's fields override the key's.
+    let given = CryptographicParameters {
+        other: vec![
+            e(
+                tags::MASK_GENERATOR_HASHING_ALGORITHM,
+                HashingAlgorithm::Sha224.to_u32(),
+            ),
+            Ttlv::new(
+                tags::PSOURCE,
+                Value::ByteString(Bytes::from_static(b"other")),
+            ),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        rsa_padding(Some(&given), &stored).unwrap(),
+        oaep(HashAlgorithm::Sha384, HashAlgorithm::Sha224, b"other")
+    );
+}
+
+#[test]
+fn oaep_refuses_other_mask_generators_and_bad_labels() {
+    let with = |extra: Ttlv| {
+        rsa_key_with_parameters(vec![
+            e(tags::PADDING_METHOD, PaddingMethod::Oaep.to_u32()),
+            extra,
+        ])
+    };
+    let bad = [
+        e(tags::MASK_GENERATOR, 2),
+        e(
+            tags::MASK_GENERATOR_HASHING_ALGORITHM,
+            HashingAlgorithm::Md5.to_u32(),
+        ),
+        Ttlv::new(tags::PSOURCE, Value::TextString("label".into())),
+        Ttlv::new(
+            tags::PSOURCE,
+            Value::ByteString(Bytes::from(vec![0u8; soft::MAX_OAEP_LABEL + 1])),
+        ),
+    ];
+    for extra in bad {
+        assert!(
+            matches!(
+                rsa_padding(None, &with(extra.clone())),
+                Err(OpError::BadCryptoParameters(_))
+            ),
+            "{extra:?}"
+        );
+    }
+    let longest = with(Ttlv::new(
+        tags::PSOURCE,
+        Value::ByteString(Bytes::from(vec![0u8; soft::MAX_OAEP_LABEL])),
+    ));
+    assert!(rsa_padding(None, &longest).is_ok());
 }
 
 #[test]
