@@ -278,7 +278,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
     ("MSGENC-XML-M-1-21.xml", On::Every, SPLIT_KEY),
     ("SUITEB_128-M-1-14.xml", On::Every, SPLIT_KEY),
     ("SUITEB_192-M-1-14.xml", On::Every, SPLIT_KEY),
-    ("QS-M-1-21.xml", On::Every, QS_MARKERS),
     ("TL-M-3-14.xml", On::Every, TL_3_14),
 ];
 
@@ -288,7 +287,6 @@ const STREAMING: &str =
     "multi-part Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is not built yet";
 const SPLIT_KEY: &str =
     "its Query answer lists the Split Key object type (and Create/Join Split Key), not built yet";
-const QS_MARKERS: &str = "its Query answer lists Set Endpoint Role (not built) and the Interop and Log test markers, which the gateway acknowledges without doing anything and so does not claim";
 
 /// A vector no server can pass as written.
 const TL_3_14: &str = "its Get Attributes answer omits Sensitive, Extractable, Always Sensitive and Never Extractable, which its own Get Attribute List of the same key lists";
