@@ -233,7 +233,6 @@ impl On {
 const SOFTHSM_OAEP: &str =
     "SoftHSM 2.6 decrypts RSA-OAEP with SHA-1 only, and the private key stays on the token";
 const SOFTHSM_HMAC_AES: &str = "the vector MACs with a 128-bit AES key; SoftHSM takes HMAC keys of the generic-secret type only";
-const SOFTHSM_KEY_WRAP: &str = "SoftHSM offers CKM_AES_KEY_WRAP to C_WrapKey only, not to C_Encrypt, and Get with key wrapping through C_WrapKey is not built yet (issue 15)";
 const SOFTHSM_CHACHA: &str = "SoftHSM 2.6 has no ChaCha20 mechanism";
 
 /// The vector files that fail, where, and why.
@@ -258,8 +257,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
         On::Token,
         SOFTHSM_CHACHA,
     ),
-    ("AX-M-2-14.xml", On::Token, SOFTHSM_KEY_WRAP),
-    ("AX-M-2-21.xml", On::Token, SOFTHSM_KEY_WRAP),
     ("CS-AC-M-OAEP-7-14.xml", On::Every, OAEP_MGF1),
     ("CS-AC-M-OAEP-8-14.xml", On::Every, OAEP_MGF1),
     ("CS-AC-M-OAEP-9-14.xml", On::Every, OAEP_MGF1),
