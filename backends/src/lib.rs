@@ -284,6 +284,34 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The key `wrapped` encrypted with the AES key `wrapping` by AES Key Wrap (RFC 3394; RFC
+    /// 5649 with `pad`): the wrapped key's stored material (raw bytes, PKCS#8, SPKI), as KMIP
+    /// Get with a Key Wrapping Specification serves it. By default the wrapped key's material
+    /// is read and the wrapping key encrypts it where it lives; a backend whose keys never
+    /// leave it (a PKCS#11 token) wraps inside, and its refusal (a key the token will not
+    /// release even wrapped) answers [`BackendError::NotExtractable`].
+    async fn wrap_key(
+        &self,
+        wrapping: &str,
+        wrapped: &str,
+        pad: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let material = self.read_material(wrapped).await?;
+        let out = self
+            .encrypt(
+                wrapping,
+                CipherRequest {
+                    mode: CipherMode::AesKeyWrap { pad },
+                    data: material,
+                    iv: None,
+                    aad: None,
+                    tag: None,
+                },
+            )
+            .await?;
+        Ok(out.data)
+    }
+
     /// An object with its material and key facts, to copy it into another backend
     /// (`kmip-gateway migrate`), whether or not clients may extract it. Backends whose
     /// material cannot leave (a non-extractable key on a token) answer `Unsupported`.

@@ -536,6 +536,67 @@ fn sensitive_or_unextractable_keys_are_never_returned() {
     });
 }
 
+#[test]
+fn the_token_wraps_its_keys_and_refuses_an_unextractable_one() {
+    use aws_lc_rs::key_wrap::{AesKek, KeyWrap, AES_256};
+    run(|hsm| async move {
+        let backend = hsm.open().await;
+        for (uid, spec) in [
+            ("kek", aes(256)),
+            ("key", aes(256)),
+            (
+                "sensitive",
+                KeySpec {
+                    sensitive: true,
+                    ..aes(256)
+                },
+            ),
+            (
+                "locked",
+                KeySpec {
+                    extractable: false,
+                    ..aes(256)
+                },
+            ),
+        ] {
+            backend
+                .generate(record(uid, ObjectKind::SymmetricKey, b""), spec)
+                .await
+                .unwrap();
+        }
+        let kek = backend.read_material("kek").await.unwrap();
+        let key = backend.read_material("key").await.unwrap();
+        let wrapped = backend.wrap_key("kek", "key", false).await.unwrap();
+        assert_eq!(wrapped.len(), key.len() + 8);
+        let mut out = vec![0u8; wrapped.len()];
+        let unwrapped = AesKek::new(&AES_256, &kek)
+            .unwrap()
+            .unwrap(&wrapped, &mut out)
+            .unwrap();
+        assert_eq!(unwrapped, &key[..]);
+        let padded = backend.wrap_key("kek", "key", true).await.unwrap();
+        assert_eq!(padded.len(), key.len() + 8);
+        // CKA_SENSITIVE keeps a key from being read, not from being wrapped: the token decides.
+        assert_eq!(
+            backend
+                .wrap_key("kek", "sensitive", false)
+                .await
+                .unwrap()
+                .len(),
+            40
+        );
+        assert!(matches!(
+            backend.wrap_key("kek", "locked", false).await,
+            Err(BackendError::NotExtractable(ref u)) if u == "locked"
+        ));
+        assert!(matches!(
+            backend.wrap_key("kek", "missing", false).await,
+            Err(BackendError::NotFound(_))
+        ));
+        backend.close().await;
+    });
+}
+
 fn req(mode: CipherMode, data: &[u8], iv: Option<&str>) -> CipherRequest {
     CipherRequest {
         mode,

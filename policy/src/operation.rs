@@ -48,6 +48,9 @@ pub enum Operation {
     Cancel,
     AdjustAttribute,
     Pkcs11,
+    SetEndpointRole,
+    Interop,
+    Log,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -61,7 +64,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 41] = [
+    pub const ALL: [Operation; 44] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -103,6 +106,9 @@ impl Operation {
         Operation::Cancel,
         Operation::AdjustAttribute,
         Operation::Pkcs11,
+        Operation::SetEndpointRole,
+        Operation::Interop,
+        Operation::Log,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -149,6 +155,9 @@ impl Operation {
             Operation::Cancel => "Cancel",
             Operation::AdjustAttribute => "AdjustAttribute",
             Operation::Pkcs11 => "PKCS_11",
+            Operation::SetEndpointRole => "SetEndpointRole",
+            Operation::Interop => "Interop",
+            Operation::Log => "Log",
         }
     }
 
@@ -170,7 +179,12 @@ impl Operation {
             | Operation::Poll
             | Operation::Cancel
             // Answers about the server's own PKCS#11 library; names no object.
-            | Operation::Pkcs11 => OperationKind::Global,
+            | Operation::Pkcs11
+            // The client's role on its own connection; names no object.
+            | Operation::SetEndpointRole
+            // A test boundary or a line written to the server's log: no object, no state.
+            | Operation::Interop
+            | Operation::Log => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }

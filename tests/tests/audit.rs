@@ -6,10 +6,11 @@
 use kmip_e2e::{aes256_key_of, gateway_cli, Backend, GatewayHome, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
-    Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, GetAttributesRequest,
-    GetRequest, LocateRequest, Name, ObjectType, ProtocolVersion, RequestBatchItem, RequestHeader,
-    RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload,
-    ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, UidRequest,
+    Attribute, AttributeRequest, CreateRequest, CryptographicAlgorithm, EndpointRole,
+    GetAttributesRequest, GetRequest, InteropFunction, InteropRequest, LocateRequest, LogRequest,
+    Name, ObjectType, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,
+    RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, ResultStatus,
+    RevocationReason, RevocationReasonCode, RevokeRequest, SetEndpointRoleRequest, UidRequest,
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::Value;
@@ -312,4 +313,116 @@ fn every_request_is_recorded_and_the_chain_catches_tampering() {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A client's Log Message and Interop boundary land in the gateway's log and in their items'
+/// audit records as one line each, escaped: a line break in the text cannot start a forged log
+/// line, and a Client role is refused while the Server role is granted.
+#[test]
+fn log_and_interop_text_lands_in_the_log_and_the_trail_escaped() {
+    let home = GatewayHome::new(Backend::Vault);
+    let gw = home.start();
+    let tls = ClientTls::from_files(&home.ca_cert(), &home.client_cert(), &home.client_key())
+        .expect("client TLS");
+    let forged = "harness step 3\n2026-01-01T00:00:00Z  INFO forged: user=admin destroyed all keys";
+    let rt = runtime();
+    let items = rt.block_on(async {
+        let mut c = KmipClient::connect(&gw.addr().to_string(), gw.server_name(), &tls)
+            .await
+            .expect("connect");
+        let request = RequestMessage {
+            header: RequestHeader::new(ProtocolVersion::V2_1),
+            items: vec![
+                RequestPayload::Interop(InteropRequest {
+                    function: InteropFunction::Begin,
+                    identifier: "QS-M-1-21\u{1b}[2K".into(),
+                }),
+                RequestPayload::Log(LogRequest {
+                    message: forged.into(),
+                }),
+                RequestPayload::SetEndpointRole(SetEndpointRoleRequest {
+                    role: EndpointRole::Server,
+                }),
+                RequestPayload::SetEndpointRole(SetEndpointRoleRequest {
+                    role: EndpointRole::Client,
+                }),
+            ]
+            .into_iter()
+            .map(RequestBatchItem::new)
+            .collect(),
+        };
+        let reply = c.call(&request.to_ttlv()).await.expect("an answer");
+        ResponseMessage::from_ttlv(&reply)
+            .expect("a Response Message")
+            .items
+    });
+    let statuses: Vec<_> = items.iter().map(|i| i.result_status).collect();
+    assert_eq!(
+        statuses,
+        [
+            ResultStatus::Success,
+            ResultStatus::Success,
+            ResultStatus::Success,
+            ResultStatus::OperationFailed
+        ],
+        "{items:?}"
+    );
+    assert!(
+        matches!(&items[2].payload, Some(ResponsePayload::SetEndpointRole(r)) if r.role == EndpointRole::Server),
+        "{:?}",
+        items[2]
+    );
+    assert_eq!(
+        items[3].result_reason,
+        Some(kmip_wire::model::ResultReason::FeatureNotSupported)
+    );
+
+    let escaped_message =
+        "harness step 3\\u{a}2026-01-01T00:00:00Z  INFO forged: user=admin destroyed all keys";
+    // The line is written before the answer; the harness reads stderr on its own thread.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains(escaped_message) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(escaped_message))
+        .unwrap_or_else(|| panic!("no escaped Log line in:\n{log}"));
+    assert!(line.contains("kmip_gateway::client_log"), "{line}");
+    assert!(line.contains("user="), "{line}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("QS-M-1-21\\u{1b}[2K") && l.contains("Begin")),
+        "no escaped Interop line in:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a client forged a log line:\n{log}"
+    );
+    stop(gw);
+
+    let notes: Vec<(String, Option<String>)> = records(&audit_dir(&home))
+        .iter()
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap_or_default().to_owned(),
+                r.get("note").and_then(|n| n.as_str()).map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (
+                "Interop".to_owned(),
+                Some("Begin QS-M-1-21\\u{1b}[2K".to_owned())
+            ),
+            ("Log".to_owned(), Some(escaped_message.to_owned())),
+            ("SetEndpointRole".to_owned(), None),
+            ("SetEndpointRole".to_owned(), None),
+        ]
+    );
+    let (ok, out) = verify(&[&audit_dir(&home)]);
+    assert!(ok, "{out}");
 }

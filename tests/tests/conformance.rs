@@ -233,7 +233,6 @@ impl On {
 const SOFTHSM_OAEP: &str =
     "SoftHSM 2.6 decrypts RSA-OAEP with SHA-1 only, and the private key stays on the token";
 const SOFTHSM_HMAC_AES: &str = "the vector MACs with a 128-bit AES key; SoftHSM takes HMAC keys of the generic-secret type only";
-const SOFTHSM_KEY_WRAP: &str = "SoftHSM offers CKM_AES_KEY_WRAP to C_WrapKey only, not to C_Encrypt, and Get with key wrapping through C_WrapKey is not built yet (issue 15)";
 const SOFTHSM_CHACHA: &str = "SoftHSM 2.6 has no ChaCha20 mechanism";
 
 /// The vector files that fail, where, and why.
@@ -262,8 +261,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
         On::Token,
         SOFTHSM_CHACHA,
     ),
-    ("AX-M-2-14.xml", On::Token, SOFTHSM_KEY_WRAP),
-    ("AX-M-2-21.xml", On::Token, SOFTHSM_KEY_WRAP),
     ("CS-BC-M-GCM-3-14.xml", On::Every, STREAMING),
     ("CS-BC-M-GCM-3-21.xml", On::Every, STREAMING),
     ("MSGENC-HTTPS-M-1-14.xml", On::Every, SPLIT_KEY),
@@ -274,7 +271,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
     ("MSGENC-XML-M-1-21.xml", On::Every, SPLIT_KEY),
     ("SUITEB_128-M-1-14.xml", On::Every, SPLIT_KEY),
     ("SUITEB_192-M-1-14.xml", On::Every, SPLIT_KEY),
-    ("QS-M-1-21.xml", On::Every, QS_MARKERS),
     ("TL-M-3-14.xml", On::Every, TL_3_14),
 ];
 
@@ -283,7 +279,6 @@ const STREAMING: &str =
     "multi-part Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is not built yet";
 const SPLIT_KEY: &str =
     "its Query answer lists the Split Key object type (and Create/Join Split Key), not built yet";
-const QS_MARKERS: &str = "its Query answer lists Set Endpoint Role (not built) and the Interop and Log test markers, which the gateway acknowledges without doing anything and so does not claim";
 
 /// A vector no server can pass as written.
 const TL_3_14: &str = "its Get Attributes answer omits Sensitive, Extractable, Always Sensitive and Never Extractable, which its own Get Attribute List of the same key lists";

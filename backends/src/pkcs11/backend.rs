@@ -354,6 +354,20 @@ impl Backend for Pkcs11Backend {
         self.cipher(uid, req, true).await
     }
 
+    async fn wrap_key(
+        &self,
+        wrapping: &str,
+        wrapped: &str,
+        pad: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let (wrapping_uid, wrapped_uid) = (wrapping.to_owned(), wrapped.to_owned());
+        self.with_objects([wrapping, wrapped], move |s, [kek, key]| {
+            let kek = key_handle(&wrapping_uid, kek)?;
+            cipher::wrap_key(s, kek, material(&wrapped_uid, key)?, pad, &wrapped_uid)
+        })
+        .await
+    }
+
     async fn mac(
         &self,
         uid: &str,

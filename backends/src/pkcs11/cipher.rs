@@ -4,7 +4,7 @@
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
 use zeroize::Zeroizing;
@@ -42,7 +42,8 @@ impl CipherJob {
         }
         match self.mode {
             CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
-            // SoftHSM 2.6 offers CKM_AES_KEY_WRAP only to C_WrapKey, not to C_Encrypt.
+            // SoftHSM 2.6 offers CKM_AES_KEY_WRAP only to C_WrapKey, not to C_Encrypt: keys of
+            // the token are wrapped by `wrap_key`, never bytes from outside.
             CipherMode::AesKeyWrap { .. } => return Err(no_key_wrap()),
             CipherMode::Gcm { tag_len } => {
                 if !GCM_TAG_LENS.contains(&tag_len) {
@@ -93,10 +94,44 @@ impl CipherJob {
 /// SoftHSM 2.6 offers CKM_AES_KEY_WRAP only to C_WrapKey, not to C_Encrypt.
 fn no_key_wrap() -> BackendError {
     BackendError::Unsupported(
-        "AES key wrap with a key held in the PKCS#11 token is not supported; \
-         wrap with a key of the vault or PostgreSQL backend"
+        "AES key wrap of bytes from outside the PKCS#11 token (a converted key format) is not \
+         supported; ask for the key in the format it was registered in"
             .into(),
     )
+}
+
+/// `key` wrapped by the AES key `wrapping` with C_WrapKey (CKM_AES_KEY_WRAP, or _PAD with
+/// `pad`): the key never leaves the token in clear. A wrapping key made without CKA_WRAP (keys
+/// this backend stored before it wrapped) is given it once and the call retried; the gateway
+/// has already checked the KMIP usage mask. The token's refusal to release `key` even wrapped
+/// (CKA_EXTRACTABLE false without a trusted wrapping key) is [`BackendError::NotExtractable`].
+pub(crate) fn wrap_key(
+    s: &Session,
+    wrapping: ObjectHandle,
+    key: ObjectHandle,
+    pad: bool,
+    key_uid: &str,
+) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    let mechanism = if pad {
+        Mechanism::AesKeyWrapPad
+    } else {
+        Mechanism::AesKeyWrap
+    };
+    let wrapped = match s.wrap_key(&mechanism, wrapping, key) {
+        Err(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) => {
+            s.update_attributes(wrapping, &[Attribute::Wrap(true)])
+                .map_err(p11_error)?;
+            s.wrap_key(&mechanism, wrapping, key)
+        }
+        other => other,
+    };
+    match wrapped {
+        Ok(bytes) => Ok(Zeroizing::new(bytes)),
+        Err(CkError::Pkcs11(RvError::KeyUnextractable | RvError::KeyNotWrappable, _)) => {
+            Err(BackendError::NotExtractable(key_uid.to_owned()))
+        }
+        Err(e) => Err(p11_error(e)),
+    }
 }
 
 /// SoftHSM 2.6, like most tokens, has no ChaCha20 mechanism.

@@ -136,6 +136,33 @@ impl Pkcs11Backend {
         }
     }
 
+    /// Like [`Self::with_object`], for an operation on two objects of the token at once (a key
+    /// wrapped by another).
+    pub(super) async fn with_objects<T, F>(&self, uids: [&str; 2], op: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: Fn(&Session, [&Entry; 2]) -> Result<T, BackendError> + Send + Sync + 'static,
+    {
+        let op = Arc::new(op);
+        let (first, generation) = self.lookup(uids[0])?;
+        let (second, _) = self.lookup(uids[1])?;
+        let run = Arc::clone(&op);
+        match self.with_session(move |s| run(s, [&first, &second])).await {
+            Err(e) if class_of(&e) == Some(FailureClass::NotFound) => {
+                self.rescan(generation).await?;
+                let (first, _) = self.lookup(uids[0])?;
+                let (second, _) = self.lookup(uids[1])?;
+                match self.with_session(move |s| op(s, [&first, &second])).await {
+                    Err(e) if class_of(&e) == Some(FailureClass::NotFound) => Err(
+                        BackendError::NotFound(format!("{} or {}", uids[0], uids[1])),
+                    ),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Runs a companion replacement (update, destroy) against the cached handles of `uid` and
     /// stores its outcome in the index: `Some(entry)` replaces the entry, `None` removes it.
     /// Each attempt holds the rescan gate shared (a rescan must not resurrect what it removes)

@@ -239,6 +239,15 @@ impl Backend for RecoveringPkcs11 {
         self.backend().await?.decrypt(uid, req).await
     }
 
+    async fn wrap_key(
+        &self,
+        wrapping: &str,
+        wrapped: &str,
+        pad: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.backend().await?.wrap_key(wrapping, wrapped, pad).await
+    }
+
     async fn mac(
         &self,
         uid: &str,

@@ -5,7 +5,7 @@
 use crate::config::{LimitsConfig, ReadYourWrites};
 use crate::identity::Identity;
 use crate::kmip::ops::{
-    response_uids, target_uid, DestroyFailed, OpContext, OpError, Ops, UndoJournal,
+    audit_note, response_uids, target_uid, DestroyFailed, OpContext, OpError, Ops, UndoJournal,
 };
 use crate::tooling::audit::{AuditEvent, AuditLog};
 use bytes::Bytes;
@@ -353,6 +353,7 @@ impl Dispatcher {
                 result_status: format!("{:?}", response.result_status),
                 result_reason: response.result_reason.map(|r| format!("{r:?}")),
                 latency_us: u64::try_from(trace.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                note: trace.note,
             })
             .await;
     }
@@ -365,6 +366,8 @@ struct ItemTrace {
     op_label: String,
     metric_label: String,
     target: Option<String>,
+    /// The client's text of a Log or Interop item, escaped and bounded, for the audit trail.
+    note: Option<String>,
 }
 
 impl ItemTrace {
@@ -380,6 +383,7 @@ impl ItemTrace {
                 .ok()
                 .and_then(target_uid)
                 .and_then(Clone::clone),
+            note: item.payload.as_ref().ok().and_then(audit_note),
         }
     }
 }

@@ -526,6 +526,7 @@ impl Action<'_> {
                 latency_us: started
                     .elapsed()
                     .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                note: None,
             })
             .await;
     }

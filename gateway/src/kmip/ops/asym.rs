@@ -390,7 +390,7 @@ fn formats_of(a: KeyPairAlgorithm) -> (KeyFormatType, KeyFormatType) {
 }
 
 /// The DER forms a Public or Private Key converts between.
-fn is_der_format(f: KeyFormatType) -> bool {
+pub(super) fn is_der_format(f: KeyFormatType) -> bool {
     matches!(
         f,
         KeyFormatType::Pkcs1 | KeyFormatType::Pkcs8 | KeyFormatType::X509

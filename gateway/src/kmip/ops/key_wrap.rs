@@ -2,9 +2,10 @@
 //! encrypted with another key the caller may use (AES Key Wrap, RFC 3394 / RFC 5649) and the
 //! Key Block says how, in Key Wrapping Data.
 
+use super::asym::is_der_format;
 use super::crypto::effective_parameters;
 use super::{OpContext, OpError, Ops};
-use kmip_backends::{CipherMode, CipherRequest, ObjectKind};
+use kmip_backends::{BackendError, CipherMode, CipherRequest, ObjectKind};
 use kmip_policy::Operation as PolicyOperation;
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
@@ -18,11 +19,68 @@ const WRAPPING_METHOD_ENCRYPT: u32 = 0x0000_0001;
 /// Encoding Option No Encoding: the wrapped bytes are the Key Material alone.
 const ENCODING_NO_ENCODING: u32 = 0x0000_0001;
 
+/// The Key Format Type a Get serves when the bytes it wraps are the stored material as is, so
+/// the backend can wrap them where they live (`Ops::wrapped_by_backend`); `None` when a
+/// conversion comes first (`Ops::wrap_block` then wraps the converted bytes).
+pub(super) fn served_as_stored(
+    kind: ObjectKind,
+    stored: KeyFormatType,
+    wanted: Option<KeyFormatType>,
+) -> Option<KeyFormatType> {
+    let served = wanted.unwrap_or(stored);
+    let as_stored = match kind {
+        // A symmetric key's material is its raw bytes, whichever of the two forms is served.
+        ObjectKind::SymmetricKey => matches!(
+            served,
+            KeyFormatType::Raw | KeyFormatType::TransparentSymmetricKey
+        ),
+        ObjectKind::SecretData => {
+            served == stored && matches!(served, KeyFormatType::Raw | KeyFormatType::Opaque)
+        }
+        // Registered DER keys are stored as PKCS#8 and SubjectPublicKeyInfo.
+        ObjectKind::PrivateKey => served == KeyFormatType::Pkcs8 && is_der_format(stored),
+        ObjectKind::PublicKey => served == KeyFormatType::X509 && is_der_format(stored),
+        _ => false,
+    };
+    as_stored.then_some(served)
+}
+
 /// A checked Key Wrapping Specification: which key wraps, how.
 pub(super) struct Wrapping {
     key_uid: String,
     pad: bool,
     mode: BlockCipherMode,
+}
+
+impl Wrapping {
+    /// The Key Wrapping Data of a Key Block wrapped as this specification asked.
+    fn wrapping_data(&self) -> Ttlv {
+        Ttlv::structure(
+            tags::KEY_WRAPPING_DATA,
+            vec![
+                Ttlv::new(
+                    tags::WRAPPING_METHOD,
+                    Value::Enumeration(WRAPPING_METHOD_ENCRYPT),
+                ),
+                Ttlv::structure(
+                    tags::ENCRYPTION_KEY_INFORMATION,
+                    vec![
+                        Ttlv::new(
+                            tags::UNIQUE_IDENTIFIER,
+                            Value::TextString(self.key_uid.clone()),
+                        ),
+                        Ttlv::structure(
+                            tags::CRYPTOGRAPHIC_PARAMETERS,
+                            vec![Ttlv::new(
+                                tags::BLOCK_CIPHER_MODE,
+                                Value::Enumeration(self.mode.to_u32()),
+                            )],
+                        ),
+                    ],
+                ),
+            ],
+        )
+    }
 }
 
 impl Ops {
@@ -114,7 +172,30 @@ impl Ops {
         })
     }
 
-    /// Wraps a Key Block's value in the backend that holds the wrapping key, and describes it.
+    /// `uid`'s stored material wrapped by the backend (on a token, by the token: neither key
+    /// leaves it), with the Key Wrapping Data that says how.
+    pub(super) async fn wrapped_by_backend(
+        &self,
+        w: &Wrapping,
+        uid: &str,
+    ) -> Result<(KeyValue, Ttlv), OpError> {
+        let bytes = self
+            .store
+            .backend()
+            .wrap_key(&w.key_uid, uid, w.pad)
+            .await
+            .map_err(|e| match e {
+                BackendError::NotExtractable(_) => OpError::NotExtractable,
+                other => OpError::Backend(other),
+            })?;
+        Ok((
+            KeyValue::Wrapped(SecretBytes::from_slice(&bytes)),
+            w.wrapping_data(),
+        ))
+    }
+
+    /// Wraps a converted Key Block's value in the backend that holds the wrapping key, and
+    /// describes it.
     pub(super) async fn wrap_block(
         &self,
         w: &Wrapping,
@@ -145,31 +226,47 @@ impl Ops {
             )
             .await?;
         block.key_value = KeyValue::Wrapped(SecretBytes::from_slice(&out.data));
-        block.key_wrapping_data = Some(Ttlv::structure(
-            tags::KEY_WRAPPING_DATA,
-            vec![
-                Ttlv::new(
-                    tags::WRAPPING_METHOD,
-                    Value::Enumeration(WRAPPING_METHOD_ENCRYPT),
-                ),
-                Ttlv::structure(
-                    tags::ENCRYPTION_KEY_INFORMATION,
-                    vec![
-                        Ttlv::new(
-                            tags::UNIQUE_IDENTIFIER,
-                            Value::TextString(w.key_uid.clone()),
-                        ),
-                        Ttlv::structure(
-                            tags::CRYPTOGRAPHIC_PARAMETERS,
-                            vec![Ttlv::new(
-                                tags::BLOCK_CIPHER_MODE,
-                                Value::Enumeration(w.mode.to_u32()),
-                            )],
-                        ),
-                    ],
-                ),
-            ],
-        ));
+        block.key_wrapping_data = Some(w.wrapping_data());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_stored_form_is_wrapped_by_the_backend() {
+        use KeyFormatType as F;
+        let sym = ObjectKind::SymmetricKey;
+        assert_eq!(served_as_stored(sym, F::Raw, None), Some(F::Raw));
+        assert_eq!(
+            served_as_stored(sym, F::Raw, Some(F::TransparentSymmetricKey)),
+            Some(F::TransparentSymmetricKey)
+        );
+        assert_eq!(served_as_stored(sym, F::Raw, Some(F::Pkcs8)), None);
+        let private = ObjectKind::PrivateKey;
+        // Registered as PKCS#1, stored as PKCS#8: served as registered, it is converted first.
+        assert_eq!(served_as_stored(private, F::Pkcs1, None), None);
+        assert_eq!(
+            served_as_stored(private, F::Pkcs1, Some(F::Pkcs8)),
+            Some(F::Pkcs8)
+        );
+        assert_eq!(
+            served_as_stored(private, F::TransparentRsaPrivateKey, Some(F::Pkcs8)),
+            None
+        );
+        assert_eq!(
+            served_as_stored(ObjectKind::PublicKey, F::X509, None),
+            Some(F::X509)
+        );
+        assert_eq!(
+            served_as_stored(ObjectKind::SecretData, F::Opaque, Some(F::Raw)),
+            None
+        );
+        assert_eq!(
+            served_as_stored(ObjectKind::Certificate, F::Raw, None),
+            None
+        );
     }
 }

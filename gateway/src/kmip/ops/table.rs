@@ -5,6 +5,7 @@
 
 use super::asynchronous::cancel;
 use super::digest;
+use super::interop;
 use super::pkcs11;
 use super::query::{discover_versions, query};
 use super::{OpContext, OpError, Ops};
@@ -45,9 +46,8 @@ impl Target {
 pub(crate) struct OpEntry {
     pub(crate) operation: Operation,
     pub(crate) run: Handler,
-    /// The name the policy decides it under; `None` only for the OASIS test-harness markers
-    /// (Interop, Log), which name no object and change nothing, so no policy is asked.
-    pub(crate) policy: Option<PolicyOperation>,
+    /// The name the policy decides it under.
+    pub(crate) policy: PolicyOperation,
     pub(crate) target: Target,
     /// Listed in the Query Operations answer.
     pub(crate) listed: bool,
@@ -138,6 +138,12 @@ impl NamesObjects for Pkcs11Response {
     }
 }
 
+impl NamesObjects for EndpointRoleResponse {
+    fn uids(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 impl NamesObjects for QueryResponse {
     fn uids(&self) -> Vec<String> {
         Vec::new()
@@ -172,7 +178,7 @@ macro_rules! row {
                     }
                 })
             },
-            policy: Some(PolicyOperation::$policy),
+            policy: PolicyOperation::$policy,
             target: target!($op, $target),
             listed: $listed,
             answer_uids: |answer| match answer {
@@ -183,22 +189,26 @@ macro_rules! row {
     };
 }
 
-/// A row of an OASIS test-harness marker: no policy, no object, an empty answer.
-macro_rules! marker {
-    ($op:ident) => {
+/// A row whose answer has no fields (Interop, Log): the handler `$run`, of the request `$r`
+/// and the context `$ctx`, runs for its effect; no object is named.
+macro_rules! empty_answer {
+    ($op:ident, |$ctx:ident, $r:ident| $run:expr) => {
         OpEntry {
             operation: Operation::$op,
-            run: |_, _, payload| {
+            run: |_, $ctx, payload| {
                 Box::pin(async move {
                     match payload {
-                        RequestPayload::$op(_) => Ok(ResponsePayload::Empty),
+                        RequestPayload::$op($r) => {
+                            $run;
+                            Ok(ResponsePayload::Empty)
+                        }
                         _ => Err(OpError::OperationNotSupported),
                     }
                 })
             },
-            policy: None,
+            policy: PolicyOperation::$op,
             target: Target::None,
-            listed: false,
+            listed: true,
             answer_uids: |_| None,
         }
     };
@@ -269,15 +279,17 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
                 }
             })
         },
-        policy: Some(PolicyOperation::Poll),
+        policy: PolicyOperation::Poll,
         target: Target::None,
         listed: true,
         answer_uids: |_| None,
     },
     row!(Cancel, Cancel, none, listed: true, |_, _, r| cancel(r)),
     row!(Pkcs11, Pkcs11, none, listed: true, |_, _, r| pkcs11::pkcs11(r)?),
-    marker!(Interop),
-    marker!(Log),
+    row!(SetEndpointRole, SetEndpointRole, none, listed: true,
+        |_, _, r| interop::set_endpoint_role(&r)?),
+    empty_answer!(Interop, |ctx, r| interop::interop(ctx.user, &r)),
+    empty_answer!(Log, |ctx, r| interop::log(ctx.user, &r)),
 ];
 
 /// The row of `operation`; `None` for an operation this server does not know.
@@ -349,21 +361,12 @@ mod tests {
     #[test]
     fn the_target_column_agrees_with_the_policy() {
         for e in OPERATIONS {
-            match e.policy {
-                Some(p) => assert_eq!(
-                    p.kind() == OperationKind::Object,
-                    matches!(e.target, Target::Object(_)),
-                    "{:?}: the policy decides it against an object iff it names one",
-                    e.operation
-                ),
-                None => assert!(
-                    matches!(e.operation, Operation::Interop | Operation::Log)
-                        && matches!(e.target, Target::None)
-                        && !e.listed,
-                    "{:?} skips the policy",
-                    e.operation
-                ),
-            }
+            assert_eq!(
+                e.policy.kind() == OperationKind::Object,
+                matches!(e.target, Target::Object(_)),
+                "{:?}: the policy decides it against an object iff it names one",
+                e.operation
+            );
         }
     }
 
@@ -412,6 +415,9 @@ mod tests {
                 Operation::Poll,
                 Operation::Cancel,
                 Operation::Pkcs11,
+                Operation::SetEndpointRole,
+                Operation::Interop,
+                Operation::Log,
             ]
         );
     }

@@ -33,6 +33,11 @@ pub struct AuditRecord {
     pub result_status: String,
     pub result_reason: Option<String>,
     pub latency_us: u64,
+    /// The client's own text of a Log or Interop item (escaped by the operation layer, bounded
+    /// here); absent otherwise, and then absent from the line, so records without one keep the
+    /// form and hash they had before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// `hash` of the previous record, or [`super::GENESIS_PREV`].
     pub prev: String,
     /// Hex SHA-256 of [`AuditRecord::canonical_json`].
@@ -55,6 +60,8 @@ struct Canonical<'a> {
     result_status: &'a str,
     result_reason: Option<&'a str>,
     latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
     prev: &'a str,
 }
 
@@ -74,6 +81,7 @@ impl AuditRecord {
             result_status: &self.result_status,
             result_reason: self.result_reason.as_deref(),
             latency_us: self.latency_us,
+            note: self.note.as_deref(),
             prev: &self.prev,
         })
     }
@@ -100,6 +108,8 @@ pub struct AuditEvent {
     pub result_status: String,
     pub result_reason: Option<String>,
     pub latency_us: u64,
+    /// The client's own text of a Log or Interop item, already escaped (`kmip::ops`).
+    pub note: Option<String>,
 }
 
 impl AuditEvent {
@@ -127,6 +137,7 @@ impl AuditEvent {
             result_status: bounded(self.result_status),
             result_reason: self.result_reason.map(bounded),
             latency_us: self.latency_us,
+            note: self.note.map(bounded),
             prev: prev.to_owned(),
             hash: String::new(),
         }
@@ -228,6 +239,7 @@ pub(super) fn drop_marker(dropped: u64) -> AuditEvent {
         result_status: "OperationFailed".to_owned(),
         result_reason: Some(format!("{dropped} {DROP_MARKER_REASON}")),
         latency_us: 0,
+        note: None,
     }
 }
 

@@ -530,6 +530,14 @@ kmip_enum! {
 }
 
 kmip_enum! {
+    /// Endpoint Role of the 2.x Set Endpoint Role operation.
+    EndpointRole {
+        Client = 0x00000001,
+        Server = 0x00000002,
+    }
+}
+
+kmip_enum! {
     /// Object Group Member of a Locate request.
     ObjectGroupMember {
         GroupMemberFresh = 0x00000001,

@@ -36,8 +36,8 @@ pub use attribute::{
 };
 pub use enums::{
     BatchErrorContinuationOption, BlockCipherMode, CertificateRequestType, CertificateType,
-    CryptographicAlgorithm, DigitalSignatureAlgorithm, HashingAlgorithm, InteropFunction,
-    KeyCompressionType, KeyFormatType, KeyWrapType, KmipEnum, LinkType, NameType,
+    CryptographicAlgorithm, DigitalSignatureAlgorithm, EndpointRole, HashingAlgorithm,
+    InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType, KmipEnum, LinkType, NameType,
     ObjectGroupMember, ObjectType, Operation, PaddingMethod, QueryFunction, ResultReason,
     ResultStatus, RevocationReasonCode, SecretDataType, State, ValidityIndicator,
 };
@@ -57,11 +57,12 @@ pub use payload::{
     AttributeRequest, AttributeResponse, CertifyRequest, CheckRequest, CheckResponse,
     CreateKeyPairRequest, CreateKeyPairResponse, CreateRequest, CreateResponse, CryptoRequest,
     CryptographicParameters, DecryptResponse, DeleteAttributeRequest, DiscoverVersionsRequest,
-    DiscoverVersionsResponse, EncryptResponse, GetAttributeListResponse, GetAttributesRequest,
-    GetAttributesResponse, GetRequest, GetResponse, InteropRequest, LocateRequest, LocateResponse,
-    LogRequest, MacRequest, MacResponse, ModifyAttributeRequest, QueryRequest, QueryResponse,
-    ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload, ResponsePayload,
-    RevokeRequest, SignRequest, SignResponse, SignatureVerifyResponse, UidRequest, UidResponse,
+    DiscoverVersionsResponse, EncryptResponse, EndpointRoleResponse, GetAttributeListResponse,
+    GetAttributesRequest, GetAttributesResponse, GetRequest, GetResponse, InteropRequest,
+    LocateRequest, LocateResponse, LogRequest, MacRequest, MacResponse, ModifyAttributeRequest,
+    QueryRequest, QueryResponse, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest,
+    RequestPayload, ResponsePayload, RevokeRequest, SetEndpointRoleRequest, SignRequest,
+    SignResponse, SignatureVerifyResponse, UidRequest, UidResponse,
 };
 pub use payload::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,

@@ -31,9 +31,8 @@ pub use request::{
     CryptoRequest, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
     GetRequest, InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest,
     QueryRequest, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload,
-    RevokeRequest, SignRequest, UidRequest,
+    RevokeRequest, SetEndpointRoleRequest, SignRequest, UidRequest,
 };
-pub use response::Pkcs11Response;
 pub use response::{
     AttributeResponse, CheckResponse, CreateKeyPairResponse, CreateResponse, DecryptResponse,
     DiscoverVersionsResponse, EncryptResponse, ExportResponse, GetAttributeListResponse,
@@ -41,6 +40,7 @@ pub use response::{
     ResponsePayload, SignResponse, SignatureVerifyResponse, UidResponse,
 };
 pub use response::{CancelResponse, ObtainLeaseResponse};
+pub use response::{EndpointRoleResponse, Pkcs11Response};
 
 /// Cryptographic Parameters (Encrypt, Decrypt, MAC, and the attribute of the same name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use super::request::{
     DiscoverVersionsRequest, GetAttributesRequest, GetRequest, GetUsageAllocationRequest,
     ImportRequest, InteropRequest, LocateRequest, LogRequest, MacRequest, ModifyAttributeRequest,
     QueryRequest, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload,
-    RevokeRequest, SignRequest, UidRequest,
+    RevokeRequest, SetEndpointRoleRequest, SignRequest, UidRequest,
 };
 use super::{digest, opt_secret, uid, CryptographicParameters, R};
 use crate::model::attribute::{
@@ -229,6 +229,9 @@ impl RequestPayload {
             }),
             Operation::Log => RequestPayload::Log(LogRequest {
                 message: node.req_text(tags::LOG_MESSAGE)?,
+            }),
+            Operation::SetEndpointRole => RequestPayload::SetEndpointRole(SetEndpointRoleRequest {
+                role: node.req_enum(tags::ENDPOINT_ROLE)?,
             }),
             op_code => RequestPayload::Unknown {
                 op_code,

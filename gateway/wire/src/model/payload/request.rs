@@ -10,8 +10,8 @@ use crate::model::attribute::{
 };
 use crate::model::codec;
 use crate::model::enums::{
-    CertificateRequestType, InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType,
-    ObjectGroupMember, ObjectType, Operation, QueryFunction,
+    CertificateRequestType, EndpointRole, InteropFunction, KeyCompressionType, KeyFormatType,
+    KeyWrapType, ObjectGroupMember, ObjectType, Operation, QueryFunction,
 };
 use crate::model::object::{ManagedObject, SecretBytes};
 use crate::model::version::ProtocolVersion;
@@ -263,6 +263,12 @@ pub struct LogRequest {
     pub message: String,
 }
 
+/// 2.x Set Endpoint Role request: the role the client asks the server to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetEndpointRoleRequest {
+    pub role: EndpointRole,
+}
+
 /// The payload of a request batch item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestPayload {
@@ -309,6 +315,7 @@ pub enum RequestPayload {
     SignatureVerify(SignRequest),
     Interop(InteropRequest),
     Log(LogRequest),
+    SetEndpointRole(SetEndpointRoleRequest),
     /// An operation this model has no typed payload for; the payload as received.
     Unknown {
         op_code: Operation,
@@ -361,6 +368,7 @@ impl RequestPayload {
             RequestPayload::SignatureVerify(_) => Operation::SignatureVerify,
             RequestPayload::Interop(_) => Operation::Interop,
             RequestPayload::Log(_) => Operation::Log,
+            RequestPayload::SetEndpointRole(_) => Operation::SetEndpointRole,
             RequestPayload::Unknown { op_code, .. } => *op_code,
         }
     }
@@ -687,6 +695,9 @@ impl RequestPayload {
                 items.push(codec::text(tags::INTEROP_IDENTIFIER, &r.identifier));
             }
             RequestPayload::Log(r) => items.push(codec::text(tags::LOG_MESSAGE, &r.message)),
+            RequestPayload::SetEndpointRole(r) => {
+                items.push(codec::enumeration(tags::ENDPOINT_ROLE, r.role))
+            }
             RequestPayload::Unknown { raw, .. } => return raw.clone(),
         }
         codec::structure(tags::REQUEST_PAYLOAD, items)

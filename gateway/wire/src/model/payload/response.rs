@@ -7,7 +7,7 @@ use super::digest::{self, DataResponse, MacVerifyResponse, RngSeedResponse};
 use super::{opt_secret, push_bytes, push_uid, uid, R};
 use crate::model::attribute::{write_bare_response, Attribute, AttributeGroup, AttributeName};
 use crate::model::codec::{self, Node};
-use crate::model::enums::{ObjectType, Operation, ValidityIndicator};
+use crate::model::enums::{EndpointRole, ObjectType, Operation, ValidityIndicator};
 use crate::model::error::ModelError;
 use crate::model::object::{ManagedObject, SecretBytes};
 use crate::model::version::ProtocolVersion;
@@ -95,6 +95,12 @@ pub struct CheckResponse {
     pub usage_limits_count: Option<i64>,
     pub cryptographic_usage_mask: Option<i32>,
     pub lease_time: Option<u32>,
+}
+
+/// Set Endpoint Role (2.x): the role the server took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRoleResponse {
+    pub role: EndpointRole,
 }
 
 /// PKCS#11 (2.x): the function performed, its output parameters and its CK_RV.
@@ -191,6 +197,7 @@ pub enum ResponsePayload {
     Cancel(CancelResponse),
     AdjustAttribute(UidResponse),
     Pkcs11(Pkcs11Response),
+    SetEndpointRole(EndpointRoleResponse),
     ReKey(UidResponse),
     Certify(UidResponse),
     ReCertify(UidResponse),
@@ -326,6 +333,9 @@ impl ResponsePayload {
                 output_parameters: node.opt_bytes(tags::PKCS_11_OUTPUT_PARAMETERS)?,
                 correlation_value: node.opt_bytes(tags::CORRELATION_VALUE)?,
                 return_code: node.req(tags::PKCS_11_RETURN_CODE)?.enum_value()?,
+            }),
+            Operation::SetEndpointRole => ResponsePayload::SetEndpointRole(EndpointRoleResponse {
+                role: node.req_enum(tags::ENDPOINT_ROLE)?,
             }),
             Operation::Cancel => ResponsePayload::Cancel(CancelResponse {
                 asynchronous_correlation_value: node
@@ -609,6 +619,9 @@ impl ResponsePayload {
                     tags::CORRELATION_VALUE,
                     r.correlation_value.as_deref(),
                 );
+            }
+            ResponsePayload::SetEndpointRole(r) => {
+                items.push(codec::enumeration(tags::ENDPOINT_ROLE, r.role));
             }
             ResponsePayload::Empty => {}
             ResponsePayload::Raw(raw) => return raw.clone(),
