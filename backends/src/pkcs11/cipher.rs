@@ -147,7 +147,7 @@ pub(crate) fn unpad(mut data: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, 
 /// Ciphertext that fails its check is reported as such, not as a generic token error. SoftHSM
 /// 2.6 answers a wrong GCM tag or CBC padding with `CKR_GENERAL_ERROR` instead of
 /// `CKR_ENCRYPTED_DATA_INVALID`, so for the checking modes that code means the same.
-fn decrypt_error(e: CkError, mode: CipherMode) -> BackendError {
+pub(super) fn decrypt_error(e: CkError, mode: CipherMode) -> BackendError {
     let checking = matches!(mode, CipherMode::Gcm { .. } | CipherMode::Cbc { pad: true });
     match e {
         CkError::Pkcs11(RvError::EncryptedDataInvalid, _) => BackendError::IntegrityCheckFailed,

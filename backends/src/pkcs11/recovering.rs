@@ -239,6 +239,14 @@ impl Backend for RecoveringPkcs11 {
         self.backend().await?.decrypt(uid, req).await
     }
 
+    async fn start_stream(
+        &self,
+        uid: &str,
+        req: crate::StreamRequest,
+    ) -> Result<crate::StartedStream, BackendError> {
+        self.backend().await?.start_stream(uid, req).await
+    }
+
     async fn mac(
         &self,
         uid: &str,
