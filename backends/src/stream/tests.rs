@@ -83,13 +83,16 @@ fn splits(len: usize) -> Vec<Vec<usize>> {
     all
 }
 
+/// A key, a mode, its IV and the message.
+type Case<'a> = (KeyAlgorithm, &'a str, CipherMode, Option<Vec<u8>>, &'a [u8]);
+
 /// Every way of cutting the message gives the one-shot output, in both directions, for
 /// AES-GCM (64- and 96-bit nonces), CBC and ECB with and without padding, and Triple DES.
 #[tokio::test]
 async fn streams_equal_one_shot_for_every_split() {
     let plain: Vec<u8> = (0u8..61).collect();
     let block_plain: Vec<u8> = (0u8..64).collect();
-    let cases: Vec<(KeyAlgorithm, &str, CipherMode, Option<Vec<u8>>, &[u8])> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             KeyAlgorithm::Aes,
             KEY,
