@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 pub mod asym;
 mod chacha;
 mod cipher;
+mod ctr;
 mod des3;
 pub mod envelope;
 pub mod error;
@@ -114,6 +115,9 @@ pub enum CipherMode {
     Cbc { pad: bool },
     /// AES-ECB with PKCS#5 padding when `pad` is true.
     Ecb { pad: bool },
+    /// AES-CTR; the IV is the whole 16-byte initial counter block, incremented as one 128-bit
+    /// number.
+    Ctr,
     /// The ChaCha20 stream cipher (8- or 12-byte nonce, block counter from 0).
     ChaCha20,
     /// ChaCha20-Poly1305 (RFC 8439); `tag_len` bytes of tag (16 is the only length).

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use crate::KeyAlgorithm;
-use crate::{cipher, gcm, random, BackendError, CipherMode, CipherOutput, CipherRequest};
+use crate::{cipher, ctr, gcm, random, BackendError, CipherMode, CipherOutput, CipherRequest};
 
 /// Most bytes one stream holds between parts (the ciphertext of a GCM Decrypt waiting for its
 /// tag, less than a block otherwise): protects the server's memory from a client that streams
@@ -56,7 +56,10 @@ pub trait CipherStream: Send {
 /// Refuses a mode no backend streams.
 pub(crate) fn check_streamable(mode: CipherMode) -> Result<(), BackendError> {
     match mode {
-        CipherMode::Gcm { .. } | CipherMode::Cbc { .. } | CipherMode::Ecb { .. } => Ok(()),
+        CipherMode::Gcm { .. }
+        | CipherMode::Cbc { .. }
+        | CipherMode::Ecb { .. }
+        | CipherMode::Ctr => Ok(()),
         other => Err(BackendError::Unsupported(format!(
             "{other:?} cannot be used in a multi-part Encrypt or Decrypt"
         ))),
@@ -82,6 +85,7 @@ pub(crate) struct SoftwareStream {
     /// padding), or a whole GCM ciphertext awaiting its tag.
     pending: Zeroizing<Vec<u8>>,
     sealer: Option<gcm::GcmSealer>,
+    ctr: Option<ctr::CtrStream>,
 }
 
 impl SoftwareStream {
@@ -115,7 +119,14 @@ impl SoftwareStream {
                 Some(iv)
             }
         };
-        if matches!(req.mode, CipherMode::Cbc { .. }) && iv.as_ref().map(Vec::len) != Some(block) {
+        if req.mode == CipherMode::Ctr && algorithm == Some(KeyAlgorithm::TripleDes) {
+            return Err(BackendError::InvalidInput(
+                "Triple DES streams only in ECB and CBC".into(),
+            ));
+        }
+        if matches!(req.mode, CipherMode::Cbc { .. } | CipherMode::Ctr)
+            && iv.as_ref().map(Vec::len) != Some(block)
+        {
             return Err(BackendError::InvalidInput(format!(
                 "the IV must be one {block}-byte block"
             )));
@@ -128,6 +139,10 @@ impl SoftwareStream {
             )?),
             _ => None,
         };
+        let ctr = match (req.mode, &iv) {
+            (CipherMode::Ctr, Some(iv)) => Some(ctr::CtrStream::new(&key, iv, req.decrypt)?),
+            _ => None,
+        };
         Ok(StartedStream {
             stream: Box::new(SoftwareStream {
                 algorithm,
@@ -138,6 +153,7 @@ impl SoftwareStream {
                 aad: req.aad,
                 pending: Zeroizing::new(Vec::new()),
                 sealer,
+                ctr,
             }),
             generated_iv,
         })
@@ -228,6 +244,9 @@ impl CipherStream for SoftwareStream {
             sealer.update(&mut data)?;
             return Ok(data);
         }
+        if let Some(ctr) = self.ctr.as_mut() {
+            return ctr.update(&data);
+        }
         self.take_input(&data)?;
         if matches!(self.mode, CipherMode::Gcm { .. }) {
             // A Decrypt: nothing is released before the tag is checked.
@@ -262,6 +281,13 @@ impl CipherStream for SoftwareStream {
                 data,
                 generated_iv: None,
                 tag: Some(full[..tag_len.min(full.len())].to_vec()),
+            });
+        }
+        if let Some(ctr) = self.ctr.as_mut() {
+            return Ok(CipherOutput {
+                data: ctr.update(&data)?,
+                generated_iv: None,
+                tag: None,
             });
         }
         self.take_input(&data)?;

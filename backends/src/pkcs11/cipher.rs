@@ -44,6 +44,7 @@ impl CipherJob {
             CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
             // SoftHSM 2.6 offers CKM_AES_KEY_WRAP only to C_WrapKey, not to C_Encrypt.
             CipherMode::AesKeyWrap { .. } => return Err(no_key_wrap()),
+            CipherMode::Ctr => return Err(no_ctr()),
             CipherMode::Gcm { tag_len } => {
                 if !GCM_TAG_LENS.contains(&tag_len) {
                     return Err(BackendError::InvalidInput(format!(
@@ -95,6 +96,15 @@ fn no_key_wrap() -> BackendError {
     BackendError::Unsupported(
         "AES key wrap with a key held in the PKCS#11 token is not supported; \
          wrap with a key of the vault or PostgreSQL backend"
+            .into(),
+    )
+}
+
+/// cryptoki 0.12 has no CKM_AES_CTR mechanism (and so no way to pass its counter parameters).
+pub(crate) fn no_ctr() -> BackendError {
+    BackendError::Unsupported(
+        "AES-CTR with a key held in the PKCS#11 token is not supported (the cryptoki binding has \
+         no CKM_AES_CTR); use GCM or CBC"
             .into(),
     )
 }
@@ -170,11 +180,13 @@ pub(crate) fn encrypt(
             return Err(no_chacha())
         }
         (_, CipherMode::AesKeyWrap { .. }) => return Err(no_key_wrap()),
+        (_, CipherMode::Ctr) => return Err(no_ctr()),
     };
     let generated_iv = generated.then(|| iv.clone());
     match job.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(no_chacha()),
         CipherMode::AesKeyWrap { .. } => Err(no_key_wrap()),
+        CipherMode::Ctr => Err(no_ctr()),
         CipherMode::Gcm { tag_len } => {
             let mut iv = iv;
             let params =
@@ -239,6 +251,7 @@ pub(crate) fn decrypt(
     let data = match job.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
         CipherMode::AesKeyWrap { .. } => return Err(no_key_wrap()),
+        CipherMode::Ctr => return Err(no_ctr()),
         CipherMode::Gcm { tag_len } => {
             let mut input = Vec::with_capacity(job.data.len() + tag_len);
             input.extend_from_slice(&job.data);

@@ -51,6 +51,9 @@ impl Pkcs11Backend {
         req: StreamRequest,
     ) -> Result<StartedStream, BackendError> {
         check_streamable(req.mode)?;
+        if req.mode == CipherMode::Ctr {
+            return Err(cipher::no_ctr());
+        }
         if matches!(req.mode, CipherMode::Ecb { pad: true }) {
             return Err(BackendError::Unsupported(
                 "ECB with padding does not stream on a PKCS#11 token (it has no padded ECB \

@@ -131,6 +131,13 @@ async fn streams_equal_one_shot_for_every_split() {
         (
             KeyAlgorithm::Aes,
             KEY,
+            CipherMode::Ctr,
+            Some(vec![0xff; 16]),
+            &plain,
+        ),
+        (
+            KeyAlgorithm::Aes,
+            KEY,
             CipherMode::Ecb { pad: false },
             None,
             &block_plain,

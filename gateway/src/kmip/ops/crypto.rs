@@ -347,7 +347,7 @@ fn cipher_mode(
             if p.and_then(|p| p.block_cipher_mode) != Some(BlockCipherMode::Gcm) => {}
         _ => {
             return Err(OpError::BadCryptoParameters(
-                "Encrypt/Decrypt support AES (ECB, CBC, GCM), Triple DES (ECB, CBC), ChaCha20 and \
+                "Encrypt/Decrypt support AES (ECB, CBC, CTR, GCM), Triple DES (ECB, CBC), ChaCha20 and \
                  ChaCha20-Poly1305 (AEAD) keys"
                     .into(),
             ))
@@ -370,6 +370,7 @@ fn cipher_mode(
         }
         Some(BlockCipherMode::Cbc) => CipherMode::Cbc { pad },
         Some(BlockCipherMode::Ecb) => CipherMode::Ecb { pad },
+        Some(BlockCipherMode::Ctr) => CipherMode::Ctr,
         None => return Err(OpError::MissingData("Block Cipher Mode".into())),
         Some(other) => return Err(OpError::BadCryptoParameters(format!("mode {other:?}"))),
     })
