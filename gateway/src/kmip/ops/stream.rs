@@ -116,19 +116,34 @@ impl Streams {
     fn open(&self, entry: Open) -> Result<Vec<u8>, OpError> {
         Streams::sweep(&self.table, self.idle_timeout);
         let mut cv = vec![0u8; CORRELATION_LEN];
-        aws_lc_rs::rand::fill(&mut cv)
-            .map_err(|_| OpError::FeatureNotSupported("no random bytes".into()))?;
+        aws_lc_rs::rand::fill(&mut cv).map_err(|_| {
+            OpError::Backend(kmip_backends::BackendError::Unavailable(
+                "the random generator failed".into(),
+            ))
+        })?;
         let mut t = self.lock();
-        if t.len() >= MAX_STREAMS {
-            return Err(OpError::StreamLimit("the server's"));
-        }
-        if t.values().filter(|o| o.user == entry.user).count() >= MAX_STREAMS_PER_USER {
-            return Err(OpError::StreamLimit("this user's"));
-        }
+        Streams::check_room(&t, &entry.user)?;
         t.insert(cv.clone(), entry);
         drop(t);
         self.ensure_sweeper();
         Ok(cv)
+    }
+
+    fn check_room(t: &Table, user: &str) -> Result<(), OpError> {
+        if t.len() >= MAX_STREAMS {
+            return Err(OpError::StreamLimit("the server's"));
+        }
+        if t.values().filter(|o| o.user == user).count() >= MAX_STREAMS_PER_USER {
+            return Err(OpError::StreamLimit("this user's"));
+        }
+        Ok(())
+    }
+
+    /// Refuses a new stream of `user` before any key state is made for it (`open` checks
+    /// again, under the same lock as the insertion).
+    fn has_room(&self, user: &str) -> Result<(), OpError> {
+        Streams::sweep(&self.table, self.idle_timeout);
+        Streams::check_room(&self.lock(), user)
     }
 
     /// Takes the stream `cv` out for one part, if it is the caller's and on this key.
@@ -249,6 +264,7 @@ impl Ops {
         match part {
             Part::Single => Err(OpError::InvalidField("not a multi-part request".into())),
             Part::First => {
+                self.streams.has_room(ctx.user)?;
                 let started = self
                     .store
                     .backend()
