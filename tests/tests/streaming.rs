@@ -8,9 +8,10 @@ use kmip_e2e::{Backend, GatewayHome, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_wire::model::{
     Attribute, BlockCipherMode, CreateRequest, CryptoRequest, CryptographicAlgorithm,
-    CryptographicParameters, EncryptResponse, ObjectType, PaddingMethod, ProtocolVersion,
-    RequestBatchItem, RequestHeader, RequestMessage, RequestPayload, ResponseBatchItem,
-    ResponseMessage, ResponsePayload, ResultReason, ResultStatus, SecretBytes, UidRequest,
+    CryptographicParameters, DecryptResponse, EncryptResponse, ObjectType, PaddingMethod,
+    ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
+    ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason, ResultStatus, SecretBytes,
+    UidRequest,
 };
 use kmip_wire::spec::tags;
 
@@ -173,6 +174,48 @@ async fn parts_equal_one_shot(gw: &GatewayProcess, home: &GatewayHome) {
             last.authenticated_encryption_tag,
             whole.authenticated_encryption_tag
         );
+
+        // And back, in two parts.
+        let decrypt = |data: &[u8], iv: Option<&[u8]>, cv, init, fin, tag: Option<Bytes>| {
+            let RequestPayload::Encrypt(mut r) = request(&uid, mode, data, iv, cv, init, fin)
+            else {
+                unreachable!()
+            };
+            r.authenticated_encryption_tag = tag;
+            RequestPayload::Decrypt(r)
+        };
+        let d1 = decrypted(
+            call(
+                &mut c,
+                decrypt(&joined[..70], Some(&iv), None, true, false, None),
+            )
+            .await,
+        );
+        let tag = last.authenticated_encryption_tag.clone();
+        let d2 = decrypted(
+            call(
+                &mut other,
+                decrypt(
+                    &joined[70..],
+                    None,
+                    d1.correlation_value.clone(),
+                    false,
+                    true,
+                    tag,
+                ),
+            )
+            .await,
+        );
+        let mut back = d1.data.map(|d| d.as_slice().to_vec()).unwrap_or_default();
+        back.extend_from_slice(d2.data.unwrap().as_slice());
+        assert_eq!(back, plain, "{mode:?}");
+    }
+}
+
+fn decrypted(item: ResponseBatchItem) -> DecryptResponse {
+    match item.payload {
+        Some(ResponsePayload::Decrypt(d)) if item.result_status == ResultStatus::Success => d,
+        other => panic!("{:?} {other:?}", item.result_reason),
     }
 }
 
@@ -253,5 +296,56 @@ fn streams_through_the_gateway_on_softhsm_hold_bounded_sessions() {
             .await,
         );
         encrypted(call(&mut c, start()).await);
+
+        // Revoking the key ends its streams mid-operation: their sessions are closed, not
+        // given back busy, so every later request, streamed or not, finds a clean session.
+        let revoked = call(
+            &mut c,
+            RequestPayload::Revoke(kmip_wire::model::RevokeRequest {
+                unique_identifier: Some(uid.clone()),
+                revocation_reason: kmip_wire::model::RevocationReason {
+                    code: kmip_wire::model::RevocationReasonCode::Unspecified,
+                    message: None,
+                },
+                compromise_occurrence_date: None,
+            }),
+        )
+        .await;
+        assert_eq!(revoked.result_status, ResultStatus::Success);
+        let fresh = active_aes_key(&mut c).await;
+        for _ in 0..8 {
+            encrypted(
+                call(
+                    &mut c,
+                    request(
+                        &fresh,
+                        BlockCipherMode::Cbc,
+                        b"0123",
+                        Some(&[1; 16]),
+                        None,
+                        false,
+                        false,
+                    ),
+                )
+                .await,
+            );
+        }
+        for _ in 0..3 {
+            encrypted(
+                call(
+                    &mut c,
+                    request(
+                        &fresh,
+                        BlockCipherMode::Cbc,
+                        b"0123",
+                        Some(&[1; 16]),
+                        None,
+                        true,
+                        false,
+                    ),
+                )
+                .await,
+            );
+        }
     });
 }
