@@ -318,3 +318,57 @@ async fn a_user_holds_a_bounded_number_of_streams() {
         Some(ResultReason::GeneralFailure)
     );
 }
+
+/// Every part is charged against the key's byte Usage Limits; a part over the limit is refused
+/// and ends the stream.
+#[tokio::test]
+async fn each_part_is_charged_against_usage_limits() {
+    let h = harness().await;
+    let limits = Value::Structure(vec![
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_TOTAL, Value::LongInteger(10)),
+        // Usage Limits Unit Byte.
+        kmip_wire::ttlv::Ttlv::new(tags::USAGE_LIMITS_UNIT, Value::Enumeration(1)),
+    ]);
+    let created = h
+        .one(
+            V,
+            RequestPayload::Create(CreateRequest {
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0C),
+                    Attribute::new(tags::USAGE_LIMITS, limits),
+                ],
+            }),
+        )
+        .await;
+    let Some(ResponsePayload::Create(c)) = created.payload else {
+        panic!("{created:?}");
+    };
+    let uid = c.unique_identifier;
+    h.one(V, RequestPayload::Activate(uid_req(&uid))).await;
+    let mut first = part(&uid, gcm(), &[1; 8], None, true, false);
+    first.iv_counter_nonce = Some(Bytes::from_static(&[4; 12]));
+    let cv = encrypted(h.one(V, RequestPayload::Encrypt(first)).await).correlation_value;
+    let over = h
+        .one(
+            V,
+            RequestPayload::Encrypt(part(&uid, gcm(), &[1; 5], cv.clone(), false, true)),
+        )
+        .await;
+    assert_eq!(over.result_reason, Some(ResultReason::PermissionDenied));
+    let after = h
+        .one(
+            V,
+            RequestPayload::Encrypt(part(&uid, gcm(), &[1; 1], cv, false, true)),
+        )
+        .await;
+    assert_eq!(
+        after.result_reason,
+        Some(ResultReason::InvalidCorrelationValue)
+    );
+}
