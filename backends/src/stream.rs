@@ -254,8 +254,7 @@ impl CipherStream for SoftwareStream {
         }
         let n = self.ready();
         let rest = Zeroizing::new(self.pending[n..].to_vec());
-        let now = std::mem::replace(&mut self.pending, rest);
-        let mut now = now;
+        let mut now = std::mem::replace(&mut self.pending, rest);
         now.truncate(n);
         let mode = match self.mode {
             CipherMode::Cbc { .. } => CipherMode::Cbc { pad: false },

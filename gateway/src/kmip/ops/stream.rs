@@ -37,7 +37,6 @@ struct Open {
     user: String,
     uid: String,
     decrypt: bool,
-    mode: CipherMode,
     last_used: Instant,
     /// `None` while a part is being processed: a second part arriving meanwhile is refused
     /// rather than interleaved.
@@ -153,7 +152,7 @@ impl Streams {
         user: &str,
         uid: &str,
         decrypt: bool,
-    ) -> Result<(Box<dyn CipherStream>, CipherMode), OpError> {
+    ) -> Result<Box<dyn CipherStream>, OpError> {
         Streams::sweep(&self.table, self.idle_timeout);
         let mut t = self.lock();
         let Some(open) = t.get_mut(cv).filter(|o| o.user == user) else {
@@ -164,11 +163,9 @@ impl Streams {
                 "the Correlation Value belongs to another key or operation".into(),
             ));
         }
-        let mode = open.mode;
-        let stream = open.stream.take().ok_or_else(|| {
+        open.stream.take().ok_or_else(|| {
             OpError::InvalidField("another part of this stream is being processed".into())
-        })?;
-        Ok((stream, mode))
+        })
     }
 
     /// Puts a stream back after a middle part.
@@ -286,7 +283,6 @@ impl Ops {
                     user: ctx.user.to_owned(),
                     uid: uid.to_owned(),
                     decrypt,
-                    mode,
                     last_used: Instant::now(),
                     stream: Some(stream),
                 })?;
@@ -298,7 +294,7 @@ impl Ops {
                 })
             }
             Part::Middle(cv) => {
-                let (mut stream, _) = self.streams.take(&cv, ctx.user, uid, decrypt)?;
+                let mut stream = self.streams.take(&cv, ctx.user, uid, decrypt)?;
                 match stream.update(data).await {
                     Ok(out) => {
                         self.streams.put_back(&cv, stream);
@@ -316,7 +312,7 @@ impl Ops {
                 }
             }
             Part::Last(cv) => {
-                let (stream, _) = self.streams.take(&cv, ctx.user, uid, decrypt)?;
+                let stream = self.streams.take(&cv, ctx.user, uid, decrypt)?;
                 self.streams.close(&cv);
                 let out = stream
                     .finish(data, r.authenticated_encryption_tag.map(|t| t.to_vec()))

@@ -33,7 +33,6 @@ fn open(user: &str, uid: &str) -> Open {
         user: user.into(),
         uid: uid.into(),
         decrypt: false,
-        mode: CipherMode::Cbc { pad: true },
         last_used: Instant::now(),
         stream: Some(Box::new(Echo)),
     }
@@ -65,7 +64,7 @@ async fn a_correlation_value_works_only_for_its_owner_key_and_operation() {
         s.take(&[0; 16], "alice", "k1", false),
         Err(OpError::UnknownStream)
     ));
-    let (stream, _) = s.take(&cv, "alice", "k1", false).unwrap();
+    let stream = s.take(&cv, "alice", "k1", false).unwrap();
     // While one part runs, another is refused, not interleaved.
     assert!(matches!(
         s.take(&cv, "alice", "k1", false),
