@@ -11,7 +11,7 @@ use aws_lc_rs::{constant_time, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
-    chacha, des3, gcm, key_wrap, BackendError, CipherMode, CipherOutput, CipherRequest,
+    chacha, ctr, des3, gcm, key_wrap, BackendError, CipherMode, CipherOutput, CipherRequest,
     KeyAlgorithm, KeySpec, MacAlgorithm,
 };
 
@@ -188,6 +188,7 @@ fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError>
     match req.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(not_a_chacha_key()),
         CipherMode::AesKeyWrap { pad } => key_wrap::wrap(key, &req, pad),
+        CipherMode::Ctr => ctr::encrypt(key, req),
         CipherMode::Gcm { tag_len } => {
             check_tag_len(tag_len)?;
             let (nonce, generated_iv) = match &req.iv {
@@ -302,6 +303,7 @@ fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, BackendError>
             return Err(not_a_chacha_key())
         }
         CipherMode::AesKeyWrap { pad } => return key_wrap::unwrap(key, &req, pad),
+        CipherMode::Ctr => return ctr::decrypt(key, req),
         CipherMode::Gcm { tag_len } => gcm_decrypt(&aes, key, req, tag_len)?,
         CipherMode::Cbc { pad } => {
             let iv = req

@@ -60,7 +60,8 @@ pub(crate) fn encrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
             CipherMode::Gcm { .. }
             | CipherMode::ChaCha20
             | CipherMode::ChaCha20Poly1305 { .. }
-            | CipherMode::AesKeyWrap { .. },
+            | CipherMode::AesKeyWrap { .. }
+            | CipherMode::Ctr,
             _,
         ) => return Err(no_gcm()),
         (CipherMode::Ecb { .. }, Some(_)) => {
@@ -104,7 +105,8 @@ pub(crate) fn decrypt(key: &[u8], req: CipherRequest) -> Result<CipherOutput, Ba
             CipherMode::Gcm { .. }
             | CipherMode::ChaCha20
             | CipherMode::ChaCha20Poly1305 { .. }
-            | CipherMode::AesKeyWrap { .. },
+            | CipherMode::AesKeyWrap { .. }
+            | CipherMode::Ctr,
             _,
         ) => return Err(no_gcm()),
         (CipherMode::Ecb { .. }, Some(_)) => {

@@ -184,6 +184,109 @@ pub(crate) fn open(
     gctr(&aes, inc32(j0), data)
 }
 
+/// AES-GCM encryption fed in parts: each part's ciphertext is returned at once (GCTR is a
+/// keystream), GHASH absorbs it as it goes, and `finish` gives the tag of the whole message.
+pub(crate) struct GcmSealer {
+    aes: Aes,
+    j0: u128,
+    /// The next counter block whose keystream has not been made yet.
+    counter: u128,
+    ghash: Ghash,
+    aad_len: usize,
+    ct_len: usize,
+    /// Keystream left over from the last block a part ended inside.
+    keystream: Zeroizing<[u8; BLOCK]>,
+    keystream_used: usize,
+    /// Ciphertext not yet a whole GHASH block.
+    partial: [u8; BLOCK],
+    partial_len: usize,
+}
+
+impl GcmSealer {
+    pub(crate) fn new(key: &[u8], nonce: &[u8], aad: &[u8]) -> Result<GcmSealer, BackendError> {
+        let aes = Aes::new(key)?;
+        let (h, j0) = setup(&aes, nonce)?;
+        let mut ghash = Ghash { h, y: 0 };
+        ghash.absorb(aad);
+        Ok(GcmSealer {
+            aes,
+            j0,
+            counter: inc32(j0),
+            ghash,
+            aad_len: aad.len(),
+            ct_len: 0,
+            keystream: Zeroizing::new([0; BLOCK]),
+            keystream_used: BLOCK,
+            partial: [0; BLOCK],
+            partial_len: 0,
+        })
+    }
+
+    /// Encrypts one part in place.
+    pub(crate) fn update(&mut self, data: &mut [u8]) -> Result<(), BackendError> {
+        let mut rest = &mut data[..];
+        // First the keystream a previous part left.
+        let take = rest.len().min(BLOCK - self.keystream_used);
+        let (head, tail) = rest.split_at_mut(take);
+        head.iter_mut()
+            .zip(&self.keystream[self.keystream_used..])
+            .for_each(|(d, k)| *d ^= k);
+        self.keystream_used += take;
+        rest = tail;
+        // Whole blocks in one batch; a final partial block keeps its unused keystream.
+        let whole = rest.len() / BLOCK * BLOCK;
+        let (blocks, last) = rest.split_at_mut(whole);
+        gctr(&self.aes, self.counter, blocks)?;
+        for _ in 0..whole / BLOCK {
+            self.counter = inc32(self.counter);
+        }
+        if !last.is_empty() {
+            let mut ks = self.counter.to_be_bytes();
+            self.aes.encrypt(&mut ks)?;
+            self.keystream.copy_from_slice(&ks);
+            ks.fill(0);
+            self.counter = inc32(self.counter);
+            last.iter_mut()
+                .zip(self.keystream.iter())
+                .for_each(|(d, k)| *d ^= k);
+            self.keystream_used = last.len();
+        }
+        self.absorb(data);
+        Ok(())
+    }
+
+    fn absorb(&mut self, ct: &[u8]) {
+        self.ct_len += ct.len();
+        let mut rest = ct;
+        if self.partial_len > 0 {
+            let take = rest.len().min(BLOCK - self.partial_len);
+            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&rest[..take]);
+            self.partial_len += take;
+            rest = &rest[take..];
+            if self.partial_len < BLOCK {
+                return;
+            }
+            self.ghash.absorb_block(u128::from_be_bytes(self.partial));
+            self.partial_len = 0;
+        }
+        let whole = rest.len() / BLOCK * BLOCK;
+        self.ghash.absorb(&rest[..whole]);
+        let last = &rest[whole..];
+        self.partial[..last.len()].copy_from_slice(last);
+        self.partial_len = last.len();
+    }
+
+    /// The full 16-byte tag (callers truncate it).
+    pub(crate) fn finish(mut self) -> Result<[u8; BLOCK], BackendError> {
+        if self.partial_len > 0 {
+            let partial = self.partial;
+            self.ghash.absorb(&partial[..self.partial_len]);
+        }
+        let s = self.ghash.finish(self.aad_len, self.ct_len);
+        Ok((self.aes.block(self.j0)? ^ s).to_be_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +364,36 @@ mod tests {
     fn the_counter_wraps_in_its_low_32_bits_only() {
         assert_eq!(inc32(0x1234_ffff_ffff), 0x1234_0000_0000);
         assert_eq!(inc32(5), 6);
+    }
+
+    /// Every split of the McGrew-Viega message into two parts, and into many 1..=17-byte
+    /// parts, gives the one-shot ciphertext and tag, for a 64- and a 96-bit nonce.
+    #[test]
+    fn the_sealer_in_parts_equals_one_shot() {
+        let plain = h(PLAIN);
+        for nonce in [h("cafebabefacedbad"), h("cafebabefacedbaddecaf888")] {
+            let mut whole = plain.clone();
+            let tag = seal(&h(KEY), &nonce, &h(AAD), &mut whole).unwrap();
+            for split in 0..=plain.len() {
+                let mut s = GcmSealer::new(&h(KEY), &nonce, &h(AAD)).unwrap();
+                let (mut a, mut b) = (plain[..split].to_vec(), plain[split..].to_vec());
+                s.update(&mut a).unwrap();
+                s.update(&mut b).unwrap();
+                a.extend_from_slice(&b);
+                assert_eq!(a, whole, "split {split}");
+                assert_eq!(s.finish().unwrap(), tag, "split {split}");
+            }
+            for step in 1..=17 {
+                let mut s = GcmSealer::new(&h(KEY), &nonce, &h(AAD)).unwrap();
+                let mut out = Vec::new();
+                for chunk in plain.chunks(step) {
+                    let mut c = chunk.to_vec();
+                    s.update(&mut c).unwrap();
+                    out.extend_from_slice(&c);
+                }
+                assert_eq!(out, whole, "step {step}");
+                assert_eq!(s.finish().unwrap(), tag, "step {step}");
+            }
+        }
     }
 }

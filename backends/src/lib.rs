@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 pub mod asym;
 mod chacha;
 mod cipher;
+mod ctr;
 mod des3;
 pub mod envelope;
 pub mod error;
@@ -20,9 +21,11 @@ mod key_wrap;
 pub mod pkcs11;
 pub mod postgres;
 mod random;
+pub mod stream;
 pub mod vault;
 pub use error::BackendError;
 pub use random::{MacAlgorithm, RngInfo};
+pub use stream::{CipherStream, StartedStream, StreamRequest};
 
 /// The kinds of managed object a backend stores. The gateway maps KMIP Object Types onto these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +116,9 @@ pub enum CipherMode {
     Cbc { pad: bool },
     /// AES-ECB with PKCS#5 padding when `pad` is true.
     Ecb { pad: bool },
+    /// AES-CTR; the IV is the whole 16-byte initial counter block, incremented as one 128-bit
+    /// number.
+    Ctr,
     /// The ChaCha20 stream cipher (8- or 12-byte nonce, block counter from 0).
     ChaCha20,
     /// ChaCha20-Poly1305 (RFC 8439); `tag_len` bytes of tag (16 is the only length).
@@ -194,6 +200,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Decrypts with the key `uid`, where it lives.
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError>;
+
+    /// Starts a multi-part Encrypt or Decrypt with the key `uid`, where it lives. The stream
+    /// holds what it needs of the key (bytes in memory, or a token session) until it is
+    /// finished or dropped.
+    async fn start_stream(
+        &self,
+        uid: &str,
+        req: StreamRequest,
+    ) -> Result<StartedStream, BackendError> {
+        let _ = req;
+        Err(BackendError::Unsupported(format!(
+            "the {} backend does not stream Encrypt or Decrypt with {uid}",
+            self.name()
+        )))
+    }
 
     /// The HMAC of `data` under `algorithm` with the key `uid` (an HMAC or AES key: any
     /// secret bytes are an HMAC key; the gateway decides whether the key may be used so).

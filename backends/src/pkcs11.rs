@@ -22,6 +22,7 @@ mod pin;
 mod pool;
 mod recovering;
 mod rv;
+mod stream;
 
 pub(crate) use objects::ZeroizeTemplate;
 pub(crate) use open::Token;

@@ -261,8 +261,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
         On::Token,
         SOFTHSM_CHACHA,
     ),
-    ("CS-BC-M-GCM-3-14.xml", On::Every, STREAMING),
-    ("CS-BC-M-GCM-3-21.xml", On::Every, STREAMING),
     ("MSGENC-HTTPS-M-1-14.xml", On::Every, SPLIT_KEY),
     ("MSGENC-JSON-M-1-14.xml", On::Every, SPLIT_KEY),
     ("MSGENC-XML-M-1-14.xml", On::Every, SPLIT_KEY),
@@ -275,8 +273,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
 ];
 
 // Not built yet (issue 15 is open): capabilities still missing, not limits.
-const STREAMING: &str =
-    "multi-part Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is not built yet";
 const SPLIT_KEY: &str =
     "its Query answer lists the Split Key object type (and Create/Join Split Key), not built yet";
 

@@ -48,6 +48,7 @@ async fn register(c: &mut KmipClient, bytes: &[u8], mask: i32, extra: Vec<Attrib
     let item = call(
         c,
         RequestPayload::Register(RegisterRequest {
+            templates: Vec::new(),
             object_type: kmip_wire::model::ObjectType::SymmetricKey,
             attributes,
             object: ManagedObject::SymmetricKey(KeyBlock::raw(

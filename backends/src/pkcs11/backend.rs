@@ -19,7 +19,7 @@ use super::{p11_error, Pkcs11Backend};
 use crate::asym::{KeyPairSpec, RsaPadding, SignatureScheme};
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, KeyAlgorithm, KeySpec, MacAlgorithm,
-    ObjectKind, ObjectRecord, RngInfo,
+    ObjectKind, ObjectRecord, RngInfo, StartedStream, StreamRequest,
 };
 
 /// Longest uid stored as `CKA_ID`.
@@ -66,7 +66,7 @@ fn material(uid: &str, entry: &Entry) -> Result<ObjectHandle, BackendError> {
         .ok_or_else(|| BackendError::NotFound(uid.to_owned()))
 }
 
-fn key_handle(uid: &str, entry: &Entry) -> Result<ObjectHandle, BackendError> {
+pub(super) fn key_handle(uid: &str, entry: &Entry) -> Result<ObjectHandle, BackendError> {
     if entry.kind != ObjectKind::SymmetricKey {
         return Err(BackendError::InvalidInput(format!(
             "object {uid} is not a symmetric key"
@@ -366,6 +366,14 @@ impl Backend for Pkcs11Backend {
             cipher::wrap_key(s, kek, material(&wrapped_uid, key)?, pad, &wrapped_uid)
         })
         .await
+    }
+
+    async fn start_stream(
+        &self,
+        uid: &str,
+        req: StreamRequest,
+    ) -> Result<StartedStream, BackendError> {
+        self.start_token_stream(uid, req).await
     }
 
     async fn mac(

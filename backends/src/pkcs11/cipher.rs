@@ -45,6 +45,7 @@ impl CipherJob {
             // SoftHSM 2.6 offers CKM_AES_KEY_WRAP only to C_WrapKey, not to C_Encrypt: keys of
             // the token are wrapped by `wrap_key`, never bytes from outside.
             CipherMode::AesKeyWrap { .. } => return Err(no_key_wrap()),
+            CipherMode::Ctr => return Err(no_ctr()),
             CipherMode::Gcm { tag_len } => {
                 if !GCM_TAG_LENS.contains(&tag_len) {
                     return Err(BackendError::InvalidInput(format!(
@@ -134,6 +135,15 @@ pub(crate) fn wrap_key(
     }
 }
 
+/// cryptoki 0.12 has no CKM_AES_CTR mechanism (and so no way to pass its counter parameters).
+pub(crate) fn no_ctr() -> BackendError {
+    BackendError::Unsupported(
+        "AES-CTR with a key held in the PKCS#11 token is not supported (the cryptoki binding has \
+         no CKM_AES_CTR); use GCM or CBC"
+            .into(),
+    )
+}
+
 /// SoftHSM 2.6, like most tokens, has no ChaCha20 mechanism.
 fn no_chacha() -> BackendError {
     BackendError::Unsupported("this PKCS#11 token does not encrypt with ChaCha20".into())
@@ -182,7 +192,7 @@ pub(crate) fn unpad(mut data: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, 
 /// Ciphertext that fails its check is reported as such, not as a generic token error. SoftHSM
 /// 2.6 answers a wrong GCM tag or CBC padding with `CKR_GENERAL_ERROR` instead of
 /// `CKR_ENCRYPTED_DATA_INVALID`, so for the checking modes that code means the same.
-fn decrypt_error(e: CkError, mode: CipherMode) -> BackendError {
+pub(super) fn decrypt_error(e: CkError, mode: CipherMode) -> BackendError {
     let checking = matches!(mode, CipherMode::Gcm { .. } | CipherMode::Cbc { pad: true });
     match e {
         CkError::Pkcs11(RvError::EncryptedDataInvalid, _) => BackendError::IntegrityCheckFailed,
@@ -205,11 +215,13 @@ pub(crate) fn encrypt(
             return Err(no_chacha())
         }
         (_, CipherMode::AesKeyWrap { .. }) => return Err(no_key_wrap()),
+        (_, CipherMode::Ctr) => return Err(no_ctr()),
     };
     let generated_iv = generated.then(|| iv.clone());
     match job.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => Err(no_chacha()),
         CipherMode::AesKeyWrap { .. } => Err(no_key_wrap()),
+        CipherMode::Ctr => Err(no_ctr()),
         CipherMode::Gcm { tag_len } => {
             let mut iv = iv;
             let params =
@@ -274,6 +286,7 @@ pub(crate) fn decrypt(
     let data = match job.mode {
         CipherMode::ChaCha20 | CipherMode::ChaCha20Poly1305 { .. } => return Err(no_chacha()),
         CipherMode::AesKeyWrap { .. } => return Err(no_key_wrap()),
+        CipherMode::Ctr => return Err(no_ctr()),
         CipherMode::Gcm { tag_len } => {
             let mut input = Vec::with_capacity(job.data.len() + tag_len);
             input.extend_from_slice(&job.data);

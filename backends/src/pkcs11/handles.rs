@@ -82,7 +82,7 @@ impl Pkcs11Backend {
         .await
     }
 
-    fn lookup(&self, uid: &str) -> Result<(Entry, u64), BackendError> {
+    pub(super) fn lookup(&self, uid: &str) -> Result<(Entry, u64), BackendError> {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         index
             .map

@@ -79,6 +79,9 @@ pub(crate) struct Token {
     owner: Weak<()>,
     pub(super) module: Arc<Module>,
     pub(super) slot: Slot,
+    /// Sessions multi-part operations may hold out of the pool: one fewer than the pool, so a
+    /// stream never takes the last session single requests need.
+    pub(super) stream_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Token {
@@ -157,6 +160,9 @@ impl Token {
             owner: Arc::downgrade(&owner),
             module,
             slot: opened.slot,
+            stream_permits: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(pool_size.saturating_sub(1)).unwrap_or(0),
+            )),
         })
     }
 

@@ -248,6 +248,14 @@ impl Backend for RecoveringPkcs11 {
         self.backend().await?.wrap_key(wrapping, wrapped, pad).await
     }
 
+    async fn start_stream(
+        &self,
+        uid: &str,
+        req: crate::StreamRequest,
+    ) -> Result<crate::StartedStream, BackendError> {
+        self.backend().await?.start_stream(uid, req).await
+    }
+
     async fn mac(
         &self,
         uid: &str,

@@ -13,10 +13,11 @@ use super::connect::unavailable;
 use super::rows::{self, log_change, Stored, STORED_COLUMNS};
 use super::{seal, PostgresBackend};
 use crate::asym;
+use crate::stream::SoftwareStream;
 use crate::vault::{check_label, check_meta, check_record, MAX_MATERIAL_BYTES};
 use crate::{
     cipher, Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeyAlgorithm,
-    KeySpec, MacAlgorithm, ObjectKind, ObjectRecord, SharedBackend,
+    KeySpec, MacAlgorithm, ObjectKind, ObjectRecord, SharedBackend, StartedStream, StreamRequest,
 };
 
 /// How long `/readyz`'s probe waits for the database: a readiness check must answer quickly
@@ -330,6 +331,16 @@ impl Backend for PostgresBackend {
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
         let o = self.usable_key(uid, &cipher::CIPHER_KEYS).await?;
         cipher::decrypt_with(o.spec.as_ref().map(|s| s.algorithm), &o.material, req)
+    }
+
+    async fn start_stream(
+        &self,
+        uid: &str,
+        req: StreamRequest,
+    ) -> Result<StartedStream, BackendError> {
+        let o = self.usable_key(uid, &cipher::CIPHER_KEYS).await?;
+        let key = Zeroizing::new(o.material.to_vec());
+        SoftwareStream::start(o.spec.as_ref().map(|s| s.algorithm), key, req)
     }
 
     async fn mac(

@@ -11,9 +11,10 @@ use super::{material, Entry, Vault};
 use super::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
 use crate::asym::{self, KeyPairSpec, RsaPadding, SignatureScheme};
 use crate::cipher::{self, key_len};
+use crate::stream::SoftwareStream;
 use crate::{
     Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeySpec, MacAlgorithm,
-    ObjectKind, ObjectRecord,
+    ObjectKind, ObjectRecord, StartedStream, StreamRequest,
 };
 
 pub(crate) fn check_record(record: &ObjectRecord) -> Result<(), BackendError> {
@@ -186,6 +187,16 @@ impl Backend for Vault {
         let algorithm = self.declared_algorithm(uid)?;
         let key = self.usable_key(uid, &cipher::CIPHER_KEYS)?;
         cipher::decrypt_with(algorithm, &key, req)
+    }
+
+    async fn start_stream(
+        &self,
+        uid: &str,
+        req: StreamRequest,
+    ) -> Result<StartedStream, BackendError> {
+        let algorithm = self.declared_algorithm(uid)?;
+        let key = self.usable_key(uid, &cipher::CIPHER_KEYS)?;
+        SoftwareStream::start(algorithm, key, req)
     }
 
     async fn mac(

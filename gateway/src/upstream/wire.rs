@@ -143,6 +143,7 @@ pub(crate) fn cipher_parameters(mode: CipherMode) -> CryptographicParameters {
         CipherMode::Gcm { tag_len } => (BlockCipherMode::Gcm, None, i32::try_from(tag_len).ok()),
         CipherMode::Cbc { pad } => (BlockCipherMode::Cbc, Some(pad), None),
         CipherMode::Ecb { pad } => (BlockCipherMode::Ecb, Some(pad), None),
+        CipherMode::Ctr => (BlockCipherMode::Ctr, None, None),
         CipherMode::AesKeyWrap { pad: true } => (BlockCipherMode::AesKeyWrapPadding, None, None),
         CipherMode::AesKeyWrap { pad: false } => (BlockCipherMode::NistKeyWrap, None, None),
         CipherMode::ChaCha20 => {

@@ -3,6 +3,7 @@
 
 use super::asym::is_asymmetric;
 use super::object::{state_name, state_of};
+use super::stream::{Part, PartOutput};
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::StoredObject;
 use bytes::Bytes;
@@ -144,9 +145,22 @@ impl Ops {
         ) {
             return self.rsa_encrypt(ctx, r).await;
         }
-        let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_key(&uid, USAGE_ENCRYPT, ctx.now)?;
+        let part = Part::of(&r)?;
+        let uid = ctx.uid(r.unique_identifier.clone())?;
+        let obj = self
+            .usable_key(&uid, USAGE_ENCRYPT, ctx.now)
+            .inspect_err(|_| self.abandon_stream(&part, ctx.user, &uid))?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
+        if !matches!(part, Part::Single) {
+            let out = self.streamed(ctx, &obj, part, mode, r, false).await?;
+            return Ok(EncryptResponse {
+                unique_identifier: uid,
+                data: Some(Bytes::copy_from_slice(&out.data)),
+                iv_counter_nonce: out.generated_iv.map(Bytes::from),
+                correlation_value: out.correlation_value.map(Bytes::from),
+                authenticated_encryption_tag: out.tag.map(Bytes::from),
+            });
+        }
         let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
         self.consume_usage(&obj, data.len()).await?;
         let out = self
@@ -175,6 +189,34 @@ impl Ops {
         })
     }
 
+    /// One part of a multi-part Encrypt or Decrypt: charged against the key's Usage Limits
+    /// (bytes per part; an Object unit once, at the first part), then run on the stream.
+    async fn streamed(
+        &self,
+        ctx: &mut OpContext<'_>,
+        obj: &StoredObject,
+        part: Part,
+        mode: CipherMode,
+        r: CryptoRequest,
+        decrypt: bool,
+    ) -> Result<PartOutput, OpError> {
+        if obj.first(tags::USAGE_LIMITS).is_some() {
+            let bytes = r.data.as_ref().map_or(0, |d| d.len());
+            let first = matches!(part, Part::First);
+            self.charge_usage_limits(&obj.uid, |unit| match unit {
+                Some(1) => i64::try_from(bytes).unwrap_or(i64::MAX),
+                _ => i64::from(first),
+            })
+            .await
+            .inspect_err(|_| self.abandon_stream(&part, ctx.user, &obj.uid))?;
+        }
+        let out = self
+            .stream_part(ctx, &obj.uid, part, mode, r, decrypt)
+            .await?;
+        ctx.id_placeholder = Some(obj.uid.clone());
+        Ok(out)
+    }
+
     pub(super) async fn decrypt(
         &self,
         ctx: &mut OpContext<'_>,
@@ -187,13 +229,25 @@ impl Ops {
         ) {
             return self.rsa_decrypt(ctx, r).await;
         }
-        let uid = ctx.uid(r.unique_identifier)?;
-        let obj = self.usable_key(&uid, USAGE_DECRYPT, ctx.now)?;
+        let part = Part::of(&r)?;
+        let uid = ctx.uid(r.unique_identifier.clone())?;
+        let obj = self
+            .usable_key(&uid, USAGE_DECRYPT, ctx.now)
+            .inspect_err(|_| self.abandon_stream(&part, ctx.user, &uid))?;
         let mode = cipher_mode(r.cryptographic_parameters.as_ref(), &obj)?;
-        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
-        if !matches!(mode, CipherMode::Ecb { .. }) && r.iv_counter_nonce.is_none() {
+        let opens = matches!(part, Part::Single | Part::First);
+        if opens && !matches!(mode, CipherMode::Ecb { .. }) && r.iv_counter_nonce.is_none() {
             return Err(OpError::MissingIv);
         }
+        if !matches!(part, Part::Single) {
+            let out = self.streamed(ctx, &obj, part, mode, r, true).await?;
+            return Ok(DecryptResponse {
+                unique_identifier: uid,
+                data: Some(SecretBytes::from_slice(&out.data)),
+                correlation_value: out.correlation_value.map(Bytes::from),
+            });
+        }
+        let data = r.data.ok_or_else(|| OpError::MissingData("Data".into()))?;
         self.consume_usage(&obj, data.len()).await?;
         let out = self
             .store
@@ -293,7 +347,7 @@ fn cipher_mode(
             if p.and_then(|p| p.block_cipher_mode) != Some(BlockCipherMode::Gcm) => {}
         _ => {
             return Err(OpError::BadCryptoParameters(
-                "Encrypt/Decrypt support AES (ECB, CBC, GCM), Triple DES (ECB, CBC), ChaCha20 and \
+                "Encrypt/Decrypt support AES (ECB, CBC, CTR, GCM), Triple DES (ECB, CBC), ChaCha20 and \
                  ChaCha20-Poly1305 (AEAD) keys"
                     .into(),
             ))
@@ -316,6 +370,7 @@ fn cipher_mode(
         }
         Some(BlockCipherMode::Cbc) => CipherMode::Cbc { pad },
         Some(BlockCipherMode::Ecb) => CipherMode::Ecb { pad },
+        Some(BlockCipherMode::Ctr) => CipherMode::Ctr,
         None => return Err(OpError::MissingData("Block Cipher Mode".into())),
         Some(other) => return Err(OpError::BadCryptoParameters(format!("mode {other:?}"))),
     })

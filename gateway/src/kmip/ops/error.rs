@@ -77,6 +77,13 @@ pub enum OpError {
     /// A PKCS#11 operation naming an interface this server does not offer.
     #[error("PKCS#11: {0}")]
     Pkcs11InvalidInterface(String),
+    /// A Correlation Value that names no open stream of the caller (unknown, expired,
+    /// finished, or another user's: answered alike).
+    #[error("no open multi-part operation has this Correlation Value")]
+    UnknownStream,
+    /// A multi-part operation limit (named in the message) is reached.
+    #[error("too many open multi-part operations: {0}")]
+    StreamLimit(&'static str),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -159,6 +166,11 @@ impl OpError {
                 ResultReason::OperationNotSupported
             }
             OpError::Undecodable(_) => ResultReason::InvalidMessage,
+            OpError::UnknownStream if v2 => ResultReason::InvalidCorrelationValue,
+            // KMIP 1.x has no Correlation Value reason: the stream, like an object, is not found.
+            OpError::UnknownStream => ResultReason::ItemNotFound,
+            OpError::StreamLimit(_) if v2 => ResultReason::ServerLimitExceeded,
+            OpError::StreamLimit(_) => ResultReason::GeneralFailure,
             OpError::Model(e) => match e {
                 ModelError::Missing { .. }
                 | ModelError::NotARequest { .. }
@@ -329,6 +341,16 @@ mod tests {
             ),
             (OpError::TagLength(1), R::GeneralFailure, R::GeneralFailure),
             (
+                OpError::UnknownStream,
+                R::ItemNotFound,
+                R::InvalidCorrelationValue,
+            ),
+            (
+                OpError::StreamLimit("x"),
+                R::GeneralFailure,
+                R::ServerLimitExceeded,
+            ),
+            (
                 OpError::NoAsynchronousOperation,
                 R::ItemNotFound,
                 R::InvalidAsynchronousCorrelationValue,
@@ -497,7 +519,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 54;
+    const ROWS: usize = 56;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -531,6 +553,8 @@ mod tests {
             OpError::NoAsynchronousOperation => 51,
             OpError::Pkcs11InvalidFunction(_) => 52,
             OpError::Pkcs11InvalidInterface(_) => 53,
+            OpError::UnknownStream => 54,
+            OpError::StreamLimit(_) => 55,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,

@@ -69,6 +69,7 @@ impl Ops {
             Ok(())
         })
         .await?;
+        self.end_streams_of(&uid);
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,
@@ -92,6 +93,7 @@ impl Ops {
                 Ok::<(), OpError>(())
             })
             .await?;
+        self.end_streams_of(&uid);
         ctx.id_placeholder = Some(uid.clone());
         Ok(UidResponse {
             unique_identifier: uid,

@@ -32,6 +32,7 @@ mod query;
 mod rekey_pair;
 mod server_attributes;
 mod server_info;
+mod stream;
 mod table;
 mod template;
 mod unique_names;
@@ -102,6 +103,8 @@ pub struct Ops {
     max_objects_per_user: usize,
     /// The CA that signs Certify's certificates; without one Certify is refused.
     issuing_ca: Option<Arc<crate::tooling::pki::IssuingCa>>,
+    /// The open multi-part Encrypt and Decrypt streams.
+    streams: stream::Streams,
 }
 
 impl Ops {
@@ -119,6 +122,7 @@ impl Ops {
             max_locate_results: DEFAULT_MAX_LOCATE_RESULTS,
             max_objects_per_user: DEFAULT_MAX_OBJECTS_PER_USER,
             issuing_ca: None,
+            streams: stream::Streams::default(),
         }
     }
 

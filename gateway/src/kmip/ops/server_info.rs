@@ -77,13 +77,14 @@ pub(super) fn profile_information(version: ProtocolVersion) -> Vec<Ttlv> {
         .collect()
 }
 
-/// What the server can do, as Capability Information states it (KMIP 2.x): every operation
-/// answers at once (no streaming, no asynchronous answers, no attestation), Undo and Continue
+/// What the server can do, as Capability Information states it (KMIP 2.x): Encrypt and Decrypt
+/// stream (Init/Final Indicator, Correlation Value: `stream.rs`), every operation answers at
+/// once (no asynchronous answers), no attestation, Undo and Continue
 /// batches are honoured, and Destroy deletes the key material (the vault and the token shred it;
 /// PostgreSQL's old row versions are certainly unreadable only once the KEK is rotated away, so
 /// the answer claims deletion, which holds on every backend).
 const CAPABILITIES: &[(Tag, CapabilityValue)] = &[
-    (tags::STREAMING_CAPABILITY, CapabilityValue::Flag(false)),
+    (tags::STREAMING_CAPABILITY, CapabilityValue::Flag(true)),
     (tags::ASYNCHRONOUS_CAPABILITY, CapabilityValue::Flag(false)),
     (tags::ATTESTATION_CAPABILITY, CapabilityValue::Flag(false)),
     (tags::BATCH_UNDO_CAPABILITY, CapabilityValue::Flag(true)),

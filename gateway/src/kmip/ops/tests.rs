@@ -1787,3 +1787,5 @@ async fn adjust_attribute_moves_a_client_attribute_and_spares_server_ones() {
         .await;
     assert_eq!(refused.result_status, ResultStatus::OperationFailed);
 }
+
+mod stream;
