@@ -48,6 +48,8 @@ pub enum Operation {
     Cancel,
     AdjustAttribute,
     Pkcs11,
+    CreateSplitKey,
+    JoinSplitKey,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -61,7 +63,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 41] = [
+    pub const ALL: [Operation; 43] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -103,6 +105,8 @@ impl Operation {
         Operation::Cancel,
         Operation::AdjustAttribute,
         Operation::Pkcs11,
+        Operation::CreateSplitKey,
+        Operation::JoinSplitKey,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -149,6 +153,8 @@ impl Operation {
             Operation::Cancel => "Cancel",
             Operation::AdjustAttribute => "AdjustAttribute",
             Operation::Pkcs11 => "PKCS_11",
+            Operation::CreateSplitKey => "CreateSplitKey",
+            Operation::JoinSplitKey => "JoinSplitKey",
         }
     }
 
@@ -170,7 +176,11 @@ impl Operation {
             | Operation::Poll
             | Operation::Cancel
             // Answers about the server's own PKCS#11 library; names no object.
-            | Operation::Pkcs11 => OperationKind::Global,
+            | Operation::Pkcs11
+            // Create new objects; a key to split and the parts to join are each checked as a
+            // Get of that object.
+            | Operation::CreateSplitKey
+            | Operation::JoinSplitKey => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }

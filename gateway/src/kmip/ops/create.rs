@@ -6,6 +6,7 @@ use super::certificate;
 use super::import::Imported;
 use super::object::digest_attr;
 use super::server_attributes::rng_attribute;
+use super::split_material::{check_split, encode, SplitGroup, REGISTERED};
 use super::template::template_material;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
@@ -130,14 +131,30 @@ impl Ops {
         r: RegisterRequest,
         imported: Option<Imported>,
     ) -> Result<UidResponse, OpError> {
+        self.register_in(ctx, r, imported, &REGISTERED).await
+    }
+
+    /// Register; a Split Key is recorded as a part of the split `group`.
+    pub(super) async fn register_in(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: RegisterRequest,
+        imported: Option<Imported>,
+        group: &SplitGroup,
+    ) -> Result<UidResponse, OpError> {
         let object_type = r.object.object_type();
+        if let ManagedObject::SplitKey(split) = &r.object {
+            check_split(split)?;
+        }
         let _names = self.lock_names(name_values(&r.attributes)).await?;
         let mut attrs = self.client_attributes(ctx, r.attributes, true)?;
         let (material, format) = match &r.object {
             ManagedObject::SymmetricKey(kb)
             | ManagedObject::PublicKey(kb)
             | ManagedObject::PrivateKey(kb)
-            | ManagedObject::SecretData { key_block: kb, .. } => {
+            | ManagedObject::SecretData { key_block: kb, .. }
+            | ManagedObject::PgpKey { key_block: kb, .. }
+            | ManagedObject::SplitKey(SplitKey { key_block: kb, .. }) => {
                 if let Some(a) = kb.cryptographic_algorithm {
                     attrs.retain(|x| !x.is(tags::CRYPTOGRAPHIC_ALGORITHM));
                     attrs.push(Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, a));
@@ -218,7 +235,11 @@ impl Ops {
             attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
             attrs.push(digest_attr(&material, format));
         }
-        let material = super::asym::stored_material(object_type, format, material)?;
+        let material = match &r.object {
+            // Their fields beyond the Key Block are kept with the material (`split_material`).
+            ManagedObject::SplitKey(_) | ManagedObject::PgpKey { .. } => encode(&r.object, group)?,
+            _ => super::asym::stored_material(object_type, format, material)?,
+        };
         let spec =
             match (
                 &r.object,

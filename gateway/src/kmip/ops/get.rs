@@ -1,6 +1,7 @@
 //! Get: an object's material from the backend, in the Key Format it was registered in (or raw /
 //! transparent for symmetric keys), never for sensitive or non-extractable keys.
 
+use super::split_material::decode_object;
 use super::template::template_object;
 use super::{OpContext, OpError, Ops};
 use bytes::Bytes;
@@ -55,6 +56,15 @@ impl Ops {
         let secret = SecretBytes::from_slice(&material);
         let object = match obj.kind {
             ObjectKind::Template => template_object(ctx.version, &uid, &material)?,
+            // Served as registered or split: their Key Block is stored whole, in one format.
+            ObjectKind::SplitKey | ObjectKind::PgpKey => {
+                let (object, _) = decode_object(&uid, obj.kind, &material)?;
+                let stored = object.key_block().map(|b| b.key_format_type);
+                if r.key_format_type.is_some_and(|f| Some(f) != stored) {
+                    return Err(OpError::KeyFormatNotSupported);
+                }
+                object
+            }
             ObjectKind::SymmetricKey => {
                 // Without a requested format, the key comes back as it was registered.
                 let wanted = r.key_format_type.unwrap_or(stored_format);
@@ -131,9 +141,10 @@ impl Ops {
                             .unwrap_or(CertificateType::X509),
                         value: Bytes::copy_from_slice(&material),
                     },
-                    ObjectKind::SymmetricKey | ObjectKind::Template => {
-                        return Err(OpError::NotFound)
-                    }
+                    ObjectKind::SymmetricKey
+                    | ObjectKind::Template
+                    | ObjectKind::SplitKey
+                    | ObjectKind::PgpKey => return Err(OpError::NotFound),
                 }
             }
         };

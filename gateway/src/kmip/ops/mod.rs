@@ -31,6 +31,8 @@ mod query;
 mod rekey_pair;
 mod server_attributes;
 mod server_info;
+mod split_key;
+mod split_material;
 mod table;
 mod template;
 mod unique_names;
