@@ -270,14 +270,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
     ("CS-AC-M-OAEP-10-21.xml", On::Every, OAEP_MGF1),
     ("CS-BC-M-GCM-3-14.xml", On::Every, STREAMING),
     ("CS-BC-M-GCM-3-21.xml", On::Every, STREAMING),
-    ("MSGENC-HTTPS-M-1-14.xml", On::Every, SPLIT_KEY),
-    ("MSGENC-JSON-M-1-14.xml", On::Every, SPLIT_KEY),
-    ("MSGENC-XML-M-1-14.xml", On::Every, SPLIT_KEY),
-    ("MSGENC-HTTPS-M-1-21.xml", On::Every, SPLIT_KEY),
-    ("MSGENC-JSON-M-1-21.xml", On::Every, SPLIT_KEY),
-    ("MSGENC-XML-M-1-21.xml", On::Every, SPLIT_KEY),
-    ("SUITEB_128-M-1-14.xml", On::Every, SPLIT_KEY),
-    ("SUITEB_192-M-1-14.xml", On::Every, SPLIT_KEY),
     ("QS-M-1-21.xml", On::Every, QS_MARKERS),
     ("TL-M-3-14.xml", On::Every, TL_3_14),
 ];
@@ -286,8 +278,6 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
 const OAEP_MGF1: &str = "RSA-OAEP whose MGF1 hash differs from its OAEP hash: aws-lc-rs pairs the two, and a raw RSA private operation outside it would not be constant-time; not built yet";
 const STREAMING: &str =
     "multi-part Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is not built yet";
-const SPLIT_KEY: &str =
-    "its Query answer lists the Split Key object type (and Create/Join Split Key), not built yet";
 const QS_MARKERS: &str = "its Query answer lists Set Endpoint Role (not built) and the Interop and Log test markers, which the gateway acknowledges without doing anything and so does not claim";
 
 /// A vector no server can pass as written.
@@ -342,35 +332,9 @@ fn message_encodings_over_https() {
     ] {
         let files = [family("v1.4", prefix), family("v2.1", prefix)].concat();
         let verdicts = run_vectors_at(&gw, &addr, &["--https", "--encoding", encoding], &files);
+        assert!(!verdicts.is_empty(), "no {prefix} vectors");
         for v in &verdicts {
-            let known = MSGENC_KNOWN_FAILURES.iter().any(|(f, _)| v.name == *f);
-            assert_eq!(
-                v.passed,
-                !known,
-                "{}: passes now (remove it from MSGENC_KNOWN_FAILURES), or fails unexpectedly\n\
-                 gateway log:\n{}",
-                v.line,
-                gw.log()
-            );
-            // The first exchange (a Maximum Response Size too small) matched: the transport,
-            // the encoding and the size check work; only the Query list is missing.
-            assert!(
-                v.passed || v.line.contains(": response 1 (Query): "),
-                "{}",
-                v.line
-            );
+            assert!(v.passed, "{}\ngateway log:\n{}", v.line, gw.log());
         }
     }
 }
-
-/// MSGENC vectors that fail, with the reason: all on the operations Query must list.
-const MSGENC_KNOWN_FAILURES: &[(&str, &str)] = &[
-    ("MSGENC-HTTPS-M-1-14.xml", QUERY_LIST_PENDING),
-    ("MSGENC-XML-M-1-14.xml", QUERY_LIST_PENDING),
-    ("MSGENC-JSON-M-1-14.xml", QUERY_LIST_PENDING),
-    ("MSGENC-HTTPS-M-1-21.xml", QUERY_LIST_PENDING),
-    ("MSGENC-XML-M-1-21.xml", QUERY_LIST_PENDING),
-    ("MSGENC-JSON-M-1-21.xml", QUERY_LIST_PENDING),
-];
-
-const QUERY_LIST_PENDING: &str = SPLIT_KEY;

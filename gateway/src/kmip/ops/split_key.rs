@@ -228,9 +228,11 @@ impl Ops {
                 key_block: block,
             },
             ObjectType::PrivateKey => ManagedObject::PrivateKey(block),
-            other => return Err(OpError::InvalidObjectType(format!(
+            other => {
+                return Err(OpError::InvalidObjectType(format!(
                 "Join Split Key makes a Symmetric Key, Secret Data or Private Key, not {other:?}"
-            ))),
+            )))
+            }
         };
         let request = RegisterRequest {
             object_type: r.object_type,
