@@ -270,6 +270,9 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
     ("CS-AC-M-OAEP-10-21.xml", On::Every, OAEP_MGF1),
     ("CS-BC-M-GCM-3-14.xml", On::Every, STREAMING),
     ("CS-BC-M-GCM-3-21.xml", On::Every, STREAMING),
+    ("MSGENC-HTTPS-M-1-21.xml", On::Every, MSGENC_21_QUERY),
+    ("MSGENC-JSON-M-1-21.xml", On::Every, MSGENC_21_QUERY),
+    ("MSGENC-XML-M-1-21.xml", On::Every, MSGENC_21_QUERY),
     ("QS-M-1-21.xml", On::Every, QS_MARKERS),
     ("TL-M-3-14.xml", On::Every, TL_3_14),
 ];
@@ -278,6 +281,7 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
 const OAEP_MGF1: &str = "RSA-OAEP whose MGF1 hash differs from its OAEP hash: aws-lc-rs pairs the two, and a raw RSA private operation outside it would not be constant-time; not built yet";
 const STREAMING: &str =
     "multi-part Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is not built yet";
+const MSGENC_21_QUERY: &str = "its Query answer lists the Certificate Request object type (not stored here) and, in the HTTPS one, the Log test marker, which the gateway acknowledges without doing anything and so does not claim";
 const QS_MARKERS: &str = "its Query answer lists Set Endpoint Role (not built) and the Interop and Log test markers, which the gateway acknowledges without doing anything and so does not claim";
 
 /// A vector no server can pass as written.
@@ -334,7 +338,29 @@ fn message_encodings_over_https() {
         let verdicts = run_vectors_at(&gw, &addr, &["--https", "--encoding", encoding], &files);
         assert!(!verdicts.is_empty(), "no {prefix} vectors");
         for v in &verdicts {
-            assert!(v.passed, "{}\ngateway log:\n{}", v.line, gw.log());
+            let known = MSGENC_KNOWN_FAILURES.iter().any(|(f, _)| v.name == *f);
+            assert_eq!(
+                v.passed,
+                !known,
+                "{}: passes now (remove it from MSGENC_KNOWN_FAILURES), or fails unexpectedly\n\
+                 gateway log:\n{}",
+                v.line,
+                gw.log()
+            );
+            // The first exchange (a Maximum Response Size too small) matched: the transport,
+            // the encoding and the size check work; only the Query list differs.
+            assert!(
+                v.passed || v.line.contains(": response 1 (Query): "),
+                "{}",
+                v.line
+            );
         }
     }
 }
+
+/// MSGENC vectors that fail, with the reason: all on what their Query answer lists.
+const MSGENC_KNOWN_FAILURES: &[(&str, &str)] = &[
+    ("MSGENC-HTTPS-M-1-21.xml", MSGENC_21_QUERY),
+    ("MSGENC-XML-M-1-21.xml", MSGENC_21_QUERY),
+    ("MSGENC-JSON-M-1-21.xml", MSGENC_21_QUERY),
+];
