@@ -261,6 +261,37 @@ backend_tests! {
                 assert_eq!(part.key_block.key_bytes().unwrap().len(), 32);
                 parts.push(part);
             }
+            let ResponsePayload::GetAttributes(rng) = a
+                .ok(RequestPayload::GetAttributes(GetAttributesRequest {
+                    unique_identifier: Some(p[0].clone()),
+                    names: vec![
+                        AttributeName::Tag(tags::RANDOM_NUMBER_GENERATOR),
+                        AttributeName::Tag(tags::LINK),
+                    ],
+                }))
+                .await
+            else {
+                panic!("Get Attributes");
+            };
+            assert!(
+                rng.attributes.iter().any(|x| x.is(tags::RANDOM_NUMBER_GENERATOR)),
+                "the server generated the part: {rng:?}"
+            );
+            assert!(!rng.attributes.iter().any(|x| x.is(tags::LINK)), "part 1 links nothing");
+            let ResponsePayload::GetAttributes(link) = a
+                .ok(RequestPayload::GetAttributes(GetAttributesRequest {
+                    unique_identifier: Some(p[1].clone()),
+                    names: vec![AttributeName::Tag(tags::LINK)],
+                }))
+                .await
+            else {
+                panic!("Get Attributes");
+            };
+            assert_eq!(
+                link.attributes.iter().filter_map(Attribute::as_link).collect::<Vec<_>>(),
+                vec![Link { link_type: LinkType::PreviousLink, linked_object_identifier: p[0].clone() }],
+                "part 2 follows part 1"
+            );
             let secret = shamir(&parts[..2]);
             assert_eq!(shamir(&parts[1..]), secret, "the parts lie on one polynomial");
             assert_ne!(shamir(&parts[..1]), secret, "one part alone is not the key");

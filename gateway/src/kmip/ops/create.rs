@@ -289,6 +289,13 @@ impl Ops {
                 obj.set(tags::NEVER_EXTRACTABLE, Value::Boolean(!extractable));
             }
         }
+        if *group != REGISTERED {
+            // A part Create Split Key made: its bytes come from the server's generator.
+            obj.set(
+                tags::RANDOM_NUMBER_GENERATOR,
+                rng_attribute(self.store.backend().rng()),
+            );
+        }
         if let Some(imported) = imported {
             imported.apply(&mut obj);
         }
