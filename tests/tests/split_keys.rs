@@ -187,7 +187,8 @@ fn join_request(parts: &[&String]) -> RequestPayload {
     })
 }
 
-/// GF(2^8) with the AES polynomial, written here apart from the server's.
+/// GF(2^8) modulo x^8 + x^4 + x^3 + x^2 + 1 (KMIP 2.1 §13.1), written here apart from the
+/// server's.
 fn gf_mul(a: u8, b: u8) -> u8 {
     let (mut a, mut b, mut p) = (a as u16, b, 0u16);
     while b != 0 {
@@ -196,7 +197,7 @@ fn gf_mul(a: u8, b: u8) -> u8 {
         }
         a <<= 1;
         if a & 0x100 != 0 {
-            a ^= 0x11b;
+            a ^= 0x11d;
         }
         b >>= 1;
     }
@@ -374,16 +375,25 @@ backend_tests! {
                 attributes: aes256(),
             });
             a.fails(bad, ResultReason::InvalidField).await;
-            let gf16 = RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
+            let prime = RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
                 object_type: ObjectType::SplitKey,
                 unique_identifier: None,
                 split_key_parts: 3,
                 split_key_threshold: 2,
-                split_key_method: SplitKeyMethod::PolynomialSharingGf216,
-                prime_field_size: None,
+                split_key_method: SplitKeyMethod::PolynomialSharingPrimeField,
+                prime_field_size: Some(vec![0, 0, 0, 0, 0, 0, 0, 0xfb].into()),
                 attributes: aes256(),
             });
-            a.fails(gf16, ResultReason::FeatureNotSupported).await;
+            a.fails(prime, ResultReason::FeatureNotSupported).await;
+
+            // GF(2^16): any two of three parts join to the same key, and one does not.
+            let w = a.split(3, 2, SplitKeyMethod::PolynomialSharingGf216, None).await;
+            let k = a.joined(&[&w[0], &w[1]]).await;
+            let key = a.key(&k).await;
+            assert_eq!(key.len(), 32);
+            let k = a.joined(&[&w[2], &w[0]]).await;
+            assert_eq!(a.key(&k).await, key);
+            a.fails(join_request(&[&w[1]]), ResultReason::InvalidField).await;
 
             // An existing key, split and joined back.
             let ResponsePayload::Create(created) = a
@@ -396,11 +406,15 @@ backend_tests! {
                 panic!("Create");
             };
             let original = a.key(&created.unique_identifier).await;
-            let s = a
-                .split(2, 2, SplitKeyMethod::PolynomialSharingGf28, Some(&created.unique_identifier))
-                .await;
-            let back = a.joined(&[&s[1], &s[0]]).await;
-            assert_eq!(a.key(&back).await, original);
+            for method in [
+                SplitKeyMethod::Xor,
+                SplitKeyMethod::PolynomialSharingGf28,
+                SplitKeyMethod::PolynomialSharingGf216,
+            ] {
+                let s = a.split(2, 2, method, Some(&created.unique_identifier)).await;
+                let back = a.joined(&[&s[1], &s[0]]).await;
+                assert_eq!(a.key(&back).await, original, "{method:?}");
+            }
             // Another user may not split it.
             let theirs = b.call(RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
                 object_type: ObjectType::SplitKey,

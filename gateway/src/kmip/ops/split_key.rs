@@ -62,6 +62,7 @@ impl Ops {
             Some(uid) => self.secret_of(ctx, uid).await?,
             None => self.new_secret(&r.attributes).await?,
         };
+        check_pieces(method, secret.bytes.len())?;
         // `check_split` bounded both by MAX_SPLIT_KEY_PARTS, far below 256.
         let (n, t) = (parts as u8, threshold as u8);
         let random = self
@@ -202,6 +203,7 @@ impl Ops {
             )));
         }
         let method = method(first.split_key_method)?;
+        check_pieces(method, first_len.unwrap_or(0))?;
         let mut shares: Vec<(u8, &[u8])> = Vec::with_capacity(count);
         for (_, p) in &parts {
             let bytes = p.key_block.key_bytes().ok_or_else(|| {
@@ -339,10 +341,22 @@ fn method(m: SplitKeyMethod) -> Result<Method, OpError> {
     match m {
         SplitKeyMethod::Xor => Ok(Method::Xor),
         SplitKeyMethod::PolynomialSharingGf28 => Ok(Method::Gf256),
+        SplitKeyMethod::PolynomialSharingGf216 => Ok(Method::Gf65536),
         other => Err(OpError::FeatureNotSupported(format!(
-            "Split Key Method {other:?}: XOR and Polynomial Sharing GF(2^8) are supported"
+            "Split Key Method {other:?}: XOR and Polynomial Sharing GF(2^8) and GF(2^16) are \
+             supported"
         ))),
     }
+}
+
+/// GF(2^16) shares the secret in 16-bit pieces: a key of an odd number of bytes has none.
+fn check_pieces(method: Method, len: usize) -> Result<(), OpError> {
+    if !len.is_multiple_of(method.piece()) {
+        return Err(OpError::InvalidField(format!(
+            "Polynomial Sharing GF(2^16) splits whole 16-bit pieces; the key is {len} bytes"
+        )));
+    }
+    Ok(())
 }
 
 fn link(link_type: LinkType, uid: &str) -> Attribute {
