@@ -38,6 +38,10 @@ pub enum ObjectKind {
     PrivateKey,
     /// A KMIP 1.x Template; its material is the encoded Template structure.
     Template,
+    /// One part of a split key; its material is the gateway's encoding of the part.
+    SplitKey,
+    /// A PGP Key; its material is the gateway's encoding of the key and its version.
+    PgpKey,
 }
 
 impl ObjectKind {
@@ -52,6 +56,8 @@ impl ObjectKind {
             ObjectKind::PublicKey => 5,
             ObjectKind::PrivateKey => 6,
             ObjectKind::Template => 7,
+            ObjectKind::SplitKey => 8,
+            ObjectKind::PgpKey => 9,
         }
     }
 
@@ -64,6 +70,8 @@ impl ObjectKind {
             5 => ObjectKind::PublicKey,
             6 => ObjectKind::PrivateKey,
             7 => ObjectKind::Template,
+            8 => ObjectKind::SplitKey,
+            9 => ObjectKind::PgpKey,
             _ => return None,
         })
     }

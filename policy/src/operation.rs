@@ -51,6 +51,8 @@ pub enum Operation {
     SetEndpointRole,
     Interop,
     Log,
+    CreateSplitKey,
+    JoinSplitKey,
 }
 
 /// Whether an operation is decided against an existing object or without one.
@@ -64,7 +66,7 @@ pub enum OperationKind {
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 44] = [
+    pub const ALL: [Operation; 46] = [
         Operation::Create,
         Operation::CreateKeyPair,
         Operation::Register,
@@ -109,6 +111,8 @@ impl Operation {
         Operation::SetEndpointRole,
         Operation::Interop,
         Operation::Log,
+        Operation::CreateSplitKey,
+        Operation::JoinSplitKey,
     ];
 
     /// The KMIP spelling, as written in policy files and logs.
@@ -158,6 +162,8 @@ impl Operation {
             Operation::SetEndpointRole => "SetEndpointRole",
             Operation::Interop => "Interop",
             Operation::Log => "Log",
+            Operation::CreateSplitKey => "CreateSplitKey",
+            Operation::JoinSplitKey => "JoinSplitKey",
         }
     }
 
@@ -184,7 +190,11 @@ impl Operation {
             | Operation::SetEndpointRole
             // A test boundary or a line written to the server's log: no object, no state.
             | Operation::Interop
-            | Operation::Log => OperationKind::Global,
+            | Operation::Log
+            // Create new objects; a key to split and the parts to join are each checked as a
+            // Get of that object.
+            | Operation::CreateSplitKey
+            | Operation::JoinSplitKey => OperationKind::Global,
             _ => OperationKind::Object,
         }
     }

@@ -410,6 +410,48 @@ class Flow:
             c.destroy(uid)
             self.out["get_after_destroy"] = self.failure_of(lambda: c.get(uid))
 
+    # --- Split keys: PyKMIP registers the parts of an XOR split and reads them back -------------
+    def splitkey(self):
+        secret = bytes(range(1, 17))
+        pad = bytes((b * 7 + 3) % 256 for b in range(16))
+        shares = [pad, bytes(a ^ b for a, b in zip(secret, pad))]
+        uids = []
+        with self.client() as c:
+            for i, share in enumerate(shares, start=1):
+                self.step = "register part %d" % i
+                part = pobjects.SplitKey(
+                    cryptographic_algorithm=enums.CryptographicAlgorithm.AES,
+                    cryptographic_length=128,
+                    key_value=share,
+                    name="split-%s-%d" % (self.args.tag, i),
+                    split_key_parts=2,
+                    key_part_identifier=i,
+                    split_key_threshold=2,
+                    split_key_method=enums.SplitKeyMethod.XOR,
+                )
+                uids.append(c.register(part))
+            self.step = "get the parts"
+            parts = [c.get(uid) for uid in uids]
+            self.out["parts"] = [{
+                "object_type": type(p).__name__,
+                "identifier": p.key_part_identifier,
+                "parts": p.split_key_parts,
+                "threshold": p.split_key_threshold,
+                "method": p.split_key_method.name,
+                "algorithm": p.cryptographic_algorithm.name,
+                "length": p.cryptographic_length,
+            } for p in parts]
+            joined = bytes(a ^ b for a, b in zip(parts[0].value, parts[1].value))
+            self.out["joins_to_secret"] = joined == secret
+            self.step = "locate split keys"
+            found = c.locate(attributes=[
+                AF.create_attribute(enums.AttributeType.OBJECT_TYPE, enums.ObjectType.SPLIT_KEY),
+            ])
+            self.out["located"] = sorted(u for u in found if u in uids) == sorted(uids)
+            self.step = "destroy"
+            for uid in uids:
+                c.destroy(uid)
+
     # --- 5. A probe for authentication tests: one Query, report what happened -----------------------
     def probe(self):
         try:
@@ -433,7 +475,7 @@ def main():
     p.add_argument("--config-file", required=True)
     p.add_argument("--flow", required=True,
                    choices=["flasharray", "sased", "vcenter", "synology", "probe", "keypair",
-                            "certificate"])
+                            "certificate", "splitkey"])
     p.add_argument("--tag", default="t")
     args = p.parse_args()
     flow = Flow(args)

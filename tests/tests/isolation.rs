@@ -9,13 +9,14 @@ use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
     Attribute, AttributeName, AttributeRequest, BatchErrorContinuationOption, BlockCipherMode,
-    CertifyRequest, CheckRequest, CreateRequest, CryptoRequest, CryptographicAlgorithm,
-    CryptographicParameters, DeleteAttributeRequest, DiscoverVersionsRequest, GetAttributesRequest,
-    GetRequest, KmipEnum, LocateRequest, MacRequest, ModifyAttributeRequest, Name, ObjectType,
-    PaddingMethod, ProtocolVersion, QueryFunction, QueryRequest, ReKeyRequest, RequestBatchItem,
-    RequestHeader, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
-    ResponsePayload, ResultReason, ResultStatus, RevocationReason, RevocationReasonCode,
-    RevokeRequest, SecretBytes, State, UidRequest,
+    CertifyRequest, CheckRequest, CreateRequest, CreateSplitKeyRequest, CryptoRequest,
+    CryptographicAlgorithm, CryptographicParameters, DeleteAttributeRequest,
+    DiscoverVersionsRequest, GetAttributesRequest, GetRequest, JoinSplitKeyRequest, KmipEnum,
+    LocateRequest, MacRequest, ModifyAttributeRequest, Name, ObjectType, PaddingMethod,
+    ProtocolVersion, QueryFunction, QueryRequest, ReKeyRequest, RequestBatchItem, RequestHeader,
+    RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload,
+    ResultReason, ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes,
+    SplitKeyMethod, State, UidRequest,
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::Value;
@@ -399,12 +400,33 @@ fn query() -> RequestPayload {
     })
 }
 
+fn create_split_key(uid: &str) -> RequestPayload {
+    RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
+        object_type: ObjectType::SplitKey,
+        unique_identifier: Some(uid.to_owned()),
+        split_key_parts: 2,
+        split_key_threshold: 2,
+        split_key_method: SplitKeyMethod::Xor,
+        prime_field_size: None,
+        attributes: Vec::new(),
+    })
+}
+
+fn join_split_key(uid: &str) -> RequestPayload {
+    RequestPayload::JoinSplitKey(JoinSplitKeyRequest {
+        object_type: ObjectType::SymmetricKey,
+        unique_identifiers: vec![uid.to_owned()],
+        secret_data_type: None,
+        attributes: Vec::new(),
+    })
+}
+
 /// Builds a request aimed at one object.
 type Probe = fn(&str) -> RequestPayload;
 
 /// Every operation the gateway implements that names an object (Create, Register, Query and
 /// Discover Versions name none; Locate is aimed by the identifier as a filter).
-const PROBES: [(&str, Probe); 19] = [
+const PROBES: [(&str, Probe); 21] = [
     ("Get", get),
     ("Export", export),
     ("GetAttributes", get_attributes),
@@ -424,6 +446,8 @@ const PROBES: [(&str, Probe); 19] = [
     ("Decrypt", decrypt),
     ("MAC", mac),
     ("Locate", locate_uid),
+    ("CreateSplitKey", create_split_key),
+    ("JoinSplitKey", join_split_key),
 ];
 
 /// Issue 12, item 2: user B sends every operation at user A's key, alone and in an Undo batch;

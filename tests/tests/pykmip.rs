@@ -367,6 +367,30 @@ backend_tests! {
     }
 }
 
+backend_tests! {
+    /// PyKMIP's Split Key objects: the parts of an XOR split registered with `register` come
+    /// back from `get` with their fields, join to the secret, are found by Object Type and are
+    /// destroyed.
+    fn split_key_parts_round_trip(backend) {
+        let gw = GatewayProcess::start_backend(backend);
+        let files = ClientFiles::of(&gw);
+        for v in VERSIONS {
+            let r = run_flow(&gw, &files, v, "splitkey", v);
+            let ctx = format!("KMIP {v}: {r}");
+            for (i, part) in r["parts"].as_array().expect("parts").iter().enumerate() {
+                assert_eq!(
+                    part,
+                    &json!({"object_type": "SplitKey", "identifier": i + 1, "parts": 2,
+                            "threshold": 2, "method": "XOR", "algorithm": "AES", "length": 128}),
+                    "{ctx}"
+                );
+            }
+            assert_eq!(r["joins_to_secret"], true, "{ctx}");
+            assert_eq!(r["located"], true, "{ctx}");
+        }
+    }
+}
+
 /// Attributes the server derives from a registered certificate, listed in every version.
 const DERIVED_CERTIFICATE_ATTRIBUTES: [&str; 5] = [
     "Certificate Type",

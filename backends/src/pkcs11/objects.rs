@@ -365,6 +365,8 @@ mod tests {
             ObjectKind::PublicKey,
             ObjectKind::PrivateKey,
             ObjectKind::Template,
+            ObjectKind::SplitKey,
+            ObjectKind::PgpKey,
         ] {
             let value = encode_meta(kind, FLAG_NOT_EXTRACTABLE, 7, b"blob");
             assert_eq!(

@@ -6,6 +6,7 @@ use super::certificate;
 use super::import::Imported;
 use super::object::digest_attr;
 use super::server_attributes::rng_attribute;
+use super::split_material::{check_split, encode, SplitGroup, REGISTERED};
 use super::template::template_material;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
@@ -131,7 +132,21 @@ impl Ops {
         r: RegisterRequest,
         imported: Option<Imported>,
     ) -> Result<UidResponse, OpError> {
+        self.register_in(ctx, r, imported, &REGISTERED).await
+    }
+
+    /// Register; a Split Key is recorded as a part of the split `group`.
+    pub(super) async fn register_in(
+        &self,
+        ctx: &mut OpContext<'_>,
+        r: RegisterRequest,
+        imported: Option<Imported>,
+        group: &SplitGroup,
+    ) -> Result<UidResponse, OpError> {
         let object_type = r.object.object_type();
+        if let ManagedObject::SplitKey(split) = &r.object {
+            check_split(split)?;
+        }
         let attributes = self.with_templates(ctx, &r.templates, r.attributes).await?;
         let _names = self.lock_names(name_values(&attributes)).await?;
         let mut attrs = self.client_attributes(ctx, attributes, true)?;
@@ -139,7 +154,9 @@ impl Ops {
             ManagedObject::SymmetricKey(kb)
             | ManagedObject::PublicKey(kb)
             | ManagedObject::PrivateKey(kb)
-            | ManagedObject::SecretData { key_block: kb, .. } => {
+            | ManagedObject::SecretData { key_block: kb, .. }
+            | ManagedObject::PgpKey { key_block: kb, .. }
+            | ManagedObject::SplitKey(SplitKey { key_block: kb, .. }) => {
                 if let Some(a) = kb.cryptographic_algorithm {
                     attrs.retain(|x| !x.is(tags::CRYPTOGRAPHIC_ALGORITHM));
                     attrs.push(Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, a));
@@ -220,7 +237,11 @@ impl Ops {
             attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
             attrs.push(digest_attr(&material, format));
         }
-        let material = super::asym::stored_material(object_type, format, material)?;
+        let material = match &r.object {
+            // Their fields beyond the Key Block are kept with the material (`split_material`).
+            ManagedObject::SplitKey(_) | ManagedObject::PgpKey { .. } => encode(&r.object, group)?,
+            _ => super::asym::stored_material(object_type, format, material)?,
+        };
         let spec =
             match (
                 &r.object,
@@ -269,6 +290,13 @@ impl Ops {
                 obj.set(tags::ALWAYS_SENSITIVE, Value::Boolean(sensitive));
                 obj.set(tags::NEVER_EXTRACTABLE, Value::Boolean(!extractable));
             }
+        }
+        if *group != REGISTERED {
+            // A part Create Split Key made: its bytes come from the server's generator.
+            obj.set(
+                tags::RANDOM_NUMBER_GENERATOR,
+                rng_attribute(self.store.backend().rng()),
+            );
         }
         if let Some(imported) = imported {
             imported.apply(&mut obj);

@@ -27,6 +27,10 @@ pub enum OpError {
     FeatureNotSupported(String),
     #[error("{0}")]
     InvalidField(String),
+    /// An object of another type than the operation works on (a Join Split Key part that is not
+    /// a Split Key).
+    #[error("{0}")]
+    InvalidObjectType(String),
     #[error("missing {0}")]
     MissingData(String),
     /// A certificate request the server will not certify (unparsable, bad signature, asks for
@@ -120,6 +124,9 @@ impl OpError {
             OpError::OperationNotSupported => ResultReason::OperationNotSupported,
             OpError::FeatureNotSupported(_) => ResultReason::FeatureNotSupported,
             OpError::InvalidField(_) => ResultReason::InvalidField,
+            // KMIP 1.x has no Invalid Object Type reason: the field naming the object is invalid.
+            OpError::InvalidObjectType(_) if v2 => ResultReason::InvalidObjectType,
+            OpError::InvalidObjectType(_) => ResultReason::InvalidField,
             OpError::MissingData(_) => ResultReason::MissingData,
             // KMIP 1.x has no Invalid CSR reason: the request field is invalid.
             OpError::InvalidCsr(_) if v2 => ResultReason::InvalidCsr,
@@ -276,6 +283,11 @@ mod tests {
                 R::FeatureNotSupported,
             ),
             (OpError::InvalidField(s()), R::InvalidField, R::InvalidField),
+            (
+                OpError::InvalidObjectType(s()),
+                R::InvalidField,
+                R::InvalidObjectType,
+            ),
             (OpError::MissingData(s()), R::MissingData, R::MissingData),
             (OpError::InvalidCsr(s()), R::InvalidField, R::InvalidCsr),
             (
@@ -519,7 +531,7 @@ mod tests {
     }
 
     /// How many rows `row` numbers: one more with every arm added there.
-    const ROWS: usize = 56;
+    const ROWS: usize = 57;
 
     /// The row of the table an error belongs to. Exhaustive over every nested error enum, so a
     /// new variant fails to compile here until it is numbered, and then the table test fails
@@ -555,6 +567,7 @@ mod tests {
             OpError::Pkcs11InvalidInterface(_) => 53,
             OpError::UnknownStream => 54,
             OpError::StreamLimit(_) => 55,
+            OpError::InvalidObjectType(_) => 56,
             OpError::Model(m) => match m {
                 ModelError::Missing { .. } => 21,
                 ModelError::WrongType { .. } => 22,

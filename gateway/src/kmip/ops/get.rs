@@ -2,6 +2,7 @@
 //! transparent for symmetric keys), never for sensitive or non-extractable keys.
 
 use super::key_wrap::served_as_stored;
+use super::split_material::decode_object;
 use super::template::template_object;
 use super::{OpContext, OpError, Ops};
 use bytes::Bytes;
@@ -87,6 +88,15 @@ impl Ops {
             let secret = SecretBytes::from_slice(&material);
             let object = match obj.kind {
                 ObjectKind::Template => template_object(ctx.version, &uid, &material)?,
+                // Served as registered or split: their Key Block is stored whole, in one format.
+                ObjectKind::SplitKey | ObjectKind::PgpKey => {
+                    let (object, _) = decode_object(&uid, obj.kind, &material)?;
+                    let stored = object.key_block().map(|b| b.key_format_type);
+                    if r.key_format_type.is_some_and(|f| Some(f) != stored) {
+                        return Err(OpError::KeyFormatNotSupported);
+                    }
+                    object
+                }
                 ObjectKind::SymmetricKey => {
                     // Without a requested format, the key comes back as it was registered.
                     let wanted = r.key_format_type.unwrap_or(stored_format);
@@ -162,9 +172,10 @@ impl Ops {
                                 .unwrap_or(CertificateType::X509),
                             value: Bytes::copy_from_slice(&material),
                         },
-                        ObjectKind::SymmetricKey | ObjectKind::Template => {
-                            return Err(OpError::NotFound)
-                        }
+                        ObjectKind::SymmetricKey
+                        | ObjectKind::Template
+                        | ObjectKind::SplitKey
+                        | ObjectKind::PgpKey => return Err(OpError::NotFound),
                     }
                 }
             };
@@ -179,7 +190,7 @@ impl Ops {
                     } => self.wrap_block(w, block).await?,
                     _ => {
                         return Err(OpError::InvalidField(
-                            "only objects with a Key Block can be served wrapped".into(),
+                            "only keys and Secret Data can be served wrapped".into(),
                         ))
                     }
                 }

@@ -32,6 +32,8 @@ mod query;
 mod rekey_pair;
 mod server_attributes;
 mod server_info;
+mod split_key;
+mod split_material;
 mod stream;
 mod table;
 mod template;

@@ -99,6 +99,8 @@ fn kind_of(t: ObjectType) -> Result<ObjectKind, OpError> {
         ObjectType::PublicKey => ObjectKind::PublicKey,
         ObjectType::PrivateKey => ObjectKind::PrivateKey,
         ObjectType::Template => ObjectKind::Template,
+        ObjectType::SplitKey => ObjectKind::SplitKey,
+        ObjectType::PgpKey => ObjectKind::PgpKey,
         _ => {
             return Err(OpError::FeatureNotSupported(
                 "this Object Type is not stored here".into(),
@@ -116,6 +118,8 @@ pub(super) fn object_type_of(k: ObjectKind) -> ObjectType {
         ObjectKind::PublicKey => ObjectType::PublicKey,
         ObjectKind::PrivateKey => ObjectType::PrivateKey,
         ObjectKind::Template => ObjectType::Template,
+        ObjectKind::SplitKey => ObjectType::SplitKey,
+        ObjectKind::PgpKey => ObjectType::PgpKey,
     }
 }
 

@@ -15,7 +15,9 @@ pub const SUPPORTED_OBJECT_TYPES: &[ObjectType] = &[
     ObjectType::Certificate,
     ObjectType::PublicKey,
     ObjectType::PrivateKey,
+    ObjectType::SplitKey,
     ObjectType::Template,
+    ObjectType::PgpKey,
 ];
 
 /// The last Operation code KMIP 1.x defines (Export, 1.4 §9.1.3.2.27); later ones are 2.x only.

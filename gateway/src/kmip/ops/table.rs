@@ -108,6 +108,12 @@ impl NamesObjects for CheckResponse {
     }
 }
 
+impl NamesObjects for CreateSplitKeyResponse {
+    fn uids(&self) -> Vec<String> {
+        self.unique_identifiers.clone()
+    }
+}
+
 impl NamesObjects for DiscoverVersionsResponse {
     fn uids(&self) -> Vec<String> {
         Vec::new()
@@ -268,6 +274,11 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(Sign, Sign, object, listed: true, |ops, ctx, r| ops.sign(ctx, r).await?),
     row!(SignatureVerify, SignatureVerify, object, listed: true,
         |ops, ctx, r| ops.signature_verify(ctx, r).await?),
+    // The key split and the parts joined are each authorized as a Get inside the handler.
+    row!(CreateSplitKey, CreateSplitKey, none, listed: true,
+        |ops, ctx, r| ops.create_split_key(ctx, r).await?),
+    row!(JoinSplitKey, JoinSplitKey, none, listed: true,
+        |ops, ctx, r| ops.join_split_key(ctx, r).await?),
     // Poll never succeeds here (nothing is outstanding), so its row has no answer type.
     OpEntry {
         operation: Operation::Poll,
@@ -412,6 +423,8 @@ mod tests {
                 Operation::ReKeyKeyPair,
                 Operation::Sign,
                 Operation::SignatureVerify,
+                Operation::CreateSplitKey,
+                Operation::JoinSplitKey,
                 Operation::Poll,
                 Operation::Cancel,
                 Operation::Pkcs11,

@@ -456,6 +456,16 @@ kmip_enum! {
 }
 
 kmip_enum! {
+    /// Split Key Method of a Split Key object and a Create Split Key request.
+    SplitKeyMethod {
+        Xor = 0x00000001,
+        PolynomialSharingGf216 = 0x00000002,
+        PolynomialSharingPrimeField = 0x00000003,
+        PolynomialSharingGf28 = 0x00000004,
+    }
+}
+
+kmip_enum! {
     /// Link Type of a Link attribute.
     LinkType {
         CertificateLink = 0x00000101,

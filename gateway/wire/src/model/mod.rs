@@ -39,7 +39,7 @@ pub use enums::{
     CryptographicAlgorithm, DigitalSignatureAlgorithm, EndpointRole, HashingAlgorithm,
     InteropFunction, KeyCompressionType, KeyFormatType, KeyWrapType, KmipEnum, LinkType, NameType,
     ObjectGroupMember, ObjectType, Operation, PaddingMethod, QueryFunction, ResultReason,
-    ResultStatus, RevocationReasonCode, SecretDataType, State, ValidityIndicator,
+    ResultStatus, RevocationReasonCode, SecretDataType, SplitKeyMethod, State, ValidityIndicator,
 };
 pub use error::ModelError;
 pub use message::{
@@ -48,6 +48,7 @@ pub use message::{
 };
 pub use object::{
     template_attributes, template_ttlv, KeyBlock, KeyValue, ManagedObject, SecretBytes, SecretTtlv,
+    SplitKey,
 };
 pub use payload::{
     AdjustAttributeRequest, AsyncRequest, CancelResponse, ExportResponse,
@@ -64,6 +65,7 @@ pub use payload::{
     RequestPayload, ResponsePayload, RevokeRequest, SetEndpointRoleRequest, SignRequest,
     SignResponse, SignatureVerifyResponse, UidRequest, UidResponse,
 };
+pub use payload::{CreateSplitKeyRequest, CreateSplitKeyResponse, JoinSplitKeyRequest};
 pub use payload::{
     DataResponse, HashRequest, MacVerifyRequest, MacVerifyResponse, RngRetrieveRequest,
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,

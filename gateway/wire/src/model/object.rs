@@ -1,5 +1,5 @@
-//! Managed objects (Symmetric Key, Secret Data, Opaque Object, Certificate, Public/Private Key) as
-//! carried by Register requests and Get responses.
+//! Managed objects (Symmetric Key, Secret Data, Opaque Object, Certificate, Public/Private Key,
+//! Split Key, PGP Key) as carried by Register requests and Get responses.
 //!
 //! Key material is copied out of the decoded tree into zeroized buffers and never Debug-printed.
 //! The Key Value of KMIP 1.x may also hold attributes: they are dropped when reading and never
@@ -12,7 +12,7 @@ use super::attribute::Attribute;
 use super::codec::{self, Node};
 use super::enums::{
     CertificateType, CryptographicAlgorithm, KeyCompressionType, KeyFormatType, ObjectType,
-    SecretDataType,
+    SecretDataType, SplitKeyMethod,
 };
 use super::error::ModelError;
 use super::version::ProtocolVersion;
@@ -181,6 +181,55 @@ impl KeyBlock {
     }
 }
 
+/// One part of a split key (KMIP 1.4 §2.2.5, 2.1 §2.2.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitKey {
+    pub split_key_parts: i32,
+    /// Which part this is, from 1; also the x coordinate of a polynomial share.
+    pub key_part_identifier: i32,
+    pub split_key_threshold: i32,
+    pub split_key_method: SplitKeyMethod,
+    /// The prime (a Big Integer's bytes) of Polynomial Sharing over a prime field.
+    pub prime_field_size: Option<Bytes>,
+    pub key_block: KeyBlock,
+}
+
+impl SplitKey {
+    fn read(node: &Node<'_>) -> Result<SplitKey, ModelError> {
+        let prime_field_size = match node.opt(tags::PRIME_FIELD_SIZE) {
+            Some(n) => match &n.ttlv.value {
+                Value::BigInteger(b) => Some(b.clone()),
+                _ => return Err(n.wrong("BigInteger")),
+            },
+            None => None,
+        };
+        Ok(SplitKey {
+            split_key_parts: node.req(tags::SPLIT_KEY_PARTS)?.int()?,
+            key_part_identifier: node.req(tags::KEY_PART_IDENTIFIER)?.int()?,
+            split_key_threshold: node.req(tags::SPLIT_KEY_THRESHOLD)?.int()?,
+            split_key_method: node.req_enum(tags::SPLIT_KEY_METHOD)?,
+            prime_field_size,
+            key_block: KeyBlock::read(&node.req(tags::KEY_BLOCK)?)?,
+        })
+    }
+
+    fn to_ttlv(&self) -> Ttlv {
+        let mut items = vec![
+            codec::int(tags::SPLIT_KEY_PARTS, self.split_key_parts),
+            codec::int(tags::KEY_PART_IDENTIFIER, self.key_part_identifier),
+            codec::int(tags::SPLIT_KEY_THRESHOLD, self.split_key_threshold),
+            codec::enumeration(tags::SPLIT_KEY_METHOD, self.split_key_method),
+        ];
+        items.extend(
+            self.prime_field_size
+                .clone()
+                .map(|p| Ttlv::new(tags::PRIME_FIELD_SIZE, Value::BigInteger(p))),
+        );
+        items.push(self.key_block.to_ttlv());
+        codec::structure(tags::SPLIT_KEY, items)
+    }
+}
+
 /// A managed object with its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ManagedObject {
@@ -200,6 +249,12 @@ pub enum ManagedObject {
         certificate_type: CertificateType,
         value: Bytes,
     },
+    SplitKey(SplitKey),
+    /// A PGP Key: its Key Block's material is the OpenPGP key, kept as opaque bytes.
+    PgpKey {
+        pgp_key_version: i32,
+        key_block: KeyBlock,
+    },
     /// A KMIP 1.x Template: attributes to apply to the objects created with it (deprecated since
     /// 1.3, absent from 2.x).
     Template {
@@ -217,6 +272,8 @@ fn object_tag(object_type: ObjectType) -> Option<Tag> {
         ObjectType::OpaqueObject => tags::OPAQUE_OBJECT,
         ObjectType::Certificate => tags::CERTIFICATE,
         ObjectType::Template => tags::TEMPLATE,
+        ObjectType::SplitKey => tags::SPLIT_KEY,
+        ObjectType::PgpKey => tags::PGPKEY,
         _ => return None,
     })
 }
@@ -231,6 +288,8 @@ impl ManagedObject {
             ManagedObject::OpaqueObject { .. } => ObjectType::OpaqueObject,
             ManagedObject::Certificate { .. } => ObjectType::Certificate,
             ManagedObject::Template { .. } => ObjectType::Template,
+            ManagedObject::SplitKey(_) => ObjectType::SplitKey,
+            ManagedObject::PgpKey { .. } => ObjectType::PgpKey,
         }
     }
 
@@ -239,7 +298,9 @@ impl ManagedObject {
             ManagedObject::SymmetricKey(kb)
             | ManagedObject::PublicKey(kb)
             | ManagedObject::PrivateKey(kb)
-            | ManagedObject::SecretData { key_block: kb, .. } => Some(kb),
+            | ManagedObject::SecretData { key_block: kb, .. }
+            | ManagedObject::PgpKey { key_block: kb, .. }
+            | ManagedObject::SplitKey(SplitKey { key_block: kb, .. }) => Some(kb),
             ManagedObject::OpaqueObject { .. }
             | ManagedObject::Certificate { .. }
             | ManagedObject::Template { .. } => None,
@@ -277,6 +338,11 @@ impl ManagedObject {
             ObjectType::Template => ManagedObject::Template {
                 attributes: read_template_attributes(&node)?,
             },
+            ObjectType::SplitKey => ManagedObject::SplitKey(SplitKey::read(&node)?),
+            ObjectType::PgpKey => ManagedObject::PgpKey {
+                pgp_key_version: node.req(tags::PGPKEY_VERSION)?.int()?,
+                key_block: KeyBlock::read(&node.req(tags::KEY_BLOCK)?)?,
+            },
             _ => ManagedObject::Certificate {
                 certificate_type: node.req_enum(tags::CERTIFICATE_TYPE)?,
                 value: node.req(tags::CERTIFICATE_VALUE)?.bytes()?,
@@ -284,7 +350,15 @@ impl ManagedObject {
         })
     }
 
-    pub(crate) fn to_ttlv(&self) -> Ttlv {
+    /// Reads an object structure of type `object_type` (as [`ManagedObject::to_ttlv`] writes
+    /// it): how the gateway reads back an object it stored in this encoding.
+    pub fn from_ttlv(object_type: ObjectType, ttlv: &Ttlv) -> Result<ManagedObject, ModelError> {
+        let payload = codec::structure(tags::RESPONSE_PAYLOAD, vec![ttlv.clone()]);
+        ManagedObject::read(&Node::new(&payload, "object"), object_type)
+    }
+
+    /// The object structure (`Symmetric Key`, `Split Key`, …).
+    pub fn to_ttlv(&self) -> Ttlv {
         let (tag, items) = match self {
             ManagedObject::SymmetricKey(kb) => (tags::SYMMETRIC_KEY, vec![kb.to_ttlv()]),
             ManagedObject::PublicKey(kb) => (tags::PUBLIC_KEY, vec![kb.to_ttlv()]),
@@ -323,6 +397,17 @@ impl ManagedObject {
                 ],
             ),
             ManagedObject::Template { attributes } => return template_ttlv(attributes),
+            ManagedObject::SplitKey(split) => return split.to_ttlv(),
+            ManagedObject::PgpKey {
+                pgp_key_version,
+                key_block,
+            } => (
+                tags::PGPKEY,
+                vec![
+                    codec::int(tags::PGPKEY_VERSION, *pgp_key_version),
+                    key_block.to_ttlv(),
+                ],
+            ),
         };
         codec::structure(tag, items)
     }

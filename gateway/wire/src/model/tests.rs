@@ -1186,3 +1186,115 @@ fn import_payloads_round_trip() {
         );
     }
 }
+
+/// Split Key and PGP Key objects in Register and Get, and the Create / Join Split Key payloads,
+/// read back as written in both versions; a Split Key's fields sit beside its Key Block.
+#[test]
+fn split_key_and_pgp_key_payloads_round_trip() {
+    let split = ManagedObject::SplitKey(SplitKey {
+        split_key_parts: 5,
+        key_part_identifier: 3,
+        split_key_threshold: 2,
+        split_key_method: SplitKeyMethod::PolynomialSharingPrimeField,
+        prime_field_size: Some(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0xfb])),
+        key_block: KeyBlock::raw(
+            SecretBytes::from_slice(&[3; 16]),
+            Some(CryptographicAlgorithm::Aes),
+            Some(128),
+        ),
+    });
+    let pgp = ManagedObject::PgpKey {
+        pgp_key_version: 4,
+        key_block: KeyBlock {
+            key_format_type: KeyFormatType::Opaque,
+            ..KeyBlock::raw(SecretBytes::from_slice(b"\x99\x01 packet"), None, None)
+        },
+    };
+    for object in [&split, &pgp] {
+        let t = object.to_ttlv();
+        assert_eq!(
+            &ManagedObject::from_ttlv(object.object_type(), &t).unwrap(),
+            object
+        );
+        let register = RequestPayload::Register(RegisterRequest {
+            templates: Vec::new(),
+            object_type: object.object_type(),
+            attributes: Vec::new(),
+            object: object.clone(),
+        });
+        let get = ResponsePayload::Get(GetResponse {
+            unique_identifier: "part-3".into(),
+            object: object.clone(),
+        });
+        for version in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+            let t = register.to_ttlv(version);
+            let node = crate::model::codec::Node::new(&t, "");
+            assert_eq!(
+                RequestPayload::read(Operation::Register, &node).unwrap(),
+                register
+            );
+            let t = get.to_ttlv(version);
+            let node = crate::model::codec::Node::new(&t, "");
+            assert_eq!(ResponsePayload::read(Operation::Get, &node).unwrap(), get);
+        }
+    }
+    let t = split.to_ttlv();
+    let order: Vec<Tag> = t.items().iter().map(|c| c.tag).collect();
+    assert_eq!(
+        order,
+        vec![
+            tags::SPLIT_KEY_PARTS,
+            tags::KEY_PART_IDENTIFIER,
+            tags::SPLIT_KEY_THRESHOLD,
+            tags::SPLIT_KEY_METHOD,
+            tags::PRIME_FIELD_SIZE,
+            tags::KEY_BLOCK
+        ]
+    );
+    assert_eq!(
+        t.child(tags::PRIME_FIELD_SIZE).map(|p| p.value.clone()),
+        Some(Value::BigInteger(bytes::Bytes::from_static(&[
+            0, 0, 0, 0, 0, 0, 0, 0xfb
+        ])))
+    );
+
+    let create = RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
+        object_type: ObjectType::SplitKey,
+        unique_identifier: Some("key-1".into()),
+        split_key_parts: 3,
+        split_key_threshold: 2,
+        split_key_method: SplitKeyMethod::PolynomialSharingGf28,
+        prime_field_size: None,
+        attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256)],
+    });
+    let join = RequestPayload::JoinSplitKey(JoinSplitKeyRequest {
+        object_type: ObjectType::SecretData,
+        unique_identifiers: vec!["p1".into(), "p3".into()],
+        secret_data_type: Some(SecretDataType::Seed),
+        attributes: Vec::new(),
+    });
+    let created = ResponsePayload::CreateSplitKey(CreateSplitKeyResponse {
+        unique_identifiers: vec!["p1".into(), "p2".into(), "p3".into()],
+    });
+    let joined = ResponsePayload::JoinSplitKey(UidResponse {
+        unique_identifier: "k".into(),
+    });
+    for version in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+        for (op, request) in [
+            (Operation::CreateSplitKey, &create),
+            (Operation::JoinSplitKey, &join),
+        ] {
+            let t = request.to_ttlv(version);
+            let node = crate::model::codec::Node::new(&t, "");
+            assert_eq!(&RequestPayload::read(op, &node).unwrap(), request);
+        }
+        for (op, answer) in [
+            (Operation::CreateSplitKey, &created),
+            (Operation::JoinSplitKey, &joined),
+        ] {
+            let t = answer.to_ttlv(version);
+            let node = crate::model::codec::Node::new(&t, "");
+            assert_eq!(&ResponsePayload::read(op, &node).unwrap(), answer);
+        }
+    }
+}

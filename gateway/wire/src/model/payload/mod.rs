@@ -2,7 +2,8 @@
 //! operation is [`RequestPayload::Unknown`], its payload kept as received.
 //!
 //! Reading accepts both the 1.x and the 2.x shape of a payload, whatever the header says
-//! (clients mix them); writing uses the shape of the version passed in.//!
+//! (clients mix them); writing uses the shape of the version passed in.
+//!
 //! `request` holds the request payloads and their writing, `read_request` their reading,
 //! `response` the response payloads.
 
@@ -10,6 +11,7 @@ mod digest;
 mod read_request;
 mod request;
 mod response;
+mod split;
 
 use super::codec::{self, Node};
 use super::enums::{BlockCipherMode, CryptographicAlgorithm, HashingAlgorithm, PaddingMethod};
@@ -41,6 +43,7 @@ pub use response::{
 };
 pub use response::{CancelResponse, ObtainLeaseResponse};
 pub use response::{EndpointRoleResponse, Pkcs11Response};
+pub use split::{CreateSplitKeyRequest, CreateSplitKeyResponse, JoinSplitKeyRequest};
 
 /// Cryptographic Parameters (Encrypt, Decrypt, MAC, and the attribute of the same name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

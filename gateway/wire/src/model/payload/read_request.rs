@@ -9,7 +9,7 @@ use super::request::{
     QueryRequest, ReKeyKeyPairRequest, ReKeyRequest, RegisterRequest, RequestPayload,
     RevokeRequest, SetEndpointRoleRequest, SignRequest, UidRequest,
 };
-use super::{digest, opt_secret, uid, CryptographicParameters, R};
+use super::{digest, opt_secret, split, uid, CryptographicParameters, R};
 use crate::model::attribute::{
     read_wrapped, Attribute, AttributeGroup, AttributeName, RevocationReason,
 };
@@ -221,6 +221,8 @@ impl RequestPayload {
             Operation::Hash => RequestPayload::Hash(digest::read_hash(node)?),
             Operation::RngRetrieve => RequestPayload::RngRetrieve(digest::read_rng_retrieve(node)?),
             Operation::RngSeed => RequestPayload::RngSeed(digest::read_rng_seed(node)?),
+            Operation::CreateSplitKey => RequestPayload::CreateSplitKey(split::read_create(node)?),
+            Operation::JoinSplitKey => RequestPayload::JoinSplitKey(split::read_join(node)?),
             Operation::Sign => RequestPayload::Sign(read_sign(node)?),
             Operation::SignatureVerify => RequestPayload::SignatureVerify(read_sign(node)?),
             Operation::Interop => RequestPayload::Interop(InteropRequest {

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::digest::{self, HashRequest, MacVerifyRequest, RngRetrieveRequest, RngSeedRequest};
+use super::split::{self, CreateSplitKeyRequest, JoinSplitKeyRequest};
 use super::{push_bool, push_bytes, push_uid, CryptographicParameters};
 use crate::model::attribute::{
     needs_v2_shape, write_wrapped, Attribute, AttributeGroup, AttributeName, Name, RevocationReason,
@@ -311,6 +312,8 @@ pub enum RequestPayload {
     Hash(HashRequest),
     RngRetrieve(RngRetrieveRequest),
     RngSeed(RngSeedRequest),
+    CreateSplitKey(CreateSplitKeyRequest),
+    JoinSplitKey(JoinSplitKeyRequest),
     Sign(SignRequest),
     SignatureVerify(SignRequest),
     Interop(InteropRequest),
@@ -364,6 +367,8 @@ impl RequestPayload {
             RequestPayload::Hash(_) => Operation::Hash,
             RequestPayload::RngRetrieve(_) => Operation::RngRetrieve,
             RequestPayload::RngSeed(_) => Operation::RngSeed,
+            RequestPayload::CreateSplitKey(_) => Operation::CreateSplitKey,
+            RequestPayload::JoinSplitKey(_) => Operation::JoinSplitKey,
             RequestPayload::Sign(_) => Operation::Sign,
             RequestPayload::SignatureVerify(_) => Operation::SignatureVerify,
             RequestPayload::Interop(_) => Operation::Interop,
@@ -690,6 +695,8 @@ impl RequestPayload {
                 push_bool(&mut items, tags::INIT_INDICATOR, r.init_indicator);
                 push_bool(&mut items, tags::FINAL_INDICATOR, r.final_indicator);
             }
+            RequestPayload::CreateSplitKey(r) => split::write_create(&mut items, r, version),
+            RequestPayload::JoinSplitKey(r) => split::write_join(&mut items, r, version),
             RequestPayload::Interop(r) => {
                 items.push(codec::enumeration(tags::INTEROP_FUNCTION, r.function));
                 items.push(codec::text(tags::INTEROP_IDENTIFIER, &r.identifier));

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::digest::{self, DataResponse, MacVerifyResponse, RngSeedResponse};
+use super::split::{self, CreateSplitKeyResponse};
 use super::{opt_secret, push_bytes, push_uid, uid, R};
 use crate::model::attribute::{write_bare_response, Attribute, AttributeGroup, AttributeName};
 use crate::model::codec::{self, Node};
@@ -210,6 +211,8 @@ pub enum ResponsePayload {
     Hash(DataResponse),
     RngRetrieve(DataResponse),
     RngSeed(RngSeedResponse),
+    CreateSplitKey(CreateSplitKeyResponse),
+    JoinSplitKey(UidResponse),
     Sign(SignResponse),
     SignatureVerify(SignatureVerifyResponse),
     /// An empty payload (Interop, Log).
@@ -382,6 +385,10 @@ impl ResponsePayload {
                 ResponsePayload::RngRetrieve(digest::read_data_response(node)?)
             }
             Operation::RngSeed => ResponsePayload::RngSeed(digest::read_rng_seed_response(node)?),
+            Operation::CreateSplitKey => {
+                ResponsePayload::CreateSplitKey(split::read_create_response(node)?)
+            }
+            Operation::JoinSplitKey => ResponsePayload::JoinSplitKey(uid_response()?),
             Operation::Sign => ResponsePayload::Sign(SignResponse {
                 unique_identifier: req_uid()?,
                 signature_data: node.opt_bytes(tags::SIGNATURE_DATA)?,
@@ -443,6 +450,7 @@ impl ResponsePayload {
                 ));
             }
             ResponsePayload::Register(r)
+            | ResponsePayload::JoinSplitKey(r)
             | ResponsePayload::Import(r)
             | ResponsePayload::SetAttribute(r)
             | ResponsePayload::Activate(r)
@@ -595,6 +603,7 @@ impl ResponsePayload {
                 push_bytes(&mut items, tags::DATA, Some(&r.data));
             }
             ResponsePayload::RngSeed(r) => digest::write_rng_seed_response(&mut items, r),
+            ResponsePayload::CreateSplitKey(r) => split::write_create_response(&mut items, r),
             ResponsePayload::Sign(r) => {
                 push_uid(&mut items, Some(&r.unique_identifier));
                 push_bytes(
