@@ -42,6 +42,8 @@ pub enum ObjectKind {
     SplitKey,
     /// A PGP Key; its material is the gateway's encoding of the key and its version.
     PgpKey,
+    /// A Certificate Request (KMIP 2.x); its material is the gateway's encoding of the request.
+    CertificateRequest,
 }
 
 impl ObjectKind {
@@ -58,6 +60,7 @@ impl ObjectKind {
             ObjectKind::Template => 7,
             ObjectKind::SplitKey => 8,
             ObjectKind::PgpKey => 9,
+            ObjectKind::CertificateRequest => 10,
         }
     }
 
@@ -72,6 +75,7 @@ impl ObjectKind {
             7 => ObjectKind::Template,
             8 => ObjectKind::SplitKey,
             9 => ObjectKind::PgpKey,
+            10 => ObjectKind::CertificateRequest,
             _ => return None,
         })
     }

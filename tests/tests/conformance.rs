@@ -261,14 +261,8 @@ const EXPECTED_FAILURES: &[(&str, On, &str)] = &[
         On::Token,
         SOFTHSM_CHACHA,
     ),
-    ("MSGENC-HTTPS-M-1-21.xml", On::Every, MSGENC_21_QUERY),
-    ("MSGENC-JSON-M-1-21.xml", On::Every, MSGENC_21_QUERY),
-    ("MSGENC-XML-M-1-21.xml", On::Every, MSGENC_21_QUERY),
     ("TL-M-3-14.xml", On::Every, TL_3_14),
 ];
-
-// Not built yet (issue 15 is open): capabilities still missing, not limits.
-const MSGENC_21_QUERY: &str = "its Query answer lists the Certificate Request object type, which the gateway does not store (a CSR is taken by Certify only)";
 
 /// A vector no server can pass as written.
 const TL_3_14: &str = "its Get Attributes answer omits Sensitive, Extractable, Always Sensitive and Never Extractable, which its own Get Attribute List of the same key lists";
@@ -324,29 +318,7 @@ fn message_encodings_over_https() {
         let verdicts = run_vectors_at(&gw, &addr, &["--https", "--encoding", encoding], &files);
         assert!(!verdicts.is_empty(), "no {prefix} vectors");
         for v in &verdicts {
-            let known = MSGENC_KNOWN_FAILURES.iter().any(|(f, _)| v.name == *f);
-            assert_eq!(
-                v.passed,
-                !known,
-                "{}: passes now (remove it from MSGENC_KNOWN_FAILURES), or fails unexpectedly\n\
-                 gateway log:\n{}",
-                v.line,
-                gw.log()
-            );
-            // The first exchange (a Maximum Response Size too small) matched: the transport,
-            // the encoding and the size check work; only the Query list differs.
-            assert!(
-                v.passed || v.line.contains(": response 1 (Query): "),
-                "{}",
-                v.line
-            );
+            assert!(v.passed, "{}\ngateway log:\n{}", v.line, gw.log());
         }
     }
 }
-
-/// MSGENC vectors that fail, with the reason: all on what their Query answer lists.
-const MSGENC_KNOWN_FAILURES: &[(&str, &str)] = &[
-    ("MSGENC-HTTPS-M-1-21.xml", MSGENC_21_QUERY),
-    ("MSGENC-XML-M-1-21.xml", MSGENC_21_QUERY),
-    ("MSGENC-JSON-M-1-21.xml", MSGENC_21_QUERY),
-];

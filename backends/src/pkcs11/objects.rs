@@ -367,6 +367,7 @@ mod tests {
             ObjectKind::Template,
             ObjectKind::SplitKey,
             ObjectKind::PgpKey,
+            ObjectKind::CertificateRequest,
         ] {
             let value = encode_meta(kind, FLAG_NOT_EXTRACTABLE, 7, b"blob");
             assert_eq!(

@@ -135,11 +135,12 @@ pub(crate) fn material(
             "the upstream answered {uid} with a Template, which holds no material"
         ))),
         // The proxy never registers these upstream (see `register`), so none is its own.
-        ManagedObject::SplitKey(_) | ManagedObject::PgpKey { .. } => {
-            Err(BackendError::Unsupported(format!(
-                "the upstream answered {uid} with a Split Key or PGP Key, which the proxy does not keep"
-            )))
-        }
+        ManagedObject::SplitKey(_)
+        | ManagedObject::PgpKey { .. }
+        | ManagedObject::CertificateRequest { .. } => Err(BackendError::Unsupported(format!(
+            "the upstream answered {uid} with a Split Key, PGP Key or Certificate Request, which \
+             the proxy does not keep"
+        ))),
     }
 }
 

@@ -6,7 +6,9 @@ use super::certificate;
 use super::import::Imported;
 use super::object::digest_attr;
 use super::server_attributes::rng_attribute;
-use super::split_material::{check_split, encode, SplitGroup, REGISTERED};
+use super::split_material::{
+    check_certificate_requests_exist, check_split, encode, SplitGroup, REGISTERED,
+};
 use super::template::template_material;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
@@ -195,6 +197,10 @@ impl Ops {
                 template_material(ctx.version, attributes)?,
                 KeyFormatType::Opaque,
             ),
+            ManagedObject::CertificateRequest { .. } => {
+                check_certificate_requests_exist(ctx.version)?;
+                (Zeroizing::new(Vec::new()), KeyFormatType::Opaque)
+            }
         };
         match &r.object {
             ManagedObject::SecretData {
@@ -232,14 +238,19 @@ impl Ops {
             }
             _ => {}
         }
-        if object_type != ObjectType::Template {
-            // A Template holds no key: no Key Format Type, no Digest.
+        if !matches!(
+            object_type,
+            ObjectType::Template | ObjectType::CertificateRequest
+        ) {
+            // A Template or a Certificate Request holds no key: no Key Format Type, no Digest.
             attrs.push(Attribute::enumeration(tags::KEY_FORMAT_TYPE, format));
             attrs.push(digest_attr(&material, format));
         }
         let material = match &r.object {
             // Their fields beyond the Key Block are kept with the material (`split_material`).
-            ManagedObject::SplitKey(_) | ManagedObject::PgpKey { .. } => encode(&r.object, group)?,
+            ManagedObject::SplitKey(_)
+            | ManagedObject::PgpKey { .. }
+            | ManagedObject::CertificateRequest { .. } => encode(&r.object, group)?,
             _ => super::asym::stored_material(object_type, format, material)?,
         };
         let spec =

@@ -2,7 +2,7 @@
 //! transparent for symmetric keys), never for sensitive or non-extractable keys.
 
 use super::key_wrap::served_as_stored;
-use super::split_material::decode_object;
+use super::split_material::{check_certificate_requests_exist, decode_object};
 use super::template::template_object;
 use super::{OpContext, OpError, Ops};
 use bytes::Bytes;
@@ -88,6 +88,13 @@ impl Ops {
             let secret = SecretBytes::from_slice(&material);
             let object = match obj.kind {
                 ObjectKind::Template => template_object(ctx.version, &uid, &material)?,
+                ObjectKind::CertificateRequest => {
+                    check_certificate_requests_exist(ctx.version)?;
+                    if r.key_format_type.is_some() {
+                        return Err(OpError::KeyFormatNotSupported);
+                    }
+                    decode_object(&uid, obj.kind, &material)?.0
+                }
                 // Served as registered or split: their Key Block is stored whole, in one format.
                 ObjectKind::SplitKey | ObjectKind::PgpKey => {
                     let (object, _) = decode_object(&uid, obj.kind, &material)?;
@@ -175,7 +182,8 @@ impl Ops {
                         ObjectKind::SymmetricKey
                         | ObjectKind::Template
                         | ObjectKind::SplitKey
-                        | ObjectKind::PgpKey => return Err(OpError::NotFound),
+                        | ObjectKind::PgpKey
+                        | ObjectKind::CertificateRequest => return Err(OpError::NotFound),
                     }
                 }
             };

@@ -101,6 +101,7 @@ fn kind_of(t: ObjectType) -> Result<ObjectKind, OpError> {
         ObjectType::Template => ObjectKind::Template,
         ObjectType::SplitKey => ObjectKind::SplitKey,
         ObjectType::PgpKey => ObjectKind::PgpKey,
+        ObjectType::CertificateRequest => ObjectKind::CertificateRequest,
         _ => {
             return Err(OpError::FeatureNotSupported(
                 "this Object Type is not stored here".into(),
@@ -120,6 +121,7 @@ pub(super) fn object_type_of(k: ObjectKind) -> ObjectType {
         ObjectKind::Template => ObjectType::Template,
         ObjectKind::SplitKey => ObjectType::SplitKey,
         ObjectKind::PgpKey => ObjectType::PgpKey,
+        ObjectKind::CertificateRequest => ObjectType::CertificateRequest,
     }
 }
 

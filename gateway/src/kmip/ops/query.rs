@@ -18,6 +18,7 @@ pub const SUPPORTED_OBJECT_TYPES: &[ObjectType] = &[
     ObjectType::SplitKey,
     ObjectType::Template,
     ObjectType::PgpKey,
+    ObjectType::CertificateRequest,
 ];
 
 /// The last Operation code KMIP 1.x defines (Export, 1.4 §9.1.3.2.27); later ones are 2.x only.
@@ -32,12 +33,17 @@ fn operations_of(operations: &[Operation], version: ProtocolVersion) -> Vec<Oper
         .collect()
 }
 
-/// The object types a client of `version` is told of: Templates exist in KMIP 1.x only.
+/// The object types a client of `version` is told of: Templates exist in KMIP 1.x only,
+/// Certificate Requests in 2.x only.
 fn object_types(version: ProtocolVersion) -> Vec<ObjectType> {
     SUPPORTED_OBJECT_TYPES
         .iter()
         .copied()
-        .filter(|t| *t != ObjectType::Template || !version.is_v2())
+        .filter(|t| match t {
+            ObjectType::Template => !version.is_v2(),
+            ObjectType::CertificateRequest => version.is_v2(),
+            _ => true,
+        })
         .collect()
 }
 

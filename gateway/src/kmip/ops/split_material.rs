@@ -1,6 +1,7 @@
-//! How a Split Key or a PGP Key is kept in a backend: their fields beyond the Key Block (Key Part
-//! Identifier, Threshold, Method, PGP Key Version) are not attributes, so the object's material
-//! is its own TTLV structure, read back whole by Get. A Split Key's is preceded by the identifier
+//! How a Split Key, a PGP Key or a Certificate Request is kept in a backend: their fields beyond
+//! the Key Block (Key Part Identifier, Threshold, Method, PGP Key Version, Certificate Request
+//! Type) are not attributes, so the object's material is its own TTLV structure, read back whole
+//! by Get. A Split Key's is preceded by the identifier
 //! of the split it belongs to, which Join Split Key compares.
 
 use super::OpError;
@@ -20,7 +21,7 @@ pub(super) type SplitGroup = [u8; 16];
 /// split are told apart by their fields alone.
 pub(super) const REGISTERED: SplitGroup = [0; 16];
 
-/// The stored material of a Split Key (with its group) or a PGP Key.
+/// The stored material of a Split Key (with its group), a PGP Key or a Certificate Request.
 pub(super) fn encode(
     object: &ManagedObject,
     group: &SplitGroup,
@@ -37,8 +38,8 @@ pub(super) fn encode(
     Ok(out)
 }
 
-/// The object `uid` of `kind` stored as `material`, and its split's group (a PGP Key's is
-/// [`REGISTERED`]).
+/// The object `uid` of `kind` stored as `material`, and its split's group (a PGP Key's or a
+/// Certificate Request's is [`REGISTERED`]).
 pub(super) fn decode_object(
     uid: &str,
     kind: ObjectKind,
@@ -53,13 +54,25 @@ pub(super) fn decode_object(
             (ObjectType::SplitKey, *group, body)
         }
         ObjectKind::PgpKey => (ObjectType::PgpKey, REGISTERED, material),
-        _ => return Err(corrupt("not a Split Key or PGP Key")),
+        ObjectKind::CertificateRequest => (ObjectType::CertificateRequest, REGISTERED, material),
+        _ => return Err(corrupt("not a Split Key, PGP Key or Certificate Request")),
     };
     let tree = decode(&bytes::Bytes::copy_from_slice(body), &Limits::default())
         .map_err(|_| corrupt("stored object is not TTLV"))?;
     let object = ManagedObject::from_ttlv(object_type, &tree)
         .map_err(|_| corrupt("stored object does not decode"))?;
     Ok((object, group))
+}
+
+/// Refuses Certificate Request objects to a KMIP 1.x client, whose protocol has none (1.x sends
+/// a CSR to Certify only, as bytes).
+pub(super) fn check_certificate_requests_exist(version: ProtocolVersion) -> Result<(), OpError> {
+    if !version.is_v2() {
+        return Err(OpError::FeatureNotSupported(
+            "Certificate Request objects are KMIP 2.x objects; KMIP 1.x has none".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The checks a Split Key's fields must pass to be stored: a part that can never be joined is

@@ -1283,6 +1283,7 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
         vec![ResultStatus::OperationUndone, ResultStatus::OperationFailed]
     );
 }
+mod cert_request;
 mod export;
 mod server_attrs;
 mod symm;

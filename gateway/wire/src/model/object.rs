@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 use super::attribute::Attribute;
 use super::codec::{self, Node};
 use super::enums::{
-    CertificateType, CryptographicAlgorithm, KeyCompressionType, KeyFormatType, ObjectType,
-    SecretDataType, SplitKeyMethod,
+    CertificateRequestType, CertificateType, CryptographicAlgorithm, KeyCompressionType,
+    KeyFormatType, ObjectType, SecretDataType, SplitKeyMethod,
 };
 use super::error::ModelError;
 use super::version::ProtocolVersion;
@@ -250,6 +250,11 @@ pub enum ManagedObject {
         value: Bytes,
     },
     SplitKey(SplitKey),
+    /// A Certificate Request (KMIP 2.x): a CSR kept as registered.
+    CertificateRequest {
+        certificate_request_type: CertificateRequestType,
+        value: Bytes,
+    },
     /// A PGP Key: its Key Block's material is the OpenPGP key, kept as opaque bytes.
     PgpKey {
         pgp_key_version: i32,
@@ -274,6 +279,7 @@ fn object_tag(object_type: ObjectType) -> Option<Tag> {
         ObjectType::Template => tags::TEMPLATE,
         ObjectType::SplitKey => tags::SPLIT_KEY,
         ObjectType::PgpKey => tags::PGPKEY,
+        ObjectType::CertificateRequest => tags::CERTIFICATE_REQUEST,
         _ => return None,
     })
 }
@@ -290,6 +296,7 @@ impl ManagedObject {
             ManagedObject::Template { .. } => ObjectType::Template,
             ManagedObject::SplitKey(_) => ObjectType::SplitKey,
             ManagedObject::PgpKey { .. } => ObjectType::PgpKey,
+            ManagedObject::CertificateRequest { .. } => ObjectType::CertificateRequest,
         }
     }
 
@@ -303,6 +310,7 @@ impl ManagedObject {
             | ManagedObject::SplitKey(SplitKey { key_block: kb, .. }) => Some(kb),
             ManagedObject::OpaqueObject { .. }
             | ManagedObject::Certificate { .. }
+            | ManagedObject::CertificateRequest { .. }
             | ManagedObject::Template { .. } => None,
         }
     }
@@ -342,6 +350,10 @@ impl ManagedObject {
             ObjectType::PgpKey => ManagedObject::PgpKey {
                 pgp_key_version: node.req(tags::PGPKEY_VERSION)?.int()?,
                 key_block: KeyBlock::read(&node.req(tags::KEY_BLOCK)?)?,
+            },
+            ObjectType::CertificateRequest => ManagedObject::CertificateRequest {
+                certificate_request_type: node.req_enum(tags::CERTIFICATE_REQUEST_TYPE)?,
+                value: node.req(tags::CERTIFICATE_REQUEST_VALUE)?.bytes()?,
             },
             _ => ManagedObject::Certificate {
                 certificate_type: node.req_enum(tags::CERTIFICATE_TYPE)?,
@@ -406,6 +418,16 @@ impl ManagedObject {
                 vec![
                     codec::int(tags::PGPKEY_VERSION, *pgp_key_version),
                     key_block.to_ttlv(),
+                ],
+            ),
+            ManagedObject::CertificateRequest {
+                certificate_request_type,
+                value,
+            } => (
+                tags::CERTIFICATE_REQUEST,
+                vec![
+                    codec::enumeration(tags::CERTIFICATE_REQUEST_TYPE, *certificate_request_type),
+                    codec::bytes(tags::CERTIFICATE_REQUEST_VALUE, value),
                 ],
             ),
         };
