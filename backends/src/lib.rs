@@ -213,6 +213,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Decrypts with the key `uid`, where it lives.
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError>;
 
+    /// Whether [`Backend::start_stream`] can start multi-part operations here (Query's Streaming
+    /// Capability says so).
+    fn streams(&self) -> bool {
+        false
+    }
+
     /// Starts a multi-part Encrypt or Decrypt with the key `uid`, where it lives. The stream
     /// holds what it needs of the key (bytes in memory, or a token session) until it is
     /// finished or dropped.

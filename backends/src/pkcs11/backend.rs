@@ -368,6 +368,10 @@ impl Backend for Pkcs11Backend {
         .await
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     async fn start_stream(
         &self,
         uid: &str,

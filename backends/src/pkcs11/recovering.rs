@@ -248,6 +248,10 @@ impl Backend for RecoveringPkcs11 {
         self.backend().await?.wrap_key(wrapping, wrapped, pad).await
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     async fn start_stream(
         &self,
         uid: &str,

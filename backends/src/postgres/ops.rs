@@ -333,6 +333,10 @@ impl Backend for PostgresBackend {
         cipher::decrypt_with(o.spec.as_ref().map(|s| s.algorithm), &o.material, req)
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     async fn start_stream(
         &self,
         uid: &str,

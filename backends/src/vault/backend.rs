@@ -189,6 +189,10 @@ impl Backend for Vault {
         cipher::decrypt_with(algorithm, &key, req)
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     async fn start_stream(
         &self,
         uid: &str,

@@ -73,6 +73,7 @@ pub(super) fn query(
     r: &QueryRequest,
     operations: &[Operation],
     version: ProtocolVersion,
+    backend_streams: bool,
 ) -> QueryResponse {
     let mut resp = QueryResponse::default();
     for f in &r.functions {
@@ -84,7 +85,9 @@ pub(super) fn query(
                 resp.server_information = Some(server_information());
             }
             QueryFunction::QueryProfiles => resp.other.extend(profile_information(version)),
-            QueryFunction::QueryCapabilities => resp.other.push(capability_information()),
+            QueryFunction::QueryCapabilities => {
+                resp.other.push(capability_information(backend_streams))
+            }
             _ => {}
         }
     }
@@ -105,10 +108,10 @@ mod tests {
         let request = QueryRequest {
             functions: vec![QueryFunction::QueryOperations, QueryFunction::QueryObjects],
         };
-        let v1 = query(&request, &ops, ProtocolVersion::V1_4);
+        let v1 = query(&request, &ops, ProtocolVersion::V1_4, true);
         assert_eq!(v1.operations, vec![Operation::Get]);
         assert!(v1.object_types.contains(&ObjectType::Template));
-        let v2 = query(&request, &ops, ProtocolVersion::V2_1);
+        let v2 = query(&request, &ops, ProtocolVersion::V2_1, true);
         assert_eq!(v2.operations, ops.to_vec());
         assert!(!v2.object_types.contains(&ObjectType::Template));
     }

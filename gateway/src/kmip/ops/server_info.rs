@@ -78,13 +78,14 @@ pub(super) fn profile_information(version: ProtocolVersion) -> Vec<Ttlv> {
 }
 
 /// What the server can do, as Capability Information states it (KMIP 2.x): Encrypt and Decrypt
-/// stream (Init/Final Indicator, Correlation Value: `stream.rs`), every operation answers at
+/// stream (Init/Final Indicator, Correlation Value: `stream.rs`) where the backend can (not
+/// through the KMIP proxy backend), every operation answers at
 /// once (no asynchronous answers), no attestation, Undo and Continue
 /// batches are honoured, and Destroy deletes the key material (the vault and the token shred it;
 /// PostgreSQL's old row versions are certainly unreadable only once the KEK is rotated away, so
 /// the answer claims deletion, which holds on every backend).
 const CAPABILITIES: &[(Tag, CapabilityValue)] = &[
-    (tags::STREAMING_CAPABILITY, CapabilityValue::Flag(true)),
+    (tags::STREAMING_CAPABILITY, CapabilityValue::BackendStreams),
     (tags::ASYNCHRONOUS_CAPABILITY, CapabilityValue::Flag(false)),
     (tags::ATTESTATION_CAPABILITY, CapabilityValue::Flag(false)),
     (tags::BATCH_UNDO_CAPABILITY, CapabilityValue::Flag(true)),
@@ -98,17 +99,20 @@ const CAPABILITIES: &[(Tag, CapabilityValue)] = &[
 /// A Capability Information field's value.
 enum CapabilityValue {
     Flag(bool),
+    /// Whether the backend streams multi-part operations.
+    BackendStreams,
     /// An enumeration, by its specification name.
     Named(&'static str),
 }
 
 /// The Query Capabilities answer (2.x; pruned for 1.x clients).
-pub(super) fn capability_information() -> Ttlv {
+pub(super) fn capability_information(backend_streams: bool) -> Ttlv {
     let fields = CAPABILITIES
         .iter()
         .filter_map(|(tag, v)| {
             let value = match v {
                 CapabilityValue::Flag(b) => Value::Boolean(*b),
+                CapabilityValue::BackendStreams => Value::Boolean(backend_streams),
                 CapabilityValue::Named(name) => {
                     Value::Enumeration(enum_names_for_tag(*tag)?.value_of(name)?)
                 }
@@ -158,10 +162,18 @@ mod tests {
             profile_information(ProtocolVersion::V2_1).len(),
             PROFILES.iter().filter(|p| p.v2.is_some()).count()
         );
-        let Value::Structure(caps) = capability_information().value else {
+        let Value::Structure(caps) = capability_information(true).value else {
             panic!("Capability Information is a structure");
         };
         assert_eq!(caps.len(), CAPABILITIES.len(), "every capability resolves");
+        // Streaming is the backend's to say: the proxy backend does not stream.
+        for streams in [true, false] {
+            let Value::Structure(caps) = capability_information(streams).value else {
+                panic!("Capability Information is a structure");
+            };
+            let flag = caps.iter().find(|c| c.tag == tags::STREAMING_CAPABILITY);
+            assert_eq!(flag.map(|c| &c.value), Some(&Value::Boolean(streams)));
+        }
     }
 
     /// The "KMIP support" section of README.md.

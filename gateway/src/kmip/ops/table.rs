@@ -225,7 +225,12 @@ pub(crate) const OPERATIONS: &[OpEntry] = &[
     row!(DiscoverVersions, DiscoverVersions, none, listed: true,
         |_, _, r| discover_versions(&r)),
     row!(Query, Query, none, listed: true,
-        |_, ctx, r| query(&r, &supported_operations(), ctx.version)),
+    |ops, ctx, r| query(
+        &r,
+        &supported_operations(),
+        ctx.version,
+        ops.store.backend().streams()
+    )),
     row!(Create, Create, none, listed: true, |ops, ctx, r| ops.create(ctx, r).await?),
     row!(Register, Register, none, listed: true, |ops, ctx, r| ops.register(ctx, r).await?),
     row!(Import, Import, none, listed: true, |ops, ctx, r| ops.import(ctx, r).await?),
