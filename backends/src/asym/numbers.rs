@@ -3,8 +3,8 @@
 //! point. To and from the DER forms keys are kept in (PKCS#8, SubjectPublicKeyInfo); a key
 //! made from numbers is checked by parsing it as the signing code will.
 
-use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, PublicEncryptingKey};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair};
+use num_bigint::BigUint;
 use zeroize::Zeroizing;
 
 use super::der;
@@ -68,13 +68,19 @@ pub fn rsa_private_numbers(pkcs8: &[u8]) -> Result<Vec<Zeroizing<Vec<u8>>>, Back
 }
 
 /// The PKCS#8 RSA private key of the eight numbers (see [`rsa_private_numbers`]), refused
-/// unless they make a consistent key.
+/// unless the modulus is the product of the primes. Keys below the signing code's minimum size
+/// (2048 bits) are kept all the same, as registered keys of any size are: using one for a
+/// signature or a decryption is what fails.
 pub fn rsa_private_from_numbers(numbers: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    let [n, _, _, p, q, ..] = numbers else {
+        return Err(invalid("RSA private key"));
+    };
+    if BigUint::from_bytes_be(n) != BigUint::from_bytes_be(p) * BigUint::from_bytes_be(q) {
+        return Err(invalid("RSA private key"));
+    }
     let owned: Zeroizing<Vec<Vec<u8>>> =
         Zeroizing::new(numbers.iter().map(|n| n.to_vec()).collect());
-    let pkcs8 = Zeroizing::new(der::rsa_pkcs8_from_numbers(&owned)?);
-    RsaKeyPair::from_pkcs8(&pkcs8).map_err(|_| invalid("RSA private key"))?;
-    Ok(pkcs8)
+    Ok(Zeroizing::new(der::rsa_pkcs8_from_numbers(&owned)?))
 }
 
 /// The modulus and public exponent of an RSA SubjectPublicKeyInfo.
@@ -82,12 +88,14 @@ pub fn rsa_public_numbers(spki: &[u8]) -> Result<(Vec<u8>, Vec<u8>), BackendErro
     der::rsa_public_numbers(spki)
 }
 
-/// The SubjectPublicKeyInfo of the RSA public key (`modulus`, `exponent`), refused unless it
-/// parses as one.
+/// The SubjectPublicKeyInfo of the RSA public key (`modulus`, `exponent`), refused unless both
+/// are odd and the exponent is greater than one (any size is kept, as for private keys).
 pub fn rsa_public_from_numbers(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, BackendError> {
-    let spki = der::rsa_spki(modulus, exponent)?;
-    PublicEncryptingKey::from_der(&spki).map_err(|_| invalid("RSA public key"))?;
-    Ok(spki)
+    let odd = |x: &[u8]| x.last().is_some_and(|b| b & 1 == 1);
+    if !odd(modulus) || !odd(exponent) || BigUint::from_bytes_be(exponent) <= BigUint::from(1u8) {
+        return Err(invalid("RSA public key"));
+    }
+    der::rsa_spki(modulus, exponent)
 }
 
 /// The curve and private scalar (its curve's length, big-endian) of an EC key in PKCS#8.
@@ -166,13 +174,15 @@ mod tests {
         let (n, e) = rsa_public_numbers(&pair.public_spki).unwrap();
         assert_eq!((&n, &e), (&*numbers[0], &*numbers[1]));
         assert_eq!(rsa_public_from_numbers(&n, &e).unwrap(), pair.public_spki);
-        // A private exponent that does not belong to the primes is no key.
+        // A prime that does not divide the modulus makes no key.
         let mut wrong = numbers.clone();
-        let last = wrong[2].len() - 1;
-        wrong[2][last] ^= 1;
+        let last = wrong[3].len() - 1;
+        wrong[3][last] ^= 2;
         let refs: Vec<&[u8]> = wrong.iter().map(|n| n.as_slice()).collect();
         assert!(rsa_private_from_numbers(&refs).is_err());
-        assert!(rsa_private_from_numbers(&refs[..7]).is_err());
+        assert!(rsa_private_from_numbers(&refs[..4]).is_err());
+        assert!(rsa_public_from_numbers(&n, &[1]).is_err());
+        assert!(rsa_public_from_numbers(&[0x10], &e).is_err());
     }
 
     #[test]
