@@ -138,9 +138,19 @@ const MANDATORY_FAMILIES: &[(&str, &str)] = &[
     ("v1.4", "SKLC-M-"),
     ("v1.4", "SASED-M-"),
     ("v1.4", "OMOS-M-"),
+    ("v1.4", "AKLC-M-"),
+    ("v1.4", "SKFF-M-"),
+    ("v1.4", "CS-RNG-M-"),
     ("v2.1", "BL-M-"),
     ("v2.1", "SKLC-M-"),
     ("v2.1", "SASED-M-"),
+    ("v2.1", "AKLC-M-"),
+    ("v2.1", "SKFF-M-"),
+    ("v2.1", "CS-RNG-M-"),
+    ("v2.1", "TL-M-"),
+    ("v2.1", "AX-M-"),
+    ("v2.1", "QS-M-"),
+    ("v2.1", "PKCS11-M-"),
 ];
 
 /// Mandatory-family vectors the gateway does not pass (on either backend), each with the reason.

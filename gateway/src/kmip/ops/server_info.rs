@@ -36,6 +36,35 @@ pub(crate) const PROFILES: &[Profile] = &[
         v1: Some("StorageArrayWithSelfEncryptingDriveServerKMIPV1_4"),
         v2: Some("StorageArrayWithSelfEncryptingDriveServer"),
     },
+    Profile {
+        v1: Some("AsymmetricKeyLifecycleServerKMIPV1_4"),
+        v2: Some("AsymmetricKeyLifecycleServer"),
+    },
+    Profile {
+        v1: Some("SymmetricKeyFoundryServerKMIPV1_4"),
+        v2: Some("SymmetricKeyFoundryServer"),
+    },
+    Profile {
+        v1: Some("RNGCryptographicServerKMIPV1_4"),
+        v2: Some("RNGCryptographicServer"),
+    },
+    // TL-M-3-14 contradicts itself (`tests/tests/conformance.rs`): claimed in 2.x only.
+    Profile {
+        v1: None,
+        v2: Some("TapeLibraryServer"),
+    },
+    Profile {
+        v1: None,
+        v2: Some("AESXTSServer"),
+    },
+    Profile {
+        v1: None,
+        v2: Some("QuantumSafeServer"),
+    },
+    Profile {
+        v1: None,
+        v2: Some("PKCS_11Server"),
+    },
 ];
 
 /// The Profile Version a 2.x Profile Information names: the version the profiles were tested at.
