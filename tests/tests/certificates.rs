@@ -310,6 +310,39 @@ backend_tests! {
             let theirs = openssl(&dir, &["pkey", "-in", "array.key", "-pubout"]);
             assert_eq!(ours, theirs, "{ctx}: the certificate is for the CSR's key");
 
+            if version.is_v2() {
+                // The same CSR kept as a Certificate Request object and certified by its
+                // identifier; naming it and sending a CSR as well is refused.
+                let stored = call(&gw, version, RequestPayload::Register(RegisterRequest {
+                    object_type: ObjectType::CertificateRequest,
+                    attributes: Vec::new(),
+                    templates: Vec::new(),
+                    object: ManagedObject::CertificateRequest {
+                        certificate_request_type: kind,
+                        value: csr.clone().into(),
+                    },
+                }));
+                let csr_uid = uid_of(&stored, &ctx);
+                let by_uid = |request: Option<Vec<u8>>, name: &str| {
+                    RequestPayload::Certify(CertifyRequest {
+                        certificate_request_unique_identifier: Some(csr_uid.clone()),
+                        certificate_request_type: request.as_ref().map(|_| kind),
+                        certificate_request: request.map(Into::into),
+                        attributes: vec![Attribute::name(&Name::new(name))],
+                        ..CertifyRequest::default()
+                    })
+                };
+                let item = call(&gw, version, by_uid(None, "issued-from-stored"));
+                let from_stored = uid_of(&item, &ctx);
+                let pem = get_certificate_pem(&gw, version, &from_stored, &dir, "from-stored");
+                assert!(openssl_verifies(&dir, &issuing_ca, &pem), "{ctx}: stored CSR");
+                let ours = openssl(&dir, &["x509", "-in", &pem, "-noout", "-pubkey"]);
+                let theirs = openssl(&dir, &["pkey", "-in", "array.key", "-pubout"]);
+                assert_eq!(ours, theirs, "{ctx}: the stored CSR's key");
+                let both = call(&gw, version, by_uid(Some(csr.clone()), "both"));
+                assert_eq!(both.result_reason, Some(ResultReason::InvalidField), "{ctx}");
+            }
+
             // A CSR whose signature does not verify is refused, and nothing is stored.
             let mut broken = std::fs::read(dir.join("array.csr.der")).unwrap();
             let last = broken.len() - 1;

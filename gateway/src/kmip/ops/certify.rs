@@ -4,6 +4,7 @@
 //! owned by the caller, with the Public Key / Certificate Links between it and its key; and
 //! Re-certify, its renewal.
 
+use super::split_material::decode_object;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::access::facts;
@@ -136,11 +137,50 @@ impl Ops {
         Ok(material.to_vec())
     }
 
+    /// Puts into `r` the stored Certificate Request object it names (2.x Certificate Request
+    /// Unique Identifier), which the caller must be allowed to Get. Naming one and sending one
+    /// is refused: which to certify would be a guess.
+    async fn take_stored_request(
+        &self,
+        ctx: &OpContext<'_>,
+        r: &mut CertifyRequest,
+    ) -> Result<(), OpError> {
+        let Some(uid) = r.certificate_request_unique_identifier.take() else {
+            return Ok(());
+        };
+        if r.certificate_request.is_some() {
+            return Err(OpError::InvalidField(
+                "both a Certificate Request and a Certificate Request Unique Identifier".into(),
+            ));
+        }
+        self.decide_on(ctx, PolicyOperation::Get, &uid)?;
+        let obj = self.live_object(&uid)?;
+        if obj.kind != ObjectKind::CertificateRequest {
+            return Err(OpError::InvalidField(format!(
+                "{uid} is not a Certificate Request"
+            )));
+        }
+        let material = self.store.read_material(&uid).await?;
+        if let (
+            ManagedObject::CertificateRequest {
+                certificate_request_type,
+                value,
+            },
+            _,
+        ) = decode_object(&uid, obj.kind, &material)?
+        {
+            r.certificate_request_type = Some(certificate_request_type);
+            r.certificate_request = Some(value);
+        }
+        Ok(())
+    }
+
     pub(super) async fn certify(
         &self,
         ctx: &mut OpContext<'_>,
-        r: CertifyRequest,
+        mut r: CertifyRequest,
     ) -> Result<UidResponse, OpError> {
+        self.take_stored_request(ctx, &mut r).await?;
         let ca = self.issuing_ca()?.clone();
         let terms = terms(ctx.now, &r.attributes)?;
         let mut attributes = Vec::with_capacity(r.attributes.len());
@@ -300,8 +340,9 @@ impl Ops {
     pub(super) async fn recertify(
         &self,
         ctx: &mut OpContext<'_>,
-        r: CertifyRequest,
+        mut r: CertifyRequest,
     ) -> Result<UidResponse, OpError> {
+        self.take_stored_request(ctx, &mut r).await?;
         let ca = self.issuing_ca()?.clone();
         let uid = ctx.uid(r.unique_identifier)?;
         let old = self.live_object(&uid)?;

@@ -324,6 +324,8 @@ fn read_certify(node: &Node<'_>) -> R<CertifyRequest> {
         unique_identifier: uid(node)?,
         certificate_request_type: node.opt_enum(tags::CERTIFICATE_REQUEST_TYPE)?,
         certificate_request,
+        certificate_request_unique_identifier: node
+            .opt_text(tags::CERTIFICATE_REQUEST_UNIQUE_IDENTIFIER)?,
         offset: node.opt_interval(tags::OFFSET)?,
         attributes: AttributeGroup::Plain.read(node)?,
     })

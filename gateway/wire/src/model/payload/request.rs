@@ -163,6 +163,8 @@ pub struct CertifyRequest {
     pub certificate_request_type: Option<CertificateRequestType>,
     /// 1.x Certificate Request, 2.x Certificate Request Value.
     pub certificate_request: Option<Bytes>,
+    /// 2.x: a stored Certificate Request object to certify instead of one in the request.
+    pub certificate_request_unique_identifier: Option<String>,
     /// Re-certify only: Initial Date to Activation Date of the new certificate.
     pub offset: Option<u32>,
     pub attributes: Vec<Attribute>,
@@ -544,6 +546,11 @@ impl RequestPayload {
                     r.certificate_request
                         .as_ref()
                         .map(|b| Ttlv::new(request_tag, Value::ByteString(b.clone()))),
+                );
+                items.extend(
+                    r.certificate_request_unique_identifier
+                        .as_deref()
+                        .map(|u| codec::text(tags::CERTIFICATE_REQUEST_UNIQUE_IDENTIFIER, u)),
                 );
                 items.extend(r.offset.map(|o| codec::interval(tags::OFFSET, o)));
                 if !r.attributes.is_empty() {
