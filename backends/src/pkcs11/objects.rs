@@ -380,7 +380,7 @@ mod tests {
     #[test]
     fn foreign_meta_values_are_rejected() {
         assert_eq!(decode_meta(b"KM2\x01\x00\0\0\0\0\0\0\0\0"), None);
-        assert_eq!(decode_meta(b"KM1\x09\x00\0\0\0\0\0\0\0\0"), None);
+        assert_eq!(decode_meta(b"KM1\x7f\x00\0\0\0\0\0\0\0\0"), None);
         assert_eq!(decode_meta(b"KM1\x01\x00\0\0\0"), None);
         assert!(decode_meta(b"KM1\x01\x00\0\0\0\0\0\0\0\0").is_some());
         assert_eq!(decode_meta(b""), None);

@@ -12,6 +12,7 @@ mod read_request;
 mod request;
 mod response;
 mod split;
+mod write_request;
 
 use super::codec::{self, Node};
 use super::enums::{BlockCipherMode, CryptographicAlgorithm, HashingAlgorithm, PaddingMethod};
