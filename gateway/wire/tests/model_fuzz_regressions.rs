@@ -4,7 +4,7 @@
 
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{decode, Limits, Tag, Value};
+use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
 
 const V1_0: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
 const V2_1: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 };
@@ -223,4 +223,53 @@ fn delete_attribute_keeps_its_index_in_2_x() {
         current: None,
     });
     assert_eq!(round_trip(V2_1, payload.clone()), payload);
+}
+
+/// A Hash answer in a KMIP 1.1 message (the fuzz input `regression-hash-answer-in-1-1`): 1.1
+/// defines neither Hash nor Data, so a typed Hash answer was written without its Data and could
+/// not be read back. An operation the version does not define is kept as it came.
+#[test]
+fn an_answer_to_an_operation_the_version_lacks_is_kept_as_it_came() {
+    let item = Ttlv::structure(
+        tags::BATCH_ITEM,
+        vec![
+            Ttlv::new(tags::OPERATION, Value::Enumeration(0x27)),
+            Ttlv::new(tags::RESULT_STATUS, Value::Enumeration(0)),
+            Ttlv::structure(
+                tags::RESPONSE_PAYLOAD,
+                vec![Ttlv::new(
+                    tags::DATA,
+                    Value::ByteString(b"digest".to_vec().into()),
+                )],
+            ),
+        ],
+    );
+    for (minor, typed) in [(1, false), (2, true), (4, true)] {
+        let version = ProtocolVersion { major: 1, minor };
+        let header = Ttlv::structure(
+            tags::RESPONSE_HEADER,
+            vec![
+                version.to_ttlv(),
+                Ttlv::new(tags::TIME_STAMP, Value::DateTime(1_600_000_000)),
+                Ttlv::new(tags::BATCH_COUNT, Value::Integer(1)),
+            ],
+        );
+        let msg = Ttlv::structure(tags::RESPONSE_MESSAGE, vec![header, item.clone()]);
+        let read = ResponseMessage::from_ttlv(&msg).unwrap();
+        assert_eq!(
+            matches!(read.items[0].payload, Some(ResponsePayload::Hash(_))),
+            typed,
+            "1.{minor}"
+        );
+        let written = read.to_ttlv();
+        let again = ResponseMessage::from_ttlv(&written).unwrap();
+        assert_eq!(again.to_ttlv(), written, "1.{minor}");
+    }
+    assert!(operation_defined(0x2B, ProtocolVersion::V1_4));
+    assert!(!operation_defined(
+        0x2A,
+        ProtocolVersion { major: 1, minor: 3 }
+    ));
+    assert!(!operation_defined(0x1D, V1_0));
+    assert!(operation_defined(0x3A, V2_1));
 }

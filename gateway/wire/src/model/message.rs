@@ -383,13 +383,20 @@ impl ResponseBatchItem {
         }
     }
 
-    fn read(node: &Node<'_>) -> Result<ResponseBatchItem, ModelError> {
+    /// Reads one item of a message in `version`. The answer of an operation `version` does not
+    /// define is kept as it came: typed, it would be written without the fields the version
+    /// lacks (a Hash answer in 1.1 loses its Data) and could not be read back.
+    fn read(node: &Node<'_>, version: ProtocolVersion) -> Result<ResponseBatchItem, ModelError> {
         node.structure()?;
         let operation: Option<Operation> = node.opt_enum(tags::OPERATION)?;
         let payload = match (node.opt(tags::RESPONSE_PAYLOAD), operation) {
             (None, _) => None,
-            (Some(p), Some(op)) => Some(ResponsePayload::read(op, &p)?),
-            (Some(p), None) => Some(ResponsePayload::Raw(p.ttlv.clone())),
+            (Some(p), Some(op))
+                if super::operation_defined(super::KmipEnum::to_u32(op), version) =>
+            {
+                Some(ResponsePayload::read(op, &p)?)
+            }
+            (Some(p), _) => Some(ResponsePayload::Raw(p.ttlv.clone())),
         };
         Ok(ResponseBatchItem {
             operation,
@@ -473,7 +480,7 @@ impl ResponseMessage {
         }
         let items = root
             .all(tags::BATCH_ITEM)
-            .map(|n| ResponseBatchItem::read(&n))
+            .map(|n| ResponseBatchItem::read(&n, header.protocol_version))
             .collect::<Result<_, _>>()?;
         Ok(ResponseMessage { header, items })
     }

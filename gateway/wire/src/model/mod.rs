@@ -71,4 +71,4 @@ pub use payload::{
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
 pub use payload::{Pkcs11Request, Pkcs11Response};
-pub use version::{prune_undefined, tag_defined, ProtocolVersion};
+pub use version::{operation_defined, prune_undefined, tag_defined, ProtocolVersion};

@@ -106,6 +106,23 @@ pub fn tag_defined(tag: Tag, version: ProtocolVersion) -> bool {
     }
 }
 
+/// The last Operation code each KMIP 1.x minor version defines: 1.0 ends with Put, 1.1 adds
+/// Re-key Key Pair and Discover Versions, 1.2 the cryptographic operations up to Join Split Key,
+/// 1.4 Import and Export (1.3 adds none).
+const V1_LAST_OPERATION: [u32; 5] = [0x1C, 0x1E, 0x29, 0x29, 0x2B];
+
+/// Whether KMIP `version` defines the operation `code` (every code in 2.x).
+pub fn operation_defined(code: u32, version: ProtocolVersion) -> bool {
+    if version.is_v2() {
+        return true;
+    }
+    let last = usize::try_from(version.minor)
+        .ok()
+        .and_then(|m| V1_LAST_OPERATION.get(m))
+        .or(V1_LAST_OPERATION.last());
+    last.is_some_and(|last| code <= *last)
+}
+
 /// Removes, recursively, every item whose tag `version` does not define.
 pub fn prune_undefined(ttlv: &mut Ttlv, version: ProtocolVersion) {
     if let crate::ttlv::Value::Structure(items) = &mut ttlv.value {
