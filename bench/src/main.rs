@@ -16,7 +16,9 @@ use kmip_gateway::client::ClientTls;
 use kmip_wire::model::ProtocolVersion;
 use ops::Targets;
 use plot::{Run, Side};
-use run::{Limit, Mix, RunError, Scenario, Spec, DEFAULT_PRELOAD};
+use run::{
+    Fixture, Limit, Mix, RunError, Scenario, Spec, DEFAULT_PRELOAD, DEFAULT_PRELOAD_CONCURRENCY,
+};
 use serde_json::json;
 use stats::Stats;
 use std::path::PathBuf;
@@ -155,9 +157,19 @@ struct RunArgs {
     /// Open loop: iterations started per second, whatever the server's speed.
     #[arg(long)]
     rate: Option<f64>,
-    /// Keys created before measuring (get, locate, rdl-boot, health, mixed).
+    /// Keys created before measuring (get, locate, locate-attr, rdl-boot, health, mixed).
     #[arg(long, default_value_t = DEFAULT_PRELOAD)]
     preload: usize,
+    /// Parallel requests while preloading.
+    #[arg(long, default_value_t = DEFAULT_PRELOAD_CONCURRENCY)]
+    preload_concurrency: usize,
+    /// After preloading, write the keys' tag and identifiers to this file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["fixture_load", "compare"])]
+    fixture_save: Option<PathBuf>,
+    /// Measure the keys a run with --fixture-save preloaded into the same server, instead of
+    /// preloading (a million keys take minutes to create).
+    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
+    fixture_load: Option<PathBuf>,
     /// Weights of the mixed scenario.
     #[arg(long, default_value = "get=8,locate=1,create=1")]
     mix: String,
@@ -374,6 +386,7 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         mix: Mix::parse(&args.mix)?,
         server_pid: args.server_pid,
         progress: progress::wanted(args.quiet),
+        preload_concurrency: args.preload_concurrency,
     };
     if args.preload == 0
         && matches!(
@@ -382,8 +395,10 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
                 | Scenario::Health
                 | Scenario::Get
                 | Scenario::Locate
+                | Scenario::LocateAttr
                 | Scenario::Mixed
         )
+        && args.fixture_load.is_none()
     {
         return Err(BenchError::NoPreload("this scenario"));
     }
@@ -394,11 +409,19 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
         "concurrency": spec.concurrency,
         "limit": format!("{:?}", spec.limit),
         "rate": spec.rate,
-        "preload": args.preload,
+        "preload": if args.fixture_load.is_some() { 0 } else { args.preload },
+        "fixture_load": args.fixture_load.as_ref().map(|p| p.display().to_string()),
     });
     match Targets::new(&args.compare, &args.server_name, &tls, args.version) {
         None => {
-            let fixture = Arc::new(run::preload(target_a.first(), &spec, args.preload).await?);
+            let fixture = match &args.fixture_load {
+                Some(path) => Fixture::load(path)?,
+                None => run::preload(target_a.first(), &spec, args.preload).await?,
+            };
+            if let Some(path) = &args.fixture_save {
+                fixture.save(path)?;
+            }
+            let fixture = Arc::new(fixture);
             let stats = run::round(&target_a, &fixture, &spec).await?;
             stats.print(&format!("{:?} against {}", spec.scenario, target_a.label()));
             let report =

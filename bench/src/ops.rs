@@ -1,5 +1,6 @@
 //! One KMIP connection of the bench and the typed operations the scenarios send over it.
 
+use crate::run::BUCKET_ATTRIBUTE;
 use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_wire::model::{
     usage_mask, Attribute, CreateRequest, CryptographicAlgorithm, DiscoverVersionsRequest,
@@ -154,10 +155,12 @@ impl Conn {
     }
 
     /// Creates an AES-256 key, optionally named and in an Object Group; returns its identifier.
+    /// Creates an AES-256 key with an optional Name, Object Group and `x-bench-bucket` value.
     pub(crate) async fn create(
         &mut self,
         name: Option<&str>,
         group: Option<&str>,
+        bucket: Option<&str>,
     ) -> Result<String, OpError> {
         let mut attributes = vec![
             Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
@@ -169,6 +172,7 @@ impl Conn {
         ];
         attributes.extend(name.map(|n| Attribute::name(&Name::new(n))));
         attributes.extend(group.map(|g| Attribute::text(tags::OBJECT_GROUP, g)));
+        attributes.extend(bucket.map(bucket_attribute));
         match self
             .call(RequestPayload::Create(CreateRequest {
                 templates: Vec::new(),
@@ -205,6 +209,28 @@ impl Conn {
             .await?
         {
             ResponsePayload::Locate(r) => Ok(r.unique_identifiers),
+            _ => Err(OpError::Unexpected("Locate answered with another payload")),
+        }
+    }
+
+    /// Locates the AES-256 keys of one `x-bench-bucket` value: two of the three filter
+    /// attributes match every preloaded key, the third a hundred. Returns how many were found.
+    pub(crate) async fn locate_bucket(&mut self, bucket: &str) -> Result<usize, OpError> {
+        match self
+            .call(RequestPayload::Locate(LocateRequest {
+                attributes: vec![
+                    Attribute::enumeration(
+                        tags::CRYPTOGRAPHIC_ALGORITHM,
+                        CryptographicAlgorithm::Aes,
+                    ),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, KEY_BITS),
+                    bucket_attribute(bucket),
+                ],
+                ..LocateRequest::default()
+            }))
+            .await?
+        {
+            ResponsePayload::Locate(r) => Ok(r.unique_identifiers.len()),
             _ => Err(OpError::Unexpected("Locate answered with another payload")),
         }
     }
@@ -280,4 +306,12 @@ fn uid_request(uid: &str) -> UidRequest {
     UidRequest {
         unique_identifier: Some(uid.to_owned()),
     }
+}
+
+fn bucket_attribute(bucket: &str) -> Attribute {
+    Attribute::vendor(
+        "x",
+        BUCKET_ATTRIBUTE,
+        kmip_wire::ttlv::Value::TextString(bucket.to_owned()),
+    )
 }

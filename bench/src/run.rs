@@ -14,12 +14,19 @@ use tokio::sync::Mutex;
 
 /// Objects per Object Group among the preloaded keys: a Locate by group returns this many.
 pub(crate) const GROUP_SIZE: usize = 10;
+/// Preloaded keys sharing one value of the custom attribute [`BUCKET_ATTRIBUTE`]: what a
+/// `locate-attr` filter matches, among every other preloaded key of the same algorithm and length.
+pub(crate) const BUCKET_SIZE: usize = 100;
+/// The custom attribute (`x-bench-bucket` in KMIP 1.x, a Vendor Attribute of vendor `x` in 2.x)
+/// every preloaded key carries, as hypervisors tag keys with their VM.
+pub(crate) const BUCKET_ATTRIBUTE: &str = "bench-bucket";
 /// What `echo` Gets: the echo server answers every request alike.
 const ECHO_UID: &str = "00000000-0000-4000-8000-000000000000";
 /// Preloaded keys when a scenario needs some and `--preload` is not given.
 pub(crate) const DEFAULT_PRELOAD: usize = 100;
-/// Parallel requests while preloading: enough to keep a server busy without flooding it.
-const PRELOAD_PARALLELISM: usize = 8;
+/// Parallel requests while preloading, unless `--preload-concurrency` says otherwise: enough to
+/// keep a server busy without flooding it.
+pub(crate) const DEFAULT_PRELOAD_CONCURRENCY: usize = 8;
 /// How long idle connections are held after the last one opened, before RSS is read again:
 /// lets the server settle its per-connection buffers.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
@@ -31,6 +38,9 @@ pub(crate) enum Scenario {
     Lifecycle,
     Get,
     Locate,
+    /// Locate by Cryptographic Algorithm, Cryptographic Length and one value of the custom
+    /// attribute `x-bench-bucket`: [`BUCKET_SIZE`] hits among every preloaded key.
+    LocateAttr,
     Mixed,
     Idle,
     TlsHandshake,
@@ -46,6 +56,7 @@ impl Scenario {
                 | Scenario::Health
                 | Scenario::Get
                 | Scenario::Locate
+                | Scenario::LocateAttr
                 | Scenario::Mixed
         )
     }
@@ -69,6 +80,8 @@ pub(crate) enum RunError {
     Mix(String),
     #[error("read {path}: {problem}")]
     Rss { path: String, problem: String },
+    #[error("fixture file {path}: {problem}")]
+    Fixture { path: String, problem: String },
 }
 
 /// When a round ends.
@@ -133,6 +146,8 @@ pub(crate) struct Spec {
     pub server_pid: Option<u32>,
     /// Draw progress bars (stderr is a terminal and no `--quiet`).
     pub progress: bool,
+    /// Parallel requests while preloading.
+    pub preload_concurrency: usize,
 }
 
 /// Keys created before measuring, so reads have something to read.
@@ -142,6 +157,72 @@ pub(crate) struct Fixture {
     pub groups: Vec<String>,
     /// Prefix of every name and group this run creates, unique per invocation.
     pub tag: String,
+}
+
+impl Fixture {
+    /// The fixture of keys `tag-k0`, `tag-k1`, … whose identifiers are `uids`: names, groups
+    /// and buckets follow from the tag and the position.
+    fn new(tag: String, uids: Vec<String>) -> Fixture {
+        let count = uids.len();
+        Fixture {
+            names: (0..count).map(|i| format!("{tag}-k{i}")).collect(),
+            groups: (0..count.div_ceil(GROUP_SIZE))
+                .map(|g| format!("{tag}-g{g}"))
+                .collect(),
+            uids,
+            tag,
+        }
+    }
+
+    /// The `x-bench-bucket` value of the preloaded key at `i`.
+    pub(crate) fn bucket(&self, i: usize) -> String {
+        bucket_of(&self.tag, i)
+    }
+
+    /// Preloaded keys in the bucket of the key at `i`.
+    pub(crate) fn bucket_len(&self, i: usize) -> usize {
+        let start = i / BUCKET_SIZE * BUCKET_SIZE;
+        self.uids.len().saturating_sub(start).min(BUCKET_SIZE)
+    }
+
+    /// Writes the tag and the identifiers, so that later runs (`--fixture-load`) measure the
+    /// same keys without preloading them again.
+    pub(crate) fn save(&self, path: &std::path::Path) -> Result<(), RunError> {
+        let text = serde_json::json!({ "tag": self.tag, "uids": self.uids }).to_string();
+        std::fs::write(path, text).map_err(|e| RunError::Fixture {
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })
+    }
+
+    pub(crate) fn load(path: &std::path::Path) -> Result<Fixture, RunError> {
+        let bad = |problem: String| RunError::Fixture {
+            path: path.display().to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let saved: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let tag = saved["tag"]
+            .as_str()
+            .ok_or_else(|| bad("no \"tag\"".into()))?
+            .to_owned();
+        let uids: Vec<String> = saved["uids"]
+            .as_array()
+            .ok_or_else(|| bad("no \"uids\"".into()))?
+            .iter()
+            .map(|u| u.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("an identifier is not a string".into()))?;
+        if uids.is_empty() {
+            return Err(bad("no keys".into()));
+        }
+        Ok(Fixture::new(tag, uids))
+    }
+}
+
+fn bucket_of(tag: &str, i: usize) -> String {
+    format!("{tag}-b{}", i / BUCKET_SIZE)
 }
 
 /// Creates `count` named keys in groups of [`GROUP_SIZE`] (none if the scenario reads nothing).
@@ -175,13 +256,14 @@ pub(crate) async fn preload(
         Total::Items(count as u64),
     );
     let mut tasks = Vec::new();
-    for _ in 0..PRELOAD_PARALLELISM.min(count) {
-        let (target, names, groups, next, done) = (
+    for _ in 0..spec.preload_concurrency.max(1).min(count) {
+        let (target, names, groups, next, done, tag) = (
             target.clone(),
             names.clone(),
             groups.clone(),
             next.clone(),
             progress.counter(),
+            tag.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&target).await?;
@@ -190,7 +272,11 @@ pub(crate) async fn preload(
                 let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
                 let Some(name) = names.get(i) else { break };
                 let uid = conn
-                    .create(Some(name), groups.get(i / GROUP_SIZE).map(String::as_str))
+                    .create(
+                        Some(name),
+                        groups.get(i / GROUP_SIZE).map(String::as_str),
+                        Some(&bucket_of(&tag, i)),
+                    )
                     .await?;
                 // The first Get of a key is a durable write (Fresh becomes false); on a PKCS#11
                 // token that write costs ~100 ms. Doing it here keeps the measured Gets reads.
@@ -216,12 +302,7 @@ pub(crate) async fn preload(
         }
     }
     progress.finish();
-    Ok(Fixture {
-        uids,
-        names: Arc::unwrap_or_clone(names),
-        groups: Arc::unwrap_or_clone(groups),
-        tag,
-    })
+    Ok(Fixture::new(tag, uids))
 }
 
 /// SplitMix64: a tiny deterministic generator to pick keys and mix operations (statistical
@@ -292,7 +373,11 @@ impl Worker {
                 // The echo server answers any identifier; this one has a gateway UID's length.
                 timed(stats, "Get", conn.lock().await.get(ECHO_UID)).await
             }
-            Scenario::Get | Scenario::Locate | Scenario::Lifecycle | Scenario::Mixed => {
+            Scenario::Get
+            | Scenario::Locate
+            | Scenario::LocateAttr
+            | Scenario::Lifecycle
+            | Scenario::Mixed => {
                 let Some(conn) = conn else {
                     return Err(OpError::Unexpected("no connection"));
                 };
@@ -300,6 +385,20 @@ impl Worker {
                 match self.spec.scenario {
                     Scenario::Get => timed(stats, "Get", c.get(&fixture.uids[pick])).await,
                     Scenario::Locate => locate(stats, &mut c, &fixture, pick, seq).await,
+                    Scenario::LocateAttr => {
+                        let want = fixture.bucket_len(pick);
+                        timed(stats, "Locate/Attributes", async {
+                            let found = c.locate_bucket(&fixture.bucket(pick)).await?;
+                            if found == want {
+                                Ok(())
+                            } else {
+                                Err(OpError::Unexpected(
+                                    "Locate by attributes missed keys of the bucket",
+                                ))
+                            }
+                        })
+                        .await
+                    }
                     Scenario::Lifecycle => lifecycle(stats, &mut c, &fixture, seq).await,
                     _ => {
                         let mix = self.spec.mix;
@@ -312,7 +411,7 @@ impl Worker {
                             // Names are unique server-side and `seq` restarts every round.
                             let name =
                                 format!("{}-mixed-{seq}-{:016x}", fixture.tag, self.rng.next());
-                            timed(stats, "Create", c.create(Some(&name), None))
+                            timed(stats, "Create", c.create(Some(&name), None, None))
                                 .await
                                 .map(drop)
                         }
@@ -351,7 +450,7 @@ async fn lifecycle(
     seq: u64,
 ) -> Result<(), OpError> {
     let name = format!("{}-life-{seq}", fixture.tag);
-    let uid = timed(stats, "Create", c.create(Some(&name), None)).await?;
+    let uid = timed(stats, "Create", c.create(Some(&name), None, None)).await?;
     timed(stats, "Activate", c.activate(&uid)).await?;
     timed(stats, "Get", c.get(&uid)).await?;
     timed(stats, "Revoke", c.revoke(&uid)).await?;

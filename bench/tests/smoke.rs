@@ -71,6 +71,29 @@ fn every_scenario_runs_cleanly_against_the_gateway() {
         args.extend(common);
         assert_clean(&bench(&gw, &target, &args), scenario);
     }
+    // 250 keys: two full buckets of 100 and one of 50, each found exactly (any other count is
+    // an error of the run), although algorithm and length match all 250.
+    let fixture = tempfile::NamedTempFile::new().unwrap();
+    let fixture_path = fixture.path().to_str().unwrap();
+    let mut args = vec!["--scenario", "locate-attr", "--preload", "250"];
+    args.extend([
+        "--preload-concurrency",
+        "16",
+        "--fixture-save",
+        fixture_path,
+    ]);
+    args.extend(common);
+    assert_clean(&bench(&gw, &target, &args), "locate-attr");
+    // The saved keys are measured again without a preload.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.path()).unwrap()).unwrap();
+    assert_eq!(saved["uids"].as_array().unwrap().len(), 250);
+    for scenario in ["get", "locate", "locate-attr"] {
+        let mut args = vec!["--scenario", scenario, "--fixture-load", fixture_path];
+        args.extend(common);
+        let report = bench(&gw, &target, &args);
+        assert_clean(&report, &format!("{scenario} --fixture-load"));
+    }
     // Open loop: 40 iterations due at 200/s.
     let mut args = vec!["--scenario", "get", "--preload", "5", "--rate", "200"];
     args.extend(common);

@@ -281,6 +281,7 @@ pub async fn run(
         })
         .and_then(|b| b.install_recorder())
         .map_err(|e| StartError::Metrics(e.to_string()))?;
+    let opening = std::time::Instant::now();
     let backend = open_backend(&cfg, secrets).await?;
     let store = Arc::new(
         Store::open(backend.clone())
@@ -290,6 +291,7 @@ pub async fn run(
     info!(
         backend = backend.name(),
         objects = store.len(),
+        open_ms = opening.elapsed().as_millis() as u64,
         "backend opened"
     );
     let tls = Arc::new(ArcSwap::from_pointee(TlsState::build(&cfg, None)?));
