@@ -877,3 +877,161 @@ fn serve_refuses_a_data_folder_without_the_mapping_vault_and_init_makes_it() {
         gw.log()
     );
 }
+
+/// The proxy's `[admin]` with a token file, for `upstream adopt` and the admin endpoints.
+fn admin_table(proxy_dir: &Path) -> String {
+    format!(
+        "[admin]\ntoken_file = {:?}\n",
+        proxy_dir.join("admin.token")
+    )
+}
+
+/// A proxy in front of `upstream` whose admin listener takes the token of `admin.token`.
+fn proxy_with_admin(upstream: &GatewayUpstream) -> Proxy {
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let config = proxy.path("gateway.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&admin_table(proxy.dir.path()));
+    std::fs::write(&config, text).unwrap();
+    proxy
+}
+
+/// `kmip-gateway upstream adopt --user USER WHICH…` against the proxy `gw`.
+fn adopt(proxy: &Proxy, gw: &GatewayProcess, user: &str, which: &[&str]) -> (bool, String) {
+    let addr = gw.admin_addr().expect("admin listener").to_string();
+    let token = proxy.path("admin.token").display().to_string();
+    let mut args = vec![
+        "upstream",
+        "adopt",
+        "--user",
+        user,
+        "--admin",
+        &addr,
+        "--token-file",
+        &token,
+        "--operator",
+        "carol",
+    ];
+    args.extend_from_slice(which);
+    kmip_e2e::gateway_cli(&args)
+}
+
+/// Objects made on the upstream directly (before the proxy) are adopted for one tenant, by
+/// identifier and by Name; that tenant then uses them through the proxy under the upstream's
+/// identifiers, the other tenant cannot see them, and every wrong adoption is refused.
+#[tokio::test]
+async fn objects_made_upstream_before_are_adopted_for_one_user() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = upstream.direct().await;
+    let by_uid = direct.active_key("legacy-1").await;
+    let by_name = direct.active_key("legacy-2").await;
+    let proxy = proxy_with_admin(&upstream);
+    let gw = proxy.start();
+
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &by_uid]);
+    assert!(ok, "{out}\n{}", gw.log());
+    assert!(
+        out.contains(&format!(
+            "adopted {by_uid} for {OWNER}: Active SymmetricKey"
+        )) && out.contains("legacy-1"),
+        "{out}"
+    );
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--name", "legacy-2"]);
+    assert!(ok && out.contains(&format!("adopted {by_name} ")), "{out}");
+
+    // The owner uses them under the upstream's identifiers, with the upstream's material.
+    let mut owner = proxy.client(&gw, OWNER).await;
+    for (id, name) in [(&by_uid, "legacy-1"), (&by_name, "legacy-2")] {
+        assert_eq!(owner.key(id).await, direct.key(id).await);
+        let sealed = owner.round_trip(id, b"adopted keys encrypt").await;
+        let ResponsePayload::Decrypt(d) = direct.ok(RequestPayload::Decrypt(cbc(id, sealed))).await
+        else {
+            panic!("Decrypt answered another payload");
+        };
+        assert_eq!(d.data.unwrap().as_slice(), b"adopted keys encrypt");
+        assert_eq!(
+            owner.locate(vec![Attribute::name(&Name::new(name))]).await,
+            vec![id.clone()]
+        );
+    }
+    // The other tenant sees nothing of them.
+    let mut other = proxy.client(&gw, OTHER).await;
+    let seen = other.call(get(&by_uid)).await;
+    assert_eq!(
+        seen.result_reason,
+        Some(ResultReason::ItemNotFound),
+        "{seen:?}"
+    );
+    assert!(other.locate(Vec::new()).await.is_empty());
+
+    // Refused: a second mapping (by identifier or Name), a user not configured, a Name or an
+    // identifier the upstream does not have.
+    for (user, which, why) in [
+        (OTHER, vec!["--uid", by_uid.as_str()], "mapped already"),
+        (OWNER, vec!["--name", "legacy-2"], "mapped already"),
+        ("mallory", vec!["--uid", by_uid.as_str()], "not a user"),
+        (OWNER, vec!["--name", "no-such-name"], "404"),
+        (OWNER, vec!["--uid", "no-such-object"], "404"),
+    ] {
+        let (ok, out) = adopt(&proxy, &gw, user, &which);
+        assert!(!ok && out.contains(why), "{user} {which:?}: {out}");
+    }
+    // An object made through the proxy is mapped already, under its gateway identifier.
+    let made = owner.active_key("via-proxy").await;
+    let mut behind: Vec<String> = direct
+        .locate(Vec::new())
+        .await
+        .into_iter()
+        .filter(|u| *u != by_uid && *u != by_name)
+        .collect();
+    assert_eq!(behind.len(), 1, "{behind:?}");
+    let behind = behind.remove(0);
+    let (ok, out) = adopt(&proxy, &gw, OTHER, &["--uid", &behind]);
+    assert!(
+        !ok && out.contains(&format!("mapped already, to the gateway's object {made}")),
+        "{out}"
+    );
+    // Without the admin token, nothing.
+    let (status, body) = gw.admin_request(
+        "POST",
+        &format!("/upstream/adopt?user={OWNER}&uid={by_uid}"),
+        Some("not-the-admin-token-not-the-admin-token"),
+    );
+    assert_eq!(status, 401, "{body}");
+
+    // Destroy through the proxy destroys upstream.
+    owner.ok(revoke(&by_name)).await;
+    owner.ok(RequestPayload::Destroy(uid(&by_name))).await;
+    let gone = direct.call(get(&by_name)).await;
+    assert_eq!(
+        gone.result_status,
+        ResultStatus::OperationFailed,
+        "{gone:?}"
+    );
+
+    // The audit trail names the operator's adoptions.
+    drop((owner, other));
+    let mut gw = gw;
+    gw.terminate();
+    assert!(gw.wait_exit(BOUNDED).is_some_and(|s| s.success()));
+    let trail = std::fs::read_to_string(proxy.path("data/audit/audit.log")).unwrap();
+    let adoptions: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["operation"] == "Adopt" && r["user"] == "admin:carol")
+        .collect();
+    assert!(
+        adoptions
+            .iter()
+            .any(|r| r["unique_identifiers"][0] == by_uid.as_str()
+                && r["result_status"] == "Success"),
+        "{trail}"
+    );
+    assert!(
+        adoptions
+            .iter()
+            .any(|r| r["result_status"] == "OperationFailed"),
+        "{trail}"
+    );
+}
