@@ -1035,3 +1035,88 @@ async fn objects_made_upstream_before_are_adopted_for_one_user() {
         "{trail}"
     );
 }
+
+/// `kmip-gateway backup` of a proxy takes its upstream map (and says the keys are not in it);
+/// restored into a new data folder, the map serves the same objects: a key made through the
+/// proxy and an adopted one, to their owner only, and the adopted one is still mapped.
+#[tokio::test]
+async fn backup_and_restore_keep_the_proxys_upstream_map() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = upstream.direct().await;
+    let adopted = direct.active_key("legacy").await;
+    let proxy = proxy_with_admin(&upstream);
+    let gw = proxy.start();
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &adopted]);
+    assert!(ok, "{out}");
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let made = owner.active_key("made").await;
+    let keys = [
+        (made.clone(), owner.key(&made).await),
+        (adopted.clone(), owner.key(&adopted).await),
+    ];
+
+    let pass = proxy.path("backup.pass");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pass)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"a long passphrase for the proxy's map\n").unwrap();
+    let archive = proxy.path("proxy.backup");
+    let config = proxy.path("gateway.toml");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("upstream map") && out.contains("no key material"),
+        "{out}"
+    );
+    drop(owner);
+    drop(gw);
+
+    let restored = proxy.path("restored");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "restore".as_ref(),
+        "--in".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+        "--data-dir".as_ref(),
+        restored.as_os_str(),
+    ]);
+    assert!(ok && out.contains("2 objects"), "{out}");
+    assert!(restored.join("upstream-map/vault.log").is_file(), "{out}");
+    // The same site on the restored data folder (its master key and head in
+    // `<data_dir>-secrets`, where restore put them).
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("data_dir = {:?}", proxy.path("data")),
+        &format!("data_dir = {restored:?}"),
+    );
+    assert!(text.contains(&format!("{restored:?}")), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    for (id, key) in &keys {
+        assert_eq!(&owner.key(id).await, key, "{id}\n{}", gw.log());
+        owner.round_trip(id, b"served after restore").await;
+    }
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("legacy"))])
+            .await,
+        vec![adopted.clone()]
+    );
+    let mut other = proxy.client(&gw, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+    let (ok, out) = adopt(&proxy, &gw, OTHER, &["--uid", &adopted]);
+    assert!(!ok && out.contains("mapped already"), "{out}");
+}
