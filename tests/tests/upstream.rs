@@ -2,6 +2,8 @@
 //! binaries: a proxy gateway whose backend is another kmip-gateway (its own vault) or PyKMIP's
 //! server. Clients talk to the proxy with per-user certificates; the upstream sees only the
 //! proxy's one identity and holds the key material, the proxy holds ownership and attributes.
+//! Objects the upstream held before are adopted by the operator (`upstream adopt`), and a
+//! proxy's backup holds its upstream map.
 
 use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
@@ -878,20 +880,14 @@ fn serve_refuses_a_data_folder_without_the_mapping_vault_and_init_makes_it() {
     );
 }
 
-/// The proxy's `[admin]` with a token file, for `upstream adopt` and the admin endpoints.
-fn admin_table(proxy_dir: &Path) -> String {
-    format!(
-        "[admin]\ntoken_file = {:?}\n",
-        proxy_dir.join("admin.token")
-    )
-}
-
-/// A proxy in front of `upstream` whose admin listener takes the token of `admin.token`.
-fn proxy_with_admin(upstream: &GatewayUpstream) -> Proxy {
-    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+/// `proxy` with an `[admin]` token file (`admin.token`), for `upstream adopt`.
+fn with_admin(proxy: Proxy) -> Proxy {
     let config = proxy.path("gateway.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&admin_table(proxy.dir.path()));
+    text.push_str(&format!(
+        "[admin]\ntoken_file = {:?}\n",
+        proxy.path("admin.token")
+    ));
     std::fs::write(&config, text).unwrap();
     proxy
 }
@@ -926,7 +922,7 @@ async fn objects_made_upstream_before_are_adopted_for_one_user() {
     let mut direct = upstream.direct().await;
     let by_uid = direct.active_key("legacy-1").await;
     let by_name = direct.active_key("legacy-2").await;
-    let proxy = proxy_with_admin(&upstream);
+    let proxy = with_admin(Proxy::new(&[upstream.addr], &upstream.pki()));
     let gw = proxy.start();
 
     let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &by_uid]);
@@ -1046,7 +1042,7 @@ async fn backup_and_restore_keep_the_proxys_upstream_map() {
     let upstream = GatewayUpstream::start(&home.path().join("u"));
     let mut direct = upstream.direct().await;
     let adopted = direct.active_key("legacy").await;
-    let proxy = proxy_with_admin(&upstream);
+    let proxy = with_admin(Proxy::new(&[upstream.addr], &upstream.pki()));
     let gw = proxy.start();
     let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &adopted]);
     assert!(ok, "{out}");
@@ -1119,4 +1115,67 @@ async fn backup_and_restore_keep_the_proxys_upstream_map() {
     assert!(other.locate(Vec::new()).await.is_empty());
     let (ok, out) = adopt(&proxy, &gw, OTHER, &["--uid", &adopted]);
     assert!(!ok && out.contains("mapped already"), "{out}");
+}
+
+/// Adoption from PyKMIP's server: by Name, then used through the proxy; a Name that two
+/// upstream objects carry (PyKMIP allows it) is refused, naming the way out.
+#[tokio::test]
+async fn pykmip_server_objects_are_adopted_by_name() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let mut direct = Client::connect(
+        upstream.addr,
+        &pki_dir.path().join("ca.pem"),
+        &pki_dir.path().join("client-purefa.pem"),
+        &pki_dir.path().join("client-purefa.key"),
+    )
+    .await;
+    let legacy = direct.active_key("py-legacy").await;
+    direct.active_key("py-twice").await;
+    direct.active_key("py-twice").await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr], pki_dir.path()));
+    let gw = proxy.start();
+
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--name", "py-legacy"]);
+    assert!(
+        ok && out.contains(&format!("adopted {legacy} ")),
+        "{out}\n{}",
+        gw.log()
+    );
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&legacy).await, direct.key(&legacy).await);
+    owner.round_trip(&legacy, b"adopted from PyKMIP").await;
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--name", "py-twice"]);
+    assert!(
+        !ok && out.contains("more than one") && out.contains("--uid"),
+        "{out}"
+    );
+}
+
+/// Adoption is a KMIP proxy's: a gateway on its own vault says so.
+#[test]
+fn adoption_needs_the_kmip_backend() {
+    let gw = GatewayProcess::start_with(&GatewayOptions {
+        admin: true,
+        ..Default::default()
+    });
+    let addr = gw.admin_addr().expect("admin listener").to_string();
+    let token = gw.admin_token_file().display().to_string();
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream",
+        "adopt",
+        "--user",
+        "purefa",
+        "--uid",
+        "42",
+        "--admin",
+        &addr,
+        "--token-file",
+        &token,
+    ]);
+    assert!(
+        !ok && out.contains("409") && out.contains("kind = \"kmip\""),
+        "{out}"
+    );
 }
