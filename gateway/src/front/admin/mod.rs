@@ -5,7 +5,7 @@
 //! `GET /revocation` (the CRLs in force and their revoked serials, JSON), `POST /reload` (reload
 //! the configuration now and say how it went), `GET /reload` (the last reload's outcome, JSON)
 //! the key administration of [`keys`] under `/keys`, and a KMIP proxy's adoption of upstream
-//! objects (`POST /upstream/adopt`, [`upstream`]).
+//! objects (`POST /upstream/adopt`, `upstream.rs`).
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.
 //!
 //! Who may use it: `/reload`, `/clients`, `/revocation`, `/keys` and `/upstream` need `Authorization: Bearer <token>` (the token file

@@ -141,6 +141,7 @@ pub(super) async fn respond(
     }
     match result {
         Ok(obj) => {
+            tracing::info!(uid = %obj.uid, owner = %owner, operator = %operator, "adopted an upstream object");
             let mut answer = summary(&obj);
             answer.insert("result".into(), "success".into());
             answer.insert("upstream_uid".into(), obj.uid.clone().into());
