@@ -462,14 +462,7 @@ impl Admin {
             };
             let server = self.reloader.server();
             let tls = server.tls.load_full();
-            let dispatcher = &server.dispatcher;
-            return upstream::respond(
-                dispatcher.ops(),
-                dispatcher.audit(),
-                |user| tls.has_user(user),
-                &call,
-            )
-            .await;
+            return upstream::respond(&server.dispatcher, |user| tls.has_user(user), &call).await;
         }
         if keys::is_keys_path(path) {
             let call = keys::KeysCall {

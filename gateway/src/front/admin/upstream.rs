@@ -7,8 +7,10 @@ use super::keys::{
     bad_request, json_response, now, only_known, operator_name, parse_query, summary, AUDIT_VERSION,
 };
 use super::{plain, Response};
-use crate::kmip::ops::{AdoptTarget, OpError, Ops};
-use crate::tooling::audit::{AuditEvent, AuditLog};
+use crate::kmip::dispatch::Dispatcher;
+use crate::kmip::ops::{AdoptTarget, OpError};
+use crate::kmip::store::StoredObject;
+use crate::tooling::audit::AuditEvent;
 use kmip_backends::BackendError;
 use serde_json::{json, Value as Json};
 use std::net::SocketAddr;
@@ -74,8 +76,7 @@ fn status_of(e: &OpError) -> &'static str {
 
 /// Answers one `/upstream…` request. `is_user` says whether a name is a configured user.
 pub(super) async fn respond(
-    ops: &Ops,
-    audit: Option<&Arc<AuditLog>>,
+    dispatcher: &Arc<Dispatcher>,
     is_user: impl Fn(&str) -> bool,
     call: &AdoptCall<'_>,
 ) -> Response {
@@ -98,31 +99,87 @@ pub(super) async fn respond(
             "{owner:?} is not a user of this gateway's configuration ([[users]] name)"
         ));
     }
-    // On a backend several gateways share, a clash with what the others wrote must be seen.
-    if let Err(e) = ops.store.fence().await {
-        return plain(
-            "503 Service Unavailable",
-            &format!("cannot catch up with the other gateways' writes: {e}"),
-        );
-    }
-    let started = SystemTime::now();
-    let result = ops.operator_adopt(&owner, now(), &target).await;
-    let asked = match &target {
-        AdoptTarget::Uid(u) => u.clone(),
-        AdoptTarget::Name(n) => format!("name {n}"),
+    let adoption = Adopt {
+        dispatcher: dispatcher.clone(),
+        operator,
+        owner,
+        target,
+        peer: call.peer,
+        token_id: call.token_id.clone(),
     };
-    let uid = result.as_ref().map(|o| o.uid.clone()).ok();
-    if let Some(audit) = audit {
+    // Its own task: upstream calls may outlast the admin connection's deadline, and cutting
+    // the adoption between the mapping's write and the store's would leave it half done.
+    tokio::spawn(adoption.run()).await.unwrap_or_else(|_| {
+        plain(
+            "500 Internal Server Error",
+            "the adoption task ended without an answer",
+        )
+    })
+}
+
+/// One adoption, owned, run to its end whatever happens to the connection that asked for it.
+struct Adopt {
+    dispatcher: Arc<Dispatcher>,
+    operator: String,
+    owner: String,
+    target: AdoptTarget,
+    peer: SocketAddr,
+    token_id: String,
+}
+
+impl Adopt {
+    async fn run(self) -> Response {
+        let ops = self.dispatcher.ops();
+        // On a backend several gateways share, a clash with what the others wrote must be seen.
+        if let Err(e) = ops.store.fence().await {
+            return plain(
+                "503 Service Unavailable",
+                &format!("cannot catch up with the other gateways' writes: {e}"),
+            );
+        }
+        let started = SystemTime::now();
+        let result = ops.operator_adopt(&self.owner, now(), &self.target).await;
+        let asked = match &self.target {
+            AdoptTarget::Uid(u) => u.clone(),
+            AdoptTarget::Name(n) => format!("name {n}"),
+        };
+        self.record(&asked, started, &result).await;
+        match result {
+            Ok(obj) => {
+                tracing::info!(uid = %obj.uid, owner = %self.owner, operator = %self.operator, "adopted an upstream object");
+                let mut answer = summary(&obj);
+                answer.insert("result".into(), "success".into());
+                answer.insert("upstream_uid".into(), obj.uid.clone().into());
+                json_response("200 OK", &Json::Object(answer))
+            }
+            Err(e) => json_response(
+                status_of(&e),
+                &json!({ "result": "failure", "asked": asked, "error": e.to_string() }),
+            ),
+        }
+    }
+
+    /// The audit record: who (the operator's name, the token's id), from where, which upstream
+    /// object for whom, with what outcome.
+    async fn record(
+        &self,
+        asked: &str,
+        started: SystemTime,
+        result: &Result<Arc<StoredObject>, OpError>,
+    ) {
+        let Some(audit) = self.dispatcher.audit() else {
+            return;
+        };
         audit
             .record(AuditEvent {
                 time: started,
                 conn_id: 0,
-                peer: call.peer,
+                peer: self.peer,
                 cert_subject: "admin token".into(),
-                cert_fingerprint: call.token_id.clone(),
-                user: format!("admin:{operator}"),
+                cert_fingerprint: self.token_id.clone(),
+                user: format!("admin:{}", self.operator),
                 operation: "Adopt".into(),
-                unique_identifiers: uid.into_iter().collect(),
+                unique_identifiers: result.as_ref().map(|o| o.uid.clone()).into_iter().collect(),
                 result_status: if result.is_ok() {
                     "Success".into()
                 } else {
@@ -135,22 +192,9 @@ pub(super) async fn respond(
                 latency_us: started
                     .elapsed()
                     .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-                note: Some(format!("upstream object {asked} for {owner}")),
+                note: Some(format!("upstream object {asked} for {}", self.owner)),
             })
             .await;
-    }
-    match result {
-        Ok(obj) => {
-            tracing::info!(uid = %obj.uid, owner = %owner, operator = %operator, "adopted an upstream object");
-            let mut answer = summary(&obj);
-            answer.insert("result".into(), "success".into());
-            answer.insert("upstream_uid".into(), obj.uid.clone().into());
-            json_response("200 OK", &Json::Object(answer))
-        }
-        Err(e) => json_response(
-            status_of(&e),
-            &json!({ "result": "failure", "asked": asked, "error": e.to_string() }),
-        ),
     }
 }
 
