@@ -377,8 +377,8 @@ pub(super) fn operator_name(given: Option<&str>) -> Result<String, String> {
     let plain = |c: char| c.is_ascii_alphanumeric() || "._@-".contains(c);
     if name.is_empty() || name.len() > MAX_OPERATOR_NAME || !name.chars().all(plain) {
         return Err(format!(
-            "name the operator in the {OPERATOR_HEADER} header (`kmip-gateway keys … --operator \
-             NAME`): 1 to {MAX_OPERATOR_NAME} of A-Z a-z 0-9 . _ @ -"
+            "name the operator in the {OPERATOR_HEADER} header (`kmip-gateway keys|upstream … \
+             --operator NAME`): 1 to {MAX_OPERATOR_NAME} of A-Z a-z 0-9 . _ @ -"
         ));
     }
     Ok(name.to_owned())

@@ -3,7 +3,7 @@
 //! before this listener started; `degraded: …` while the last reload failed, 503 with `?strict`),
 //! `GET /clients` (client certificates with last-seen time and open connections, JSON),
 //! `GET /revocation` (the CRLs in force and their revoked serials, JSON), `POST /reload` (reload
-//! the configuration now and say how it went), `GET /reload` (the last reload's outcome, JSON)
+//! the configuration now and say how it went), `GET /reload` (the last reload's outcome, JSON),
 //! the key administration of [`keys`] under `/keys`, and a KMIP proxy's adoption of upstream
 //! objects (`POST /upstream/adopt`, `upstream.rs`).
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.

@@ -102,7 +102,7 @@ fn adoptable(object_type: ObjectType) -> bool {
 /// Splits the upstream's attributes into those supplied as a Register's client would and
 /// those kept as the server's; the rest (identifier, digest, upstream-only attributes) is
 /// dropped. Refuses an object that adoption cannot make usable.
-pub(crate) fn adopted_attributes(
+fn adopted_attributes(
     upstream_uid: &str,
     attributes: &[Attribute],
 ) -> Result<(ObjectType, Vec<Attribute>, Vec<Attribute>), OpError> {

@@ -274,24 +274,25 @@ pub fn restore(
             })
         })
     };
-    // The key vault, or a KMIP proxy's mapping vault: its folder and head file name.
+    // The key vault, or a KMIP proxy's mapping vault: its entries, manifest key, folder, head
+    // file name, and what the operator is told it is.
     let vaults = [
         (
-            VAULT_LOG,
-            VAULT_KEYS,
+            (VAULT_LOG, VAULT_KEYS),
             "vault-frames",
             "vault",
             crate::config::DEFAULT_HEAD_FILE,
+            "vault",
         ),
         (
-            MAP_LOG,
-            MAP_KEYS,
+            (MAP_LOG, MAP_KEYS),
             "upstream-map-frames",
             crate::config::UPSTREAM_MAP_DIR,
             crate::config::UPSTREAM_MAP_HEAD_FILE,
+            "upstream map (no key material: the keys are on the upstream)",
         ),
     ];
-    for (log_name, keys_name, frames_key, folder, head_file) in vaults {
+    for ((log_name, keys_name), frames_key, folder, head_file, what) in vaults {
         let (Some(log), Some(keys), Some(key)) =
             (find(log_name), find(keys_name), find(MASTER_KEY))
         else {
@@ -313,13 +314,8 @@ pub fn restore(
         let done = kmip_backends::vault::restore(&vault, &key_path, &head_path, &snap)
             .map_err(|e| e.to_string())?;
         out.push_str(&format!(
-            "restored the {} into {}: {} objects, {} frames, MAC chain verified\n\
+            "restored the {what} into {}: {} objects, {} frames, MAC chain verified\n\
              master key {}, chain head {}\n",
-            if folder == "vault" {
-                "vault"
-            } else {
-                "upstream map (no key material: the keys are on the upstream)"
-            },
             vault.display(),
             done.objects,
             done.frames,
