@@ -13,7 +13,7 @@ use crate::front::server::{keep_saved, load_clients_seen, save_clients_seen, Pro
 use crate::front::tls::{TlsSetupError, TlsState};
 use crate::kmip::access::{load_policy, Access, AccessError};
 use crate::kmip::dispatch::Dispatcher;
-use crate::kmip::ops::Ops;
+use crate::kmip::ops::{Adoption, Ops};
 use crate::kmip::store::Store;
 use crate::tooling::audit::AuditLog;
 use crate::tooling::capture::Capture;
@@ -166,6 +166,16 @@ pub async fn open_backend(
     cfg: &GatewayConfig,
     secrets: EnvSecrets,
 ) -> Result<Arc<dyn Backend>, StartError> {
+    Ok(open_backend_parts(cfg, secrets).await?.0)
+}
+
+/// [`open_backend`], with the backend's adoption of objects held before when it has one (the
+/// KMIP proxy's).
+async fn open_backend_parts(
+    cfg: &GatewayConfig,
+    secrets: EnvSecrets,
+) -> Result<(Arc<dyn Backend>, Option<Arc<dyn Adoption>>), StartError> {
+    let only = |b: Arc<dyn Backend>| (b, None);
     match &cfg.backend {
         BackendConfig::Vault {
             dir,
@@ -183,7 +193,7 @@ pub async fn open_backend(
                 },
                 (other, _) => vault_key_source(other),
             };
-            Ok(open_vault(dir, source, head).await?)
+            Ok(only(open_vault(dir, source, head).await?))
         }
         BackendConfig::Kmip(upstream) => {
             use kmip_backends::vault::{HexSecret, MasterKeySource};
@@ -195,9 +205,8 @@ pub async fn open_backend(
                 (other, _) => vault_key_source(other),
             };
             let map = open_vault(&upstream.map_dir, source, &upstream.map_head).await?;
-            Ok(Arc::new(crate::upstream::UpstreamBackend::new(
-                upstream, map,
-            )?))
+            let proxy = Arc::new(crate::upstream::UpstreamBackend::new(upstream, map)?);
+            Ok((proxy.clone(), Some(proxy)))
         }
         BackendConfig::Pkcs11 {
             module,
@@ -219,12 +228,12 @@ pub async fn open_backend(
                 pool_size: *pool_size,
                 acquire_timeout: *acquire_timeout,
             };
-            Ok(RecoveringPkcs11::open(config, pin_file).await?)
+            Ok(only(RecoveringPkcs11::open(config, pin_file).await?))
         }
         BackendConfig::Postgres { .. } => {
             use kmip_backends::postgres::PostgresBackend;
             let (settings, keks) = postgres_parts(cfg, secrets).await?;
-            Ok(Arc::new(PostgresBackend::open(settings, keks).await?))
+            Ok(only(Arc::new(PostgresBackend::open(settings, keks).await?)))
         }
     }
 }
@@ -282,7 +291,7 @@ pub async fn run(
         .and_then(|b| b.install_recorder())
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let opening = std::time::Instant::now();
-    let backend = open_backend(&cfg, secrets).await?;
+    let (backend, adoption) = open_backend_parts(&cfg, secrets).await?;
     let store = Arc::new(
         Store::open(backend.clone())
             .await
@@ -305,6 +314,9 @@ pub async fn run(
         Ops::new(store.clone(), access.clone(), cfg.locate_cache).with_limits(&cfg.limits);
     if let Some(ca) = load_issuing_ca(&cfg)? {
         ops = ops.with_issuing_ca(Arc::new(ca));
+    }
+    if let Some(adoption) = adoption {
+        ops = ops.with_adoption(adoption);
     }
     let audit = match &cfg.audit {
         Some(a) => {

@@ -117,6 +117,10 @@ enum Command {
     /// show, revoke, destroy, export the metadata.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
+    /// A KMIP proxy (`[backend] kind = "kmip"`) and its upstream: adopt an object the upstream
+    /// held before, for one user, through the running gateway's admin listener.
+    #[command(subcommand)]
+    Upstream(cli::upstream::UpstreamCommand),
     /// Certificate authority for the KMIP listener and its clients (the FlashArray setup).
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -334,6 +338,7 @@ fn main() -> ExitCode {
                 .and_then(|target| cli::remote::clients(&target, json)),
         ),
         Command::Keys(cmd) => report(cli::keys::run(cmd)),
+        Command::Upstream(cmd) => report(cli::upstream::run(cmd)),
         Command::Pki(cmd) => report(pki(cmd)),
         Command::User(UserCommand::Add {
             name,

@@ -2,6 +2,8 @@
 //! binaries: a proxy gateway whose backend is another kmip-gateway (its own vault) or PyKMIP's
 //! server. Clients talk to the proxy with per-user certificates; the upstream sees only the
 //! proxy's one identity and holds the key material, the proxy holds ownership and attributes.
+//! Objects the upstream held before are adopted by the operator (`upstream adopt`), and a
+//! proxy's backup holds its upstream map.
 
 use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
@@ -875,5 +877,305 @@ fn serve_refuses_a_data_folder_without_the_mapping_vault_and_init_makes_it() {
         proxy.path("data/upstream-map/vault.log").is_file(),
         "{}",
         gw.log()
+    );
+}
+
+/// `proxy` with an `[admin]` token file (`admin.token`), for `upstream adopt`.
+fn with_admin(proxy: Proxy) -> Proxy {
+    let config = proxy.path("gateway.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[admin]\ntoken_file = {:?}\n",
+        proxy.path("admin.token")
+    ));
+    std::fs::write(&config, text).unwrap();
+    proxy
+}
+
+/// `kmip-gateway upstream adopt --user USER WHICH…` against the proxy `gw`.
+fn adopt(proxy: &Proxy, gw: &GatewayProcess, user: &str, which: &[&str]) -> (bool, String) {
+    let addr = gw.admin_addr().expect("admin listener").to_string();
+    let token = proxy.path("admin.token").display().to_string();
+    let mut args = vec![
+        "upstream",
+        "adopt",
+        "--user",
+        user,
+        "--admin",
+        &addr,
+        "--token-file",
+        &token,
+        "--operator",
+        "carol",
+    ];
+    args.extend_from_slice(which);
+    kmip_e2e::gateway_cli(&args)
+}
+
+/// Objects made on the upstream directly (before the proxy) are adopted for one tenant, by
+/// identifier and by Name; that tenant then uses them through the proxy under the upstream's
+/// identifiers, the other tenant cannot see them, and every wrong adoption is refused.
+#[tokio::test]
+async fn objects_made_upstream_before_are_adopted_for_one_user() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = upstream.direct().await;
+    let by_uid = direct.active_key("legacy-1").await;
+    let by_name = direct.active_key("legacy-2").await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr], &upstream.pki()));
+    let gw = proxy.start();
+
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &by_uid]);
+    assert!(ok, "{out}\n{}", gw.log());
+    assert!(
+        out.contains(&format!(
+            "adopted {by_uid} for {OWNER}: Active SymmetricKey"
+        )) && out.contains("legacy-1"),
+        "{out}"
+    );
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--name", "legacy-2"]);
+    assert!(ok && out.contains(&format!("adopted {by_name} ")), "{out}");
+
+    // The owner uses them under the upstream's identifiers, with the upstream's material.
+    let mut owner = proxy.client(&gw, OWNER).await;
+    for (id, name) in [(&by_uid, "legacy-1"), (&by_name, "legacy-2")] {
+        assert_eq!(owner.key(id).await, direct.key(id).await);
+        let sealed = owner.round_trip(id, b"adopted keys encrypt").await;
+        let ResponsePayload::Decrypt(d) = direct.ok(RequestPayload::Decrypt(cbc(id, sealed))).await
+        else {
+            panic!("Decrypt answered another payload");
+        };
+        assert_eq!(d.data.unwrap().as_slice(), b"adopted keys encrypt");
+        assert_eq!(
+            owner.locate(vec![Attribute::name(&Name::new(name))]).await,
+            vec![id.clone()]
+        );
+    }
+    // The other tenant sees nothing of them.
+    let mut other = proxy.client(&gw, OTHER).await;
+    let seen = other.call(get(&by_uid)).await;
+    assert_eq!(
+        seen.result_reason,
+        Some(ResultReason::ItemNotFound),
+        "{seen:?}"
+    );
+    assert!(other.locate(Vec::new()).await.is_empty());
+
+    // Refused: a second mapping (by identifier or Name), a user not configured, a Name or an
+    // identifier the upstream does not have.
+    for (user, which, why) in [
+        (OTHER, vec!["--uid", by_uid.as_str()], "mapped already"),
+        (OWNER, vec!["--name", "legacy-2"], "mapped already"),
+        ("mallory", vec!["--uid", by_uid.as_str()], "not a user"),
+        (OWNER, vec!["--name", "no-such-name"], "404"),
+        (OWNER, vec!["--uid", "no-such-object"], "404"),
+    ] {
+        let (ok, out) = adopt(&proxy, &gw, user, &which);
+        assert!(!ok && out.contains(why), "{user} {which:?}: {out}");
+    }
+    // An object made through the proxy is mapped already, under its gateway identifier.
+    let made = owner.active_key("via-proxy").await;
+    let mut behind: Vec<String> = direct
+        .locate(Vec::new())
+        .await
+        .into_iter()
+        .filter(|u| *u != by_uid && *u != by_name)
+        .collect();
+    assert_eq!(behind.len(), 1, "{behind:?}");
+    let behind = behind.remove(0);
+    let (ok, out) = adopt(&proxy, &gw, OTHER, &["--uid", &behind]);
+    assert!(
+        !ok && out.contains(&format!("mapped already, to the gateway's object {made}")),
+        "{out}"
+    );
+    // Without the admin token, nothing.
+    let (status, body) = gw.admin_request(
+        "POST",
+        &format!("/upstream/adopt?user={OWNER}&uid={by_uid}"),
+        Some("not-the-admin-token-not-the-admin-token"),
+    );
+    assert_eq!(status, 401, "{body}");
+
+    // Destroy through the proxy destroys upstream.
+    owner.ok(revoke(&by_name)).await;
+    owner.ok(RequestPayload::Destroy(uid(&by_name))).await;
+    let gone = direct.call(get(&by_name)).await;
+    assert_eq!(
+        gone.result_status,
+        ResultStatus::OperationFailed,
+        "{gone:?}"
+    );
+
+    // The audit trail names the operator's adoptions.
+    drop((owner, other));
+    let mut gw = gw;
+    gw.terminate();
+    assert!(gw.wait_exit(BOUNDED).is_some_and(|s| s.success()));
+    let trail = std::fs::read_to_string(proxy.path("data/audit/audit.log")).unwrap();
+    let adoptions: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["operation"] == "Adopt" && r["user"] == "admin:carol")
+        .collect();
+    assert!(
+        adoptions
+            .iter()
+            .any(|r| r["unique_identifiers"][0] == by_uid.as_str()
+                && r["result_status"] == "Success"),
+        "{trail}"
+    );
+    assert!(
+        adoptions
+            .iter()
+            .any(|r| r["result_status"] == "OperationFailed"),
+        "{trail}"
+    );
+}
+
+/// `kmip-gateway backup` of a proxy takes its upstream map (and says the keys are not in it);
+/// restored into a new data folder, the map serves the same objects: a key made through the
+/// proxy and an adopted one, to their owner only, and the adopted one is still mapped.
+#[tokio::test]
+async fn backup_and_restore_keep_the_proxys_upstream_map() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = upstream.direct().await;
+    let adopted = direct.active_key("legacy").await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr], &upstream.pki()));
+    let gw = proxy.start();
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &adopted]);
+    assert!(ok, "{out}");
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let made = owner.active_key("made").await;
+    let keys = [
+        (made.clone(), owner.key(&made).await),
+        (adopted.clone(), owner.key(&adopted).await),
+    ];
+
+    let pass = proxy.path("backup.pass");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pass)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"a long passphrase for the proxy's map\n").unwrap();
+    let archive = proxy.path("proxy.backup");
+    let config = proxy.path("gateway.toml");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("upstream map") && out.contains("no key material"),
+        "{out}"
+    );
+    drop(owner);
+    drop(gw);
+
+    let restored = proxy.path("restored");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "restore".as_ref(),
+        "--in".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+        "--data-dir".as_ref(),
+        restored.as_os_str(),
+    ]);
+    assert!(ok && out.contains("2 objects"), "{out}");
+    assert!(restored.join("upstream-map/vault.log").is_file(), "{out}");
+    // The same site on the restored data folder (its master key and head in
+    // `<data_dir>-secrets`, where restore put them).
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("data_dir = {:?}", proxy.path("data")),
+        &format!("data_dir = {restored:?}"),
+    );
+    assert!(text.contains(&format!("{restored:?}")), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    for (id, key) in &keys {
+        assert_eq!(&owner.key(id).await, key, "{id}\n{}", gw.log());
+        owner.round_trip(id, b"served after restore").await;
+    }
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("legacy"))])
+            .await,
+        vec![adopted.clone()]
+    );
+    let mut other = proxy.client(&gw, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+    let (ok, out) = adopt(&proxy, &gw, OTHER, &["--uid", &adopted]);
+    assert!(!ok && out.contains("mapped already"), "{out}");
+}
+
+/// Adoption from PyKMIP's server: by Name, then used through the proxy; a Name that two
+/// upstream objects carry (PyKMIP allows it) is refused, naming the way out.
+#[tokio::test]
+async fn pykmip_server_objects_are_adopted_by_name() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let mut direct = Client::connect(
+        upstream.addr,
+        &pki_dir.path().join("ca.pem"),
+        &pki_dir.path().join("client-purefa.pem"),
+        &pki_dir.path().join("client-purefa.key"),
+    )
+    .await;
+    let legacy = direct.active_key("py-legacy").await;
+    direct.active_key("py-twice").await;
+    direct.active_key("py-twice").await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr], pki_dir.path()));
+    let gw = proxy.start();
+
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--name", "py-legacy"]);
+    assert!(
+        ok && out.contains(&format!("adopted {legacy} ")),
+        "{out}\n{}",
+        gw.log()
+    );
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&legacy).await, direct.key(&legacy).await);
+    owner.round_trip(&legacy, b"adopted from PyKMIP").await;
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--name", "py-twice"]);
+    assert!(
+        !ok && out.contains("more than one") && out.contains("--uid"),
+        "{out}"
+    );
+}
+
+/// Adoption is a KMIP proxy's: a gateway on its own vault says so.
+#[test]
+fn adoption_needs_the_kmip_backend() {
+    let gw = GatewayProcess::start_with(&GatewayOptions {
+        admin: true,
+        ..Default::default()
+    });
+    let addr = gw.admin_addr().expect("admin listener").to_string();
+    let token = gw.admin_token_file().display().to_string();
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream",
+        "adopt",
+        "--user",
+        "purefa",
+        "--uid",
+        "42",
+        "--admin",
+        &addr,
+        "--token-file",
+        &token,
+    ]);
+    assert!(
+        !ok && out.contains("409") && out.contains("kind = \"kmip\""),
+        "{out}"
     );
 }

@@ -35,7 +35,7 @@ pub(crate) struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn target(self) -> Result<AdminTarget, CliError> {
+    pub(super) fn target(self) -> Result<AdminTarget, CliError> {
         admin_target(
             self.admin,
             self.token_file,
@@ -166,7 +166,7 @@ pub(crate) struct Operator {
 }
 
 impl Operator {
-    fn name(self) -> Result<String, CliError> {
+    pub(super) fn name(self) -> Result<String, CliError> {
         let name = self
             .operator
             .or_else(|| std::env::var("SUDO_USER").ok())
@@ -194,7 +194,7 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-fn with_query(path: String, params: &[(&str, String)]) -> String {
+pub(super) fn with_query(path: String, params: &[(&str, String)]) -> String {
     if params.is_empty() {
         return path;
     }
@@ -206,7 +206,7 @@ fn with_query(path: String, params: &[(&str, String)]) -> String {
 }
 
 /// One request; the parsed JSON answer, or the gateway's refusal as an error.
-fn call(target: &AdminTarget, method: &str, path: &str) -> Result<Json, CliError> {
+pub(super) fn call(target: &AdminTarget, method: &str, path: &str) -> Result<Json, CliError> {
     let (status, body) = admin_request(target, method, path)?;
     let fail = |problem: String| CliError::Admin {
         addr: target.addr.clone(),

@@ -1,7 +1,7 @@
 //! The commands behind `main`: `serve`'s start-up (`serve.rs`), the PKI that stands in for the KMES
 //! setup steps of the FlashArray guide, user management in the configuration file, and talking
-//! to a running gateway (`reload`, `clients`, `keys`), and moving objects between backends
-//! (`migrate`), and the postgres backend's schema and KEK commands (`migrate-schema`, `kek`).
+//! to a running gateway (`reload`, `clients`, `keys`, `upstream adopt`), and moving objects
+//! between backends (`migrate`), and the postgres backend's schema and KEK commands (`migrate-schema`, `kek`).
 
 pub(crate) mod backup;
 pub(crate) mod check;
@@ -11,6 +11,7 @@ pub(crate) mod pki;
 pub(crate) mod postgres;
 pub(crate) mod remote;
 pub(crate) mod serve;
+pub(crate) mod upstream;
 pub(crate) mod user;
 
 use std::fs::{self, OpenOptions};

@@ -311,6 +311,31 @@ impl Store {
         Ok(self.insert_created(obj))
     }
 
+    /// Stores a new object whose backend record `write` makes: an object the backend holds
+    /// already, which the gateway adopts. Refused when the identifier is taken (a live object
+    /// or a tombstone) or the owner has `max_live` live objects.
+    pub async fn adopt<F>(
+        &self,
+        obj: StoredObject,
+        max_live: usize,
+        write: impl FnOnce(ObjectRecord) -> F,
+    ) -> Result<Arc<StoredObject>, StoreError>
+    where
+        F: std::future::Future<Output = Result<(), BackendError>>,
+    {
+        let lock = self.lock_for(&obj.uid);
+        let _guard = lock.lock().await;
+        if self.objects.contains_key(&obj.uid) {
+            return Err(BackendError::AlreadyExists(obj.uid.clone()).into());
+        }
+        self.reserve(&obj.owner, max_live)?;
+        if let Err(e) = write(obj.record()).await {
+            self.release(&obj.owner);
+            return Err(e.into());
+        }
+        Ok(self.insert_created(obj))
+    }
+
     /// Makes a durably created object visible (its owner's slot was reserved before the write).
     fn insert_created(&self, obj: StoredObject) -> Arc<StoredObject> {
         let obj = Arc::new(obj);

@@ -31,7 +31,12 @@
 //!   first attempt may have been executed), exactly as a crash between the upstream write and
 //!   the local record can; it never maps a gateway object to the wrong upstream one.
 //!   The upstreams of one list are expected to serve the same objects (nodes of one cluster).
+//! - **Adoption** (`adopt.rs`): an object the upstream held before is mapped by the operator
+//!   (`kmip-gateway upstream adopt`) under its upstream identifier; nothing is sent upstream
+//!   but Locate and Get Attributes. One upstream object is mapped at most once: the upstream
+//!   identifiers of the live mappings are kept in memory, read from the mapping vault at start.
 
+mod adopt;
 mod pool;
 mod wire;
 
@@ -63,6 +68,8 @@ const EXTRACTABLE: u8 = 1;
 pub struct UpstreamBackend {
     map: Arc<dyn Backend>,
     upstreams: Vec<Upstream>,
+    /// Which upstream objects are mapped, and to which gateway object.
+    mapped: adopt::MappedIndex,
 }
 
 impl UpstreamBackend {
@@ -92,7 +99,11 @@ impl UpstreamBackend {
                 )
             })
             .collect();
-        Ok(UpstreamBackend { map, upstreams })
+        Ok(UpstreamBackend {
+            map,
+            upstreams,
+            mapped: adopt::MappedIndex::default(),
+        })
     }
 
     /// Sends `payload` to the first upstream that gives a connection, in priority order.
@@ -151,8 +162,21 @@ impl UpstreamBackend {
         }
     }
 
-    /// Stores the mapping record of a new object.
+    /// Stores the mapping record of a new object made upstream.
     async fn record(
+        &self,
+        record: ObjectRecord,
+        upstream_uid: &str,
+        extractable: bool,
+    ) -> Result<(), BackendError> {
+        let gateway_uid = record.uid.clone();
+        self.write_record(record, upstream_uid, extractable).await?;
+        self.mapped.insert(upstream_uid, &gateway_uid);
+        Ok(())
+    }
+
+    /// Writes a mapping record: `record`'s metadata, and the upstream identifier as material.
+    async fn write_record(
         &self,
         record: ObjectRecord,
         upstream_uid: &str,
@@ -220,8 +244,22 @@ impl Backend for UpstreamBackend {
         "kmip"
     }
 
+    /// The mapping records; reads the upstream identifier of each live one into the index of
+    /// mapped upstream objects (a tombstone has none: its upstream object was destroyed).
     async fn load_all(&self) -> Result<Vec<ObjectRecord>, BackendError> {
-        self.map.load_all().await
+        let records = self.map.load_all().await?;
+        let mut mapped = std::collections::HashMap::with_capacity(records.len());
+        for record in &records {
+            match self.target(&record.uid).await {
+                Ok((upstream_uid, _)) => {
+                    mapped.insert(upstream_uid, record.uid.clone());
+                }
+                Err(BackendError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.mapped.reset(mapped);
+        Ok(records)
     }
 
     async fn generate(&self, record: ObjectRecord, spec: KeySpec) -> Result<(), BackendError> {
@@ -300,13 +338,15 @@ impl Backend for UpstreamBackend {
             Err(e) => return Err(e),
         }
         let destroy = RequestPayload::Destroy(UidRequest {
-            unique_identifier: Some(target),
+            unique_identifier: Some(target.clone()),
         });
         match self.call("Destroy", uid, destroy).await {
             Ok(_) | Err(BackendError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        self.map.destroy(uid, tombstone, expected_version).await
+        self.map.destroy(uid, tombstone, expected_version).await?;
+        self.mapped.remove(&target, uid);
+        Ok(())
     }
 
     async fn encrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {

@@ -215,7 +215,10 @@ pub(crate) fn backend_error(addr: &str, call: &str, uid: &str, e: CallError) -> 
         CallError::Refused { reason, .. } => reason,
     };
     let class = match reason {
-        Some(ResultReason::ItemNotFound) => return BackendError::NotFound(uid.to_owned()),
+        // KMIP 2.x answers a missing object with Object Not Found, 1.x with Item Not Found.
+        Some(ResultReason::ItemNotFound | ResultReason::ObjectNotFound) => {
+            return BackendError::NotFound(uid.to_owned())
+        }
         Some(ResultReason::PermissionDenied) => FailureClass::PermissionDenied,
         Some(
             ResultReason::InvalidField
@@ -258,6 +261,13 @@ mod tests {
             matches!(e, BackendError::NotFound(ref u) if u == "gw-uid"),
             "{e:?}"
         );
+        let e = backend_error(
+            "kms1:5696",
+            "Get",
+            "gw-uid",
+            refused(ResultReason::ObjectNotFound),
+        );
+        assert!(matches!(e, BackendError::NotFound(_)), "{e:?}");
         let e = backend_error(
             "kms1:5696",
             "Decrypt",

@@ -31,7 +31,7 @@ pub(crate) const MAX_OPERATOR_NAME: usize = 64;
 /// name is what tells operators apart in the audit trail).
 pub const OPERATOR_HEADER: &str = "x-kmip-operator";
 /// The version whose Result Reason names the audit trail records for an operator's action.
-const AUDIT_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 };
+pub(super) const AUDIT_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 1 };
 
 /// A `/keys` request as the listener parsed it, after the token was checked.
 pub(super) struct KeysCall<'a> {
@@ -50,11 +50,11 @@ pub(super) fn is_keys_path(path: &str) -> bool {
     path == "/keys" || path.starts_with("/keys/")
 }
 
-fn json_response(status: &'static str, body: &Json) -> Response {
+pub(super) fn json_response(status: &'static str, body: &Json) -> Response {
     (status, "application/json", "", format!("{body}\n"))
 }
 
-fn bad_request(problem: &str) -> Response {
+pub(super) fn bad_request(problem: &str) -> Response {
     plain("400 Bad Request", problem)
 }
 
@@ -114,7 +114,7 @@ pub(super) async fn respond(
 }
 
 /// The query's `name=value` pairs, percent-decoded; a name given twice is refused.
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
+pub(super) fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> {
     let mut params: Vec<(String, String)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -157,7 +157,7 @@ fn decode(text: &str) -> Result<String, String> {
 }
 
 /// Refuses parameters an endpoint does not know: a misspelt filter must not select everything.
-fn only_known<'p>(
+pub(super) fn only_known<'p>(
     params: &'p [(String, String)],
     known: &[&str],
 ) -> Result<impl Fn(&str) -> Option<&'p str>, String> {
@@ -282,7 +282,7 @@ fn date_of(obj: &StoredObject, tag: Tag) -> Json {
 }
 
 /// The one-line view: identifier, owner, type, state, Names, Object Groups, dates.
-fn summary(obj: &StoredObject) -> Map<String, Json> {
+pub(super) fn summary(obj: &StoredObject) -> Map<String, Json> {
     let texts = |tag| -> Vec<String> {
         obj.all(tag)
             .filter_map(|a| {
@@ -372,19 +372,19 @@ fn value_json(tag: Tag, v: &Value) -> Json {
 }
 
 /// The operator's name from the header: required for actions, plain characters only.
-fn operator_name(given: Option<&str>) -> Result<String, String> {
+pub(super) fn operator_name(given: Option<&str>) -> Result<String, String> {
     let name = given.map(str::trim).unwrap_or("");
     let plain = |c: char| c.is_ascii_alphanumeric() || "._@-".contains(c);
     if name.is_empty() || name.len() > MAX_OPERATOR_NAME || !name.chars().all(plain) {
         return Err(format!(
-            "name the operator in the {OPERATOR_HEADER} header (`kmip-gateway keys … --operator \
-             NAME`): 1 to {MAX_OPERATOR_NAME} of A-Z a-z 0-9 . _ @ -"
+            "name the operator in the {OPERATOR_HEADER} header (`kmip-gateway keys|upstream … \
+             --operator NAME`): 1 to {MAX_OPERATOR_NAME} of A-Z a-z 0-9 . _ @ -"
         ));
     }
     Ok(name.to_owned())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

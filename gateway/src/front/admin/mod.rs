@@ -3,11 +3,12 @@
 //! before this listener started; `degraded: …` while the last reload failed, 503 with `?strict`),
 //! `GET /clients` (client certificates with last-seen time and open connections, JSON),
 //! `GET /revocation` (the CRLs in force and their revoked serials, JSON), `POST /reload` (reload
-//! the configuration now and say how it went), `GET /reload` (the last reload's outcome, JSON)
-//! and the key administration of [`keys`] under `/keys`.
+//! the configuration now and say how it went), `GET /reload` (the last reload's outcome, JSON),
+//! the key administration of [`keys`] under `/keys`, and a KMIP proxy's adoption of upstream
+//! objects (`POST /upstream/adopt`, `upstream.rs`).
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, no request body.
 //!
-//! Who may use it: `/reload`, `/clients`, `/revocation` and `/keys` need `Authorization: Bearer <token>` (the token file
+//! Who may use it: `/reload`, `/clients`, `/revocation`, `/keys` and `/upstream` need `Authorization: Bearer <token>` (the token file
 //! of `[admin] token_file`, compared in constant time); without a configured token they are
 //! refused. `/metrics` needs it too when `[admin] metrics_require_token` is set; the probes
 //! never do. Every request must name this listener in `Host` (`localhost`, the address it was
@@ -17,6 +18,7 @@
 //! and at most [`ADMIN_MAX_CONNECTIONS`] are open at once.
 
 pub mod keys;
+mod upstream;
 
 use crate::config::{AdminConfig, GatewayConfig};
 use crate::front::reload::{Commit, ReloadHook, Reloader, Trigger};
@@ -418,7 +420,7 @@ impl Admin {
         let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
         let needs_token = match path {
             "/reload" | "/clients" | "/revocation" => true,
-            p if keys::is_keys_path(p) => true,
+            p if keys::is_keys_path(p) || upstream::is_upstream_path(p) => true,
             "/metrics" => access.metrics_require_token,
             _ => false,
         };
@@ -444,6 +446,23 @@ impl Admin {
                         .into(),
                 );
             }
+        }
+        if upstream::is_upstream_path(path) {
+            let call = upstream::AdoptCall {
+                method: &req.method,
+                path,
+                query,
+                operator: req.operator.as_deref(),
+                peer,
+                token_id: access
+                    .token
+                    .as_ref()
+                    .map(AdminToken::id)
+                    .unwrap_or_default(),
+            };
+            let server = self.reloader.server();
+            let tls = server.tls.load_full();
+            return upstream::respond(&server.dispatcher, |user| tls.has_user(user), &call).await;
         }
         if keys::is_keys_path(path) {
             let call = keys::KeysCall {

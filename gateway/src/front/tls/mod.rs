@@ -308,6 +308,11 @@ impl TlsState {
         })
     }
 
+    /// Whether `user` is a configured user (one a client certificate can log in as).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     /// Maps a verified client chain to a configured user. `full_handshake`: this state's own
     /// verifier checked the chain just now (not a resumed session, not a re-check after reload).
     pub fn authenticate(

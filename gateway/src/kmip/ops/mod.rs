@@ -4,6 +4,7 @@
 //! themselves live in one file per KMIP function.
 
 mod adjust;
+mod adopt;
 mod archive;
 mod asym;
 mod asynchronous;
@@ -39,6 +40,7 @@ mod table;
 mod template;
 mod unique_names;
 
+pub use adopt::{AdoptTarget, Adoption, UpstreamObject};
 pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
 pub use error::OpError;
 pub(crate) use interop::audit_note;
@@ -107,6 +109,8 @@ pub struct Ops {
     issuing_ca: Option<Arc<crate::tooling::pki::IssuingCa>>,
     /// The open multi-part Encrypt and Decrypt streams.
     streams: stream::Streams,
+    /// The backend's adoption of objects its upstream held before (a KMIP proxy's only).
+    adoption: Option<Arc<dyn Adoption>>,
 }
 
 impl Ops {
@@ -125,6 +129,7 @@ impl Ops {
             max_objects_per_user: DEFAULT_MAX_OBJECTS_PER_USER,
             issuing_ca: None,
             streams: stream::Streams::default(),
+            adoption: None,
         }
     }
 

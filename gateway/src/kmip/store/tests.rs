@@ -58,3 +58,51 @@ async fn a_fence_on_the_vault_does_nothing() {
     assert!(store.follow(tokio::sync::watch::channel(false).1).is_none());
     assert!(store.feed_trouble().is_none());
 }
+
+/// An adopted object is written by its caller's closure, counted against its owner, and never
+/// takes an identifier in use; a failed write releases the owner's reserved slot.
+#[tokio::test]
+async fn adoption_writes_through_its_closure_and_never_over_an_identifier_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let object = |uid: &str| StoredObject {
+        uid: uid.into(),
+        kind: ObjectKind::SecretData,
+        owner: "tenant-a".into(),
+        attributes: Vec::new(),
+        version: 1,
+    };
+    let backend = store.backend().clone();
+    let write = |record: ObjectRecord| {
+        let backend = backend.clone();
+        async move {
+            backend
+                .import(record, Zeroizing::new(b"upstream-42".to_vec()), None)
+                .await
+        }
+    };
+    store.adopt(object("42"), 1, write).await.unwrap();
+    assert_eq!(store.live_objects("tenant-a"), 1);
+    let taken = store.adopt(object("42"), 10, write).await.unwrap_err();
+    assert!(
+        matches!(taken, StoreError::Backend(BackendError::AlreadyExists(ref u)) if u == "42"),
+        "{taken:?}"
+    );
+    let full = store.adopt(object("43"), 1, write).await.unwrap_err();
+    assert!(
+        matches!(full, StoreError::ObjectLimit { limit: 1 }),
+        "{full:?}"
+    );
+    let failed = store
+        .adopt(object("44"), 10, |_| async {
+            Err(BackendError::Unavailable("upstream down".into()))
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        failed,
+        StoreError::Backend(BackendError::Unavailable(_))
+    ));
+    assert_eq!(store.live_objects("tenant-a"), 1);
+    assert!(store.get("44").is_none());
+}

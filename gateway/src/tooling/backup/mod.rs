@@ -1,7 +1,9 @@
 //! `kmip-gateway backup` and `restore`: one encrypted archive ([`archive`]) with everything a
 //! lost host needs back — the vault (a consistent copy taken while the gateway serves, see
 //! `kmip_backends::vault::snapshot`), its master key, the configuration and policy, the CA
-//! folder, and the audit trail's last record (to check a restored trail continues it).
+//! folder, and the audit trail's last record (to check a restored trail continues it). For a
+//! KMIP proxy (`kind = "kmip"`) the vault is its mapping vault (`<data_dir>/upstream-map`: the
+//! gateway's attributes and upstream identifiers); the key material stays upstream.
 
 pub mod archive;
 
@@ -17,6 +19,12 @@ use archive::{Entry, KdfCost};
 
 const VAULT_LOG: &str = "vault/vault.log";
 const VAULT_KEYS: &str = "vault/vault.keys";
+/// A KMIP proxy's mapping vault, in place of the key vault.
+const MAP_LOG: &str = "upstream-map/vault.log";
+const MAP_KEYS: &str = "upstream-map/vault.keys";
+/// The files of a vault (key vault or mapping vault) and the master key: restored as a vault,
+/// never written among the side files.
+const VAULT_FILES: &[&str] = &[VAULT_LOG, VAULT_KEYS, MAP_LOG, MAP_KEYS, MASTER_KEY];
 const MASTER_KEY: &str = "secrets/master.key";
 const MANIFEST: &str = "manifest";
 const AUDIT_HEAD: &str = "audit/last-record.jsonl";
@@ -72,6 +80,30 @@ fn file_name(path: &Path) -> String {
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned())
 }
 
+/// Adds a consistent copy of the vault in `dir` (its log and key slots under `names`) and its
+/// master key to `entries`; returns its frame count and the log's length in bytes.
+fn take_vault(
+    entries: &mut Vec<Entry>,
+    dir: &Path,
+    master_key: &MasterKeyConfig,
+    head: &Path,
+    names: (&str, &str),
+) -> Result<(u64, usize), String> {
+    let source = match master_key {
+        MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
+        MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
+    };
+    let snap = kmip_backends::vault::snapshot(dir, &source, head).map_err(|e| e.to_string())?;
+    let taken = (snap.frames, snap.log.len());
+    entries.push(entry(names.0, snap.log));
+    entries.push(entry(names.1, snap.keys));
+    entries.push(Entry {
+        name: MASTER_KEY.into(),
+        bytes: snap.master_key,
+    });
+    Ok(taken)
+}
+
 /// Takes a backup of the gateway configured by `config_path` into a new file `out`, encrypted
 /// to `passphrase`; `ca_dir` adds the CA folder. Safe while the gateway runs. Returns what it
 /// holds, for the operator.
@@ -125,30 +157,30 @@ pub fn backup(
             master_key,
             head,
         } => {
-            let source = match master_key {
-                MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
-                MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
-            };
-            let snap = kmip_backends::vault::snapshot(dir, &source, head).map_err(|e| e.to_string())?;
-            manifest.push_str(&format!("vault-frames = {}\n", snap.frames));
+            let (frames, bytes) =
+                take_vault(&mut entries, dir, master_key, head, (VAULT_LOG, VAULT_KEYS))?;
+            manifest.push_str(&format!("vault-frames = {frames}\n"));
             summary.push_str(&format!(
-                "vault {}: {} frames ({} bytes), its key slots and master key\n",
-                dir.display(),
-                snap.frames,
-                snap.log.len()
+                "vault {}: {frames} frames ({bytes} bytes), its key slots and master key\n",
+                dir.display()
             ));
-            entries.push(entry(VAULT_LOG, snap.log));
-            entries.push(entry(VAULT_KEYS, snap.keys));
-            entries.push(Entry {
-                name: MASTER_KEY.into(),
-                bytes: snap.master_key,
-            });
         }
-        BackendConfig::Kmip(_) => {
-            return Err("backup does not cover [backend] kind = \"kmip\" yet: stop the gateway \
-                        and copy its data folder and <data_dir>-secrets (the upstream-map vault, \
-                        its head and master key); the keys themselves stay on the upstream"
-                .into())
+        BackendConfig::Kmip(upstream) => {
+            let (frames, bytes) = take_vault(
+                &mut entries,
+                &upstream.map_dir,
+                &upstream.master_key,
+                &upstream.map_head,
+                (MAP_LOG, MAP_KEYS),
+            )?;
+            manifest.push_str(&format!("upstream-map-frames = {frames}\n"));
+            summary.push_str(&format!(
+                "upstream map {}: {frames} frames ({bytes} bytes) and its master key (owners, Names, \
+                 attributes and upstream identifiers); no key material: the keys stay on the \
+                 upstream ({}), back it up with its own tools\n",
+                upstream.map_dir.display(),
+                upstream.upstreams.join(", ")
+            ));
         }
         BackendConfig::Pkcs11 { token_label, .. } => summary.push_str(&format!(
             "no keys: they are on the PKCS#11 token '{token_label}'; back it up with the HSM's own tools\n"
@@ -160,10 +192,7 @@ pub fn backup(
     }
     entries.push(entry(MANIFEST, manifest.into_bytes()));
     for e in &entries {
-        if !matches!(
-            e.name.as_str(),
-            VAULT_LOG | VAULT_KEYS | MASTER_KEY | MANIFEST
-        ) {
+        if !VAULT_FILES.contains(&e.name.as_str()) && e.name != MANIFEST {
             summary.push_str(&format!("{}\n", e.name));
         }
     }
@@ -236,16 +265,40 @@ pub fn restore(
         .map_err(|e| format!("{}: {e}", archive_path.display()))?;
     let find = |name: &str| entries.iter().find(|e| e.name == name);
     let mut out = String::new();
-    if let (Some(log), Some(keys), Some(key)) =
-        (find(VAULT_LOG), find(VAULT_KEYS), find(MASTER_KEY))
-    {
-        let frames = find(MANIFEST)
-            .and_then(|m| {
-                String::from_utf8_lossy(&m.bytes).lines().find_map(|l| {
-                    l.strip_prefix("vault-frames = ")
-                        .and_then(|v| v.parse().ok())
-                })
+    let frames_of = |key: &str| {
+        find(MANIFEST).and_then(|m| {
+            String::from_utf8_lossy(&m.bytes).lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|rest| rest.strip_prefix(" = "))
+                    .and_then(|v| v.parse().ok())
             })
+        })
+    };
+    // The key vault, or a KMIP proxy's mapping vault: its entries, manifest key, folder, head
+    // file name, and what the operator is told it is.
+    let vaults = [
+        (
+            (VAULT_LOG, VAULT_KEYS),
+            "vault-frames",
+            "vault",
+            crate::config::DEFAULT_HEAD_FILE,
+            "vault",
+        ),
+        (
+            (MAP_LOG, MAP_KEYS),
+            "upstream-map-frames",
+            crate::config::UPSTREAM_MAP_DIR,
+            crate::config::UPSTREAM_MAP_HEAD_FILE,
+            "upstream map (no key material: the keys are on the upstream)",
+        ),
+    ];
+    for ((log_name, keys_name), frames_key, folder, head_file, what) in vaults {
+        let (Some(log), Some(keys), Some(key)) =
+            (find(log_name), find(keys_name), find(MASTER_KEY))
+        else {
+            continue;
+        };
+        let frames = frames_of(frames_key)
             .ok_or("the archive's manifest does not record the vault's frames")?;
         let snap = VaultSnapshot {
             log: log.bytes.to_vec(),
@@ -253,15 +306,15 @@ pub fn restore(
             master_key: key.bytes.clone(),
             frames,
         };
-        let vault = target.data_dir.join("vault");
+        let vault = target.data_dir.join(folder);
         let key_path = target
             .secrets_dir
             .join(crate::config::DEFAULT_MASTER_KEY_FILE);
-        let head_path = target.secrets_dir.join(crate::config::DEFAULT_HEAD_FILE);
+        let head_path = target.secrets_dir.join(head_file);
         let done = kmip_backends::vault::restore(&vault, &key_path, &head_path, &snap)
             .map_err(|e| e.to_string())?;
         out.push_str(&format!(
-            "restored the vault into {}: {} objects, {} frames, MAC chain verified\n\
+            "restored the {what} into {}: {} objects, {} frames, MAC chain verified\n\
              master key {}, chain head {}\n",
             vault.display(),
             done.objects,
@@ -271,7 +324,7 @@ pub fn restore(
         ));
     }
     for e in &entries {
-        if matches!(e.name.as_str(), VAULT_LOG | VAULT_KEYS | MASTER_KEY) {
+        if VAULT_FILES.contains(&e.name.as_str()) {
             continue;
         }
         let rel = Path::new(&e.name);
