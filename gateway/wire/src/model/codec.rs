@@ -2,6 +2,7 @@
 //! TTLV items. Internal to the model.
 
 use bytes::Bytes;
+use std::rc::Rc;
 
 use super::enums::KmipEnum;
 use super::error::ModelError;
@@ -20,7 +21,51 @@ pub(crate) fn tag_label(tag: Tag) -> String {
 #[derive(Clone)]
 pub(crate) struct Node<'a> {
     pub ttlv: &'a Ttlv,
-    pub path: String,
+    path: Rc<Step>,
+}
+
+/// One step of a node's path. Reading a request walks every field and almost never fails, so
+/// the text of a path (`RequestPayload.Attribute[2]`) is only rendered when an error names it:
+/// formatting it for every field cost about a tenth of a Get's decode.
+enum Step {
+    Root(String),
+    Child {
+        parent: Rc<Step>,
+        tag: Tag,
+    },
+    Indexed {
+        parent: Rc<Step>,
+        tag: Tag,
+        index: usize,
+    },
+}
+
+impl Step {
+    fn render(&self) -> String {
+        let mut steps = Vec::new();
+        let mut at = self;
+        let root = loop {
+            match at {
+                Step::Root(name) => break name.as_str(),
+                Step::Child { parent, tag } => {
+                    steps.push(tag_label(*tag));
+                    at = parent;
+                }
+                Step::Indexed { parent, tag, index } => {
+                    steps.push(format!("{}[{index}]", tag_label(*tag)));
+                    at = parent;
+                }
+            }
+        };
+        let mut out = root.to_owned();
+        for step in steps.iter().rev() {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(step);
+        }
+        out
+    }
 }
 
 type R<T> = Result<T, ModelError>;
@@ -29,41 +74,62 @@ impl<'a> Node<'a> {
     pub(crate) fn new(ttlv: &'a Ttlv, path: impl Into<String>) -> Node<'a> {
         Node {
             ttlv,
-            path: path.into(),
+            path: Rc::new(Step::Root(path.into())),
         }
     }
 
-    fn child_path(&self, tag: Tag) -> String {
-        if self.path.is_empty() {
-            tag_label(tag)
-        } else {
-            format!("{}.{}", self.path, tag_label(tag))
+    fn child(&self, ttlv: &'a Ttlv, tag: Tag) -> Node<'a> {
+        Node {
+            ttlv,
+            path: Rc::new(Step::Child {
+                parent: self.path.clone(),
+                tag,
+            }),
         }
+    }
+
+    fn indexed(&self, ttlv: &'a Ttlv, index: usize) -> Node<'a> {
+        Node {
+            ttlv,
+            path: Rc::new(Step::Indexed {
+                parent: self.path.clone(),
+                tag: ttlv.tag,
+                index,
+            }),
+        }
+    }
+
+    /// The path of this node as error messages show it.
+    pub(crate) fn path(&self) -> String {
+        self.path.render()
     }
 
     pub(crate) fn missing(&self, tag: Tag) -> ModelError {
-        ModelError::Missing {
-            path: self.child_path(tag),
+        let mut path = self.path();
+        if !path.is_empty() {
+            path.push('.');
         }
+        path.push_str(&tag_label(tag));
+        ModelError::Missing { path }
     }
 
     pub(crate) fn wrong(&self, expected: &'static str) -> ModelError {
         ModelError::WrongType {
-            path: self.path.clone(),
+            path: self.path(),
             expected,
         }
     }
 
     pub(crate) fn invalid(&self, reason: impl Into<String>) -> ModelError {
         ModelError::Invalid {
-            path: self.path.clone(),
+            path: self.path(),
             reason: reason.into(),
         }
     }
 
     pub(crate) fn unsupported(&self, what: &'static str) -> ModelError {
         ModelError::Unsupported {
-            path: self.path.clone(),
+            path: self.path(),
             what,
         }
     }
@@ -77,9 +143,7 @@ impl<'a> Node<'a> {
     }
 
     pub(crate) fn opt(&self, tag: Tag) -> Option<Node<'a>> {
-        self.ttlv
-            .child(tag)
-            .map(|t| Node::new(t, self.child_path(tag)))
+        self.ttlv.child(tag).map(|t| self.child(t, tag))
     }
 
     pub(crate) fn req(&self, tag: Tag) -> R<Node<'a>> {
@@ -88,19 +152,19 @@ impl<'a> Node<'a> {
 
     /// Every child with `tag`, each with an indexed path (`Attribute[2]`).
     pub(crate) fn all(&self, tag: Tag) -> impl Iterator<Item = Node<'a>> + '_ {
-        let base = self.child_path(tag);
         self.ttlv
             .children(tag)
             .enumerate()
-            .map(move |(i, t)| Node::new(t, format!("{base}[{i}]")))
+            .map(move |(i, t)| self.indexed(t, i))
     }
 
     /// Every child, whatever its tag, with indexed paths.
     pub(crate) fn items(&self) -> impl Iterator<Item = Node<'a>> + '_ {
-        self.ttlv.items().iter().enumerate().map(move |(i, t)| {
-            let name = self.child_path(t.tag);
-            Node::new(t, format!("{name}[{i}]"))
-        })
+        self.ttlv
+            .items()
+            .iter()
+            .enumerate()
+            .map(move |(i, t)| self.indexed(t, i))
     }
 
     pub(crate) fn text(&self) -> R<String> {

@@ -1298,3 +1298,41 @@ fn split_key_and_pgp_key_payloads_round_trip() {
         }
     }
 }
+
+#[test]
+fn error_paths_name_nested_and_indexed_fields() {
+    let attribute = |name: &str| {
+        st(
+            tags::ATTRIBUTE,
+            vec![
+                text(tags::ATTRIBUTE_NAME, name),
+                int(tags::ATTRIBUTE_VALUE, 256),
+            ],
+        )
+    };
+    // The second Attribute has no Attribute Name.
+    let create = st(
+        tags::REQUEST_PAYLOAD,
+        vec![
+            enm(tags::OBJECT_TYPE, 2),
+            st(
+                tags::TEMPLATE_ATTRIBUTE,
+                vec![
+                    attribute("Cryptographic Length"),
+                    st(tags::ATTRIBUTE, vec![int(tags::ATTRIBUTE_VALUE, 1)]),
+                ],
+            ),
+        ],
+    );
+    for (root, want) in [
+        (
+            "RequestPayload",
+            "RequestPayload.TemplateAttribute.Attribute[1].AttributeName: missing",
+        ),
+        ("", "TemplateAttribute.Attribute[1].AttributeName: missing"),
+    ] {
+        let err =
+            RequestPayload::read(Operation::Create, &codec::Node::new(&create, root)).unwrap_err();
+        assert_eq!(err.to_string(), want);
+    }
+}
