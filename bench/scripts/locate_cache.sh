@@ -55,6 +55,9 @@ name = "purefa"
 cas = ["$PKI/ca.pem"]
 $extra
 CONF
+  # A configuration file's data folder is created by `init`, never by `serve`.
+  "$BIN/kmip-gateway" init --config "$dir/gateway.toml" >"$dir/init.log" 2>&1 ||
+    { cat "$dir/init.log"; exit 1; }
   (cd "$dir" && NO_COLOR=1 exec "$BIN/kmip-gateway" serve --config "$dir/gateway.toml" \
     --admin-listen 127.0.0.1:0 >/dev/null 2>log) &
   PIDS+=("$!")

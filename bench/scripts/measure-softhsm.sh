@@ -87,6 +87,9 @@ acquire_timeout_ms = 5000
 [limits]
 ${2:-}
 CONF
+  # A configuration file's data folder is created by `init`, never by `serve`.
+  "$BIN/kmip-gateway" init --config "$dir/gateway.toml" >"$dir/init.log" 2>&1 ||
+    { cat "$dir/init.log"; exit 1; }
   (cd "$dir" && NO_COLOR=1 exec "$BIN/kmip-gateway" serve --config "$dir/gateway.toml" \
       --admin-listen off >/dev/null 2>"$dir/log") &
   GW_PID=$!

@@ -51,6 +51,9 @@ cas = ["$data/pki/ca.pem"]
 $2
 CONF
     config=(--config "$dir/gateway.toml")
+    # A configuration file's data folder is created by `init`, never by `serve`.
+    "$BIN/kmip-gateway" init --config "$dir/gateway.toml" >"$dir/init.log" 2>&1 ||
+      { cat "$dir/init.log"; exit 1; }
   fi
   (cd "$dir" && NO_COLOR=1 exec "$BIN/kmip-gateway" serve "${config[@]}" --listen 127.0.0.1:0 \
       --admin-listen off >/dev/null 2>"$dir/log") &
