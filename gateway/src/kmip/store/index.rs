@@ -192,9 +192,11 @@ impl Bitmap {
 
     fn slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &w)| {
-            (0..64u32)
-                .filter(move |b| w & (1 << b) != 0)
-                .map(move |b| i as u32 * 64 + b)
+            // Each step takes the lowest set bit off: as many steps as members.
+            std::iter::successors(Some(w).filter(|w| *w != 0), |w| {
+                Some(w & (w - 1)).filter(|w| *w != 0)
+            })
+            .map(move |w| i as u32 * 64 + w.trailing_zeros())
         })
     }
 }
