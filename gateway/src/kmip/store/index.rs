@@ -149,7 +149,8 @@ enum Posting {
     One(u32),
     /// Ascending, no duplicates, at most [`sorted_max`] long.
     Sorted(Vec<u32>),
-    Bits(Bitmap),
+    /// Boxed: few lists are this long, and every list is then one pointer smaller.
+    Bits(Box<Bitmap>),
 }
 
 /// A set of slots as one bit per slot.
@@ -235,7 +236,7 @@ impl Posting {
                     v.insert(at, slot);
                 }
                 if v.len() > sorted_max(slots) {
-                    let mut b = Bitmap::default();
+                    let mut b = Box::<Bitmap>::default();
                     v.iter().for_each(|s| b.insert(*s));
                     *self = Posting::Bits(b);
                 }

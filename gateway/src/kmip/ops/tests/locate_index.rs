@@ -274,3 +274,64 @@ async fn an_indexed_locate_finds_exactly_what_a_scan_finds() {
     let store = Store::open(Arc::new(vault)).await.unwrap();
     check(&store, &mut rng, 99);
 }
+
+fn locate(attributes: Vec<Attribute>) -> RequestPayload {
+    RequestPayload::Locate(LocateRequest {
+        attributes,
+        ..Default::default()
+    })
+}
+
+/// Through the dispatcher, a Locate the index serves keeps Locate's rules: a destroyed object
+/// only when the filter asks for a State, and the other user's objects never.
+#[tokio::test]
+async fn indexed_locates_keep_the_tombstone_and_visibility_rules() {
+    let h = harness().await;
+    let v = ProtocolVersion::V2_1;
+    let live = h.create(v, Some("live")).await;
+    let gone = h.create(v, Some("gone")).await;
+    let item = h.one(v, RequestPayload::Destroy(uid_req(&gone))).await;
+    assert_eq!(item.result_status, ResultStatus::Success);
+    let theirs = ConnContext::new(
+        2,
+        "127.0.0.1:2".parse().unwrap(),
+        crate::identity::Identity {
+            user: "other".into(),
+            subject: "CN=other".into(),
+            serial_hex: "02".into(),
+            fingerprint: "01".into(),
+        },
+    );
+    let found = |item: ResponseBatchItem| match item.payload {
+        Some(ResponsePayload::Locate(l)) => l.unique_identifiers,
+        other => panic!("{other:?}"),
+    };
+    let key_type = Attribute::enumeration(tags::OBJECT_TYPE, ObjectType::SymmetricKey);
+    let aes = Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes);
+    let destroyed = Attribute::enumeration(tags::STATE, State::Destroyed);
+    assert_eq!(
+        found(h.one(v, locate(vec![key_type.clone()])).await),
+        [live.as_str()]
+    );
+    assert_eq!(
+        found(h.one(v, locate(vec![aes.clone()])).await),
+        [live.as_str()]
+    );
+    assert_eq!(
+        found(h.one(v, locate(vec![destroyed.clone(), aes])).await),
+        [gone.as_str()]
+    );
+    let msg = RequestMessage {
+        header: RequestHeader::new(v),
+        items: vec![RequestBatchItem::new(locate(vec![key_type, destroyed]))],
+    };
+    let Outcome::Respond(out) = h
+        .dispatcher
+        .handle(&theirs, msg.to_ttlv().to_bytes().unwrap())
+        .await
+    else {
+        panic!("connection closed");
+    };
+    let mut r = ResponseMessage::from_ttlv(&decode(&out, &Limits::default()).unwrap()).unwrap();
+    assert!(found(r.items.remove(0)).is_empty());
+}
