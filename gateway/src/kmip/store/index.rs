@@ -13,7 +13,8 @@ use kmip_backends::ObjectKind;
 use kmip_wire::model::{Attribute, AttributeName, KmipEnum, ObjectType};
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::btree_map::Entry;
+use std::collections::{hash_map, BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -53,20 +54,21 @@ pub fn object_type_of(k: ObjectKind) -> ObjectType {
     }
 }
 
-/// An indexed value. Equal attribute values always give equal keys (a few unequal ones share
-/// one, e.g. an Integer and a Long Integer: harmless, the filter is applied afterwards).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Scalar {
-    Text(Box<str>),
+/// An indexed value, before it is hashed into its key. Equal attribute values always give
+/// equal keys; unequal ones may share one (an Integer and a Long Integer, or a hash collision):
+/// harmless, the whole filter is applied to the candidates.
+#[derive(Hash)]
+enum Scalar<'a> {
+    Text(&'a str),
     Int(i64),
     Enum(u32),
     Bool(bool),
 }
 
-impl Scalar {
-    fn of(v: &Value) -> Option<Scalar> {
+impl Scalar<'_> {
+    fn of(v: &Value) -> Option<Scalar<'_>> {
         Some(match v {
-            Value::TextString(s) => Scalar::Text(s.as_str().into()),
+            Value::TextString(s) => Scalar::Text(s),
             Value::Integer(i) => Scalar::Int(i64::from(*i)),
             Value::LongInteger(i) | Value::DateTime(i) | Value::DateTimeExtended(i) => {
                 Scalar::Int(*i)
@@ -84,10 +86,12 @@ impl Scalar {
 /// equal value.
 enum Term<'a> {
     Date(Tag, i64),
-    Value(&'a AttributeName, Scalar),
+    /// The attribute and its value's key: a keyed hash (so a value costs 8 bytes whatever its
+    /// length, and no client can choose values that collide).
+    Value(&'a AttributeName, u64),
 }
 
-fn term(a: &Attribute) -> Option<Term<'_>> {
+fn term<'a>(a: &'a Attribute, hasher: &RandomState) -> Option<Term<'a>> {
     if let (Some(tag), Some(d)) = (a.tag(), a.as_datetime()) {
         return Some(Term::Date(tag, d));
     }
@@ -99,19 +103,19 @@ fn term(a: &Attribute) -> Option<Term<'_>> {
     if !indexed {
         return None;
     }
-    let value = if a.is(tags::NAME) {
-        Scalar::Text(a.as_name()?.value.into())
+    let key = if a.is(tags::NAME) {
+        hasher.hash_one(Scalar::Text(&a.as_name()?.value))
     } else {
-        Scalar::of(&a.value)?
+        hasher.hash_one(Scalar::of(&a.value)?)
     };
-    Some(Term::Value(&a.name, value))
+    Some(Term::Value(&a.name, key))
 }
 
 /// Object Type's name, for the type implied by an object's kind.
 const OBJECT_TYPE: AttributeName = AttributeName::Tag(tags::OBJECT_TYPE);
 
-/// An object's indexed values: (attribute, value) pairs.
-type Values = Vec<(AttributeName, Scalar)>;
+/// An object's indexed values: (attribute, value key) pairs.
+type Values = Vec<(AttributeName, u64)>;
 
 /// Every attribute of `obj`: custom attributes have names no list knows, so the index walks
 /// them all (the one place outside `object.rs` and `changed_attributes` that does).
@@ -121,11 +125,12 @@ fn attributes_of(obj: &StoredObject) -> impl Iterator<Item = &Attribute> {
 
 /// Everything `obj` is indexed under, each once: its indexed values (and the Object Type its
 /// kind implies) and its dates.
-fn terms(obj: &StoredObject) -> (Values, Vec<(Tag, i64)>) {
-    let mut values: Values = vec![(OBJECT_TYPE, Scalar::Enum(object_type_of(obj.kind).to_u32()))];
+fn terms(obj: &StoredObject, hasher: &RandomState) -> (Values, Vec<(Tag, i64)>) {
+    let implied = Scalar::Enum(object_type_of(obj.kind).to_u32());
+    let mut values: Values = vec![(OBJECT_TYPE, hasher.hash_one(implied))];
     let mut dates = Vec::new();
     for a in attributes_of(obj) {
-        match term(a) {
+        match term(a, hasher) {
             Some(Term::Value(name, s)) if !values.iter().any(|(n, v)| n == name && *v == s) => {
                 values.push((name.clone(), s));
             }
@@ -147,8 +152,11 @@ fn sorted_max(slots: usize) -> usize {
 #[derive(Debug)]
 enum Posting {
     One(u32),
-    /// Ascending, no duplicates, at most [`sorted_max`] long.
-    Sorted(Vec<u32>),
+    /// Ascending, no duplicates, at most [`sorted_max`] long. Boxed, as the bitmap, so that a
+    /// list is 16 bytes: most values (Names) have one object, and a bare `Vec` would make
+    /// every list 24.
+    #[allow(clippy::box_collection)]
+    Sorted(Box<Vec<u32>>),
     /// Boxed: few lists are this long, and every list is then one pointer smaller.
     Bits(Box<Bitmap>),
 }
@@ -222,7 +230,7 @@ impl Posting {
     fn slots(&self) -> Vec<u32> {
         match self {
             Posting::One(s) => vec![*s],
-            Posting::Sorted(v) => v.clone(),
+            Posting::Sorted(v) => v.to_vec(),
             Posting::Bits(b) => b.slots().collect(),
         }
     }
@@ -230,7 +238,9 @@ impl Posting {
     fn insert(&mut self, slot: u32, slots: usize) {
         match self {
             Posting::One(s) if *s == slot => {}
-            Posting::One(s) => *self = Posting::Sorted(vec![slot.min(*s), slot.max(*s)]),
+            Posting::One(s) => {
+                *self = Posting::Sorted(Box::new(vec![slot.min(*s), slot.max(*s)]));
+            }
             Posting::Sorted(v) => {
                 if let Err(at) = v.binary_search(&slot) {
                     v.insert(at, slot);
@@ -261,7 +271,7 @@ impl Posting {
                 b.remove(slot);
                 // Half the limit, so that a list at the limit does not flip at every change.
                 if b.len < sorted_max(slots) / 2 {
-                    *self = Posting::Sorted(b.slots().collect());
+                    *self = Posting::Sorted(Box::new(b.slots().collect()));
                 }
             }
         }
@@ -279,10 +289,11 @@ pub(super) struct Index {
     /// Unique identifier → slot, hashed by the identifier of the object in the slot (no copy).
     by_uid: HashTable<u32>,
     hasher: RandomState,
-    /// Attribute → value → the objects that carry it.
-    values: HashMap<AttributeName, HashMap<Scalar, Posting>>,
-    /// Date attribute → (date, slot) of every object that carries it, in date order.
-    dates: HashMap<Tag, BTreeSet<(i64, u32)>>,
+    /// Attribute → value key → the objects that carry it.
+    values: HashMap<AttributeName, HashMap<u64, Posting>>,
+    /// Date attribute → date → the objects that carry it, in date order. Objects created or
+    /// changed in the same second share one entry.
+    dates: HashMap<Tag, BTreeMap<i64, Posting>>,
     /// Set once every u32 slot is taken (never, in memory we have): from then on the index
     /// answers nothing and every Locate scans, which is slow but right.
     exhausted: bool,
@@ -320,9 +331,9 @@ impl Index {
         };
         let (old_values, old_dates) = self.slots[slot as usize]
             .as_deref()
-            .map(terms)
+            .map(|o| terms(o, &self.hasher))
             .unwrap_or_default();
-        let (new_values, new_dates) = new.map(|o| terms(o)).unwrap_or_default();
+        let (new_values, new_dates) = new.map(|o| terms(o, &self.hasher)).unwrap_or_default();
         let count = self.slots.len();
         for (name, value) in old_values.iter().filter(|v| !new_values.contains(v)) {
             if let Some(by_value) = self.values.get_mut(name) {
@@ -338,24 +349,30 @@ impl Index {
             }
         }
         for (name, value) in new_values.into_iter().filter(|v| !old_values.contains(v)) {
-            let by_value = self.values.entry(name).or_default();
-            match by_value.get_mut(&value) {
-                Some(p) => p.insert(slot, count),
-                None => {
-                    by_value.insert(value, Posting::One(slot));
+            match self.values.entry(name).or_default().entry(value) {
+                hash_map::Entry::Occupied(mut p) => p.get_mut().insert(slot, count),
+                hash_map::Entry::Vacant(v) => {
+                    v.insert(Posting::One(slot));
                 }
             }
         }
         for (tag, date) in old_dates.iter().filter(|d| !new_dates.contains(d)) {
-            if let Some(set) = self.dates.get_mut(tag) {
-                set.remove(&(*date, slot));
-                if set.is_empty() {
+            if let Some(by_date) = self.dates.get_mut(tag) {
+                if by_date.get_mut(date).is_some_and(|p| p.remove(slot, count)) {
+                    by_date.remove(date);
+                }
+                if by_date.is_empty() {
                     self.dates.remove(tag);
                 }
             }
         }
         for (tag, date) in new_dates.into_iter().filter(|d| !old_dates.contains(d)) {
-            self.dates.entry(tag).or_default().insert((date, slot));
+            match self.dates.entry(tag).or_default().entry(date) {
+                Entry::Occupied(mut p) => p.get_mut().insert(slot, count),
+                Entry::Vacant(v) => {
+                    v.insert(Posting::One(slot));
+                }
+            }
         }
         match new {
             Some(obj) => {
@@ -386,11 +403,15 @@ impl Index {
             return None;
         }
         let name = AttributeName::Tag(tags::NAME);
-        let found = self
-            .values
-            .get(&name)
-            .and_then(|by_value| by_value.get(&Scalar::Text(value.into())));
-        Some(found.map_or_else(Vec::new, |p| self.objects(p.slots())))
+        let key = self.hasher.hash_one(Scalar::Text(value));
+        let found = self.values.get(&name).and_then(|by_key| by_key.get(&key));
+        let mut objects = found.map_or_else(Vec::new, |p| self.objects(p.slots()));
+        // Exactly this Name: another value with the same key is not one.
+        objects.retain(|o| {
+            o.all(tags::NAME)
+                .any(|a| a.as_name().is_some_and(|n| n.value == value))
+        });
+        Some(objects)
     }
 
     /// A superset of the objects that satisfy every attribute of a Locate filter, as Locate
@@ -405,7 +426,7 @@ impl Index {
         // Two instances of one date attribute bound a range; one is a range of one date.
         let mut ranges: Vec<(Tag, i64, i64)> = Vec::new();
         for f in filter {
-            match term(f) {
+            match term(f, &self.hasher) {
                 Some(Term::Date(tag, d)) => match ranges.iter_mut().find(|r| r.0 == tag) {
                     Some(r) => (r.1, r.2) = (r.1.min(d), r.2.max(d)),
                     None => ranges.push((tag, d, d)),
@@ -433,15 +454,15 @@ impl Index {
         let mut best: Option<Vec<u32>> = None;
         let mut best_len = postings.first().map_or(usize::MAX, |p| p.len());
         for (tag, lo, hi) in ranges {
-            let Some(set) = self.dates.get(&tag) else {
+            let Some(by_date) = self.dates.get(&tag) else {
                 return Some(Vec::new());
             };
             let mut within = Vec::new();
-            for (_, slot) in set.range((lo, 0)..=(hi, u32::MAX)) {
+            for (_, p) in by_date.range(lo..=hi) {
                 if within.len() >= best_len {
                     break;
                 }
-                within.push(*slot);
+                within.extend(p.slots());
             }
             if within.len() < best_len {
                 within.sort_unstable();

@@ -207,7 +207,7 @@ fn a_shared_value_turns_into_a_bitmap_and_back_without_losing_a_slot() {
         index
             .values
             .get(&AttributeName::Tag(tags::STATE))
-            .and_then(|v| v.get(&Scalar::Enum(State::Active.to_u32())))
+            .and_then(|v| v.get(&index.hasher.hash_one(Scalar::Enum(State::Active.to_u32()))))
             .map(|p| (matches!(p, Posting::Bits(_)), p.len()))
     };
     assert_eq!(active(&index), Some((true, n)));
@@ -239,6 +239,11 @@ fn a_shared_value_turns_into_a_bitmap_and_back_without_losing_a_slot() {
         ])),
         ["k0"]
     );
+}
+
+#[test]
+fn a_posting_list_is_two_words() {
+    assert_eq!(std::mem::size_of::<Posting>(), 16);
 }
 
 #[test]
