@@ -116,7 +116,13 @@ impl Store {
             live: DashMap::new(),
             feed: follow::Feed::default(),
         };
-        for record in backend.load_all().await? {
+        let records = backend.load_all().await?;
+        store
+            .index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(records.len());
+        for record in records {
             let obj = Arc::new(StoredObject::from_record(record)?);
             store.reindex(&obj.uid, Some(&obj));
             store.recount(None, Some(&obj));
