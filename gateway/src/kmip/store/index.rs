@@ -100,7 +100,9 @@ fn term<'a>(a: &'a Attribute, hasher: &RandomState) -> Option<Term<'a>> {
         AttributeName::Vendor { .. } => true,
         AttributeName::Unknown(_) => false,
     };
-    if !indexed {
+    // Locate takes an Object Type that is not an enumeration to match every object without
+    // the attribute (the model never reads one): not a value the index can narrow by.
+    if !indexed || (a.is(tags::OBJECT_TYPE) && !matches!(a.value, Value::Enumeration(_))) {
         return None;
     }
     let key = if a.is(tags::NAME) {

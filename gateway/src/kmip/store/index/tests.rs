@@ -145,6 +145,10 @@ fn every_indexed_attribute_kind_finds_exactly_its_objects() {
         .candidates(&[Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 4)])
         .is_none());
     assert!(index.candidates(&[]).is_none());
+    // Nor is an Object Type that is not an enumeration (Locate compares it differently).
+    assert!(index
+        .candidates(&[Attribute::new(tags::OBJECT_TYPE, Value::Integer(2))])
+        .is_none());
 }
 
 #[test]
