@@ -14,20 +14,21 @@ use crate::kmip::locate_cache::{Dependency, Generations};
 use dashmap::DashMap;
 use kmip_backends::asym::KeyPairSpec;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectRecord};
-use kmip_wire::model::{KmipEnum, State};
+use kmip_wire::model::{Attribute, KmipEnum, State};
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::Tag;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 mod follow;
+mod index;
 mod object;
 #[cfg(test)]
 mod tests;
 
 pub use follow::{FEED_DEGRADED_AFTER, FOLLOW_INTERVAL};
+pub use index::object_type_of;
 pub use object::StoredObject;
 
 /// Attempts of one write on a shared backend, the first included: each failed one lost a race
@@ -73,10 +74,9 @@ pub struct Store {
     objects: DashMap<String, Arc<StoredObject>>,
     write_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     generations: Arc<Generations>,
-    /// Name value → identifiers, so Locate by Name and name uniqueness never scan every object.
-    names: DashMap<String, Vec<String>>,
-    /// Object Group → identifiers, for Locate by Object Group.
-    groups: DashMap<String, Vec<String>>,
+    /// Attribute values → objects, so that Locate by the attributes clients use and name
+    /// uniqueness never scan every object. Kept in step with `objects` by [`Store::reindex`].
+    index: RwLock<index::Index>,
     /// Writes of [`Store::update_lazily`] still running, awaited by [`Store::flush_background`].
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
     /// Owner → live objects it owns, plus creations under way (reserved before the backend
@@ -84,20 +84,6 @@ pub struct Store {
     live: DashMap<String, usize>,
     /// Where this instance is in a shared backend's change feed.
     feed: follow::Feed,
-}
-
-/// The values of `obj`'s attribute `tag` that an index keys on.
-fn index_values(obj: Option<&StoredObject>, tag: Tag) -> Vec<String> {
-    let Some(obj) = obj else { return Vec::new() };
-    obj.all(tag)
-        .filter_map(|a| {
-            if tag == tags::NAME {
-                a.as_name().map(|n| n.value)
-            } else {
-                a.as_text().map(str::to_owned)
-            }
-        })
-        .collect()
 }
 
 /// The attributes whose values differ between two versions of an object.
@@ -125,17 +111,22 @@ impl Store {
             objects: DashMap::new(),
             write_locks: DashMap::new(),
             generations: Arc::new(Generations::default()),
-            names: DashMap::new(),
-            groups: DashMap::new(),
+            index: RwLock::default(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             live: DashMap::new(),
             feed: follow::Feed::default(),
         };
-        for record in backend.load_all().await? {
-            let obj = StoredObject::from_record(record)?;
-            store.reindex(&obj.uid, None, Some(&obj));
+        let records = backend.load_all().await?;
+        store
+            .index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(records.len());
+        for record in records {
+            let obj = Arc::new(StoredObject::from_record(record)?);
+            store.reindex(&obj.uid, Some(&obj));
             store.recount(None, Some(&obj));
-            store.objects.insert(obj.uid.clone(), Arc::new(obj));
+            store.objects.insert(obj.uid.clone(), obj);
         }
         Ok(store)
     }
@@ -144,27 +135,14 @@ impl Store {
         &self.backend
     }
 
-    /// Moves `uid` in the secondary indexes from `old`'s values to `new`'s.
-    fn reindex(&self, uid: &str, old: Option<&StoredObject>, new: Option<&StoredObject>) {
-        for (index, tag) in [
-            (&self.names, tags::NAME),
-            (&self.groups, tags::OBJECT_GROUP),
-        ] {
-            let before = index_values(old, tag);
-            let after = index_values(new, tag);
-            for gone in before.iter().filter(|v| !after.contains(v)) {
-                if let Some(mut ids) = index.get_mut(gone) {
-                    ids.retain(|u| u != uid);
-                }
-                index.remove_if(gone, |_, ids| ids.is_empty());
-            }
-            for added in after.iter().filter(|v| !before.contains(v)) {
-                let mut ids = index.entry(added.clone()).or_default();
-                if !ids.iter().any(|u| u == uid) {
-                    ids.push(uid.to_owned());
-                }
-            }
-        }
+    /// Makes `new` the version of `uid` the secondary index holds, or takes the object out of
+    /// it (`None`). Called wherever `objects` changes: at open, on every write, undo and feed
+    /// change.
+    fn reindex(&self, uid: &str, new: Option<&Arc<StoredObject>>) {
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(uid, new);
     }
 
     /// Keeps the live-object counts right across a change from `old` to `new` of one object.
@@ -201,19 +179,32 @@ impl Store {
         self.live.get(owner).map_or(0, |n| *n)
     }
 
-    fn indexed(&self, index: &DashMap<String, Vec<String>>, value: &str) -> Vec<Arc<StoredObject>> {
-        let ids = index.get(value).map(|ids| ids.clone()).unwrap_or_default();
-        ids.iter().filter_map(|u| self.get(u)).collect()
-    }
-
     /// Objects with this Name value.
     pub fn by_name(&self, name: &str) -> Vec<Arc<StoredObject>> {
-        self.indexed(&self.names, name)
+        let named = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .named(name);
+        named.unwrap_or_else(|| {
+            self.snapshot()
+                .into_iter()
+                .filter(|o| {
+                    o.all(tags::NAME)
+                        .any(|a| a.as_name().is_some_and(|n| n.value == name))
+                })
+                .collect()
+        })
     }
 
-    /// Objects in this Object Group.
-    pub fn by_group(&self, group: &str) -> Vec<Arc<StoredObject>> {
-        self.indexed(&self.groups, group)
+    /// A superset of the objects that satisfy every attribute of a Locate `filter`, from the
+    /// index; `None` when no attribute of the filter is indexed, so that only a scan
+    /// ([`Store::snapshot`]) can answer it. Locate applies the whole filter to either.
+    pub fn candidates(&self, filter: &[Attribute]) -> Option<Vec<Arc<StoredObject>>> {
+        self.index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .candidates(filter)
     }
 
     /// Change sequence numbers of this store's writes, for the Locate cache.
@@ -339,7 +330,7 @@ impl Store {
     /// Makes a durably created object visible (its owner's slot was reserved before the write).
     fn insert_created(&self, obj: StoredObject) -> Arc<StoredObject> {
         let obj = Arc::new(obj);
-        self.reindex(&obj.uid, None, Some(&obj));
+        self.reindex(&obj.uid, Some(&obj));
         self.objects.insert(obj.uid.clone(), obj.clone());
         self.generations.bump([Dependency::Membership]);
         obj
@@ -354,7 +345,7 @@ impl Store {
     ) -> Arc<StoredObject> {
         let changed = changed_attributes(current, &next);
         let next = Arc::new(next);
-        self.reindex(&next.uid, Some(current), Some(&next));
+        self.reindex(&next.uid, Some(&next));
         self.recount(Some(current), Some(&next));
         self.objects.insert(next.uid.clone(), next.clone());
         self.generations.bump(changed);
@@ -379,7 +370,7 @@ impl Store {
             Some(c) => changed_attributes(c, &next),
             None => vec![Dependency::Membership],
         };
-        self.reindex(&next.uid, current.as_deref(), Some(&next));
+        self.reindex(&next.uid, Some(&next));
         self.recount(current.as_deref(), Some(&next));
         self.objects.insert(next.uid.clone(), next);
         self.generations.bump(changed);
@@ -389,7 +380,7 @@ impl Store {
     /// Forgets an object that no longer exists in the backend. The caller holds its write lock.
     fn uninstall(&self, uid: &str) {
         if let Some((_, old)) = self.objects.remove(uid) {
-            self.reindex(uid, Some(&old), None);
+            self.reindex(uid, None);
             self.recount(Some(&old), None);
             self.generations.bump([Dependency::Membership]);
         }

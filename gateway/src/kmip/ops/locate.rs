@@ -21,25 +21,12 @@ impl Ops {
         // Destroyed objects keep their attributes but are found only when the filter asks for
         // a State: an array locating its key by Name must not be handed a destroyed one.
         let asks_state = r.attributes.iter().any(|a| a.is(tags::STATE));
-        // A Name or Object Group in the filter narrows the candidates through an index; the
-        // full filter still applies to them.
-        let candidates = if let Some(name) = r
-            .attributes
-            .iter()
-            .find(|a| a.is(tags::NAME))
-            .and_then(Attribute::as_name)
-        {
-            self.store.by_name(&name.value)
-        } else if let Some(group) = r
-            .attributes
-            .iter()
-            .find(|a| a.is(tags::OBJECT_GROUP))
-            .and_then(Attribute::as_text)
-        {
-            self.store.by_group(group)
-        } else {
-            self.store.snapshot()
-        };
+        // The filter's indexed attributes narrow the candidates through the store's index; the
+        // full filter still applies to them. Only a filter with none of them scans.
+        let candidates = self
+            .store
+            .candidates(&r.attributes)
+            .unwrap_or_else(|| self.store.snapshot());
         let mut found: Vec<(i64, String)> = candidates
             .into_iter()
             .filter(|o| {
@@ -133,8 +120,9 @@ impl Ops {
     }
 }
 
-/// Whether an object satisfies every Locate filter attribute.
-fn matches_filter(obj: &StoredObject, filter: &[Attribute]) -> bool {
+/// Whether an object satisfies every Locate filter attribute. The store's index answers a
+/// superset of these objects (`store/index.rs` `term`): a change here must keep it one.
+pub(super) fn matches_filter(obj: &StoredObject, filter: &[Attribute]) -> bool {
     // Two instances of one date attribute in a filter bound a range; one is an exact match.
     let mut date_ranges: Vec<(Tag, i64, i64)> = Vec::new();
     for f in filter {

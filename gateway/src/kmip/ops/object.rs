@@ -2,6 +2,7 @@
 //! object with the attributes only the server sets.
 
 use super::{OpContext, OpError, Ops};
+pub(super) use crate::kmip::store::object_type_of;
 use crate::kmip::store::StoredObject;
 use bytes::Bytes;
 use kmip_backends::ObjectKind;
@@ -108,21 +109,6 @@ fn kind_of(t: ObjectType) -> Result<ObjectKind, OpError> {
             ))
         }
     })
-}
-
-pub(super) fn object_type_of(k: ObjectKind) -> ObjectType {
-    match k {
-        ObjectKind::SymmetricKey => ObjectType::SymmetricKey,
-        ObjectKind::SecretData => ObjectType::SecretData,
-        ObjectKind::OpaqueObject => ObjectType::OpaqueObject,
-        ObjectKind::Certificate => ObjectType::Certificate,
-        ObjectKind::PublicKey => ObjectType::PublicKey,
-        ObjectKind::PrivateKey => ObjectType::PrivateKey,
-        ObjectKind::Template => ObjectType::Template,
-        ObjectKind::SplitKey => ObjectType::SplitKey,
-        ObjectKind::PgpKey => ObjectType::PgpKey,
-        ObjectKind::CertificateRequest => ObjectType::CertificateRequest,
-    }
 }
 
 fn new_uid() -> String {

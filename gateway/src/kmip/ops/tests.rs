@@ -1285,6 +1285,7 @@ async fn a_destroy_in_a_failed_undo_batch_is_undone_and_the_key_kept() {
 }
 mod cert_request;
 mod export;
+mod locate_index;
 mod server_attrs;
 mod symm;
 mod templates;

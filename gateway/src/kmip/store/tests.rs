@@ -4,7 +4,7 @@
 use super::*;
 use kmip_backends::vault::{MasterKeySource, Vault};
 use kmip_backends::{KeyAlgorithm, ObjectKind};
-use kmip_wire::model::Attribute;
+use kmip_wire::model::{Attribute, ObjectType};
 use kmip_wire::ttlv::Value;
 
 async fn open(dir: &std::path::Path) -> Arc<Store> {
@@ -105,4 +105,54 @@ async fn adoption_writes_through_its_closure_and_never_over_an_identifier_in_use
     ));
     assert_eq!(store.live_objects("tenant-a"), 1);
     assert!(store.get("44").is_none());
+}
+
+fn state(s: State) -> Attribute {
+    Attribute::enumeration(tags::STATE, s)
+}
+
+fn found(store: &Store, filter: &[Attribute]) -> Vec<String> {
+    let objects = store.candidates(filter).expect("an indexed filter");
+    objects.iter().map(|o| o.uid.clone()).collect()
+}
+
+/// A change a shared backend's feed delivers moves the index as a local write does; an older
+/// version changes nothing, and a removal takes the object out. (The feed itself runs on
+/// PostgreSQL in `tests/tests/store_shared.rs`; these are the calls it makes.)
+#[tokio::test]
+async fn feed_changes_move_the_index_like_local_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let obj = StoredObject {
+        uid: "k".into(),
+        kind: ObjectKind::SecretData,
+        owner: "purefa".into(),
+        attributes: vec![state(State::PreActive)],
+        version: 1,
+    };
+    let material = Zeroizing::new(vec![1u8; 16]);
+    let created = store
+        .register(obj, material, None, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(found(&store, &[state(State::PreActive)]), ["k"]);
+
+    let mut newer = (*created).clone();
+    newer.set(tags::STATE, Value::Enumeration(State::Active.to_u32()));
+    newer.version = 3;
+    store.install(newer.record(), false).unwrap();
+    assert!(found(&store, &[state(State::PreActive)]).is_empty());
+    assert_eq!(found(&store, &[state(State::Active)]), ["k"]);
+
+    let mut older = (*created).clone();
+    older.set(tags::STATE, Value::Enumeration(State::Compromised.to_u32()));
+    older.version = 2;
+    store.install(older.record(), false).unwrap();
+    assert!(found(&store, &[state(State::Compromised)]).is_empty());
+    assert_eq!(found(&store, &[state(State::Active)]), ["k"]);
+
+    store.uninstall("k");
+    assert!(found(&store, &[state(State::Active)]).is_empty());
+    let secret = Attribute::enumeration(tags::OBJECT_TYPE, ObjectType::SecretData);
+    assert!(found(&store, &[secret]).is_empty());
 }
