@@ -1,6 +1,5 @@
 //! One KMIP connection of the bench and the typed operations the scenarios send over it.
 
-use crate::run::BUCKET_ATTRIBUTE;
 use kmip_gateway::client::{ClientError, ClientTls, KmipClient};
 use kmip_wire::model::{
     usage_mask, Attribute, CreateRequest, CryptographicAlgorithm, DiscoverVersionsRequest,
@@ -307,6 +306,10 @@ fn uid_request(uid: &str) -> UidRequest {
         unique_identifier: Some(uid.to_owned()),
     }
 }
+
+/// The custom attribute (`x-bench-bucket` in KMIP 1.x, a Vendor Attribute of vendor `x` in 2.x)
+/// every preloaded key carries, as hypervisors tag keys with their VM.
+const BUCKET_ATTRIBUTE: &str = "bench-bucket";
 
 fn bucket_attribute(bucket: &str) -> Attribute {
     Attribute::vendor(

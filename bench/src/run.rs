@@ -14,12 +14,10 @@ use tokio::sync::Mutex;
 
 /// Objects per Object Group among the preloaded keys: a Locate by group returns this many.
 pub(crate) const GROUP_SIZE: usize = 10;
-/// Preloaded keys sharing one value of the custom attribute [`BUCKET_ATTRIBUTE`]: what a
+/// Preloaded keys sharing one value of the custom attribute `x-bench-bucket`: what a
 /// `locate-attr` filter matches, among every other preloaded key of the same algorithm and length.
 pub(crate) const BUCKET_SIZE: usize = 100;
-/// The custom attribute (`x-bench-bucket` in KMIP 1.x, a Vendor Attribute of vendor `x` in 2.x)
-/// every preloaded key carries, as hypervisors tag keys with their VM.
-pub(crate) const BUCKET_ATTRIBUTE: &str = "bench-bucket";
+
 /// What `echo` Gets: the echo server answers every request alike.
 const ECHO_UID: &str = "00000000-0000-4000-8000-000000000000";
 /// Preloaded keys when a scenario needs some and `--preload` is not given.
