@@ -2,18 +2,20 @@
 //! binaries: a proxy gateway whose backend is another kmip-gateway (its own vault) or PyKMIP's
 //! server. Clients talk to the proxy with per-user certificates; the upstream sees only the
 //! proxy's one identity and holds the key material, the proxy holds ownership and attributes.
-//! Objects the upstream held before are adopted by the operator (`upstream adopt`), and a
-//! proxy's backup holds its upstream map.
+//! Objects the upstream held before are adopted by the operator (`upstream adopt`), a
+//! proxy's backup holds its upstream map, and keys revoked or destroyed on the upstream by
+//! others reach the proxy's view within its refresh interval.
 
 use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
     Attribute, BlockCipherMode, CreateRequest, CryptoRequest, CryptographicAlgorithm,
-    CryptographicParameters, DiscoverVersionsRequest, GetRequest, LocateRequest, Name, ObjectType,
-    PaddingMethod, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,
-    RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason,
-    ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, UidRequest,
+    CryptographicParameters, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
+    LocateRequest, Name, ObjectType, PaddingMethod, ProtocolVersion, RequestBatchItem,
+    RequestHeader, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
+    ResponsePayload, ResultReason, ResultStatus, RevocationReason, RevocationReasonCode,
+    RevokeRequest, SecretBytes, State, UidRequest,
 };
 use kmip_wire::spec::tags;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -1178,4 +1180,150 @@ fn adoption_needs_the_kmip_backend() {
         !ok && out.contains("409") && out.contains("kind = \"kmip\""),
         "{out}"
     );
+}
+
+/// The proxy's refresh interval in the freshness tests: short, so the bounded waits are short.
+const REFRESH_MS: u64 = 200;
+
+impl Client {
+    /// The object's State as Get Attributes reports it; `None` when it answers a failure.
+    async fn state(&mut self, id: &str) -> Option<State> {
+        let item = self
+            .call(RequestPayload::GetAttributes(GetAttributesRequest {
+                unique_identifier: Some(id.to_owned()),
+                names: Vec::new(),
+            }))
+            .await;
+        let Some(ResponsePayload::GetAttributes(r)) = item.payload else {
+            return None;
+        };
+        r.attributes
+            .iter()
+            .find(|a| a.is(tags::STATE))
+            .and_then(|a| a.as_enum::<State>())
+    }
+
+    async fn locate_state(&mut self, state: State) -> Vec<String> {
+        self.locate(vec![Attribute::enumeration(tags::STATE, state)])
+            .await
+    }
+}
+
+/// The upstream identifier of the proxy's key `id`: the upstream object with the same material.
+async fn upstream_twin(proxy: &mut Client, direct: &mut Client, id: &str) -> String {
+    let key = proxy.key(id).await;
+    for candidate in direct.locate(Vec::new()).await {
+        if direct.key(&candidate).await == key {
+            return candidate;
+        }
+    }
+    panic!("no upstream object holds the material of {id}");
+}
+
+/// Revokes `upstream_id` on the upstream, directly: as another client of the key manager would.
+async fn revoke_upstream(direct: &mut Client, upstream_id: &str) {
+    direct.ok(revoke(upstream_id)).await;
+}
+
+/// Revokes and destroys `upstream_id` on the upstream, directly.
+async fn destroy_upstream(direct: &mut Client, upstream_id: &str) {
+    direct.ok(revoke(upstream_id)).await;
+    direct.ok(RequestPayload::Destroy(uid(upstream_id))).await;
+}
+
+#[tokio::test]
+async fn keys_revoked_or_destroyed_upstream_by_others_reach_the_proxy_within_the_interval() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let fresh = Proxy::with_settings(
+        &[upstream.addr],
+        &upstream.pki(),
+        ACQUIRE_MS,
+        &format!("refresh_interval_ms = {REFRESH_MS}\n"),
+    );
+    // The same upstream behind a proxy whose refresher is off.
+    let frozen = Proxy::with_settings(
+        &[upstream.addr],
+        &upstream.pki(),
+        ACQUIRE_MS,
+        "refresh_interval_ms = 0\n",
+    );
+    let gw = fresh.start();
+    let gw_frozen = frozen.start();
+    let mut owner = fresh.client(&gw, OWNER).await;
+    let mut owner_frozen = frozen.client(&gw_frozen, OWNER).await;
+    let revoked = owner.active_key("revoked-upstream").await;
+    let destroyed = owner.active_key("destroyed-upstream").await;
+    let kept = owner.active_key("kept").await;
+    let frozen_key = owner_frozen.active_key("frozen").await;
+
+    let mut direct = upstream.direct().await;
+    let revoked_up = upstream_twin(&mut owner, &mut direct, &revoked).await;
+    let destroyed_up = upstream_twin(&mut owner, &mut direct, &destroyed).await;
+    let frozen_up = upstream_twin(&mut owner_frozen, &mut direct, &frozen_key).await;
+    revoke_upstream(&mut direct, &revoked_up).await;
+    destroy_upstream(&mut direct, &destroyed_up).await;
+    destroy_upstream(&mut direct, &frozen_up).await;
+
+    // Polled with a deadline: the bound is one interval plus one pass, far below it.
+    let deadline = Instant::now() + BOUNDED;
+    loop {
+        let deactivated = owner.locate_state(State::Deactivated).await;
+        let gone = owner.locate_state(State::Destroyed).await;
+        if deactivated == [revoked.clone()] && gone == [destroyed.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {BOUNDED:?}: Deactivated {deactivated:?}, Destroyed {gone:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(REFRESH_MS / 2)).await;
+    }
+    assert_eq!(owner.state(&revoked).await, Some(State::Deactivated));
+    assert_eq!(owner.state(&destroyed).await, Some(State::Destroyed));
+    assert_eq!(owner.state(&kept).await, Some(State::Active));
+    // Destroyed in the proxy's view: no material, not found without a State filter.
+    let get = owner.call(get(&destroyed)).await;
+    assert_eq!(get.result_status, ResultStatus::OperationFailed, "{get:?}");
+    let mut live = owner.locate(Vec::new()).await;
+    live.sort();
+    let mut expected = vec![revoked.clone(), kept.clone()];
+    expected.sort();
+    assert_eq!(live, expected);
+    let (status, metrics) = gw.admin_get("/metrics");
+    assert_eq!(status, 200);
+    for change in ["revoked", "destroyed"] {
+        assert!(
+            metrics.contains(&format!(
+                "kmip_upstream_refresh_changes_total{{change=\"{change}\"}} 1"
+            )),
+            "{change}: {metrics}"
+        );
+    }
+
+    // The refresher above ran at least one pass after the upstream changed; the proxy without
+    // one still shows its key as it was.
+    assert_eq!(owner_frozen.state(&frozen_key).await, Some(State::Active));
+    assert_eq!(
+        owner_frozen.locate(Vec::new()).await,
+        vec![frozen_key.clone()]
+    );
+
+    // The changes are durable in the upstream map: a restart without the refresher keeps them.
+    drop(owner);
+    drop(gw);
+    let config = std::fs::read_to_string(fresh.path("gateway.toml")).unwrap();
+    std::fs::write(
+        fresh.path("gateway.toml"),
+        config.replace(
+            &format!("refresh_interval_ms = {REFRESH_MS}"),
+            "refresh_interval_ms = 0",
+        ),
+    )
+    .unwrap();
+    let gw = fresh.start();
+    let mut owner = fresh.client(&gw, OWNER).await;
+    assert_eq!(owner.state(&revoked).await, Some(State::Deactivated));
+    assert_eq!(owner.state(&destroyed).await, Some(State::Destroyed));
+    assert_eq!(owner.state(&kept).await, Some(State::Active));
 }

@@ -129,6 +129,10 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     /// A connection idle this long is closed; one idle for a while is probed before reuse.
     pub idle_timeout: Duration,
+    /// Time between two passes of the refresher that re-reads every mapped object's lifecycle
+    /// upstream (`upstream/refresh.rs`); `None`: off, the gateway's view changes only through
+    /// the gateway.
+    pub refresh_interval: Option<Duration>,
     /// The local vault holding the gateway's metadata and the upstream identifiers.
     pub map_dir: PathBuf,
     pub master_key: MasterKeyConfig,

@@ -619,6 +619,7 @@ fn kmip_backend_gets_defaults_and_resolved_paths() {
     assert_eq!(u.acquire_timeout, DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT);
     assert_eq!(u.request_timeout, DEFAULT_UPSTREAM_REQUEST_TIMEOUT);
     assert_eq!(u.idle_timeout, DEFAULT_UPSTREAM_IDLE_TIMEOUT);
+    assert_eq!(u.refresh_interval, Some(DEFAULT_UPSTREAM_REFRESH_INTERVAL));
     // The mapping vault has a folder and a head of its own; the master key is the vault's.
     assert_eq!(u.map_dir, Path::new("/var/lib/kg/upstream-map"));
     assert_eq!(
@@ -650,6 +651,45 @@ fn kmip_backend_reads_every_key() {
     assert_eq!(u.acquire_timeout, Duration::from_millis(700));
     assert_eq!(u.request_timeout, Duration::from_millis(900));
     assert_eq!(u.idle_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn kmip_backend_refresh_interval_is_off_at_zero_and_bounded_below() {
+    let interval =
+        |extra: &str| match GatewayConfig::from_toml_str(&upstream(extra), Path::new("/"))
+            .unwrap()
+            .backend
+        {
+            BackendConfig::Kmip(u) => u.refresh_interval,
+            other => panic!("unexpected {other:?}"),
+        };
+    assert_eq!(interval("refresh_interval_ms = 0\n"), None);
+    assert_eq!(
+        interval("refresh_interval_ms = 250\n"),
+        Some(Duration::from_millis(250))
+    );
+    let floor = MIN_UPSTREAM_REFRESH_INTERVAL.as_millis();
+    assert_eq!(
+        interval(&format!("refresh_interval_ms = {floor}\n")),
+        Some(MIN_UPSTREAM_REFRESH_INTERVAL)
+    );
+    let e = error_of(&upstream(&format!("refresh_interval_ms = {}\n", floor - 1)));
+    assert!(
+        e.starts_with("backend.refresh_interval_ms")
+            && e.contains("minimum")
+            && e.contains("use 0"),
+        "{e}"
+    );
+    // Another backend has no upstream to refresh from.
+    for kind in ["vault", "postgres"] {
+        let e = error_of(&format!(
+            "{MINIMAL}[backend]\nkind = \"{kind}\"\nrefresh_interval_ms = 1000\n"
+        ));
+        assert!(
+            e.starts_with("backend.refresh_interval_ms") && e.contains("kind = \"kmip\""),
+            "{kind}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -35,9 +35,13 @@
 //!   (`kmip-gateway upstream adopt`) under its upstream identifier; nothing is sent upstream
 //!   but Locate and Get Attributes. One upstream object is mapped at most once: the upstream
 //!   identifiers of the live mappings are kept in memory, read from the mapping vault at start.
+//! - **Changes made upstream by others** (`refresh.rs`): every `refresh_interval`, the lifecycle
+//!   of each mapped object is read back in batches and a revocation or destruction upstream is
+//!   applied through the store.
 
 mod adopt;
 mod pool;
+pub mod refresh;
 mod wire;
 
 use std::sync::Arc;
@@ -113,6 +117,20 @@ impl UpstreamBackend {
         uid: &str,
         payload: RequestPayload,
     ) -> Result<ResponsePayload, BackendError> {
+        self.call_batch(name, &[uid], vec![payload])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(unexpected(name)))
+    }
+
+    /// Sends `payloads` (about `uids`, one each) in one message to the first upstream that
+    /// gives a connection and answers, in priority order; each item's outcome in order.
+    async fn call_batch(
+        &self,
+        name: &str,
+        uids: &[&str],
+        payloads: Vec<RequestPayload>,
+    ) -> Result<Vec<Result<ResponsePayload, BackendError>>, BackendError> {
         let mut failures = Vec::new();
         for upstream in &self.upstreams {
             // A second attempt on the same upstream: the first may have failed on a connection
@@ -126,17 +144,24 @@ impl UpstreamBackend {
                         break;
                     }
                 };
-                match conn.call(payload.clone()).await {
-                    Ok(answer) => return Ok(answer),
-                    Err(CallError::Transport(why)) => {
+                match conn.call_batch(payloads.clone()).await {
+                    Ok(items) => {
+                        return Ok(items
+                            .into_iter()
+                            .zip(uids.iter().chain(std::iter::repeat(&"")))
+                            .map(|(item, uid)| {
+                                item.map_err(|e| {
+                                    if let CallError::Refused { message, .. } = &e {
+                                        tracing::debug!(upstream = %upstream.addr, call = name, message = ?message, "upstream refused");
+                                    }
+                                    wire::backend_error(&upstream.addr, name, uid, e)
+                                })
+                            })
+                            .collect())
+                    }
+                    Err(why) => {
                         tracing::warn!(upstream = %upstream.addr, call = name, error = %why, "upstream call failed; trying again");
                         failures.push(format!("{}: {why}", upstream.addr));
-                    }
-                    Err(e) => {
-                        if let CallError::Refused { message, .. } = &e {
-                            tracing::debug!(upstream = %upstream.addr, call = name, message = ?message, "upstream refused");
-                        }
-                        return Err(wire::backend_error(&upstream.addr, name, uid, e));
                     }
                 }
             }
