@@ -523,6 +523,9 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     }
     println!("{}: OK", path.display());
     println!("{}", cli::check::server_certificate_line(&tls));
+    if let Some(line) = cli::check::upstream_refresh_line(&cfg) {
+        println!("{line}");
+    }
     match (&dry_run.user, &dry_run.operation) {
         (None, None) => ExitCode::SUCCESS,
         (Some(user), Some(op)) => {

@@ -1248,6 +1248,18 @@ async fn keys_revoked_or_destroyed_upstream_by_others_reach_the_proxy_within_the
         ACQUIRE_MS,
         "refresh_interval_ms = 0\n",
     );
+    for (proxy, says) in [
+        (&fresh, format!("upstream refresh: every {REFRESH_MS} ms")),
+        (&frozen, "upstream refresh: off".to_owned()),
+    ] {
+        let config = proxy.path("gateway.toml");
+        let (ok, out) = kmip_e2e::gateway_cli(&[
+            "check-config".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ]);
+        assert!(ok && out.contains(&says), "{out}");
+    }
     let gw = fresh.start();
     let gw_frozen = frozen.start();
     let mut owner = fresh.client(&gw, OWNER).await;
