@@ -1339,3 +1339,146 @@ async fn keys_revoked_or_destroyed_upstream_by_others_reach_the_proxy_within_the
     assert_eq!(owner.state(&destroyed).await, Some(State::Destroyed));
     assert_eq!(owner.state(&kept).await, Some(State::Active));
 }
+
+/// A local vault installation for the proxy's users: the proxy's configuration up to its
+/// `[backend]`, on the data folder `local`; initialised.
+fn local_installation(proxy: &Proxy) -> PathBuf {
+    let text = std::fs::read_to_string(proxy.path("gateway.toml")).unwrap();
+    let (common, _) = text.split_once("[backend]").unwrap();
+    let local = proxy.path("local.toml");
+    std::fs::write(
+        &local,
+        common.replace(
+            &format!("data_dir = {:?}", proxy.path("data")),
+            &format!("data_dir = {:?}", proxy.path("local")),
+        ),
+    )
+    .unwrap();
+    let (ok, out) =
+        kmip_e2e::gateway_cli(&["init".as_ref(), "--config".as_ref(), local.as_os_str()]);
+    assert!(ok, "{out}");
+    local
+}
+
+/// Objects made upstream (adopted, and made through the proxy) are copied by `upstream copy`
+/// into a local vault, verified, and served by a gateway on it after the upstream is switched
+/// off; a non-extractable key stays upstream; a re-run finds everything there.
+#[tokio::test]
+async fn objects_made_upstream_are_copied_and_served_locally_after_the_upstream_is_switched_off() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = upstream.direct().await;
+    let legacy = direct.active_key("legacy").await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr], &upstream.pki()));
+    let gw = proxy.start();
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &legacy]);
+    assert!(ok, "{out}");
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let made = owner.active_key("made").await;
+    let ResponsePayload::Create(sealed) = owner
+        .ok(RequestPayload::Create(CreateRequest {
+            templates: Vec::new(),
+            object_type: ObjectType::SymmetricKey,
+            attributes: vec![
+                Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+                Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
+                Attribute::boolean(tags::EXTRACTABLE, false),
+            ],
+        }))
+        .await
+    else {
+        panic!("Create answered another payload");
+    };
+    let sealed = sealed.unique_identifier;
+    let gone = owner.active_key("gone").await;
+    owner.ok(revoke(&gone)).await;
+    owner.ok(RequestPayload::Destroy(uid(&gone))).await;
+    let legacy_key = owner.key(&legacy).await;
+    let made_key = owner.key(&made).await;
+    let ciphertext = owner.round_trip(&made, b"sealed through the proxy").await;
+    drop(owner);
+    drop(gw);
+
+    let local = local_installation(&proxy);
+    let config = proxy.path("gateway.toml");
+    let copy = |what: &str| {
+        let (ok, out) = kmip_e2e::gateway_cli(&[
+            "upstream".as_ref(),
+            "copy".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--to".as_ref(),
+            local.as_os_str(),
+        ]);
+        assert!(ok, "{what}: {out}");
+        out
+    };
+    let out = copy("first run");
+    assert!(
+        out.contains(
+            "4 of 4 objects: 2 copied, 1 tombstones, 0 already there, 0 failed, 1 not extractable"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("not extractable, left at the source: {sealed}")),
+        "{out}"
+    );
+    let out = copy("second run");
+    assert!(
+        out.contains("0 copied, 0 tombstones, 3 already there, 0 failed, 1 not extractable"),
+        "{out}"
+    );
+    // `migrate` does not take a proxy, nor `upstream copy` a local installation as its source.
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "migrate".as_ref(),
+        "--from".as_ref(),
+        config.as_os_str(),
+        "--to".as_ref(),
+        local.as_os_str(),
+    ]);
+    assert!(!ok && out.contains("upstream copy"), "{out}");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream".as_ref(),
+        "copy".as_ref(),
+        "--config".as_ref(),
+        local.as_os_str(),
+        "--to".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(!ok && out.contains("not a KMIP proxy"), "{out}");
+
+    // The key manager is switched off: the local gateway serves the copies.
+    drop(direct);
+    upstream.kill();
+    let served = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut owner = proxy.client(&served, OWNER).await;
+    assert_eq!(owner.key(&legacy).await, legacy_key);
+    assert_eq!(owner.key(&made).await, made_key);
+    let ResponsePayload::Decrypt(d) = owner
+        .ok(RequestPayload::Decrypt(cbc(&made, ciphertext)))
+        .await
+    else {
+        panic!("Decrypt answered another payload");
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"sealed through the proxy");
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("legacy"))])
+            .await,
+        vec![legacy.clone()]
+    );
+    assert_eq!(owner.state(&gone).await, Some(State::Destroyed));
+    let missing = owner.call(get(&sealed)).await;
+    assert_eq!(
+        missing.result_reason,
+        Some(ResultReason::ItemNotFound),
+        "{missing:?}"
+    );
+    let mut other = proxy.client(&served, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+}

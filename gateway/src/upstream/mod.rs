@@ -48,8 +48,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kmip_backends::{
-    Backend, BackendError, CipherOutput, CipherRequest, KeySpec, MacAlgorithm, ObjectKind,
-    ObjectRecord,
+    Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeySpec, MacAlgorithm,
+    ObjectKind, ObjectRecord,
 };
 use kmip_wire::model::{
     CryptographicParameters, GetRequest, MacRequest, RequestPayload, ResponsePayload,
@@ -59,6 +59,8 @@ use zeroize::Zeroizing;
 
 use crate::client::ClientTls;
 use crate::config::UpstreamConfig;
+use crate::kmip::ops::symmetric_key_spec;
+use crate::kmip::store::StoredObject;
 use pool::{CallError, Connector, Upstream};
 
 /// Tries of one call on one upstream before the next is asked: a stale pooled connection, then
@@ -174,16 +176,22 @@ impl UpstreamBackend {
 
     /// The upstream identifier of `uid`, and whether its material may be read.
     async fn target(&self, uid: &str) -> Result<(String, bool), BackendError> {
-        let record = self.map.read_material(uid).await?;
-        match record.split_first() {
-            Some((flags, id)) => Ok((
-                String::from_utf8(id.to_vec())
-                    .map_err(|_| BackendError::Corrupt(format!("mapping record of {uid}")))?,
-                flags & EXTRACTABLE != 0,
-            )),
-            None => Err(BackendError::Corrupt(format!(
-                "empty mapping record of {uid}"
-            ))),
+        link_of(uid, &self.map.read_material(uid).await?)
+    }
+
+    /// The material of the upstream object `target` (the gateway's `uid`).
+    async fn get_material(
+        &self,
+        uid: &str,
+        target: String,
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let get = RequestPayload::Get(GetRequest {
+            unique_identifier: Some(target),
+            ..GetRequest::default()
+        });
+        match self.call("Get", uid, get).await? {
+            ResponsePayload::Get(r) => wire::material(uid, r.object),
+            _ => Err(unexpected("Get")),
         }
     }
 
@@ -249,6 +257,20 @@ impl UpstreamBackend {
             }),
             _ => Err(unexpected(name)),
         }
+    }
+}
+
+/// A mapping record's material: the upstream identifier, and whether its material may be read.
+fn link_of(uid: &str, record: &[u8]) -> Result<(String, bool), BackendError> {
+    match record.split_first() {
+        Some((flags, id)) => Ok((
+            String::from_utf8(id.to_vec())
+                .map_err(|_| BackendError::Corrupt(format!("mapping record of {uid}")))?,
+            flags & EXTRACTABLE != 0,
+        )),
+        None => Err(BackendError::Corrupt(format!(
+            "empty mapping record of {uid}"
+        ))),
     }
 }
 
@@ -322,14 +344,44 @@ impl Backend for UpstreamBackend {
         if !extractable {
             return Err(BackendError::NotExtractable(uid.to_owned()));
         }
-        let get = RequestPayload::Get(GetRequest {
-            unique_identifier: Some(target),
-            ..GetRequest::default()
-        });
-        match self.call("Get", uid, get).await? {
-            ResponsePayload::Get(r) => wire::material(uid, r.object),
-            _ => Err(unexpected("Get")),
+        self.get_material(uid, target).await
+    }
+
+    /// The object as `migrate` and `upstream copy` take it: the gateway's record from the map,
+    /// the material from the upstream (Get), the key facts from the stored attributes. A
+    /// non-extractable object stays upstream ([`BackendError::NotExtractable`]); a tombstone
+    /// has no material.
+    async fn export(&self, uid: &str) -> Result<ExportedObject, BackendError> {
+        let mapped = self.map.export(uid).await?;
+        let Some(link) = mapped.material else {
+            return Ok(ExportedObject {
+                record: mapped.record,
+                material: None,
+                spec: None,
+            });
+        };
+        let (target, extractable) = link_of(uid, &link)?;
+        if !extractable {
+            return Err(BackendError::NotExtractable(uid.to_owned()));
         }
+        let material = self.get_material(uid, target).await?;
+        let spec = if mapped.record.kind == ObjectKind::SymmetricKey {
+            let stored = StoredObject::from_record(ObjectRecord {
+                uid: mapped.record.uid.clone(),
+                kind: mapped.record.kind,
+                meta: mapped.record.meta.clone(),
+                version: mapped.record.version,
+            })
+            .map_err(|e| BackendError::Corrupt(format!("metadata of {uid}: {e}")))?;
+            symmetric_key_spec(&stored.attributes, material.len())
+        } else {
+            None
+        };
+        Ok(ExportedObject {
+            record: mapped.record,
+            material: Some(material),
+            spec,
+        })
     }
 
     async fn update_meta(

@@ -43,6 +43,7 @@ mod upstream_state;
 
 pub use adopt::{AdoptTarget, Adoption, UpstreamObject};
 pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
+pub use create::symmetric_key_spec;
 pub use error::OpError;
 pub(crate) use interop::audit_note;
 pub(crate) use operator::{DestroyStep, KeyFilter};
