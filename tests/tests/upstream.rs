@@ -1234,7 +1234,7 @@ async fn destroy_upstream(direct: &mut Client, upstream_id: &str) {
 #[tokio::test]
 async fn keys_revoked_or_destroyed_upstream_by_others_reach_the_proxy_within_the_interval() {
     let home = tempfile::tempdir().unwrap();
-    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
     let fresh = Proxy::with_settings(
         &[upstream.addr],
         &upstream.pki(),
@@ -1320,6 +1320,31 @@ async fn keys_revoked_or_destroyed_upstream_by_others_reach_the_proxy_within_the
         owner_frozen.locate(Vec::new()).await,
         vec![frozen_key.clone()]
     );
+
+    // The upstream goes down: passes fail (counted) and change nothing.
+    drop(direct);
+    upstream.kill();
+    let failed_reads = |gw: &GatewayProcess| {
+        let (_, metrics) = gw.admin_get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("kmip_upstream_refresh_failures_total{stage=\"read\"} ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + BOUNDED;
+    while failed_reads(&gw) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed pass counted: {}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(REFRESH_MS / 2)).await;
+    }
+    assert_eq!(owner.state(&kept).await, Some(State::Active));
+    assert_eq!(owner.state(&revoked).await, Some(State::Deactivated));
 
     // The changes are durable in the upstream map: a restart without the refresher keeps them.
     drop(owner);
