@@ -17,7 +17,7 @@ use crate::kmip::ops::{Adoption, Ops};
 use crate::kmip::store::Store;
 use crate::tooling::audit::AuditLog;
 use crate::tooling::capture::Capture;
-use crate::upstream::{refresh, UpstreamBackend};
+use crate::upstream::{refresh, MigratingBackend, UpstreamBackend};
 use arc_swap::ArcSwap;
 use kmip_backends::{Backend, BackendError};
 use metrics_exporter_prometheus::Matcher;
@@ -170,12 +170,18 @@ pub async fn open_backend(
     Ok(open_backend_parts(cfg, secrets).await?.0)
 }
 
-/// [`open_backend`], with the KMIP proxy when the backend is one (its adoption of objects held
-/// before, its refresher).
+/// A KMIP proxy's parts beside the backend: the proxy (its adoption of objects held before, its
+/// refresher) and, in migrate mode, the backend that routes between the local vault and it.
+struct ProxyParts {
+    proxy: Arc<UpstreamBackend>,
+    migrating: Option<Arc<MigratingBackend>>,
+}
+
+/// [`open_backend`], with the KMIP proxy's parts when the backend is one.
 async fn open_backend_parts(
     cfg: &GatewayConfig,
     secrets: EnvSecrets,
-) -> Result<(Arc<dyn Backend>, Option<Arc<UpstreamBackend>>), StartError> {
+) -> Result<(Arc<dyn Backend>, Option<ProxyParts>), StartError> {
     let only = |b: Arc<dyn Backend>| (b, None);
     match &cfg.backend {
         BackendConfig::Vault {
@@ -205,9 +211,17 @@ async fn open_backend_parts(
                 },
                 (other, _) => vault_key_source(other),
             };
-            let map = open_vault(&upstream.map_dir, source, &upstream.map_head).await?;
+            let map = open_vault(&upstream.map_dir, source.clone(), &upstream.map_head).await?;
             let proxy = Arc::new(UpstreamBackend::new(upstream, map)?);
-            Ok((proxy.clone(), Some(proxy)))
+            let (backend, migrating): (Arc<dyn Backend>, _) = match &upstream.migrate_to {
+                None => (proxy.clone(), None),
+                Some(local) => {
+                    let vault = open_vault(&local.dir, source, &local.head).await?;
+                    let migrating = Arc::new(MigratingBackend::new(vault, proxy.clone()));
+                    (migrating.clone(), Some(migrating))
+                }
+            };
+            Ok((backend, Some(ProxyParts { proxy, migrating })))
         }
         BackendConfig::Pkcs11 {
             module,
@@ -316,8 +330,8 @@ pub async fn run(
     if let Some(ca) = load_issuing_ca(&cfg)? {
         ops = ops.with_issuing_ca(Arc::new(ca));
     }
-    if let Some(proxy) = &proxy {
-        ops = ops.with_adoption(proxy.clone() as Arc<dyn Adoption>);
+    if let Some(parts) = &proxy {
+        ops = ops.with_adoption(parts.proxy.clone() as Arc<dyn Adoption>);
     }
     let audit = match &cfg.audit {
         Some(a) => {
@@ -429,13 +443,14 @@ pub async fn run(
     let following = store.follow(shutdown_rx.clone());
     // A KMIP proxy: changes made on the upstream by others reach the store within an interval.
     let refreshing = match (&proxy, &cfg.backend) {
-        (Some(proxy), BackendConfig::Kmip(upstream)) => upstream.refresh_interval.map(|every| {
+        (Some(parts), BackendConfig::Kmip(upstream)) => upstream.refresh_interval.map(|every| {
             info!(
                 interval_ms = every.as_millis() as u64,
                 "upstream refresh on"
             );
             refresh::spawn(
-                proxy.clone(),
+                parts.proxy.clone(),
+                parts.migrating.clone(),
                 server.dispatcher.clone(),
                 every,
                 shutdown_rx.clone(),

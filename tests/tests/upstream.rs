@@ -1507,3 +1507,101 @@ async fn objects_made_upstream_are_copied_and_served_locally_after_the_upstream_
     let mut other = proxy.client(&served, OTHER).await;
     assert!(other.locate(Vec::new()).await.is_empty());
 }
+
+/// `mode = "migrate"`: a proxy's new objects go to a local vault while the older ones are read
+/// through to the upstream; `upstream copy` moves those into the same vault; then the gateway
+/// serves everything with the upstream switched off, in migrate mode and as a plain vault.
+#[tokio::test]
+async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let older = owner.active_key("older").await;
+    let older_key = owner.key(&older).await;
+    drop(owner);
+    drop(gw);
+
+    let config = proxy.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("kind = \"kmip\"\n", "kind = \"kmip\"\nmode = \"migrate\"\n"),
+    )
+    .unwrap();
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key, "read through upstream");
+    let newer = owner.active_key("newer").await;
+    let newer_key = owner.key(&newer).await;
+    let sealed = owner.round_trip(&newer, b"made in the local vault").await;
+    let mut names = Vec::new();
+    for name in ["older", "newer"] {
+        names.extend(owner.locate(vec![Attribute::name(&Name::new(name))]).await);
+    }
+    assert_eq!(names, [older.clone(), newer.clone()]);
+    // The upstream holds the older key only (exactly one object, asserted there).
+    let mut direct = upstream.direct().await;
+    only_upstream_object(&mut direct).await;
+    drop(owner);
+    drop(gw);
+
+    // Backup takes one vault, and this installation has two: refused, with what to do.
+    let pass = proxy.path("backup.pass");
+    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let archive = proxy.path("migrating.kgb");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+    ]);
+    assert!(!ok && out.contains("mode = \"migrate\""), "{out}");
+    assert!(!archive.exists());
+
+    // The older objects into the local vault: the one a plain vault configuration names.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (common, _) = text.split_once("[backend]").unwrap();
+    let local = proxy.path("local.toml");
+    std::fs::write(&local, common).unwrap();
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream".as_ref(),
+        "copy".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--to".as_ref(),
+        local.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("1 of 1 objects: 1 copied, 0 tombstones, 0 already there, 0 failed"),
+        "{out}"
+    );
+
+    // The key manager is switched off: the migrating proxy serves both from its vault.
+    drop(direct);
+    upstream.kill();
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key);
+    assert_eq!(owner.key(&newer).await, newer_key);
+    drop(owner);
+    drop(gw);
+    // And so does a plain vault configuration on the same data folder: the move is done.
+    let served = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut owner = proxy.client(&served, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key);
+    assert_eq!(owner.key(&newer).await, newer_key);
+    let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
+    else {
+        panic!("Decrypt answered another payload");
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"made in the local vault");
+}

@@ -140,13 +140,17 @@ fn copy(command: Command, from_path: &Path, to_path: &Path) -> ExitCode {
         command.check(&from, &to)?;
         Ok((from, to))
     });
-    let (from, to) = match configs {
+    let (mut from, to) = match configs {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kmip-gateway {name}: {e}");
             return ExitCode::from(EXIT_REFUSED);
         }
     };
+    if let BackendConfig::Kmip(upstream) = &mut from.backend {
+        // The proxy's own objects only: in migrate mode its local vault is the target's.
+        upstream.migrate_to = None;
+    }
     // Before the runtime: no other thread may read the environment while it changes.
     let secrets = (take_env_secrets(&from), take_env_secrets(&to));
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -654,6 +654,38 @@ fn kmip_backend_reads_every_key() {
 }
 
 #[test]
+fn kmip_backend_migrate_mode_names_the_vault_a_plain_configuration_would() {
+    let mode = |extra: &str| match GatewayConfig::from_toml_str(&upstream(extra), Path::new("/"))
+        .unwrap()
+        .backend
+    {
+        BackendConfig::Kmip(u) => u.migrate_to,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(mode(""), None);
+    assert_eq!(mode("mode = \"proxy\"\n"), None);
+    let BackendConfig::Vault { dir, head, .. } = GatewayConfig::from_toml_str(
+        &format!("data_dir = \"/var/lib/kg\"\n{MINIMAL}"),
+        Path::new("/"),
+    )
+    .unwrap()
+    .backend
+    else {
+        panic!("not a vault");
+    };
+    assert_eq!(mode("mode = \"migrate\"\n"), Some(LocalVault { dir, head }));
+    let e = error_of(&upstream("mode = \"copy\"\n"));
+    assert!(e.starts_with("backend.mode") && e.contains("'copy'"), "{e}");
+    let e = error_of(&format!(
+        "{MINIMAL}[backend]\nkind = \"vault\"\nmode = \"migrate\"\n"
+    ));
+    assert!(
+        e.starts_with("backend.mode") && e.contains("kind = \"kmip\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn kmip_backend_refresh_interval_is_off_at_zero_and_bounded_below() {
     let interval =
         |extra: &str| match GatewayConfig::from_toml_str(&upstream(extra), Path::new("/"))

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use kmip_wire::model::ProtocolVersion;
 
-use super::backend::{default_secrets_dir, BackendConfig, MasterKeyConfig, UpstreamConfig};
+use super::backend::{
+    default_secrets_dir, default_vault_paths, BackendConfig, LocalVault, MasterKeyConfig,
+    UpstreamConfig,
+};
 use super::defaults::{
     DEFAULT_MASTER_KEY_FILE, DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     DEFAULT_UPSTREAM_POOL_SIZE, DEFAULT_UPSTREAM_REFRESH_INTERVAL,
@@ -186,6 +189,24 @@ pub(super) fn upstream_backend(
             ),
         ));
     }
+    let migrate_to = match b.mode.as_deref() {
+        None | Some("proxy") => None,
+        Some("migrate") => {
+            // Exactly the vault a plain vault configuration on this data folder (and master
+            // key) opens, so the installation becomes one by changing its [backend].
+            let (dir, head) = default_vault_paths(data_dir, &master_key);
+            Some(LocalVault { dir, head })
+        }
+        Some(other) => {
+            return Err(invalid(
+                "backend.mode",
+                format!(
+                    "'{other}' is not \"proxy\" (everything upstream, the default) or \
+                     \"migrate\" (new objects in a local vault)"
+                ),
+            ))
+        }
+    };
     Ok(BackendConfig::Kmip(Box::new(UpstreamConfig {
         upstreams,
         cert,
@@ -198,6 +219,7 @@ pub(super) fn upstream_backend(
         request_timeout,
         idle_timeout,
         refresh_interval,
+        migrate_to,
         map_dir: data_dir.join(UPSTREAM_MAP_DIR),
         master_key,
         map_head,

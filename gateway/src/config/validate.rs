@@ -34,9 +34,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
     let backend = match raw.backend {
         None => vault_backend(&data_dir, None, None),
         Some(b) if b.kind == "kmip" => upstream_backend(b, base, &data_dir)?,
-        Some(b) if b.refresh_interval_ms.is_some() => {
+        Some(b) if b.refresh_interval_ms.is_some() || b.mode.is_some() => {
             return Err(invalid(
-                "backend.refresh_interval_ms",
+                if b.mode.is_some() {
+                    "backend.mode"
+                } else {
+                    "backend.refresh_interval_ms"
+                },
                 "only applies to kind = \"kmip\"",
             ))
         }

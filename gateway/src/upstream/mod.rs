@@ -38,8 +38,11 @@
 //! - **Changes made upstream by others** (`refresh.rs`): every `refresh_interval`, the lifecycle
 //!   of each mapped object is read back in batches and a revocation or destruction upstream is
 //!   applied through the store.
+//! - **Migrate mode** (`migrating.rs`): new objects in a local vault, the rest read through to
+//!   the upstream, until `upstream copy` has moved everything.
 
 mod adopt;
+mod migrating;
 mod pool;
 pub mod refresh;
 mod wire;
@@ -61,6 +64,7 @@ use crate::client::ClientTls;
 use crate::config::UpstreamConfig;
 use crate::kmip::ops::symmetric_key_spec;
 use crate::kmip::store::StoredObject;
+pub use migrating::MigratingBackend;
 use pool::{CallError, Connector, Upstream};
 
 /// Tries of one call on one upstream before the next is asked: a stale pooled connection, then

@@ -20,7 +20,7 @@ use kmip_backends::BackendError;
 use kmip_wire::model::{AttributeName, GetAttributesRequest, RequestPayload, ResponsePayload};
 use tokio::sync::watch;
 
-use super::{unexpected, UpstreamBackend};
+use super::{unexpected, MigratingBackend, UpstreamBackend};
 use crate::kmip::dispatch::Dispatcher;
 use crate::kmip::ops::{Refreshed, UpstreamLifecycle, UPSTREAM_LIFECYCLE};
 
@@ -99,16 +99,32 @@ fn failed(stage: &'static str) {
 /// One pass from `cursor`: reads up to [`MAX_REFRESH_PER_PASS`] mapped objects and applies
 /// what changed.
 /// Stops between two batches once `shutdown` is set (a batch's writes are never cut halfway).
+/// In migrate mode, objects the local vault holds are skipped: the upstream's copy no longer
+/// decides their lifecycle.
 async fn pass(
     proxy: &UpstreamBackend,
     dispatcher: &Dispatcher,
+    local: Option<&MigratingBackend>,
     cursor: &mut Cursor,
     shutdown: &watch::Receiver<bool>,
 ) -> Pass {
-    let todo = proxy
+    let mut todo = proxy
         .mapped
         .after(cursor.0.as_deref(), MAX_REFRESH_PER_PASS);
     let complete = todo.len() < MAX_REFRESH_PER_PASS;
+    if let Some(local) = local {
+        // The cursor still moves past them: `complete` and the batches' ends are from before.
+        let last = todo.last().cloned();
+        todo.retain(|(uid, _)| !local.is_local(uid));
+        if todo.is_empty() {
+            cursor.0 = if complete {
+                None
+            } else {
+                last.map(|(uid, _)| uid)
+            };
+            return Pass::Done { changed: 0 };
+        }
+    }
     let mut changed = 0;
     for batch in todo.chunks(REFRESH_BATCH) {
         if *shutdown.borrow() {
@@ -166,6 +182,7 @@ async fn pass(
 /// Runs a pass every `interval` (counted from the end of the previous one) until `shutdown`.
 pub fn spawn(
     proxy: Arc<UpstreamBackend>,
+    local: Option<Arc<MigratingBackend>>,
     dispatcher: Arc<Dispatcher>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -181,7 +198,14 @@ pub fn spawn(
                 return;
             }
             let started = std::time::Instant::now();
-            let outcome = pass(&proxy, &dispatcher, &mut cursor, &shutdown).await;
+            let outcome = pass(
+                &proxy,
+                &dispatcher,
+                local.as_deref(),
+                &mut cursor,
+                &shutdown,
+            )
+            .await;
             metrics::counter!("kmip_upstream_refresh_passes_total").increment(1);
             tracing::debug!(outcome = ?outcome, ms = started.elapsed().as_millis() as u64, "upstream refresh pass");
         }
