@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use kmip_backends::asym::KeyPairSpec;
 use kmip_backends::{
     Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeySpec, MacAlgorithm,
-    ObjectRecord, RngInfo,
+    ObjectRecord, RngInfo, StartedStream, StreamRequest,
 };
 use zeroize::Zeroizing;
 
@@ -163,6 +163,16 @@ impl Backend for MigratingBackend {
 
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
         self.side(uid).decrypt(uid, req).await
+    }
+
+    /// A local key streams as in a vault; the proxy's keys do not (`streams` stays false, as
+    /// not every key can).
+    async fn start_stream(
+        &self,
+        uid: &str,
+        req: StreamRequest,
+    ) -> Result<StartedStream, BackendError> {
+        self.side(uid).start_stream(uid, req).await
     }
 
     async fn mac(
