@@ -97,10 +97,9 @@ fn failed(stage: &'static str) {
 }
 
 /// One pass from `cursor`: reads up to [`MAX_REFRESH_PER_PASS`] mapped objects and applies
-/// what changed.
-/// Stops between two batches once `shutdown` is set (a batch's writes are never cut halfway).
-/// In migrate mode, objects the local vault holds are skipped: the upstream's copy no longer
-/// decides their lifecycle.
+/// what changed. Stops between two batches once `shutdown` is set (a batch's writes are never
+/// cut halfway). In migrate mode, objects the local vault holds are skipped: the upstream's
+/// copy no longer decides their lifecycle.
 async fn pass(
     proxy: &UpstreamBackend,
     dispatcher: &Dispatcher,
@@ -108,23 +107,20 @@ async fn pass(
     cursor: &mut Cursor,
     shutdown: &watch::Receiver<bool>,
 ) -> Pass {
-    let mut todo = proxy
+    let todo = proxy
         .mapped
         .after(cursor.0.as_deref(), MAX_REFRESH_PER_PASS);
-    let complete = todo.len() < MAX_REFRESH_PER_PASS;
-    if let Some(local) = local {
-        // The cursor still moves past them: `complete` and the batches' ends are from before.
-        let last = todo.last().cloned();
-        todo.retain(|(uid, _)| !local.is_local(uid));
-        if todo.is_empty() {
-            cursor.0 = if complete {
-                None
-            } else {
-                last.map(|(uid, _)| uid)
-            };
-            return Pass::Done { changed: 0 };
-        }
-    }
+    // Where the next pass starts once this one is through: from the first object again, or
+    // after the last one this pass took (skipped ones included).
+    let end = if todo.len() < MAX_REFRESH_PER_PASS {
+        None
+    } else {
+        todo.last().map(|(uid, _)| uid.clone())
+    };
+    let todo: Vec<(String, String)> = todo
+        .into_iter()
+        .filter(|(uid, _)| local.is_none_or(|l| !l.is_local(uid)))
+        .collect();
     let mut changed = 0;
     for batch in todo.chunks(REFRESH_BATCH) {
         if *shutdown.borrow() {
@@ -171,11 +167,10 @@ async fn pass(
                 }
             }
         }
+        // A pass cut short (upstream down, shutdown) resumes after the last batch done.
         cursor.0 = batch.last().map(|(uid, _)| uid.clone());
     }
-    if complete {
-        cursor.0 = None;
-    }
+    cursor.0 = end;
     Pass::Done { changed }
 }
 
