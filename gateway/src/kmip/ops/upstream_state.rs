@@ -160,15 +160,18 @@ impl Ops {
         if is_destroyed(&current) {
             return Ok(Refreshed::Unchanged);
         }
-        let attrs = match seen {
-            UpstreamLifecycle::Gone => Vec::new(),
-            UpstreamLifecycle::Seen(attrs) => attrs,
+        // Only an explicit answer destroys: an upstream that reports no State (it does not
+        // keep one, or did not understand the names asked) says nothing of the key.
+        let (gone, attrs) = match seen {
+            UpstreamLifecycle::Gone => (true, Vec::new()),
+            UpstreamLifecycle::Seen(attrs) => (
+                matches!(
+                    upstream_state(&attrs),
+                    Some(State::Destroyed | State::DestroyedCompromised)
+                ),
+                attrs,
+            ),
         };
-        let gone = attrs.is_empty()
-            || matches!(
-                upstream_state(&attrs),
-                Some(State::Destroyed | State::DestroyedCompromised)
-            );
         if gone {
             let destroyed = self
                 .store
