@@ -1209,6 +1209,54 @@ impl Client {
     }
 }
 
+/// The value of the counter `series` (name and labels) on `gw`'s `/metrics`; 0 before its first
+/// increment.
+fn counter(gw: &GatewayProcess, series: &str) -> u64 {
+    let (_, metrics) = gw.admin_get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// PyKMIP's server answers the refresher's batched Get Attributes: passes run without a failed
+/// read or item, and an Active key stays Active.
+#[tokio::test]
+async fn pykmip_server_answers_the_refreshers_reads() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let proxy = Proxy::with_settings(
+        &[upstream.addr],
+        pki_dir.path(),
+        ACQUIRE_MS,
+        &format!("refresh_interval_ms = {REFRESH_MS}\n"),
+    );
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let id = owner.active_key("py-fresh").await;
+    let deadline = Instant::now() + BOUNDED;
+    while counter(&gw, "kmip_upstream_refresh_passes_total") < 3 {
+        assert!(Instant::now() < deadline, "no refresh pass: {}", gw.log());
+        tokio::time::sleep(Duration::from_millis(REFRESH_MS / 2)).await;
+    }
+    for stage in ["read", "item", "apply"] {
+        assert_eq!(
+            counter(
+                &gw,
+                &format!("kmip_upstream_refresh_failures_total{{stage=\"{stage}\"}}")
+            ),
+            0,
+            "{stage}: {}",
+            gw.log()
+        );
+    }
+    assert_eq!(owner.state(&id).await, Some(State::Active));
+}
+
 /// The upstream identifier of the proxy's key `id`: the upstream object with the same material.
 async fn upstream_twin(proxy: &mut Client, direct: &mut Client, id: &str) -> String {
     let key = proxy.key(id).await;
@@ -1324,18 +1372,8 @@ async fn keys_revoked_or_destroyed_upstream_by_others_reach_the_proxy_within_the
     // The upstream goes down: passes fail (counted) and change nothing.
     drop(direct);
     upstream.kill();
-    let failed_reads = |gw: &GatewayProcess| {
-        let (_, metrics) = gw.admin_get("/metrics");
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("kmip_upstream_refresh_failures_total{stage=\"read\"} ")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-    };
     let deadline = Instant::now() + BOUNDED;
-    while failed_reads(&gw) < 2 {
+    while counter(&gw, "kmip_upstream_refresh_failures_total{stage=\"read\"}") < 2 {
         assert!(
             Instant::now() < deadline,
             "no failed pass counted: {}",
