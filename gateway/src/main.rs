@@ -529,7 +529,7 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     }
     println!("{}: OK", path.display());
     println!("{}", cli::check::server_certificate_line(&tls));
-    if let Some(line) = cli::check::upstream_refresh_line(&cfg) {
+    for line in cli::check::upstream_lines(&cfg) {
         println!("{line}");
     }
     match (&dry_run.user, &dry_run.operation) {

@@ -1568,6 +1568,15 @@ async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
         text.replace("kind = \"kmip\"\n", "kind = \"kmip\"\nmode = \"migrate\"\n"),
     )
     .unwrap();
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "check-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("mode migrate: new objects in the local vault"),
+        "{out}"
+    );
     let gw = proxy.start();
     let mut owner = proxy.client(&gw, OWNER).await;
     assert_eq!(owner.key(&older).await, older_key, "read through upstream");
