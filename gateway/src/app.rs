@@ -17,6 +17,7 @@ use crate::kmip::ops::{Adoption, Ops};
 use crate::kmip::store::Store;
 use crate::tooling::audit::AuditLog;
 use crate::tooling::capture::Capture;
+use crate::upstream::{refresh, MigratingBackend, UpstreamBackend};
 use arc_swap::ArcSwap;
 use kmip_backends::{Backend, BackendError};
 use metrics_exporter_prometheus::Matcher;
@@ -169,12 +170,18 @@ pub async fn open_backend(
     Ok(open_backend_parts(cfg, secrets).await?.0)
 }
 
-/// [`open_backend`], with the backend's adoption of objects held before when it has one (the
-/// KMIP proxy's).
+/// A KMIP proxy's parts beside the backend: the proxy (its adoption of objects held before, its
+/// refresher) and, in migrate mode, the backend that routes between the local vault and it.
+struct ProxyParts {
+    proxy: Arc<UpstreamBackend>,
+    migrating: Option<Arc<MigratingBackend>>,
+}
+
+/// [`open_backend`], with the KMIP proxy's parts when the backend is one.
 async fn open_backend_parts(
     cfg: &GatewayConfig,
     secrets: EnvSecrets,
-) -> Result<(Arc<dyn Backend>, Option<Arc<dyn Adoption>>), StartError> {
+) -> Result<(Arc<dyn Backend>, Option<ProxyParts>), StartError> {
     let only = |b: Arc<dyn Backend>| (b, None);
     match &cfg.backend {
         BackendConfig::Vault {
@@ -204,9 +211,17 @@ async fn open_backend_parts(
                 },
                 (other, _) => vault_key_source(other),
             };
-            let map = open_vault(&upstream.map_dir, source, &upstream.map_head).await?;
-            let proxy = Arc::new(crate::upstream::UpstreamBackend::new(upstream, map)?);
-            Ok((proxy.clone(), Some(proxy)))
+            let map = open_vault(&upstream.map_dir, source.clone(), &upstream.map_head).await?;
+            let proxy = Arc::new(UpstreamBackend::new(upstream, map)?);
+            let (backend, migrating): (Arc<dyn Backend>, _) = match &upstream.migrate_to {
+                None => (proxy.clone(), None),
+                Some(local) => {
+                    let vault = open_vault(&local.dir, source, &local.head).await?;
+                    let migrating = Arc::new(MigratingBackend::new(vault, proxy.clone()));
+                    (migrating.clone(), Some(migrating))
+                }
+            };
+            Ok((backend, Some(ProxyParts { proxy, migrating })))
         }
         BackendConfig::Pkcs11 {
             module,
@@ -291,7 +306,7 @@ pub async fn run(
         .and_then(|b| b.install_recorder())
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let opening = std::time::Instant::now();
-    let (backend, adoption) = open_backend_parts(&cfg, secrets).await?;
+    let (backend, proxy) = open_backend_parts(&cfg, secrets).await?;
     let store = Arc::new(
         Store::open(backend.clone())
             .await
@@ -315,8 +330,8 @@ pub async fn run(
     if let Some(ca) = load_issuing_ca(&cfg)? {
         ops = ops.with_issuing_ca(Arc::new(ca));
     }
-    if let Some(adoption) = adoption {
-        ops = ops.with_adoption(adoption);
+    if let Some(parts) = &proxy {
+        ops = ops.with_adoption(parts.proxy.clone() as Arc<dyn Adoption>);
     }
     let audit = match &cfg.audit {
         Some(a) => {
@@ -426,6 +441,23 @@ pub async fn run(
     ));
     // On a backend other gateways share: apply their writes here as they commit.
     let following = store.follow(shutdown_rx.clone());
+    // A KMIP proxy: changes made on the upstream by others reach the store within an interval.
+    let refreshing = match (&proxy, &cfg.backend) {
+        (Some(parts), BackendConfig::Kmip(upstream)) => upstream.refresh_interval.map(|every| {
+            info!(
+                interval_ms = every.as_millis() as u64,
+                "upstream refresh on"
+            );
+            refresh::spawn(
+                parts.proxy.clone(),
+                parts.migrating.clone(),
+                server.dispatcher.clone(),
+                every,
+                shutdown_rx.clone(),
+            )
+        }),
+        _ => None,
+    };
     let serving_https = https.map(|l| {
         tokio::spawn(
             server
@@ -460,6 +492,9 @@ pub async fn run(
     let _ = saving.await;
     if let Some(following) = following {
         let _ = following.await;
+    }
+    if let Some(refreshing) = refreshing {
+        let _ = refreshing.await;
     }
     // After the connections ended: their last-seen times are final.
     save_clients_seen(&server.registry, &cfg.data_dir).await;

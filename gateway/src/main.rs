@@ -118,7 +118,8 @@ enum Command {
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
     /// A KMIP proxy (`[backend] kind = "kmip"`) and its upstream: adopt an object the upstream
-    /// held before, for one user, through the running gateway's admin listener.
+    /// held before, for one user, through the running gateway's admin listener; copy its
+    /// extractable objects into a local installation.
     #[command(subcommand)]
     Upstream(cli::upstream::UpstreamCommand),
     /// Certificate authority for the KMIP listener and its clients (the FlashArray setup).
@@ -338,7 +339,12 @@ fn main() -> ExitCode {
                 .and_then(|target| cli::remote::clients(&target, json)),
         ),
         Command::Keys(cmd) => report(cli::keys::run(cmd)),
-        Command::Upstream(cmd) => report(cli::upstream::run(cmd)),
+        Command::Upstream(cli::upstream::UpstreamCommand::Adopt(args)) => {
+            report(cli::upstream::adopt(args))
+        }
+        Command::Upstream(cli::upstream::UpstreamCommand::Copy(args)) => {
+            cli::migrate::upstream_copy(&args)
+        }
         Command::Pki(cmd) => report(pki(cmd)),
         Command::User(UserCommand::Add {
             name,
@@ -523,6 +529,9 @@ fn check_config(path: &std::path::Path, dry_run: &DryRun) -> ExitCode {
     }
     println!("{}: OK", path.display());
     println!("{}", cli::check::server_certificate_line(&tls));
+    for line in cli::check::upstream_lines(&cfg) {
+        println!("{line}");
+    }
     match (&dry_run.user, &dry_run.operation) {
         (None, None) => ExitCode::SUCCESS,
         (Some(user), Some(op)) => {

@@ -2,18 +2,20 @@
 //! binaries: a proxy gateway whose backend is another kmip-gateway (its own vault) or PyKMIP's
 //! server. Clients talk to the proxy with per-user certificates; the upstream sees only the
 //! proxy's one identity and holds the key material, the proxy holds ownership and attributes.
-//! Objects the upstream held before are adopted by the operator (`upstream adopt`), and a
-//! proxy's backup holds its upstream map.
+//! Objects the upstream held before are adopted by the operator (`upstream adopt`), a
+//! proxy's backup holds its upstream map, and keys revoked or destroyed on the upstream by
+//! others reach the proxy's view within its refresh interval.
 
 use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
     Attribute, BlockCipherMode, CreateRequest, CryptoRequest, CryptographicAlgorithm,
-    CryptographicParameters, DiscoverVersionsRequest, GetRequest, LocateRequest, Name, ObjectType,
-    PaddingMethod, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,
-    RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason,
-    ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, UidRequest,
+    CryptographicParameters, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
+    LocateRequest, Name, ObjectType, PaddingMethod, ProtocolVersion, RequestBatchItem,
+    RequestHeader, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
+    ResponsePayload, ResultReason, ResultStatus, RevocationReason, RevocationReasonCode,
+    RevokeRequest, SecretBytes, State, UidRequest,
 };
 use kmip_wire::spec::tags;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -1178,4 +1180,475 @@ fn adoption_needs_the_kmip_backend() {
         !ok && out.contains("409") && out.contains("kind = \"kmip\""),
         "{out}"
     );
+}
+
+/// The proxy's refresh interval in the freshness tests: short, so the bounded waits are short.
+const REFRESH_MS: u64 = 200;
+
+impl Client {
+    /// The object's State as Get Attributes reports it; `None` when it answers a failure.
+    async fn state(&mut self, id: &str) -> Option<State> {
+        let item = self
+            .call(RequestPayload::GetAttributes(GetAttributesRequest {
+                unique_identifier: Some(id.to_owned()),
+                names: Vec::new(),
+            }))
+            .await;
+        let Some(ResponsePayload::GetAttributes(r)) = item.payload else {
+            return None;
+        };
+        r.attributes
+            .iter()
+            .find(|a| a.is(tags::STATE))
+            .and_then(|a| a.as_enum::<State>())
+    }
+
+    async fn locate_state(&mut self, state: State) -> Vec<String> {
+        self.locate(vec![Attribute::enumeration(tags::STATE, state)])
+            .await
+    }
+}
+
+/// The value of the counter `series` (name and labels) on `gw`'s `/metrics`; 0 before its first
+/// increment.
+fn counter(gw: &GatewayProcess, series: &str) -> u64 {
+    let (_, metrics) = gw.admin_get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// PyKMIP's server answers the refresher's batched Get Attributes: passes run without a failed
+/// read or item, and an Active key stays Active.
+#[tokio::test]
+async fn pykmip_server_answers_the_refreshers_reads() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let proxy = Proxy::with_settings(
+        &[upstream.addr],
+        pki_dir.path(),
+        ACQUIRE_MS,
+        &format!("refresh_interval_ms = {REFRESH_MS}\n"),
+    );
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let id = owner.active_key("py-fresh").await;
+    let deadline = Instant::now() + BOUNDED;
+    while counter(&gw, "kmip_upstream_refresh_passes_total") < 3 {
+        assert!(Instant::now() < deadline, "no refresh pass: {}", gw.log());
+        tokio::time::sleep(Duration::from_millis(REFRESH_MS / 2)).await;
+    }
+    for stage in ["read", "item", "apply"] {
+        assert_eq!(
+            counter(
+                &gw,
+                &format!("kmip_upstream_refresh_failures_total{{stage=\"{stage}\"}}")
+            ),
+            0,
+            "{stage}: {}",
+            gw.log()
+        );
+    }
+    assert_eq!(owner.state(&id).await, Some(State::Active));
+}
+
+/// The upstream identifier of the proxy's key `id`: the upstream object with the same material.
+async fn upstream_twin(proxy: &mut Client, direct: &mut Client, id: &str) -> String {
+    let key = proxy.key(id).await;
+    for candidate in direct.locate(Vec::new()).await {
+        if direct.key(&candidate).await == key {
+            return candidate;
+        }
+    }
+    panic!("no upstream object holds the material of {id}");
+}
+
+/// Revokes `upstream_id` on the upstream, directly: as another client of the key manager would.
+async fn revoke_upstream(direct: &mut Client, upstream_id: &str) {
+    direct.ok(revoke(upstream_id)).await;
+}
+
+/// Revokes and destroys `upstream_id` on the upstream, directly.
+async fn destroy_upstream(direct: &mut Client, upstream_id: &str) {
+    direct.ok(revoke(upstream_id)).await;
+    direct.ok(RequestPayload::Destroy(uid(upstream_id))).await;
+}
+
+#[tokio::test]
+async fn keys_revoked_or_destroyed_upstream_by_others_reach_the_proxy_within_the_interval() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let fresh = Proxy::with_settings(
+        &[upstream.addr],
+        &upstream.pki(),
+        ACQUIRE_MS,
+        &format!("refresh_interval_ms = {REFRESH_MS}\n"),
+    );
+    // The same upstream behind a proxy whose refresher is off.
+    let frozen = Proxy::with_settings(
+        &[upstream.addr],
+        &upstream.pki(),
+        ACQUIRE_MS,
+        "refresh_interval_ms = 0\n",
+    );
+    for (proxy, says) in [
+        (&fresh, format!("upstream refresh: every {REFRESH_MS} ms")),
+        (&frozen, "upstream refresh: off".to_owned()),
+    ] {
+        let config = proxy.path("gateway.toml");
+        let (ok, out) = kmip_e2e::gateway_cli(&[
+            "check-config".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ]);
+        assert!(ok && out.contains(&says), "{out}");
+    }
+    let gw = fresh.start();
+    let gw_frozen = frozen.start();
+    let mut owner = fresh.client(&gw, OWNER).await;
+    let mut owner_frozen = frozen.client(&gw_frozen, OWNER).await;
+    let revoked = owner.active_key("revoked-upstream").await;
+    let destroyed = owner.active_key("destroyed-upstream").await;
+    let kept = owner.active_key("kept").await;
+    let frozen_key = owner_frozen.active_key("frozen").await;
+
+    let mut direct = upstream.direct().await;
+    let revoked_up = upstream_twin(&mut owner, &mut direct, &revoked).await;
+    let destroyed_up = upstream_twin(&mut owner, &mut direct, &destroyed).await;
+    let frozen_up = upstream_twin(&mut owner_frozen, &mut direct, &frozen_key).await;
+    revoke_upstream(&mut direct, &revoked_up).await;
+    destroy_upstream(&mut direct, &destroyed_up).await;
+    destroy_upstream(&mut direct, &frozen_up).await;
+
+    // Polled with a deadline: the bound is one interval plus one pass, far below it.
+    let deadline = Instant::now() + BOUNDED;
+    loop {
+        let deactivated = owner.locate_state(State::Deactivated).await;
+        let gone = owner.locate_state(State::Destroyed).await;
+        if deactivated == [revoked.clone()] && gone == [destroyed.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {BOUNDED:?}: Deactivated {deactivated:?}, Destroyed {gone:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(REFRESH_MS / 2)).await;
+    }
+    assert_eq!(owner.state(&revoked).await, Some(State::Deactivated));
+    assert_eq!(owner.state(&destroyed).await, Some(State::Destroyed));
+    assert_eq!(owner.state(&kept).await, Some(State::Active));
+    // Destroyed in the proxy's view: no material, not found without a State filter.
+    let get = owner.call(get(&destroyed)).await;
+    assert_eq!(get.result_status, ResultStatus::OperationFailed, "{get:?}");
+    let mut live = owner.locate(Vec::new()).await;
+    live.sort();
+    let mut expected = vec![revoked.clone(), kept.clone()];
+    expected.sort();
+    assert_eq!(live, expected);
+    let (status, metrics) = gw.admin_get("/metrics");
+    assert_eq!(status, 200);
+    for change in ["revoked", "destroyed"] {
+        assert!(
+            metrics.contains(&format!(
+                "kmip_upstream_refresh_changes_total{{change=\"{change}\"}} 1"
+            )),
+            "{change}: {metrics}"
+        );
+    }
+
+    // The refresher above ran at least one pass after the upstream changed; the proxy without
+    // one still shows its key as it was.
+    assert_eq!(owner_frozen.state(&frozen_key).await, Some(State::Active));
+    assert_eq!(
+        owner_frozen.locate(Vec::new()).await,
+        vec![frozen_key.clone()]
+    );
+
+    // The upstream goes down: passes fail (counted) and change nothing.
+    drop(direct);
+    upstream.kill();
+    let deadline = Instant::now() + BOUNDED;
+    while counter(&gw, "kmip_upstream_refresh_failures_total{stage=\"read\"}") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed pass counted: {}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(REFRESH_MS / 2)).await;
+    }
+    assert_eq!(owner.state(&kept).await, Some(State::Active));
+    assert_eq!(owner.state(&revoked).await, Some(State::Deactivated));
+
+    // The changes are durable in the upstream map: a restart without the refresher keeps them.
+    drop(owner);
+    drop(gw);
+    let config = std::fs::read_to_string(fresh.path("gateway.toml")).unwrap();
+    std::fs::write(
+        fresh.path("gateway.toml"),
+        config.replace(
+            &format!("refresh_interval_ms = {REFRESH_MS}"),
+            "refresh_interval_ms = 0",
+        ),
+    )
+    .unwrap();
+    let gw = fresh.start();
+    let mut owner = fresh.client(&gw, OWNER).await;
+    assert_eq!(owner.state(&revoked).await, Some(State::Deactivated));
+    assert_eq!(owner.state(&destroyed).await, Some(State::Destroyed));
+    assert_eq!(owner.state(&kept).await, Some(State::Active));
+}
+
+/// A local vault installation for the proxy's users: the proxy's configuration up to its
+/// `[backend]`, on the data folder `local`; initialised.
+fn local_installation(proxy: &Proxy) -> PathBuf {
+    let text = std::fs::read_to_string(proxy.path("gateway.toml")).unwrap();
+    let (common, _) = text.split_once("[backend]").unwrap();
+    let local = proxy.path("local.toml");
+    std::fs::write(
+        &local,
+        common.replace(
+            &format!("data_dir = {:?}", proxy.path("data")),
+            &format!("data_dir = {:?}", proxy.path("local")),
+        ),
+    )
+    .unwrap();
+    let (ok, out) =
+        kmip_e2e::gateway_cli(&["init".as_ref(), "--config".as_ref(), local.as_os_str()]);
+    assert!(ok, "{out}");
+    local
+}
+
+/// Objects made upstream (adopted, and made through the proxy) are copied by `upstream copy`
+/// into a local vault, verified, and served by a gateway on it after the upstream is switched
+/// off; a non-extractable key stays upstream; a re-run finds everything there.
+#[tokio::test]
+async fn objects_made_upstream_are_copied_and_served_locally_after_the_upstream_is_switched_off() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = upstream.direct().await;
+    let legacy = direct.active_key("legacy").await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr], &upstream.pki()));
+    let gw = proxy.start();
+    let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", &legacy]);
+    assert!(ok, "{out}");
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let made = owner.active_key("made").await;
+    let ResponsePayload::Create(sealed) = owner
+        .ok(RequestPayload::Create(CreateRequest {
+            templates: Vec::new(),
+            object_type: ObjectType::SymmetricKey,
+            attributes: vec![
+                Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+                Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
+                Attribute::boolean(tags::EXTRACTABLE, false),
+            ],
+        }))
+        .await
+    else {
+        panic!("Create answered another payload");
+    };
+    let sealed = sealed.unique_identifier;
+    let gone = owner.active_key("gone").await;
+    owner.ok(revoke(&gone)).await;
+    owner.ok(RequestPayload::Destroy(uid(&gone))).await;
+    let legacy_key = owner.key(&legacy).await;
+    let made_key = owner.key(&made).await;
+    let ciphertext = owner.round_trip(&made, b"sealed through the proxy").await;
+    drop(owner);
+    drop(gw);
+
+    let local = local_installation(&proxy);
+    let config = proxy.path("gateway.toml");
+    let copy = |what: &str| {
+        let (ok, out) = kmip_e2e::gateway_cli(&[
+            "upstream".as_ref(),
+            "copy".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--to".as_ref(),
+            local.as_os_str(),
+        ]);
+        assert!(ok, "{what}: {out}");
+        out
+    };
+    let out = copy("first run");
+    assert!(
+        out.contains(
+            "4 of 4 objects: 2 copied, 1 tombstones, 0 already there, 0 failed, 1 not extractable"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("not extractable, left at the source: {sealed}")),
+        "{out}"
+    );
+    let out = copy("second run");
+    assert!(
+        out.contains("0 copied, 0 tombstones, 3 already there, 0 failed, 1 not extractable"),
+        "{out}"
+    );
+    // `migrate` does not take a proxy, nor `upstream copy` a local installation as its source.
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "migrate".as_ref(),
+        "--from".as_ref(),
+        config.as_os_str(),
+        "--to".as_ref(),
+        local.as_os_str(),
+    ]);
+    assert!(!ok && out.contains("upstream copy"), "{out}");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream".as_ref(),
+        "copy".as_ref(),
+        "--config".as_ref(),
+        local.as_os_str(),
+        "--to".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(!ok && out.contains("not a KMIP proxy"), "{out}");
+
+    // The key manager is switched off: the local gateway serves the copies.
+    drop(direct);
+    upstream.kill();
+    let served = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut owner = proxy.client(&served, OWNER).await;
+    assert_eq!(owner.key(&legacy).await, legacy_key);
+    assert_eq!(owner.key(&made).await, made_key);
+    let ResponsePayload::Decrypt(d) = owner
+        .ok(RequestPayload::Decrypt(cbc(&made, ciphertext)))
+        .await
+    else {
+        panic!("Decrypt answered another payload");
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"sealed through the proxy");
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("legacy"))])
+            .await,
+        vec![legacy.clone()]
+    );
+    assert_eq!(owner.state(&gone).await, Some(State::Destroyed));
+    let missing = owner.call(get(&sealed)).await;
+    assert_eq!(
+        missing.result_reason,
+        Some(ResultReason::ItemNotFound),
+        "{missing:?}"
+    );
+    let mut other = proxy.client(&served, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+}
+
+/// `mode = "migrate"`: a proxy's new objects go to a local vault while the older ones are read
+/// through to the upstream; `upstream copy` moves those into the same vault; then the gateway
+/// serves everything with the upstream switched off, in migrate mode and as a plain vault.
+#[tokio::test]
+async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let older = owner.active_key("older").await;
+    let older_key = owner.key(&older).await;
+    drop(owner);
+    drop(gw);
+
+    let config = proxy.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("kind = \"kmip\"\n", "kind = \"kmip\"\nmode = \"migrate\"\n"),
+    )
+    .unwrap();
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "check-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("mode migrate: new objects in the local vault"),
+        "{out}"
+    );
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key, "read through upstream");
+    let newer = owner.active_key("newer").await;
+    let newer_key = owner.key(&newer).await;
+    let sealed = owner.round_trip(&newer, b"made in the local vault").await;
+    let mut names = Vec::new();
+    for name in ["older", "newer"] {
+        names.extend(owner.locate(vec![Attribute::name(&Name::new(name))]).await);
+    }
+    assert_eq!(names, [older.clone(), newer.clone()]);
+    // The upstream holds the older key only (exactly one object, asserted there).
+    let mut direct = upstream.direct().await;
+    only_upstream_object(&mut direct).await;
+    drop(owner);
+    drop(gw);
+
+    // Backup takes one vault, and this installation has two: refused, with what to do.
+    let pass = proxy.path("backup.pass");
+    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let archive = proxy.path("migrating.kgb");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+    ]);
+    assert!(!ok && out.contains("mode = \"migrate\""), "{out}");
+    assert!(!archive.exists());
+
+    // The older objects into the local vault: the one a plain vault configuration names.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (common, _) = text.split_once("[backend]").unwrap();
+    let local = proxy.path("local.toml");
+    std::fs::write(&local, common).unwrap();
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream".as_ref(),
+        "copy".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--to".as_ref(),
+        local.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("1 of 1 objects: 1 copied, 0 tombstones, 0 already there, 0 failed"),
+        "{out}"
+    );
+
+    // The key manager is switched off: the migrating proxy serves both from its vault.
+    drop(direct);
+    upstream.kill();
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key);
+    assert_eq!(owner.key(&newer).await, newer_key);
+    drop(owner);
+    drop(gw);
+    // And so does a plain vault configuration on the same data folder: the move is done.
+    let served = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut owner = proxy.client(&served, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key);
+    assert_eq!(owner.key(&newer).await, newer_key);
+    let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
+    else {
+        panic!("Decrypt answered another payload");
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"made in the local vault");
 }

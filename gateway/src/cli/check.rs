@@ -1,7 +1,35 @@
-//! What `check-config` prints about the TLS state besides "OK": the listener certificate's names
-//! and expiry (what the array's `--uri` must match, and when it stops trusting the gateway).
+//! What `check-config` prints besides "OK": the listener certificate's names and expiry (what the
+//! array's `--uri` must match, and when it stops trusting the gateway), and a KMIP proxy's
+//! freshness bound.
 
+use kmip_gateway::config::{BackendConfig, GatewayConfig};
 use kmip_gateway::front::tls::{ExpiryKind, TlsState};
+
+/// For a KMIP proxy: how soon a change made on the upstream by others shows through the
+/// gateway, and, in migrate mode, where new objects go.
+pub(crate) fn upstream_lines(cfg: &GatewayConfig) -> Vec<String> {
+    let BackendConfig::Kmip(upstream) = &cfg.backend else {
+        return Vec::new();
+    };
+    let mut lines = vec![match upstream.refresh_interval {
+        Some(every) => format!(
+            "upstream refresh: every {} ms; a key revoked or destroyed on the upstream by others \
+             shows through the gateway within that plus one pass",
+            every.as_millis()
+        ),
+        None => "upstream refresh: off (refresh_interval_ms = 0); changes made on the upstream \
+                 by others never show through the gateway"
+            .to_owned(),
+    }];
+    if let Some(local) = &upstream.migrate_to {
+        lines.push(format!(
+            "mode migrate: new objects in the local vault {}, the others read through to the \
+             upstream until `kmip-gateway upstream copy` moves them",
+            local.dir.display()
+        ));
+    }
+    lines
+}
 
 /// `server certificate CN=…: DNS:…, IP:…; expires 2027-…`.
 pub(crate) fn server_certificate_line(tls: &TlsState) -> String {

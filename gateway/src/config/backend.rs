@@ -129,10 +129,24 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     /// A connection idle this long is closed; one idle for a while is probed before reuse.
     pub idle_timeout: Duration,
+    /// Time between two passes of the refresher that re-reads every mapped object's lifecycle
+    /// upstream (`upstream/refresh.rs`); `None`: off, the gateway's view changes only through
+    /// the gateway.
+    pub refresh_interval: Option<Duration>,
+    /// `mode = "migrate"`: the local vault new objects go to (the one a plain vault
+    /// configuration on the same data folder names); `None`: `mode = "proxy"`, all upstream.
+    pub migrate_to: Option<LocalVault>,
     /// The local vault holding the gateway's metadata and the upstream identifiers.
     pub map_dir: PathBuf,
     pub master_key: MasterKeyConfig,
     pub map_head: PathBuf,
+}
+
+/// A KMIP proxy's local vault in `mode = "migrate"` (its master key is the upstream map's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalVault {
+    pub dir: PathBuf,
+    pub head: PathBuf,
 }
 
 /// The default folder of the vault's master key and chain head: `<data_dir>-secrets`, a sibling
@@ -168,18 +182,29 @@ pub(super) fn vault_backend(
             secrets.join(DEFAULT_MASTER_KEY_FILE)
         })
     });
-    let head = head.unwrap_or_else(|| match &master_key {
+    let (dir, default_head) = default_vault_paths(data_dir, &master_key);
+    BackendConfig::Vault {
+        dir,
+        master_key,
+        head: head.unwrap_or(default_head),
+    }
+}
+
+/// The folder and chain head of the vault on `data_dir` whose master key is `master_key`, when
+/// the configuration names no head: the head beside the key file.
+pub(super) fn default_vault_paths(
+    data_dir: &Path,
+    master_key: &MasterKeyConfig,
+) -> (PathBuf, PathBuf) {
+    let secrets = default_secrets_dir(data_dir);
+    let head = match master_key {
         MasterKeyConfig::File(p) => p
             .parent()
-            .map_or_else(|| secrets.clone(), Path::to_path_buf)
+            .map_or(secrets, Path::to_path_buf)
             .join(DEFAULT_HEAD_FILE),
         MasterKeyConfig::Env(_) => secrets.join(DEFAULT_HEAD_FILE),
-    });
-    BackendConfig::Vault {
-        dir: data_dir.join("vault"),
-        master_key,
-        head,
-    }
+    };
+    (data_dir.join("vault"), head)
 }
 
 impl GatewayConfig {

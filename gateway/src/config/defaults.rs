@@ -100,6 +100,13 @@ pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time an upstream connection may sit idle in the pool before it is closed (servers
 /// and firewalls drop idle connections silently).
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time between two passes of the KMIP proxy's refresher, which re-reads the lifecycle
+/// of every mapped object upstream: a change made on the upstream by others (a key revoked or
+/// destroyed on its console) is seen through the gateway within this plus one pass.
+pub const DEFAULT_UPSTREAM_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest refresh interval accepted (other than 0, off): each pass reads every mapped object
+/// upstream, so a shorter one would keep the upstream busy with the gateway's polling.
+pub const MIN_UPSTREAM_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// Most upstreams one `[backend] kind = "kmip"` may list: each has its own pool, and a request
 /// may try them all in turn, so the list bounds both connections and a request's worst delay.
 pub const MAX_UPSTREAMS: usize = 8;

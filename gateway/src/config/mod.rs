@@ -30,8 +30,8 @@ use thiserror::Error;
 pub use admin::AdminConfig;
 pub use audit::AuditConfig;
 pub use backend::{
-    default_secrets_dir, legacy_master_key_path, BackendConfig, KekConfig, MasterKeyConfig,
-    PasswordConfig, PinConfig, ReadYourWrites, UpstreamConfig,
+    default_secrets_dir, legacy_master_key_path, BackendConfig, KekConfig, LocalVault,
+    MasterKeyConfig, PasswordConfig, PinConfig, ReadYourWrites, UpstreamConfig,
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};

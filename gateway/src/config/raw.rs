@@ -97,6 +97,8 @@ pub(super) struct RawBackend {
     pub(super) version: Option<String>,
     pub(super) request_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
+    pub(super) refresh_interval_ms: Option<u64>,
+    pub(super) mode: Option<String>,
 }
 
 /// `[backend.kek]` and `[[backend.previous_keks]]`: a key encryption key of the postgres backend.

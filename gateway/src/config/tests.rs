@@ -619,6 +619,7 @@ fn kmip_backend_gets_defaults_and_resolved_paths() {
     assert_eq!(u.acquire_timeout, DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT);
     assert_eq!(u.request_timeout, DEFAULT_UPSTREAM_REQUEST_TIMEOUT);
     assert_eq!(u.idle_timeout, DEFAULT_UPSTREAM_IDLE_TIMEOUT);
+    assert_eq!(u.refresh_interval, Some(DEFAULT_UPSTREAM_REFRESH_INTERVAL));
     // The mapping vault has a folder and a head of its own; the master key is the vault's.
     assert_eq!(u.map_dir, Path::new("/var/lib/kg/upstream-map"));
     assert_eq!(
@@ -650,6 +651,77 @@ fn kmip_backend_reads_every_key() {
     assert_eq!(u.acquire_timeout, Duration::from_millis(700));
     assert_eq!(u.request_timeout, Duration::from_millis(900));
     assert_eq!(u.idle_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn kmip_backend_migrate_mode_names_the_vault_a_plain_configuration_would() {
+    let mode = |extra: &str| match GatewayConfig::from_toml_str(&upstream(extra), Path::new("/"))
+        .unwrap()
+        .backend
+    {
+        BackendConfig::Kmip(u) => u.migrate_to,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(mode(""), None);
+    assert_eq!(mode("mode = \"proxy\"\n"), None);
+    let BackendConfig::Vault { dir, head, .. } = GatewayConfig::from_toml_str(
+        &format!("data_dir = \"/var/lib/kg\"\n{MINIMAL}"),
+        Path::new("/"),
+    )
+    .unwrap()
+    .backend
+    else {
+        panic!("not a vault");
+    };
+    assert_eq!(mode("mode = \"migrate\"\n"), Some(LocalVault { dir, head }));
+    let e = error_of(&upstream("mode = \"copy\"\n"));
+    assert!(e.starts_with("backend.mode") && e.contains("'copy'"), "{e}");
+    let e = error_of(&format!(
+        "{MINIMAL}[backend]\nkind = \"vault\"\nmode = \"migrate\"\n"
+    ));
+    assert!(
+        e.starts_with("backend.mode") && e.contains("kind = \"kmip\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn kmip_backend_refresh_interval_is_off_at_zero_and_bounded_below() {
+    let interval =
+        |extra: &str| match GatewayConfig::from_toml_str(&upstream(extra), Path::new("/"))
+            .unwrap()
+            .backend
+        {
+            BackendConfig::Kmip(u) => u.refresh_interval,
+            other => panic!("unexpected {other:?}"),
+        };
+    assert_eq!(interval("refresh_interval_ms = 0\n"), None);
+    assert_eq!(
+        interval("refresh_interval_ms = 250\n"),
+        Some(Duration::from_millis(250))
+    );
+    let floor = MIN_UPSTREAM_REFRESH_INTERVAL.as_millis();
+    assert_eq!(
+        interval(&format!("refresh_interval_ms = {floor}\n")),
+        Some(MIN_UPSTREAM_REFRESH_INTERVAL)
+    );
+    let e = error_of(&upstream(&format!("refresh_interval_ms = {}\n", floor - 1)));
+    assert!(
+        e.starts_with("backend.refresh_interval_ms")
+            && e.contains("minimum")
+            && e.contains("use 0"),
+        "{e}"
+    );
+    // Another backend has no upstream to refresh from.
+    for kind in ["vault", "postgres"] {
+        let e = error_of(&format!(
+            "{MINIMAL}[backend]\nkind = \"{kind}\"\nrefresh_interval_ms = 1000\n"
+        ));
+        assert!(
+            e.starts_with("backend.refresh_interval_ms") && e.contains("kind = \"kmip\""),
+            "{kind}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -3,14 +3,19 @@
 //! to speak, the connection pool, and the local vault that keeps the gateway's metadata.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kmip_wire::model::ProtocolVersion;
 
-use super::backend::{default_secrets_dir, BackendConfig, MasterKeyConfig, UpstreamConfig};
+use super::backend::{
+    default_secrets_dir, default_vault_paths, BackendConfig, LocalVault, MasterKeyConfig,
+    UpstreamConfig,
+};
 use super::defaults::{
     DEFAULT_MASTER_KEY_FILE, DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
-    DEFAULT_UPSTREAM_POOL_SIZE, DEFAULT_UPSTREAM_REQUEST_TIMEOUT, MAX_UPSTREAMS, UPSTREAM_MAP_DIR,
-    UPSTREAM_MAP_HEAD_FILE,
+    DEFAULT_UPSTREAM_POOL_SIZE, DEFAULT_UPSTREAM_REFRESH_INTERVAL,
+    DEFAULT_UPSTREAM_REQUEST_TIMEOUT, MAX_UPSTREAMS, MIN_UPSTREAM_REFRESH_INTERVAL,
+    UPSTREAM_MAP_DIR, UPSTREAM_MAP_HEAD_FILE,
 };
 use super::raw::RawBackend;
 use super::{invalid, millis, resolve, ConfigError};
@@ -20,6 +25,24 @@ fn parse_version(v: &str) -> Option<ProtocolVersion> {
     ProtocolVersion::ALL
         .into_iter()
         .find(|p| format!("{}.{}", p.major, p.minor) == v.trim())
+}
+
+/// `backend.refresh_interval_ms`: 0 turns the refresher off (`None`); otherwise at least
+/// [`MIN_UPSTREAM_REFRESH_INTERVAL`].
+fn refresh_interval(ms: Option<u64>) -> Result<Option<Duration>, ConfigError> {
+    match ms {
+        None => Ok(Some(DEFAULT_UPSTREAM_REFRESH_INTERVAL)),
+        Some(0) => Ok(None),
+        Some(ms) if Duration::from_millis(ms) < MIN_UPSTREAM_REFRESH_INTERVAL => Err(invalid(
+            "backend.refresh_interval_ms",
+            format!(
+                "{ms} is below the minimum of {} ms (each pass reads every mapped object \
+                 upstream); use 0 to turn the refresh off",
+                MIN_UPSTREAM_REFRESH_INTERVAL.as_millis()
+            ),
+        )),
+        Some(ms) => Ok(Some(Duration::from_millis(ms))),
+    }
 }
 
 /// Checks that `s` is `host:port` with a port number.
@@ -139,6 +162,7 @@ pub(super) fn upstream_backend(
         b.idle_timeout_ms,
         DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     )?;
+    let refresh_interval = refresh_interval(b.refresh_interval_ms)?;
     let secrets = default_secrets_dir(data_dir);
     let master_key = match (b.master_key_file, b.master_key_env) {
         (Some(_), Some(_)) => {
@@ -165,6 +189,24 @@ pub(super) fn upstream_backend(
             ),
         ));
     }
+    let migrate_to = match b.mode.as_deref() {
+        None | Some("proxy") => None,
+        Some("migrate") => {
+            // Exactly the vault a plain vault configuration on this data folder (and master
+            // key) opens, so the installation becomes one by changing its [backend].
+            let (dir, head) = default_vault_paths(data_dir, &master_key);
+            Some(LocalVault { dir, head })
+        }
+        Some(other) => {
+            return Err(invalid(
+                "backend.mode",
+                format!(
+                    "'{other}' is not \"proxy\" (everything upstream, the default) or \
+                     \"migrate\" (new objects in a local vault)"
+                ),
+            ))
+        }
+    };
     Ok(BackendConfig::Kmip(Box::new(UpstreamConfig {
         upstreams,
         cert,
@@ -176,6 +218,8 @@ pub(super) fn upstream_backend(
         acquire_timeout,
         request_timeout,
         idle_timeout,
+        refresh_interval,
+        migrate_to,
         map_dir: data_dir.join(UPSTREAM_MAP_DIR),
         master_key,
         map_head,

@@ -33,8 +33,18 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
     let limits = limits_config(raw.limits)?;
     let backend = match raw.backend {
         None => vault_backend(&data_dir, None, None),
-        Some(b) if b.kind == "postgres" => postgres_backend(b, base)?,
         Some(b) if b.kind == "kmip" => upstream_backend(b, base, &data_dir)?,
+        Some(b) if b.refresh_interval_ms.is_some() || b.mode.is_some() => {
+            return Err(invalid(
+                if b.mode.is_some() {
+                    "backend.mode"
+                } else {
+                    "backend.refresh_interval_ms"
+                },
+                "only applies to kind = \"kmip\"",
+            ))
+        }
+        Some(b) if b.kind == "postgres" => postgres_backend(b, base)?,
         Some(b) => {
             refuse_postgres_keys(&b)?;
             backend_config(b, base, &data_dir)?

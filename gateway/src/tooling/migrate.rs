@@ -38,6 +38,9 @@ pub struct Summary {
     pub already_there: usize,
     /// Objects not copied or not verified, with why: the run's exit status is then non-zero.
     pub failed: Vec<Failure>,
+    /// Objects whose material the source will not let out (a KMIP proxy's non-extractable
+    /// keys): left where they are, not copied.
+    pub not_extractable: Vec<String>,
 }
 
 /// An object the run could not copy or verify.
@@ -57,7 +60,11 @@ impl Summary {
     }
 
     fn done(&self) -> usize {
-        self.copied + self.tombstones + self.already_there + self.failed.len()
+        self.copied
+            + self.tombstones
+            + self.already_there
+            + self.failed.len()
+            + self.not_extractable.len()
     }
 }
 
@@ -72,7 +79,15 @@ impl fmt::Display for Summary {
             self.tombstones,
             self.already_there,
             self.failed.len()
-        )
+        )?;
+        if !self.not_extractable.is_empty() {
+            write!(
+                f,
+                ", {} not extractable (left at the source)",
+                self.not_extractable.len()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -284,11 +299,13 @@ enum Outcome {
     AlreadyThere,
 }
 
-/// Why one object was not copied: a failure (counted, the run goes on) or a conflict (the run
-/// stops).
+/// Why one object was not copied: a failure (counted, the run goes on), a conflict (the run
+/// stops), or material the source keeps to itself (listed, the run goes on).
 enum Stop {
     Failed(String),
     Conflict(&'static str),
+    /// The source will not let the material out: the object stays there.
+    NotExtractable,
 }
 
 fn failed(what: &str) -> impl Fn(BackendError) -> Stop + '_ {
@@ -301,10 +318,11 @@ async fn migrate_one(
     uid: &str,
     listed: Option<&ObjectRecord>,
 ) -> Result<Outcome, Stop> {
-    let object = source
-        .export(uid)
-        .await
-        .map_err(failed("cannot export it from the source"))?;
+    let object = match source.export(uid).await {
+        Ok(object) => object,
+        Err(BackendError::NotExtractable(_)) => return Err(Stop::NotExtractable),
+        Err(e) => return Err(failed("cannot export it from the source")(e)),
+    };
     let tombstone = object.material.is_none();
     if listed.is_some() {
         let held = held(target, uid, listed)
@@ -410,6 +428,7 @@ pub async fn migrate(
                 uid: uid.clone(),
                 reason,
             }),
+            Err(Stop::NotExtractable) => summary.not_extractable.push(uid.clone()),
             Err(Stop::Conflict(what)) => {
                 return Err(MigrateError::Conflict {
                     uid: uid.clone(),

@@ -64,6 +64,20 @@ impl MappedIndex {
     pub(super) fn get(&self, upstream_uid: &str) -> Option<String> {
         self.lock().get(upstream_uid).cloned()
     }
+
+    /// Up to `limit` mappings (gateway, upstream identifier) in gateway-identifier order,
+    /// those after `after` only: the refresher's walk over them, pass after pass.
+    pub(super) fn after(&self, after: Option<&str>, limit: usize) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = self
+            .lock()
+            .iter()
+            .filter(|(_, gateway)| after.is_none_or(|a| gateway.as_str() > a))
+            .map(|(upstream, gateway)| (gateway.clone(), upstream.clone()))
+            .collect();
+        pairs.sort_unstable();
+        pairs.truncate(limit);
+        pairs
+    }
 }
 
 impl UpstreamBackend {
@@ -164,6 +178,14 @@ mod tests {
         index.remove("42", "42");
         assert_eq!(index.get("42"), None);
         index.insert("7", "g-7");
+        index.insert("8", "g-8");
+        index.insert("9", "g-9");
+        assert_eq!(
+            index.after(None, 2),
+            [("g-7".into(), "7".into()), ("g-8".into(), "8".into())]
+        );
+        assert_eq!(index.after(Some("g-8"), 10), [("g-9".into(), "9".into())]);
+        assert!(index.after(Some("g-9"), 10).is_empty());
         index.reset(HashMap::new());
         assert_eq!(index.get("7"), None);
     }

@@ -35,17 +35,24 @@
 //!   (`kmip-gateway upstream adopt`) under its upstream identifier; nothing is sent upstream
 //!   but Locate and Get Attributes. One upstream object is mapped at most once: the upstream
 //!   identifiers of the live mappings are kept in memory, read from the mapping vault at start.
+//! - **Changes made upstream by others** (`refresh.rs`): every `refresh_interval`, the lifecycle
+//!   of each mapped object is read back in batches and a revocation or destruction upstream is
+//!   applied through the store.
+//! - **Migrate mode** (`migrating.rs`): new objects in a local vault, the rest read through to
+//!   the upstream, until `upstream copy` has moved everything.
 
 mod adopt;
+mod migrating;
 mod pool;
+pub mod refresh;
 mod wire;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use kmip_backends::{
-    Backend, BackendError, CipherOutput, CipherRequest, KeySpec, MacAlgorithm, ObjectKind,
-    ObjectRecord,
+    Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeySpec, MacAlgorithm,
+    ObjectKind, ObjectRecord,
 };
 use kmip_wire::model::{
     CryptographicParameters, GetRequest, MacRequest, RequestPayload, ResponsePayload,
@@ -55,6 +62,9 @@ use zeroize::Zeroizing;
 
 use crate::client::ClientTls;
 use crate::config::UpstreamConfig;
+use crate::kmip::ops::symmetric_key_spec;
+use crate::kmip::store::StoredObject;
+pub use migrating::MigratingBackend;
 use pool::{CallError, Connector, Upstream};
 
 /// Tries of one call on one upstream before the next is asked: a stale pooled connection, then
@@ -113,6 +123,20 @@ impl UpstreamBackend {
         uid: &str,
         payload: RequestPayload,
     ) -> Result<ResponsePayload, BackendError> {
+        self.call_batch(name, &[uid], vec![payload])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(unexpected(name)))
+    }
+
+    /// Sends `payloads` (about `uids`, one each) in one message to the first upstream that
+    /// gives a connection and answers, in priority order; each item's outcome in order.
+    async fn call_batch(
+        &self,
+        name: &str,
+        uids: &[&str],
+        payloads: Vec<RequestPayload>,
+    ) -> Result<Vec<Result<ResponsePayload, BackendError>>, BackendError> {
         let mut failures = Vec::new();
         for upstream in &self.upstreams {
             // A second attempt on the same upstream: the first may have failed on a connection
@@ -126,17 +150,24 @@ impl UpstreamBackend {
                         break;
                     }
                 };
-                match conn.call(payload.clone()).await {
-                    Ok(answer) => return Ok(answer),
-                    Err(CallError::Transport(why)) => {
+                match conn.call_batch(payloads.clone()).await {
+                    Ok(items) => {
+                        return Ok(items
+                            .into_iter()
+                            .zip(uids.iter().chain(std::iter::repeat(&"")))
+                            .map(|(item, uid)| {
+                                item.map_err(|e| {
+                                    if let CallError::Refused { message, .. } = &e {
+                                        tracing::debug!(upstream = %upstream.addr, call = name, message = ?message, "upstream refused");
+                                    }
+                                    wire::backend_error(&upstream.addr, name, uid, e)
+                                })
+                            })
+                            .collect())
+                    }
+                    Err(why) => {
                         tracing::warn!(upstream = %upstream.addr, call = name, error = %why, "upstream call failed; trying again");
                         failures.push(format!("{}: {why}", upstream.addr));
-                    }
-                    Err(e) => {
-                        if let CallError::Refused { message, .. } = &e {
-                            tracing::debug!(upstream = %upstream.addr, call = name, message = ?message, "upstream refused");
-                        }
-                        return Err(wire::backend_error(&upstream.addr, name, uid, e));
                     }
                 }
             }
@@ -149,16 +180,22 @@ impl UpstreamBackend {
 
     /// The upstream identifier of `uid`, and whether its material may be read.
     async fn target(&self, uid: &str) -> Result<(String, bool), BackendError> {
-        let record = self.map.read_material(uid).await?;
-        match record.split_first() {
-            Some((flags, id)) => Ok((
-                String::from_utf8(id.to_vec())
-                    .map_err(|_| BackendError::Corrupt(format!("mapping record of {uid}")))?,
-                flags & EXTRACTABLE != 0,
-            )),
-            None => Err(BackendError::Corrupt(format!(
-                "empty mapping record of {uid}"
-            ))),
+        link_of(uid, &self.map.read_material(uid).await?)
+    }
+
+    /// The material of the upstream object `target` (the gateway's `uid`).
+    async fn get_material(
+        &self,
+        uid: &str,
+        target: String,
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let get = RequestPayload::Get(GetRequest {
+            unique_identifier: Some(target),
+            ..GetRequest::default()
+        });
+        match self.call("Get", uid, get).await? {
+            ResponsePayload::Get(r) => wire::material(uid, r.object),
+            _ => Err(unexpected("Get")),
         }
     }
 
@@ -224,6 +261,20 @@ impl UpstreamBackend {
             }),
             _ => Err(unexpected(name)),
         }
+    }
+}
+
+/// A mapping record's material: the upstream identifier, and whether its material may be read.
+fn link_of(uid: &str, record: &[u8]) -> Result<(String, bool), BackendError> {
+    match record.split_first() {
+        Some((flags, id)) => Ok((
+            String::from_utf8(id.to_vec())
+                .map_err(|_| BackendError::Corrupt(format!("mapping record of {uid}")))?,
+            flags & EXTRACTABLE != 0,
+        )),
+        None => Err(BackendError::Corrupt(format!(
+            "empty mapping record of {uid}"
+        ))),
     }
 }
 
@@ -297,14 +348,44 @@ impl Backend for UpstreamBackend {
         if !extractable {
             return Err(BackendError::NotExtractable(uid.to_owned()));
         }
-        let get = RequestPayload::Get(GetRequest {
-            unique_identifier: Some(target),
-            ..GetRequest::default()
-        });
-        match self.call("Get", uid, get).await? {
-            ResponsePayload::Get(r) => wire::material(uid, r.object),
-            _ => Err(unexpected("Get")),
+        self.get_material(uid, target).await
+    }
+
+    /// The object as `migrate` and `upstream copy` take it: the gateway's record from the map,
+    /// the material from the upstream (Get), the key facts from the stored attributes. A
+    /// non-extractable object stays upstream ([`BackendError::NotExtractable`]); a tombstone
+    /// has no material.
+    async fn export(&self, uid: &str) -> Result<ExportedObject, BackendError> {
+        let mapped = self.map.export(uid).await?;
+        let Some(link) = mapped.material else {
+            return Ok(ExportedObject {
+                record: mapped.record,
+                material: None,
+                spec: None,
+            });
+        };
+        let (target, extractable) = link_of(uid, &link)?;
+        if !extractable {
+            return Err(BackendError::NotExtractable(uid.to_owned()));
         }
+        let material = self.get_material(uid, target).await?;
+        let spec = if mapped.record.kind == ObjectKind::SymmetricKey {
+            let stored = StoredObject::from_record(ObjectRecord {
+                uid: mapped.record.uid.clone(),
+                kind: mapped.record.kind,
+                meta: mapped.record.meta.clone(),
+                version: mapped.record.version,
+            })
+            .map_err(|e| BackendError::Corrupt(format!("metadata of {uid}: {e}")))?;
+            symmetric_key_spec(&stored.attributes, material.len())
+        } else {
+            None
+        };
+        Ok(ExportedObject {
+            record: mapped.record,
+            material: Some(material),
+            spec,
+        })
     }
 
     async fn update_meta(

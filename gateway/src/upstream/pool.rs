@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmip_wire::model::{
-    DiscoverVersionsRequest, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,
-    RequestPayload, ResponseMessage, ResponsePayload, ResultReason, ResultStatus,
+    BatchErrorContinuationOption, DiscoverVersionsRequest, ProtocolVersion, RequestBatchItem,
+    RequestHeader, RequestMessage, RequestPayload, ResponseMessage, ResponsePayload, ResultReason,
+    ResultStatus,
 };
 
 use crate::client::{ClientError, ClientTls, KmipClient};
@@ -73,9 +74,25 @@ impl Conn {
         &mut self,
         payload: RequestPayload,
     ) -> Result<ResponsePayload, CallError> {
-        let out = exchange(&mut self.client, self.version, payload).await;
+        self.call_batch(vec![payload])
+            .await?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(CallError::Transport(
+                    "a response without a batch item".into(),
+                ))
+            })
+    }
+
+    /// Sends the items in one message (the upstream carries on after an item fails) and
+    /// returns each item's outcome in order; `Err` only when the message had no usable answer.
+    pub(crate) async fn call_batch(
+        &mut self,
+        payloads: Vec<RequestPayload>,
+    ) -> Result<Vec<Result<ResponsePayload, CallError>>, CallError> {
+        let out = exchange(&mut self.client, self.version, payloads).await;
         self.last_used = Instant::now();
-        if matches!(out, Err(CallError::Transport(_))) {
+        if out.is_err() {
             self.broken = true;
             // The upstream may have restarted: every connection opened before is suspect.
             self.epoch.fetch_add(1, Ordering::Relaxed);
@@ -84,31 +101,46 @@ impl Conn {
     }
 }
 
+/// One request message of `payloads`; its items' outcomes in order.
 async fn exchange(
     client: &mut KmipClient,
     version: ProtocolVersion,
-    payload: RequestPayload,
-) -> Result<ResponsePayload, CallError> {
+    payloads: Vec<RequestPayload>,
+) -> Result<Vec<Result<ResponsePayload, CallError>>, CallError> {
+    let sent = payloads.len();
+    let mut header = RequestHeader::new(version);
+    if sent > 1 {
+        // The default, Stop, would leave every item after a missing object unanswered.
+        header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
+    }
     let message = RequestMessage {
-        header: RequestHeader::new(version),
-        items: vec![RequestBatchItem::new(payload)],
+        header,
+        items: payloads.into_iter().map(RequestBatchItem::new).collect(),
     };
     let answer = client.call(&message.to_ttlv()).await?;
     let response = ResponseMessage::from_ttlv(&answer)
         .map_err(|e| CallError::Transport(format!("not a KMIP response: {e}")))?;
-    let item = response
+    if response.items.len() != sent {
+        return Err(CallError::Transport(format!(
+            "{} response batch items for {sent} request items",
+            response.items.len()
+        )));
+    }
+    Ok(response
         .items
         .into_iter()
-        .next()
-        .ok_or_else(|| CallError::Transport("a response without a batch item".into()))?;
-    if item.result_status != ResultStatus::Success {
-        return Err(CallError::Refused {
-            reason: item.result_reason,
-            message: item.result_message,
-        });
-    }
-    item.payload
-        .ok_or_else(|| CallError::Transport("a successful response without a payload".into()))
+        .map(|item| {
+            if item.result_status != ResultStatus::Success {
+                return Err(CallError::Refused {
+                    reason: item.result_reason,
+                    message: item.result_message,
+                });
+            }
+            item.payload.ok_or_else(|| {
+                CallError::Transport("a successful response without a payload".into())
+            })
+        })
+        .collect())
 }
 
 /// Opens connections to one upstream.
@@ -150,7 +182,15 @@ async fn negotiate(client: &mut KmipClient) -> Result<ProtocolVersion, CallError
     let ask = RequestPayload::DiscoverVersions(DiscoverVersionsRequest {
         versions: ProtocolVersion::ALL.to_vec(),
     });
-    match exchange(client, DISCOVERY_VERSION, ask).await? {
+    let answer = exchange(client, DISCOVERY_VERSION, vec![ask])
+        .await?
+        .pop()
+        .unwrap_or_else(|| {
+            Err(CallError::Transport(
+                "a response without a batch item".into(),
+            ))
+        })?;
+    match answer {
         ResponsePayload::DiscoverVersions(r) => r
             .versions
             .into_iter()

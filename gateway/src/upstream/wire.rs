@@ -215,10 +215,14 @@ pub(crate) fn backend_error(addr: &str, call: &str, uid: &str, e: CallError) -> 
         CallError::Refused { reason, .. } => reason,
     };
     let class = match reason {
-        // KMIP 2.x answers a missing object with Object Not Found, 1.x with Item Not Found.
-        Some(ResultReason::ItemNotFound | ResultReason::ObjectNotFound) => {
-            return BackendError::NotFound(uid.to_owned())
-        }
+        // KMIP 2.x answers a missing object with Object Not Found, 1.x with Item Not Found; a
+        // 2.x server that keeps destroyed objects answers Object Destroyed: the material is
+        // gone all the same (and a Destroy retried is done).
+        Some(
+            ResultReason::ItemNotFound
+            | ResultReason::ObjectNotFound
+            | ResultReason::ObjectDestroyed,
+        ) => return BackendError::NotFound(uid.to_owned()),
         Some(ResultReason::PermissionDenied) => FailureClass::PermissionDenied,
         Some(
             ResultReason::InvalidField
@@ -261,13 +265,10 @@ mod tests {
             matches!(e, BackendError::NotFound(ref u) if u == "gw-uid"),
             "{e:?}"
         );
-        let e = backend_error(
-            "kms1:5696",
-            "Get",
-            "gw-uid",
-            refused(ResultReason::ObjectNotFound),
-        );
-        assert!(matches!(e, BackendError::NotFound(_)), "{e:?}");
+        for gone in [ResultReason::ObjectNotFound, ResultReason::ObjectDestroyed] {
+            let e = backend_error("kms1:5696", "Get", "gw-uid", refused(gone));
+            assert!(matches!(e, BackendError::NotFound(_)), "{gone:?}: {e:?}");
+        }
         let e = backend_error(
             "kms1:5696",
             "Decrypt",

@@ -253,39 +253,10 @@ impl Ops {
             | ManagedObject::CertificateRequest { .. } => encode(&r.object, group)?,
             _ => super::asym::stored_material(object_type, format, material)?,
         };
-        let spec =
-            match (
-                &r.object,
-                attrs
-                    .iter()
-                    .find(|a| a.is(tags::CRYPTOGRAPHIC_ALGORITHM))
-                    .and_then(|a| a.as_enum()),
-            ) {
-                (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::Aes)) => Some(
-                    key_spec(KeyAlgorithm::Aes, (material.len() * 8) as i32, &attrs),
-                ),
-                (
-                    ManagedObject::SymmetricKey(_),
-                    Some(
-                        CryptographicAlgorithm::ChaCha20 | CryptographicAlgorithm::ChaCha20Poly1305,
-                    ),
-                ) => Some(key_spec(
-                    KeyAlgorithm::ChaCha20,
-                    (material.len() * 8) as i32,
-                    &attrs,
-                )),
-                (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::Des3)) => Some(
-                    key_spec(KeyAlgorithm::TripleDes, (material.len() * 8) as i32, &attrs),
-                ),
-                (ManagedObject::SymmetricKey(_), Some(CryptographicAlgorithm::HmacSha256)) => {
-                    Some(key_spec(
-                        KeyAlgorithm::HmacSha256,
-                        (material.len() * 8) as i32,
-                        &attrs,
-                    ))
-                }
-                _ => None,
-            };
+        let spec = match &r.object {
+            ManagedObject::SymmetricKey(_) => symmetric_key_spec(&attrs, material.len()),
+            _ => None,
+        };
         let key_links = if object_type == ObjectType::Certificate {
             self.certificate_key_links(ctx, &attrs)?
         } else {
@@ -331,6 +302,26 @@ impl Ops {
             unique_identifier: uid,
         })
     }
+}
+
+/// The key facts a backend keeps with a symmetric key's `material_len` bytes: its algorithm
+/// from the attributes, its length from the material. Register's, and a copy's out of a KMIP
+/// proxy (`upstream copy`), from the attributes stored. `None`: no algorithm a backend keys on.
+pub fn symmetric_key_spec(attrs: &[Attribute], material_len: usize) -> Option<KeySpec> {
+    let algorithm = match attrs
+        .iter()
+        .find(|a| a.is(tags::CRYPTOGRAPHIC_ALGORITHM))
+        .and_then(|a| a.as_enum())?
+    {
+        CryptographicAlgorithm::Aes => KeyAlgorithm::Aes,
+        CryptographicAlgorithm::ChaCha20 | CryptographicAlgorithm::ChaCha20Poly1305 => {
+            KeyAlgorithm::ChaCha20
+        }
+        CryptographicAlgorithm::Des3 => KeyAlgorithm::TripleDes,
+        CryptographicAlgorithm::HmacSha256 => KeyAlgorithm::HmacSha256,
+        _ => return None,
+    };
+    Some(key_spec(algorithm, (material_len * 8) as i32, attrs))
 }
 
 fn key_spec(algorithm: KeyAlgorithm, bits: i32, attrs: &[Attribute]) -> KeySpec {

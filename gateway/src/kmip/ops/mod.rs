@@ -39,14 +39,17 @@ mod stream;
 mod table;
 mod template;
 mod unique_names;
+mod upstream_state;
 
 pub use adopt::{AdoptTarget, Adoption, UpstreamObject};
 pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
+pub use create::symmetric_key_spec;
 pub use error::OpError;
 pub(crate) use interop::audit_note;
 pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};
 pub use table::{response_uids, target_uid};
+pub use upstream_state::{Refreshed, UpstreamLifecycle, UPSTREAM_LIFECYCLE};
 
 use crate::config::LocateCacheConfig;
 use crate::config::{LimitsConfig, DEFAULT_MAX_LOCATE_RESULTS, DEFAULT_MAX_OBJECTS_PER_USER};

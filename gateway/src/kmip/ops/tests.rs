@@ -1290,6 +1290,7 @@ mod server_attrs;
 mod symm;
 mod templates;
 mod transparent;
+mod upstream_state;
 
 mod key_wrap;
 

@@ -121,7 +121,8 @@ impl StoredObject {
         out.to_vec()
     }
 
-    pub(super) fn from_record(record: ObjectRecord) -> Result<StoredObject, StoreError> {
+    /// Decodes a backend record (its metadata blob) into the object it stores.
+    pub fn from_record(record: ObjectRecord) -> Result<StoredObject, StoreError> {
         let bad = |why: &str| StoreError::BadMeta(record.uid.clone(), why.to_owned());
         let limits = Limits {
             max_message_size: usize::MAX,

@@ -165,6 +165,15 @@ pub fn backup(
                 dir.display()
             ));
         }
+        BackendConfig::Kmip(upstream) if upstream.migrate_to.is_some() => {
+            return Err(
+                "a KMIP proxy in mode = \"migrate\" keeps two vaults (the upstream map and the \
+                 local vault of new objects), and backup takes one: not yet. Finish the move \
+                 (`kmip-gateway upstream copy`, then a plain vault configuration) and back that \
+                 up, or stop the gateway and copy the data folder and its secrets folder"
+                    .into(),
+            )
+        }
         BackendConfig::Kmip(upstream) => {
             let (frames, bytes) = take_vault(
                 &mut entries,
