@@ -211,6 +211,10 @@ fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
 enum BenchError {
     #[error("missing --{0}")]
     Missing(&'static str),
+    #[error(
+        "--fixture-load {0}: its keys carry no x-bench-bucket; save them from a locate-attr run"
+    )]
+    NoBuckets(String),
     #[error("{0} needs --preload of at least 1")]
     NoPreload(&'static str),
     #[error("TLS setup: {0}")]
@@ -415,7 +419,13 @@ async fn bench(args: RunArgs) -> Result<(), BenchError> {
     match Targets::new(&args.compare, &args.server_name, &tls, args.version) {
         None => {
             let fixture = match &args.fixture_load {
-                Some(path) => Fixture::load(path)?,
+                Some(path) => {
+                    let fixture = Fixture::load(path)?;
+                    if spec.scenario == Scenario::LocateAttr && !fixture.buckets {
+                        return Err(BenchError::NoBuckets(path.display().to_string()));
+                    }
+                    fixture
+                }
                 None => run::preload(target_a.first(), &spec, args.preload).await?,
             };
             if let Some(path) = &args.fixture_save {

@@ -155,12 +155,15 @@ pub(crate) struct Fixture {
     pub groups: Vec<String>,
     /// Prefix of every name and group this run creates, unique per invocation.
     pub tag: String,
+    /// Whether the keys carry `x-bench-bucket`: only a `locate-attr` preload sets it, because
+    /// some servers (PyKMIP) refuse custom attributes.
+    pub buckets: bool,
 }
 
 impl Fixture {
     /// The fixture of keys `tag-k0`, `tag-k1`, … whose identifiers are `uids`: names, groups
     /// and buckets follow from the tag and the position.
-    fn new(tag: String, uids: Vec<String>) -> Fixture {
+    fn new(tag: String, uids: Vec<String>, buckets: bool) -> Fixture {
         let count = uids.len();
         Fixture {
             names: (0..count).map(|i| format!("{tag}-k{i}")).collect(),
@@ -169,6 +172,7 @@ impl Fixture {
                 .collect(),
             uids,
             tag,
+            buckets,
         }
     }
 
@@ -186,7 +190,9 @@ impl Fixture {
     /// Writes the tag and the identifiers, so that later runs (`--fixture-load`) measure the
     /// same keys without preloading them again.
     pub(crate) fn save(&self, path: &std::path::Path) -> Result<(), RunError> {
-        let text = serde_json::json!({ "tag": self.tag, "uids": self.uids }).to_string();
+        let text =
+            serde_json::json!({ "tag": self.tag, "uids": self.uids, "buckets": self.buckets })
+                .to_string();
         std::fs::write(path, text).map_err(|e| RunError::Fixture {
             path: path.display().to_string(),
             problem: e.to_string(),
@@ -215,7 +221,8 @@ impl Fixture {
         if uids.is_empty() {
             return Err(bad("no keys".into()));
         }
-        Ok(Fixture::new(tag, uids))
+        let buckets = saved["buckets"].as_bool().unwrap_or(false);
+        Ok(Fixture::new(tag, uids, buckets))
     }
 }
 
@@ -255,6 +262,7 @@ pub(crate) async fn preload(
     );
     let mut tasks = Vec::new();
     for _ in 0..spec.preload_concurrency.max(1).min(count) {
+        let buckets = spec.scenario == Scenario::LocateAttr;
         let (target, names, groups, next, done, tag) = (
             target.clone(),
             names.clone(),
@@ -273,7 +281,7 @@ pub(crate) async fn preload(
                     .create(
                         Some(name),
                         groups.get(i / GROUP_SIZE).map(String::as_str),
-                        Some(&bucket_of(&tag, i)),
+                        buckets.then(|| bucket_of(&tag, i)).as_deref(),
                     )
                     .await?;
                 // The first Get of a key is a durable write (Fresh becomes false); on a PKCS#11
@@ -300,7 +308,11 @@ pub(crate) async fn preload(
         }
     }
     progress.finish();
-    Ok(Fixture::new(tag, uids))
+    Ok(Fixture::new(
+        tag,
+        uids,
+        spec.scenario == Scenario::LocateAttr,
+    ))
 }
 
 /// SplitMix64: a tiny deterministic generator to pick keys and mix operations (statistical

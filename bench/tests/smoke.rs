@@ -24,7 +24,24 @@ impl Drop for KillOnDrop {
 
 fn bench(gw: &GatewayProcess, target: &str, args: &[&str]) -> Value {
     let out = tempfile::NamedTempFile::new().unwrap();
-    let output = Command::new(BENCH)
+    let output = bench_command(gw, target, args, out.path());
+    assert!(
+        output.status.success(),
+        "kmip-bench {args:?} failed: {}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        gw.log()
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+}
+
+fn bench_command(
+    gw: &GatewayProcess,
+    target: &str,
+    args: &[&str],
+    json: &Path,
+) -> std::process::Output {
+    Command::new(BENCH)
         .arg("--target")
         .arg(target)
         .arg("--ca")
@@ -36,18 +53,10 @@ fn bench(gw: &GatewayProcess, target: &str, args: &[&str]) -> Value {
         .arg("--server-name")
         .arg(gw.server_name())
         .arg("--json")
-        .arg(out.path())
+        .arg(json)
         .args(args)
         .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "kmip-bench {args:?} failed: {}\n{}\ngateway log:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        gw.log()
-    );
-    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+        .unwrap()
 }
 
 fn assert_clean(report: &Value, what: &str) {
@@ -94,6 +103,40 @@ fn every_scenario_runs_cleanly_against_the_gateway() {
         let report = bench(&gw, &target, &args);
         assert_clean(&report, &format!("{scenario} --fixture-load"));
     }
+    // Keys preloaded by another scenario carry no bucket (PyKMIP refuses custom attributes):
+    // locate-attr refuses them rather than count every Locate as an error.
+    let plain = tempfile::NamedTempFile::new().unwrap();
+    let plain_path = plain.path().to_str().unwrap();
+    let mut args = vec![
+        "--scenario",
+        "get",
+        "--preload",
+        "5",
+        "--fixture-save",
+        plain_path,
+    ];
+    args.extend(common);
+    assert_clean(&bench(&gw, &target, &args), "get --fixture-save");
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let refused = bench_command(
+        &gw,
+        &target,
+        &[
+            "--scenario",
+            "locate-attr",
+            "--fixture-load",
+            plain_path,
+            "--count",
+            "5",
+        ],
+        json.path(),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("x-bench-bucket"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     // Open loop: 40 iterations due at 200/s.
     let mut args = vec!["--scenario", "get", "--preload", "5", "--rate", "200"];
     args.extend(common);
