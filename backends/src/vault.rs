@@ -47,7 +47,7 @@ pub(crate) struct Entry {
     pub kind: ObjectKind,
     /// How the key was made or declared; `None` for imported objects without a key spec.
     pub spec: Option<KeySpec>,
-    pub meta: Vec<u8>,
+    pub meta: bytes::Bytes,
     /// `None` once destroyed with a tombstone: the metadata stays, the material is gone.
     pub material: Option<Zeroizing<Vec<u8>>>,
     /// The data key the material is stored under; set by the writer when it stores material.

@@ -35,12 +35,12 @@ pub(crate) enum Mutation {
     },
     UpdateMeta {
         uid: String,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
     },
     /// Remove the object, or with a tombstone keep only that metadata blob.
     Destroy {
         uid: String,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
     },
     /// Rewrite the log with only live objects now.
     Compact,

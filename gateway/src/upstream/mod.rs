@@ -272,7 +272,7 @@ impl Backend for UpstreamBackend {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         self.map.update_meta(uid, meta, expected_version).await
@@ -281,7 +281,7 @@ impl Backend for UpstreamBackend {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         let (target, _) = self.target(uid).await?;

@@ -98,7 +98,7 @@ impl StoredObject {
     }
 
     /// The metadata blob handed to the backend.
-    pub fn to_meta(&self) -> Vec<u8> {
+    pub fn to_meta(&self) -> Bytes {
         let mut items = vec![
             Ttlv::new(META_VERSION, Value::Integer(META_FORMAT)),
             Ttlv::new(META_OWNER, Value::TextString(self.owner.clone())),
@@ -118,7 +118,7 @@ impl StoredObject {
         let mut out = BytesMut::with_capacity(record.encoded_len());
         // Encoding only fails for tags over 24 bits, and every tag here is a constant below that.
         let _ = record.encode(&mut out);
-        out.to_vec()
+        out.freeze()
     }
 
     pub(super) fn from_record(record: ObjectRecord) -> Result<StoredObject, StoreError> {
@@ -127,8 +127,7 @@ impl StoredObject {
             max_message_size: usize::MAX,
             ..Limits::default()
         };
-        let root =
-            decode(&Bytes::from(record.meta.clone()), &limits).map_err(|e| bad(&e.to_string()))?;
+        let root = decode(&record.meta, &limits).map_err(|e| bad(&e.to_string()))?;
         if root.tag != META_RECORD
             || root.child(META_VERSION).and_then(Ttlv::as_i32) != Some(META_FORMAT)
         {
