@@ -109,7 +109,7 @@ async fn operations_round_trip() {
             mode: CipherMode::Gcm { tag_len: 16 },
             data: Zeroizing::new(b"attack at dawn".to_vec()),
             iv: None,
-            aad: Some(b"hdr".to_vec().into()),
+            aad: Some(b"hdr".to_vec()),
             tag: None,
         };
         let out = v.encrypt(uid, r).await.unwrap();
@@ -118,7 +118,7 @@ async fn operations_round_trip() {
             mode: CipherMode::Gcm { tag_len: 16 },
             data: out.data,
             iv: out.generated_iv,
-            aad: Some(b"hdr".to_vec().into()),
+            aad: Some(b"hdr".to_vec()),
             tag: out.tag,
         };
         assert_eq!(

@@ -14,21 +14,22 @@ use crate::kmip::locate_cache::{Dependency, Generations};
 use dashmap::DashMap;
 use kmip_backends::asym::KeyPairSpec;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectRecord};
-use kmip_wire::model::{KmipEnum, State};
+use kmip_wire::model::{Attribute, AttributeName, KmipEnum, State};
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::Tag;
+use kmip_wire::ttlv::{Tag, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 mod follow;
+mod meta;
 mod object;
 #[cfg(test)]
 mod tests;
 
 pub use follow::{FEED_DEGRADED_AFTER, FOLLOW_INTERVAL};
-pub use object::StoredObject;
+pub use object::{AttributeView, ObjectDraft, StoredObject};
 
 /// Attempts of one write on a shared backend, the first included: each failed one lost a race
 /// with another instance's write to the same object and re-read it. Bounds the work one request
@@ -70,7 +71,10 @@ fn is_live(obj: &StoredObject) -> bool {
 /// All objects, in memory, backed by a [`Backend`].
 pub struct Store {
     backend: Arc<dyn Backend>,
-    objects: DashMap<String, Arc<StoredObject>>,
+    /// Keyed by the object's own identifier string (shared, not copied).
+    objects: DashMap<Arc<str>, Arc<StoredObject>>,
+    /// One string per owner, shared by all its objects.
+    owners: dashmap::DashSet<Arc<str>>,
     write_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     generations: Arc<Generations>,
     /// Name value → identifiers, so Locate by Name and name uniqueness never scan every object.
@@ -102,15 +106,21 @@ fn index_values(obj: Option<&StoredObject>, tag: Tag) -> Vec<String> {
 
 /// The attributes whose values differ between two versions of an object.
 fn changed_attributes(old: &StoredObject, new: &StoredObject) -> Vec<Dependency> {
+    let (old, new): (Vec<Attribute>, Vec<Attribute>) =
+        (old.attributes().collect(), new.attributes().collect());
+    let values = |all: &'_ [Attribute], name: &AttributeName| -> Vec<Value> {
+        all.iter()
+            .filter(|x| &x.name == name)
+            .map(|x| x.value.clone())
+            .collect()
+    };
     let mut changed: Vec<Dependency> = Vec::new();
-    for a in old.attributes.iter().chain(new.attributes.iter()) {
+    for a in old.iter().chain(new.iter()) {
         let dep = Dependency::Attribute(a.name.clone());
         if changed.contains(&dep) {
             continue;
         }
-        let before = old.find(&a.name).map(|x| &x.value);
-        let after = new.find(&a.name).map(|x| &x.value);
-        if !before.eq(after) {
+        if values(&old, &a.name) != values(&new, &a.name) {
             changed.push(dep);
         }
     }
@@ -123,6 +133,7 @@ impl Store {
         let store = Store {
             backend: backend.clone(),
             objects: DashMap::new(),
+            owners: dashmap::DashSet::new(),
             write_locks: DashMap::new(),
             generations: Arc::new(Generations::default()),
             names: DashMap::new(),
@@ -132,12 +143,27 @@ impl Store {
             feed: follow::Feed::default(),
         };
         for record in backend.load_all().await? {
-            let obj = StoredObject::from_record(record)?;
+            let obj = StoredObject::from_record(record, |o| store.intern(o))?;
             store.reindex(&obj.uid, None, Some(&obj));
             store.recount(None, Some(&obj));
             store.objects.insert(obj.uid.clone(), Arc::new(obj));
         }
         Ok(store)
+    }
+
+    /// The one shared string of `owner`.
+    fn intern(&self, owner: &str) -> Arc<str> {
+        if let Some(shared) = self.owners.get(owner) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = owner.into();
+        self.owners.insert(shared.clone());
+        shared
+    }
+
+    /// The object a finished draft makes, its owner's string shared.
+    fn finish(&self, draft: ObjectDraft) -> StoredObject {
+        draft.finish_with(|o| self.intern(o))
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -169,7 +195,7 @@ impl Store {
 
     /// Keeps the live-object counts right across a change from `old` to `new` of one object.
     fn recount(&self, old: Option<&StoredObject>, new: Option<&StoredObject>) {
-        let Some(owner) = new.or(old).map(|o| o.owner.as_str()) else {
+        let Some(owner) = new.or(old).map(|o| &*o.owner) else {
             return;
         };
         match (old.is_some_and(is_live), new.is_some_and(is_live)) {
@@ -249,10 +275,11 @@ impl Store {
     /// `max_live` live objects.
     pub async fn create(
         &self,
-        obj: StoredObject,
+        obj: ObjectDraft,
         spec: KeySpec,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        let obj = self.finish(obj);
         // Held until the object is in the map: the feed's echo of this creation waits for it,
         // then finds its version already there.
         let lock = self.lock_for(&obj.uid);
@@ -269,11 +296,12 @@ impl Store {
     /// has room for two more live objects under `max_live`.
     pub async fn create_pair(
         &self,
-        private: StoredObject,
-        public: StoredObject,
+        private: ObjectDraft,
+        public: ObjectDraft,
         spec: KeyPairSpec,
         max_live: usize,
     ) -> Result<(Arc<StoredObject>, Arc<StoredObject>), StoreError> {
+        let (private, public) = (self.finish(private), self.finish(public));
         let (lock_private, lock_public) = (self.lock_for(&private.uid), self.lock_for(&public.uid));
         let _guards = (lock_private.lock().await, lock_public.lock().await);
         self.reserve(&private.owner, max_live)?;
@@ -296,11 +324,12 @@ impl Store {
     /// Stores a new client-supplied object, if its owner has fewer than `max_live` live objects.
     pub async fn register(
         &self,
-        obj: StoredObject,
+        obj: ObjectDraft,
         material: Zeroizing<Vec<u8>>,
         spec: Option<KeySpec>,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        let obj = self.finish(obj);
         let lock = self.lock_for(&obj.uid);
         let _guard = lock.lock().await;
         self.reserve(&obj.owner, max_live)?;
@@ -349,7 +378,7 @@ impl Store {
         {
             return Ok(());
         }
-        let next = Arc::new(StoredObject::from_record(record)?);
+        let next = Arc::new(StoredObject::from_record(record, |o| self.intern(o))?);
         let changed = match &current {
             Some(c) => changed_attributes(c, &next),
             None => vec![Dependency::Membership],
@@ -415,7 +444,7 @@ impl Store {
     pub async fn update<R, E>(
         &self,
         uid: &str,
-        mut change: impl FnMut(&mut StoredObject) -> Result<R, E>,
+        mut change: impl FnMut(&mut ObjectDraft) -> Result<R, E>,
     ) -> Result<(Written, R), E>
     where
         E: From<StoreError> + From<NoSuchObject>,
@@ -425,9 +454,10 @@ impl Store {
         let mut attempt = 1;
         loop {
             let current = self.get(uid).ok_or(NoSuchObject)?;
-            let mut next = (*current).clone();
+            let mut next = current.draft();
             let r = change(&mut next)?;
             next.version = current.version + 1;
+            let next = self.finish(next);
             match self
                 .backend
                 .update_meta(uid, next.to_meta(), current.version)
@@ -456,13 +486,14 @@ impl Store {
     pub async fn update_lazily(
         self: &Arc<Self>,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject),
+        change: impl FnOnce(&mut ObjectDraft),
     ) -> Option<Written> {
         let guard = self.lock_for(uid).lock_owned().await;
         let current = self.get(uid)?;
-        let mut next = (*current).clone();
+        let mut next = current.draft();
         change(&mut next);
         next.version = current.version + 1;
+        let next = self.finish(next);
         let after = self.install_written(&current, next);
         let stored_copy = current.clone();
         let written = Written {
@@ -514,7 +545,7 @@ impl Store {
     pub async fn destroy<E>(
         &self,
         uid: &str,
-        mut change: impl FnMut(&mut StoredObject) -> Result<(), E>,
+        mut change: impl FnMut(&mut ObjectDraft) -> Result<(), E>,
     ) -> Result<Arc<StoredObject>, E>
     where
         E: From<StoreError> + From<NoSuchObject>,
@@ -524,9 +555,10 @@ impl Store {
         let mut attempt = 1;
         loop {
             let current = self.get(uid).ok_or(NoSuchObject)?;
-            let mut next = (*current).clone();
+            let mut next = current.draft();
             change(&mut next)?;
             next.version = current.version + 1;
+            let next = self.finish(next);
             match self
                 .backend
                 .destroy(uid, Some(next.to_meta()), current.version)
@@ -579,7 +611,7 @@ impl Store {
     /// Undoes a creation: removes the object entirely, leaving no tombstone, if it is still at
     /// `expected`, the version the creation made; otherwise leaves it (`Ok(false)`).
     pub async fn remove(&self, expected: &Arc<StoredObject>) -> Result<bool, StoreError> {
-        let uid = expected.uid.as_str();
+        let uid = &*expected.uid;
         let lock = self.lock_for(uid);
         let _guard = lock.lock().await;
         if self.is_current(expected).is_none() {

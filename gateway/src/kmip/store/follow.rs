@@ -132,10 +132,10 @@ impl Store {
                         first_error.get_or_insert(e);
                     }
                 }
-                let gone: Vec<String> = self
+                let gone: Vec<Arc<str>> = self
                     .objects
                     .iter()
-                    .filter(|e| !kept.contains(e.key()))
+                    .filter(|e| !kept.contains(&**e.key()))
                     .map(|e| e.key().clone())
                     .collect();
                 // An object created here after the feed took its snapshot is not in it: each
