@@ -23,6 +23,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 mod follow;
+mod locks;
 mod meta;
 mod object;
 #[cfg(test)]
@@ -75,12 +76,13 @@ pub struct Store {
     objects: DashMap<Arc<str>, Arc<StoredObject>>,
     /// One string per owner, shared by all its objects.
     owners: dashmap::DashSet<Arc<str>>,
-    write_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    write_locks: locks::WriteLocks,
     generations: Arc<Generations>,
-    /// Name value → identifiers, so Locate by Name and name uniqueness never scan every object.
-    names: DashMap<String, Vec<String>>,
+    /// Name value → identifiers (the objects' own strings, shared), so Locate by Name and name
+    /// uniqueness never scan every object.
+    names: DashMap<String, Vec<Arc<str>>>,
     /// Object Group → identifiers, for Locate by Object Group.
-    groups: DashMap<String, Vec<String>>,
+    groups: DashMap<String, Vec<Arc<str>>>,
     /// Writes of [`Store::update_lazily`] still running, awaited by [`Store::flush_background`].
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
     /// Owner → live objects it owns, plus creations under way (reserved before the backend
@@ -134,7 +136,7 @@ impl Store {
             backend: backend.clone(),
             objects: DashMap::new(),
             owners: dashmap::DashSet::new(),
-            write_locks: DashMap::new(),
+            write_locks: locks::WriteLocks::default(),
             generations: Arc::new(Generations::default()),
             names: DashMap::new(),
             groups: DashMap::new(),
@@ -180,14 +182,18 @@ impl Store {
             let after = index_values(new, tag);
             for gone in before.iter().filter(|v| !after.contains(v)) {
                 if let Some(mut ids) = index.get_mut(gone) {
-                    ids.retain(|u| u != uid);
+                    ids.retain(|u| &**u != uid);
                 }
                 index.remove_if(gone, |_, ids| ids.is_empty());
             }
+            let Some(new) = new else { continue };
             for added in after.iter().filter(|v| !before.contains(v)) {
-                let mut ids = index.entry(added.clone()).or_default();
-                if !ids.iter().any(|u| u == uid) {
-                    ids.push(uid.to_owned());
+                // Most values (Names) name one object: no room reserved for more.
+                let mut ids = index
+                    .entry(added.clone())
+                    .or_insert_with(|| Vec::with_capacity(1));
+                if !ids.iter().any(|u| **u == *uid) {
+                    ids.push(new.uid.clone());
                 }
             }
         }
@@ -227,7 +233,11 @@ impl Store {
         self.live.get(owner).map_or(0, |n| *n)
     }
 
-    fn indexed(&self, index: &DashMap<String, Vec<String>>, value: &str) -> Vec<Arc<StoredObject>> {
+    fn indexed(
+        &self,
+        index: &DashMap<String, Vec<Arc<str>>>,
+        value: &str,
+    ) -> Vec<Arc<StoredObject>> {
         let ids = index.get(value).map(|ids| ids.clone()).unwrap_or_default();
         ids.iter().filter_map(|u| self.get(u)).collect()
     }
@@ -264,13 +274,6 @@ impl Store {
         self.objects.iter().map(|e| e.value().clone()).collect()
     }
 
-    fn lock_for(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.write_locks
-            .entry(uid.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-            .clone()
-    }
-
     /// Stores a new object whose key the backend generates, if its owner has fewer than
     /// `max_live` live objects.
     pub async fn create(
@@ -282,8 +285,7 @@ impl Store {
         let obj = self.finish(obj);
         // Held until the object is in the map: the feed's echo of this creation waits for it,
         // then finds its version already there.
-        let lock = self.lock_for(&obj.uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(&obj.uid).await;
         self.reserve(&obj.owner, max_live)?;
         if let Err(e) = self.backend.generate(obj.record(), spec).await {
             self.release(&obj.owner);
@@ -302,8 +304,11 @@ impl Store {
         max_live: usize,
     ) -> Result<(Arc<StoredObject>, Arc<StoredObject>), StoreError> {
         let (private, public) = (self.finish(private), self.finish(public));
-        let (lock_private, lock_public) = (self.lock_for(&private.uid), self.lock_for(&public.uid));
-        let _guards = (lock_private.lock().await, lock_public.lock().await);
+        // Two fresh identifiers nobody else knows yet: taking both cannot deadlock.
+        let _guards = (
+            self.write_locks.lock(&private.uid).await,
+            self.write_locks.lock(&public.uid).await,
+        );
         self.reserve(&private.owner, max_live)?;
         if let Err(e) = self.reserve(&public.owner, max_live) {
             self.release(&private.owner);
@@ -330,8 +335,7 @@ impl Store {
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
         let obj = self.finish(obj);
-        let lock = self.lock_for(&obj.uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(&obj.uid).await;
         self.reserve(&obj.owner, max_live)?;
         if let Err(e) = self.backend.import(obj.record(), material, spec).await {
             self.release(&obj.owner);
@@ -449,8 +453,7 @@ impl Store {
     where
         E: From<StoreError> + From<NoSuchObject>,
     {
-        let lock = self.lock_for(uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(uid).await;
         let mut attempt = 1;
         loop {
             let current = self.get(uid).ok_or(NoSuchObject)?;
@@ -488,7 +491,7 @@ impl Store {
         uid: &str,
         change: impl FnOnce(&mut ObjectDraft),
     ) -> Option<Written> {
-        let guard = self.lock_for(uid).lock_owned().await;
+        let guard = self.write_locks.lock(uid).await;
         let current = self.get(uid)?;
         let mut next = current.draft();
         change(&mut next);
@@ -550,8 +553,7 @@ impl Store {
     where
         E: From<StoreError> + From<NoSuchObject>,
     {
-        let lock = self.lock_for(uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(uid).await;
         let mut attempt = 1;
         loop {
             let current = self.get(uid).ok_or(NoSuchObject)?;
@@ -584,8 +586,7 @@ impl Store {
         expected: &Arc<StoredObject>,
         previous: Arc<StoredObject>,
     ) -> Result<bool, StoreError> {
-        let lock = self.lock_for(&previous.uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(&previous.uid).await;
         let Some(current) = self.is_current(expected) else {
             return Ok(false);
         };
@@ -612,8 +613,7 @@ impl Store {
     /// `expected`, the version the creation made; otherwise leaves it (`Ok(false)`).
     pub async fn remove(&self, expected: &Arc<StoredObject>) -> Result<bool, StoreError> {
         let uid = &*expected.uid;
-        let lock = self.lock_for(uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(uid).await;
         if self.is_current(expected).is_none() {
             return Ok(false);
         }
