@@ -22,6 +22,7 @@ use std::time::Duration;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+mod compact;
 mod follow;
 mod locks;
 mod meta;

@@ -1,22 +1,26 @@
 //! The metadata blob: the opaque bytes the backend stores for an object (its owner and
 //! attributes), one TTLV structure of private extension tags.
 //!
-//! Format 2, written since issue 17: each attribute is one TTLV item under its own tag when its
-//! name is a standard tag (`0x42xxxx`), preceded by an `INDEX` item when it carries a KMIP 1.x
-//! Attribute Index; any other name (custom, vendor, unknown) is wrapped as in format 1. The gateway
-//! holds the blob itself as an object's only copy of its attributes, and reads one attribute by
-//! scanning item headers, decoding only that item.
+//! Format 2, written since issue 17, is compact TTLV (`compact.rs`: no padding, short lengths)
+//! under its own root tag: each attribute is one item under its own tag when its name is a
+//! standard tag (`0x42xxxx`), preceded by an `INDEX` item when it carries a KMIP 1.x Attribute
+//! Index; any other name (custom, vendor, unknown, extension tag) is wrapped as in format 1. The
+//! gateway holds the blob itself as an object's only copy of its attributes, and reads one
+//! attribute by stepping over item headers, decoding only that item.
 //!
 //! Format 1 wrapped every attribute (`ATTRIBUTE { NAME_KEY "t:42000a", INDEX?, VALUE }`); it is
 //! still read, and an object read in it is written in format 2 on its next write.
 
+use super::compact::{self, Extent};
 use bytes::{Bytes, BytesMut};
 use kmip_wire::model::{Attribute, AttributeName};
-use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value, HEADER_LEN};
-use std::ops::Range;
+use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
 
 /// Private extension tags of the metadata blob (KMIP reserves 0x54xxxx for extensions).
+/// The root of a format-1 blob (TTLV).
 const META_RECORD: Tag = Tag(0x54_FF00);
+/// The root of a format-2 blob (compact TTLV): another tag, since both encodings begin alike.
+const META_RECORD_2: Tag = Tag(0x54_FF07);
 const META_VERSION: Tag = Tag(0x54_FF01);
 const META_OWNER: Tag = Tag(0x54_FF02);
 const META_ATTRIBUTE: Tag = Tag(0x54_FF03);
@@ -90,12 +94,11 @@ pub(super) fn encode(owner: &str, attributes: &[Attribute]) -> Bytes {
             }
         }
     }
-    let record = Ttlv::structure(META_RECORD, items);
-    let mut out = BytesMut::with_capacity(record.encoded_len());
-    // Encoding fails only for tags over 24 bits: every tag here is a blob constant or a
-    // standard tag (`is_standard`), all below that.
-    let _ = record.encode(&mut out);
-    out.freeze()
+    let mut out = BytesMut::new();
+    // Every tag is a blob constant or a standard one (`is_standard`): all fit in 24 bits.
+    compact::write(&mut out, &Ttlv::structure(META_RECORD_2, items));
+    // Its own exact-size buffer: the object keeps it for its life.
+    Bytes::copy_from_slice(&out)
 }
 
 /// What a stored blob holds.
@@ -109,26 +112,56 @@ pub(super) enum Parsed {
     },
 }
 
+const UNKNOWN: &str = "not a kmip-gateway metadata record of a known format";
+
+/// The root item of a format-2 blob, if `meta` is one whole.
+fn root(meta: &[u8]) -> Option<Extent> {
+    let mut end = 0;
+    let root = compact::next_item(meta, &mut end)?;
+    (root.tag == META_RECORD_2 && end == meta.len()).then_some(root)
+}
+
 /// Checks a stored blob completely (every item decodes), so that reading it later cannot fail.
 pub(super) fn parse(meta: &Bytes) -> Result<Parsed, String> {
+    if let Some(root) = root(meta) {
+        if !compact::check(meta, root.value(), 0) {
+            return Err("damaged metadata record".into());
+        }
+        let mut owner = None;
+        let mut format = None;
+        let mut items = Items::new(meta);
+        for item in items.by_ref() {
+            if item.tag == META_VERSION {
+                format = compact::read(meta, &item.extent).and_then(|t| t.as_i32());
+            } else if item.tag == META_OWNER {
+                owner =
+                    compact::read(meta, &item.extent).and_then(|t| t.as_text().map(str::to_owned));
+            } else if item.tag == META_ATTRIBUTE {
+                item.decode(meta)
+                    .ok_or("attribute without a valid name or value")?;
+            }
+        }
+        if format != Some(META_FORMAT) {
+            return Err(UNKNOWN.into());
+        }
+        // The walk stops early only at an `INDEX` item that is not followed by an attribute.
+        if items.pos != items.meta.len() {
+            return Err("attribute index without its attribute".into());
+        }
+        return Ok(Parsed::Compact {
+            owner: owner.ok_or("no owner")?,
+        });
+    }
     let root = decode(meta, &limits()).map_err(|e| e.to_string())?;
     let format = root.child(META_VERSION).and_then(Ttlv::as_i32);
-    if root.tag != META_RECORD || !matches!(format, Some(META_FORMAT | META_FORMAT_1)) {
-        return Err("not a kmip-gateway metadata record of a known format".into());
+    if root.tag != META_RECORD || format != Some(META_FORMAT_1) {
+        return Err(UNKNOWN.into());
     }
     let owner = root
         .child(META_OWNER)
         .and_then(Ttlv::as_text)
         .ok_or("no owner")?
         .to_owned();
-    if format == Some(META_FORMAT) {
-        for item in root.items() {
-            if item.tag == META_ATTRIBUTE {
-                unwrap_attribute(item, None).ok_or("attribute without a valid name or value")?;
-            }
-        }
-        return Ok(Parsed::Compact { owner });
-    }
     let attributes = root
         .children(META_ATTRIBUTE)
         .map(|a| unwrap_attribute(a, None).ok_or("attribute without a valid name or value"))
@@ -156,7 +189,7 @@ pub(super) struct Item {
     pub(super) tag: Tag,
     /// The Attribute Index an `INDEX` item gave a bare attribute.
     pub(super) index: Option<i32>,
-    range: Range<usize>,
+    extent: Extent,
 }
 
 impl Item {
@@ -170,12 +203,12 @@ impl Item {
 
     /// The attribute this item holds, decoded; `None` for the blob's own items.
     pub(super) fn decode(&self, meta: &Bytes) -> Option<Attribute> {
-        if self.tag == META_VERSION || self.tag == META_OWNER || self.tag == META_INDEX {
+        if self.tag == META_VERSION || self.tag == META_OWNER {
             return None;
         }
         // The blob was checked whole when it was read or written (`parse`, `encode`), so an
         // item of it decodes.
-        let ttlv = decode(&meta.slice(self.range.clone()), &limits()).ok()?;
+        let ttlv = compact::read(meta, &self.extent)?;
         if self.tag == META_ATTRIBUTE {
             return unwrap_attribute(&ttlv, self.index);
         }
@@ -187,7 +220,8 @@ impl Item {
     }
 }
 
-/// The top-level items of a format-2 blob, read from their headers alone.
+/// The top-level items of a format-2 blob, read from their headers alone; `INDEX` items are
+/// folded into the item they precede.
 pub(super) struct Items<'a> {
     meta: &'a [u8],
     pos: usize,
@@ -195,27 +229,20 @@ pub(super) struct Items<'a> {
 
 impl<'a> Items<'a> {
     pub(super) fn new(meta: &'a [u8]) -> Items<'a> {
-        Items {
-            meta,
-            pos: HEADER_LEN,
-        }
+        // An empty walk for anything but a format-2 blob (objects hold only those).
+        let (meta, pos) = match root(meta) {
+            Some(r) => (&meta[..r.value().end], r.value().start),
+            None => (&meta[..0], 0),
+        };
+        Items { meta, pos }
     }
 
     fn next_raw(&mut self) -> Option<Item> {
-        let header = self.meta.get(self.pos..self.pos + HEADER_LEN)?;
-        let tag = Tag(u32::from_be_bytes([0, header[0], header[1], header[2]]));
-        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        // An item's bytes include its padding: `decode` checks it.
-        let next = self.pos + HEADER_LEN + len.div_ceil(8) * 8;
-        if next > self.meta.len() {
-            return None;
-        }
-        let range = self.pos..next;
-        self.pos = next;
+        let extent = compact::next_item(self.meta, &mut self.pos)?;
         Some(Item {
-            tag,
+            tag: extent.tag,
             index: None,
-            range,
+            extent,
         })
     }
 }
@@ -228,8 +255,7 @@ impl Iterator for Items<'_> {
         if item.tag != META_INDEX {
             return Some(item);
         }
-        let at = item.range.start + HEADER_LEN;
-        let v = self.meta.get(at..at + 4)?;
+        let v = &self.meta[item.extent.value()];
         let index = i32::from_be_bytes(v.try_into().ok()?);
         let mut next = self.next_raw()?;
         next.index = Some(index);

@@ -93,6 +93,13 @@ fn every_kind_of_attribute() -> Vec<Attribute> {
             index: Some(2),
             ..Attribute::vendor("acme", "Slot", Value::Integer(9))
         },
+        Attribute::vendor(
+            "y",
+            "Big",
+            Value::BigInteger(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 1, 0])),
+        ),
+        Attribute::vendor("y", "When", Value::DateTimeExtended(1_700_000_000_123_456)),
+        Attribute::vendor("y", "Long", Value::TextString("é".repeat(200))),
         Attribute {
             name: AttributeName::Unknown("Not An Attribute".into()),
             index: None,
@@ -269,11 +276,21 @@ fn unknown_formats_are_refused() {
         StoredObject::from_record(record(bytes::Bytes::from_static(b"nonsense")), |o| o.into());
     assert!(matches!(garbage, Err(StoreError::BadMeta(uid, _)) if uid == "k"));
     let future = meta::encode("purefa", &[]).to_vec();
-    // The format number is the first item's value: 2 → 3.
+    // The format number is the first item's value (after the root's tag, type and one-byte
+    // length, and its own tag and type): 2 → 3.
     let mut future = future;
-    future[8 + 8 + 3] = 3;
+    assert_eq!(future[5 + 4..5 + 8], [0, 0, 0, 2]);
+    future[5 + 7] = 3;
     let refused = StoredObject::from_record(record(future.into()), |o| o.into());
     assert!(matches!(refused, Err(StoreError::BadMeta(..))));
+    // A format-2 blob cut short, or with a byte that is no boolean, is damaged.
+    let whole = meta::encode("purefa", &every_kind_of_attribute());
+    let cut = whole.slice(..whole.len() - 1);
+    assert!(StoredObject::from_record(record(cut), |o| o.into()).is_err());
+    let lone = meta::encode("purefa", &[Attribute::boolean(tags::FRESH, true)]);
+    let mut bad = lone.to_vec();
+    *bad.last_mut().unwrap() = 2;
+    assert!(StoredObject::from_record(record(bad.into()), |o| o.into()).is_err());
 }
 
 /// Concurrent writes to one object are still serialised (none is lost) though the lock exists
