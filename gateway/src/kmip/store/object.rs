@@ -35,14 +35,14 @@ fn of_tag(tag: Tag) -> AttributeName {
 impl StoredObject {
     /// Every attribute, decoded, in stored order.
     pub fn attributes(&self) -> impl Iterator<Item = Attribute> + '_ {
-        Items::new(&self.meta).filter_map(|i| i.decode(&self.meta))
+        Items::new(&self.meta).filter_map(|i| i.decode(&self.meta, &self.uid))
     }
 
     /// The instances of the attribute `name`, decoded; other items are skipped by their header.
     pub fn find<'a>(&'a self, name: &'a AttributeName) -> impl Iterator<Item = Attribute> + 'a {
         Items::new(&self.meta)
             .filter(move |i| !i.cannot_be(name))
-            .filter_map(|i| i.decode(&self.meta))
+            .filter_map(|i| i.decode(&self.meta, &self.uid))
             .filter(move |a| &a.name == name)
     }
 
@@ -54,7 +54,7 @@ impl StoredObject {
         let name = of_tag(tag);
         Items::new(&self.meta)
             .filter(move |i| !i.cannot_be(&name))
-            .filter_map(|i| i.decode(&self.meta))
+            .filter_map(|i| i.decode(&self.meta, &self.uid))
             .filter(move |a| a.is(tag))
     }
 
@@ -109,7 +109,7 @@ impl StoredObject {
             Parsed::Legacy {
                 owner: o,
                 attributes,
-            } => (owner(&o), meta::encode(&o, &attributes)),
+            } => (owner(&o), meta::encode(&o, &record.uid, &attributes)),
         };
         Ok(StoredObject {
             uid: record.uid.into(),
@@ -174,7 +174,7 @@ impl ObjectDraft {
     /// The object with these attributes. `owner` gives the owner's shared string.
     pub fn finish_with(self, owner: impl FnOnce(&str) -> Arc<str>) -> StoredObject {
         StoredObject {
-            meta: meta::encode(&self.owner, &self.attributes),
+            meta: meta::encode(&self.owner, &self.uid, &self.attributes),
             owner: owner(&self.owner),
             uid: self.uid.into(),
             kind: self.kind,

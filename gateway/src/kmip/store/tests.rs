@@ -189,6 +189,15 @@ fn accessors_read_single_attributes_from_the_blob() {
         Some(Value::Boolean(false))
     );
     assert_eq!(obj.find(&AttributeName::Unknown("other".into())).count(), 0);
+    // The Unique Identifier equal to the object's is stored as a marker and read back as text;
+    // any other value is stored as it is.
+    let uid_of = |o: &StoredObject| {
+        o.first(tags::UNIQUE_IDENTIFIER)
+            .and_then(|a| a.as_text().map(str::to_owned))
+    };
+    assert_eq!(uid_of(&obj).as_deref(), Some("k"));
+    let odd = draft_of(vec![Attribute::text(tags::UNIQUE_IDENTIFIER, "not-k")]).finish();
+    assert_eq!(uid_of(&odd).as_deref(), Some("not-k"));
     assert_eq!(obj.all(tags::OBJECT_GROUP).count(), 1);
 }
 
@@ -275,19 +284,19 @@ fn unknown_formats_are_refused() {
     let garbage =
         StoredObject::from_record(record(bytes::Bytes::from_static(b"nonsense")), |o| o.into());
     assert!(matches!(garbage, Err(StoreError::BadMeta(uid, _)) if uid == "k"));
-    let future = meta::encode("purefa", &[]).to_vec();
-    // The format number is the first item's value (after the root's tag, type and one-byte
-    // length, and its own tag and type): 2 → 3.
+    let future = meta::encode("purefa", "k", &[]).to_vec();
+    // The format number is the first item's value (after the root's type, tag and one-byte
+    // length, and its own type and tag): 2 → 3.
     let mut future = future;
-    assert_eq!(future[5 + 4..5 + 8], [0, 0, 0, 2]);
-    future[5 + 7] = 3;
+    assert_eq!(future[9], 4, "2, zigzagged");
+    future[9] = 6;
     let refused = StoredObject::from_record(record(future.into()), |o| o.into());
     assert!(matches!(refused, Err(StoreError::BadMeta(..))));
     // A format-2 blob cut short, or with a byte that is no boolean, is damaged.
-    let whole = meta::encode("purefa", &every_kind_of_attribute());
+    let whole = meta::encode("purefa", "k", &every_kind_of_attribute());
     let cut = whole.slice(..whole.len() - 1);
     assert!(StoredObject::from_record(record(cut), |o| o.into()).is_err());
-    let lone = meta::encode("purefa", &[Attribute::boolean(tags::FRESH, true)]);
+    let lone = meta::encode("purefa", "k", &[Attribute::boolean(tags::FRESH, true)]);
     let mut bad = lone.to_vec();
     *bad.last_mut().unwrap() = 2;
     assert!(StoredObject::from_record(record(bad.into()), |o| o.into()).is_err());
