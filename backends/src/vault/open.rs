@@ -140,6 +140,7 @@ pub(super) fn prepare(
     } else {
         KeySlots::open(dir, &master)?
     };
+    slots.preload()?;
     let mut objects = HashMap::with_capacity(loaded.objects.len());
     let mut live_slots = HashSet::new();
     let mut live_bytes = format::HEADER_LEN as u64;
@@ -212,6 +213,7 @@ pub(super) fn prepare(
             free_slots.push(slot);
         }
     }
+    slots.forget_preload();
     if shredded > 0 {
         slots.sync()?;
         tracing::warn!(

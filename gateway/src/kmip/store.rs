@@ -169,6 +169,17 @@ impl Store {
         draft.finish_with(|o| self.intern(o))
     }
 
+    /// The next version of `current` a finished draft makes: it also shares `current`'s
+    /// identifier string, which the map key and the indexes hold (a new string per version
+    /// would leave them holding the first one, a second copy).
+    fn finish_next(&self, draft: ObjectDraft, current: &StoredObject) -> StoredObject {
+        let mut next = self.finish(draft);
+        if next.uid == current.uid {
+            next.uid = current.uid.clone();
+        }
+        next
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -188,12 +199,17 @@ impl Store {
                 index.remove_if(gone, |_, ids| ids.is_empty());
             }
             let Some(new) = new else { continue };
-            for added in after.iter().filter(|v| !before.contains(v)) {
+            for (i, added) in after.iter().enumerate() {
+                if before.contains(added) || after[..i].contains(added) {
+                    continue;
+                }
                 // Most values (Names) name one object: no room reserved for more.
                 let mut ids = index
                     .entry(added.clone())
                     .or_insert_with(|| Vec::with_capacity(1));
-                if !ids.iter().any(|u| **u == *uid) {
+                // An object new to the index (not in `old`) is not in the list: a group of many
+                // objects is not scanned for each one loaded at start.
+                if old.is_none() || !ids.iter().any(|u| **u == *uid) {
                     ids.push(new.uid.clone());
                 }
             }
@@ -383,7 +399,11 @@ impl Store {
         {
             return Ok(());
         }
-        let next = Arc::new(StoredObject::from_record(record, |o| self.intern(o))?);
+        let mut next = StoredObject::from_record(record, |o| self.intern(o))?;
+        if let Some(c) = current.as_ref().filter(|c| c.uid == next.uid) {
+            next.uid = c.uid.clone();
+        }
+        let next = Arc::new(next);
         let changed = match &current {
             Some(c) => changed_attributes(c, &next),
             None => vec![Dependency::Membership],
@@ -461,7 +481,7 @@ impl Store {
             let mut next = current.draft();
             let r = change(&mut next)?;
             next.version = current.version + 1;
-            let next = self.finish(next);
+            let next = self.finish_next(next, &current);
             match self
                 .backend
                 .update_meta(uid, next.to_meta(), current.version)
@@ -497,7 +517,7 @@ impl Store {
         let mut next = current.draft();
         change(&mut next);
         next.version = current.version + 1;
-        let next = self.finish(next);
+        let next = self.finish_next(next, &current);
         let after = self.install_written(&current, next);
         let stored_copy = current.clone();
         let written = Written {
@@ -561,7 +581,7 @@ impl Store {
             let mut next = current.draft();
             change(&mut next)?;
             next.version = current.version + 1;
-            let next = self.finish(next);
+            let next = self.finish_next(next, &current);
             match self
                 .backend
                 .destroy(uid, Some(next.to_meta()), current.version)

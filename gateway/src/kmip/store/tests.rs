@@ -346,4 +346,8 @@ async fn concurrent_writes_to_one_object_are_serialised_and_leave_no_lock() {
     );
     assert_eq!(obj.version, created.version + WRITERS as u64);
     assert_eq!(store.write_locks.len(), 0);
+    // Every version shares the first one's identifier string with the map's key: one copy.
+    let key = store.objects.get("k").unwrap().key().clone();
+    assert!(Arc::ptr_eq(&key, &obj.uid));
+    assert!(Arc::ptr_eq(&created.uid, &obj.uid));
 }
