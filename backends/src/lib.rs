@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use zeroize::Zeroizing;
 
 pub mod asym;
@@ -111,8 +112,10 @@ pub struct ObjectRecord {
     /// KMIP Unique Identifier, chosen by the gateway, stable forever.
     pub uid: String,
     pub kind: ObjectKind,
-    /// Opaque, gateway-serialised attributes and state. Backends store it verbatim.
-    pub meta: Vec<u8>,
+    /// Opaque, gateway-serialised attributes and state. Backends store it verbatim; a backend
+    /// that keeps it in memory keeps this buffer (shared, not copied) so that the gateway's copy
+    /// and its own are one.
+    pub meta: Bytes,
     /// How many durable writes made this version of the object: 1 when created, one more per
     /// `update_meta` or `destroy`. A [`SharedBackend`] stores and compares it to refuse a write
     /// made from a stale copy; backends only one process opens ignore it on input and report 0.
@@ -192,7 +195,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: Bytes,
         expected_version: u64,
     ) -> Result<(), BackendError>;
 
@@ -203,7 +206,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<Bytes>,
         expected_version: u64,
     ) -> Result<(), BackendError>;
 

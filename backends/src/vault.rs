@@ -42,12 +42,16 @@ use writer::{Mutation, Request, Writer};
 /// the memory queued plaintext can take.
 const WRITE_QUEUE_DEPTH: usize = 4096;
 
+/// Every object in memory, by uid. Boxed entries: the table keeps spare room (up to half of it
+/// empty after it grows), and a 32-byte slot wastes far less there than a whole entry would.
+pub(crate) type Objects = HashMap<String, Box<Entry>>;
+
 /// One stored object, decrypted, as held in memory.
 pub(crate) struct Entry {
     pub kind: ObjectKind,
     /// How the key was made or declared; `None` for imported objects without a key spec.
     pub spec: Option<KeySpec>,
-    pub meta: Vec<u8>,
+    pub meta: bytes::Bytes,
     /// `None` once destroyed with a tombstone: the metadata stays, the material is gone.
     pub material: Option<Zeroizing<Vec<u8>>>,
     /// The data key the material is stored under; set by the writer when it stores material.
@@ -63,7 +67,7 @@ pub(crate) struct DataKey {
 
 /// State shared by the vault handle (readers) and its writer thread (the only mutator).
 pub(crate) struct Shared {
-    objects: RwLock<HashMap<String, Entry>>,
+    objects: RwLock<Objects>,
     /// Set when the writer stopped on an I/O failure.
     failed: AtomicBool,
     commits: AtomicU64,
@@ -78,11 +82,11 @@ pub(crate) struct Shared {
 impl Shared {
     // A panic while holding the lock cannot leave the map half-updated (every update is one
     // insert or remove), so a poisoned lock is still usable.
-    fn read_objects(&self) -> RwLockReadGuard<'_, HashMap<String, Entry>> {
+    fn read_objects(&self) -> RwLockReadGuard<'_, Objects> {
         self.objects.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_objects(&self) -> RwLockWriteGuard<'_, HashMap<String, Entry>> {
+    fn write_objects(&self) -> RwLockWriteGuard<'_, Objects> {
         self.objects.write().unwrap_or_else(PoisonError::into_inner)
     }
 }

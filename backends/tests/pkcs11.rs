@@ -125,7 +125,7 @@ fn record(uid: &str, kind: ObjectKind, meta: &[u8]) -> ObjectRecord {
     ObjectRecord {
         uid: uid.into(),
         kind,
-        meta: meta.to_vec(),
+        meta: meta.to_vec().into(),
         version: 0,
     }
 }
@@ -309,15 +309,15 @@ fn every_object_and_its_meta_survive_a_restart() {
         }
         let big_meta = vec![0xA5u8; 64 * 1024];
         backend
-            .update_meta("secret", big_meta.clone(), 0)
+            .update_meta("secret", big_meta.clone().into(), 0)
             .await
             .unwrap();
         backend
-            .update_meta("aes", b"meta-aes-2".to_vec(), 0)
+            .update_meta("aes", b"meta-aes-2".to_vec().into(), 0)
             .await
             .unwrap();
         backend
-            .destroy("opaque", Some(b"tombstone".to_vec()), 0)
+            .destroy("opaque", Some(b"tombstone".to_vec().into()), 0)
             .await
             .unwrap();
         backend.destroy("pub", None, 0).await.unwrap();
@@ -332,7 +332,7 @@ fn every_object_and_its_meta_survive_a_restart() {
             .await
             .unwrap()
             .into_iter()
-            .map(|r| (r.uid, r.kind, r.meta))
+            .map(|r| (r.uid, r.kind, r.meta.to_vec()))
             .collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
         let mut expected = vec![
@@ -980,7 +980,7 @@ fn token_files_removed_while_running_fail_cleanly_then_recover_on_reopen() {
             .await
             .is_err());
         assert!(backend
-            .update_meta("before", b"x".to_vec(), 0)
+            .update_meta("before", b"x".to_vec().into(), 0)
             .await
             .is_err());
         assert!(matches!(

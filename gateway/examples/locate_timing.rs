@@ -12,7 +12,7 @@ use kmip_backends::{KeyAlgorithm, KeySpec, ObjectKind};
 use kmip_gateway::config::LocateCacheConfig;
 use kmip_gateway::kmip::access::{owner_only, Access};
 use kmip_gateway::kmip::ops::{OpContext, Ops};
-use kmip_gateway::kmip::store::{Store, StoredObject};
+use kmip_gateway::kmip::store::{ObjectDraft, Store};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::Value;
@@ -38,7 +38,7 @@ fn x_batch(i: usize) -> Attribute {
 
 /// Object `i` of `n`: one in every n/100 is Deactivated and one (another) is 3DES, so that
 /// State and Algorithm filters each match 100; 100 objects share each `x-batch` value.
-fn object(i: usize, n: usize) -> StoredObject {
+fn object(i: usize, n: usize) -> ObjectDraft {
     let stride = (n / MATCHES).max(1);
     let state = if i.is_multiple_of(stride) {
         State::Deactivated
@@ -50,7 +50,7 @@ fn object(i: usize, n: usize) -> StoredObject {
     } else {
         CryptographicAlgorithm::Aes
     };
-    StoredObject {
+    ObjectDraft {
         uid: format!("{i:08}-0000-4000-8000-000000000000"),
         kind: ObjectKind::SymmetricKey,
         owner: "purefa".into(),

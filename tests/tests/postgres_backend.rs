@@ -59,7 +59,7 @@ fn record(uid: &str, meta: &[u8]) -> ObjectRecord {
     ObjectRecord {
         uid: uid.into(),
         kind: ObjectKind::SymmetricKey,
-        meta: meta.to_vec(),
+        meta: meta.to_vec().into(),
         version: 0,
     }
 }
@@ -144,18 +144,20 @@ async fn every_operation_round_trips_with_versions() {
     ));
 
     // Compare-and-set on versions.
-    b.update_meta("aes", b"m2".to_vec(), 1).await.unwrap();
+    b.update_meta("aes", b"m2".to_vec().into(), 1)
+        .await
+        .unwrap();
     assert!(matches!(
-        b.update_meta("aes", b"stale".to_vec(), 1).await,
+        b.update_meta("aes", b"stale".to_vec().into(), 1).await,
         Err(BackendError::Conflict(_))
     ));
     assert!(matches!(
-        b.update_meta("nope", b"x".to_vec(), 1).await,
+        b.update_meta("nope", b"x".to_vec().into(), 1).await,
         Err(BackendError::NotFound(_))
     ));
     let shared = b.shared().unwrap();
     let r = shared.load("aes").await.unwrap().unwrap();
-    assert_eq!((r.version, r.meta.as_slice()), (2, &b"m2"[..]));
+    assert_eq!((r.version, r.meta.as_ref()), (2, &b"m2"[..]));
     assert!(shared.load("nope").await.unwrap().is_none());
 
     // Key operations, with the key from the database and from the cache.
@@ -200,10 +202,12 @@ async fn every_operation_round_trips_with_versions() {
 
     // Destroy keeps a tombstone; an undone creation goes entirely.
     assert!(matches!(
-        b.destroy("aes", Some(b"t".to_vec()), 1).await,
+        b.destroy("aes", Some(b"t".to_vec().into()), 1).await,
         Err(BackendError::Conflict(_))
     ));
-    b.destroy("aes", Some(b"tomb".to_vec()), 2).await.unwrap();
+    b.destroy("aes", Some(b"tomb".to_vec().into()), 2)
+        .await
+        .unwrap();
     assert!(matches!(
         b.read_material("aes").await,
         Err(BackendError::NotFound(_))
@@ -215,7 +219,7 @@ async fn every_operation_round_trips_with_versions() {
     let t = b.export("aes").await.unwrap();
     assert!(t.material.is_none());
     assert_eq!(
-        (t.record.version, t.record.meta.as_slice()),
+        (t.record.version, t.record.meta.as_ref()),
         (3, &b"tomb"[..])
     );
     b.destroy("hmac", None, 1).await.unwrap();
@@ -276,7 +280,7 @@ async fn the_feed_is_exact_across_instances_even_with_out_of_order_commits() {
     // An undone creation is reported removed; updates carry the current record.
     a.generate(record("undone", b""), aes()).await.unwrap();
     a.destroy("undone", None, 1).await.unwrap();
-    a.update_meta("x", b"new".to_vec(), 1).await.unwrap();
+    a.update_meta("x", b"new".to_vec().into(), 1).await.unwrap();
     let changes = feed.changes().await.unwrap();
     assert_eq!(changes.len(), 2);
     for c in &changes {
@@ -292,7 +296,9 @@ async fn the_feed_is_exact_across_instances_even_with_out_of_order_commits() {
 
     // A destroyed key is never served from another instance's cache once the feed ran.
     assert_eq!(b.read_material("x").await.unwrap().len(), 32);
-    a.destroy("x", Some(b"tomb".to_vec()), 2).await.unwrap();
+    a.destroy("x", Some(b"tomb".to_vec().into()), 2)
+        .await
+        .unwrap();
     assert_eq!(upserted(&feed.changes().await.unwrap()), ["x"]);
     assert!(matches!(
         b.read_material("x").await,
@@ -506,7 +512,9 @@ async fn destroy_shreds_and_rotation_moves_every_key_to_the_new_kek() {
         parts.next().unwrap().to_owned(),
         parts.next().unwrap().to_owned(),
     );
-    old.destroy("k1", Some(b"tomb".to_vec()), 1).await.unwrap();
+    old.destroy("k1", Some(b"tomb".to_vec().into()), 1)
+        .await
+        .unwrap();
     assert_eq!(
         pg.psql("SELECT sealed IS NULL AND wrapped_key IS NULL AND kek_id IS NULL, meta = '\\x746f6d62' FROM kmip_objects WHERE uid = 'k1'"),
         "t|t"

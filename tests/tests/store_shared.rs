@@ -20,7 +20,7 @@ use kmip_gateway::identity::Identity;
 use kmip_gateway::kmip::access::{owner_only, Access};
 use kmip_gateway::kmip::dispatch::{ConnContext, Dispatcher, Outcome};
 use kmip_gateway::kmip::ops::{OpContext, OpError, Ops};
-use kmip_gateway::kmip::store::{NoSuchObject, Store, StoreError, StoredObject};
+use kmip_gateway::kmip::store::{NoSuchObject, ObjectDraft, Store, StoreError};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Value};
@@ -109,8 +109,8 @@ impl From<NoSuchObject> for TestError {
     }
 }
 
-fn key(uid: &str, attributes: Vec<Attribute>) -> (StoredObject, KeySpec) {
-    let obj = StoredObject {
+fn key(uid: &str, attributes: Vec<Attribute>) -> (ObjectDraft, KeySpec) {
+    let obj = ObjectDraft {
         uid: uid.into(),
         kind: ObjectKind::SymmetricKey,
         owner: "purefa".into(),
@@ -146,7 +146,7 @@ fn group(value: &str) -> Attribute {
 /// The identifiers of the objects `store`'s index finds for `filter`.
 fn indexed(store: &Store, filter: &[Attribute]) -> Vec<String> {
     let found = store.candidates(filter).expect("an indexed filter");
-    found.iter().map(|o| o.uid.clone()).collect()
+    found.iter().map(|o| o.uid.to_string()).collect()
 }
 
 /// What A writes, B's fence makes visible: the object, its indexes (Name, a custom attribute,
@@ -230,7 +230,7 @@ async fn a_conflicting_write_runs_again_on_the_fresh_copy() {
     let (obj, spec) = key("k1", vec![Attribute::new(counter, Value::LongInteger(10))]);
     a.create(obj, spec, usize::MAX).await.unwrap();
     b.fence().await.unwrap();
-    let charge = |o: &mut StoredObject| -> Result<i64, TestError> {
+    let charge = |o: &mut ObjectDraft| -> Result<i64, TestError> {
         let left = match o.first(counter).map(|a| &a.value) {
             Some(Value::LongInteger(n)) => n - 1,
             _ => 0,
@@ -769,5 +769,5 @@ async fn a_create_waits_for_the_cluster_wide_name_lock() {
         .await
         .expect("released, the Create goes on")
         .unwrap();
-    assert_eq!(b.store.by_name("n")[0].uid, uid);
+    assert_eq!(b.store.by_name("n")[0].uid, uid.into());
 }

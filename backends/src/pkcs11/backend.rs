@@ -323,7 +323,7 @@ impl Backend for Pkcs11Backend {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
         _expected_version: u64,
     ) -> Result<(), BackendError> {
         let uid_owned = uid.to_owned();
@@ -336,7 +336,7 @@ impl Backend for Pkcs11Backend {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
         _expected_version: u64,
     ) -> Result<(), BackendError> {
         let uid_owned = uid.to_owned();

@@ -289,7 +289,7 @@ pub(crate) fn scan(session: &Session) -> Result<Scan, BackendError> {
         records.push(ObjectRecord {
             uid,
             kind,
-            meta,
+            meta: meta.into(),
             version: 0,
         });
     }

@@ -210,7 +210,7 @@ impl Backend for RecoveringPkcs11 {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         self.backend()
@@ -222,7 +222,7 @@ impl Backend for RecoveringPkcs11 {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         self.backend()

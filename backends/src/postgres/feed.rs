@@ -161,7 +161,7 @@ impl PostgresBackend {
                         version: u64::try_from(version).map_err(|_| {
                             BackendError::Corrupt(format!("object {uid} has version {version}"))
                         })?,
-                        meta: row.get(4),
+                        meta: bytes::Bytes::from(row.get::<_, Vec<u8>>(4)),
                         uid,
                     })
                 }

@@ -59,7 +59,7 @@ impl PostgresBackend {
                 &[
                     &record.uid,
                     &kind,
-                    &record.meta,
+                    &record.meta.as_ref(),
                     &algorithm,
                     &bits,
                     &extractable,
@@ -272,7 +272,7 @@ impl Backend for PostgresBackend {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         check_meta(&meta)?;
@@ -281,7 +281,7 @@ impl Backend for PostgresBackend {
             expected_version,
             "UPDATE kmip_objects SET meta = $3, version = version + 1 \
              WHERE uid = $1 AND version = $2",
-            &[&meta],
+            &[&meta.as_ref()],
         )
         .await
     }
@@ -289,7 +289,7 @@ impl Backend for PostgresBackend {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         let result = match &tombstone {
@@ -302,7 +302,7 @@ impl Backend for PostgresBackend {
                     expected_version,
                     "UPDATE kmip_objects SET meta = $3, version = version + 1, sealed = NULL, \
                      wrapped_key = NULL, kek_id = NULL WHERE uid = $1 AND version = $2",
-                    &[meta],
+                    &[&meta.as_ref()],
                 )
                 .await
             }

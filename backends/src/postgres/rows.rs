@@ -29,7 +29,7 @@ pub(crate) fn record(row: &Row) -> Result<ObjectRecord, BackendError> {
         kind: kind(&uid, row.get(1))?,
         version: u64::try_from(version)
             .map_err(|_| BackendError::Corrupt(format!("object {uid} has version {version}")))?,
-        meta: row.get(3),
+        meta: bytes::Bytes::from(row.get::<_, Vec<u8>>(3)),
         uid,
     })
 }

@@ -148,7 +148,7 @@ impl Backend for Vault {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
         _expected_version: u64,
     ) -> Result<(), BackendError> {
         check_meta(&meta)?;
@@ -162,7 +162,7 @@ impl Backend for Vault {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
         _expected_version: u64,
     ) -> Result<(), BackendError> {
         if let Some(meta) = &tombstone {

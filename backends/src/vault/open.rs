@@ -13,7 +13,7 @@ use super::format::{self, Anchor, Loaded, FORMAT_VERSION_1};
 use super::head::{self, Head};
 use super::keyfile::{self, MasterKeySource};
 use super::slots::{self, Dek, KeySlots};
-use super::{DataKey, Entry};
+use super::{DataKey, Entry, Objects};
 use crate::BackendError;
 
 /// The advisory lock file that keeps two processes from writing one vault.
@@ -53,7 +53,7 @@ pub(super) struct Ready {
     pub(super) shredded: u64,
     /// Objects of a restored log whose key slots were zeroed since (accept-restore only).
     pub(super) keys_lost: u64,
-    pub(super) objects: HashMap<String, Entry>,
+    pub(super) objects: Objects,
     pub(super) slots: KeySlots,
     pub(super) head: Head,
     pub(super) free_slots: Vec<u32>,
@@ -140,6 +140,7 @@ pub(super) fn prepare(
     } else {
         KeySlots::open(dir, &master)?
     };
+    slots.preload()?;
     let mut objects = HashMap::with_capacity(loaded.objects.len());
     let mut live_slots = HashSet::new();
     let mut live_bytes = format::HEADER_LEN as u64;
@@ -160,13 +161,13 @@ pub(super) fn prepare(
                         keys_lost += 1;
                         objects.insert(
                             uid,
-                            Entry {
+                            Box::new(Entry {
                                 kind: stored.kind,
                                 spec: stored.spec,
                                 meta: stored.meta,
                                 material: None,
                                 key: None,
-                            },
+                            }),
                         );
                         continue;
                     }
@@ -184,13 +185,13 @@ pub(super) fn prepare(
         };
         objects.insert(
             uid,
-            Entry {
+            Box::new(Entry {
                 kind: stored.kind,
                 spec: stored.spec,
                 meta: stored.meta,
                 material,
                 key,
-            },
+            }),
         );
     }
     // Finish shredding a crash interrupted: a slot that no live object uses must be empty
@@ -212,6 +213,7 @@ pub(super) fn prepare(
             free_slots.push(slot);
         }
     }
+    slots.forget_preload();
     if shredded > 0 {
         slots.sync()?;
         tracing::warn!(
@@ -360,13 +362,13 @@ fn upgrade(
         };
         objects.insert(
             uid,
-            Entry {
+            Box::new(Entry {
                 kind: stored.kind,
                 spec: stored.spec,
                 meta: stored.meta,
                 material,
                 key,
-            },
+            }),
         );
     }
     let fills: Vec<(u32, &str, &Dek)> = objects
@@ -414,12 +416,12 @@ fn upgrade(
 fn replace_log(
     dir: &Path,
     master: &keyfile::MasterKey,
-    objects: &HashMap<String, Entry>,
+    objects: &Objects,
     head: Option<Head>,
     head_path: &Path,
 ) -> Result<(format::FreshLog, Head), BackendError> {
     let tmp = dir.join(format::TMP_LOG_FILE);
-    let fresh = format::write_log_file(&tmp, master, objects.iter())?;
+    let fresh = format::write_log_file(&tmp, master, objects.iter().map(|(u, e)| (u, &**e)))?;
     let current = head.as_ref().and_then(|h| h.state.current);
     let mut head = head::store_or_create(head, head_path, master, current, Some(fresh.end))?;
     let path = dir.join(format::LOG_FILE);

@@ -50,6 +50,9 @@ pub(crate) struct KeySlots {
     wrap: LessSafeKey,
     /// Slots in the file (the next new one gets this index).
     pub len: u32,
+    /// Every slot, read at once while the vault opens ([`KeySlots::preload`]): one read instead
+    /// of one per object. At most `MAX_SLOTS` slots (256 MiB); dropped on any write.
+    preloaded: Option<Vec<u8>>,
 }
 
 fn wrap_key(master: &MasterKey, salt: &[u8]) -> Result<LessSafeKey, BackendError> {
@@ -99,6 +102,7 @@ impl KeySlots {
             path: tmp.clone(),
             wrap: wrap_key(master, &salt)?,
             len: 0,
+            preloaded: None,
         };
         for (index, uid, dek) in slots {
             let sealed = slots_file.seal(*index, uid, dek)?;
@@ -140,6 +144,7 @@ impl KeySlots {
             wrap: wrap_key(master, &header[12..44])?,
             path,
             len: slots as u32,
+            preloaded: None,
         })
     }
 
@@ -147,9 +152,31 @@ impl KeySlots {
         (u64::from(index) + 1) * SLOT_LEN as u64
     }
 
+    /// Reads every slot into memory, for the reads of an open (wrapped keys: nothing in clear).
+    pub(crate) fn preload(&mut self) -> Result<(), BackendError> {
+        let mut all = vec![0u8; self.len as usize * SLOT_LEN];
+        self.file
+            .read_exact_at(&mut all, Self::offset(0))
+            .map_err(|e| io_err(&self.path, e))?;
+        self.preloaded = Some(all);
+        Ok(())
+    }
+
+    /// Drops what [`KeySlots::preload`] read.
+    pub(crate) fn forget_preload(&mut self) {
+        self.preloaded = None;
+    }
+
     /// The slot's bytes; a slot past the end reads as empty.
     pub(crate) fn read(&self, index: u32) -> Result<[u8; SLOT_LEN], BackendError> {
         let mut b = [0u8; SLOT_LEN];
+        if let Some(all) = &self.preloaded {
+            let at = index as usize * SLOT_LEN;
+            if let Some(slot) = all.get(at..at + SLOT_LEN) {
+                b.copy_from_slice(slot);
+            }
+            return Ok(b);
+        }
         if index < self.len {
             self.file
                 .read_exact_at(&mut b, Self::offset(index))
@@ -206,6 +233,7 @@ impl KeySlots {
 
     /// Writes a slot in place (no sync: see [`KeySlots::sync`]).
     pub(crate) fn write(&mut self, index: u32, bytes: &[u8; SLOT_LEN]) -> Result<(), BackendError> {
+        self.preloaded = None;
         self.file
             .write_all_at(bytes, Self::offset(index))
             .map_err(|e| io_err(&self.path, e))?;

@@ -181,7 +181,7 @@ mod tests {
         ObjectRecord {
             uid: uid.to_owned(),
             kind: ObjectKind::SymmetricKey,
-            meta: uid.as_bytes().to_vec(),
+            meta: bytes::Bytes::copy_from_slice(uid.as_bytes()),
             version: 0,
         }
     }
@@ -226,7 +226,9 @@ mod tests {
                 while !stop.load(Ordering::SeqCst) {
                     let uid = format!("churn-{n}");
                     v.generate(rec(&uid), aes()).await.unwrap();
-                    v.destroy(&uid, Some(b"gone".to_vec()), 0).await.unwrap();
+                    v.destroy(&uid, Some(bytes::Bytes::from_static(b"gone")), 0)
+                        .await
+                        .unwrap();
                     n += 1;
                 }
                 n

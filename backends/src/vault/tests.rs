@@ -24,7 +24,7 @@ fn rec(uid: &str, meta: &[u8]) -> ObjectRecord {
     ObjectRecord {
         uid: uid.to_owned(),
         kind: ObjectKind::SymmetricKey,
-        meta: meta.to_vec(),
+        meta: meta.to_vec().into(),
         version: 0,
     }
 }
@@ -87,7 +87,7 @@ async fn snapshot(v: &Vault) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
     let mut all: Vec<_> = Vec::new();
     for r in v.load_all().await.unwrap() {
         let material = v.read_material(&r.uid).await.ok().map(|m| m.to_vec());
-        all.push((r.uid, r.meta, material));
+        all.push((r.uid, r.meta.to_vec(), material));
     }
     all.sort();
     all
@@ -150,7 +150,7 @@ async fn operations_round_trip() {
         ObjectRecord {
             uid: "secret".into(),
             kind: ObjectKind::SecretData,
-            meta: b"s-meta".to_vec(),
+            meta: b"s-meta".to_vec().into(),
             version: 0,
         },
         Zeroizing::new(b"password".to_vec()),
@@ -174,13 +174,13 @@ async fn operations_round_trip() {
         Err(BackendError::InvalidInput(_))
     ));
 
-    v.update_meta("secret", b"new-meta".to_vec(), 0)
+    v.update_meta("secret", b"new-meta".to_vec().into(), 0)
         .await
         .unwrap();
     let all = v.load_all().await.unwrap();
     assert_eq!(all.len(), 5);
     let s = all.iter().find(|r| r.uid == "secret").unwrap();
-    assert_eq!(s.meta, b"new-meta");
+    assert_eq!(s.meta, &b"new-meta"[..]);
     assert_eq!(s.kind, ObjectKind::SecretData);
 
     assert!(matches!(
@@ -198,7 +198,7 @@ async fn operations_round_trip() {
         Err(BackendError::NotFound(_))
     ));
     assert!(matches!(
-        v.update_meta("nope", vec![], 0).await,
+        v.update_meta("nope", bytes::Bytes::new(), 0).await,
         Err(BackendError::NotFound(_))
     ));
     for bad in [
@@ -232,12 +232,12 @@ async fn destroy_with_a_tombstone_keeps_only_the_metadata() {
     v.generate(rec("k", b"live"), spec(KeyAlgorithm::HmacSha256, 256))
         .await
         .unwrap();
-    v.destroy("k", Some(b"destroyed".to_vec()), 0)
+    v.destroy("k", Some(b"destroyed".to_vec().into()), 0)
         .await
         .unwrap();
     let all = v.load_all().await.unwrap();
     assert_eq!(all.len(), 1);
-    assert_eq!(all[0].meta, b"destroyed");
+    assert_eq!(all[0].meta, &b"destroyed"[..]);
     assert!(matches!(
         v.read_material("k").await,
         Err(BackendError::NotFound(_))
@@ -246,14 +246,14 @@ async fn destroy_with_a_tombstone_keeps_only_the_metadata() {
         v.mac("k", MacAlgorithm::HmacSha256, b"x").await,
         Err(BackendError::NotFound(_))
     ));
-    v.update_meta("k", b"destroyed, then archived".to_vec(), 0)
+    v.update_meta("k", b"destroyed, then archived".to_vec().into(), 0)
         .await
         .unwrap();
     drop(v);
     let v = open(dir.path());
     assert_eq!(
         v.load_all().await.unwrap()[0].meta,
-        b"destroyed, then archived"
+        &b"destroyed, then archived"[..]
     );
     assert!(v.read_material("k").await.is_err());
     v.destroy("k", None, 0).await.unwrap();
@@ -358,7 +358,7 @@ async fn reopen_preserves_everything() {
             ObjectRecord {
                 uid: "cert".into(),
                 kind: ObjectKind::Certificate,
-                meta: b"meta-cert".to_vec(),
+                meta: b"meta-cert".to_vec().into(),
                 version: 0,
             },
             Zeroizing::new(vec![0x30; 700]),
@@ -366,9 +366,11 @@ async fn reopen_preserves_everything() {
         )
         .await
         .unwrap();
-        v.update_meta("a", b"meta-a2".to_vec(), 0).await.unwrap();
+        v.update_meta("a", b"meta-a2".to_vec().into(), 0)
+            .await
+            .unwrap();
         v.destroy("b", None, 0).await.unwrap();
-        v.destroy("cert", Some(b"cert-destroyed".to_vec()), 0)
+        v.destroy("cert", Some(b"cert-destroyed".to_vec().into()), 0)
             .await
             .unwrap();
         snapshot(&v).await
@@ -381,7 +383,7 @@ async fn reopen_preserves_everything() {
         assert_eq!(a.spec.as_ref().unwrap().label.as_deref(), Some("payroll"));
         let cert = objects.get("cert").unwrap();
         assert_eq!(cert.kind, ObjectKind::Certificate);
-        assert_eq!(cert.meta, b"cert-destroyed");
+        assert_eq!(cert.meta, &b"cert-destroyed"[..]);
         assert!(cert.material.is_none());
         assert!(objects.get("c").unwrap().spec.as_ref().unwrap().sensitive);
     }
@@ -815,13 +817,13 @@ async fn compaction_preserves_content() {
     }
     for round in 1..5 {
         for i in 0..50 {
-            v.update_meta(&format!("k{i}"), format!("v{round}").into_bytes(), 0)
+            v.update_meta(&format!("k{i}"), format!("v{round}").into_bytes().into(), 0)
                 .await
                 .unwrap();
         }
     }
     for i in 0..10 {
-        let tombstone = (i % 2 == 0).then(|| b"gone".to_vec());
+        let tombstone = (i % 2 == 0).then(|| bytes::Bytes::from_static(b"gone"));
         v.destroy(&format!("k{i}"), tombstone, 0).await.unwrap();
     }
     let before = snapshot(&v).await;
@@ -839,7 +841,9 @@ async fn compaction_preserves_content() {
     );
     assert_eq!(snapshot(&v).await, before);
     // Writes after a compaction land in the new log.
-    v.update_meta("k10", b"after".to_vec(), 0).await.unwrap();
+    v.update_meta("k10", b"after".to_vec().into(), 0)
+        .await
+        .unwrap();
     let before = snapshot(&v).await;
     drop(v);
     let v = open(dir.path());
@@ -859,7 +863,7 @@ async fn compaction_starts_by_itself_when_the_log_is_mostly_garbage() {
     for i in 0..rounds {
         let mut m = meta.clone();
         m[0] = i as u8;
-        v.update_meta("k", m, 0).await.unwrap();
+        v.update_meta("k", m.into(), 0).await.unwrap();
     }
     let stats = v.stats();
     assert!(stats.compactions >= 1, "{stats:?}");
@@ -1049,8 +1053,10 @@ async fn destroyed_material_is_recoverable_from_no_file() {
             .await
             .unwrap();
     }
-    v.update_meta("doomed", b"m2".to_vec(), 0).await.unwrap();
-    v.destroy("doomed", Some(b"tombstone".to_vec()), 0)
+    v.update_meta("doomed", b"m2".to_vec().into(), 0)
+        .await
+        .unwrap();
+    v.destroy("doomed", Some(b"tombstone".to_vec().into()), 0)
         .await
         .unwrap();
     v.destroy("deleted", None, 0).await.unwrap();
@@ -1074,8 +1080,8 @@ async fn four_frames(dir: &Path) -> Vec<u8> {
     v.import(rec("b", b"b"), Zeroizing::new(vec![2; 32]), None)
         .await
         .unwrap();
-    v.update_meta("b", b"b2".to_vec(), 0).await.unwrap();
-    v.destroy("a", Some(b"destroyed".to_vec()), 0)
+    v.update_meta("b", b"b2".to_vec().into(), 0).await.unwrap();
+    v.destroy("a", Some(b"destroyed".to_vec().into()), 0)
         .await
         .unwrap();
     drop(v);
@@ -1103,7 +1109,7 @@ async fn an_older_copy_of_the_log_is_refused() {
         .await
         .unwrap();
     let old = std::fs::read(log_path(dir.path())).unwrap();
-    v.destroy("a", Some(b"destroyed".to_vec()), 0)
+    v.destroy("a", Some(b"destroyed".to_vec().into()), 0)
         .await
         .unwrap();
     drop(v);
@@ -1132,7 +1138,7 @@ async fn accept_restore_takes_a_cut_or_older_log_as_it_is() {
         .unwrap()
         .into_iter()
         .find(|r| r.uid == "a");
-    assert_eq!(a.unwrap().meta, b"a");
+    assert_eq!(a.unwrap().meta, &b"a"[..]);
     assert!(v.read_material("a").await.is_err());
     assert_eq!(v.read_material("b").await.unwrap().len(), 32);
 }
@@ -1146,7 +1152,7 @@ async fn a_log_from_before_a_compaction_is_refused_and_accepted_on_request() {
         .unwrap();
     let old = std::fs::read(log_path(dir.path())).unwrap();
     v.compact().await.unwrap();
-    v.update_meta("a", b"a2".to_vec(), 0).await.unwrap();
+    v.update_meta("a", b"a2".to_vec().into(), 0).await.unwrap();
     drop(v);
     std::fs::write(log_path(dir.path()), &old).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
@@ -1161,7 +1167,7 @@ async fn a_log_from_before_a_compaction_is_refused_and_accepted_on_request() {
     )
     .unwrap();
     let v = open(dir.path());
-    assert_eq!(v.load_all().await.unwrap()[0].meta, b"a");
+    assert_eq!(v.load_all().await.unwrap()[0].meta, &b"a"[..]);
 }
 
 #[tokio::test]
@@ -1254,7 +1260,9 @@ async fn a_slot_is_reused_only_once_no_record_names_it() {
         .await
         .unwrap();
     let a = slot_of(&v, "a");
-    v.destroy("a", Some(b"gone".to_vec()), 0).await.unwrap();
+    v.destroy("a", Some(b"gone".to_vec().into()), 0)
+        .await
+        .unwrap();
     v.import(rec("b", b""), Zeroizing::new(vec![2; 32]), None)
         .await
         .unwrap();
@@ -1321,12 +1329,12 @@ async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
             &v.read_material("hmac-live").await.unwrap()[..],
             &[0x22; 32]
         );
-        assert_eq!(all[2].meta, b"meta-hmac-2");
+        assert_eq!(all[2].meta, &b"meta-hmac-2"[..]);
         assert_eq!(
             &v.read_material("secret").await.unwrap()[..],
             b"v1-secret-password"
         );
-        assert_eq!(all[1].meta, b"tombstone");
+        assert_eq!(all[1].meta, &b"tombstone"[..]);
         assert!(v.read_material("destroyed").await.is_err());
         drop(v);
         let log = std::fs::read(log_path(dir.path())).unwrap();
@@ -1340,7 +1348,9 @@ async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
     // The upgraded vault is anchored: an older copy of it is refused.
     let log = std::fs::read(log_path(dir.path())).unwrap();
     let v = open(dir.path());
-    v.update_meta("secret", b"m".to_vec(), 0).await.unwrap();
+    v.update_meta("secret", b"m".to_vec().into(), 0)
+        .await
+        .unwrap();
     // New objects get slots of their own: the upgraded ones keep theirs.
     for i in 0..4 {
         v.import(
@@ -1363,7 +1373,9 @@ async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
         b"v1-secret-password"
     );
     assert_eq!(&v.read_material("new3").await.unwrap()[..], &[3; 32]);
-    v.update_meta("secret", b"m2".to_vec(), 0).await.unwrap();
+    v.update_meta("secret", b"m2".to_vec().into(), 0)
+        .await
+        .unwrap();
     drop(v);
     std::fs::write(log_path(dir.path()), &log).unwrap();
     assert!(err_text(open_with(dir.path(), MasterKeySource::VaultDir)).contains("accept-restore"));
@@ -1374,7 +1386,9 @@ async fn a_version_1_log_put_back_after_the_upgrade_is_refused() {
     let dir = v1_vault();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-v1");
     let v = open(dir.path());
-    v.update_meta("secret", b"m".to_vec(), 0).await.unwrap();
+    v.update_meta("secret", b"m".to_vec().into(), 0)
+        .await
+        .unwrap();
     drop(v);
     std::fs::copy(fixture.join(LOG_FILE), log_path(dir.path())).unwrap();
     let msg = err_text(open_with(dir.path(), MasterKeySource::VaultDir));
@@ -1404,12 +1418,16 @@ async fn sequential_commit_latency() {
     let create = started.elapsed() / OPS as u32;
     let started = Instant::now();
     for i in 0..OPS {
-        v.update_meta(&uid(i), vec![0x5b; 120], 0).await.unwrap();
+        v.update_meta(&uid(i), vec![0x5b; 120].into(), 0)
+            .await
+            .unwrap();
     }
     let update = started.elapsed() / OPS as u32;
     let started = Instant::now();
     for i in 0..OPS {
-        v.destroy(&uid(i), Some(vec![0x5c; 120]), 0).await.unwrap();
+        v.destroy(&uid(i), Some(vec![0x5c; 120].into()), 0)
+            .await
+            .unwrap();
     }
     let destroy = started.elapsed() / OPS as u32;
     println!("per sequential op: create {create:?}, update_meta {update:?}, destroy {destroy:?}");

@@ -35,12 +35,12 @@ pub(crate) enum Mutation {
     },
     UpdateMeta {
         uid: String,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
     },
     /// Remove the object, or with a tombstone keep only that metadata blob.
     Destroy {
         uid: String,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
     },
     /// Rewrite the log with only live objects now.
     Compact,
@@ -196,7 +196,7 @@ impl Writer {
             // The object as it will be once the mutations staged before this one commit.
             let current = |uid: &str| match pending.iter().rev().find(|p| p.uid == uid) {
                 Some(p) => p.entry.as_ref(),
-                None => state.get(uid),
+                None => state.get(uid).map(|e| &**e),
             };
             match mutation {
                 Mutation::Create { uid, mut entry } => match current(&uid) {
@@ -328,7 +328,7 @@ impl Writer {
                 match p.entry {
                     Some(entry) => {
                         self.live_bytes += format::record_disk_len(&p.uid, Some(&entry));
-                        state.insert(p.uid, entry);
+                        state.insert(p.uid, Box::new(entry));
                     }
                     None => {
                         state.remove(&p.uid);
@@ -369,7 +369,7 @@ impl Writer {
         let path = self.dir.join(LOG_FILE);
         let written = {
             let state = self.shared.read_objects();
-            format::write_log_file(&tmp, &self.master, state.iter())
+            format::write_log_file(&tmp, &self.master, state.iter().map(|(u, e)| (u, &**e)))
         };
         let fresh = match written {
             Ok(f) => f,

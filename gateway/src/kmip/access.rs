@@ -5,7 +5,6 @@ use crate::config::{GatewayConfig, PolicySource};
 use crate::kmip::store::StoredObject;
 use arc_swap::ArcSwap;
 use kmip_policy::{ObjectFacts, Operation, Policy, PolicyConfig, PolicyError, RuleConfig};
-use kmip_wire::model::Attribute;
 use kmip_wire::spec::tags;
 use std::sync::Arc;
 use thiserror::Error;
@@ -70,16 +69,15 @@ pub fn owner_only(users: impl Iterator<Item = String>) -> Result<Policy, PolicyE
 /// What the policy may know about an object: owner, uid, Names, Object Groups.
 pub fn facts(obj: &StoredObject) -> ObjectFacts {
     ObjectFacts {
-        uid: obj.uid.clone(),
-        owner: obj.owner.clone(),
+        uid: obj.uid.to_string(),
+        owner: obj.owner.to_string(),
         object_groups: obj
             .all(tags::OBJECT_GROUP)
-            .filter_map(Attribute::as_text)
-            .map(str::to_owned)
+            .filter_map(|a| a.as_text().map(str::to_owned))
             .collect(),
         names: obj
             .all(tags::NAME)
-            .filter_map(Attribute::as_name)
+            .filter_map(|a| a.as_name())
             .map(|n| n.value)
             .collect(),
     }

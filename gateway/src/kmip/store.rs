@@ -14,22 +14,26 @@ use crate::kmip::locate_cache::{Dependency, Generations};
 use dashmap::DashMap;
 use kmip_backends::asym::KeyPairSpec;
 use kmip_backends::{Backend, BackendError, KeySpec, ObjectRecord};
-use kmip_wire::model::{Attribute, KmipEnum, State};
+use kmip_wire::model::{Attribute, AttributeName, KmipEnum, State};
 use kmip_wire::spec::tags;
+use kmip_wire::ttlv::Value;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+mod compact;
 mod follow;
 mod index;
+mod locks;
+mod meta;
 mod object;
 #[cfg(test)]
 mod tests;
 
 pub use follow::{FEED_DEGRADED_AFTER, FOLLOW_INTERVAL};
 pub use index::object_type_of;
-pub use object::StoredObject;
+pub use object::{AttributeView, ObjectDraft, StoredObject};
 
 /// Attempts of one write on a shared backend, the first included: each failed one lost a race
 /// with another instance's write to the same object and re-read it. Bounds the work one request
@@ -71,8 +75,11 @@ fn is_live(obj: &StoredObject) -> bool {
 /// All objects, in memory, backed by a [`Backend`].
 pub struct Store {
     backend: Arc<dyn Backend>,
-    objects: DashMap<String, Arc<StoredObject>>,
-    write_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Keyed by the object's own identifier string (shared, not copied).
+    objects: DashMap<Arc<str>, Arc<StoredObject>>,
+    /// One string per owner, shared by all its objects.
+    owners: dashmap::DashSet<Arc<str>>,
+    write_locks: locks::WriteLocks,
     generations: Arc<Generations>,
     /// Attribute values → objects, so that Locate by the attributes clients use and name
     /// uniqueness never scan every object. Kept in step with `objects` by [`Store::reindex`].
@@ -88,15 +95,21 @@ pub struct Store {
 
 /// The attributes whose values differ between two versions of an object.
 fn changed_attributes(old: &StoredObject, new: &StoredObject) -> Vec<Dependency> {
+    let (old, new): (Vec<Attribute>, Vec<Attribute>) =
+        (old.attributes().collect(), new.attributes().collect());
+    let values = |all: &'_ [Attribute], name: &AttributeName| -> Vec<Value> {
+        all.iter()
+            .filter(|x| &x.name == name)
+            .map(|x| x.value.clone())
+            .collect()
+    };
     let mut changed: Vec<Dependency> = Vec::new();
-    for a in old.attributes.iter().chain(new.attributes.iter()) {
+    for a in old.iter().chain(new.iter()) {
         let dep = Dependency::Attribute(a.name.clone());
         if changed.contains(&dep) {
             continue;
         }
-        let before = old.find(&a.name).map(|x| &x.value);
-        let after = new.find(&a.name).map(|x| &x.value);
-        if !before.eq(after) {
+        if values(&old, &a.name) != values(&new, &a.name) {
             changed.push(dep);
         }
     }
@@ -109,7 +122,8 @@ impl Store {
         let store = Store {
             backend: backend.clone(),
             objects: DashMap::new(),
-            write_locks: DashMap::new(),
+            owners: dashmap::DashSet::new(),
+            write_locks: locks::WriteLocks::default(),
             generations: Arc::new(Generations::default()),
             index: RwLock::default(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
@@ -123,12 +137,38 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .reserve(records.len());
         for record in records {
-            let obj = Arc::new(StoredObject::from_record(record)?);
+            let obj = Arc::new(StoredObject::from_record(record, |o| store.intern(o))?);
             store.reindex(&obj.uid, Some(&obj));
             store.recount(None, Some(&obj));
             store.objects.insert(obj.uid.clone(), obj);
         }
         Ok(store)
+    }
+
+    /// The one shared string of `owner`.
+    fn intern(&self, owner: &str) -> Arc<str> {
+        if let Some(shared) = self.owners.get(owner) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = owner.into();
+        self.owners.insert(shared.clone());
+        shared
+    }
+
+    /// The object a finished draft makes, its owner's string shared.
+    fn finish(&self, draft: ObjectDraft) -> StoredObject {
+        draft.finish_with(|o| self.intern(o))
+    }
+
+    /// The next version of `current` a finished draft makes: it also shares `current`'s
+    /// identifier string, which the map key and the indexes hold (a new string per version
+    /// would leave them holding the first one, a second copy).
+    fn finish_next(&self, draft: ObjectDraft, current: &StoredObject) -> StoredObject {
+        let mut next = self.finish(draft);
+        if next.uid == current.uid {
+            next.uid = current.uid.clone();
+        }
+        next
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -147,7 +187,7 @@ impl Store {
 
     /// Keeps the live-object counts right across a change from `old` to `new` of one object.
     fn recount(&self, old: Option<&StoredObject>, new: Option<&StoredObject>) {
-        let Some(owner) = new.or(old).map(|o| o.owner.as_str()) else {
+        let Some(owner) = new.or(old).map(|o| &*o.owner) else {
             return;
         };
         match (old.is_some_and(is_live), new.is_some_and(is_live)) {
@@ -229,25 +269,18 @@ impl Store {
         self.objects.iter().map(|e| e.value().clone()).collect()
     }
 
-    fn lock_for(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.write_locks
-            .entry(uid.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-            .clone()
-    }
-
     /// Stores a new object whose key the backend generates, if its owner has fewer than
     /// `max_live` live objects.
     pub async fn create(
         &self,
-        obj: StoredObject,
+        obj: ObjectDraft,
         spec: KeySpec,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        let obj = self.finish(obj);
         // Held until the object is in the map: the feed's echo of this creation waits for it,
         // then finds its version already there.
-        let lock = self.lock_for(&obj.uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(&obj.uid).await;
         self.reserve(&obj.owner, max_live)?;
         if let Err(e) = self.backend.generate(obj.record(), spec).await {
             self.release(&obj.owner);
@@ -260,13 +293,17 @@ impl Store {
     /// has room for two more live objects under `max_live`.
     pub async fn create_pair(
         &self,
-        private: StoredObject,
-        public: StoredObject,
+        private: ObjectDraft,
+        public: ObjectDraft,
         spec: KeyPairSpec,
         max_live: usize,
     ) -> Result<(Arc<StoredObject>, Arc<StoredObject>), StoreError> {
-        let (lock_private, lock_public) = (self.lock_for(&private.uid), self.lock_for(&public.uid));
-        let _guards = (lock_private.lock().await, lock_public.lock().await);
+        let (private, public) = (self.finish(private), self.finish(public));
+        // Two fresh identifiers nobody else knows yet: taking both cannot deadlock.
+        let _guards = (
+            self.write_locks.lock(&private.uid).await,
+            self.write_locks.lock(&public.uid).await,
+        );
         self.reserve(&private.owner, max_live)?;
         if let Err(e) = self.reserve(&public.owner, max_live) {
             self.release(&private.owner);
@@ -287,13 +324,13 @@ impl Store {
     /// Stores a new client-supplied object, if its owner has fewer than `max_live` live objects.
     pub async fn register(
         &self,
-        obj: StoredObject,
+        obj: ObjectDraft,
         material: Zeroizing<Vec<u8>>,
         spec: Option<KeySpec>,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
-        let lock = self.lock_for(&obj.uid);
-        let _guard = lock.lock().await;
+        let obj = self.finish(obj);
+        let _guard = self.write_locks.lock(&obj.uid).await;
         self.reserve(&obj.owner, max_live)?;
         if let Err(e) = self.backend.import(obj.record(), material, spec).await {
             self.release(&obj.owner);
@@ -307,17 +344,17 @@ impl Store {
     /// or a tombstone) or the owner has `max_live` live objects.
     pub async fn adopt<F>(
         &self,
-        obj: StoredObject,
+        obj: ObjectDraft,
         max_live: usize,
         write: impl FnOnce(ObjectRecord) -> F,
     ) -> Result<Arc<StoredObject>, StoreError>
     where
         F: std::future::Future<Output = Result<(), BackendError>>,
     {
-        let lock = self.lock_for(&obj.uid);
-        let _guard = lock.lock().await;
-        if self.objects.contains_key(&obj.uid) {
-            return Err(BackendError::AlreadyExists(obj.uid.clone()).into());
+        let obj = self.finish(obj);
+        let _guard = self.write_locks.lock(&obj.uid).await;
+        if self.objects.contains_key(&*obj.uid) {
+            return Err(BackendError::AlreadyExists(obj.uid.to_string()).into());
         }
         self.reserve(&obj.owner, max_live)?;
         if let Err(e) = write(obj.record()).await {
@@ -365,7 +402,11 @@ impl Store {
         {
             return Ok(());
         }
-        let next = Arc::new(StoredObject::from_record(record)?);
+        let mut next = StoredObject::from_record(record, |o| self.intern(o))?;
+        if let Some(c) = current.as_ref().filter(|c| c.uid == next.uid) {
+            next.uid = c.uid.clone();
+        }
+        let next = Arc::new(next);
         let changed = match &current {
             Some(c) => changed_attributes(c, &next),
             None => vec![Dependency::Membership],
@@ -431,19 +472,19 @@ impl Store {
     pub async fn update<R, E>(
         &self,
         uid: &str,
-        mut change: impl FnMut(&mut StoredObject) -> Result<R, E>,
+        mut change: impl FnMut(&mut ObjectDraft) -> Result<R, E>,
     ) -> Result<(Written, R), E>
     where
         E: From<StoreError> + From<NoSuchObject>,
     {
-        let lock = self.lock_for(uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(uid).await;
         let mut attempt = 1;
         loop {
             let current = self.get(uid).ok_or(NoSuchObject)?;
-            let mut next = (*current).clone();
+            let mut next = current.draft();
             let r = change(&mut next)?;
             next.version = current.version + 1;
+            let next = self.finish_next(next, &current);
             match self
                 .backend
                 .update_meta(uid, next.to_meta(), current.version)
@@ -472,13 +513,14 @@ impl Store {
     pub async fn update_lazily(
         self: &Arc<Self>,
         uid: &str,
-        change: impl FnOnce(&mut StoredObject),
+        change: impl FnOnce(&mut ObjectDraft),
     ) -> Option<Written> {
-        let guard = self.lock_for(uid).lock_owned().await;
+        let guard = self.write_locks.lock(uid).await;
         let current = self.get(uid)?;
-        let mut next = (*current).clone();
+        let mut next = current.draft();
         change(&mut next);
         next.version = current.version + 1;
+        let next = self.finish_next(next, &current);
         let after = self.install_written(&current, next);
         let stored_copy = current.clone();
         let written = Written {
@@ -530,19 +572,19 @@ impl Store {
     pub async fn destroy<E>(
         &self,
         uid: &str,
-        mut change: impl FnMut(&mut StoredObject) -> Result<(), E>,
+        mut change: impl FnMut(&mut ObjectDraft) -> Result<(), E>,
     ) -> Result<Arc<StoredObject>, E>
     where
         E: From<StoreError> + From<NoSuchObject>,
     {
-        let lock = self.lock_for(uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(uid).await;
         let mut attempt = 1;
         loop {
             let current = self.get(uid).ok_or(NoSuchObject)?;
-            let mut next = (*current).clone();
+            let mut next = current.draft();
             change(&mut next)?;
             next.version = current.version + 1;
+            let next = self.finish_next(next, &current);
             match self
                 .backend
                 .destroy(uid, Some(next.to_meta()), current.version)
@@ -568,8 +610,7 @@ impl Store {
         expected: &Arc<StoredObject>,
         previous: Arc<StoredObject>,
     ) -> Result<bool, StoreError> {
-        let lock = self.lock_for(&previous.uid);
-        let _guard = lock.lock().await;
+        let _guard = self.write_locks.lock(&previous.uid).await;
         let Some(current) = self.is_current(expected) else {
             return Ok(false);
         };
@@ -595,9 +636,8 @@ impl Store {
     /// Undoes a creation: removes the object entirely, leaving no tombstone, if it is still at
     /// `expected`, the version the creation made; otherwise leaves it (`Ok(false)`).
     pub async fn remove(&self, expected: &Arc<StoredObject>) -> Result<bool, StoreError> {
-        let uid = expected.uid.as_str();
-        let lock = self.lock_for(uid);
-        let _guard = lock.lock().await;
+        let uid = &*expected.uid;
+        let _guard = self.write_locks.lock(uid).await;
         if self.is_current(expected).is_none() {
             return Ok(false);
         }

@@ -248,7 +248,7 @@ async fn held(
     match target.export(uid).await {
         Ok(e) => Ok(Some(Held {
             kind: Some(e.record.kind),
-            meta: Some(e.record.meta),
+            meta: Some(e.record.meta.to_vec()),
             material: e.material.map_or(Material::Absent, Material::Bytes),
             spec: Some(e.spec),
         })),
@@ -262,7 +262,7 @@ async fn held(
             };
             Ok(Some(Held {
                 kind: listed.map(|r| r.kind),
-                meta: listed.map(|r| r.meta.clone()),
+                meta: listed.map(|r| r.meta.to_vec()),
                 material,
                 spec: None,
             }))
@@ -288,7 +288,9 @@ async fn shred(target: &dyn Backend, uid: &str, meta: &[u8]) -> Result<(), Backe
         Some(shared) => shared.load(uid).await?.map_or(0, |r| r.version),
         None => 0,
     };
-    target.destroy(uid, Some(meta.to_vec()), version).await
+    target
+        .destroy(uid, Some(bytes::Bytes::copy_from_slice(meta)), version)
+        .await
 }
 
 /// What happened to one object.

@@ -126,7 +126,7 @@ impl Backend for MigratingBackend {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         self.side(uid)
@@ -139,7 +139,7 @@ impl Backend for MigratingBackend {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         if !self.is_local(uid) {

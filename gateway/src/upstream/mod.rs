@@ -370,14 +370,17 @@ impl Backend for UpstreamBackend {
         }
         let material = self.get_material(uid, target).await?;
         let spec = if mapped.record.kind == ObjectKind::SymmetricKey {
-            let stored = StoredObject::from_record(ObjectRecord {
-                uid: mapped.record.uid.clone(),
-                kind: mapped.record.kind,
-                meta: mapped.record.meta.clone(),
-                version: mapped.record.version,
-            })
+            let stored = StoredObject::from_record(
+                ObjectRecord {
+                    uid: mapped.record.uid.clone(),
+                    kind: mapped.record.kind,
+                    meta: mapped.record.meta.clone(),
+                    version: mapped.record.version,
+                },
+                |owner| Arc::from(owner),
+            )
             .map_err(|e| BackendError::Corrupt(format!("metadata of {uid}: {e}")))?;
-            symmetric_key_spec(&stored.attributes, material.len())
+            symmetric_key_spec(&stored.attributes().collect::<Vec<_>>(), material.len())
         } else {
             None
         };
@@ -391,7 +394,7 @@ impl Backend for UpstreamBackend {
     async fn update_meta(
         &self,
         uid: &str,
-        meta: Vec<u8>,
+        meta: bytes::Bytes,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         self.map.update_meta(uid, meta, expected_version).await
@@ -400,7 +403,7 @@ impl Backend for UpstreamBackend {
     async fn destroy(
         &self,
         uid: &str,
-        tombstone: Option<Vec<u8>>,
+        tombstone: Option<bytes::Bytes>,
         expected_version: u64,
     ) -> Result<(), BackendError> {
         let (target, _) = self.target(uid).await?;

@@ -177,7 +177,7 @@ impl StoredMaterial {
 pub(crate) struct StoredEntry {
     pub kind: ObjectKind,
     pub spec: Option<KeySpec>,
-    pub meta: Vec<u8>,
+    pub meta: bytes::Bytes,
     pub material: Option<StoredMaterial>,
 }
 
@@ -245,7 +245,8 @@ fn decode_entry(plain: &[u8], version: u32) -> Result<StoredEntry, String> {
         None
     };
     let meta_len = c.u32()? as usize;
-    let meta = c.take(meta_len)?.to_vec();
+    // Its own exact-size buffer, not a slice of the frame: the object keeps it for its life.
+    let meta = bytes::Bytes::copy_from_slice(c.take(meta_len)?);
     let material = match (c.flag()?, version) {
         (false, _) => None,
         (true, FORMAT_VERSION_1) => {
@@ -400,7 +401,7 @@ pub(crate) fn recoverable_plaintexts(
                     ..
                 }) = open_record(&keys, rec, version)
                 {
-                    out.push(e.meta.clone());
+                    out.push(e.meta.to_vec());
                     match e.material {
                         Some(StoredMaterial::Plain(m)) => out.push(m.to_vec()),
                         Some(m) => sealed.push((uid.to_owned(), m)),

@@ -9,7 +9,7 @@ use crate::kmip::ops::{DestroyStep, KeyFilter, OpError, Ops};
 use crate::kmip::store::StoredObject;
 use crate::tooling::audit::{AuditEvent, AuditLog};
 use kmip_wire::model::{
-    Attribute, AttributeName, KmipEnum, ProtocolVersion, RevocationReason, RevocationReasonCode,
+    AttributeName, KmipEnum, ProtocolVersion, RevocationReason, RevocationReasonCode,
 };
 use kmip_wire::names::{enum_names_for_tag, mask_flags, mask_for_tag, tag_hex, tag_name};
 use kmip_wire::spec::tags;
@@ -240,7 +240,7 @@ fn list(ops: &Ops, params: &[(String, String)]) -> Response {
         .objects
         .last()
         .filter(|_| page.more)
-        .map(|o| o.uid.clone());
+        .map(|o| o.uid.to_string());
     json_response(
         "200 OK",
         &json!({ "objects": objects, "more": page.more, "next_after": next }),
@@ -277,7 +277,7 @@ fn date_text(secs: i64) -> String {
 
 fn date_of(obj: &StoredObject, tag: Tag) -> Json {
     obj.first(tag)
-        .and_then(Attribute::as_datetime)
+        .and_then(|a| a.as_datetime())
         .map_or(Json::Null, |d| Json::String(date_text(d)))
 }
 
@@ -293,8 +293,8 @@ pub(super) fn summary(obj: &StoredObject) -> Map<String, Json> {
             .collect()
     };
     let mut m = Map::new();
-    m.insert("uid".into(), obj.uid.clone().into());
-    m.insert("owner".into(), obj.owner.clone().into());
+    m.insert("uid".into(), (*obj.uid).into());
+    m.insert("owner".into(), (*obj.owner).into());
     m.insert("type".into(), enum_text(obj, tags::OBJECT_TYPE, "?").into());
     m.insert(
         "state".into(),
@@ -311,8 +311,7 @@ pub(super) fn summary(obj: &StoredObject) -> Map<String, Json> {
 fn details(obj: &StoredObject) -> Json {
     let mut m = summary(obj);
     let attributes: Vec<Json> = obj
-        .attributes
-        .iter()
+        .attributes()
         .map(|a| {
             let name = match &a.name {
                 AttributeName::Vendor { vendor, name } => format!("{vendor}:{name}"),

@@ -149,7 +149,7 @@ impl Adopt {
                 tracing::info!(uid = %obj.uid, owner = %self.owner, operator = %self.operator, "adopted an upstream object");
                 let mut answer = summary(&obj);
                 answer.insert("result".into(), "success".into());
-                answer.insert("upstream_uid".into(), obj.uid.clone().into());
+                answer.insert("upstream_uid".into(), obj.uid.to_string().into());
                 json_response("200 OK", &Json::Object(answer))
             }
             Err(e) => json_response(
@@ -179,7 +179,11 @@ impl Adopt {
                 cert_fingerprint: self.token_id.clone(),
                 user: format!("admin:{}", self.operator),
                 operation: "Adopt".into(),
-                unique_identifiers: result.as_ref().map(|o| o.uid.clone()).into_iter().collect(),
+                unique_identifiers: result
+                    .as_ref()
+                    .map(|o| o.uid.to_string())
+                    .into_iter()
+                    .collect(),
                 result_status: if result.is_ok() {
                     "Success".into()
                 } else {

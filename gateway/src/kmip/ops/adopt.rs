@@ -10,7 +10,7 @@
 
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
-use crate::kmip::store::StoredObject;
+use crate::kmip::store::{ObjectDraft, StoredObject};
 use async_trait::async_trait;
 use kmip_backends::{BackendError, ObjectRecord};
 use kmip_wire::model::{Attribute, ObjectType, ProtocolVersion, State};
@@ -155,7 +155,7 @@ fn adopted_attributes(
 }
 
 /// Whether the upstream lets its material out: neither Sensitive nor non-Extractable.
-fn extractable(obj: &StoredObject) -> bool {
+fn extractable(obj: &ObjectDraft) -> bool {
     let flag = |tag: Tag| obj.first(tag).and_then(Attribute::as_bool);
     !flag(tags::SENSITIVE).unwrap_or(false) && flag(tags::EXTRACTABLE).unwrap_or(true)
 }

@@ -182,7 +182,7 @@ impl Ops {
         if state_of(&obj) != State::Active {
             return Err(OpError::WrongState(state_name(state_of(&obj))));
         }
-        let date = |tag: Tag| obj.first(tag).and_then(Attribute::as_datetime);
+        let date = |tag: Tag| obj.first(tag).and_then(|a| a.as_datetime());
         let protecting = usage == USAGE_SIGN || usage == USAGE_ENCRYPT;
         if protecting && date(tags::PROTECT_STOP_DATE).is_some_and(|d| d <= now) {
             return Err(OpError::WrongState("past its Protect Stop Date"));
@@ -192,7 +192,7 @@ impl Ops {
         }
         if obj
             .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
-            .and_then(Attribute::as_int)
+            .and_then(|a| a.as_int())
             .is_some_and(|mask| mask & usage == 0)
         {
             return Err(OpError::IncompatibleUsageMask);

@@ -4,7 +4,7 @@
 use super::certificate;
 use super::object::{state_name, state_of};
 use super::OpError;
-use crate::kmip::store::StoredObject;
+use crate::kmip::store::{ObjectDraft, StoredObject};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::Tag;
@@ -145,7 +145,7 @@ pub(super) fn with_indexes(attrs: Vec<Attribute>, version: ProtocolVersion) -> V
 /// Where in `o.attributes` the addressed instance of `name` is: the one whose value equals
 /// `current` (2.x Current Attribute), else the `index`-th (1.x Attribute Index), else the first.
 pub(super) fn instance_position(
-    o: &StoredObject,
+    o: &ObjectDraft,
     name: &AttributeName,
     current: Option<&Attribute>,
     index: Option<i32>,

@@ -31,13 +31,13 @@ impl Ops {
             None
         };
         let mut attributes: Vec<Attribute> = if r.names.is_empty() {
-            obj.attributes.clone()
+            obj.attributes().collect()
         } else {
             // An attribute the object does not have is simply absent (vCenter asks for custom
             // attributes before it sets them).
             r.names
                 .iter()
-                .flat_map(|n| obj.find(n).cloned().collect::<Vec<_>>())
+                .flat_map(|n| obj.find(n).collect::<Vec<_>>())
                 .collect()
         };
         attributes.extend(derived);
@@ -66,7 +66,7 @@ impl Ops {
         let uid = ctx.uid(r.unique_identifier)?;
         let obj = self.object(&uid)?;
         let mut names: Vec<AttributeName> = Vec::new();
-        for a in &obj.attributes {
+        for a in obj.attributes() {
             if reportable(&a.name, ctx.version) && !names.contains(&a.name) {
                 names.push(a.name.clone());
             }
@@ -239,7 +239,7 @@ impl Ops {
 
 /// Whether a Digest can be derived for `obj`: a live generated key the backend may return.
 fn digest_derivable(obj: &StoredObject) -> bool {
-    let flag = |tag: Tag| obj.first(tag).and_then(Attribute::as_bool);
+    let flag = |tag: Tag| obj.first(tag).and_then(|a| a.as_bool());
     obj.kind == ObjectKind::SymmetricKey
         && obj.first(tags::DIGEST).is_none()
         && !is_destroyed(obj)

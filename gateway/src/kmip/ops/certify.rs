@@ -248,7 +248,7 @@ impl Ops {
         if let Some(key) = &key {
             attributes.push(Attribute::link(&Link {
                 link_type: LinkType::PublicKeyLink,
-                linked_object_identifier: key.uid.clone(),
+                linked_object_identifier: key.uid.to_string(),
             }));
         }
         let registered = self
@@ -367,7 +367,7 @@ impl Ops {
             None => {
                 for tag in [tags::ACTIVATION_DATE, tags::DEACTIVATION_DATE] {
                     if !attributes.iter().any(|a| a.is(tag)) {
-                        attributes.extend(old.first(tag).cloned());
+                        attributes.extend(old.first(tag));
                     }
                 }
             }
@@ -396,7 +396,7 @@ impl Ops {
         // A key destroyed since keeps no link; register points a live one at the new certificate.
         let key = old
             .all(tags::LINK)
-            .filter_map(Attribute::as_link)
+            .filter_map(|a| a.as_link())
             .find(|l| l.link_type == LinkType::PublicKeyLink)
             .map(|l| l.linked_object_identifier)
             .filter(|k| self.live_object(k).is_ok());
@@ -410,7 +410,7 @@ impl Ops {
             link_type: LinkType::ReplacedObjectLink,
             linked_object_identifier: uid.clone(),
         }));
-        let names: Vec<Attribute> = old.all(tags::NAME).cloned().collect();
+        let names: Vec<Attribute> = old.all(tags::NAME).collect();
         let _names = self.lock_names(name_values(&names)).await?;
         let registered = self
             .register(

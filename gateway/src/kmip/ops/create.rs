@@ -12,7 +12,7 @@ use super::split_material::{
 use super::template::template_material;
 use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
-use crate::kmip::store::{StoredObject, Written};
+use crate::kmip::store::{ObjectDraft, Written};
 use kmip_backends::{KeyAlgorithm, KeySpec};
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
@@ -347,7 +347,7 @@ fn key_spec(algorithm: KeyAlgorithm, bits: i32, attrs: &[Attribute]) -> KeySpec 
 /// A Triple DES key's material: 168 key bits and 24 parity bits.
 const TRIPLE_DES_MATERIAL_BITS: i32 = 192;
 
-fn flag_attrs(obj: &mut StoredObject, spec: &KeySpec) {
+fn flag_attrs(obj: &mut ObjectDraft, spec: &KeySpec) {
     obj.set(tags::SENSITIVE, Value::Boolean(spec.sensitive));
     obj.set(tags::EXTRACTABLE, Value::Boolean(spec.extractable));
     obj.set(tags::ALWAYS_SENSITIVE, Value::Boolean(spec.sensitive));

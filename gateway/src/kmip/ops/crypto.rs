@@ -25,7 +25,7 @@ impl Ops {
         if state_of(&obj) != State::Active {
             return Err(OpError::WrongState(state_name(state_of(&obj))));
         }
-        let date = |tag: Tag| obj.first(tag).and_then(Attribute::as_datetime);
+        let date = |tag: Tag| obj.first(tag).and_then(|a| a.as_datetime());
         // Protecting (encrypting, MACing) stops at the Protect Stop Date; processing
         // (decrypting) starts at the Process Start Date.
         if usage != USAGE_DECRYPT && date(tags::PROTECT_STOP_DATE).is_some_and(|d| d <= now) {
@@ -36,7 +36,7 @@ impl Ops {
         }
         if let Some(mask) = obj
             .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
-            .and_then(Attribute::as_int)
+            .and_then(|a| a.as_int())
         {
             if mask & usage == 0 {
                 return Err(OpError::PermissionDenied(
@@ -213,7 +213,7 @@ impl Ops {
         let out = self
             .stream_part(ctx, &obj.uid, part, mode, r, decrypt)
             .await?;
-        ctx.id_placeholder = Some(obj.uid.clone());
+        ctx.id_placeholder = Some(obj.uid.to_string());
         Ok(out)
     }
 

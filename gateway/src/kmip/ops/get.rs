@@ -26,7 +26,7 @@ impl Ops {
             Some(spec) => Some(self.wrapping(ctx, spec, &uid)?),
             None => None,
         };
-        let flag = |tag: Tag| obj.first(tag).and_then(Attribute::as_bool);
+        let flag = |tag: Tag| obj.first(tag).and_then(|a| a.as_bool());
         // KMIP lets a Sensitive key leave wrapped, but the backends never release its
         // material, even to wrap it: say so rather than answer as for a clear Get.
         if flag(tags::SENSITIVE) == Some(true) && wrapping.is_some() {
@@ -49,7 +49,7 @@ impl Ops {
             .and_then(|a| a.as_enum());
         let length = obj
             .first(tags::CRYPTOGRAPHIC_LENGTH)
-            .and_then(Attribute::as_int);
+            .and_then(|a| a.as_int());
         let secret_data_type = obj
             .enum_of(tags::SECRET_DATA_TYPE)
             .map(SecretDataType::from_u32)

@@ -5,7 +5,7 @@
 
 use super::attribute_rules::{server_set, CREATE_ONLY};
 use super::{certificate, OpContext, OpError, Ops};
-use crate::kmip::store::StoredObject;
+use crate::kmip::store::ObjectDraft;
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Value};
@@ -27,7 +27,7 @@ pub(super) struct Imported {
 
 impl Imported {
     /// Gives `obj` the imported identifier and the supplied server attributes.
-    pub(super) fn apply(self, obj: &mut StoredObject) {
+    pub(super) fn apply(self, obj: &mut ObjectDraft) {
         obj.uid = self.uid;
         obj.set(tags::UNIQUE_IDENTIFIER, Value::TextString(obj.uid.clone()));
         for a in self.kept {

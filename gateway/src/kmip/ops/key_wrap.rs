@@ -140,7 +140,7 @@ impl Ops {
         let key = self.usable_key(&key_uid, USAGE_WRAP_KEY, ctx.now)?;
         let algorithm: Option<CryptographicAlgorithm> = key
             .first(tags::CRYPTOGRAPHIC_ALGORITHM)
-            .and_then(Attribute::as_enum);
+            .and_then(|a| a.as_enum());
         if key.kind != ObjectKind::SymmetricKey || algorithm != Some(CryptographicAlgorithm::Aes) {
             return Err(OpError::FeatureNotSupported(
                 "wrapping with anything but an AES symmetric key".into(),

@@ -4,7 +4,7 @@
 use super::attribute_rules::server_set;
 use super::object::{state_name, state_of};
 use super::{OpContext, OpError, Ops};
-use crate::kmip::store::StoredObject;
+use crate::kmip::store::AttributeView;
 use kmip_backends::ObjectKind;
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
@@ -122,8 +122,7 @@ impl Ops {
         // Only attributes are carried: a vault written before they were checked may hold things
         // that are none, which would fail the replacement's Create.
         let carried: Vec<Attribute> = old
-            .attributes
-            .iter()
+            .attributes()
             .filter(|a| a.name.is_attribute())
             .filter(|a| match a.tag() {
                 Some(t) => {
@@ -140,9 +139,8 @@ impl Ops {
                 }
                 None => true,
             })
-            .cloned()
-            .chain(old.first(tags::CRYPTOGRAPHIC_ALGORITHM).cloned())
-            .chain(old.first(tags::CRYPTOGRAPHIC_LENGTH).cloned())
+            .chain(old.first(tags::CRYPTOGRAPHIC_ALGORITHM))
+            .chain(old.first(tags::CRYPTOGRAPHIC_LENGTH))
             .collect();
         let mut req = CreateRequest {
             templates: Vec::new(),
@@ -155,7 +153,7 @@ impl Ops {
         }
         let created = self.create(ctx, req).await?;
         let new_uid = created.unique_identifier;
-        let names: Vec<Attribute> = old.all(tags::NAME).cloned().collect();
+        let names: Vec<Attribute> = old.all(tags::NAME).collect();
         let now = ctx.now;
         let link_back = Link {
             link_type: LinkType::ReplacedObjectLink,
@@ -194,7 +192,7 @@ impl Ops {
         if let Some(wanted) = r.cryptographic_usage_mask {
             let have = obj
                 .first(tags::CRYPTOGRAPHIC_USAGE_MASK)
-                .and_then(Attribute::as_int)
+                .and_then(|a| a.as_int())
                 .unwrap_or(0);
             if have & wanted != wanted {
                 return Err(OpError::IncompatibleUsageMask);
@@ -209,7 +207,7 @@ impl Ops {
 }
 
 /// The state Destroy moves `o` to, or why it may not be destroyed now.
-fn destroyed_state(o: &StoredObject) -> Result<State, OpError> {
+fn destroyed_state(o: &impl AttributeView) -> Result<State, OpError> {
     match state_of(o) {
         State::PreActive | State::Deactivated => Ok(State::Destroyed),
         State::Compromised => Ok(State::DestroyedCompromised),

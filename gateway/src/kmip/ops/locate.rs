@@ -35,9 +35,9 @@ impl Ops {
             .map(|o| {
                 (
                     o.first(tags::INITIAL_DATE)
-                        .and_then(Attribute::as_datetime)
+                        .and_then(|a| a.as_datetime())
                         .unwrap_or(0),
-                    o.uid.clone(),
+                    o.uid.to_string(),
                 )
             })
             .collect();
@@ -153,7 +153,7 @@ pub(super) fn matches_filter(obj: &StoredObject, filter: &[Attribute]) -> bool {
             Some(t) if t == tags::CRYPTOGRAPHIC_USAGE_MASK => {
                 let want = f.as_int().unwrap_or(0);
                 obj.first(t)
-                    .and_then(Attribute::as_int)
+                    .and_then(|a| a.as_int())
                     .is_some_and(|have| have & want == want)
             }
             _ => obj.find(&f.name).any(|x| x.value == f.value),
@@ -164,7 +164,7 @@ pub(super) fn matches_filter(obj: &StoredObject, filter: &[Attribute]) -> bool {
     }
     date_ranges.iter().all(|(tag, lo, hi)| {
         obj.first(*tag)
-            .and_then(Attribute::as_datetime)
+            .and_then(|a| a.as_datetime())
             .is_some_and(|d| d >= *lo && d <= *hi)
     })
 }

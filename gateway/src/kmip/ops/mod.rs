@@ -55,7 +55,7 @@ use crate::config::LocateCacheConfig;
 use crate::config::{LimitsConfig, DEFAULT_MAX_LOCATE_RESULTS, DEFAULT_MAX_OBJECTS_PER_USER};
 use crate::kmip::access::{facts, Access};
 use crate::kmip::locate_cache::LocateCache;
-use crate::kmip::store::{NoSuchObject, Store, StoredObject, Written};
+use crate::kmip::store::{NoSuchObject, ObjectDraft, Store, Written};
 use kmip_policy::{Decision, DenyReason, OperationKind};
 use kmip_wire::model::{ProtocolVersion, RequestPayload, ResponsePayload};
 use std::sync::Arc;
@@ -192,7 +192,7 @@ impl Ops {
         &self,
         ctx: &mut OpContext<'_>,
         uid: &str,
-        change: impl FnMut(&mut StoredObject) -> Result<R, OpError>,
+        change: impl FnMut(&mut ObjectDraft) -> Result<R, OpError>,
     ) -> Result<R, OpError> {
         let (written, r) = self.store.update(uid, change).await?;
         ctx.written.push(written);

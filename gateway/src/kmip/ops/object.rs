@@ -3,7 +3,7 @@
 
 use super::{OpContext, OpError, Ops};
 pub(super) use crate::kmip::store::object_type_of;
-use crate::kmip::store::StoredObject;
+use crate::kmip::store::{AttributeView, ObjectDraft, StoredObject};
 use bytes::Bytes;
 use kmip_backends::ObjectKind;
 use kmip_wire::model::*;
@@ -34,7 +34,7 @@ impl Ops {
         ctx: &OpContext<'_>,
         object_type: ObjectType,
         mut attrs: Vec<Attribute>,
-    ) -> Result<StoredObject, OpError> {
+    ) -> Result<ObjectDraft, OpError> {
         let uid = new_uid();
         attrs.push(Attribute::text(tags::UNIQUE_IDENTIFIER, &uid));
         attrs.push(Attribute::enumeration(tags::OBJECT_TYPE, object_type));
@@ -46,7 +46,7 @@ impl Ops {
             attrs.push(Attribute::boolean(tags::FRESH, true));
         }
         // An activation date in the past activates the object at once.
-        let mut obj = StoredObject {
+        let mut obj = ObjectDraft {
             uid,
             kind: kind_of(object_type)?,
             owner: ctx.user.to_owned(),
@@ -66,7 +66,7 @@ impl Ops {
 }
 
 /// The object's State; an object without one has never been activated.
-pub(super) fn state_of(obj: &StoredObject) -> State {
+pub(super) fn state_of(obj: &impl AttributeView) -> State {
     obj.enum_of(tags::STATE)
         .map(State::from_u32)
         .unwrap_or(State::PreActive)

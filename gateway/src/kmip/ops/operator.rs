@@ -69,7 +69,7 @@ impl Ops {
             .store
             .snapshot()
             .into_iter()
-            .filter(|o| after.is_none_or(|a| o.uid.as_str() > a) && filter.matches(o))
+            .filter(|o| after.is_none_or(|a| &*o.uid > a) && filter.matches(o))
             .collect();
         objects.sort_by(|a, b| a.uid.cmp(&b.uid));
         let more = objects.len() > limit;

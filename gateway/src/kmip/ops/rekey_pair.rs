@@ -13,8 +13,7 @@ use kmip_wire::ttlv::Value;
 /// Attributes of a replaced key its replacement keeps: the client's, less those that belong to
 /// the old key alone (Names move separately; Links and dates are the old key's own).
 fn carried(old: &StoredObject) -> Vec<Attribute> {
-    old.attributes
-        .iter()
+    old.attributes()
         .filter(|a| a.name.is_attribute())
         .filter(|a| {
             a.tag().is_none_or(|t| {
@@ -30,9 +29,8 @@ fn carried(old: &StoredObject) -> Vec<Attribute> {
                     .contains(&t)
             })
         })
-        .cloned()
-        .chain(old.first(tags::CRYPTOGRAPHIC_ALGORITHM).cloned())
-        .chain(old.first(tags::CRYPTOGRAPHIC_LENGTH).cloned())
+        .chain(old.first(tags::CRYPTOGRAPHIC_ALGORITHM))
+        .chain(old.first(tags::CRYPTOGRAPHIC_LENGTH))
         .collect()
 }
 
@@ -65,7 +63,7 @@ impl Ops {
         }
         let old_public_uid = old_private
             .all(tags::LINK)
-            .filter_map(Attribute::as_link)
+            .filter_map(|a| a.as_link())
             .find(|l| l.link_type == LinkType::PublicKeyLink)
             .map(|l| l.linked_object_identifier)
             .ok_or_else(|| {
@@ -104,10 +102,10 @@ impl Ops {
         old: &StoredObject,
         new_uid: &str,
     ) -> Result<(), OpError> {
-        let names: Vec<Attribute> = old.all(tags::NAME).cloned().collect();
+        let names: Vec<Attribute> = old.all(tags::NAME).collect();
         let back = Attribute::link(&Link {
             link_type: LinkType::ReplacedObjectLink,
-            linked_object_identifier: old.uid.clone(),
+            linked_object_identifier: old.uid.to_string(),
         });
         self.update(ctx, new_uid, |o| {
             o.attributes.extend(names.iter().cloned());

@@ -282,7 +282,7 @@ impl Ops {
                 .and_then(|a| a.as_enum()),
             length: obj
                 .first(tags::CRYPTOGRAPHIC_LENGTH)
-                .and_then(Attribute::as_int),
+                .and_then(|a| a.as_int()),
         })
     }
 
@@ -324,7 +324,7 @@ impl Ops {
         uid: &str,
         obj: &crate::kmip::store::StoredObject,
     ) -> Result<Zeroizing<Vec<u8>>, OpError> {
-        let flag = |tag| obj.first(tag).and_then(Attribute::as_bool);
+        let flag = |tag| obj.first(tag).and_then(|a| a.as_bool());
         if flag(tags::SENSITIVE) == Some(true) {
             return Err(OpError::Sensitive);
         }

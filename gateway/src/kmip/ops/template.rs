@@ -64,7 +64,7 @@ impl Ops {
             o.kind == ObjectKind::Template && !is_destroyed(o) && current.1.may_see(&id, &facts(o))
         });
         match (found.next(), found.next()) {
-            (Some(t), None) => Ok(t.uid.clone()),
+            (Some(t), None) => Ok(t.uid.to_string()),
             (None, _) => Err(OpError::InvalidField(format!("no Template named {name:?}"))),
             (Some(_), Some(_)) => Err(OpError::InvalidField(format!(
                 "more than one Template is named {name:?}"

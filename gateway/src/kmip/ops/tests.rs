@@ -488,7 +488,7 @@ async fn attributes_and_tombstones_survive_a_reopen() {
     let store = Store::open(Arc::new(vault)).await.unwrap();
     let obj = store.get(&uid).unwrap();
     assert_eq!(obj.enum_of(tags::STATE), Some(State::Destroyed.to_u32()));
-    assert_eq!(obj.owner, "purefa");
+    assert_eq!(&*obj.owner, "purefa");
     assert!(obj.first(tags::NAME).is_some());
 }
 
@@ -892,7 +892,10 @@ async fn an_undo_batch_rolls_back_its_own_changes() {
         ]
     );
     let after = h.dispatcher.ops().store.get(&uid).unwrap();
-    assert_eq!(after.attributes, before.attributes);
+    assert_eq!(
+        after.attributes().collect::<Vec<_>>(),
+        before.attributes().collect::<Vec<_>>()
+    );
     assert!(located(&h.dispatcher, &h.conn, "undone-create")
         .await
         .is_empty());
@@ -1631,7 +1634,7 @@ async fn obtain_lease_grants_no_limit_for_a_live_object_only() {
         .get(&uid)
         .and_then(|o| {
             o.first(tags::LAST_CHANGE_DATE)
-                .and_then(Attribute::as_datetime)
+                .and_then(|a| a.as_datetime())
         })
         .unwrap();
     let item = h.one(v, RequestPayload::ObtainLease(uid_req(&uid))).await;
@@ -1783,8 +1786,8 @@ async fn adjust_attribute_moves_a_client_attribute_and_spares_server_ones() {
         );
     }
     let stored = h.dispatcher.ops().store.get(&uid).unwrap();
-    let values: Vec<&Value> = stored.find(&counter).map(|a| &a.value).collect();
-    assert_eq!(values, vec![&Value::Integer(10)]);
+    let values: Vec<Value> = stored.find(&counter).map(|a| a.value).collect();
+    assert_eq!(values, vec![Value::Integer(10)]);
     let refused = h
         .one(v, adjust(AttributeName::Tag(tags::CRYPTOGRAPHIC_LENGTH), 1))
         .await;

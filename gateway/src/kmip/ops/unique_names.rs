@@ -117,7 +117,7 @@ impl Ops {
         let current = self.access.current();
         let id = current.1.identity(ctx.user);
         let clash = self.store.by_name(&n.value).iter().any(|o| {
-            Some(o.uid.as_str()) != except && !is_destroyed(o) && current.1.may_see(&id, &facts(o))
+            Some(&*o.uid) != except && !is_destroyed(o) && current.1.may_see(&id, &facts(o))
         });
         if clash {
             return Err(OpError::NonUniqueName(n.value));

@@ -14,7 +14,7 @@
 
 use super::object::{is_destroyed, state_of};
 use super::{OpError, Ops};
-use crate::kmip::store::StoredObject;
+use crate::kmip::store::ObjectDraft;
 use kmip_wire::model::{Attribute, KmipEnum, State};
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Value};
@@ -68,7 +68,7 @@ fn upstream_state(seen: &[Attribute]) -> Option<State> {
 }
 
 /// Copies the upstream's value of each of `kept` it reported, else sets `now` for `dated`.
-fn take(o: &mut StoredObject, seen: &[Attribute], kept: &[Tag], dated: Option<Tag>, now: i64) {
+fn take(o: &mut ObjectDraft, seen: &[Attribute], kept: &[Tag], dated: Option<Tag>, now: i64) {
     for tag in kept {
         if let Some(a) = seen.iter().find(|a| a.is(*tag)) {
             o.set(*tag, a.value.clone());
@@ -83,7 +83,7 @@ fn take(o: &mut StoredObject, seen: &[Attribute], kept: &[Tag], dated: Option<Ta
 
 /// Marks `o` Deactivated or Compromised as the upstream reported, if that is further than its
 /// state; whether it changed.
-fn revoke_as_upstream(o: &mut StoredObject, seen: &[Attribute], to: State, now: i64) -> bool {
+fn revoke_as_upstream(o: &mut ObjectDraft, seen: &[Attribute], to: State, now: i64) -> bool {
     if rank(to) <= rank(state_of(o)) {
         return false;
     }
@@ -112,7 +112,7 @@ fn revoke_as_upstream(o: &mut StoredObject, seen: &[Attribute], to: State, now: 
 }
 
 /// Marks `o` destroyed: Destroyed Compromised when it or the upstream says compromised.
-fn destroy_as_upstream(o: &mut StoredObject, seen: &[Attribute], now: i64) {
+fn destroy_as_upstream(o: &mut ObjectDraft, seen: &[Attribute], now: i64) {
     let compromised = state_of(o) == State::Compromised
         || upstream_state(seen) == Some(State::DestroyedCompromised);
     if compromised {
@@ -176,7 +176,10 @@ impl Ops {
             let destroyed = self
                 .store
                 .destroy(uid, |o| {
-                    if is_destroyed(o) {
+                    if matches!(
+                        state_of(&*o),
+                        State::Destroyed | State::DestroyedCompromised
+                    ) {
                         // A client's Destroy came first.
                         return Err(OpError::Destroyed);
                     }
@@ -219,8 +222,8 @@ mod tests {
     use kmip_backends::ObjectKind;
     use kmip_wire::model::{RevocationReason, RevocationReasonCode};
 
-    fn object(state: State) -> StoredObject {
-        StoredObject {
+    fn object(state: State) -> ObjectDraft {
+        ObjectDraft {
             uid: "g-1".into(),
             kind: ObjectKind::SymmetricKey,
             owner: "tenant".into(),

@@ -111,13 +111,11 @@ impl Store {
     pub(super) async fn apply(&self, change: Change) -> Result<(), StoreError> {
         match change {
             Change::Upsert(record) => {
-                let lock = self.lock_for(&record.uid);
-                let _guard = lock.lock().await;
+                let _guard = self.write_locks.lock(&record.uid).await;
                 self.install(record, false)
             }
             Change::Removed(uid) => {
-                let lock = self.lock_for(&uid);
-                let _guard = lock.lock().await;
+                let _guard = self.write_locks.lock(&uid).await;
                 self.uninstall(&uid);
                 Ok(())
             }
@@ -126,23 +124,21 @@ impl Store {
                     records.iter().map(|r| r.uid.clone()).collect();
                 let mut first_error = None;
                 for record in records {
-                    let lock = self.lock_for(&record.uid);
-                    let _guard = lock.lock().await;
+                    let _guard = self.write_locks.lock(&record.uid).await;
                     if let Err(e) = self.install(record, false) {
                         first_error.get_or_insert(e);
                     }
                 }
-                let gone: Vec<String> = self
+                let gone: Vec<Arc<str>> = self
                     .objects
                     .iter()
-                    .filter(|e| !kept.contains(e.key()))
+                    .filter(|e| !kept.contains(&**e.key()))
                     .map(|e| e.key().clone())
                     .collect();
                 // An object created here after the feed took its snapshot is not in it: each
                 // one missing is re-read, and forgotten only if the backend has it no more.
                 for uid in gone {
-                    let lock = self.lock_for(&uid);
-                    let _guard = lock.lock().await;
+                    let _guard = self.write_locks.lock(&uid).await;
                     if let Err(e) = self.refresh(&uid).await {
                         first_error.get_or_insert(e);
                     }

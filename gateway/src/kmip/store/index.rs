@@ -134,8 +134,8 @@ type Values = Vec<(AttributeName, u64)>;
 
 /// Every attribute of `obj`: custom attributes have names no list knows, so the index walks
 /// them all (the one place outside `object.rs` and `changed_attributes` that does).
-fn attributes_of(obj: &StoredObject) -> impl Iterator<Item = &Attribute> {
-    obj.attributes.iter()
+fn attributes_of(obj: &StoredObject) -> impl Iterator<Item = Attribute> + '_ {
+    obj.attributes()
 }
 
 /// Everything `obj` is indexed under, each once: its indexed values (and the Object Type its
@@ -145,7 +145,7 @@ fn terms(obj: &StoredObject, hasher: &RandomState) -> (Values, Vec<(Tag, i64)>) 
     let mut values: Values = vec![(OBJECT_TYPE, hasher.hash_one(implied))];
     let mut dates = Vec::new();
     for a in attributes_of(obj) {
-        match term(a, hasher) {
+        match term(&a, hasher) {
             Some(Term::Value(name, s)) if !values.iter().any(|(n, v)| n == name && *v == s) => {
                 values.push((name.clone(), s));
             }
@@ -319,7 +319,7 @@ impl Index {
         let slots = &self.slots;
         self.by_uid
             .find(self.hasher.hash_one(uid), |s| {
-                slots[*s as usize].as_ref().is_some_and(|o| o.uid == uid)
+                slots[*s as usize].as_ref().is_some_and(|o| &*o.uid == uid)
             })
             .copied()
     }
@@ -330,7 +330,7 @@ impl Index {
     pub(super) fn reserve(&mut self, additional: usize) {
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_uid.reserve(additional, |s| {
-            hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| o.uid.as_str()))
+            hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| &*o.uid))
         });
         self.slots.reserve(additional);
     }
@@ -406,14 +406,14 @@ impl Index {
                 if known.is_none() {
                     let (slots, hasher) = (&self.slots, &self.hasher);
                     self.by_uid.insert_unique(hasher.hash_one(uid), slot, |s| {
-                        hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| o.uid.as_str()))
+                        hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| &*o.uid))
                     });
                 }
             }
             None => {
                 let slots = &self.slots;
                 if let Ok(entry) = self.by_uid.find_entry(self.hasher.hash_one(uid), |s| {
-                    slots[*s as usize].as_ref().is_some_and(|o| o.uid == uid)
+                    slots[*s as usize].as_ref().is_some_and(|o| &*o.uid == uid)
                 }) {
                     entry.remove();
                 }

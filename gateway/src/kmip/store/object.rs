@@ -1,37 +1,147 @@
-//! One managed object as the gateway holds it, and its metadata blob: the opaque bytes the
-//! backend stores (a TTLV structure of private extension tags).
+//! One managed object as the gateway holds it: its metadata blob (`meta.rs`), read in place,
+//! and the draft a write edits.
+//!
+//! A million objects must fit in memory, so an object keeps its attributes only as the blob the
+//! backend stores (the vault holds the same buffer, not a copy). Readers decode the attributes
+//! they ask for; a write decodes them all into an [`ObjectDraft`], edits it, and encodes a new
+//! object ([`ObjectDraft::finish`]), which fits the store's copy-on-write updates.
 
+use super::meta::{self, Items, Parsed};
 use super::StoreError;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kmip_backends::{ObjectKind, ObjectRecord};
 use kmip_wire::model::{Attribute, AttributeName};
-use kmip_wire::ttlv::{decode, Limits, Tag, Ttlv, Value};
+use kmip_wire::ttlv::{Tag, Ttlv, Value};
+use std::sync::Arc;
 
-/// Private extension tags of the metadata blob (KMIP reserves 0x54xxxx for extensions).
-const META_RECORD: Tag = Tag(0x54_FF00);
-const META_VERSION: Tag = Tag(0x54_FF01);
-const META_OWNER: Tag = Tag(0x54_FF02);
-const META_ATTRIBUTE: Tag = Tag(0x54_FF03);
-const META_NAME_KEY: Tag = Tag(0x54_FF04);
-const META_INDEX: Tag = Tag(0x54_FF05);
-const META_VALUE: Tag = Tag(0x54_FF06);
-/// Format version of the metadata blob; a blob of another version is refused, not guessed at.
-const META_FORMAT: i32 = 1;
-
-/// One managed object as the gateway knows it.
+/// One managed object as the gateway knows it: immutable, replaced whole by every write.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
-    pub uid: String,
+    pub uid: Arc<str>,
     pub kind: ObjectKind,
-    /// The user who created or registered it.
-    pub owner: String,
-    pub attributes: Vec<Attribute>,
+    /// The user who created or registered it (one shared string per user, `Store::intern`).
+    pub owner: Arc<str>,
+    /// Its attributes, as the format-2 blob the backend stores.
+    meta: Bytes,
     /// The backend's write counter of this version ([`ObjectRecord::version`]): 1 once created,
     /// one more per durable write.
     pub version: u64,
 }
 
+fn of_tag(tag: Tag) -> AttributeName {
+    AttributeName::Tag(tag)
+}
+
 impl StoredObject {
+    /// Every attribute, decoded, in stored order.
+    pub fn attributes(&self) -> impl Iterator<Item = Attribute> + '_ {
+        Items::new(&self.meta).filter_map(|i| i.decode(&self.meta, &self.uid))
+    }
+
+    /// The instances of the attribute `name`, decoded; other items are skipped by their header.
+    pub fn find<'a>(&'a self, name: &'a AttributeName) -> impl Iterator<Item = Attribute> + 'a {
+        Items::new(&self.meta)
+            .filter(move |i| !i.cannot_be(name))
+            .filter_map(|i| i.decode(&self.meta, &self.uid))
+            .filter(move |a| &a.name == name)
+    }
+
+    pub fn first(&self, tag: Tag) -> Option<Attribute> {
+        self.find(&of_tag(tag)).next()
+    }
+
+    pub fn all(&self, tag: Tag) -> impl Iterator<Item = Attribute> + '_ {
+        let name = of_tag(tag);
+        Items::new(&self.meta)
+            .filter(move |i| !i.cannot_be(&name))
+            .filter_map(|i| i.decode(&self.meta, &self.uid))
+            .filter(move |a| a.is(tag))
+    }
+
+    pub fn enum_of(&self, tag: Tag) -> Option<u32> {
+        self.first(tag).and_then(|a| match a.value {
+            Value::Enumeration(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// A decoded, editable copy, for a write.
+    pub fn draft(&self) -> ObjectDraft {
+        ObjectDraft {
+            uid: self.uid.to_string(),
+            kind: self.kind,
+            owner: self.owner.to_string(),
+            attributes: self.attributes().collect(),
+            version: self.version,
+        }
+    }
+
+    /// A canonical byte form of an attribute (name and value), for cache keys.
+    pub fn attribute_key(a: &Attribute) -> Vec<u8> {
+        let fields = vec![
+            Ttlv::new(
+                meta::META_NAME_KEY,
+                Value::TextString(meta::name_key(&a.name)),
+            ),
+            Ttlv::new(meta::META_VALUE, a.value.clone()),
+        ];
+        Ttlv::structure(meta::META_VALUE, fields)
+            .to_bytes()
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The metadata blob handed to the backend (the object's own buffer, shared).
+    pub fn to_meta(&self) -> Bytes {
+        self.meta.clone()
+    }
+
+    /// The object a stored record holds; a format-1 blob is converted (and written in format 2
+    /// on the object's next write). `owner` gives the owner's shared string.
+    pub fn from_record(
+        record: ObjectRecord,
+        owner: impl FnOnce(&str) -> Arc<str>,
+    ) -> Result<StoredObject, StoreError> {
+        let parsed = meta::parse(&record.meta)
+            .map_err(|why| StoreError::BadMeta(record.uid.clone(), why))?;
+        let (owner, meta) = match parsed {
+            Parsed::Compact { owner: o } => (owner(&o), record.meta),
+            Parsed::Legacy {
+                owner: o,
+                attributes,
+            } => (owner(&o), meta::encode(&o, &record.uid, &attributes)),
+        };
+        Ok(StoredObject {
+            uid: record.uid.into(),
+            kind: record.kind,
+            owner,
+            meta,
+            version: record.version,
+        })
+    }
+
+    pub(super) fn record(&self) -> ObjectRecord {
+        ObjectRecord {
+            uid: self.uid.to_string(),
+            kind: self.kind,
+            meta: self.to_meta(),
+            version: self.version,
+        }
+    }
+}
+
+/// An object being made or changed: its attributes decoded and editable. A write's `change`
+/// edits one; [`ObjectDraft::finish`] makes the object the store keeps.
+#[derive(Debug, Clone)]
+pub struct ObjectDraft {
+    pub uid: String,
+    pub kind: ObjectKind,
+    pub owner: String,
+    pub attributes: Vec<Attribute>,
+    pub version: u64,
+}
+
+impl ObjectDraft {
     pub fn first(&self, tag: Tag) -> Option<&Attribute> {
         self.attributes.iter().find(|a| a.is(tag))
     }
@@ -61,118 +171,52 @@ impl StoredObject {
         self.attributes.retain(|a| !a.is(tag));
     }
 
-    /// A canonical byte form of an attribute (name and value), for cache keys.
-    pub fn attribute_key(a: &Attribute) -> Vec<u8> {
-        let mut fields = vec![Ttlv::new(
-            META_NAME_KEY,
-            Value::TextString(Self::name_key(&a.name)),
-        )];
-        fields.push(Ttlv::new(META_VALUE, a.value.clone()));
-        Ttlv::structure(META_ATTRIBUTE, fields)
-            .to_bytes()
-            .map(|b| b.to_vec())
-            .unwrap_or_default()
-    }
-
-    fn name_key(name: &AttributeName) -> String {
-        match name {
-            AttributeName::Tag(t) => format!("t:{:06x}", t.0),
-            AttributeName::Vendor { vendor, name } => format!("v:{vendor}:{name}"),
-            AttributeName::Unknown(n) => format!("u:{n}"),
-        }
-    }
-
-    fn parse_name_key(key: &str) -> Option<AttributeName> {
-        let (kind, rest) = key.split_once(':')?;
-        match kind {
-            "t" => u32::from_str_radix(rest, 16)
-                .ok()
-                .map(|t| AttributeName::Tag(Tag(t))),
-            "v" => rest.split_once(':').map(|(v, n)| AttributeName::Vendor {
-                vendor: v.to_owned(),
-                name: n.to_owned(),
-            }),
-            "u" => Some(AttributeName::Unknown(rest.to_owned())),
-            _ => None,
-        }
-    }
-
-    /// The metadata blob handed to the backend.
-    pub fn to_meta(&self) -> Vec<u8> {
-        let mut items = vec![
-            Ttlv::new(META_VERSION, Value::Integer(META_FORMAT)),
-            Ttlv::new(META_OWNER, Value::TextString(self.owner.clone())),
-        ];
-        for a in &self.attributes {
-            let mut fields = vec![Ttlv::new(
-                META_NAME_KEY,
-                Value::TextString(Self::name_key(&a.name)),
-            )];
-            if let Some(i) = a.index {
-                fields.push(Ttlv::new(META_INDEX, Value::Integer(i)));
-            }
-            fields.push(Ttlv::new(META_VALUE, a.value.clone()));
-            items.push(Ttlv::structure(META_ATTRIBUTE, fields));
-        }
-        let record = Ttlv::structure(META_RECORD, items);
-        let mut out = BytesMut::with_capacity(record.encoded_len());
-        // Encoding only fails for tags over 24 bits, and every tag here is a constant below that.
-        let _ = record.encode(&mut out);
-        out.to_vec()
-    }
-
-    /// Decodes a backend record (its metadata blob) into the object it stores.
-    pub fn from_record(record: ObjectRecord) -> Result<StoredObject, StoreError> {
-        let bad = |why: &str| StoreError::BadMeta(record.uid.clone(), why.to_owned());
-        let limits = Limits {
-            max_message_size: usize::MAX,
-            ..Limits::default()
-        };
-        let root =
-            decode(&Bytes::from(record.meta.clone()), &limits).map_err(|e| bad(&e.to_string()))?;
-        if root.tag != META_RECORD
-            || root.child(META_VERSION).and_then(Ttlv::as_i32) != Some(META_FORMAT)
-        {
-            return Err(bad("not a kmip-gateway metadata record of a known format"));
-        }
-        let owner = root
-            .child(META_OWNER)
-            .and_then(Ttlv::as_text)
-            .ok_or_else(|| bad("no owner"))?
-            .to_owned();
-        let mut attributes = Vec::new();
-        for a in root.children(META_ATTRIBUTE) {
-            let name = a
-                .child(META_NAME_KEY)
-                .and_then(Ttlv::as_text)
-                .and_then(Self::parse_name_key)
-                .ok_or_else(|| bad("attribute without a valid name"))?;
-            let value = a
-                .child(META_VALUE)
-                .ok_or_else(|| bad("attribute without a value"))?
-                .value
-                .clone();
-            attributes.push(Attribute {
-                name,
-                index: a.child(META_INDEX).and_then(Ttlv::as_i32),
-                value,
-            });
-        }
-        Ok(StoredObject {
-            uid: record.uid,
-            kind: record.kind,
-            owner,
-            attributes,
-            version: record.version,
-        })
-    }
-
-    pub(super) fn record(&self) -> ObjectRecord {
-        ObjectRecord {
-            uid: self.uid.clone(),
+    /// The object with these attributes. `owner` gives the owner's shared string.
+    pub fn finish_with(self, owner: impl FnOnce(&str) -> Arc<str>) -> StoredObject {
+        StoredObject {
+            meta: meta::encode(&self.owner, &self.uid, &self.attributes),
+            owner: owner(&self.owner),
+            uid: self.uid.into(),
             kind: self.kind,
-            meta: self.to_meta(),
             version: self.version,
         }
+    }
+
+    /// The object with these attributes, its owner's string not shared with other objects'
+    /// (the store shares it when it keeps the object).
+    pub fn finish(self) -> StoredObject {
+        self.finish_with(|o| Arc::from(o))
+    }
+}
+
+/// What both a stored object and a draft answer, for helpers that read either (a write's
+/// `change` sees a draft, a read the stored object).
+pub trait AttributeView {
+    /// The first instance of the attribute `tag`, decoded.
+    fn first_of(&self, tag: Tag) -> Option<Attribute>;
+
+    fn enum_of(&self, tag: Tag) -> Option<u32> {
+        self.first_of(tag).and_then(|a| match a.value {
+            Value::Enumeration(e) => Some(e),
+            _ => None,
+        })
+    }
+}
+
+impl AttributeView for StoredObject {
+    fn first_of(&self, tag: Tag) -> Option<Attribute> {
+        self.first(tag)
+    }
+}
+
+impl AttributeView for ObjectDraft {
+    fn first_of(&self, tag: Tag) -> Option<Attribute> {
+        self.first(tag).cloned()
+    }
+}
+
+impl<T: AttributeView> AttributeView for Arc<T> {
+    fn first_of(&self, tag: Tag) -> Option<Attribute> {
+        (**self).first_of(tag)
     }
 }

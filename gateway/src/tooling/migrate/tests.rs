@@ -14,7 +14,7 @@ fn record(uid: &str, kind: ObjectKind, meta: &[u8]) -> ObjectRecord {
     ObjectRecord {
         uid: uid.into(),
         kind,
-        meta: meta.to_vec(),
+        meta: bytes::Bytes::copy_from_slice(meta),
         version: 0,
     }
 }
@@ -64,7 +64,11 @@ async fn fill(source: &Vault) {
         .await
         .unwrap();
     source
-        .destroy("d1", Some(b"meta d1 destroyed".to_vec()), 0)
+        .destroy(
+            "d1",
+            Some(bytes::Bytes::from_static(b"meta d1 destroyed")),
+            0,
+        )
         .await
         .unwrap();
 }

@@ -1,14 +1,16 @@
 use super::*;
+use crate::kmip::store::ObjectDraft;
 use kmip_wire::ttlv::Ttlv;
 
 fn key(kind: ObjectKind, attrs: Vec<Attribute>) -> StoredObject {
-    StoredObject {
+    ObjectDraft {
         uid: "k".into(),
         kind,
         owner: "u".into(),
         attributes: attrs,
         version: 1,
     }
+    .finish()
 }
 
 fn rsa_key_with_parameters(fields: Vec<Ttlv>) -> StoredObject {

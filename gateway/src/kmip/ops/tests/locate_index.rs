@@ -5,7 +5,7 @@
 use super::*;
 use crate::kmip::ops::locate::matches_filter;
 use crate::kmip::ops::OpError;
-use crate::kmip::store::{StoredObject, Written};
+use crate::kmip::store::{ObjectDraft, StoredObject, Written};
 use kmip_backends::{KeyAlgorithm, KeySpec, ObjectKind};
 use std::collections::BTreeSet;
 use zeroize::Zeroizing;
@@ -118,8 +118,8 @@ fn random_attribute(rng: &mut Rng) -> Vec<Attribute> {
 }
 
 /// Random attributes of an object; a single-valued attribute drawn twice keeps the last.
-fn random_object(rng: &mut Rng, uid: &str, kind: ObjectKind) -> StoredObject {
-    let mut obj = StoredObject {
+fn random_object(rng: &mut Rng, uid: &str, kind: ObjectKind) -> ObjectDraft {
+    let mut obj = ObjectDraft {
         uid: uid.to_owned(),
         kind,
         owner: "purefa".into(),
@@ -133,7 +133,7 @@ fn random_object(rng: &mut Rng, uid: &str, kind: ObjectKind) -> StoredObject {
 }
 
 /// One random change of an object's attributes.
-fn change(rng: &mut Rng, obj: &mut StoredObject) {
+fn change(rng: &mut Rng, obj: &mut ObjectDraft) {
     let drawn = random_attribute(rng);
     let Some(first) = drawn.first() else { return };
     if rng.chance(15) {
@@ -163,7 +163,7 @@ fn matching(objects: Vec<Arc<StoredObject>>, filter: &[Attribute]) -> Vec<String
     let mut uids: Vec<String> = objects
         .into_iter()
         .filter(|o| matches_filter(o, filter))
-        .map(|o| o.uid.clone())
+        .map(|o| o.uid.to_string())
         .collect();
     uids.sort();
     uids
@@ -178,7 +178,7 @@ fn check(store: &Store, rng: &mut Rng, round: usize) {
         let candidates = store.candidates(&filter);
         assert_eq!(candidates.is_some(), is_indexed(&filter), "{filter:?}");
         if let Some(c) = &candidates {
-            let distinct: BTreeSet<&str> = c.iter().map(|o| o.uid.as_str()).collect();
+            let distinct: BTreeSet<&str> = c.iter().map(|o| &*o.uid).collect();
             assert_eq!(distinct.len(), c.len(), "a candidate twice: {filter:?}");
             // One indexed attribute (or one date range) is answered exactly: nothing stale
             // stays in the index.

@@ -3,16 +3,20 @@
 //! `ops/tests/locate_index.rs`, over the store.
 
 use super::*;
+use crate::kmip::store::ObjectDraft;
 use kmip_wire::model::{CryptographicAlgorithm, Name, State};
 
 fn object(uid: &str, kind: ObjectKind, attributes: Vec<Attribute>) -> Arc<StoredObject> {
-    Arc::new(StoredObject {
-        uid: uid.to_owned(),
-        kind,
-        owner: "purefa".into(),
-        attributes,
-        version: 1,
-    })
+    Arc::new(
+        ObjectDraft {
+            uid: uid.to_owned(),
+            kind,
+            owner: "purefa".into(),
+            attributes,
+            version: 1,
+        }
+        .finish_with(|o| o.into()),
+    )
 }
 
 fn key(uid: &str, attributes: Vec<Attribute>) -> Arc<StoredObject> {
@@ -23,7 +27,7 @@ fn uids(found: Option<Vec<Arc<StoredObject>>>) -> Vec<String> {
     let mut uids: Vec<String> = found
         .expect("the filter is indexed")
         .iter()
-        .map(|o| o.uid.clone())
+        .map(|o| o.uid.to_string())
         .collect();
     uids.sort();
     uids
@@ -221,7 +225,10 @@ fn a_shared_value_turns_into_a_bitmap_and_back_without_losing_a_slot() {
     }
     assert_eq!(active(&index), Some((false, 10)));
     let mut left = uids(index.candidates(&[state(State::Active)]));
-    let mut want: Vec<String> = objects[n - 10..].iter().map(|o| o.uid.clone()).collect();
+    let mut want: Vec<String> = objects[n - 10..]
+        .iter()
+        .map(|o| o.uid.to_string())
+        .collect();
     left.sort();
     want.sort();
     assert_eq!(left, want);
