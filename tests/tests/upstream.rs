@@ -1594,23 +1594,6 @@ async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
     drop(owner);
     drop(gw);
 
-    // Backup takes one vault, and this installation has two: refused, with what to do.
-    let pass = proxy.path("backup.pass");
-    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
-    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let archive = proxy.path("migrating.kgb");
-    let (ok, out) = kmip_e2e::gateway_cli(&[
-        "backup".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--out".as_ref(),
-        archive.as_os_str(),
-        "--passphrase-file".as_ref(),
-        pass.as_os_str(),
-    ]);
-    assert!(!ok && out.contains("mode = \"migrate\""), "{out}");
-    assert!(!archive.exists());
-
     // The older objects into the local vault: the one a plain vault configuration names.
     let text = std::fs::read_to_string(&config).unwrap();
     let (common, _) = text.split_once("[backend]").unwrap();
@@ -1651,4 +1634,128 @@ async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
         panic!("Decrypt answered another payload");
     };
     assert_eq!(d.data.unwrap().as_slice(), b"made in the local vault");
+}
+
+/// `backup` of a migrating proxy, taken while it serves, holds both its vaults (the local one
+/// with its key material, the upstream map) and their one master key; `restore` puts each back
+/// in its place in a fresh data folder, and the restored proxy serves the key read through the
+/// upstream and the local one to their owner, and neither to another user.
+#[tokio::test]
+async fn backup_and_restore_keep_both_vaults_of_a_migrating_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::with_settings(
+        &[upstream.addr],
+        &upstream.pki(),
+        ACQUIRE_MS,
+        "mode = \"migrate\"\n",
+    );
+    // The older key, made upstream while the proxy was a plain one.
+    let config = proxy.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("mode = \"migrate\"\n", "")).unwrap();
+    let gw = proxy.start();
+    let older = proxy.client(&gw, OWNER).await.active_key("older").await;
+    drop(gw);
+    std::fs::write(&config, &text).unwrap();
+
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let older_key = owner.key(&older).await;
+    let newer = owner.active_key("newer").await;
+    let newer_key = owner.key(&newer).await;
+    let sealed = owner.round_trip(&newer, b"sealed before the backup").await;
+    let mut direct = upstream.direct().await;
+    // The upstream holds the older key only: the newer one is local.
+    let twin = only_upstream_object(&mut direct).await;
+    assert_eq!(direct.key(&twin).await, older_key);
+
+    let pass = proxy.path("backup.pass");
+    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let archive = proxy.path("migrating.kgb");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("migrate mode: both vaults as of one moment")
+            && out.contains(&format!(
+                "local vault {}",
+                proxy.path("data/vault").display()
+            ))
+            && out.contains(&format!(
+                "upstream map {}",
+                proxy.path("data/upstream-map").display()
+            )),
+        "{out}"
+    );
+    drop(owner);
+    drop(gw);
+
+    let restored = proxy.path("restored");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "restore".as_ref(),
+        "--in".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+        "--data-dir".as_ref(),
+        restored.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    let secrets = proxy.path("restored-secrets");
+    for (what, folder, head) in [
+        ("local vault", "vault", "vault.head"),
+        ("upstream map", "upstream-map", "upstream-map.head"),
+    ] {
+        assert!(
+            out.contains(&format!("restored the {what}"))
+                && out.contains(&format!(
+                    "into {}: 1 objects",
+                    restored.join(folder).display()
+                )),
+            "{out}"
+        );
+        assert!(restored.join(folder).join("vault.log").is_file(), "{out}");
+        assert!(secrets.join(head).is_file(), "{out}");
+    }
+    assert!(secrets.join("master.key").is_file(), "{out}");
+
+    let text = text.replace(
+        &format!("data_dir = {:?}", proxy.path("data")),
+        &format!("data_dir = {restored:?}"),
+    );
+    assert!(text.contains(&format!("{restored:?}")), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key, "{}", gw.log());
+    assert_eq!(owner.key(&newer).await, newer_key, "{}", gw.log());
+    owner
+        .round_trip(&older, b"read through after restore")
+        .await;
+    let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
+    else {
+        panic!("Decrypt answered another payload");
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"sealed before the backup");
+    // Still one object upstream: the local key was not sent there by the restore.
+    only_upstream_object(&mut direct).await;
+    let mut other = proxy.client(&gw, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+    for id in [&older, &newer] {
+        let refused = other.call(get(id)).await;
+        assert_eq!(
+            refused.result_reason,
+            Some(ResultReason::ItemNotFound),
+            "{refused:?}"
+        );
+    }
 }
