@@ -3,9 +3,11 @@
 //! server. Clients talk to the proxy with per-user certificates; the upstream sees only the
 //! proxy's one identity and holds the key material, the proxy holds ownership and attributes.
 //! Objects the upstream held before are adopted by the operator (`upstream adopt`), a
-//! proxy's backup holds its upstream map, and keys revoked or destroyed on the upstream by
-//! others reach the proxy's view within its refresh interval.
+//! proxy's backup holds its upstream map (a migrating one's its local vault too), and keys
+//! revoked or destroyed on the upstream by others reach the proxy's view within its refresh
+//! interval. In migrate mode, new objects are local (and stream) and older ones are copied.
 
+use bytes::Bytes;
 use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
@@ -1758,4 +1760,76 @@ async fn backup_and_restore_keep_both_vaults_of_a_migrating_proxy() {
             "{refused:?}"
         );
     }
+}
+
+/// Part `data` of a multi-part CBC Encrypt under `id`: the first (`cv` None, with the IV), a
+/// middle one, or the last.
+fn part(id: &str, data: &[u8], cv: Option<&Bytes>, last: bool) -> RequestPayload {
+    let mut r = cbc(id, data.to_vec());
+    if let Some(cv) = cv {
+        r.iv_counter_nonce = None;
+        r.correlation_value = Some(cv.clone());
+    } else {
+        r.init_indicator = Some(true);
+    }
+    r.final_indicator = last.then_some(true);
+    RequestPayload::Encrypt(r)
+}
+
+/// In migrate mode a local key streams as in a vault: a multi-part Encrypt, its middle part on
+/// another connection, equals the one-shot ciphertext. A key still on the upstream does not
+/// stream (the proxy forwards one-shot operations only): Feature Not Supported, and its
+/// one-shot Encrypt still works.
+#[tokio::test]
+async fn migrate_mode_streams_encrypt_with_a_local_key() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let older = proxy.client(&gw, OWNER).await.active_key("older").await;
+    drop(gw);
+    let config = proxy.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("kind = \"kmip\"\n", "kind = \"kmip\"\nmode = \"migrate\"\n"),
+    )
+    .unwrap();
+
+    let gw = proxy.start();
+    let mut conns = [
+        proxy.client(&gw, OWNER).await,
+        proxy.client(&gw, OWNER).await,
+    ];
+    let local = conns[0].active_key("local").await;
+    let plain: Vec<u8> = (0u8..=200).collect();
+    let whole = conns[0].round_trip(&local, &plain).await;
+    let mut joined = Vec::new();
+    let mut cv = None;
+    for (conn, range, last) in [
+        (0, 0..33, false),
+        (1, 33..120, false),
+        (0, 120..plain.len(), true),
+    ] {
+        let ResponsePayload::Encrypt(e) = conns[conn]
+            .ok(part(&local, &plain[range], cv.as_ref(), last))
+            .await
+        else {
+            panic!("Encrypt answered another payload");
+        };
+        if cv.is_none() {
+            cv = Some(e.correlation_value.clone().expect("a Correlation Value"));
+        }
+        joined.extend_from_slice(e.data.as_deref().unwrap_or_default());
+    }
+    assert_eq!(joined, whole);
+
+    let [mut owner, _] = conns;
+    let refused = owner.call(part(&older, &plain, None, false)).await;
+    assert_eq!(
+        refused.result_reason,
+        Some(ResultReason::FeatureNotSupported),
+        "{refused:?}"
+    );
+    owner.round_trip(&older, &plain).await;
 }
