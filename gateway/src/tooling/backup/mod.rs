@@ -131,16 +131,21 @@ const CUT_ATTEMPTS: u32 = 100;
 /// A migrating proxy's two vaults, both as of one moment: the upstream map, then the local
 /// vault, then the map again; kept when the map did not change in between (its log, cut at its
 /// head, is the same bytes), so the map's copy is its state while the local vault was copied.
-/// Returns the map's and the local vault's frame counts and log lengths.
+/// Returns the map's and the local vault's frame counts and log lengths. `after_map_copy` runs
+/// after each copy of the map but the last: the running gateway's writes land there (the tests
+/// make one).
 fn take_migrating(
     entries: &mut Vec<Entry>,
-    upstream: &crate::config::UpstreamConfig,
-    local: &crate::config::LocalVault,
+    master_key: &MasterKeyConfig,
+    (map_dir, map_head): (&Path, &Path),
+    (local_dir, local_head): (&Path, &Path),
+    after_map_copy: &mut dyn FnMut(),
 ) -> Result<[(u64, usize); 2], String> {
-    let map = || snapshot_vault(&upstream.map_dir, &upstream.master_key, &upstream.map_head);
+    let map = || snapshot_vault(map_dir, master_key, map_head);
     let mut before = map()?;
     for _ in 0..CUT_ATTEMPTS {
-        let vault = snapshot_vault(&local.dir, &upstream.master_key, &local.head)?;
+        after_map_copy();
+        let vault = snapshot_vault(local_dir, master_key, local_head)?;
         let after = map()?;
         if after.frames != before.frames || after.log != before.log {
             before = after;
@@ -151,8 +156,8 @@ fn take_migrating(
         if vault.master_key[..] != before.master_key[..] {
             return Err(format!(
                 "the master key changed while {} and {} were copied: try again",
-                upstream.map_dir.display(),
-                local.dir.display()
+                map_dir.display(),
+                local_dir.display()
             ));
         }
         let key = std::mem::take(&mut before.master_key);
@@ -169,7 +174,7 @@ fn take_migrating(
     Err(format!(
         "the upstream map {} was written to during each of {CUT_ATTEMPTS} copies of the local \
          vault: try again at a quieter time",
-        upstream.map_dir.display()
+        map_dir.display()
     ))
 }
 
@@ -198,7 +203,13 @@ fn take_proxy(
             ),
         ));
     };
-    let [(map_frames, map_bytes), (frames, bytes)] = take_migrating(entries, upstream, local)?;
+    let [(map_frames, map_bytes), (frames, bytes)] = take_migrating(
+        entries,
+        &upstream.master_key,
+        (&upstream.map_dir, &upstream.map_head),
+        (&local.dir, &local.head),
+        &mut || {},
+    )?;
     Ok((
         format!("upstream-map-frames = {map_frames}\nvault-frames = {frames}\n"),
         format!(
@@ -472,3 +483,6 @@ pub fn restore(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
