@@ -31,7 +31,7 @@ mod writer;
 pub use format::{MAX_LABEL_BYTES, MAX_MATERIAL_BYTES, MAX_META_BYTES, MAX_UID_BYTES};
 pub use head::HEAD_FILE;
 pub use keyfile::{HexSecret, MasterKeySource, DEFAULT_KEY_FILE, MASTER_KEY_LEN};
-pub use snapshot::{restore, snapshot, Restored, VaultSnapshot};
+pub use snapshot::{restore, restore_sharing_key, snapshot, Restored, VaultSnapshot};
 
 use head::Head;
 use open::prepare;

@@ -3,9 +3,11 @@
 //! server. Clients talk to the proxy with per-user certificates; the upstream sees only the
 //! proxy's one identity and holds the key material, the proxy holds ownership and attributes.
 //! Objects the upstream held before are adopted by the operator (`upstream adopt`), a
-//! proxy's backup holds its upstream map, and keys revoked or destroyed on the upstream by
-//! others reach the proxy's view within its refresh interval.
+//! proxy's backup holds its upstream map (a migrating one's its local vault too), and keys
+//! revoked or destroyed on the upstream by others reach the proxy's view within its refresh
+//! interval. In migrate mode, new objects are local (and stream) and older ones are copied.
 
+use bytes::Bytes;
 use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
@@ -1594,23 +1596,6 @@ async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
     drop(owner);
     drop(gw);
 
-    // Backup takes one vault, and this installation has two: refused, with what to do.
-    let pass = proxy.path("backup.pass");
-    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
-    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let archive = proxy.path("migrating.kgb");
-    let (ok, out) = kmip_e2e::gateway_cli(&[
-        "backup".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--out".as_ref(),
-        archive.as_os_str(),
-        "--passphrase-file".as_ref(),
-        pass.as_os_str(),
-    ]);
-    assert!(!ok && out.contains("mode = \"migrate\""), "{out}");
-    assert!(!archive.exists());
-
     // The older objects into the local vault: the one a plain vault configuration names.
     let text = std::fs::read_to_string(&config).unwrap();
     let (common, _) = text.split_once("[backend]").unwrap();
@@ -1651,4 +1636,200 @@ async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
         panic!("Decrypt answered another payload");
     };
     assert_eq!(d.data.unwrap().as_slice(), b"made in the local vault");
+}
+
+/// `backup` of a migrating proxy, taken while it serves, holds both its vaults (the local one
+/// with its key material, the upstream map) and their one master key; `restore` puts each back
+/// in its place in a fresh data folder, and the restored proxy serves the key read through the
+/// upstream and the local one to their owner, and neither to another user.
+#[tokio::test]
+async fn backup_and_restore_keep_both_vaults_of_a_migrating_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::with_settings(
+        &[upstream.addr],
+        &upstream.pki(),
+        ACQUIRE_MS,
+        "mode = \"migrate\"\n",
+    );
+    // The older key, made upstream while the proxy was a plain one.
+    let config = proxy.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("mode = \"migrate\"\n", "")).unwrap();
+    let gw = proxy.start();
+    let older = proxy.client(&gw, OWNER).await.active_key("older").await;
+    drop(gw);
+    std::fs::write(&config, &text).unwrap();
+
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let older_key = owner.key(&older).await;
+    let newer = owner.active_key("newer").await;
+    let newer_key = owner.key(&newer).await;
+    let sealed = owner.round_trip(&newer, b"sealed before the backup").await;
+    let mut direct = upstream.direct().await;
+    // The upstream holds the older key only: the newer one is local.
+    let twin = only_upstream_object(&mut direct).await;
+    assert_eq!(direct.key(&twin).await, older_key);
+
+    let pass = proxy.path("backup.pass");
+    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let archive = proxy.path("migrating.kgb");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("migrate mode: both vaults as of one moment")
+            && out.contains(&format!(
+                "local vault {}",
+                proxy.path("data/vault").display()
+            ))
+            && out.contains(&format!(
+                "upstream map {}",
+                proxy.path("data/upstream-map").display()
+            )),
+        "{out}"
+    );
+    drop(owner);
+    drop(gw);
+
+    let restored = proxy.path("restored");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "restore".as_ref(),
+        "--in".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+        "--data-dir".as_ref(),
+        restored.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    let secrets = proxy.path("restored-secrets");
+    for (what, folder, head) in [
+        ("local vault", "vault", "vault.head"),
+        ("upstream map", "upstream-map", "upstream-map.head"),
+    ] {
+        assert!(
+            out.contains(&format!("restored the {what}"))
+                && out.contains(&format!(
+                    "into {}: 1 objects",
+                    restored.join(folder).display()
+                )),
+            "{out}"
+        );
+        assert!(restored.join(folder).join("vault.log").is_file(), "{out}");
+        assert!(secrets.join(head).is_file(), "{out}");
+    }
+    assert!(secrets.join("master.key").is_file(), "{out}");
+
+    let text = text.replace(
+        &format!("data_dir = {:?}", proxy.path("data")),
+        &format!("data_dir = {restored:?}"),
+    );
+    assert!(text.contains(&format!("{restored:?}")), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key, "{}", gw.log());
+    assert_eq!(owner.key(&newer).await, newer_key, "{}", gw.log());
+    owner
+        .round_trip(&older, b"read through after restore")
+        .await;
+    let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
+    else {
+        panic!("Decrypt answered another payload");
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"sealed before the backup");
+    // Still one object upstream: the local key was not sent there by the restore.
+    only_upstream_object(&mut direct).await;
+    let mut other = proxy.client(&gw, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+    for id in [&older, &newer] {
+        let refused = other.call(get(id)).await;
+        assert_eq!(
+            refused.result_reason,
+            Some(ResultReason::ItemNotFound),
+            "{refused:?}"
+        );
+    }
+}
+
+/// Part `data` of a multi-part CBC Encrypt under `id`: the first (`cv` None, with the IV), a
+/// middle one, or the last.
+fn part(id: &str, data: &[u8], cv: Option<&Bytes>, last: bool) -> RequestPayload {
+    let mut r = cbc(id, data.to_vec());
+    if let Some(cv) = cv {
+        r.iv_counter_nonce = None;
+        r.correlation_value = Some(cv.clone());
+    } else {
+        r.init_indicator = Some(true);
+    }
+    r.final_indicator = last.then_some(true);
+    RequestPayload::Encrypt(r)
+}
+
+/// In migrate mode a local key streams as in a vault: a multi-part Encrypt, its middle part on
+/// another connection, equals the one-shot ciphertext. A key still on the upstream does not
+/// stream (the proxy forwards one-shot operations only): Feature Not Supported, and its
+/// one-shot Encrypt still works.
+#[tokio::test]
+async fn migrate_mode_streams_encrypt_with_a_local_key() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr], &upstream.pki());
+    let gw = proxy.start();
+    let older = proxy.client(&gw, OWNER).await.active_key("older").await;
+    drop(gw);
+    let config = proxy.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("kind = \"kmip\"\n", "kind = \"kmip\"\nmode = \"migrate\"\n"),
+    )
+    .unwrap();
+
+    let gw = proxy.start();
+    let mut conns = [
+        proxy.client(&gw, OWNER).await,
+        proxy.client(&gw, OWNER).await,
+    ];
+    let local = conns[0].active_key("local").await;
+    let plain: Vec<u8> = (0u8..=200).collect();
+    let whole = conns[0].round_trip(&local, &plain).await;
+    let mut joined = Vec::new();
+    let mut cv = None;
+    for (conn, range, last) in [
+        (0, 0..33, false),
+        (1, 33..120, false),
+        (0, 120..plain.len(), true),
+    ] {
+        let ResponsePayload::Encrypt(e) = conns[conn]
+            .ok(part(&local, &plain[range], cv.as_ref(), last))
+            .await
+        else {
+            panic!("Encrypt answered another payload");
+        };
+        if cv.is_none() {
+            cv = Some(e.correlation_value.clone().expect("a Correlation Value"));
+        }
+        joined.extend_from_slice(e.data.as_deref().unwrap_or_default());
+    }
+    assert_eq!(joined, whole);
+
+    let [mut owner, _] = conns;
+    let refused = owner.call(part(&older, &plain, None, false)).await;
+    assert_eq!(
+        refused.result_reason,
+        Some(ResultReason::FeatureNotSupported),
+        "{refused:?}"
+    );
+    owner.round_trip(&older, &plain).await;
 }

@@ -132,25 +132,63 @@ pub fn restore(
     head_path: &Path,
     snapshot: &VaultSnapshot,
 ) -> Result<Restored, BackendError> {
-    for p in [key_path, head_path] {
-        if p.exists() {
-            return Err(BackendError::InvalidInput(format!(
-                "{} exists: restore never overwrites a master key or head",
-                p.display()
-            )));
-        }
+    refuse_existing(key_path)?;
+    refuse_existing(head_path)?;
+    make_dirs(&[Some(dir), key_path.parent(), head_path.parent()])?;
+    write_new(key_path, &snapshot.master_key)?;
+    put_in_place(dir, key_path, head_path, snapshot)
+}
+
+/// Puts a snapshot in place beside a vault restored just before it under the same master key
+/// (a migrating KMIP proxy keeps its local vault and its upstream map under one key): as
+/// [`restore`], but the master key at `key_path` must be there already and be the snapshot's.
+/// It is only read, never written; the head at `head_path` is new.
+pub fn restore_sharing_key(
+    dir: &Path,
+    key_path: &Path,
+    head_path: &Path,
+    snapshot: &VaultSnapshot,
+) -> Result<Restored, BackendError> {
+    refuse_existing(head_path)?;
+    let key = keyfile::load(dir, &MasterKeySource::File(key_path.to_path_buf()), true)?;
+    if key[..] != snapshot.master_key[..] {
+        return Err(BackendError::InvalidInput(format!(
+            "{} holds another master key than the one this vault was backed up with",
+            key_path.display()
+        )));
     }
-    for d in [Some(dir), key_path.parent(), head_path.parent()]
-        .into_iter()
-        .flatten()
-    {
+    make_dirs(&[Some(dir), head_path.parent()])?;
+    put_in_place(dir, key_path, head_path, snapshot)
+}
+
+fn refuse_existing(path: &Path) -> Result<(), BackendError> {
+    if path.exists() {
+        return Err(BackendError::InvalidInput(format!(
+            "{} exists: restore never overwrites a master key or head",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn make_dirs(dirs: &[Option<&Path>]) -> Result<(), BackendError> {
+    for d in dirs.iter().flatten() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(d)
             .map_err(|e| io_err(d, e))?;
     }
-    write_new(key_path, &snapshot.master_key)?;
+    Ok(())
+}
+
+/// Writes the log and key slots into `dir` and replays them under the key at `key_path`.
+fn put_in_place(
+    dir: &Path,
+    key_path: &Path,
+    head_path: &Path,
+    snapshot: &VaultSnapshot,
+) -> Result<Restored, BackendError> {
     write_new(&dir.join(KEYS_FILE), &snapshot.keys)?;
     write_new(&dir.join(LOG_FILE), &snapshot.log)?;
     sync_dir(dir)?;
@@ -174,6 +212,7 @@ mod tests {
     use super::*;
     use crate::vault::Vault;
     use crate::{Backend, KeyAlgorithm, KeySpec, ObjectKind, ObjectRecord};
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -271,5 +310,64 @@ mod tests {
         let err = restore(&dir.path().join("v"), &key, &dir.path().join("h"), &snap).unwrap_err();
         assert!(err.to_string().contains("never overwrites"), "{err}");
         assert_eq!(std::fs::read(&key).unwrap(), [1u8; 32]);
+    }
+
+    /// Two vaults under one master key (a migrating proxy's map and local vault) restore side
+    /// by side: the key written once, each vault with its own head, both open with their keys.
+    #[tokio::test]
+    async fn a_second_vault_restores_under_the_key_the_first_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("secrets/master.key");
+        let source = MasterKeySource::File(key.clone());
+        let mut snaps = Vec::new();
+        for name in ["map", "vault"] {
+            let (d, h) = (
+                dir.path().join(name),
+                dir.path().join(format!("secrets/{name}.head")),
+            );
+            let v = Vault::open_with_head(&d, source.clone(), &h).unwrap();
+            v.generate(rec(name), aes()).await.unwrap();
+            let bytes = v.read_material(name).await.unwrap().to_vec();
+            snaps.push((name, snapshot(&d, &source, &h).unwrap(), bytes));
+        }
+        let to = dir.path().join("restored");
+        let k = to.join("secrets/master.key");
+        let head = |name: &str| to.join(format!("secrets/{name}.head"));
+        let (first, second) = (&snaps[0], &snaps[1]);
+        restore(&to.join(first.0), &k, &head(first.0), &first.1).unwrap();
+        let done = restore_sharing_key(&to.join(second.0), &k, &head(second.0), &second.1).unwrap();
+        assert_eq!(done.objects, 1);
+        for (name, _, bytes) in &snaps {
+            let r = Vault::open_with_head(
+                &to.join(name),
+                MasterKeySource::File(k.clone()),
+                &head(name),
+            )
+            .unwrap();
+            assert_eq!(
+                &r.read_material(name).await.unwrap().to_vec(),
+                bytes,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shared_key_that_is_not_the_snapshots_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("master.key");
+        std::fs::write(&key, [1u8; 32]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let snap = VaultSnapshot {
+            log: Vec::new(),
+            keys: Vec::new(),
+            master_key: Zeroizing::new(vec![2u8; 32]),
+            frames: 0,
+        };
+        let err = restore_sharing_key(&dir.path().join("v"), &key, &dir.path().join("h"), &snap)
+            .unwrap_err();
+        assert!(err.to_string().contains("another master key"), "{err}");
+        assert_eq!(std::fs::read(&key).unwrap(), [1u8; 32]);
+        assert!(!dir.path().join("v").exists());
     }
 }

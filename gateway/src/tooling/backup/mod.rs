@@ -3,7 +3,9 @@
 //! `kmip_backends::vault::snapshot`), its master key, the configuration and policy, the CA
 //! folder, and the audit trail's last record (to check a restored trail continues it). For a
 //! KMIP proxy (`kind = "kmip"`) the vault is its mapping vault (`<data_dir>/upstream-map`: the
-//! gateway's attributes and upstream identifiers); the key material stays upstream.
+//! gateway's attributes and upstream identifiers); the key material stays upstream. A migrating
+//! proxy (`mode = "migrate"`) has both: its local vault and the map, copied as of one moment
+//! ([`take_migrating`]), under their one master key.
 
 pub mod archive;
 
@@ -80,6 +82,28 @@ fn file_name(path: &Path) -> String {
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned())
 }
 
+/// A consistent copy of the vault in `dir`, with its master key.
+fn snapshot_vault(
+    dir: &Path,
+    master_key: &MasterKeyConfig,
+    head: &Path,
+) -> Result<VaultSnapshot, String> {
+    let source = match master_key {
+        MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
+        MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
+    };
+    kmip_backends::vault::snapshot(dir, &source, head).map_err(|e| e.to_string())
+}
+
+/// Adds a vault's log and key slots (under `names`) to `entries`; returns its frame count and
+/// the log's length in bytes.
+fn push_vault(entries: &mut Vec<Entry>, snap: VaultSnapshot, names: (&str, &str)) -> (u64, usize) {
+    let taken = (snap.frames, snap.log.len());
+    entries.push(entry(names.0, snap.log));
+    entries.push(entry(names.1, snap.keys));
+    taken
+}
+
 /// Adds a consistent copy of the vault in `dir` (its log and key slots under `names`) and its
 /// master key to `entries`; returns its frame count and the log's length in bytes.
 fn take_vault(
@@ -89,19 +113,116 @@ fn take_vault(
     head: &Path,
     names: (&str, &str),
 ) -> Result<(u64, usize), String> {
-    let source = match master_key {
-        MasterKeyConfig::File(p) => MasterKeySource::File(p.clone()),
-        MasterKeyConfig::Env(name) => MasterKeySource::EnvHex(name.clone()),
-    };
-    let snap = kmip_backends::vault::snapshot(dir, &source, head).map_err(|e| e.to_string())?;
-    let taken = (snap.frames, snap.log.len());
-    entries.push(entry(names.0, snap.log));
-    entries.push(entry(names.1, snap.keys));
+    let mut snap = snapshot_vault(dir, master_key, head)?;
+    let key = std::mem::take(&mut snap.master_key);
+    let taken = push_vault(entries, snap, names);
     entries.push(Entry {
         name: MASTER_KEY.into(),
-        bytes: snap.master_key,
+        bytes: key,
     });
     Ok(taken)
+}
+
+/// How many times [`take_migrating`] copies the local vault before giving up: the upstream map
+/// changes rarely in migrate mode (attribute changes, revocations and destroys of the objects
+/// still upstream), and the bound keeps a map written without pause from looping forever.
+const CUT_ATTEMPTS: u32 = 100;
+
+/// A migrating proxy's two vaults, both as of one moment: the upstream map, then the local
+/// vault, then the map again; kept when the map did not change in between (its log, cut at its
+/// head, is the same bytes), so the map's copy is its state while the local vault was copied.
+/// Returns the map's and the local vault's frame counts and log lengths. `after_map_copy` runs
+/// after each copy of the map but the last: the running gateway's writes land there (the tests
+/// make one).
+fn take_migrating(
+    entries: &mut Vec<Entry>,
+    master_key: &MasterKeyConfig,
+    (map_dir, map_head): (&Path, &Path),
+    (local_dir, local_head): (&Path, &Path),
+    after_map_copy: &mut dyn FnMut(),
+) -> Result<[(u64, usize); 2], String> {
+    let map = || snapshot_vault(map_dir, master_key, map_head);
+    let mut before = map()?;
+    for _ in 0..CUT_ATTEMPTS {
+        after_map_copy();
+        let vault = snapshot_vault(local_dir, master_key, local_head)?;
+        let after = map()?;
+        if after.frames != before.frames || after.log != before.log {
+            before = after;
+            continue;
+        }
+        // One key opens both (config: the local vault takes the map's); a key file replaced
+        // between the copies would make an archive whose vaults cannot both be opened.
+        if vault.master_key[..] != before.master_key[..] {
+            return Err(format!(
+                "the master key changed while {} and {} were copied: try again",
+                map_dir.display(),
+                local_dir.display()
+            ));
+        }
+        let key = std::mem::take(&mut before.master_key);
+        let taken = [
+            push_vault(entries, before, (MAP_LOG, MAP_KEYS)),
+            push_vault(entries, vault, (VAULT_LOG, VAULT_KEYS)),
+        ];
+        entries.push(Entry {
+            name: MASTER_KEY.into(),
+            bytes: key,
+        });
+        return Ok(taken);
+    }
+    Err(format!(
+        "the upstream map {} was written to during each of {CUT_ATTEMPTS} copies of the local \
+         vault: try again at a quieter time",
+        map_dir.display()
+    ))
+}
+
+/// Adds a KMIP proxy's upstream map (and in migrate mode its local vault) with their master key
+/// to `entries`; returns the manifest's lines and what the operator is told.
+fn take_proxy(
+    entries: &mut Vec<Entry>,
+    upstream: &crate::config::UpstreamConfig,
+) -> Result<(String, String), String> {
+    let upstreams = upstream.upstreams.join(", ");
+    let Some(local) = &upstream.migrate_to else {
+        let (frames, bytes) = take_vault(
+            entries,
+            &upstream.map_dir,
+            &upstream.master_key,
+            &upstream.map_head,
+            (MAP_LOG, MAP_KEYS),
+        )?;
+        return Ok((
+            format!("upstream-map-frames = {frames}\n"),
+            format!(
+                "upstream map {}: {frames} frames ({bytes} bytes) and its master key (owners, \
+                 Names, attributes and upstream identifiers); no key material: the keys stay on \
+                 the upstream ({upstreams}), back it up with its own tools\n",
+                upstream.map_dir.display(),
+            ),
+        ));
+    };
+    let [(map_frames, map_bytes), (frames, bytes)] = take_migrating(
+        entries,
+        &upstream.master_key,
+        (&upstream.map_dir, &upstream.map_head),
+        (&local.dir, &local.head),
+        &mut || {},
+    )?;
+    Ok((
+        format!("upstream-map-frames = {map_frames}\nvault-frames = {frames}\n"),
+        format!(
+            "migrate mode: both vaults as of one moment, and their one master key\n\
+             local vault {}: {frames} frames ({bytes} bytes) and its key slots: the objects made \
+             or copied locally, with their key material\n\
+             upstream map {}: {map_frames} frames ({map_bytes} bytes): owners, Names, attributes \
+             and upstream identifiers of the objects still on the upstream; no key material of \
+             those: it stays on the upstream ({upstreams}), back it up with its own tools\n",
+            local.dir.display(),
+            upstream.map_dir.display(),
+        ),
+    ))
 }
 
 /// Takes a backup of the gateway configured by `config_path` into a new file `out`, encrypted
@@ -165,31 +286,10 @@ pub fn backup(
                 dir.display()
             ));
         }
-        BackendConfig::Kmip(upstream) if upstream.migrate_to.is_some() => {
-            return Err(
-                "a KMIP proxy in mode = \"migrate\" keeps two vaults (the upstream map and the \
-                 local vault of new objects), and backup takes one: not yet. Finish the move \
-                 (`kmip-gateway upstream copy`, then a plain vault configuration) and back that \
-                 up, or stop the gateway and copy the data folder and its secrets folder"
-                    .into(),
-            )
-        }
         BackendConfig::Kmip(upstream) => {
-            let (frames, bytes) = take_vault(
-                &mut entries,
-                &upstream.map_dir,
-                &upstream.master_key,
-                &upstream.map_head,
-                (MAP_LOG, MAP_KEYS),
-            )?;
-            manifest.push_str(&format!("upstream-map-frames = {frames}\n"));
-            summary.push_str(&format!(
-                "upstream map {}: {frames} frames ({bytes} bytes) and its master key (owners, Names, \
-                 attributes and upstream identifiers); no key material: the keys stay on the \
-                 upstream ({}), back it up with its own tools\n",
-                upstream.map_dir.display(),
-                upstream.upstreams.join(", ")
-            ));
+            let (lines, said) = take_proxy(&mut entries, upstream)?;
+            manifest.push_str(&lines);
+            summary.push_str(&said);
         }
         BackendConfig::Pkcs11 { token_label, .. } => summary.push_str(&format!(
             "no keys: they are on the PKCS#11 token '{token_label}'; back it up with the HSM's own tools\n"
@@ -283,15 +383,21 @@ pub fn restore(
             })
         })
     };
-    // The key vault, or a KMIP proxy's mapping vault: its entries, manifest key, folder, head
-    // file name, and what the operator is told it is.
+    let migrating =
+        frames_of("vault-frames").is_some() && frames_of("upstream-map-frames").is_some();
+    // The key vault (a migrating proxy's local vault), or a KMIP proxy's mapping vault: its
+    // entries, manifest key, folder, head file name, and what the operator is told it is.
     let vaults = [
         (
             (VAULT_LOG, VAULT_KEYS),
             "vault-frames",
             "vault",
             crate::config::DEFAULT_HEAD_FILE,
-            "vault",
+            if migrating {
+                "local vault (migrate mode: the objects made or copied locally, with their key material)"
+            } else {
+                "vault"
+            },
         ),
         (
             (MAP_LOG, MAP_KEYS),
@@ -301,14 +407,29 @@ pub fn restore(
             "upstream map (no key material: the keys are on the upstream)",
         ),
     ];
+    let key_path = target
+        .secrets_dir
+        .join(crate::config::DEFAULT_MASTER_KEY_FILE);
+    // Both vaults of a migrating proxy are under one master key: the first restored writes it,
+    // the second checks it is its own and leaves it as it is.
+    let mut key_written = false;
     for ((log_name, keys_name), frames_key, folder, head_file, what) in vaults {
+        let frames = match (frames_of(frames_key), find(log_name)) {
+            (Some(frames), _) => frames,
+            (None, None) => continue,
+            (None, Some(_)) => {
+                return Err(format!(
+                    "the archive's manifest does not record the frames of its {what}"
+                ))
+            }
+        };
         let (Some(log), Some(keys), Some(key)) =
             (find(log_name), find(keys_name), find(MASTER_KEY))
         else {
-            continue;
+            return Err(format!(
+                "the archive's manifest records the {what} but the archive does not hold it whole"
+            ));
         };
-        let frames = frames_of(frames_key)
-            .ok_or("the archive's manifest does not record the vault's frames")?;
         let snap = VaultSnapshot {
             log: log.bytes.to_vec(),
             keys: keys.bytes.to_vec(),
@@ -316,12 +437,14 @@ pub fn restore(
             frames,
         };
         let vault = target.data_dir.join(folder);
-        let key_path = target
-            .secrets_dir
-            .join(crate::config::DEFAULT_MASTER_KEY_FILE);
         let head_path = target.secrets_dir.join(head_file);
-        let done = kmip_backends::vault::restore(&vault, &key_path, &head_path, &snap)
-            .map_err(|e| e.to_string())?;
+        let done = if key_written {
+            kmip_backends::vault::restore_sharing_key(&vault, &key_path, &head_path, &snap)
+        } else {
+            kmip_backends::vault::restore(&vault, &key_path, &head_path, &snap)
+        }
+        .map_err(|e| e.to_string())?;
+        key_written = true;
         out.push_str(&format!(
             "restored the {what} into {}: {} objects, {} frames, MAC chain verified\n\
              master key {}, chain head {}\n",
@@ -360,3 +483,6 @@ pub fn restore(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
