@@ -6,7 +6,7 @@ fn rec(uid: &str) -> ObjectRecord {
     ObjectRecord {
         uid: uid.to_owned(),
         kind: ObjectKind::SymmetricKey,
-        meta: uid.as_bytes().to_vec(),
+        meta: uid.as_bytes().to_vec().into(),
         version: 0,
     }
 }
