@@ -5,7 +5,7 @@
 //! KMIP proxy (`kind = "kmip"`) the vault is its mapping vault (`<data_dir>/upstream-map`: the
 //! gateway's attributes and upstream identifiers); the key material stays upstream. A migrating
 //! proxy (`mode = "migrate"`) has both: its local vault and the map, copied as of one moment
-//! ([`take_migrating`]), under their one master key.
+//! (`take_migrating`), under their one master key.
 
 pub mod archive;
 
