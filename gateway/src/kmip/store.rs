@@ -277,16 +277,8 @@ impl Store {
         spec: KeySpec,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
-        let obj = self.finish(obj);
-        // Held until the object is in the map: the feed's echo of this creation waits for it,
-        // then finds its version already there.
-        let _guard = self.write_locks.lock(&obj.uid).await;
-        self.reserve(&obj.owner, max_live)?;
-        if let Err(e) = self.backend.generate(obj.record(), spec).await {
-            self.release(&obj.owner);
-            return Err(e.into());
-        }
-        Ok(self.insert_created(obj))
+        self.store_new(obj, max_live, |record| self.backend.generate(record, spec))
+            .await
     }
 
     /// Stores a new key pair the backend generates (both objects or neither), if their owner
@@ -329,19 +321,14 @@ impl Store {
         spec: Option<KeySpec>,
         max_live: usize,
     ) -> Result<Arc<StoredObject>, StoreError> {
-        let obj = self.finish(obj);
-        let _guard = self.write_locks.lock(&obj.uid).await;
-        self.reserve(&obj.owner, max_live)?;
-        if let Err(e) = self.backend.import(obj.record(), material, spec).await {
-            self.release(&obj.owner);
-            return Err(e.into());
-        }
-        Ok(self.insert_created(obj))
+        self.store_new(obj, max_live, |record| {
+            self.backend.import(record, material, spec)
+        })
+        .await
     }
 
     /// Stores a new object whose backend record `write` makes: an object the backend holds
-    /// already, which the gateway adopts. Refused when the identifier is taken (a live object
-    /// or a tombstone) or the owner has `max_live` live objects.
+    /// already, which the gateway adopts.
     pub async fn adopt<F>(
         &self,
         obj: ObjectDraft,
@@ -351,7 +338,24 @@ impl Store {
     where
         F: std::future::Future<Output = Result<(), BackendError>>,
     {
+        self.store_new(obj, max_live, write).await
+    }
+
+    /// Stores a new object, durably through `write`, then makes it visible. Refused when the
+    /// identifier is taken (a live object or a tombstone) or the owner has `max_live` live
+    /// objects; a failed write gives the owner's reserved slot back.
+    async fn store_new<F>(
+        &self,
+        obj: ObjectDraft,
+        max_live: usize,
+        write: impl FnOnce(ObjectRecord) -> F,
+    ) -> Result<Arc<StoredObject>, StoreError>
+    where
+        F: std::future::Future<Output = Result<(), BackendError>>,
+    {
         let obj = self.finish(obj);
+        // Held until the object is in the map: the feed's echo of this creation waits for it,
+        // then finds its version already there.
         let _guard = self.write_locks.lock(&obj.uid).await;
         if self.objects.contains_key(&*obj.uid) {
             return Err(BackendError::AlreadyExists(obj.uid.to_string()).into());

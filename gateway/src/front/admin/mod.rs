@@ -447,6 +447,12 @@ impl Admin {
                 );
             }
         }
+        // Which token authorised the call, for the audit trail of /upstream and /keys.
+        let token_id = access
+            .token
+            .as_ref()
+            .map(AdminToken::id)
+            .unwrap_or_default();
         if upstream::is_upstream_path(path) {
             let call = upstream::AdoptCall {
                 method: &req.method,
@@ -454,11 +460,7 @@ impl Admin {
                 query,
                 operator: req.operator.as_deref(),
                 peer,
-                token_id: access
-                    .token
-                    .as_ref()
-                    .map(AdminToken::id)
-                    .unwrap_or_default(),
+                token_id,
             };
             let server = self.reloader.server();
             let tls = server.tls.load_full();
@@ -471,11 +473,7 @@ impl Admin {
                 query,
                 operator: req.operator.as_deref(),
                 peer,
-                token_id: access
-                    .token
-                    .as_ref()
-                    .map(AdminToken::id)
-                    .unwrap_or_default(),
+                token_id,
             };
             let dispatcher = &self.reloader.server().dispatcher;
             return keys::respond(dispatcher.ops(), dispatcher.audit(), &call).await;
