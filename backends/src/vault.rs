@@ -47,6 +47,7 @@ const WRITE_QUEUE_DEPTH: usize = 4096;
 pub(crate) type Objects = HashMap<String, Box<Entry>>;
 
 /// One stored object, decrypted, as held in memory.
+#[derive(Clone)]
 pub(crate) struct Entry {
     pub kind: ObjectKind,
     /// How the key was made or declared; `None` for imported objects without a key spec.
@@ -77,6 +78,8 @@ pub(crate) struct Shared {
     live_bytes: AtomicU64,
     torn_tail_bytes: u64,
     slots_shredded_at_open: u64,
+    #[cfg(test)]
+    compaction_hold: std::sync::Mutex<Option<writer::CompactionHold>>,
 }
 
 impl Shared {
@@ -155,6 +158,8 @@ impl Vault {
             live_bytes: AtomicU64::new(ready.live_bytes),
             torn_tail_bytes: ready.torn_bytes,
             slots_shredded_at_open: ready.shredded,
+            #[cfg(test)]
+            compaction_hold: std::sync::Mutex::default(),
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let log_bytes = ready.pos.log_len;
@@ -172,6 +177,8 @@ impl Vault {
             retired_slots: ready.retired_slots,
             shared: Arc::clone(&shared),
             rx,
+            wake: tx.downgrade(),
+            compaction: None,
             _lock: ready.lock,
         };
         let handle = std::thread::Builder::new()

@@ -285,32 +285,42 @@ pub(crate) fn write_log_file<'a>(
 ) -> Result<FreshLog, BackendError> {
     let mut file = create_private(tmp)?;
     let (header, keys) = new_header(master)?;
-    let mut pos = keys.start;
-    let mut buf = Vec::with_capacity(FRAME_TARGET_BYTES + MAX_RECORD_BYTES + CHAIN_MAC_LEN);
-    buf.extend_from_slice(&header);
-    let mut seq = 1u64;
-    let mut frame = begin_frame(&mut buf);
-    for (uid, entry) in objects {
-        seal_record(&keys, seq, uid, Some(entry), &mut buf)?;
-        seq += 1;
-        if buf.len() - frame - FRAME_HEADER_LEN >= FRAME_TARGET_BYTES {
-            finish_frame(&mut buf, frame, &keys, &mut pos);
-            file.write_all(&buf).map_err(|e| io_err(tmp, e))?;
-            buf.clear();
-            frame = begin_frame(&mut buf);
-        }
-    }
-    if buf.len() > frame + FRAME_HEADER_LEN {
-        finish_frame(&mut buf, frame, &keys, &mut pos);
-    } else {
-        buf.truncate(frame);
-    }
-    file.write_all(&buf).map_err(|e| io_err(tmp, e))?;
-    file.sync_all().map_err(|e| io_err(tmp, e))?;
-    Ok(FreshLog {
+    file.write_all(&header).map_err(|e| io_err(tmp, e))?;
+    let mut log = FreshLog {
         file,
+        end: keys.start,
         keys,
-        next_seq: seq,
-        end: pos,
-    })
+        next_seq: 1,
+    };
+    log.append(tmp, objects.map(|(uid, entry)| (uid, Some(entry))))?;
+    log.file.sync_all().map_err(|e| io_err(tmp, e))?;
+    Ok(log)
+}
+
+impl FreshLog {
+    /// Appends `records` (an object's state, or `None`: its removal) in frames of about
+    /// [`FRAME_TARGET_BYTES`], without syncing.
+    pub(crate) fn append<'a>(
+        &mut self,
+        path: &Path,
+        records: impl Iterator<Item = (&'a String, Option<&'a Entry>)>,
+    ) -> Result<(), BackendError> {
+        let mut buf = Vec::with_capacity(FRAME_TARGET_BYTES + MAX_RECORD_BYTES + CHAIN_MAC_LEN);
+        let mut frame = begin_frame(&mut buf);
+        for (uid, entry) in records {
+            seal_record(&self.keys, self.next_seq, uid, entry, &mut buf)?;
+            self.next_seq += 1;
+            if buf.len() - frame - FRAME_HEADER_LEN >= FRAME_TARGET_BYTES {
+                finish_frame(&mut buf, frame, &self.keys, &mut self.end);
+                self.file.write_all(&buf).map_err(|e| io_err(path, e))?;
+                buf.clear();
+                frame = begin_frame(&mut buf);
+            }
+        }
+        if buf.len() > frame + FRAME_HEADER_LEN {
+            finish_frame(&mut buf, frame, &self.keys, &mut self.end);
+            self.file.write_all(&buf).map_err(|e| io_err(path, e))?;
+        }
+        Ok(())
+    }
 }

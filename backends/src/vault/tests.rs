@@ -865,12 +865,73 @@ async fn compaction_starts_by_itself_when_the_log_is_mostly_garbage() {
         m[0] = i as u8;
         v.update_meta("k", m.into(), 0).await.unwrap();
     }
+    // The compaction runs on a thread of its own: wait for its switch (seconds at most here;
+    // the bound only turns a compaction that never happens into a failure, not a hang).
+    let waited = std::time::Instant::now();
+    while v.stats().compactions == 0 && waited.elapsed() < std::time::Duration::from_secs(60) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let stats = v.stats();
     assert!(stats.compactions >= 1, "{stats:?}");
     assert!(stats.log_bytes < COMPACT_MIN_LOG_BYTES, "{stats:?}");
     let before = snapshot(&v).await;
     drop(v);
     assert_eq!(snapshot(&open(dir.path())).await, before);
+}
+
+/// Writes committed while a compaction writes its new log (between its copy of the objects
+/// and its switch) are served at once and are in the new log: updates, destructions with and
+/// without a tombstone of copied objects, creations, and a creation removed again, which the
+/// copy never held.
+#[tokio::test]
+async fn writes_during_a_compaction_reach_the_new_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Arc::new(open(dir.path()));
+    for i in 0..20 {
+        v.generate(rec(&format!("k{i}"), b"v0"), spec(KeyAlgorithm::Aes, 128))
+            .await
+            .unwrap();
+    }
+    let (copied_tx, copied) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *v.shared.compaction_hold.lock().unwrap() = Some(super::writer::CompactionHold {
+        copied: copied_tx,
+        go: go_rx,
+    });
+    let compaction = tokio::spawn({
+        let v = Arc::clone(&v);
+        async move { v.compact().await }
+    });
+    tokio::task::spawn_blocking(move || copied.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    v.update_meta("k1", b"after the copy".to_vec().into(), 0)
+        .await
+        .unwrap();
+    v.destroy("k2", Some(bytes::Bytes::from_static(b"gone")), 0)
+        .await
+        .unwrap();
+    v.destroy("k3", None, 0).await.unwrap();
+    v.generate(rec("new", b"born after"), spec(KeyAlgorithm::Aes, 256))
+        .await
+        .unwrap();
+    v.generate(rec("brief", b"here and gone"), spec(KeyAlgorithm::Aes, 256))
+        .await
+        .unwrap();
+    v.destroy("brief", None, 0).await.unwrap();
+    assert_eq!(v.stats().compactions, 0, "the switch waits for the new log");
+    let during = snapshot(&v).await;
+    go.send(()).unwrap();
+    compaction.await.unwrap().unwrap();
+    let stats = v.stats();
+    assert_eq!(stats.compactions, 1, "{stats:?}");
+    assert_eq!(snapshot(&v).await, during);
+    let v = Arc::into_inner(v).unwrap();
+    drop(v);
+    let reopened = open(dir.path());
+    assert_eq!(snapshot(&reopened).await, during);
+    assert!(!dir.path().join(format::TMP_LOG_FILE).exists());
 }
 
 #[tokio::test]

@@ -1,19 +1,27 @@
 //! The vault's single writer: a dedicated thread that owns the log, key slot and head files,
 //! batches concurrent mutations into one frame and one set of fdatasyncs (group commit), applies
 //! them to the in-memory state only once durable, and compacts the log when most of it is
-//! garbage.
+//! garbage. A compaction writes the new log on a thread of its own from a copy of the live
+//! objects, while the writer goes on committing to the old log; at the switch, the objects
+//! written since the copy are appended to the new log, which then replaces the old one. Writes
+//! wait only for the copy and the switch, not for the new log to be written (seconds at a
+//! million objects).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::files::{io_err, sync_dir};
-use super::format::{self, FileKeys, FRAME_HEADER_LEN, FRAME_TARGET_BYTES, LOG_FILE, TMP_LOG_FILE};
+use super::format::{
+    self, FileKeys, FreshLog, FRAME_HEADER_LEN, FRAME_TARGET_BYTES, LOG_FILE, TMP_LOG_FILE,
+};
 use super::head::{Head, Position};
 use super::keyfile::MasterKey;
 use super::slots::{self, KeySlots, SLOT_LEN};
@@ -44,6 +52,8 @@ pub(crate) enum Mutation {
     },
     /// Rewrite the log with only live objects now.
     Compact,
+    /// Sent by the compaction thread: the new log is written (or failed), the switch is due.
+    CompactionWritten,
 }
 
 pub(crate) struct Request {
@@ -85,8 +95,35 @@ pub(crate) struct Writer {
     pub retired_slots: Vec<u32>,
     pub shared: Arc<Shared>,
     pub rx: mpsc::Receiver<Request>,
+    /// How the compaction thread wakes the writer; weak, so that the writer still stops once
+    /// every vault handle is gone.
+    pub wake: mpsc::WeakSender<Request>,
+    pub compaction: Option<Compaction>,
     /// Held for the writer's lifetime: the advisory lock that keeps a second process out.
     pub _lock: File,
+}
+
+/// A compaction under way: its thread writes the new log from a copy of the live objects.
+pub(crate) struct Compaction {
+    thread: JoinHandle<Result<FreshLog, BackendError>>,
+    /// Objects written since the copy, each with whether the copy holds it: their current
+    /// records go into the new log at the switch (a removal only for an object the copy holds,
+    /// since replay refuses to remove what does not exist).
+    dirty: HashMap<String, bool>,
+    /// Slots retired before the copy: no record of the new log names them, so they are free
+    /// once it replaces the old one. Slots retired later stay retired until the next compaction.
+    freed_at_switch: Vec<u32>,
+    /// `Vault::compact` callers, answered at the switch.
+    waiters: Vec<oneshot::Sender<Result<(), BackendError>>>,
+    started: Instant,
+}
+
+/// Tests: holds the next compaction's thread after the copy until the test lets it go, so
+/// that writes land between the copy and the switch.
+#[cfg(test)]
+pub(crate) struct CompactionHold {
+    pub copied: std::sync::mpsc::Sender<()>,
+    pub go: std::sync::mpsc::Receiver<()>,
 }
 
 /// Why a compaction failed, and whether the writer can carry on with the old log.
@@ -107,9 +144,10 @@ impl Writer {
                 // dropped the dirty pages): stop, so that a restart replays what is durable.
                 tracing::error!(error = %e, "vault writer stopped; restart to recover");
                 self.shared.failed.store(true, Ordering::SeqCst);
-                return;
+                break;
             }
         }
+        self.abandon_compaction();
     }
 
     /// One group commit: takes every request already queued (within the batch limits), makes
@@ -121,12 +159,14 @@ impl Writer {
         let mut pending: Vec<Pending> = Vec::new();
         let mut slot_work = SlotWork::default();
         let mut compact_replies = Vec::new();
+        let mut written = false;
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(req) = next.take() {
             taken += 1;
             match req.mutation {
                 Mutation::Compact => compact_replies.push(req.reply),
+                Mutation::CompactionWritten => written = true,
                 m => match self.stage(m, buf, &pending, &mut slot_work) {
                     Ok((uid, entry)) => pending.push(Pending {
                         uid,
@@ -155,27 +195,15 @@ impl Writer {
             self.retired_slots.extend(slot_work.shred);
             self.apply(pending);
         }
-        if compact_replies.is_empty() && !self.should_compact() {
-            return Ok(());
+        if written {
+            self.switch_logs()?;
         }
-        let result = self.compact();
-        if matches!(result, Err(CompactError::Fatal(_))) {
-            self.shared.failed.store(true, Ordering::SeqCst);
+        if let Some(c) = &mut self.compaction {
+            c.waiters.append(&mut compact_replies);
+        } else if !compact_replies.is_empty() || self.should_compact() {
+            self.start_compaction(compact_replies);
         }
-        for reply in compact_replies {
-            let _ = reply.send(match &result {
-                Ok(()) => Ok(()),
-                Err(CompactError::Recoverable(e) | CompactError::Fatal(e)) => Err(copy_error(e)),
-            });
-        }
-        match result {
-            Ok(()) => Ok(()),
-            Err(CompactError::Recoverable(e)) => {
-                tracing::warn!(error = %e, "vault compaction failed; the old log stays in use");
-                Ok(())
-            }
-            Err(CompactError::Fatal(e)) => Err(e),
-        }
+        Ok(())
     }
 
     /// Validates one mutation against committed plus staged state and appends its record to the
@@ -247,7 +275,7 @@ impl Writer {
                         (uid, entry)
                     }
                 },
-                Mutation::Compact => {
+                Mutation::Compact | Mutation::CompactionWritten => {
                     return Err(BackendError::InvalidInput(
                         "compaction is not a record".into(),
                     ))
@@ -320,6 +348,11 @@ impl Writer {
         {
             let mut state = self.shared.write_objects();
             for p in pending {
+                if let Some(c) = &mut self.compaction {
+                    if !c.dirty.contains_key(&p.uid) {
+                        c.dirty.insert(p.uid.clone(), state.contains_key(&p.uid));
+                    }
+                }
                 if let Some(old) = state.get(&p.uid) {
                     self.live_bytes = self
                         .live_bytes
@@ -359,39 +392,161 @@ impl Writer {
             && self.pos.log_len >= COMPACT_GARBAGE_FACTOR.saturating_mul(self.live_bytes)
     }
 
-    /// Rewrites the log with only the live objects (under a new salt, so fresh keys), then
-    /// atomically replaces the old one; the head names both files meanwhile, so a crash at any
-    /// point leaves a log the head accepts. Writes wait meanwhile; reads go on.
-    fn compact(&mut self) -> Result<(), CompactError> {
+    /// Starts rewriting the log with only the live objects (under a new salt, so fresh keys):
+    /// copies them, under the read lock, and hands the copy to a thread that writes and fsyncs
+    /// the new log beside the old one. On failure to start, the old log stays and the waiters
+    /// hear why.
+    fn start_compaction(&mut self, waiters: Vec<oneshot::Sender<Result<(), BackendError>>>) {
         let started = Instant::now();
+        let copy: Vec<(String, Entry)> = self
+            .shared
+            .read_objects()
+            .iter()
+            .map(|(uid, entry)| (uid.clone(), Entry::clone(entry)))
+            .collect();
+        let tmp = self.dir.join(TMP_LOG_FILE);
+        let master = self.master.clone();
+        let wake = self.wake.clone();
+        #[cfg(test)]
+        let hold = self
+            .shared
+            .compaction_hold
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let spawned = std::thread::Builder::new()
+            .name("vault-compact".into())
+            .spawn(move || {
+                #[cfg(test)]
+                if let Some(hold) = hold {
+                    let _ = hold.copied.send(());
+                    let _ = hold.go.recv();
+                }
+                let written = format::write_log_file(
+                    &tmp,
+                    &master,
+                    copy.iter().map(|(uid, entry)| (uid, entry)),
+                );
+                if written.is_err() {
+                    // Best effort: a leftover is removed at the next open too.
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                // Gone only when the vault is closing: the writer then joins this thread.
+                if let Some(tx) = wake.upgrade() {
+                    let (reply, _) = oneshot::channel();
+                    let _ = tx.blocking_send(Request {
+                        mutation: Mutation::CompactionWritten,
+                        reply,
+                    });
+                }
+                written
+            });
+        match spawned {
+            Ok(thread) => {
+                self.compaction = Some(Compaction {
+                    thread,
+                    dirty: HashMap::new(),
+                    freed_at_switch: std::mem::take(&mut self.retired_slots),
+                    waiters,
+                    started,
+                });
+            }
+            Err(e) => {
+                let e = BackendError::Unavailable(format!("cannot start a vault compaction: {e}"));
+                tracing::warn!(error = %e, "vault compaction failed; the old log stays in use");
+                for reply in waiters {
+                    let _ = reply.send(Err(copy_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// Finishes the compaction whose new log is written: appends the objects written since the
+    /// copy, then replaces the old log. The head names both files meanwhile, so a crash at any
+    /// point leaves a log the head accepts. An error here that leaves the head's state unknown
+    /// stops the writer; any other leaves the old log in use.
+    fn switch_logs(&mut self) -> Result<(), BackendError> {
+        let Some(c) = self.compaction.take() else {
+            return Ok(());
+        };
         let before = self.pos.log_len;
+        let written = c.thread.join().unwrap_or_else(|_| {
+            Err(BackendError::Unavailable(
+                "the vault compaction thread panicked".into(),
+            ))
+        });
+        let result = written
+            .map_err(CompactError::Recoverable)
+            .and_then(|fresh| self.replace_log(fresh, &c.dirty));
+        let answer = |e: &BackendError| Err(copy_error(e));
+        match &result {
+            Ok(()) => {
+                self.free_slots.extend(c.freed_at_switch);
+                self.shared.compactions.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    before,
+                    after = self.pos.log_len,
+                    written_since_copy = c.dirty.len(),
+                    elapsed_ms = c.started.elapsed().as_millis() as u64,
+                    "compacted the vault log"
+                );
+            }
+            Err(CompactError::Recoverable(e)) => {
+                self.retired_slots.extend(c.freed_at_switch);
+                let _ = std::fs::remove_file(self.dir.join(TMP_LOG_FILE));
+                tracing::warn!(error = %e, "vault compaction failed; the old log stays in use");
+            }
+            Err(CompactError::Fatal(_)) => self.shared.failed.store(true, Ordering::SeqCst),
+        }
+        for reply in c.waiters {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(CompactError::Recoverable(e) | CompactError::Fatal(e)) => answer(e),
+            });
+        }
+        match result {
+            Err(CompactError::Fatal(e)) => Err(e),
+            Ok(()) | Err(CompactError::Recoverable(_)) => Ok(()),
+        }
+    }
+
+    /// Appends the objects written since the copy to `fresh`, then puts it in the old log's
+    /// place.
+    fn replace_log(
+        &mut self,
+        mut fresh: FreshLog,
+        dirty: &HashMap<String, bool>,
+    ) -> Result<(), CompactError> {
         let tmp = self.dir.join(TMP_LOG_FILE);
         let path = self.dir.join(LOG_FILE);
-        let written = {
+        {
             let state = self.shared.read_objects();
-            format::write_log_file(&tmp, &self.master, state.iter().map(|(u, e)| (u, &**e)))
-        };
-        let fresh = match written {
-            Ok(f) => f,
-            Err(e) => {
-                // Best effort: a leftover is removed at the next open too.
-                let _ = std::fs::remove_file(&tmp);
-                return Err(CompactError::Recoverable(e));
-            }
-        };
+            let since = dirty
+                .iter()
+                .filter_map(|(uid, in_copy)| match (state.get(uid), in_copy) {
+                    (Some(entry), _) => Some((uid, Some(&**entry))),
+                    (None, true) => Some((uid, None)),
+                    (None, false) => None,
+                });
+            fresh
+                .append(&tmp, since)
+                .map_err(CompactError::Recoverable)?;
+        }
+        fresh
+            .file
+            .sync_data()
+            .map_err(|e| CompactError::Recoverable(io_err(&tmp, e)))?;
         // A failed head write leaves the head's state unknown: the writer cannot go on.
         self.head
             .store(Some(self.pos), Some(fresh.end))
             .map_err(CompactError::Fatal)?;
         if let Err(e) = std::fs::rename(&tmp, &path) {
-            let _ = std::fs::remove_file(&tmp);
             return Err(CompactError::Recoverable(io_err(&path, e)));
         }
         self.file = fresh.file;
         self.keys = fresh.keys;
         self.next_seq = fresh.next_seq;
         self.pos = fresh.end;
-        self.live_bytes = fresh.end.log_len;
         self.publish_sizes();
         // Until the directory entry is durable a crash could bring back the old log, losing
         // what is appended to the new one: without this fsync the writer cannot go on.
@@ -399,16 +554,22 @@ impl Writer {
         self.head
             .store(Some(self.pos), None)
             .map_err(CompactError::Fatal)?;
-        // No record of the new log names a retired slot any more.
-        self.free_slots.append(&mut self.retired_slots);
-        self.shared.compactions.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            before,
-            after = self.pos.log_len,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "compacted the vault log"
-        );
         Ok(())
+    }
+
+    /// On the way out: waits for a compaction's thread, whose new log is then dropped (the
+    /// old one is still the log).
+    fn abandon_compaction(&mut self) {
+        if let Some(c) = self.compaction.take() {
+            let _ = c.thread.join();
+            // Best effort: a leftover is removed at the next open too.
+            let _ = std::fs::remove_file(self.dir.join(TMP_LOG_FILE));
+            for reply in c.waiters {
+                let _ = reply.send(Err(BackendError::Unavailable(
+                    "the vault writer stopped before its compaction finished".into(),
+                )));
+            }
+        }
     }
 }
 
