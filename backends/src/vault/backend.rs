@@ -58,7 +58,7 @@ impl Backend for Vault {
             .read_objects()
             .iter()
             .map(|(uid, e)| ObjectRecord {
-                uid: uid.clone(),
+                uid: uid.to_string(),
                 kind: e.kind,
                 meta: e.meta.clone(),
                 version: 0,

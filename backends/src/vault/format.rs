@@ -281,7 +281,7 @@ pub(crate) struct FreshLog {
 pub(crate) fn write_log_file<'a>(
     tmp: &Path,
     master: &MasterKey,
-    objects: impl Iterator<Item = (&'a String, &'a Entry)>,
+    objects: impl Iterator<Item = (&'a str, &'a Entry)>,
 ) -> Result<FreshLog, BackendError> {
     let mut file = create_private(tmp)?;
     let (header, keys) = new_header(master)?;
@@ -303,7 +303,7 @@ impl FreshLog {
     pub(crate) fn append<'a>(
         &mut self,
         path: &Path,
-        records: impl Iterator<Item = (&'a String, Option<&'a Entry>)>,
+        records: impl Iterator<Item = (&'a str, Option<&'a Entry>)>,
     ) -> Result<(), BackendError> {
         let mut buf = Vec::with_capacity(FRAME_TARGET_BYTES + MAX_RECORD_BYTES + CHAIN_MAC_LEN);
         let mut frame = begin_frame(&mut buf);

@@ -7,6 +7,7 @@ use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::files::{io_err, scrub, scrub_and_remove, sync_dir};
 use super::format::{self, Anchor, Loaded, FORMAT_VERSION_1};
@@ -160,8 +161,8 @@ pub(super) fn prepare(
                     Err(_) if accept && slots.read(slot)?.iter().all(|&b| b == 0) => {
                         keys_lost += 1;
                         objects.insert(
-                            uid,
-                            Box::new(Entry {
+                            Arc::from(uid),
+                            Arc::new(Entry {
                                 kind: stored.kind,
                                 spec: stored.spec,
                                 meta: stored.meta,
@@ -184,8 +185,8 @@ pub(super) fn prepare(
             }
         };
         objects.insert(
-            uid,
-            Box::new(Entry {
+            Arc::from(uid),
+            Arc::new(Entry {
                 kind: stored.kind,
                 spec: stored.spec,
                 meta: stored.meta,
@@ -336,7 +337,7 @@ fn upgrade(
     head_path: &Path,
 ) -> Result<Ready, BackendError> {
     let count = loaded.objects.len();
-    let mut objects = HashMap::with_capacity(count);
+    let mut objects: Objects = HashMap::with_capacity(count);
     // Slots 0, 1, 2, ... in turn for the objects that have material.
     let mut next_slot = 0u32;
     for (uid, (stored, _)) in loaded.objects {
@@ -361,8 +362,8 @@ fn upgrade(
             }
         };
         objects.insert(
-            uid,
-            Box::new(Entry {
+            Arc::from(uid),
+            Arc::new(Entry {
                 kind: stored.kind,
                 spec: stored.spec,
                 meta: stored.meta,
@@ -373,7 +374,7 @@ fn upgrade(
     }
     let fills: Vec<(u32, &str, &Dek)> = objects
         .iter()
-        .filter_map(|(uid, e)| e.key.as_ref().map(|k| (k.slot, uid.as_str(), &k.dek)))
+        .filter_map(|(uid, e)| e.key.as_ref().map(|k| (k.slot, &**uid, &k.dek)))
         .collect();
     let slots = KeySlots::create(dir, &master, &fills)?;
     drop(fills);
@@ -421,7 +422,7 @@ fn replace_log(
     head_path: &Path,
 ) -> Result<(format::FreshLog, Head), BackendError> {
     let tmp = dir.join(format::TMP_LOG_FILE);
-    let fresh = format::write_log_file(&tmp, master, objects.iter().map(|(u, e)| (u, &**e)))?;
+    let fresh = format::write_log_file(&tmp, master, objects.iter().map(|(u, e)| (&**u, &**e)))?;
     let current = head.as_ref().and_then(|h| h.state.current);
     let mut head = head::store_or_create(head, head_path, master, current, Some(fresh.end))?;
     let path = dir.join(format::LOG_FILE);
