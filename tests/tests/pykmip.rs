@@ -6,7 +6,10 @@
 //! `pykmip` installed (`python3 -m venv .venv && .venv/bin/pip install pykmip`).
 //! The crash tests drive the gateway with the workspace's own async client instead, because they
 //! must reconnect to a new port after every restart and keep an exact ledger of acknowledgements.
-//! The client flows and the crash test run on both backends (file vault, PKCS#11 on SoftHSM2).
+//! The client flows run on every backend (file vault, PKCS#11 on SoftHSM2, PostgreSQL), the
+//! crash test on each too; the flows marked `with_proxy` also run through a KMIP proxy in front of
+//! another gateway (`Backend::Proxy`, KMIP 2.1 upstream: every flow's 1.2 and 1.4 clients are
+//! older than their upstream).
 
 use kmip_e2e::{
     backend_tests, workspace_root, Backend, GatewayHome, GatewayOptions, GatewayProcess,
@@ -131,7 +134,7 @@ fn strings(v: &Value) -> BTreeSet<String> {
 }
 
 backend_tests! {
-    fn flasharray_rdl_flow(backend) {
+    with_proxy fn flasharray_rdl_flow(backend) {
         let gw = GatewayProcess::start_backend(backend);
         let files = ClientFiles::of(&gw);
         for v in VERSIONS {
@@ -154,7 +157,7 @@ backend_tests! {
 }
 
 backend_tests! {
-    fn sased_secret_data_with_group_and_custom_attributes(backend) {
+    with_proxy fn sased_secret_data_with_group_and_custom_attributes(backend) {
         let gw = GatewayProcess::start_backend(backend);
         let files = ClientFiles::of(&gw);
         for v in VERSIONS {
@@ -195,7 +198,7 @@ backend_tests! {
 }
 
 backend_tests! {
-    fn vcenter_sequence_with_batched_add_attribute(backend) {
+    with_proxy fn vcenter_sequence_with_batched_add_attribute(backend) {
         let gw = GatewayProcess::start_backend(backend);
         let files = ClientFiles::of(&gw);
         for v in VERSIONS {
@@ -265,7 +268,7 @@ backend_tests! {
 }
 
 backend_tests! {
-    fn synology_style_connection_per_operation(backend) {
+    with_proxy fn synology_style_connection_per_operation(backend) {
         let gw = GatewayProcess::start_backend(backend);
         let files = ClientFiles::of(&gw);
         for v in VERSIONS {
@@ -316,6 +319,8 @@ backend_tests! {
 
 // --- authentication refusals -------------------------------------------------------------------
 
+// Not through the proxy yet: it forwards no key pairs (Create Key Pair answers Feature Not
+// Supported). `with_proxy` comes with the key-pair work on `gateway/src/upstream/` (issue 18).
 backend_tests! {
     /// PyKMIP's create_key_pair, sign and signature_verify: the signature verifies with the
     /// public key, not over other data; the public key is no signing key; Get and Locate find the
@@ -342,6 +347,7 @@ backend_tests! {
 }
 
 backend_tests! {
+    with_proxy
     /// PyKMIP's register and get of an X.509 certificate (the client's own): the same DER comes
     /// back typed X.509, the attributes derived from it are listed, Locate finds it by name and
     /// type, and it is gone once destroyed.
@@ -367,6 +373,8 @@ backend_tests! {
     }
 }
 
+// Not through the proxy yet: it registers no Split Key upstream (Feature Not Supported).
+// `with_proxy` comes with the split-key work on `gateway/src/upstream/` (issue 18).
 backend_tests! {
     /// PyKMIP's Split Key objects: the parts of an XOR split registered with `register` come
     /// back from `get` with their fields, join to the secret, are found by Object Type and are
@@ -807,6 +815,7 @@ fn opened_line(backend: Backend) -> &'static str {
         Backend::Vault => "opened the vault",
         Backend::SoftHsm => "backend opened backend=\"pkcs11\"",
         Backend::Postgres => "backend opened backend=\"postgres\"",
+        Backend::Proxy(_) => "backend opened backend=\"kmip\"",
     }
 }
 

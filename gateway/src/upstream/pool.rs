@@ -166,6 +166,8 @@ impl Connector {
             Some(v) => v,
             None => negotiate(&mut client).await?,
         };
+        // Which version the proxy translates to: an operator (and a test) can see it per upstream.
+        tracing::info!(upstream = %self.addr, version = %version, "upstream connection opened");
         Ok(Conn {
             client,
             version,
