@@ -542,8 +542,9 @@ impl Drop for GatewayProcess {
 /// Defines one test per backend: `backend_tests! { fn name(backend) { body } }` makes
 /// `mod name` with the tests `name::vault`, `name::softhsm` and `name::postgres`, each running `body` with
 /// `backend` bound to its [`Backend`]. Attributes before `fn` (doc comments) go on the module.
-/// `backend_tests! { with_proxy fn name(backend) { body } }` adds `name::proxy`: the same body
-/// through a KMIP proxy in front of another gateway ([`Backend::Proxy`], the version negotiated).
+/// `backend_tests! { with_proxy fn name(backend) { body } }` adds `name::proxy` and
+/// `name::proxy_to_1_4`: the same body through a KMIP proxy in front of another gateway
+/// ([`Backend::Proxy`]), speaking 2.1 (negotiated) and 1.4 (pinned) to it.
 #[macro_export]
 macro_rules! backend_tests {
     (with_proxy $(#[$meta:meta])* fn $name:ident($backend:ident) $body:block) => {
@@ -554,6 +555,11 @@ macro_rules! backend_tests {
                 #[test]
                 fn proxy() {
                     run($crate::Backend::Proxy($crate::upstream::ProxyVersion::Negotiated))
+                }
+
+                #[test]
+                fn proxy_to_1_4() {
+                    run($crate::Backend::Proxy($crate::upstream::ProxyVersion::V1_4))
                 }
             }
         }

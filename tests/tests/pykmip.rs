@@ -8,8 +8,8 @@
 //! must reconnect to a new port after every restart and keep an exact ledger of acknowledgements.
 //! The client flows run on every backend (file vault, PKCS#11 on SoftHSM2, PostgreSQL), the
 //! crash test on each too; the flows marked `with_proxy` also run through a KMIP proxy in front of
-//! another gateway (`Backend::Proxy`, KMIP 2.1 upstream: every flow's 1.2 and 1.4 clients are
-//! older than their upstream).
+//! another gateway (`Backend::Proxy`), once speaking 2.1 to it (the flows' 1.2 and 1.4 clients
+//! are older than their upstream) and once 1.4 (the 2.0 client is newer).
 
 use kmip_e2e::{
     backend_tests, workspace_root, Backend, GatewayHome, GatewayOptions, GatewayProcess,
