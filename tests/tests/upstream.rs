@@ -11,7 +11,9 @@ use bytes::Bytes;
 use kmip_e2e::upstream::{
     free_port, kmip_backend_section, wait_listening, GatewayUpstream, ProxyVersion, START_DEADLINE,
 };
-use kmip_e2e::{aes256_key_of, binary_path, workspace_root, GatewayOptions, GatewayProcess};
+use kmip_e2e::{
+    aes256_key_of, binary_path, workspace_root, Backend, GatewayOptions, GatewayProcess,
+};
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
@@ -700,6 +702,51 @@ fn pykmip_client_through_the_proxy_to_pykmip_server() {
     pki::dev_pki(pki_dir.path()).unwrap();
     let upstream = PyKmipServer::start(pki_dir.path());
     pykmip_client_flows(&Proxy::new(&[upstream.addr()], pki_dir.path()));
+}
+
+/// A 1.4 client in front of an upstream pinned to KMIP 1.2: what 1.2 cannot carry (an
+/// authenticated encryption's additional data, and the tag its answer needs) is refused with
+/// Feature Not Supported and never sent; the rest works.
+#[tokio::test]
+async fn what_the_upstreams_version_cannot_carry_is_refused_as_not_supported() {
+    let gw = GatewayProcess::start_backend(Backend::Proxy(ProxyVersion::V1_2));
+    let mut client = Client::connect(
+        gw.addr(),
+        &gw.ca_cert(),
+        &gw.client_cert(),
+        &gw.client_key(),
+    )
+    .await;
+    let id = client.active_key("behind-1.2").await;
+    client.round_trip(&id, b"CBC is in KMIP 1.2").await;
+    assert!(
+        gw.log().contains("upstream connection opened") && gw.log().contains("version=1.2"),
+        "{}",
+        gw.log()
+    );
+    for aad in [Some(Bytes::from_static(b"header")), None] {
+        let gcm = CryptoRequest {
+            cryptographic_parameters: Some(CryptographicParameters {
+                block_cipher_mode: Some(BlockCipherMode::Gcm),
+                cryptographic_algorithm: Some(CryptographicAlgorithm::Aes),
+                tag_length: Some(16),
+                ..CryptographicParameters::default()
+            }),
+            iv_counter_nonce: Some(vec![7u8; 12].into()),
+            authenticated_encryption_additional_data: aad.clone(),
+            ..cbc(&id, b"GCM needs 1.4".to_vec())
+        };
+        let item = client.call(RequestPayload::Encrypt(gcm)).await;
+        assert_eq!(
+            (item.result_status, item.result_reason),
+            (
+                ResultStatus::OperationFailed,
+                Some(ResultReason::FeatureNotSupported)
+            ),
+            "GCM (additional data: {aad:?}) through a 1.2 upstream: {item:?}\n{}",
+            gw.log()
+        );
+    }
 }
 
 /// The mapping vault is the proxy's key store as far as clients see: `serve --config` refuses
