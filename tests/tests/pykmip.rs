@@ -11,6 +11,7 @@
 //! another gateway (`Backend::Proxy`), once speaking 2.1 to it (the flows' 1.2 and 1.4 clients
 //! are older than their upstream) and once 1.4 (the 2.0 client is newer).
 
+use kmip_e2e::upstream::{kmip_backend_section, GatewayUpstream, ProxyVersion};
 use kmip_e2e::{
     backend_tests, workspace_root, Backend, GatewayHome, GatewayOptions, GatewayProcess,
 };
@@ -440,8 +441,28 @@ fn wait_for_log_count(gw: &GatewayProcess, needle: &str, times: usize) -> bool {
 
 #[test]
 fn authentication_refusals_are_told_apart() {
+    authentication_refusals(false);
+}
+
+/// The same in front of a KMIP proxy: clients are authenticated by the proxy, whatever its
+/// backend (the upstream sees only the proxy's own identity).
+#[test]
+fn authentication_refusals_are_told_apart_through_the_proxy() {
+    authentication_refusals(true);
+}
+
+/// PyKMIP's probe (one Query) with each kind of client certificate: a valid one is answered,
+/// each invalid one refused and logged under its own reason. `through_proxy`: the gateway is a
+/// KMIP proxy in front of another gateway.
+fn authentication_refusals(through_proxy: bool) {
     let pki_dir = tempfile::tempdir().unwrap();
     let dir = pki_dir.path();
+    // Declared before the gateway, so that it is stopped after it.
+    let upstream = through_proxy.then(|| GatewayUpstream::start(&dir.join("upstream")));
+    let backend = upstream
+        .as_ref()
+        .map(|u| kmip_backend_section(&[u.addr()], &u.pki(), ProxyVersion::Negotiated))
+        .unwrap_or_default();
     let ca_a = pki::init_ca("Pure Storage FlashArray", 30).unwrap();
     let ca_b = pki::init_ca("Other team CA", 30).unwrap();
     let ca_c = pki::init_ca("Nobody trusts this CA", 30).unwrap();
@@ -462,7 +483,7 @@ fn authentication_refusals_are_told_apart() {
             "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
              [tls]\ncert = {cert:?}\nkey = {key:?}\n\
              [[users]]\nname = \"purefa\"\ncas = [{a:?}]\n\
-             [[users]]\nname = \"other\"\ncas = [{b:?}]\n",
+             [[users]]\nname = \"other\"\ncas = [{b:?}]\n{backend}",
             data = dir.join("data"),
             cert = server_pem,
             key = server_key,
@@ -475,6 +496,12 @@ fn authentication_refusals_are_told_apart() {
         extra_args: vec!["--config".into(), config.display().to_string()],
         ..GatewayOptions::default()
     });
+    assert_eq!(
+        gw.log().contains("backend opened backend=\"kmip\""),
+        through_proxy,
+        "{}",
+        gw.log()
+    );
 
     let mut expired_opts =
         IssueOptions::new(Some("purefa".into()), CertProfile::Client, 1).unwrap();
