@@ -936,10 +936,13 @@ impl GatewayHome {
     pub fn start_with(&self, extra: &GatewayOptions) -> GatewayProcess {
         self.try_start_with(extra).unwrap_or_else(|f| {
             panic!(
-                "kmip-gateway ({}) did not start: exit {:?}; its log:\n{}",
+                "kmip-gateway ({}) did not start: exit {:?}; its log:\n{}{}",
                 self.backend().name(),
                 f.status,
-                f.log
+                f.log,
+                self.upstream()
+                    .map(|u| format!("\nits upstream's log:\n{}", u.log()))
+                    .unwrap_or_default()
             )
         })
     }
