@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmip_wire::model::{
-    tag_defined, BatchErrorContinuationOption, BlockCipherMode, CryptographicAlgorithm,
-    DiscoverVersionsRequest, ProtocolVersion, RequestBatchItem, RequestHeader, RequestMessage,
-    RequestPayload, ResponseMessage, ResponsePayload, ResultReason, ResultStatus,
+    enum_value_defined, tag_defined, AttributeName, BatchErrorContinuationOption, BlockCipherMode,
+    CryptographicAlgorithm, DiscoverVersionsRequest, ProtocolVersion, RequestBatchItem,
+    RequestHeader, RequestMessage, RequestPayload, ResponseMessage, ResponsePayload, ResultReason,
+    ResultStatus,
 };
-use kmip_wire::names::tag_info;
+use kmip_wire::names::{enum_names_for_tag, tag_info};
 use kmip_wire::spec::tags;
 use kmip_wire::{Tag, Ttlv};
 
@@ -167,9 +168,10 @@ fn request(version: ProtocolVersion, items: Vec<RequestBatchItem>) -> RequestMes
 }
 
 /// Why a batch item (`encoded`, of `payload`) cannot be sent to an upstream speaking
-/// `version`, if it cannot: a tag `version` does not define (the upstream would refuse the
-/// message, or ignore the field: additional data left out of an authenticated encryption), or
-/// an authenticated encryption whose tag the answer could not carry.
+/// `version`, if it cannot: a tag, an enumeration value or a 1.x attribute name `version` does
+/// not define (the upstream would refuse the message, or ignore the field: additional data left
+/// out of an authenticated encryption), or an authenticated encryption whose tag the answer
+/// could not carry.
 fn untranslatable(
     encoded: &Ttlv,
     payload: Option<&RequestPayload>,
@@ -186,22 +188,51 @@ fn untranslatable(
             ) || p.cryptographic_algorithm == Some(CryptographicAlgorithm::ChaCha20Poly1305)
         });
         (authenticated && !tag_defined(tags::AUTHENTICATED_ENCRYPTION_TAG, version))
-            .then_some(tags::AUTHENTICATED_ENCRYPTION_TAG)
+            .then(|| spec_name(tags::AUTHENTICATED_ENCRYPTION_TAG).to_owned())
     })?;
     Some(format!(
-        "the upstream speaks KMIP {version}, which has no {}",
-        tag_info(missing).map_or("such field", |t| t.spec_name)
+        "the upstream speaks KMIP {version}, which has no {missing}"
     ))
 }
 
-/// The first tag in `ttlv` (depth first) that `version` does not define.
-fn first_undefined(ttlv: &Ttlv, version: ProtocolVersion) -> Option<Tag> {
+/// The first item in `ttlv` (depth first) that `version` does not define, named: its tag, its
+/// enumeration value, or the 1.x attribute it names.
+fn first_undefined(ttlv: &Ttlv, version: ProtocolVersion) -> Option<String> {
     if !tag_defined(ttlv.tag, version) {
-        return Some(ttlv.tag);
+        return Some(spec_name(ttlv.tag).to_owned());
+    }
+    if let Some(value) = ttlv.as_enum() {
+        if !enum_value_defined(ttlv.tag, value, version) {
+            return Some(enum_value_name(ttlv.tag, value));
+        }
+    }
+    // A 1.x attribute: its name, and an enumeration value under the tag the name stands for.
+    if let Some(name) = ttlv.child(tags::ATTRIBUTE_NAME).and_then(Ttlv::as_text) {
+        let attribute = AttributeName::from_v1_name(name);
+        if !attribute.defined_in(version) {
+            return Some(format!("attribute {name}"));
+        }
+        let value = ttlv.child(tags::ATTRIBUTE_VALUE).and_then(Ttlv::as_enum);
+        if let (AttributeName::Tag(tag), Some(value)) = (attribute, value) {
+            if !enum_value_defined(tag, value, version) {
+                return Some(enum_value_name(tag, value));
+            }
+        }
     }
     ttlv.items()
         .iter()
         .find_map(|i| first_undefined(i, version))
+}
+
+/// `value` of the enumeration `tag` carries, named ("Cryptographic Algorithm Ed25519").
+fn enum_value_name(tag: Tag, value: u32) -> String {
+    let name = enum_names_for_tag(tag).and_then(|n| n.name_of(value));
+    format!("{} {}", spec_name(tag), name.unwrap_or("of that value"))
+}
+
+/// The specification's name of `tag` (a tag the proxy writes always has one).
+fn spec_name(tag: Tag) -> &'static str {
+    tag_info(tag).map_or("such field", |t| t.spec_name)
 }
 
 /// Sends `message` (of `sent` batch items); the items' outcomes in order.
@@ -360,6 +391,7 @@ impl Upstream {
 mod tests {
     use super::*;
     use kmip_backends::{CipherMode, CipherRequest};
+    use kmip_wire::model::{Attribute, CreateRequest, ObjectType};
     use zeroize::Zeroizing;
 
     /// The encoded batch item of `payload` in `version`, and why it cannot be sent.
@@ -412,6 +444,43 @@ mod tests {
                 None,
                 "GCM at {v}"
             );
+        }
+    }
+
+    #[test]
+    fn enumeration_values_of_2_x_only_are_not_sent_to_a_1_x_upstream() {
+        let create = |alg| {
+            RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, alg),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                ],
+            })
+        };
+        let why = verdict(
+            create(CryptographicAlgorithm::Ed25519),
+            ProtocolVersion::V1_4,
+        )
+        .expect("Ed25519 is not in KMIP 1.4");
+        assert!(
+            why.contains("KMIP 1.4") && why.contains("Cryptographic Algorithm Ed25519"),
+            "{why}"
+        );
+        assert_eq!(
+            verdict(
+                create(CryptographicAlgorithm::Ed25519),
+                ProtocolVersion::V2_0
+            ),
+            None
+        );
+        for v in [
+            ProtocolVersion::V1_2,
+            ProtocolVersion::V1_4,
+            ProtocolVersion::V2_1,
+        ] {
+            assert_eq!(verdict(create(CryptographicAlgorithm::Aes), v), None, "{v}");
         }
     }
 }
