@@ -687,7 +687,9 @@ impl GatewayHome {
     /// Creates the home. Vault: nothing yet (the embedded default creates its PKI and vault on
     /// first start). SoftHSM: the development PKI, a token made with
     /// `deploy/softhsm/setup-token.sh`, and `gateway.toml` with [`Pkcs11Settings::default`].
-    /// SoftHSM homes go to tmpfs (`/dev/shm`) when there is one.
+    /// SoftHSM homes go to tmpfs (`/dev/shm`) when there is one. PostgreSQL: the development
+    /// PKI, a cluster and `gateway.toml`. Proxy: the development PKI, the upstream gateway
+    /// started on a copy of it, and `gateway.toml` forwarding to it.
     pub fn new(backend: Backend) -> GatewayHome {
         let dir = match backend {
             Backend::SoftHsm if Path::new(TMPFS_DIR).is_dir() => tempfile::Builder::new()
