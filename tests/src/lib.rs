@@ -542,9 +542,29 @@ impl Drop for GatewayProcess {
 /// Defines one test per backend: `backend_tests! { fn name(backend) { body } }` makes
 /// `mod name` with the tests `name::vault`, `name::softhsm` and `name::postgres`, each running `body` with
 /// `backend` bound to its [`Backend`]. Attributes before `fn` (doc comments) go on the module.
+/// `backend_tests! { with_proxy fn name(backend) { body } }` adds `name::proxy` and
+/// `name::proxy_to_1_4`: the same body through a KMIP proxy in front of another gateway
+/// ([`Backend::Proxy`]), speaking 2.1 (negotiated) and 1.4 (pinned) to it.
 #[macro_export]
 macro_rules! backend_tests {
-    ($(#[$meta:meta])* fn $name:ident($backend:ident) $body:block) => {
+    (with_proxy $(#[$meta:meta])* fn $name:ident($backend:ident) $body:block) => {
+        $crate::backend_tests! {
+            $(#[$meta])*
+            fn $name($backend) $body
+            extra {
+                #[test]
+                fn proxy() {
+                    run($crate::Backend::Proxy($crate::upstream::ProxyVersion::Negotiated))
+                }
+
+                #[test]
+                fn proxy_to_1_4() {
+                    run($crate::Backend::Proxy($crate::upstream::ProxyVersion::V1_4))
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* fn $name:ident($backend:ident) $body:block $(extra { $($extra:item)* })?) => {
         $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
@@ -566,6 +586,8 @@ macro_rules! backend_tests {
             fn postgres() {
                 run($crate::Backend::Postgres)
             }
+
+            $($($extra)*)?
         }
     };
 }
@@ -574,6 +596,7 @@ pub mod accounts;
 pub mod ha;
 pub mod postgres;
 mod softhsm_module;
+pub mod upstream;
 pub use softhsm_module::{softhsm_module, DEFAULT_SOFTHSM_MODULE};
 /// Label of the token a SoftHSM home creates.
 pub const SOFTHSM_TOKEN_LABEL: &str = "kmip-e2e";
@@ -591,6 +614,10 @@ pub enum Backend {
     SoftHsm,
     /// PostgreSQL on a private throwaway cluster, the KEK in a file.
     Postgres,
+    /// A KMIP proxy (`[backend] kind = "kmip"`) in front of another kmip-gateway on its vault,
+    /// started with the home and killed with it; both share the home's development PKI, so the
+    /// clients' certificates are the proxy's identity upstream too. Not in [`Backend::ALL`].
+    Proxy(upstream::ProxyVersion),
 }
 
 impl Backend {
@@ -603,6 +630,9 @@ impl Backend {
             Backend::Vault => "vault",
             Backend::SoftHsm => "softhsm",
             Backend::Postgres => "postgres",
+            Backend::Proxy(upstream::ProxyVersion::Negotiated) => "proxy",
+            Backend::Proxy(upstream::ProxyVersion::V1_4) => "proxy-1.4",
+            Backend::Proxy(upstream::ProxyVersion::V1_2) => "proxy-1.2",
         }
     }
 }
@@ -632,6 +662,8 @@ struct HomeInner {
     softhsm_conf: Option<PathBuf>,
     /// PostgreSQL: the private cluster (stopped when the last clone of the home goes).
     postgres: Option<postgres::PgCluster>,
+    /// Proxy: the upstream kmip-gateway (killed when the last clone of the home goes).
+    upstream: Option<upstream::GatewayUpstream>,
     // Last: removed when every clone (and every process holding one) is gone.
     dir: tempfile::TempDir,
 }
@@ -643,7 +675,9 @@ struct HomeInner {
 ///
 /// Layout: `data/` (`data/pki/` the development PKI, `data/vault/` the vault), `data-secrets/`
 /// (vault: master key and chain head, outside the data folder), `hsm/` (SoftHSM:
-/// `softhsm2.conf`, `tokens/`, `user.pin`), `gateway.toml` (SoftHSM: the configuration file).
+/// `softhsm2.conf`, `tokens/`, `user.pin`), `gateway.toml` (SoftHSM, PostgreSQL, proxy: the
+/// configuration file), `upstream/` (proxy: the upstream gateway's data folder, its PKI a copy
+/// of `data/pki`; its log `upstream.log`).
 #[derive(Clone)]
 pub struct GatewayHome {
     inner: Arc<HomeInner>,
@@ -653,7 +687,9 @@ impl GatewayHome {
     /// Creates the home. Vault: nothing yet (the embedded default creates its PKI and vault on
     /// first start). SoftHSM: the development PKI, a token made with
     /// `deploy/softhsm/setup-token.sh`, and `gateway.toml` with [`Pkcs11Settings::default`].
-    /// SoftHSM homes go to tmpfs (`/dev/shm`) when there is one.
+    /// SoftHSM homes go to tmpfs (`/dev/shm`) when there is one. PostgreSQL: the development
+    /// PKI, a cluster and `gateway.toml`. Proxy: the development PKI, the upstream gateway
+    /// started on a copy of it, and `gateway.toml` forwarding to it.
     pub fn new(backend: Backend) -> GatewayHome {
         let dir = match backend {
             Backend::SoftHsm if Path::new(TMPFS_DIR).is_dir() => tempfile::Builder::new()
@@ -681,11 +717,17 @@ impl GatewayHome {
         let softhsm_conf =
             (backend == Backend::SoftHsm).then(|| make_token(&dir.path().join("hsm")));
         let postgres = (backend == Backend::Postgres).then(postgres::PgCluster::start);
+        let upstream = matches!(backend, Backend::Proxy(_)).then(|| {
+            let data = dir.path().join("upstream");
+            copy_dir(&dir.path().join("data/pki"), &data.join("pki"));
+            upstream::GatewayUpstream::start(&data)
+        });
         let home = GatewayHome {
             inner: Arc::new(HomeInner {
                 backend,
                 softhsm_conf,
                 postgres,
+                upstream,
                 dir,
             }),
         };
@@ -693,6 +735,14 @@ impl GatewayHome {
             Backend::Vault => {}
             Backend::SoftHsm => home.set_pkcs11(&Pkcs11Settings::default()),
             Backend::Postgres => home.set_postgres(&home.postgres_backend_section()),
+            Backend::Proxy(version) => {
+                let upstream = home.upstream().expect("a proxy home has an upstream");
+                home.write_config(&upstream::kmip_backend_section(
+                    &[upstream.addr()],
+                    &home.pki_dir(),
+                    version,
+                ));
+            }
         }
         home
     }
@@ -827,6 +877,17 @@ impl GatewayHome {
     /// PostgreSQL: (re)writes `gateway.toml` with this `[backend]` section (and its
     /// sub-tables) after the home's listener, PKI, user and audit settings.
     pub fn set_postgres(&self, backend_section: &str) {
+        self.write_config(backend_section);
+    }
+
+    /// Proxy: the upstream gateway.
+    pub fn upstream(&self) -> Option<&upstream::GatewayUpstream> {
+        self.inner.upstream.as_ref()
+    }
+
+    /// Writes `gateway.toml`: the home's listener, PKI, user, audit and Certify settings, then
+    /// `backend_section`.
+    fn write_config(&self, backend_section: &str) {
         let pki = self.pki_dir();
         let text = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
@@ -859,7 +920,7 @@ impl GatewayHome {
                 ));
                 vec!["--config".into(), self.config_path().display().to_string()]
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::Proxy(_) => {
                 vec!["--config".into(), self.config_path().display().to_string()]
             }
         };
@@ -877,10 +938,13 @@ impl GatewayHome {
     pub fn start_with(&self, extra: &GatewayOptions) -> GatewayProcess {
         self.try_start_with(extra).unwrap_or_else(|f| {
             panic!(
-                "kmip-gateway ({}) did not start: exit {:?}; its log:\n{}",
+                "kmip-gateway ({}) did not start: exit {:?}; its log:\n{}{}",
                 self.backend().name(),
                 f.status,
-                f.log
+                f.log,
+                self.upstream()
+                    .map(|u| format!("\nits upstream's log:\n{}", u.log()))
+                    .unwrap_or_default()
             )
         })
     }
@@ -912,6 +976,18 @@ impl GatewayHome {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Copies the files of `from` (no sub-folders) into `to`, which it creates.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's folder");
+    for entry in std::fs::read_dir(from).expect("list the folder to copy") {
+        let path = entry.expect("read the folder to copy").path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().expect("a file name")))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
+        }
     }
 }
 

@@ -415,10 +415,15 @@ impl Backend for UpstreamBackend {
             },
             compromise_occurrence_date: None,
         });
-        // A key that is not Active upstream (never activated, revoked before) refuses Revoke;
-        // only Destroy's answer decides.
+        // A key that is not Active upstream (never activated, revoked before) refuses Revoke,
+        // and so may a server that does not do Revoke; only Destroy's answer decides.
         match self.call("Revoke", uid, revoke).await {
-            Ok(_) | Err(BackendError::Call { .. } | BackendError::NotFound(_)) => {}
+            Ok(_)
+            | Err(
+                BackendError::Call { .. }
+                | BackendError::NotFound(_)
+                | BackendError::Unsupported(_),
+            ) => {}
             Err(e) => return Err(e),
         }
         let destroy = RequestPayload::Destroy(UidRequest {

@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmip_wire::model::{
-    BatchErrorContinuationOption, DiscoverVersionsRequest, ProtocolVersion, RequestBatchItem,
+    enum_value_defined, tag_defined, AttributeName, BatchErrorContinuationOption, BlockCipherMode,
+    CryptographicAlgorithm, DiscoverVersionsRequest, ProtocolVersion, RequestBatchItem,
     RequestHeader, RequestMessage, RequestPayload, ResponseMessage, ResponsePayload, ResultReason,
     ResultStatus,
 };
+use kmip_wire::names::{enum_names_for_tag, tag_info};
+use kmip_wire::spec::tags;
+use kmip_wire::{Tag, Ttlv};
 
 use crate::client::{ClientError, ClientTls, KmipClient};
 
@@ -33,12 +37,14 @@ pub(crate) enum CallError {
         reason: Option<ResultReason>,
         message: Option<String>,
     },
+    /// Not sent: the item needs what the upstream's version does not define (named here).
+    Untranslatable(String),
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Transport(e) => f.write_str(e),
+            CallError::Transport(e) | CallError::Untranslatable(e) => f.write_str(e),
             CallError::Refused { reason, message } => write!(
                 f,
                 "refused: {}{}",
@@ -101,23 +107,141 @@ impl Conn {
     }
 }
 
-/// One request message of `payloads`; its items' outcomes in order.
+/// The items of `payloads` the upstream can be sent in `version`, in one request message; the
+/// outcomes of all of them in order (an item `version` cannot carry is
+/// [`CallError::Untranslatable`], and not sent).
 async fn exchange(
     client: &mut KmipClient,
     version: ProtocolVersion,
     payloads: Vec<RequestPayload>,
 ) -> Result<Vec<Result<ResponsePayload, CallError>>, CallError> {
-    let sent = payloads.len();
+    let mut message = request(
+        version,
+        payloads.into_iter().map(RequestBatchItem::new).collect(),
+    );
+    let mut encoded = message.to_ttlv();
+    let refusals: Vec<Option<String>> = encoded
+        .children(tags::BATCH_ITEM)
+        .zip(&message.items)
+        .map(|(t, item)| untranslatable(t, item.payload.as_ref().ok(), version))
+        .collect();
+    if refusals.iter().any(Option::is_some) {
+        let items = std::mem::take(&mut message.items);
+        message = request(
+            version,
+            items
+                .into_iter()
+                .zip(&refusals)
+                .filter(|(_, refused)| refused.is_none())
+                .map(|(item, _)| item)
+                .collect(),
+        );
+        encoded = message.to_ttlv();
+    }
+    let mut answered = if message.items.is_empty() {
+        Vec::new()
+    } else {
+        send(client, &encoded, message.items.len()).await?
+    }
+    .into_iter();
+    Ok(refusals
+        .into_iter()
+        .map(|refused| match refused {
+            Some(why) => Err(CallError::Untranslatable(why)),
+            None => answered.next().unwrap_or_else(|| {
+                Err(CallError::Transport(
+                    "fewer response batch items than sent".into(),
+                ))
+            }),
+        })
+        .collect())
+}
+
+/// A request message of `items` in `version`.
+fn request(version: ProtocolVersion, items: Vec<RequestBatchItem>) -> RequestMessage {
     let mut header = RequestHeader::new(version);
-    if sent > 1 {
+    if items.len() > 1 {
         // The default, Stop, would leave every item after a missing object unanswered.
         header.batch_error_continuation_option = Some(BatchErrorContinuationOption::Continue);
     }
-    let message = RequestMessage {
-        header,
-        items: payloads.into_iter().map(RequestBatchItem::new).collect(),
-    };
-    let answer = client.call(&message.to_ttlv()).await?;
+    RequestMessage { header, items }
+}
+
+/// Why a batch item (`encoded`, of `payload`) cannot be sent to an upstream speaking
+/// `version`, if it cannot: a tag, an enumeration value or a 1.x attribute name `version` does
+/// not define (the upstream would refuse the message, or ignore the field: additional data left
+/// out of an authenticated encryption), or an authenticated encryption whose tag the answer
+/// could not carry.
+fn untranslatable(
+    encoded: &Ttlv,
+    payload: Option<&RequestPayload>,
+    version: ProtocolVersion,
+) -> Option<String> {
+    let missing = first_undefined(encoded, version).or_else(|| {
+        let Some(RequestPayload::Encrypt(r)) = payload else {
+            return None;
+        };
+        let authenticated = r.cryptographic_parameters.as_ref().is_some_and(|p| {
+            matches!(
+                p.block_cipher_mode,
+                Some(BlockCipherMode::Gcm | BlockCipherMode::Ccm | BlockCipherMode::Aead)
+            ) || p.cryptographic_algorithm == Some(CryptographicAlgorithm::ChaCha20Poly1305)
+        });
+        (authenticated && !tag_defined(tags::AUTHENTICATED_ENCRYPTION_TAG, version))
+            .then(|| spec_name(tags::AUTHENTICATED_ENCRYPTION_TAG).to_owned())
+    })?;
+    Some(format!(
+        "the upstream speaks KMIP {version}, which has no {missing}"
+    ))
+}
+
+/// The first item in `ttlv` (depth first) that `version` does not define, named: its tag, its
+/// enumeration value, or the 1.x attribute it names.
+fn first_undefined(ttlv: &Ttlv, version: ProtocolVersion) -> Option<String> {
+    if !tag_defined(ttlv.tag, version) {
+        return Some(spec_name(ttlv.tag).to_owned());
+    }
+    if let Some(value) = ttlv.as_enum() {
+        if !enum_value_defined(ttlv.tag, value, version) {
+            return Some(enum_value_name(ttlv.tag, value));
+        }
+    }
+    // A 1.x attribute: its name, and an enumeration value under the tag the name stands for.
+    if let Some(name) = ttlv.child(tags::ATTRIBUTE_NAME).and_then(Ttlv::as_text) {
+        let attribute = AttributeName::from_v1_name(name);
+        if !attribute.defined_in(version) {
+            return Some(format!("attribute {name}"));
+        }
+        let value = ttlv.child(tags::ATTRIBUTE_VALUE).and_then(Ttlv::as_enum);
+        if let (AttributeName::Tag(tag), Some(value)) = (attribute, value) {
+            if !enum_value_defined(tag, value, version) {
+                return Some(enum_value_name(tag, value));
+            }
+        }
+    }
+    ttlv.items()
+        .iter()
+        .find_map(|i| first_undefined(i, version))
+}
+
+/// `value` of the enumeration `tag` carries, named ("Cryptographic Algorithm Ed25519").
+fn enum_value_name(tag: Tag, value: u32) -> String {
+    let name = enum_names_for_tag(tag).and_then(|n| n.name_of(value));
+    format!("{} {}", spec_name(tag), name.unwrap_or("of that value"))
+}
+
+/// The specification's name of `tag` (a tag the proxy writes always has one).
+fn spec_name(tag: Tag) -> &'static str {
+    tag_info(tag).map_or("such field", |t| t.spec_name)
+}
+
+/// Sends `message` (of `sent` batch items); the items' outcomes in order.
+async fn send(
+    client: &mut KmipClient,
+    message: &Ttlv,
+    sent: usize,
+) -> Result<Vec<Result<ResponsePayload, CallError>>, CallError> {
+    let answer = client.call(message).await?;
     let response = ResponseMessage::from_ttlv(&answer)
         .map_err(|e| CallError::Transport(format!("not a KMIP response: {e}")))?;
     if response.items.len() != sent {
@@ -166,6 +290,8 @@ impl Connector {
             Some(v) => v,
             None => negotiate(&mut client).await?,
         };
+        // Which version the proxy translates to: an operator (and a test) can see it per upstream.
+        tracing::info!(upstream = %self.addr, version = %version, "upstream connection opened");
         Ok(Conn {
             client,
             version,
@@ -258,5 +384,103 @@ impl Upstream {
             .retry_connection(false)
             .build_unchecked(connector);
         Upstream { addr, pool }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmip_backends::{CipherMode, CipherRequest};
+    use kmip_wire::model::{Attribute, CreateRequest, ObjectType};
+    use zeroize::Zeroizing;
+
+    /// The encoded batch item of `payload` in `version`, and why it cannot be sent.
+    fn verdict(payload: RequestPayload, version: ProtocolVersion) -> Option<String> {
+        let message = request(version, vec![RequestBatchItem::new(payload)]);
+        let encoded = message.to_ttlv();
+        let item = encoded
+            .children(tags::BATCH_ITEM)
+            .next()
+            .expect("a batch item");
+        untranslatable(item, message.items[0].payload.as_ref().ok(), version)
+    }
+
+    fn encrypt(mode: CipherMode, aad: Option<Vec<u8>>) -> RequestPayload {
+        RequestPayload::Encrypt(super::super::wire::crypto(
+            "upstream-uid",
+            CipherRequest {
+                mode,
+                data: Zeroizing::new(b"sixteen byte blk".to_vec()),
+                iv: Some(vec![7; 12]),
+                aad,
+                tag: None,
+            },
+        ))
+    }
+
+    #[test]
+    fn what_the_upstreams_version_cannot_carry_is_not_sent() {
+        let cbc = || encrypt(CipherMode::Cbc { pad: true }, None);
+        let gcm = |aad| encrypt(CipherMode::Gcm { tag_len: 16 }, aad);
+        for v in [
+            ProtocolVersion::V1_2,
+            ProtocolVersion::V1_4,
+            ProtocolVersion::V2_1,
+        ] {
+            assert_eq!(verdict(cbc(), v), None, "CBC at {v}");
+        }
+        // Additional data (1.4) and the tag an AEAD answer needs (1.4) are not in 1.2.
+        let why = verdict(gcm(Some(b"header".to_vec())), ProtocolVersion::V1_2)
+            .expect("AAD is not in KMIP 1.2");
+        assert!(
+            why.contains("KMIP 1.2") && why.contains("Additional Data"),
+            "{why}"
+        );
+        let why = verdict(gcm(None), ProtocolVersion::V1_2).expect("no tag in KMIP 1.2");
+        assert!(why.contains("Authenticated Encryption Tag"), "{why}");
+        for v in [ProtocolVersion::V1_4, ProtocolVersion::V2_1] {
+            assert_eq!(
+                verdict(gcm(Some(b"header".to_vec())), v),
+                None,
+                "GCM at {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn enumeration_values_of_2_x_only_are_not_sent_to_a_1_x_upstream() {
+        let create = |alg| {
+            RequestPayload::Create(CreateRequest {
+                templates: Vec::new(),
+                object_type: ObjectType::SymmetricKey,
+                attributes: vec![
+                    Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, alg),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                ],
+            })
+        };
+        let why = verdict(
+            create(CryptographicAlgorithm::Ed25519),
+            ProtocolVersion::V1_4,
+        )
+        .expect("Ed25519 is not in KMIP 1.4");
+        assert!(
+            why.contains("KMIP 1.4") && why.contains("Cryptographic Algorithm Ed25519"),
+            "{why}"
+        );
+        assert_eq!(
+            verdict(
+                create(CryptographicAlgorithm::Ed25519),
+                ProtocolVersion::V2_0
+            ),
+            None
+        );
+        for v in [
+            ProtocolVersion::V1_2,
+            ProtocolVersion::V1_4,
+            ProtocolVersion::V2_1,
+        ] {
+            assert_eq!(verdict(create(CryptographicAlgorithm::Aes), v), None, "{v}");
+        }
     }
 }

@@ -212,6 +212,19 @@ pub(crate) fn backend_error(addr: &str, call: &str, uid: &str, e: CallError) -> 
         CallError::Transport(why) => {
             return BackendError::Unavailable(format!("upstream {addr}: {call}: {why}"))
         }
+        CallError::Untranslatable(why) => {
+            return BackendError::Unsupported(format!("{call} through upstream {addr}: {why}"))
+        }
+        // What the upstream (its version, its configuration) does not do, the proxy does not
+        // either: the client is told so, not General Failure.
+        CallError::Refused {
+            reason: Some(ResultReason::FeatureNotSupported | ResultReason::OperationNotSupported),
+            ..
+        } => {
+            return BackendError::Unsupported(format!(
+                "upstream {addr} does not support {call} as asked"
+            ))
+        }
         CallError::Refused { reason, .. } => reason,
     };
     let class = match reason {
@@ -286,6 +299,24 @@ mod tests {
             "{e:?}"
         );
         assert!(!e.to_string().contains("upstream detail"), "{e}");
+        for unsupported in [
+            ResultReason::FeatureNotSupported,
+            ResultReason::OperationNotSupported,
+        ] {
+            let e = backend_error("kms1:5696", "Create", "gw-uid", refused(unsupported));
+            assert!(matches!(e, BackendError::Unsupported(_)), "{e:?}");
+            assert!(!e.to_string().contains("upstream detail"), "{e}");
+        }
+        let e = backend_error(
+            "kms1:5696",
+            "Encrypt",
+            "gw-uid",
+            CallError::Untranslatable("no Authenticated Encryption Tag".into()),
+        );
+        assert!(
+            matches!(e, BackendError::Unsupported(ref m) if m.contains("Encryption Tag")),
+            "{e:?}"
+        );
         let e = backend_error(
             "kms1:5696",
             "Get",

@@ -219,5 +219,14 @@ def main():
             p('    ] },')
         p('];')
         p()
+    # What a 1.x peer cannot be sent: the values an enumeration of both specifications has in
+    # 2.1 only (an enumeration of 2.x alone is carried by a tag 1.x lacks).
+    p('/// Enumeration values the 2.1 specification defines and the 1.4 one does not, for the')
+    p('/// enumerations both define, as (enumeration XML name, value), sorted.')
+    p('pub static V2_ONLY_ENUM_VALUES: &[(&str, u32)] = &[')
+    only = sorted((xml_name(n), v) for n in enum_names if n in e14 for v in e21.get(n, {}) if v not in e14[n])
+    for n, v in only:
+        p('    ("%s", 0x%08X),' % (n, v))
+    p('];')
 
 main()

@@ -71,4 +71,6 @@ pub use payload::{
     RngSeedRequest, RngSeedResponse, VALIDITY_INVALID, VALIDITY_VALID,
 };
 pub use payload::{Pkcs11Request, Pkcs11Response};
-pub use version::{operation_defined, prune_undefined, tag_defined, ProtocolVersion};
+pub use version::{
+    enum_value_defined, operation_defined, prune_undefined, tag_defined, ProtocolVersion,
+};

@@ -1336,3 +1336,28 @@ fn error_paths_name_nested_and_indexed_fields() {
         assert_eq!(err.to_string(), want);
     }
 }
+
+#[test]
+fn enumeration_values_of_2_x_only_are_not_defined_in_1_x() {
+    let alg = tags::CRYPTOGRAPHIC_ALGORITHM;
+    let ed25519 = CryptographicAlgorithm::Ed25519.to_u32();
+    assert!(!enum_value_defined(alg, ed25519, ProtocolVersion::V1_4));
+    assert!(!enum_value_defined(alg, ed25519, ProtocolVersion::V1_2));
+    assert!(enum_value_defined(alg, ed25519, ProtocolVersion::V2_0));
+    for v in ProtocolVersion::ALL {
+        assert!(
+            enum_value_defined(alg, CryptographicAlgorithm::Aes.to_u32(), v),
+            "{v}"
+        );
+        // An extension value, and a tag that is no enumeration: not judged.
+        assert!(enum_value_defined(alg, 0x8000_0001, v), "{v}");
+        assert!(
+            enum_value_defined(tags::CRYPTOGRAPHIC_LENGTH, 0x37, v),
+            "{v}"
+        );
+    }
+    let curve = tags::RECOMMENDED_CURVE;
+    // Recommended Curve CURVE25519 (2.0) and P-256 (1.0).
+    assert!(!enum_value_defined(curve, 0x45, ProtocolVersion::V1_4));
+    assert!(enum_value_defined(curve, 0x07, ProtocolVersion::V1_4));
+}

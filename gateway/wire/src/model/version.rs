@@ -2,7 +2,7 @@
 
 use super::codec::{self, Node};
 use super::error::ModelError;
-use crate::spec::{tags, TAGS};
+use crate::spec::{tags, TAGS, V2_ONLY_ENUM_VALUES};
 use crate::ttlv::{Tag, Ttlv};
 
 /// A KMIP protocol version. Ordered by (major, minor).
@@ -103,6 +103,21 @@ pub fn tag_defined(tag: Tag, version: ProtocolVersion) -> bool {
         info.v2
     } else {
         info.v1 && version.minor >= v1_minor_introduced(tag)
+    }
+}
+
+/// Whether KMIP `version` defines `value` for the Enumeration carried by `tag`: for 1.x, every
+/// value but those only the 2.1 specification lists ([`crate::spec::V2_ONLY_ENUM_VALUES`]). Not
+/// judged here (`true`): 2.x, values no table names (extensions), tags with no table.
+pub fn enum_value_defined(tag: Tag, value: u32, version: ProtocolVersion) -> bool {
+    if version.is_v2() {
+        return true;
+    }
+    match crate::names::enum_names_for_tag(tag) {
+        Some(crate::names::EnumNames::Table(def)) => V2_ONLY_ENUM_VALUES
+            .binary_search(&(def.name, value))
+            .is_err(),
+        _ => true,
     }
 }
 
