@@ -68,6 +68,13 @@ pub enum StartError {
     /// A secret of the postgres backend (password, KEK) could not be read.
     #[error("{0}")]
     Secret(String),
+    /// Another migrating KMIP proxy holds the database of `[backend.migrate_to]`.
+    #[error(
+        "another KMIP proxy is migrating to the database of [backend.migrate_to]: one proxy \
+         at a time migrates into a database (its upstream map is in its own data folder); \
+         stop the other one, or point this gateway's clients at it (docs/proxy.md)"
+    )]
+    MigratingElsewhere,
 }
 
 /// Secrets the configuration takes from environment variables, read (and removed from the
@@ -234,7 +241,11 @@ async fn open_backend_parts(
                                 vars: secrets.vars,
                                 ..EnvSecrets::default()
                             };
-                            open_postgres(local, rest).await?
+                            let database = open_postgres(local, rest).await?;
+                            if !database.claim(MIGRATING_PROXY_LOCK).await? {
+                                return Err(StartError::MigratingElsewhere);
+                            }
+                            Arc::new(database)
                         }
                     };
                     let migrating = Arc::new(MigratingBackend::new(local, proxy.clone(), map));
@@ -265,19 +276,27 @@ async fn open_backend_parts(
             };
             Ok(only(RecoveringPkcs11::open(config, pin_file).await?))
         }
-        BackendConfig::Postgres { .. } => Ok(only(open_postgres(&cfg.backend, secrets).await?)),
+        BackendConfig::Postgres { .. } => {
+            Ok(only(Arc::new(open_postgres(&cfg.backend, secrets).await?)))
+        }
     }
 }
+
+/// The session advisory lock a migrating KMIP proxy holds on its database while it runs: one
+/// proxy at a time, since the older objects' attributes are in its own data folder's upstream
+/// map, which a second proxy would not share. A fixed key (the backend's Name locks hash into
+/// the same space: a collision could only refuse one start while that Name is being written).
+const MIGRATING_PROXY_LOCK: i64 = 0x6b6d_6970_6d69_6772;
 
 /// Opens the postgres backend `backend` configures (the `[backend]`, or a migrating proxy's
 /// `[backend.migrate_to]`).
 async fn open_postgres(
     backend: &BackendConfig,
     secrets: EnvSecrets,
-) -> Result<Arc<dyn Backend>, StartError> {
+) -> Result<kmip_backends::postgres::PostgresBackend, StartError> {
     use kmip_backends::postgres::PostgresBackend;
     let (settings, keks) = postgres::postgres_parts_of(backend, secrets).await?;
-    Ok(Arc::new(PostgresBackend::open(settings, keks).await?))
+    Ok(PostgresBackend::open(settings, keks).await?)
 }
 
 /// Reloads the access policy with the rest of the configuration (SIGHUP, file change, `reload`).

@@ -1856,6 +1856,44 @@ fn database_table(proxy: &Proxy, pg: &PgCluster, table: &str) -> String {
     )
 }
 
+/// `serve --config CONFIG`, which must exit (within [`START_DEADLINE`], else it is killed and
+/// the test fails) unsuccessfully: its output.
+fn refused_start(config: &Path) -> String {
+    let mut child = Command::new(binary_path("kmip-gateway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kmip-gateway");
+    let deadline = Instant::now() + START_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kmip-gateway serve --config {} kept running",
+                config.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "{text}");
+    text
+}
+
 /// The identifiers of the objects the database holds.
 fn database_uids(pg: &PgCluster) -> Vec<String> {
     let out = pg.psql("SELECT uid FROM kmip_objects ORDER BY uid");
@@ -1926,6 +1964,24 @@ async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
     let newer = owner.active_key("newer").await;
     let newer_key = owner.key(&newer).await;
     let sealed = owner.round_trip(&newer, b"made in the database").await;
+    // A second proxy migrating to the same database is refused while this one runs.
+    let second = proxy.path("second.toml");
+    std::fs::write(
+        &second,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &format!("data_dir = {:?}", proxy.path("data")),
+            &format!("data_dir = {:?}", proxy.path("second")),
+        ),
+    )
+    .unwrap();
+    let (ok, out) =
+        kmip_e2e::gateway_cli(&["init".as_ref(), "--config".as_ref(), second.as_os_str()]);
+    assert!(ok, "{out}");
+    let refused = refused_start(&second);
+    assert!(
+        refused.contains("another KMIP proxy is migrating to the database"),
+        "{refused}"
+    );
     assert_eq!(
         database_uids(&pg),
         std::slice::from_ref(&newer),
