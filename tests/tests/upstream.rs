@@ -2010,6 +2010,19 @@ async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
     // The proxy changes the other gateway's object in the database, which sees the change.
     owner.ok(revoke(&made_beside)).await;
     assert_eq!(beside.state(&made_beside).await, Some(State::Deactivated));
+    // The change log is pruned past every gateway's place: the proxy re-reads the database
+    // whole, keeps the objects still on the key manager, and follows the feed on from there.
+    pg.psql("UPDATE kmip_changes_pruned SET through = nextval('kmip_changes_seq_seq')");
+    let after = beside.active_key("after the resync").await;
+    let after_key = beside.key(&after).await;
+    assert_eq!(owner.key(&after).await, after_key, "{}", gw.log());
+    assert_eq!(owner.key(&older).await, older_key, "{}", gw.log());
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("older"))])
+            .await,
+        std::slice::from_ref(&older)
+    );
     let mut other = proxy.client(&gw, OTHER).await;
     assert!(other.locate(Vec::new()).await.is_empty());
 
@@ -2092,7 +2105,12 @@ async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
         "{out}"
     );
     let mut held = database_uids(&pg);
-    let mut all = vec![older.clone(), newer.clone(), made_beside.clone()];
+    let mut all = vec![
+        older.clone(),
+        newer.clone(),
+        made_beside.clone(),
+        after.clone(),
+    ];
     held.sort();
     all.sort();
     assert_eq!(held, all);
@@ -2110,6 +2128,7 @@ async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
     assert_eq!(owner.key(&older).await, older_key);
     assert_eq!(owner.key(&newer).await, newer_key);
     assert_eq!(owner.key(&made_beside).await, beside_key);
+    assert_eq!(owner.key(&after).await, after_key);
     let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
     else {
         panic!("Decrypt answered another payload");
@@ -2117,7 +2136,7 @@ async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
     assert_eq!(d.data.unwrap().as_slice(), b"made in the database");
     let mut other = proxy.client(&served, OTHER).await;
     assert!(other.locate(Vec::new()).await.is_empty());
-    for id in [&older, &newer, &made_beside] {
+    for id in [&older, &newer, &made_beside, &after] {
         let refused = other.call(get(id)).await;
         assert_eq!(
             refused.result_reason,
