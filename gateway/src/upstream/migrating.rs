@@ -89,15 +89,14 @@ impl MigratingBackend {
         })
     }
 
-    /// The proxy's record of `uid` in its map. A scan of the map in memory: only a
-    /// resynchronisation or an object the database no longer has asks for it.
-    async fn proxy_record(&self, uid: &str) -> Result<Option<ObjectRecord>, BackendError> {
-        Ok(self
-            .map
-            .load_all()
-            .await?
-            .into_iter()
-            .find(|r| r.uid == uid))
+    /// The proxy's records (its map's), or none when the map cannot be read: the feed has
+    /// already moved past the change being completed with them, so it is passed on as it is
+    /// (the store then re-reads each object it misses, through [`SharedBackend::load`]).
+    async fn proxy_records(&self) -> Vec<ObjectRecord> {
+        self.map.load_all().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the upstream map to follow the database failed");
+            Vec::new()
+        })
     }
 }
 
@@ -118,23 +117,30 @@ impl SharedBackend for MigratingBackend {
                 Change::Removed(uid) => {
                     self.uids().remove(&uid);
                     // The database's copy is gone; the proxy's object, if any, is served again.
-                    match self.proxy_record(&uid).await? {
+                    match self
+                        .proxy_records()
+                        .await
+                        .into_iter()
+                        .find(|r| r.uid == uid)
+                    {
                         Some(record) => Change::Upsert(record),
                         None => Change::Removed(uid),
                     }
                 }
                 Change::Resync(mut records) => {
                     let local: HashSet<String> = records.iter().map(|r| r.uid.clone()).collect();
+                    // Added to, not replacing, the set: an object made here after the snapshot
+                    // is not in it. One the database lost leaves the set when the store re-reads
+                    // it (`load`), as it does every object missing from a resync.
+                    self.uids().extend(local.iter().cloned());
                     // Every object the store must keep: the proxy's too, or it would take them
                     // for objects the database lost.
                     records.extend(
-                        self.map
-                            .load_all()
-                            .await?
+                        self.proxy_records()
+                            .await
                             .into_iter()
                             .filter(|r| !local.contains(&r.uid)),
                     );
-                    *self.uids() = local;
                     Change::Resync(records)
                 }
             });
@@ -157,7 +163,14 @@ impl SharedBackend for MigratingBackend {
             }
             None => {
                 self.uids().remove(uid);
-                self.proxy_record(uid).await
+                // A scan of the map in memory: asked only for an object the database does not
+                // have, which a resync's list of the proxy's objects leaves rare.
+                Ok(self
+                    .map
+                    .load_all()
+                    .await?
+                    .into_iter()
+                    .find(|r| r.uid == uid))
             }
         }
     }
