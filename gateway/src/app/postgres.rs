@@ -244,6 +244,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_migrating_proxys_database_is_opened_from_its_migrate_to_table() {
+        let dir = tempfile::tempdir().unwrap();
+        private_file(dir.path(), "kek", HEX_A, 0o600);
+        let text = "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n[[users]]\nname = \"purefa\"\ncas = [\"ca.pem\"]\n[backend]\nkind = \"kmip\"\nmode = \"migrate\"\nupstreams = [\"kms1:5696\"]\ncert = \"gw.pem\"\nkey = \"gw.key\"\nca = \"kms-ca.pem\"\n[backend.migrate_to]\nkind = \"postgres\"\nurl = \"postgresql://kmip@127.0.0.1:5432/kmip?sslmode=disable\"\npassword_env = \"DB_PASSWORD\"\n[backend.migrate_to.kek]\nkind = \"file\"\nfile = \"kek\"\n";
+        let cfg = GatewayConfig::from_toml_str(text, dir.path()).unwrap();
+        let BackendConfig::Kmip(upstream) = &cfg.backend else {
+            panic!("not a proxy: {:?}", cfg.backend);
+        };
+        let Some(crate::config::MigrateTarget::Postgres(local)) = &upstream.migrate_to else {
+            panic!("not migrating to PostgreSQL: {:?}", upstream.migrate_to);
+        };
+        assert_eq!(secret_vars(local), vec!["DB_PASSWORD".to_owned()]);
+        let (settings, ring) = postgres_parts_of(local, secrets(&[("DB_PASSWORD", "s3cret")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            settings.password.as_deref().map(String::as_str),
+            Some("s3cret")
+        );
+        assert!(settings
+            .url
+            .starts_with("postgresql://kmip@127.0.0.1:5432/"));
+        let kek = FileKek::from_hex("a", HEX_A).unwrap();
+        assert_eq!(ring.current().id(), kek.id());
+        let e = postgres_parts_of(local, secrets(&[]))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("DB_PASSWORD") && e.contains("not set"), "{e}");
+    }
+
+    #[tokio::test]
     async fn a_readable_secret_file_or_a_missing_variable_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let pw = private_file(dir.path(), "pw", "s3cret", 0o640);
