@@ -28,8 +28,8 @@ pub(crate) fn upstream_lines(cfg: &GatewayConfig) -> Vec<String> {
         }
         Some(MigrateTarget::Postgres(local)) => match local.as_ref() {
             BackendConfig::Postgres { url, .. } => Some(format!(
-                "PostgreSQL {url} (run this proxy as the database's only gateway until the \
-                 copy is done)"
+                "PostgreSQL {url} (one migrating proxy per database: its clients use it \
+                 until the copy is done)"
             )),
             _ => None,
         },
