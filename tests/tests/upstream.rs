@@ -5,7 +5,9 @@
 //! Objects the upstream held before are adopted by the operator (`upstream adopt`), a
 //! proxy's backup holds its upstream map (a migrating one's its local vault too), and keys
 //! revoked or destroyed on the upstream by others reach the proxy's view within its refresh
-//! interval. In migrate mode, new objects are local (and stream) and older ones are copied.
+//! interval. In migrate mode, new objects are local (and stream) and older ones are copied;
+//! migrating to PostgreSQL, new objects are in the database beside other gateways' (a throwaway
+//! cluster, as the non-root service user: skipped without root).
 
 use bytes::Bytes;
 use kmip_e2e::postgres::PgCluster;
