@@ -69,6 +69,10 @@ struct Inner {
     cache: cache::MaterialCache,
     feed: tokio::sync::Mutex<feed::FeedPosition>,
     wake: tokio::sync::Mutex<tokio::sync::watch::Receiver<u64>>,
+    manager: Manager,
+    /// Connections holding this process's session advisory locks ([`PostgresBackend::claim`]):
+    /// a lock lives as long as its connection.
+    claims: std::sync::Mutex<Vec<tokio_postgres::Client>>,
 }
 
 impl PostgresBackend {
@@ -88,7 +92,7 @@ impl PostgresBackend {
         let feed_pool = connect::pool(&settings, 1, manager.clone());
         let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
         let tasks = vec![
-            tokio::spawn(feed::listen(manager, wake_tx)),
+            tokio::spawn(feed::listen(manager.clone(), wake_tx)),
             tokio::spawn(feed::prune_periodically(
                 pool.clone(),
                 settings.acquire_timeout,
@@ -104,9 +108,37 @@ impl PostgresBackend {
                 cache: cache::MaterialCache::default(),
                 feed: tokio::sync::Mutex::new(feed::FeedPosition::default()),
                 wake: tokio::sync::Mutex::new(wake_rx),
+                manager,
+                claims: std::sync::Mutex::default(),
             }),
             tasks,
         })
+    }
+
+    /// Takes the session advisory lock `key` on a connection of its own, kept as long as this
+    /// backend: `Ok(false)` when another session holds it. What a process alone may do on the
+    /// database (a migrating KMIP proxy) claims it at start, so a second one is refused. Only
+    /// a start-time guard: a connection lost later (a database restart) releases the lock.
+    pub async fn claim(&self, key: i64) -> Result<bool, BackendError> {
+        let client = self
+            .inner
+            .manager
+            .connect_client()
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(unavailable)?;
+        let held: bool = row.try_get(0).map_err(unavailable)?;
+        if held {
+            self.inner
+                .claims
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(client);
+        }
+        Ok(held)
     }
 
     /// Deletes the change log's entries older than `retention` and records the pruning point

@@ -4,7 +4,7 @@
 //! the process; the gateway holds an exclusive lock on it while it runs, so a stale file (whose
 //! pid may now be another process) is recognised and never signalled.
 
-use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PinConfig};
+use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, MigrateTarget, PinConfig};
 use crate::front::admin::{Admin, AdminAccess, AdminReload};
 use crate::front::reload::{
     export_expiries, pid_file, spawn_file_watcher, spawn_sighup, Commit, ReloadHook, Reloader,
@@ -68,6 +68,13 @@ pub enum StartError {
     /// A secret of the postgres backend (password, KEK) could not be read.
     #[error("{0}")]
     Secret(String),
+    /// Another migrating KMIP proxy holds the database of `[backend.migrate_to]`.
+    #[error(
+        "another KMIP proxy is migrating to the database of [backend.migrate_to]: one proxy \
+         at a time migrates into a database (its upstream map is in its own data folder); \
+         stop the other one, or point this gateway's clients at it (docs/proxy.md)"
+    )]
+    MigratingElsewhere,
 }
 
 /// Secrets the configuration takes from environment variables, read (and removed from the
@@ -102,12 +109,16 @@ pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
             master_key_hex: crate::environ::take_secret(name),
             ..EnvSecrets::default()
         },
-        BackendConfig::Kmip(upstream) => match &upstream.master_key {
-            MasterKeyConfig::Env(name) => EnvSecrets {
-                master_key_hex: crate::environ::take_secret(name),
-                ..EnvSecrets::default()
+        BackendConfig::Kmip(upstream) => EnvSecrets {
+            master_key_hex: match &upstream.master_key {
+                MasterKeyConfig::Env(name) => crate::environ::take_secret(name),
+                MasterKeyConfig::File(_) => None,
             },
-            MasterKeyConfig::File(_) => EnvSecrets::default(),
+            vars: match &upstream.migrate_to {
+                Some(MigrateTarget::Postgres(local)) => take_postgres_secrets(local),
+                _ => Vec::new(),
+            },
+            ..EnvSecrets::default()
         },
         BackendConfig::Pkcs11 {
             pin: PinConfig::Env(name),
@@ -117,14 +128,19 @@ pub fn take_env_secrets(cfg: &GatewayConfig) -> EnvSecrets {
             ..EnvSecrets::default()
         },
         BackendConfig::Postgres { .. } => EnvSecrets {
-            vars: postgres::secret_vars(cfg)
-                .into_iter()
-                .filter_map(|name| crate::environ::take_secret(&name).map(|v| (name, v)))
-                .collect(),
+            vars: take_postgres_secrets(&cfg.backend),
             ..EnvSecrets::default()
         },
         _ => EnvSecrets::default(),
     }
+}
+
+/// The secrets a postgres backend's configuration takes from the environment, by variable.
+fn take_postgres_secrets(backend: &BackendConfig) -> Vec<(String, Zeroizing<String>)> {
+    postgres::secret_vars(backend)
+        .into_iter()
+        .filter_map(|name| crate::environ::take_secret(&name).map(|v| (name, v)))
+        .collect()
 }
 
 /// Histogram buckets (seconds) of request and handshake latency: sub-millisecond vault reads up
@@ -212,12 +228,27 @@ async fn open_backend_parts(
                 (other, _) => vault_key_source(other),
             };
             let map = open_vault(&upstream.map_dir, source.clone(), &upstream.map_head).await?;
-            let proxy = Arc::new(UpstreamBackend::new(upstream, map)?);
+            let proxy = Arc::new(UpstreamBackend::new(upstream, map.clone())?);
             let (backend, migrating): (Arc<dyn Backend>, _) = match &upstream.migrate_to {
                 None => (proxy.clone(), None),
-                Some(local) => {
-                    let vault = open_vault(&local.dir, source, &local.head).await?;
-                    let migrating = Arc::new(MigratingBackend::new(vault, proxy.clone()));
+                Some(target) => {
+                    let local = match target {
+                        MigrateTarget::Vault(local) => {
+                            open_vault(&local.dir, source, &local.head).await?
+                        }
+                        MigrateTarget::Postgres(local) => {
+                            let rest = EnvSecrets {
+                                vars: secrets.vars,
+                                ..EnvSecrets::default()
+                            };
+                            let database = open_postgres(local, rest).await?;
+                            if !database.claim(MIGRATING_PROXY_LOCK).await? {
+                                return Err(StartError::MigratingElsewhere);
+                            }
+                            Arc::new(database)
+                        }
+                    };
+                    let migrating = Arc::new(MigratingBackend::new(local, proxy.clone(), map));
                     (migrating.clone(), Some(migrating))
                 }
             };
@@ -246,11 +277,26 @@ async fn open_backend_parts(
             Ok(only(RecoveringPkcs11::open(config, pin_file).await?))
         }
         BackendConfig::Postgres { .. } => {
-            use kmip_backends::postgres::PostgresBackend;
-            let (settings, keks) = postgres_parts(cfg, secrets).await?;
-            Ok(only(Arc::new(PostgresBackend::open(settings, keks).await?)))
+            Ok(only(Arc::new(open_postgres(&cfg.backend, secrets).await?)))
         }
     }
+}
+
+/// The session advisory lock a migrating KMIP proxy holds on its database while it runs: one
+/// proxy at a time, since the older objects' attributes are in its own data folder's upstream
+/// map, which a second proxy would not share. A fixed key (the backend's Name locks hash into
+/// the same space: a collision could only refuse one start while that Name is being written).
+const MIGRATING_PROXY_LOCK: i64 = 0x6b6d_6970_6d69_6772;
+
+/// Opens the postgres backend `backend` configures (the `[backend]`, or a migrating proxy's
+/// `[backend.migrate_to]`).
+async fn open_postgres(
+    backend: &BackendConfig,
+    secrets: EnvSecrets,
+) -> Result<kmip_backends::postgres::PostgresBackend, StartError> {
+    use kmip_backends::postgres::PostgresBackend;
+    let (settings, keks) = postgres::postgres_parts_of(backend, secrets).await?;
+    Ok(PostgresBackend::open(settings, keks).await?)
 }
 
 /// Reloads the access policy with the rest of the configuration (SIGHUP, file change, `reload`).
@@ -348,11 +394,8 @@ pub async fn run(
         None => None,
     };
     let mut dispatcher = Dispatcher::new(ops, cfg.limits, audit);
-    if let BackendConfig::Postgres {
-        read_your_writes, ..
-    } = &cfg.backend
-    {
-        dispatcher = dispatcher.with_read_your_writes(*read_your_writes);
+    if let Some(read_your_writes) = cfg.backend.read_your_writes() {
+        dispatcher = dispatcher.with_read_your_writes(read_your_writes);
     }
     let dispatcher = Arc::new(dispatcher);
     let listener = TcpListener::bind(cfg.listen)

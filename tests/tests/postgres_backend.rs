@@ -1,8 +1,8 @@
 //! The PostgreSQL backend against real PostgreSQL clusters (one per test, started as the
 //! non-root service user: skipped without root): every operation and versions, the exact
 //! change feed across two instances (out-of-order commits included), the listener through a
-//! server crash, cluster-wide Name locks, crypto-shredding, KEK rotation, failover to a
-//! synchronous standby, and schema migrations.
+//! server crash, cluster-wide Name locks, a claim one instance holds, crypto-shredding, KEK
+//! rotation, failover to a synchronous standby, and schema migrations.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -489,6 +489,35 @@ async fn name_locks_exclude_across_instances_and_release_their_connection() {
     drop(g3);
     a.generate(record("k", b""), aes()).await.unwrap();
     drop(none);
+}
+
+/// A claim (a migrating proxy's) is held by one backend on the database at a time, whatever
+/// the other's pool does, and is released with the backend that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_is_held_by_one_backend_at_a_time_and_released_with_it() {
+    if skip() {
+        return;
+    }
+    const KEY: i64 = 0x7465_7374_636c_6169;
+    let pg = PgCluster::start();
+    let a = open(&pg, ring(1, &[])).await;
+    let b = open(&pg, ring(1, &[])).await;
+    assert!(a.claim(KEY).await.unwrap());
+    assert!(!b.claim(KEY).await.unwrap(), "a second holder");
+    // The holder's own pool and writes do not touch it.
+    a.generate(record("c", b""), aes()).await.unwrap();
+    assert!(!b.claim(KEY).await.unwrap(), "released by a write");
+    assert!(
+        b.claim(KEY + 1).await.unwrap(),
+        "another key is another claim"
+    );
+    drop(a);
+    // The server ends the session once the dropped connection's socket closes.
+    let start = Instant::now();
+    while !b.claim(KEY).await.unwrap() {
+        assert!(start.elapsed() < PATIENCE, "the claim outlived its backend");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

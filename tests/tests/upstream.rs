@@ -5,9 +5,12 @@
 //! Objects the upstream held before are adopted by the operator (`upstream adopt`), a
 //! proxy's backup holds its upstream map (a migrating one's its local vault too), and keys
 //! revoked or destroyed on the upstream by others reach the proxy's view within its refresh
-//! interval. In migrate mode, new objects are local (and stream) and older ones are copied.
+//! interval. In migrate mode, new objects are local (and stream) and older ones are copied;
+//! migrating to PostgreSQL, new objects are in the database beside other gateways' (a throwaway
+//! cluster, as the non-root service user: skipped without root).
 
 use bytes::Bytes;
+use kmip_e2e::postgres::PgCluster;
 use kmip_e2e::upstream::{
     free_port, kmip_backend_section, wait_listening, GatewayUpstream, ProxyVersion, START_DEADLINE,
 };
@@ -1750,4 +1753,315 @@ async fn migrate_mode_streams_encrypt_with_a_local_key() {
         "{refused:?}"
     );
     owner.round_trip(&older, &plain).await;
+}
+
+/// The `[backend.migrate_to]` table of a proxy migrating to `pg` (also the `[backend]` of the
+/// plain configuration it becomes, under that name): its URL, password file and file KEK,
+/// written into `proxy`'s folder.
+fn database_table(proxy: &Proxy, pg: &PgCluster, table: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let password = proxy.path("pg.password");
+    pg.write_password_file(&password);
+    let kek = proxy.path("kek.hex");
+    std::fs::write(
+        &kek,
+        "5b1e0f3c7a9d2e4f6b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a",
+    )
+    .unwrap();
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[{table}]\nkind = \"postgres\"\nurl = {url:?}\npassword_file = {password:?}\n\
+         [{table}.kek]\nkind = \"file\"\nfile = {kek:?}\n",
+        url = pg.url(),
+    )
+}
+
+/// `serve --config CONFIG`, which must exit (within [`START_DEADLINE`], else it is killed and
+/// the test fails) unsuccessfully: its output.
+fn refused_start(config: &Path) -> String {
+    let mut child = Command::new(binary_path("kmip-gateway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kmip-gateway");
+    let deadline = Instant::now() + START_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kmip-gateway serve --config {} kept running",
+                config.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "{text}");
+    text
+}
+
+/// The identifiers of the objects the database holds.
+fn database_uids(pg: &PgCluster) -> Vec<String> {
+    let out = pg.psql("SELECT uid FROM kmip_objects ORDER BY uid");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// `mode = "migrate"` with `[backend.migrate_to]` on PostgreSQL: the proxy makes new objects in
+/// the database and reads the older ones through to the upstream; an object another gateway
+/// makes in the database meanwhile reaches the proxy through the change feed and is served from
+/// the database; its backup holds the upstream map only; `upstream copy` into the database's
+/// configuration (and no other) moves the older ones; with the upstream switched off, a plain
+/// postgres gateway serves every object to its owner and none to another user.
+#[tokio::test]
+async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
+    if !kmip_e2e::accounts::is_root() {
+        eprintln!("skipped: needs root to run PostgreSQL as the service user");
+        return;
+    }
+    let pg = PgCluster::start();
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr()], &upstream.pki());
+    let gw = proxy.start();
+    let older = proxy.client(&gw, OWNER).await.active_key("older").await;
+    drop(gw);
+
+    // The database's plain installation (its own data folder), and the proxy migrating to it.
+    let config = proxy.path("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (common, _) = text.split_once("[backend]").unwrap();
+    let local = proxy.path("local.toml");
+    std::fs::write(
+        &local,
+        format!(
+            "{}{}",
+            common.replace(
+                &format!("data_dir = {:?}", proxy.path("data")),
+                &format!("data_dir = {:?}", proxy.path("local")),
+            ),
+            database_table(&proxy, &pg, "backend")
+        ),
+    )
+    .unwrap();
+    let (ok, out) =
+        kmip_e2e::gateway_cli(&["init".as_ref(), "--config".as_ref(), local.as_os_str()]);
+    assert!(ok, "{out}");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}mode = \"migrate\"\n{}",
+            database_table(&proxy, &pg, "backend.migrate_to")
+        ),
+    )
+    .unwrap();
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "check-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("mode migrate: new objects in PostgreSQL"),
+        "{out}"
+    );
+
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let older_key = owner.key(&older).await;
+    let newer = owner.active_key("newer").await;
+    let newer_key = owner.key(&newer).await;
+    let sealed = owner.round_trip(&newer, b"made in the database").await;
+    // A second proxy migrating to the same database is refused while this one runs.
+    let second = proxy.path("second.toml");
+    std::fs::write(
+        &second,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &format!("data_dir = {:?}", proxy.path("data")),
+            &format!("data_dir = {:?}", proxy.path("second")),
+        ),
+    )
+    .unwrap();
+    let (ok, out) =
+        kmip_e2e::gateway_cli(&["init".as_ref(), "--config".as_ref(), second.as_os_str()]);
+    assert!(ok, "{out}");
+    let refused = refused_start(&second);
+    assert!(
+        refused.contains("another KMIP proxy is migrating to the database"),
+        "{refused}"
+    );
+    assert_eq!(
+        database_uids(&pg),
+        std::slice::from_ref(&newer),
+        "{}",
+        gw.log()
+    );
+    let mut direct = direct(&upstream).await;
+    let twin = only_upstream_object(&mut direct).await;
+    assert_eq!(direct.key(&twin).await, older_key);
+    // Another gateway on the database: what it makes reaches the proxy through the feed, and
+    // is served from the database (the upstream never had it).
+    let beside_gw = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut beside = proxy.client(&beside_gw, OWNER).await;
+    let made_beside = beside.active_key("beside").await;
+    let beside_key = beside.key(&made_beside).await;
+    assert_eq!(owner.key(&made_beside).await, beside_key, "{}", gw.log());
+    let mut names = Vec::new();
+    for name in ["older", "newer", "beside"] {
+        names.extend(owner.locate(vec![Attribute::name(&Name::new(name))]).await);
+    }
+    assert_eq!(names, [older.clone(), newer.clone(), made_beside.clone()]);
+    only_upstream_object(&mut direct).await;
+    // The proxy changes the other gateway's object in the database, which sees the change.
+    owner.ok(revoke(&made_beside)).await;
+    assert_eq!(beside.state(&made_beside).await, Some(State::Deactivated));
+    // The change log is pruned past every gateway's place: the proxy re-reads the database
+    // whole, keeps the objects still on the key manager, and follows the feed on from there.
+    pg.psql("UPDATE kmip_changes_pruned SET through = nextval('kmip_changes_seq_seq')");
+    let after = beside.active_key("after the resync").await;
+    let after_key = beside.key(&after).await;
+    assert_eq!(owner.key(&after).await, after_key, "{}", gw.log());
+    assert_eq!(owner.key(&older).await, older_key, "{}", gw.log());
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("older"))])
+            .await,
+        std::slice::from_ref(&older)
+    );
+    let mut other = proxy.client(&gw, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+
+    // The proxy's backup: its upstream map only; the database is PostgreSQL's to back up.
+    let pass = proxy.path("backup.pass");
+    std::fs::write(&pass, "a passphrase long enough\n").unwrap();
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let archive = proxy.path("migrating.kgb");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains("migrate mode on PostgreSQL")
+            && out.contains("pg_basebackup")
+            && out.contains(&format!(
+                "upstream map {}",
+                proxy.path("data/upstream-map").display()
+            ))
+            && !out.contains("local vault"),
+        "{out}"
+    );
+    let restored = proxy.path("restored");
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "restore".as_ref(),
+        "--in".as_ref(),
+        archive.as_os_str(),
+        "--passphrase-file".as_ref(),
+        pass.as_os_str(),
+        "--data-dir".as_ref(),
+        restored.as_os_str(),
+    ]);
+    assert!(
+        ok && out.contains(&format!(
+            "restored the upstream map (no key material: the keys are on the upstream) into {}: 1 objects",
+            restored.join("upstream-map").display()
+        )) && !restored.join("vault").exists(),
+        "{out}"
+    );
+    drop(owner);
+    drop(other);
+    drop(gw);
+
+    // The older objects into the database: only its configuration is accepted as --to.
+    let copy = |to: &Path| {
+        kmip_e2e::gateway_cli(&[
+            "upstream".as_ref(),
+            "copy".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--to".as_ref(),
+            to.as_os_str(),
+        ])
+    };
+    let vault = proxy.path("vault.toml");
+    std::fs::write(
+        &vault,
+        common.replace(
+            &format!("data_dir = {:?}", proxy.path("data")),
+            &format!("data_dir = {:?}", proxy.path("other")),
+        ),
+    )
+    .unwrap();
+    let (ok, out) =
+        kmip_e2e::gateway_cli(&["init".as_ref(), "--config".as_ref(), vault.as_os_str()]);
+    assert!(ok, "{out}");
+    let (ok, out) = copy(&vault);
+    assert!(
+        !ok && out.contains("--to must be that database's configuration"),
+        "{out}"
+    );
+    let (ok, out) = copy(&local);
+    assert!(
+        ok && out.contains("1 of 1 objects: 1 copied, 0 tombstones, 0 already there, 0 failed"),
+        "{out}"
+    );
+    let mut held = database_uids(&pg);
+    let mut all = vec![
+        older.clone(),
+        newer.clone(),
+        made_beside.clone(),
+        after.clone(),
+    ];
+    held.sort();
+    all.sort();
+    assert_eq!(held, all);
+
+    // The key manager is switched off: the plain postgres gateway serves everything.
+    drop(direct);
+    upstream.kill();
+    drop(beside);
+    drop(beside_gw);
+    let served = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut owner = proxy.client(&served, OWNER).await;
+    assert_eq!(owner.key(&older).await, older_key);
+    assert_eq!(owner.key(&newer).await, newer_key);
+    assert_eq!(owner.key(&made_beside).await, beside_key);
+    assert_eq!(owner.key(&after).await, after_key);
+    let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
+    else {
+        panic!("Decrypt answered another payload");
+    };
+    assert_eq!(d.data.unwrap().as_slice(), b"made in the database");
+    let mut other = proxy.client(&served, OTHER).await;
+    assert!(other.locate(Vec::new()).await.is_empty());
+    for id in [&older, &newer, &made_beside, &after] {
+        let refused = other.call(get(id)).await;
+        assert_eq!(
+            refused.result_reason,
+            Some(ResultReason::ItemNotFound),
+            "{refused:?}"
+        );
+    }
 }

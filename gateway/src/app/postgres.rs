@@ -17,13 +17,13 @@ const FORBIDDEN_SECRET_MODE_BITS: u32 = 0o077;
 
 /// The variables of the environment a postgres configuration takes secrets from: the
 /// password's, and each KEK's key or PIN.
-pub(super) fn secret_vars(cfg: &GatewayConfig) -> Vec<String> {
+pub(super) fn secret_vars(backend: &BackendConfig) -> Vec<String> {
     let BackendConfig::Postgres {
         password,
         kek,
         previous_keks,
         ..
-    } = &cfg.backend
+    } = backend
     else {
         return Vec::new();
     };
@@ -117,6 +117,18 @@ pub fn postgres_settings(
     cfg: &GatewayConfig,
     secrets: &mut EnvSecrets,
 ) -> Result<PgSettings, StartError> {
+    settings_of(&cfg.backend, secrets)
+}
+
+fn not_postgres() -> StartError {
+    StartError::Secret("the configuration's backend is not kind = \"postgres\"".into())
+}
+
+/// [`postgres_settings`] of a postgres `backend`.
+fn settings_of(
+    backend: &BackendConfig,
+    secrets: &mut EnvSecrets,
+) -> Result<PgSettings, StartError> {
     let BackendConfig::Postgres {
         url,
         password,
@@ -125,11 +137,9 @@ pub fn postgres_settings(
         acquire_timeout,
         connect_timeout,
         ..
-    } = &cfg.backend
+    } = backend
     else {
-        return Err(StartError::Secret(
-            "the configuration's backend is not kind = \"postgres\"".into(),
-        ));
+        return Err(not_postgres());
     };
     let password = match password {
         PasswordConfig::File(path) => Some(read_secret_file(path, "the database password file")?),
@@ -150,16 +160,23 @@ pub fn postgres_settings(
 /// backend). Secrets named by `*_env` keys come from `secrets`.
 pub async fn postgres_parts(
     cfg: &GatewayConfig,
+    secrets: EnvSecrets,
+) -> Result<(PgSettings, KekRing), StartError> {
+    postgres_parts_of(&cfg.backend, secrets).await
+}
+
+/// [`postgres_parts`] of a postgres `backend` (the `[backend]`, or a migrating proxy's
+/// `[backend.migrate_to]`).
+pub(super) async fn postgres_parts_of(
+    backend: &BackendConfig,
     mut secrets: EnvSecrets,
 ) -> Result<(PgSettings, KekRing), StartError> {
-    let settings = postgres_settings(cfg, &mut secrets)?;
+    let settings = settings_of(backend, &mut secrets)?;
     let BackendConfig::Postgres {
         kek, previous_keks, ..
-    } = &cfg.backend
+    } = backend
     else {
-        return Err(StartError::Secret(
-            "the configuration's backend is not kind = \"postgres\"".into(),
-        ));
+        return Err(not_postgres());
     };
     let current = open_kek(kek, &mut secrets).await?;
     let mut previous = Vec::with_capacity(previous_keks.len());
@@ -212,7 +229,7 @@ mod tests {
             dir.path(),
             "password_file = \"pw\"\n[backend.kek]\nkind = \"file\"\nfile = \"kek\"\n[[backend.previous_keks]]\nkind = \"file\"\nenv = \"OLD_KEK\"\n",
         );
-        assert_eq!(secret_vars(&cfg), vec!["OLD_KEK".to_owned()]);
+        assert_eq!(secret_vars(&cfg.backend), vec!["OLD_KEK".to_owned()]);
         let (settings, ring) = postgres_parts(&cfg, secrets(&[("OLD_KEK", HEX_B)]))
             .await
             .unwrap();
@@ -224,6 +241,39 @@ mod tests {
         let old = FileKek::from_hex("b", HEX_B).unwrap();
         assert!(ring.by_id(old.id()).is_some(), "the previous KEK unwraps");
         assert_ne!(ring.current().id(), old.id());
+    }
+
+    #[tokio::test]
+    async fn a_migrating_proxys_database_is_opened_from_its_migrate_to_table() {
+        let dir = tempfile::tempdir().unwrap();
+        private_file(dir.path(), "kek", HEX_A, 0o600);
+        let text = "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n[[users]]\nname = \"purefa\"\ncas = [\"ca.pem\"]\n[backend]\nkind = \"kmip\"\nmode = \"migrate\"\nupstreams = [\"kms1:5696\"]\ncert = \"gw.pem\"\nkey = \"gw.key\"\nca = \"kms-ca.pem\"\n[backend.migrate_to]\nkind = \"postgres\"\nurl = \"postgresql://kmip@127.0.0.1:5432/kmip?sslmode=disable\"\npassword_env = \"DB_PASSWORD\"\n[backend.migrate_to.kek]\nkind = \"file\"\nfile = \"kek\"\n";
+        let cfg = GatewayConfig::from_toml_str(text, dir.path()).unwrap();
+        let BackendConfig::Kmip(upstream) = &cfg.backend else {
+            panic!("not a proxy: {:?}", cfg.backend);
+        };
+        let Some(crate::config::MigrateTarget::Postgres(local)) = &upstream.migrate_to else {
+            panic!("not migrating to PostgreSQL: {:?}", upstream.migrate_to);
+        };
+        assert_eq!(secret_vars(local), vec!["DB_PASSWORD".to_owned()]);
+        let (settings, ring) = postgres_parts_of(local, secrets(&[("DB_PASSWORD", "s3cret")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            settings.password.as_deref().map(String::as_str),
+            Some("s3cret")
+        );
+        assert!(settings
+            .url
+            .starts_with("postgresql://kmip@127.0.0.1:5432/"));
+        let kek = FileKek::from_hex("a", HEX_A).unwrap();
+        assert_eq!(ring.current().id(), kek.id());
+        let e = postgres_parts_of(local, secrets(&[]))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("DB_PASSWORD") && e.contains("not set"), "{e}");
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! array's `--uri` must match, and when it stops trusting the gateway), and a KMIP proxy's
 //! freshness bound.
 
-use kmip_gateway::config::{BackendConfig, GatewayConfig};
+use kmip_gateway::config::{BackendConfig, GatewayConfig, MigrateTarget};
 use kmip_gateway::front::tls::{ExpiryKind, TlsState};
 
 /// For a KMIP proxy: how soon a change made on the upstream by others shows through the
@@ -21,11 +21,23 @@ pub(crate) fn upstream_lines(cfg: &GatewayConfig) -> Vec<String> {
                  by others never show through the gateway"
             .to_owned(),
     }];
-    if let Some(local) = &upstream.migrate_to {
+    let local = match &upstream.migrate_to {
+        None => None,
+        Some(MigrateTarget::Vault(local)) => {
+            Some(format!("the local vault {}", local.dir.display()))
+        }
+        Some(MigrateTarget::Postgres(local)) => match local.as_ref() {
+            BackendConfig::Postgres { url, .. } => Some(format!(
+                "PostgreSQL {url} (one migrating proxy per database: its clients use it \
+                 until the copy is done)"
+            )),
+            _ => None,
+        },
+    };
+    if let Some(local) = local {
         lines.push(format!(
-            "mode migrate: new objects in the local vault {}, the others read through to the \
-             upstream until `kmip-gateway upstream copy` moves them",
-            local.dir.display()
+            "mode migrate: new objects in {local}, the others read through to the upstream \
+             until `kmip-gateway upstream copy` moves them"
         ));
     }
     lines

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kmip_gateway::app::{open_backend, take_env_secrets, EnvSecrets};
-use kmip_gateway::config::{BackendConfig, GatewayConfig};
+use kmip_gateway::config::{BackendConfig, GatewayConfig, MigrateTarget};
 use kmip_gateway::tooling::{datadir, migrate};
 
 #[derive(clap::Args)]
@@ -25,7 +25,7 @@ pub(crate) struct MigrateArgs {
 #[derive(clap::Args)]
 pub(crate) struct UpstreamCopyArgs {
     /// The KMIP proxy's configuration (`[backend] kind = "kmip"`). Its gateway must be stopped;
-    /// the upstream must answer.
+    /// the upstream must answer. A proxy migrating to PostgreSQL copies into that database.
     #[arg(long)]
     config: PathBuf,
     /// The local installation's configuration (vault or postgres backend), initialised.
@@ -69,8 +69,32 @@ impl Command {
             _ if proxy(to) => Err(
                 "--to is a KMIP proxy: copy into a local vault or PostgreSQL installation".into(),
             ),
-            _ => Ok(()),
+            _ => migrating_to(from, to),
         }
+    }
+}
+
+/// A proxy migrating to PostgreSQL made its new objects in that database: `--to` must be it,
+/// or the configuration it becomes would lose them.
+fn migrating_to(from: &GatewayConfig, to: &GatewayConfig) -> Result<(), String> {
+    let BackendConfig::Kmip(upstream) = &from.backend else {
+        return Ok(());
+    };
+    let Some(MigrateTarget::Postgres(local)) = &upstream.migrate_to else {
+        return Ok(());
+    };
+    match (local.as_ref(), &to.backend) {
+        (BackendConfig::Postgres { url: a, .. }, BackendConfig::Postgres { url: b, .. })
+            if a == b =>
+        {
+            Ok(())
+        }
+        (BackendConfig::Postgres { url, .. }, _) => Err(format!(
+            "--config migrates to the database {url} ([backend.migrate_to]), which holds the \
+             objects made during the migration: --to must be that database's configuration \
+             (its [backend] is the proxy's [backend.migrate_to])"
+        )),
+        _ => Ok(()),
     }
 }
 

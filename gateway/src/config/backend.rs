@@ -133,9 +133,10 @@ pub struct UpstreamConfig {
     /// upstream (`upstream/refresh.rs`); `None`: off, the gateway's view changes only through
     /// the gateway.
     pub refresh_interval: Option<Duration>,
-    /// `mode = "migrate"`: the local vault new objects go to (the one a plain vault
-    /// configuration on the same data folder names); `None`: `mode = "proxy"`, all upstream.
-    pub migrate_to: Option<LocalVault>,
+    /// `mode = "migrate"`: where new objects go (the local vault a plain vault configuration
+    /// on the same data folder names, or `[backend.migrate_to]`'s database); `None`:
+    /// `mode = "proxy"`, all upstream.
+    pub migrate_to: Option<MigrateTarget>,
     /// The local vault holding the gateway's metadata and the upstream identifiers.
     pub map_dir: PathBuf,
     pub master_key: MasterKeyConfig,
@@ -147,6 +148,34 @@ pub struct UpstreamConfig {
 pub struct LocalVault {
     pub dir: PathBuf,
     pub head: PathBuf,
+}
+
+/// Where a KMIP proxy in `mode = "migrate"` makes new objects and `upstream copy` puts the
+/// older ones: the installation the configuration becomes once everything is there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MigrateTarget {
+    /// No `[backend.migrate_to]`: the local vault of the data folder.
+    Vault(LocalVault),
+    /// `[backend.migrate_to] kind = "postgres"`: always a [`BackendConfig::Postgres`], the
+    /// `[backend]` that replaces the proxy's once `upstream copy` has moved everything.
+    Postgres(Box<BackendConfig>),
+}
+
+impl BackendConfig {
+    /// When requests catch up with other gateways' writes: on PostgreSQL, directly or as a
+    /// migrating proxy's local side; `None` on a backend only this process opens.
+    pub fn read_your_writes(&self) -> Option<ReadYourWrites> {
+        match self {
+            BackendConfig::Postgres {
+                read_your_writes, ..
+            } => Some(*read_your_writes),
+            BackendConfig::Kmip(upstream) => match &upstream.migrate_to {
+                Some(MigrateTarget::Postgres(local)) => local.read_your_writes(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// The default folder of the vault's master key and chain head: `<data_dir>-secrets`, a sibling

@@ -31,7 +31,7 @@ pub use admin::AdminConfig;
 pub use audit::AuditConfig;
 pub use backend::{
     default_secrets_dir, legacy_master_key_path, BackendConfig, KekConfig, LocalVault,
-    MasterKeyConfig, PasswordConfig, PinConfig, ReadYourWrites, UpstreamConfig,
+    MasterKeyConfig, MigrateTarget, PasswordConfig, PinConfig, ReadYourWrites, UpstreamConfig,
 };
 pub use defaults::*;
 pub use limits::{LimitsConfig, LocateCacheConfig};

@@ -99,6 +99,9 @@ pub(super) struct RawBackend {
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) refresh_interval_ms: Option<u64>,
     pub(super) mode: Option<String>,
+    /// `kind = "kmip"`, `mode = "migrate"`: `[backend.migrate_to]`, the database new objects go
+    /// to, with the keys of a `kind = "postgres"` `[backend]` (`config/upstream.rs`).
+    pub(super) migrate_to: Option<Box<RawBackend>>,
 }
 
 /// `[backend.kek]` and `[[backend.previous_keks]]`: a key encryption key of the postgres backend.

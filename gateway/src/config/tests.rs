@@ -673,7 +673,10 @@ fn kmip_backend_migrate_mode_names_the_vault_a_plain_configuration_would() {
     else {
         panic!("not a vault");
     };
-    assert_eq!(mode("mode = \"migrate\"\n"), Some(LocalVault { dir, head }));
+    assert_eq!(
+        mode("mode = \"migrate\"\n"),
+        Some(MigrateTarget::Vault(LocalVault { dir, head }))
+    );
     let e = error_of(&upstream("mode = \"copy\"\n"));
     assert!(e.starts_with("backend.mode") && e.contains("'copy'"), "{e}");
     let e = error_of(&format!(
@@ -683,6 +686,118 @@ fn kmip_backend_migrate_mode_names_the_vault_a_plain_configuration_would() {
         e.starts_with("backend.mode") && e.contains("kind = \"kmip\""),
         "{e}"
     );
+}
+
+/// `[backend.migrate_to]` of a migrating proxy: the keys of a postgres `[backend]`.
+const MIGRATE_TO_POSTGRES: &str = "[backend.migrate_to]\nkind = \"postgres\"\n\
+    url = \"postgresql://kmip@db1:5432/kmip\"\nca = \"pg-ca.pem\"\npassword_file = \"pg.pw\"\n\
+    read_your_writes = \"connection\"\n[backend.migrate_to.kek]\nkind = \"file\"\nfile = \"kek.hex\"\n";
+
+#[test]
+fn kmip_backend_migrates_to_the_postgres_backend_the_configuration_becomes() {
+    let c = GatewayConfig::from_toml_str(
+        &upstream(&format!("mode = \"migrate\"\n{MIGRATE_TO_POSTGRES}")),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    // The same table as the [backend] of a plain postgres configuration reads the same.
+    let plain = GatewayConfig::from_toml_str(
+        &format!(
+            "{MINIMAL}{}",
+            MIGRATE_TO_POSTGRES.replace("[backend.migrate_to", "[backend")
+        ),
+        Path::new("/etc/kg"),
+    )
+    .unwrap();
+    assert!(matches!(plain.backend, BackendConfig::Postgres { .. }));
+    assert_eq!(
+        c.backend.read_your_writes(),
+        Some(ReadYourWrites::Connection),
+        "the proxy fences like the database's other gateways"
+    );
+    let BackendConfig::Kmip(u) = c.backend else {
+        panic!("unexpected {:?}", c.backend);
+    };
+    assert_eq!(
+        u.migrate_to,
+        Some(MigrateTarget::Postgres(Box::new(plain.backend)))
+    );
+    // The proxy's own keys are still its own: the upstreams' CA is not the database's.
+    assert_eq!(u.ca, Path::new("/etc/kg/kms-ca.pem"));
+    let proxy = GatewayConfig::from_toml_str(&upstream(""), Path::new("/")).unwrap();
+    assert_eq!(proxy.backend.read_your_writes(), None);
+    let vault =
+        GatewayConfig::from_toml_str(&upstream("mode = \"migrate\"\n"), Path::new("/")).unwrap();
+    assert_eq!(vault.backend.read_your_writes(), None);
+}
+
+#[test]
+fn kmip_backend_migrate_to_refusals_name_the_key() {
+    let with = |extra: &str| error_of(&upstream(extra));
+    let e = with(MIGRATE_TO_POSTGRES);
+    assert!(
+        e.starts_with("backend.migrate_to:") && e.contains("mode = \"migrate\""),
+        "{e}"
+    );
+    let e = with(&format!("mode = \"proxy\"\n{MIGRATE_TO_POSTGRES}"));
+    assert!(e.starts_with("backend.migrate_to:"), "{e}");
+    let migrate = |table: &str| with(&format!("mode = \"migrate\"\n{table}"));
+    let e = migrate("[backend.migrate_to]\nkind = \"vault\"\n");
+    assert!(
+        e.starts_with("backend.migrate_to.kind") && e.contains("leave [backend.migrate_to] out"),
+        "{e}"
+    );
+    let e = migrate("[backend.migrate_to]\nkind = \"pkcs11\"\n");
+    assert!(
+        e.starts_with("backend.migrate_to.kind") && e.contains("'pkcs11'"),
+        "{e}"
+    );
+    // The postgres parser's refusals, named under the table they are in.
+    let (no_kek, _) = MIGRATE_TO_POSTGRES
+        .split_once("[backend.migrate_to.kek]")
+        .unwrap();
+    let e = migrate(no_kek);
+    assert!(e.starts_with("backend.migrate_to.kek"), "{e}");
+    let e = migrate(&MIGRATE_TO_POSTGRES.replace("kmip@db1", "kmip:secret@db1"));
+    assert!(
+        e.starts_with("backend.migrate_to.url") && !e.contains("secret@"),
+        "{e}"
+    );
+    let e = migrate(&MIGRATE_TO_POSTGRES.replace("ca = \"pg-ca.pem\"\n", ""));
+    assert!(e.starts_with("backend.migrate_to.ca"), "{e}");
+    let e = migrate(&MIGRATE_TO_POSTGRES.replace(
+        "kind = \"postgres\"\n",
+        "kind = \"postgres\"\nupstreams = [\"kms9:5696\"]\n",
+    ));
+    assert!(
+        e.starts_with("backend.migrate_to.upstreams") && e.contains("proxy's [backend]"),
+        "{e}"
+    );
+    let e = migrate(&MIGRATE_TO_POSTGRES.replace(
+        "kind = \"postgres\"\n",
+        "kind = \"postgres\"\nmaster_key_file = \"m.key\"\n",
+    ));
+    assert!(e.starts_with("backend.migrate_to.master_key_file"), "{e}");
+    let e = migrate(&MIGRATE_TO_POSTGRES.replace(
+        "kind = \"postgres\"\n",
+        "kind = \"postgres\"\ncolour = \"blue\"\n",
+    ));
+    assert!(e.contains("colour"), "{e}");
+    // The database's keys in the proxy's own [backend] point at the table they belong in.
+    let e = with("mode = \"migrate\"\nurl = \"postgresql://kmip@db1/kmip\"\n");
+    assert!(
+        e.starts_with("backend.url") && e.contains("[backend.migrate_to]"),
+        "{e}"
+    );
+    for kind in ["vault", "postgres"] {
+        let e = error_of(&format!(
+            "{MINIMAL}[backend]\nkind = \"{kind}\"\n{MIGRATE_TO_POSTGRES}"
+        ));
+        assert!(
+            e.starts_with("backend.migrate_to:") && e.contains("kind = \"kmip\""),
+            "{kind}: {e}"
+        );
+    }
 }
 
 #[test]

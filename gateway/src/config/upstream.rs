@@ -9,7 +9,7 @@ use kmip_wire::model::ProtocolVersion;
 
 use super::backend::{
     default_secrets_dir, default_vault_paths, BackendConfig, LocalVault, MasterKeyConfig,
-    UpstreamConfig,
+    MigrateTarget, UpstreamConfig,
 };
 use super::defaults::{
     DEFAULT_MASTER_KEY_FILE, DEFAULT_UPSTREAM_ACQUIRE_TIMEOUT, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
@@ -17,6 +17,7 @@ use super::defaults::{
     DEFAULT_UPSTREAM_REQUEST_TIMEOUT, MAX_UPSTREAMS, MIN_UPSTREAM_REFRESH_INTERVAL,
     UPSTREAM_MAP_DIR, UPSTREAM_MAP_HEAD_FILE,
 };
+use super::postgres::postgres_backend;
 use super::raw::RawBackend;
 use super::{invalid, millis, resolve, ConfigError};
 
@@ -60,6 +61,59 @@ fn check_upstream(s: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `[backend.migrate_to]`: the database a migrating proxy makes new objects in, read by the
+/// `kind = "postgres"` parser (the table is the `[backend]` the configuration becomes once
+/// `upstream copy` is done), its errors named under `backend.migrate_to`.
+fn migrate_to_postgres(local: RawBackend, base: &Path) -> Result<BackendConfig, ConfigError> {
+    match local.kind.as_str() {
+        "postgres" => {}
+        "vault" => {
+            return Err(invalid(
+                "backend.migrate_to.kind",
+                "leave [backend.migrate_to] out for the local vault: without it, new objects go \
+                 to the vault of data_dir",
+            ))
+        }
+        other => {
+            return Err(invalid(
+                "backend.migrate_to.kind",
+                format!(
+                    "'{other}' is not \"postgres\" (the one shared backend a proxy migrates to)"
+                ),
+            ))
+        }
+    }
+    for (set, key) in [
+        (local.upstreams.is_some(), "upstreams"),
+        (local.cert.is_some(), "cert"),
+        (local.key.is_some(), "key"),
+        (local.server_name.is_some(), "server_name"),
+        (local.version.is_some(), "version"),
+        (local.request_timeout_ms.is_some(), "request_timeout_ms"),
+        (local.idle_timeout_ms.is_some(), "idle_timeout_ms"),
+        (local.refresh_interval_ms.is_some(), "refresh_interval_ms"),
+        (local.mode.is_some(), "mode"),
+        (local.migrate_to.is_some(), "migrate_to"),
+    ] {
+        if set {
+            return Err(invalid(
+                format!("backend.migrate_to.{key}"),
+                "is a key of the proxy's [backend], not of the database it migrates to",
+            ));
+        }
+    }
+    postgres_backend(local, base).map_err(|e| match e {
+        ConfigError::Invalid { key, problem } => ConfigError::Invalid {
+            key: match key.strip_prefix("backend.") {
+                Some(rest) => format!("backend.migrate_to.{rest}"),
+                None => key,
+            },
+            problem,
+        },
+        other => other,
+    })
+}
+
 pub(super) fn upstream_backend(
     b: RawBackend,
     base: &Path,
@@ -89,9 +143,14 @@ pub(super) fn upstream_backend(
         (!b.previous_keks.is_empty(), "previous_keks", "postgres"),
     ] {
         if set {
+            let hint = if kind == "postgres" {
+                " (a migrating proxy's database is given in [backend.migrate_to])"
+            } else {
+                ""
+            };
             return Err(invalid(
                 format!("backend.{key}"),
-                format!("only applies to kind = \"{kind}\""),
+                format!("only applies to kind = \"{kind}\"{hint}"),
             ));
         }
     }
@@ -189,20 +248,30 @@ pub(super) fn upstream_backend(
             ),
         ));
     }
-    let migrate_to = match b.mode.as_deref() {
-        None | Some("proxy") => None,
-        Some("migrate") => {
+    let migrate_to = match (b.mode.as_deref(), b.migrate_to) {
+        (None | Some("proxy"), None) => None,
+        (None | Some("proxy"), Some(_)) => {
+            return Err(invalid(
+                "backend.migrate_to",
+                "only applies to mode = \"migrate\" (in mode = \"proxy\" every object is \
+                 upstream)",
+            ))
+        }
+        (Some("migrate"), None) => {
             // Exactly the vault a plain vault configuration on this data folder (and master
             // key) opens, so the installation becomes one by changing its [backend].
             let (dir, head) = default_vault_paths(data_dir, &master_key);
-            Some(LocalVault { dir, head })
+            Some(MigrateTarget::Vault(LocalVault { dir, head }))
         }
-        Some(other) => {
+        (Some("migrate"), Some(local)) => Some(MigrateTarget::Postgres(Box::new(
+            migrate_to_postgres(*local, base)?,
+        ))),
+        (Some(other), _) => {
             return Err(invalid(
                 "backend.mode",
                 format!(
                     "'{other}' is not \"proxy\" (everything upstream, the default) or \
-                     \"migrate\" (new objects in a local vault)"
+                     \"migrate\" (new objects in a local vault or [backend.migrate_to])"
                 ),
             ))
         }

@@ -34,10 +34,14 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<GatewayConfig, Con
     let backend = match raw.backend {
         None => vault_backend(&data_dir, None, None),
         Some(b) if b.kind == "kmip" => upstream_backend(b, base, &data_dir)?,
-        Some(b) if b.refresh_interval_ms.is_some() || b.mode.is_some() => {
+        Some(b)
+            if b.refresh_interval_ms.is_some() || b.mode.is_some() || b.migrate_to.is_some() =>
+        {
             return Err(invalid(
                 if b.mode.is_some() {
                     "backend.mode"
+                } else if b.migrate_to.is_some() {
+                    "backend.migrate_to"
                 } else {
                     "backend.refresh_interval_ms"
                 },

@@ -5,7 +5,9 @@
 //! KMIP proxy (`kind = "kmip"`) the vault is its mapping vault (`<data_dir>/upstream-map`: the
 //! gateway's attributes and upstream identifiers); the key material stays upstream. A migrating
 //! proxy (`mode = "migrate"`) has both: its local vault and the map, copied as of one moment
-//! (`take_migrating`), under their one master key.
+//! (`take_migrating`), under their one master key; one migrating to PostgreSQL
+//! (`[backend.migrate_to]`) has the map only, as a proxy's: the database is backed up by
+//! PostgreSQL's own tools, like a `kind = "postgres"` installation's.
 
 pub mod archive;
 
@@ -16,7 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use kmip_backends::vault::{MasterKeySource, VaultSnapshot};
 use zeroize::Zeroizing;
 
-use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, PolicySource};
+use crate::config::{BackendConfig, GatewayConfig, MasterKeyConfig, MigrateTarget, PolicySource};
 use archive::{Entry, KdfCost};
 
 const VAULT_LOG: &str = "vault/vault.log";
@@ -185,23 +187,35 @@ fn take_proxy(
     upstream: &crate::config::UpstreamConfig,
 ) -> Result<(String, String), String> {
     let upstreams = upstream.upstreams.join(", ");
-    let Some(local) = &upstream.migrate_to else {
-        let (frames, bytes) = take_vault(
-            entries,
-            &upstream.map_dir,
-            &upstream.master_key,
-            &upstream.map_head,
-            (MAP_LOG, MAP_KEYS),
-        )?;
-        return Ok((
-            format!("upstream-map-frames = {frames}\n"),
-            format!(
-                "upstream map {}: {frames} frames ({bytes} bytes) and its master key (owners, \
-                 Names, attributes and upstream identifiers); no key material: the keys stay on \
-                 the upstream ({upstreams}), back it up with its own tools\n",
-                upstream.map_dir.display(),
-            ),
-        ));
+    let local = match &upstream.migrate_to {
+        Some(MigrateTarget::Vault(local)) => local,
+        other => {
+            let (frames, bytes) = take_vault(
+                entries,
+                &upstream.map_dir,
+                &upstream.master_key,
+                &upstream.map_head,
+                (MAP_LOG, MAP_KEYS),
+            )?;
+            // The database is shared and has its own consistent backup (its tools, point in
+            // time); a copy of it here would be neither.
+            let database = if matches!(other, Some(MigrateTarget::Postgres(_))) {
+                "migrate mode on PostgreSQL: the objects made or copied there are not in this \
+                 archive; back the database up with its own tools (pg_basebackup and WAL \
+                 archiving), and the key encryption key of [backend.migrate_to] apart from it\n"
+            } else {
+                ""
+            };
+            return Ok((
+                format!("upstream-map-frames = {frames}\n"),
+                format!(
+                    "{database}upstream map {}: {frames} frames ({bytes} bytes) and its master \
+                     key (owners, Names, attributes and upstream identifiers); no key material: \
+                     the keys stay on the upstream ({upstreams}), back it up with its own tools\n",
+                    upstream.map_dir.display(),
+                ),
+            ));
+        }
     };
     let [(map_frames, map_bytes), (frames, bytes)] = take_migrating(
         entries,
