@@ -3,23 +3,42 @@
 //! failures as backend errors.
 
 use bytes::Bytes;
+use kmip_backends::asym::{
+    self as soft, HashAlgorithm, KeyPairAlgorithm, KeyPairSpec, RsaPadding, SignatureScheme,
+};
 use kmip_backends::error::FailureClass;
 use kmip_backends::{BackendError, CipherMode, KeyAlgorithm, KeySpec, MacAlgorithm, ObjectKind};
 use kmip_wire::model::{
-    usage_mask, Attribute, BlockCipherMode, CertificateType, CreateRequest, CryptoRequest,
-    CryptographicAlgorithm, CryptographicParameters, KeyBlock, KeyFormatType, KeyValue,
-    ManagedObject, ObjectType, PaddingMethod, RegisterRequest, RequestPayload, ResultReason,
-    SecretBytes, SecretDataType,
+    usage_mask, Attribute, BlockCipherMode, CertificateType, CreateKeyPairRequest, CreateRequest,
+    CryptoRequest, CryptographicAlgorithm, CryptographicParameters, HashingAlgorithm, KeyBlock,
+    KeyFormatType, KeyValue, KmipEnum, ManagedObject, ObjectType, PaddingMethod, RegisterRequest,
+    RequestPayload, ResultReason, SecretBytes, SecretDataType, SignRequest,
 };
 use kmip_wire::spec::tags;
+use kmip_wire::ttlv::{Ttlv, Value};
 use zeroize::Zeroizing;
 
 use super::pool::CallError;
+use crate::kmip::ops::{decode_material, encode_material, SplitGroup, REGISTERED};
 
 /// The usage mask of every key the proxy makes upstream: every use the backend interface
 /// forwards. The gateway enforces the client's own mask before forwarding.
 const UPSTREAM_USAGE: i32 =
     usage_mask::ENCRYPT | usage_mask::DECRYPT | usage_mask::MAC_GENERATE | usage_mask::MAC_VERIFY;
+
+/// The usage masks of a key pair the proxy makes or registers upstream: every use the backend
+/// interface forwards (Sign, RSA Decrypt) or the gateway does itself with the public key.
+const UPSTREAM_PRIVATE_USAGE: i32 = usage_mask::SIGN | usage_mask::DECRYPT;
+const UPSTREAM_PUBLIC_USAGE: i32 = usage_mask::VERIFY | usage_mask::ENCRYPT;
+
+/// What the gateway recorded of a registered key, for the upstream's Key Block (servers such
+/// as PyKMIP's refuse an asymmetric key without its algorithm and length).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyFacts {
+    pub algorithm: Option<CryptographicAlgorithm>,
+    pub length: Option<i32>,
+    pub format: Option<KeyFormatType>,
+}
 
 fn algorithm(a: KeyAlgorithm) -> CryptographicAlgorithm {
     match a {
@@ -52,13 +71,18 @@ pub(crate) fn create(spec: &KeySpec) -> Result<RequestPayload, BackendError> {
     }))
 }
 
-/// Register of a client-supplied object.
+/// Register of a client-supplied object. A Split Key's, PGP Key's or Certificate Request's
+/// material is the gateway's encoding of the whole object, registered as that object (the
+/// split's group is returned: the caller keeps it in the mapping record).
 pub(crate) fn register(
+    uid: &str,
     kind: ObjectKind,
     material: &[u8],
     spec: Option<&KeySpec>,
-) -> Result<RequestPayload, BackendError> {
+    facts: KeyFacts,
+) -> Result<(RequestPayload, Option<SplitGroup>), BackendError> {
     let bytes = SecretBytes::from_slice(material);
+    let mut group = None;
     let (object_type, object, attributes) = match (kind, spec) {
         (ObjectKind::SymmetricKey, Some(spec)) => (
             ObjectType::SymmetricKey,
@@ -97,24 +121,210 @@ pub(crate) fn register(
             },
             Vec::new(),
         ),
+        (ObjectKind::PrivateKey, _) => {
+            let block = asymmetric_block(kind, material, facts)?;
+            (
+                ObjectType::PrivateKey,
+                ManagedObject::PrivateKey(block),
+                vec![Attribute::integer(
+                    tags::CRYPTOGRAPHIC_USAGE_MASK,
+                    UPSTREAM_PRIVATE_USAGE,
+                )],
+            )
+        }
+        (ObjectKind::PublicKey, _) => {
+            let block = asymmetric_block(kind, material, facts)?;
+            (
+                ObjectType::PublicKey,
+                ManagedObject::PublicKey(block),
+                vec![Attribute::integer(
+                    tags::CRYPTOGRAPHIC_USAGE_MASK,
+                    UPSTREAM_PUBLIC_USAGE,
+                )],
+            )
+        }
+        (ObjectKind::SplitKey | ObjectKind::PgpKey | ObjectKind::CertificateRequest, _) => {
+            let (object, split) = decode_material(uid, kind, material)?;
+            if kind == ObjectKind::SplitKey {
+                group = Some(split);
+            }
+            (object.object_type(), object, Vec::new())
+        }
         (other, _) => {
             return Err(BackendError::Unsupported(format!(
-                "the kmip backend does not register {other:?} objects upstream yet"
+                "the kmip backend does not register {other:?} objects upstream"
             )))
         }
     };
-    Ok(RequestPayload::Register(RegisterRequest {
+    let payload = RequestPayload::Register(RegisterRequest {
         templates: Vec::new(),
         object_type,
         attributes,
         object,
+    });
+    Ok((payload, group))
+}
+
+/// The Key Block of a registered Private or Public Key: PKCS#8 or SubjectPublicKeyInfo as the
+/// gateway stores them, or (a key kept in another format) the format it was registered in.
+fn asymmetric_block(
+    kind: ObjectKind,
+    material: &[u8],
+    facts: KeyFacts,
+) -> Result<KeyBlock, BackendError> {
+    let der = match kind {
+        ObjectKind::PrivateKey => soft::private_to_pkcs8(material)
+            .ok()
+            .map(|_| KeyFormatType::Pkcs8),
+        _ => soft::public_to_spki(material)
+            .ok()
+            .map(|_| KeyFormatType::X509),
+    };
+    let format = der.or(facts.format).ok_or_else(|| {
+        BackendError::InvalidInput(format!("a {kind:?} without a Key Format Type"))
+    })?;
+    Ok(KeyBlock {
+        key_format_type: format,
+        ..KeyBlock::raw(
+            SecretBytes::from_slice(material),
+            facts.algorithm,
+            facts.length,
+        )
+    })
+}
+
+/// The Cryptographic Algorithm and Length a key pair is asked for with.
+fn pair_attributes(a: KeyPairAlgorithm) -> Result<(CryptographicAlgorithm, i32), BackendError> {
+    Ok(match a {
+        KeyPairAlgorithm::Rsa { bits } => (
+            CryptographicAlgorithm::Rsa,
+            i32::try_from(bits)
+                .map_err(|_| BackendError::InvalidInput(format!("RSA key of {bits} bits")))?,
+        ),
+        KeyPairAlgorithm::EcP256 => (CryptographicAlgorithm::Ec, 256),
+        KeyPairAlgorithm::EcP384 => (CryptographicAlgorithm::Ec, 384),
+        KeyPairAlgorithm::EcP521 => (CryptographicAlgorithm::Ec, 521),
+        KeyPairAlgorithm::Ed25519 => (CryptographicAlgorithm::Ed25519, 256),
+    })
+}
+
+/// Create Key Pair as `spec` describes it: algorithm and length common to both halves, each its
+/// own usage mask. Names stay in the gateway, as for every object.
+pub(crate) fn create_key_pair(spec: &KeyPairSpec) -> Result<RequestPayload, BackendError> {
+    let (alg, bits) = pair_attributes(spec.algorithm)?;
+    Ok(RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+        common_attributes: vec![
+            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, alg),
+            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, bits),
+        ],
+        private_key_attributes: vec![Attribute::integer(
+            tags::CRYPTOGRAPHIC_USAGE_MASK,
+            UPSTREAM_PRIVATE_USAGE,
+        )],
+        public_key_attributes: vec![Attribute::integer(
+            tags::CRYPTOGRAPHIC_USAGE_MASK,
+            UPSTREAM_PUBLIC_USAGE,
+        )],
+        common_templates: Vec::new(),
+        private_key_templates: Vec::new(),
+        public_key_templates: Vec::new(),
     }))
 }
 
-/// The material of a Get answer.
+fn hashing(h: HashAlgorithm) -> HashingAlgorithm {
+    match h {
+        HashAlgorithm::Sha1 => HashingAlgorithm::Sha1,
+        HashAlgorithm::Sha224 => HashingAlgorithm::Sha224,
+        HashAlgorithm::Sha256 => HashingAlgorithm::Sha256,
+        HashAlgorithm::Sha384 => HashingAlgorithm::Sha384,
+        HashAlgorithm::Sha512 => HashingAlgorithm::Sha512,
+    }
+}
+
+/// The Cryptographic Parameters of a signature scheme: the algorithm, padding and hash, the
+/// form both PyKMIP's server and the gateway read (no Digital Signature Algorithm, which
+/// fewer servers know).
+pub(crate) fn sign_parameters(scheme: SignatureScheme) -> CryptographicParameters {
+    let (alg, padding, hash) = match scheme {
+        SignatureScheme::RsaPkcs1v15(h) => (
+            CryptographicAlgorithm::Rsa,
+            Some(PaddingMethod::Pkcs1V15),
+            Some(h),
+        ),
+        SignatureScheme::RsaPss(h) => (
+            CryptographicAlgorithm::Rsa,
+            Some(PaddingMethod::Pss),
+            Some(h),
+        ),
+        SignatureScheme::Ecdsa(h) => (CryptographicAlgorithm::Ecdsa, None, Some(h)),
+        SignatureScheme::Ed25519 => (CryptographicAlgorithm::Ed25519, None, None),
+    };
+    CryptographicParameters {
+        cryptographic_algorithm: Some(alg),
+        padding_method: padding,
+        hashing_algorithm: hash.map(hashing),
+        ..CryptographicParameters::default()
+    }
+}
+
+/// A Sign request body.
+pub(crate) fn sign(upstream_uid: &str, scheme: SignatureScheme, data: &[u8]) -> SignRequest {
+    SignRequest {
+        unique_identifier: Some(upstream_uid.to_owned()),
+        cryptographic_parameters: Some(sign_parameters(scheme)),
+        data: Some(SecretBytes::from_slice(data)),
+        ..SignRequest::default()
+    }
+}
+
+/// An RSA Decrypt request body.
+pub(crate) fn rsa_decrypt(upstream_uid: &str, padding: &RsaPadding, data: &[u8]) -> CryptoRequest {
+    CryptoRequest {
+        unique_identifier: Some(upstream_uid.to_owned()),
+        cryptographic_parameters: Some(rsa_parameters(padding)),
+        data: Some(SecretBytes::from_slice(data)),
+        ..CryptoRequest::default()
+    }
+}
+
+/// The Cryptographic Parameters of an RSA decryption. OAEP's MGF1 hash and label are sent only
+/// when they differ from the defaults (the OAEP hash, an empty label): KMIP 1.2 has no fields
+/// for them, and servers that know them default to the same.
+pub(crate) fn rsa_parameters(padding: &RsaPadding) -> CryptographicParameters {
+    let mut p = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Rsa),
+        ..CryptographicParameters::default()
+    };
+    match padding {
+        RsaPadding::Pkcs1v15 => p.padding_method = Some(PaddingMethod::Pkcs1V15),
+        RsaPadding::Oaep(oaep) => {
+            p.padding_method = Some(PaddingMethod::Oaep);
+            p.hashing_algorithm = Some(hashing(oaep.hash));
+            if oaep.mgf1_hash != oaep.hash {
+                p.other.push(Ttlv::new(
+                    tags::MASK_GENERATOR_HASHING_ALGORITHM,
+                    Value::Enumeration(hashing(oaep.mgf1_hash).to_u32()),
+                ));
+            }
+            if !oaep.label.is_empty() {
+                p.other.push(Ttlv::new(
+                    tags::PSOURCE,
+                    Value::ByteString(Bytes::copy_from_slice(&oaep.label)),
+                ));
+            }
+        }
+    }
+    p
+}
+
+/// The material of a Get answer, in the encoding the gateway's backends store: Private Keys as
+/// PKCS#8 and Public Keys as SubjectPublicKeyInfo (upstreams answer in their own format, PyKMIP's
+/// RSA keys as PKCS#1, and not every one converts on Get), a Split Key, PGP Key or Certificate
+/// Request as the gateway's encoding of the object (a Split Key's preceded by `group`).
 pub(crate) fn material(
     uid: &str,
     object: ManagedObject,
+    group: Option<&SplitGroup>,
 ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
     let block_bytes = |b: KeyBlock| match b.key_value {
         KeyValue::Material(m) | KeyValue::TransparentSymmetricKey(m) => {
@@ -124,7 +334,20 @@ pub(crate) fn material(
             "the upstream answered {uid} in a key format the proxy does not read"
         ))),
     };
+    let unreadable = |e: BackendError| {
+        BackendError::Unsupported(format!(
+            "the upstream answered {uid} in a key format the proxy does not convert: {e}"
+        ))
+    };
     match object {
+        ManagedObject::PrivateKey(b) if is_der(b.key_format_type) => {
+            soft::private_to_pkcs8(&block_bytes(b)?).map_err(unreadable)
+        }
+        ManagedObject::PublicKey(b) if is_der(b.key_format_type) => {
+            soft::public_to_spki(&block_bytes(b)?)
+                .map(Zeroizing::new)
+                .map_err(unreadable)
+        }
         ManagedObject::SymmetricKey(b)
         | ManagedObject::PublicKey(b)
         | ManagedObject::PrivateKey(b)
@@ -134,14 +357,20 @@ pub(crate) fn material(
         ManagedObject::Template { .. } => Err(BackendError::Unsupported(format!(
             "the upstream answered {uid} with a Template, which holds no material"
         ))),
-        // The proxy never registers these upstream (see `register`), so none is its own.
         ManagedObject::SplitKey(_)
         | ManagedObject::PgpKey { .. }
-        | ManagedObject::CertificateRequest { .. } => Err(BackendError::Unsupported(format!(
-            "the upstream answered {uid} with a Split Key, PGP Key or Certificate Request, which \
-             the proxy does not keep"
-        ))),
+        | ManagedObject::CertificateRequest { .. } => {
+            encode_material(&object, group.unwrap_or(&REGISTERED))
+        }
     }
+}
+
+/// The DER forms of a Public or Private Key that convert to PKCS#8 or SubjectPublicKeyInfo.
+fn is_der(f: KeyFormatType) -> bool {
+    matches!(
+        f,
+        KeyFormatType::Pkcs1 | KeyFormatType::Pkcs8 | KeyFormatType::X509
+    )
 }
 
 /// The Cryptographic Parameters of a cipher mode (AES modes, or ChaCha20).
@@ -309,5 +538,70 @@ mod tests {
         let p = cipher_parameters(CipherMode::Ecb { pad: false });
         assert_eq!(p.block_cipher_mode, Some(BlockCipherMode::Ecb));
         assert_eq!(p.padding_method, Some(PaddingMethod::None));
+    }
+
+    #[test]
+    fn signature_schemes_and_rsa_paddings_map_to_cryptographic_parameters() {
+        let p = sign_parameters(SignatureScheme::RsaPss(HashAlgorithm::Sha256));
+        assert_eq!(p.cryptographic_algorithm, Some(CryptographicAlgorithm::Rsa));
+        assert_eq!(p.padding_method, Some(PaddingMethod::Pss));
+        assert_eq!(p.hashing_algorithm, Some(HashingAlgorithm::Sha256));
+        let p = sign_parameters(SignatureScheme::Ecdsa(HashAlgorithm::Sha384));
+        assert_eq!(
+            p.cryptographic_algorithm,
+            Some(CryptographicAlgorithm::Ecdsa)
+        );
+        assert_eq!(p.padding_method, None);
+        let p = rsa_parameters(&RsaPadding::Pkcs1v15);
+        assert_eq!(p.padding_method, Some(PaddingMethod::Pkcs1V15));
+        assert!(p.other.is_empty());
+        // OAEP's defaults are left to the upstream; what differs is sent.
+        let oaep = |mgf1_hash, label: &[u8]| {
+            rsa_parameters(&RsaPadding::Oaep(soft::OaepParams {
+                hash: HashAlgorithm::Sha256,
+                mgf1_hash,
+                label: label.to_vec(),
+            }))
+        };
+        let p = oaep(HashAlgorithm::Sha256, b"");
+        assert_eq!(p.hashing_algorithm, Some(HashingAlgorithm::Sha256));
+        assert!(p.other.is_empty());
+        let p = oaep(HashAlgorithm::Sha1, b"context");
+        let tags_of: Vec<_> = p.other.iter().map(|t| t.tag).collect();
+        assert_eq!(
+            tags_of,
+            [tags::MASK_GENERATOR_HASHING_ALGORITHM, tags::PSOURCE]
+        );
+    }
+
+    #[test]
+    fn upstream_keys_are_read_back_as_pkcs8_and_spki() {
+        let key =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .unwrap();
+        let pair = (
+            key.serialize_der(),
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        );
+        let pkcs1 = soft::private_to_pkcs1(&pair.0).unwrap();
+        let block = |format, bytes: &[u8]| KeyBlock {
+            key_format_type: format,
+            ..KeyBlock::raw(SecretBytes::from_slice(bytes), None, None)
+        };
+        let got = material(
+            "k",
+            ManagedObject::PrivateKey(block(KeyFormatType::Pkcs1, &pkcs1)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(got.as_slice(), pair.0.as_slice());
+        let spki_pkcs1 = soft::public_to_pkcs1(&pair.1).unwrap();
+        let got = material(
+            "k",
+            ManagedObject::PublicKey(block(KeyFormatType::Pkcs1, &spki_pkcs1)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(got.as_slice(), pair.1.as_slice());
     }
 }

@@ -48,6 +48,7 @@ pub use error::OpError;
 pub(crate) use interop::audit_note;
 pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};
+pub(crate) use split_material::{decode_material, encode_material, SplitGroup, REGISTERED};
 pub use table::{response_uids, target_uid};
 pub use upstream_state::{Refreshed, UpstreamLifecycle, UPSTREAM_LIFECYCLE};
 
