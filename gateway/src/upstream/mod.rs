@@ -10,13 +10,14 @@
 //!   upstream's. The blob and the mapping gateway UID → upstream UID are kept in a **local vault
 //!   of its own** (`<data_dir>/upstream-map`, its head `upstream-map.head` beside the master
 //!   key): one record per object whose "material" is the upstream identifier (and the
-//!   extractability flag), never key bytes. The vault gives what the mapping needs for free:
+//!   extractability flag, and a Split Key's split group), never key bytes. The vault gives what the mapping needs for free:
 //!   durable group-committed writes, tombstones, rollback detection, `backup`/`restore`; its own
 //!   folder means it can never be mistaken for a key vault.
 //! - **What stays upstream.** Material and cryptography: generate → Create (+ Activate: the
 //!   gateway keeps the real lifecycle state and checks it before forwarding, the upstream key
 //!   is simply usable), import → Register, read_material → Get, destroy → Revoke + Destroy,
-//!   encrypt/decrypt/MAC → forwarded with the upstream identifier.
+//!   encrypt/decrypt/MAC → forwarded with the upstream identifier; key pairs, Sign and RSA
+//!   Decrypt likewise (`keys.rs`).
 //! - **Order of writes.** Upstream first, then the local record: a crash in between leaves an
 //!   unreferenced upstream object (no client can reach it), never a record pointing at nothing.
 //!   Destroy: upstream first (an upstream Item Not Found counts as done, so a retry finishes),
@@ -227,16 +228,7 @@ impl UpstreamBackend {
         extractable: bool,
         group: Option<&SplitGroup>,
     ) -> Result<(), BackendError> {
-        let mut material = Zeroizing::new(Vec::with_capacity(upstream_uid.len() + 17));
-        let flags = if extractable { EXTRACTABLE } else { 0 };
-        match group {
-            Some(group) => {
-                material.push(flags | SPLIT_GROUP);
-                material.extend_from_slice(group);
-            }
-            None => material.push(flags),
-        }
-        material.extend_from_slice(upstream_uid.as_bytes());
+        let material = mapping_material(upstream_uid, extractable, group);
         self.map.import(record, material, None).await
     }
 
@@ -290,6 +282,26 @@ struct Mapping {
 }
 
 /// A mapping record's material: flags, a Split Key's group, the upstream identifier.
+fn mapping_material(
+    upstream_uid: &str,
+    extractable: bool,
+    group: Option<&SplitGroup>,
+) -> Zeroizing<Vec<u8>> {
+    let mut material = Zeroizing::new(Vec::with_capacity(1 + 16 + upstream_uid.len()));
+    let flags = if extractable { EXTRACTABLE } else { 0 };
+    match group {
+        Some(group) => {
+            material.push(flags | SPLIT_GROUP);
+            material.extend_from_slice(group);
+        }
+        None => material.push(flags),
+    }
+    material.extend_from_slice(upstream_uid.as_bytes());
+    material
+}
+
+/// What [`mapping_material`] wrote (and records written before Split Keys were mapped: flags
+/// and identifier only, read alike).
 fn link_of(uid: &str, record: &[u8]) -> Result<Mapping, BackendError> {
     let corrupt = || BackendError::Corrupt(format!("mapping record of {uid}"));
     let (flags, rest) = record.split_first().ok_or_else(corrupt)?;
@@ -556,5 +568,37 @@ impl Backend for UpstreamBackend {
             });
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_records_keep_the_identifier_the_flag_and_a_split_group() {
+        let group = [9u8; 16];
+        let m = link_of("g", &mapping_material("up-1", true, Some(&group))).unwrap();
+        assert_eq!(
+            (m.upstream.as_str(), m.extractable, m.group),
+            ("up-1", true, Some(group))
+        );
+        let m = link_of("g", &mapping_material("up-2", false, None)).unwrap();
+        assert_eq!(
+            (m.upstream.as_str(), m.extractable, m.group),
+            ("up-2", false, None)
+        );
+        // A record written before split groups: flags, then the identifier.
+        let m = link_of("g", b"\x01legacy-7").unwrap();
+        assert_eq!(
+            (m.upstream.as_str(), m.extractable, m.group),
+            ("legacy-7", true, None)
+        );
+        for corrupt in [&b""[..], &[SPLIT_GROUP, 1, 2][..]] {
+            assert!(matches!(
+                link_of("g", corrupt),
+                Err(BackendError::Corrupt(_))
+            ));
+        }
     }
 }

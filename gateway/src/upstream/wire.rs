@@ -165,8 +165,14 @@ pub(crate) fn register(
     Ok((payload, group))
 }
 
+/// The Key Format Type values of the Transparent structures (KMIP 1.4 §9.1.3.2.3: Transparent
+/// Symmetric Key to Transparent EC Public Key): their Key Material is a structure, not bytes.
+const TRANSPARENT_FORMATS: std::ops::RangeInclusive<u32> = 0x07..=0x15;
+
 /// The Key Block of a registered Private or Public Key: PKCS#8 or SubjectPublicKeyInfo as the
-/// gateway stores them, or (a key kept in another format) the format it was registered in.
+/// gateway stores them, or (a key kept in another byte format, such as Raw) the format it was
+/// registered in. A key kept as a Transparent structure (registered before the gateway
+/// converted those) is refused: the proxy sends key material as bytes.
 fn asymmetric_block(
     kind: ObjectKind,
     material: &[u8],
@@ -175,18 +181,26 @@ fn asymmetric_block(
     let der = match kind {
         ObjectKind::PrivateKey => soft::private_to_pkcs8(material)
             .ok()
-            .map(|_| KeyFormatType::Pkcs8),
+            .map(|der| (KeyFormatType::Pkcs8, der)),
         _ => soft::public_to_spki(material)
             .ok()
-            .map(|_| KeyFormatType::X509),
+            .map(|der| (KeyFormatType::X509, Zeroizing::new(der))),
     };
-    let format = der.or(facts.format).ok_or_else(|| {
-        BackendError::InvalidInput(format!("a {kind:?} without a Key Format Type"))
-    })?;
+    let (format, bytes) = match (der, facts.format) {
+        (Some(der), _) => der,
+        (None, Some(f)) if !TRANSPARENT_FORMATS.contains(&f.to_u32()) => {
+            (f, Zeroizing::new(material.to_vec()))
+        }
+        (None, f) => {
+            return Err(BackendError::Unsupported(format!(
+                "a {kind:?} kept in Key Format Type {f:?} is not registered upstream"
+            )))
+        }
+    };
     Ok(KeyBlock {
         key_format_type: format,
         ..KeyBlock::raw(
-            SecretBytes::from_slice(material),
+            SecretBytes::from_slice(&bytes),
             facts.algorithm,
             facts.length,
         )
@@ -603,5 +617,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.as_slice(), pair.1.as_slice());
+    }
+
+    #[test]
+    fn registered_keys_go_upstream_as_pkcs8_spki_or_their_byte_format() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let facts = |format| KeyFacts {
+            algorithm: Some(CryptographicAlgorithm::Ec),
+            length: Some(256),
+            format,
+        };
+        let block = asymmetric_block(
+            ObjectKind::PrivateKey,
+            &key.serialize_der(),
+            facts(Some(KeyFormatType::Pkcs8)),
+        )
+        .unwrap();
+        assert_eq!(block.key_format_type, KeyFormatType::Pkcs8);
+        assert_eq!(block.cryptographic_length, Some(256));
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        let block = asymmetric_block(ObjectKind::PublicKey, &spki, facts(None)).unwrap();
+        assert_eq!(block.key_format_type, KeyFormatType::X509);
+        assert_eq!(
+            block.key_value,
+            KeyValue::Material(SecretBytes::from_slice(&spki))
+        );
+        // Bytes in another format go as they are; a Transparent structure's are refused.
+        let raw = asymmetric_block(
+            ObjectKind::PublicKey,
+            b"\x04point",
+            facts(Some(KeyFormatType::Raw)),
+        )
+        .unwrap();
+        assert_eq!(raw.key_format_type, KeyFormatType::Raw);
+        for format in [Some(KeyFormatType::TransparentEcPublicKey), None] {
+            assert!(asymmetric_block(ObjectKind::PublicKey, b"\x42", facts(format)).is_err());
+        }
     }
 }
