@@ -1871,18 +1871,31 @@ impl Client {
         bits: i32,
         name: &str,
     ) -> ResponseBatchItem {
+        self.create_pair_with(alg, bits, name, Vec::new()).await
+    }
+
+    /// [`Client::create_pair`] with `private_extra` attributes for the private key.
+    async fn create_pair_with(
+        &mut self,
+        alg: CryptographicAlgorithm,
+        bits: i32,
+        name: &str,
+        private_extra: Vec<Attribute>,
+    ) -> ResponseBatchItem {
         let half = |suffix: &str, mask: i32| {
             vec![
                 Attribute::name(&Name::new(&format!("{name}-{suffix}"))),
                 Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, mask),
             ]
         };
+        let mut private = half("private", usage_mask::SIGN | usage_mask::DECRYPT);
+        private.extend(private_extra);
         self.call(RequestPayload::CreateKeyPair(CreateKeyPairRequest {
             common_attributes: vec![
                 Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, alg),
                 Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, bits),
             ],
-            private_key_attributes: half("private", usage_mask::SIGN | usage_mask::DECRYPT),
+            private_key_attributes: private,
             public_key_attributes: half("public", usage_mask::VERIFY | usage_mask::ENCRYPT),
             common_templates: Vec::new(),
             private_key_templates: Vec::new(),
@@ -2680,4 +2693,150 @@ fn pykmip_client_key_pairs_certificates_and_split_keys_through_the_proxy_to_pykm
     pki::dev_pki(pki_dir.path()).unwrap();
     let upstream = PyKmipServer::start(pki_dir.path());
     pykmip_kind_flows(&Proxy::new(&[upstream.addr], pki_dir.path()));
+}
+
+/// `upstream copy` of every kind the proxy made or adopted: a key pair made through the proxy, an
+/// adopted one, a certificate and the parts of a Create Split Key are copied with their material
+/// (keys as PKCS#8 / SPKI, the parts with their split) and work on the local gateway with the
+/// upstream switched off: the copied private keys sign, the parts join. A pair whose private
+/// key was made Sensitive leaves that key at the source.
+#[tokio::test]
+async fn key_pairs_certificates_and_split_keys_are_copied_off_the_upstream() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = upstream.direct().await;
+    let (legacy_private, legacy_public) = direct
+        .active_pair(CryptographicAlgorithm::Rsa, 2048, "legacy")
+        .await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr], &upstream.pki()));
+    let gw = proxy.start();
+    for id in [&legacy_private, &legacy_public] {
+        let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", id]);
+        assert!(ok, "{out}");
+    }
+    let mut owner = proxy.client(&gw, OWNER).await;
+    owner.version = ProtocolVersion::V2_1;
+    let (private, public) = owner
+        .active_pair(CryptographicAlgorithm::Ec, 384, "made")
+        .await;
+    let item = owner
+        .create_pair_with(
+            CryptographicAlgorithm::Rsa,
+            2048,
+            "sealed",
+            vec![Attribute::boolean(tags::SENSITIVE, true)],
+        )
+        .await;
+    let Some(ResponsePayload::CreateKeyPair(sealed)) = item.payload else {
+        panic!("Create Key Pair: {item:?}");
+    };
+    let cert = certificate_der(&proxy.path(&format!("{OWNER}.pem")));
+    let certificate = owner
+        .register(
+            ManagedObject::Certificate {
+                certificate_type: CertificateType::X509,
+                value: Bytes::from(cert.clone()),
+            },
+            Vec::new(),
+        )
+        .await;
+    let ResponsePayload::CreateSplitKey(parts) = owner
+        .ok(RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
+            object_type: ObjectType::SplitKey,
+            unique_identifier: None,
+            split_key_parts: 3,
+            split_key_threshold: 2,
+            split_key_method: SplitKeyMethod::PolynomialSharingGf28,
+            prime_field_size: None,
+            attributes: vec![
+                Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+                Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
+            ],
+        }))
+        .await
+    else {
+        panic!("Create Split Key answered another payload");
+    };
+    let mut before = Vec::new();
+    for id in [
+        &legacy_private,
+        &legacy_public,
+        &private,
+        &public,
+        &certificate,
+    ] {
+        before.push(owner.key_der(id).await);
+    }
+    let objects = owner.locate(Vec::new()).await.len();
+    drop(owner);
+    drop(gw);
+
+    let local = local_installation(&proxy);
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream".as_ref(),
+        "copy".as_ref(),
+        "--config".as_ref(),
+        proxy.path("gateway.toml").as_os_str(),
+        "--to".as_ref(),
+        local.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{objects} of {objects} objects: {} copied, 0 tombstones, 0 already there, 0 failed, \
+             1 not extractable",
+            objects - 1
+        )) && out.contains(&format!(
+            "not extractable, left at the source: {}",
+            sealed.private_key_unique_identifier
+        )),
+        "{out}"
+    );
+
+    drop(direct);
+    upstream.kill();
+    let served = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut owner = proxy.client(&served, OWNER).await;
+    owner.version = ProtocolVersion::V2_1;
+    for (id, der) in [
+        &legacy_private,
+        &legacy_public,
+        &private,
+        &public,
+        &certificate,
+    ]
+    .into_iter()
+    .zip(&before)
+    {
+        assert_eq!(&owner.key_der(id).await, der, "{id}");
+    }
+    let ecdsa = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Ecdsa),
+        hashing_algorithm: Some(HashingAlgorithm::Sha384),
+        ..CryptographicParameters::default()
+    };
+    let rsa_pss = rsa(PaddingMethod::Pss, HashingAlgorithm::Sha256);
+    for (private, public, params) in [
+        (&private, &public, &ecdsa),
+        (&legacy_private, &legacy_public, &rsa_pss),
+    ] {
+        let signature = owner.sign(private, params, SIGNED).await;
+        assert_eq!(
+            owner.verify(public, params, SIGNED, &signature).await,
+            ValidityIndicator::Valid
+        );
+    }
+    let item = owner
+        .call(RequestPayload::JoinSplitKey(JoinSplitKeyRequest {
+            object_type: ObjectType::SymmetricKey,
+            unique_identifiers: parts.unique_identifiers[..2].to_vec(),
+            secret_data_type: None,
+            attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c)],
+        }))
+        .await;
+    assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
 }

@@ -66,6 +66,10 @@ impl UpstreamBackend {
                 "a key pair is one Private Key and one Public Key object".into(),
             ));
         }
+        // Sensitive is in the record only: a Sensitive private key never leaves the upstream
+        // either (`upstream copy` leaves it there), as a Sensitive symmetric key.
+        let (_, extractable) = key_facts(&private)?;
+        let extractable = extractable && spec.private_extractable;
         let uid = private.uid.clone();
         let (up_private, up_public) = match self
             .call("Create Key Pair", &uid, wire::create_key_pair(&spec)?)
@@ -78,7 +82,7 @@ impl UpstreamBackend {
             _ => return Err(unexpected("Create Key Pair")),
         };
         let written = self
-            .record_pair(private, public, spec, &up_private, &up_public)
+            .record_pair(private, public, extractable, &up_private, &up_public)
             .await;
         if written.is_err() {
             self.discard(&[&up_private, &up_public]).await;
@@ -90,14 +94,14 @@ impl UpstreamBackend {
         &self,
         private: ObjectRecord,
         public: ObjectRecord,
-        spec: KeyPairSpec,
+        private_extractable: bool,
         up_private: &str,
         up_public: &str,
     ) -> Result<(), BackendError> {
         self.activate(up_private).await?;
         self.activate(up_public).await?;
         let private_uid = private.uid.clone();
-        self.record(private, up_private, spec.private_extractable, None)
+        self.record(private, up_private, private_extractable, None)
             .await?;
         if let Err(e) = self.record(public, up_public, true, None).await {
             self.mapped.remove(up_private, &private_uid);
