@@ -12,14 +12,16 @@ use kmip_wire::model::{
     usage_mask, Attribute, BlockCipherMode, CertificateType, CreateKeyPairRequest, CreateRequest,
     CryptoRequest, CryptographicAlgorithm, CryptographicParameters, HashingAlgorithm, KeyBlock,
     KeyFormatType, KeyValue, KmipEnum, ManagedObject, ObjectType, PaddingMethod, RegisterRequest,
-    RequestPayload, ResultReason, SecretBytes, SecretDataType, SignRequest,
+    RequestPayload, ResultReason, SecretBytes, SecretDataType, SecretTtlv, SignRequest,
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Ttlv, Value};
 use zeroize::Zeroizing;
 
 use super::pool::CallError;
-use crate::kmip::ops::{decode_material, encode_material, SplitGroup, REGISTERED};
+use crate::kmip::ops::{
+    decode_material, der_of_transparent_key, encode_material, SplitGroup, REGISTERED,
+};
 
 /// The usage mask of every key the proxy makes upstream: every use the backend interface
 /// forwards. The gateway enforces the client's own mask before forwarding.
@@ -333,8 +335,9 @@ pub(crate) fn rsa_parameters(padding: &RsaPadding) -> CryptographicParameters {
 
 /// The material of a Get answer, in the encoding the gateway's backends store: Private Keys as
 /// PKCS#8 and Public Keys as SubjectPublicKeyInfo (upstreams answer in their own format, PyKMIP's
-/// RSA keys as PKCS#1, and not every one converts on Get), a Split Key, PGP Key or Certificate
-/// Request as the gateway's encoding of the object (a Split Key's preceded by `group`).
+/// RSA keys as PKCS#1, others as Transparent RSA or EC structures, and not every one converts on
+/// Get), a Split Key, PGP Key or Certificate Request as the gateway's encoding of the object (a
+/// Split Key's preceded by `group`).
 pub(crate) fn material(
     uid: &str,
     object: ManagedObject,
@@ -362,6 +365,20 @@ pub(crate) fn material(
                 .map(Zeroizing::new)
                 .map_err(unreadable)
         }
+        ManagedObject::PrivateKey(KeyBlock {
+            key_format_type,
+            key_value: KeyValue::Transparent(t),
+            ..
+        }) => {
+            soft::private_to_pkcs8(&transparent_der(uid, key_format_type, &t)?).map_err(unreadable)
+        }
+        ManagedObject::PublicKey(KeyBlock {
+            key_format_type,
+            key_value: KeyValue::Transparent(t),
+            ..
+        }) => soft::public_to_spki(&transparent_der(uid, key_format_type, &t)?)
+            .map(Zeroizing::new)
+            .map_err(unreadable),
         ManagedObject::SymmetricKey(b)
         | ManagedObject::PublicKey(b)
         | ManagedObject::PrivateKey(b)
@@ -377,6 +394,19 @@ pub(crate) fn material(
             encode_material(&object, group.unwrap_or(&REGISTERED))
         }
     }
+}
+
+/// The DER of a key the upstream answered as a Transparent RSA or EC structure.
+fn transparent_der(
+    uid: &str,
+    format: KeyFormatType,
+    structure: &SecretTtlv,
+) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    der_of_transparent_key(format, &structure.0).map_err(|e| {
+        BackendError::Unsupported(format!(
+            "the upstream answered {uid} as a {format:?} the proxy does not convert: {e}"
+        ))
+    })
 }
 
 /// The DER forms of a Public or Private Key that convert to PKCS#8 or SubjectPublicKeyInfo.
@@ -486,172 +516,4 @@ pub(crate) fn backend_error(addr: &str, call: &str, uid: &str, e: CallError) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(reason: ResultReason) -> CallError {
-        CallError::Refused {
-            reason: Some(reason),
-            message: Some("upstream detail".into()),
-        }
-    }
-
-    #[test]
-    fn upstream_failures_become_backend_errors_without_the_upstream_message() {
-        let e = backend_error(
-            "kms1:5696",
-            "Get",
-            "gw-uid",
-            refused(ResultReason::ItemNotFound),
-        );
-        assert!(
-            matches!(e, BackendError::NotFound(ref u) if u == "gw-uid"),
-            "{e:?}"
-        );
-        for gone in [ResultReason::ObjectNotFound, ResultReason::ObjectDestroyed] {
-            let e = backend_error("kms1:5696", "Get", "gw-uid", refused(gone));
-            assert!(matches!(e, BackendError::NotFound(_)), "{gone:?}: {e:?}");
-        }
-        let e = backend_error(
-            "kms1:5696",
-            "Decrypt",
-            "gw-uid",
-            refused(ResultReason::CryptographicFailure),
-        );
-        assert!(
-            matches!(
-                e,
-                BackendError::Call {
-                    class: FailureClass::Crypto,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
-        assert!(!e.to_string().contains("upstream detail"), "{e}");
-        let e = backend_error(
-            "kms1:5696",
-            "Get",
-            "gw-uid",
-            CallError::Transport("connection refused".into()),
-        );
-        assert!(
-            matches!(e, BackendError::Unavailable(ref m) if m.contains("kms1:5696")),
-            "{e:?}"
-        );
-    }
-
-    #[test]
-    fn cipher_modes_map_to_cryptographic_parameters() {
-        let p = cipher_parameters(CipherMode::Gcm { tag_len: 16 });
-        assert_eq!(p.block_cipher_mode, Some(BlockCipherMode::Gcm));
-        assert_eq!(p.tag_length, Some(16));
-        assert_eq!(p.padding_method, None);
-        let p = cipher_parameters(CipherMode::Cbc { pad: true });
-        assert_eq!(p.padding_method, Some(PaddingMethod::Pkcs5));
-        let p = cipher_parameters(CipherMode::Ecb { pad: false });
-        assert_eq!(p.block_cipher_mode, Some(BlockCipherMode::Ecb));
-        assert_eq!(p.padding_method, Some(PaddingMethod::None));
-    }
-
-    #[test]
-    fn signature_schemes_and_rsa_paddings_map_to_cryptographic_parameters() {
-        let p = sign_parameters(SignatureScheme::RsaPss(HashAlgorithm::Sha256));
-        assert_eq!(p.cryptographic_algorithm, Some(CryptographicAlgorithm::Rsa));
-        assert_eq!(p.padding_method, Some(PaddingMethod::Pss));
-        assert_eq!(p.hashing_algorithm, Some(HashingAlgorithm::Sha256));
-        let p = sign_parameters(SignatureScheme::Ecdsa(HashAlgorithm::Sha384));
-        assert_eq!(
-            p.cryptographic_algorithm,
-            Some(CryptographicAlgorithm::Ecdsa)
-        );
-        assert_eq!(p.padding_method, None);
-        let p = rsa_parameters(&RsaPadding::Pkcs1v15);
-        assert_eq!(p.padding_method, Some(PaddingMethod::Pkcs1V15));
-        assert!(p.other.is_empty());
-        // OAEP's defaults are left to the upstream; what differs is sent.
-        let oaep = |mgf1_hash, label: &[u8]| {
-            rsa_parameters(&RsaPadding::Oaep(soft::OaepParams {
-                hash: HashAlgorithm::Sha256,
-                mgf1_hash,
-                label: label.to_vec(),
-            }))
-        };
-        let p = oaep(HashAlgorithm::Sha256, b"");
-        assert_eq!(p.hashing_algorithm, Some(HashingAlgorithm::Sha256));
-        assert!(p.other.is_empty());
-        let p = oaep(HashAlgorithm::Sha1, b"context");
-        let tags_of: Vec<_> = p.other.iter().map(|t| t.tag).collect();
-        assert_eq!(
-            tags_of,
-            [tags::MASK_GENERATOR_HASHING_ALGORITHM, tags::PSOURCE]
-        );
-    }
-
-    #[test]
-    fn upstream_keys_are_read_back_as_pkcs8_and_spki() {
-        let key =
-            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-                .unwrap();
-        let pair = (
-            key.serialize_der(),
-            rcgen::PublicKeyData::subject_public_key_info(&key),
-        );
-        let pkcs1 = soft::private_to_pkcs1(&pair.0).unwrap();
-        let block = |format, bytes: &[u8]| KeyBlock {
-            key_format_type: format,
-            ..KeyBlock::raw(SecretBytes::from_slice(bytes), None, None)
-        };
-        let got = material(
-            "k",
-            ManagedObject::PrivateKey(block(KeyFormatType::Pkcs1, &pkcs1)),
-            None,
-        )
-        .unwrap();
-        assert_eq!(got.as_slice(), pair.0.as_slice());
-        let spki_pkcs1 = soft::public_to_pkcs1(&pair.1).unwrap();
-        let got = material(
-            "k",
-            ManagedObject::PublicKey(block(KeyFormatType::Pkcs1, &spki_pkcs1)),
-            None,
-        )
-        .unwrap();
-        assert_eq!(got.as_slice(), pair.1.as_slice());
-    }
-
-    #[test]
-    fn registered_keys_go_upstream_as_pkcs8_spki_or_their_byte_format() {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let facts = |format| KeyFacts {
-            algorithm: Some(CryptographicAlgorithm::Ec),
-            length: Some(256),
-            format,
-        };
-        let block = asymmetric_block(
-            ObjectKind::PrivateKey,
-            &key.serialize_der(),
-            facts(Some(KeyFormatType::Pkcs8)),
-        )
-        .unwrap();
-        assert_eq!(block.key_format_type, KeyFormatType::Pkcs8);
-        assert_eq!(block.cryptographic_length, Some(256));
-        let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
-        let block = asymmetric_block(ObjectKind::PublicKey, &spki, facts(None)).unwrap();
-        assert_eq!(block.key_format_type, KeyFormatType::X509);
-        assert_eq!(
-            block.key_value,
-            KeyValue::Material(SecretBytes::from_slice(&spki))
-        );
-        // Bytes in another format go as they are; a Transparent structure's are refused.
-        let raw = asymmetric_block(
-            ObjectKind::PublicKey,
-            b"\x04point",
-            facts(Some(KeyFormatType::Raw)),
-        )
-        .unwrap();
-        assert_eq!(raw.key_format_type, KeyFormatType::Raw);
-        for format in [Some(KeyFormatType::TransparentEcPublicKey), None] {
-            assert!(asymmetric_block(ObjectKind::PublicKey, b"\x42", facts(format)).is_err());
-        }
-    }
-}
+mod tests;

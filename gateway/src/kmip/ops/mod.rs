@@ -42,6 +42,7 @@ mod unique_names;
 mod upstream_state;
 
 pub use adopt::{AdoptTarget, Adoption, UpstreamObject};
+pub(crate) use asym::der_of_transparent_key;
 pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
 pub use create::symmetric_key_spec;
 pub use error::OpError;
