@@ -18,10 +18,10 @@ use kmip_wire::model::{
     CryptographicAlgorithm, CryptographicParameters, DiscoverVersionsRequest, GetAttributesRequest,
     GetRequest, HashingAlgorithm, JoinSplitKeyRequest, KeyBlock, KeyFormatType, KeyValue, Link,
     LocateRequest, ManagedObject, Name, ObjectType, PaddingMethod, ProtocolVersion,
-    RegisterRequest, RequestBatchItem, RequestHeader, RequestMessage, RequestPayload,
-    ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason, ResultStatus,
-    RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, SignRequest, SplitKey,
-    SplitKeyMethod, State, UidRequest, ValidityIndicator,
+    ReKeyKeyPairRequest, RegisterRequest, RequestBatchItem, RequestHeader, RequestMessage,
+    RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason,
+    ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, SignRequest,
+    SplitKey, SplitKeyMethod, State, UidRequest, ValidityIndicator,
 };
 use kmip_wire::spec::tags;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -2432,6 +2432,47 @@ async fn key_pair_and_certificate_adopted(
         |links: Vec<Link>, to: &str| links.iter().any(|l| l.linked_object_identifier == to);
     assert_eq!(linked(owner.links(&private).await, &public), can.links);
     assert_eq!(linked(owner.links(&public).await, &private), can.links);
+    // ReKey Key Pair finds the public key by the private key's Link: the kept Links make an
+    // adopted pair re-keyable, a new pair made upstream.
+    let rekeyed = owner
+        .call(RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+            unique_identifier: Some(private.clone()),
+            ..ReKeyKeyPairRequest::default()
+        }))
+        .await;
+    if can.links {
+        let Some(ResponsePayload::ReKeyKeyPair(pair)) = rekeyed.payload else {
+            panic!("ReKey Key Pair: {rekeyed:?}");
+        };
+        for id in [
+            &pair.private_key_unique_identifier,
+            &pair.public_key_unique_identifier,
+        ] {
+            if owner.state(id).await == Some(State::PreActive) {
+                owner.ok(RequestPayload::Activate(uid(id))).await;
+            }
+        }
+        let signature = owner
+            .sign(&pair.private_key_unique_identifier, &params, SIGNED)
+            .await;
+        assert_eq!(
+            owner
+                .verify(
+                    &pair.public_key_unique_identifier,
+                    &params,
+                    SIGNED,
+                    &signature
+                )
+                .await,
+            ValidityIndicator::Valid
+        );
+    } else {
+        assert_eq!(
+            rekeyed.result_reason,
+            Some(ResultReason::InvalidField),
+            "{rekeyed:?}"
+        );
+    }
     assert_eq!(
         owner
             .locate(vec![Attribute::name(&Name::new("legacy-cert"))])
