@@ -10,9 +10,10 @@
 //!   upstream's. The blob and the mapping gateway UID → upstream UID are kept in a **local vault
 //!   of its own** (`<data_dir>/upstream-map`, its head `upstream-map.head` beside the master
 //!   key): one record per object whose "material" is the upstream identifier (and the
-//!   extractability flag, and a Split Key's split group), never key bytes. The vault gives what the mapping needs for free:
-//!   durable group-committed writes, tombstones, rollback detection, `backup`/`restore`; its own
-//!   folder means it can never be mistaken for a key vault.
+//!   extractability flag, and a Split Key's split group), never key bytes. The vault gives what
+//!   the mapping needs for free: durable group-committed writes, tombstones, rollback
+//!   detection, `backup`/`restore`; its own folder means it can never be mistaken for a key
+//!   vault.
 //! - **What stays upstream.** Material and cryptography: generate → Create (+ Activate: the
 //!   gateway keeps the real lifecycle state and checks it before forwarding, the upstream key
 //!   is simply usable), import → Register, read_material → Get, destroy → Revoke + Destroy,
@@ -74,9 +75,10 @@ use pool::{CallError, Connector, Upstream};
 /// a fresh one. Bounds a call's time to upstreams × attempts × (acquire + request timeout).
 const ATTEMPTS_PER_UPSTREAM: usize = 2;
 
-/// Flags, the first byte of a mapping record's material: the object may be read back
-/// (`read_material`); the 16 bytes of a Split Key's split group follow the flags.
+/// Flags, the first byte of a mapping record's material. The object may be read back
+/// (`read_material`):
 const EXTRACTABLE: u8 = 1;
+/// The 16 bytes of a Split Key's split group follow the flags:
 const SPLIT_GROUP: u8 = 2;
 
 /// The proxy backend: a local vault of mapping records plus the upstream pools.
