@@ -2132,7 +2132,7 @@ async fn hidden_from_the_other_tenant(proxy: &Proxy, gw: &GatewayProcess, ids: &
 
 /// What an upstream server can do with key pairs.
 struct PairSupport {
-    /// Makes EC pairs (PyKMIP's server makes RSA pairs only).
+    /// Makes EC and Ed25519 pairs (PyKMIP's server makes RSA pairs only).
     ec: bool,
     /// Decrypts with an RSA private key (PyKMIP's server decrypts with symmetric keys only,
     /// and answers Permission Denied).
@@ -2217,44 +2217,51 @@ async fn key_pairs_and_certificates_through(
         }
     }
 
-    let ec_pair = owner
-        .create_pair(CryptographicAlgorithm::Ec, 256, "ec-pair")
-        .await;
-    if can.ec {
-        assert_eq!(ec_pair.result_status, ResultStatus::Success, "{ec_pair:?}");
-        let Some(ResponsePayload::CreateKeyPair(r)) = ec_pair.payload else {
-            panic!("Create Key Pair answered another payload");
+    let ecdsa = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Ecdsa),
+        hashing_algorithm: Some(HashingAlgorithm::Sha256),
+        ..CryptographicParameters::default()
+    };
+    let eddsa = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Ed25519),
+        ..CryptographicParameters::default()
+    };
+    for (alg, name, params) in [
+        (CryptographicAlgorithm::Ec, "ec-pair", &ecdsa),
+        (CryptographicAlgorithm::Ed25519, "ed-pair", &eddsa),
+    ] {
+        let pair = owner.create_pair(alg, 256, name).await;
+        if !can.ec {
+            // The upstream's refusal, and neither half exists in the gateway.
+            assert_eq!(
+                pair.result_status,
+                ResultStatus::OperationFailed,
+                "{pair:?}"
+            );
+            for half in ["private", "public"] {
+                assert!(owner
+                    .locate(vec![Attribute::name(&Name::new(&format!("{name}-{half}")))])
+                    .await
+                    .is_empty());
+            }
+            continue;
+        }
+        let Some(ResponsePayload::CreateKeyPair(r)) = pair.payload else {
+            panic!("Create Key Pair of {alg:?}: {pair:?}");
         };
-        let (ec_private, ec_public) = (
+        let (private, public) = (
             r.private_key_unique_identifier,
             r.public_key_unique_identifier,
         );
-        for id in [&ec_private, &ec_public] {
+        for id in [&private, &public] {
             owner.ok(RequestPayload::Activate(uid(id))).await;
         }
-        let ecdsa = CryptographicParameters {
-            cryptographic_algorithm: Some(CryptographicAlgorithm::Ecdsa),
-            hashing_algorithm: Some(HashingAlgorithm::Sha256),
-            ..CryptographicParameters::default()
-        };
-        let signature = owner.sign(&ec_private, &ecdsa, SIGNED).await;
+        let signature = owner.sign(&private, params, SIGNED).await;
         assert_eq!(
-            owner.verify(&ec_public, &ecdsa, SIGNED, &signature).await,
-            ValidityIndicator::Valid
+            owner.verify(&public, params, SIGNED, &signature).await,
+            ValidityIndicator::Valid,
+            "{alg:?}"
         );
-    } else {
-        // The upstream's refusal, and neither half exists in the gateway.
-        assert_eq!(
-            ec_pair.result_status,
-            ResultStatus::OperationFailed,
-            "{ec_pair:?}"
-        );
-        for half in ["ec-pair-private", "ec-pair-public"] {
-            assert!(owner
-                .locate(vec![Attribute::name(&Name::new(half))])
-                .await
-                .is_empty());
-        }
     }
 
     // Registered keys and a certificate: stored upstream, read back as registered, usable.
