@@ -6,6 +6,9 @@
 //! proxy's backup holds its upstream map (a migrating one's its local vault too), and keys
 //! revoked or destroyed on the upstream by others reach the proxy's view within its refresh
 //! interval. In migrate mode, new objects are local (and stream) and older ones are copied.
+//! Every object kind passes through (issue 18): key pairs made upstream sign and RSA-decrypt
+//! there, registered keys, certificates, Split Keys, PGP Keys and Certificate Requests are
+//! stored there, and key pairs and certificates made there are adopted.
 
 use bytes::Bytes;
 use kmip_backends::asym;
