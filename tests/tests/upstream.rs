@@ -27,6 +27,7 @@ use kmip_wire::model::{
     SplitKey, SplitKeyMethod, State, UidRequest, ValidityIndicator,
 };
 use kmip_wire::spec::tags;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -2890,4 +2891,103 @@ async fn key_pairs_certificates_and_split_keys_are_copied_off_the_upstream() {
         }))
         .await;
     assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+}
+
+/// An upstream kmip-gateway whose policy lets the proxy's identity (`purefa`) make, read,
+/// revoke and destroy its objects but not activate them: files in `dir` (its CA, server and
+/// `client-purefa` certificates, configuration, policy).
+fn upstream_that_never_activates(dir: &Path) -> GatewayProcess {
+    let ca = pki::init_ca("upstream CA", 30).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+    let server = pki::issue_server_cert(
+        &ca,
+        &["localhost".to_owned()],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        30,
+    )
+    .unwrap();
+    std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), server.key_pem.as_bytes()).unwrap();
+    let client = pki::issue_client_cert(&ca, "purefa", 30).unwrap();
+    std::fs::write(dir.join("client-purefa.pem"), &client.cert_pem).unwrap();
+    std::fs::write(dir.join("client-purefa.key"), client.key_pem.as_bytes()).unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[[users]]\nname = \"purefa\"\n\
+         [[rules]]\nname = \"make\"\nusers = [\"purefa\"]\n\
+         operations = [\"DiscoverVersions\", \"Query\", \"Locate\", \"Create\", \
+         \"CreateKeyPair\", \"Register\"]\n\
+         [[rules]]\nname = \"own-but-never-activate\"\nusers = [\"purefa\"]\n\
+         operations = [\"Get\", \"GetAttributes\", \"Revoke\", \"Destroy\"]\nowned = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("upstream.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\npolicy_file = {policy:?}\n\
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n\
+             [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n",
+            data = dir.join("data"),
+            policy = dir.join("policy.toml"),
+            cert = dir.join("server.pem"),
+            key = dir.join("server.key"),
+            ca = dir.join("ca.pem"),
+        ),
+    )
+    .unwrap();
+    GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec![
+            "--config".into(),
+            dir.join("upstream.toml").display().to_string(),
+        ],
+        ..Default::default()
+    })
+}
+
+/// Create Key Pair is both keys or neither: when the upstream made the pair but then refuses to
+/// activate it, the client gets the refusal, the proxy records neither half, and the pair is
+/// destroyed upstream rather than left there unmapped.
+#[tokio::test]
+async fn a_key_pair_the_upstream_cannot_activate_is_neither_kept_nor_left_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = upstream_that_never_activates(dir.path());
+    let proxy = Proxy::new(&[upstream.addr()], dir.path());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let item = owner
+        .create_pair(CryptographicAlgorithm::Rsa, 2048, "half")
+        .await;
+    assert_eq!(
+        item.result_reason,
+        Some(ResultReason::PermissionDenied),
+        "{item:?}\n{}",
+        gw.log()
+    );
+    assert!(owner.locate(Vec::new()).await.is_empty());
+    // The upstream's audit trail: the pair it made, then both keys destroyed.
+    let mut upstream = upstream;
+    upstream.terminate();
+    assert!(upstream.wait_exit(BOUNDED).is_some_and(|s| s.success()));
+    let trail: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("data/audit/audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let succeeded = |operation: &str| {
+        trail
+            .iter()
+            .filter(|r| r["operation"] == operation && r["result_status"] == "Success")
+            .flat_map(|r| {
+                r["unique_identifiers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|u| u.to_string())
+            .collect::<BTreeSet<_>>()
+    };
+    let made = succeeded("CreateKeyPair");
+    assert_eq!(made.len(), 2, "{trail:?}");
+    assert_eq!(succeeded("Destroy"), made, "{trail:?}");
 }
