@@ -320,9 +320,8 @@ backend_tests! {
 
 // --- authentication refusals -------------------------------------------------------------------
 
-// Not through the proxy yet: it forwards no key pairs (Create Key Pair answers Feature Not
-// Supported). `with_proxy` comes with the key-pair work on `gateway/src/upstream/` (issue 18).
 backend_tests! {
+    with_proxy
     /// PyKMIP's create_key_pair, sign and signature_verify: the signature verifies with the
     /// public key, not over other data; the public key is no signing key; Get and Locate find the
     /// pair's objects by type.
@@ -374,9 +373,8 @@ backend_tests! {
     }
 }
 
-// Not through the proxy yet: it registers no Split Key upstream (Feature Not Supported).
-// `with_proxy` comes with the split-key work on `gateway/src/upstream/` (issue 18).
 backend_tests! {
+    with_proxy
     /// PyKMIP's Split Key objects: the parts of an XOR split registered with `register` come
     /// back from `get` with their fields, join to the secret, are found by Object Type and are
     /// destroyed.

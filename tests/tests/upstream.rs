@@ -7,9 +7,13 @@
 //! revoked or destroyed on the upstream by others reach the proxy's view within its refresh
 //! interval. In migrate mode, new objects are local (and stream) and older ones are copied;
 //! migrating to PostgreSQL, new objects are in the database beside other gateways' (a throwaway
-//! cluster, as the non-root service user: skipped without root).
+//! cluster, as the non-root service user: skipped without root). Every object kind passes
+//! through: key pairs made upstream sign and RSA-decrypt there, registered keys, certificates,
+//! Split Keys, PGP Keys and Certificate Requests are stored there, and key pairs and
+//! certificates made there are adopted.
 
 use bytes::Bytes;
+use kmip_backends::asym;
 use kmip_e2e::postgres::PgCluster;
 use kmip_e2e::upstream::{
     free_port, kmip_backend_section, wait_listening, GatewayUpstream, ProxyVersion, START_DEADLINE,
@@ -20,14 +24,18 @@ use kmip_e2e::{
 use kmip_gateway::client::{ClientTls, KmipClient};
 use kmip_gateway::tooling::pki;
 use kmip_wire::model::{
-    Attribute, BlockCipherMode, CreateRequest, CryptoRequest, CryptographicAlgorithm,
-    CryptographicParameters, DiscoverVersionsRequest, GetAttributesRequest, GetRequest,
-    LocateRequest, Name, ObjectType, PaddingMethod, ProtocolVersion, RequestBatchItem,
-    RequestHeader, RequestMessage, RequestPayload, ResponseBatchItem, ResponseMessage,
-    ResponsePayload, ResultReason, ResultStatus, RevocationReason, RevocationReasonCode,
-    RevokeRequest, SecretBytes, State, UidRequest,
+    usage_mask, Attribute, BlockCipherMode, CertificateRequestType, CertificateType,
+    CreateKeyPairRequest, CreateRequest, CreateSplitKeyRequest, CryptoRequest,
+    CryptographicAlgorithm, CryptographicParameters, DiscoverVersionsRequest, GetAttributesRequest,
+    GetRequest, HashingAlgorithm, JoinSplitKeyRequest, KeyBlock, KeyFormatType, KeyValue, Link,
+    LocateRequest, ManagedObject, Name, ObjectType, PaddingMethod, ProtocolVersion,
+    ReKeyKeyPairRequest, RegisterRequest, RequestBatchItem, RequestHeader, RequestMessage,
+    RequestPayload, ResponseBatchItem, ResponseMessage, ResponsePayload, ResultReason,
+    ResultStatus, RevocationReason, RevocationReasonCode, RevokeRequest, SecretBytes, SignRequest,
+    SplitKey, SplitKeyMethod, State, UidRequest, ValidityIndicator,
 };
 use kmip_wire::spec::tags;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -143,9 +151,10 @@ impl Proxy {
     }
 }
 
-/// One connection speaking KMIP 1.4.
+/// One connection speaking KMIP 1.4, unless told another version.
 struct Client {
     conn: KmipClient,
+    version: ProtocolVersion,
 }
 
 impl Client {
@@ -156,12 +165,12 @@ impl Client {
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
         // Above the proxy's own bounds: the proxy, not this client, must give up first.
         conn.set_timeout(BOUNDED * 2);
-        Client { conn }
+        Client { conn, version: V14 }
     }
 
     async fn call(&mut self, payload: RequestPayload) -> ResponseBatchItem {
         let request = RequestMessage {
-            header: RequestHeader::new(V14),
+            header: RequestHeader::new(self.version),
             items: vec![RequestBatchItem::new(payload)],
         };
         let reply = self.conn.call(&request.to_ttlv()).await.expect("an answer");
@@ -2064,4 +2073,1153 @@ async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
             "{refused:?}"
         );
     }
+}
+
+// --- Issue 18: every object kind through the proxy -----------------------------------------
+
+/// The data the key pair tests sign and encrypt.
+const SIGNED: &[u8] = b"signed where the key lives";
+
+fn rsa(padding: PaddingMethod, hash: HashingAlgorithm) -> CryptographicParameters {
+    CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Rsa),
+        padding_method: Some(padding),
+        hashing_algorithm: Some(hash),
+        ..CryptographicParameters::default()
+    }
+}
+
+fn with_params(id: &str, params: &CryptographicParameters, data: &[u8]) -> SignRequest {
+    SignRequest {
+        unique_identifier: Some(id.to_owned()),
+        cryptographic_parameters: Some(params.clone()),
+        data: Some(SecretBytes::from_slice(data)),
+        ..SignRequest::default()
+    }
+}
+
+impl Client {
+    /// Create Key Pair of `alg`/`bits`, the halves named `name-private` and `name-public`
+    /// (usable to sign and decrypt, verify and encrypt): the answer, success or not.
+    async fn create_pair(
+        &mut self,
+        alg: CryptographicAlgorithm,
+        bits: i32,
+        name: &str,
+    ) -> ResponseBatchItem {
+        self.create_pair_with(alg, bits, name, Vec::new()).await
+    }
+
+    /// [`Client::create_pair`] with `private_extra` attributes for the private key.
+    async fn create_pair_with(
+        &mut self,
+        alg: CryptographicAlgorithm,
+        bits: i32,
+        name: &str,
+        private_extra: Vec<Attribute>,
+    ) -> ResponseBatchItem {
+        let half = |suffix: &str, mask: i32| {
+            vec![
+                Attribute::name(&Name::new(&format!("{name}-{suffix}"))),
+                Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, mask),
+            ]
+        };
+        let mut private = half("private", usage_mask::SIGN | usage_mask::DECRYPT);
+        private.extend(private_extra);
+        self.call(RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+            common_attributes: vec![
+                Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, alg),
+                Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, bits),
+            ],
+            private_key_attributes: private,
+            public_key_attributes: half("public", usage_mask::VERIFY | usage_mask::ENCRYPT),
+            common_templates: Vec::new(),
+            private_key_templates: Vec::new(),
+            public_key_templates: Vec::new(),
+        }))
+        .await
+    }
+
+    /// An active key pair: (private, public).
+    async fn active_pair(
+        &mut self,
+        alg: CryptographicAlgorithm,
+        bits: i32,
+        name: &str,
+    ) -> (String, String) {
+        let item = self.create_pair(alg, bits, name).await;
+        assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+        let Some(ResponsePayload::CreateKeyPair(r)) = item.payload else {
+            panic!("Create Key Pair answered another payload");
+        };
+        for id in [
+            &r.private_key_unique_identifier,
+            &r.public_key_unique_identifier,
+        ] {
+            self.ok(RequestPayload::Activate(uid(id))).await;
+        }
+        (
+            r.private_key_unique_identifier,
+            r.public_key_unique_identifier,
+        )
+    }
+
+    /// The object `id` as Get serves it, in `format` when given.
+    async fn object(&mut self, id: &str, format: Option<KeyFormatType>) -> ManagedObject {
+        let ResponsePayload::Get(g) = self
+            .ok(RequestPayload::Get(GetRequest {
+                unique_identifier: Some(id.to_owned()),
+                key_format_type: format,
+                ..GetRequest::default()
+            }))
+            .await
+        else {
+            panic!("Get answered another payload");
+        };
+        g.object
+    }
+
+    /// The DER of the key `id` in its default format, as PKCS#8 or SubjectPublicKeyInfo: the
+    /// form to compare keys by, whichever format a server answers in.
+    async fn key_der(&mut self, id: &str) -> Vec<u8> {
+        let block_bytes = |b: KeyBlock| match b.key_value {
+            KeyValue::Material(m) => m.as_slice().to_vec(),
+            other => panic!("{id}: not a DER key: {other:?}"),
+        };
+        match self.object(id, None).await {
+            ManagedObject::PrivateKey(b) => {
+                asym::private_to_pkcs8(&block_bytes(b)).unwrap().to_vec()
+            }
+            ManagedObject::PublicKey(b) => asym::public_to_spki(&block_bytes(b)).unwrap(),
+            ManagedObject::Certificate { value, .. } => value.to_vec(),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+
+    async fn sign(&mut self, id: &str, params: &CryptographicParameters, data: &[u8]) -> Vec<u8> {
+        let ResponsePayload::Sign(s) = self
+            .ok(RequestPayload::Sign(with_params(id, params, data)))
+            .await
+        else {
+            panic!("Sign answered another payload");
+        };
+        s.signature_data.expect("a signature").to_vec()
+    }
+
+    async fn verify(
+        &mut self,
+        id: &str,
+        params: &CryptographicParameters,
+        data: &[u8],
+        signature: &[u8],
+    ) -> ValidityIndicator {
+        let ResponsePayload::SignatureVerify(v) = self
+            .ok(RequestPayload::SignatureVerify(SignRequest {
+                signature_data: Some(Bytes::copy_from_slice(signature)),
+                ..with_params(id, params, data)
+            }))
+            .await
+        else {
+            panic!("Signature Verify answered another payload");
+        };
+        v.validity_indicator
+    }
+
+    /// RSA-encrypts `data` to the public key `public` and decrypts it with `private`, both
+    /// through this client, under `params`; checks the round trip.
+    async fn rsa_round_trip(
+        &mut self,
+        public: &str,
+        private: &str,
+        params: &CryptographicParameters,
+        data: &[u8],
+    ) {
+        let decrypted = self.rsa_try_round_trip(public, private, params, data).await;
+        assert_eq!(
+            decrypted.result_status,
+            ResultStatus::Success,
+            "{decrypted:?}"
+        );
+        let Some(ResponsePayload::Decrypt(d)) = decrypted.payload else {
+            panic!("Decrypt answered another payload");
+        };
+        assert_eq!(d.data.expect("plaintext").as_slice(), data);
+    }
+
+    /// [`Client::rsa_round_trip`]'s Encrypt, then its Decrypt's answer, success or not.
+    async fn rsa_try_round_trip(
+        &mut self,
+        public: &str,
+        private: &str,
+        params: &CryptographicParameters,
+        data: &[u8],
+    ) -> ResponseBatchItem {
+        let request = |id: &str, data: &[u8]| CryptoRequest {
+            unique_identifier: Some(id.to_owned()),
+            cryptographic_parameters: Some(params.clone()),
+            data: Some(SecretBytes::from_slice(data)),
+            ..CryptoRequest::default()
+        };
+        let ResponsePayload::Encrypt(e) = self
+            .ok(RequestPayload::Encrypt(request(public, data)))
+            .await
+        else {
+            panic!("Encrypt answered another payload");
+        };
+        let sealed = e.data.expect("ciphertext");
+        self.call(RequestPayload::Decrypt(request(private, &sealed)))
+            .await
+    }
+
+    /// Registers `object` (with `attributes`) and activates it when it is a key.
+    async fn register(&mut self, object: ManagedObject, attributes: Vec<Attribute>) -> String {
+        let key = matches!(
+            object,
+            ManagedObject::PrivateKey(_) | ManagedObject::PublicKey(_)
+        );
+        let ResponsePayload::Register(r) = self
+            .ok(RequestPayload::Register(RegisterRequest {
+                templates: Vec::new(),
+                object_type: object.object_type(),
+                attributes,
+                object,
+            }))
+            .await
+        else {
+            panic!("Register answered another payload");
+        };
+        if key {
+            self.ok(RequestPayload::Activate(uid(&r.unique_identifier)))
+                .await;
+        }
+        r.unique_identifier
+    }
+
+    /// The upstream object of `object_type` made since `before` (the identifiers seen then).
+    async fn new_upstream(&mut self, object_type: ObjectType, before: &[String]) -> String {
+        let mut made: Vec<String> = self
+            .locate(vec![Attribute::enumeration(tags::OBJECT_TYPE, object_type)])
+            .await
+            .into_iter()
+            .filter(|u| !before.contains(u))
+            .collect();
+        assert_eq!(made.len(), 1, "new upstream {object_type:?}: {made:?}");
+        made.remove(0)
+    }
+
+    async fn links(&mut self, id: &str) -> Vec<Link> {
+        let ResponsePayload::GetAttributes(r) = self
+            .ok(RequestPayload::GetAttributes(GetAttributesRequest {
+                unique_identifier: Some(id.to_owned()),
+                names: Vec::new(),
+            }))
+            .await
+        else {
+            panic!("Get Attributes answered another payload");
+        };
+        r.attributes.iter().filter_map(Attribute::as_link).collect()
+    }
+}
+
+/// A key block of DER `material` in `format`.
+fn der_block(
+    format: KeyFormatType,
+    material: &[u8],
+    alg: CryptographicAlgorithm,
+    bits: i32,
+) -> KeyBlock {
+    KeyBlock {
+        key_format_type: format,
+        ..KeyBlock::raw(SecretBytes::from_slice(material), Some(alg), Some(bits))
+    }
+}
+
+/// A new RSA-2048 key pair made here: (PKCS#8, SubjectPublicKeyInfo).
+fn rsa_pair_here() -> (Vec<u8>, Vec<u8>) {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let private = AsDer::<Pkcs8V1Der>::as_der(&kp).unwrap();
+    let public =
+        AsDer::<PublicKeyX509Der>::as_der(aws_lc_rs::signature::KeyPair::public_key(&kp)).unwrap();
+    (private.as_ref().to_vec(), public.as_ref().to_vec())
+}
+
+/// The DER of the PEM certificate `path`.
+fn certificate_der(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path)
+        .unwrap()
+        .to_vec()
+}
+
+/// What the other tenant gets for each of `ids`: nothing.
+async fn hidden_from_the_other_tenant(proxy: &Proxy, gw: &GatewayProcess, ids: &[&String]) {
+    let mut other = proxy.client(gw, OTHER).await;
+    for id in ids {
+        let seen = other.call(get(id)).await;
+        assert_eq!(
+            seen.result_reason,
+            Some(ResultReason::ItemNotFound),
+            "{id}: {seen:?}"
+        );
+    }
+    assert!(other.locate(Vec::new()).await.is_empty());
+}
+
+/// What an upstream server can do with key pairs.
+struct PairSupport {
+    /// Makes EC and Ed25519 pairs (PyKMIP's server makes RSA pairs only).
+    ec: bool,
+    /// Decrypts with an RSA private key (PyKMIP's server decrypts with symmetric keys only,
+    /// and answers Permission Denied).
+    rsa_decrypt: bool,
+    /// Links a pair's halves (Get Attributes reports them; PyKMIP's server does not).
+    links: bool,
+}
+
+/// Key pairs, Sign, RSA Decrypt and registered keys and certificates through the proxy in front
+/// of `direct`'s server: the upstream makes and holds the keys and does the private-key
+/// cryptography, the material read through the proxy is the upstream's, and the other tenant
+/// sees nothing. What the upstream cannot do, the proxy answers with the upstream's refusal
+/// (and a refused Create Key Pair leaves neither half).
+async fn key_pairs_and_certificates_through(
+    proxy: &Proxy,
+    gw: &GatewayProcess,
+    direct: &mut Client,
+    can: PairSupport,
+) {
+    let mut owner = proxy.client(gw, OWNER).await;
+    let before = direct.locate(Vec::new()).await;
+    let (private, public) = owner
+        .active_pair(CryptographicAlgorithm::Rsa, 2048, "pair")
+        .await;
+    let up_private = direct.new_upstream(ObjectType::PrivateKey, &before).await;
+    let up_public = direct.new_upstream(ObjectType::PublicKey, &before).await;
+    assert_eq!(
+        owner.key_der(&private).await,
+        direct.key_der(&up_private).await
+    );
+    assert_eq!(
+        owner.key_der(&public).await,
+        direct.key_der(&up_public).await
+    );
+    // Any format the gateway converts to, whatever the upstream answers in.
+    let ManagedObject::PrivateKey(b) = owner.object(&private, Some(KeyFormatType::Pkcs8)).await
+    else {
+        panic!("not a private key");
+    };
+    assert_eq!(b.key_format_type, KeyFormatType::Pkcs8);
+
+    for params in [
+        rsa(PaddingMethod::Pss, HashingAlgorithm::Sha256),
+        rsa(PaddingMethod::Pkcs1V15, HashingAlgorithm::Sha256),
+    ] {
+        let signature = owner.sign(&private, &params, SIGNED).await;
+        assert_eq!(
+            owner.verify(&public, &params, SIGNED, &signature).await,
+            ValidityIndicator::Valid
+        );
+        assert_eq!(
+            owner
+                .verify(&public, &params, b"other data", &signature)
+                .await,
+            ValidityIndicator::Invalid
+        );
+        // The upstream itself agrees: the signature is its private key's.
+        assert_eq!(
+            direct.verify(&up_public, &params, SIGNED, &signature).await,
+            ValidityIndicator::Valid
+        );
+    }
+    for params in [
+        rsa(PaddingMethod::Oaep, HashingAlgorithm::Sha256),
+        rsa(PaddingMethod::Pkcs1V15, HashingAlgorithm::Sha256),
+    ] {
+        let decrypted = owner
+            .rsa_try_round_trip(&public, &private, &params, b"RSA through the proxy")
+            .await;
+        if can.rsa_decrypt {
+            assert_eq!(
+                decrypted.result_status,
+                ResultStatus::Success,
+                "{decrypted:?}"
+            );
+        } else {
+            assert_eq!(
+                decrypted.result_reason,
+                Some(ResultReason::PermissionDenied),
+                "{decrypted:?}"
+            );
+        }
+    }
+
+    let ecdsa = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Ecdsa),
+        hashing_algorithm: Some(HashingAlgorithm::Sha256),
+        ..CryptographicParameters::default()
+    };
+    let eddsa = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Ed25519),
+        ..CryptographicParameters::default()
+    };
+    for (alg, name, params) in [
+        (CryptographicAlgorithm::Ec, "ec-pair", &ecdsa),
+        (CryptographicAlgorithm::Ed25519, "ed-pair", &eddsa),
+    ] {
+        let pair = owner.create_pair(alg, 256, name).await;
+        if !can.ec {
+            // The upstream's refusal, and neither half exists in the gateway.
+            assert_eq!(
+                pair.result_status,
+                ResultStatus::OperationFailed,
+                "{pair:?}"
+            );
+            for half in ["private", "public"] {
+                assert!(owner
+                    .locate(vec![Attribute::name(&Name::new(&format!("{name}-{half}")))])
+                    .await
+                    .is_empty());
+            }
+            continue;
+        }
+        let Some(ResponsePayload::CreateKeyPair(r)) = pair.payload else {
+            panic!("Create Key Pair of {alg:?}: {pair:?}");
+        };
+        let (private, public) = (
+            r.private_key_unique_identifier,
+            r.public_key_unique_identifier,
+        );
+        for id in [&private, &public] {
+            owner.ok(RequestPayload::Activate(uid(id))).await;
+        }
+        let signature = owner.sign(&private, params, SIGNED).await;
+        assert_eq!(
+            owner.verify(&public, params, SIGNED, &signature).await,
+            ValidityIndicator::Valid,
+            "{alg:?}"
+        );
+    }
+
+    // Registered keys and a certificate: stored upstream, read back as registered, usable.
+    let (pkcs8, spki) = rsa_pair_here();
+    let before = direct.locate(Vec::new()).await;
+    let reg_private = owner
+        .register(
+            ManagedObject::PrivateKey(der_block(
+                KeyFormatType::Pkcs8,
+                &pkcs8,
+                CryptographicAlgorithm::Rsa,
+                2048,
+            )),
+            vec![Attribute::integer(
+                tags::CRYPTOGRAPHIC_USAGE_MASK,
+                usage_mask::SIGN | usage_mask::DECRYPT,
+            )],
+        )
+        .await;
+    let reg_public = owner
+        .register(
+            ManagedObject::PublicKey(der_block(
+                KeyFormatType::X509,
+                &spki,
+                CryptographicAlgorithm::Rsa,
+                2048,
+            )),
+            vec![Attribute::integer(
+                tags::CRYPTOGRAPHIC_USAGE_MASK,
+                usage_mask::VERIFY | usage_mask::ENCRYPT,
+            )],
+        )
+        .await;
+    let cert = certificate_der(&proxy.path(&format!("{OWNER}.pem")));
+    let reg_cert = owner
+        .register(
+            ManagedObject::Certificate {
+                certificate_type: CertificateType::X509,
+                value: Bytes::from(cert.clone()),
+            },
+            vec![Attribute::name(&Name::new("owner-cert"))],
+        )
+        .await;
+    assert_eq!(owner.key_der(&reg_private).await, pkcs8);
+    assert_eq!(owner.key_der(&reg_public).await, spki);
+    assert_eq!(owner.key_der(&reg_cert).await, cert);
+    for (object_type, expected) in [
+        (ObjectType::PrivateKey, &pkcs8),
+        (ObjectType::PublicKey, &spki),
+        (ObjectType::Certificate, &cert),
+    ] {
+        let up = direct.new_upstream(object_type, &before).await;
+        assert_eq!(&direct.key_der(&up).await, expected, "{object_type:?}");
+    }
+    let params = rsa(PaddingMethod::Pss, HashingAlgorithm::Sha256);
+    let signature = owner.sign(&reg_private, &params, SIGNED).await;
+    assert_eq!(
+        owner.verify(&reg_public, &params, SIGNED, &signature).await,
+        ValidityIndicator::Valid
+    );
+    if can.rsa_decrypt {
+        owner
+            .rsa_round_trip(
+                &reg_public,
+                &reg_private,
+                &rsa(PaddingMethod::Oaep, HashingAlgorithm::Sha1),
+                b"registered keys",
+            )
+            .await;
+    }
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("owner-cert"))])
+            .await,
+        vec![reg_cert.clone()]
+    );
+    hidden_from_the_other_tenant(
+        proxy,
+        gw,
+        &[&private, &public, &reg_private, &reg_public, &reg_cert],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn key_pairs_and_certificates_pass_through_to_another_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr()], &upstream.pki());
+    let gw = proxy.start();
+    let mut direct = direct(&upstream).await;
+    let can = PairSupport {
+        ec: true,
+        rsa_decrypt: true,
+        links: true,
+    };
+    key_pairs_and_certificates_through(&proxy, &gw, &mut direct, can).await;
+}
+
+#[tokio::test]
+async fn key_pairs_and_certificates_pass_through_to_pykmip_server() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let proxy = Proxy::new(&[upstream.addr()], pki_dir.path());
+    let gw = proxy.start();
+    let mut direct = Client::connect(
+        upstream.addr(),
+        &pki_dir.path().join("ca.pem"),
+        &pki_dir.path().join("client-purefa.pem"),
+        &pki_dir.path().join("client-purefa.key"),
+    )
+    .await;
+    let can = PairSupport {
+        ec: false,
+        rsa_decrypt: false,
+        links: false,
+    };
+    key_pairs_and_certificates_through(&proxy, &gw, &mut direct, can).await;
+}
+
+/// A key pair and a certificate made on the upstream directly are adopted for one tenant (the
+/// private key by identifier, the public key by Name, the certificate by identifier): the
+/// tenant reads the upstream's material through the proxy, signs with the private key there,
+/// verifies with the public key, finds the certificate by Name, and (where the upstream links
+/// the halves) the two adopted halves are linked to each other; the other tenant sees none.
+async fn key_pair_and_certificate_adopted(
+    proxy: &Proxy,
+    gw: &GatewayProcess,
+    direct: &mut Client,
+    can: PairSupport,
+) {
+    let (private, public) = direct
+        .active_pair(CryptographicAlgorithm::Rsa, 2048, "legacy-pair")
+        .await;
+    let cert = certificate_der(&proxy.path(&format!("{OWNER}.pem")));
+    let certificate = direct
+        .register(
+            ManagedObject::Certificate {
+                certificate_type: CertificateType::X509,
+                value: Bytes::from(cert.clone()),
+            },
+            vec![Attribute::name(&Name::new("legacy-cert"))],
+        )
+        .await;
+    for which in [
+        ["--uid", private.as_str()],
+        ["--name", "legacy-pair-public"],
+        ["--uid", certificate.as_str()],
+    ] {
+        let (ok, out) = adopt(proxy, gw, OWNER, &which);
+        assert!(ok, "{which:?}: {out}\n{}", gw.log());
+    }
+    let mut owner = proxy.client(gw, OWNER).await;
+    for id in [&private, &public, &certificate] {
+        assert_eq!(owner.key_der(id).await, direct.key_der(id).await, "{id}");
+    }
+    let params = rsa(PaddingMethod::Pkcs1V15, HashingAlgorithm::Sha256);
+    let signature = owner.sign(&private, &params, SIGNED).await;
+    assert_eq!(
+        owner.verify(&public, &params, SIGNED, &signature).await,
+        ValidityIndicator::Valid
+    );
+    if can.rsa_decrypt {
+        owner
+            .rsa_round_trip(
+                &public,
+                &private,
+                &rsa(PaddingMethod::Oaep, HashingAlgorithm::Sha256),
+                b"adopted pair",
+            )
+            .await;
+    }
+    let linked =
+        |links: Vec<Link>, to: &str| links.iter().any(|l| l.linked_object_identifier == to);
+    assert_eq!(linked(owner.links(&private).await, &public), can.links);
+    assert_eq!(linked(owner.links(&public).await, &private), can.links);
+    // ReKey Key Pair finds the public key by the private key's Link: the kept Links make an
+    // adopted pair re-keyable, a new pair made upstream.
+    let rekeyed = owner
+        .call(RequestPayload::ReKeyKeyPair(ReKeyKeyPairRequest {
+            unique_identifier: Some(private.clone()),
+            ..ReKeyKeyPairRequest::default()
+        }))
+        .await;
+    if can.links {
+        let Some(ResponsePayload::ReKeyKeyPair(pair)) = rekeyed.payload else {
+            panic!("ReKey Key Pair: {rekeyed:?}");
+        };
+        for id in [
+            &pair.private_key_unique_identifier,
+            &pair.public_key_unique_identifier,
+        ] {
+            if owner.state(id).await == Some(State::PreActive) {
+                owner.ok(RequestPayload::Activate(uid(id))).await;
+            }
+        }
+        let signature = owner
+            .sign(&pair.private_key_unique_identifier, &params, SIGNED)
+            .await;
+        assert_eq!(
+            owner
+                .verify(
+                    &pair.public_key_unique_identifier,
+                    &params,
+                    SIGNED,
+                    &signature
+                )
+                .await,
+            ValidityIndicator::Valid
+        );
+    } else {
+        assert_eq!(
+            rekeyed.result_reason,
+            Some(ResultReason::InvalidField),
+            "{rekeyed:?}"
+        );
+    }
+    assert_eq!(
+        owner
+            .locate(vec![Attribute::name(&Name::new("legacy-cert"))])
+            .await,
+        vec![certificate.clone()]
+    );
+    hidden_from_the_other_tenant(proxy, gw, &[&private, &public, &certificate]).await;
+}
+
+#[tokio::test]
+async fn key_pairs_and_certificates_made_on_another_gateway_are_adopted() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = with_admin(Proxy::new(&[upstream.addr()], &upstream.pki()));
+    let gw = proxy.start();
+    let mut direct = direct(&upstream).await;
+    let can = PairSupport {
+        ec: true,
+        rsa_decrypt: true,
+        links: true,
+    };
+    key_pair_and_certificate_adopted(&proxy, &gw, &mut direct, can).await;
+}
+
+#[tokio::test]
+async fn key_pairs_and_certificates_made_on_pykmip_server_are_adopted() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let proxy = with_admin(Proxy::new(&[upstream.addr()], pki_dir.path()));
+    let gw = proxy.start();
+    let mut direct = Client::connect(
+        upstream.addr(),
+        &pki_dir.path().join("ca.pem"),
+        &pki_dir.path().join("client-purefa.pem"),
+        &pki_dir.path().join("client-purefa.key"),
+    )
+    .await;
+    let can = PairSupport {
+        ec: false,
+        rsa_decrypt: false,
+        links: false,
+    };
+    key_pair_and_certificate_adopted(&proxy, &gw, &mut direct, can).await;
+}
+
+/// Split Keys (registered, and made by Create Split Key and joined again), PGP Keys and
+/// Certificate Requests through the proxy, at KMIP 2.1: registered upstream as those objects and
+/// read back as registered; the parts of one Create Split Key still join (their split's group
+/// is the gateway's, kept in the mapping). With `all` false the upstream (PyKMIP's server)
+/// keeps Split Keys only: it refuses the others, the proxy answers that refusal and keeps
+/// nothing of them.
+async fn other_kinds_through(proxy: &Proxy, gw: &GatewayProcess, direct: &mut Client, all: bool) {
+    let mut owner = proxy.client(gw, OWNER).await;
+    owner.version = ProtocolVersion::V2_1;
+    let csr = pki::server_csr(&["array-9.example".to_owned()], &[]).unwrap();
+    let pgp = ManagedObject::PgpKey {
+        pgp_key_version: 4,
+        key_block: KeyBlock {
+            key_format_type: KeyFormatType::Opaque,
+            ..KeyBlock::raw(
+                SecretBytes::from_slice(b"\x99\x01\x0d\x04 an OpenPGP public key packet"),
+                None,
+                None,
+            )
+        },
+    };
+    let request = ManagedObject::CertificateRequest {
+        certificate_request_type: CertificateRequestType::Pem,
+        value: Bytes::from(csr.csr_pem.into_bytes()),
+    };
+    let part = ManagedObject::SplitKey(SplitKey {
+        split_key_parts: 3,
+        key_part_identifier: 2,
+        split_key_threshold: 2,
+        split_key_method: SplitKeyMethod::PolynomialSharingGf28,
+        prime_field_size: None,
+        key_block: KeyBlock::raw(
+            SecretBytes::from_slice(&[7u8; 16]),
+            Some(CryptographicAlgorithm::Aes),
+            Some(128),
+        ),
+    });
+    let mut mine = Vec::new();
+    for (object, kept) in [(&part, true), (&pgp, all), (&request, all)] {
+        let before = direct.locate(Vec::new()).await;
+        let item = owner
+            .call(RequestPayload::Register(RegisterRequest {
+                templates: Vec::new(),
+                object_type: object.object_type(),
+                attributes: Vec::new(),
+                object: object.clone(),
+            }))
+            .await;
+        let of_type = vec![Attribute::enumeration(
+            tags::OBJECT_TYPE,
+            object.object_type(),
+        )];
+        if !kept {
+            assert_eq!(
+                item.result_status,
+                ResultStatus::OperationFailed,
+                "{item:?}"
+            );
+            assert!(owner.locate(of_type).await.is_empty());
+            assert_eq!(direct.locate(Vec::new()).await, before);
+            continue;
+        }
+        let Some(ResponsePayload::Register(r)) = item.payload else {
+            panic!("Register of a {:?}: {item:?}", object.object_type());
+        };
+        assert_eq!(&owner.object(&r.unique_identifier, None).await, object);
+        assert_eq!(
+            owner.locate(of_type).await,
+            vec![r.unique_identifier.clone()]
+        );
+        direct.new_upstream(object.object_type(), &before).await;
+        mine.push(r.unique_identifier);
+    }
+    let item = owner
+        .call(RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
+            object_type: ObjectType::SplitKey,
+            unique_identifier: None,
+            split_key_parts: 3,
+            split_key_threshold: 2,
+            split_key_method: SplitKeyMethod::PolynomialSharingGf28,
+            prime_field_size: None,
+            attributes: vec![
+                Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+                Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
+            ],
+        }))
+        .await;
+    let Some(ResponsePayload::CreateSplitKey(made)) = item.payload else {
+        panic!("Create Split Key: {item:?}\n{}", gw.log());
+    };
+    let item = owner
+        .call(RequestPayload::JoinSplitKey(JoinSplitKeyRequest {
+            object_type: ObjectType::SymmetricKey,
+            unique_identifiers: made.unique_identifiers[1..].to_vec(),
+            secret_data_type: None,
+            attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c)],
+        }))
+        .await;
+    let Some(ResponsePayload::JoinSplitKey(joined)) = item.payload else {
+        panic!("Join Split Key: {item:?}\n{}", gw.log());
+    };
+    assert_eq!(owner.key(&joined.unique_identifier).await.len(), 32);
+    // A registered part is of no split those parts belong to.
+    let item = owner
+        .call(RequestPayload::JoinSplitKey(JoinSplitKeyRequest {
+            object_type: ObjectType::SymmetricKey,
+            unique_identifiers: vec![made.unique_identifiers[0].clone(), mine[0].clone()],
+            secret_data_type: None,
+            attributes: Vec::new(),
+        }))
+        .await;
+    assert_eq!(
+        item.result_status,
+        ResultStatus::OperationFailed,
+        "{item:?}"
+    );
+    mine.extend(made.unique_identifiers);
+    hidden_from_the_other_tenant(proxy, gw, &mine.iter().collect::<Vec<_>>()).await;
+}
+
+#[tokio::test]
+async fn split_keys_pgp_keys_and_certificate_requests_pass_through_to_another_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    let proxy = Proxy::new(&[upstream.addr()], &upstream.pki());
+    let gw = proxy.start();
+    let mut direct = direct(&upstream).await;
+    other_kinds_through(&proxy, &gw, &mut direct, true).await;
+}
+
+#[tokio::test]
+async fn split_keys_pass_through_to_pykmip_server_and_its_refusals_of_the_others_too() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    let proxy = Proxy::new(&[upstream.addr()], pki_dir.path());
+    let gw = proxy.start();
+    let mut direct = Client::connect(
+        upstream.addr(),
+        &pki_dir.path().join("ca.pem"),
+        &pki_dir.path().join("client-purefa.pem"),
+        &pki_dir.path().join("client-purefa.key"),
+    )
+    .await;
+    other_kinds_through(&proxy, &gw, &mut direct, false).await;
+}
+
+/// PyKMIP's client flows of key pairs (Create Key Pair, Sign, Signature Verify, Get), certificates
+/// (Register, Get, derived attributes) and split keys (Register and Get of an XOR split's
+/// parts) at each version PyKMIP speaks, through the proxy.
+fn pykmip_kind_flows(proxy: &Proxy) {
+    let gw = proxy.start();
+    for v in ["1.2", "1.4", "2.0"] {
+        let r = pykmip_flow(proxy, &gw, v, "keypair");
+        let ctx = format!("KMIP {v}: {r}");
+        assert_eq!(r["signature_bytes"], 256, "{ctx}");
+        assert_eq!(r["verify"], "VALID", "{ctx}");
+        assert_eq!(r["verify_other_data"], "INVALID", "{ctx}");
+        assert_eq!(r["sign_with_public"]["status"], "OPERATION_FAILED", "{ctx}");
+        assert_eq!(
+            r["public"],
+            serde_json::json!({"object_type": "PublicKey", "format": "PKCS_1",
+                               "algorithm": "RSA", "length": 2048}),
+            "{ctx}"
+        );
+        assert_eq!(
+            r["locate_private"],
+            serde_json::json!([r["private_uid"]]),
+            "{ctx}"
+        );
+
+        let r = pykmip_flow(proxy, &gw, v, "certificate");
+        let ctx = format!("KMIP {v}: {r}");
+        assert_eq!(
+            r["certificate"],
+            serde_json::json!({"object_type": "X509Certificate", "certificate_type": "X_509",
+                               "same_der": true}),
+            "{ctx}"
+        );
+        assert_eq!(r["locate"], serde_json::json!([r["uid"]]), "{ctx}");
+        assert_eq!(
+            r["get_after_destroy"]["status"], "OPERATION_FAILED",
+            "{ctx}"
+        );
+
+        let r = pykmip_flow(proxy, &gw, v, "splitkey");
+        let ctx = format!("KMIP {v}: {r}");
+        for (i, part) in r["parts"].as_array().expect("parts").iter().enumerate() {
+            assert_eq!(
+                part,
+                &serde_json::json!({"object_type": "SplitKey", "identifier": i + 1, "parts": 2,
+                                    "threshold": 2, "method": "XOR", "algorithm": "AES",
+                                    "length": 128}),
+                "{ctx}"
+            );
+        }
+        assert_eq!(r["joins_to_secret"], true, "{ctx}");
+        assert_eq!(r["located"], true, "{ctx}");
+    }
+}
+
+#[test]
+fn pykmip_client_key_pairs_certificates_and_split_keys_through_the_proxy_to_another_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    let upstream = GatewayUpstream::start(&home.path().join("u"));
+    pykmip_kind_flows(&Proxy::new(&[upstream.addr()], &upstream.pki()));
+}
+
+#[test]
+fn pykmip_client_key_pairs_certificates_and_split_keys_through_the_proxy_to_pykmip_server() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    pki::dev_pki(pki_dir.path()).unwrap();
+    let upstream = PyKmipServer::start(pki_dir.path());
+    pykmip_kind_flows(&Proxy::new(&[upstream.addr()], pki_dir.path()));
+}
+
+/// `upstream copy` of every kind the proxy made or adopted: a key pair made through the proxy, an
+/// adopted one, a certificate and the parts of a Create Split Key are copied with their material
+/// (keys as PKCS#8 / SPKI, the parts with their split) and work on the local gateway with the
+/// upstream switched off: the copied private keys sign, the parts join. A pair whose private
+/// key was made Sensitive leaves that key at the source.
+#[tokio::test]
+async fn key_pairs_certificates_and_split_keys_are_copied_off_the_upstream() {
+    let home = tempfile::tempdir().unwrap();
+    let mut upstream = GatewayUpstream::start(&home.path().join("u"));
+    let mut direct = direct(&upstream).await;
+    let (legacy_private, legacy_public) = direct
+        .active_pair(CryptographicAlgorithm::Rsa, 2048, "legacy")
+        .await;
+    let proxy = with_admin(Proxy::new(&[upstream.addr()], &upstream.pki()));
+    let gw = proxy.start();
+    for id in [&legacy_private, &legacy_public] {
+        let (ok, out) = adopt(&proxy, &gw, OWNER, &["--uid", id]);
+        assert!(ok, "{out}");
+    }
+    let mut owner = proxy.client(&gw, OWNER).await;
+    owner.version = ProtocolVersion::V2_1;
+    let (private, public) = owner
+        .active_pair(CryptographicAlgorithm::Ec, 384, "made")
+        .await;
+    let item = owner
+        .create_pair_with(
+            CryptographicAlgorithm::Rsa,
+            2048,
+            "sealed",
+            vec![Attribute::boolean(tags::SENSITIVE, true)],
+        )
+        .await;
+    let Some(ResponsePayload::CreateKeyPair(sealed)) = item.payload else {
+        panic!("Create Key Pair: {item:?}");
+    };
+    let cert = certificate_der(&proxy.path(&format!("{OWNER}.pem")));
+    let certificate = owner
+        .register(
+            ManagedObject::Certificate {
+                certificate_type: CertificateType::X509,
+                value: Bytes::from(cert.clone()),
+            },
+            Vec::new(),
+        )
+        .await;
+    let ResponsePayload::CreateSplitKey(parts) = owner
+        .ok(RequestPayload::CreateSplitKey(CreateSplitKeyRequest {
+            object_type: ObjectType::SplitKey,
+            unique_identifier: None,
+            split_key_parts: 3,
+            split_key_threshold: 2,
+            split_key_method: SplitKeyMethod::PolynomialSharingGf28,
+            prime_field_size: None,
+            attributes: vec![
+                Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, CryptographicAlgorithm::Aes),
+                Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 256),
+                Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c),
+            ],
+        }))
+        .await
+    else {
+        panic!("Create Split Key answered another payload");
+    };
+    let mut before = Vec::new();
+    for id in [
+        &legacy_private,
+        &legacy_public,
+        &private,
+        &public,
+        &certificate,
+    ] {
+        before.push(owner.key_der(id).await);
+    }
+    let objects = owner.locate(Vec::new()).await.len();
+    drop(owner);
+    drop(gw);
+
+    let local = local_installation(&proxy);
+    let (ok, out) = kmip_e2e::gateway_cli(&[
+        "upstream".as_ref(),
+        "copy".as_ref(),
+        "--config".as_ref(),
+        proxy.path("gateway.toml").as_os_str(),
+        "--to".as_ref(),
+        local.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{objects} of {objects} objects: {} copied, 0 tombstones, 0 already there, 0 failed, \
+             1 not extractable",
+            objects - 1
+        )) && out.contains(&format!(
+            "not extractable, left at the source: {}",
+            sealed.private_key_unique_identifier
+        )),
+        "{out}"
+    );
+
+    drop(direct);
+    upstream.kill();
+    let served = GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec!["--config".into(), local.display().to_string()],
+        ..Default::default()
+    });
+    let mut owner = proxy.client(&served, OWNER).await;
+    owner.version = ProtocolVersion::V2_1;
+    for (id, der) in [
+        &legacy_private,
+        &legacy_public,
+        &private,
+        &public,
+        &certificate,
+    ]
+    .into_iter()
+    .zip(&before)
+    {
+        assert_eq!(&owner.key_der(id).await, der, "{id}");
+    }
+    let ecdsa = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Ecdsa),
+        hashing_algorithm: Some(HashingAlgorithm::Sha384),
+        ..CryptographicParameters::default()
+    };
+    let rsa_pss = rsa(PaddingMethod::Pss, HashingAlgorithm::Sha256);
+    for (private, public, params) in [
+        (&private, &public, &ecdsa),
+        (&legacy_private, &legacy_public, &rsa_pss),
+    ] {
+        let signature = owner.sign(private, params, SIGNED).await;
+        assert_eq!(
+            owner.verify(public, params, SIGNED, &signature).await,
+            ValidityIndicator::Valid
+        );
+    }
+    let item = owner
+        .call(RequestPayload::JoinSplitKey(JoinSplitKeyRequest {
+            object_type: ObjectType::SymmetricKey,
+            unique_identifiers: parts.unique_identifiers[..2].to_vec(),
+            secret_data_type: None,
+            attributes: vec![Attribute::integer(tags::CRYPTOGRAPHIC_USAGE_MASK, 0x0c)],
+        }))
+        .await;
+    assert_eq!(item.result_status, ResultStatus::Success, "{item:?}");
+}
+
+/// An upstream kmip-gateway whose policy lets the proxy's identity (`purefa`) make, read,
+/// revoke and destroy its objects but not activate them: files in `dir` (its CA, server and
+/// `client-purefa` certificates, configuration, policy).
+fn upstream_that_never_activates(dir: &Path) -> GatewayProcess {
+    let ca = pki::init_ca("upstream CA", 30).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+    let server = pki::issue_server_cert(
+        &ca,
+        &["localhost".to_owned()],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        30,
+    )
+    .unwrap();
+    std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), server.key_pem.as_bytes()).unwrap();
+    let client = pki::issue_client_cert(&ca, "purefa", 30).unwrap();
+    std::fs::write(dir.join("client-purefa.pem"), &client.cert_pem).unwrap();
+    std::fs::write(dir.join("client-purefa.key"), client.key_pem.as_bytes()).unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        "[[users]]\nname = \"purefa\"\n\
+         [[rules]]\nname = \"make\"\nusers = [\"purefa\"]\n\
+         operations = [\"DiscoverVersions\", \"Query\", \"Locate\", \"Create\", \
+         \"CreateKeyPair\", \"Register\"]\n\
+         [[rules]]\nname = \"own-but-never-activate\"\nusers = [\"purefa\"]\n\
+         operations = [\"Get\", \"GetAttributes\", \"Revoke\", \"Destroy\"]\nowned = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("upstream.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\npolicy_file = {policy:?}\n\
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n\
+             [[users]]\nname = \"purefa\"\ncas = [{ca:?}]\n",
+            data = dir.join("data"),
+            policy = dir.join("policy.toml"),
+            cert = dir.join("server.pem"),
+            key = dir.join("server.key"),
+            ca = dir.join("ca.pem"),
+        ),
+    )
+    .unwrap();
+    GatewayProcess::start_with(&GatewayOptions {
+        extra_args: vec![
+            "--config".into(),
+            dir.join("upstream.toml").display().to_string(),
+        ],
+        ..Default::default()
+    })
+}
+
+/// Create Key Pair is both keys or neither: when the upstream made the pair but then refuses to
+/// activate it, the client gets the refusal, the proxy records neither half, and the pair is
+/// destroyed upstream rather than left there unmapped.
+#[tokio::test]
+async fn a_key_pair_the_upstream_cannot_activate_is_neither_kept_nor_left_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = upstream_that_never_activates(dir.path());
+    let proxy = Proxy::new(&[upstream.addr()], dir.path());
+    let gw = proxy.start();
+    let mut owner = proxy.client(&gw, OWNER).await;
+    let item = owner
+        .create_pair(CryptographicAlgorithm::Rsa, 2048, "half")
+        .await;
+    assert_eq!(
+        item.result_reason,
+        Some(ResultReason::PermissionDenied),
+        "{item:?}\n{}",
+        gw.log()
+    );
+    assert!(owner.locate(Vec::new()).await.is_empty());
+    // The upstream's audit trail: the pair it made, then both keys destroyed.
+    let mut upstream = upstream;
+    upstream.terminate();
+    assert!(upstream.wait_exit(BOUNDED).is_some_and(|s| s.success()));
+    let trail: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("data/audit/audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let succeeded = |operation: &str| {
+        trail
+            .iter()
+            .filter(|r| r["operation"] == operation && r["result_status"] == "Success")
+            .flat_map(|r| {
+                r["unique_identifiers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|u| u.to_string())
+            .collect::<BTreeSet<_>>()
+    };
+    let made = succeeded("CreateKeyPair");
+    assert_eq!(made.len(), 2, "{trail:?}");
+    assert_eq!(succeeded("Destroy"), made, "{trail:?}");
 }

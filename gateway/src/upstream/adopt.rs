@@ -8,10 +8,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use kmip_backends::{BackendError, ObjectRecord};
 use kmip_wire::model::{
-    Attribute, GetAttributesRequest, LocateRequest, Name, RequestPayload, ResponsePayload,
+    Attribute, GetAttributesRequest, GetRequest, GetResponse, LocateRequest, ManagedObject, Name,
+    ObjectType, RequestPayload, ResponsePayload,
 };
+use kmip_wire::spec::tags;
 
 use super::{unexpected, UpstreamBackend};
 use crate::kmip::ops::{AdoptTarget, Adoption, UpstreamObject};
@@ -97,6 +100,21 @@ impl UpstreamBackend {
         }
     }
 
+    /// The value of the upstream Certificate `upstream_uid` (public: read whatever its flags).
+    async fn certificate_of(&self, upstream_uid: &str) -> Result<Bytes, BackendError> {
+        let get = RequestPayload::Get(GetRequest {
+            unique_identifier: Some(upstream_uid.to_owned()),
+            ..GetRequest::default()
+        });
+        match self.call("Get", upstream_uid, get).await? {
+            ResponsePayload::Get(GetResponse {
+                object: ManagedObject::Certificate { value, .. },
+                ..
+            }) => Ok(value),
+            _ => Err(unexpected("Get")),
+        }
+    }
+
     /// The one upstream object named `name`.
     async fn named(&self, name: &str) -> Result<String, BackendError> {
         let locate = RequestPayload::Locate(LocateRequest {
@@ -130,9 +148,20 @@ impl Adoption for UpstreamBackend {
             AdoptTarget::Name(name) => self.named(name).await?,
         };
         let attributes = self.attributes_of(&upstream_uid).await?;
+        let is_certificate = attributes
+            .iter()
+            .find(|a| a.is(tags::OBJECT_TYPE))
+            .and_then(|a| a.as_enum::<ObjectType>())
+            == Some(ObjectType::Certificate);
+        let certificate = if is_certificate {
+            Some(self.certificate_of(&upstream_uid).await?)
+        } else {
+            None
+        };
         Ok(UpstreamObject {
             upstream_uid,
             attributes,
+            certificate,
         })
     }
 
@@ -154,7 +183,9 @@ impl Adoption for UpstreamBackend {
                     "{upstream_uid} (upstream; mapped to the gateway's {held})"
                 ))
             })?;
-        let written = self.write_record(record, upstream_uid, extractable).await;
+        let written = self
+            .write_record(record, upstream_uid, extractable, None)
+            .await;
         if written.is_err() {
             self.mapped.remove(upstream_uid, &gateway_uid);
         }

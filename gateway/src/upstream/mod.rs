@@ -10,13 +10,15 @@
 //!   upstream's. The blob and the mapping gateway UID → upstream UID are kept in a **local vault
 //!   of its own** (`<data_dir>/upstream-map`, its head `upstream-map.head` beside the master
 //!   key): one record per object whose "material" is the upstream identifier (and the
-//!   extractability flag), never key bytes. The vault gives what the mapping needs for free:
-//!   durable group-committed writes, tombstones, rollback detection, `backup`/`restore`; its own
-//!   folder means it can never be mistaken for a key vault.
+//!   extractability flag, and a Split Key's split group), never key bytes. The vault gives what
+//!   the mapping needs for free: durable group-committed writes, tombstones, rollback
+//!   detection, `backup`/`restore`; its own folder means it can never be mistaken for a key
+//!   vault.
 //! - **What stays upstream.** Material and cryptography: generate → Create (+ Activate: the
 //!   gateway keeps the real lifecycle state and checks it before forwarding, the upstream key
 //!   is simply usable), import → Register, read_material → Get, destroy → Revoke + Destroy,
-//!   encrypt/decrypt/MAC → forwarded with the upstream identifier.
+//!   encrypt/decrypt/MAC → forwarded with the upstream identifier; key pairs, Sign and RSA
+//!   Decrypt likewise (`keys.rs`).
 //! - **Order of writes.** Upstream first, then the local record: a crash in between leaves an
 //!   unreferenced upstream object (no client can reach it), never a record pointing at nothing.
 //!   Destroy: upstream first (an upstream Item Not Found counts as done, so a retry finishes),
@@ -42,6 +44,7 @@
 //!   the upstream, until `upstream copy` has moved everything.
 
 mod adopt;
+mod keys;
 mod migrating;
 mod pool;
 pub mod refresh;
@@ -50,6 +53,7 @@ mod wire;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use kmip_backends::asym::{KeyPairSpec, RsaPadding, SignatureScheme};
 use kmip_backends::{
     Backend, BackendError, CipherOutput, CipherRequest, ExportedObject, KeySpec, MacAlgorithm,
     ObjectKind, ObjectRecord,
@@ -62,7 +66,7 @@ use zeroize::Zeroizing;
 
 use crate::client::ClientTls;
 use crate::config::UpstreamConfig;
-use crate::kmip::ops::symmetric_key_spec;
+use crate::kmip::ops::{symmetric_key_spec, SplitGroup};
 use crate::kmip::store::StoredObject;
 pub use migrating::MigratingBackend;
 use pool::{CallError, Connector, Upstream};
@@ -71,8 +75,11 @@ use pool::{CallError, Connector, Upstream};
 /// a fresh one. Bounds a call's time to upstreams × attempts × (acquire + request timeout).
 const ATTEMPTS_PER_UPSTREAM: usize = 2;
 
-/// First byte of a mapping record's material: the object may be read back (`read_material`).
+/// Flags, the first byte of a mapping record's material. The object may be read back
+/// (`read_material`):
 const EXTRACTABLE: u8 = 1;
+/// The 16 bytes of a Split Key's split group follow the flags:
+const SPLIT_GROUP: u8 = 2;
 
 /// The proxy backend: a local vault of mapping records plus the upstream pools.
 pub struct UpstreamBackend {
@@ -178,23 +185,23 @@ impl UpstreamBackend {
         )))
     }
 
-    /// The upstream identifier of `uid`, and whether its material may be read.
-    async fn target(&self, uid: &str) -> Result<(String, bool), BackendError> {
+    /// The mapping of `uid`: its upstream identifier, whether its material may be read.
+    async fn target(&self, uid: &str) -> Result<Mapping, BackendError> {
         link_of(uid, &self.map.read_material(uid).await?)
     }
 
-    /// The material of the upstream object `target` (the gateway's `uid`).
+    /// The material of the upstream object `mapping` names (the gateway's `uid`).
     async fn get_material(
         &self,
         uid: &str,
-        target: String,
+        mapping: Mapping,
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         let get = RequestPayload::Get(GetRequest {
-            unique_identifier: Some(target),
+            unique_identifier: Some(mapping.upstream),
             ..GetRequest::default()
         });
         match self.call("Get", uid, get).await? {
-            ResponsePayload::Get(r) => wire::material(uid, r.object),
+            ResponsePayload::Get(r) => wire::material(uid, r.object, mapping.group.as_ref()),
             _ => Err(unexpected("Get")),
         }
     }
@@ -205,23 +212,25 @@ impl UpstreamBackend {
         record: ObjectRecord,
         upstream_uid: &str,
         extractable: bool,
+        group: Option<&SplitGroup>,
     ) -> Result<(), BackendError> {
         let gateway_uid = record.uid.clone();
-        self.write_record(record, upstream_uid, extractable).await?;
+        self.write_record(record, upstream_uid, extractable, group)
+            .await?;
         self.mapped.insert(upstream_uid, &gateway_uid);
         Ok(())
     }
 
-    /// Writes a mapping record: `record`'s metadata, and the upstream identifier as material.
+    /// Writes a mapping record: `record`'s metadata, and the upstream identifier (with a Split
+    /// Key's group) as material.
     async fn write_record(
         &self,
         record: ObjectRecord,
         upstream_uid: &str,
         extractable: bool,
+        group: Option<&SplitGroup>,
     ) -> Result<(), BackendError> {
-        let mut material = Zeroizing::new(Vec::with_capacity(upstream_uid.len() + 1));
-        material.push(if extractable { EXTRACTABLE } else { 0 });
-        material.extend_from_slice(upstream_uid.as_bytes());
+        let material = mapping_material(upstream_uid, extractable, group);
         self.map.import(record, material, None).await
     }
 
@@ -240,7 +249,7 @@ impl UpstreamBackend {
         uid: &str,
         req: CipherRequest,
     ) -> Result<CipherOutput, BackendError> {
-        let (target, _) = self.target(uid).await?;
+        let target = self.target(uid).await?.upstream;
         let asked_iv = req.iv.is_some();
         let body = wire::crypto(&target, req);
         let payload = if name == "Encrypt" {
@@ -264,18 +273,51 @@ impl UpstreamBackend {
     }
 }
 
-/// A mapping record's material: the upstream identifier, and whether its material may be read.
-fn link_of(uid: &str, record: &[u8]) -> Result<(String, bool), BackendError> {
-    match record.split_first() {
-        Some((flags, id)) => Ok((
-            String::from_utf8(id.to_vec())
-                .map_err(|_| BackendError::Corrupt(format!("mapping record of {uid}")))?,
-            flags & EXTRACTABLE != 0,
-        )),
-        None => Err(BackendError::Corrupt(format!(
-            "empty mapping record of {uid}"
-        ))),
+/// What a mapping record's material says of one gateway object.
+struct Mapping {
+    /// The upstream identifier.
+    upstream: String,
+    /// Whether its material may be read.
+    extractable: bool,
+    /// A Split Key's split group (the gateway's, not the upstream's: Join Split Key compares it).
+    group: Option<SplitGroup>,
+}
+
+/// A mapping record's material: flags, a Split Key's group, the upstream identifier.
+fn mapping_material(
+    upstream_uid: &str,
+    extractable: bool,
+    group: Option<&SplitGroup>,
+) -> Zeroizing<Vec<u8>> {
+    let mut material = Zeroizing::new(Vec::with_capacity(1 + 16 + upstream_uid.len()));
+    let flags = if extractable { EXTRACTABLE } else { 0 };
+    match group {
+        Some(group) => {
+            material.push(flags | SPLIT_GROUP);
+            material.extend_from_slice(group);
+        }
+        None => material.push(flags),
     }
+    material.extend_from_slice(upstream_uid.as_bytes());
+    material
+}
+
+/// What [`mapping_material`] wrote (and records written before Split Keys were mapped: flags
+/// and identifier only, read alike).
+fn link_of(uid: &str, record: &[u8]) -> Result<Mapping, BackendError> {
+    let corrupt = || BackendError::Corrupt(format!("mapping record of {uid}"));
+    let (flags, rest) = record.split_first().ok_or_else(corrupt)?;
+    let (group, id) = if flags & SPLIT_GROUP != 0 {
+        let (group, id) = rest.split_first_chunk::<16>().ok_or_else(corrupt)?;
+        (Some(*group), id)
+    } else {
+        (None, rest)
+    };
+    Ok(Mapping {
+        upstream: String::from_utf8(id.to_vec()).map_err(|_| corrupt())?,
+        extractable: flags & EXTRACTABLE != 0,
+        group,
+    })
 }
 
 fn describe(e: &bb8::RunError<CallError>) -> String {
@@ -302,8 +344,8 @@ impl Backend for UpstreamBackend {
         let mut mapped = std::collections::HashMap::with_capacity(records.len());
         for record in &records {
             match self.target(&record.uid).await {
-                Ok((upstream_uid, _)) => {
-                    mapped.insert(upstream_uid, record.uid.clone());
+                Ok(mapping) => {
+                    mapped.insert(mapping.upstream, record.uid.clone());
                 }
                 Err(BackendError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -320,7 +362,7 @@ impl Backend for UpstreamBackend {
             _ => return Err(unexpected("Create")),
         };
         self.activate(&created).await?;
-        self.record(record, &created, spec.extractable && !spec.sensitive)
+        self.record(record, &created, spec.extractable && !spec.sensitive, None)
             .await
     }
 
@@ -331,24 +373,35 @@ impl Backend for UpstreamBackend {
         spec: Option<KeySpec>,
     ) -> Result<(), BackendError> {
         let uid = record.uid.clone();
-        let payload = wire::register(record.kind, &material, spec.as_ref())?;
+        let (facts, key_extractable) = keys::key_facts(&record)?;
+        let (payload, group) = wire::register(&uid, record.kind, &material, spec.as_ref(), facts)?;
         let registered = match self.call("Register", &uid, payload).await? {
             ResponsePayload::Register(r) => r.unique_identifier,
             _ => return Err(unexpected("Register")),
         };
-        if record.kind == ObjectKind::SymmetricKey {
+        // Keys are used upstream (encrypt, sign, decrypt): usable there from the start, the
+        // gateway keeping the real state.
+        if matches!(
+            record.kind,
+            ObjectKind::SymmetricKey | ObjectKind::PrivateKey | ObjectKind::PublicKey
+        ) {
             self.activate(&registered).await?;
         }
-        let extractable = spec.as_ref().is_none_or(|s| s.extractable && !s.sensitive);
-        self.record(record, &registered, extractable).await
+        let extractable = match (&spec, record.kind) {
+            (Some(s), _) => s.extractable && !s.sensitive,
+            (None, ObjectKind::PrivateKey) => key_extractable,
+            (None, _) => true,
+        };
+        self.record(record, &registered, extractable, group.as_ref())
+            .await
     }
 
     async fn read_material(&self, uid: &str) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-        let (target, extractable) = self.target(uid).await?;
-        if !extractable {
+        let mapping = self.target(uid).await?;
+        if !mapping.extractable {
             return Err(BackendError::NotExtractable(uid.to_owned()));
         }
-        self.get_material(uid, target).await
+        self.get_material(uid, mapping).await
     }
 
     /// The object as `migrate` and `upstream copy` take it: the gateway's record from the map,
@@ -364,11 +417,11 @@ impl Backend for UpstreamBackend {
                 spec: None,
             });
         };
-        let (target, extractable) = link_of(uid, &link)?;
-        if !extractable {
+        let mapping = link_of(uid, &link)?;
+        if !mapping.extractable {
             return Err(BackendError::NotExtractable(uid.to_owned()));
         }
-        let material = self.get_material(uid, target).await?;
+        let material = self.get_material(uid, mapping).await?;
         let spec = if mapped.record.kind == ObjectKind::SymmetricKey {
             let stored = StoredObject::from_record(
                 ObjectRecord {
@@ -406,7 +459,7 @@ impl Backend for UpstreamBackend {
         tombstone: Option<bytes::Bytes>,
         expected_version: u64,
     ) -> Result<(), BackendError> {
-        let (target, _) = self.target(uid).await?;
+        let target = self.target(uid).await?.upstream;
         let revoke = RequestPayload::Revoke(RevokeRequest {
             unique_identifier: Some(target.clone()),
             revocation_reason: RevocationReason {
@@ -442,6 +495,33 @@ impl Backend for UpstreamBackend {
         self.cipher("Encrypt", uid, req).await
     }
 
+    async fn generate_key_pair(
+        &self,
+        private: ObjectRecord,
+        public: ObjectRecord,
+        spec: KeyPairSpec,
+    ) -> Result<(), BackendError> {
+        self.create_pair(private, public, spec).await
+    }
+
+    async fn sign(
+        &self,
+        uid: &str,
+        scheme: SignatureScheme,
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        self.sign_upstream(uid, scheme, data).await
+    }
+
+    async fn rsa_decrypt(
+        &self,
+        uid: &str,
+        padding: RsaPadding,
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        self.rsa_decrypt_upstream(uid, padding, data).await
+    }
+
     async fn decrypt(&self, uid: &str, req: CipherRequest) -> Result<CipherOutput, BackendError> {
         self.cipher("Decrypt", uid, req).await
     }
@@ -452,7 +532,7 @@ impl Backend for UpstreamBackend {
         algorithm: MacAlgorithm,
         data: &[u8],
     ) -> Result<Vec<u8>, BackendError> {
-        let (target, _) = self.target(uid).await?;
+        let target = self.target(uid).await?.upstream;
         let mac = RequestPayload::Mac(MacRequest {
             unique_identifier: Some(target),
             cryptographic_parameters: Some(CryptographicParameters {
@@ -495,5 +575,37 @@ impl Backend for UpstreamBackend {
             });
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_records_keep_the_identifier_the_flag_and_a_split_group() {
+        let group = [9u8; 16];
+        let m = link_of("g", &mapping_material("up-1", true, Some(&group))).unwrap();
+        assert_eq!(
+            (m.upstream.as_str(), m.extractable, m.group),
+            ("up-1", true, Some(group))
+        );
+        let m = link_of("g", &mapping_material("up-2", false, None)).unwrap();
+        assert_eq!(
+            (m.upstream.as_str(), m.extractable, m.group),
+            ("up-2", false, None)
+        );
+        // A record written before split groups: flags, then the identifier.
+        let m = link_of("g", b"\x01legacy-7").unwrap();
+        assert_eq!(
+            (m.upstream.as_str(), m.extractable, m.group),
+            ("legacy-7", true, None)
+        );
+        for corrupt in [&b""[..], &[SPLIT_GROUP, 1, 2][..]] {
+            assert!(matches!(
+                link_of("g", corrupt),
+                Err(BackendError::Corrupt(_))
+            ));
+        }
     }
 }

@@ -3,23 +3,44 @@
 //! failures as backend errors.
 
 use bytes::Bytes;
+use kmip_backends::asym::{
+    self as soft, HashAlgorithm, KeyPairAlgorithm, KeyPairSpec, RsaPadding, SignatureScheme,
+};
 use kmip_backends::error::FailureClass;
 use kmip_backends::{BackendError, CipherMode, KeyAlgorithm, KeySpec, MacAlgorithm, ObjectKind};
 use kmip_wire::model::{
-    usage_mask, Attribute, BlockCipherMode, CertificateType, CreateRequest, CryptoRequest,
-    CryptographicAlgorithm, CryptographicParameters, KeyBlock, KeyFormatType, KeyValue,
-    ManagedObject, ObjectType, PaddingMethod, RegisterRequest, RequestPayload, ResultReason,
-    SecretBytes, SecretDataType,
+    usage_mask, Attribute, BlockCipherMode, CertificateType, CreateKeyPairRequest, CreateRequest,
+    CryptoRequest, CryptographicAlgorithm, CryptographicParameters, HashingAlgorithm, KeyBlock,
+    KeyFormatType, KeyValue, KmipEnum, ManagedObject, ObjectType, PaddingMethod, RegisterRequest,
+    RequestPayload, ResultReason, SecretBytes, SecretDataType, SecretTtlv, SignRequest,
 };
 use kmip_wire::spec::tags;
+use kmip_wire::ttlv::{decode, Limits, Ttlv, Value};
 use zeroize::Zeroizing;
 
 use super::pool::CallError;
+use crate::kmip::ops::{
+    decode_material, der_of_transparent_key, encode_material, SplitGroup, REGISTERED,
+};
 
 /// The usage mask of every key the proxy makes upstream: every use the backend interface
 /// forwards. The gateway enforces the client's own mask before forwarding.
 const UPSTREAM_USAGE: i32 =
     usage_mask::ENCRYPT | usage_mask::DECRYPT | usage_mask::MAC_GENERATE | usage_mask::MAC_VERIFY;
+
+/// The usage masks of a key pair the proxy makes or registers upstream: every use the backend
+/// interface forwards (Sign, RSA Decrypt) or the gateway does itself with the public key.
+const UPSTREAM_PRIVATE_USAGE: i32 = usage_mask::SIGN | usage_mask::DECRYPT;
+const UPSTREAM_PUBLIC_USAGE: i32 = usage_mask::VERIFY | usage_mask::ENCRYPT;
+
+/// What the gateway recorded of a registered key, for the upstream's Key Block (servers such
+/// as PyKMIP's refuse an asymmetric key without its algorithm and length).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyFacts {
+    pub algorithm: Option<CryptographicAlgorithm>,
+    pub length: Option<i32>,
+    pub format: Option<KeyFormatType>,
+}
 
 fn algorithm(a: KeyAlgorithm) -> CryptographicAlgorithm {
     match a {
@@ -52,13 +73,18 @@ pub(crate) fn create(spec: &KeySpec) -> Result<RequestPayload, BackendError> {
     }))
 }
 
-/// Register of a client-supplied object.
+/// Register of a client-supplied object. A Split Key's, PGP Key's or Certificate Request's
+/// material is the gateway's encoding of the whole object, registered as that object (the
+/// split's group is returned: the caller keeps it in the mapping record).
 pub(crate) fn register(
+    uid: &str,
     kind: ObjectKind,
     material: &[u8],
     spec: Option<&KeySpec>,
-) -> Result<RequestPayload, BackendError> {
+    facts: KeyFacts,
+) -> Result<(RequestPayload, Option<SplitGroup>), BackendError> {
     let bytes = SecretBytes::from_slice(material);
+    let mut group = None;
     let (object_type, object, attributes) = match (kind, spec) {
         (ObjectKind::SymmetricKey, Some(spec)) => (
             ObjectType::SymmetricKey,
@@ -97,24 +123,233 @@ pub(crate) fn register(
             },
             Vec::new(),
         ),
+        (ObjectKind::PrivateKey, _) => {
+            let block = asymmetric_block(kind, material, facts)?;
+            (
+                ObjectType::PrivateKey,
+                ManagedObject::PrivateKey(block),
+                vec![Attribute::integer(
+                    tags::CRYPTOGRAPHIC_USAGE_MASK,
+                    UPSTREAM_PRIVATE_USAGE,
+                )],
+            )
+        }
+        (ObjectKind::PublicKey, _) => {
+            let block = asymmetric_block(kind, material, facts)?;
+            (
+                ObjectType::PublicKey,
+                ManagedObject::PublicKey(block),
+                vec![Attribute::integer(
+                    tags::CRYPTOGRAPHIC_USAGE_MASK,
+                    UPSTREAM_PUBLIC_USAGE,
+                )],
+            )
+        }
+        (ObjectKind::SplitKey | ObjectKind::PgpKey | ObjectKind::CertificateRequest, _) => {
+            let (object, split) = decode_material(uid, kind, material)?;
+            if kind == ObjectKind::SplitKey {
+                group = Some(split);
+            }
+            (object.object_type(), object, Vec::new())
+        }
         (other, _) => {
             return Err(BackendError::Unsupported(format!(
-                "the kmip backend does not register {other:?} objects upstream yet"
+                "the kmip backend does not register {other:?} objects upstream"
             )))
         }
     };
-    Ok(RequestPayload::Register(RegisterRequest {
+    let payload = RequestPayload::Register(RegisterRequest {
         templates: Vec::new(),
         object_type,
         attributes,
         object,
+    });
+    Ok((payload, group))
+}
+
+/// The Key Format Type values of the Transparent structures (KMIP 1.4 §9.1.3.2.3: Transparent
+/// Symmetric Key to Transparent EC Public Key): their Key Material is a structure, not bytes.
+const TRANSPARENT_FORMATS: std::ops::RangeInclusive<u32> = 0x07..=0x15;
+
+/// The Key Block of a registered Private or Public Key: PKCS#8 or SubjectPublicKeyInfo as the
+/// gateway stores them, or (a key kept in another format: Raw bytes, or a Transparent DSA or DH
+/// structure, which the gateway keeps as its TTLV) the format it was registered in.
+fn asymmetric_block(
+    kind: ObjectKind,
+    material: &[u8],
+    facts: KeyFacts,
+) -> Result<KeyBlock, BackendError> {
+    let der = match kind {
+        ObjectKind::PrivateKey => soft::private_to_pkcs8(material)
+            .ok()
+            .map(|der| (KeyFormatType::Pkcs8, der)),
+        _ => soft::public_to_spki(material)
+            .ok()
+            .map(|der| (KeyFormatType::X509, Zeroizing::new(der))),
+    };
+    let (format, bytes) = match (der, facts.format) {
+        (Some(der), _) => der,
+        (None, Some(f)) if TRANSPARENT_FORMATS.contains(&f.to_u32()) => {
+            let tree =
+                decode(&Bytes::copy_from_slice(material), &Limits::default()).map_err(|e| {
+                    BackendError::Corrupt(format!("a stored {f:?} {kind:?} structure: {e}"))
+                })?;
+            return Ok(KeyBlock {
+                key_format_type: f,
+                key_value: KeyValue::Transparent(SecretTtlv(tree)),
+                ..KeyBlock::raw(SecretBytes::from_slice(&[]), facts.algorithm, facts.length)
+            });
+        }
+        (None, Some(f)) => (f, Zeroizing::new(material.to_vec())),
+        (None, None) => {
+            return Err(BackendError::Unsupported(format!(
+                "a {kind:?} kept without a Key Format Type is not registered upstream"
+            )))
+        }
+    };
+    Ok(KeyBlock {
+        key_format_type: format,
+        ..KeyBlock::raw(
+            SecretBytes::from_slice(&bytes),
+            facts.algorithm,
+            facts.length,
+        )
+    })
+}
+
+/// The Cryptographic Algorithm and Length a key pair is asked for with.
+fn pair_attributes(a: KeyPairAlgorithm) -> Result<(CryptographicAlgorithm, i32), BackendError> {
+    Ok(match a {
+        KeyPairAlgorithm::Rsa { bits } => (
+            CryptographicAlgorithm::Rsa,
+            i32::try_from(bits)
+                .map_err(|_| BackendError::InvalidInput(format!("RSA key of {bits} bits")))?,
+        ),
+        KeyPairAlgorithm::EcP256 => (CryptographicAlgorithm::Ec, 256),
+        KeyPairAlgorithm::EcP384 => (CryptographicAlgorithm::Ec, 384),
+        KeyPairAlgorithm::EcP521 => (CryptographicAlgorithm::Ec, 521),
+        KeyPairAlgorithm::Ed25519 => (CryptographicAlgorithm::Ed25519, 256),
+    })
+}
+
+/// Create Key Pair as `spec` describes it: algorithm and length common to both halves, each its
+/// own usage mask. Names stay in the gateway, as for every object.
+pub(crate) fn create_key_pair(spec: &KeyPairSpec) -> Result<RequestPayload, BackendError> {
+    let (alg, bits) = pair_attributes(spec.algorithm)?;
+    Ok(RequestPayload::CreateKeyPair(CreateKeyPairRequest {
+        common_attributes: vec![
+            Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, alg),
+            Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, bits),
+        ],
+        private_key_attributes: vec![Attribute::integer(
+            tags::CRYPTOGRAPHIC_USAGE_MASK,
+            UPSTREAM_PRIVATE_USAGE,
+        )],
+        public_key_attributes: vec![Attribute::integer(
+            tags::CRYPTOGRAPHIC_USAGE_MASK,
+            UPSTREAM_PUBLIC_USAGE,
+        )],
+        common_templates: Vec::new(),
+        private_key_templates: Vec::new(),
+        public_key_templates: Vec::new(),
     }))
 }
 
-/// The material of a Get answer.
+fn hashing(h: HashAlgorithm) -> HashingAlgorithm {
+    match h {
+        HashAlgorithm::Sha1 => HashingAlgorithm::Sha1,
+        HashAlgorithm::Sha224 => HashingAlgorithm::Sha224,
+        HashAlgorithm::Sha256 => HashingAlgorithm::Sha256,
+        HashAlgorithm::Sha384 => HashingAlgorithm::Sha384,
+        HashAlgorithm::Sha512 => HashingAlgorithm::Sha512,
+    }
+}
+
+/// The Cryptographic Parameters of a signature scheme: the algorithm, padding and hash, the
+/// form both PyKMIP's server and the gateway read (no Digital Signature Algorithm, which
+/// fewer servers know).
+pub(crate) fn sign_parameters(scheme: SignatureScheme) -> CryptographicParameters {
+    let (alg, padding, hash) = match scheme {
+        SignatureScheme::RsaPkcs1v15(h) => (
+            CryptographicAlgorithm::Rsa,
+            Some(PaddingMethod::Pkcs1V15),
+            Some(h),
+        ),
+        SignatureScheme::RsaPss(h) => (
+            CryptographicAlgorithm::Rsa,
+            Some(PaddingMethod::Pss),
+            Some(h),
+        ),
+        SignatureScheme::Ecdsa(h) => (CryptographicAlgorithm::Ecdsa, None, Some(h)),
+        SignatureScheme::Ed25519 => (CryptographicAlgorithm::Ed25519, None, None),
+    };
+    CryptographicParameters {
+        cryptographic_algorithm: Some(alg),
+        padding_method: padding,
+        hashing_algorithm: hash.map(hashing),
+        ..CryptographicParameters::default()
+    }
+}
+
+/// A Sign request body.
+pub(crate) fn sign(upstream_uid: &str, scheme: SignatureScheme, data: &[u8]) -> SignRequest {
+    SignRequest {
+        unique_identifier: Some(upstream_uid.to_owned()),
+        cryptographic_parameters: Some(sign_parameters(scheme)),
+        data: Some(SecretBytes::from_slice(data)),
+        ..SignRequest::default()
+    }
+}
+
+/// An RSA Decrypt request body.
+pub(crate) fn rsa_decrypt(upstream_uid: &str, padding: &RsaPadding, data: &[u8]) -> CryptoRequest {
+    CryptoRequest {
+        unique_identifier: Some(upstream_uid.to_owned()),
+        cryptographic_parameters: Some(rsa_parameters(padding)),
+        data: Some(SecretBytes::from_slice(data)),
+        ..CryptoRequest::default()
+    }
+}
+
+/// The Cryptographic Parameters of an RSA decryption. OAEP's MGF1 hash and label are sent only
+/// when they differ from the defaults (the OAEP hash, an empty label): KMIP 1.2 has no fields
+/// for them, and servers that know them default to the same.
+pub(crate) fn rsa_parameters(padding: &RsaPadding) -> CryptographicParameters {
+    let mut p = CryptographicParameters {
+        cryptographic_algorithm: Some(CryptographicAlgorithm::Rsa),
+        ..CryptographicParameters::default()
+    };
+    match padding {
+        RsaPadding::Pkcs1v15 => p.padding_method = Some(PaddingMethod::Pkcs1V15),
+        RsaPadding::Oaep(oaep) => {
+            p.padding_method = Some(PaddingMethod::Oaep);
+            p.hashing_algorithm = Some(hashing(oaep.hash));
+            if oaep.mgf1_hash != oaep.hash {
+                p.other.push(Ttlv::new(
+                    tags::MASK_GENERATOR_HASHING_ALGORITHM,
+                    Value::Enumeration(hashing(oaep.mgf1_hash).to_u32()),
+                ));
+            }
+            if !oaep.label.is_empty() {
+                p.other.push(Ttlv::new(
+                    tags::PSOURCE,
+                    Value::ByteString(Bytes::copy_from_slice(&oaep.label)),
+                ));
+            }
+        }
+    }
+    p
+}
+
+/// The material of a Get answer, in the encoding the gateway's backends store: Private Keys as
+/// PKCS#8 and Public Keys as SubjectPublicKeyInfo (upstreams answer in their own format, PyKMIP's
+/// RSA keys as PKCS#1, others as Transparent RSA or EC structures, and not every one converts on
+/// Get), a Split Key, PGP Key or Certificate Request as the gateway's encoding of the object (a
+/// Split Key's preceded by `group`).
 pub(crate) fn material(
     uid: &str,
     object: ManagedObject,
+    group: Option<&SplitGroup>,
 ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
     let block_bytes = |b: KeyBlock| match b.key_value {
         KeyValue::Material(m) | KeyValue::TransparentSymmetricKey(m) => {
@@ -124,7 +359,53 @@ pub(crate) fn material(
             "the upstream answered {uid} in a key format the proxy does not read"
         ))),
     };
+    let unreadable = |e: BackendError| {
+        BackendError::Unsupported(format!(
+            "the upstream answered {uid} in a key format the proxy does not convert: {e}"
+        ))
+    };
     match object {
+        ManagedObject::PrivateKey(b) if is_der(b.key_format_type) => {
+            soft::private_to_pkcs8(&block_bytes(b)?).map_err(unreadable)
+        }
+        ManagedObject::PublicKey(b) if is_der(b.key_format_type) => {
+            soft::public_to_spki(&block_bytes(b)?)
+                .map(Zeroizing::new)
+                .map_err(unreadable)
+        }
+        ManagedObject::PrivateKey(KeyBlock {
+            key_format_type,
+            key_value: KeyValue::Transparent(t),
+            ..
+        }) if is_transparent_rsa_or_ec(key_format_type) => {
+            soft::private_to_pkcs8(&transparent_der(uid, key_format_type, &t)?).map_err(unreadable)
+        }
+        ManagedObject::PublicKey(KeyBlock {
+            key_format_type,
+            key_value: KeyValue::Transparent(t),
+            ..
+        }) if is_transparent_rsa_or_ec(key_format_type) => {
+            soft::public_to_spki(&transparent_der(uid, key_format_type, &t)?)
+                .map(Zeroizing::new)
+                .map_err(unreadable)
+        }
+        // Transparent DSA and DH keys are kept as their TTLV, as the gateway stores them.
+        ManagedObject::PrivateKey(KeyBlock {
+            key_value: KeyValue::Transparent(t),
+            ..
+        })
+        | ManagedObject::PublicKey(KeyBlock {
+            key_value: KeyValue::Transparent(t),
+            ..
+        }) => {
+            t.0.to_bytes()
+                .map(|b| Zeroizing::new(b.to_vec()))
+                .map_err(|e| {
+                    BackendError::Unsupported(format!(
+                "the upstream answered {uid} with a key structure the proxy cannot encode: {e}"
+            ))
+                })
+        }
         ManagedObject::SymmetricKey(b)
         | ManagedObject::PublicKey(b)
         | ManagedObject::PrivateKey(b)
@@ -134,14 +415,44 @@ pub(crate) fn material(
         ManagedObject::Template { .. } => Err(BackendError::Unsupported(format!(
             "the upstream answered {uid} with a Template, which holds no material"
         ))),
-        // The proxy never registers these upstream (see `register`), so none is its own.
         ManagedObject::SplitKey(_)
         | ManagedObject::PgpKey { .. }
-        | ManagedObject::CertificateRequest { .. } => Err(BackendError::Unsupported(format!(
-            "the upstream answered {uid} with a Split Key, PGP Key or Certificate Request, which \
-             the proxy does not keep"
-        ))),
+        | ManagedObject::CertificateRequest { .. } => {
+            encode_material(&object, group.unwrap_or(&REGISTERED))
+        }
     }
+}
+
+/// The DER of a key the upstream answered as a Transparent RSA or EC structure.
+fn transparent_der(
+    uid: &str,
+    format: KeyFormatType,
+    structure: &SecretTtlv,
+) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    der_of_transparent_key(format, &structure.0).map_err(|e| {
+        BackendError::Unsupported(format!(
+            "the upstream answered {uid} as a {format:?} the proxy does not convert: {e}"
+        ))
+    })
+}
+
+/// The Transparent structures that convert to PKCS#8 or SubjectPublicKeyInfo.
+fn is_transparent_rsa_or_ec(f: KeyFormatType) -> bool {
+    matches!(
+        f,
+        KeyFormatType::TransparentRsaPrivateKey
+            | KeyFormatType::TransparentRsaPublicKey
+            | KeyFormatType::TransparentEcPrivateKey
+            | KeyFormatType::TransparentEcPublicKey
+    )
+}
+
+/// The DER forms of a Public or Private Key that convert to PKCS#8 or SubjectPublicKeyInfo.
+fn is_der(f: KeyFormatType) -> bool {
+    matches!(
+        f,
+        KeyFormatType::Pkcs1 | KeyFormatType::Pkcs8 | KeyFormatType::X509
+    )
 }
 
 /// The Cryptographic Parameters of a cipher mode (AES modes, or ChaCha20).
@@ -256,89 +567,4 @@ pub(crate) fn backend_error(addr: &str, call: &str, uid: &str, e: CallError) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(reason: ResultReason) -> CallError {
-        CallError::Refused {
-            reason: Some(reason),
-            message: Some("upstream detail".into()),
-        }
-    }
-
-    #[test]
-    fn upstream_failures_become_backend_errors_without_the_upstream_message() {
-        let e = backend_error(
-            "kms1:5696",
-            "Get",
-            "gw-uid",
-            refused(ResultReason::ItemNotFound),
-        );
-        assert!(
-            matches!(e, BackendError::NotFound(ref u) if u == "gw-uid"),
-            "{e:?}"
-        );
-        for gone in [ResultReason::ObjectNotFound, ResultReason::ObjectDestroyed] {
-            let e = backend_error("kms1:5696", "Get", "gw-uid", refused(gone));
-            assert!(matches!(e, BackendError::NotFound(_)), "{gone:?}: {e:?}");
-        }
-        let e = backend_error(
-            "kms1:5696",
-            "Decrypt",
-            "gw-uid",
-            refused(ResultReason::CryptographicFailure),
-        );
-        assert!(
-            matches!(
-                e,
-                BackendError::Call {
-                    class: FailureClass::Crypto,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
-        assert!(!e.to_string().contains("upstream detail"), "{e}");
-        for unsupported in [
-            ResultReason::FeatureNotSupported,
-            ResultReason::OperationNotSupported,
-        ] {
-            let e = backend_error("kms1:5696", "Create", "gw-uid", refused(unsupported));
-            assert!(matches!(e, BackendError::Unsupported(_)), "{e:?}");
-            assert!(!e.to_string().contains("upstream detail"), "{e}");
-        }
-        let e = backend_error(
-            "kms1:5696",
-            "Encrypt",
-            "gw-uid",
-            CallError::Untranslatable("no Authenticated Encryption Tag".into()),
-        );
-        assert!(
-            matches!(e, BackendError::Unsupported(ref m) if m.contains("Encryption Tag")),
-            "{e:?}"
-        );
-        let e = backend_error(
-            "kms1:5696",
-            "Get",
-            "gw-uid",
-            CallError::Transport("connection refused".into()),
-        );
-        assert!(
-            matches!(e, BackendError::Unavailable(ref m) if m.contains("kms1:5696")),
-            "{e:?}"
-        );
-    }
-
-    #[test]
-    fn cipher_modes_map_to_cryptographic_parameters() {
-        let p = cipher_parameters(CipherMode::Gcm { tag_len: 16 });
-        assert_eq!(p.block_cipher_mode, Some(BlockCipherMode::Gcm));
-        assert_eq!(p.tag_length, Some(16));
-        assert_eq!(p.padding_method, None);
-        let p = cipher_parameters(CipherMode::Cbc { pad: true });
-        assert_eq!(p.padding_method, Some(PaddingMethod::Pkcs5));
-        let p = cipher_parameters(CipherMode::Ecb { pad: false });
-        assert_eq!(p.block_cipher_mode, Some(BlockCipherMode::Ecb));
-        assert_eq!(p.padding_method, Some(PaddingMethod::None));
-    }
-}
+mod tests;

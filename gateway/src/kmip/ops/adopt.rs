@@ -12,8 +12,12 @@ use super::unique_names::name_values;
 use super::{OpContext, OpError, Ops};
 use crate::kmip::store::{ObjectDraft, StoredObject};
 use async_trait::async_trait;
+use bytes::Bytes;
 use kmip_backends::{BackendError, ObjectRecord};
-use kmip_wire::model::{Attribute, ObjectType, ProtocolVersion, State};
+use kmip_wire::model::{
+    Attribute, CertificateType, CryptographicAlgorithm, KeyFormatType, KmipEnum, Link, ObjectType,
+    ProtocolVersion, State,
+};
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Value};
 use std::sync::Arc;
@@ -67,6 +71,9 @@ pub enum AdoptTarget {
 pub struct UpstreamObject {
     pub upstream_uid: String,
     pub attributes: Vec<Attribute>,
+    /// A Certificate's DER, read upstream: the attributes the gateway derives from it (Subject,
+    /// Issuer, …) are its own, as for a registered certificate.
+    pub certificate: Option<Bytes>,
 }
 
 /// What a backend in front of another key manager offers for adoption (the KMIP proxy's,
@@ -95,8 +102,37 @@ pub trait Adoption: Send + Sync {
 fn adoptable(object_type: ObjectType) -> bool {
     matches!(
         object_type,
-        ObjectType::SymmetricKey | ObjectType::SecretData | ObjectType::OpaqueObject
+        ObjectType::SymmetricKey
+            | ObjectType::SecretData
+            | ObjectType::OpaqueObject
+            | ObjectType::PrivateKey
+            | ObjectType::PublicKey
+            | ObjectType::Certificate
     )
+}
+
+/// The Key Format Type Get serves an adopted Private or Public Key in by default: the
+/// upstream's when it reports a DER one, else what the gateway gives a pair it makes (PKCS#1
+/// for RSA, PKCS#8 and X.509 for the others). The material itself is read upstream and kept
+/// as PKCS#8 / SubjectPublicKeyInfo whatever format the upstream answers in.
+fn adopted_key_format(object_type: ObjectType, attributes: &[Attribute]) -> Option<KeyFormatType> {
+    let reported = attributes
+        .iter()
+        .find(|a| a.is(tags::KEY_FORMAT_TYPE))
+        .and_then(|a| a.as_enum::<KeyFormatType>())
+        .filter(|f| super::asym::is_der_format(*f));
+    let rsa = attributes
+        .iter()
+        .find(|a| a.is(tags::CRYPTOGRAPHIC_ALGORITHM))
+        .and_then(|a| a.as_enum::<CryptographicAlgorithm>())
+        == Some(CryptographicAlgorithm::Rsa);
+    match object_type {
+        ObjectType::PrivateKey | ObjectType::PublicKey if reported.is_some() => reported,
+        ObjectType::PrivateKey | ObjectType::PublicKey if rsa => Some(KeyFormatType::Pkcs1),
+        ObjectType::PrivateKey => Some(KeyFormatType::Pkcs8),
+        ObjectType::PublicKey => Some(KeyFormatType::X509),
+        _ => None,
+    }
 }
 
 /// Splits the upstream's attributes into those supplied as a Register's client would and
@@ -117,8 +153,8 @@ fn adopted_attributes(
         })?;
     if !adoptable(object_type) {
         return Err(OpError::FeatureNotSupported(format!(
-            "{upstream_uid} is a {object_type:?}: the proxy adopts Symmetric Keys, Secret Data \
-             and Opaque Objects"
+            "{upstream_uid} is a {object_type:?}: the proxy adopts Symmetric Keys, Secret Data, \
+             Opaque Objects, Private and Public Keys and Certificates"
         )));
     }
     let state = attributes
@@ -126,8 +162,12 @@ fn adopted_attributes(
         .find(|a| a.is(tags::STATE))
         .and_then(|a| a.as_enum::<State>())
         .unwrap_or(State::PreActive);
+    // A Public Key or a Certificate is only read upstream (the gateway verifies and encrypts
+    // with public keys itself): its state upstream does not matter, the gateway's will.
+    let read_only = matches!(object_type, ObjectType::PublicKey | ObjectType::Certificate);
     match state {
         State::Active | State::Deactivated | State::Compromised => {}
+        State::PreActive if read_only => {}
         State::PreActive => {
             return Err(OpError::WrongState(
                 "Pre-Active upstream: activate it on the key manager first (the proxy keeps \
@@ -218,6 +258,13 @@ impl Ops {
         if obj.first(tags::NEVER_EXTRACTABLE).is_none() {
             obj.set(tags::NEVER_EXTRACTABLE, Value::Boolean(!extractable));
         }
+        self.adopt_kind_attributes(
+            owner,
+            &mut obj,
+            object_type,
+            &found.attributes,
+            found.certificate,
+        )?;
         let adopted = self
             .store
             .adopt(obj, self.max_objects_per_user, |record| async move {
@@ -228,10 +275,76 @@ impl Ops {
     }
 }
 
+impl Ops {
+    /// What an adopted key or certificate needs beyond the upstream's attributes: the Key
+    /// Format Type Get serves it in, a certificate's type and derived attributes, and the
+    /// upstream's Links where they name an object of the same owner (or one not mapped yet,
+    /// which keeps the upstream identifier when it is adopted: a key pair's two halves adopted
+    /// one after the other are linked both ways).
+    fn adopt_kind_attributes(
+        &self,
+        owner: &str,
+        obj: &mut ObjectDraft,
+        object_type: ObjectType,
+        attributes: &[Attribute],
+        certificate: Option<Bytes>,
+    ) -> Result<(), OpError> {
+        if let Some(format) = adopted_key_format(object_type, attributes) {
+            obj.set(tags::KEY_FORMAT_TYPE, Value::Enumeration(format.to_u32()));
+        }
+        if object_type == ObjectType::Certificate {
+            let certificate_type = attributes
+                .iter()
+                .find(|a| a.is(tags::CERTIFICATE_TYPE))
+                .and_then(|a| a.as_enum::<CertificateType>())
+                .unwrap_or(CertificateType::X509);
+            obj.set(
+                tags::CERTIFICATE_TYPE,
+                Value::Enumeration(certificate_type.to_u32()),
+            );
+            if let (CertificateType::X509, Some(der)) = (certificate_type, certificate) {
+                obj.attributes
+                    .extend(super::certificate::derived_attributes(&der)?);
+            }
+        }
+        let links = attributes
+            .iter()
+            .filter(|a| a.is(tags::LINK))
+            .filter_map(Attribute::as_link)
+            .filter_map(|link| self.adopted_link(owner, link))
+            .collect::<Vec<_>>();
+        for link in links {
+            obj.attributes.push(Attribute::link(&link));
+        }
+        Ok(())
+    }
+
+    /// An upstream Link as the adopted object keeps it: to the gateway object mapped to its
+    /// target when `owner` owns that one, to the upstream identifier when nothing is mapped
+    /// to it yet (its adoption keeps that identifier); dropped when it would name another
+    /// user's object.
+    fn adopted_link(&self, owner: &str, link: Link) -> Option<Link> {
+        let target = &link.linked_object_identifier;
+        let gateway_uid = match self.adoption.as_ref()?.mapped_to(target) {
+            Some(mapped) => mapped,
+            None => target.clone(),
+        };
+        match self.store.get(&gateway_uid) {
+            Some(o) if o.owner.as_ref() != owner => None,
+            Some(_) => Some(Link {
+                linked_object_identifier: gateway_uid,
+                ..link
+            }),
+            None if gateway_uid == *target => Some(link),
+            None => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kmip_wire::model::{CryptographicAlgorithm, Name};
+    use kmip_wire::model::Name;
 
     fn upstream(state: State, object_type: ObjectType) -> Vec<Attribute> {
         vec![
@@ -270,9 +383,11 @@ mod tests {
     fn unusable_upstream_objects_are_refused() {
         for (state, ty) in [
             (State::PreActive, ObjectType::SymmetricKey),
+            (State::PreActive, ObjectType::PrivateKey),
             (State::Destroyed, ObjectType::SymmetricKey),
-            (State::Active, ObjectType::PrivateKey),
-            (State::Active, ObjectType::Certificate),
+            (State::Destroyed, ObjectType::Certificate),
+            (State::Active, ObjectType::SplitKey),
+            (State::Active, ObjectType::PgpKey),
         ] {
             assert!(
                 adopted_attributes("42", &upstream(state, ty)).is_err(),
@@ -288,8 +403,48 @@ mod tests {
         for (state, ty) in [
             (State::Deactivated, ObjectType::SecretData),
             (State::Compromised, ObjectType::OpaqueObject),
+            (State::Active, ObjectType::PrivateKey),
+            (State::Active, ObjectType::PublicKey),
+            (State::Active, ObjectType::Certificate),
+            (State::PreActive, ObjectType::Certificate),
+            (State::PreActive, ObjectType::PublicKey),
         ] {
             assert!(adopted_attributes("42", &upstream(state, ty)).is_ok());
         }
+    }
+
+    #[test]
+    fn adopted_keys_are_served_in_the_upstreams_der_format_or_the_gateways_default() {
+        let with = |alg: CryptographicAlgorithm, format: Option<KeyFormatType>| {
+            let mut v = vec![Attribute::enumeration(tags::CRYPTOGRAPHIC_ALGORITHM, alg)];
+            v.extend(format.map(|f| Attribute::enumeration(tags::KEY_FORMAT_TYPE, f)));
+            v
+        };
+        let rsa = with(CryptographicAlgorithm::Rsa, None);
+        let ec = with(CryptographicAlgorithm::Ec, None);
+        assert_eq!(
+            adopted_key_format(ObjectType::PrivateKey, &rsa),
+            Some(KeyFormatType::Pkcs1)
+        );
+        assert_eq!(
+            adopted_key_format(ObjectType::PrivateKey, &ec),
+            Some(KeyFormatType::Pkcs8)
+        );
+        assert_eq!(
+            adopted_key_format(ObjectType::PublicKey, &ec),
+            Some(KeyFormatType::X509)
+        );
+        let reported = with(CryptographicAlgorithm::Rsa, Some(KeyFormatType::Pkcs8));
+        assert_eq!(
+            adopted_key_format(ObjectType::PrivateKey, &reported),
+            Some(KeyFormatType::Pkcs8)
+        );
+        // A format the gateway does not serve from DER is not taken.
+        let raw = with(CryptographicAlgorithm::Ec, Some(KeyFormatType::Raw));
+        assert_eq!(
+            adopted_key_format(ObjectType::PublicKey, &raw),
+            Some(KeyFormatType::X509)
+        );
+        assert_eq!(adopted_key_format(ObjectType::Certificate, &rsa), None);
     }
 }

@@ -426,6 +426,21 @@ pub(super) fn stored_material(
     })
 }
 
+/// The DER (PKCS#8 or SubjectPublicKeyInfo) of a key another server answered as a Transparent
+/// RSA or EC structure: a KMIP proxy's upstream, whose keys the proxy keeps in the stored form.
+pub(crate) fn der_of_transparent_key(
+    format: KeyFormatType,
+    structure: &Ttlv,
+) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    if !transparent::is_transparent_key(format) {
+        return Err(OpError::KeyFormatNotSupported);
+    }
+    let bytes = structure
+        .to_bytes()
+        .map_err(|_| OpError::InvalidField("the transparent key structure".into()))?;
+    transparent::der_of_transparent(format, &bytes)
+}
+
 /// Whether a key's stored material is DER (PKCS#8 or SubjectPublicKeyInfo), whatever format
 /// it was registered in. Transparent RSA and EC keys registered before they were converted
 /// on Register are kept as their TTLV (which starts with a tag, 0x42, never DER's 0x30).

@@ -42,12 +42,14 @@ mod unique_names;
 mod upstream_state;
 
 pub use adopt::{AdoptTarget, Adoption, UpstreamObject};
+pub(crate) use asym::der_of_transparent_key;
 pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
 pub use create::symmetric_key_spec;
 pub use error::OpError;
 pub(crate) use interop::audit_note;
 pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};
+pub(crate) use split_material::{decode_material, encode_material, SplitGroup, REGISTERED};
 pub use table::{response_uids, target_uid};
 pub use upstream_state::{Refreshed, UpstreamLifecycle, UPSTREAM_LIFECYCLE};
 

@@ -15,21 +15,31 @@ use zeroize::Zeroizing;
 pub(super) const MAX_SPLIT_KEY_PARTS: i32 = 32;
 
 /// Which split a part belongs to: random for the parts of one Create Split Key.
-pub(super) type SplitGroup = [u8; 16];
+pub(crate) type SplitGroup = [u8; 16];
 
 /// The group of a part a client registered: the server did not see it split, so parts of one
 /// split are told apart by their fields alone.
-pub(super) const REGISTERED: SplitGroup = [0; 16];
+pub(crate) const REGISTERED: SplitGroup = [0; 16];
 
 /// The stored material of a Split Key (with its group), a PGP Key or a Certificate Request.
 pub(super) fn encode(
     object: &ManagedObject,
     group: &SplitGroup,
 ) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    encode_material(object, group)
+        .map_err(|_| OpError::InvalidField("the object's structure".into()))
+}
+
+/// [`encode`] for a backend that keeps these objects in their own form (a KMIP proxy, which
+/// registers them upstream and gives their material back in this encoding).
+pub(crate) fn encode_material(
+    object: &ManagedObject,
+    group: &SplitGroup,
+) -> Result<Zeroizing<Vec<u8>>, BackendError> {
     let encoded = object
         .to_ttlv()
         .to_bytes()
-        .map_err(|_| OpError::InvalidField("the object's structure".into()))?;
+        .map_err(|e| BackendError::InvalidInput(format!("the object's structure: {e}")))?;
     let mut out = Zeroizing::new(Vec::with_capacity(group.len() + encoded.len()));
     if let ManagedObject::SplitKey(_) = object {
         out.extend_from_slice(group);
@@ -45,7 +55,16 @@ pub(super) fn decode_object(
     kind: ObjectKind,
     material: &[u8],
 ) -> Result<(ManagedObject, SplitGroup), OpError> {
-    let corrupt = |why: &str| OpError::Backend(BackendError::Corrupt(format!("{uid}: {why}")));
+    decode_material(uid, kind, material).map_err(OpError::Backend)
+}
+
+/// [`decode_object`] for a backend that keeps these objects in their own form.
+pub(crate) fn decode_material(
+    uid: &str,
+    kind: ObjectKind,
+    material: &[u8],
+) -> Result<(ManagedObject, SplitGroup), BackendError> {
+    let corrupt = |why: &str| BackendError::Corrupt(format!("{uid}: {why}"));
     let (object_type, group, body) = match kind {
         ObjectKind::SplitKey => {
             let (group, body) = material
