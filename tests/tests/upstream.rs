@@ -2912,7 +2912,8 @@ async fn split_keys_pass_through_to_pykmip_server_and_its_refusals_of_the_others
 
 /// PyKMIP's client flows of key pairs (Create Key Pair, Sign, Signature Verify, Get), certificates
 /// (Register, Get, derived attributes) and split keys (Register and Get of an XOR split's
-/// parts) at each version PyKMIP speaks, through the proxy.
+/// parts) at each version PyKMIP speaks, through the proxy (in front of another gateway:
+/// `tests/tests/pykmip.rs`, `with_proxy`).
 fn pykmip_kind_flows(proxy: &Proxy) {
     let gw = proxy.start();
     for v in ["1.2", "1.4", "2.0"] {
@@ -2962,13 +2963,6 @@ fn pykmip_kind_flows(proxy: &Proxy) {
         assert_eq!(r["joins_to_secret"], true, "{ctx}");
         assert_eq!(r["located"], true, "{ctx}");
     }
-}
-
-#[test]
-fn pykmip_client_key_pairs_certificates_and_split_keys_through_the_proxy_to_another_gateway() {
-    let home = tempfile::tempdir().unwrap();
-    let upstream = GatewayUpstream::start(&home.path().join("u"));
-    pykmip_kind_flows(&Proxy::new(&[upstream.addr()], &upstream.pki()));
 }
 
 #[test]
