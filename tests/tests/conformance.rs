@@ -234,6 +234,8 @@ const PROXY_FAMILIES: &[(&str, &str)] = &[
     ("v2.1", "SKLC-M-"),
     ("v2.1", "SASED-M-"),
     ("v2.1", "BL-M-"),
+    ("v1.4", "AX-M-"),
+    ("v2.1", "AX-M-"),
 ];
 
 /// Runs [`PROXY_FAMILIES`] through a proxy speaking `version` to its upstream, after checking

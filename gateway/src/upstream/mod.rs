@@ -404,6 +404,30 @@ impl Backend for UpstreamBackend {
         self.get_material(uid, mapping).await
     }
 
+    /// Wrapped where both keys live: one Get of `wrapped` upstream with a Key Wrapping
+    /// Specification naming `wrapping`'s upstream twin, in the format the gateway stores keys in.
+    /// Neither key crosses the proxy in the clear; whether a key that may not be read may be
+    /// wrapped is the upstream's decision, as a token's is on PKCS#11.
+    async fn wrap_key(
+        &self,
+        wrapping: &str,
+        wrapped: &str,
+        pad: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+        let key = self.target(wrapping).await?;
+        let mapped = self.map.export(wrapped).await?;
+        let link = mapped
+            .material
+            .ok_or_else(|| BackendError::NotFound(wrapped.to_owned()))?;
+        let target = link_of(wrapped, &link)?;
+        let format = wire::wrap_format(wrapped, mapped.record.kind)?;
+        let get = wire::wrapped_get(&target.upstream, format, &key.upstream, pad);
+        match self.call("Get", wrapped, get).await? {
+            ResponsePayload::Get(r) => wire::wrapped_bytes(wrapped, r.object),
+            _ => Err(unexpected("Get")),
+        }
+    }
+
     /// The object as `migrate` and `upstream copy` take it: the gateway's record from the map,
     /// the material from the upstream (Get), the key facts from the stored attributes. A
     /// non-extractable object stays upstream ([`BackendError::NotExtractable`]); a tombstone

@@ -10,9 +10,10 @@ use kmip_backends::error::FailureClass;
 use kmip_backends::{BackendError, CipherMode, KeyAlgorithm, KeySpec, MacAlgorithm, ObjectKind};
 use kmip_wire::model::{
     usage_mask, Attribute, BlockCipherMode, CertificateType, CreateKeyPairRequest, CreateRequest,
-    CryptoRequest, CryptographicAlgorithm, CryptographicParameters, HashingAlgorithm, KeyBlock,
-    KeyFormatType, KeyValue, KmipEnum, ManagedObject, ObjectType, PaddingMethod, RegisterRequest,
-    RequestPayload, ResultReason, SecretBytes, SecretDataType, SecretTtlv, SignRequest,
+    CryptoRequest, CryptographicAlgorithm, CryptographicParameters, GetRequest, HashingAlgorithm,
+    KeyBlock, KeyFormatType, KeyValue, KmipEnum, ManagedObject, ObjectType, PaddingMethod,
+    RegisterRequest, RequestPayload, ResultReason, SecretBytes, SecretDataType, SecretTtlv,
+    SignRequest,
 };
 use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{decode, Limits, Ttlv, Value};
@@ -24,9 +25,17 @@ use crate::kmip::ops::{
 };
 
 /// The usage mask of every key the proxy makes upstream: every use the backend interface
-/// forwards. The gateway enforces the client's own mask before forwarding.
-const UPSTREAM_USAGE: i32 =
-    usage_mask::ENCRYPT | usage_mask::DECRYPT | usage_mask::MAC_GENERATE | usage_mask::MAC_VERIFY;
+/// forwards (Wrap Key: Get with a Key Wrapping Specification). The gateway enforces the client's
+/// own mask before forwarding.
+const UPSTREAM_USAGE: i32 = usage_mask::ENCRYPT
+    | usage_mask::DECRYPT
+    | usage_mask::MAC_GENERATE
+    | usage_mask::MAC_VERIFY
+    | usage_mask::WRAP_KEY
+    | usage_mask::UNWRAP_KEY;
+
+/// KMIP's Wrapping Method Encrypt.
+const WRAPPING_METHOD_ENCRYPT: u32 = 0x01;
 
 /// The usage masks of a key pair the proxy makes or registers upstream: every use the backend
 /// interface forwards (Sign, RSA Decrypt) or the gateway does itself with the public key.
@@ -165,6 +174,88 @@ pub(crate) fn register(
         object,
     });
     Ok((payload, group))
+}
+
+/// The Key Format Type a key is asked for in when the upstream wraps it: the encoding the
+/// gateway's backends store (raw bytes, PKCS#8, SubjectPublicKeyInfo), which is what a wrapped
+/// key holds wherever the gateway wraps.
+pub(crate) fn wrap_format(uid: &str, kind: ObjectKind) -> Result<KeyFormatType, BackendError> {
+    match kind {
+        ObjectKind::SymmetricKey => Ok(KeyFormatType::Raw),
+        ObjectKind::SecretData => Ok(KeyFormatType::Opaque),
+        ObjectKind::PrivateKey => Ok(KeyFormatType::Pkcs8),
+        ObjectKind::PublicKey => Ok(KeyFormatType::X509),
+        other => Err(BackendError::Unsupported(format!(
+            "{uid} is a {other:?}: the proxy wraps keys and secret data only"
+        ))),
+    }
+}
+
+/// Get of the upstream object `upstream_uid` in `format`, wrapped by the upstream AES key
+/// `wrapping_upstream_uid` with AES Key Wrap (RFC 3394, or RFC 5649 with `pad`).
+pub(crate) fn wrapped_get(
+    upstream_uid: &str,
+    format: KeyFormatType,
+    wrapping_upstream_uid: &str,
+    pad: bool,
+) -> RequestPayload {
+    let mode = if pad {
+        BlockCipherMode::AesKeyWrapPadding
+    } else {
+        BlockCipherMode::NistKeyWrap
+    };
+    let spec = Ttlv::structure(
+        tags::KEY_WRAPPING_SPECIFICATION,
+        vec![
+            Ttlv::new(
+                tags::WRAPPING_METHOD,
+                Value::Enumeration(WRAPPING_METHOD_ENCRYPT),
+            ),
+            Ttlv::structure(
+                tags::ENCRYPTION_KEY_INFORMATION,
+                vec![
+                    Ttlv::new(
+                        tags::UNIQUE_IDENTIFIER,
+                        Value::TextString(wrapping_upstream_uid.to_owned()),
+                    ),
+                    Ttlv::structure(
+                        tags::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![Ttlv::new(
+                            tags::BLOCK_CIPHER_MODE,
+                            Value::Enumeration(mode.to_u32()),
+                        )],
+                    ),
+                ],
+            ),
+        ],
+    );
+    RequestPayload::Get(GetRequest {
+        unique_identifier: Some(upstream_uid.to_owned()),
+        key_format_type: Some(format),
+        key_wrapping_specification: Some(spec),
+        ..GetRequest::default()
+    })
+}
+
+/// The wrapped bytes of a Get answered with a wrapped Key Block.
+pub(crate) fn wrapped_bytes(
+    uid: &str,
+    object: ManagedObject,
+) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    match object {
+        ManagedObject::SymmetricKey(b)
+        | ManagedObject::PrivateKey(b)
+        | ManagedObject::PublicKey(b)
+        | ManagedObject::SecretData { key_block: b, .. } => match b.key_value {
+            KeyValue::Wrapped(w) => Ok(Zeroizing::new(w.as_slice().to_vec())),
+            _ => Err(BackendError::Crypto(format!(
+                "the upstream answered {uid} unwrapped to a Get that asked it wrapped"
+            ))),
+        },
+        _ => Err(BackendError::Crypto(format!(
+            "the upstream answered {uid} with another object than the key asked for"
+        ))),
+    }
 }
 
 /// The Key Format Type values of the Transparent structures (KMIP 1.4 §9.1.3.2.3: Transparent
