@@ -201,3 +201,39 @@ fn registered_keys_go_upstream_as_pkcs8_spki_or_their_byte_format() {
         assert!(asymmetric_block(ObjectKind::PublicKey, b"\x42", facts(format)).is_err());
     }
 }
+
+#[test]
+fn a_wrapped_get_names_the_wrapping_key_and_mode_and_its_answer_must_be_wrapped() {
+    let RequestPayload::Get(get) = wrapped_get("up-1", KeyFormatType::Raw, "up-kek", true) else {
+        panic!("not a Get");
+    };
+    assert_eq!(get.unique_identifier.as_deref(), Some("up-1"));
+    assert_eq!(get.key_format_type, Some(KeyFormatType::Raw));
+    let spec = get
+        .key_wrapping_specification
+        .expect("a wrapping specification");
+    let info = spec
+        .child(tags::ENCRYPTION_KEY_INFORMATION)
+        .expect("key info");
+    assert_eq!(
+        info.child(tags::UNIQUE_IDENTIFIER).and_then(Ttlv::as_text),
+        Some("up-kek")
+    );
+    assert_eq!(
+        info.child(tags::CRYPTOGRAPHIC_PARAMETERS)
+            .and_then(|p| p.child(tags::BLOCK_CIPHER_MODE))
+            .and_then(Ttlv::as_enum),
+        Some(BlockCipherMode::AesKeyWrapPadding.to_u32())
+    );
+    let clear =
+        ManagedObject::SymmetricKey(KeyBlock::raw(SecretBytes::from_slice(&[7; 32]), None, None));
+    assert!(matches!(
+        wrapped_bytes("gw-1", clear),
+        Err(BackendError::Crypto(_))
+    ));
+    assert_eq!(
+        wrap_format("gw-1", ObjectKind::PrivateKey).unwrap(),
+        KeyFormatType::Pkcs8
+    );
+    assert!(wrap_format("gw-1", ObjectKind::Certificate).is_err());
+}
