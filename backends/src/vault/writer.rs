@@ -574,6 +574,9 @@ impl Writer {
     /// old one is still the log).
     fn abandon_compaction(&mut self) {
         if let Some(c) = self.compaction.take() {
+            // After a failed commit the queue may be full: closed, the thread's wake-up fails
+            // at once instead of waiting for room that would never come.
+            self.rx.close();
             let _ = c.thread.join();
             // Best effort: a leftover is removed at the next open too.
             let _ = std::fs::remove_file(self.dir.join(TMP_LOG_FILE));
