@@ -53,9 +53,14 @@ const BOUNDED: Duration = Duration::from_secs(30);
 
 /// A client of the upstream itself, as the proxy's identity (`purefa`).
 async fn direct(upstream: &GatewayUpstream) -> Client {
-    let pki = upstream.pki();
+    direct_at(upstream.addr(), &upstream.pki()).await
+}
+
+/// A client of the upstream at `addr` whose development PKI is in `pki`, as the proxy's
+/// identity (`purefa`).
+async fn direct_at(addr: SocketAddr, pki: &Path) -> Client {
     Client::connect(
-        upstream.addr(),
+        addr,
         &pki.join("ca.pem"),
         &pki.join("client-purefa.pem"),
         &pki.join("client-purefa.key"),
@@ -1058,13 +1063,7 @@ async fn pykmip_server_objects_are_adopted_by_name() {
     let pki_dir = tempfile::tempdir().unwrap();
     pki::dev_pki(pki_dir.path()).unwrap();
     let upstream = PyKmipServer::start(pki_dir.path());
-    let mut direct = Client::connect(
-        upstream.addr(),
-        &pki_dir.path().join("ca.pem"),
-        &pki_dir.path().join("client-purefa.pem"),
-        &pki_dir.path().join("client-purefa.key"),
-    )
-    .await;
+    let mut direct = direct_at(upstream.addr(), pki_dir.path()).await;
     let legacy = direct.active_key("py-legacy").await;
     direct.active_key("py-twice").await;
     direct.active_key("py-twice").await;
@@ -2604,13 +2603,7 @@ async fn key_pairs_and_certificates_pass_through_to_pykmip_server() {
     let upstream = PyKmipServer::start(pki_dir.path());
     let proxy = Proxy::new(&[upstream.addr()], pki_dir.path());
     let gw = proxy.start();
-    let mut direct = Client::connect(
-        upstream.addr(),
-        &pki_dir.path().join("ca.pem"),
-        &pki_dir.path().join("client-purefa.pem"),
-        &pki_dir.path().join("client-purefa.key"),
-    )
-    .await;
+    let mut direct = direct_at(upstream.addr(), pki_dir.path()).await;
     let can = PairSupport {
         ec: false,
         rsa_decrypt: false,
@@ -2747,13 +2740,7 @@ async fn key_pairs_and_certificates_made_on_pykmip_server_are_adopted() {
     let upstream = PyKmipServer::start(pki_dir.path());
     let proxy = with_admin(Proxy::new(&[upstream.addr()], pki_dir.path()));
     let gw = proxy.start();
-    let mut direct = Client::connect(
-        upstream.addr(),
-        &pki_dir.path().join("ca.pem"),
-        &pki_dir.path().join("client-purefa.pem"),
-        &pki_dir.path().join("client-purefa.key"),
-    )
-    .await;
+    let mut direct = direct_at(upstream.addr(), pki_dir.path()).await;
     let can = PairSupport {
         ec: false,
         rsa_decrypt: false,
@@ -2900,13 +2887,7 @@ async fn split_keys_pass_through_to_pykmip_server_and_its_refusals_of_the_others
     let upstream = PyKmipServer::start(pki_dir.path());
     let proxy = Proxy::new(&[upstream.addr()], pki_dir.path());
     let gw = proxy.start();
-    let mut direct = Client::connect(
-        upstream.addr(),
-        &pki_dir.path().join("ca.pem"),
-        &pki_dir.path().join("client-purefa.pem"),
-        &pki_dir.path().join("client-purefa.key"),
-    )
-    .await;
+    let mut direct = direct_at(upstream.addr(), pki_dir.path()).await;
     other_kinds_through(&proxy, &gw, &mut direct, false).await;
 }
 

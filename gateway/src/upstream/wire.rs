@@ -21,7 +21,8 @@ use zeroize::Zeroizing;
 
 use super::pool::CallError;
 use crate::kmip::ops::{
-    decode_material, der_of_transparent_key, encode_material, SplitGroup, REGISTERED,
+    decode_material, der_of_transparent_key, encode_material, encrypt_wrapping, SplitGroup,
+    REGISTERED,
 };
 
 /// The usage mask of every key the proxy makes upstream: every use the backend interface
@@ -33,9 +34,6 @@ const UPSTREAM_USAGE: i32 = usage_mask::ENCRYPT
     | usage_mask::MAC_VERIFY
     | usage_mask::WRAP_KEY
     | usage_mask::UNWRAP_KEY;
-
-/// KMIP's Wrapping Method Encrypt.
-const WRAPPING_METHOD_ENCRYPT: u32 = 0x01;
 
 /// The usage masks of a key pair the proxy makes or registers upstream: every use the backend
 /// interface forwards (Sign, RSA Decrypt) or the gateway does itself with the public key.
@@ -204,30 +202,10 @@ pub(crate) fn wrapped_get(
     } else {
         BlockCipherMode::NistKeyWrap
     };
-    let spec = Ttlv::structure(
+    let spec = encrypt_wrapping(
         tags::KEY_WRAPPING_SPECIFICATION,
-        vec![
-            Ttlv::new(
-                tags::WRAPPING_METHOD,
-                Value::Enumeration(WRAPPING_METHOD_ENCRYPT),
-            ),
-            Ttlv::structure(
-                tags::ENCRYPTION_KEY_INFORMATION,
-                vec![
-                    Ttlv::new(
-                        tags::UNIQUE_IDENTIFIER,
-                        Value::TextString(wrapping_upstream_uid.to_owned()),
-                    ),
-                    Ttlv::structure(
-                        tags::CRYPTOGRAPHIC_PARAMETERS,
-                        vec![Ttlv::new(
-                            tags::BLOCK_CIPHER_MODE,
-                            Value::Enumeration(mode.to_u32()),
-                        )],
-                    ),
-                ],
-            ),
-        ],
+        wrapping_upstream_uid,
+        mode,
     );
     RequestPayload::Get(GetRequest {
         unique_identifier: Some(upstream_uid.to_owned()),

@@ -9,7 +9,7 @@ use kmip_backends::{BackendError, CipherMode, CipherRequest, ObjectKind};
 use kmip_policy::Operation as PolicyOperation;
 use kmip_wire::model::*;
 use kmip_wire::spec::tags;
-use kmip_wire::ttlv::{Ttlv, Value};
+use kmip_wire::ttlv::{Tag, Ttlv, Value};
 use zeroize::Zeroizing;
 
 /// Cryptographic Usage Mask bit Wrap Key: the wrapping key must carry it.
@@ -55,32 +55,38 @@ pub(super) struct Wrapping {
 impl Wrapping {
     /// The Key Wrapping Data of a Key Block wrapped as this specification asked.
     fn wrapping_data(&self) -> Ttlv {
-        Ttlv::structure(
-            tags::KEY_WRAPPING_DATA,
-            vec![
-                Ttlv::new(
-                    tags::WRAPPING_METHOD,
-                    Value::Enumeration(WRAPPING_METHOD_ENCRYPT),
-                ),
-                Ttlv::structure(
-                    tags::ENCRYPTION_KEY_INFORMATION,
-                    vec![
-                        Ttlv::new(
-                            tags::UNIQUE_IDENTIFIER,
-                            Value::TextString(self.key_uid.clone()),
-                        ),
-                        Ttlv::structure(
-                            tags::CRYPTOGRAPHIC_PARAMETERS,
-                            vec![Ttlv::new(
-                                tags::BLOCK_CIPHER_MODE,
-                                Value::Enumeration(self.mode.to_u32()),
-                            )],
-                        ),
-                    ],
-                ),
-            ],
-        )
+        encrypt_wrapping(tags::KEY_WRAPPING_DATA, &self.key_uid, self.mode)
     }
+}
+
+/// A Key Wrapping Specification or Key Wrapping Data (`tag`): Wrapping Method Encrypt with the
+/// AES key `key_uid` in Block Cipher Mode `mode`. A KMIP proxy asks its upstream so.
+pub(crate) fn encrypt_wrapping(tag: Tag, key_uid: &str, mode: BlockCipherMode) -> Ttlv {
+    Ttlv::structure(
+        tag,
+        vec![
+            Ttlv::new(
+                tags::WRAPPING_METHOD,
+                Value::Enumeration(WRAPPING_METHOD_ENCRYPT),
+            ),
+            Ttlv::structure(
+                tags::ENCRYPTION_KEY_INFORMATION,
+                vec![
+                    Ttlv::new(
+                        tags::UNIQUE_IDENTIFIER,
+                        Value::TextString(key_uid.to_owned()),
+                    ),
+                    Ttlv::structure(
+                        tags::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![Ttlv::new(
+                            tags::BLOCK_CIPHER_MODE,
+                            Value::Enumeration(mode.to_u32()),
+                        )],
+                    ),
+                ],
+            ),
+        ],
+    )
 }
 
 impl Ops {

@@ -47,6 +47,7 @@ pub use batch::{DestroyFailed, UndoIncomplete, UndoJournal};
 pub use create::symmetric_key_spec;
 pub use error::OpError;
 pub(crate) use interop::audit_note;
+pub(crate) use key_wrap::encrypt_wrapping;
 pub(crate) use operator::{DestroyStep, KeyFilter};
 pub use query::{SUPPORTED_OBJECT_TYPES, SUPPORTED_VERSIONS, VENDOR_IDENTIFICATION};
 pub(crate) use split_material::{decode_material, encode_material, SplitGroup, REGISTERED};
