@@ -181,6 +181,7 @@ impl Vault {
             rx,
             wake: tx.downgrade(),
             compaction: None,
+            compact_retry_at: 0,
             _lock: ready.lock,
         };
         let handle = std::thread::Builder::new()

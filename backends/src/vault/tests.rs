@@ -1558,3 +1558,28 @@ async fn an_upgrade_interrupted_before_its_rename_runs_again() {
         b"v1-secret-password",
     );
 }
+
+/// A compaction that cannot write its new log leaves the old one in use: the caller hears why,
+/// writes go on, and a later compaction succeeds.
+#[tokio::test]
+async fn a_failed_compaction_keeps_the_old_log_and_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = open(dir.path());
+    v.generate(rec("k", b"v0"), spec(KeyAlgorithm::Aes, 256))
+        .await
+        .unwrap();
+    // A directory where the new log would be written: creating the file fails.
+    let blocker = dir.path().join(format::TMP_LOG_FILE);
+    std::fs::create_dir(&blocker).unwrap();
+    assert!(v.compact().await.is_err());
+    std::fs::remove_dir(&blocker).unwrap();
+    v.update_meta("k", b"after the failure".to_vec().into(), 0)
+        .await
+        .unwrap();
+    assert_eq!(v.stats().compactions, 0);
+    v.compact().await.unwrap();
+    assert_eq!(v.stats().compactions, 1);
+    let before = snapshot(&v).await;
+    drop(v);
+    assert_eq!(snapshot(&open(dir.path())).await, before);
+}

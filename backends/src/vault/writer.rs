@@ -99,6 +99,9 @@ pub(crate) struct Writer {
     /// every vault handle is gone.
     pub wake: mpsc::WeakSender<Request>,
     pub compaction: Option<Compaction>,
+    /// After a failed compaction, the log length below which none starts on its own again: a
+    /// failing disk is not asked for a rewrite (and a copy of every object) after every batch.
+    pub compact_retry_at: u64,
     /// Held for the writer's lifetime: the advisory lock that keeps a second process out.
     pub _lock: File,
 }
@@ -389,7 +392,7 @@ impl Writer {
     }
 
     fn should_compact(&self) -> bool {
-        self.pos.log_len >= COMPACT_MIN_LOG_BYTES
+        self.pos.log_len >= COMPACT_MIN_LOG_BYTES.max(self.compact_retry_at)
             && self.pos.log_len >= COMPACT_GARBAGE_FACTOR.saturating_mul(self.live_bytes)
     }
 
@@ -457,6 +460,7 @@ impl Writer {
                 });
             }
             Err(e) => {
+                self.compact_retry_at = self.pos.log_len.saturating_add(COMPACT_MIN_LOG_BYTES);
                 let e = BackendError::Unavailable(format!("cannot start a vault compaction: {e}"));
                 tracing::warn!(error = %e, "vault compaction failed; the old log stays in use");
                 for reply in waiters {
@@ -498,6 +502,7 @@ impl Writer {
             }
             Err(CompactError::Recoverable(e)) => {
                 self.retired_slots.extend(c.freed_at_switch);
+                self.compact_retry_at = self.pos.log_len.saturating_add(COMPACT_MIN_LOG_BYTES);
                 let _ = std::fs::remove_file(self.dir.join(TMP_LOG_FILE));
                 tracing::warn!(error = %e, "vault compaction failed; the old log stays in use");
             }
