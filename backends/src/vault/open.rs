@@ -161,7 +161,7 @@ pub(super) fn prepare(
                     Err(_) if accept && slots.read(slot)?.iter().all(|&b| b == 0) => {
                         keys_lost += 1;
                         objects.insert(
-                            Arc::from(uid),
+                            uid,
                             Arc::new(Entry {
                                 kind: stored.kind,
                                 spec: stored.spec,
@@ -185,7 +185,7 @@ pub(super) fn prepare(
             }
         };
         objects.insert(
-            Arc::from(uid),
+            uid,
             Arc::new(Entry {
                 kind: stored.kind,
                 spec: stored.spec,
@@ -362,7 +362,7 @@ fn upgrade(
             }
         };
         objects.insert(
-            Arc::from(uid),
+            uid,
             Arc::new(Entry {
                 kind: stored.kind,
                 spec: stored.spec,

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use aws_lc_rs::constant_time;
 
@@ -26,7 +27,7 @@ pub(crate) struct Loaded {
     pub keys: FileKeys,
     pub version: u32,
     /// Each live object's latest record, and that record's size in bytes.
-    pub objects: HashMap<String, (StoredEntry, u64)>,
+    pub objects: HashMap<Arc<str>, (StoredEntry, u64)>,
     /// Every key slot any record of the log names (live or not).
     pub referenced_slots: HashSet<u32>,
     pub next_seq: u64,
@@ -279,7 +280,7 @@ pub(crate) fn replay(
         }
     };
     reached |= at_target(&pos)?;
-    let mut objects: HashMap<String, (StoredEntry, u64)> = HashMap::new();
+    let mut objects: HashMap<Arc<str>, (StoredEntry, u64)> = HashMap::new();
     let mut referenced_slots = HashSet::new();
     let mut next_seq = 1u64;
     loop {
@@ -356,7 +357,14 @@ pub(crate) fn replay(
             match record.entry {
                 Some(entry) => {
                     referenced_slots.extend(entry.material.as_ref().and_then(|m| m.slot()));
-                    objects.insert(record.uid.to_owned(), (entry, 4 + rec_len as u64));
+                    // A rewrite of a known object keeps its key: no new uid string.
+                    let value = (entry, 4 + rec_len as u64);
+                    match objects.get_mut(record.uid) {
+                        Some(slot) => *slot = value,
+                        None => {
+                            objects.insert(Arc::from(record.uid), value);
+                        }
+                    }
                 }
                 None => {
                     objects.remove(record.uid).ok_or_else(|| {
