@@ -210,6 +210,7 @@ fn put_in_place(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vault::tests::waiting_out_spawns;
     use crate::vault::Vault;
     use crate::{Backend, KeyAlgorithm, KeySpec, ObjectKind, ObjectRecord};
     use std::os::unix::fs::PermissionsExt;
@@ -283,7 +284,11 @@ mod tests {
             let (k, h) = (to.join("secrets/master.key"), to.join("secrets/vault.head"));
             let done = restore(&to.join("vault"), &k, &h, &snap).unwrap();
             assert!(done.objects >= KEPT);
-            let r = Vault::open_with_head(&to.join("vault"), MasterKeySource::File(k), &h).unwrap();
+            // `restore` locked and closed the folder: a test's child may still hold that lock.
+            let r = waiting_out_spawns(|| {
+                Vault::open_with_head(&to.join("vault"), MasterKeySource::File(k.clone()), &h)
+            })
+            .unwrap();
             for (uid, bytes) in &kept {
                 assert_eq!(
                     &r.read_material(uid).await.unwrap().to_vec(),
@@ -338,11 +343,13 @@ mod tests {
         let done = restore_sharing_key(&to.join(second.0), &k, &head(second.0), &second.1).unwrap();
         assert_eq!(done.objects, 1);
         for (name, _, bytes) in &snaps {
-            let r = Vault::open_with_head(
-                &to.join(name),
-                MasterKeySource::File(k.clone()),
-                &head(name),
-            )
+            let r = waiting_out_spawns(|| {
+                Vault::open_with_head(
+                    &to.join(name),
+                    MasterKeySource::File(k.clone()),
+                    &head(name),
+                )
+            })
             .unwrap();
             assert_eq!(
                 &r.read_material(name).await.unwrap().to_vec(),

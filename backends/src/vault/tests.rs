@@ -33,14 +33,22 @@ fn open(dir: &Path) -> Vault {
     open_with(dir, MasterKeySource::VaultDir).unwrap()
 }
 
-/// `Vault::open`, waiting out a directory lock held only by a process that another test is
+/// `Vault::open`, waiting out a lock held by a test's child (see [`waiting_out_spawns`]).
+fn open_with(dir: &Path, source: MasterKeySource) -> Result<Vault, BackendError> {
+    waiting_out_spawns(|| Vault::open(dir, source.clone()))
+}
+
+/// `open()`, waiting out a directory lock held only by a process that another test is
 /// spawning right now: the child shares every open file (the lock included) from its fork until
 /// its exec closes them. The gateway spawns nothing; tests here do
-/// (`acknowledged_writes_survive_kill_9`).
-fn open_with(dir: &Path, source: MasterKeySource) -> Result<Vault, BackendError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+/// (`acknowledged_writes_survive_kill_9`). The bound only turns a lock that stays into a
+/// failure instead of a hang.
+pub(super) fn waiting_out_spawns(
+    open: impl Fn() -> Result<Vault, BackendError>,
+) -> Result<Vault, BackendError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match Vault::open(dir, source.clone()) {
+        match open() {
             Err(BackendError::Unavailable(m))
                 if m.contains("in use") && std::time::Instant::now() < deadline =>
             {
