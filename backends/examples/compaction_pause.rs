@@ -28,7 +28,7 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 fn record(uid: String) -> ObjectRecord {
     ObjectRecord {
-        uid,
+        uid: uid.into(),
         kind: ObjectKind::SymmetricKey,
         meta: vec![0x5a; META_BYTES].into(),
         version: 0,

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub mod asym;
@@ -109,8 +110,9 @@ pub struct KeySpec {
 
 /// One stored object as the gateway sees it.
 pub struct ObjectRecord {
-    /// KMIP Unique Identifier, chosen by the gateway, stable forever.
-    pub uid: String,
+    /// KMIP Unique Identifier, chosen by the gateway, stable forever. Shared, not copied: a
+    /// backend that keeps it in memory keeps this string, the one the gateway's store holds.
+    pub uid: Arc<str>,
     pub kind: ObjectKind,
     /// Opaque, gateway-serialised attributes and state. Backends store it verbatim; a backend
     /// that keeps it in memory keeps this buffer (shared, not copied) so that the gateway's copy

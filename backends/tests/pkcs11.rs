@@ -332,7 +332,7 @@ fn every_object_and_its_meta_survive_a_restart() {
             .await
             .unwrap()
             .into_iter()
-            .map(|r| (r.uid, r.kind, r.meta.to_vec()))
+            .map(|r| (r.uid.to_string(), r.kind, r.meta.to_vec()))
             .collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
         let mut expected = vec![
@@ -1006,7 +1006,7 @@ fn token_files_removed_while_running_fail_cleanly_then_recover_on_reopen() {
             .await
             .unwrap()
             .into_iter()
-            .map(|r| r.uid)
+            .map(|r| r.uid.to_string())
             .collect();
         assert_eq!(uids, ["before"]);
         assert_eq!(*backend.read_material("before").await.unwrap(), *key);

@@ -82,7 +82,7 @@ fn upserted(changes: &[Change]) -> Vec<String> {
     changes
         .iter()
         .filter_map(|c| match c {
-            Change::Upsert(r) => Some(r.uid.clone()),
+            Change::Upsert(r) => Some(r.uid.to_string()),
             _ => None,
         })
         .collect()
@@ -125,7 +125,7 @@ async fn every_operation_round_trips_with_versions() {
 
     let mut all = b.load_all().await.unwrap();
     all.sort_by(|x, y| x.uid.cmp(&y.uid));
-    let uids: Vec<_> = all.iter().map(|r| (r.uid.as_str(), r.version)).collect();
+    let uids: Vec<_> = all.iter().map(|r| (&*r.uid, r.version)).collect();
     assert_eq!(
         uids,
         [("aes", 1), ("hmac", 1), ("locked", 1), ("secret", 1)]
@@ -286,10 +286,9 @@ async fn the_feed_is_exact_across_instances_even_with_out_of_order_commits() {
     for c in &changes {
         match c {
             Change::Removed(uid) => assert_eq!(uid, "undone"),
-            Change::Upsert(r) => assert_eq!(
-                (r.uid.as_str(), r.version, &r.meta[..]),
-                ("x", 2, &b"new"[..])
-            ),
+            Change::Upsert(r) => {
+                assert_eq!((&*r.uid, r.version, &r.meta[..]), ("x", 2, &b"new"[..]))
+            }
             Change::Resync(_) => panic!("unexpected resync"),
         }
     }
@@ -310,7 +309,7 @@ async fn the_feed_is_exact_across_instances_even_with_out_of_order_commits() {
     assert!(a.prune_changes(Duration::ZERO).await.unwrap() > 0);
     match &feed.changes().await.unwrap()[..] {
         [Change::Resync(all)] => {
-            let mut uids: Vec<_> = all.iter().map(|r| r.uid.as_str()).collect();
+            let mut uids: Vec<_> = all.iter().map(|r| &*r.uid).collect();
             uids.sort();
             assert_eq!(uids, ["before", "held", "later", "unseen", "x"]);
         }

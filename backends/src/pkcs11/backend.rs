@@ -179,7 +179,7 @@ impl Backend for Pkcs11Backend {
         let (_, key_type) = keygen_params(&spec)?;
         let _gate = self.rescan_gate.read().await;
         self.ensure_absent(&record.uid)?;
-        let uid = record.uid.clone();
+        let uid = record.uid.to_string();
         let entry = self
             .with_session(move |s| {
                 let (mechanism, _) = keygen_params(&spec)?;
@@ -272,7 +272,7 @@ impl Backend for Pkcs11Backend {
         };
         let _gate = self.rescan_gate.read().await;
         self.ensure_absent(&record.uid)?;
-        let uid = record.uid.clone();
+        let uid = record.uid.to_string();
         // The template owns a copy of the material: wipe it when the job is done.
         template.push(Attribute::Value(material.to_vec()));
         let job = ZeroizeTemplate(template);
@@ -437,7 +437,7 @@ impl Backend for Pkcs11Backend {
         let _gate = self.rescan_gate.read().await;
         self.ensure_absent(&private.uid)?;
         self.ensure_absent(&public.uid)?;
-        let (private_uid, public_uid) = (private.uid.clone(), public.uid.clone());
+        let (private_uid, public_uid) = (private.uid.to_string(), public.uid.to_string());
         let (private_entry, public_entry) = self
             .with_session(move |s| asym::create_pair(s, &private, &public, &spec))
             .await?;
@@ -504,7 +504,7 @@ impl Pkcs11Backend {
     ) -> Result<(), BackendError> {
         let _gate = self.rescan_gate.read().await;
         self.ensure_absent(&record.uid)?;
-        let uid = record.uid.clone();
+        let uid = record.uid.to_string();
         let entry = self
             .with_session(move |s| {
                 objects::create_with_meta(s, &record.uid, record.kind, 0, &record.meta, |s| {

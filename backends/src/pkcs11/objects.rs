@@ -287,7 +287,7 @@ pub(crate) fn scan(session: &Session) -> Result<Scan, BackendError> {
             },
         );
         records.push(ObjectRecord {
-            uid,
+            uid: uid.into(),
             kind,
             meta: meta.into(),
             version: 0,

@@ -162,7 +162,7 @@ impl PostgresBackend {
                             BackendError::Corrupt(format!("object {uid} has version {version}"))
                         })?,
                         meta: bytes::Bytes::from(row.get::<_, Vec<u8>>(4)),
-                        uid,
+                        uid: uid.into(),
                     })
                 }
             });

@@ -57,7 +57,7 @@ impl PostgresBackend {
                  sensitive, label, sealed, wrapped_key, kek_id) \
                  VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
-                    &record.uid,
+                    &&*record.uid,
                     &kind,
                     &record.meta.as_ref(),
                     &algorithm,
@@ -73,7 +73,7 @@ impl PostgresBackend {
             .await;
         match inserted {
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(BackendError::AlreadyExists(record.uid))
+                return Err(BackendError::AlreadyExists(record.uid.to_string()))
             }
             other => other.map_err(unavailable)?,
         };
@@ -128,7 +128,7 @@ impl PostgresBackend {
         let env = stored
             .envelope
             .as_ref()
-            .ok_or_else(|| BackendError::NotFound(r.uid.clone()))?;
+            .ok_or_else(|| BackendError::NotFound(r.uid.to_string()))?;
         let key = seal::unwrap_key(&self.inner.keks, &r.uid, &env.wrapped_key, &env.kek_id).await?;
         seal::open(&key, &r.uid, r.kind, stored.spec.as_ref(), &env.sealed)
     }

@@ -30,7 +30,7 @@ pub(crate) fn record(row: &Row) -> Result<ObjectRecord, BackendError> {
         version: u64::try_from(version)
             .map_err(|_| BackendError::Corrupt(format!("object {uid} has version {version}")))?,
         meta: bytes::Bytes::from(row.get::<_, Vec<u8>>(3)),
-        uid,
+        uid: uid.into(),
     })
 }
 

@@ -58,7 +58,7 @@ impl Backend for Vault {
             .read_objects()
             .iter()
             .map(|(uid, e)| ObjectRecord {
-                uid: uid.to_string(),
+                uid: uid.clone(),
                 kind: e.kind,
                 meta: e.meta.clone(),
                 version: 0,
@@ -134,7 +134,7 @@ impl Backend for Vault {
         self.with_entry(uid, |e| {
             Ok(ExportedObject {
                 record: ObjectRecord {
-                    uid: uid.to_owned(),
+                    uid: uid.into(),
                     kind: e.kind,
                     meta: e.meta.clone(),
                     version: 0,
@@ -153,7 +153,7 @@ impl Backend for Vault {
     ) -> Result<(), BackendError> {
         check_meta(&meta)?;
         self.submit(Mutation::UpdateMeta {
-            uid: uid.to_owned(),
+            uid: uid.into(),
             meta,
         })
         .await
@@ -169,7 +169,7 @@ impl Backend for Vault {
             check_meta(meta)?;
         }
         self.submit(Mutation::Destroy {
-            uid: uid.to_owned(),
+            uid: uid.into(),
             tombstone,
         })
         .await

@@ -44,7 +44,7 @@ mod replay;
 
 #[cfg(test)]
 pub(crate) use record::recoverable_plaintexts;
-pub(crate) use record::{record_disk_len, seal_record};
+pub(crate) use record::{record_disk_len, seal_record, StoredEntry};
 pub(crate) use replay::{replay, Anchor, Loaded};
 
 /// The log file's name inside the vault directory.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::files::{io_err, scrub, scrub_and_remove, sync_dir};
-use super::format::{self, Anchor, Loaded, FORMAT_VERSION_1};
+use super::format::{self, Anchor, Loaded, StoredEntry, FORMAT_VERSION_1};
 use super::head::{self, Head};
 use super::keyfile::{self, MasterKeySource};
 use super::slots::{self, Dek, KeySlots};
@@ -131,11 +131,10 @@ pub(super) fn prepare(
             path: head_path,
         }
     };
-    let loaded = format::replay(&file, &log_path, &master, anchor)?;
+    let loaded = format::replay(&file, &log_path, &master, anchor, slots::count_hint(dir))?;
     if loaded.version == FORMAT_VERSION_1 {
         return upgrade(dir, lock, master, loaded, file, head, head_path);
     }
-    let corrupt = |what: String| BackendError::Corrupt(format!("{}: {what}", dir.display()));
     let mut slots = if loaded.referenced_slots.is_empty() && !dir.join(slots::KEYS_FILE).exists() {
         KeySlots::create(dir, &master, &[])?
     } else {
@@ -146,54 +145,16 @@ pub(super) fn prepare(
     let mut live_slots = HashSet::new();
     let mut live_bytes = format::HEADER_LEN as u64;
     let mut keys_lost = 0u64;
-    for (uid, (stored, size)) in loaded.objects {
-        live_bytes += size;
-        let (material, key) = match stored.material {
-            None => (None, None),
-            Some(m) => {
-                let slot = m
-                    .slot()
-                    .ok_or_else(|| corrupt(format!("{uid} has no key slot")))?;
-                let dek = match slots.unwrap(slot, &uid) {
-                    Ok(dek) => dek,
-                    // A restored log can name objects destroyed since the backup: their keys
-                    // are shredded for good, and the object comes back without material.
-                    Err(_) if accept && slots.read(slot)?.iter().all(|&b| b == 0) => {
-                        keys_lost += 1;
-                        objects.insert(
-                            uid,
-                            Arc::new(Entry {
-                                kind: stored.kind,
-                                spec: stored.spec,
-                                meta: stored.meta,
-                                material: None,
-                                key: None,
-                            }),
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(corrupt(format!(
-                            "{e}: vault.keys does not match the log (restored separately from \
-                             it, or damaged)"
-                        )))
-                    }
-                };
-                let material = m.open(&uid, Some(&dek)).map_err(corrupt)?;
+    for opened in open_entries(&slots, loaded.objects, accept, dir)? {
+        live_bytes += opened.size;
+        match opened.slot {
+            Some(slot) => {
                 live_slots.insert(slot);
-                (Some(material), Some(DataKey { slot, dek }))
             }
-        };
-        objects.insert(
-            uid,
-            Arc::new(Entry {
-                kind: stored.kind,
-                spec: stored.spec,
-                meta: stored.meta,
-                material,
-                key,
-            }),
-        );
+            None if opened.key_lost => keys_lost += 1,
+            None => {}
+        }
+        objects.insert(opened.uid, Arc::new(opened.entry));
     }
     // Finish shredding a crash interrupted: a slot that no live object uses must be empty
     // (a destroyed or deleted object's, or one written for a create that was never committed).
@@ -279,6 +240,123 @@ pub(super) fn prepare(
         head,
         free_slots,
         retired_slots,
+    })
+}
+
+/// Most threads that open objects' data keys and material at start.
+const MAX_OPEN_THREADS: usize = 8;
+
+/// An object of the log, its data key unwrapped and its material decrypted.
+struct Opened {
+    uid: Arc<str>,
+    entry: Entry,
+    /// Its record's size in the log.
+    size: u64,
+    /// The key slot it uses.
+    slot: Option<u32>,
+    /// A restored log names it, but its key was shredded since: back without material.
+    key_lost: bool,
+}
+
+/// Unwraps every object's data key and decrypts its material, on as many threads as there are
+/// cores (each object is two independent AES-GCM openings; a million take seconds on one).
+fn open_entries(
+    slots: &KeySlots,
+    objects: HashMap<Arc<str>, (StoredEntry, u64)>,
+    accept: bool,
+    dir: &Path,
+) -> Result<Vec<Opened>, BackendError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_OPEN_THREADS);
+    let mut all: Vec<_> = objects.into_iter().collect();
+    let per_thread = all.len().div_ceil(threads).max(1);
+    let mut parts = Vec::with_capacity(threads);
+    while all.len() > per_thread {
+        parts.push(all.split_off(all.len() - per_thread));
+    }
+    parts.push(all);
+    let open_part = |part: Vec<(Arc<str>, (StoredEntry, u64))>| {
+        part.into_iter()
+            .map(|(uid, (stored, size))| open_entry(slots, uid, stored, size, accept, dir))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let opened = std::thread::scope(|s| {
+        let mut parts = parts.into_iter();
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts.map(|part| s.spawn(move || open_part(part))).collect();
+        let mut opened = vec![open_part(first)];
+        for other in others {
+            opened.push(
+                other
+                    .join()
+                    .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked)),
+            );
+        }
+        opened
+    });
+    let mut all = Vec::new();
+    for part in opened {
+        all.append(&mut part?);
+    }
+    Ok(all)
+}
+
+fn open_entry(
+    slots: &KeySlots,
+    uid: Arc<str>,
+    stored: StoredEntry,
+    size: u64,
+    accept: bool,
+    dir: &Path,
+) -> Result<Opened, BackendError> {
+    let corrupt = |what: String| BackendError::Corrupt(format!("{}: {what}", dir.display()));
+    let entry = |material, key| Entry {
+        kind: stored.kind,
+        spec: stored.spec,
+        meta: stored.meta,
+        material,
+        key,
+    };
+    let Some(m) = stored.material else {
+        return Ok(Opened {
+            entry: entry(None, None),
+            uid,
+            size,
+            slot: None,
+            key_lost: false,
+        });
+    };
+    let slot = m
+        .slot()
+        .ok_or_else(|| corrupt(format!("{uid} has no key slot")))?;
+    let dek = match slots.unwrap(slot, &uid) {
+        Ok(dek) => dek,
+        // A restored log can name objects destroyed since the backup: their keys are shredded
+        // for good, and the object comes back without material.
+        Err(_) if accept && slots.read(slot)?.iter().all(|&b| b == 0) => {
+            return Ok(Opened {
+                entry: entry(None, None),
+                uid,
+                size,
+                slot: None,
+                key_lost: true,
+            });
+        }
+        Err(e) => {
+            return Err(corrupt(format!(
+                "{e}: vault.keys does not match the log (restored separately from it, or \
+                 damaged)"
+            )))
+        }
+    };
+    let material = m.open(&uid, Some(&dek)).map_err(corrupt)?;
+    Ok(Opened {
+        entry: entry(Some(material), Some(DataKey { slot, dek })),
+        uid,
+        size,
+        slot: Some(slot),
+        key_lost: false,
     })
 }
 

@@ -55,6 +55,16 @@ pub(crate) struct KeySlots {
     preloaded: Option<Vec<u8>>,
 }
 
+/// How many objects a vault whose slot file is this long probably holds (each object with
+/// material has a slot; freed slots are few): a capacity hint for the replay, at most
+/// [`MAX_SLOTS`], 0 when there is no slot file.
+pub(crate) fn count_hint(dir: &Path) -> usize {
+    std::fs::metadata(dir.join(KEYS_FILE)).map_or(0, |m| {
+        let slots = (m.len() / SLOT_LEN as u64).saturating_sub(1);
+        slots.min(u64::from(MAX_SLOTS)) as usize
+    })
+}
+
 fn wrap_key(master: &MasterKey, salt: &[u8]) -> Result<LessSafeKey, BackendError> {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&master[..]);
     let okm = prk

@@ -219,7 +219,7 @@ mod tests {
 
     fn rec(uid: &str) -> ObjectRecord {
         ObjectRecord {
-            uid: uid.to_owned(),
+            uid: uid.into(),
             kind: ObjectKind::SymmetricKey,
             meta: bytes::Bytes::copy_from_slice(uid.as_bytes()),
             version: 0,

@@ -22,7 +22,7 @@ fn spec(algorithm: KeyAlgorithm, bits: u32) -> KeySpec {
 
 fn rec(uid: &str, meta: &[u8]) -> ObjectRecord {
     ObjectRecord {
-        uid: uid.to_owned(),
+        uid: uid.into(),
         kind: ObjectKind::SymmetricKey,
         meta: meta.to_vec().into(),
         version: 0,
@@ -95,7 +95,7 @@ async fn snapshot(v: &Vault) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
     let mut all: Vec<_> = Vec::new();
     for r in v.load_all().await.unwrap() {
         let material = v.read_material(&r.uid).await.ok().map(|m| m.to_vec());
-        all.push((r.uid, r.meta.to_vec(), material));
+        all.push((r.uid.to_string(), r.meta.to_vec(), material));
     }
     all.sort();
     all
@@ -187,7 +187,7 @@ async fn operations_round_trip() {
         .unwrap();
     let all = v.load_all().await.unwrap();
     assert_eq!(all.len(), 5);
-    let s = all.iter().find(|r| r.uid == "secret").unwrap();
+    let s = all.iter().find(|r| &*r.uid == "secret").unwrap();
     assert_eq!(s.meta, &b"new-meta"[..]);
     assert_eq!(s.kind, ObjectKind::SecretData);
 
@@ -1206,7 +1206,7 @@ async fn accept_restore_takes_a_cut_or_older_log_as_it_is() {
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.uid == "a");
+        .find(|r| &*r.uid == "a");
     assert_eq!(a.unwrap().meta, &b"a"[..]);
     assert!(v.read_material("a").await.is_err());
     assert_eq!(v.read_material("b").await.unwrap().len(), 32);
@@ -1384,7 +1384,7 @@ async fn a_version_1_vault_is_upgraded_and_its_destroyed_keys_are_gone() {
         let v = open(dir.path());
         let mut all = v.load_all().await.unwrap();
         all.sort_by(|a, b| a.uid.cmp(&b.uid));
-        let uids: Vec<_> = all.iter().map(|r| r.uid.as_str()).collect();
+        let uids: Vec<_> = all.iter().map(|r| &*r.uid).collect();
         assert_eq!(
             uids,
             ["aes-live", "destroyed", "hmac-live", "secret"],

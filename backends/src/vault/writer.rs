@@ -38,16 +38,16 @@ const COMPACT_GARBAGE_FACTOR: u64 = 2;
 pub(crate) enum Mutation {
     /// Store a new object; fails if the uid exists.
     Create {
-        uid: String,
+        uid: Arc<str>,
         entry: Entry,
     },
     UpdateMeta {
-        uid: String,
+        uid: Arc<str>,
         meta: bytes::Bytes,
     },
     /// Remove the object, or with a tombstone keep only that metadata blob.
     Destroy {
-        uid: String,
+        uid: Arc<str>,
         tombstone: Option<bytes::Bytes>,
     },
     /// Rewrite the log with only live objects now.
@@ -63,7 +63,7 @@ pub(crate) struct Request {
 
 /// A mutation validated and encoded into the current frame, waiting for the fsync.
 struct Pending {
-    uid: String,
+    uid: Arc<str>,
     entry: Option<Entry>,
     reply: oneshot::Sender<Result<(), BackendError>>,
 }
@@ -112,7 +112,7 @@ pub(crate) struct Compaction {
     /// Objects written since the copy, each with whether the copy holds it: their current
     /// records go into the new log at the switch (a removal only for an object the copy holds,
     /// since replay refuses to remove what does not exist).
-    dirty: HashMap<String, bool>,
+    dirty: HashMap<Arc<str>, bool>,
     /// Slots retired before the copy: no record of the new log names them, so they are free
     /// once it replaces the old one. Slots retired later stay retired until the next compaction.
     freed_at_switch: Vec<u32>,
@@ -217,7 +217,7 @@ impl Writer {
         buf: &mut Vec<u8>,
         pending: &[Pending],
         slot_work: &mut SlotWork,
-    ) -> Result<(String, Option<Entry>), BackendError> {
+    ) -> Result<(Arc<str>, Option<Entry>), BackendError> {
         // A new object's key slot, and the slot of a destroyed object's material.
         let mut filled = None;
         let mut shredded = None;
@@ -225,13 +225,13 @@ impl Writer {
         let (uid, entry) = {
             let state = shared.read_objects();
             // The object as it will be once the mutations staged before this one commit.
-            let current = |uid: &str| match pending.iter().rev().find(|p| p.uid == uid) {
+            let current = |uid: &str| match pending.iter().rev().find(|p| &*p.uid == uid) {
                 Some(p) => p.entry.as_ref(),
                 None => state.get(uid).map(|e| &**e),
             };
             match mutation {
                 Mutation::Create { uid, mut entry } => match current(&uid) {
-                    Some(_) => return Err(BackendError::AlreadyExists(uid)),
+                    Some(_) => return Err(BackendError::AlreadyExists(uid.to_string())),
                     None => {
                         if entry.material.is_some() {
                             let slot = self.alloc_slot()?;
@@ -252,7 +252,7 @@ impl Writer {
                     }
                 },
                 Mutation::UpdateMeta { uid, meta } => match current(&uid) {
-                    None => return Err(BackendError::NotFound(uid)),
+                    None => return Err(BackendError::NotFound(uid.to_string())),
                     Some(old) => {
                         let entry = Entry {
                             kind: old.kind,
@@ -265,7 +265,7 @@ impl Writer {
                     }
                 },
                 Mutation::Destroy { uid, tombstone } => match (current(&uid), tombstone) {
-                    (None, _) => return Err(BackendError::NotFound(uid)),
+                    (None, _) => return Err(BackendError::NotFound(uid.to_string())),
                     (Some(old), tombstone) => {
                         shredded = old.key.as_ref().map(|k| k.slot);
                         let entry = tombstone.map(|meta| Entry {
@@ -353,11 +353,10 @@ impl Writer {
             for p in pending {
                 if let Some(c) = &mut self.compaction {
                     if !c.dirty.contains_key(&p.uid) {
-                        c.dirty
-                            .insert(p.uid.clone(), state.contains_key(p.uid.as_str()));
+                        c.dirty.insert(p.uid.clone(), state.contains_key(&p.uid));
                     }
                 }
-                if let Some(old) = state.get(p.uid.as_str()) {
+                if let Some(old) = state.get(&p.uid) {
                     self.live_bytes = self
                         .live_bytes
                         .saturating_sub(format::record_disk_len(&p.uid, Some(old)));
@@ -365,10 +364,10 @@ impl Writer {
                 match p.entry {
                     Some(entry) => {
                         self.live_bytes += format::record_disk_len(&p.uid, Some(&entry));
-                        state.insert(Arc::from(p.uid), Arc::new(entry));
+                        state.insert(p.uid, Arc::new(entry));
                     }
                     None => {
-                        state.remove(p.uid.as_str());
+                        state.remove(&p.uid);
                     }
                 }
                 replies.push(p.reply);
@@ -525,19 +524,19 @@ impl Writer {
     fn replace_log(
         &mut self,
         mut fresh: FreshLog,
-        dirty: &HashMap<String, bool>,
+        dirty: &HashMap<Arc<str>, bool>,
     ) -> Result<(), CompactError> {
         let tmp = self.dir.join(TMP_LOG_FILE);
         let path = self.dir.join(LOG_FILE);
         {
             let state = self.shared.read_objects();
-            let since = dirty.iter().filter_map(|(uid, in_copy)| {
-                match (state.get(uid.as_str()), in_copy) {
-                    (Some(entry), _) => Some((uid.as_str(), Some(&**entry))),
-                    (None, true) => Some((uid.as_str(), None)),
+            let since = dirty
+                .iter()
+                .filter_map(|(uid, in_copy)| match (state.get(uid), in_copy) {
+                    (Some(entry), _) => Some((&**uid, Some(&**entry))),
+                    (None, true) => Some((&**uid, None)),
                     (None, false) => None,
-                }
-            });
+                });
             fresh
                 .append(&tmp, since)
                 .map_err(CompactError::Recoverable)?;

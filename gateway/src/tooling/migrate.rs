@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
+use std::sync::Arc;
 
 use kmip_backends::{
     Backend, BackendError, CipherMode, CipherRequest, ExportedObject, KeyAlgorithm, KeySpec,
@@ -351,7 +352,7 @@ async fn migrate_one(
             None => placeholder(object.spec.as_ref()).map_err(failed("cannot import it"))?,
         };
         let record = ObjectRecord {
-            uid: uid.to_owned(),
+            uid: uid.into(),
             kind: object.record.kind,
             meta: object.record.meta.clone(),
             version: object.record.version,
@@ -405,7 +406,7 @@ pub async fn migrate(
     let list = |side| move |source| MigrateError::List { side, source };
     let mut records = source.load_all().await.map_err(list("source"))?;
     records.sort_unstable_by(|a, b| a.uid.cmp(&b.uid));
-    let listed: HashMap<String, ObjectRecord> = target
+    let listed: HashMap<Arc<str>, ObjectRecord> = target
         .load_all()
         .await
         .map_err(list("target"))?
@@ -427,13 +428,13 @@ pub async fn migrate(
                 written.push((uid.clone(), listing_digest(record), outcome));
             }
             Err(Stop::Failed(reason)) => summary.failed.push(Failure {
-                uid: uid.clone(),
+                uid: uid.to_string(),
                 reason,
             }),
-            Err(Stop::NotExtractable) => summary.not_extractable.push(uid.clone()),
+            Err(Stop::NotExtractable) => summary.not_extractable.push(uid.to_string()),
             Err(Stop::Conflict(what)) => {
                 return Err(MigrateError::Conflict {
-                    uid: uid.clone(),
+                    uid: uid.to_string(),
                     what,
                 })
             }
@@ -443,7 +444,7 @@ pub async fn migrate(
             let _ = writeln!(progress, "migrate: {summary}");
         }
     }
-    let now: HashMap<String, [u8; 32]> = target
+    let now: HashMap<Arc<str>, [u8; 32]> = target
         .load_all()
         .await
         .map_err(list("target"))?
@@ -458,7 +459,7 @@ pub async fn migrate(
         };
         *summary.count(outcome) -= 1;
         summary.failed.push(Failure {
-            uid,
+            uid: uid.to_string(),
             reason: reason.into(),
         });
     }

@@ -38,7 +38,7 @@ pub struct MigratingBackend {
     /// database's feed must be completed with them.
     map: Arc<dyn Backend>,
     /// Identifiers of the objects the local side holds.
-    local_uids: Mutex<HashSet<String>>,
+    local_uids: Mutex<HashSet<Arc<str>>>,
 }
 
 impl MigratingBackend {
@@ -56,7 +56,7 @@ impl MigratingBackend {
         }
     }
 
-    fn uids(&self) -> MutexGuard<'_, HashSet<String>> {
+    fn uids(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
         // A panic while holding it left a plain set behind: still consistent.
         self.local_uids
             .lock()
@@ -78,7 +78,7 @@ impl MigratingBackend {
     }
 
     /// Records that the local side now holds `uid` (after a successful creation).
-    fn made_locally(&self, uid: String) {
+    fn made_locally(&self, uid: Arc<str>) {
         self.uids().insert(uid);
     }
 
@@ -115,20 +115,20 @@ impl SharedBackend for MigratingBackend {
                     Change::Upsert(record)
                 }
                 Change::Removed(uid) => {
-                    self.uids().remove(&uid);
+                    self.uids().remove(uid.as_str());
                     // The database's copy is gone; the proxy's object, if any, is served again.
                     match self
                         .proxy_records()
                         .await
                         .into_iter()
-                        .find(|r| r.uid == uid)
+                        .find(|r| *r.uid == *uid)
                     {
                         Some(record) => Change::Upsert(record),
                         None => Change::Removed(uid),
                     }
                 }
                 Change::Resync(mut records) => {
-                    let local: HashSet<String> = records.iter().map(|r| r.uid.clone()).collect();
+                    let local: HashSet<Arc<str>> = records.iter().map(|r| r.uid.clone()).collect();
                     // Added to, not replacing, the set: an object made here after the snapshot
                     // is not in it. One the database lost leaves the set when the store re-reads
                     // it (`load`), as it does every object missing from a resync.
@@ -170,7 +170,7 @@ impl SharedBackend for MigratingBackend {
                     .load_all()
                     .await?
                     .into_iter()
-                    .find(|r| r.uid == uid))
+                    .find(|r| &*r.uid == uid))
             }
         }
     }
@@ -191,7 +191,7 @@ impl Backend for MigratingBackend {
     /// The local side's objects, and the proxy's that the local side does not hold.
     async fn load_all(&self) -> Result<Vec<ObjectRecord>, BackendError> {
         let mut records = self.local.load_all().await?;
-        let local: HashSet<String> = records.iter().map(|r| r.uid.clone()).collect();
+        let local: HashSet<Arc<str>> = records.iter().map(|r| r.uid.clone()).collect();
         records.extend(
             self.proxy
                 .load_all()

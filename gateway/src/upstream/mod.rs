@@ -345,7 +345,7 @@ impl Backend for UpstreamBackend {
         for record in &records {
             match self.target(&record.uid).await {
                 Ok(mapping) => {
-                    mapped.insert(mapping.upstream, record.uid.clone());
+                    mapped.insert(mapping.upstream, record.uid.to_string());
                 }
                 Err(BackendError::NotFound(_)) => {}
                 Err(e) => return Err(e),

@@ -186,6 +186,7 @@ pub(crate) fn replay(
     path: &Path,
     master: &MasterKey,
     anchor: Anchor<'_>,
+    expected_objects: usize,
 ) -> Result<Loaded, BackendError> {
     let corrupt = |what: String| BackendError::Corrupt(format!("{}: {what}", path.display()));
     let total = file.metadata().map_err(|e| io_err(path, e))?.len();
@@ -280,7 +281,10 @@ pub(crate) fn replay(
         }
     };
     reached |= at_target(&pos)?;
-    let mut objects: HashMap<Arc<str>, (StoredEntry, u64)> = HashMap::new();
+    // Sized once from the caller's estimate: growing a table of a million entries moves each
+    // entry again at every doubling.
+    let mut objects: HashMap<Arc<str>, (StoredEntry, u64)> =
+        HashMap::with_capacity(expected_objects);
     let mut referenced_slots = HashSet::new();
     let mut next_seq = 1u64;
     loop {

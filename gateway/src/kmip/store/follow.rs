@@ -120,7 +120,7 @@ impl Store {
                 Ok(())
             }
             Change::Resync(records) => {
-                let kept: std::collections::HashSet<String> =
+                let kept: std::collections::HashSet<Arc<str>> =
                     records.iter().map(|r| r.uid.clone()).collect();
                 let mut first_error = None;
                 for record in records {

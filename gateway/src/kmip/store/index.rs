@@ -15,7 +15,7 @@ use kmip_wire::spec::tags;
 use kmip_wire::ttlv::{Tag, Ttlv, Value};
 use std::collections::btree_map::Entry;
 use std::collections::{hash_map, BTreeMap, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Arc;
 
 /// The standard attributes indexed by value (custom attributes always are): those clients
@@ -128,6 +128,31 @@ fn name_value(a: &Attribute) -> Option<&str> {
 
 /// Object Type's name, for the type implied by an object's kind.
 const OBJECT_TYPE: AttributeName = AttributeName::Tag(tags::OBJECT_TYPE);
+
+/// Passes a value key through as its own hash: a key is already a keyed hash of the value
+/// ([`Term::Value`]), uniformly spread and unknown to clients, so hashing it again (once per
+/// attribute of each of a million objects at start) would only cost time.
+#[derive(Default)]
+struct ValueKeyHasher(u64);
+
+impl Hasher for ValueKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+/// Value key → the objects that carry that value of one attribute.
+type ByValue = HashMap<u64, Posting, BuildHasherDefault<ValueKeyHasher>>;
 
 /// An object's indexed values: (attribute, value key) pairs.
 type Values = Vec<(AttributeName, u64)>;
@@ -305,7 +330,7 @@ pub(super) struct Index {
     by_uid: HashTable<u32>,
     hasher: RandomState,
     /// Attribute → value key → the objects that carry it.
-    values: HashMap<AttributeName, HashMap<u64, Posting>>,
+    values: HashMap<AttributeName, ByValue>,
     /// Date attribute → date → the objects that carry it, in date order. Objects created or
     /// changed in the same second share one entry.
     dates: HashMap<Tag, BTreeMap<i64, Posting>>,
@@ -327,12 +352,22 @@ impl Index {
     /// Room for `additional` more objects at once (at open, the number loaded), so that the
     /// identifier table is not rebuilt as it grows: each rebuild reads every object's
     /// identifier again.
-    pub(super) fn reserve(&mut self, additional: usize) {
+    fn reserve(&mut self, additional: usize) {
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_uid.reserve(additional, |s| {
             hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| &*o.uid))
         });
         self.slots.reserve(additional);
+    }
+
+    /// The index of `objects`, distinct objects all.
+    pub(super) fn build(objects: &[Arc<StoredObject>]) -> Index {
+        let mut index = Index::default();
+        index.reserve(objects.len());
+        for obj in objects {
+            index.set(&obj.uid, Some(obj));
+        }
+        index
     }
 
     /// Makes `new` the indexed version of object `uid`, or forgets the object (`None`).

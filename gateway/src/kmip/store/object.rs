@@ -103,7 +103,7 @@ impl StoredObject {
         owner: impl FnOnce(&str) -> Arc<str>,
     ) -> Result<StoredObject, StoreError> {
         let parsed = meta::parse(&record.meta)
-            .map_err(|why| StoreError::BadMeta(record.uid.clone(), why))?;
+            .map_err(|why| StoreError::BadMeta(record.uid.to_string(), why))?;
         let (owner, meta) = match parsed {
             Parsed::Compact { owner: o } => (owner(&o), record.meta),
             Parsed::Legacy {
@@ -112,7 +112,7 @@ impl StoredObject {
             } => (owner(&o), meta::encode(&o, &record.uid, &attributes)),
         };
         Ok(StoredObject {
-            uid: record.uid.into(),
+            uid: record.uid,
             kind: record.kind,
             owner,
             meta,
@@ -122,7 +122,7 @@ impl StoredObject {
 
     pub(super) fn record(&self) -> ObjectRecord {
         ObjectRecord {
-            uid: self.uid.to_string(),
+            uid: self.uid.clone(),
             kind: self.kind,
             meta: self.to_meta(),
             version: self.version,

@@ -349,7 +349,7 @@ async fn format_1_blobs_are_read_and_rewritten_in_format_2() {
     assert_eq!(&*obj.owner, "purefa");
     let stored = || async {
         let all = store.backend().load_all().await.unwrap();
-        all.into_iter().find(|r| r.uid == "k").unwrap().meta
+        all.into_iter().find(|r| &*r.uid == "k").unwrap().meta
     };
     assert_eq!(stored().await, old_blob, "reading alone rewrites nothing");
     store

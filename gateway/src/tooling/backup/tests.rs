@@ -4,7 +4,7 @@ use kmip_backends::{Backend, KeyAlgorithm, KeySpec, ObjectKind, ObjectRecord};
 
 fn rec(uid: &str) -> ObjectRecord {
     ObjectRecord {
-        uid: uid.to_owned(),
+        uid: uid.into(),
         kind: ObjectKind::SymmetricKey,
         meta: uid.as_bytes().to_vec().into(),
         version: 0,
@@ -58,7 +58,7 @@ async fn restored(entries: &[Entry], to: &Path) -> (Vec<String>, Vec<String>) {
             .await
             .unwrap()
             .into_iter()
-            .map(|r| r.uid)
+            .map(|r| r.uid.to_string())
             .collect();
         held.sort();
         uids.push(held);
