@@ -7,7 +7,8 @@
 # NAME.json the figures NAME.svg (latency percentile curves) and NAME-throughput.svg (per
 # second). Each server runs in a fresh folder per scenario.
 # PARTS selects what runs (default: all of "alone get256 health echo idle pykmip"). The SoftHSM
-# figures come from measure-softhsm.sh.
+# figures come from measure-softhsm.sh. PARTS=cosmian compares with Cosmian KMS, built out of
+# tree (never part of this repository): COSMIAN=path/to/cosmian_kms (its non-FIPS server build).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
@@ -21,7 +22,7 @@ mkdir -p "$OUT"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do stop "$p"; done
-  rm -rf "$WORK/gw"* "$WORK/py"*
+  rm -rf "$WORK/gw"* "$WORK/py"* "$WORK/ck"*
 }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" || true
@@ -96,6 +97,27 @@ CONF
     sleep 0.1
   done
   PY_ADDR=127.0.0.1:$port
+}
+
+# Starts Cosmian KMS's KMIP socket server (SQLite, mutual TLS on the shared PKI, the client's CN
+# as its user, warnings only: its per-request log lines cost it throughput); sets CK_ADDR and
+# CK_PID.
+start_cosmian() {
+  local dir=$WORK/ck-$1 port
+  port=$(free_port)
+  mkdir -p "$dir/db" "$dir/tmp"
+  (cd "$dir" && KMS_RUST_LOG=warn exec "$COSMIAN" --database-type sqlite --sqlite-path "$dir/db" \
+      --root-data-path "$dir" --tmp-path "$dir/tmp" --hostname 127.0.0.1 --port "$(free_port)" \
+      --socket-server-start --socket-server-hostname 127.0.0.1 --socket-server-port "$port" \
+      --tls-cert-file "$PKI/server.pem" --tls-key-file "$PKI/server.key" \
+      --clients-ca-cert-file "$PKI/ca.pem" >"$dir/log" 2>&1) &
+  CK_PID=$!
+  PIDS+=("$CK_PID")
+  for _ in $(seq 300); do
+    ss -ltn | grep -q "127.0.0.1:$port " && break
+    sleep 0.1
+  done
+  CK_ADDR=127.0.0.1:$port
 }
 
 # PyKMIP serves each connection in a child process that outlives its parent: kill children first.
@@ -219,6 +241,23 @@ for s in "get --preload 100" "lifecycle" "locate --preload 1000"; do
     --connections 4 --concurrency 4 --duration "$DURATION"
   stop "$GW_PID"
   stop "$PY_PID"
+done
+fi
+
+# Gateway (A) vs Cosmian KMS (B), alternating rounds; each on a fresh store per scenario.
+if part cosmian; then
+: "${COSMIAN:?PARTS=cosmian needs COSMIAN=path/to/cosmian_kms}"
+# Lifecycle also at 32 in flight: durable writes share group commits as clients add up.
+for s in "lifecycle 4" "lifecycle 32" "get 4 --preload 1000"; do
+  read -r scenario n rest <<<"$s"
+  name=$scenario-$n
+  start_gateway "ck-$name"
+  start_cosmian "$name"
+  # shellcheck disable=SC2086
+  bench "ck-$name" --target "$GW_ADDR" --compare "$CK_ADDR" --scenario "$scenario" $rest \
+    --connections "$n" --concurrency "$n" --duration "$DURATION"
+  stop "$GW_PID"
+  stop "$CK_PID"
 done
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

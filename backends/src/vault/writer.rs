@@ -313,8 +313,8 @@ impl Writer {
     }
 
     /// Makes a batch durable in the order that keeps every acknowledged object readable and
-    /// every destroyed one unrecoverable: new key slots (synced), the frame (synced), the head
-    /// (synced), then the zeroing of destroyed objects' slots (synced).
+    /// every destroyed one unrecoverable: new key slots (synced), the frame (synced), then the
+    /// head and the zeroing of destroyed objects' slots, both synced before anyone is answered.
     fn commit(
         &mut self,
         buf: &mut Vec<u8>,
@@ -334,14 +334,22 @@ impl Writer {
         // fdatasync also persists the grown file size, which is all the metadata an append needs.
         self.file.sync_data().map_err(|e| io_err(&path, e))?;
         self.pos = pos;
-        self.head.store(Some(pos), None)?;
-        if !slot_work.shred.is_empty() {
-            for slot in &slot_work.shred {
-                self.slots.zero(*slot)?;
-            }
-            self.slots.sync()?;
+        if slot_work.shred.is_empty() {
+            return self.head.store(Some(pos), None);
         }
-        Ok(())
+        for slot in &slot_work.shred {
+            self.slots.zero(*slot)?;
+        }
+        // No order is needed between the head and the zeroed slots (the frame that destroys
+        // them is durable already; a crash before either leaves slots the next open zeroes
+        // again): synced side by side, one fdatasync's wait instead of two.
+        let (head, slots) = (&mut self.head, &self.slots);
+        let (stored, synced) = std::thread::scope(|s| {
+            let syncing = s.spawn(|| slots.sync());
+            (head.store(Some(pos), None), syncing.join())
+        });
+        stored?;
+        synced.unwrap_or_else(|panicked| std::panic::resume_unwind(panicked))
     }
 
     /// Makes committed mutations visible to readers, then answers their callers.
