@@ -71,6 +71,14 @@ CONF
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Waits up to 30 s for a server to listen on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 300); do
+    ss -ltn | grep -q "127.0.0.1:$1 " && break
+    sleep 0.1
+  done
+}
+
 # Starts PyKMIP's server with a fresh database; sets PY_ADDR and PY_PID.
 start_pykmip() {
   local dir=$WORK/py-$1 port
@@ -92,10 +100,7 @@ CONF
   "$PYKMIP" -f "$dir/server.conf" -l "$dir/server.log" >"$dir/out.log" 2>&1 &
   PY_PID=$!
   PIDS+=("$PY_PID")
-  for _ in $(seq 300); do
-    ss -ltn | grep -q "127.0.0.1:$port " && break
-    sleep 0.1
-  done
+  wait_port "$port"
   PY_ADDR=127.0.0.1:$port
 }
 
@@ -113,10 +118,7 @@ start_cosmian() {
       --clients-ca-cert-file "$PKI/ca.pem" >"$dir/log" 2>&1) &
   CK_PID=$!
   PIDS+=("$CK_PID")
-  for _ in $(seq 300); do
-    ss -ltn | grep -q "127.0.0.1:$port " && break
-    sleep 0.1
-  done
+  wait_port "$port"
   CK_ADDR=127.0.0.1:$port
 }
 

@@ -12,7 +12,7 @@ use aws_lc_rs::constant_time;
 use super::record::{open_record, StoredEntry};
 use super::{
     chain_mac, le_u32, open_header, FileKeys, CHAIN_MAC_LEN, FORMAT_VERSION, FRAME_HEADER_LEN,
-    HEADER_LEN, MAX_FRAME_PAYLOAD,
+    HEADER_LEN, MAX_FRAME_PAYLOAD, NONCE_LEN, RECORD_FIXED_LEN, TAG_LEN,
 };
 use crate::vault::files::io_err;
 use crate::vault::head::{HeadState, Position};
@@ -21,6 +21,9 @@ use crate::BackendError;
 
 /// Buffer of the replay reader; large reads keep opening a big vault fast.
 const REPLAY_BUFFER_BYTES: usize = 1 << 20;
+/// The fewest bytes one record takes in a log (length, seq, op, uid length, a 1-byte uid, nonce,
+/// tag): bounds the objects a log of a given length can name.
+const MIN_RECORD_DISK_BYTES: u64 = (4 + RECORD_FIXED_LEN + 1 + NONCE_LEN + TAG_LEN) as u64;
 
 /// A log file read back into memory.
 pub(crate) struct Loaded {
@@ -281,10 +284,11 @@ pub(crate) fn replay(
         }
     };
     reached |= at_target(&pos)?;
-    // Sized once from the caller's estimate: growing a table of a million entries moves each
-    // entry again at every doubling.
+    // Sized once from the caller's estimate (growing a table of a million entries moves each
+    // entry again at every doubling), never past what a log of this length can hold.
+    let room = usize::try_from(total / MIN_RECORD_DISK_BYTES).unwrap_or(usize::MAX);
     let mut objects: HashMap<Arc<str>, (StoredEntry, u64)> =
-        HashMap::with_capacity(expected_objects);
+        HashMap::with_capacity(expected_objects.min(room));
     let mut referenced_slots = HashSet::new();
     let mut next_seq = 1u64;
     loop {
