@@ -360,7 +360,7 @@ impl Index {
         self.slots.reserve(additional);
     }
 
-    /// The index of `objects`, distinct objects all.
+    /// The index of `objects`, as [`Index::set`] on each in turn makes it.
     pub(super) fn build(objects: &[Arc<StoredObject>]) -> Index {
         let mut index = Index::default();
         index.reserve(objects.len());
