@@ -1553,18 +1553,40 @@ async fn migrate_mode_makes_new_objects_locally_and_reads_older_ones_through() {
     drop(owner);
     drop(gw);
     // And so does a plain vault configuration on the same data folder: the move is done.
+    served_after_migration(
+        &proxy,
+        &local,
+        &[(&older, &older_key), (&newer, &newer_key)],
+        (&newer, sealed, b"made in the local vault"),
+    )
+    .await;
+}
+
+/// A plain gateway on `config`, once a migration is done and the key manager switched off: it
+/// serves every key of `keys` (identifier, value) to its owner as before, and decrypts `sealed`
+/// (key, ciphertext, the plaintext it was made from). Returned running, with the owner's client.
+async fn served_after_migration(
+    proxy: &Proxy,
+    config: &Path,
+    keys: &[(&String, &Vec<u8>)],
+    (key, ciphertext, plaintext): (&str, Vec<u8>, &[u8]),
+) -> (GatewayProcess, Client) {
     let served = GatewayProcess::start_with(&GatewayOptions {
-        extra_args: vec!["--config".into(), local.display().to_string()],
+        extra_args: vec!["--config".into(), config.display().to_string()],
         ..Default::default()
     });
     let mut owner = proxy.client(&served, OWNER).await;
-    assert_eq!(owner.key(&older).await, older_key);
-    assert_eq!(owner.key(&newer).await, newer_key);
-    let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
+    for (id, value) in keys {
+        assert_eq!(&owner.key(id).await, *value, "{id}");
+    }
+    let ResponsePayload::Decrypt(d) = owner
+        .ok(RequestPayload::Decrypt(cbc(key, ciphertext)))
+        .await
     else {
         panic!("Decrypt answered another payload");
     };
-    assert_eq!(d.data.unwrap().as_slice(), b"made in the local vault");
+    assert_eq!(d.data.unwrap().as_slice(), plaintext);
+    (served, owner)
 }
 
 /// `backup` of a migrating proxy, taken while it serves, holds both its vaults (the local one
@@ -2048,20 +2070,18 @@ async fn migrate_mode_on_postgres_makes_new_objects_in_the_database() {
     upstream.kill();
     drop(beside);
     drop(beside_gw);
-    let served = GatewayProcess::start_with(&GatewayOptions {
-        extra_args: vec!["--config".into(), local.display().to_string()],
-        ..Default::default()
-    });
-    let mut owner = proxy.client(&served, OWNER).await;
-    assert_eq!(owner.key(&older).await, older_key);
-    assert_eq!(owner.key(&newer).await, newer_key);
-    assert_eq!(owner.key(&made_beside).await, beside_key);
-    assert_eq!(owner.key(&after).await, after_key);
-    let ResponsePayload::Decrypt(d) = owner.ok(RequestPayload::Decrypt(cbc(&newer, sealed))).await
-    else {
-        panic!("Decrypt answered another payload");
-    };
-    assert_eq!(d.data.unwrap().as_slice(), b"made in the database");
+    let (served, _owner) = served_after_migration(
+        &proxy,
+        &local,
+        &[
+            (&older, &older_key),
+            (&newer, &newer_key),
+            (&made_beside, &beside_key),
+            (&after, &after_key),
+        ],
+        (&newer, sealed, b"made in the database"),
+    )
+    .await;
     let mut other = proxy.client(&served, OTHER).await;
     assert!(other.locate(Vec::new()).await.is_empty());
     for id in [&older, &newer, &made_beside, &after] {
