@@ -174,19 +174,29 @@ PY
 stop "$GW_PID"
 fi
 
-# health (new TLS connection + Locate per request) vs the bare mutual-TLS handshake.
+# health (new TLS connection + Locate per request) vs the bare mutual-TLS handshake, in
+# alternating rounds (gateway, echo server, gateway, echo server); the ratio uses the sums.
 if part health; then
 start_gateway health
-bench gw-health --target "$GW_ADDR" --scenario health --preload 100 --concurrency 8 --duration "$DURATION"
-stop "$GW_PID"
 "$BIN/kmip-bench" tls-echo-server --listen 127.0.0.1:0 --cert "$PKI/server.pem" \
   --key "$PKI/server.key" --ca "$PKI/ca.pem" 2>"$WORK/echo.log" &
 ECHO_PID=$!
 PIDS+=("$ECHO_PID")
 sleep 1
 ECHO_ADDR=$(sed -n 's/.*addr=//p' "$WORK/echo.log")
-bench tls-handshake --target "$ECHO_ADDR" --scenario tls-handshake --concurrency 8 --duration "$DURATION"
+for round in 1 2; do
+  bench "gw-health-r$round" --target "$GW_ADDR" --scenario health --preload 100 --concurrency 8 \
+    --duration "$DURATION"
+  bench "tls-handshake-r$round" --target "$ECHO_ADDR" --scenario tls-handshake --concurrency 8 \
+    --duration "$DURATION"
+done
+python3 - "$OUT" <<'PY'
+import json, sys
+rate = lambda n: sum(json.load(open(f"{sys.argv[1]}/{n}-r{r}.json"))["result"]["throughput_per_s"] for r in (1, 2))
+print(f"health / tls-handshake: {rate('gw-health'):.0f} / {rate('tls-handshake'):.0f} = {rate('gw-health') / rate('tls-handshake'):.2f} (goal >= 0.8)")
+PY
 stop "$ECHO_PID"
+stop "$GW_PID"
 fi
 
 # get and locate on persistent connections vs the request limit: an echo server that answers

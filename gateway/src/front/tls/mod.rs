@@ -23,6 +23,9 @@
 //! array out at boot): their `next_update` is exported as an expiry instead.
 //! Because `authenticate` re-verifies the chain (CRLs included), a revoked client cannot get back
 //! in through TLS session resumption, and a reload can re-check open connections with it.
+//! The signature checks of that re-verification are remembered per chain ([`VerifiedChains`]):
+//! within one state the CAs, CRLs and deny-lists are fixed, so the verdict can only change with
+//! the time, whose window is checked at every use. A reload builds a new state and forgets them.
 //!
 //! - this file: the state built from the configuration ([`TlsState::build`]) and the mapping of a
 //!   verified chain to a user ([`TlsState::authenticate`]).
@@ -54,7 +57,7 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// How far ahead an expiring certificate or CRL is warned about in the log: time enough to renew
@@ -83,6 +86,95 @@ struct UserAuth {
     direct_issuer_only: bool,
 }
 
+/// TLS 1.3 tickets sent after each handshake. A client uses one per reconnection and gets one
+/// back, which keeps it resuming; rustls' default of 2 costs a second ticket's key derivation,
+/// encryption and write on every connection (~5 % of a health check's CPU), for tickets that
+/// the client's cache mostly drops.
+const TLS13_TICKETS_PER_HANDSHAKE: usize = 1;
+
+/// At most this many chains' verdicts are remembered per TLS state: bounds the memory a client
+/// presenting many valid certificates can take. A full table is emptied, which only costs the
+/// signature checks again.
+const MAX_VERIFIED_CHAINS: usize = 4096;
+
+/// When a chain that verified stays valid: the latest `notBefore` and the earliest `notAfter` of
+/// the certificates the client sent (Unix seconds). The path webpki built uses some of them and
+/// a trust anchor, whose dates webpki does not check, so within this window the same path
+/// verifies again: its signatures do not depend on the time, nor do the state's CRLs, which are
+/// used even when expired (no `enforce_revocation_expiration`).
+#[derive(Clone, Copy)]
+struct ValidWindow {
+    not_before: u64,
+    not_after: u64,
+}
+
+impl ValidWindow {
+    /// The window of `chain`, or `None` when one of its certificates does not parse here.
+    fn of(chain: &[CertificateDer<'_>]) -> Option<ValidWindow> {
+        let mut window = ValidWindow {
+            not_before: 0,
+            not_after: u64::MAX,
+        };
+        for der in chain {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            let validity = cert.validity();
+            let not_before = u64::try_from(validity.not_before.timestamp()).unwrap_or(0);
+            let not_after = u64::try_from(validity.not_after.timestamp()).ok()?;
+            window.not_before = window.not_before.max(not_before);
+            window.not_after = window.not_after.min(not_after);
+        }
+        Some(window)
+    }
+
+    fn contains(&self, now: UnixTime) -> bool {
+        (self.not_before..=self.not_after).contains(&now.as_secs())
+    }
+}
+
+/// Chains this state has verified for their user (the user's verifier and, with
+/// `direct_issuer_only`, the direct-issuer check), keyed by a digest of the whole chain.
+#[derive(Default)]
+struct VerifiedChains(Mutex<HashMap<[u8; 32], ValidWindow>>);
+
+impl VerifiedChains {
+    fn key(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+        let mut digest = Sha256::new();
+        for der in chain {
+            // Length-prefixed, so that two different chains never hash the same bytes.
+            digest.update((der.len() as u64).to_be_bytes());
+            digest.update(der.as_ref());
+        }
+        digest.finalize().into()
+    }
+
+    /// Whether `key`'s chain verified and `now` is within its window.
+    fn holds(&self, key: &[u8; 32], now: UnixTime) -> bool {
+        // A panic while holding this lock cannot leave the map inconsistent: its verdicts stay
+        // usable.
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(key).is_some_and(|w| w.contains(now))
+    }
+
+    fn remember(&self, key: [u8; 32], window: ValidWindow) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if map.len() >= MAX_VERIFIED_CHAINS {
+            map.clear();
+        }
+        map.insert(key, window);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
 /// Everything TLS-related built from the configuration; replaced whole on reload.
 pub struct TlsState {
     pub server_config: Arc<ServerConfig>,
@@ -100,6 +192,8 @@ pub struct TlsState {
     pub warnings: Vec<String>,
     /// Every CRL enforced, with its revoked serials (`GET /revocation`).
     pub crls_in_force: Vec<CrlInForce>,
+    /// Verdicts of [`TlsState::authenticate`]'s chain checks, for resumed sessions.
+    verified: VerifiedChains,
 }
 
 /// One finding per CA of `user` that none of `crls` covers: certificates it issued cannot be
@@ -295,6 +389,7 @@ impl TlsState {
                 sc.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
             }
         }
+        sc.send_tls13_tickets = TLS13_TICKETS_PER_HANDSHAKE;
         Ok(TlsState {
             server_alt_names: subject_alt_names(server_der.as_ref()),
             warnings: unrevocable,
@@ -305,6 +400,7 @@ impl TlsState {
             deny_fingerprints: cfg.revocation.deny_fingerprints.iter().cloned().collect(),
             expiries,
             server_key,
+            verified: VerifiedChains::default(),
         })
     }
 
@@ -320,8 +416,18 @@ impl TlsState {
         chain: Option<&[CertificateDer<'_>]>,
         full_handshake: bool,
     ) -> Result<Identity, AuthError> {
+        self.authenticate_at(chain, full_handshake, UnixTime::now())
+    }
+
+    /// [`TlsState::authenticate`] at the time `now`.
+    fn authenticate_at(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+        full_handshake: bool,
+        now: UnixTime,
+    ) -> Result<Identity, AuthError> {
         let chain = chain.unwrap_or(&[]);
-        let (end_entity, intermediates) = chain.split_first().ok_or(AuthError::NoCertificate)?;
+        let end_entity = chain.first().ok_or(AuthError::NoCertificate)?;
         let (_, cert) =
             x509_parser::parse_x509_certificate(end_entity).map_err(|_| AuthError::Unparsable)?;
         // webpki lets a certificate without any EKU through (RFC 5280: no restriction), so any
@@ -350,24 +456,51 @@ impl TlsState {
             .users
             .get(&cn)
             .ok_or_else(|| AuthError::UnknownUser(cn.clone()))?;
-        let now = UnixTime::now();
-        if !(full_handshake && user.same_as_handshake) {
-            user.verifier
-                .verify_client_cert(end_entity, intermediates, now)
-                .map_err(|e| chain_refusal(&e, &cn))?;
-        }
-        if user.direct_issuer_only {
-            // Without the intermediates the client sent, only a certificate signed by one of the
-            // user's CAs itself can verify; the chain as a whole passed above.
-            user.verifier
-                .verify_client_cert(end_entity, &[], now)
-                .map_err(|_| AuthError::IndirectIssuer { user: cn.clone() })?;
-        }
+        self.check_chain(user, chain, full_handshake, &cn, now)?;
         Ok(Identity {
             user: cn,
             subject: cert.subject().to_string(),
             serial_hex,
             fingerprint,
         })
+    }
+
+    /// Verifies `chain` for `user` (named `cn`), unless the handshake just did or this state
+    /// verified the same chain before and `now` is within its window.
+    fn check_chain(
+        &self,
+        user: &UserAuth,
+        chain: &[CertificateDer<'_>],
+        full_handshake: bool,
+        cn: &str,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        let handshake_verified = full_handshake && user.same_as_handshake;
+        if handshake_verified && !user.direct_issuer_only {
+            return Ok(());
+        }
+        let key = VerifiedChains::key(chain);
+        if self.verified.holds(&key, now) {
+            return Ok(());
+        }
+        let (end_entity, intermediates) = chain.split_first().ok_or(AuthError::NoCertificate)?;
+        if !handshake_verified {
+            user.verifier
+                .verify_client_cert(end_entity, intermediates, now)
+                .map_err(|e| chain_refusal(&e, cn))?;
+        }
+        if user.direct_issuer_only {
+            // Without the intermediates the client sent, only a certificate signed by one of the
+            // user's CAs itself can verify; the chain as a whole passed above.
+            user.verifier
+                .verify_client_cert(end_entity, &[], now)
+                .map_err(|_| AuthError::IndirectIssuer {
+                    user: cn.to_owned(),
+                })?;
+        }
+        if let Some(window) = ValidWindow::of(chain) {
+            self.verified.remember(key, window);
+        }
+        Ok(())
     }
 }

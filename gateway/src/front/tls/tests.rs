@@ -447,3 +447,88 @@ fn the_server_certificate_needs_server_auth_and_no_ca_flag() {
     let e = setup.build(&ca.cert_pem, "", "").err().unwrap().to_string();
     assert!(e.contains("is a CA certificate"), "{e}");
 }
+
+#[test]
+fn a_verified_chain_is_remembered_only_within_its_dates() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let cert = issue(&ca, CertProfile::Client);
+    let state = setup.state(&ca.cert_pem, "", "");
+    let presented = chain(&[&cert.cert_pem]);
+    state.authenticate(Some(&presented), false).unwrap();
+    assert_eq!(state.verified.len(), 1);
+    state.authenticate(Some(&presented), false).unwrap();
+    assert_eq!(state.verified.len(), 1);
+
+    // Past the certificate's notAfter the remembered verdict does not hold: verified again, and
+    // refused as expired.
+    let (_, expiry) = cert_subject_and_expiry(presented[0].as_ref()).unwrap();
+    let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(expiry as u64 + 1));
+    let e = state
+        .authenticate_at(Some(&presented), false, later)
+        .unwrap_err();
+    assert_eq!(e.label(), "certificate_expired");
+    // Before its notBefore too.
+    let epoch = UnixTime::since_unix_epoch(std::time::Duration::ZERO);
+    assert!(state
+        .authenticate_at(Some(&presented), false, epoch)
+        .is_err());
+}
+
+#[test]
+fn a_revocation_reloaded_is_enforced_on_a_chain_verified_before() {
+    let setup = Setup::new();
+    let ca = pki::init_ca("tenant CA", 30).unwrap();
+    let cert = issue(&ca, CertProfile::Client);
+    let presented = chain(&[&cert.cert_pem]);
+    let before = setup.state(&ca.cert_pem, "", "");
+    before.authenticate(Some(&presented), false).unwrap();
+
+    let crl = setup.write("ca.crl", &crl_of(&ca, &[&cert]));
+    let reloaded = setup.state(&ca.cert_pem, "", &format!("[revocation]\ncrls = [{crl}]\n"));
+    for _ in 0..2 {
+        let e = reloaded.authenticate(Some(&presented), false).unwrap_err();
+        assert_eq!(e.label(), "certificate_revoked");
+    }
+    assert_eq!(reloaded.verified.len(), 0);
+
+    let serial = pki::describe_cert(&cert.cert_pem).unwrap().serial_hex;
+    let denied = setup.state(
+        &ca.cert_pem,
+        "",
+        &format!("[revocation]\ndeny_serials = [\"{serial}\"]\n"),
+    );
+    let e = denied.authenticate(Some(&presented), false).unwrap_err();
+    assert_eq!(e, AuthError::Denied { serial });
+}
+
+#[test]
+fn a_chain_refused_for_its_issuer_is_not_remembered() {
+    let setup = Setup::new();
+    let (root, intermediate) = root_and_intermediate();
+    let leaf = issue(&intermediate, CertProfile::Client);
+    let via_intermediate = chain(&[&leaf.cert_pem, &intermediate.cert_pem]);
+    let pinned = setup.state(&root.cert_pem, "direct_issuer_only = true", "");
+    for full_handshake in [true, false, false] {
+        let e = pinned
+            .authenticate(Some(&via_intermediate), full_handshake)
+            .unwrap_err();
+        assert_eq!(e.label(), "indirect_issuer");
+    }
+    assert_eq!(pinned.verified.len(), 0);
+}
+
+#[test]
+fn remembered_chains_are_bounded() {
+    let verified = VerifiedChains::default();
+    let window = ValidWindow {
+        not_before: 0,
+        not_after: u64::MAX,
+    };
+    for n in 0..=MAX_VERIFIED_CHAINS {
+        let der = CertificateDer::from((n as u64).to_be_bytes().to_vec());
+        verified.remember(VerifiedChains::key(&[der]), window);
+        assert!(verified.len() <= MAX_VERIFIED_CHAINS);
+    }
+    assert_eq!(verified.len(), 1);
+}
