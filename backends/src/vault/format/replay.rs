@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use aws_lc_rs::constant_time;
 
@@ -287,61 +287,136 @@ pub(crate) fn replay(
     // Sized once from the caller's estimate (growing a table of a million entries moves each
     // entry again at every doubling), never past what a log of this length can hold.
     let room = usize::try_from(total / MIN_RECORD_DISK_BYTES).unwrap_or(usize::MAX);
-    let mut objects: HashMap<Arc<str>, (StoredEntry, u64)> =
-        HashMap::with_capacity(expected_objects.min(room));
+    let capacity = expected_objects.min(room);
+    // Two stages on two threads: this one reads frames and checks their chain, the other opens
+    // their records in order. Whatever either finds wrong, the earliest fault in the log is the
+    // one reported: the records of every frame before a fault the reader found were all opened
+    // (or failed first), and nothing is cut off the file before both have finished.
+    let (frames, queued) = mpsc::sync_channel::<(u64, Vec<u8>)>(REPLAY_QUEUE_FRAMES);
+    let keys_ref = &keys;
+    let (read, applied) = std::thread::scope(|scope| {
+        let applier = scope.spawn(move || apply_frames(queued, keys_ref, version, path, capacity));
+        let read = (|| -> Result<Option<u64>, BackendError> {
+            loop {
+                let offset = pos.log_len;
+                let mut payload = match read_frame(&mut r, offset).map_err(corrupt)? {
+                    FrameRead::End => return Ok(None),
+                    FrameRead::Torn => return Ok(Some(offset)),
+                    FrameRead::Frame(p) => p,
+                };
+                let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
+                if chained {
+                    let records_len =
+                        payload.len().checked_sub(CHAIN_MAC_LEN).ok_or_else(|| {
+                            corrupt(format!(
+                                "frame at offset {offset} is too short for its chain MAC"
+                            ))
+                        })?;
+                    let expected = chain_mac(keys_ref, &pos, &payload[..records_len]);
+                    constant_time::verify_slices_are_equal(&expected, &payload[records_len..])
+                        .map_err(|_| {
+                            corrupt(format!(
+                                "frame {} at offset {offset} fails its chain MAC: frames were \
+                                 removed, reordered, altered or taken from another file",
+                                pos.frames + 1
+                            ))
+                        })?;
+                    payload.truncate(records_len);
+                    pos.mac = expected;
+                }
+                if frames.send((offset, payload)).is_err() {
+                    // The applier stopped at a faulty record, which its result reports.
+                    return Ok(None);
+                }
+                pos.frames += 1;
+                pos.log_len += frame_len;
+                reached |= at_target(&pos)?;
+            }
+        })();
+        drop(frames);
+        let applied = applier
+            .join()
+            .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
+        (read, applied)
+    });
+    let Applied {
+        objects,
+        referenced_slots,
+        next_seq,
+    } = applied?;
+    if let Some(offset) = read? {
+        if !reached || (missing_head.is_some() && pos.frames > 0) {
+            return Err(short(&pos, "ends in a torn frame"));
+        }
+        drop(r);
+        file.set_len(offset).map_err(|e| io_err(path, e))?;
+        file.sync_all().map_err(|e| io_err(path, e))?;
+        tracing::warn!(
+            path = %path.display(),
+            offset,
+            cut_bytes = total - offset,
+            frames_past_head = target.map_or(0, |t| pos.frames - t.frames),
+            "cut a torn tail off the vault log: one unfinished frame past the head, \
+             never acknowledged (a write interrupted by a crash)"
+        );
+        return Ok(Loaded {
+            keys,
+            version,
+            objects,
+            referenced_slots,
+            next_seq,
+            end: pos,
+            torn_bytes: total - offset,
+        });
+    }
+    if !reached || (missing_head.is_some() && pos.frames > 0) {
+        return Err(short(&pos, "ends"));
+    }
+    if let Some(t) = target.filter(|t| pos.frames > t.frames) {
+        tracing::warn!(
+            path = %path.display(),
+            frames_past_head = pos.frames - t.frames,
+            bytes_past_head = pos.log_len - t.log_len,
+            "the vault log holds frames past the head: written and synced, but a crash came \
+             before they were acknowledged; kept"
+        );
+    }
+    Ok(Loaded {
+        keys,
+        version,
+        objects,
+        referenced_slots,
+        next_seq,
+        end: pos,
+        torn_bytes: 0,
+    })
+}
+
+/// Frames read and checked that wait for their records to be opened: bounds how far (in memory)
+/// the reader runs ahead, at most this many frames of at most `MAX_FRAME_PAYLOAD` bytes.
+const REPLAY_QUEUE_FRAMES: usize = 8;
+
+/// The objects a log's records leave, as [`apply_frames`] builds them.
+struct Applied {
+    objects: HashMap<Arc<str>, (StoredEntry, u64)>,
+    referenced_slots: HashSet<u32>,
+    next_seq: u64,
+}
+
+/// Opens the records of each `(offset, payload)` frame, in log order, and applies them: the
+/// latest record of each object is kept, deletions remove it. Stops at the first faulty record.
+fn apply_frames(
+    frames: mpsc::Receiver<(u64, Vec<u8>)>,
+    keys: &FileKeys,
+    version: u32,
+    path: &Path,
+    capacity: usize,
+) -> Result<Applied, BackendError> {
+    let corrupt = |what: String| BackendError::Corrupt(format!("{}: {what}", path.display()));
+    let mut objects: HashMap<Arc<str>, (StoredEntry, u64)> = HashMap::with_capacity(capacity);
     let mut referenced_slots = HashSet::new();
     let mut next_seq = 1u64;
-    loop {
-        let offset = pos.log_len;
-        let mut payload = match read_frame(&mut r, offset).map_err(corrupt)? {
-            FrameRead::End => break,
-            FrameRead::Torn => {
-                if !reached || (missing_head.is_some() && pos.frames > 0) {
-                    return Err(short(&pos, "ends in a torn frame"));
-                }
-                drop(r);
-                file.set_len(offset).map_err(|e| io_err(path, e))?;
-                file.sync_all().map_err(|e| io_err(path, e))?;
-                tracing::warn!(
-                    path = %path.display(),
-                    offset,
-                    cut_bytes = total - offset,
-                    frames_past_head = target.map_or(0, |t| pos.frames - t.frames),
-                    "cut a torn tail off the vault log: one unfinished frame past the head, \
-                     never acknowledged (a write interrupted by a crash)"
-                );
-                return Ok(Loaded {
-                    keys,
-                    version,
-                    objects,
-                    referenced_slots,
-                    next_seq,
-                    end: pos,
-                    torn_bytes: total - offset,
-                });
-            }
-            FrameRead::Frame(p) => p,
-        };
-        let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
-        if chained {
-            let records_len = payload.len().checked_sub(CHAIN_MAC_LEN).ok_or_else(|| {
-                corrupt(format!(
-                    "frame at offset {offset} is too short for its chain MAC"
-                ))
-            })?;
-            let expected = chain_mac(&keys, &pos, &payload[..records_len]);
-            constant_time::verify_slices_are_equal(&expected, &payload[records_len..]).map_err(
-                |_| {
-                    corrupt(format!(
-                        "frame {} at offset {offset} fails its chain MAC: frames were removed, \
-                         reordered, altered or taken from another file",
-                        pos.frames + 1
-                    ))
-                },
-            )?;
-            payload.truncate(records_len);
-            pos.mac = expected;
-        }
+    for (offset, payload) in frames {
         let mut at_byte = 0;
         while at_byte < payload.len() {
             let at = offset + (FRAME_HEADER_LEN + at_byte) as u64;
@@ -353,7 +428,7 @@ pub(crate) fn replay(
             let rec = payload
                 .get(at_byte + 4..at_byte + 4 + rec_len)
                 .ok_or_else(|| corrupt(format!("record at offset {at} overruns its frame")))?;
-            let record = open_record(&keys, rec, version)
+            let record = open_record(keys, rec, version)
                 .map_err(|m| corrupt(format!("record at offset {at}: {m}")))?;
             if record.seq != next_seq {
                 return Err(corrupt(format!(
@@ -384,29 +459,91 @@ pub(crate) fn replay(
             }
             at_byte += 4 + rec_len;
         }
-        pos.frames += 1;
-        pos.log_len += frame_len;
-        reached |= at_target(&pos)?;
     }
-    if !reached || (missing_head.is_some() && pos.frames > 0) {
-        return Err(short(&pos, "ends"));
-    }
-    if let Some(t) = target.filter(|t| pos.frames > t.frames) {
-        tracing::warn!(
-            path = %path.display(),
-            frames_past_head = pos.frames - t.frames,
-            bytes_past_head = pos.log_len - t.log_len,
-            "the vault log holds frames past the head: written and synced, but a crash came \
-             before they were acknowledged; kept"
-        );
-    }
-    Ok(Loaded {
-        keys,
-        version,
+    Ok(Applied {
         objects,
         referenced_slots,
         next_seq,
-        end: pos,
-        torn_bytes: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::format::{begin_frame, finish_frame, new_header, seal_record};
+    use zeroize::Zeroizing;
+
+    /// A log whose first frame deletes an object no record made (a fault only the applier
+    /// sees), followed by `rest` appended as it is.
+    fn log_with_a_ghost_delete(
+        master: &MasterKey,
+        rest: impl FnOnce(&FileKeys, &mut Vec<u8>),
+    ) -> Vec<u8> {
+        let (header, keys) = new_header(master).unwrap();
+        let mut log = header.to_vec();
+        let mut pos = keys.start;
+        let mut frame = Vec::new();
+        let start = begin_frame(&mut frame);
+        seal_record(&keys, 1, "ghost", None, &mut frame).unwrap();
+        finish_frame(&mut frame, start, &keys, &mut pos);
+        log.extend_from_slice(&frame);
+        rest(&keys, &mut log);
+        log
+    }
+
+    fn replay_of(log: &[u8]) -> (String, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.log");
+        std::fs::write(&path, log).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let master: MasterKey = Zeroizing::new([7u8; 32]);
+        let err = match replay(&file, &path, &master, Anchor::Unchecked, 0) {
+            Ok(_) => panic!("a log with a faulty record opened"),
+            Err(e) => e.to_string(),
+        };
+        (err, std::fs::read(&path).unwrap())
+    }
+
+    #[test]
+    fn the_earliest_fault_is_reported_whichever_stage_finds_it() {
+        let master: MasterKey = Zeroizing::new([7u8; 32]);
+        // A second frame whose chain MAC is wrong: the reader finds it while the applier may
+        // not yet have seen the first frame.
+        let log = log_with_a_ghost_delete(&master, |keys, log| {
+            let mut wrong = keys.start;
+            wrong.frames = 9;
+            let mut frame = Vec::new();
+            let start = begin_frame(&mut frame);
+            seal_record(keys, 2, "other", None, &mut frame).unwrap();
+            finish_frame(&mut frame, start, keys, &mut wrong);
+            log.extend_from_slice(&frame);
+        });
+        let (err, _) = replay_of(&log);
+        assert!(
+            err.contains("deletes an object that does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_not_cut_off_a_log_with_an_earlier_fault() {
+        let master: MasterKey = Zeroizing::new([7u8; 32]);
+        // A frame header announcing more than follows: an interrupted append.
+        let log = log_with_a_ghost_delete(&master, |_, log| {
+            let header = [64u8, 0, 0, 0, 0, 0, 0, 0];
+            log.extend_from_slice(&header);
+            log.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+            log.extend_from_slice(&[1, 2, 3]);
+        });
+        let (err, after) = replay_of(&log);
+        assert!(
+            err.contains("deletes an object that does not exist"),
+            "{err}"
+        );
+        assert_eq!(after, log, "the file was changed");
+    }
 }
