@@ -465,6 +465,52 @@ async fn guide_setup_then_revoke_deny_and_restore() {
     );
 }
 
+/// The gateway remembers a chain it verified for resumed sessions; a revocation and reload must
+/// still refuse the client when it resumes its session with that same chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_cannot_resume_its_session() {
+    let (site, purefa) = Site::guide_setup();
+    let gw = site.start();
+    let tls = site.tls(&purefa);
+    let mut resumed = 0;
+    for _ in 0..3 {
+        let client = connect_and_locate(&gw, &tls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+        resumed += usize::from(client.resumed());
+    }
+    assert!(resumed >= 1, "the client never resumed its TLS session");
+
+    let out = cli_ok(&[
+        "pki",
+        "revoke",
+        "--dir",
+        s(&site.ca_dir()),
+        "--cert",
+        s(&purefa.0),
+    ]);
+    assert!(out.contains("CRL number 2"), "{out}");
+    cli_ok(&[
+        "reload",
+        "--admin",
+        &admin(&gw),
+        "--token-file",
+        &token_file(&gw),
+    ]);
+    assert!(
+        connect_and_locate(&gw, &tls).await.is_err(),
+        "a revoked client got back in by resuming its session"
+    );
+    let metrics = scrape(&gw);
+    assert!(
+        metric(
+            &metrics,
+            "kmip_connections_refused_total{reason=\"certificate_revoked\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_certificate_reloaded_under_load_without_failed_requests() {
     let (site, purefa) = Site::guide_setup();

@@ -129,6 +129,11 @@ impl KmipClient {
         })
     }
 
+    /// Whether this connection resumed an earlier TLS session (no certificates exchanged).
+    pub fn resumed(&self) -> bool {
+        self.stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
