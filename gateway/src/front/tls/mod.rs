@@ -23,9 +23,10 @@
 //! array out at boot): their `next_update` is exported as an expiry instead.
 //! Because `authenticate` re-verifies the chain (CRLs included), a revoked client cannot get back
 //! in through TLS session resumption, and a reload can re-check open connections with it.
-//! The signature checks of that re-verification are remembered per chain ([`VerifiedChains`]):
-//! within one state the CAs, CRLs and deny-lists are fixed, so the verdict can only change with
-//! the time, whose window is checked at every use. A reload builds a new state and forgets them.
+//! What that re-verification finds is remembered per chain (`VerifiedChains`): within one
+//! state the CAs, CRLs and users are fixed, so the verdict can only change with the time, whose
+//! window is checked at every use, and the deny-lists, which are checked every time. A reload
+//! builds a new state and forgets them.
 //!
 //! - this file: the state built from the configuration ([`TlsState::build`]) and the mapping of a
 //!   verified chain to a user ([`TlsState::authenticate`]).
@@ -92,7 +93,7 @@ struct UserAuth {
 /// the client's cache mostly drops.
 const TLS13_TICKETS_PER_HANDSHAKE: usize = 1;
 
-/// At most this many chains' verdicts are remembered per TLS state: bounds the memory a client
+/// At most this many chains' identities are remembered per TLS state: bounds the memory a client
 /// presenting many valid certificates can take. A full table is emptied, which only costs the
 /// signature checks again.
 const MAX_VERIFIED_CHAINS: usize = 4096;
@@ -131,10 +132,12 @@ impl ValidWindow {
     }
 }
 
-/// Chains this state has verified for their user (the user's verifier and, with
-/// `direct_issuer_only`, the direct-issuer check), keyed by a digest of the whole chain.
+/// Chains this state has authenticated, keyed by a digest of the whole chain, with the identity
+/// each maps to: its user's verifier (and, with `direct_issuer_only`, the direct-issuer check)
+/// passed, and the certificate's EKU, Common Name and user were accepted. All of that depends
+/// only on the chain and this state, except the dates.
 #[derive(Default)]
-struct VerifiedChains(Mutex<HashMap<[u8; 32], ValidWindow>>);
+struct VerifiedChains(Mutex<HashMap<[u8; 32], (ValidWindow, Identity)>>);
 
 impl VerifiedChains {
     fn key(chain: &[CertificateDer<'_>]) -> [u8; 32] {
@@ -147,18 +150,20 @@ impl VerifiedChains {
         digest.finalize().into()
     }
 
-    /// Whether `key`'s chain verified and `now` is within its window.
-    fn holds(&self, key: &[u8; 32], now: UnixTime) -> bool {
+    /// The identity `key`'s chain was authenticated as, if `now` is within its window.
+    fn identity(&self, key: &[u8; 32], now: UnixTime) -> Option<Identity> {
         // A panic while holding this lock cannot leave the map inconsistent: its verdicts stay
         // usable.
         let map = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.get(key).is_some_and(|w| w.contains(now))
+        map.get(key)
+            .filter(|(window, _)| window.contains(now))
+            .map(|(_, identity)| identity.clone())
     }
 
-    fn remember(&self, key: [u8; 32], window: ValidWindow) {
+    fn remember(&self, key: [u8; 32], window: ValidWindow, identity: Identity) {
         let mut map = self
             .0
             .lock()
@@ -166,7 +171,7 @@ impl VerifiedChains {
         if map.len() >= MAX_VERIFIED_CHAINS {
             map.clear();
         }
-        map.insert(key, window);
+        map.insert(key, (window, identity));
     }
 
     #[cfg(test)]
@@ -192,7 +197,8 @@ pub struct TlsState {
     pub warnings: Vec<String>,
     /// Every CRL enforced, with its revoked serials (`GET /revocation`).
     pub crls_in_force: Vec<CrlInForce>,
-    /// Verdicts of [`TlsState::authenticate`]'s chain checks, for resumed sessions.
+    /// What [`TlsState::authenticate`] found for each chain: resumed sessions and reconnecting
+    /// clients present the same chain again.
     verified: VerifiedChains,
 }
 
@@ -427,6 +433,11 @@ impl TlsState {
         now: UnixTime,
     ) -> Result<Identity, AuthError> {
         let chain = chain.unwrap_or(&[]);
+        let key = VerifiedChains::key(chain);
+        if let Some(identity) = self.verified.identity(&key, now) {
+            self.check_denied(&identity.serial_hex, &identity.fingerprint)?;
+            return Ok(identity);
+        }
         let end_entity = chain.first().ok_or(AuthError::NoCertificate)?;
         let (_, cert) =
             x509_parser::parse_x509_certificate(end_entity).map_err(|_| AuthError::Unparsable)?;
@@ -445,10 +456,7 @@ impl TlsState {
             .map(|s| s.to_hex())
             .unwrap_or_else(|_| hex::encode(cert.raw_serial()));
         let fingerprint = hex::encode(Sha256::digest(end_entity.as_ref()));
-        if self.deny_serials.contains(&serial_hex) || self.deny_fingerprints.contains(&fingerprint)
-        {
-            return Err(AuthError::Denied { serial: serial_hex });
-        }
+        self.check_denied(&serial_hex, &fingerprint)?;
         if !valid_user_name(&cn) {
             return Err(AuthError::UnknownUser(cn));
         }
@@ -457,16 +465,29 @@ impl TlsState {
             .get(&cn)
             .ok_or_else(|| AuthError::UnknownUser(cn.clone()))?;
         self.check_chain(user, chain, full_handshake, &cn, now)?;
-        Ok(Identity {
+        let identity = Identity {
             user: cn,
             subject: cert.subject().to_string(),
             serial_hex,
             fingerprint,
-        })
+        };
+        if let Some(window) = ValidWindow::of(chain) {
+            self.verified.remember(key, window, identity.clone());
+        }
+        Ok(identity)
     }
 
-    /// Verifies `chain` for `user` (named `cn`), unless the handshake just did or this state
-    /// verified the same chain before and `now` is within its window.
+    /// Refuses a certificate the deny-lists name.
+    fn check_denied(&self, serial_hex: &str, fingerprint: &str) -> Result<(), AuthError> {
+        if self.deny_serials.contains(serial_hex) || self.deny_fingerprints.contains(fingerprint) {
+            return Err(AuthError::Denied {
+                serial: serial_hex.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies `chain` for `user` (named `cn`), unless the handshake just did.
     fn check_chain(
         &self,
         user: &UserAuth,
@@ -475,15 +496,8 @@ impl TlsState {
         cn: &str,
         now: UnixTime,
     ) -> Result<(), AuthError> {
-        let handshake_verified = full_handshake && user.same_as_handshake;
-        if handshake_verified && !user.direct_issuer_only {
-            return Ok(());
-        }
-        let key = VerifiedChains::key(chain);
-        if self.verified.holds(&key, now) {
-            return Ok(());
-        }
         let (end_entity, intermediates) = chain.split_first().ok_or(AuthError::NoCertificate)?;
+        let handshake_verified = full_handshake && user.same_as_handshake;
         if !handshake_verified {
             user.verifier
                 .verify_client_cert(end_entity, intermediates, now)
@@ -497,9 +511,6 @@ impl TlsState {
                 .map_err(|_| AuthError::IndirectIssuer {
                     user: cn.to_owned(),
                 })?;
-        }
-        if let Some(window) = ValidWindow::of(chain) {
-            self.verified.remember(key, window);
         }
         Ok(())
     }

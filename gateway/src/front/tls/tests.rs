@@ -455,10 +455,12 @@ fn a_verified_chain_is_remembered_only_within_its_dates() {
     let cert = issue(&ca, CertProfile::Client);
     let state = setup.state(&ca.cert_pem, "", "");
     let presented = chain(&[&cert.cert_pem]);
-    state.authenticate(Some(&presented), false).unwrap();
+    let first = state.authenticate(Some(&presented), false).unwrap();
     assert_eq!(state.verified.len(), 1);
-    state.authenticate(Some(&presented), false).unwrap();
+    let again = state.authenticate(Some(&presented), false).unwrap();
     assert_eq!(state.verified.len(), 1);
+    assert_eq!(again, first);
+    assert_eq!(again.user, "purefa");
 
     // Past the certificate's notAfter the remembered verdict does not hold: verified again, and
     // refused as expired.
@@ -527,7 +529,13 @@ fn remembered_chains_are_bounded() {
     };
     for n in 0..=MAX_VERIFIED_CHAINS {
         let der = CertificateDer::from((n as u64).to_be_bytes().to_vec());
-        verified.remember(VerifiedChains::key(&[der]), window);
+        let identity = Identity {
+            user: "purefa".into(),
+            subject: "CN=purefa".into(),
+            serial_hex: format!("{n:x}"),
+            fingerprint: String::new(),
+        };
+        verified.remember(VerifiedChains::key(&[der]), window, identity);
         assert!(verified.len() <= MAX_VERIFIED_CHAINS);
     }
     assert_eq!(verified.len(), 1);
