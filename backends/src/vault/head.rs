@@ -208,6 +208,17 @@ impl Head {
         current: Option<Position>,
         next: Option<Position>,
     ) -> Result<(), BackendError> {
+        let state = self.write(current, next)?;
+        self.sync(state)
+    }
+
+    /// Writes the next state where readers of the file see it, not yet durable; [`Head::sync`]
+    /// makes it so and this head's state.
+    pub(crate) fn write(
+        &mut self,
+        current: Option<Position>,
+        next: Option<Position>,
+    ) -> Result<HeadState, BackendError> {
         let state = HeadState {
             counter: self.state.counter + 1,
             current,
@@ -216,9 +227,14 @@ impl Head {
         let at = (state.counter % 2) * COPY_LEN as u64;
         self.file
             .write_all_at(&encode(&self.key, &state), at)
-            .and_then(|()| self.file.sync_data())
             .map_err(|e| io_err(&self.path, e))?;
-        self.state = state;
+        Ok(state)
+    }
+
+    /// Makes `written` (what [`Head::write`] wrote) durable and this head's state.
+    pub(crate) fn sync(&mut self, written: HeadState) -> Result<(), BackendError> {
+        self.file.sync_data().map_err(|e| io_err(&self.path, e))?;
+        self.state = written;
         Ok(())
     }
 

@@ -313,8 +313,9 @@ impl Writer {
     }
 
     /// Makes a batch durable in the order that keeps every acknowledged object readable and
-    /// every destroyed one unrecoverable: new key slots (synced), the frame (synced), then the
-    /// head and the zeroing of destroyed objects' slots, both synced before anyone is answered.
+    /// every destroyed one unrecoverable: new key slots (synced), the frame (synced), the head
+    /// written, the zeroing of destroyed objects' slots, then both synced before anyone is
+    /// answered.
     fn commit(
         &mut self,
         buf: &mut Vec<u8>,
@@ -337,16 +338,19 @@ impl Writer {
         if slot_work.shred.is_empty() {
             return self.head.store(Some(pos), None);
         }
+        // The head is written before any slot is zeroed, so that whoever reads a zeroed slot
+        // then reads a head naming the frame that destroyed it: a backup (`snapshot`) relies
+        // on that to copy no live object without its key. The two syncs need no order (the
+        // frame is durable; a crash before either leaves slots the next open zeroes again):
+        // side by side, one fdatasync's wait instead of two.
+        let written = self.head.write(Some(pos), None)?;
         for slot in &slot_work.shred {
             self.slots.zero(*slot)?;
         }
-        // No order is needed between the head and the zeroed slots (the frame that destroys
-        // them is durable already; a crash before either leaves slots the next open zeroes
-        // again): synced side by side, one fdatasync's wait instead of two.
         let (head, slots) = (&mut self.head, &self.slots);
         let (stored, synced) = std::thread::scope(|s| {
             let syncing = s.spawn(|| slots.sync());
-            (head.store(Some(pos), None), syncing.join())
+            (head.sync(written), syncing.join())
         });
         stored?;
         synced.unwrap_or_else(|panicked| std::panic::resume_unwind(panicked))
