@@ -131,22 +131,10 @@ impl Store {
             live: DashMap::new(),
             feed: follow::Feed::default(),
         };
-        // Parsed on two threads: at a million objects this takes a second, and the index
-        // below waits for all of them.
-        let mut records = records;
-        let second_half = records.split_off(records.len() / 2);
-        let parse = |part: Vec<ObjectRecord>| {
-            part.into_iter()
-                .map(|record| StoredObject::from_record(record, |o| store.intern(o)).map(Arc::new))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let (first, second) = std::thread::scope(|s| {
-            let later = s.spawn(|| parse(second_half));
-            let first = parse(records);
-            (first, later.join())
-        });
-        let mut objects = first?;
-        objects.extend(second.unwrap_or_else(|panicked| std::panic::resume_unwind(panicked))?);
+        let objects = records
+            .into_iter()
+            .map(|record| StoredObject::from_record(record, |o| store.intern(o)).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         // The index is built on a thread of its own while the object map fills: the two share
         // only the objects, and at a million objects each takes seconds of the start.
         let index = std::thread::scope(|s| {

@@ -327,43 +327,62 @@ pub(crate) fn seal_record(
 }
 
 /// One decrypted record.
-pub(super) struct Record<'a> {
+/// A record whose ciphertext was opened in place: its buffer now holds the plaintext at
+/// `plain`.
+pub(super) struct Unsealed {
     pub(super) seq: u64,
-    pub(super) uid: &'a str,
-    pub(super) entry: Option<StoredEntry>,
+    op: u8,
+    /// Where the uid is in the buffer (checked to be UTF-8).
+    uid: std::ops::Range<usize>,
+    plain: std::ops::Range<usize>,
 }
 
-pub(super) fn open_record<'a>(
-    keys: &FileKeys,
-    rec: &'a [u8],
-    version: u32,
-) -> Result<Record<'a>, String> {
+impl Unsealed {
+    pub(super) fn uid<'a>(&self, rec: &'a [u8]) -> Result<&'a str, String> {
+        std::str::from_utf8(&rec[self.uid.clone()]).map_err(|_| "uid is not UTF-8".into())
+    }
+
+    /// The object the record puts, or `None` for a deletion.
+    pub(super) fn entry(&self, rec: &[u8], version: u32) -> Result<Option<StoredEntry>, String> {
+        let plain = &rec[self.plain.clone()];
+        match self.op {
+            OP_PUT => Ok(Some(decode_entry(plain, version)?)),
+            OP_DELETE if plain.is_empty() => Ok(None),
+            op => Err(format!("record {} has unknown operation {op}", self.seq)),
+        }
+    }
+}
+
+/// Authenticates and decrypts one record (its bytes after the length) where it lies.
+pub(super) fn unseal(keys: &FileKeys, rec: &mut [u8]) -> Result<Unsealed, String> {
     let mut c = Cursor { rest: rec };
     let seq = c.u64()?;
     let op = c.u8()?;
     let uid_len = usize::from(c.u16()?);
-    let uid = std::str::from_utf8(c.take(uid_len)?).map_err(|_| "uid is not UTF-8")?;
-    let aad = &rec[..RECORD_FIXED_LEN + uid_len];
+    std::str::from_utf8(c.take(uid_len)?).map_err(|_| "uid is not UTF-8")?;
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(c.take(NONCE_LEN)?);
     if c.rest.len() < TAG_LEN {
         return Err("record too short for its tag".into());
     }
-    let mut body = Zeroizing::new(c.rest.to_vec());
-    let plain = keys
+    let aad_len = RECORD_FIXED_LEN + uid_len;
+    let (head, body) = rec.split_at_mut(aad_len + NONCE_LEN);
+    let plain_len = keys
         .aead
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut body,
+            Aad::from(&head[..aad_len]),
+            body,
         )
-        .map_err(|_| format!("record {seq} fails authentication"))?;
-    let entry = match op {
-        OP_PUT => Some(decode_entry(plain, version)?),
-        OP_DELETE if plain.is_empty() => None,
-        _ => return Err(format!("record {seq} has unknown operation {op}")),
-    };
-    Ok(Record { seq, uid, entry })
+        .map_err(|_| format!("record {seq} fails authentication"))?
+        .len();
+    let plain_at = aad_len + NONCE_LEN;
+    Ok(Unsealed {
+        seq,
+        op,
+        uid: RECORD_FIXED_LEN..aad_len,
+        plain: plain_at..plain_at + plain_len,
+    })
 }
 
 /// Every plaintext anyone holding the master key can recover from the files in `dir`: each
@@ -395,16 +414,17 @@ pub(crate) fn recoverable_plaintexts(
                 let Some(rec) = payload.get(pos + 4..pos + 4 + rl as usize) else {
                     break;
                 };
-                if let Ok(Record {
-                    uid,
-                    entry: Some(e),
-                    ..
-                }) = open_record(&keys, rec, version)
-                {
+                let mut rec = rec.to_vec();
+                let opened = unseal(&keys, &mut rec).and_then(|u| {
+                    let uid = u.uid(&rec)?.to_owned();
+                    Ok(u.entry(&rec, version)?.map(|e| (uid, e)))
+                });
+                rec.zeroize();
+                if let Ok(Some((uid, e))) = opened {
                     out.push(e.meta.to_vec());
                     match e.material {
                         Some(StoredMaterial::Plain(m)) => out.push(m.to_vec()),
-                        Some(m) => sealed.push((uid.to_owned(), m)),
+                        Some(m) => sealed.push((uid, m)),
                         None => {}
                     }
                 }

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 
 use aws_lc_rs::constant_time;
+use zeroize::Zeroizing;
 
-use super::record::{open_record, StoredEntry};
+use super::record::{unseal, StoredEntry, Unsealed};
 use super::{
     chain_mac, le_u32, open_header, FileKeys, CHAIN_MAC_LEN, FORMAT_VERSION, FRAME_HEADER_LEN,
     HEADER_LEN, MAX_FRAME_PAYLOAD, NONCE_LEN, RECORD_FIXED_LEN, TAG_LEN,
@@ -288,14 +289,16 @@ pub(crate) fn replay(
     // entry again at every doubling), never past what a log of this length can hold.
     let room = usize::try_from(total / MIN_RECORD_DISK_BYTES).unwrap_or(usize::MAX);
     let capacity = expected_objects.min(room);
-    // Two stages on two threads: this one reads frames and checks their chain, the other opens
-    // their records in order. Whatever either finds wrong, the earliest fault in the log is the
-    // one reported: the records of every frame before a fault the reader found were all opened
-    // (or failed first), and nothing is cut off the file before both have finished.
-    let (frames, queued) = mpsc::sync_channel::<(u64, Vec<u8>)>(REPLAY_QUEUE_FRAMES);
+    // Two stages on two threads: this one reads frames, checks their chain and decrypts their
+    // records where they lie; the other decodes and applies the records in order (so that the
+    // objects are allocated, and superseded ones freed, on one thread). Whatever either finds
+    // wrong, the earliest fault in the log is the one reported: every record before a fault the
+    // reader found was applied (or failed first), and nothing is cut off the file before both
+    // have finished.
+    let (frames, queued) = mpsc::sync_channel::<UnsealedFrame>(REPLAY_QUEUE_FRAMES);
     let keys_ref = &keys;
     let (read, applied) = std::thread::scope(|scope| {
-        let applier = scope.spawn(move || apply_frames(queued, keys_ref, version, path, capacity));
+        let applier = scope.spawn(move || apply_frames(queued, version, path, capacity));
         let read = (|| -> Result<Option<u64>, BackendError> {
             loop {
                 let offset = pos.log_len;
@@ -324,9 +327,16 @@ pub(crate) fn replay(
                     payload.truncate(records_len);
                     pos.mac = expected;
                 }
-                if frames.send((offset, payload)).is_err() {
+                let mut payload = Zeroizing::new(payload);
+                let (records, fault) = unseal_frame(keys_ref, offset, &mut payload);
+                // The records before a fault go to the applier first: a fault of theirs is
+                // earlier in the log.
+                if frames.send((payload, records)).is_err() {
                     // The applier stopped at a faulty record, which its result reports.
                     return Ok(None);
+                }
+                if let Some(fault) = fault {
+                    return Err(corrupt(fault));
                 }
                 pos.frames += 1;
                 pos.log_len += frame_len;
@@ -392,9 +402,59 @@ pub(crate) fn replay(
     })
 }
 
-/// Frames read and checked that wait for their records to be opened: bounds how far (in memory)
-/// the reader runs ahead, at most this many frames of at most `MAX_FRAME_PAYLOAD` bytes.
+/// Frames read, checked and decrypted that wait for their records to be applied: bounds how far
+/// (in memory) the reader runs ahead, at most this many frames of at most `MAX_FRAME_PAYLOAD`
+/// bytes.
 const REPLAY_QUEUE_FRAMES: usize = 8;
+
+/// A frame's payload, its records decrypted in place, and where each record is.
+type UnsealedFrame = (Zeroizing<Vec<u8>>, Vec<RecordAt>);
+
+/// One decrypted record of a frame.
+struct RecordAt {
+    /// Where it starts in the file, for errors.
+    at: u64,
+    /// Its bytes after the length field, in the frame's payload.
+    bytes: std::ops::Range<usize>,
+    unsealed: Unsealed,
+}
+
+/// Decrypts the records of the frame at `offset` (its `payload` without the chain MAC) where
+/// they lie. Returns those decrypted, and the fault that stopped it, if one did.
+fn unseal_frame(
+    keys: &FileKeys,
+    offset: u64,
+    payload: &mut [u8],
+) -> (Vec<RecordAt>, Option<String>) {
+    let mut records = Vec::new();
+    let mut at_byte = 0;
+    while at_byte < payload.len() {
+        let at = offset + (FRAME_HEADER_LEN + at_byte) as u64;
+        let Some(rec_len) = payload.get(at_byte..at_byte + 4).map(le_u32) else {
+            return (
+                records,
+                Some(format!("record length cut short at offset {at}")),
+            );
+        };
+        let bytes = at_byte + 4..at_byte + 4 + rec_len as usize;
+        let Some(rec) = payload.get_mut(bytes.clone()) else {
+            return (
+                records,
+                Some(format!("record at offset {at} overruns its frame")),
+            );
+        };
+        match unseal(keys, rec) {
+            Ok(unsealed) => records.push(RecordAt {
+                at,
+                bytes: bytes.clone(),
+                unsealed,
+            }),
+            Err(m) => return (records, Some(format!("record at offset {at}: {m}"))),
+        }
+        at_byte = bytes.end;
+    }
+    (records, None)
+}
 
 /// The objects a log's records leave, as [`apply_frames`] builds them.
 struct Applied {
@@ -403,11 +463,10 @@ struct Applied {
     next_seq: u64,
 }
 
-/// Opens the records of each `(offset, payload)` frame, in log order, and applies them: the
-/// latest record of each object is kept, deletions remove it. Stops at the first faulty record.
+/// Decodes and applies each frame's decrypted records, in log order: the latest record of each
+/// object is kept, a deletion removes it. Stops at the first faulty record.
 fn apply_frames(
-    frames: mpsc::Receiver<(u64, Vec<u8>)>,
-    keys: &FileKeys,
+    frames: mpsc::Receiver<UnsealedFrame>,
     version: u32,
     path: &Path,
     capacity: usize,
@@ -416,48 +475,45 @@ fn apply_frames(
     let mut objects: HashMap<Arc<str>, (StoredEntry, u64)> = HashMap::with_capacity(capacity);
     let mut referenced_slots = HashSet::new();
     let mut next_seq = 1u64;
-    for (offset, payload) in frames {
-        let mut at_byte = 0;
-        while at_byte < payload.len() {
-            let at = offset + (FRAME_HEADER_LEN + at_byte) as u64;
-            let rec_len = payload
-                .get(at_byte..at_byte + 4)
-                .map(le_u32)
-                .ok_or_else(|| corrupt(format!("record length cut short at offset {at}")))?
-                as usize;
-            let rec = payload
-                .get(at_byte + 4..at_byte + 4 + rec_len)
-                .ok_or_else(|| corrupt(format!("record at offset {at} overruns its frame")))?;
-            let record = open_record(keys, rec, version)
+    for (payload, records) in frames {
+        for RecordAt {
+            at,
+            bytes,
+            unsealed,
+        } in records
+        {
+            let rec = &payload[bytes.clone()];
+            let (uid, entry) = unsealed
+                .uid(rec)
+                .and_then(|uid| Ok((uid, unsealed.entry(rec, version)?)))
                 .map_err(|m| corrupt(format!("record at offset {at}: {m}")))?;
-            if record.seq != next_seq {
+            if unsealed.seq != next_seq {
                 return Err(corrupt(format!(
                     "record at offset {at} has sequence {} where {next_seq} was due",
-                    record.seq
+                    unsealed.seq
                 )));
             }
             next_seq += 1;
-            match record.entry {
+            match entry {
                 Some(entry) => {
                     referenced_slots.extend(entry.material.as_ref().and_then(|m| m.slot()));
                     // A rewrite of a known object keeps its key: no new uid string.
-                    let value = (entry, 4 + rec_len as u64);
-                    match objects.get_mut(record.uid) {
+                    let value = (entry, 4 + bytes.len() as u64);
+                    match objects.get_mut(uid) {
                         Some(slot) => *slot = value,
                         None => {
-                            objects.insert(Arc::from(record.uid), value);
+                            objects.insert(Arc::from(uid), value);
                         }
                     }
                 }
                 None => {
-                    objects.remove(record.uid).ok_or_else(|| {
+                    objects.remove(uid).ok_or_else(|| {
                         corrupt(format!(
                             "record at offset {at} deletes an object that does not exist"
                         ))
                     })?;
                 }
             }
-            at_byte += 4 + rec_len;
         }
     }
     Ok(Applied {

@@ -154,6 +154,10 @@ impl Hasher for ValueKeyHasher {
 /// Value key → the objects that carry that value of one attribute.
 type ByValue = HashMap<u64, Posting, BuildHasherDefault<ValueKeyHasher>>;
 
+/// Fewest objects for which [`Index::build`] uses two threads: below, starting one costs more
+/// than it saves.
+const PARALLEL_BUILD_MIN: usize = 10_000;
+
 /// An object's indexed values: (attribute, value key) pairs.
 type Values = Vec<(AttributeName, u64)>;
 
@@ -295,6 +299,13 @@ impl Posting {
         }
     }
 
+    /// Adds every slot of `later`'s (an index built after this one's slots).
+    fn append(&mut self, later: &Posting, slots: usize) {
+        for slot in later.slots() {
+            self.insert(slot, slots);
+        }
+    }
+
     /// Takes `slot` out; whether the list is empty now.
     fn remove(&mut self, slot: u32, slots: usize) -> bool {
         match self {
@@ -362,12 +373,112 @@ impl Index {
 
     /// The index of `objects`, as [`Index::set`] on each in turn makes it.
     pub(super) fn build(objects: &[Arc<StoredObject>]) -> Index {
-        let mut index = Index::default();
+        if objects.len() < PARALLEL_BUILD_MIN {
+            return Index::build_here(objects, Index::default());
+        }
+        // In two halves on two threads, the second with slots numbered after the first's, so
+        // that its postings join the first's at their ends.
+        let (first, second) = objects.split_at(objects.len() / 2);
+        let hasher = RandomState::new();
+        let (index, later) = std::thread::scope(|s| {
+            let later = s.spawn(|| {
+                Index::build_here(
+                    second,
+                    Index {
+                        slots: vec![None; first.len()],
+                        hasher: hasher.clone(),
+                        ..Index::default()
+                    },
+                )
+            });
+            let mut index = Index {
+                hasher: hasher.clone(),
+                ..Index::default()
+            };
+            index.reserve(objects.len());
+            let index = Index::build_here(first, index);
+            (index, later.join())
+        });
+        let later = later.unwrap_or_else(|panicked| std::panic::resume_unwind(panicked));
+        // An object in both halves (a backend never loads one twice) is entered in order.
+        index
+            .absorb(later, first.len())
+            .unwrap_or_else(|| Index::build_here(objects, Index::default()))
+    }
+
+    /// `index` with `objects` entered one by one.
+    fn build_here(objects: &[Arc<StoredObject>], mut index: Index) -> Index {
         index.reserve(objects.len());
         for obj in objects {
             index.set(&obj.uid, Some(obj));
         }
         index
+    }
+
+    /// This index joined with `later`, built with the same hasher over the objects after this
+    /// one's `own` slots. `None` if an object is in both.
+    fn absorb(mut self, later: Index, own: usize) -> Option<Index> {
+        if self.exhausted || later.exhausted || !self.free.is_empty() || !later.free.is_empty() {
+            return None;
+        }
+        let Index {
+            slots,
+            values,
+            dates,
+            ..
+        } = later;
+        self.slots.extend(slots.into_iter().skip(own));
+        for slot in own..self.slots.len() {
+            let uid = self.slots[slot].as_ref().map_or("", |o| &*o.uid);
+            let hash = self.hasher.hash_one(uid);
+            let slots = &self.slots;
+            if self
+                .by_uid
+                .find(hash, |s| {
+                    slots[*s as usize].as_ref().is_some_and(|o| &*o.uid == uid)
+                })
+                .is_some()
+            {
+                return None;
+            }
+            let hasher = &self.hasher;
+            // Slots are below u32::MAX: `later` allocated them.
+            self.by_uid.insert_unique(hash, slot as u32, |s| {
+                hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| &*o.uid))
+            });
+        }
+        let count = self.slots.len();
+        for (name, by_value) in values {
+            match self.values.entry(name) {
+                hash_map::Entry::Vacant(v) => {
+                    v.insert(by_value);
+                }
+                hash_map::Entry::Occupied(mut mine) => {
+                    let mine = mine.get_mut();
+                    mine.reserve(by_value.len());
+                    for (key, posting) in by_value {
+                        match mine.entry(key) {
+                            hash_map::Entry::Vacant(v) => {
+                                v.insert(posting);
+                            }
+                            hash_map::Entry::Occupied(mut p) => p.get_mut().append(&posting, count),
+                        }
+                    }
+                }
+            }
+        }
+        for (tag, by_date) in dates {
+            let mine = self.dates.entry(tag).or_default();
+            for (date, posting) in by_date {
+                match mine.entry(date) {
+                    Entry::Vacant(v) => {
+                        v.insert(posting);
+                    }
+                    Entry::Occupied(mut p) => p.get_mut().append(&posting, count),
+                }
+            }
+        }
+        Some(self)
     }
 
     /// Makes `new` the indexed version of object `uid`, or forgets the object (`None`).

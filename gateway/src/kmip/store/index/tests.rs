@@ -282,3 +282,91 @@ fn posting_lists_keep_set_semantics_in_every_form() {
         assert_eq!(p.slots(), model.iter().copied().collect::<Vec<_>>());
     }
 }
+
+/// Every value's slots, every date's slots and every slot's identifier, in a fixed order.
+type Contents = (
+    Vec<(String, u64, Vec<u32>)>,
+    Vec<(String, i64, Vec<u32>)>,
+    Vec<Option<String>>,
+);
+
+fn contents(index: &Index) -> Contents {
+    let sorted = |p: &Posting| {
+        let mut slots = p.slots();
+        slots.sort_unstable();
+        slots
+    };
+    let mut values: Vec<_> = index
+        .values
+        .iter()
+        .flat_map(|(name, by)| {
+            by.iter()
+                .map(move |(k, p)| (format!("{name:?}"), *k, sorted(p)))
+        })
+        .collect();
+    values.sort();
+    let mut dates: Vec<_> = index
+        .dates
+        .iter()
+        .flat_map(|(tag, by)| {
+            by.iter()
+                .map(move |(d, p)| (format!("{tag:?}"), *d, sorted(p)))
+        })
+        .collect();
+    dates.sort();
+    let slots = index
+        .slots
+        .iter()
+        .map(|o| o.as_ref().map(|o| o.uid.to_string()))
+        .collect();
+    (values, dates, slots)
+}
+
+#[test]
+fn a_build_in_two_halves_equals_entering_every_object_in_turn() {
+    let n = PARALLEL_BUILD_MIN + 2_345;
+    let objects: Vec<Arc<StoredObject>> = (0..n)
+        .map(|i| {
+            key(
+                &format!("k{i}"),
+                vec![
+                    Attribute::name(&Name::new(&format!("disk-{i}"))),
+                    // Groups with members in both halves, and some in one only.
+                    Attribute::text(tags::OBJECT_GROUP, &format!("group-{}", i % 7)),
+                    Attribute::text(tags::OBJECT_GROUP, &format!("half-{}", i * 2 / n)),
+                    x("bucket", Value::TextString(format!("b{}", i % 3_000))),
+                    state(if i % 5 == 0 {
+                        State::Deactivated
+                    } else {
+                        State::Active
+                    }),
+                    Attribute::integer(tags::CRYPTOGRAPHIC_LENGTH, 128 << (i % 2)),
+                    Attribute::datetime(tags::INITIAL_DATE, 1_700_000_000 + (i / 1_000) as i64),
+                ],
+            )
+        })
+        .collect();
+    let built = Index::build(&objects);
+    let mut one_by_one = Index {
+        hasher: built.hasher.clone(),
+        ..Index::default()
+    };
+    for o in &objects {
+        one_by_one.set(&o.uid, Some(o));
+    }
+    assert_eq!(contents(&built), contents(&one_by_one));
+    for (slot, o) in objects.iter().enumerate() {
+        assert_eq!(built.slot_of(&o.uid), Some(slot as u32));
+    }
+    assert_eq!(
+        uids(built.candidates(&[Attribute::text(tags::OBJECT_GROUP, "group-3")])).len(),
+        objects.len().div_ceil(7) - usize::from(n % 7 <= 3)
+    );
+
+    // An object loaded twice (no backend does) is entered as an update, as one by one would.
+    let mut twice = objects.clone();
+    twice.push(key("k0", vec![state(State::Compromised)]));
+    let built = Index::build(&twice);
+    assert_eq!(built.slot_of("k0"), Some(0));
+    assert_eq!(uids(built.candidates(&[state(State::Compromised)])), ["k0"]);
+}
