@@ -33,6 +33,11 @@ fn cli_ok(args: &[&str]) -> String {
     text
 }
 
+/// `pki revoke` of `cert` by the CA in `ca`; its output.
+fn revoke(ca: &Path, cert: &Path) -> String {
+    cli_ok(&["pki", "revoke", "--dir", s(ca), "--cert", s(cert)])
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -160,6 +165,17 @@ impl Site {
 
 fn admin(gw: &GatewayProcess) -> String {
     gw.admin_addr().unwrap().to_string()
+}
+
+/// `kmip-gateway reload` through `gw`'s admin listener; its output.
+fn reload(gw: &GatewayProcess) -> String {
+    cli_ok(&[
+        "reload",
+        "--admin",
+        &admin(gw),
+        "--token-file",
+        &token_file(gw),
+    ])
 }
 
 fn token_file(gw: &GatewayProcess) -> String {
@@ -347,7 +363,7 @@ async fn guide_setup_then_revoke_deny_and_restore() {
     assert!(row["last_seen"].as_i64().unwrap() > 0);
 
     // Day 2: revoke the array's certificate, reload.
-    let out = cli_ok(&["pki", "revoke", "--dir", s(&ca), "--cert", s(&purefa.0)]);
+    let out = revoke(&ca, &purefa.0);
     assert!(out.contains("CRL number 2"), "{out}");
     let listing = cli_ok(&["pki", "list", "--dir", s(&ca)]);
     assert!(
@@ -356,13 +372,7 @@ async fn guide_setup_then_revoke_deny_and_restore() {
             .any(|l| l.starts_with("purefa") && l.contains("revoked")),
         "{listing}"
     );
-    let out = cli_ok(&[
-        "reload",
-        "--admin",
-        &admin(&gw),
-        "--token-file",
-        &token_file(&gw),
-    ]);
+    let out = reload(&gw);
     assert!(out.contains("\"connections_closed\":1"), "{out}");
     assert!(
         locate(&mut array).await.is_err(),
@@ -444,13 +454,7 @@ async fn guide_setup_then_revoke_deny_and_restore() {
         &format!("[revocation]\ndeny_fingerprints = [\"{fingerprint}\"]\n"),
     );
     std::fs::write(site.config(), text).unwrap();
-    let out = cli_ok(&[
-        "reload",
-        "--admin",
-        &admin(&gw),
-        "--token-file",
-        &token_file(&gw),
-    ]);
+    let out = reload(&gw);
     assert!(out.contains("\"connections_closed\":1"), "{out}");
     assert!(locate(&mut other).await.is_err());
     assert!(connect_and_locate(&gw, &site.tls(&vsphere)).await.is_err());
@@ -481,22 +485,9 @@ async fn a_revoked_client_cannot_resume_its_session() {
     }
     assert!(resumed >= 1, "the client never resumed its TLS session");
 
-    let out = cli_ok(&[
-        "pki",
-        "revoke",
-        "--dir",
-        s(&site.ca_dir()),
-        "--cert",
-        s(&purefa.0),
-    ]);
+    let out = revoke(&site.ca_dir(), &purefa.0);
     assert!(out.contains("CRL number 2"), "{out}");
-    cli_ok(&[
-        "reload",
-        "--admin",
-        &admin(&gw),
-        "--token-file",
-        &token_file(&gw),
-    ]);
+    reload(&gw);
     assert!(
         connect_and_locate(&gw, &tls).await.is_err(),
         "a revoked client got back in by resuming its session"
@@ -576,13 +567,7 @@ async fn server_certificate_reloaded_under_load_without_failed_requests() {
         );
         let want = der_of(&site.ca_dir().join("server.pem"));
         if n % 2 == 0 {
-            cli_ok(&[
-                "reload",
-                "--admin",
-                &admin(&gw),
-                "--token-file",
-                &token_file(&gw),
-            ]);
+            reload(&gw);
             assert_eq!(served_certificate(&gw, &site, &purefa).await, want);
         } else {
             cli_ok(&["reload", "--pid-file", s(&pid_file)]);
@@ -662,13 +647,7 @@ async fn invalid_reload_keeps_the_old_configuration_and_counts_the_failure() {
     assert!(!ok && out.contains("configuration"), "{out}");
     locate(&mut open).await.unwrap();
     std::fs::write(site.config(), &config).unwrap();
-    cli_ok(&[
-        "reload",
-        "--admin",
-        &admin(&gw),
-        "--token-file",
-        &token_file(&gw),
-    ]);
+    reload(&gw);
     connect_and_locate(&gw, &tls).await.unwrap();
     assert!(gw.log().contains("reload failed"), "{}", gw.log());
 }
@@ -699,14 +678,7 @@ async fn a_file_change_alone_reloads() {
     }
     locate(&mut open).await.unwrap();
     // `pki revoke` rewrites crl.pem in a watched folder: the array's connection closes by itself.
-    cli_ok(&[
-        "pki",
-        "revoke",
-        "--dir",
-        s(&site.ca_dir()),
-        "--cert",
-        s(&purefa.0),
-    ]);
+    revoke(&site.ca_dir(), &purefa.0);
     let deadline = Instant::now() + SIGNAL_RELOAD_WAIT;
     while locate(&mut open).await.is_ok() {
         assert!(

@@ -354,43 +354,40 @@ pub(crate) fn replay(
         referenced_slots,
         next_seq,
     } = applied?;
-    if let Some(offset) = read? {
-        if !reached || (missing_head.is_some() && pos.frames > 0) {
-            return Err(short(&pos, "ends in a torn frame"));
+    let torn_bytes = match read? {
+        Some(offset) => {
+            if !reached || (missing_head.is_some() && pos.frames > 0) {
+                return Err(short(&pos, "ends in a torn frame"));
+            }
+            drop(r);
+            file.set_len(offset).map_err(|e| io_err(path, e))?;
+            file.sync_all().map_err(|e| io_err(path, e))?;
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                cut_bytes = total - offset,
+                frames_past_head = target.map_or(0, |t| pos.frames - t.frames),
+                "cut a torn tail off the vault log: one unfinished frame past the head, \
+                 never acknowledged (a write interrupted by a crash)"
+            );
+            total - offset
         }
-        drop(r);
-        file.set_len(offset).map_err(|e| io_err(path, e))?;
-        file.sync_all().map_err(|e| io_err(path, e))?;
-        tracing::warn!(
-            path = %path.display(),
-            offset,
-            cut_bytes = total - offset,
-            frames_past_head = target.map_or(0, |t| pos.frames - t.frames),
-            "cut a torn tail off the vault log: one unfinished frame past the head, \
-             never acknowledged (a write interrupted by a crash)"
-        );
-        return Ok(Loaded {
-            keys,
-            version,
-            objects,
-            referenced_slots,
-            next_seq,
-            end: pos,
-            torn_bytes: total - offset,
-        });
-    }
-    if !reached || (missing_head.is_some() && pos.frames > 0) {
-        return Err(short(&pos, "ends"));
-    }
-    if let Some(t) = target.filter(|t| pos.frames > t.frames) {
-        tracing::warn!(
-            path = %path.display(),
-            frames_past_head = pos.frames - t.frames,
-            bytes_past_head = pos.log_len - t.log_len,
-            "the vault log holds frames past the head: written and synced, but a crash came \
-             before they were acknowledged; kept"
-        );
-    }
+        None => {
+            if !reached || (missing_head.is_some() && pos.frames > 0) {
+                return Err(short(&pos, "ends"));
+            }
+            if let Some(t) = target.filter(|t| pos.frames > t.frames) {
+                tracing::warn!(
+                    path = %path.display(),
+                    frames_past_head = pos.frames - t.frames,
+                    bytes_past_head = pos.log_len - t.log_len,
+                    "the vault log holds frames past the head: written and synced, but a \
+                     crash came before they were acknowledged; kept"
+                );
+            }
+            0
+        }
+    };
     Ok(Loaded {
         keys,
         version,
@@ -398,7 +395,7 @@ pub(crate) fn replay(
         referenced_slots,
         next_seq,
         end: pos,
-        torn_bytes: 0,
+        torn_bytes,
     })
 }
 
