@@ -165,7 +165,7 @@ pub(super) fn prepare(
     let mut free_slots = Vec::new();
     let mut retired_slots = Vec::new();
     for slot in 0..slots.len {
-        if live_slots.get(slot as usize).copied().unwrap_or(false) {
+        if live_slots[slot as usize] {
             continue;
         }
         if slots.read(slot)?.iter().any(|&b| b != 0) {

@@ -326,13 +326,12 @@ pub(crate) fn seal_record(
     }
 }
 
-/// One decrypted record.
 /// A record whose ciphertext was opened in place: its buffer now holds the plaintext at
 /// `plain`.
 pub(super) struct Unsealed {
     pub(super) seq: u64,
     op: u8,
-    /// Where the uid is in the buffer (checked to be UTF-8).
+    /// Where the uid is in the buffer.
     uid: std::ops::Range<usize>,
     plain: std::ops::Range<usize>,
 }
@@ -359,7 +358,8 @@ pub(super) fn unseal(keys: &FileKeys, rec: &mut [u8]) -> Result<Unsealed, String
     let seq = c.u64()?;
     let op = c.u8()?;
     let uid_len = usize::from(c.u16()?);
-    std::str::from_utf8(c.take(uid_len)?).map_err(|_| "uid is not UTF-8")?;
+    // The uid is authenticated as part of the AAD; `Unsealed::uid` checks it is UTF-8.
+    c.take(uid_len)?;
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(c.take(NONCE_LEN)?);
     if c.rest.len() < TAG_LEN {

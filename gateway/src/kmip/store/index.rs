@@ -8,7 +8,7 @@
 //! *superset* of the objects a filter matches; Locate still applies the whole filter to them.
 
 use super::StoredObject;
-use hashbrown::HashTable;
+use hashbrown::{hash_table, HashTable};
 use kmip_backends::ObjectKind;
 use kmip_wire::model::{Attribute, AttributeName, KmipEnum, ObjectType};
 use kmip_wire::spec::tags;
@@ -395,6 +395,7 @@ impl Index {
                 hasher: hasher.clone(),
                 ..Index::default()
             };
+            // Room for both halves, so that joining them rebuilds no table.
             index.reserve(objects.len());
             let index = Index::build_here(first, index);
             (index, later.join())
@@ -428,24 +429,21 @@ impl Index {
             ..
         } = later;
         self.slots.extend(slots.into_iter().skip(own));
-        for slot in own..self.slots.len() {
-            let uid = self.slots[slot].as_ref().map_or("", |o| &*o.uid);
-            let hash = self.hasher.hash_one(uid);
-            let slots = &self.slots;
-            if self
-                .by_uid
-                .find(hash, |s| {
-                    slots[*s as usize].as_ref().is_some_and(|o| &*o.uid == uid)
-                })
-                .is_some()
-            {
-                return None;
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        for (slot, obj) in slots.iter().enumerate().skip(own) {
+            let uid = obj.as_ref().map_or("", |o| &*o.uid);
+            let entry = self.by_uid.entry(
+                hasher.hash_one(uid),
+                |s| slots[*s as usize].as_ref().is_some_and(|o| &*o.uid == uid),
+                |s| hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| &*o.uid)),
+            );
+            match entry {
+                hash_table::Entry::Occupied(_) => return None,
+                // Slots are below u32::MAX: `later` allocated them.
+                hash_table::Entry::Vacant(v) => {
+                    v.insert(slot as u32);
+                }
             }
-            let hasher = &self.hasher;
-            // Slots are below u32::MAX: `later` allocated them.
-            self.by_uid.insert_unique(hash, slot as u32, |s| {
-                hasher.hash_one(slots[*s as usize].as_ref().map_or("", |o| &*o.uid))
-            });
         }
         let count = self.slots.len();
         for (name, by_value) in values {
